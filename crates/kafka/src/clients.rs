@@ -1,0 +1,77 @@
+//! Client configurations with the settings our guarantees depend on.
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+
+use crm_sync_runtime::settings::KafkaSettings;
+
+/// An idempotent producer that reports success only once all in-sync replicas have the message.
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set(
+            "delivery.timeout.ms",
+            settings.delivery_timeout_ms.to_string(),
+        )
+        .create()
+        .map_err(|e| anyhow::anyhow!("creating Kafka producer for {}: {e}", settings.brokers))
+}
+
+/// A consumer that never stores an offset by itself: the consume loop stores each one only after
+/// the message's effects are durable, and auto-commit then commits what was stored.
+pub fn consumer(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+) -> anyhow::Result<ServiceConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Upstream writers may be transactional (the evaluator): never read aborted data.
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+        .set("enable.partition.eof", "false")
+        .create_with_context(RebalanceLogger)
+        .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
+}
+
+pub type ServiceConsumer = StreamConsumer<RebalanceLogger>;
+
+/// Makes partition assignments visible: logged, and exported as
+/// `crm_sync_consumer_assigned_partitions` so operators (and tests) can see who owns what.
+pub struct RebalanceLogger;
+
+impl ClientContext for RebalanceLogger {}
+
+impl ConsumerContext for RebalanceLogger {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let list: Vec<String> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?list, "partitions assigned");
+                metrics::gauge!("crm_sync_consumer_assigned_partitions").set(list.len() as f64);
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(count = partitions.count(), "partitions revoked");
+                metrics::gauge!("crm_sync_consumer_assigned_partitions").set(0.0);
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Dead letters: a message that can never be processed goes to `<topic>.dlq` with its original
+//! key, bytes and headers, plus headers saying why and where it came from.
+
+use crate::headers;
+use crate::produce::{OutgoingMessage, PublishError, Publisher};
+
+/// Why a message is dead, as a stable machine-readable code plus a human detail.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: &'a [(String, String)],
+}
+
+pub async fn publish_dead_letter(
+    publisher: &Publisher,
+    service: &str,
+    origin: &Origin<'_>,
+    letter: &DeadLetter,
+) -> Result<(), PublishError> {
+    let topic = format!("{}.dlq", origin.topic);
+    let event_id = headers::find(origin.headers, headers::EVENT_ID)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}/{}/{}", origin.topic, origin.partition, origin.offset));
+    let mut extra: Vec<(String, String)> = origin
+        .headers
+        .iter()
+        .filter(|(k, _)| k != headers::EVENT_ID && k != headers::TRACEPARENT)
+        .cloned()
+        .collect();
+    extra.extend([
+        (headers::DLQ_REASON.to_owned(), letter.reason.to_owned()),
+        (headers::DLQ_DETAIL.to_owned(), letter.detail.clone()),
+        (headers::DLQ_ORIGIN_TOPIC.to_owned(), origin.topic.to_owned()),
+        (
+            headers::DLQ_ORIGIN_PARTITION.to_owned(),
+            origin.partition.to_string(),
+        ),
+        (
+            headers::DLQ_ORIGIN_OFFSET.to_owned(),
+            origin.offset.to_string(),
+        ),
+        (headers::DLQ_SERVICE.to_owned(), service.to_owned()),
+        (headers::DLQ_TIME.to_owned(), chrono::Utc::now().to_rfc3339()),
+    ]);
+    let message = OutgoingMessage {
+        topic: topic.clone(),
+        // Keys are UTF-8 in every crm-sync topic; a foreign one is kept as lossy text.
+        key: origin
+            .key
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload: origin.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+        event_id,
+        headers: extra,
+    };
+    publisher.publish(&message).await?;
+    metrics::counter!("crm_sync_dead_letters_total", "topic" => origin.topic.to_owned(), "reason" => letter.reason)
+        .increment(1);
+    Ok(())
+}

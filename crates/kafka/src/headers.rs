@@ -1,0 +1,85 @@
+//! Header names shared by every topic, and W3C trace-context propagation through them.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The message's stable event id (also inside the payload), for deduplication without decoding.
+pub const EVENT_ID: &str = "crm-sync-event-id";
+pub const TRACEPARENT: &str = "traceparent";
+
+pub const DLQ_REASON: &str = "crm-sync-dlq-reason";
+pub const DLQ_DETAIL: &str = "crm-sync-dlq-detail";
+pub const DLQ_ORIGIN_TOPIC: &str = "crm-sync-dlq-origin-topic";
+pub const DLQ_ORIGIN_PARTITION: &str = "crm-sync-dlq-origin-partition";
+pub const DLQ_ORIGIN_OFFSET: &str = "crm-sync-dlq-origin-offset";
+pub const DLQ_SERVICE: &str = "crm-sync-dlq-service";
+pub const DLQ_TIME: &str = "crm-sync-dlq-time";
+
+struct HeaderInjector<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+/// The current span's W3C trace context, as header pairs (`traceparent`, maybe `tracestate`).
+pub fn current_trace_context() -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(&mut pairs))
+    });
+    pairs
+}
+
+/// Owned copy of a message's headers as UTF-8 pairs (non-UTF-8 values are skipped).
+pub fn to_pairs<H: Headers>(headers: Option<&H>) -> Vec<(String, String)> {
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .filter_map(|h| {
+            let value = std::str::from_utf8(h.value?).ok()?;
+            Some((h.key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+pub fn find<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+struct PairExtractor<'a>(&'a [(String, String)]);
+
+impl Extractor for PairExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        find(self.0, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Makes `span` a child of the trace context carried in the headers, if any.
+pub fn adopt_trace_context(span: &tracing::Span, pairs: &[(String, String)]) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&PairExtractor(pairs))
+    });
+    let _ = span.set_parent(parent);
+}
+
+pub fn to_owned_headers(pairs: &[(String, String)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |headers, (k, v)| {
+        headers.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    })
+}

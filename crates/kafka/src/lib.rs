@@ -1,0 +1,13 @@
+//! Kafka plumbing shared by every crm-sync service, so that offsets, dead letters, retries and
+//! trace headers behave the same everywhere.
+
+pub mod admin;
+pub mod clients;
+pub mod consume;
+pub mod dlq;
+pub mod headers;
+pub mod produce;
+pub mod service;
+
+pub use consume::{ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer};
+pub use produce::{OutgoingMessage, Publisher};

@@ -1,0 +1,101 @@
+//! The skeleton of a consuming service: ops endpoints, the consume loop, SIGTERM with a grace
+//! period. Evaluator and provisioner differ only in their handler and readiness checks.
+
+use std::time::Duration;
+
+use crm_sync_runtime::Settings;
+use crm_sync_runtime::ops::{self, Readiness};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::consumer::Consumer;
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{ConsumeLoop, ConsumerHealth, MessageHandler, run_consumer};
+use crate::produce::Publisher;
+
+pub struct ConsumerService<'a, H> {
+    pub name: &'a str,
+    pub settings: &'a Settings,
+    pub topic: &'a str,
+    pub handler: H,
+    /// Used for dead letters (and usually by the handler for its own output).
+    pub publisher: Publisher,
+    /// Service-specific checks; Kafka reachability and consumer health are added here.
+    pub readiness: Readiness,
+    pub metrics: PrometheusHandle,
+    pub shutdown: CancellationToken,
+}
+
+impl<H: MessageHandler> ConsumerService<'_, H> {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let consumer = crate::clients::consumer(
+            &self.settings.kafka,
+            self.name,
+            &self.settings.kafka.consumer_group,
+        )?;
+        consumer
+            .subscribe(&[self.topic])
+            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
+        let health = ConsumerHealth::default();
+        let brokers = self.settings.kafka.brokers.clone();
+        let consumer_health = health.clone();
+        let readiness = self
+            .readiness
+            .with_check("kafka", move || {
+                let brokers = brokers.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        crate::admin::brokers_reachable(&brokers, Duration::from_secs(2))
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                }
+            })
+            .with_check("consumer", move || {
+                let health = consumer_health.clone();
+                async move { health.check() }
+            });
+
+        let listener = ops::bind(&self.settings.http.host, self.settings.http.port).await?;
+        tracing::info!(
+            service = self.name,
+            topic = self.topic,
+            group = %self.settings.kafka.consumer_group,
+            addr = %listener.local_addr()?,
+            "started"
+        );
+        // The ops server outlives the consume loop so probes answer while draining.
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(ops::serve(
+            listener,
+            ops::router(readiness, self.metrics.clone()),
+            server_stop.clone(),
+        ));
+
+        let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
+        let shutdown = self.shutdown.clone();
+        let consume = run_consumer(ConsumeLoop {
+            service: self.name,
+            consumer: &consumer,
+            handler: &self.handler,
+            dead_letters: &self.publisher,
+            health,
+            shutdown: shutdown.clone(),
+        });
+        tokio::pin!(consume);
+        let result = tokio::select! {
+            result = &mut consume => result,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::error!(?grace, "in-flight work did not finish within the grace period; exiting");
+                Ok(())
+            }
+        };
+        use rdkafka::producer::Producer as _;
+        if let Err(error) = self.publisher.producer().flush(Duration::from_secs(5)) {
+            tracing::warn!(%error, "flushing the producer at shutdown");
+        }
+        server_stop.cancel();
+        let _ = server.await;
+        tracing::info!(service = self.name, "stopped");
+        result
+    }
+}

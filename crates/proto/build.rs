@@ -1,0 +1,20 @@
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "crm_sync/v1/common.proto",
+        "crm_sync/v1/crm_event.proto",
+        "crm_sync/v1/workflow_outcome.proto",
+        "crm_sync/v1/salesscreen.proto",
+    ];
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    // protox compiles in pure Rust, so builds need no protoc on the machine.
+    let descriptors = protox::compile(files, [&proto_root])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("crm_sync_descriptor.bin"), descriptors.encode_to_vec())?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! provisioner: turns matched workflow outcomes into platform state. Creates the platform user
+//! the first time a CRM user's data arrives (auto-sync), records activities idempotently, and
+//! forwards `UserProvisioned` / `ActivityChanged` through a transactional outbox.
+
+pub mod apply;
+pub mod outbox;
+
+use std::time::Duration;
+
+use crm_sync_kafka::Publisher;
+use crm_sync_kafka::service::ConsumerService;
+use crm_sync_runtime::Settings;
+use crm_sync_runtime::ops::Readiness;
+
+pub use apply::Provisioner;
+
+pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::ServiceDefaults {
+    name: "provisioner",
+    http_port: 8083,
+    consumer_group: "crm-sync-provisioner",
+};
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = crm_sync_runtime::ops::install_metrics()?;
+    let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
+    let pool = crm_sync_store::pool(
+        &settings.database.url,
+        settings.database.max_connections,
+        Duration::from_millis(settings.database.acquire_timeout_ms),
+    )?;
+    let publisher = Publisher::new(crm_sync_kafka::clients::producer(
+        &settings.kafka,
+        SERVICE.name,
+    )?);
+    // Messages left in the outbox by a replica that crashed between commit and publish.
+    tokio::spawn(outbox::relay_leftovers(
+        pool.clone(),
+        publisher.clone(),
+        shutdown.clone(),
+    ));
+    let readiness = {
+        let pool = pool.clone();
+        Readiness::new().with_check("postgres", move || {
+            let pool = pool.clone();
+            async move { crm_sync_store::ping(&pool).await }
+        })
+    };
+    let handler = Provisioner {
+        pool,
+        publisher: publisher.clone(),
+        activities_topic: settings.topics.activities.clone(),
+        users_topic: settings.topics.users.clone(),
+    };
+    let topic = settings.topics.matches.clone();
+    ConsumerService {
+        name: SERVICE.name,
+        settings: &settings,
+        topic: &topic,
+        handler,
+        publisher,
+        readiness,
+        metrics,
+        shutdown,
+    }
+    .run()
+    .await
+}

@@ -1,0 +1,162 @@
+//! The operations endpoints every service serves: `/healthz`, `/readyz`, `/metrics`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// Named dependency checks behind `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks
+            .push((name, Arc::new(move || Box::pin(check()) as CheckFuture)));
+        self
+    }
+
+    async fn evaluate(&self) -> (bool, serde_json_lite::Object) {
+        let mut ready = true;
+        let mut report = serde_json_lite::Object::default();
+        for (name, check) in &self.checks {
+            let outcome = tokio::time::timeout(Duration::from_secs(3), check()).await;
+            let status = match outcome {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => {
+                    ready = false;
+                    e
+                }
+                Err(_) => {
+                    ready = false;
+                    "timed out after 3 s".to_owned()
+                }
+            };
+            report.push(name, status);
+        }
+        (ready, report)
+    }
+}
+
+/// A tiny JSON object writer so that the ops module needs no serde_json dependency.
+mod serde_json_lite {
+    #[derive(Default)]
+    pub struct Object(Vec<(&'static str, String)>);
+
+    impl Object {
+        pub fn push(&mut self, key: &'static str, value: String) {
+            self.0.push((key, value));
+        }
+
+        pub fn render(&self, ready: bool) -> String {
+            let checks: Vec<String> = self
+                .0
+                .iter()
+                .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+                .collect();
+            format!(
+                "{{\"ready\":{ready},\"checks\":{{{}}}}}",
+                checks.join(",")
+            )
+        }
+    }
+
+    fn quote(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+}
+
+/// Installs the global Prometheus recorder. Call once per process.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
+}
+
+#[derive(Clone)]
+struct OpsState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, to be merged into a service's router.
+pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(OpsState { readiness, metrics })
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let (ready, report) = state.readiness.evaluate().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [("content-type", "application/json")],
+        report.render(ready),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(state): State<OpsState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Binds the HTTP listener, naming the address in the error so a taken port is obvious.
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| anyhow::anyhow!("binding http.host/http.port {host}:{port}: {e}"))
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| anyhow::anyhow!("http server failed: {e}"))
+}

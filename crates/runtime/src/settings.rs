@@ -1,0 +1,279 @@
+//! Layered configuration: built-in defaults < optional file named by `CRM_SYNC_CONFIG` <
+//! environment variables `CRM_SYNC__SECTION__KEY` (e.g. `CRM_SYNC__KAFKA__BROKERS`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything a crm-sync service can be configured with. Services read the sections they need.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub topics: TopicSettings,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub shutdown: ShutdownSettings,
+    pub ingest: IngestSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Consumer group of this service; replicas of one service share it.
+    pub consumer_group: String,
+    /// How long a producer may keep retrying one message before reporting it failed.
+    pub delivery_timeout_ms: u64,
+    /// librdkafka `session.timeout.ms` for consumers.
+    pub session_timeout_ms: u64,
+}
+
+/// Topic names. Dead-letter topics are `<topic>.dlq`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    pub events: String,
+    pub matches: String,
+    pub activities: String,
+    pub users: String,
+}
+
+impl TopicSettings {
+    pub fn dlq_of(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal (containers), human-readable on a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// A `tracing` filter, e.g. `info,crm_sync_provisioner=debug`.
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// How long SIGTERM may take to drain in-flight work before the process exits anyway.
+    pub grace_period_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Largest webhook body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+/// Per-service defaults that differ between services.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    pub name: &'static str,
+    pub http_port: u16,
+    pub consumer_group: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration file {path} (from CRM_SYNC_CONFIG) does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Key { key: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(service: ServiceDefaults) -> Result<Self, SettingsError> {
+        let file = std::env::var_os("CRM_SYNC_CONFIG").map(PathBuf::from);
+        Self::load_from(service, file, std::env::vars())
+    }
+
+    /// Loads from an explicit file and environment, so tests need not touch the process env.
+    pub fn load_from(
+        service: ServiceDefaults,
+        file: Option<PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder()
+            .set_default("kafka.brokers", "127.0.0.1:9092")?
+            .set_default("kafka.consumer_group", service.consumer_group)?
+            .set_default("kafka.delivery_timeout_ms", 30_000)?
+            .set_default("kafka.session_timeout_ms", 10_000)?
+            .set_default("topics.events", "crm.events.v1")?
+            .set_default("topics.matches", "crm.matches.v1")?
+            .set_default("topics.activities", "salesscreen.activities.v1")?
+            .set_default("topics.users", "salesscreen.users.v1")?
+            .set_default(
+                "database.url",
+                "postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync",
+            )?
+            .set_default("database.max_connections", 10)?
+            .set_default("database.acquire_timeout_ms", 5_000)?
+            .set_default("http.host", "0.0.0.0")?
+            .set_default("http.port", service.http_port)?
+            .set_default("telemetry.log_level", "info,rdkafka=warn,sqlx=warn")?
+            .set_default("telemetry.log_format", "auto")?
+            .set_default("shutdown.grace_period_secs", 25)?
+            .set_default("ingest.max_body_bytes", 4 * 1024 * 1024)?;
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError::MissingFile { path });
+            }
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CRM_SYNC__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("CRM_SYNC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let key = |key, reason: &str| {
+            Err(SettingsError::Key {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            return key("kafka.brokers", "must name at least one broker");
+        }
+        if self.kafka.consumer_group.trim().is_empty() {
+            return key("kafka.consumer_group", "must not be empty");
+        }
+        if self.database.max_connections == 0 {
+            return key("database.max_connections", "must be at least 1");
+        }
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return key("database.url", "must be a postgres:// URL");
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return key("ingest.max_body_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: ServiceDefaults = ServiceDefaults {
+        name: "test",
+        http_port: 9999,
+        consumer_group: "test-group",
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_any_source() {
+        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+        assert_eq!(s.http.port, 9999);
+        assert_eq!(s.kafka.consumer_group, "test-group");
+        assert_eq!(s.topics.events, "crm.events.v1");
+        assert_eq!(s.telemetry.log_format, LogFormat::Auto);
+        assert!(s.telemetry.otlp_endpoint.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("crm-sync-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:9092\"\n[http]\nport = 7000\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            SVC,
+            Some(file),
+            env(&[
+                ("CRM_SYNC__HTTP__PORT", "7100"),
+                ("CRM_SYNC__TOPICS__EVENTS", "t.events"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "file:9092");
+        assert_eq!(s.http.port, 7100);
+        assert_eq!(s.topics.events, "t.events");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__HTTP__PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.port"), "{err}");
+        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__DATABASE__URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__KAFKA__BROKRS", "x:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokrs"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load_from(SVC, Some("/nonexistent/crm.toml".into()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/crm.toml"), "{err}");
+    }
+}

@@ -1,0 +1,54 @@
+//! The PostgreSQL store shared by every crm-sync service: connection, migrations, and the queries
+//! more than one service needs. A service's own transactional logic lives with the service.
+
+pub mod integrations;
+pub mod secrets;
+pub mod tenants;
+pub mod views;
+pub mod workflows;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+pub use sqlx;
+
+/// The schema, embedded in every binary so that `crm-sync migrate` and tests need no files.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A pool that connects lazily, so a service starts (and reports not-ready) while PostgreSQL is
+/// down instead of crashing.
+pub fn pool(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy(url)?)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("running database migrations: {e}"))
+}
+
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("PostgreSQL: {e}"))
+}

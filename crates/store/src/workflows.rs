@@ -1,0 +1,90 @@
+//! Workflows as stored, and the active set the evaluator keeps in memory.
+
+use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Channel on which PostgreSQL announces any workflow change (payload: the integration id).
+pub const CHANGED_CHANNEL: &str = "crm_sync_workflows_changed";
+
+#[derive(Debug, Clone)]
+pub struct StoredWorkflow {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub integration_id: Uuid,
+    pub active: bool,
+    pub spec: WorkflowSpec,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    company_id: Uuid,
+    integration_id: Uuid,
+    active: bool,
+    name: String,
+    object_type: String,
+    triggers: Vec<String>,
+    conditions: serde_json::Value,
+    user_field: String,
+    value_field: Option<String>,
+    date_field: Option<String>,
+    activity_type: String,
+}
+
+const COLUMNS: &str = "id, company_id, integration_id, active, name, object_type, triggers, conditions,
+                       user_field, value_field, date_field, activity_type";
+
+impl TryFrom<Row> for StoredWorkflow {
+    type Error = String;
+
+    fn try_from(r: Row) -> Result<Self, String> {
+        let triggers = r
+            .triggers
+            .iter()
+            .map(|t| Trigger::parse(t).ok_or_else(|| format!("unknown trigger `{t}`")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let conditions = Condition::from_json(&r.conditions).map_err(|e| e.to_string())?;
+        Ok(StoredWorkflow {
+            id: r.id,
+            company_id: r.company_id,
+            integration_id: r.integration_id,
+            active: r.active,
+            spec: WorkflowSpec {
+                name: r.name,
+                object_type: r.object_type,
+                triggers,
+                conditions,
+                user_field: r.user_field,
+                value_field: r.value_field,
+                date_field: r.date_field,
+                activity_type: r.activity_type,
+            },
+        })
+    }
+}
+
+/// Every active workflow. A stored workflow that no longer parses (written by a newer version,
+/// say) is skipped with an error log rather than stopping evaluation of all the others.
+pub async fn load_active(pool: &PgPool) -> Result<Vec<StoredWorkflow>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, Row>(&format!("SELECT {COLUMNS} FROM workflows WHERE active"))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.id;
+            StoredWorkflow::try_from(row)
+                .map_err(|e| tracing::error!(workflow_id = %id, error = %e, "skipping invalid stored workflow"))
+                .ok()
+        })
+        .collect())
+}
+
+/// The ids of every integration that exists, so the evaluator can tell "unknown integration"
+/// (dead letter) from "no active workflow" (no match).
+pub async fn integration_ids(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as::<_, (Uuid, Uuid)>("SELECT id, company_id FROM integrations")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,80 @@
+//! workflow-evaluator: reads `CrmEvent`s, keeps only those that satisfy one of their integration's
+//! active workflows, and writes one `WorkflowOutcome` per matching workflow.
+
+pub mod evaluate;
+pub mod snapshot;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_sync_kafka::Publisher;
+use crm_sync_kafka::service::ConsumerService;
+use crm_sync_runtime::Settings;
+use crm_sync_runtime::ops::Readiness;
+
+pub use evaluate::Evaluator;
+pub use snapshot::WorkflowSnapshot;
+
+pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::ServiceDefaults {
+    name: "workflow-evaluator",
+    http_port: 8082,
+    consumer_group: "crm-sync-workflow-evaluator",
+};
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = crm_sync_runtime::ops::install_metrics()?;
+    let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
+    let pool = crm_sync_store::pool(
+        &settings.database.url,
+        settings.database.max_connections,
+        Duration::from_millis(settings.database.acquire_timeout_ms),
+    )?;
+    let snapshot = Arc::new(WorkflowSnapshot::default());
+    tokio::spawn(snapshot::keep_fresh(
+        snapshot.clone(),
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    let publisher = Publisher::new(crm_sync_kafka::clients::producer(
+        &settings.kafka,
+        SERVICE.name,
+    )?);
+    let readiness = {
+        let pool = pool.clone();
+        let snapshot = snapshot.clone();
+        Readiness::new()
+            .with_check("postgres", move || {
+                let pool = pool.clone();
+                async move { crm_sync_store::ping(&pool).await }
+            })
+            .with_check("workflows", move || {
+                let loaded = snapshot.is_loaded();
+                async move {
+                    if loaded {
+                        Ok(())
+                    } else {
+                        Err("active workflows not loaded yet".to_owned())
+                    }
+                }
+            })
+    };
+    let handler = Evaluator {
+        snapshot,
+        pool,
+        publisher: publisher.clone(),
+        matches_topic: settings.topics.matches.clone(),
+    };
+    let topic = settings.topics.events.clone();
+    ConsumerService {
+        name: SERVICE.name,
+        settings: &settings,
+        topic: &topic,
+        handler,
+        publisher,
+        readiness,
+        metrics,
+        shutdown,
+    }
+    .run()
+    .await
+}

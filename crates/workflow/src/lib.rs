@@ -1,0 +1,8 @@
+//! The workflow model shared by the evaluator, the admin API and `crm-sync apply`: what a workflow
+//! says, how it is validated before it is stored, and how it is evaluated against a CRM event.
+
+pub mod condition;
+pub mod spec;
+
+pub use condition::{Condition, ConditionError, Literal, Op, Verdict};
+pub use spec::{Decision, Match, NoMatch, SpecError, Trigger, WorkflowSpec, parse_date};

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# The local stack without Docker: Apache Kafka (KRaft, one node) from its Maven Central jars on the
+# machine's Java, and PostgreSQL from the OS packages.
+#
+#   deploy/local/stack.sh up       install what is missing, start both, create the topics (idempotent)
+#   deploy/local/stack.sh down     stop what `up` started
+#   deploy/local/stack.sh status   what runs, where, and where its logs are
+#
+# Everything downloaded or written lives outside the clone, under $CRM_SYNC_HOME
+# (default ~/.cache/crm-sync), so a second run on the same machine reuses it.
+set -euo pipefail
+
+KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
+LOG4J_VERSION=2.24.3
+CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
+KAFKA_PORT=${CRM_SYNC_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${CRM_SYNC_KAFKA_CONTROLLER_PORT:-9093}
+PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
+PG_DB=${CRM_SYNC_PG_DB:-crm_sync}
+PG_USER=${CRM_SYNC_PG_USER:-crm_sync}
+PG_PASSWORD=${CRM_SYNC_PG_PASSWORD:-crm_sync}
+
+JARS=$CRM_SYNC_HOME/kafka-$KAFKA_VERSION/libs
+KAFKA_DATA=$CRM_SYNC_HOME/kafka-data
+RUN=$CRM_SYNC_HOME/run
+LOGS=$CRM_SYNC_HOME/logs
+KAFKA_PID=$RUN/kafka.pid
+KAFKA_LOG=$LOGS/kafka.log
+
+TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq salesscreen.activities.v1 salesscreen.users.v1)
+
+say() { printf '[stack] %s\n' "$*"; }
+fail() { printf '[stack] FAILED: %s\n' "$*" >&2; exit 1; }
+
+# Kafka's command-line tools, quiet unless they fail (they print SLF4J binding noise otherwise).
+kafka_java() {
+  local out rc=0
+  out=$(java -Xms128m -Xmx256m -Dlog4j2.configurationFile="$CRM_SYNC_HOME/log4j2.properties" -cp "$JARS/*" "$@" 2>&1) || rc=$?
+  if ((rc != 0)); then printf '%s\n' "$out" >&2; return "$rc"; fi
+  printf '%s\n' "$out" | grep -v '^SLF4J' || true
+}
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+fetch_kafka() {
+  [[ -f $JARS/.complete ]] && return 0
+  command -v java >/dev/null || fail "java not found: Kafka $KAFKA_VERSION needs Java 17+"
+  command -v mvn >/dev/null || fail "mvn not found: it fetches the Kafka jars"
+  say "fetching Kafka $KAFKA_VERSION jars (once; cached in $JARS)"
+  local pom_dir; pom_dir=$(mktemp -d)
+  cat >"$pom_dir/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>crm-sync.local</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+POM
+  mkdir -p "$JARS"
+  if ! mvn -q -B -f "$pom_dir/pom.xml" dependency:copy-dependencies -DoutputDirectory="$JARS" -DincludeScope=runtime \
+      >"$pom_dir/mvn.log" 2>&1; then
+    cat "$pom_dir/mvn.log" >&2
+    fail "maven could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION (log above)"
+  fi
+  rm -rf "$pom_dir"
+  touch "$JARS/.complete"
+}
+
+kafka_running() { [[ -f $KAFKA_PID ]] && kill -0 "$(cat "$KAFKA_PID")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+kafka_answers() {
+  kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+
+write_kafka_config() {
+  mkdir -p "$KAFKA_DATA" "$RUN" "$LOGS"
+  cat >"$CRM_SYNC_HOME/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=$PARTITIONS
+# One broker: internal topics must have replication 1, or groups and transactions hang silently.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+# Tests create many short-lived topics; keep their footprint small.
+log.segment.bytes=16777216
+log.retention.hours=24
+PROPS
+  cat >"$CRM_SYNC_HOME/log4j2.properties" <<PROPS
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$KAFKA_LOG
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=WARN
+logger.apache.name=org.apache.kafka
+logger.apache.level=WARN
+PROPS
+}
+
+start_kafka() {
+  fetch_kafka
+  if kafka_running; then
+    say "kafka already running (pid $(cat "$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT"
+    return 0
+  fi
+  if port_open "$KAFKA_PORT"; then
+    fail "port $KAFKA_PORT is taken by a process this script did not start; stop it or set CRM_SYNC_KAFKA_PORT"
+  fi
+  write_kafka_config
+  if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+    say "formatting Kafka storage in $KAFKA_DATA"
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid | tail -n1)
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$CRM_SYNC_HOME/server.properties" \
+      >>"$KAFKA_LOG" 2>&1 || fail "formatting Kafka storage failed; see $KAFKA_LOG"
+  fi
+  say "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
+  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$CRM_SYNC_HOME/log4j2.properties" \
+    -cp "$JARS/*" kafka.Kafka "$CRM_SYNC_HOME/server.properties" \
+    >>"$LOGS/kafka.stdout" 2>&1 </dev/null &
+  echo $! >"$KAFKA_PID"
+  local deadline=$((SECONDS + 90))
+  until port_open "$KAFKA_PORT" && kafka_answers; do
+    kafka_running || { tail -n 30 "$KAFKA_LOG" "$LOGS/kafka.stdout" >&2 || true; fail "kafka exited during start-up; see $KAFKA_LOG"; }
+    ((SECONDS < deadline)) || fail "kafka did not answer metadata requests within 90 s; see $KAFKA_LOG"
+    sleep 1
+  done
+  say "kafka ready"
+}
+
+create_topics() {
+  local existing missing=()
+  existing=$(kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list 2>/dev/null)
+  for t in "${TOPICS[@]}"; do
+    grep -qx "$t" <<<"$existing" || missing+=("$t")
+  done
+  for t in "${missing[@]}"; do
+    say "creating topic $t ($PARTITIONS partitions)"
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
+      --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null \
+      || fail "could not create topic $t"
+  done
+  ((${#missing[@]})) || say "topics present: ${TOPICS[*]}"
+}
+
+stop_kafka() {
+  if ! kafka_running; then say "kafka not running"; rm -f "$KAFKA_PID"; return 0; fi
+  local pid; pid=$(cat "$KAFKA_PID")
+  say "stopping kafka (pid $pid)"
+  kill "$pid"
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then say "kafka ignored SIGTERM for 30 s; killing"; kill -9 "$pid"; fi
+    sleep 0.5
+  done
+  rm -f "$KAFKA_PID"
+}
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+pg_version() { pg_lsclusters --no-header 2>/dev/null | awk '$2=="main"{print $1; exit}'; }
+
+install_postgres() {
+  command -v pg_ctlcluster >/dev/null && [[ -n $(pg_version) ]] && return 0
+  say "installing PostgreSQL from the OS packages"
+  command -v apt-get >/dev/null || fail "PostgreSQL is missing and apt-get is not available to install it"
+  local sudo=""; ((EUID == 0)) || sudo=sudo
+  $sudo apt-get update -qq >/dev/null || fail "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null || fail "apt-get install postgresql failed"
+  [[ -n $(pg_version) ]] || fail "postgresql installed but no 'main' cluster exists (pg_lsclusters)"
+}
+
+pg_running() { pg_lsclusters --no-header 2>/dev/null | awk '$2=="main"{print $4}' | grep -q online; }
+
+as_postgres() { if ((EUID == 0)); then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
+
+start_postgres() {
+  install_postgres
+  local v; v=$(pg_version)
+  if pg_running; then
+    say "postgresql $v already running"
+  else
+    say "starting postgresql $v"
+    if ((EUID == 0)); then pg_ctlcluster "$v" main start; else sudo pg_ctlcluster "$v" main start; fi \
+      || fail "pg_ctlcluster $v main start failed; see /var/log/postgresql/postgresql-$v-main.log"
+  fi
+  local deadline=$((SECONDS + 30))
+  until as_postgres "psql -qAtc 'select 1'" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "postgresql does not accept connections; see /var/log/postgresql/postgresql-$v-main.log"
+    sleep 0.5
+  done
+  # CREATEDB: the test suites create a fresh database per test.
+  as_postgres "psql -qAt -v ON_ERROR_STOP=1" >/dev/null <<SQL || fail "could not create role/database $PG_USER/$PG_DB"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+SQL
+  say "postgresql ready: postgres://$PG_USER:***@127.0.0.1:5432/$PG_DB"
+}
+
+stop_postgres() {
+  local v; v=$(pg_version)
+  if [[ -z $v ]] || ! pg_running; then say "postgresql not running"; return 0; fi
+  say "stopping postgresql $v"
+  if ((EUID == 0)); then pg_ctlcluster "$v" main stop; else sudo pg_ctlcluster "$v" main stop; fi
+}
+
+status() {
+  if kafka_running; then
+    say "kafka $KAFKA_VERSION: running, pid $(cat "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
+  else
+    say "kafka: stopped (log $KAFKA_LOG)"
+  fi
+  local v; v=$(pg_version)
+  if [[ -n $v ]] && pg_running; then
+    say "postgresql $v: running, 127.0.0.1:5432 database $PG_DB, log /var/log/postgresql/postgresql-$v-main.log"
+  else
+    say "postgresql: stopped${v:+ (log /var/log/postgresql/postgresql-$v-main.log)}"
+  fi
+}
+
+case "${1:-}" in
+  up) start_postgres; start_kafka; create_topics; status ;;
+  down) stop_kafka; stop_postgres ;;
+  status) status ;;
+  fetch) fetch_kafka ;;
+  *) echo "usage: $0 up|down|status|fetch" >&2; exit 2 ;;
+esac
