@@ -123,7 +123,7 @@ fn outcome(
         record_id: event.record_id.clone(),
         owner,
         activity_type: workflow.spec.activity_type.clone(),
-        value: m.value.normalize().to_string(),
+        value: m.value.to_string(),
         activity_date,
         occurred_at: event.occurred_at.or(event.received_at),
         ..Default::default()

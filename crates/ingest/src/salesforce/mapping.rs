@@ -1,0 +1,245 @@
+//! From an Outbound Message to `CrmEvent`s.
+//!
+//! Outbound Messages do not say whether a record was created or updated: a notification is sent
+//! whenever the workflow rule behind it fires. A record whose `CreatedDate` equals its
+//! `LastModifiedDate` has never been modified since its creation, so that notification is taken
+//! as CREATED; every other notification (including those lacking either date) is UPDATED.
+//! Deletes never produce Outbound Messages.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use crm_sync_proto::Timestamp;
+use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue, field_value};
+use uuid::Uuid;
+
+use super::outbound::{Notification, OutboundError, OutboundMessage, Value};
+
+/// Namespace of Outbound Message event ids. Never change it: ids must stay the same across
+/// deploys so that a redelivery after an upgrade still deduplicates downstream.
+pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3f6c_9a2e_51d4_4b7a_8e0f_5c1b_2d7e_9a40);
+
+/// The stable event id of one notification delivered to one integration.
+pub fn event_id(integration_id: Uuid, notification_id: &str) -> Uuid {
+    let name = format!("salesforce-outbound:{integration_id}:{notification_id}");
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+}
+
+/// One `CrmEvent` per notification, in message order. `now` is the receive time (and the
+/// occurrence time of records without a `LastModifiedDate`).
+pub fn to_events(
+    integration_id: Uuid,
+    message: &OutboundMessage,
+    now: DateTime<Utc>,
+) -> Result<Vec<CrmEvent>, OutboundError> {
+    message
+        .notifications
+        .iter()
+        .enumerate()
+        .map(|(i, n)| to_event(integration_id, &message.organization_id, i + 1, n, now))
+        .collect()
+}
+
+fn to_event(
+    integration_id: Uuid,
+    organization_id: &str,
+    index: usize,
+    notification: &Notification,
+    now: DateTime<Utc>,
+) -> Result<CrmEvent, OutboundError> {
+    let date = |field: &'static str| -> Result<Option<DateTime<Utc>>, OutboundError> {
+        notification
+            .text(field)
+            .map(|value| {
+                parse_datetime(value).ok_or_else(|| OutboundError::InvalidDateTime {
+                    index,
+                    field,
+                    value: value.to_owned(),
+                })
+            })
+            .transpose()
+    };
+    let created = date("CreatedDate")?;
+    let modified = date("LastModifiedDate")?;
+    let change_type = match (created, modified) {
+        (Some(c), Some(m)) if c == m => ChangeType::Created,
+        _ => ChangeType::Updated,
+    };
+    let owner = notification
+        .text("OwnerId")
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| CrmUser {
+            crm_user_id: id.to_owned(),
+            ..CrmUser::default()
+        });
+    let fields = notification
+        .fields
+        .iter()
+        .map(|(name, value)| {
+            let kind = match value {
+                Value::Nil => field_value::Kind::NullValue(true),
+                Value::Text(text) => field_value::Kind::Text(text.clone()),
+            };
+            (name.clone(), FieldValue { kind: Some(kind) })
+        })
+        .collect();
+    Ok(CrmEvent {
+        event_id: event_id(integration_id, &notification.id).to_string(),
+        integration_id: integration_id.to_string(),
+        crm: CrmKind::Salesforce as i32,
+        object_type: notification.object_type.clone(),
+        record_id: notification.record_id.clone(),
+        change_type: change_type as i32,
+        fields,
+        previous_fields: Default::default(),
+        owner,
+        occurred_at: Some(timestamp(modified.unwrap_or(now))),
+        received_at: Some(timestamp(now)),
+        source_delivery_id: notification.id.clone(),
+        crm_account_id: organization_id.to_owned(),
+    })
+}
+
+/// Salesforce writes `2026-11-20T15:04:05.000Z`; offsets may also come as `+0000` or `+00:00`.
+pub fn parse_datetime(value: &str) -> Option<DateTime<Utc>> {
+    let value = value.trim();
+    DateTime::parse_from_rfc3339(value)
+        .or_else(|_| DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        // Below 2·10⁹ even for a leap second, so it always fits.
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const SAMPLE: &str = include_str!("testdata/outbound-sample.xml");
+
+    fn notification(fields: &[(&str, Option<&str>)]) -> Notification {
+        let fields: BTreeMap<String, Value> = fields
+            .iter()
+            .map(|(k, v)| {
+                let v = v.map_or(Value::Nil, |t| Value::Text(t.to_owned()));
+                (k.to_string(), v)
+            })
+            .collect();
+        Notification {
+            id: "04l000000000001AAA".into(),
+            object_type: "Opportunity".into(),
+            record_id: "006000000000001AAA".into(),
+            fields,
+        }
+    }
+
+    fn message(n: Notification) -> OutboundMessage {
+        OutboundMessage {
+            organization_id: "00D000000000001AAA".into(),
+            action_id: None,
+            notifications: vec![n],
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        parse_datetime("2026-12-01T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn the_event_id_namespace_is_pinned() {
+        // Changing the namespace would give redelivered notifications new ids after a deploy.
+        let iid = Uuid::parse_str("11111111-2222-3333-4444-555555555555").unwrap();
+        assert_eq!(
+            event_id(iid, "04l5g00000ABCDEAA1"),
+            Uuid::new_v5(
+                &Uuid::parse_str("3f6c9a2e-51d4-4b7a-8e0f-5c1b2d7e9a40").unwrap(),
+                b"salesforce-outbound:11111111-2222-3333-4444-555555555555:04l5g00000ABCDEAA1"
+            )
+        );
+        assert_ne!(event_id(iid, "a"), event_id(Uuid::nil(), "a"));
+    }
+
+    #[test]
+    fn the_sample_maps_to_an_updated_event() {
+        let iid = Uuid::new_v4();
+        let parsed = super::super::outbound::parse(SAMPLE.as_bytes()).unwrap();
+        let events = to_events(iid, &parsed, now()).unwrap();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.event_id, event_id(iid, "04l5g00000ABCDEAA1").to_string());
+        assert_eq!(e.integration_id, iid.to_string());
+        assert_eq!(e.crm, CrmKind::Salesforce as i32);
+        assert_eq!(e.object_type, "Opportunity");
+        assert_eq!(e.record_id, "0065g00000XyZ12AAB");
+        assert_eq!(e.change_type, ChangeType::Updated as i32);
+        assert_eq!(e.owner.as_ref().unwrap().crm_user_id, "0055g00000AbCdEAAZ");
+        assert_eq!(e.source_delivery_id, "04l5g00000ABCDEAA1");
+        assert_eq!(e.crm_account_id, "00D5g000004ABCDEAA");
+        assert_eq!(
+            e.fields["Amount"].kind,
+            Some(field_value::Kind::Text("1250.50".into()))
+        );
+        assert_eq!(
+            e.fields["Description"].kind,
+            Some(field_value::Kind::NullValue(true))
+        );
+        assert_eq!(e.fields.len(), 9);
+        let modified = parse_datetime("2026-11-20T15:04:05.000Z").unwrap();
+        assert_eq!(e.occurred_at, Some(timestamp(modified)));
+        assert_eq!(e.received_at, Some(timestamp(now())));
+    }
+
+    #[test]
+    fn equal_created_and_modified_dates_mean_created() {
+        let n = notification(&[
+            ("CreatedDate", Some("2026-11-20T15:04:05.000Z")),
+            ("LastModifiedDate", Some("2026-11-20T15:04:05.000+0000")),
+        ]);
+        let e = &to_events(Uuid::nil(), &message(n), now()).unwrap()[0];
+        assert_eq!(e.change_type, ChangeType::Created as i32);
+
+        let only_modified = notification(&[("LastModifiedDate", Some("2026-11-20T15:04:05Z"))]);
+        let e = &to_events(Uuid::nil(), &message(only_modified), now()).unwrap()[0];
+        assert_eq!(e.change_type, ChangeType::Updated as i32);
+    }
+
+    #[test]
+    fn without_a_modification_date_the_event_occurred_when_received() {
+        let n = notification(&[("LastModifiedDate", None), ("OwnerId", None)]);
+        let e = &to_events(Uuid::nil(), &message(n), now()).unwrap()[0];
+        assert_eq!(e.occurred_at, Some(timestamp(now())));
+        assert_eq!(e.owner, None);
+    }
+
+    #[test]
+    fn salesforce_date_times_parse_in_every_offset_form() {
+        let expected = parse_datetime("2026-11-20T15:04:05Z").unwrap();
+        for form in [
+            "2026-11-20T15:04:05.000Z",
+            "2026-11-20T15:04:05.000+0000",
+            "2026-11-20T15:04:05+00:00",
+            "2026-11-20T17:04:05.000+0200",
+            " 2026-11-20T10:04:05-05:00 ",
+        ] {
+            assert_eq!(parse_datetime(form), Some(expected), "{form}");
+        }
+        assert_eq!(parse_datetime("2026-11-20"), None);
+    }
+
+    #[test]
+    fn an_unreadable_date_is_an_error_naming_the_notification() {
+        let n = notification(&[("LastModifiedDate", Some("yesterday"))]);
+        let err = to_events(Uuid::nil(), &message(n), now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "notification 1: LastModifiedDate \"yesterday\" is not a Salesforce date-time"
+        );
+    }
+}

@@ -1,0 +1,816 @@
+//! Parser for Salesforce Outbound Messages: SOAP 1.1 envelopes whose body holds one
+//! `notifications` element (namespace [`OUTBOUND_NS`]) with 1–100 `Notification`s, each carrying
+//! one sObject.
+//!
+//! Elements are matched by namespace and local name, never by prefix: Salesforce writes
+//! `soapenv:`/`sf:`, but any prefix bound to the same namespace is the same document. Unknown
+//! elements are skipped so that fields Salesforce adds in later API versions do not break ingest.
+//! DOCTYPEs are refused outright, and only the five predefined XML entities and character
+//! references are expanded, so no external or recursive entity can ever be resolved.
+
+use std::collections::BTreeMap;
+
+use quick_xml::NsReader;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::name::{Namespace, ResolveResult};
+
+/// The namespace of `notifications`, `Notification`, `Id`, `sObject` and `OrganizationId`.
+pub const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
+/// Salesforce sends at most this many notifications per message.
+pub const MAX_NOTIFICATIONS: usize = 100;
+
+const SOAP11_ENVELOPE_NS: &[u8] = b"http://schemas.xmlsoap.org/soap/envelope/";
+const SOAP12_ENVELOPE_NS: &[u8] = b"http://www.w3.org/2003/05/soap-envelope";
+const XSI_NS: &[u8] = b"http://www.w3.org/2001/XMLSchema-instance";
+
+/// One Outbound Message as Salesforce sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub organization_id: String,
+    pub action_id: Option<String>,
+    pub notifications: Vec<Notification>,
+}
+
+/// One record change inside an Outbound Message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// Salesforce's id for this notification; the same on every redelivery.
+    pub id: String,
+    /// The sObject's type without namespace prefix, e.g. `Opportunity` or `Invoice__c`.
+    pub object_type: String,
+    /// The sObject's `Id`.
+    pub record_id: String,
+    /// Every field the message carries (including `Id`), by its local name.
+    pub fields: BTreeMap<String, Value>,
+}
+
+impl Notification {
+    /// The field's text, or None when it is absent or nil.
+    pub fn text(&self, field: &str) -> Option<&str> {
+        match self.fields.get(field) {
+            Some(Value::Text(text)) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `xsi:nil="true"`: the field is set to nothing.
+    Nil,
+    Text(String),
+}
+
+/// What is wrong with a body that is not a usable Outbound Message. Notification numbers count
+/// from 1 in document order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the body is not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("malformed XML at byte {position}: {detail}")]
+    Xml { position: u64, detail: String },
+    #[error("DOCTYPE and entity declarations are not accepted")]
+    DocType,
+    #[error("unknown entity reference &{0}; (only the predefined XML entities are accepted)")]
+    UnknownEntity(String),
+    #[error("the XML ends before the document is complete (truncated body?)")]
+    Truncated,
+    #[error("the body holds no XML element")]
+    NoRootElement,
+    #[error("the body has content after the end of the SOAP envelope")]
+    TrailingContent,
+    #[error("not a SOAP envelope: the root element is <{0}>")]
+    NotAnEnvelope(String),
+    #[error("the SOAP envelope has no Body")]
+    NoBody,
+    #[error(
+        "not a Salesforce Outbound Message: the SOAP body has no <notifications> element in namespace {OUTBOUND_NS}"
+    )]
+    NotAnOutboundMessage,
+    #[error("the SOAP body holds more than one <notifications> element")]
+    SeveralNotificationLists,
+    #[error("element <{element}> must hold text, but contains <{child}>")]
+    NestedElement { element: String, child: String },
+    #[error("the message has no OrganizationId")]
+    NoOrganizationId,
+    #[error("the message has no notifications (Salesforce sends 1 to {MAX_NOTIFICATIONS})")]
+    NoNotifications,
+    #[error("the message has {0} notifications; at most {MAX_NOTIFICATIONS} are accepted")]
+    TooManyNotifications(usize),
+    #[error("notification {index} has no Id")]
+    NoNotificationId { index: usize },
+    #[error("notification {index} has no sObject")]
+    NoSObject { index: usize },
+    #[error("notification {index} has more than one sObject")]
+    SeveralSObjects { index: usize },
+    #[error("notification {index} has no sObject Id")]
+    NoSObjectId { index: usize },
+    #[error("notification {index}: the sObject has no xsi:type naming its object type")]
+    NoObjectType { index: usize },
+    #[error("notification {index}: {value:?} is not a valid object type")]
+    InvalidObjectType { index: usize, value: String },
+    #[error("notification {index}: field {field} appears more than once")]
+    DuplicateField { index: usize, field: String },
+    #[error("notification {index}: field {field} must hold text, but contains <{child}>")]
+    NestedField {
+        index: usize,
+        field: String,
+        child: String,
+    },
+    #[error("notification {index}: {field} {value:?} is not a Salesforce date-time")]
+    InvalidDateTime {
+        index: usize,
+        field: &'static str,
+        value: String,
+    },
+}
+
+/// Parses and validates an Outbound Message.
+pub fn parse(body: &[u8]) -> Result<OutboundMessage, OutboundError> {
+    let text = std::str::from_utf8(body).map_err(|e| OutboundError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let mut parser = Parser {
+        reader: NsReader::from_str(text),
+    };
+    let root = parser.root()?;
+    if !(root.ns.is_soap_envelope() && root.local == "Envelope") {
+        return Err(OutboundError::NotAnEnvelope(root.local));
+    }
+    let mut message = None;
+    if !root.empty {
+        while let Some(child) = parser.next_child()? {
+            if child.ns.is_soap_envelope() && child.local == "Body" && message.is_none() {
+                message = Some(parser.body(&child)?);
+            } else {
+                parser.skip(&child)?;
+            }
+        }
+    }
+    parser.expect_end_of_document()?;
+    message.ok_or(OutboundError::NoBody)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    SoapEnvelope,
+    Outbound,
+    Other,
+}
+
+impl Ns {
+    fn is_soap_envelope(self) -> bool {
+        self == Ns::SoapEnvelope
+    }
+
+    fn of(resolved: &ResolveResult<'_>) -> Ns {
+        match resolved {
+            ResolveResult::Bound(Namespace(ns))
+                if *ns == SOAP11_ENVELOPE_NS || *ns == SOAP12_ENVELOPE_NS =>
+            {
+                Ns::SoapEnvelope
+            }
+            ResolveResult::Bound(Namespace(ns)) if *ns == OUTBOUND_NS.as_bytes() => Ns::Outbound,
+            _ => Ns::Other,
+        }
+    }
+}
+
+/// An opened element, with the `xsi:` attributes the format uses already resolved (they must be
+/// read while the reader still has the element's namespace scope).
+struct Element {
+    ns: Ns,
+    local: String,
+    /// `<x/>`: there is no end tag to consume.
+    empty: bool,
+    xsi_type: Option<String>,
+    nil: bool,
+}
+
+impl Element {
+    fn is(&self, local: &str) -> bool {
+        self.ns == Ns::Outbound && self.local == local
+    }
+}
+
+struct Parser<'i> {
+    reader: NsReader<&'i [u8]>,
+}
+
+impl<'i> Parser<'i> {
+    /// The document element, after the XML declaration, comments and processing instructions.
+    fn root(&mut self) -> Result<Element, OutboundError> {
+        match self.next_child() {
+            Ok(Some(root)) => Ok(root),
+            Ok(None) | Err(OutboundError::Truncated) => Err(OutboundError::NoRootElement),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next child element of the element being read, or None at its end tag. Text between
+    /// elements (indentation) is ignored.
+    fn next_child(&mut self) -> Result<Option<Element>, OutboundError> {
+        loop {
+            let (ns, event) = match self.reader.read_resolved_event() {
+                Ok((resolved, event)) => (Ns::of(&resolved), event),
+                Err(e) => return Err(self.xml(e)),
+            };
+            match event {
+                Event::Start(start) => return self.element(ns, &start, false).map(Some),
+                Event::Empty(start) => return self.element(ns, &start, true).map(Some),
+                Event::End(_) => return Ok(None),
+                Event::DocType(_) => return Err(OutboundError::DocType),
+                Event::Eof => return Err(OutboundError::Truncated),
+                Event::Text(_)
+                | Event::CData(_)
+                | Event::GeneralRef(_)
+                | Event::Comment(_)
+                | Event::Decl(_)
+                | Event::PI(_) => {}
+            }
+        }
+    }
+
+    fn element(
+        &self,
+        ns: Ns,
+        start: &BytesStart<'_>,
+        empty: bool,
+    ) -> Result<Element, OutboundError> {
+        let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+        let mut xsi_type = None;
+        let mut nil = false;
+        for attribute in start.attributes() {
+            let attribute = attribute.map_err(|e| self.invalid(e.into()))?;
+            let (resolved, name) = self.reader.resolve_attribute(attribute.key);
+            let is_xsi = matches!(resolved, ResolveResult::Bound(Namespace(ns)) if ns == XSI_NS);
+            if !is_xsi {
+                continue;
+            }
+            match name.as_ref() {
+                b"type" => {
+                    let value = attribute.unescape_value().map_err(|e| self.invalid(e))?;
+                    xsi_type = Some(value.trim().to_owned());
+                }
+                b"nil" => nil = attribute.as_bool().unwrap_or(false),
+                _ => {}
+            }
+        }
+        Ok(Element {
+            ns,
+            local,
+            empty,
+            xsi_type,
+            nil,
+        })
+    }
+
+    /// Consumes an element and everything in it.
+    fn skip(&mut self, element: &Element) -> Result<(), OutboundError> {
+        if element.empty {
+            return Ok(());
+        }
+        let mut depth = 1usize;
+        loop {
+            match self.reader.read_event().map_err(|e| self.xml(e))? {
+                Event::Start(_) => depth += 1,
+                Event::End(_) => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                Event::DocType(_) => return Err(OutboundError::DocType),
+                Event::Eof => return Err(OutboundError::Truncated),
+                _ => {}
+            }
+        }
+    }
+
+    /// The text content of an element that must not contain elements; `nested` builds the error
+    /// naming the element that was found inside.
+    fn text(
+        &mut self,
+        element: &Element,
+        nested: impl FnOnce(String) -> OutboundError,
+    ) -> Result<String, OutboundError> {
+        let mut text = String::new();
+        if element.empty {
+            return Ok(text);
+        }
+        loop {
+            match self.reader.read_event().map_err(|e| self.xml(e))? {
+                Event::Text(t) => {
+                    text.push_str(&t.xml10_content().map_err(|e| self.invalid(e.into()))?)
+                }
+                Event::CData(c) => {
+                    text.push_str(&c.xml10_content().map_err(|e| self.invalid(e.into()))?)
+                }
+                Event::GeneralRef(r) => text.push_str(&self.entity(&r)?),
+                Event::Start(s) | Event::Empty(s) => {
+                    return Err(nested(
+                        String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
+                    ));
+                }
+                Event::End(_) => return Ok(text),
+                Event::DocType(_) => return Err(OutboundError::DocType),
+                Event::Eof => return Err(OutboundError::Truncated),
+                Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
+            }
+        }
+    }
+
+    /// Text of a header element (`OrganizationId`, `Id`, …): trimmed, None when empty or nil.
+    fn header_text(&mut self, element: &Element) -> Result<Option<String>, OutboundError> {
+        let text = self.text(element, |child| OutboundError::NestedElement {
+            element: element.local.clone(),
+            child,
+        })?;
+        let text = text.trim();
+        Ok((!element.nil && !text.is_empty()).then(|| text.to_owned()))
+    }
+
+    fn entity(&self, reference: &BytesRef<'_>) -> Result<String, OutboundError> {
+        if let Some(c) = reference.resolve_char_ref().map_err(|e| self.invalid(e))? {
+            return Ok(c.to_string());
+        }
+        let name = reference.decode().map_err(|e| self.invalid(e.into()))?;
+        quick_xml::escape::resolve_predefined_entity(&name)
+            .map(str::to_owned)
+            .ok_or_else(|| OutboundError::UnknownEntity(name.into_owned()))
+    }
+
+    fn expect_end_of_document(&mut self) -> Result<(), OutboundError> {
+        loop {
+            match self.reader.read_event().map_err(|e| self.xml(e))? {
+                Event::Eof => return Ok(()),
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::DocType(_) => return Err(OutboundError::DocType),
+                _ => return Err(OutboundError::TrailingContent),
+            }
+        }
+    }
+
+    /// An error of the reader itself, at the position where it found the problem.
+    fn xml(&self, error: quick_xml::Error) -> OutboundError {
+        OutboundError::Xml {
+            position: self.reader.error_position(),
+            detail: error.to_string(),
+        }
+    }
+
+    /// An error in an event already read (attributes, references), at the end of that event.
+    fn invalid(&self, error: quick_xml::Error) -> OutboundError {
+        OutboundError::Xml {
+            position: self.reader.buffer_position(),
+            detail: error.to_string(),
+        }
+    }
+
+    fn body(&mut self, body: &Element) -> Result<OutboundMessage, OutboundError> {
+        let mut message = None;
+        if !body.empty {
+            while let Some(child) = self.next_child()? {
+                if child.is("notifications") {
+                    if message.is_some() {
+                        return Err(OutboundError::SeveralNotificationLists);
+                    }
+                    message = Some(self.notifications(&child)?);
+                } else {
+                    self.skip(&child)?;
+                }
+            }
+        }
+        message.ok_or(OutboundError::NotAnOutboundMessage)
+    }
+
+    fn notifications(&mut self, list: &Element) -> Result<OutboundMessage, OutboundError> {
+        let mut organization_id = None;
+        let mut action_id = None;
+        let mut notifications = Vec::new();
+        if !list.empty {
+            while let Some(child) = self.next_child()? {
+                if child.is("OrganizationId") {
+                    organization_id = self.header_text(&child)?;
+                } else if child.is("ActionId") {
+                    action_id = self.header_text(&child)?;
+                } else if child.is("Notification") {
+                    let index = notifications.len() + 1;
+                    notifications.push(self.notification(index, &child)?);
+                } else {
+                    self.skip(&child)?;
+                }
+            }
+        }
+        let organization_id = organization_id.ok_or(OutboundError::NoOrganizationId)?;
+        match notifications.len() {
+            0 => Err(OutboundError::NoNotifications),
+            n if n > MAX_NOTIFICATIONS => Err(OutboundError::TooManyNotifications(n)),
+            _ => Ok(OutboundMessage {
+                organization_id,
+                action_id,
+                notifications,
+            }),
+        }
+    }
+
+    fn notification(
+        &mut self,
+        index: usize,
+        element: &Element,
+    ) -> Result<Notification, OutboundError> {
+        let mut id = None;
+        let mut sobject = None;
+        if !element.empty {
+            while let Some(child) = self.next_child()? {
+                if child.is("Id") {
+                    id = self.header_text(&child)?;
+                } else if child.is("sObject") {
+                    if sobject.is_some() {
+                        return Err(OutboundError::SeveralSObjects { index });
+                    }
+                    sobject = Some(self.sobject(index, &child)?);
+                } else {
+                    self.skip(&child)?;
+                }
+            }
+        }
+        let id = id.ok_or(OutboundError::NoNotificationId { index })?;
+        let (object_type, fields) = sobject.ok_or(OutboundError::NoSObject { index })?;
+        let record_id = match fields.get("Id") {
+            Some(Value::Text(id)) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => return Err(OutboundError::NoSObjectId { index }),
+        };
+        Ok(Notification {
+            id,
+            object_type,
+            record_id,
+            fields,
+        })
+    }
+
+    fn sobject(
+        &mut self,
+        index: usize,
+        element: &Element,
+    ) -> Result<(String, BTreeMap<String, Value>), OutboundError> {
+        let object_type = object_type(index, element.xsi_type.as_deref())?;
+        let mut fields = BTreeMap::new();
+        if !element.empty {
+            while let Some(child) = self.next_child()? {
+                let text = self.text(&child, |nested| OutboundError::NestedField {
+                    index,
+                    field: child.local.clone(),
+                    child: nested,
+                })?;
+                let value = if child.nil {
+                    Value::Nil
+                } else {
+                    Value::Text(text)
+                };
+                if fields.insert(child.local.clone(), value).is_some() {
+                    return Err(OutboundError::DuplicateField {
+                        index,
+                        field: child.local,
+                    });
+                }
+            }
+        }
+        Ok((object_type, fields))
+    }
+}
+
+/// `sf:Opportunity` → `Opportunity`. Salesforce API names are letters, digits and underscores
+/// (custom objects end in `__c`); anything else would be unsafe in Kafka keys.
+fn object_type(index: usize, xsi_type: Option<&str>) -> Result<String, OutboundError> {
+    let value = xsi_type.ok_or(OutboundError::NoObjectType { index })?;
+    let name = value.rsplit_once(':').map_or(value, |(_, local)| local);
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(OutboundError::InvalidObjectType {
+            index,
+            value: value.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("testdata/outbound-sample.xml");
+
+    fn envelope(notifications: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>00D000000000001AAA</OrganizationId>
+   {notifications}
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"#
+        )
+    }
+
+    fn notification(id: &str, object: &str, record: &str) -> String {
+        format!(
+            r#"<Notification><Id>{id}</Id><sObject xsi:type="sf:{object}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>{record}</sf:Id><sf:Name>n</sf:Name></sObject></Notification>"#
+        )
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+
+    #[test]
+    fn parses_the_documented_sample() {
+        let message = parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(message.organization_id, "00D5g000004ABCDEAA");
+        assert_eq!(message.action_id.as_deref(), Some("04k5g000000XYZAAA2"));
+        assert_eq!(message.notifications.len(), 1);
+        let n = &message.notifications[0];
+        assert_eq!(n.id, "04l5g00000ABCDEAA1");
+        assert_eq!(n.object_type, "Opportunity");
+        assert_eq!(n.record_id, "0065g00000XyZ12AAB");
+        assert_eq!(n.fields.len(), 9);
+        assert_eq!(n.fields["Id"], text("0065g00000XyZ12AAB"));
+        assert_eq!(n.fields["Amount"], text("1250.50"));
+        assert_eq!(n.fields["Name"], text("Acme - 200 licenses"));
+        assert_eq!(n.fields["OwnerId"], text("0055g00000AbCdEAAZ"));
+        assert_eq!(n.fields["StageName"], text("Closed Won"));
+        assert_eq!(n.fields["Description"], Value::Nil);
+        assert_eq!(n.text("Description"), None);
+    }
+
+    #[test]
+    fn parses_several_notifications_of_different_objects() {
+        let body = envelope(&format!(
+            "{}{}{}",
+            notification("N1", "Opportunity", "006A"),
+            notification("N2", "Invoice__c", "a0B1"),
+            notification("N3", "Account", "001Z"),
+        ));
+        let message = parse(body.as_bytes()).unwrap();
+        let summary: Vec<(&str, &str, &str)> = message
+            .notifications
+            .iter()
+            .map(|n| (n.id.as_str(), n.object_type.as_str(), n.record_id.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("N1", "Opportunity", "006A"),
+                ("N2", "Invoice__c", "a0B1"),
+                ("N3", "Account", "001Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn prefixes_do_not_matter_only_namespaces_do() {
+        let body = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+          <soap:Header/>
+          <soap:Body>
+            <out:notifications xmlns:out="http://soap.sforce.com/2005/09/outbound">
+              <out:OrganizationId>00DORG</out:OrganizationId>
+              <out:Notification>
+                <out:Id>04lX</out:Id>
+                <out:sObject i:type="sobj:Invoice__c" xmlns:sobj="urn:sobject.partner.soap.sforce.com">
+                  <sobj:Id>a01X</sobj:Id>
+                  <sobj:Total__c>10</sobj:Total__c>
+                  <sobj:Note__c i:nil="1"/>
+                </out:sObject>
+              </out:Notification>
+            </out:notifications>
+          </soap:Body>
+        </soap:Envelope>"#;
+        let message = parse(body.as_bytes()).unwrap();
+        assert_eq!(message.organization_id, "00DORG");
+        let n = &message.notifications[0];
+        assert_eq!(
+            (n.id.as_str(), n.object_type.as_str()),
+            ("04lX", "Invoice__c")
+        );
+        assert_eq!(n.fields["Total__c"], text("10"));
+        assert_eq!(n.fields["Note__c"], Value::Nil);
+    }
+
+    #[test]
+    fn the_outbound_namespace_is_required_not_just_the_local_name() {
+        let body = SAMPLE.replace("http://soap.sforce.com/2005/09/outbound", "urn:other");
+        assert_eq!(
+            parse(body.as_bytes()),
+            Err(OutboundError::NotAnOutboundMessage)
+        );
+    }
+
+    #[test]
+    fn nil_fields_are_nil_even_with_an_end_tag() {
+        let body = SAMPLE.replace(
+            r#"<sf:Description xsi:nil="true"/>"#,
+            r#"<sf:Description xsi:nil="true"></sf:Description><sf:Empty__c></sf:Empty__c>"#,
+        );
+        let n = &parse(body.as_bytes()).unwrap().notifications[0];
+        assert_eq!(n.fields["Description"], Value::Nil);
+        assert_eq!(n.fields["Empty__c"], text(""));
+    }
+
+    #[test]
+    fn entities_and_character_references_are_decoded() {
+        let body = SAMPLE.replace(
+            "Acme - 200 licenses",
+            "Smith &amp; Sons &lt;EU&gt; &quot;Q1&quot; &apos;26 &#233;t&#xE9; <![CDATA[<raw> & ok]]>",
+        );
+        let n = &parse(body.as_bytes()).unwrap().notifications[0];
+        assert_eq!(
+            n.fields["Name"],
+            text("Smith & Sons <EU> \"Q1\" '26 été <raw> & ok")
+        );
+    }
+
+    #[test]
+    fn zero_notifications_are_refused() {
+        let err = parse(envelope("").as_bytes()).unwrap_err();
+        assert_eq!(err, OutboundError::NoNotifications);
+        assert!(err.to_string().contains("no notifications"), "{err}");
+    }
+
+    #[test]
+    fn more_than_one_hundred_notifications_are_refused() {
+        let many: String = (0..101)
+            .map(|i| notification(&format!("N{i}"), "Opportunity", &format!("006{i}")))
+            .collect();
+        let err = parse(envelope(&many).as_bytes()).unwrap_err();
+        assert_eq!(err, OutboundError::TooManyNotifications(101));
+        assert_eq!(
+            err.to_string(),
+            "the message has 101 notifications; at most 100 are accepted"
+        );
+
+        let hundred: String = (0..100)
+            .map(|i| notification(&format!("N{i}"), "Opportunity", &format!("006{i}")))
+            .collect();
+        assert_eq!(
+            parse(envelope(&hundred).as_bytes())
+                .unwrap()
+                .notifications
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn truncated_xml_is_refused() {
+        let sample = SAMPLE.trim_end();
+        for cut in [
+            sample.len() / 3,
+            sample.len() / 2,
+            sample.len() - 20,
+            sample.len() - 1,
+        ] {
+            let err = parse(&sample.as_bytes()[..cut]).unwrap_err();
+            assert!(
+                matches!(err, OutboundError::Truncated | OutboundError::Xml { .. }),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        assert_eq!(parse(b""), Err(OutboundError::NoRootElement));
+    }
+
+    #[test]
+    fn mismatched_tags_are_malformed_xml() {
+        let body = SAMPLE.replace("</sf:Amount>", "</sf:Amnt>");
+        let err = parse(body.as_bytes()).unwrap_err();
+        assert!(matches!(err, OutboundError::Xml { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("malformed XML at byte"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_doctype_is_refused_before_any_entity_is_used() {
+        let xxe = SAMPLE.replace(
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>"#,
+        );
+        let xxe = xxe.replace("Acme - 200 licenses", "&xxe;");
+        assert_eq!(parse(xxe.as_bytes()), Err(OutboundError::DocType));
+    }
+
+    #[test]
+    fn undeclared_entities_are_refused() {
+        let body = SAMPLE.replace("Acme - 200 licenses", "&xxe;");
+        assert_eq!(
+            parse(body.as_bytes()),
+            Err(OutboundError::UnknownEntity("xxe".into()))
+        );
+    }
+
+    #[test]
+    fn missing_ids_name_the_notification() {
+        let second_without_id = envelope(&format!(
+            "{}{}",
+            notification("N1", "Opportunity", "006A"),
+            notification("N2", "Opportunity", "006B").replace("<Id>N2</Id>", ""),
+        ));
+        let err = parse(second_without_id.as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "notification 2 has no Id");
+
+        let third_without_record_id = envelope(&format!(
+            "{}{}{}",
+            notification("N1", "Opportunity", "006A"),
+            notification("N2", "Opportunity", "006B"),
+            notification("N3", "Opportunity", "006C").replace("<sf:Id>006C</sf:Id>", ""),
+        ));
+        let err = parse(third_without_record_id.as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "notification 3 has no sObject Id");
+
+        let nil_record_id = SAMPLE.replace(
+            "<sf:Id>0065g00000XyZ12AAB</sf:Id>",
+            r#"<sf:Id xsi:nil="true"/>"#,
+        );
+        assert_eq!(
+            parse(nil_record_id.as_bytes()),
+            Err(OutboundError::NoSObjectId { index: 1 })
+        );
+
+        let no_org = SAMPLE.replace("<OrganizationId>00D5g000004ABCDEAA</OrganizationId>", "");
+        assert_eq!(
+            parse(no_org.as_bytes()),
+            Err(OutboundError::NoOrganizationId)
+        );
+    }
+
+    #[test]
+    fn the_object_type_must_be_named_and_plain() {
+        let untyped = SAMPLE.replace(r#" xsi:type="sf:Opportunity""#, "");
+        assert_eq!(
+            parse(untyped.as_bytes()),
+            Err(OutboundError::NoObjectType { index: 1 })
+        );
+        let odd = SAMPLE.replace("sf:Opportunity", "sf:Opp/../x");
+        assert!(matches!(
+            parse(odd.as_bytes()),
+            Err(OutboundError::InvalidObjectType { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn fields_hold_text_only_and_appear_once() {
+        let nested = SAMPLE.replace(
+            "<sf:Amount>1250.50</sf:Amount>",
+            "<sf:Amount><x>1</x></sf:Amount>",
+        );
+        assert_eq!(
+            parse(nested.as_bytes()).unwrap_err().to_string(),
+            "notification 1: field Amount must hold text, but contains <x>"
+        );
+        let twice = SAMPLE.replace(
+            "<sf:Amount>1250.50</sf:Amount>",
+            "<sf:Amount>1</sf:Amount><sf:Amount>2</sf:Amount>",
+        );
+        assert_eq!(
+            parse(twice.as_bytes()).unwrap_err().to_string(),
+            "notification 1: field Amount appears more than once"
+        );
+    }
+
+    #[test]
+    fn other_documents_are_not_outbound_messages() {
+        assert_eq!(
+            parse(b"<html><body/></html>"),
+            Err(OutboundError::NotAnEnvelope("html".into()))
+        );
+        let empty_body = r#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>"#;
+        assert_eq!(
+            parse(empty_body.as_bytes()),
+            Err(OutboundError::NotAnOutboundMessage)
+        );
+        assert_eq!(parse(b"not xml at all"), Err(OutboundError::NoRootElement));
+        let trailing = format!("{SAMPLE}<more/>");
+        assert_eq!(
+            parse(trailing.as_bytes()),
+            Err(OutboundError::TrailingContent)
+        );
+        assert_eq!(
+            parse(&[0x3c, 0xff, 0xfe]),
+            Err(OutboundError::NotUtf8 { offset: 1 })
+        );
+    }
+
+    #[test]
+    fn unknown_elements_are_skipped() {
+        let body = SAMPLE.replace(
+            "<ActionId>",
+            "<FutureThing><Deep><Deeper>x</Deeper></Deep></FutureThing><ActionId>",
+        );
+        assert_eq!(parse(body.as_bytes()).unwrap().notifications.len(), 1);
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs the crm-sync services as background processes against the local stack.
+#
+#   deploy/local/services.sh start    build, migrate, (re)start ingest, workflow-evaluator, provisioner
+#   deploy/local/services.sh stop     stop them (SIGTERM, then wait)
+#   deploy/local/services.sh status   which run, on which port, where their logs are
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+BIN=$CARGO_TARGET_DIR/debug
+RUN=$CRM_SYNC_HOME/run
+LOGS=$CRM_SYNC_HOME/logs
+# name:port
+SERVICES=(ingest:8080 workflow-evaluator:8082 provisioner:8083)
+
+say() { printf '[services] %s\n' "$*"; }
+fail() { printf '[services] FAILED: %s\n' "$*" >&2; exit 1; }
+
+running() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+stop_one() {
+  local name=$1
+  running "$name" || { rm -f "$RUN/$name.pid"; return 0; }
+  local pid; pid=$(cat "$RUN/$name.pid")
+  say "stopping $name (pid $pid)"
+  kill -TERM "$pid"
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || { say "$name ignored SIGTERM for 30 s; killing"; kill -9 "$pid"; }
+    sleep 0.2
+  done
+  rm -f "$RUN/$name.pid"
+}
+
+start() {
+  mkdir -p "$RUN" "$LOGS"
+  say "building (target dir $CARGO_TARGET_DIR)"
+  (cd "$ROOT" && cargo build --workspace --bins --quiet) || fail "cargo build failed"
+  "$BIN/crm-sync" migrate || fail "database migrations failed"
+  for entry in "${SERVICES[@]}"; do
+    local name=${entry%%:*} port=${entry##*:}
+    stop_one "$name"
+    CRM_SYNC__HTTP__PORT=$port CRM_SYNC__TELEMETRY__LOG_FORMAT=${CRM_SYNC__TELEMETRY__LOG_FORMAT:-json} \
+      nohup "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+    say "started $name on :$port (log $LOGS/$name.log)"
+  done
+  for entry in "${SERVICES[@]}"; do
+    local name=${entry%%:*} port=${entry##*:}
+    local deadline=$((SECONDS + 60))
+    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+      running "$name" || { tail -n 20 "$LOGS/$name.log" >&2; fail "$name exited; see $LOGS/$name.log"; }
+      ((SECONDS < deadline)) || { curl -sS "http://127.0.0.1:$port/readyz" >&2 || true; fail "$name not ready within 60 s; see $LOGS/$name.log"; }
+      sleep 0.3
+    done
+    say "$name ready"
+  done
+}
+
+status() {
+  for entry in "${SERVICES[@]}"; do
+    local name=${entry%%:*} port=${entry##*:}
+    if running "$name"; then
+      say "$name: running, pid $(cat "$RUN/$name.pid"), http://127.0.0.1:$port (log $LOGS/$name.log)"
+    else
+      say "$name: stopped (log $LOGS/$name.log)"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) for entry in "${SERVICES[@]}"; do stop_one "${entry%%:*}"; done ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
