@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // protox compiles in pure Rust, so builds need no protoc on the machine.
     let descriptors = protox::compile(files, [&proto_root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("crm_sync_descriptor.bin"), descriptors.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("crm_sync_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

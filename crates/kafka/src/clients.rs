@@ -41,7 +41,10 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         // Upstream writers may be transactional (the evaluator): never read aborted data.
         .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
         .set("enable.partition.eof", "false")
         .create_with_context(RebalanceLogger)
         .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))

@@ -184,7 +184,11 @@ async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMe
                 metrics::counter!("crm_sync_retries_total", "topic" => incoming.topic.to_owned())
                     .increment(1);
                 span.in_scope(|| {
-                    tracing::warn!(error = format!("{error:#}"), attempt, "transient failure; retrying")
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        attempt,
+                        "transient failure; retrying"
+                    )
                 });
                 if attempt >= 3 {
                     l.health.stuck.store(true, Ordering::Relaxed);

@@ -39,7 +39,10 @@ pub async fn publish_dead_letter(
     extra.extend([
         (headers::DLQ_REASON.to_owned(), letter.reason.to_owned()),
         (headers::DLQ_DETAIL.to_owned(), letter.detail.clone()),
-        (headers::DLQ_ORIGIN_TOPIC.to_owned(), origin.topic.to_owned()),
+        (
+            headers::DLQ_ORIGIN_TOPIC.to_owned(),
+            origin.topic.to_owned(),
+        ),
         (
             headers::DLQ_ORIGIN_PARTITION.to_owned(),
             origin.partition.to_string(),
@@ -49,7 +52,10 @@ pub async fn publish_dead_letter(
             origin.offset.to_string(),
         ),
         (headers::DLQ_SERVICE.to_owned(), service.to_owned()),
-        (headers::DLQ_TIME.to_owned(), chrono::Utc::now().to_rfc3339()),
+        (
+            headers::DLQ_TIME.to_owned(),
+            chrono::Utc::now().to_rfc3339(),
+        ),
     ]);
     let message = OutgoingMessage {
         topic: topic.clone(),

@@ -66,7 +66,10 @@ mod tests {
             "test-1234.crm.events.v1",
         ] {
             let name = message_name_for_topic(topic).unwrap();
-            assert!(descriptor_pool().get_message_by_name(name).is_some(), "{name}");
+            assert!(
+                descriptor_pool().get_message_by_name(name).is_some(),
+                "{name}"
+            );
         }
         assert_eq!(message_name_for_topic("other"), None);
     }

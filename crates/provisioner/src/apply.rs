@@ -30,9 +30,13 @@ pub struct Provisioner {
 
 impl MessageHandler for Provisioner {
     async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
-        let outcome = WorkflowOutcome::decode(message.payload.unwrap_or_default()).map_err(|e| {
-            Failure::permanent("undecodable", format!("not a crm_sync.v1.WorkflowOutcome: {e}"))
-        })?;
+        let outcome =
+            WorkflowOutcome::decode(message.payload.unwrap_or_default()).map_err(|e| {
+                Failure::permanent(
+                    "undecodable",
+                    format!("not a crm_sync.v1.WorkflowOutcome: {e}"),
+                )
+            })?;
         let parsed = Parsed::from(&outcome)?;
         match outcome.kind() {
             OutcomeKind::Matched => {}
@@ -45,12 +49,16 @@ impl MessageHandler for Provisioner {
                 ));
             }
             OutcomeKind::Unspecified => {
-                return Err(Failure::permanent("invalid_outcome", "outcome kind is unspecified"));
+                return Err(Failure::permanent(
+                    "invalid_outcome",
+                    "outcome kind is unspecified",
+                ));
             }
         }
         let applied = self.apply_matched(&outcome, &parsed).await?;
         if applied == Applied::Duplicate {
-            metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "duplicate").increment(1);
+            metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "duplicate")
+                .increment(1);
         }
         // Publish what this outcome staged, including leftovers of an earlier interrupted attempt.
         outbox::publish(&self.pool, &self.publisher, Some(&outcome.outcome_id))
@@ -71,21 +79,33 @@ struct Parsed {
 impl Parsed {
     fn from(o: &WorkflowOutcome) -> Result<Parsed, Failure> {
         let uuid = |name: &'static str, v: &str| {
-            Uuid::parse_str(v).map_err(|_| Failure::permanent("invalid_outcome", format!("{name} {v:?} is not a UUID")))
+            Uuid::parse_str(v).map_err(|_| {
+                Failure::permanent("invalid_outcome", format!("{name} {v:?} is not a UUID"))
+            })
         };
         if o.outcome_id.is_empty() || o.record_id.is_empty() {
-            return Err(Failure::permanent("invalid_outcome", "outcome_id and record_id are required"));
+            return Err(Failure::permanent(
+                "invalid_outcome",
+                "outcome_id and record_id are required",
+            ));
         }
-        let value = o
-            .value
-            .parse::<Decimal>()
-            .map_err(|e| Failure::permanent("invalid_outcome", format!("value {:?}: {e}", o.value)))?;
-        let occurred_at = o.occurred_at.as_ref().and_then(to_datetime).unwrap_or_else(Utc::now);
+        let value = o.value.parse::<Decimal>().map_err(|e| {
+            Failure::permanent("invalid_outcome", format!("value {:?}: {e}", o.value))
+        })?;
+        let occurred_at = o
+            .occurred_at
+            .as_ref()
+            .and_then(to_datetime)
+            .unwrap_or_else(Utc::now);
         Ok(Parsed {
             integration_id: uuid("integration_id", &o.integration_id)?,
             workflow_id: uuid("workflow_id", &o.workflow_id)?,
             value,
-            activity_date: o.activity_date.as_ref().and_then(to_datetime).unwrap_or(occurred_at),
+            activity_date: o
+                .activity_date
+                .as_ref()
+                .and_then(to_datetime)
+                .unwrap_or(occurred_at),
             occurred_at,
         })
     }
@@ -151,26 +171,46 @@ impl Provisioner {
             ));
         };
 
-        let named_owner = o.owner.as_ref().map(|u| u.crm_user_id.as_str()).filter(|s| !s.is_empty());
+        let named_owner = o
+            .owner
+            .as_ref()
+            .map(|u| u.crm_user_id.as_str())
+            .filter(|s| !s.is_empty());
         let crm_user_id = match named_owner {
             Some(owner) => {
-                remember_owner(&mut tx, company_id, p.integration_id, o, owner).await.map_err(db)?;
+                remember_owner(&mut tx, company_id, p.integration_id, o, owner)
+                    .await
+                    .map_err(db)?;
                 owner.to_owned()
             }
-            None => last_known_owner(&mut tx, p.integration_id, o).await.map_err(db)?.ok_or_else(|| {
-                Failure::permanent(
-                    "unknown_owner",
-                    format!("record {}/{} names no owner and none is known", o.object_type, o.record_id),
-                )
-            })?,
+            None => last_known_owner(&mut tx, p.integration_id, o)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| {
+                    Failure::permanent(
+                        "unknown_owner",
+                        format!(
+                            "record {}/{} names no owner and none is known",
+                            o.object_type, o.record_id
+                        ),
+                    )
+                })?,
         };
 
-        let user_id = match mapped_user(&mut tx, p.integration_id, &crm_user_id).await.map_err(db)? {
+        let user_id = match mapped_user(&mut tx, p.integration_id, &crm_user_id)
+            .await
+            .map_err(db)?
+        {
             Some(user_id) => Some(user_id),
-            None if auto_sync => Some(self.provision_user(&mut tx, company_id, p.integration_id, o, &crm_user_id).await?),
+            None if auto_sync => Some(
+                self.provision_user(&mut tx, company_id, p.integration_id, o, &crm_user_id)
+                    .await?,
+            ),
             None => {
                 // Kept as unmapped: listed for admins, attached once the identity is mapped.
-                ensure_identity(&mut tx, company_id, p.integration_id, o, &crm_user_id).await.map_err(db)?;
+                ensure_identity(&mut tx, company_id, p.integration_id, o, &crm_user_id)
+                    .await
+                    .map_err(db)?;
                 metrics::counter!("crm_sync_provisioner_unmapped_activities_total").increment(1);
                 None
             }
@@ -211,7 +251,12 @@ impl Provisioner {
         if let (Some((inserted,)), Some(user_id)) = (written, user_id) {
             let visible = on_a_team(&mut tx, user_id).await.map_err(db)?;
             let change = ActivityChanged {
-                change_id: derived_id(&["activity-changed", &activity_id.to_string(), &o.outcome_id]).to_string(),
+                change_id: derived_id(&[
+                    "activity-changed",
+                    &activity_id.to_string(),
+                    &o.outcome_id,
+                ])
+                .to_string(),
                 activity_id: activity_id.to_string(),
                 company_id: company_id.to_string(),
                 user_id: user_id.to_string(),
@@ -232,7 +277,8 @@ impl Provisioner {
                 .increment(1);
         }
         tx.commit().await.map_err(db)?;
-        metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied").increment(1);
+        metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied")
+            .increment(1);
         Ok(Applied::Done)
     }
 
@@ -247,20 +293,25 @@ impl Provisioner {
         o: &WorkflowOutcome,
         crm_user_id: &str,
     ) -> Result<Uuid, Failure> {
-        ensure_identity(tx, company_id, integration_id, o, crm_user_id).await.map_err(db)?;
-        let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT user_id, display_name, email FROM crm_identities
+        ensure_identity(tx, company_id, integration_id, o, crm_user_id)
+            .await
+            .map_err(db)?;
+        let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) =
+            sqlx::query_as(
+                "SELECT user_id, display_name, email FROM crm_identities
              WHERE integration_id = $1 AND crm_user_id = $2 FOR UPDATE",
-        )
-        .bind(integration_id)
-        .bind(crm_user_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db)?;
+            )
+            .bind(integration_id)
+            .bind(crm_user_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
         if let Some(user_id) = existing {
             return Ok(user_id);
         }
-        let display_name = name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| crm_user_id.to_owned());
+        let display_name = name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| crm_user_id.to_owned());
         let email = email.filter(|e| !e.trim().is_empty());
 
         let same_email: Option<(Uuid, String)> = match &email {
@@ -304,14 +355,19 @@ impl Provisioner {
         .map_err(db)?;
 
         let provisioned = UserProvisioned {
-            event_id: derived_id(&["user-provisioned", &integration_id.to_string(), crm_user_id]).to_string(),
+            event_id: derived_id(&["user-provisioned", &integration_id.to_string(), crm_user_id])
+                .to_string(),
             company_id: company_id.to_string(),
             user_id: user_id.to_string(),
             integration_id: integration_id.to_string(),
             crm_user_id: crm_user_id.to_owned(),
             display_name,
             email: email.unwrap_or_default(),
-            status: if status == "active" { UserStatus::Active } else { UserStatus::Pending } as i32,
+            status: if status == "active" {
+                UserStatus::Active
+            } else {
+                UserStatus::Pending
+            } as i32,
             linked_existing_user: linked,
             provisioned_at: Some(to_timestamp(Utc::now())),
         };
@@ -331,7 +387,15 @@ impl Provisioner {
             .increment(1);
         tracing::info!(%user_id, %integration_id, crm_user_id, linked, "provisioned platform user");
 
-        self.attach_unmapped(tx, company_id, integration_id, crm_user_id, user_id, &o.outcome_id).await?;
+        self.attach_unmapped(
+            tx,
+            company_id,
+            integration_id,
+            crm_user_id,
+            user_id,
+            &o.outcome_id,
+        )
+        .await?;
         Ok(user_id)
     }
 
@@ -373,7 +437,12 @@ impl Provisioner {
         let visible = on_a_team(tx, user_id).await.map_err(db)?;
         for a in &attached {
             let change = ActivityChanged {
-                change_id: derived_id(&["activity-attached", &a.id.to_string(), &user_id.to_string()]).to_string(),
+                change_id: derived_id(&[
+                    "activity-attached",
+                    &a.id.to_string(),
+                    &user_id.to_string(),
+                ])
+                .to_string(),
                 activity_id: a.id.to_string(),
                 company_id: company_id.to_string(),
                 user_id: user_id.to_string(),
@@ -502,9 +571,10 @@ async fn ensure_identity(
 }
 
 async fn on_a_team(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    let (on,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)")
-        .bind(user_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let (on,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)")
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(on)
 }

@@ -44,7 +44,11 @@ struct Row {
 
 /// Publishes what the given event staged (or, with `None`, everything staged over a minute ago,
 /// which its own handler evidently failed to publish) and deletes it.
-pub async fn publish(pool: &PgPool, publisher: &Publisher, event_id: Option<&str>) -> anyhow::Result<usize> {
+pub async fn publish(
+    pool: &PgPool,
+    publisher: &Publisher,
+    event_id: Option<&str>,
+) -> anyhow::Result<usize> {
     let rows = sqlx::query_as::<_, Row>(
         "SELECT id, topic, message_key, message_id, payload FROM outbox
          WHERE ($1::text IS NULL AND created_at < now() - interval '1 minute') OR event_id = $1
@@ -81,7 +85,10 @@ pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: Cance
         match publish(&pool, &publisher, None).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(messages = n, "relayed leftover outbox messages"),
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "outbox relay failed; will retry"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "outbox relay failed; will retry"
+            ),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -74,10 +74,7 @@ mod serde_json_lite {
                 .iter()
                 .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
                 .collect();
-            format!(
-                "{{\"ready\":{ready},\"checks\":{{{}}}}}",
-                checks.join(",")
-            )
+            format!("{{\"ready\":{ready},\"checks\":{{{}}}}}", checks.join(","))
         }
     }
 

@@ -37,8 +37,11 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         )
     })?;
 
-    let mut provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build());
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service.to_owned())
+            .build(),
+    );
     if let Some(endpoint) = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -53,7 +56,8 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
     let provider = provider.build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
+    let otel_layer =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
 
     let json = match settings.log_format {
         LogFormat::Json => true,

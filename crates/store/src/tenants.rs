@@ -52,7 +52,10 @@ pub struct IntegrationInput {
     pub webhook_token: Option<String>,
 }
 
-pub async fn upsert_integration(pool: &PgPool, input: &IntegrationInput) -> Result<Uuid, StoreError> {
+pub async fn upsert_integration(
+    pool: &PgPool,
+    input: &IntegrationInput,
+) -> Result<Uuid, StoreError> {
     const CRMS: [&str; 5] = ["salesforce", "hubspot", "pipedrive", "dynamics", "generic"];
     if !CRMS.contains(&input.crm.as_str()) {
         return Err(StoreError::Invalid(format!(
@@ -64,7 +67,10 @@ pub async fn upsert_integration(pool: &PgPool, input: &IntegrationInput) -> Resu
     let id = input
         .id
         .unwrap_or_else(|| stable_id("integration", &[&input.company_id.to_string(), &input.name]));
-    let digest = input.webhook_token.as_deref().map(crate::secrets::token_digest);
+    let digest = input
+        .webhook_token
+        .as_deref()
+        .map(crate::secrets::token_digest);
     let (id,): (Uuid,) = sqlx::query_as(
         "INSERT INTO integrations (id, company_id, name, crm, crm_account_id, auto_sync_users, webhook_token_sha256)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -115,7 +121,8 @@ pub async fn upsert_workflow(
 ) -> Result<Uuid, StoreError> {
     spec.validate()
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let id = id.unwrap_or_else(|| stable_id("workflow", &[&integration_id.to_string(), &spec.name]));
+    let id =
+        id.unwrap_or_else(|| stable_id("workflow", &[&integration_id.to_string(), &spec.name]));
     let triggers: Vec<&str> = spec.triggers.iter().map(|t| t.as_str()).collect();
     let (id,): (Uuid,) = sqlx::query_as(
         "INSERT INTO workflows (id, company_id, integration_id, name, object_type, triggers, conditions,

@@ -32,7 +32,8 @@ struct Row {
     activity_type: String,
 }
 
-const COLUMNS: &str = "id, company_id, integration_id, active, name, object_type, triggers, conditions,
+const COLUMNS: &str =
+    "id, company_id, integration_id, active, name, object_type, triggers, conditions,
                        user_field, value_field, date_field, activity_type";
 
 impl TryFrom<Row> for StoredWorkflow {

@@ -23,8 +23,9 @@ pub struct Evaluator {
 
 impl MessageHandler for Evaluator {
     async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
-        let event = CrmEvent::decode(message.payload.unwrap_or_default())
-            .map_err(|e| Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}")))?;
+        let event = CrmEvent::decode(message.payload.unwrap_or_default()).map_err(|e| {
+            Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}"))
+        })?;
         let integration_id = Uuid::parse_str(&event.integration_id).map_err(|_| {
             Failure::permanent(
                 "unknown_integration",
@@ -33,14 +34,20 @@ impl MessageHandler for Evaluator {
         })?;
         let outcomes = self.evaluate(integration_id, &event).await?;
         if outcomes.is_empty() {
-            metrics::counter!("crm_sync_evaluator_events_total", "outcome" => "no_match").increment(1);
+            metrics::counter!("crm_sync_evaluator_events_total", "outcome" => "no_match")
+                .increment(1);
             return Ok(());
         }
         metrics::counter!("crm_sync_evaluator_events_total", "outcome" => "matched").increment(1);
         let key = message
             .key
             .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_else(|| format!("{}/{}/{}", event.integration_id, event.object_type, event.record_id));
+            .unwrap_or_else(|| {
+                format!(
+                    "{}/{}/{}",
+                    event.integration_id, event.object_type, event.record_id
+                )
+            });
         let messages: Vec<OutgoingMessage> = outcomes
             .iter()
             .map(|o| OutgoingMessage {
@@ -60,11 +67,18 @@ impl MessageHandler for Evaluator {
 }
 
 impl Evaluator {
-    async fn evaluate(&self, integration_id: Uuid, event: &CrmEvent) -> Result<Vec<WorkflowOutcome>, Failure> {
+    async fn evaluate(
+        &self,
+        integration_id: Uuid,
+        event: &CrmEvent,
+    ) -> Result<Vec<WorkflowOutcome>, Failure> {
         let mut snapshot = self.snapshot.current();
         if !snapshot.contains_key(&integration_id) {
             // The integration may be newer than the snapshot: look once more before giving up.
-            self.snapshot.reload(&self.pool).await.map_err(Failure::transient)?;
+            self.snapshot
+                .reload(&self.pool)
+                .await
+                .map_err(Failure::transient)?;
             snapshot = self.snapshot.current();
         }
         let Some(integration) = snapshot.get(&integration_id) else {
@@ -76,7 +90,9 @@ impl Evaluator {
         let mut outcomes = Vec::new();
         for workflow in &integration.workflows {
             match workflow.spec.decide(event) {
-                Decision::Matched(m) => outcomes.push(outcome(event, integration.company_id, workflow, m)),
+                Decision::Matched(m) => {
+                    outcomes.push(outcome(event, integration.company_id, workflow, m))
+                }
                 Decision::NoMatch(reason) => {
                     metrics::counter!("crm_sync_evaluator_no_match_total", "reason" => reason.as_str()).increment(1);
                 }

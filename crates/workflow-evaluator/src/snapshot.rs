@@ -66,13 +66,21 @@ impl WorkflowSnapshot {
         }
         self.loaded.store(true, Ordering::Release);
         metrics::gauge!("crm_sync_evaluator_active_workflows").set(count as f64);
-        tracing::debug!(integrations, active_workflows = count, "workflow snapshot reloaded");
+        tracing::debug!(
+            integrations,
+            active_workflows = count,
+            "workflow snapshot reloaded"
+        );
         Ok(())
     }
 }
 
 /// Listens for changes and reloads until shutdown; reconnects with backoff.
-pub async fn keep_fresh(snapshot: Arc<WorkflowSnapshot>, pool: PgPool, shutdown: CancellationToken) {
+pub async fn keep_fresh(
+    snapshot: Arc<WorkflowSnapshot>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {

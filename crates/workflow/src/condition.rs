@@ -107,8 +107,12 @@ impl Condition {
 
     pub fn to_json(&self) -> Value {
         match self {
-            Condition::All(c) => json!({ "all": c.iter().map(Condition::to_json).collect::<Vec<_>>() }),
-            Condition::Any(c) => json!({ "any": c.iter().map(Condition::to_json).collect::<Vec<_>>() }),
+            Condition::All(c) => {
+                json!({ "all": c.iter().map(Condition::to_json).collect::<Vec<_>>() })
+            }
+            Condition::Any(c) => {
+                json!({ "any": c.iter().map(Condition::to_json).collect::<Vec<_>>() })
+            }
             Condition::Not(c) => json!({ "not": c.to_json() }),
             Condition::Compare(c) => {
                 let mut m = Map::new();
@@ -278,7 +282,10 @@ pub(crate) fn read_text(field: &Kind) -> String {
 
 fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
     let Value::Object(map) = value else {
-        return Err(err(path, "expected an object: {\"all\"|\"any\": [...]}, {\"not\": {...}} or {\"field\", \"op\", \"value\"}"));
+        return Err(err(
+            path,
+            "expected an object: {\"all\"|\"any\": [...]}, {\"not\": {...}} or {\"field\", \"op\", \"value\"}",
+        ));
     };
     for group in ["all", "any"] {
         if let Some(items) = map.get(group) {
@@ -286,7 +293,10 @@ fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
                 return Err(err(path, format!("a `{group}` group takes no other keys")));
             }
             let Value::Array(items) = items else {
-                return Err(err(&format!("{path}/{group}"), "expected a list of conditions"));
+                return Err(err(
+                    &format!("{path}/{group}"),
+                    "expected a list of conditions",
+                ));
             };
             let parsed = items
                 .iter()
@@ -297,7 +307,10 @@ fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
                 Condition::All(parsed)
             } else {
                 if parsed.is_empty() {
-                    return Err(err(&format!("{path}/any"), "an `any` group needs at least one condition"));
+                    return Err(err(
+                        &format!("{path}/any"),
+                        "an `any` group needs at least one condition",
+                    ));
                 }
                 Condition::Any(parsed)
             });
@@ -307,16 +320,27 @@ fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
         if map.len() != 1 {
             return Err(err(path, "a `not` group takes no other keys"));
         }
-        return Ok(Condition::Not(Box::new(parse(inner, &format!("{path}/not"))?)));
+        return Ok(Condition::Not(Box::new(parse(
+            inner,
+            &format!("{path}/not"),
+        )?)));
     }
     for key in map.keys() {
         if !matches!(key.as_str(), "field" | "op" | "value" | "case_sensitive") {
-            return Err(err(&format!("{path}/{key}"), format!("unknown key `{key}`")));
+            return Err(err(
+                &format!("{path}/{key}"),
+                format!("unknown key `{key}`"),
+            ));
         }
     }
     let field = match map.get("field") {
         Some(Value::String(f)) if !f.trim().is_empty() => f.clone(),
-        Some(_) => return Err(err(&format!("{path}/field"), "expected a non-empty field name")),
+        Some(_) => {
+            return Err(err(
+                &format!("{path}/field"),
+                "expected a non-empty field name",
+            ));
+        }
         None => return Err(err(path, "missing `field`")),
     };
     let op = match map.get("op") {
@@ -334,7 +358,12 @@ fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
         Some(Value::Number(n)) => Literal::Number(
             Decimal::from_str(&n.to_string())
                 .or_else(|_| Decimal::from_scientific(&n.to_string()))
-                .map_err(|e| err(&format!("{path}/value"), format!("number out of range: {e}")))?,
+                .map_err(|e| {
+                    err(
+                        &format!("{path}/value"),
+                        format!("number out of range: {e}"),
+                    )
+                })?,
         ),
         Some(Value::Bool(b)) => Literal::Bool(*b),
         Some(Value::Null) => Literal::Null,
@@ -349,16 +378,27 @@ fn parse(value: &Value, path: &str) -> Result<Condition, ConditionError> {
     let case_sensitive = match map.get("case_sensitive") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(err(&format!("{path}/case_sensitive"), "expected true or false")),
+        Some(_) => {
+            return Err(err(
+                &format!("{path}/case_sensitive"),
+                "expected true or false",
+            ));
+        }
     };
     if op.is_ordering() && !matches!(literal, Literal::Number(_)) {
         return Err(err(
             &format!("{path}/value"),
-            format!("operator `{}` compares numbers: expected a number literal", op.as_str()),
+            format!(
+                "operator `{}` compares numbers: expected a number literal",
+                op.as_str()
+            ),
         ));
     }
     if matches!(literal, Literal::Null | Literal::Bool(_)) && op.is_ordering() {
-        return Err(err(&format!("{path}/op"), "null and booleans support only eq and ne"));
+        return Err(err(
+            &format!("{path}/op"),
+            "null and booleans support only eq and ne",
+        ));
     }
     Ok(Condition::Compare(Comparison {
         field,
@@ -388,7 +428,14 @@ mod tests {
     fn record(pairs: &[(&str, Kind)]) -> HashMap<String, FieldValue> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), FieldValue { kind: Some(v.clone()) }))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    FieldValue {
+                        kind: Some(v.clone()),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -410,22 +457,70 @@ mod tests {
             ("Empty", Kind::NullValue(true)),
         ]);
         let cases = [
-            (json!({"field": "StageName", "op": "eq", "value": "closed won"}), Verdict::Match),
-            (json!({"field": "StageName", "op": "eq", "value": "closed won", "case_sensitive": true}), Verdict::NoMatch),
-            (json!({"field": "StageName", "op": "ne", "value": "Closed Lost"}), Verdict::Match),
-            (json!({"field": "Amount", "op": "gte", "value": 1250.5}), Verdict::Match),
-            (json!({"field": "Amount", "op": "gt", "value": 1250.5}), Verdict::NoMatch),
-            (json!({"field": "Amount", "op": "lt", "value": 2000}), Verdict::Match),
-            (json!({"field": "Amount", "op": "lte", "value": 1250.49}), Verdict::NoMatch),
-            (json!({"field": "Amount", "op": "eq", "value": 1250.5}), Verdict::Match),
-            (json!({"field": "StageName", "op": "gt", "value": 3}), Verdict::TypeMismatch),
-            (json!({"field": "IsClosed", "op": "eq", "value": true}), Verdict::Match),
-            (json!({"field": "Name", "op": "eq", "value": "ÆRØ DEAL"}), Verdict::Match),
-            (json!({"field": "Missing", "op": "eq", "value": "x"}), Verdict::NoMatch),
-            (json!({"field": "Missing", "op": "ne", "value": "x"}), Verdict::NoMatch),
-            (json!({"field": "Missing", "op": "eq", "value": null}), Verdict::Match),
-            (json!({"field": "Empty", "op": "eq", "value": null}), Verdict::Match),
-            (json!({"field": "StageName", "op": "ne", "value": null}), Verdict::Match),
+            (
+                json!({"field": "StageName", "op": "eq", "value": "closed won"}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "StageName", "op": "eq", "value": "closed won", "case_sensitive": true}),
+                Verdict::NoMatch,
+            ),
+            (
+                json!({"field": "StageName", "op": "ne", "value": "Closed Lost"}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Amount", "op": "gte", "value": 1250.5}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Amount", "op": "gt", "value": 1250.5}),
+                Verdict::NoMatch,
+            ),
+            (
+                json!({"field": "Amount", "op": "lt", "value": 2000}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Amount", "op": "lte", "value": 1250.49}),
+                Verdict::NoMatch,
+            ),
+            (
+                json!({"field": "Amount", "op": "eq", "value": 1250.5}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "StageName", "op": "gt", "value": 3}),
+                Verdict::TypeMismatch,
+            ),
+            (
+                json!({"field": "IsClosed", "op": "eq", "value": true}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Name", "op": "eq", "value": "ÆRØ DEAL"}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Missing", "op": "eq", "value": "x"}),
+                Verdict::NoMatch,
+            ),
+            (
+                json!({"field": "Missing", "op": "ne", "value": "x"}),
+                Verdict::NoMatch,
+            ),
+            (
+                json!({"field": "Missing", "op": "eq", "value": null}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "Empty", "op": "eq", "value": null}),
+                Verdict::Match,
+            ),
+            (
+                json!({"field": "StageName", "op": "ne", "value": null}),
+                Verdict::Match,
+            ),
         ];
         for (c, expected) in cases {
             assert_eq!(cond(c.clone()).evaluate(&r), expected, "{c}");
@@ -436,7 +531,10 @@ mod tests {
     fn money_is_exact() {
         let r = record(&[("Amount", Kind::Number("0.3".into()))]);
         // 0.1 + 0.2 in binary floating point is not 0.3; in decimals it is.
-        assert_eq!(cond(json!({"field": "Amount", "op": "eq", "value": 0.3})).evaluate(&r), Verdict::Match);
+        assert_eq!(
+            cond(json!({"field": "Amount", "op": "eq", "value": 0.3})).evaluate(&r),
+            Verdict::Match
+        );
     }
 
     #[test]
@@ -444,8 +542,14 @@ mod tests {
         let r = record(&[("StageName", text("Closed Won")), ("Amount", text("500"))]);
         let won = json!({"field": "StageName", "op": "eq", "value": "Closed Won"});
         let big = json!({"field": "Amount", "op": "gte", "value": 1000});
-        assert_eq!(cond(json!({"all": [won, big]})).evaluate(&r), Verdict::NoMatch);
-        assert_eq!(cond(json!({"any": [won, big]})).evaluate(&r), Verdict::Match);
+        assert_eq!(
+            cond(json!({"all": [won, big]})).evaluate(&r),
+            Verdict::NoMatch
+        );
+        assert_eq!(
+            cond(json!({"any": [won, big]})).evaluate(&r),
+            Verdict::Match
+        );
         assert_eq!(cond(json!({"not": big})).evaluate(&r), Verdict::Match);
         assert_eq!(cond(json!({"all": []})).evaluate(&r), Verdict::Match);
     }
@@ -453,12 +557,24 @@ mod tests {
     #[test]
     fn invalid_conditions_point_at_the_offending_part() {
         let cases = [
-            (json!({"all": [{"field": "A", "op": "like", "value": "x"}]}), "conditions/all/0/op"),
-            (json!({"field": "A", "op": "gt", "value": "x"}), "conditions/value"),
+            (
+                json!({"all": [{"field": "A", "op": "like", "value": "x"}]}),
+                "conditions/all/0/op",
+            ),
+            (
+                json!({"field": "A", "op": "gt", "value": "x"}),
+                "conditions/value",
+            ),
             (json!({"any": []}), "conditions/any"),
-            (json!({"field": "", "op": "eq", "value": 1}), "conditions/field"),
+            (
+                json!({"field": "", "op": "eq", "value": 1}),
+                "conditions/field",
+            ),
             (json!({"field": "A", "op": "eq"}), "conditions:"),
-            (json!({"not": {"field": "A", "op": "eq", "value": 1, "extra": 1}}), "conditions/not/extra"),
+            (
+                json!({"not": {"field": "A", "op": "eq", "value": 1, "extra": 1}}),
+                "conditions/not/extra",
+            ),
             (json!([1]), "conditions:"),
         ];
         for (c, path) in cases {

@@ -100,7 +100,10 @@ impl WorkflowSpec {
                 message: "name at least one of created, updated, deleted".into(),
             });
         }
-        for (field, value) in [("value_field", &self.value_field), ("date_field", &self.date_field)] {
+        for (field, value) in [
+            ("value_field", &self.value_field),
+            ("date_field", &self.date_field),
+        ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(SpecError::Field {
                     field,
@@ -160,7 +163,10 @@ impl WorkflowSpec {
     }
 }
 
-fn field_text(fields: &std::collections::HashMap<String, FieldValue>, name: &str) -> Option<String> {
+fn field_text(
+    fields: &std::collections::HashMap<String, FieldValue>,
+    name: &str,
+) -> Option<String> {
     use crm_sync_proto::v1::field_value::Kind;
     match fields.get(name)?.kind.as_ref()? {
         Kind::NullValue(_) => None,
@@ -221,8 +227,6 @@ impl NoMatch {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +238,10 @@ mod tests {
             name: "Won".into(),
             object_type: "Opportunity".into(),
             triggers: vec![Trigger::Created, Trigger::Updated],
-            conditions: Condition::from_json(&json!({"field": "StageName", "op": "eq", "value": "Closed Won"})).unwrap(),
+            conditions: Condition::from_json(
+                &json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+            )
+            .unwrap(),
             user_field: "OwnerId".into(),
             value_field: Some("Amount".into()),
             date_field: Some("CloseDate".into()),
@@ -247,7 +254,14 @@ mod tests {
             object_type: "opportunity".into(),
             fields: fields
                 .iter()
-                .map(|(k, v)| (k.to_string(), FieldValue { kind: Some(Kind::Text(v.to_string())) }))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        FieldValue {
+                            kind: Some(Kind::Text(v.to_string())),
+                        },
+                    )
+                })
                 .collect(),
             ..Default::default()
         };
@@ -259,34 +273,65 @@ mod tests {
     fn a_won_opportunity_matches_with_value_date_and_owner() {
         let e = event(
             ChangeType::Updated,
-            &[("StageName", "Closed Won"), ("Amount", "1250.50"), ("CloseDate", "2026-11-20"), ("OwnerId", "005A")],
+            &[
+                ("StageName", "Closed Won"),
+                ("Amount", "1250.50"),
+                ("CloseDate", "2026-11-20"),
+                ("OwnerId", "005A"),
+            ],
         );
-        let Decision::Matched(m) = won_workflow().decide(&e) else { panic!() };
+        let Decision::Matched(m) = won_workflow().decide(&e) else {
+            panic!()
+        };
         assert_eq!(m.owner_crm_user_id.as_deref(), Some("005A"));
         assert_eq!(m.value.to_string(), "1250.50");
-        assert_eq!(m.activity_date.unwrap().to_rfc3339(), "2026-11-20T00:00:00+00:00");
+        assert_eq!(
+            m.activity_date.unwrap().to_rfc3339(),
+            "2026-11-20T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn triggers_objects_and_values_gate_the_match() {
         let w = won_workflow();
-        let fields = [("StageName", "Closed Won"), ("Amount", "10"), ("OwnerId", "005A")];
-        assert_eq!(w.decide(&event(ChangeType::Deleted, &fields)), Decision::NoMatch(NoMatch::OtherTrigger));
+        let fields = [
+            ("StageName", "Closed Won"),
+            ("Amount", "10"),
+            ("OwnerId", "005A"),
+        ];
+        assert_eq!(
+            w.decide(&event(ChangeType::Deleted, &fields)),
+            Decision::NoMatch(NoMatch::OtherTrigger)
+        );
         let mut other = event(ChangeType::Updated, &fields);
         other.object_type = "Lead".into();
         assert_eq!(w.decide(&other), Decision::NoMatch(NoMatch::OtherObject));
         let no_amount = event(ChangeType::Updated, &[("StageName", "Closed Won")]);
-        assert_eq!(w.decide(&no_amount), Decision::NoMatch(NoMatch::MissingValue));
-        let bad_amount = event(ChangeType::Updated, &[("StageName", "Closed Won"), ("Amount", "lots")]);
-        assert_eq!(w.decide(&bad_amount), Decision::NoMatch(NoMatch::TypeMismatch));
-        let open = event(ChangeType::Updated, &[("StageName", "Prospecting"), ("Amount", "10")]);
+        assert_eq!(
+            w.decide(&no_amount),
+            Decision::NoMatch(NoMatch::MissingValue)
+        );
+        let bad_amount = event(
+            ChangeType::Updated,
+            &[("StageName", "Closed Won"), ("Amount", "lots")],
+        );
+        assert_eq!(
+            w.decide(&bad_amount),
+            Decision::NoMatch(NoMatch::TypeMismatch)
+        );
+        let open = event(
+            ChangeType::Updated,
+            &[("StageName", "Prospecting"), ("Amount", "10")],
+        );
         assert_eq!(w.decide(&open), Decision::NoMatch(NoMatch::Conditions));
     }
 
     #[test]
     fn salesforce_datetimes_parse() {
         assert_eq!(
-            parse_date("2026-11-25T23:30:00.000+0100").unwrap().to_rfc3339(),
+            parse_date("2026-11-25T23:30:00.000+0100")
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-25T22:30:00+00:00"
         );
         assert!(parse_date("yesterday").is_none());
@@ -296,9 +341,19 @@ mod tests {
     fn validation_names_the_field() {
         let mut w = won_workflow();
         w.triggers.clear();
-        assert!(w.validate().unwrap_err().to_string().starts_with("triggers:"));
+        assert!(
+            w.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("triggers:")
+        );
         let mut w = won_workflow();
         w.user_field = " ".into();
-        assert!(w.validate().unwrap_err().to_string().starts_with("user_field:"));
+        assert!(
+            w.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("user_field:")
+        );
     }
 }

@@ -59,17 +59,28 @@ pub const PARTITIONS: i32 = 6;
 
 impl TestEnv {
     pub async fn new(name: &str) -> TestEnv {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let id = format!("{secs}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect(&admin_database_url())
             .await
-            .unwrap_or_else(|e| panic!("connecting to {} (is `deploy/local/stack.sh up` running?): {e}", admin_database_url()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to {} (is `deploy/local/stack.sh up` running?): {e}",
+                    admin_database_url()
+                )
+            });
         drop_stale_databases(&admin, secs).await;
         let db = format!("crm_sync_test_{id}");
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         let database_url = replace_db(&admin_database_url(), &db);
         let pool = PgPoolOptions::new()
             .max_connections(5)
@@ -87,7 +98,16 @@ impl TestEnv {
         };
         crm_sync_kafka::admin::ensure_topics(&brokers(), &topics.all(), PARTITIONS)
             .await
-            .unwrap_or_else(|e| panic!("creating test topics (is Kafka up at {}?): {e:#}", brokers()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating test topics (is Kafka up at {}?): {e:#}",
+                    brokers()
+                )
+            });
+        let all = topics.all();
+        tokio::task::spawn_blocking(move || wait_for_topics(&all))
+            .await
+            .unwrap();
 
         let log_dir = target_dir().join("e2e-logs").join(format!("{name}-{id}"));
         std::fs::create_dir_all(&log_dir).unwrap();
@@ -106,28 +126,49 @@ impl TestEnv {
         vec![
             ("CRM_SYNC__KAFKA__BROKERS".into(), self.brokers.clone()),
             ("CRM_SYNC__DATABASE__URL".into(), self.database_url.clone()),
-            ("CRM_SYNC__TOPICS__EVENTS".into(), self.topics.events.clone()),
-            ("CRM_SYNC__TOPICS__MATCHES".into(), self.topics.matches.clone()),
-            ("CRM_SYNC__TOPICS__ACTIVITIES".into(), self.topics.activities.clone()),
+            (
+                "CRM_SYNC__TOPICS__EVENTS".into(),
+                self.topics.events.clone(),
+            ),
+            (
+                "CRM_SYNC__TOPICS__MATCHES".into(),
+                self.topics.matches.clone(),
+            ),
+            (
+                "CRM_SYNC__TOPICS__ACTIVITIES".into(),
+                self.topics.activities.clone(),
+            ),
             ("CRM_SYNC__TOPICS__USERS".into(), self.topics.users.clone()),
             ("CRM_SYNC__HTTP__HOST".into(), "127.0.0.1".into()),
             ("CRM_SYNC__HTTP__PORT".into(), http_port.to_string()),
             ("CRM_SYNC__TELEMETRY__LOG_FORMAT".into(), "json".into()),
-            ("CRM_SYNC__TELEMETRY__LOG_LEVEL".into(), "info,crm_sync=debug".into()),
+            (
+                "CRM_SYNC__TELEMETRY__LOG_LEVEL".into(),
+                "info,crm_sync=debug".into(),
+            ),
             ("CRM_SYNC__SHUTDOWN__GRACE_PERIOD_SECS".into(), "10".into()),
         ]
     }
 
     /// Starts a service binary (`ingest`, `workflow-evaluator`, `provisioner`) and waits until its
     /// `/readyz` answers 200. `label` distinguishes replicas in log file names.
-    pub async fn start_service(&self, binary: &str, label: &str, extra_env: &[(&str, &str)]) -> Service {
+    pub async fn start_service(
+        &self,
+        binary: &str,
+        label: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Service {
         let port = free_port();
         let mut env = self.service_env(port);
         env.push((
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
             format!("{}-{binary}", self.id),
         ));
-        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Service::start(binary, label, &env, port, &self.log_dir).await
     }
 }
@@ -141,7 +182,13 @@ pub struct Service {
 }
 
 impl Service {
-    pub async fn start(binary: &str, label: &str, env: &[(String, String)], port: u16, log_dir: &Path) -> Service {
+    pub async fn start(
+        binary: &str,
+        label: &str,
+        env: &[(String, String)],
+        port: u16,
+        log_dir: &Path,
+    ) -> Service {
         let path = binary_path(binary);
         let log_file = log_dir.join(format!("{label}.log"));
         let log = std::fs::File::create(&log_file).unwrap();
@@ -153,9 +200,12 @@ impl Service {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} (run `cargo build --workspace --bins` first): {e}", path.display()));
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {} (run `cargo build --workspace --bins` first): {e}",
+                path.display()
+            )
+        });
         let mut service = Service {
             name: label.to_owned(),
             port,
@@ -175,7 +225,11 @@ impl Service {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited during start-up ({status}); log:\n{}", self.name, self.log_tail());
+                panic!(
+                    "{} exited during start-up ({status}); log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             if let Ok(r) = client.get(self.url("/readyz")).send().await
                 && r.status().is_success()
@@ -183,7 +237,11 @@ impl Service {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{} not ready within {timeout:?}; log:\n{}", self.name, self.log_tail());
+                panic!(
+                    "{} not ready within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -202,7 +260,10 @@ impl Service {
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -245,7 +306,45 @@ pub struct Record {
 
 impl Record {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A topic just created can be briefly unknown to the broker's metadata; tests start only once
+/// every partition of every topic has a leader.
+fn wait_for_topics(topics: &[String]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for topic in topics {
+        loop {
+            let ready = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| {
+                    let t = m.topics().first()?;
+                    (t.error().is_none()
+                        && t.partitions().len() == PARTITIONS as usize
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none()))
+                    .then_some(())
+                })
+                .is_some();
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "topic {topic} did not become available within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -270,7 +369,9 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
             Ok(w) => return w,
-            Err(e) if Instant::now() > deadline => panic!("watermarks of {topic}[{partition}]: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                panic!("watermarks of {topic}[{partition}]: {e}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -329,7 +430,9 @@ fn read_topic_blocking(topic: &str) -> Vec<Record> {
             .headers()
             .map(|h| {
                 h.iter()
-                    .filter_map(|h| Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?)))
+                    .filter_map(|h| {
+                        Some((h.key.to_owned(), String::from_utf8(h.value?.to_vec()).ok()?))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -340,7 +443,10 @@ fn read_topic_blocking(topic: &str) -> Vec<Record> {
             partition: m.partition(),
             offset: m.offset(),
         });
-        if ends.iter().any(|(p, h)| *p == m.partition() && m.offset() + 1 >= *h) {
+        if ends
+            .iter()
+            .any(|(p, h)| *p == m.partition() && m.offset() + 1 >= *h)
+        {
             done.insert(m.partition());
         }
     }
@@ -374,10 +480,11 @@ fn replace_db(url: &str, db: &str) -> String {
 
 /// Test databases older than two hours are leftovers of earlier runs.
 async fn drop_stale_databases(admin: &PgPool, now_secs: u64) {
-    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'crm_sync_test_%'")
-        .fetch_all(admin)
-        .await
-        .unwrap_or_default();
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'crm_sync_test_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
     for (name,) in names {
         let created: Option<u64> = name
             .strip_prefix("crm_sync_test_")
@@ -421,7 +528,12 @@ pub mod salesforce {
     }
 
     /// A won opportunity owned by `owner`.
-    pub fn won_opportunity<'a>(notification_id: &'a str, record_id: &'a str, owner: &'a str, amount: &'a str) -> Notification<'a> {
+    pub fn won_opportunity<'a>(
+        notification_id: &'a str,
+        record_id: &'a str,
+        owner: &'a str,
+        amount: &'a str,
+    ) -> Notification<'a> {
         opportunity(notification_id, record_id, owner, amount, "Closed Won")
     }
 
@@ -487,10 +599,18 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub async fn create(pool: &PgPool, slug: &str, auto_sync_users: bool, workflow_active: bool) -> Tenant {
+    pub async fn create(
+        pool: &PgPool,
+        slug: &str,
+        auto_sync_users: bool,
+        workflow_active: bool,
+    ) -> Tenant {
         use crm_sync_store::tenants;
-        let company_id = tenants::upsert_company(pool, None, slug, &format!("{slug} Inc")).await.unwrap();
-        let organization_id = format!("00D{}", &uuid::Uuid::new_v4().simple().to_string()[..15]).to_uppercase();
+        let company_id = tenants::upsert_company(pool, None, slug, &format!("{slug} Inc"))
+            .await
+            .unwrap();
+        let organization_id =
+            format!("00D{}", &uuid::Uuid::new_v4().simple().to_string()[..15]).to_uppercase();
         let token = crm_sync_store::secrets::new_token();
         let integration_id = tenants::upsert_integration(
             pool,
@@ -517,9 +637,16 @@ impl Tenant {
             "activity_type": "deal_won"
         }))
         .unwrap();
-        let workflow_id = tenants::upsert_workflow(pool, None, company_id, integration_id, &spec, workflow_active)
-            .await
-            .unwrap();
+        let workflow_id = tenants::upsert_workflow(
+            pool,
+            None,
+            company_id,
+            integration_id,
+            &spec,
+            workflow_active,
+        )
+        .await
+        .unwrap();
         Tenant {
             company_id,
             integration_id,
@@ -538,7 +665,11 @@ impl Tenant {
 }
 
 /// Posts a Salesforce Outbound Message to ingest; returns status and body.
-pub async fn post_outbound_message(ingest: &Service, tenant: &Tenant, xml: String) -> (u16, String) {
+pub async fn post_outbound_message(
+    ingest: &Service,
+    tenant: &Tenant,
+    xml: String,
+) -> (u16, String) {
     let response = reqwest::Client::new()
         .post(ingest.url(&tenant.outbound_message_path()))
         .header("content-type", "text/xml; charset=utf-8")

@@ -1,10 +1,15 @@
 //! The headline scenario end to end: Salesforce Outbound Messages into ingest, through the
 //! evaluator and provisioner as real processes, on real Kafka and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use crm_sync_e2e::salesforce::{opportunity, outbound_message, won_opportunity};
-use crm_sync_e2e::{Service, Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic, topic_message_count};
+use crm_sync_e2e::{
+    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic,
+    topic_message_count,
+};
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::{ActivityChanged, UserProvisioned, UserStatus};
 use crm_sync_store::views;
@@ -19,16 +24,22 @@ struct Pipeline {
 
 async fn start_pipeline(env: &TestEnv, provisioners: usize) -> Pipeline {
     let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let evaluator = env.start_service("workflow-evaluator", "workflow-evaluator", &[]).await;
+    let evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
     let mut started = Vec::new();
     for i in 0..provisioners {
-        started.push(env.start_service("provisioner", &format!("provisioner-{i}"), &[]).await);
+        started.push(
+            env.start_service("provisioner", &format!("provisioner-{i}"), &[])
+                .await,
+        );
     }
     // Every consumer must own partitions before traffic starts, or the test would not exercise
     // what it claims (e.g. two provisioners racing).
     for consumer in started.iter().chain([&evaluator]) {
         eventually("consumer owns partitions", WAIT, || async {
-            (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0).then_some(())
+            (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
+                .then_some(())
         })
         .await;
     }
@@ -41,7 +52,9 @@ async fn start_pipeline(env: &TestEnv, provisioners: usize) -> Pipeline {
 
 async fn wait_for_activities(env: &TestEnv, tenant: &Tenant, n: usize) -> Vec<views::ActivityView> {
     eventually(&format!("{n} activities"), WAIT, || async {
-        let a = views::activities(&env.pool, tenant.company_id).await.unwrap();
+        let a = views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap();
         (a.len() >= n).then_some(a)
     })
     .await
@@ -58,7 +71,15 @@ async fn auto_sync_creates_one_pending_user_per_owner_and_redelivery_changes_not
     let tenant = Tenant::create(&env.pool, "acme", true, true).await;
     let p = start_pipeline(&env, 1).await;
 
-    let first = outbound_message(&tenant.organization_id, &[won_opportunity("04l000000000001AAA", "006000000000001AAA", "005OWNER0000001", "1250.50")]);
+    let first = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04l000000000001AAA",
+            "006000000000001AAA",
+            "005OWNER0000001",
+            "1250.50",
+        )],
+    );
     let (status, body) = post_outbound_message(&p.ingest, &tenant, first.clone()).await;
     ack(status, &body);
     let activities = wait_for_activities(&env, &tenant, 1).await;
@@ -66,29 +87,72 @@ async fn auto_sync_creates_one_pending_user_per_owner_and_redelivery_changes_not
     assert_eq!(users.len(), 1, "{users:?}");
     assert_eq!(users[0].status, "pending");
     assert_eq!(users[0].source, "auto_sync");
-    assert_eq!(users[0].crm_identities, vec![format!("{}:005OWNER0000001", tenant.integration_id)]);
+    assert_eq!(
+        users[0].crm_identities,
+        vec![format!("{}:005OWNER0000001", tenant.integration_id)]
+    );
     assert_eq!(activities[0].user_id, Some(users[0].id));
     assert_eq!(activities[0].value.to_string(), "1250.50");
     assert_eq!(activities[0].activity_type, "deal_won");
-    assert_eq!(activities[0].activity_date.to_rfc3339(), "2026-11-20T00:00:00+00:00");
+    assert_eq!(
+        activities[0].activity_date.to_rfc3339(),
+        "2026-11-20T00:00:00+00:00"
+    );
 
     // A second won opportunity of the same owner: a second activity, no second user.
-    let second = outbound_message(&tenant.organization_id, &[won_opportunity("04l000000000002AAA", "006000000000002AAA", "005OWNER0000001", "99")]);
+    let second = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04l000000000002AAA",
+            "006000000000002AAA",
+            "005OWNER0000001",
+            "99",
+        )],
+    );
     let (status, body) = post_outbound_message(&p.ingest, &tenant, second).await;
     ack(status, &body);
     let activities = wait_for_activities(&env, &tenant, 2).await;
     assert!(activities.iter().all(|a| a.user_id == Some(users[0].id)));
-    assert_eq!(views::users(&env.pool, tenant.company_id).await.unwrap().len(), 1);
+    assert_eq!(
+        views::users(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Salesforce redelivers the first message (it does until it sees an Ack): nothing changes.
     let (status, body) = post_outbound_message(&p.ingest, &tenant, first).await;
     ack(status, &body);
-    eventually("the provisioner to see the redelivered outcome", WAIT, || async {
-        (metric(&p.provisioners[0], "crm_sync_provisioner_outcomes_total", &["result=\"duplicate\""]).await >= 1.0).then_some(())
-    })
+    eventually(
+        "the provisioner to see the redelivered outcome",
+        WAIT,
+        || async {
+            (metric(
+                &p.provisioners[0],
+                "crm_sync_provisioner_outcomes_total",
+                &["result=\"duplicate\""],
+            )
+            .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(views::activities(&env.pool, tenant.company_id).await.unwrap().len(), 2);
-    assert_eq!(views::users(&env.pool, tenant.company_id).await.unwrap().len(), 1);
+    assert_eq!(
+        views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        views::users(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Downstream: one UserProvisioned, and one ActivityChanged per recorded activity.
     let provisioned = read_topic(&env.topics.users).await;
@@ -96,15 +160,28 @@ async fn auto_sync_creates_one_pending_user_per_owner_and_redelivery_changes_not
     let user = UserProvisioned::decode(provisioned[0].payload.as_slice()).unwrap();
     assert_eq!(user.crm_user_id, "005OWNER0000001");
     assert_eq!(user.status(), UserStatus::Pending);
-    assert_eq!(provisioned[0].key.as_deref(), Some(format!("{}/{}", tenant.company_id, users[0].id).as_str()));
+    assert_eq!(
+        provisioned[0].key.as_deref(),
+        Some(format!("{}/{}", tenant.company_id, users[0].id).as_str())
+    );
     let changes = read_topic(&env.topics.activities).await;
-    assert_eq!(changes.len(), 2, "one ActivityChanged per activity, none for the redelivery");
+    assert_eq!(
+        changes.len(),
+        2,
+        "one ActivityChanged per activity, none for the redelivery"
+    );
     for change in &changes {
         let c = ActivityChanged::decode(change.payload.as_slice()).unwrap();
         assert_eq!(c.user_id, users[0].id.to_string());
         assert!(!c.visible, "a pending user on no team is not visualized");
-        assert!(change.header("traceparent").is_some(), "every message carries trace context");
-        assert_eq!(change.header("crm-sync-event-id"), Some(c.change_id.as_str()));
+        assert!(
+            change.header("traceparent").is_some(),
+            "every message carries trace context"
+        );
+        assert_eq!(
+            change.header("crm-sync-event-id"),
+            Some(c.change_id.as_str())
+        );
     }
     drop(p);
 }
@@ -117,9 +194,19 @@ async fn two_owners_in_one_batch_become_two_users() {
     let xml = outbound_message(
         &tenant.organization_id,
         &[
-            won_opportunity("04l00000000000AAAA", "006000000000A01AAA", "005ALICE", "100"),
+            won_opportunity(
+                "04l00000000000AAAA",
+                "006000000000A01AAA",
+                "005ALICE",
+                "100",
+            ),
             won_opportunity("04l00000000000BAAA", "006000000000B01AAA", "005BOB", "200"),
-            won_opportunity("04l00000000000CAAA", "006000000000A02AAA", "005ALICE", "300"),
+            won_opportunity(
+                "04l00000000000CAAA",
+                "006000000000A02AAA",
+                "005ALICE",
+                "300",
+            ),
             won_opportunity("04l00000000000DAAA", "006000000000B02AAA", "005BOB", "400"),
         ],
     );
@@ -132,7 +219,10 @@ async fn two_owners_in_one_batch_become_two_users() {
     owners.sort();
     assert_eq!(owners, ["005ALICE", "005BOB"]);
     for a in &activities {
-        let user = users.iter().find(|u| Some(u.id) == a.user_id).expect("every activity has a user");
+        let user = users
+            .iter()
+            .find(|u| Some(u.id) == a.user_id)
+            .expect("every activity has a user");
         assert_eq!(user.display_name, a.crm_user_id);
     }
     drop(p);
@@ -147,25 +237,61 @@ async fn inactive_workflows_and_unmet_conditions_create_nothing() {
 
     let open_deal = outbound_message(
         &active.organization_id,
-        &[opportunity("04l0000000000O1AAA", "006000000000O01AAA", "005CAROL", "500", "Prospecting")],
+        &[opportunity(
+            "04l0000000000O1AAA",
+            "006000000000O01AAA",
+            "005CAROL",
+            "500",
+            "Prospecting",
+        )],
     );
     let (status, body) = post_outbound_message(&p.ingest, &active, open_deal).await;
     ack(status, &body);
     let won_but_inactive = outbound_message(
         &inactive.organization_id,
-        &[won_opportunity("04l0000000000I1AAA", "006000000000I01AAA", "005DAVE", "500")],
+        &[won_opportunity(
+            "04l0000000000I1AAA",
+            "006000000000I01AAA",
+            "005DAVE",
+            "500",
+        )],
     );
     let (status, body) = post_outbound_message(&p.ingest, &inactive, won_but_inactive).await;
     ack(status, &body);
 
-    eventually("the evaluator to count both events as unmatched", WAIT, || async {
-        (metric(&p.evaluator, "crm_sync_evaluator_events_total", &["outcome=\"no_match\""]).await >= 2.0).then_some(())
-    })
+    eventually(
+        "the evaluator to count both events as unmatched",
+        WAIT,
+        || async {
+            (metric(
+                &p.evaluator,
+                "crm_sync_evaluator_events_total",
+                &["outcome=\"no_match\""],
+            )
+            .await
+                >= 2.0)
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(topic_message_count(&env.topics.matches), 0, "no outcome for unmatched events");
+    assert_eq!(
+        topic_message_count(&env.topics.matches),
+        0,
+        "no outcome for unmatched events"
+    );
     for tenant in [&active, &inactive] {
-        assert!(views::users(&env.pool, tenant.company_id).await.unwrap().is_empty());
-        assert!(views::activities(&env.pool, tenant.company_id).await.unwrap().is_empty());
+        assert!(
+            views::users(&env.pool, tenant.company_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            views::activities(&env.pool, tenant.company_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     drop(p);
 }
@@ -176,24 +302,53 @@ async fn auto_sync_off_keeps_the_activity_unmapped_until_it_is_turned_on() {
     let tenant = Tenant::create(&env.pool, "hooli", false, true).await;
     let p = start_pipeline(&env, 1).await;
 
-    let xml = outbound_message(&tenant.organization_id, &[won_opportunity("04l0000000000U1AAA", "006000000000U01AAA", "005ERIN", "750")]);
+    let xml = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04l0000000000U1AAA",
+            "006000000000U01AAA",
+            "005ERIN",
+            "750",
+        )],
+    );
     let (status, body) = post_outbound_message(&p.ingest, &tenant, xml).await;
     ack(status, &body);
     let activities = wait_for_activities(&env, &tenant, 1).await;
     assert_eq!(activities[0].user_id, None, "kept as unmapped");
     assert_eq!(activities[0].crm_user_id, "005ERIN");
-    assert!(views::users(&env.pool, tenant.company_id).await.unwrap().is_empty(), "no user created");
+    assert!(
+        views::users(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no user created"
+    );
     assert_eq!(topic_message_count(&env.topics.users), 0);
 
     // Turning the setting on: the next event creates the user, and the earlier activity attaches.
-    crm_sync_store::tenants::set_auto_sync_users(&env.pool, tenant.company_id, tenant.integration_id, true)
-        .await
-        .unwrap();
-    let xml = outbound_message(&tenant.organization_id, &[won_opportunity("04l0000000000U2AAA", "006000000000U02AAA", "005ERIN", "250")]);
+    crm_sync_store::tenants::set_auto_sync_users(
+        &env.pool,
+        tenant.company_id,
+        tenant.integration_id,
+        true,
+    )
+    .await
+    .unwrap();
+    let xml = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04l0000000000U2AAA",
+            "006000000000U02AAA",
+            "005ERIN",
+            "250",
+        )],
+    );
     let (status, body) = post_outbound_message(&p.ingest, &tenant, xml).await;
     ack(status, &body);
     let activities = eventually("both activities attached to the new user", WAIT, || async {
-        let a = views::activities(&env.pool, tenant.company_id).await.unwrap();
+        let a = views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap();
         (a.len() == 2 && a.iter().all(|a| a.user_id.is_some())).then_some(a)
     })
     .await;
@@ -226,18 +381,38 @@ async fn twenty_events_for_one_new_owner_on_two_provisioners_make_exactly_one_us
     }
     let activities = wait_for_activities(&env, &tenant, 20).await;
     let users = views::users(&env.pool, tenant.company_id).await.unwrap();
-    assert_eq!(users.len(), 1, "exactly one user under concurrency: {users:?}");
+    assert_eq!(
+        users.len(),
+        1,
+        "exactly one user under concurrency: {users:?}"
+    );
     assert!(activities.iter().all(|a| a.user_id == Some(users[0].id)));
-    let partitions: std::collections::HashSet<i32> =
-        read_topic(&env.topics.matches).await.iter().map(|r| r.partition).collect();
-    assert!(partitions.len() >= 2, "events spread over several partitions: {partitions:?}");
+    let partitions: std::collections::HashSet<i32> = read_topic(&env.topics.matches)
+        .await
+        .iter()
+        .map(|r| r.partition)
+        .collect();
+    assert!(
+        partitions.len() >= 2,
+        "events spread over several partitions: {partitions:?}"
+    );
     for provisioner in &p.provisioners {
         assert!(
-            metric(provisioner, "crm_sync_provisioner_outcomes_total", &["result=\"applied\""]).await > 0.0,
+            metric(
+                provisioner,
+                "crm_sync_provisioner_outcomes_total",
+                &["result=\"applied\""]
+            )
+            .await
+                > 0.0,
             "both provisioners took part ({})",
             provisioner.name
         );
     }
-    assert_eq!(topic_message_count(&env.topics.users), 1, "one UserProvisioned");
+    assert_eq!(
+        topic_message_count(&env.topics.users),
+        1,
+        "one UserProvisioned"
+    );
     drop(p);
 }

@@ -1,0 +1,426 @@
+//! `crm-sync apply -f tenants.yaml`: creates or updates what the file declares (schema in
+//! `tenants_file`). A row that already matches the file is not written at all, so applying the
+//! same file twice leaves every row (including `updated_at`) as it was and wakes no evaluator.
+
+use std::fmt;
+use std::io::Write;
+
+use anyhow::Context as _;
+use crm_sync_store::secrets::token_digest;
+use crm_sync_store::tenants::{self, IntegrationInput};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::tenants_file::{
+    CompanyEntry, Crm, IntegrationEntry, TeamEntry, TenantsFile, WorkflowEntry,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub companies: Vec<AppliedCompany>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppliedCompany {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub change: Change,
+    pub integrations: Vec<AppliedIntegration>,
+    pub teams: Vec<AppliedTeam>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppliedIntegration {
+    pub id: Uuid,
+    pub name: String,
+    pub crm: Crm,
+    pub change: Change,
+    /// Whether a webhook token is stored after applying (never the token itself).
+    pub has_token: bool,
+    pub workflows: Vec<AppliedWorkflow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppliedWorkflow {
+    pub id: Uuid,
+    pub name: String,
+    pub active: bool,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppliedTeam {
+    pub id: Uuid,
+    pub name: String,
+    pub change: Change,
+}
+
+impl Applied {
+    /// (created, updated, unchanged) over every object.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut changes = Vec::new();
+        for c in &self.companies {
+            changes.push(c.change);
+            changes.extend(c.teams.iter().map(|t| t.change));
+            for i in &c.integrations {
+                changes.push(i.change);
+                changes.extend(i.workflows.iter().map(|w| w.change));
+            }
+        }
+        let count = |k| changes.iter().filter(|c| **c == k).count();
+        (
+            count(Change::Created),
+            count(Change::Updated),
+            count(Change::Unchanged),
+        )
+    }
+}
+
+/// Applies every company in file order. Each object is upserted on its own (the shared upserts
+/// take a pool), so a failure part-way leaves earlier objects applied; re-running after fixing
+/// the cause is safe because everything is idempotent.
+pub async fn apply(pool: &PgPool, file: &TenantsFile) -> anyhow::Result<Applied> {
+    let mut companies = Vec::with_capacity(file.companies.len());
+    for (ci, company) in file.companies.iter().enumerate() {
+        let at = format!("companies[{ci}] (slug `{}`)", &*company.slug);
+        companies.push(apply_company(pool, company).await.with_context(|| at)?);
+    }
+    Ok(Applied { companies })
+}
+
+async fn apply_company(pool: &PgPool, entry: &CompanyEntry) -> anyhow::Result<AppliedCompany> {
+    let existing: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM companies WHERE slug = $1")
+            .bind(&*entry.slug)
+            .fetch_optional(pool)
+            .await
+            .context("reading the company")?;
+    let (id, change) = match existing {
+        Some((id, name)) => {
+            same_id(entry.id, id)?;
+            if name == *entry.name {
+                (id, Change::Unchanged)
+            } else {
+                let id = tenants::upsert_company(pool, Some(id), &entry.slug, &entry.name).await?;
+                (id, Change::Updated)
+            }
+        }
+        None => {
+            id_is_free(pool, "companies", entry.id).await?;
+            let id = tenants::upsert_company(pool, entry.id, &entry.slug, &entry.name).await?;
+            (id, Change::Created)
+        }
+    };
+    let mut integrations = Vec::with_capacity(entry.integrations.len());
+    for (ii, integration) in entry.integrations.iter().enumerate() {
+        let at = format!("integrations[{ii}] (`{}`)", &*integration.name);
+        integrations.push(
+            apply_integration(pool, id, integration)
+                .await
+                .with_context(|| at)?,
+        );
+    }
+    let mut teams = Vec::with_capacity(entry.teams.len());
+    for (ti, team) in entry.teams.iter().enumerate() {
+        let at = format!("teams[{ti}] (`{}`)", &*team.name);
+        teams.push(apply_team(pool, id, team).await.with_context(|| at)?);
+    }
+    Ok(AppliedCompany {
+        id,
+        slug: entry.slug.0.clone(),
+        name: entry.name.0.clone(),
+        change,
+        integrations,
+        teams,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct IntegrationRow {
+    id: Uuid,
+    crm: String,
+    crm_account_id: String,
+    auto_sync_users: bool,
+    webhook_token_sha256: Option<Vec<u8>>,
+}
+
+async fn apply_integration(
+    pool: &PgPool,
+    company_id: Uuid,
+    entry: &IntegrationEntry,
+) -> anyhow::Result<AppliedIntegration> {
+    let existing: Option<IntegrationRow> = sqlx::query_as(
+        "SELECT id, crm, crm_account_id, auto_sync_users, webhook_token_sha256
+         FROM integrations WHERE company_id = $1 AND name = $2",
+    )
+    .bind(company_id)
+    .bind(&*entry.name)
+    .fetch_optional(pool)
+    .await
+    .context("reading the integration")?;
+    let token = entry.webhook_token.as_ref().map(|t| t.expose().to_owned());
+    let input = |id| IntegrationInput {
+        id,
+        company_id,
+        name: entry.name.0.clone(),
+        crm: entry.crm.as_str().to_owned(),
+        crm_account_id: entry.crm_account_id.0.clone(),
+        auto_sync_users: entry.auto_sync_users,
+        webhook_token: token.clone(),
+    };
+    let (id, change, has_token) = match existing {
+        Some(row) => {
+            same_id(entry.id, row.id)?;
+            let token_same = match (&token, &row.webhook_token_sha256) {
+                (None, _) => true,
+                (Some(t), Some(stored)) => token_digest(t) == *stored,
+                (Some(_), None) => false,
+            };
+            let has_token = token.is_some() || row.webhook_token_sha256.is_some();
+            if row.crm == entry.crm.as_str()
+                && row.crm_account_id == *entry.crm_account_id
+                && row.auto_sync_users == entry.auto_sync_users
+                && token_same
+            {
+                (row.id, Change::Unchanged, has_token)
+            } else {
+                let id = tenants::upsert_integration(pool, &input(Some(row.id))).await?;
+                (id, Change::Updated, has_token)
+            }
+        }
+        None => {
+            id_is_free(pool, "integrations", entry.id).await?;
+            let id = tenants::upsert_integration(pool, &input(entry.id)).await?;
+            (id, Change::Created, token.is_some())
+        }
+    };
+    let mut workflows = Vec::with_capacity(entry.workflows.len());
+    for (wi, workflow) in entry.workflows.iter().enumerate() {
+        let at = format!("workflows[{wi}] (`{}`)", workflow.spec.name);
+        workflows.push(
+            apply_workflow(pool, company_id, id, workflow)
+                .await
+                .with_context(|| at)?,
+        );
+    }
+    Ok(AppliedIntegration {
+        id,
+        name: entry.name.0.clone(),
+        crm: entry.crm,
+        change,
+        has_token,
+        workflows,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkflowRow {
+    id: Uuid,
+    object_type: String,
+    triggers: Vec<String>,
+    conditions: serde_json::Value,
+    user_field: String,
+    value_field: Option<String>,
+    date_field: Option<String>,
+    activity_type: String,
+    active: bool,
+}
+
+async fn apply_workflow(
+    pool: &PgPool,
+    company_id: Uuid,
+    integration_id: Uuid,
+    entry: &WorkflowEntry,
+) -> anyhow::Result<AppliedWorkflow> {
+    let spec = &entry.spec;
+    let existing: Option<WorkflowRow> = sqlx::query_as(
+        "SELECT id, object_type, triggers, conditions, user_field, value_field, date_field,
+                activity_type, active
+         FROM workflows WHERE integration_id = $1 AND name = $2",
+    )
+    .bind(integration_id)
+    .bind(&spec.name)
+    .fetch_optional(pool)
+    .await
+    .context("reading the workflow")?;
+    let triggers: Vec<String> = spec
+        .triggers
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    let (id, change) = match existing {
+        Some(row) => {
+            same_id(entry.id, row.id)?;
+            let same = row.object_type == spec.object_type
+                && row.triggers == triggers
+                && row.conditions == spec.conditions.to_json()
+                && row.user_field == spec.user_field
+                && row.value_field == spec.value_field
+                && row.date_field == spec.date_field
+                && row.activity_type == spec.activity_type
+                && row.active == entry.active;
+            if same {
+                (row.id, Change::Unchanged)
+            } else {
+                let id = tenants::upsert_workflow(
+                    pool,
+                    Some(row.id),
+                    company_id,
+                    integration_id,
+                    spec,
+                    entry.active,
+                )
+                .await?;
+                (id, Change::Updated)
+            }
+        }
+        None => {
+            id_is_free(pool, "workflows", entry.id).await?;
+            let id = tenants::upsert_workflow(
+                pool,
+                entry.id,
+                company_id,
+                integration_id,
+                spec,
+                entry.active,
+            )
+            .await?;
+            (id, Change::Created)
+        }
+    };
+    Ok(AppliedWorkflow {
+        id,
+        name: spec.name.clone(),
+        active: entry.active,
+        change,
+    })
+}
+
+async fn apply_team(
+    pool: &PgPool,
+    company_id: Uuid,
+    entry: &TeamEntry,
+) -> anyhow::Result<AppliedTeam> {
+    let existing: Option<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM teams WHERE company_id = $1 AND name = $2")
+            .bind(company_id)
+            .bind(&*entry.name)
+            .fetch_optional(pool)
+            .await
+            .context("reading the team")?;
+    let (id, change) = match existing {
+        Some((id,)) => {
+            same_id(entry.id, id)?;
+            (id, Change::Unchanged)
+        }
+        None => {
+            id_is_free(pool, "teams", entry.id).await?;
+            let id = tenants::upsert_team(pool, entry.id, company_id, &entry.name).await?;
+            (id, Change::Created)
+        }
+    };
+    Ok(AppliedTeam {
+        id,
+        name: entry.name.0.clone(),
+        change,
+    })
+}
+
+/// An `id:` in the file must agree with the row its natural key already names.
+fn same_id(declared: Option<Uuid>, stored: Uuid) -> anyhow::Result<()> {
+    match declared {
+        Some(declared) if declared != stored => anyhow::bail!(
+            "the file gives id {declared}, but this object already exists with id {stored} \
+             (remove `id:` or correct it; apply does not change ids)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A declared id for a new object must not belong to a different one (apply does not rename).
+async fn id_is_free(pool: &PgPool, table: &'static str, id: Option<Uuid>) -> anyhow::Result<()> {
+    let Some(id) = id else {
+        return Ok(());
+    };
+    // `table` is one of this module's literals, never input.
+    let (taken,): (bool,) = sqlx::query_as(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1)"
+    ))
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("checking id {id} in {table}"))?;
+    if taken {
+        anyhow::bail!(
+            "id {id} already belongs to another row of {table} with a different name \
+             (apply does not rename; change the name back or remove `id:`)"
+        );
+    }
+    Ok(())
+}
+
+/// A readable summary with every id and ingest path; never a token.
+pub fn print_summary(out: &mut impl Write, source: &str, applied: &Applied) -> std::io::Result<()> {
+    for c in &applied.companies {
+        writeln!(
+            out,
+            "company {} ({})  {}  id {}",
+            c.slug, c.name, c.change, c.id
+        )?;
+        for i in &c.integrations {
+            writeln!(
+                out,
+                "  integration {} [{}]  {}  id {}",
+                i.name,
+                i.crm.as_str(),
+                i.change,
+                i.id
+            )?;
+            let auth = match i.crm {
+                Crm::Salesforce => "?token=<webhook token>",
+                _ => "",
+            };
+            writeln!(out, "    ingest: POST {}{auth}", i.crm.ingest_path(i.id))?;
+            if !i.has_token {
+                writeln!(
+                    out,
+                    "    warning: no webhook token is set, so ingest refuses this integration's webhooks"
+                )?;
+            }
+            for w in &i.workflows {
+                let state = if w.active { "active" } else { "inactive" };
+                writeln!(
+                    out,
+                    "    workflow {} ({state})  {}  id {}",
+                    w.name, w.change, w.id
+                )?;
+            }
+        }
+        for t in &c.teams {
+            writeln!(out, "  team {}  {}  id {}", t.name, t.change, t.id)?;
+        }
+    }
+    let (created, updated, unchanged) = applied.counts();
+    writeln!(
+        out,
+        "applied {source}: {created} created, {updated} updated, {unchanged} unchanged"
+    )
+}

@@ -1,0 +1,96 @@
+//! What every subcommand needs: the layered settings (with command-line overrides), a database
+//! pool and topic names.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use crm_sync_runtime::{ServiceDefaults, Settings};
+use sqlx::PgPool;
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "crm-sync",
+    http_port: 0,
+    consumer_group: "crm-sync-cli",
+};
+
+pub struct Context {
+    pub settings: Settings,
+}
+
+impl Context {
+    /// Settings as the services read them (defaults < `CRM_SYNC_CONFIG` file < `CRM_SYNC__*`
+    /// environment), then the command-line flags on top.
+    pub fn load(brokers: Option<String>, database_url: Option<String>) -> anyhow::Result<Context> {
+        let mut settings = Settings::load(DEFAULTS)?;
+        if let Some(brokers) = brokers {
+            settings.kafka.brokers = brokers;
+        }
+        if let Some(url) = database_url {
+            settings.database.url = url;
+        }
+        Ok(Context { settings })
+    }
+
+    /// A connected pool: unlike the services, a command should fail at once when the database is
+    /// unreachable, naming where it looked.
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        let db = &self.settings.database;
+        let url = redact_url(&db.url);
+        let pool = crm_sync_store::pool(&db.url, 4, Duration::from_millis(db.acquire_timeout_ms))
+            .with_context(|| format!("database URL {url}"))?;
+        crm_sync_store::ping(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the database at {url}: {e}"))?;
+        Ok(pool)
+    }
+
+    /// Resolves a topic alias (`events`, `matches`, `activities`, `users`, each optionally with
+    /// `.dlq`) to the configured name; anything else is taken as a literal topic name.
+    pub fn resolve_topic(&self, topic: &str) -> String {
+        let (base, dlq) = match topic.strip_suffix(".dlq") {
+            Some(base) => (base, true),
+            None => (topic, false),
+        };
+        let topics = &self.settings.topics;
+        let resolved = match base {
+            "events" => &topics.events,
+            "matches" => &topics.matches,
+            "activities" => &topics.activities,
+            "users" => &topics.users,
+            _ => return topic.to_owned(),
+        };
+        if dlq {
+            format!("{resolved}.dlq")
+        } else {
+            resolved.clone()
+        }
+    }
+}
+
+/// The URL with its password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://crm_sync:s3cret@127.0.0.1:5432/crm_sync"),
+            "postgres://crm_sync:***@127.0.0.1:5432/crm_sync"
+        );
+        assert_eq!(redact_url("postgres://host/db"), "postgres://host/db");
+    }
+}

@@ -1,0 +1,159 @@
+//! `crm-sync`: the operator's and developer's tool for a crm-sync deployment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use crm_sync_cli::commands::{apply, consume, demo, migrate, produce};
+use crm_sync_cli::context::Context;
+use crm_sync_cli::tenants_file::TenantsFile;
+
+#[derive(Parser)]
+#[command(
+    name = "crm-sync",
+    version,
+    about = "Operate and try out a crm-sync deployment",
+    after_help = "Configuration: built-in defaults < the file named by CRM_SYNC_CONFIG < environment \
+                  variables CRM_SYNC__SECTION__KEY (e.g. CRM_SYNC__KAFKA__BROKERS, \
+                  CRM_SYNC__DATABASE__URL, CRM_SYNC__TOPICS__EVENTS) < the flags above."
+)]
+struct Cli {
+    /// Kafka bootstrap servers (overrides kafka.brokers)
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    brokers: Option<String>,
+    /// PostgreSQL URL (overrides database.url)
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the database schema up to date
+    Migrate,
+    /// Create or update companies, integrations, workflows and teams from a YAML file (idempotent)
+    Apply {
+        /// The tenants file (`-` for stdin); see deploy/local/demo-tenant.yaml for the schema
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Produce JSON lines (proto3 JSON of the topic's message type) as protobuf records
+    Produce {
+        /// Topic name, or one of events, matches, activities, users (optionally with .dlq)
+        #[arg(long)]
+        topic: String,
+        /// JSON lines file; stdin when omitted
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Record key for every line, instead of the one derived from each message
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Print a topic's records as JSON lines
+    Consume {
+        /// Topic name, or one of events, matches, activities, users (optionally with .dlq)
+        #[arg(long)]
+        topic: String,
+        /// Start at the earliest offset instead of only showing new records
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
+        /// Stop after this many seconds without a new record
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Consume as this consumer group and commit offsets (default: a throwaway reader)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// Run the auto-sync demo against a running stack and running services
+    Demo {
+        /// Base URL of the ingest service
+        #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        ingest_url: String,
+        /// How long to wait for the pipeline's results
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::load(cli.brokers, cli.database_url)?;
+    match cli.command {
+        Command::Migrate => migrate::run(&ctx).await,
+        Command::Apply { file } => {
+            let (source, tenants) = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading the tenants file from stdin")?;
+                ("stdin".to_owned(), TenantsFile::parse("stdin", &text)?)
+            } else {
+                (file.display().to_string(), TenantsFile::read(&file)?)
+            };
+            let pool = ctx.pool().await?;
+            let applied = apply::apply(&pool, &tenants).await?;
+            apply::print_summary(&mut std::io::stdout(), &source, &applied)?;
+            Ok(())
+        }
+        Command::Produce { topic, file, key } => {
+            produce::run(&ctx, produce::ProduceArgs { topic, file, key }).await
+        }
+        Command::Consume {
+            topic,
+            from_beginning,
+            max,
+            timeout,
+            group,
+        } => {
+            consume::run(
+                &ctx,
+                consume::ConsumeArgs {
+                    topic,
+                    from_beginning,
+                    max,
+                    timeout,
+                    group,
+                },
+            )
+            .await
+        }
+        Command::Demo {
+            ingest_url,
+            timeout,
+        } => {
+            demo::run(
+                &ctx,
+                demo::DemoArgs {
+                    ingest_url,
+                    timeout: Duration::from_secs(timeout),
+                },
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The declarative tenants file read by `crm-sync apply` (and embedded by `crm-sync demo`).
+//!
+//! ```yaml
+//! companies:
+//!   - slug: acme                     # natural key of the company; required
+//!     name: Acme Inc                 # required
+//!     id: 6b0c…                      # optional; default: derived from the slug
+//!     integrations:
+//!       - name: salesforce-prod      # natural key within the company; required
+//!         crm: salesforce            # salesforce | hubspot | pipedrive | dynamics | generic
+//!         crm_account_id: 00D5g000004ABCDEAA   # e.g. the Salesforce OrganizationId
+//!         auto_sync_users: true      # default false
+//!         webhook_token: ${ACME_SF_TOKEN}      # optional; omitted keeps the stored token
+//!         id: …                      # optional; default: derived from company and name
+//!         workflows:
+//!           - name: Won opportunities          # natural key within the integration
+//!             active: true                     # default false: data flows only through active ones
+//!             object_type: Opportunity
+//!             triggers: [created, updated]     # created | updated | deleted
+//!             conditions: {all: [{field: StageName, op: eq, value: Closed Won}]}
+//!             user_field: OwnerId
+//!             value_field: Amount              # optional; none counts 1 per record
+//!             date_field: CloseDate            # optional; none uses the event time
+//!             activity_type: deal_won
+//!             id: …                            # optional
+//!     teams:
+//!       - name: Sales                # natural key within the company
+//!         id: …                      # optional
+//! ```
+//!
+//! Company, integration and team values expand `${NAME}` (an error naming NAME when it is not
+//! set) and `${NAME:-default}` from the environment; `$$` is a literal `$`. Workflow fields are
+//! taken literally, since condition values are data. Unknown keys are errors. `apply` creates and
+//! updates; it never deletes what the file does not mention.
+//!
+//! Every error carries the file, line, column and the key path, including workflow validation
+//! errors: those are raised inside deserialization, where the YAML position is still known.
+
+use std::fmt;
+use std::path::Path;
+
+use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsFile {
+    #[serde(default)]
+    pub companies: Vec<CompanyEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyEntry {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub slug: NonEmpty,
+    pub name: NonEmpty,
+    #[serde(default)]
+    pub integrations: Vec<IntegrationEntry>,
+    #[serde(default)]
+    pub teams: Vec<TeamEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Crm {
+    Salesforce,
+    Hubspot,
+    Pipedrive,
+    Dynamics,
+    Generic,
+}
+
+impl Crm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Crm::Salesforce => "salesforce",
+            Crm::Hubspot => "hubspot",
+            Crm::Pipedrive => "pipedrive",
+            Crm::Dynamics => "dynamics",
+            Crm::Generic => "generic",
+        }
+    }
+
+    /// The ingest path this CRM's webhooks are posted to (see DESIGN §3).
+    pub fn ingest_path(self, integration_id: Uuid) -> String {
+        let tail = match self {
+            Crm::Salesforce => "salesforce/outbound-messages",
+            Crm::Hubspot => "hubspot/webhooks",
+            Crm::Pipedrive => "pipedrive/webhooks",
+            Crm::Dynamics => "dynamics/webhooks",
+            Crm::Generic => "events",
+        };
+        format!("/v1/integrations/{integration_id}/{tail}")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationEntry {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub name: NonEmpty,
+    pub crm: Crm,
+    pub crm_account_id: NonEmpty,
+    #[serde(default)]
+    pub auto_sync_users: bool,
+    #[serde(default)]
+    pub webhook_token: Option<Secret>,
+    #[serde(default)]
+    pub workflows: Vec<WorkflowEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamEntry {
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub name: NonEmpty,
+}
+
+/// A workflow: the `WorkflowSpec` the evaluator runs, plus its state and optional id.
+#[derive(Debug, Clone)]
+pub struct WorkflowEntry {
+    pub id: Option<Uuid>,
+    pub active: bool,
+    pub spec: WorkflowSpec,
+}
+
+/// The file's form of a workflow. Building a `WorkflowSpec` from it with a struct literal makes
+/// a field added to the spec a compile error here rather than a silently ignored key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    #[serde(default)]
+    id: Option<Uuid>,
+    #[serde(default)]
+    active: bool,
+    name: String,
+    object_type: String,
+    triggers: Vec<Trigger>,
+    #[serde(default)]
+    conditions: Option<LocatedCondition>,
+    user_field: String,
+    #[serde(default)]
+    value_field: Option<String>,
+    #[serde(default)]
+    date_field: Option<String>,
+    activity_type: String,
+}
+
+impl<'de> Deserialize<'de> for WorkflowEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = WorkflowEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a workflow (a mapping with name, object_type, triggers, …)")
+            }
+
+            // Validating here, inside the deserializer's own call for this mapping, is what
+            // lets the YAML deserializer attach this entry's line and path to the error.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WorkflowEntry, A::Error> {
+                let raw = RawWorkflow::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let spec = WorkflowSpec {
+                    name: raw.name,
+                    object_type: raw.object_type,
+                    triggers: raw.triggers,
+                    conditions: raw.conditions.map_or_else(Condition::always, |c| c.0),
+                    user_field: raw.user_field,
+                    value_field: raw.value_field,
+                    date_field: raw.date_field,
+                    activity_type: raw.activity_type,
+                };
+                spec.validate().map_err(de::Error::custom)?;
+                Ok(WorkflowEntry {
+                    id: raw.id,
+                    active: raw.active,
+                    spec,
+                })
+            }
+        }
+        deserializer.deserialize_map(EntryVisitor)
+    }
+}
+
+/// A condition tree validated by `Condition`'s own parser while the YAML position of the
+/// `conditions` value is known, so an unknown operator is reported at its line.
+struct LocatedCondition(Condition);
+
+impl<'de> Deserialize<'de> for LocatedCondition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ConditionVisitor;
+        impl<'de> Visitor<'de> for ConditionVisitor {
+            type Value = LocatedCondition;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a condition: {all: [...]}, {any: [...]}, {not: {...}} or {field, op, value}",
+                )
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<LocatedCondition, A::Error> {
+                let value =
+                    serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Condition::from_json(&value)
+                    .map(LocatedCondition)
+                    .map_err(de::Error::custom)
+            }
+        }
+        deserializer.deserialize_map(ConditionVisitor)
+    }
+}
+
+/// A required, non-blank text value with `${ENV}` expansion.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NonEmpty(pub String);
+
+impl fmt::Debug for NonEmpty {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for NonEmpty {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for NonEmpty {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(ExpandingVisitor).map(NonEmpty)
+    }
+}
+
+/// A secret with `${ENV}` expansion that never shows up in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(ExpandingVisitor).map(Secret)
+    }
+}
+
+/// Expands inside `visit_str` (not after `deserialize` returns) so errors get the value's line.
+struct ExpandingVisitor;
+
+impl Visitor<'_> for ExpandingVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a non-empty text")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        let expanded = expand_env(v, |name| std::env::var(name).ok()).map_err(E::custom)?;
+        if expanded.trim().is_empty() {
+            return Err(E::custom("must not be empty"));
+        }
+        Ok(expanded)
+    }
+
+    // YAML scalars such as `2024` or `true` arrive as numbers or booleans; as names they are text.
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+/// Expands `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`, any other `$` stays as is.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in {text:?}"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!(
+                    "`${{{inner}}}` is not a valid environment variable reference"
+                ));
+            }
+            match (lookup(name), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set (referenced as `${{{name}}}`)"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A tenants file that could not be read or is invalid, with its location.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("reading {file}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Located {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Unlocated { file: String, message: String },
+}
+
+impl TenantsFile {
+    pub fn read(path: &Path) -> Result<TenantsFile, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        TenantsFile::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and validates; `file` names the source in errors.
+    pub fn parse(file: &str, text: &str) -> Result<TenantsFile, FileError> {
+        let parsed: TenantsFile = serde_yaml_ng::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            match e.location() {
+                Some(loc) => {
+                    // The YAML error text ends with its own position; ours leads with it.
+                    let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+                    FileError::Located {
+                        file: file.to_owned(),
+                        line: loc.line(),
+                        column: loc.column(),
+                        message: message.strip_suffix(&suffix).unwrap_or(&message).to_owned(),
+                    }
+                }
+                None => FileError::Unlocated {
+                    file: file.to_owned(),
+                    message,
+                },
+            }
+        })?;
+        parsed
+            .check_duplicates()
+            .map_err(|message| FileError::Unlocated {
+                file: file.to_owned(),
+                message,
+            })?;
+        Ok(parsed)
+    }
+
+    /// Two entries with one natural key would silently overwrite each other when applied.
+    fn check_duplicates(&self) -> Result<(), String> {
+        fn unique<'a>(
+            what: &str,
+            path: &str,
+            keys: impl Iterator<Item = &'a str>,
+        ) -> Result<(), String> {
+            let mut seen: Vec<&str> = Vec::new();
+            for (i, key) in keys.enumerate() {
+                if let Some(first) = seen.iter().position(|k| *k == key) {
+                    return Err(format!(
+                        "{path}[{i}]: duplicate {what} `{key}` (also {path}[{first}])"
+                    ));
+                }
+                seen.push(key);
+            }
+            Ok(())
+        }
+        unique("slug", "companies", self.companies.iter().map(|c| &*c.slug))?;
+        for (ci, c) in self.companies.iter().enumerate() {
+            let base = format!("companies[{ci}]");
+            unique(
+                "name",
+                &format!("{base}.integrations"),
+                c.integrations.iter().map(|i| &*i.name),
+            )?;
+            unique(
+                "name",
+                &format!("{base}.teams"),
+                c.teams.iter().map(|t| &*t.name),
+            )?;
+            for (ii, i) in c.integrations.iter().enumerate() {
+                unique(
+                    "name",
+                    &format!("{base}.integrations[{ii}].workflows"),
+                    i.workflows.iter().map(|w| w.spec.name.as_str()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+companies:
+  - slug: acme
+    name: Acme Inc
+    integrations:
+      - name: salesforce-prod
+        crm: salesforce
+        crm_account_id: 00D5g000004ABCDEAA
+        auto_sync_users: true
+        webhook_token: ${CRM_SYNC_TEST_UNSET_VAR:-fallback-token}
+        workflows:
+          - name: Won opportunities
+            active: true
+            object_type: Opportunity
+            triggers: [created, updated]
+            conditions: {all: [{field: StageName, op: eq, value: Closed Won}]}
+            user_field: OwnerId
+            value_field: Amount
+            date_field: CloseDate
+            activity_type: deal_won
+    teams:
+      - name: Sales
+"#;
+
+    fn error_of(text: &str) -> String {
+        TenantsFile::parse("t.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let f = TenantsFile::parse("t.yaml", GOOD).unwrap();
+        let c = &f.companies[0];
+        assert_eq!(&*c.slug, "acme");
+        let i = &c.integrations[0];
+        assert_eq!(i.crm, Crm::Salesforce);
+        assert_eq!(i.webhook_token.as_ref().unwrap().expose(), "fallback-token");
+        let w = &i.workflows[0];
+        assert!(w.active);
+        assert_eq!(w.spec.triggers, vec![Trigger::Created, Trigger::Updated]);
+        assert_eq!(
+            w.spec.conditions.to_json(),
+            serde_json::json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]})
+        );
+        assert_eq!(c.teams[0].name.0, "Sales");
+        assert!(!format!("{f:?}").contains("fallback-token"));
+    }
+
+    #[test]
+    fn an_unknown_operator_is_reported_at_its_line() {
+        let e = error_of(&GOOD.replace("op: eq", "op: like"));
+        assert!(e.starts_with("t.yaml:16:"), "{e}");
+        assert!(e.contains("workflows[0].conditions"), "{e}");
+        assert!(e.contains("unknown operator `like`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_at_its_line() {
+        let e = error_of(&GOOD.replace(
+            "user_field: OwnerId",
+            "user_field: OwnerId\n            colour: red",
+        ));
+        assert!(e.starts_with("t.yaml:18:"), "{e}");
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = error_of(&GOOD.replace("auto_sync_users: true", "auto_sync_user: true"));
+        assert!(e.starts_with("t.yaml:9:"), "{e}");
+        assert!(e.contains("companies[0].integrations[0]"), "{e}");
+    }
+
+    #[test]
+    fn workflow_validation_names_the_entry_and_key() {
+        let e = error_of(&GOOD.replace("triggers: [created, updated]", "triggers: []"));
+        assert!(e.starts_with("t.yaml:12:"), "{e}");
+        assert!(e.contains("workflows[0]: triggers:"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "triggers: [created, updated]",
+            "triggers: [created, renamed]",
+        ));
+        assert!(e.starts_with("t.yaml:15:"), "{e}");
+        assert!(e.contains("renamed"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_environment_variable_is_named() {
+        let e = error_of(&GOOD.replace(":-fallback-token", ""));
+        assert!(e.starts_with("t.yaml:10:"), "{e}");
+        assert!(e.contains("CRM_SYNC_TEST_UNSET_VAR"), "{e}");
+        assert!(e.contains("webhook_token"), "{e}");
+    }
+
+    #[test]
+    fn bad_crm_and_duplicates_are_errors() {
+        let e = error_of(&GOOD.replace("crm: salesforce", "crm: zoho"));
+        assert!(e.starts_with("t.yaml:7:"), "{e}");
+        assert!(e.contains("zoho"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "      - name: Sales",
+            "      - name: Sales\n      - name: Sales",
+        ));
+        assert!(
+            e.contains("companies[0].teams[1]: duplicate name `Sales`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn expansion_rules() {
+        let env = |n: &str| (n == "A").then(|| "x".to_owned());
+        assert_eq!(expand_env("a${A}b", env).unwrap(), "axb");
+        assert_eq!(expand_env("$$A ${B:-d} $5", env).unwrap(), "$A d $5");
+        assert!(expand_env("${B}", env).unwrap_err().contains("`B`"));
+        assert!(expand_env("${A", env).is_err());
+        assert!(expand_env("${1X}", env).is_err());
+    }
+}
