@@ -27,36 +27,16 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
 /// requests (bounded by `shutdown.grace_period_secs`) and flushes the producer.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = ops::install_metrics()?;
-    let pool = crm_sync_store::pool(
-        &settings.database.url,
-        settings.database.max_connections,
-        Duration::from_millis(settings.database.acquire_timeout_ms),
-    )
-    .context("configuring the PostgreSQL pool (database.url)")?;
+    let pool = crm_sync_store::pool_from_settings(&settings.database)
+        .context("configuring the PostgreSQL pool (database.url)")?;
     let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
 
     let readiness = Readiness::new()
-        .with_check("postgres", {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move { crm_sync_store::ping(&pool).await }
-            }
-        })
-        .with_check("kafka", {
-            let brokers = settings.kafka.brokers.clone();
-            move || {
-                let brokers = brokers.clone();
-                async move {
-                    // A metadata request blocks its thread.
-                    tokio::task::spawn_blocking(move || {
-                        crm_sync_kafka::admin::brokers_reachable(&brokers, Duration::from_secs(2))
-                    })
-                    .await
-                    .map_err(|e| format!("Kafka check did not complete: {e}"))?
-                }
-            }
-        });
+        .with_check("postgres", crm_sync_store::readiness_check(&pool))
+        .with_check(
+            "kafka",
+            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+        );
 
     let api = http::router(http::AppState {
         pool,

@@ -47,3 +47,22 @@ pub fn brokers_reachable(brokers: &str, timeout: Duration) -> Result<(), String>
         .map(|_| ())
         .map_err(|e| format!("Kafka at {brokers}: {e}"))
 }
+
+/// A `/readyz` check: the brokers answer a metadata request (run off the async threads, since
+/// the request blocks).
+pub fn readiness_check(
+    brokers: &str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
++ Send
++ Sync
++ 'static {
+    let brokers = brokers.to_owned();
+    move || {
+        let brokers = brokers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || brokers_reachable(&brokers, Duration::from_secs(2)))
+                .await
+                .map_err(|e| format!("Kafka check did not complete: {e}"))?
+        })
+    }
+}

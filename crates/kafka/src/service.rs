@@ -36,20 +36,13 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             .subscribe(&[self.topic])
             .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
         let health = ConsumerHealth::default();
-        let brokers = self.settings.kafka.brokers.clone();
         let consumer_health = health.clone();
         let readiness = self
             .readiness
-            .with_check("kafka", move || {
-                let brokers = brokers.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        crate::admin::brokers_reachable(&brokers, Duration::from_secs(2))
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                }
-            })
+            .with_check(
+                "kafka",
+                crate::admin::readiness_check(&self.settings.kafka.brokers),
+            )
             .with_check("consumer", move || {
                 let health = consumer_health.clone();
                 async move { health.check() }

@@ -5,8 +5,6 @@
 pub mod apply;
 pub mod outbox;
 
-use std::time::Duration;
-
 use crm_sync_kafka::Publisher;
 use crm_sync_kafka::service::ConsumerService;
 use crm_sync_runtime::Settings;
@@ -23,11 +21,7 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
-    let pool = crm_sync_store::pool(
-        &settings.database.url,
-        settings.database.max_connections,
-        Duration::from_millis(settings.database.acquire_timeout_ms),
-    )?;
+    let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     let publisher = Publisher::new(crm_sync_kafka::clients::producer(
         &settings.kafka,
         SERVICE.name,
@@ -38,13 +32,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         publisher.clone(),
         shutdown.clone(),
     ));
-    let readiness = {
-        let pool = pool.clone();
-        Readiness::new().with_check("postgres", move || {
-            let pool = pool.clone();
-            async move { crm_sync_store::ping(&pool).await }
-        })
-    };
+    let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
     let handler = Provisioner {
         pool,
         publisher: publisher.clone(),

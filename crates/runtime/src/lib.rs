@@ -6,3 +6,36 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use settings::{ServiceDefaults, Settings};
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// The `main` of every service: load configuration and telemetry (exit 2 on a configuration
+/// error, naming the key), run the service, exit 1 if it fails.
+pub async fn service_main<F, Fut>(service: ServiceDefaults, run: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let settings = match Settings::load(service) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{}: {error}", service.name);
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = match telemetry::init(service.name, &settings.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{}: {error:#}", service.name);
+            return ExitCode::from(2);
+        }
+    };
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{} failed", service.name);
+            ExitCode::FAILURE
+        }
+    }
+}

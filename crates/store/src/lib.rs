@@ -7,6 +7,7 @@ pub mod tenants;
 pub mod views;
 pub mod workflows;
 
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -43,6 +44,31 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .map_err(|e| anyhow::anyhow!("running database migrations: {e}"))
+}
+
+/// The pool a service configures from `database.*` settings.
+pub fn pool_from_settings(
+    settings: &crm_sync_runtime::settings::DatabaseSettings,
+) -> Result<PgPool, StoreError> {
+    pool(
+        &settings.url,
+        settings.max_connections,
+        Duration::from_millis(settings.acquire_timeout_ms),
+    )
+}
+
+/// A `/readyz` check: PostgreSQL answers a query.
+pub fn readiness_check(
+    pool: &PgPool,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
++ Send
++ Sync
++ 'static {
+    let pool = pool.clone();
+    move || {
+        let pool = pool.clone();
+        Box::pin(async move { ping(&pool).await })
+    }
 }
 
 pub async fn ping(pool: &PgPool) -> Result<(), String> {

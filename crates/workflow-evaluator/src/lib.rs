@@ -5,7 +5,6 @@ pub mod evaluate;
 pub mod snapshot;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crm_sync_kafka::Publisher;
 use crm_sync_kafka::service::ConsumerService;
@@ -24,11 +23,7 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
-    let pool = crm_sync_store::pool(
-        &settings.database.url,
-        settings.database.max_connections,
-        Duration::from_millis(settings.database.acquire_timeout_ms),
-    )?;
+    let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
     tokio::spawn(snapshot::keep_fresh(
         snapshot.clone(),
@@ -40,13 +35,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         SERVICE.name,
     )?);
     let readiness = {
-        let pool = pool.clone();
         let snapshot = snapshot.clone();
         Readiness::new()
-            .with_check("postgres", move || {
-                let pool = pool.clone();
-                async move { crm_sync_store::ping(&pool).await }
-            })
+            .with_check("postgres", crm_sync_store::readiness_check(&pool))
             .with_check("workflows", move || {
                 let loaded = snapshot.is_loaded();
                 async move {
