@@ -130,6 +130,12 @@ start_kafka() {
     fail "port $KAFKA_PORT is taken by a process this script did not start; stop it or set CRM_SYNC_KAFKA_PORT"
   fi
   write_kafka_config
+  # CI starts from empty storage: topics left by earlier runs on the same machine only slow it.
+  if [[ ${CRM_SYNC_KAFKA_FRESH:-0} == 1 && -d $KAFKA_DATA ]]; then
+    say "CRM_SYNC_KAFKA_FRESH=1: discarding Kafka storage in $KAFKA_DATA"
+    rm -rf "$KAFKA_DATA"
+    mkdir -p "$KAFKA_DATA"
+  fi
   if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
     say "formatting Kafka storage in $KAFKA_DATA"
     local cluster_id
@@ -250,6 +256,12 @@ case "${1:-}" in
   up) start_postgres; start_kafka; create_topics; status ;;
   down) stop_kafka; stop_postgres ;;
   status) status ;;
+  # Fault injection for the chaos suite: bounce one server while the pipeline runs.
+  restart-kafka) CRM_SYNC_KAFKA_FRESH=0; stop_kafka; start_kafka ;;
+  restart-postgres)
+    v=$(pg_version)
+    say "restarting postgresql $v"
+    if ((EUID == 0)); then pg_ctlcluster "$v" main restart; else sudo pg_ctlcluster "$v" main restart; fi ;;
   fetch) fetch_kafka ;;
-  *) echo "usage: $0 up|down|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|fetch|restart-kafka|restart-postgres" >&2; exit 2 ;;
 esac

@@ -46,20 +46,51 @@ pub fn consumer(
             settings.session_timeout_ms.to_string(),
         )
         .set("enable.partition.eof", "false")
-        .create_with_context(RebalanceLogger)
+        // Feeds `crm_sync_consumer_lag{topic,partition}` (see `crate::lag`).
+        .set(
+            "statistics.interval.ms",
+            crate::lag::STATISTICS_INTERVAL_MS.to_string(),
+        )
+        // Cooperative rebalancing moves only the partitions that change owner, so scaling a
+        // consumer group does not stop every replica.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(RebalanceLogger::default())
         .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
 }
 
 pub type ServiceConsumer = StreamConsumer<RebalanceLogger>;
 
-/// Makes partition assignments visible: logged, and exported as
-/// `crm_sync_consumer_assigned_partitions` so operators (and tests) can see who owns what.
-pub struct RebalanceLogger;
+/// Makes partition assignments visible (logged, and exported as
+/// `crm_sync_consumer_assigned_partitions`) and tells the consume loop which partitions were
+/// revoked, so their in-flight work is finished or dropped before the revoke completes.
+#[derive(Default)]
+pub struct RebalanceLogger {
+    pub(crate) partitions: crate::consume::PartitionRegistry,
+}
 
-impl ClientContext for RebalanceLogger {}
+impl ClientContext for RebalanceLogger {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::lag::record(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceLogger {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let revoked: Vec<(String, i32)> = partitions
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            tracing::info!(
+                count = revoked.len(),
+                "partitions being revoked: draining their work"
+            );
+            self.partitions.revoke(&revoked);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 let list: Vec<String> = partitions
@@ -68,13 +99,15 @@ impl ConsumerContext for RebalanceLogger {
                     .map(|e| format!("{}[{}]", e.topic(), e.partition()))
                     .collect();
                 tracing::info!(partitions = ?list, "partitions assigned");
-                metrics::gauge!("crm_sync_consumer_assigned_partitions").set(list.len() as f64);
             }
             Rebalance::Revoke(partitions) => {
                 tracing::info!(count = partitions.count(), "partitions revoked");
-                metrics::gauge!("crm_sync_consumer_assigned_partitions").set(0.0);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
         }
+        // With cooperative rebalancing an event names only the change, so count what is held.
+        use rdkafka::consumer::Consumer as _;
+        let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        metrics::gauge!("crm_sync_consumer_assigned_partitions").set(held as f64);
     }
 }

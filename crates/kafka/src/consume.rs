@@ -1,16 +1,22 @@
 //! The at-least-once consume loop: a message's offset is stored only after its handler finished
 //! (effects durable) or it was dead-lettered; transient failures are retried, never skipped.
+//! Partitions are processed in parallel, each in order, by one worker task per partition.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use crate::clients::ServiceConsumer;
 
 use crate::dlq::{DeadLetter, Origin, publish_dead_letter};
 use crate::headers;
@@ -48,7 +54,7 @@ pub struct Incoming<'a> {
     pub headers: Vec<(String, String)>,
 }
 
-pub trait MessageHandler: Send + Sync {
+pub trait MessageHandler: Send + Sync + 'static {
     fn handle(&self, message: &Incoming<'_>) -> impl Future<Output = Result<(), Failure>> + Send;
 }
 
@@ -68,21 +74,123 @@ impl ConsumerHealth {
     }
 }
 
-pub struct ConsumeLoop<'a, H> {
-    pub service: &'a str,
-    pub consumer: &'a crate::clients::ServiceConsumer,
-    pub handler: &'a H,
-    pub dead_letters: &'a Publisher,
+/// Which partitions have a worker, so that a revoke can stop them. Shared between the consumer
+/// context (rebalance callbacks) and the consume loop.
+#[derive(Default, Clone)]
+pub struct PartitionRegistry {
+    inner: Arc<Mutex<HashMap<(String, i32), WorkerControl>>>,
+}
+
+#[derive(Clone)]
+struct WorkerControl {
+    stop: CancellationToken,
+    idle: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// How long a revoke may wait for the message in hand to finish. Bounded well below the
+/// session timeout so a stuck handler cannot get the whole consumer evicted.
+const REVOKE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+impl PartitionRegistry {
+    fn register(&self, topic: &str, partition: i32, control: WorkerControl) {
+        lock(&self.inner).insert((topic.to_owned(), partition), control);
+    }
+
+    /// Stops the workers of revoked partitions: queued messages are dropped (their offsets are not
+    /// stored, so the next owner replays them) and the message in hand is given a bounded time to
+    /// finish, so that its effects and offset land before the partition changes hands.
+    pub(crate) fn revoke(&self, partitions: &[(String, i32)]) {
+        let controls: Vec<WorkerControl> = {
+            let mut map = lock(&self.inner);
+            partitions
+                .iter()
+                .filter_map(|key| map.remove(key))
+                .collect()
+        };
+        for control in &controls {
+            control.stop.cancel();
+        }
+        let wait = || {
+            let deadline = Instant::now() + REVOKE_DRAIN_LIMIT;
+            for control in &controls {
+                let (idle, changed) = &*control.idle;
+                let mut guard = lock(idle);
+                while !*guard {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(
+                            "a revoked partition's message did not finish in time; its next owner replays it"
+                        );
+                        return;
+                    }
+                    guard = match changed.wait_timeout(guard, left) {
+                        Ok((g, _)) => g,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                }
+            }
+        };
+        // The callback runs on a runtime thread inside `recv()`; hand that thread's work to
+        // another one while waiting, so the worker we wait for can run.
+        // On a single-threaded runtime nothing else could run while we wait: the in-flight
+        // message is then left to finish on its own and its next owner replays it.
+        if let Ok(tokio::runtime::RuntimeFlavor::MultiThread) =
+            tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor())
+        {
+            tokio::task::block_in_place(wait);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct ConsumeLoop<H> {
+    pub service: String,
+    pub consumer: Arc<ServiceConsumer>,
+    pub handler: Arc<H>,
+    pub dead_letters: Publisher,
     pub health: ConsumerHealth,
     pub shutdown: CancellationToken,
+    /// Messages buffered per partition ahead of its worker: bounds memory, and a full buffer
+    /// slows intake instead of growing a queue.
+    pub buffer_per_partition: usize,
+}
+
+struct Shared<H> {
+    service: String,
+    consumer: Arc<ServiceConsumer>,
+    handler: Arc<H>,
+    dead_letters: Publisher,
+    health: ConsumerHealth,
+}
+
+struct Worker {
+    queue: mpsc::Sender<OwnedMessage>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
-/// Runs until `shutdown` is cancelled, finishing the message in hand, then commits what was
-/// stored. Messages are handled one at a time, which keeps each partition in order.
-pub async fn run_consumer<H: MessageHandler>(l: ConsumeLoop<'_, H>) -> anyhow::Result<()> {
+/// Runs until `shutdown` is cancelled. Each assigned partition gets its own worker task, so
+/// partitions proceed in parallel while each stays in order; a message's offset is stored only
+/// after its handler finished (or it was dead-lettered). On shutdown, intake stops, each worker
+/// finishes the message in hand, and the stored offsets are committed.
+pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        service: l.service,
+        consumer: l.consumer.clone(),
+        handler: l.handler,
+        dead_letters: l.dead_letters,
+        health: l.health,
+    });
+    let registry = l.consumer.context().partitions.clone();
+    let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
     loop {
         let received = tokio::select! {
             biased;
@@ -90,20 +198,46 @@ pub async fn run_consumer<H: MessageHandler>(l: ConsumeLoop<'_, H>) -> anyhow::R
             received = l.consumer.recv() => received,
         };
         let message = match received {
-            Ok(message) => message,
+            Ok(message) => message.detach(),
             Err(error) => {
                 tracing::warn!(%error, "Kafka consumer error");
                 continue;
             }
         };
-        if !process(&l, &message).await {
-            // Shut down while retrying: the offset stays unstored, so the message is replayed.
-            break;
+        let key = (message.topic().to_owned(), message.partition());
+        let reusable = workers
+            .get(&key)
+            .is_some_and(|w| !w.stop.is_cancelled() && !w.task.is_finished());
+        if !reusable {
+            let (queue, inbox) = mpsc::channel(l.buffer_per_partition.max(1));
+            let stop = l.shutdown.child_token();
+            let idle = Arc::new((Mutex::new(true), Condvar::new()));
+            registry.register(
+                &key.0,
+                key.1,
+                WorkerControl {
+                    stop: stop.clone(),
+                    idle: idle.clone(),
+                },
+            );
+            let task = tokio::spawn(partition_worker(shared.clone(), inbox, stop.clone(), idle));
+            workers.insert(key.clone(), Worker { queue, stop, task });
+            workers.retain(|_, w| !w.task.is_finished());
         }
-        if let Err(error) = l.consumer.store_offset_from_message(&message) {
-            // Happens when the partition was revoked meanwhile; its new owner replays the message.
-            tracing::warn!(%error, "could not store offset");
+        if let Some(worker) = workers.get(&key) {
+            tokio::select! {
+                biased;
+                _ = l.shutdown.cancelled() => break,
+                // Dropped if the worker was stopped meanwhile: the offset stays unstored.
+                _ = worker.queue.send(message) => {}
+            }
         }
+    }
+    for worker in workers.values() {
+        worker.stop.cancel();
+    }
+    for (_, worker) in workers.drain() {
+        let _ = worker.task.await;
     }
     match l.consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!("committed stored offsets"),
@@ -115,8 +249,53 @@ pub async fn run_consumer<H: MessageHandler>(l: ConsumeLoop<'_, H>) -> anyhow::R
     Ok(())
 }
 
-/// Handles one message to completion; false if shutdown interrupted a retry.
-async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMessage<'_>) -> bool {
+async fn partition_worker<H: MessageHandler + 'static>(
+    shared: Arc<Shared<H>>,
+    mut inbox: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+    idle: Arc<(Mutex<bool>, Condvar)>,
+) {
+    let set_idle = |value: bool| {
+        let (flag, changed) = &*idle;
+        *lock(flag) = value;
+        changed.notify_all();
+    };
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            message = inbox.recv() => match message {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        set_idle(false);
+        let done = process(&shared, &message, &stop).await;
+        if done {
+            // store_offset stores offset + 1: the next message to read.
+            if let Err(error) =
+                shared
+                    .consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
+                // The partition was revoked meanwhile; its next owner replays the message.
+                tracing::debug!(%error, "could not store offset");
+            }
+        }
+        set_idle(true);
+        if !done {
+            break;
+        }
+    }
+    set_idle(true);
+}
+
+/// Handles one message to completion; false if stopped during a retry (offset not stored).
+async fn process<H: MessageHandler>(
+    shared: &Shared<H>,
+    message: &OwnedMessage,
+    stop: &CancellationToken,
+) -> bool {
     let incoming = Incoming {
         topic: message.topic(),
         partition: message.partition(),
@@ -127,23 +306,33 @@ async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMe
     };
     let span = tracing::info_span!(
         "consume",
+        otel.name = format!("process {}", incoming.topic),
         otel.kind = "consumer",
         messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = incoming.topic,
+        messaging.destination.partition.id = incoming.partition.to_string(),
         messaging.kafka.partition = incoming.partition,
         messaging.kafka.offset = incoming.offset,
-        messaging.consumer.group.name = l.service,
+        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
+        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
+        messaging.consumer.group.name = shared.service.as_str(),
     );
     headers::adopt_trace_context(&span, &incoming.headers);
     let started = Instant::now();
     let mut backoff = BACKOFF_START;
     let mut attempt: u32 = 0;
     loop {
-        let outcome = l.handler.handle(&incoming).instrument(span.clone()).await;
+        let outcome = shared
+            .handler
+            .handle(&incoming)
+            .instrument(span.clone())
+            .await;
         match outcome {
             Ok(()) => {
                 record(incoming.topic, "ok", started);
-                l.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.stuck.store(false, Ordering::Relaxed);
                 return true;
             }
             Err(Failure::Permanent(letter)) => {
@@ -160,15 +349,20 @@ async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMe
                 };
                 // The dead letter must be durable before the offset moves past the original.
                 loop {
-                    match publish_dead_letter(l.dead_letters, l.service, &origin, &letter)
-                        .instrument(span.clone())
-                        .await
+                    match publish_dead_letter(
+                        &shared.dead_letters,
+                        &shared.service,
+                        &origin,
+                        &letter,
+                    )
+                    .instrument(span.clone())
+                    .await
                     {
                         Ok(()) => break,
                         Err(error) => {
                             tracing::warn!(%error, "dead-letter publish failed; retrying");
-                            l.health.stuck.store(true, Ordering::Relaxed);
-                            if !sleep_or_shutdown(&l.shutdown, jittered(backoff)).await {
+                            shared.health.stuck.store(true, Ordering::Relaxed);
+                            if !sleep_or_stop(stop, jittered(backoff)).await {
                                 return false;
                             }
                             backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -176,7 +370,7 @@ async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMe
                     }
                 }
                 record(incoming.topic, "dead_lettered", started);
-                l.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.stuck.store(false, Ordering::Relaxed);
                 return true;
             }
             Err(Failure::Transient(error)) => {
@@ -191,9 +385,9 @@ async fn process<H: MessageHandler>(l: &ConsumeLoop<'_, H>, message: &BorrowedMe
                     )
                 });
                 if attempt >= 3 {
-                    l.health.stuck.store(true, Ordering::Relaxed);
+                    shared.health.stuck.store(true, Ordering::Relaxed);
                 }
-                if !sleep_or_shutdown(&l.shutdown, jittered(backoff)).await {
+                if !sleep_or_stop(stop, jittered(backoff)).await {
                     return false;
                 }
                 backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -215,9 +409,9 @@ fn jittered(base: Duration) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
-async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
+async fn sleep_or_stop(stop: &CancellationToken, duration: Duration) -> bool {
     tokio::select! {
-        _ = shutdown.cancelled() => false,
+        _ = stop.cancelled() => false,
         _ = tokio::time::sleep(duration) => true,
     }
 }

@@ -27,11 +27,11 @@ pub struct ConsumerService<'a, H> {
 
 impl<H: MessageHandler> ConsumerService<'_, H> {
     pub async fn run(self) -> anyhow::Result<()> {
-        let consumer = crate::clients::consumer(
+        let consumer = std::sync::Arc::new(crate::clients::consumer(
             &self.settings.kafka,
             self.name,
             &self.settings.kafka.consumer_group,
-        )?;
+        )?);
         consumer
             .subscribe(&[self.topic])
             .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
@@ -67,12 +67,13 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
         let shutdown = self.shutdown.clone();
         let consume = run_consumer(ConsumeLoop {
-            service: self.name,
-            consumer: &consumer,
-            handler: &self.handler,
-            dead_letters: &self.publisher,
+            service: self.name.to_owned(),
+            consumer: consumer.clone(),
+            handler: std::sync::Arc::new(self.handler),
+            dead_letters: self.publisher.clone(),
             health,
             shutdown: shutdown.clone(),
+            buffer_per_partition: 64,
         });
         tokio::pin!(consume);
         let result = tokio::select! {

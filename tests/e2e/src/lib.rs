@@ -96,6 +96,7 @@ impl TestEnv {
             activities: format!("{prefix}.salesscreen.activities.v1"),
             users: format!("{prefix}.salesscreen.users.v1"),
         };
+        delete_stale_topics(secs).await;
         crm_sync_kafka::admin::ensure_topics(&brokers(), &topics.all(), PARTITIONS)
             .await
             .unwrap_or_else(|e| {
@@ -158,7 +159,18 @@ impl TestEnv {
         label: &str,
         extra_env: &[(&str, &str)],
     ) -> Service {
-        let port = free_port();
+        self.start_service_on_port(binary, label, free_port(), extra_env)
+            .await
+    }
+
+    /// Like [`TestEnv::start_service`] on a given port (a restarted replica keeps its address).
+    pub async fn start_service_on_port(
+        &self,
+        binary: &str,
+        label: &str,
+        port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> Service {
         let mut env = self.service_env(port);
         env.push((
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
@@ -251,6 +263,11 @@ impl Service {
         let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -461,21 +478,65 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `target/<profile>/` of the running test binary, where cargo puts the service binaries.
-pub fn binary_path(name: &str) -> PathBuf {
+/// `target/<profile>/`, where cargo puts the service binaries: the running test binary sits in
+/// its `deps/` folder, a kit binary such as `chaos` in the folder itself.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    profile_dir.join(name)
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+pub fn binary_path(name: &str) -> PathBuf {
+    profile_dir().join(name)
 }
 
 fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
+    profile_dir().parent().unwrap().to_path_buf()
 }
 
 fn replace_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap();
     format!("{base}/{db}")
+}
+
+/// Topics of tests that ended long ago (`t<unix secs>_<id>.…`, older than 30 minutes): one
+/// broker slows down badly with thousands of leftover partitions.
+async fn delete_stale_topics(now_secs: u64) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(20)) else {
+        return;
+    };
+    let stale: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| {
+            name.strip_prefix('t')
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse::<u64>().ok())
+                .is_some_and(|created| created + 1800 < now_secs)
+        })
+        .collect();
+    for chunk in stale.chunks(200) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let _ = admin
+            .delete_topics(
+                &names,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+            )
+            .await;
+    }
 }
 
 /// Test databases older than two hours are leftovers of earlier runs.

@@ -1,0 +1,226 @@
+//! `crm-sync dlq list|inspect|replay --topic <topic>.dlq`: the operator's view of dead letters.
+//!
+//! - `list` prints one line per dead letter: where it sits, why it died, where it came from.
+//! - `inspect --partition P --offset O` prints one dead letter whole (headers, decoded value).
+//! - `replay` sends dead letters back to the topic they came from (original key, bytes and
+//!   headers, without the dead-letter headers), optionally only those with a given reason or at
+//!   one position; `--dry-run` shows what it would send. Consumers deduplicate by event id, so a
+//!   replay of something that was in fact processed changes nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crm_sync_kafka::headers as h;
+use crm_sync_kafka::{OutgoingMessage, Publisher};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::context::Context;
+use crate::kafka_topics;
+use crate::transcode::TopicType;
+
+pub enum DlqCommand {
+    List,
+    Inspect {
+        partition: i32,
+        offset: i64,
+    },
+    Replay {
+        reason: Option<String>,
+        partition: Option<i32>,
+        offset: Option<i64>,
+        dry_run: bool,
+    },
+}
+
+pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Result<()> {
+    let mut topic = ctx.resolve_topic(topic);
+    if !topic.ends_with(".dlq") {
+        topic.push_str(".dlq");
+    }
+    let brokers = ctx.settings.kafka.brokers.clone();
+    let letters = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || read_all(&brokers, &topic))
+            .await
+            .context("reading the dead-letter topic")??
+    };
+    match command {
+        DlqCommand::List => {
+            println!(
+                "{:<12} {:<22} {:<40} {:<16} {:<25} detail",
+                "POSITION", "REASON", "ORIGIN", "SERVICE", "TIME"
+            );
+            for m in &letters {
+                let header = |k| header(m, k).unwrap_or_default();
+                println!(
+                    "{:<12} {:<22} {:<40} {:<16} {:<25} {}",
+                    format!("{}/{}", m.partition(), m.offset()),
+                    header(h::DLQ_REASON),
+                    format!(
+                        "{}/{}/{}",
+                        header(h::DLQ_ORIGIN_TOPIC),
+                        header(h::DLQ_ORIGIN_PARTITION),
+                        header(h::DLQ_ORIGIN_OFFSET)
+                    ),
+                    header(h::DLQ_SERVICE),
+                    header(h::DLQ_TIME),
+                    header(h::DLQ_DETAIL),
+                );
+            }
+            eprintln!("{} dead letters in {topic}", letters.len());
+        }
+        DlqCommand::Inspect { partition, offset } => {
+            let m = letters
+                .iter()
+                .find(|m| m.partition() == partition && m.offset() == offset)
+                .with_context(|| {
+                    format!("no dead letter at {topic} partition {partition} offset {offset}")
+                })?;
+            let kind = TopicType::for_topic(&topic).ok();
+            let rendered = super::consume::render(m, kind.as_ref());
+            println!("{}", serde_json::to_string_pretty(&rendered)?);
+        }
+        DlqCommand::Replay {
+            reason,
+            partition,
+            offset,
+            dry_run,
+        } => {
+            let chosen: Vec<&OwnedMessage> = letters
+                .iter()
+                .filter(|m| {
+                    reason
+                        .as_deref()
+                        .is_none_or(|r| header(m, h::DLQ_REASON).as_deref() == Some(r))
+                })
+                .filter(|m| partition.is_none_or(|p| m.partition() == p))
+                .filter(|m| offset.is_none_or(|o| m.offset() == o))
+                .collect();
+            let messages: Vec<OutgoingMessage> =
+                chosen.iter().map(|m| to_origin(m, &topic)).collect();
+            for (m, out) in chosen.iter().zip(&messages) {
+                println!(
+                    "{} {}/{} -> {} key {}",
+                    if dry_run { "would replay" } else { "replaying" },
+                    m.partition(),
+                    m.offset(),
+                    out.topic,
+                    out.key
+                );
+            }
+            if !dry_run && !messages.is_empty() {
+                let producer =
+                    crm_sync_kafka::clients::producer(&ctx.settings.kafka, "crm-sync-cli")?;
+                Publisher::new(producer)
+                    .publish_all(&messages)
+                    .await
+                    .context("replaying dead letters")?;
+            }
+            eprintln!(
+                "{} {} of {} dead letters",
+                if dry_run { "would replay" } else { "replayed" },
+                messages.len(),
+                letters.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|x| x.key == key)
+        .and_then(|x| x.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The original message: origin topic, key and bytes, its own headers without the dead-letter ones.
+fn to_origin(m: &OwnedMessage, dlq_topic: &str) -> OutgoingMessage {
+    let origin = header(m, h::DLQ_ORIGIN_TOPIC)
+        .unwrap_or_else(|| dlq_topic.trim_end_matches(".dlq").to_owned());
+    let headers: Vec<(String, String)> = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .filter(|x| !x.key.starts_with("crm-sync-dlq-") && x.key != h::EVENT_ID)
+                .filter_map(|x| {
+                    Some((
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value?).into_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    OutgoingMessage {
+        topic: origin,
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        event_id: header(m, h::EVENT_ID).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// Every record of the topic up to its current end, without joining a consumer group.
+fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<OwnedMessage>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "crm-sync-cli-dlq")
+        .set("enable.auto.commit", "false")
+        // The evaluator dead-letters inside its Kafka transactions: show only committed letters.
+        .set("isolation.level", "read_committed")
+        .create()
+        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
+    let partitions = kafka_topics::partitions(consumer.client(), topic, brokers)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
+        if high > low {
+            assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
+            ends.push((p, high));
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut remaining = ends.clone();
+    while !remaining.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach its end within 30 s"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let (p, o) = (m.partition(), m.offset());
+                out.push(m.detach());
+                remaining.retain(|(rp, high)| !(*rp == p && o + 1 >= *high));
+            }
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+            // Transaction markers take offsets but are never delivered: the position tells
+            // when a partition has been read to its end.
+            None => {
+                if let Ok(positions) = consumer.position() {
+                    for e in positions.elements() {
+                        if let Offset::Offset(at) = e.offset() {
+                            remaining.retain(|(rp, high)| !(*rp == e.partition() && at >= *high));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    Ok(out)
+}

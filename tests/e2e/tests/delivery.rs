@@ -1,0 +1,208 @@
+//! Delivery guarantees on the real stack: poison goes to the dead-letter topic and the partition
+//! moves on; a transient failure is retried (readiness false meanwhile) and never skipped; the
+//! `crm-sync dlq` tool lists and replays dead letters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
+use crm_sync_e2e::{
+    Tenant, TestEnv, binary_path, eventually, metric, post_outbound_message, read_topic,
+};
+use crm_sync_store::views;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn poison_is_dead_lettered_with_its_reason_and_the_partition_moves_on() {
+    let env = TestEnv::new("poison").await;
+    let tenant = Tenant::create(&env.pool, "poison", true, true).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let _evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+
+    // Poison first, on the partition the real event's key maps to, so the real event can only be
+    // processed if the poison was dealt with.
+    let key = format!("{}/Opportunity/006POISON000001AAA", tenant.integration_id);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&env.topics.events)
+                .key(&key)
+                .payload(&[0xff_u8, 0xff, 0xff, 0x01][..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "crm-sync-event-id",
+                    value: Some("poison-1"),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let xml = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04lPOISON00000001A",
+            "006POISON000001AAA",
+            "005P",
+            "10",
+        )],
+    );
+    let (status, body) = post_outbound_message(&ingest, &tenant, xml).await;
+    assert_eq!(status, 200, "{body}");
+
+    eventually(
+        "the real event behind the poison to be recorded",
+        WAIT,
+        || async {
+            (views::activities(&env.pool, tenant.company_id)
+                .await
+                .unwrap()
+                .len()
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let dead = read_topic(&format!("{}.dlq", env.topics.events)).await;
+    assert_eq!(dead.len(), 1, "exactly the poison is dead-lettered");
+    let letter = &dead[0];
+    assert_eq!(letter.header("crm-sync-dlq-reason"), Some("undecodable"));
+    assert_eq!(
+        letter.header("crm-sync-dlq-origin-topic"),
+        Some(env.topics.events.as_str())
+    );
+    assert!(letter.header("crm-sync-dlq-origin-offset").is_some());
+    assert_eq!(
+        letter.header("crm-sync-dlq-service"),
+        Some("workflow-evaluator")
+    );
+    assert_eq!(letter.header("crm-sync-event-id"), Some("poison-1"));
+    assert_eq!(letter.key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        letter.payload,
+        vec![0xff, 0xff, 0xff, 0x01],
+        "the original bytes are kept"
+    );
+
+    // The operator's tool sees it, and a replay sends it back to where it came from.
+    let cli = |args: &[&str]| {
+        let mut command = std::process::Command::new(binary_path("crm-sync"));
+        command
+            .args(args)
+            .env("CRM_SYNC__KAFKA__BROKERS", &env.brokers)
+            .env("CRM_SYNC__DATABASE__URL", &env.database_url);
+        command.output().unwrap()
+    };
+    let dlq_topic = format!("{}.dlq", env.topics.events);
+    let listed = cli(&["dlq", "list", "--topic", &dlq_topic]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("undecodable") && listed.contains(&env.topics.events),
+        "{listed}"
+    );
+    let before = crm_sync_e2e::topic_message_count(&env.topics.events);
+    let replayed = cli(&[
+        "dlq",
+        "replay",
+        "--topic",
+        &dlq_topic,
+        "--reason",
+        "undecodable",
+    ]);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        crm_sync_e2e::topic_message_count(&env.topics.events),
+        before + 1,
+        "replayed onto the origin topic"
+    );
+    eventually(
+        "the replayed poison to be dead-lettered again",
+        WAIT,
+        || async { (read_topic(&dlq_topic).await.len() == 2).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_transient_database_failure_is_retried_and_never_skipped() {
+    let env = TestEnv::new("transient").await;
+    let tenant = Tenant::create(&env.pool, "transient", true, true).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let _evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+
+    // The provisioner's writes fail while the table is away, as they would with the database down.
+    sqlx::query("ALTER TABLE activities RENAME TO activities_away")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let xml = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(
+            "04lTRANSIENT00001A",
+            "006TRANSIENT001AAA",
+            "005T",
+            "42",
+        )],
+    );
+    let (status, body) = post_outbound_message(&ingest, &tenant, xml).await;
+    assert_eq!(status, 200, "{body}");
+
+    let client = reqwest::Client::new();
+    eventually(
+        "the provisioner to report itself not ready while stuck",
+        WAIT,
+        || async {
+            let r = client.get(provisioner.url("/readyz")).send().await.ok()?;
+            (r.status() == 503 && metric(&provisioner, "crm_sync_retries_total", &[]).await >= 3.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        read_topic(&format!("{}.dlq", env.topics.matches))
+            .await
+            .len(),
+        0,
+        "a transient failure is never dead-lettered"
+    );
+
+    sqlx::query("ALTER TABLE activities_away RENAME TO activities")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    eventually("the held-back activity to be recorded", WAIT, || async {
+        (views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    eventually("readiness to recover", WAIT, || async {
+        let r = client.get(provisioner.url("/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
