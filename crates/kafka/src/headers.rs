@@ -1,6 +1,7 @@
 //! Header names shared by every topic, and W3C trace-context propagation through them.
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -26,8 +27,13 @@ impl Injector for HeaderInjector<'_> {
 
 /// The current span's W3C trace context, as header pairs (`traceparent`, maybe `tracestate`).
 pub fn current_trace_context() -> Vec<(String, String)> {
+    trace_context_of(&tracing::Span::current())
+}
+
+/// `span`'s W3C trace context, as header pairs (`traceparent`, maybe `tracestate`).
+pub fn trace_context_of(span: &tracing::Span) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
-    let context = tracing::Span::current().context();
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(&mut pairs))
     });
@@ -68,10 +74,22 @@ impl Extractor for PairExtractor<'_> {
 }
 
 /// Makes `span` a child of the trace context carried in the headers, if any.
+///
+/// Without a valid context in the headers the span keeps its natural parent (the span it was
+/// created in), and so it does when that parent already belongs to the carried trace: an HTTP
+/// server span that adopted the same headers stays the span's parent instead of a sibling.
 pub fn adopt_trace_context(span: &tracing::Span, pairs: &[(String, String)]) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&PairExtractor(pairs))
     });
+    let remote = parent.span().span_context().clone();
+    if !remote.is_valid() {
+        return;
+    }
+    let current = tracing::Span::current().context();
+    if current.span().span_context().trace_id() == remote.trace_id() {
+        return;
+    }
     let _ = span.set_parent(parent);
 }
 

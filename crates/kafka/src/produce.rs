@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use tracing::{Instrument, field};
 
 use crate::headers;
 
@@ -26,6 +28,37 @@ pub struct PublishError {
     pub source: rdkafka::error::KafkaError,
 }
 
+impl PublishError {
+    /// librdkafka's error code, or the error's kind when it carries none (`error.type`).
+    pub fn kind(&self) -> String {
+        match self.source.rdkafka_error_code() {
+            Some(code) => format!("{code:?}"),
+            None => "kafka_error".to_owned(),
+        }
+    }
+}
+
+/// A `send {topic}` span as the OpenTelemetry messaging conventions describe it. The partition
+/// and offset are recorded once Kafka acknowledged the message.
+pub fn producer_span(m: &OutgoingMessage) -> tracing::Span {
+    tracing::info_span!(
+        "send",
+        otel.name = format!("send {}", m.topic),
+        otel.kind = "producer",
+        otel.status_code = field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = m.topic.as_str(),
+        messaging.kafka.message.key = m.key.as_str(),
+        messaging.message.id = m.event_id.as_str(),
+        messaging.message.body.size = m.payload.len(),
+        messaging.destination.partition.id = field::Empty,
+        messaging.kafka.offset = field::Empty,
+        error.type = field::Empty,
+    )
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
@@ -42,9 +75,34 @@ impl Publisher {
 
     /// Sends every message and waits until Kafka acknowledged all of them. On error some may
     /// have been written: callers retry the whole set, which consumers deduplicate by event id.
+    ///
+    /// Each message gets a producer span (OpenTelemetry messaging conventions) under the current
+    /// span, and its `traceparent` names that span, so a consumer's span becomes its child.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
-        let trace = headers::current_trace_context();
-        try_join_all(messages.iter().map(|m| self.send(m, &trace))).await?;
+        try_join_all(messages.iter().map(|m| {
+            let span = producer_span(m);
+            let trace = headers::trace_context_of(&span);
+            let instrumented = span.clone();
+            async move {
+                let result = self.send(m, &trace).await;
+                match &result {
+                    Ok(delivery) => {
+                        span.record(
+                            "messaging.destination.partition.id",
+                            delivery.partition.to_string(),
+                        );
+                        span.record("messaging.kafka.offset", delivery.offset);
+                    }
+                    Err(error) => {
+                        span.record("otel.status_code", "ERROR");
+                        span.record("error.type", error.kind());
+                    }
+                }
+                result
+            }
+            .instrument(instrumented)
+        }))
+        .await?;
         Ok(())
     }
 
@@ -56,7 +114,7 @@ impl Publisher {
         &self,
         m: &OutgoingMessage,
         trace: &[(String, String)],
-    ) -> Result<(), PublishError> {
+    ) -> Result<Delivery, PublishError> {
         let mut pairs = Vec::with_capacity(2 + m.headers.len() + trace.len());
         pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
         pairs.extend(m.headers.iter().cloned());
@@ -71,10 +129,10 @@ impl Publisher {
             .send(record, Timeout::After(Duration::from_secs(10)))
             .await;
         match result {
-            Ok(_) => {
+            Ok(delivery) => {
                 metrics::counter!("crm_sync_messages_produced_total", "topic" => m.topic.clone())
                     .increment(1);
-                Ok(())
+                Ok(delivery)
             }
             Err((source, _)) => {
                 metrics::counter!("crm_sync_produce_errors_total", "topic" => m.topic.clone())

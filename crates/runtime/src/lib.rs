@@ -1,5 +1,6 @@
 //! What every crm-sync service shares at start-up and shutdown.
 
+pub mod http_telemetry;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;

@@ -94,9 +94,18 @@ mod serde_json_lite {
     }
 }
 
-/// Installs the global Prometheus recorder. Call once per process.
+/// Bucket bounds (seconds) of every latency histogram: from a fast in-memory decision to a
+/// request stuck behind retries.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the global Prometheus recorder. Call once per process. Histograms are exported as
+/// Prometheus histograms (not summaries), so they can be aggregated across replicas.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .map_err(|e| anyhow::anyhow!("configuring histogram buckets: {e}"))?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
 }
@@ -146,12 +155,14 @@ pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListen
         .map_err(|e| anyhow::anyhow!("binding http.host/http.port {host}:{port}: {e}"))
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish. Every
+/// route gets request metrics and (API routes) a server span: see [`crate::http_telemetry`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
+    let router = router.layer(axum::middleware::from_fn(crate::http_telemetry::observe));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -16,6 +16,10 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
     pub ingest: IngestSettings,
+    /// Absent from most configurations: a service that never decrypts anything needs no key.
+    #[serde(default)]
+    pub secrets: SecretsSettings,
+    pub directory: DirectorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +33,12 @@ pub struct KafkaSettings {
     pub delivery_timeout_ms: u64,
     /// librdkafka `session.timeout.ms` for consumers.
     pub session_timeout_ms: u64,
+    /// `transactional.id` of a service that consumes and produces in Kafka transactions (the
+    /// workflow-evaluator). Unique per replica and stable across its restarts, so that a
+    /// restarted replica fences its predecessor and aborts what it left open. Default:
+    /// `<consumer_group>-<hostname>-<http.port>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
 }
 
 /// Topic names. Dead-letter topics are `<topic>.dlq`.
@@ -93,6 +103,49 @@ pub struct ShutdownSettings {
 pub struct IngestSettings {
     /// Largest webhook body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Sustained webhook requests per second one integration may send before getting 429.
+    pub rate_limit_per_second: u32,
+    /// Requests an integration may send in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// How far a signed request's timestamp may be from now (HubSpot v3, generic signatures).
+    pub signature_tolerance_secs: u64,
+    /// How long an integration's settings and credentials are reused before being re-read.
+    pub integration_cache_ms: u64,
+}
+
+/// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
+/// with this key. `Debug` never shows it.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// 32 bytes, base64 (standard alphabet) or 64 hex digits.
+    pub encryption_key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsSettings")
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Looking CRM users up through the CRMs' APIs (the provisioner's directory clients).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySettings {
+    /// Per HTTP request to a CRM API.
+    pub timeout_ms: u64,
+    /// Attempts of one lookup made while an outcome waits (the background completion retries
+    /// on its own schedule).
+    pub inline_attempts: u32,
+    /// How long a looked-up name and email are reused.
+    pub cache_ttl_secs: u64,
+    /// How often users created without a name or email are looked up again.
+    pub completion_interval_secs: u64,
 }
 
 /// Per-service defaults that differ between services.
@@ -146,7 +199,15 @@ impl Settings {
             .set_default("telemetry.log_level", "info,rdkafka=warn,sqlx=warn")?
             .set_default("telemetry.log_format", "auto")?
             .set_default("shutdown.grace_period_secs", 25)?
-            .set_default("ingest.max_body_bytes", 4 * 1024 * 1024)?;
+            .set_default("ingest.max_body_bytes", 4 * 1024 * 1024)?
+            .set_default("ingest.rate_limit_per_second", 200)?
+            .set_default("ingest.rate_limit_burst", 400)?
+            .set_default("ingest.signature_tolerance_secs", 300)?
+            .set_default("ingest.integration_cache_ms", 5_000)?
+            .set_default("directory.timeout_ms", 2_000)?
+            .set_default("directory.inline_attempts", 2)?
+            .set_default("directory.cache_ttl_secs", 3_600)?
+            .set_default("directory.completion_interval_secs", 30)?;
         if let Some(path) = file {
             if !path.exists() {
                 return Err(SettingsError::MissingFile { path });
@@ -182,6 +243,14 @@ impl Settings {
         if self.kafka.consumer_group.trim().is_empty() {
             return key("kafka.consumer_group", "must not be empty");
         }
+        if self
+            .kafka
+            .transactional_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return key("kafka.transactional_id", "must not be empty when set");
+        }
         if self.database.max_connections == 0 {
             return key("database.max_connections", "must be at least 1");
         }
@@ -192,6 +261,29 @@ impl Settings {
         }
         if self.ingest.max_body_bytes < 1024 {
             return key("ingest.max_body_bytes", "must be at least 1024");
+        }
+        if self.ingest.rate_limit_per_second == 0 {
+            return key("ingest.rate_limit_per_second", "must be at least 1");
+        }
+        if self.ingest.rate_limit_burst == 0 {
+            return key("ingest.rate_limit_burst", "must be at least 1");
+        }
+        if self.directory.timeout_ms == 0 {
+            return key("directory.timeout_ms", "must be at least 1");
+        }
+        if self.directory.completion_interval_secs == 0 {
+            return key("directory.completion_interval_secs", "must be at least 1");
+        }
+        if self
+            .secrets
+            .encryption_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return key(
+                "secrets.encryption_key",
+                "must be 32 bytes in base64 or hex when set",
+            );
         }
         Ok(())
     }
@@ -267,6 +359,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("brokrs"), "{err}");
+    }
+
+    #[test]
+    fn the_encryption_key_is_optional_and_never_printed() {
+        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+        assert!(s.secrets.encryption_key.is_none());
+        let s = Settings::load_from(
+            SVC,
+            None,
+            env(&[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", "c2VjcmV0LWtleQ==")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.secrets.encryption_key.as_deref(),
+            Some("c2VjcmV0LWtleQ==")
+        );
+        assert!(!format!("{s:?}").contains("c2VjcmV0LWtleQ"));
+        assert_eq!(s.ingest.rate_limit_per_second, 200);
+        assert_eq!(s.directory.timeout_ms, 2_000);
+    }
+
+    #[test]
+    fn the_transactional_id_is_optional_and_configurable() {
+        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+        assert_eq!(s.kafka.transactional_id, None);
+        let s = Settings::load_from(
+            SVC,
+            None,
+            env(&[("CRM_SYNC__KAFKA__TRANSACTIONAL_ID", "evaluator-0")]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.transactional_id.as_deref(), Some("evaluator-0"));
+        let err = Settings::load_from(
+            SVC,
+            None,
+            env(&[("CRM_SYNC__KAFKA__TRANSACTIONAL_ID", " ")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.transactional_id"), "{err}");
     }
 
     #[test]

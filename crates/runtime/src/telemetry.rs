@@ -12,6 +12,15 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, TelemetrySettings};
 
+use std::fmt;
+
+use opentelemetry::trace::TraceId;
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OtelData;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
 /// Flushes pending spans when dropped at the end of `main`.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
@@ -69,14 +78,112 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .with_ansi(false)
+                    // The JSON event format expects span fields recorded as JSON.
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(WithTraceId(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(true)
+                            .with_span_list(false),
+                    )),
             )
             .try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(TextWithTraceId(tracing_subscriber::fmt::format())),
+            )
+            .try_init()?;
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// Wraps the JSON event format so that every line logged inside a trace starts with its
+/// `trace_id` and `span_id`: a log line found in a log search leads straight to its trace.
+struct WithTraceId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = trace_of(ctx) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        writer.write_str(&with_ids(&line, trace_id, &span_id))
+    }
+}
+
+/// Wraps the human-readable format: a line logged inside a trace starts with the trace id, so
+/// the lines of one request can be picked out on a terminal too.
+struct TextWithTraceId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for TextWithTraceId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if let Some((trace_id, _)) = trace_of(ctx) {
+            write!(writer, "[{trace_id}] ")?;
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The trace and span id of the innermost span around the event that has an OpenTelemetry
+/// context (spans get one when first entered).
+fn trace_of<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(TraceId, String)>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    ctx.event_scope()?.find_map(|span| {
+        let extensions = span.extensions();
+        let data = extensions.get::<OtelData>()?;
+        let trace_id = data.trace_id().filter(|id| *id != TraceId::INVALID)?;
+        let span_id = data.span_id().map(|id| id.to_string()).unwrap_or_default();
+        Some((trace_id, span_id))
+    })
+}
+
+/// Inserts the ids as the first fields of a JSON object line.
+fn with_ids(line: &str, trace_id: TraceId, span_id: &str) -> String {
+    match line.strip_prefix('{') {
+        Some(rest) => format!("{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_the_first_fields_of_a_json_line() {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let line = with_ids("{\"level\":\"INFO\"}\n", trace_id, "00f067aa0ba902b7");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parsed["span_id"], "00f067aa0ba902b7");
+        assert_eq!(parsed["level"], "INFO");
+    }
 }
