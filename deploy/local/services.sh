@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the crm-sync services as background processes against the local stack.
 #
-#   deploy/local/services.sh start    build, migrate, (re)start ingest, workflow-evaluator, provisioner
+#   deploy/local/services.sh start    build, migrate, (re)start ingest, admin-api, workflow-evaluator, provisioner
 #   deploy/local/services.sh stop     stop them (SIGTERM, then wait)
 #   deploy/local/services.sh status   which run, on which port, where their logs are
 set -euo pipefail
@@ -13,7 +13,7 @@ BIN=$CARGO_TARGET_DIR/debug
 RUN=$CRM_SYNC_HOME/run
 LOGS=$CRM_SYNC_HOME/logs
 # name:port
-SERVICES=(ingest:8080 workflow-evaluator:8082 provisioner:8083)
+SERVICES=(ingest:8080 admin-api:8081 workflow-evaluator:8082 provisioner:8083)
 
 say() { printf '[services] %s\n' "$*"; }
 fail() { printf '[services] FAILED: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,93 @@
+//! Authentication and authorization for every API route, in one place so that no handler can
+//! forget it: a bearer token (401 when missing or unknown), the company in the path must be the
+//! token's (404 otherwise: another company's data does not exist for this caller), and only
+//! `admin` tokens may use methods other than GET (403).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use crm_sync_store::admin::audit::Actor;
+use crm_sync_store::admin::tokens::{self, AdminToken, Role};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The authenticated caller, put into the request's extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub AdminToken);
+
+impl Caller {
+    /// The company every query of this request is scoped by.
+    pub fn company(&self) -> Uuid {
+        self.0.company_id
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            token_id: Some(self.0.id),
+            name: self.0.actor(),
+        }
+    }
+}
+
+/// Prefix of the company-scoped routes; the segment after it is the company id.
+pub const COMPANY_PREFIX: &str = "/admin/v1/companies/";
+
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let presented = bearer(req.headers()).map(str::to_owned);
+    let checked = check(
+        &state,
+        presented.as_deref(),
+        req.uri().path().to_owned(),
+        req.method().clone(),
+    )
+    .await;
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(error) => {
+            metrics::counter!("crm_sync_admin_refused_total", "status" => error.status.as_str().to_owned())
+                .increment(1);
+            error.into_response()
+        }
+    }
+}
+
+async fn check(
+    state: &AppState,
+    presented: Option<&str>,
+    path: String,
+    method: Method,
+) -> Result<Caller, ApiError> {
+    let presented = presented.ok_or_else(|| {
+        ApiError::unauthorized(
+            "send `Authorization: Bearer <token>` (see `crm-sync admin create-token`)",
+        )
+    })?;
+    let token = tokens::authenticate(&state.pool, presented)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+    if let Some(rest) = path.strip_prefix(COMPANY_PREFIX) {
+        let segment = rest.split('/').next().unwrap_or_default();
+        if Uuid::try_parse(segment).ok() != Some(token.company_id) {
+            return Err(ApiError::not_found("company"));
+        }
+    }
+    if !matches!(method, Method::GET | Method::HEAD) && token.role != Role::Admin {
+        return Err(ApiError::forbidden());
+    }
+    Ok(Caller(token))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

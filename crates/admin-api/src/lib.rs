@@ -1,0 +1,161 @@
+//! admin-api: the control plane. Company admins turn automatic user sync on, manage workflows,
+//! place new users on teams and watch the leaderboard, through a JSON API under
+//! `/admin/v1/companies/{company_id}/…` and the integration management page served at `/admin/`.
+//!
+//! - [`auth`]: bearer tokens, roles and tenant isolation, applied to every API route;
+//! - [`routes`]: the handlers, each declared once for both the router and the OpenAPI document;
+//! - [`publish`]: visibility changes (`ActivityChanged`) through the transactional outbox;
+//! - [`explain`]: the workflow dry run, saying which condition failed;
+//! - [`assets`]: the page (static files compiled into the binary: no CDN, no build step).
+
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod explain;
+pub mod extract;
+pub mod paging;
+pub mod publish;
+pub mod routes;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use crm_sync_kafka::Publisher;
+use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+
+pub const SERVICE: ServiceDefaults = ServiceDefaults {
+    name: "admin-api",
+    http_port: 8081,
+    // admin-api consumes nothing; the name only fills the shared settings' required key.
+    consumer_group: "crm-sync-admin-api",
+};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    /// Where visibility changes go (`topics.activities`).
+    pub activities_topic: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "crm-sync admin API",
+        description = "The control plane of crm-sync. Every route needs `Authorization: Bearer <token>` \
+            (tokens come from `crm-sync admin create-token`). Company-scoped routes answer 404 for \
+            another company's ids, 403 when a viewer token tries to change anything, 422 with the \
+            offending `field` for invalid input. Lists take `limit` (1–200, default 50) and \
+            `cursor` (the previous page's `next_cursor`)."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "session", description = "Who the token is"),
+        (name = "integrations", description = "CRM connections and the auto-sync setting"),
+        (name = "workflows", description = "What counts as an activity, validated and dry-run"),
+        (name = "teams", description = "Teams and memberships: only users on a team are visualized"),
+        (name = "users", description = "Platform users, pending ones included, and CRM identities"),
+        (name = "activities", description = "Recorded activities (unmapped ones included) and the leaderboard"),
+        (name = "audit", description = "Who changed what, when"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An admin API token: `csa_…`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes (authenticated) and their OpenAPI document, from the same declarations.
+pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(state)
+        .split_for_parts();
+    (router, doc)
+}
+
+/// The whole HTTP surface: the API, `/openapi.json`, the page, and the ops endpoints.
+pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    let (api, doc) = api(state);
+    let doc = std::sync::Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .merge(assets::router())
+    .merge(ops::router(readiness, metrics))
+}
+
+/// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
+/// `shutdown.grace_period_secs`) and publishes what they staged.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = ops::install_metrics()?;
+    let pool = crm_sync_store::pool_from_settings(&settings.database)
+        .context("configuring the PostgreSQL pool (database.url)")?;
+    let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
+    let publisher = Publisher::new(producer);
+    let readiness = Readiness::new()
+        .with_check("postgres", crm_sync_store::readiness_check(&pool))
+        .with_check(
+            "kafka",
+            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+        );
+    let stop = shutdown::on_termination_signal();
+    // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).
+    let relay = tokio::spawn(publish::relay_leftovers(
+        pool.clone(),
+        publisher.clone(),
+        stop.clone(),
+    ));
+    let state = AppState {
+        pool,
+        publisher,
+        activities_topic: settings.topics.activities.clone(),
+    };
+    let app = app(state, readiness, metrics);
+
+    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    tracing::info!(
+        address = %format!("{}:{}", settings.http.host, settings.http.port),
+        activities_topic = %settings.topics.activities,
+        "admin-api listening"
+    );
+    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
+    let served = tokio::select! {
+        served = ops::serve(listener, app, stop.clone()) => served,
+        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    relay.abort();
+    tracing::info!("admin-api stopped");
+    served
+}

@@ -1,0 +1,153 @@
+//! Pagination of every list: `limit` (1–[`MAX_LIMIT`], default [`DEFAULT_LIMIT`]) and an opaque
+//! `cursor`, the previous page's `next_cursor`. Keyset cursors keep pages stable while rows are
+//! added; the leaderboard, ranked by a changing total, pages by offset.
+
+use chrono::{DateTime, Utc};
+use crm_sync_store::admin::After;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 200;
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub fn limit(limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(i64::from(n)),
+        n => Err(ApiError::invalid(
+            "limit",
+            format!("limit {n} is out of range: 1 to {MAX_LIMIT}"),
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    After(After),
+    Offset(i64),
+    Before(i64),
+}
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        let text = match self {
+            Cursor::After(a) => format!("k:{}:{}", a.created_at.timestamp_micros(), a.id),
+            Cursor::Offset(n) => format!("o:{n}"),
+            Cursor::Before(id) => format!("b:{id}"),
+        };
+        hex::encode(text)
+    }
+
+    pub fn decode(cursor: &str) -> Option<Cursor> {
+        let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
+        let (kind, rest) = text.split_once(':')?;
+        match kind {
+            "k" => {
+                let (micros, id) = rest.split_once(':')?;
+                Some(Cursor::After(After {
+                    created_at: DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?,
+                    id: Uuid::try_parse(id).ok()?,
+                }))
+            }
+            "o" => rest.parse().ok().filter(|n| *n >= 0).map(Cursor::Offset),
+            "b" => rest.parse().ok().map(Cursor::Before),
+            _ => None,
+        }
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::invalid(
+        "cursor",
+        "not a cursor of this list: pass the previous page's next_cursor unchanged",
+    )
+}
+
+pub fn after(cursor: Option<&str>) -> Result<Option<After>, ApiError> {
+    match cursor.map(Cursor::decode) {
+        None => Ok(None),
+        Some(Some(Cursor::After(a))) => Ok(Some(a)),
+        Some(_) => Err(bad_cursor()),
+    }
+}
+
+pub fn offset(cursor: Option<&str>) -> Result<i64, ApiError> {
+    match cursor.map(Cursor::decode) {
+        None => Ok(0),
+        Some(Some(Cursor::Offset(n))) => Ok(n),
+        Some(_) => Err(bad_cursor()),
+    }
+}
+
+pub fn before(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match cursor.map(Cursor::decode) {
+        None => Ok(None),
+        Some(Some(Cursor::Before(id))) => Ok(Some(id)),
+        Some(_) => Err(bad_cursor()),
+    }
+}
+
+/// A keyset page from `limit + 1` fetched rows: the extra row only says there is a next page.
+pub fn keyset<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    key: impl Fn(&R) -> After,
+    view: impl Fn(R) -> T,
+) -> Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| Cursor::After(key(r)).encode()))
+        .flatten();
+    Page {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor,
+    }
+}
+
+/// An offset page from `limit + 1` fetched rows starting at `offset`.
+pub fn offset_page<R, T>(
+    mut rows: Vec<R>,
+    offset: i64,
+    limit: i64,
+    view: impl Fn(R) -> T,
+) -> Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Page {
+        items: rows.into_iter().map(view).collect(),
+        next_cursor: more.then(|| Cursor::Offset(offset + limit).encode()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let a = Cursor::After(After {
+            created_at: DateTime::<Utc>::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        });
+        for c in [a, Cursor::Offset(400), Cursor::Before(17)] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Cursor::decode("zz"), None);
+        assert_eq!(Cursor::decode(&hex::encode("o:-1")), None);
+        assert!(after(Some(&Cursor::Offset(3).encode())).is_err());
+        assert!(limit(Some(0)).is_err());
+        assert!(limit(Some(MAX_LIMIT + 1)).is_err());
+        assert_eq!(limit(None).unwrap(), 50);
+    }
+}

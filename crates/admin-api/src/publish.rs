@@ -1,0 +1,181 @@
+//! Visibility changes forwarded downstream. An activity counts on leaderboards only while its
+//! user is on a team (DESIGN §1 rule 6); when a membership change flips that, every recorded
+//! activity of the user is re-announced as `ActivityChanged` with the new `visible` flag. The
+//! messages are staged in the outbox inside the transaction that changes the membership, and
+//! published after commit, so a crash or a Kafka outage delays them but never loses them.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use crm_sync_kafka::{OutgoingMessage, Publisher};
+use crm_sync_proto::v1::{ActivityChanged, ActivityState};
+use crm_sync_proto::{Message, Timestamp};
+use crm_sync_store::admin::activities::ActivityRow;
+use crm_sync_store::outbox::{self, Pending, Staged};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::AppState;
+
+/// Outbox batch ids of admin-api start with this, so its relay takes only its own leftovers.
+pub const BATCH_PREFIX: &str = "admin-api/";
+/// Namespace of the `change_id`s admin-api derives.
+const NAMESPACE: Uuid = Uuid::from_u128(0x8c41_2f0e_6b7d_4c19_a3e5_1d20_7f9b_c6a8);
+
+/// The messages of one change (one request), staged together and published together.
+pub struct Batch {
+    pub id: String,
+    staged: usize,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch {
+            id: format!("{BATCH_PREFIX}{}", Uuid::new_v4()),
+            staged: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged == 0
+    }
+
+    /// Stages an `ActivityChanged` for each activity, inside the caller's transaction.
+    pub async fn stage_activities(
+        &mut self,
+        conn: &mut PgConnection,
+        topic: &str,
+        company_id: Uuid,
+        activities: &[ActivityRow],
+        visible: bool,
+        state: ActivityState,
+    ) -> Result<(), sqlx::Error> {
+        for a in activities {
+            let Some(user_id) = a.user_id else {
+                continue;
+            };
+            let change = ActivityChanged {
+                change_id: Uuid::new_v5(
+                    &NAMESPACE,
+                    format!("{}\u{1f}{}", a.id, self.id).as_bytes(),
+                )
+                .to_string(),
+                activity_id: a.id.to_string(),
+                company_id: company_id.to_string(),
+                user_id: user_id.to_string(),
+                integration_id: a.integration_id.to_string(),
+                workflow_id: a.workflow_id.to_string(),
+                activity_type: a.activity_type.clone(),
+                value: a.value.to_string(),
+                activity_date: Some(timestamp(a.activity_date)),
+                state: state as i32,
+                visible,
+                object_type: a.object_type.clone(),
+                record_id: a.record_id.clone(),
+                source_event_id: a.last_event_id.clone(),
+                changed_at: Some(timestamp(Utc::now())),
+            };
+            outbox::stage(
+                conn,
+                &self.id,
+                &Pending {
+                    topic: topic.to_owned(),
+                    key: format!("{company_id}/{user_id}"),
+                    message_id: change.change_id.clone(),
+                    payload: change.encode_to_vec(),
+                },
+            )
+            .await?;
+            self.staged += 1;
+        }
+        Ok(())
+    }
+
+    /// Publishes the batch after its transaction committed. A failure is logged, not returned:
+    /// the change itself is committed, and the relay publishes the batch later.
+    pub async fn publish(self, state: &AppState) {
+        if self.is_empty() {
+            return;
+        }
+        let result = async {
+            let rows = outbox::fetch_batch(&state.pool, &self.id).await?;
+            publish_rows(&state.pool, &state.publisher, &rows).await
+        }
+        .await;
+        match result {
+            Ok(n) => {
+                tracing::debug!(batch = %self.id, messages = n, "published visibility changes")
+            }
+            Err(error) => tracing::warn!(
+                batch = %self.id,
+                error = format!("{error:#}"),
+                "publishing visibility changes failed; the outbox relay will retry"
+            ),
+        }
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn timestamp(dt: chrono::DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: dt.timestamp(),
+        nanos: i32::try_from(dt.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+async fn publish_rows(
+    pool: &PgPool,
+    publisher: &Publisher,
+    rows: &[Staged],
+) -> anyhow::Result<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let messages: Vec<OutgoingMessage> = rows
+        .iter()
+        .map(|r| OutgoingMessage {
+            topic: r.topic.clone(),
+            key: r.message_key.clone(),
+            payload: r.payload.clone(),
+            event_id: r.message_id.clone(),
+            headers: Vec::new(),
+        })
+        .collect();
+    publisher.publish_all(&messages).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    outbox::delete(pool, &ids).await?;
+    metrics::counter!("crm_sync_admin_visibility_changes_published_total")
+        .increment(ids.len() as u64);
+    Ok(ids.len())
+}
+
+/// Publishes admin-api batches left in the outbox for longer than a few seconds, at start-up
+/// and then every few seconds, until shutdown.
+pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: CancellationToken) {
+    loop {
+        let result = async {
+            let rows =
+                outbox::fetch_leftovers(&pool, BATCH_PREFIX, Duration::from_secs(10), 500).await?;
+            publish_rows(&pool, &publisher, &rows).await
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "relayed leftover visibility changes"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "outbox relay failed; will retry"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Integrations as admins see them: never with their secrets, only whether one is set.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::{After, after_params};
+
+/// The CRMs an integration can connect (the `integrations.crm` check constraint).
+pub const CRMS: [&str; 5] = ["salesforce", "hubspot", "pipedrive", "dynamics", "generic"];
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IntegrationRow {
+    pub id: Uuid,
+    pub name: String,
+    pub crm: String,
+    pub crm_account_id: String,
+    pub auto_sync_users: bool,
+    pub has_webhook_token: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, name, crm, crm_account_id, auto_sync_users,
+    webhook_token_sha256 IS NOT NULL AS has_webhook_token, created_at, updated_at";
+
+pub async fn list(
+    pool: &PgPool,
+    company_id: Uuid,
+    after: Option<After>,
+    limit: i64,
+) -> Result<Vec<IntegrationRow>, sqlx::Error> {
+    let (at, id) = after_params(after);
+    sqlx::query_as::<_, IntegrationRow>(&format!(
+        "SELECT {COLUMNS} FROM integrations
+         WHERE company_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+         ORDER BY created_at, id LIMIT $4"
+    ))
+    .bind(company_id)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    id: Uuid,
+) -> Result<Option<IntegrationRow>, sqlx::Error> {
+    sqlx::query_as::<_, IntegrationRow>(&format!(
+        "SELECT {COLUMNS} FROM integrations WHERE company_id = $1 AND id = $2"
+    ))
+    .bind(company_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    pub name: String,
+    pub crm: String,
+    pub crm_account_id: String,
+    pub auto_sync_users: bool,
+    pub webhook_token: Option<String>,
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    new: &NewIntegration,
+) -> Result<IntegrationRow, sqlx::Error> {
+    sqlx::query_as::<_, IntegrationRow>(&format!(
+        "INSERT INTO integrations (id, company_id, name, crm, crm_account_id, auto_sync_users, webhook_token_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(company_id)
+    .bind(&new.name)
+    .bind(&new.crm)
+    .bind(&new.crm_account_id)
+    .bind(new.auto_sync_users)
+    .bind(new.webhook_token.as_deref().map(crate::secrets::token_digest))
+    .fetch_one(conn)
+    .await
+}
+
+/// What to change; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct IntegrationChanges {
+    pub name: Option<String>,
+    pub crm_account_id: Option<String>,
+    pub auto_sync_users: Option<bool>,
+    pub webhook_token: Option<String>,
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    id: Uuid,
+    changes: &IntegrationChanges,
+) -> Result<Option<IntegrationRow>, sqlx::Error> {
+    sqlx::query_as::<_, IntegrationRow>(&format!(
+        "UPDATE integrations SET
+             name = COALESCE($3, name),
+             crm_account_id = COALESCE($4, crm_account_id),
+             auto_sync_users = COALESCE($5, auto_sync_users),
+             webhook_token_sha256 = COALESCE($6, webhook_token_sha256),
+             updated_at = now()
+         WHERE company_id = $1 AND id = $2
+         RETURNING {COLUMNS}"
+    ))
+    .bind(company_id)
+    .bind(id)
+    .bind(&changes.name)
+    .bind(&changes.crm_account_id)
+    .bind(changes.auto_sync_users)
+    .bind(
+        changes
+            .webhook_token
+            .as_deref()
+            .map(crate::secrets::token_digest),
+    )
+    .fetch_optional(conn)
+    .await
+}

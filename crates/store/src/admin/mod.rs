@@ -1,0 +1,59 @@
+//! The control plane's queries (admin-api and `crm-sync admin`). Every function takes the company
+//! and scopes every statement by it, so a row of another company is indistinguishable from a
+//! missing one (DESIGN §1 rule 7).
+//!
+//! Lists are paginated by keyset: rows come in `(created_at, id)` order and a page starts after
+//! the [`After`] position of the previous page's last row.
+
+pub mod activities;
+pub mod audit;
+pub mod integrations;
+pub mod teams;
+pub mod tokens;
+pub mod users;
+pub mod workflows;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// The position of the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// `(created_at, id)` of the first row not to return again, as the two SQL parameters the list
+/// queries take (`NULL`s on the first page).
+pub(crate) fn after_params(after: Option<After>) -> (Option<DateTime<Utc>>, Option<Uuid>) {
+    match after {
+        Some(a) => (Some(a.created_at), Some(a.id)),
+        None => (None, None),
+    }
+}
+
+/// The constraint a unique violation hit, if `error` is one: callers turn it into a conflict
+/// naming the field.
+pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(db.constraint().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The company named by its id or its slug.
+pub async fn find_company(
+    pool: &sqlx::PgPool,
+    id_or_slug: &str,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let id = Uuid::parse_str(id_or_slug).ok();
+    sqlx::query_as::<_, (Uuid, String)>(
+        "SELECT id, name FROM companies WHERE id = $1 OR ($1 IS NULL AND slug = $2)",
+    )
+    .bind(id)
+    .bind(id_or_slug)
+    .fetch_optional(pool)
+    .await
+}

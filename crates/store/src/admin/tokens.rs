@@ -1,0 +1,179 @@
+//! Admin API bearer tokens: `csa_<token id>_<secret>`. Only the secret's SHA-256 is stored; the
+//! id finds the row, and the secret is compared in constant time (DESIGN §4).
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+const PREFIX: &str = "csa_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads and changes everything of its company.
+    Admin,
+    /// Reads everything of its company, changes nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub company_name: String,
+    pub role: Role,
+    pub label: Option<String>,
+}
+
+impl AdminToken {
+    /// How the audit log names this token's holder.
+    pub fn actor(&self) -> String {
+        match &self.label {
+            Some(label) => format!("token {} ({}, {label:?})", self.id, self.role.as_str()),
+            None => format!("token {} ({})", self.id, self.role.as_str()),
+        }
+    }
+}
+
+/// A token just created: `bearer` is shown once and cannot be recovered later.
+#[derive(Debug, Clone)]
+pub struct CreatedToken {
+    pub token: AdminToken,
+    pub bearer: String,
+}
+
+pub async fn create(
+    pool: &PgPool,
+    company_id: Uuid,
+    role: Role,
+    label: Option<&str>,
+) -> Result<CreatedToken, StoreError> {
+    let id = Uuid::new_v4();
+    let secret = crate::secrets::new_token();
+    let mut tx = pool.begin().await?;
+    let company: Option<(String,)> = sqlx::query_as("SELECT name FROM companies WHERE id = $1")
+        .bind(company_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((company_name,)) = company else {
+        return Err(StoreError::Invalid(format!(
+            "company {company_id} does not exist"
+        )));
+    };
+    sqlx::query(
+        "INSERT INTO admin_tokens (id, company_id, role, token_sha256, label) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(company_id)
+    .bind(role.as_str())
+    .bind(crate::secrets::token_digest(&secret))
+    .bind(label)
+    .execute(&mut *tx)
+    .await?;
+    let token = AdminToken {
+        id,
+        company_id,
+        company_name,
+        role,
+        label: label.map(str::to_owned),
+    };
+    crate::admin::audit::record(
+        &mut tx,
+        company_id,
+        &crate::admin::audit::Actor {
+            token_id: None,
+            name: "cli".into(),
+        },
+        "admin_token.created",
+        "admin_token",
+        &id.to_string(),
+        serde_json::json!({ "role": role.as_str(), "label": label }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedToken {
+        token,
+        bearer: format!("{PREFIX}{}_{secret}", id.simple()),
+    })
+}
+
+/// The live token `presented` is, if any. Malformed, unknown, revoked and wrong-secret tokens
+/// all answer `None`.
+pub async fn authenticate(
+    pool: &PgPool,
+    presented: &str,
+) -> Result<Option<AdminToken>, sqlx::Error> {
+    let Some((id, secret)) = parse(presented) else {
+        return Ok(None);
+    };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        company_id: Uuid,
+        company_name: String,
+        role: String,
+        token_sha256: Vec<u8>,
+        label: Option<String>,
+    }
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT t.company_id, c.name AS company_name, t.role, t.token_sha256, t.label
+         FROM admin_tokens t JOIN companies c ON c.id = t.company_id
+         WHERE t.id = $1 AND t.revoked_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| {
+        if !crate::secrets::token_matches(&r.token_sha256, secret) {
+            return None;
+        }
+        Some(AdminToken {
+            id,
+            company_id: r.company_id,
+            company_name: r.company_name,
+            role: Role::parse(&r.role)?,
+            label: r.label,
+        })
+    }))
+}
+
+fn parse(presented: &str) -> Option<(Uuid, &str)> {
+    let rest = presented.trim().strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if secret.is_empty() {
+        return None;
+    }
+    Some((Uuid::try_parse(id).ok()?, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_tokens_parse() {
+        let id = Uuid::new_v4();
+        let token = format!("csa_{}_abc", id.simple());
+        assert_eq!(parse(&token), Some((id, "abc")));
+        assert_eq!(parse(&format!("csa_{}_", id.simple())), None);
+        assert_eq!(parse("csa_nope_abc"), None);
+        assert_eq!(parse(&format!("{}_abc", id.simple())), None);
+        assert_eq!(parse(""), None);
+    }
+}

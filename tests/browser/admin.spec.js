@@ -1,0 +1,169 @@
+// The integration management page in a real browser, against admin-api and the pipeline running
+// as real processes (started by tests/e2e/tests/admin_browser.rs, which passes their addresses):
+// sign in, turn auto-sync on, build and save a workflow, dry-run it, let a CRM event create a
+// pending user, place the user on a team, and watch the leaderboard change.
+const { test, expect } = require('@playwright/test');
+const path = require('path');
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run these tests through tests/browser/run.sh`);
+  return value;
+};
+const shots = process.env.CRM_SYNC_BROWSER_ARTIFACTS || 'test-results';
+const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+
+/// A Salesforce Outbound Message with one won opportunity, as Salesforce posts it.
+function outboundMessage(orgId, notificationId, recordId, owner, amount) {
+  const fields = {
+    Id: recordId, Amount: amount, CloseDate: '2026-11-20', CreatedDate: '2026-11-01T09:00:00.000Z',
+    LastModifiedDate: '2026-11-20T15:04:05.000Z', Name: 'Acme - 200 licenses', OwnerId: owner, StageName: 'Closed Won',
+  };
+  const sobject = Object.entries(fields).map(([k, v]) => `<sf:${k}>${v}</sf:${k}>`).join('');
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>${orgId}</OrganizationId><ActionId>04k5g000000XYZAAA2</ActionId>
+   <SessionId xsi:nil="true"/>
+   <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/59.0/${orgId}</EnterpriseUrl>
+   <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/59.0/${orgId}</PartnerUrl>
+   <Notification><Id>${notificationId}</Id>
+    <sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">${sobject}</sObject>
+   </Notification>
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>`;
+}
+
+test('an admin runs auto-sync end to end from the page alone', async ({ page, request }) => {
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // The one refused request is the deliberate sign-in with a wrong token.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(m.text());
+  });
+
+  // Sign in: a wrong token is refused, the admin token opens the page.
+  await page.goto('/admin/');
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+  await page.getByLabel('Admin API token').fill('csa_not_a_token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('alert').filter({ hasText: 'not valid' })).toBeVisible();
+  await page.getByLabel('Admin API token').fill(env('ADMIN_TOKEN'));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.locator('#who-text')).toContainText('admin');
+  await expect(page.getByRole('heading', { name: 'Integrations' })).toBeVisible();
+  await shot(page, '01-signed-in');
+
+  // Turn auto-sync on.
+  const autoSync = page.getByRole('switch', { name: 'Auto-sync users for salesforce' });
+  await expect(autoSync).not.toBeChecked();
+  await autoSync.check();
+  await expect(page.locator('#flash')).toContainText('Auto-sync users is now on for salesforce');
+  await page.reload();
+  await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeChecked();
+  await shot(page, '02-auto-sync-on');
+
+  // Build a workflow with the condition builder; a bad number is refused with the field named.
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await page.getByRole('button', { name: 'New workflow' }).click();
+  const builder = page.locator('#workflow-form');
+  await builder.getByLabel('Workflow name').fill('Browser wins');
+  await builder.getByLabel('CRM object').fill('Opportunity');
+  await builder.getByRole('button', { name: 'Add condition' }).click();
+  const second = builder.locator('#condition-rows li').nth(1);
+  await second.getByLabel('Field').fill('Amount');
+  await second.getByLabel('Operator').selectOption('gte');
+  await second.getByLabel('Type').selectOption('number');
+  await second.getByLabel('Value').fill('lots');
+  await builder.getByLabel('Counts as activity type').fill('browser_deal');
+  await builder.getByLabel('Active', { exact: true }).check();
+  await builder.getByRole('button', { name: 'Save workflow' }).click();
+  await expect(page.locator('#workflow-error')).toContainText('conditions/all/1/value');
+  await second.getByLabel('Value').fill('100');
+  await shot(page, '03-workflow-builder');
+  await builder.getByRole('button', { name: 'Save workflow' }).click();
+  await expect(page.locator('#flash')).toContainText('Workflow Browser wins saved and active');
+  await expect(page.getByRole('row', { name: /Browser wins/ })).toContainText('active');
+
+  // Dry-run it: the default sample matches; a small amount says which condition failed.
+  await expect(page.getByRole('heading', { name: 'Dry run' })).toBeVisible();
+  await page.getByRole('button', { name: 'Run dry run' }).click();
+  await expect(page.locator('#dryrun-result')).toContainText('Matches');
+  await expect(page.locator('#dryrun-result')).toContainText('would record 1250 browser_deal');
+  const dryRun = page.locator('#dryrun-form');
+  await dryRun.getByLabel('Sample record fields (JSON object)').fill('{"StageName": "Closed Won", "Amount": 50, "OwnerId": "005X"}');
+  await dryRun.getByLabel('Change', { exact: true }).selectOption('created');
+  await page.getByRole('button', { name: 'Run dry run' }).click();
+  await expect(page.locator('#dryrun-result')).toContainText('Does not match');
+  await expect(page.locator('#dryrun-result')).toContainText('conditions/all/1: Amount is 50');
+  await shot(page, '04-dry-run');
+
+  // A team to place people on.
+  await page.getByRole('link', { name: 'Teams' }).click();
+  await page.locator('#team-form').getByLabel('New team').fill('Browser team');
+  await page.getByRole('button', { name: 'Create team' }).click();
+  await expect(page.getByRole('row', { name: /Browser team/ })).toBeVisible();
+
+  // Salesforce reports a won deal of a rep crm-sync has never seen: auto-sync creates a pending user.
+  const owner = '005BROWSER000001';
+  const posted = await request.post(
+    `${env('INGEST_URL')}/v1/integrations/${env('INTEGRATION_ID')}/salesforce/outbound-messages?token=${env('WEBHOOK_TOKEN')}`,
+    { headers: { 'content-type': 'text/xml; charset=utf-8', SOAPAction: '""' }, data: outboundMessage(env('ORG_ID'), '04l00000000BR01AAA', '006000000000BR1AAA', owner, '1250.50') },
+  );
+  expect(posted.status()).toBe(200);
+
+  // The leaderboard does not show the new rep yet: a pending user is on no team.
+  await page.getByRole('link', { name: 'Leaderboard' }).click();
+  await page.locator('#leaderboard-form').getByLabel('Activity type').fill('browser_deal');
+  await page.getByRole('button', { name: 'Show leaderboard' }).click();
+  await expect(page.locator('#leaderboard-body')).toContainText('Nobody on a team');
+  await shot(page, '05-leaderboard-before');
+
+  await page.getByRole('link', { name: 'Users' }).click();
+  const row = page.getByRole('row', { name: new RegExp(owner) });
+  await expect(async () => {
+    await page.getByRole('button', { name: 'Show', exact: true }).click();
+    await expect(row).toBeVisible({ timeout: 1_000 });
+  }).toPass({ timeout: 60_000 });
+  await expect(row).toContainText('pending');
+  await expect(row).toContainText('auto-synced');
+  await shot(page, '06-pending-user');
+
+  // Place the user on the team: active, and on the leaderboard with the deal recorded before.
+  await row.getByLabel(`Team for ${owner}`).selectOption({ label: 'Browser team' });
+  await row.getByRole('button', { name: `Place ${owner} on team` }).click();
+  await expect(page.locator('#flash')).toContainText(`${owner} placed on Browser team and now active`);
+  await page.locator('#users-filter').getByLabel('Show', { exact: true }).selectOption('active');
+  await page.getByRole('button', { name: 'Show', exact: true }).click();
+  await expect(page.getByRole('row', { name: new RegExp(owner) })).toContainText('Browser team');
+
+  await page.getByRole('link', { name: 'Leaderboard' }).click();
+  await page.locator('#leaderboard-form').getByLabel('Activity type').fill('browser_deal');
+  await page.getByRole('button', { name: 'Show leaderboard' }).click();
+  const entry = page.locator('#leaderboard-body tr').first();
+  await expect(entry).toContainText(owner);
+  await expect(entry).toContainText('1250.50');
+  await expect(entry).toContainText('Browser team');
+  await shot(page, '07-leaderboard-after');
+
+  // Every change is in the audit log.
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await expect(page.locator('#audit-body')).toContainText('team.member_placed');
+  await expect(page.locator('#audit-body')).toContainText('integration.updated');
+  await shot(page, '08-audit-log');
+  expect(errors).toEqual([]);
+});
+
+test('a viewer sees everything and can change nothing', async ({ page }) => {
+  await page.goto('/admin/');
+  await page.getByLabel('Admin API token').fill(env('VIEWER_TOKEN'));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.locator('#who-text')).toContainText('viewer');
+  await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeDisabled();
+  await expect(page.getByText('Add an integration')).toBeHidden();
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await expect(page.getByRole('button', { name: 'New workflow' })).toBeHidden();
+  await shot(page, '09-viewer');
+});

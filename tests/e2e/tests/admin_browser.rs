@@ -1,0 +1,72 @@
+//! Runs the browser tests of the integration management page (`tests/browser/*.spec.js`,
+//! Playwright driving headless Debian Chromium) against admin-api and the pipeline started here as
+//! real processes on a fresh database and fresh topics. Ignored by a plain `cargo test`, which
+//! may run where no browser is installed: `tests/browser/run.sh` installs what is needed and runs
+//! it with `--ignored`. Screenshots go to this test's log folder under `e2e-logs/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use admin_support::{start_admin_api, token};
+use crm_sync_e2e::{Tenant, TestEnv, eventually, metric};
+
+#[tokio::test]
+#[ignore = "needs Chromium and the npm packages: run tests/browser/run.sh"]
+async fn the_management_page_in_headless_chromium() {
+    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../browser");
+    let playwright = browser_dir.join("node_modules/.bin/playwright");
+    assert!(
+        playwright.exists(),
+        "{} is missing: run tests/browser/run.sh",
+        playwright.display()
+    );
+
+    let env = TestEnv::new("admin-browser").await;
+    // An integration as a company gets it: auto-sync off, and no active workflow of its own.
+    let tenant = Tenant::create(&env.pool, "browser-co", false, false).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let api = start_admin_api(&env).await;
+    for consumer in [&evaluator, &provisioner] {
+        eventually(
+            "consumer owns partitions",
+            Duration::from_secs(60),
+            || async {
+                (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let admin = token(&env, tenant.company_id, "admin").await;
+    let viewer = token(&env, tenant.company_id, "viewer").await;
+
+    let status = tokio::process::Command::new(&playwright)
+        .arg("test")
+        .current_dir(&browser_dir)
+        .env("ADMIN_URL", api.url(""))
+        .env("INGEST_URL", ingest.url(""))
+        .env("ADMIN_TOKEN", &admin)
+        .env("VIEWER_TOKEN", &viewer)
+        .env("INTEGRATION_ID", tenant.integration_id.to_string())
+        .env("WEBHOOK_TOKEN", &tenant.token)
+        .env("ORG_ID", &tenant.organization_id)
+        .env("CRM_SYNC_BROWSER_ARTIFACTS", &env.log_dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .status()
+        .await
+        .expect("running playwright");
+    println!("screenshots and logs: {}", env.log_dir.display());
+    assert!(
+        status.success(),
+        "the browser tests failed ({status}); see {}",
+        env.log_dir.display()
+    );
+}

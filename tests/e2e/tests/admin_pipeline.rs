@@ -1,0 +1,201 @@
+//! The control plane driving the pipeline, everything as real processes on real Kafka and
+//! PostgreSQL: an admin turns auto-sync on through the API, CRM events create a pending user,
+//! the admin places the user on a team through the API, and the leaderboard shows the user's
+//! activities, including those recorded before the placement.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin_support;
+
+use std::time::Duration;
+
+use admin_support::{Client, company_path, start_admin_api, token};
+use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
+use crm_sync_e2e::{Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic};
+use crm_sync_proto::Message;
+use crm_sync_proto::v1::ActivityChanged;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn admin_turns_auto_sync_on_places_the_new_user_and_the_leaderboard_shows_all_its_activities()
+{
+    let env = TestEnv::new("admin-pipeline").await;
+    // auto_sync_users off, as every integration starts; the workflow counts won opportunities.
+    let tenant = Tenant::create(&env.pool, "acme", false, true).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let api = start_admin_api(&env).await;
+    for consumer in [&evaluator, &provisioner] {
+        eventually("consumer owns partitions", WAIT, || async {
+            (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
+                .then_some(())
+        })
+        .await;
+    }
+    let admin = token(&env, tenant.company_id, "admin").await;
+    let c = Client::new(&api, Some(&admin));
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+    let send = |notification: &'static str, record: &'static str, amount: &'static str| {
+        let xml = outbound_message(
+            &tenant.organization_id,
+            &[won_opportunity(
+                notification,
+                record,
+                "005NEWREP000001",
+                amount,
+            )],
+        );
+        let ingest = &ingest;
+        let tenant = &tenant;
+        async move {
+            let (status, body) = post_outbound_message(ingest, tenant, xml).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let activities = |query: String, n: usize| {
+        let c = &c;
+        let path = p(&format!("/activities{query}"));
+        async move {
+            eventually(&format!("{n} activities at {query}"), WAIT, || async {
+                let items = c.get(&path).await.expect(200)["items"]
+                    .as_array()
+                    .unwrap()
+                    .clone();
+                (items.len() >= n).then_some(items)
+            })
+            .await
+        }
+    };
+
+    // Auto-sync off: the won deal is kept as unmapped, nobody is created.
+    send("04l0000000000A1AAA", "006000000000A01AAA", "1000").await;
+    let unmapped = activities("?unmapped=true".into(), 1).await;
+    assert_eq!(unmapped[0]["crm_user_id"], "005NEWREP000001");
+    assert_eq!(c.get(&p("/users")).await.expect(200)["items"], json!([]));
+
+    // The admin turns auto-sync on through the API.
+    let on = c
+        .patch(
+            &p(&format!("/integrations/{}", tenant.integration_id)),
+            json!({"auto_sync_users": true}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(on["auto_sync_users"], true);
+
+    // The next event of that CRM user creates one pending user, who gets the waiting activity too.
+    send("04l0000000000A2AAA", "006000000000A02AAA", "250.50").await;
+    let pending = eventually("a pending auto-synced user", WAIT, || async {
+        let items = c
+            .get(&p("/users?status=pending&source=auto_sync"))
+            .await
+            .expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .clone();
+        (items.len() == 1).then(|| items[0].clone())
+    })
+    .await;
+    let user_id = pending["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pending["crm_identities"][0]["crm_user_id"],
+        "005NEWREP000001"
+    );
+    let before = activities(format!("?user_id={user_id}"), 2).await;
+    assert!(
+        before.iter().all(|a| a["visible"] == false),
+        "not visible while on no team: {before:?}"
+    );
+    assert_eq!(
+        c.get(&p("/activities?unmapped=true")).await.expect(200)["items"],
+        json!([])
+    );
+    let board = c
+        .get(&p("/leaderboard?activity_type=deal_won"))
+        .await
+        .expect(200);
+    assert_eq!(
+        board["items"],
+        json!([]),
+        "a user on no team is not on the leaderboard"
+    );
+
+    // The admin places the user on a team through the API.
+    let team = c
+        .post(&p("/teams"), json!({"name": "New sellers"}))
+        .await
+        .expect(201);
+    let placed = c
+        .put(&p(&format!(
+            "/teams/{}/members/{user_id}",
+            team["id"].as_str().unwrap()
+        )))
+        .await
+        .expect(200);
+    assert_eq!(placed["status"], "active");
+
+    // The leaderboard shows both activities, recorded before the placement.
+    let board = c
+        .get(&p(
+            "/leaderboard?activity_type=deal_won&from=2026-11-01&to=2026-11-30",
+        ))
+        .await
+        .expect(200);
+    let entry: &Value = &board["items"][0];
+    assert_eq!(entry["user_id"], user_id.as_str());
+    assert_eq!(entry["total"], "1250.50");
+    assert_eq!(entry["count"], 2);
+    assert_eq!(entry["teams"], json!(["New sellers"]));
+
+    // An activity recorded after the placement counts at once.
+    send("04l0000000000A3AAA", "006000000000A03AAA", "99").await;
+    eventually("the leaderboard to include the new deal", WAIT, || async {
+        let board = c
+            .get(&p("/leaderboard?activity_type=deal_won"))
+            .await
+            .expect(200);
+        (board["items"][0]["count"] == 3).then_some(())
+    })
+    .await;
+    let board = c
+        .get(&p("/leaderboard?activity_type=deal_won"))
+        .await
+        .expect(200);
+    assert_eq!(board["items"][0]["total"], "1349.50");
+
+    // Downstream saw each activity become visible: the two earlier ones from admin-api at the
+    // placement, the new one from the provisioner.
+    let visible = eventually("three visible ActivityChanged", WAIT, || async {
+        let changes: Vec<ActivityChanged> = read_topic(&env.topics.activities)
+            .await
+            .iter()
+            .map(|r| ActivityChanged::decode(r.payload.as_slice()).unwrap())
+            .filter(|c| c.visible)
+            .collect();
+        (changes.len() >= 3).then_some(changes)
+    })
+    .await;
+    let mut values: Vec<String> = visible.iter().map(|c| c.value.clone()).collect();
+    values.sort();
+    assert_eq!(values, ["1000", "250.50", "99"]);
+    assert!(visible.iter().all(|c| c.user_id == user_id));
+    let audit = c.all(&p("/audit-log"), 50).await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "team.member_placed",
+            "team.created",
+            "integration.updated",
+            "admin_token.created"
+        ]
+    );
+}

@@ -1,0 +1,207 @@
+//! What the admin suites share: an admin-api process per test, tokens, and a small JSON client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use crm_sync_e2e::{Service, TestEnv};
+use crm_sync_store::admin::tokens::{self, Role};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub async fn start_admin_api(env: &TestEnv) -> Service {
+    env.start_service("admin-api", "admin-api", &[]).await
+}
+
+/// A bearer token of `role` for the company.
+pub async fn token(env: &TestEnv, company_id: Uuid, role: &str) -> String {
+    let role = Role::parse(role).unwrap();
+    tokens::create(&env.pool, company_id, role, Some("e2e"))
+        .await
+        .unwrap()
+        .bearer
+}
+
+pub async fn company(env: &TestEnv, slug: &str) -> Uuid {
+    crm_sync_store::tenants::upsert_company(&env.pool, None, slug, &format!("{slug} Inc"))
+        .await
+        .unwrap()
+}
+
+/// An HTTP answer: status and JSON body (Null when there is none).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts the status, showing the body when it differs.
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
+        self.body
+    }
+
+    /// Asserts a 422 pointing at `field`.
+    pub fn invalid(self, field: &str) -> Value {
+        let body = self.expect(422);
+        assert_eq!(body["error"], "validation_failed", "{body}");
+        assert_eq!(body["field"], field, "{body}");
+        body
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(api: &Service, token: Option<&str>) -> Client {
+        Client {
+            base: api.url(""),
+            token: token.map(str::to_owned),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call("POST", path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Answer {
+        self.call("PATCH", path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str) -> Answer {
+        self.call("PUT", path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.call("DELETE", path, None).await
+    }
+
+    /// Every item of a paginated list, following `next_cursor` with pages of `limit`.
+    pub async fn all(&self, path: &str, limit: u32) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        loop {
+            let mut url = format!("{path}{sep}limit={limit}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(&url).await.expect(200);
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return items,
+            }
+            assert!(items.len() < 10_000, "pagination does not end");
+        }
+    }
+}
+
+pub fn company_path(company_id: Uuid, rest: &str) -> String {
+    format!("/admin/v1/companies/{company_id}{rest}")
+}
+
+/// A pending auto-synced user mapped to `crm_user_id`, with `values` recorded as `deal_won`
+/// activities of the tenant's workflow (what the provisioner leaves behind).
+pub async fn seed_pending_user(
+    env: &TestEnv,
+    tenant: &crm_sync_e2e::Tenant,
+    name: &str,
+    crm_user_id: &str,
+    values: &[&str],
+) -> Uuid {
+    let user_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, company_id, display_name, email, status, source)
+         VALUES ($1, $2, $3, $4, 'pending', 'auto_sync')",
+    )
+    .bind(user_id)
+    .bind(tenant.company_id)
+    .bind(name)
+    .bind(format!(
+        "{}@example.com",
+        name.to_lowercase().replace(' ', ".")
+    ))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, user_id, display_name)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.company_id)
+    .bind(tenant.integration_id)
+    .bind(crm_user_id)
+    .bind(user_id)
+    .bind(name)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    seed_activities(
+        env,
+        tenant,
+        crm_user_id,
+        Some(user_id),
+        values,
+        "2026-11-20",
+    )
+    .await;
+    user_id
+}
+
+/// `deal_won` activities of the tenant's workflow, one per value.
+pub async fn seed_activities(
+    env: &TestEnv,
+    tenant: &crm_sync_e2e::Tenant,
+    crm_user_id: &str,
+    user_id: Option<Uuid>,
+    values: &[&str],
+    date: &str,
+) {
+    for value in values {
+        sqlx::query(
+            "INSERT INTO activities (id, company_id, integration_id, workflow_id, object_type, record_id,
+                 crm_user_id, user_id, activity_type, value, activity_date, state, last_event_at, last_event_id)
+             VALUES ($1, $2, $3, $4, 'Opportunity', $5, $6, $7, 'deal_won', $8::numeric, $9::date, 'recorded', now(), 'seed')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(tenant.company_id)
+        .bind(tenant.integration_id)
+        .bind(tenant.workflow_id)
+        .bind(format!("006{}", &Uuid::new_v4().simple().to_string()[..15]))
+        .bind(crm_user_id)
+        .bind(user_id)
+        .bind(value)
+        .bind(date)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+}
