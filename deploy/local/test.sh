@@ -15,3 +15,10 @@ if (($#)); then
 else
   cargo test --workspace
 fi
+
+# ---- Browser tests of the integration management page (admin-api) -------------------------------
+# Headless Debian Chromium driven by Playwright; the script installs chromium and the npm packages
+# when missing (cached under $CRM_SYNC_HOME). Only with the full suite, not for a chosen subset.
+if ((!$#)); then
+  "$ROOT/tests/browser/run.sh"
+fi

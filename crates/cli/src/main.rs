@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use crm_sync_cli::commands::{apply, consume, demo, migrate, produce};
+use crm_sync_cli::commands::{admin, apply, consume, demo, dlq, migrate, produce};
 use crm_sync_cli::context::Context;
 use crm_sync_cli::tenants_file::TenantsFile;
 
@@ -70,6 +70,11 @@ enum Command {
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
     },
+    /// List, inspect and replay dead letters
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Run the auto-sync demo against a running stack and running services
     Demo {
         /// Base URL of the ingest service
@@ -78,6 +83,59 @@ enum Command {
         /// How long to wait for the pipeline's results
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
+    },
+    /// Control-plane chores (admin API tokens)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin API token for a company and print it (shown only this once)
+    CreateToken {
+        /// The company's id or slug
+        #[arg(long)]
+        company: String,
+        /// admin (may change everything of the company) or viewer (read-only)
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// A note saying whose or what the token is, kept in the audit log
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per dead letter: position, reason, origin, service, time
+    List {
+        /// Dead-letter topic, or the topic (or alias) whose dead letters to show
+        #[arg(long)]
+        topic: String,
+    },
+    /// One dead letter whole: headers and decoded value
+    Inspect {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        offset: i64,
+    },
+    /// Send dead letters back to the topic they came from
+    Replay {
+        #[arg(long)]
+        topic: String,
+        /// Only dead letters with this reason (e.g. unknown_integration)
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Show what would be replayed without sending anything
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -139,6 +197,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     timeout,
                     group,
                 },
+            )
+            .await
+        }
+        Command::Dlq { action } => {
+            let (topic, command) = match action {
+                DlqAction::List { topic } => (topic, dlq::DlqCommand::List),
+                DlqAction::Inspect {
+                    topic,
+                    partition,
+                    offset,
+                } => (topic, dlq::DlqCommand::Inspect { partition, offset }),
+                DlqAction::Replay {
+                    topic,
+                    reason,
+                    partition,
+                    offset,
+                    dry_run,
+                } => (
+                    topic,
+                    dlq::DlqCommand::Replay {
+                        reason,
+                        partition,
+                        offset,
+                        dry_run,
+                    },
+                ),
+            };
+            dlq::run(&ctx, &topic, command).await
+        }
+        Command::Admin(AdminCommand::CreateToken {
+            company,
+            role,
+            label,
+        }) => {
+            admin::create_token(
+                &ctx,
+                admin::CreateTokenArgs {
+                    company,
+                    role,
+                    label,
+                },
+                &mut std::io::stdout(),
             )
             .await
         }

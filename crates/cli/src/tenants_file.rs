@@ -11,6 +11,14 @@
 //!         crm_account_id: 00D5g000004ABCDEAA   # e.g. the Salesforce OrganizationId
 //!         auto_sync_users: true      # default false
 //!         webhook_token: ${ACME_SF_TOKEN}      # optional; omitted keeps the stored token
+//!         credentials:               # optional; stored encrypted (needs secrets.encryption_key)
+//!           webhook_secret: ${HS_CLIENT_SECRET}      # hubspot: app client secret; generic: signing secret
+//!           webhook_basic_auth: {username: crm-sync, password: ${PD_HOOK_PASSWORD}}   # pipedrive
+//!           webhook_key: {header: x-crm-sync-key, value: ${DV_KEY}}   # dynamics ({query: code, …} for WebhookKey)
+//!           api:                     # CRM API access, for looking users' names and emails up
+//!             base_url: https://acme.my.salesforce.com   # the org's API address (Salesforce, Dataverse, Pipedrive)
+//!             access_token: ${TOKEN}                     # HubSpot private app token, Pipedrive API token
+//!             oauth: {client_id: …, client_secret: ${…}, refresh_token: ${…}, tenant_id: …, token_url: …, scope: …}
 //!         id: …                      # optional; default: derived from company and name
 //!         workflows:
 //!           - name: Won opportunities          # natural key within the integration
@@ -110,8 +118,100 @@ pub struct IntegrationEntry {
     pub auto_sync_users: bool,
     #[serde(default)]
     pub webhook_token: Option<Secret>,
+    /// Stored encrypted; each part given replaces the stored one, parts omitted are kept.
+    #[serde(default)]
+    pub credentials: Option<CredentialsEntry>,
     #[serde(default)]
     pub workflows: Vec<WorkflowEntry>,
+}
+
+/// An integration's credentials as the file writes them (values expand `${ENV}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsEntry {
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
+    #[serde(default)]
+    pub webhook_basic_auth: Option<BasicAuthEntry>,
+    #[serde(default)]
+    pub webhook_key: Option<WebhookKeyEntry>,
+    #[serde(default)]
+    pub api: Option<ApiEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthEntry {
+    pub username: NonEmpty,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookKeyEntry {
+    #[serde(default)]
+    pub header: Option<NonEmpty>,
+    #[serde(default)]
+    pub query: Option<NonEmpty>,
+    pub value: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiEntry {
+    #[serde(default)]
+    pub base_url: Option<NonEmpty>,
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    #[serde(default)]
+    pub oauth: Option<OAuthEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthEntry {
+    pub client_id: NonEmpty,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub token_url: Option<NonEmpty>,
+    #[serde(default)]
+    pub scope: Option<NonEmpty>,
+    #[serde(default)]
+    pub tenant_id: Option<NonEmpty>,
+}
+
+impl CredentialsEntry {
+    pub fn to_secrets(&self) -> crm_sync_store::credentials::IntegrationSecrets {
+        use crm_sync_store::credentials as c;
+        let text = |s: &NonEmpty| s.0.clone();
+        let secret = |s: &Secret| s.expose().to_owned();
+        c::IntegrationSecrets {
+            webhook_secret: self.webhook_secret.as_ref().map(secret),
+            webhook_basic_auth: self.webhook_basic_auth.as_ref().map(|b| c::BasicAuth {
+                username: text(&b.username),
+                password: secret(&b.password),
+            }),
+            webhook_key: self.webhook_key.as_ref().map(|k| c::WebhookKey {
+                header: k.header.as_ref().map(text),
+                query: k.query.as_ref().map(text),
+                value: secret(&k.value),
+            }),
+            api: self.api.as_ref().map(|a| c::ApiCredentials {
+                base_url: a.base_url.as_ref().map(text),
+                access_token: a.access_token.as_ref().map(secret),
+                oauth: a.oauth.as_ref().map(|o| c::OAuthCredentials {
+                    client_id: text(&o.client_id),
+                    client_secret: secret(&o.client_secret),
+                    refresh_token: o.refresh_token.as_ref().map(secret),
+                    token_url: o.token_url.as_ref().map(text),
+                    scope: o.scope.as_ref().map(text),
+                    tenant_id: o.tenant_id.as_ref().map(text),
+                }),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

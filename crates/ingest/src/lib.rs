@@ -1,75 +1,26 @@
 //! ingest: CRM webhooks in, `CrmEvent`s onto Kafka. A webhook is answered with success only after
 //! Kafka acknowledged every event it produced, so the CRM retries anything not durably stored.
 //!
-//! - [`salesforce`]: parsing Salesforce Outbound Messages and mapping them to `CrmEvent`s;
-//! - [`http`]: the webhook routes, their checks and error answers;
+//! One module per CRM parses its format and maps it to `CrmEvent`s; [`http`] has one route per
+//! format (`http/<crm>.rs`) around a shared request flow (`http/pipeline.rs`):
+//! - [`salesforce`]: Outbound Messages (SOAP) and Change Data Capture events;
+//! - [`hubspot`]: webhook batches and `X-HubSpot-Signature-v3`;
+//! - [`pipedrive`]: webhooks v2;
+//! - [`dynamics`]: Dataverse `RemoteExecutionContext`s;
+//! - [`generic`]: the signed JSON form of `CrmEvent`;
+//! - [`event`]: what they share (event ids, timestamps, JSON field values);
 //! - [`run`]: wiring the service together (configuration, PostgreSQL, Kafka, ops endpoints).
 
+pub mod dynamics;
+pub mod event;
+pub mod generic;
+#[cfg(feature = "service")]
 pub mod http;
+pub mod hubspot;
+pub mod pipedrive;
 pub mod salesforce;
 
-use std::time::Duration;
-
-use anyhow::Context;
-use crm_sync_kafka::Publisher;
-use crm_sync_runtime::ops::{self, Readiness};
-use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
-use rdkafka::producer::Producer;
-use rdkafka::util::Timeout;
-
-pub const SERVICE: ServiceDefaults = ServiceDefaults {
-    name: "ingest",
-    http_port: 8080,
-    consumer_group: "crm-sync-ingest",
-};
-
-/// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
-/// requests (bounded by `shutdown.grace_period_secs`) and flushes the producer.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let metrics = ops::install_metrics()?;
-    let pool = crm_sync_store::pool_from_settings(&settings.database)
-        .context("configuring the PostgreSQL pool (database.url)")?;
-    let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
-
-    let readiness = Readiness::new()
-        .with_check("postgres", crm_sync_store::readiness_check(&pool))
-        .with_check(
-            "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
-        );
-
-    let api = http::router(http::AppState {
-        pool,
-        publisher: Publisher::new(producer.clone()),
-        events_topic: settings.topics.events.clone(),
-        max_body_bytes: settings.ingest.max_body_bytes,
-    });
-    let app = api.merge(ops::router(readiness, metrics));
-
-    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
-    tracing::info!(
-        address = %format!("{}:{}", settings.http.host, settings.http.port),
-        events_topic = %settings.topics.events,
-        "ingest listening"
-    );
-    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let stop = shutdown::on_termination_signal();
-    let served = tokio::select! {
-        served = ops::serve(listener, app, stop.clone()) => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-            Ok(())
-        }
-    };
-
-    // Every acknowledged request already awaited its deliveries; this only bounds what requests
-    // abandoned by the grace period may still have queued.
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(grace)))
-        .await
-        .context("flushing the Kafka producer")?;
-    if let Err(e) = flushed {
-        tracing::warn!(error = %e, "flushing the Kafka producer at shutdown failed");
-    }
-    tracing::info!("ingest stopped");
-    served
-}
+#[cfg(feature = "service")]
+mod service;
+#[cfg(feature = "service")]
+pub use service::{SERVICE, run};

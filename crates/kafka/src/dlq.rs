@@ -26,6 +26,21 @@ pub async fn publish_dead_letter(
     origin: &Origin<'_>,
     letter: &DeadLetter,
 ) -> Result<(), PublishError> {
+    publisher
+        .publish(&dead_letter_message(service, origin, letter))
+        .await?;
+    metrics::counter!("crm_sync_dead_letters_total", "topic" => origin.topic.to_owned(), "reason" => letter.reason)
+        .increment(1);
+    Ok(())
+}
+
+/// The dead letter of `origin`, for writers that send it themselves (e.g. inside a Kafka
+/// transaction, see `transactional`).
+pub fn dead_letter_message(
+    service: &str,
+    origin: &Origin<'_>,
+    letter: &DeadLetter,
+) -> OutgoingMessage {
     let topic = format!("{}.dlq", origin.topic);
     let event_id = headers::find(origin.headers, headers::EVENT_ID)
         .map(str::to_owned)
@@ -57,8 +72,8 @@ pub async fn publish_dead_letter(
             chrono::Utc::now().to_rfc3339(),
         ),
     ]);
-    let message = OutgoingMessage {
-        topic: topic.clone(),
+    OutgoingMessage {
+        topic,
         // Keys are UTF-8 in every crm-sync topic; a foreign one is kept as lossy text.
         key: origin
             .key
@@ -67,9 +82,5 @@ pub async fn publish_dead_letter(
         payload: origin.payload.map(<[u8]>::to_vec).unwrap_or_default(),
         event_id,
         headers: extra,
-    };
-    publisher.publish(&message).await?;
-    metrics::counter!("crm_sync_dead_letters_total", "topic" => origin.topic.to_owned(), "reason" => letter.reason)
-        .increment(1);
-    Ok(())
+    }
 }

@@ -6,8 +6,10 @@ pub mod clients;
 pub mod consume;
 pub mod dlq;
 pub mod headers;
+pub mod lag;
 pub mod produce;
 pub mod service;
+pub mod transactional;
 
 pub use consume::{ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer};
 pub use produce::{OutgoingMessage, Publisher};

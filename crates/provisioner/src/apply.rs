@@ -1,4 +1,5 @@
-//! Applying one `WorkflowOutcome` to the database, exactly once per outcome id.
+//! Applying one `WorkflowOutcome` to the database, exactly once per outcome id: a matched one
+//! records (or updates, or re-activates) its activity, a retracted one retracts it.
 
 use chrono::{DateTime, Utc};
 use crm_sync_kafka::{Failure, Incoming, MessageHandler, Publisher};
@@ -8,6 +9,7 @@ use crm_sync_proto::v1::{
 use crm_sync_proto::{Message, Timestamp};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::outbox::{self, Pending};
@@ -26,6 +28,9 @@ pub struct Provisioner {
     pub publisher: Publisher,
     pub activities_topic: String,
     pub users_topic: String,
+    /// Looks CRM users up (name, email) before an account is created for them; None without
+    /// `secrets.encryption_key`.
+    pub directory: Option<std::sync::Arc<crate::directory::Directory>>,
 }
 
 impl MessageHandler for Provisioner {
@@ -38,15 +43,20 @@ impl MessageHandler for Provisioner {
                 )
             })?;
         let parsed = Parsed::from(&outcome)?;
-        match outcome.kind() {
-            OutcomeKind::Matched => {}
+        // Outside the transaction: a slow CRM API must not hold row locks.
+        if let Some(directory) = &self.directory {
+            directory.prepare(&outcome).await;
+        }
+        let applied = match outcome.kind() {
+            OutcomeKind::Matched => {
+                self.apply_matched(&outcome, &parsed)
+                    .instrument(self.transaction_span())
+                    .await?
+            }
             OutcomeKind::Retracted => {
-                // Retractions come with the workflow engine's retraction support; until then
-                // an older evaluator never sends them and a newer one is ahead of this reader.
-                return Err(Failure::permanent(
-                    "unsupported_outcome",
-                    "retracted outcomes are not supported by this provisioner version",
-                ));
+                self.apply_retracted(&outcome, &parsed)
+                    .instrument(self.transaction_span())
+                    .await?
             }
             OutcomeKind::Unspecified => {
                 return Err(Failure::permanent(
@@ -54,8 +64,7 @@ impl MessageHandler for Provisioner {
                     "outcome kind is unspecified",
                 ));
             }
-        }
-        let applied = self.apply_matched(&outcome, &parsed).await?;
+        };
         if applied == Applied::Duplicate {
             metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "duplicate")
                 .increment(1);
@@ -135,6 +144,23 @@ fn db(error: sqlx::Error) -> Failure {
 }
 
 impl Provisioner {
+    /// The database write of one outcome as a client span (OpenTelemetry database conventions),
+    /// so a trace shows how long the transaction took, retries and lock waits included.
+    fn transaction_span(&self) -> tracing::Span {
+        let options = self.pool.connect_options();
+        tracing::info_span!(
+            "db_transaction",
+            otel.name = "TRANSACTION apply_outcome",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.namespace = options.get_database().unwrap_or_default(),
+            db.operation.name = "TRANSACTION",
+            db.query.summary = "apply workflow outcome",
+            server.address = options.get_host(),
+            server.port = options.get_port(),
+        )
+    }
+
     async fn apply_matched(&self, o: &WorkflowOutcome, p: &Parsed) -> Result<Applied, Failure> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let first_time = sqlx::query(
@@ -277,6 +303,104 @@ impl Provisioner {
                 .increment(1);
         }
         tx.commit().await.map_err(db)?;
+        metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied")
+            .increment(1);
+        Ok(Applied::Done)
+    }
+
+    /// Retracts the activity of (workflow, record), if there is one: the record no longer
+    /// matches, or was deleted. The activity keeps its user, value and date (deletes do not
+    /// carry the owner, and need not: the activity knows it), and a later match re-activates
+    /// it. Without an activity there is nothing to retract; that is counted, not an error.
+    async fn apply_retracted(&self, o: &WorkflowOutcome, p: &Parsed) -> Result<Applied, Failure> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let first_time = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(CONSUMER)
+        .bind(&o.outcome_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            return Ok(Applied::Duplicate);
+        }
+        #[derive(sqlx::FromRow)]
+        struct Existing {
+            id: Uuid,
+            company_id: Uuid,
+            user_id: Option<Uuid>,
+            activity_type: String,
+            value: Decimal,
+            activity_date: DateTime<Utc>,
+            state: String,
+            last_event_at: DateTime<Utc>,
+        }
+        let existing: Option<Existing> = sqlx::query_as(
+            "SELECT id, company_id, user_id, activity_type, value, activity_date, state, last_event_at
+             FROM activities WHERE workflow_id = $1 AND record_id = $2 FOR UPDATE",
+        )
+        .bind(p.workflow_id)
+        .bind(&o.record_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let result = match existing {
+            None => "nothing_to_retract",
+            // An older change arriving late must not overwrite a newer one.
+            Some(a) if a.last_event_at > p.occurred_at => "stale",
+            Some(a) => {
+                sqlx::query(
+                    "UPDATE activities SET state = 'retracted', last_event_at = $2, last_event_id = $3,
+                                           updated_at = now()
+                     WHERE id = $1",
+                )
+                .bind(a.id)
+                .bind(p.occurred_at)
+                .bind(&o.outcome_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if a.state == "retracted" {
+                    "already_retracted"
+                } else {
+                    if let Some(user_id) = a.user_id {
+                        let visible = on_a_team(&mut tx, user_id).await.map_err(db)?;
+                        let change = ActivityChanged {
+                            change_id: derived_id(&[
+                                "activity-changed",
+                                &a.id.to_string(),
+                                &o.outcome_id,
+                            ])
+                            .to_string(),
+                            activity_id: a.id.to_string(),
+                            company_id: a.company_id.to_string(),
+                            user_id: user_id.to_string(),
+                            integration_id: o.integration_id.clone(),
+                            workflow_id: o.workflow_id.clone(),
+                            activity_type: a.activity_type.clone(),
+                            value: a.value.to_string(),
+                            activity_date: Some(to_timestamp(a.activity_date)),
+                            state: ActivityState::Retracted as i32,
+                            visible,
+                            object_type: o.object_type.clone(),
+                            record_id: o.record_id.clone(),
+                            source_event_id: o.event_id.clone(),
+                            changed_at: Some(to_timestamp(Utc::now())),
+                        };
+                        self.stage_activity(&mut tx, &o.outcome_id, &change).await?;
+                    }
+                    metrics::counter!("crm_sync_provisioner_activities_total", "result" => "retracted")
+                        .increment(1);
+                    "retracted"
+                }
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        metrics::counter!("crm_sync_provisioner_retractions_total", "result" => result)
+            .increment(1);
         metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied")
             .increment(1);
         Ok(Applied::Done)

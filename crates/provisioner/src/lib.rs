@@ -3,6 +3,7 @@
 //! forwards `UserProvisioned` / `ActivityChanged` through a transactional outbox.
 
 pub mod apply;
+pub mod directory;
 pub mod outbox;
 
 use crm_sync_kafka::Publisher;
@@ -33,11 +34,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
+    let directory =
+        directory::Directory::from_settings(pool.clone(), publisher.clone(), &settings)?;
+    if let Some(directory) = &directory {
+        tokio::spawn(directory.clone().complete_pending(shutdown.clone()));
+    }
     let handler = Provisioner {
         pool,
         publisher: publisher.clone(),
         activities_topic: settings.topics.activities.clone(),
         users_topic: settings.topics.users.clone(),
+        directory,
     };
     let topic = settings.topics.matches.clone();
     ConsumerService {

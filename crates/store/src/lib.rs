@@ -1,7 +1,11 @@
 //! The PostgreSQL store shared by every crm-sync service: connection, migrations, and the queries
 //! more than one service needs. A service's own transactional logic lives with the service.
 
+pub mod admin;
+pub mod credentials;
 pub mod integrations;
+pub mod outbox;
+pub mod record_owners;
 pub mod secrets;
 pub mod tenants;
 pub mod views;

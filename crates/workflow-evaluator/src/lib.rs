@@ -1,13 +1,13 @@
-//! workflow-evaluator: reads `CrmEvent`s, keeps only those that satisfy one of their integration's
-//! active workflows, and writes one `WorkflowOutcome` per matching workflow.
+//! workflow-evaluator: reads `CrmEvent`s and writes one `WorkflowOutcome` per active workflow of
+//! the event's integration that the event matches (or that must retract its activity), exactly
+//! once: consuming and producing happen in Kafka transactions.
 
 pub mod evaluate;
 pub mod snapshot;
 
 use std::sync::Arc;
 
-use crm_sync_kafka::Publisher;
-use crm_sync_kafka::service::ConsumerService;
+use crm_sync_kafka::transactional::{BatchLimits, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
 
@@ -30,10 +30,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool.clone(),
         shutdown.clone(),
     ));
-    let publisher = Publisher::new(crm_sync_kafka::clients::producer(
-        &settings.kafka,
-        SERVICE.name,
-    )?);
     let readiness = {
         let snapshot = snapshot.clone();
         Readiness::new()
@@ -52,16 +48,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let handler = Evaluator {
         snapshot,
         pool,
-        publisher: publisher.clone(),
         matches_topic: settings.topics.matches.clone(),
     };
     let topic = settings.topics.events.clone();
-    ConsumerService {
+    // Consume → produce in Kafka transactions: outcomes and the events' offsets commit together.
+    TransactionalService {
         name: SERVICE.name,
         settings: &settings,
         topic: &topic,
         handler,
-        publisher,
+        limits: BatchLimits::default(),
         readiness,
         metrics,
         shutdown,

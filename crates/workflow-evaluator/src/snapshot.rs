@@ -92,9 +92,13 @@ pub async fn keep_fresh(
             loop {
                 let notification = listener.recv().await?;
                 tracing::debug!(integration = notification.payload(), "workflows changed");
-                // Coalesce a burst of notifications (e.g. `crm-sync apply`) into one reload.
-                while let Ok(Some(_)) = listener.try_recv().await {}
+                // Coalesce notifications already buffered (e.g. a burst from `crm-sync apply`)
+                // into one reload. Only the buffer: `try_recv` would wait for the next one.
+                while listener.next_buffered().is_some() {}
+                let started = std::time::Instant::now();
                 snapshot.reload(&pool).await?;
+                metrics::histogram!("crm_sync_evaluator_reload_seconds")
+                    .record(started.elapsed().as_secs_f64());
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

@@ -4,5 +4,11 @@
 pub mod condition;
 pub mod spec;
 
-pub use condition::{Condition, ConditionError, Literal, Op, Verdict};
-pub use spec::{Decision, Match, NoMatch, SpecError, Trigger, WorkflowSpec, parse_date};
+pub use condition::{
+    Comparison, Condition, ConditionError, Fields, Literal, Mode, Op, Previous, Record, ValueType,
+    Verdict,
+};
+pub use spec::{
+    Decision, Match, NoMatch, RetractReason, Retraction, SpecError, Trigger, WorkflowSpec,
+    parse_date,
+};

@@ -1,14 +1,16 @@
 //! A workflow: which object and changes it reacts to, its conditions, and where the activity's
 //! user, value and date come from.
 
-use std::str::FromStr;
-
-use chrono::{DateTime, NaiveDate, Utc};
-use crm_sync_proto::v1::{ChangeType, CrmEvent, FieldValue};
+use chrono::{DateTime, Utc};
+use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_proto::v1::{ChangeType, CrmEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::condition::{Condition, ConditionError, Verdict, read_number, read_text};
+use crate::condition::{
+    Condition, ConditionError, Fields, Mode, Record, Verdict, When, parse_when, read_number,
+    read_text,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,7 +118,17 @@ impl WorkflowSpec {
         Ok(())
     }
 
-    /// Decides what this workflow makes of one event.
+    /// Decides what this workflow makes of one event:
+    ///
+    /// - another object, or a created/updated event whose change is not among the triggers:
+    ///   nothing;
+    /// - conditions definitely true: matched (value and date from the workflow's fields);
+    /// - an update whose record definitely no longer satisfies the conditions' state (see
+    ///   [`Mode::State`]): retracted;
+    /// - a delete: retracted, the record is gone; unless `deleted` is a trigger and the
+    ///   conditions hold on the values the delete carries, then the deletion itself matches;
+    /// - anything else (unknown fields, type mismatches, an unmet "changed" on an update whose
+    ///   state still holds, a created record that does not match): nothing, with the reason.
     pub fn decide(&self, event: &CrmEvent) -> Decision {
         if !event.object_type.eq_ignore_ascii_case(&self.object_type) {
             return Decision::NoMatch(NoMatch::OtherObject);
@@ -124,25 +136,66 @@ impl WorkflowSpec {
         let Some(trigger) = Trigger::of(event.change_type()) else {
             return Decision::NoMatch(NoMatch::OtherTrigger);
         };
+        let record = Record::of_event(event);
+        if trigger == Trigger::Deleted {
+            if self.triggers.contains(&Trigger::Deleted)
+                && self.conditions.evaluate_record(&record, Mode::Full) == Verdict::Match
+                && let decision @ Decision::Matched(_) = self.matched(event)
+            {
+                return decision;
+            }
+            return Decision::Retracted(self.retraction(event, RetractReason::Deleted));
+        }
         if !self.triggers.contains(&trigger) {
             return Decision::NoMatch(NoMatch::OtherTrigger);
         }
-        match self.conditions.evaluate(&event.fields) {
-            Verdict::Match => {}
-            Verdict::NoMatch => return Decision::NoMatch(NoMatch::Conditions),
-            Verdict::TypeMismatch => return Decision::NoMatch(NoMatch::TypeMismatch),
+        let full = self.conditions.evaluate_record(&record, Mode::Full);
+        if full == Verdict::Match {
+            return self.matched(event);
         }
-        let owner = field_text(&event.fields, &self.user_field)
+        let state = if self.conditions.uses_changes() {
+            self.conditions.evaluate_record(&record, Mode::State)
+        } else {
+            full
+        };
+        if trigger == Trigger::Updated && state == Verdict::NoMatch {
+            return Decision::Retracted(self.retraction(event, RetractReason::NoLongerMatches));
+        }
+        Decision::NoMatch(match full {
+            Verdict::TypeMismatch => NoMatch::TypeMismatch,
+            Verdict::Unknown => NoMatch::Unknown,
+            _ if state != Verdict::NoMatch => NoMatch::NoChange,
+            _ => NoMatch::Conditions,
+        })
+    }
+
+    fn owner(&self, event: &CrmEvent) -> Option<String> {
+        field_text(&event.fields, &self.user_field)
             .or_else(|| event.owner.as_ref().map(|o| o.crm_user_id.clone()))
-            .filter(|o| !o.is_empty());
+            .filter(|o| !o.is_empty())
+    }
+
+    fn retraction(&self, event: &CrmEvent, reason: RetractReason) -> Retraction {
+        Retraction {
+            owner_crm_user_id: self.owner(event),
+            reason,
+        }
+    }
+
+    fn matched(&self, event: &CrmEvent) -> Decision {
         let value = match &self.value_field {
             None => Decimal::ONE,
             Some(field) => match event.fields.get(field).and_then(|f| f.kind.as_ref()) {
+                None | Some(Kind::NullValue(_)) => {
+                    return Decision::NoMatch(NoMatch::MissingValue);
+                }
+                Some(Kind::Text(t)) if t.trim().is_empty() => {
+                    return Decision::NoMatch(NoMatch::MissingValue);
+                }
                 Some(kind) => match read_number(kind) {
                     Some(v) => v,
                     None => return Decision::NoMatch(NoMatch::TypeMismatch),
                 },
-                None => return Decision::NoMatch(NoMatch::MissingValue),
             },
         };
         let activity_date = match &self.date_field {
@@ -156,44 +209,58 @@ impl WorkflowSpec {
             },
         };
         Decision::Matched(Match {
-            owner_crm_user_id: owner,
+            owner_crm_user_id: self.owner(event),
             value,
             activity_date,
         })
     }
 }
 
-fn field_text(
-    fields: &std::collections::HashMap<String, FieldValue>,
-    name: &str,
-) -> Option<String> {
-    use crm_sync_proto::v1::field_value::Kind;
+fn field_text(fields: &Fields, name: &str) -> Option<String> {
     match fields.get(name)?.kind.as_ref()? {
         Kind::NullValue(_) => None,
         kind => Some(read_text(kind)).filter(|t| !t.trim().is_empty()),
     }
 }
 
-/// ISO 8601 date (taken as midnight UTC) or date-time with an offset.
+/// ISO 8601 date (taken as midnight UTC), date-time (with an offset, or UTC without one), or
+/// Unix epoch milliseconds.
 pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
-    let t = text.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Some(dt.with_timezone(&Utc));
-    }
-    // Salesforce writes e.g. 2026-11-25T10:00:00.000+0000 (no colon in the offset).
-    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f%z") {
-        return Some(dt.with_timezone(&Utc));
-    }
-    NaiveDate::from_str(t)
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
+    parse_when(text).map(|w| match w {
+        When::Date(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
+        When::Instant(t) => t,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Matched(Match),
+    Retracted(Retraction),
     NoMatch(NoMatch),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retraction {
+    /// The responsible CRM user if the event names one (deletes usually do not).
+    pub owner_crm_user_id: Option<String>,
+    pub reason: RetractReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetractReason {
+    /// An update whose record no longer satisfies the conditions.
+    NoLongerMatches,
+    /// The record was deleted.
+    Deleted,
+}
+
+impl RetractReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetractReason::NoLongerMatches => "no_longer_matches",
+            RetractReason::Deleted => "deleted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,7 +277,15 @@ pub struct Match {
 pub enum NoMatch {
     OtherObject,
     OtherTrigger,
+    /// The conditions are definitely false (on a created record, or on an update of a record
+    /// that did not match before either, as far as the event tells).
     Conditions,
+    /// An update whose "changed" conditions are not met while the rest still holds: the
+    /// activity, if any, stays as it is.
+    NoChange,
+    /// The conditions depend on what the event does not say: a field it does not carry, or a
+    /// previous value it did not send.
+    Unknown,
     TypeMismatch,
     MissingValue,
 }
@@ -221,6 +296,8 @@ impl NoMatch {
             NoMatch::OtherObject => "other_object",
             NoMatch::OtherTrigger => "other_trigger",
             NoMatch::Conditions => "conditions",
+            NoMatch::NoChange => "no_change",
+            NoMatch::Unknown => "unknown",
             NoMatch::TypeMismatch => "type_mismatch",
             NoMatch::MissingValue => "missing_value",
         }
@@ -230,18 +307,15 @@ impl NoMatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_sync_proto::v1::field_value::Kind;
+    use crm_sync_proto::v1::{CrmUser, FieldValue};
     use serde_json::json;
 
-    fn won_workflow() -> WorkflowSpec {
+    fn workflow(triggers: &[Trigger], conditions: serde_json::Value) -> WorkflowSpec {
         WorkflowSpec {
             name: "Won".into(),
             object_type: "Opportunity".into(),
-            triggers: vec![Trigger::Created, Trigger::Updated],
-            conditions: Condition::from_json(
-                &json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
-            )
-            .unwrap(),
+            triggers: triggers.to_vec(),
+            conditions: Condition::from_json(&conditions).unwrap(),
             user_field: "OwnerId".into(),
             value_field: Some("Amount".into()),
             date_field: Some("CloseDate".into()),
@@ -249,24 +323,42 @@ mod tests {
         }
     }
 
+    fn won_workflow() -> WorkflowSpec {
+        workflow(
+            &[Trigger::Created, Trigger::Updated],
+            json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+        )
+    }
+
+    fn to_fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    FieldValue {
+                        kind: Some(Kind::Text(v.to_string())),
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn event(change: ChangeType, fields: &[(&str, &str)]) -> CrmEvent {
         let mut e = CrmEvent {
             object_type: "opportunity".into(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        FieldValue {
-                            kind: Some(Kind::Text(v.to_string())),
-                        },
-                    )
-                })
-                .collect(),
+            fields: to_fields(fields),
             ..Default::default()
         };
         e.set_change_type(change);
         e
+    }
+
+    fn retracted(reason: RetractReason, owner: Option<&str>) -> Decision {
+        Decision::Retracted(Retraction {
+            owner_crm_user_id: owner.map(str::to_owned),
+            reason,
+        })
     }
 
     #[test]
@@ -292,6 +384,24 @@ mod tests {
     }
 
     #[test]
+    fn without_value_and_date_fields_a_match_counts_one_at_the_event_time() {
+        let mut w = won_workflow();
+        w.value_field = None;
+        w.date_field = None;
+        let mut e = event(ChangeType::Created, &[("StageName", "Closed Won")]);
+        e.owner = Some(CrmUser {
+            crm_user_id: "005B".into(),
+            ..Default::default()
+        });
+        let Decision::Matched(m) = w.decide(&e) else {
+            panic!()
+        };
+        assert_eq!(m.value, Decimal::ONE);
+        assert_eq!(m.activity_date, None);
+        assert_eq!(m.owner_crm_user_id.as_deref(), Some("005B"));
+    }
+
+    #[test]
     fn triggers_objects_and_values_gate_the_match() {
         let w = won_workflow();
         let fields = [
@@ -299,13 +409,17 @@ mod tests {
             ("Amount", "10"),
             ("OwnerId", "005A"),
         ];
-        assert_eq!(
-            w.decide(&event(ChangeType::Deleted, &fields)),
-            Decision::NoMatch(NoMatch::OtherTrigger)
-        );
         let mut other = event(ChangeType::Updated, &fields);
         other.object_type = "Lead".into();
         assert_eq!(w.decide(&other), Decision::NoMatch(NoMatch::OtherObject));
+        let created_only = workflow(
+            &[Trigger::Created],
+            json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+        );
+        assert_eq!(
+            created_only.decide(&event(ChangeType::Updated, &fields)),
+            Decision::NoMatch(NoMatch::OtherTrigger)
+        );
         let no_amount = event(ChangeType::Updated, &[("StageName", "Closed Won")]);
         assert_eq!(
             w.decide(&no_amount),
@@ -319,20 +433,143 @@ mod tests {
             w.decide(&bad_amount),
             Decision::NoMatch(NoMatch::TypeMismatch)
         );
-        let open = event(
+        let bad_date = event(
             ChangeType::Updated,
-            &[("StageName", "Prospecting"), ("Amount", "10")],
+            &[
+                ("StageName", "Closed Won"),
+                ("Amount", "1"),
+                ("CloseDate", "soon"),
+            ],
         );
-        assert_eq!(w.decide(&open), Decision::NoMatch(NoMatch::Conditions));
+        assert_eq!(
+            w.decide(&bad_date),
+            Decision::NoMatch(NoMatch::TypeMismatch)
+        );
     }
 
     #[test]
-    fn salesforce_datetimes_parse() {
+    fn an_update_that_no_longer_matches_retracts_and_a_created_one_does_not() {
+        let w = won_workflow();
+        let open = [("StageName", "Prospecting"), ("OwnerId", "005A")];
+        assert_eq!(
+            w.decide(&event(ChangeType::Updated, &open)),
+            retracted(RetractReason::NoLongerMatches, Some("005A"))
+        );
+        assert_eq!(
+            w.decide(&event(ChangeType::Created, &open)),
+            Decision::NoMatch(NoMatch::Conditions)
+        );
+        // A partial update without the condition's field says nothing about it.
+        assert_eq!(
+            w.decide(&event(ChangeType::Updated, &[("Amount", "5")])),
+            Decision::NoMatch(NoMatch::Unknown)
+        );
+        // A field that cannot be read is counted, never retracted on.
+        let typed = workflow(
+            &[Trigger::Updated],
+            json!({"field": "Amount", "op": "gte", "value": 1000}),
+        );
+        assert_eq!(
+            typed.decide(&event(ChangeType::Updated, &[("Amount", "n/a")])),
+            Decision::NoMatch(NoMatch::TypeMismatch)
+        );
+    }
+
+    #[test]
+    fn a_delete_retracts_unless_the_deletion_itself_is_what_counts() {
+        let w = won_workflow();
+        assert_eq!(
+            w.decide(&event(ChangeType::Deleted, &[])),
+            retracted(RetractReason::Deleted, None)
+        );
+        // Even a delete carrying matching values: the workflow does not list `deleted`.
+        let won = [("StageName", "Closed Won"), ("Amount", "3")];
+        assert_eq!(
+            w.decide(&event(ChangeType::Deleted, &won)),
+            retracted(RetractReason::Deleted, None)
+        );
+        let counts_deletes = workflow(
+            &[Trigger::Deleted],
+            json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+        );
+        assert!(matches!(
+            counts_deletes.decide(&event(ChangeType::Deleted, &won)),
+            Decision::Matched(_)
+        ));
+        assert_eq!(
+            counts_deletes.decide(&event(ChangeType::Deleted, &[])),
+            retracted(RetractReason::Deleted, None)
+        );
+    }
+
+    #[test]
+    fn changed_to_matches_the_change_and_retracts_only_on_the_state() {
+        // "StageName changed to Closed Won and Amount ≥ 1000".
+        let w = workflow(
+            &[Trigger::Created, Trigger::Updated],
+            json!({"all": [
+                {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
+                {"field": "Amount", "op": "gte", "value": 1000}
+            ]}),
+        );
+        let update = |now: &[(&str, &str)], before: &[(&str, &str)]| {
+            let mut e = event(ChangeType::Updated, now);
+            e.previous_fields = to_fields(before);
+            w.decide(&e)
+        };
+        let won = [("StageName", "Closed Won"), ("Amount", "1500")];
+        assert!(matches!(
+            update(&won, &[("StageName", "Negotiation")]),
+            Decision::Matched(_)
+        ));
+        // Amount edited later: no new match, no retraction (whether or not the CRM resends the
+        // unchanged stage).
+        assert_eq!(
+            update(&won, &[("Amount", "1200")]),
+            Decision::NoMatch(NoMatch::Unknown)
+        );
+        assert_eq!(
+            update(&won, &[("StageName", "Closed Won"), ("Amount", "1200")]),
+            Decision::NoMatch(NoMatch::NoChange)
+        );
+        assert_eq!(
+            update(
+                &[("StageName", "Negotiation"), ("Amount", "1500")],
+                &[("StageName", "Closed Won")]
+            ),
+            retracted(RetractReason::NoLongerMatches, None)
+        );
+        assert_eq!(
+            update(
+                &[("StageName", "Closed Won"), ("Amount", "900")],
+                &[("Amount", "1500")]
+            ),
+            retracted(RetractReason::NoLongerMatches, None)
+        );
+        // No previous values at all (e.g. Salesforce Outbound Messages): not known to be a change.
+        assert_eq!(update(&won, &[]), Decision::NoMatch(NoMatch::Unknown));
+        // Created as won: it changed from nothing to Closed Won.
+        assert!(matches!(
+            w.decide(&event(ChangeType::Created, &won)),
+            Decision::Matched(_)
+        ));
+    }
+
+    #[test]
+    fn dates_parse_in_every_form_crms_send() {
         assert_eq!(
             parse_date("2026-11-25T23:30:00.000+0100")
                 .unwrap()
                 .to_rfc3339(),
             "2026-11-25T22:30:00+00:00"
+        );
+        assert_eq!(
+            parse_date("2026-11-25T23:30:00").unwrap().to_rfc3339(),
+            "2026-11-25T23:30:00+00:00"
+        );
+        assert_eq!(
+            parse_date("1763596800000").unwrap().to_rfc3339(),
+            "2025-11-20T00:00:00+00:00"
         );
         assert!(parse_date("yesterday").is_none());
     }
@@ -354,6 +591,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("user_field:")
+        );
+        let bad: Result<WorkflowSpec, _> = serde_json::from_value(json!({
+            "name": "x", "object_type": "Opportunity", "triggers": ["updated"],
+            "conditions": {"all": [{"field": "CloseDate", "op": "gt", "value": 5, "type": "date"}]},
+            "user_field": "OwnerId", "activity_type": "deal_won"
+        }));
+        let e = bad.unwrap_err().to_string();
+        assert!(
+            e.contains("conditions/all/0/value: expected a date literal"),
+            "{e}"
         );
     }
 }

@@ -11,7 +11,9 @@ use crm_sync_e2e::{
     topic_message_count,
 };
 use crm_sync_proto::Message;
-use crm_sync_proto::v1::{ActivityChanged, UserProvisioned, UserStatus};
+use crm_sync_proto::v1::{
+    ActivityChanged, OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome,
+};
 use crm_sync_store::views;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -274,11 +276,32 @@ async fn inactive_workflows_and_unmet_conditions_create_nothing() {
         },
     )
     .await;
-    assert_eq!(
-        topic_message_count(&env.topics.matches),
-        0,
-        "no outcome for unmatched events"
-    );
+    // The open deal is an update of a record the active workflow does not match, so the
+    // evaluator asks for a retraction (it cannot know that no activity exists); the provisioner
+    // finds nothing to retract. No event produced a MATCHED outcome.
+    eventually(
+        "the provisioner to find nothing to retract",
+        WAIT,
+        || async {
+            (metric(
+                &p.provisioners[0],
+                "crm_sync_provisioner_retractions_total",
+                &["result=\"nothing_to_retract\""],
+            )
+            .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let outcomes = read_topic(&env.topics.matches).await;
+    assert_eq!(outcomes.len(), 1, "one retraction, nothing else");
+    for record in &outcomes {
+        let outcome = WorkflowOutcome::decode(record.payload.as_slice()).unwrap();
+        assert_eq!(outcome.kind(), OutcomeKind::Retracted, "no outcome matched");
+        assert_eq!(outcome.workflow_id, active.workflow_id.to_string());
+    }
+    assert_eq!(topic_message_count(&env.topics.activities), 0);
     for tenant in [&active, &inactive] {
         assert!(
             views::users(&env.pool, tenant.company_id)

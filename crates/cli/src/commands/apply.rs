@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::Write;
 
 use anyhow::Context as _;
+use crm_sync_store::credentials::{self, SecretKey};
 use crm_sync_store::secrets::token_digest;
 use crm_sync_store::tenants::{self, IntegrationInput};
 use sqlx::PgPool;
@@ -55,6 +56,8 @@ pub struct AppliedIntegration {
     pub change: Change,
     /// Whether a webhook token is stored after applying (never the token itself).
     pub has_token: bool,
+    /// Whether encrypted credentials are stored after applying.
+    pub has_credentials: bool,
     pub workflows: Vec<AppliedWorkflow>,
 }
 
@@ -98,15 +101,56 @@ impl Applied {
 /// take a pool), so a failure part-way leaves earlier objects applied; re-running after fixing
 /// the cause is safe because everything is idempotent.
 pub async fn apply(pool: &PgPool, file: &TenantsFile) -> anyhow::Result<Applied> {
+    let key = credentials_key(file)?;
     let mut companies = Vec::with_capacity(file.companies.len());
     for (ci, company) in file.companies.iter().enumerate() {
         let at = format!("companies[{ci}] (slug `{}`)", &*company.slug);
-        companies.push(apply_company(pool, company).await.with_context(|| at)?);
+        companies.push(
+            apply_company(pool, company, key.as_ref())
+                .await
+                .with_context(|| at)?,
+        );
     }
     Ok(Applied { companies })
 }
 
-async fn apply_company(pool: &PgPool, entry: &CompanyEntry) -> anyhow::Result<AppliedCompany> {
+/// Checks every `credentials` block before anything is written, and reads the key that seals
+/// them (`secrets.encryption_key`, as the services read it) when the file has any.
+fn credentials_key(file: &TenantsFile) -> anyhow::Result<Option<SecretKey>> {
+    let mut any = false;
+    for (ci, company) in file.companies.iter().enumerate() {
+        for (ii, integration) in company.integrations.iter().enumerate() {
+            if let Some(credentials) = &integration.credentials {
+                any = true;
+                credentials
+                    .to_secrets()
+                    .validate(integration.crm.as_str())
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "companies[{ci}].integrations[{ii}] (`{}`): {e}",
+                            &*integration.name
+                        )
+                    })?;
+            }
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    let settings = crm_sync_runtime::Settings::load(crate::context::DEFAULTS)?;
+    let key = SecretKey::from_settings(&settings.secrets)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the file sets integration credentials, which are stored encrypted: configure secrets.encryption_key (e.g. CRM_SYNC__SECRETS__ENCRYPTION_KEY=$(openssl rand -base64 32)), the same key the services use"
+        )
+    })?;
+    Ok(Some(key))
+}
+
+async fn apply_company(
+    pool: &PgPool,
+    entry: &CompanyEntry,
+    key: Option<&SecretKey>,
+) -> anyhow::Result<AppliedCompany> {
     let existing: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, name FROM companies WHERE slug = $1")
             .bind(&*entry.slug)
@@ -133,7 +177,7 @@ async fn apply_company(pool: &PgPool, entry: &CompanyEntry) -> anyhow::Result<Ap
     for (ii, integration) in entry.integrations.iter().enumerate() {
         let at = format!("integrations[{ii}] (`{}`)", &*integration.name);
         integrations.push(
-            apply_integration(pool, id, integration)
+            apply_integration(pool, id, integration, key)
                 .await
                 .with_context(|| at)?,
         );
@@ -166,6 +210,7 @@ async fn apply_integration(
     pool: &PgPool,
     company_id: Uuid,
     entry: &IntegrationEntry,
+    key: Option<&SecretKey>,
 ) -> anyhow::Result<AppliedIntegration> {
     let existing: Option<IntegrationRow> = sqlx::query_as(
         "SELECT id, crm, crm_account_id, auto_sync_users, webhook_token_sha256
@@ -212,6 +257,18 @@ async fn apply_integration(
             (id, Change::Created, token.is_some())
         }
     };
+    let mut change = change;
+    if let (Some(credentials), Some(key)) = (&entry.credentials, key) {
+        let updated = credentials::update(pool, key, company_id, id, credentials.to_secrets())
+            .await
+            .context("storing the integration's credentials")?;
+        if updated && change == Change::Unchanged {
+            change = Change::Updated;
+        }
+    }
+    let has_credentials = credentials::exists(pool, id)
+        .await
+        .context("reading the integration's credentials")?;
     let mut workflows = Vec::with_capacity(entry.workflows.len());
     for (wi, workflow) in entry.workflows.iter().enumerate() {
         let at = format!("workflows[{wi}] (`{}`)", workflow.spec.name);
@@ -227,6 +284,7 @@ async fn apply_integration(
         crm: entry.crm,
         change,
         has_token,
+        has_credentials,
         workflows,
     })
 }
@@ -399,10 +457,16 @@ pub fn print_summary(out: &mut impl Write, source: &str, applied: &Applied) -> s
                 _ => "",
             };
             writeln!(out, "    ingest: POST {}{auth}", i.crm.ingest_path(i.id))?;
-            if !i.has_token {
+            if i.crm == Crm::Salesforce && !i.has_token {
                 writeln!(
                     out,
                     "    warning: no webhook token is set, so ingest refuses this integration's webhooks"
+                )?;
+            }
+            if i.crm != Crm::Salesforce && !i.has_credentials {
+                writeln!(
+                    out,
+                    "    warning: no credentials are set, so ingest cannot authenticate this integration's webhooks"
                 )?;
             }
             for w in &i.workflows {

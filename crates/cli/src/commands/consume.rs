@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use crm_sync_proto::DynamicMessage;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Map, Value, json};
 
@@ -149,7 +149,7 @@ pub async fn run(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
 }
 
 /// One record as a JSON object (see the module docs for the shape).
-pub fn render(message: &BorrowedMessage<'_>, kind: Option<&TopicType>) -> Value {
+pub fn render<M: Message>(message: &M, kind: Option<&TopicType>) -> Value {
     let mut headers = Map::new();
     if let Some(hs) = message.headers() {
         for h in hs.iter() {

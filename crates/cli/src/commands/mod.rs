@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod apply;
 pub mod consume;
 pub mod demo;
+pub mod dlq;
 pub mod migrate;
 pub mod produce;

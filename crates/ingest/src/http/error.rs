@@ -3,15 +3,20 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: u32 = 5;
+const RETRY_AFTER_SECS: u64 = 5;
 
-/// A refused request: answered as `{"error": "<code>", "message": "<human text>"}`. The code is
-/// stable (clients and the `outcome` metric label use it); the message explains this instance.
+/// A refused request: answered as `{"error": "<code>", "message": "<human text>", "request_id":
+/// "<id>"}`. The code is stable (clients and the `outcome` metric label use it); the message
+/// explains this instance and never contains a secret.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds).
+    pub retry_after: Option<u64>,
+    /// Sent as `WWW-Authenticate` with a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -20,6 +25,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+            challenge: None,
         }
     }
 
@@ -37,25 +44,85 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
     }
 
+    pub fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_signature", message)
+    }
+
+    pub fn stale_timestamp(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "stale_timestamp", message)
+    }
+
+    pub fn invalid_credentials(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", message)
+    }
+
     pub fn malformed_message(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed_message", message)
     }
 
+    /// The payload claims another CRM account than the integration is bound to.
+    pub fn foreign_account(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "foreign_account", message)
+    }
+
+    pub fn unsupported_media_type(expected: &[&str]) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send Content-Type {}", expected.join(" or ")),
+        )
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this integration sends more requests than its limit; retry after {retry_after_secs} s"
+                ),
+            )
+        }
+    }
+
     /// A dependency is down: the sender should retry, and nothing was accepted.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        Self {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The answer, with the request id in the body (a header is added by the caller).
+    pub fn into_response_with(self, request_id: Option<&str>) -> Response {
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        if let Some(id) = request_id {
+            body["request_id"] = serde_json::Value::from(id);
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        }
-        response
+        self.into_response_with(None)
     }
 }

@@ -1,9 +1,29 @@
-//! The webhook API: one route per CRM format, all sharing [`AppState`] and the JSON error shape
-//! of [`ApiError`].
+//! The webhook API: one route per CRM format (a file each), all sharing [`AppState`], the request
+//! flow of [`pipeline`] and the JSON error shape of [`ApiError`].
+//!
+//! | route | file | authentication |
+//! |---|---|---|
+//! | `POST /v1/integrations/{id}/salesforce/outbound-messages` | [`salesforce`] | `?token=` (webhook token) and OrganizationId |
+//! | `POST /v1/integrations/{id}/salesforce/change-events` | [`salesforce_cdc`] | `?token=` or `Authorization: Bearer` (webhook token) |
+//! | `POST /v1/integrations/{id}/hubspot/webhooks` | [`hubspot`] | `X-HubSpot-Signature-v3` (client secret), 5-minute timestamp |
+//! | `POST /v1/integrations/{id}/pipedrive/webhooks` | [`pipedrive`] | HTTP Basic |
+//! | `POST /v1/integrations/{id}/dynamics/webhooks` | [`dynamics`] | the webhook key (header or query) |
+//! | `POST /v1/integrations/{id}/events` | [`generic`] | `X-Crm-Sync-Signature` (signing secret) |
 
 mod body;
+mod dynamics;
 mod error;
+mod generic;
+mod hubspot;
+pub(crate) mod integrations;
+mod pipedrive;
+mod pipeline;
+pub(crate) mod ratelimit;
 mod salesforce;
+mod salesforce_cdc;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -11,6 +31,8 @@ use crm_sync_kafka::Publisher;
 use crm_sync_store::sqlx::PgPool;
 
 pub use error::ApiError;
+pub use integrations::Integrations;
+pub use ratelimit::RateLimiter;
 
 /// What every webhook handler needs.
 #[derive(Clone)]
@@ -21,11 +43,15 @@ pub struct AppState {
     pub events_topic: String,
     /// Larger bodies get 413 (`ingest.max_body_bytes`).
     pub max_body_bytes: usize,
+    pub integrations: Arc<Integrations>,
+    pub limiter: Arc<RateLimiter>,
+    /// How far a signed request's timestamp may be from now.
+    pub signature_tolerance: Duration,
 }
 
-/// Counts every webhook request by CRM and outcome (`accepted` or the error code).
+/// Counts every webhook request by CRM, endpoint and outcome (`accepted` or the error code).
 pub const REQUESTS_METRIC: &str = "crm_sync_ingest_requests_total";
-/// Counts the notifications (records) of accepted requests, by CRM.
+/// Counts the notifications (records) of accepted requests, by CRM and endpoint.
 pub const NOTIFICATIONS_METRIC: &str = "crm_sync_ingest_notifications_total";
 
 /// The webhook routes. The ops routes (`/healthz`, `/readyz`, `/metrics`) are merged in by
@@ -35,6 +61,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/integrations/{integration_id}/salesforce/outbound-messages",
             post(salesforce::outbound_messages),
+        )
+        .route(
+            "/v1/integrations/{integration_id}/salesforce/change-events",
+            post(salesforce_cdc::change_events),
+        )
+        .route(
+            "/v1/integrations/{integration_id}/hubspot/webhooks",
+            post(hubspot::webhooks),
+        )
+        .route(
+            "/v1/integrations/{integration_id}/pipedrive/webhooks",
+            post(pipedrive::webhooks),
+        )
+        .route(
+            "/v1/integrations/{integration_id}/dynamics/webhooks",
+            post(dynamics::webhooks),
+        )
+        .route(
+            "/v1/integrations/{integration_id}/events",
+            post(generic::events),
         )
         .with_state(state)
 }

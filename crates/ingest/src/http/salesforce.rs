@@ -9,17 +9,19 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use crm_sync_kafka::OutgoingMessage;
-use crm_sync_proto::Message as _;
 use serde::Deserialize;
-use tracing::{Instrument, field};
 use uuid::Uuid;
 
-use super::{AppState, NOTIFICATIONS_METRIC, REQUESTS_METRIC, body};
+use super::pipeline::{self, Accepted, Endpoint};
+use super::{AppState, body};
 use crate::http::ApiError;
 use crate::salesforce;
 
-const CRM: &str = "salesforce";
+const ENDPOINT: Endpoint = Endpoint {
+    crm: "salesforce",
+    name: "outbound-messages",
+    describes: "salesforce outbound message",
+};
 
 const ACK: &str = concat!(
     r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -33,7 +35,7 @@ const XML_MEDIA_TYPES: [&str; 3] = ["text/xml", "application/xml", "application/
 
 #[derive(Deserialize)]
 pub(crate) struct TokenQuery {
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 pub(crate) async fn outbound_messages(
@@ -43,98 +45,26 @@ pub(crate) async fn outbound_messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let integration_id = path.ok().and_then(|Path(raw)| Uuid::parse_str(&raw).ok());
-    // The request URI carries the token, so it is deliberately not a span or log field.
-    let span = tracing::info_span!(
-        "salesforce_outbound_message",
-        integration_id = field::Empty,
-        notifications = field::Empty,
-    );
-    if let Some(id) = integration_id {
-        span.record("integration_id", field::display(id));
-    }
-    crm_sync_kafka::headers::adopt_trace_context(&span, &trace_headers(&headers));
-
-    async move {
-        let token = query.ok().and_then(|Query(q)| q.token);
-        let mut notifications = None;
-        let result = accept(
-            &state,
-            integration_id,
-            token.as_deref(),
-            &headers,
-            body,
-            &mut notifications,
-        )
-        .await;
-        let outcome = match &result {
-            Ok(()) => "accepted",
-            Err(e) => e.code,
-        };
-        metrics::counter!(REQUESTS_METRIC, "crm" => CRM, "outcome" => outcome).increment(1);
-        let integration_id = integration_id.map(|id| id.to_string());
-        match result {
-            Ok(()) => {
-                let count = notifications.unwrap_or(0);
-                metrics::counter!(NOTIFICATIONS_METRIC, "crm" => CRM).increment(count as u64);
-                tracing::info!(
-                    integration_id,
-                    notifications = count,
-                    outcome,
-                    "salesforce outbound message accepted"
-                );
-                ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], ACK).into_response()
-            }
-            Err(error) => {
-                if error.status.is_server_error() {
-                    tracing::warn!(integration_id, notifications, outcome, status = error.status.as_u16(), reason = %error.message, "salesforce outbound message not accepted");
-                } else {
-                    tracing::info!(integration_id, notifications, outcome, status = error.status.as_u16(), reason = %error.message, "salesforce outbound message refused");
-                }
-                error.into_response()
-            }
-        }
-    }
-    .instrument(span)
+    let integration_id = pipeline::path_id(path);
+    let token = query.ok().and_then(|Query(q)| q.token);
+    pipeline::serve(ENDPOINT, integration_id, &headers, || {
+        accept(&state, integration_id, token.as_deref(), &headers, body)
+    })
     .await
 }
 
-/// The checks in the order the API documents them, then the publish. `notifications` is set as
-/// soon as the message is parsed, for the request log.
+/// The checks in the order the API documents them, then the publish.
 async fn accept(
     state: &AppState,
     integration_id: Option<Uuid>,
     token: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-    notifications: &mut Option<usize>,
-) -> Result<(), ApiError> {
-    let integration_id = integration_id.ok_or_else(ApiError::unknown_integration)?;
-    let integration = crm_sync_store::integrations::find(&state.pool, integration_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "looking up the integration failed");
-            ApiError::unavailable(
-                "database_unavailable",
-                "the integration could not be looked up; retry later",
-            )
-        })?
-        .filter(|i| i.crm == CRM)
-        .ok_or_else(ApiError::unknown_integration)?;
-
-    match token {
-        None | Some("") => {
-            return Err(ApiError::invalid_token(
-                "the request has no token: append ?token=<the integration's webhook token> to the endpoint URL",
-            ));
-        }
-        Some(token) if !integration.accepts_token(token) => {
-            return Err(ApiError::invalid_token(
-                "the token is not valid for this integration",
-            ));
-        }
-        Some(_) => {}
-    }
+) -> Result<Accepted, ApiError> {
+    let resolved = state.integration(ENDPOINT, integration_id).await?;
+    let integration = &resolved.integration;
+    check_token(&resolved, token)?;
+    state.rate_limit(integration.id)?;
 
     if !is_xml(headers) {
         return Err(ApiError::new(
@@ -150,7 +80,6 @@ async fn accept(
     let bytes = body::read_limited(headers, body, state.max_body_bytes).await?;
     let message =
         salesforce::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    *notifications = Some(message.notifications.len());
     tracing::Span::current().record("notifications", message.notifications.len());
 
     if !same_organization(&message.organization_id, &integration.crm_account_id) {
@@ -164,25 +93,30 @@ async fn accept(
         ));
     }
 
-    let events = salesforce::to_events(integration_id, &message, chrono::Utc::now())
+    let now = chrono::Utc::now();
+    let events = salesforce::to_events(integration.id, &message, now)
         .map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    let outgoing: Vec<OutgoingMessage> = events
-        .iter()
-        .map(|event| OutgoingMessage {
-            topic: state.events_topic.clone(),
-            key: format!("{integration_id}/{}/{}", event.object_type, event.record_id),
-            payload: event.encode_to_vec(),
-            event_id: event.event_id.clone(),
-            headers: Vec::new(),
-        })
-        .collect();
-    state.publisher.publish_all(&outgoing).await.map_err(|e| {
-        tracing::error!(error = %e, "publishing the events failed");
-        ApiError::unavailable(
-            "kafka_unavailable",
-            "the events could not be stored in Kafka; nothing was acknowledged, retry later",
-        )
+    state.accept(&resolved, &events, now).await?;
+    Ok(Accepted {
+        notifications: events.len(),
+        response: ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], ACK).into_response(),
     })
+}
+
+/// The integration's webhook token, as `?token=` (Salesforce can send nothing else).
+pub(crate) fn check_token(
+    resolved: &super::integrations::Resolved,
+    token: Option<&str>,
+) -> Result<(), ApiError> {
+    match token {
+        None | Some("") => Err(ApiError::invalid_token(
+            "the request has no token: append ?token=<the integration's webhook token> to the endpoint URL",
+        )),
+        Some(token) if !resolved.integration.accepts_token(token) => Err(ApiError::invalid_token(
+            "the token is not valid for this integration",
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn is_xml(headers: &HeaderMap) -> bool {
@@ -207,16 +141,6 @@ fn same_organization(sent: &str, bound: &str) -> bool {
         (15, 18) => bound.starts_with(sent),
         _ => false,
     }
-}
-
-fn trace_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|name| {
-            let value = headers.get(name)?.to_str().ok()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::outbound::{Notification, OutboundError, OutboundMessage, Value};
 
-/// Namespace of Outbound Message event ids. Never change it: ids must stay the same across
-/// deploys so that a redelivery after an upgrade still deduplicates downstream.
-pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3f6c_9a2e_51d4_4b7a_8e0f_5c1b_2d7e_9a40);
+/// Namespace of Outbound Message event ids (shared by every connector). Never change it: ids
+/// must stay the same across deploys so that a redelivery after an upgrade still deduplicates.
+pub const EVENT_ID_NAMESPACE: Uuid = crate::event::EVENT_ID_NAMESPACE;
 
 /// The stable event id of one notification delivered to one integration.
 pub fn event_id(integration_id: Uuid, notification_id: &str) -> Uuid {
@@ -77,7 +77,7 @@ fn to_event(
         .map(|(name, value)| {
             let kind = match value {
                 Value::Nil => field_value::Kind::NullValue(true),
-                Value::Text(text) => field_value::Kind::Text(text.clone()),
+                Value::Text(text) => typed(notification.types.get(name), text),
             };
             (name.clone(), FieldValue { kind: Some(kind) })
         })
@@ -96,7 +96,24 @@ fn to_event(
         received_at: Some(timestamp(now)),
         source_delivery_id: notification.id.clone(),
         crm_account_id: organization_id.to_owned(),
+        source_change_type: String::new(),
     })
+}
+
+/// A value as its declared XML Schema type says: numbers and booleans typed (when they read as
+/// such), everything else, and every undeclared value, as text.
+fn typed(xsd: Option<&String>, text: &str) -> field_value::Kind {
+    let t = text.trim();
+    match xsd.map(String::as_str) {
+        Some("double" | "float" | "decimal" | "int" | "integer" | "long" | "short")
+            if !t.is_empty() && t.parse::<f64>().is_ok_and(f64::is_finite) =>
+        {
+            field_value::Kind::Number(t.to_owned())
+        }
+        Some("boolean") if matches!(t, "true" | "1") => field_value::Kind::Boolean(true),
+        Some("boolean") if matches!(t, "false" | "0") => field_value::Kind::Boolean(false),
+        _ => field_value::Kind::Text(text.to_owned()),
+    }
 }
 
 /// Salesforce writes `2026-11-20T15:04:05.000Z`; offsets may also come as `+0000` or `+00:00`.
@@ -137,6 +154,7 @@ mod tests {
             object_type: "Opportunity".into(),
             record_id: "006000000000001AAA".into(),
             fields,
+            types: BTreeMap::new(),
         }
     }
 
@@ -216,6 +234,33 @@ mod tests {
         let e = &to_events(Uuid::nil(), &message(n), now()).unwrap()[0];
         assert_eq!(e.occurred_at, Some(timestamp(now())));
         assert_eq!(e.owner, None);
+    }
+
+    #[test]
+    fn declared_types_travel_typed() {
+        let mut n = notification(&[
+            ("Amount", Some("1250.50")),
+            ("IsWon__c", Some("true")),
+            ("Probability", Some("n/a")),
+            ("Name", Some("Acme")),
+        ]);
+        for (field, xsd) in [
+            ("Amount", "double"),
+            ("IsWon__c", "boolean"),
+            ("Probability", "double"),
+        ] {
+            n.types.insert(field.into(), xsd.into());
+        }
+        let e = &to_events(Uuid::nil(), &message(n), now()).unwrap()[0];
+        let kind = |f: &str| e.fields[f].kind.clone().unwrap();
+        assert_eq!(kind("Amount"), field_value::Kind::Number("1250.50".into()));
+        assert_eq!(kind("IsWon__c"), field_value::Kind::Boolean(true));
+        assert_eq!(
+            kind("Probability"),
+            field_value::Kind::Text("n/a".into()),
+            "unreadable stays text"
+        );
+        assert_eq!(kind("Name"), field_value::Kind::Text("Acme".into()));
     }
 
     #[test]

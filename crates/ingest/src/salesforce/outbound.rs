@@ -42,6 +42,9 @@ pub struct Notification {
     pub record_id: String,
     /// Every field the message carries (including `Id`), by its local name.
     pub fields: BTreeMap<String, Value>,
+    /// The XML Schema type of the fields that declare one (`xsi:type="xsd:double"` →
+    /// `double`), so that typed values travel typed.
+    pub types: BTreeMap<String, String>,
 }
 
 impl Notification {
@@ -192,6 +195,9 @@ impl Element {
         self.ns == Ns::Outbound && self.local == local
     }
 }
+
+/// An sObject's type, fields and declared field types.
+type SObject = (String, BTreeMap<String, Value>, BTreeMap<String, String>);
 
 struct Parser<'i> {
     reader: NsReader<&'i [u8]>,
@@ -437,7 +443,7 @@ impl<'i> Parser<'i> {
             }
         }
         let id = id.ok_or(OutboundError::NoNotificationId { index })?;
-        let (object_type, fields) = sobject.ok_or(OutboundError::NoSObject { index })?;
+        let (object_type, fields, types) = sobject.ok_or(OutboundError::NoSObject { index })?;
         let record_id = match fields.get("Id") {
             Some(Value::Text(id)) if !id.trim().is_empty() => id.trim().to_owned(),
             _ => return Err(OutboundError::NoSObjectId { index }),
@@ -447,16 +453,14 @@ impl<'i> Parser<'i> {
             object_type,
             record_id,
             fields,
+            types,
         })
     }
 
-    fn sobject(
-        &mut self,
-        index: usize,
-        element: &Element,
-    ) -> Result<(String, BTreeMap<String, Value>), OutboundError> {
+    fn sobject(&mut self, index: usize, element: &Element) -> Result<SObject, OutboundError> {
         let object_type = object_type(index, element.xsi_type.as_deref())?;
         let mut fields = BTreeMap::new();
+        let mut types = BTreeMap::new();
         if !element.empty {
             while let Some(child) = self.next_child()? {
                 let text = self.text(&child, |nested| OutboundError::NestedField {
@@ -469,6 +473,10 @@ impl<'i> Parser<'i> {
                 } else {
                     Value::Text(text)
                 };
+                if let Some(xsd) = &child.xsi_type {
+                    let local = xsd.rsplit_once(':').map_or(xsd.as_str(), |(_, l)| l);
+                    types.insert(child.local.clone(), local.to_owned());
+                }
                 if fields.insert(child.local.clone(), value).is_some() {
                     return Err(OutboundError::DuplicateField {
                         index,
@@ -477,7 +485,7 @@ impl<'i> Parser<'i> {
                 }
             }
         }
-        Ok((object_type, fields))
+        Ok((object_type, fields, types))
     }
 }
 
@@ -803,6 +811,18 @@ mod tests {
             parse(&[0x3c, 0xff, 0xfe]),
             Err(OutboundError::NotUtf8 { offset: 1 })
         );
+    }
+
+    #[test]
+    fn declared_field_types_are_kept() {
+        let body = SAMPLE.replace(
+            "<sf:Amount>1250.50</sf:Amount>",
+            r#"<sf:Amount xsi:type="xsd:double">1250.50</sf:Amount><sf:IsWon__c xsi:type="xsd:boolean">true</sf:IsWon__c>"#,
+        );
+        let n = &parse(body.as_bytes()).unwrap().notifications[0];
+        assert_eq!(n.types["Amount"], "double");
+        assert_eq!(n.types["IsWon__c"], "boolean");
+        assert!(!n.types.contains_key("Name"));
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! `POST /v1/integrations/{integration_id}/pipedrive/webhooks`
+//!
+//! Pipedrive webhooks v2, one event per request, authenticated with the HTTP Basic credentials
+//! set on the webhook (`http_auth_user` / `http_auth_password`), which must equal the
+//! integration's `webhook_basic_auth`. Pipedrive retries deliveries that fail, so the answer
+//! comes only once Kafka has the event.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use uuid::Uuid;
+
+use super::pipeline::{self, Accepted, Endpoint, same_secret};
+use super::{ApiError, AppState};
+use crate::pipedrive;
+
+const ENDPOINT: Endpoint = Endpoint {
+    crm: "pipedrive",
+    name: "webhooks",
+    describes: "pipedrive webhook",
+};
+
+const CHALLENGE: &str = "Basic realm=\"crm-sync\", charset=\"UTF-8\"";
+
+pub(crate) async fn webhooks(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let integration_id = pipeline::path_id(path);
+    pipeline::serve(ENDPOINT, integration_id, &headers, || {
+        accept(&state, integration_id, &headers, body)
+    })
+    .await
+}
+
+/// The user and password of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+async fn accept(
+    state: &AppState,
+    integration_id: Option<Uuid>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let resolved = state.integration(ENDPOINT, integration_id).await?;
+    let integration = &resolved.integration;
+    let expected = state
+        .secrets(&resolved, "HTTP Basic credentials (credentials.webhook_basic_auth)")
+        .map_err(|e| e.with_challenge(CHALLENGE))?
+        .webhook_basic_auth
+        .as_ref()
+        .ok_or_else(|| {
+            ApiError::invalid_credentials(
+                "the integration has no HTTP Basic credentials (credentials.webhook_basic_auth) configured",
+            )
+            .with_challenge(CHALLENGE)
+        })?;
+    let (user, password) = basic_credentials(headers).ok_or_else(|| {
+        ApiError::invalid_credentials("the request has no HTTP Basic credentials")
+            .with_challenge(CHALLENGE)
+    })?;
+    // Both compared in full, so the time taken does not say which one was wrong.
+    let user_ok = same_secret(&user, &expected.username);
+    let password_ok = same_secret(&password, &expected.password);
+    if !(user_ok & password_ok) {
+        return Err(ApiError::invalid_credentials(
+            "the HTTP Basic credentials are not valid for this integration",
+        )
+        .with_challenge(CHALLENGE));
+    }
+    state.rate_limit(integration.id)?;
+    let bytes = state.json_body(headers, body).await?;
+    let hook = pipedrive::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+    let now = chrono::Utc::now();
+    let event = pipedrive::to_event(integration.id, &hook, now);
+    if !event.crm_account_id.is_empty() && event.crm_account_id != integration.crm_account_id.trim()
+    {
+        return Err(ApiError::foreign_account(format!(
+            "meta.company_id {} is not the Pipedrive company this integration is bound to",
+            event.crm_account_id
+        )));
+    }
+    let events = [event];
+    state.accept(&resolved, &events, now).await?;
+    Ok(Accepted {
+        notifications: 1,
+        response: Json(serde_json::json!({ "accepted": 1 })).into_response(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_read_from_the_header() {
+        let mut h = HeaderMap::new();
+        // "crm-sync:pa:ss" — a password may contain colons.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Y3JtLXN5bmM6cGE6c3M="),
+        );
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("crm-sync".into(), "pa:ss".into()))
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_credentials(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
+        assert_eq!(basic_credentials(&h), None);
+    }
+}

@@ -1,0 +1,303 @@
+//! What every webhook route does around its CRM-specific checks: a request id on the span, the
+//! response and every error body; the integration lookup; per-integration rate limits; media
+//! type and size checks; and accepting events (owner memory and Kafka) all or nothing. Outcomes
+//! are counted and logged the same way for every CRM.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use crm_sync_kafka::OutgoingMessage;
+use crm_sync_proto::Message as _;
+use crm_sync_proto::v1::CrmEvent;
+use crm_sync_store::credentials::IntegrationSecrets;
+use crm_sync_store::record_owners::{self, ObservedOwner};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::{Instrument, field};
+use uuid::Uuid;
+
+use super::integrations::Resolved;
+use super::{ApiError, AppState, NOTIFICATIONS_METRIC, REQUESTS_METRIC, body};
+use crate::event;
+
+/// A webhook route: the CRM of the integrations it serves and how it is named in logs/metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Endpoint {
+    /// The `crm` of integrations this route accepts (and the `crm` metric label).
+    pub crm: &'static str,
+    /// The `endpoint` metric label.
+    pub name: &'static str,
+    /// How log lines name a request, e.g. "salesforce outbound message".
+    pub describes: &'static str,
+}
+
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A request the route accepted: its notification count and the CRM's expected answer.
+pub(crate) struct Accepted {
+    pub notifications: usize,
+    pub response: Response,
+}
+
+/// Runs one webhook request: `work` does the CRM-specific part with the helpers below.
+pub(crate) async fn serve<F, Fut>(
+    endpoint: Endpoint,
+    integration_id: Option<Uuid>,
+    headers: &HeaderMap,
+    work: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Accepted, ApiError>>,
+{
+    let request_id = Uuid::new_v4().simple().to_string();
+    // The URL may carry credentials (`?token=`, `?code=`): neither it nor the query is logged.
+    let span = tracing::info_span!(
+        "webhook",
+        request_id = %request_id,
+        endpoint = endpoint.name,
+        crm = endpoint.crm,
+        integration_id = field::Empty,
+        notifications = field::Empty,
+    );
+    if let Some(id) = integration_id {
+        span.record("integration_id", field::display(id));
+    }
+    if tracing::Span::current().is_none() {
+        // Without a server span around us (tests, other routers) continue the caller's trace.
+        crm_sync_kafka::headers::adopt_trace_context(&span, &trace_headers(headers));
+    }
+    async move {
+        let result = work().await;
+        let outcome = match &result {
+            Ok(_) => "accepted",
+            Err(e) => e.code,
+        };
+        metrics::counter!(REQUESTS_METRIC, "crm" => endpoint.crm, "endpoint" => endpoint.name, "outcome" => outcome)
+            .increment(1);
+        let mut response = match result {
+            Ok(accepted) => {
+                metrics::counter!(NOTIFICATIONS_METRIC, "crm" => endpoint.crm, "endpoint" => endpoint.name)
+                    .increment(accepted.notifications as u64);
+                tracing::info!(
+                    notifications = accepted.notifications,
+                    outcome,
+                    "{} accepted",
+                    endpoint.describes
+                );
+                accepted.response
+            }
+            Err(error) => {
+                if error.status.is_server_error() {
+                    tracing::warn!(outcome, status = error.status.as_u16(), reason = %error.message, "{} not accepted", endpoint.describes);
+                } else {
+                    tracing::info!(outcome, status = error.status.as_u16(), reason = %error.message, "{} refused", endpoint.describes);
+                }
+                error.into_response_with(Some(&request_id))
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+fn trace_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// The integration id of the route's path; None for anything that is not a UUID (answered like
+/// an unknown integration).
+pub(crate) fn path_id(
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Option<Uuid> {
+    path.ok()
+        .and_then(|axum::extract::Path(raw)| Uuid::parse_str(&raw).ok())
+}
+
+/// Constant-time equality of two secrets of any length (compared as SHA-256 digests, so that
+/// not even the length leaks).
+pub(crate) fn same_secret(presented: &str, stored: &str) -> bool {
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(stored.as_bytes());
+    a.ct_eq(&b).into()
+}
+
+/// The media type without parameters, lowercased.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+}
+
+pub(crate) const JSON_MEDIA_TYPES: [&str; 1] = ["application/json"];
+
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+impl AppState {
+    /// The integration the path names, if it is one of `endpoint`'s CRM.
+    pub(crate) async fn integration(
+        &self,
+        endpoint: Endpoint,
+        id: Option<Uuid>,
+    ) -> Result<Arc<Resolved>, ApiError> {
+        let id = id.ok_or_else(ApiError::unknown_integration)?;
+        self.integrations
+            .get(id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "looking up the integration failed");
+                ApiError::unavailable(
+                    "database_unavailable",
+                    "the integration could not be looked up; retry later",
+                )
+            })?
+            .filter(|r| r.integration.crm == endpoint.crm)
+            .ok_or_else(ApiError::unknown_integration)
+    }
+
+    /// The integration's credentials; `what` names the part the caller needs, for the error
+    /// when none are configured.
+    pub(crate) fn secrets<'a>(
+        &self,
+        resolved: &'a Resolved,
+        what: &str,
+    ) -> Result<&'a IntegrationSecrets, ApiError> {
+        match &resolved.secrets {
+            Ok(Some(secrets)) => Ok(secrets),
+            Ok(None) => Err(ApiError::invalid_credentials(format!(
+                "the integration has no {what} configured, so no request can be authenticated"
+            ))),
+            Err(_) => Err(ApiError::unavailable(
+                "credentials_unavailable",
+                "the integration's credentials cannot be read by this ingest (secrets.encryption_key); retry later",
+            )),
+        }
+    }
+
+    pub(crate) fn rate_limit(&self, id: Uuid) -> Result<(), ApiError> {
+        self.limiter
+            .check(id)
+            .map_err(|wait| ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
+    }
+
+    /// The JSON body, after the media type check.
+    pub(crate) async fn json_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Vec<u8>, ApiError> {
+        if !is_json(headers) {
+            return Err(ApiError::unsupported_media_type(&JSON_MEDIA_TYPES));
+        }
+        body::read_limited(headers, body, self.max_body_bytes).await
+    }
+
+    /// Publishes the events and records the owners they name, answering only once both are
+    /// durable. Either failing refuses the request (the CRM retries, and the retry's events carry
+    /// the same ids).
+    pub(crate) async fn accept(
+        &self,
+        resolved: &Resolved,
+        events: &[CrmEvent],
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        tracing::Span::current().record("notifications", events.len());
+        if events.is_empty() {
+            return Ok(());
+        }
+        let outgoing: Vec<OutgoingMessage> = events
+            .iter()
+            .map(|event| OutgoingMessage {
+                topic: self.events_topic.clone(),
+                key: event::kafka_key(event),
+                payload: event.encode_to_vec(),
+                event_id: event.event_id.clone(),
+                headers: Vec::new(),
+            })
+            .collect();
+        let owners: Vec<ObservedOwner> = events
+            .iter()
+            .filter_map(|e| {
+                let owner = e.owner.as_ref()?.crm_user_id.trim();
+                (!owner.is_empty()).then(|| ObservedOwner {
+                    object_type: e.object_type.clone(),
+                    record_id: e.record_id.clone(),
+                    crm_user_id: owner.to_owned(),
+                    observed_at: e
+                        .occurred_at
+                        .as_ref()
+                        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                        .unwrap_or(now),
+                })
+            })
+            .collect();
+        let integration = &resolved.integration;
+        let publish = async {
+            self.publisher.publish_all(&outgoing).await.map_err(|e| {
+                tracing::error!(error = %e, "publishing the events failed");
+                ApiError::unavailable(
+                    "kafka_unavailable",
+                    "the events could not be stored in Kafka; nothing was acknowledged, retry later",
+                )
+            })
+        };
+        let remember = async {
+            record_owners::remember(&self.pool, integration.company_id, integration.id, &owners)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "recording the records' owners failed");
+                    ApiError::unavailable(
+                        "database_unavailable",
+                        "the records' owners could not be stored; retry later",
+                    )
+                })
+        };
+        tokio::try_join!(publish, remember)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "x"));
+    }
+
+    #[test]
+    fn json_media_types_with_parameters_and_suffixes() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/vnd.api+json"));
+        assert!(!with("text/plain"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,85 @@
+//! Wiring the service together: configuration, PostgreSQL, Kafka, the webhook routes and the
+//! ops endpoints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crm_sync_kafka::Publisher;
+use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use rdkafka::producer::Producer;
+use rdkafka::util::Timeout;
+
+pub const SERVICE: ServiceDefaults = ServiceDefaults {
+    name: "ingest",
+    http_port: 8080,
+    consumer_group: "crm-sync-ingest",
+};
+
+/// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
+/// requests (bounded by `shutdown.grace_period_secs`) and flushes the producer.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = ops::install_metrics()?;
+    let pool = crm_sync_store::pool_from_settings(&settings.database)
+        .context("configuring the PostgreSQL pool (database.url)")?;
+    let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
+
+    let readiness = Readiness::new()
+        .with_check("postgres", crm_sync_store::readiness_check(&pool))
+        .with_check(
+            "kafka",
+            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+        );
+
+    let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
+    if key.is_none() {
+        tracing::warn!(
+            "no secrets.encryption_key configured: only Salesforce integrations (webhook token) can be authenticated"
+        );
+    }
+    let api = crate::http::router(crate::http::AppState {
+        pool: pool.clone(),
+        publisher: Publisher::new(producer.clone()),
+        events_topic: settings.topics.events.clone(),
+        max_body_bytes: settings.ingest.max_body_bytes,
+        integrations: Arc::new(crate::http::Integrations::new(
+            pool,
+            key,
+            Duration::from_millis(settings.ingest.integration_cache_ms),
+        )),
+        limiter: Arc::new(crate::http::RateLimiter::new(
+            settings.ingest.rate_limit_per_second,
+            settings.ingest.rate_limit_burst,
+        )),
+        signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
+    });
+    let app = api.merge(ops::router(readiness, metrics));
+
+    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    tracing::info!(
+        address = %format!("{}:{}", settings.http.host, settings.http.port),
+        events_topic = %settings.topics.events,
+        "ingest listening"
+    );
+    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
+    let stop = shutdown::on_termination_signal();
+    let served = tokio::select! {
+        served = ops::serve(listener, app, stop.clone()) => served,
+        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+
+    // Every acknowledged request already awaited its deliveries; this only bounds what requests
+    // abandoned by the grace period may still have queued.
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(grace)))
+        .await
+        .context("flushing the Kafka producer")?;
+    if let Err(e) = flushed {
+        tracing::warn!(error = %e, "flushing the Kafka producer at shutdown failed");
+    }
+    tracing::info!("ingest stopped");
+    served
+}

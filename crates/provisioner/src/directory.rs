@@ -1,0 +1,480 @@
+//! Real names and emails for the accounts auto-sync creates, from the CRM's own user directory.
+//!
+//! [`Directory::prepare`] runs before an outcome's database transaction (a slow CRM must never
+//! hold row locks): when the outcome is about to create an account for a CRM user whose name or
+//! email is unknown, the user is looked up with a short timeout and what the CRM says is stored
+//! on the CRM identity, where account creation picks it up. A lookup that fails never holds the
+//! outcome back: the account is created with what is known (the CRM user id as its name), the
+//! identity is marked `pending`, and [`Directory::complete_pending`] looks it up again in the
+//! background with growing intervals, then completes the account and announces it with a second
+//! `UserProvisioned` (same user, its own event id).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crm_sync_crm_directory::{
+    Config, Credentials, Crm, DirectoryClient, DirectoryUser, LookupError, OAuth,
+};
+use crm_sync_kafka::Publisher;
+use crm_sync_proto::Message as _;
+use crm_sync_proto::v1::{OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome};
+use crm_sync_runtime::Settings;
+use crm_sync_store::credentials::{self, ApiCredentials, SecretKey};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::outbox::{self, Pending};
+
+/// Namespace of the ids of completion announcements.
+const NAMESPACE: Uuid = Uuid::from_u128(0x8d2f_41c6_0b7e_4a59_9c3d_e15a_7f20_b6c4);
+/// Credentials are re-read this often, so changed API credentials take effect.
+const CLIENT_TTL: Duration = Duration::from_secs(300);
+/// Background lookups of one identity stop after this many attempts (state `failed`).
+const MAX_ATTEMPTS: i32 = 40;
+/// Identities completed per background round.
+const BATCH: i64 = 100;
+
+/// Per integration: when its credentials were read, and its client (None: no API credentials).
+type Clients = HashMap<Uuid, (Instant, Option<Arc<DirectoryClient>>)>;
+
+pub struct Directory {
+    pool: PgPool,
+    publisher: Publisher,
+    users_topic: String,
+    key: SecretKey,
+    config: Config,
+    inline_attempts: u32,
+    interval: Duration,
+    clients: Mutex<Clients>,
+}
+
+/// Why one identity is (not) looked up now.
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    crm: String,
+    auto_sync_users: bool,
+    user_id: Option<Uuid>,
+    display_name: Option<String>,
+    email: Option<String>,
+    directory_state: Option<String>,
+}
+
+impl Directory {
+    /// None when no `secrets.encryption_key` is configured: API credentials cannot be read, so
+    /// accounts keep the names the events carry.
+    pub fn from_settings(
+        pool: PgPool,
+        publisher: Publisher,
+        settings: &Settings,
+    ) -> anyhow::Result<Option<Arc<Directory>>> {
+        let Some(key) = SecretKey::from_settings(&settings.secrets)? else {
+            tracing::warn!(
+                "no secrets.encryption_key configured: CRM users are not looked up through the CRMs' APIs"
+            );
+            return Ok(None);
+        };
+        let d = &settings.directory;
+        Ok(Some(Arc::new(Directory {
+            pool,
+            publisher,
+            users_topic: settings.topics.users.clone(),
+            key,
+            config: Config {
+                timeout: Duration::from_millis(d.timeout_ms),
+                cache_ttl: Duration::from_secs(d.cache_ttl_secs),
+                ..Config::default()
+            },
+            inline_attempts: d.inline_attempts.max(1),
+            interval: Duration::from_secs(d.completion_interval_secs),
+            clients: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// Looks the outcome's CRM user up if an account is about to be created for them without a
+    /// name or email. Never fails: problems are logged and left to the background completion.
+    pub async fn prepare(&self, outcome: &WorkflowOutcome) {
+        if outcome.kind() != OutcomeKind::Matched {
+            return;
+        }
+        let Ok(integration_id) = Uuid::parse_str(&outcome.integration_id) else {
+            return;
+        };
+        if let Err(e) = self.prepare_inner(integration_id, outcome).await {
+            tracing::warn!(%integration_id, error = %e, "preparing the directory lookup failed; the account keeps the names the event carries");
+        }
+    }
+
+    async fn prepare_inner(
+        &self,
+        integration_id: Uuid,
+        outcome: &WorkflowOutcome,
+    ) -> anyhow::Result<()> {
+        let named = outcome
+            .owner
+            .as_ref()
+            .filter(|o| !o.crm_user_id.trim().is_empty());
+        if named.is_some_and(|o| !o.name.trim().is_empty() && !o.email.trim().is_empty()) {
+            return Ok(());
+        }
+        let crm_user_id = match named {
+            Some(owner) => owner.crm_user_id.trim().to_owned(),
+            None => match crm_sync_store::record_owners::last_known(
+                &self.pool,
+                integration_id,
+                &outcome.object_type,
+                &outcome.record_id,
+            )
+            .await?
+            {
+                Some(owner) => owner,
+                None => return Ok(()),
+            },
+        };
+        let candidate: Option<Candidate> = sqlx::query_as(
+            "SELECT i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.email, ci.directory_state
+             FROM integrations i
+             LEFT JOIN crm_identities ci ON ci.integration_id = i.id AND ci.crm_user_id = $2
+             WHERE i.id = $1",
+        )
+        .bind(integration_id)
+        .bind(&crm_user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(c) = candidate else {
+            return Ok(());
+        };
+        let complete = c.display_name.is_some() && c.email.is_some();
+        // Only the account about to be created needs it; a pending lookup is the background's.
+        if !c.auto_sync_users || c.user_id.is_some() || complete || c.directory_state.is_some() {
+            return Ok(());
+        }
+        let Some(client) = self.client(integration_id, &c.crm).await? else {
+            return Ok(());
+        };
+        let result = client
+            .lookup_with_attempts(&crm_user_id, self.inline_attempts)
+            .await;
+        let company_id = Uuid::parse_str(&outcome.company_id)?;
+        self.record(company_id, integration_id, &crm_user_id, 0, &result)
+            .await?;
+        match &result {
+            Ok(user) => {
+                tracing::info!(%integration_id, crm_user_id, found_email = user.email.is_some(), "looked the CRM user up before creating the account")
+            }
+            Err(e) => {
+                tracing::warn!(%integration_id, crm_user_id, error = %e, "the CRM user could not be looked up; the account is created without and completed later")
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a lookup's result on the identity (creating the row if need be). `attempts` is how
+    /// many were made before this one.
+    async fn record(
+        &self,
+        company_id: Uuid,
+        integration_id: Uuid,
+        crm_user_id: &str,
+        attempts: i32,
+        result: &Result<DirectoryUser, LookupError>,
+    ) -> Result<(), sqlx::Error> {
+        let attempts = attempts + 1;
+        let (name, email, state, next, error) = match result {
+            Ok(user) => (
+                user.name.clone(),
+                user.email.clone(),
+                "complete",
+                None,
+                None,
+            ),
+            Err(LookupError::NotFound(_)) => {
+                (None, None, "not_found", None, Some(result_text(result)))
+            }
+            Err(_) if attempts >= MAX_ATTEMPTS => {
+                (None, None, "failed", None, Some(result_text(result)))
+            }
+            Err(e) => (
+                None,
+                None,
+                "pending",
+                Some(Utc::now() + retry_delay(self.interval, attempts, e)),
+                Some(result_text(result)),
+            ),
+        };
+        sqlx::query(
+            "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email,
+                                         directory_state, directory_attempts, directory_next_attempt_at, directory_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (integration_id, crm_user_id) DO UPDATE SET
+                 display_name = COALESCE(crm_identities.display_name, EXCLUDED.display_name),
+                 email = COALESCE(crm_identities.email, EXCLUDED.email),
+                 directory_state = EXCLUDED.directory_state,
+                 directory_attempts = EXCLUDED.directory_attempts,
+                 directory_next_attempt_at = EXCLUDED.directory_next_attempt_at,
+                 directory_error = EXCLUDED.directory_error,
+                 updated_at = now()",
+        )
+        .bind(company_id)
+        .bind(integration_id)
+        .bind(crm_user_id)
+        .bind(name)
+        .bind(email)
+        .bind(state)
+        .bind(attempts)
+        .bind(next)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The integration's directory client, or None when it has no API credentials.
+    async fn client(
+        &self,
+        integration_id: Uuid,
+        crm: &str,
+    ) -> anyhow::Result<Option<Arc<DirectoryClient>>> {
+        if let Some((at, client)) = self.lock().get(&integration_id)
+            && at.elapsed() < CLIENT_TTL
+        {
+            return Ok(client.clone());
+        }
+        let client = match Crm::from_name(crm) {
+            None => None,
+            Some(crm) => {
+                let secrets =
+                    credentials::load(&self.pool, integration_id, Some(&self.key)).await?;
+                match secrets.and_then(|s| s.api) {
+                    None => None,
+                    Some(api) => {
+                        match DirectoryClient::new(crm, to_credentials(api), self.config.clone()) {
+                            Ok(client) => Some(Arc::new(client)),
+                            Err(e) => {
+                                tracing::warn!(%integration_id, error = %e, "the integration's API credentials cannot be used");
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.lock()
+            .insert(integration_id, (Instant::now(), client.clone()));
+        Ok(client)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Until shutdown: every `directory.completion_interval_secs`, looks up the identities whose
+    /// lookup failed and completes their accounts.
+    pub async fn complete_pending(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+            match self.complete_round().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(identities = n, "completed CRM users looked up again"),
+                Err(e) => tracing::warn!(error = %e, "completing CRM users failed; retrying later"),
+            }
+        }
+    }
+
+    /// One round; returns how many identities got their name and email.
+    pub async fn complete_round(&self) -> anyhow::Result<usize> {
+        let due: Vec<(Uuid, Uuid, String, i32, String)> = sqlx::query_as(
+            "SELECT ci.company_id, ci.integration_id, ci.crm_user_id, ci.directory_attempts, i.crm
+             FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
+             WHERE ci.directory_state = 'pending' AND ci.directory_next_attempt_at <= now()
+             ORDER BY ci.directory_next_attempt_at LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut completed = 0;
+        for (company_id, integration_id, crm_user_id, attempts, crm) in due {
+            let Some(client) = self.client(integration_id, &crm).await? else {
+                continue;
+            };
+            let result = client.lookup(&crm_user_id).await;
+            self.record(company_id, integration_id, &crm_user_id, attempts, &result)
+                .await?;
+            match result {
+                Ok(user) => {
+                    if self
+                        .complete_account(company_id, integration_id, &crm_user_id, &user)
+                        .await?
+                    {
+                        completed += 1;
+                    }
+                    metrics::counter!("crm_sync_directory_completions_total", "result" => "completed").increment(1);
+                }
+                Err(e) => {
+                    let label = if e.is_transient() { "retry" } else { "gave_up" };
+                    metrics::counter!("crm_sync_directory_completions_total", "result" => label)
+                        .increment(1);
+                    tracing::info!(%integration_id, crm_user_id, error = %e, "the CRM user is still not known");
+                }
+            }
+        }
+        Ok(completed)
+    }
+
+    /// Fills the name and email of the account created for the identity (only where it still has
+    /// the placeholder), announces it, and says whether anything changed.
+    async fn complete_account(
+        &self,
+        company_id: Uuid,
+        integration_id: Uuid,
+        crm_user_id: &str,
+        user: &DirectoryUser,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let account: Option<(Uuid, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT u.id, u.display_name, u.email, u.status FROM crm_identities ci
+             JOIN users u ON u.id = ci.user_id
+             WHERE ci.integration_id = $1 AND ci.crm_user_id = $2 AND u.source = 'auto_sync'
+             FOR UPDATE OF u",
+        )
+        .bind(integration_id)
+        .bind(crm_user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user_id, display_name, email, status)) = account else {
+            return Ok(false);
+        };
+        let new_name = user
+            .name
+            .clone()
+            .filter(|_| display_name == crm_user_id || display_name.trim().is_empty());
+        let mut new_email = user.email.clone().filter(|_| email.is_none());
+        if let Some(candidate) = &new_email {
+            // One account per email in a company: an address another account has stays off.
+            let (taken,): (bool,) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE company_id = $1 AND lower(email) = lower($2) AND id <> $3)",
+            )
+            .bind(company_id)
+            .bind(candidate)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if taken {
+                tracing::warn!(%user_id, "the CRM user's email belongs to another account; left unset");
+                new_email = None;
+            }
+        }
+        if new_name.is_none() && new_email.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE users SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
+                              updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(&new_name)
+        .bind(&new_email)
+        .execute(&mut *tx)
+        .await?;
+        let event_id = Uuid::new_v5(
+            &NAMESPACE,
+            format!("user-completed\u{1f}{integration_id}\u{1f}{crm_user_id}").as_bytes(),
+        )
+        .to_string();
+        let announcement = UserProvisioned {
+            event_id: event_id.clone(),
+            company_id: company_id.to_string(),
+            user_id: user_id.to_string(),
+            integration_id: integration_id.to_string(),
+            crm_user_id: crm_user_id.to_owned(),
+            display_name: new_name.unwrap_or(display_name),
+            email: new_email.or(email).unwrap_or_default(),
+            status: if status == "active" {
+                UserStatus::Active
+            } else {
+                UserStatus::Pending
+            } as i32,
+            linked_existing_user: false,
+            provisioned_at: Some(crm_sync_proto::Timestamp {
+                seconds: Utc::now().timestamp(),
+                nanos: 0,
+            }),
+        };
+        outbox::stage(
+            &mut tx,
+            &event_id,
+            &Pending {
+                topic: self.users_topic.clone(),
+                key: format!("{company_id}/{user_id}"),
+                message_id: event_id.clone(),
+                payload: announcement.encode_to_vec(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        outbox::publish(&self.pool, &self.publisher, Some(&event_id)).await?;
+        tracing::info!(%user_id, %integration_id, crm_user_id, "completed the account's name and email from the CRM");
+        Ok(true)
+    }
+}
+
+fn result_text(result: &Result<DirectoryUser, LookupError>) -> String {
+    match result {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string().chars().take(500).collect(),
+    }
+}
+
+/// The completion interval, then doubling (30 s, 1 min, 2 min, … by default), capped at an hour;
+/// refused credentials wait the hour at once (an admin has to fix them).
+fn retry_delay(base: Duration, attempts: i32, error: &LookupError) -> chrono::Duration {
+    if !error.is_transient() {
+        return chrono::Duration::hours(1);
+    }
+    let exponent = (attempts - 1).clamp(0, 12) as u32;
+    let base = i64::try_from(base.as_secs()).unwrap_or(3600).max(1);
+    chrono::Duration::seconds(base.saturating_mul(1_i64 << exponent).min(3600))
+}
+
+fn to_credentials(api: ApiCredentials) -> Credentials {
+    Credentials {
+        base_url: api.base_url,
+        access_token: api.access_token,
+        oauth: api.oauth.map(|o| OAuth {
+            client_id: o.client_id,
+            client_secret: o.client_secret,
+            refresh_token: o.refresh_token,
+            token_url: o.token_url,
+            scope: o.scope,
+            tenant_id: o.tenant_id,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        let transient = LookupError::Unavailable("503".into());
+        let base = Duration::from_secs(30);
+        let secs = |n| retry_delay(base, n, &transient).num_seconds();
+        assert_eq!((secs(1), secs(2), secs(3)), (30, 60, 120));
+        assert_eq!(secs(20), 3600);
+        assert_eq!(
+            retry_delay(base, 1, &LookupError::Unauthorized("401".into())).num_seconds(),
+            3600
+        );
+        assert_eq!(
+            retry_delay(Duration::from_secs(1), 2, &transient).num_seconds(),
+            2
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! Integration credentials that must be used again — webhook signing secrets, HTTP Basic
+//! credentials, webhook keys, CRM API credentials — stored encrypted at rest.
+//!
+//! The document is JSON sealed with XChaCha20-Poly1305 under the key from configuration
+//! (`secrets.encryption_key`), with the integration id as associated data so that a ciphertext
+//! moved onto another integration's row does not open. Nothing here implements `Debug` in a way
+//! that prints a secret: every type shows only which parts are set.
+
+use std::fmt;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The key sealing integration credentials.
+#[derive(Clone)]
+pub struct SecretKey {
+    key: Key,
+    id: String,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error(
+        "invalid configuration: key `secrets.encryption_key`: must be 32 bytes written as base64 or as 64 hex digits (e.g. the output of `openssl rand -base64 32`)"
+    )]
+    Malformed,
+}
+
+impl SecretKey {
+    /// Reads a key written as standard base64 or as 64 hex digits.
+    pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).map_err(|_| KeyError::Malformed)?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| KeyError::Malformed)?
+        };
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        let fingerprint = Sha256::new()
+            .chain_update(b"crm-sync secrets key id\x00")
+            .chain_update(bytes)
+            .finalize();
+        Ok(SecretKey {
+            key: Key::from(bytes),
+            id: hex::encode(&fingerprint[..8]),
+        })
+    }
+
+    /// The configured key, if any.
+    pub fn from_settings(
+        settings: &crm_sync_runtime::settings::SecretsSettings,
+    ) -> Result<Option<SecretKey>, KeyError> {
+        settings
+            .encryption_key
+            .as_deref()
+            .map(SecretKey::parse)
+            .transpose()
+    }
+
+    /// A fingerprint naming the key (safe to log and store).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Everything an integration may need to authenticate webhooks and to call its CRM's API. Each
+/// connector uses the parts its CRM has; `validate` says which parts those are.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationSecrets {
+    /// HMAC key of signed webhooks: the HubSpot app's client secret
+    /// (`X-HubSpot-Signature-v3`) or the generic endpoint's signing secret (`X-Crm-Sync-Signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// HTTP Basic credentials the CRM sends with each webhook (Pipedrive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_basic_auth: Option<BasicAuth>,
+    /// A key the CRM sends in a header or query parameter (Dynamics 365 / Dataverse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_key: Option<WebhookKey>,
+    /// Access to the CRM's API, for looking users up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiCredentials>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// Dataverse webhook authentication: `HttpHeader` (a header), `WebhookKey` (the query parameter
+/// `code`) or `HttpQueryString` (any query parameter). Exactly one of `header` and `query`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    pub value: String,
+}
+
+/// How to call a CRM's API. `base_url` is the org's own URL where the CRM has one (Salesforce My
+/// Domain, Dataverse environment, Pipedrive company domain); `access_token` a long-lived token
+/// (HubSpot private app token, Pipedrive API token); `oauth` a client for OAuth 2.0.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCredentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthCredentials>,
+}
+
+/// An OAuth 2.0 client: the refresh-token grant when `refresh_token` is set, else client
+/// credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Overrides the CRM's token endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Microsoft Entra tenant (Dataverse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+fn set<T>(value: &Option<T>) -> &'static str {
+    if value.is_some() { "<set>" } else { "<unset>" }
+}
+
+impl fmt::Debug for IntegrationSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntegrationSecrets")
+            .field("webhook_secret", &set(&self.webhook_secret))
+            .field("webhook_basic_auth", &set(&self.webhook_basic_auth))
+            .field("webhook_key", &self.webhook_key)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BasicAuth(<redacted>)")
+    }
+}
+
+impl fmt::Debug for WebhookKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookKey")
+            .field("header", &self.header)
+            .field("query", &self.query)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for ApiCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiCredentials")
+            .field("base_url", &self.base_url)
+            .field("access_token", &set(&self.access_token))
+            .field("oauth", &self.oauth)
+            .finish()
+    }
+}
+
+impl fmt::Debug for OAuthCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("refresh_token", &set(&self.refresh_token))
+            .field("token_url", &self.token_url)
+            .field("scope", &self.scope)
+            .field("tenant_id", &self.tenant_id)
+            .finish()
+    }
+}
+
+impl IntegrationSecrets {
+    pub fn is_empty(&self) -> bool {
+        self == &IntegrationSecrets::default()
+    }
+
+    /// Each part `update` sets replaces the stored one; parts it leaves unset are kept.
+    pub fn merge(&mut self, update: IntegrationSecrets) {
+        if update.webhook_secret.is_some() {
+            self.webhook_secret = update.webhook_secret;
+        }
+        if update.webhook_basic_auth.is_some() {
+            self.webhook_basic_auth = update.webhook_basic_auth;
+        }
+        if update.webhook_key.is_some() {
+            self.webhook_key = update.webhook_key;
+        }
+        if update.api.is_some() {
+            self.api = update.api;
+        }
+    }
+
+    /// Refuses parts the CRM has no use for and incomplete parts, naming the key.
+    pub fn validate(&self, crm: &str) -> Result<(), String> {
+        let unused = |part: &str| {
+            Err(format!(
+                "credentials.{part}: a {crm} integration does not use it"
+            ))
+        };
+        let blank = |s: &str| s.trim().is_empty();
+        if let Some(secret) = &self.webhook_secret {
+            if !matches!(crm, "hubspot" | "generic") {
+                return unused("webhook_secret");
+            }
+            if blank(secret) {
+                return Err("credentials.webhook_secret: must not be empty".into());
+            }
+        }
+        if let Some(auth) = &self.webhook_basic_auth {
+            if crm != "pipedrive" {
+                return unused("webhook_basic_auth");
+            }
+            if blank(&auth.username) || blank(&auth.password) || auth.username.contains(':') {
+                return Err(
+                    "credentials.webhook_basic_auth: username (without `:`) and password must not be empty"
+                        .into(),
+                );
+            }
+        }
+        if let Some(key) = &self.webhook_key {
+            if crm != "dynamics" {
+                return unused("webhook_key");
+            }
+            match (&key.header, &key.query) {
+                (Some(name), None) | (None, Some(name)) if !blank(name) => {}
+                _ => {
+                    return Err(
+                        "credentials.webhook_key: name exactly one of `header` and `query`".into(),
+                    );
+                }
+            }
+            if blank(&key.value) {
+                return Err("credentials.webhook_key.value: must not be empty".into());
+            }
+        }
+        if let Some(api) = &self.api {
+            if crm == "generic" {
+                return unused("api");
+            }
+            if let Some(url) = &api.base_url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err("credentials.api.base_url: must be an http(s) URL".into());
+            }
+            if api.access_token.is_none() && api.oauth.is_none() {
+                return Err("credentials.api: set `access_token` or `oauth`".into());
+            }
+            if let Some(oauth) = &api.oauth
+                && (blank(&oauth.client_id) || blank(&oauth.client_secret))
+            {
+                return Err(
+                    "credentials.api.oauth: client_id and client_secret must not be empty".into(),
+                );
+            }
+            // Pipedrive's OAuth token answer names the company domain; an API token does not.
+            let needs_base_url = matches!(crm, "salesforce" | "dynamics")
+                || (crm == "pipedrive" && api.oauth.is_none());
+            if needs_base_url && api.base_url.is_none() {
+                return Err(format!(
+                    "credentials.api.base_url: a {crm} integration needs its org's URL"
+                ));
+            }
+            if crm == "dynamics"
+                && api
+                    .oauth
+                    .as_ref()
+                    .is_some_and(|o| o.tenant_id.is_none() && o.token_url.is_none())
+            {
+                return Err(
+                    "credentials.api.oauth.tenant_id: Dataverse needs the Microsoft Entra tenant"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sealed document as stored.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error(
+        "the integration's credentials were sealed with key {stored}, but the configured secrets.encryption_key is {configured}"
+    )]
+    WrongKey { stored: String, configured: String },
+    #[error(
+        "the integration's credentials do not decrypt with the configured key (altered or moved?)"
+    )]
+    Undecryptable,
+    #[error("the integration's credentials decrypt to an unreadable document: {0}")]
+    Unreadable(String),
+    #[error("the integration has stored credentials but no secrets.encryption_key is configured")]
+    NoKey,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub fn seal(
+    key: &SecretKey,
+    integration_id: Uuid,
+    secrets: &IntegrationSecrets,
+) -> Result<Sealed, SecretsError> {
+    let plaintext =
+        serde_json::to_vec(secrets).map_err(|e| SecretsError::Unreadable(e.to_string()))?;
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ciphertext = XChaCha20Poly1305::new(&key.key)
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: &plaintext,
+                aad: integration_id.as_bytes(),
+            },
+        )
+        .map_err(|_| SecretsError::Undecryptable)?;
+    Ok(Sealed {
+        key_id: key.id.clone(),
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
+}
+
+pub fn open(
+    key: &SecretKey,
+    integration_id: Uuid,
+    sealed: &Sealed,
+) -> Result<IntegrationSecrets, SecretsError> {
+    if sealed.key_id != key.id {
+        return Err(SecretsError::WrongKey {
+            stored: sealed.key_id.clone(),
+            configured: key.id.clone(),
+        });
+    }
+    if sealed.nonce.len() != 24 {
+        return Err(SecretsError::Undecryptable);
+    }
+    let plaintext = XChaCha20Poly1305::new(&key.key)
+        .decrypt(
+            XNonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: integration_id.as_bytes(),
+            },
+        )
+        .map_err(|_| SecretsError::Undecryptable)?;
+    serde_json::from_slice(&plaintext).map_err(|e| SecretsError::Unreadable(e.to_string()))
+}
+
+/// The integration's credentials; None when it has none stored. A stored row without a
+/// configured key is an error, never silently "no credentials".
+pub async fn load(
+    pool: &PgPool,
+    integration_id: Uuid,
+    key: Option<&SecretKey>,
+) -> Result<Option<IntegrationSecrets>, SecretsError> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, nonce, ciphertext FROM integration_secrets WHERE integration_id = $1",
+    )
+    .bind(integration_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((key_id, nonce, ciphertext)) = row else {
+        return Ok(None);
+    };
+    let key = key.ok_or(SecretsError::NoKey)?;
+    open(
+        key,
+        integration_id,
+        &Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        },
+    )
+    .map(Some)
+}
+
+/// Merges `update` into the stored credentials (see [`IntegrationSecrets::merge`]) and seals the
+/// result. Returns whether anything changed; an unchanged document is not rewritten.
+pub async fn update(
+    pool: &PgPool,
+    key: &SecretKey,
+    company_id: Uuid,
+    integration_id: Uuid,
+    update: IntegrationSecrets,
+) -> Result<bool, SecretsError> {
+    let current = load(pool, integration_id, Some(key)).await?;
+    let mut merged = current.clone().unwrap_or_default();
+    merged.merge(update);
+    if current.as_ref() == Some(&merged) || (current.is_none() && merged.is_empty()) {
+        return Ok(false);
+    }
+    let sealed = seal(key, integration_id, &merged)?;
+    sqlx::query(
+        "INSERT INTO integration_secrets (integration_id, company_id, key_id, nonce, ciphertext)
+         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1 AND company_id = $2)
+         ON CONFLICT (integration_id) DO UPDATE SET
+             key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
+             updated_at = now()",
+    )
+    .bind(integration_id)
+    .bind(company_id)
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .execute(pool)
+    .await?;
+    Ok(true)
+}
+
+/// Whether the integration has credentials stored (without decrypting them).
+pub async fn exists(pool: &PgPool, integration_id: Uuid) -> Result<bool, sqlx::Error> {
+    let (found,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM integration_secrets WHERE integration_id = $1)",
+    )
+    .bind(integration_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_B64: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+
+    fn secrets() -> IntegrationSecrets {
+        IntegrationSecrets {
+            webhook_secret: Some("hs-client-secret".into()),
+            api: Some(ApiCredentials {
+                access_token: Some("pat-na1-123".into()),
+                ..ApiCredentials::default()
+            }),
+            ..IntegrationSecrets::default()
+        }
+    }
+
+    #[test]
+    fn keys_parse_from_base64_and_hex_and_nothing_else() {
+        let b64 = SecretKey::parse(KEY_B64).unwrap();
+        let hex =
+            SecretKey::parse("abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890")
+                .unwrap();
+        assert_eq!(b64.id(), hex.id(), "same 32 bytes, same key id");
+        assert_eq!(b64.id().len(), 16);
+        for bad in ["", "short", "q83vEjRWeJCrze8SNFZ4kA==", &"z".repeat(64)] {
+            assert_eq!(
+                SecretKey::parse(bad).unwrap_err(),
+                KeyError::Malformed,
+                "{bad}"
+            );
+        }
+        assert!(!format!("{b64:?}").contains("q83v"));
+    }
+
+    #[test]
+    fn sealed_credentials_open_only_with_the_same_key_and_integration() {
+        let key = SecretKey::parse(KEY_B64).unwrap();
+        let id = Uuid::new_v4();
+        let sealed = seal(&key, id, &secrets()).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&sealed.ciphertext).contains("hs-client-secret"),
+            "the secret is not stored in clear"
+        );
+        assert_eq!(open(&key, id, &sealed).unwrap(), secrets());
+
+        assert!(matches!(
+            open(&key, Uuid::new_v4(), &sealed),
+            Err(SecretsError::Undecryptable)
+        ));
+        let other = SecretKey::parse(&"11".repeat(32)).unwrap();
+        assert!(matches!(
+            open(&other, id, &sealed),
+            Err(SecretsError::WrongKey { .. })
+        ));
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert!(matches!(
+            open(&key, id, &tampered),
+            Err(SecretsError::Undecryptable)
+        ));
+        let again = seal(&key, id, &secrets()).unwrap();
+        assert_ne!(again.nonce, sealed.nonce, "every seal uses a fresh nonce");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let mut s = secrets();
+        s.webhook_basic_auth = Some(BasicAuth {
+            username: "user".into(),
+            password: "pass-word-1".into(),
+        });
+        s.webhook_key = Some(WebhookKey {
+            header: Some("x-key".into()),
+            query: None,
+            value: "key-value-1".into(),
+        });
+        s.api.as_mut().unwrap().oauth = Some(OAuthCredentials {
+            client_id: "client".into(),
+            client_secret: "client-secret-1".into(),
+            refresh_token: Some("refresh-1".into()),
+            token_url: None,
+            scope: None,
+            tenant_id: None,
+        });
+        let printed = format!("{s:?}");
+        for secret in [
+            "hs-client-secret",
+            "pat-na1-123",
+            "pass-word-1",
+            "key-value-1",
+            "client-secret-1",
+            "refresh-1",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("x-key"), "{printed}");
+    }
+
+    #[test]
+    fn merging_replaces_given_parts_and_keeps_the_rest() {
+        let mut stored = secrets();
+        stored.merge(IntegrationSecrets {
+            webhook_secret: Some("rotated".into()),
+            ..IntegrationSecrets::default()
+        });
+        assert_eq!(stored.webhook_secret.as_deref(), Some("rotated"));
+        assert_eq!(stored.api, secrets().api);
+    }
+
+    #[test]
+    fn validation_names_the_part_a_crm_cannot_use() {
+        assert!(secrets().validate("hubspot").is_ok());
+        let err = secrets().validate("pipedrive").unwrap_err();
+        assert!(err.starts_with("credentials.webhook_secret"), "{err}");
+        let no_url = IntegrationSecrets {
+            api: Some(ApiCredentials {
+                access_token: Some("t".into()),
+                ..ApiCredentials::default()
+            }),
+            ..IntegrationSecrets::default()
+        };
+        let err = no_url.validate("salesforce").unwrap_err();
+        assert!(err.starts_with("credentials.api.base_url"), "{err}");
+        let both = IntegrationSecrets {
+            webhook_key: Some(WebhookKey {
+                header: Some("h".into()),
+                query: Some("q".into()),
+                value: "v".into(),
+            }),
+            ..IntegrationSecrets::default()
+        };
+        assert!(both.validate("dynamics").is_err());
+    }
+}

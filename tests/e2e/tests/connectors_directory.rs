@@ -1,0 +1,351 @@
+//! Owner resolution and hardening across connectors: a lookup that fails never loses the
+//! activity (the account is completed later), per-integration rate limits answer 429 with
+//! `Retry-After`, and every answer and log line carries the request id.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod connectors;
+
+use std::time::Duration;
+
+use connectors::{
+    FakeCrm, activity, add_integration, post, setup, start_pipeline, users_announced,
+    wait_for_activity,
+};
+use crm_sync_e2e::{eventually, salesforce};
+use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets, OAuthCredentials};
+use serde_json::json;
+
+const ORG: &str = "00D5g000004ABCDEAA";
+const TOKEN: &str = "sf-webhook-token-e2e";
+const OWNER: &str = "0055g00000AbCdEAAZ";
+
+fn salesforce_api(base: &str) -> IntegrationSecrets {
+    IntegrationSecrets {
+        api: Some(ApiCredentials {
+            base_url: Some(base.into()),
+            access_token: None,
+            oauth: Some(OAuthCredentials {
+                client_id: "3MVG9-e2e".into(),
+                client_secret: "sf-consumer-secret-e2e".into(),
+                refresh_token: None,
+                token_url: None,
+                scope: None,
+                tenant_id: None,
+            }),
+        }),
+        ..IntegrationSecrets::default()
+    }
+}
+
+fn workflow() -> serde_json::Value {
+    json!({
+        "name": "Won opportunities", "object_type": "Opportunity", "triggers": ["created", "updated"],
+        "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
+        "user_field": "OwnerId", "value_field": "Amount", "date_field": "CloseDate",
+        "activity_type": "deal_won"
+    })
+}
+
+fn outbound_message(notification: &str, record: &str) -> String {
+    salesforce::outbound_message(
+        ORG,
+        &[salesforce::won_opportunity(
+            notification,
+            record,
+            OWNER,
+            "1250.50",
+        )],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_crm_api_creates_the_account_with_what_is_known_and_completes_it_later() {
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Jane Doe", "jane.doe@example.com");
+    // Both lookups the provisioner makes while the outcome waits fail.
+    crm.unavailable(2);
+    let s = setup(
+        "connectors-directory-later",
+        "salesforce",
+        ORG,
+        salesforce_api(&crm.base_url),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let p = start_pipeline(&s.env, &[]).await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
+        s.integration_id
+    ));
+    let answer = post(
+        &url,
+        &[
+            ("content-type", "text/xml; charset=utf-8"),
+            ("soapaction", "\"\""),
+        ],
+        outbound_message("04l5g00000ABCDEAA1", "0065g00000XyZ12AAB"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("<Ack>true</Ack>"));
+
+    // The activity is not held back by the CRM being down.
+    let recorded =
+        wait_for_activity(&s.env, s.integration_id, "0065g00000XyZ12AAB", "recorded").await;
+    assert_eq!(recorded.value, "1250.50");
+
+    // Completed by the background lookup once the CRM answers again.
+    let completed = eventually(
+        "the account's name and email",
+        Duration::from_secs(30),
+        || async {
+            activity(&s.env, s.integration_id, "0065g00000XyZ12AAB")
+                .await
+                .filter(|a| a.email.is_some())
+        },
+    )
+    .await;
+    assert_eq!(completed.display_name.as_deref(), Some("Jane Doe"));
+    assert_eq!(completed.email.as_deref(), Some("jane.doe@example.com"));
+
+    let announced = eventually("two announcements", Duration::from_secs(20), || async {
+        let users = users_announced(&s.env).await;
+        (users.len() == 2).then_some(users)
+    })
+    .await;
+    let first = announced
+        .iter()
+        .find(|u| u.display_name == OWNER)
+        .expect("created with the CRM id as its name");
+    let second = announced
+        .iter()
+        .find(|u| u.display_name == "Jane Doe")
+        .expect("completed");
+    assert_eq!(first.user_id, second.user_id, "the same account, completed");
+    assert_ne!(first.event_id, second.event_id);
+    assert_eq!(first.email, "");
+    assert_eq!(second.email, "jane.doe@example.com");
+    let (state, attempts): (String, i32) = sqlx::query_as(
+        "SELECT directory_state, directory_attempts FROM crm_identities WHERE crm_user_id = $1",
+    )
+    .bind(OWNER)
+    .fetch_one(&s.env.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), attempts), ("complete", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let s = setup(
+        "connectors-rate-limit",
+        "salesforce",
+        ORG,
+        IntegrationSecrets::default(),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let other = add_integration(
+        &s.env,
+        s.company_id,
+        "salesforce-eu",
+        "salesforce",
+        ORG,
+        IntegrationSecrets::default(),
+        Some(TOKEN),
+    )
+    .await;
+    let ingest = s
+        .env
+        .start_service(
+            "ingest",
+            "ingest",
+            &[
+                ("CRM_SYNC__INGEST__RATE_LIMIT_PER_SECOND", "1"),
+                ("CRM_SYNC__INGEST__RATE_LIMIT_BURST", "2"),
+            ],
+        )
+        .await;
+    let url = |id: uuid::Uuid| {
+        ingest.url(&format!(
+            "/v1/integrations/{id}/salesforce/outbound-messages?token={TOKEN}"
+        ))
+    };
+    let headers = [("content-type", "text/xml")];
+    let body = outbound_message("04l5g00000ABCDEAA1", "0065g00000XyZ12AAB");
+    for _ in 0..2 {
+        let answer = post(&url(s.integration_id), &headers, body.clone()).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.headers["x-request-id"].len(), 32);
+    }
+    let limited = post(&url(s.integration_id), &headers, body.clone()).await;
+    assert_eq!(
+        (limited.status, limited.error().as_str()),
+        (429, "rate_limited")
+    );
+    assert_eq!(limited.headers["retry-after"], "1");
+    let answer = post(&url(other), &headers, body.clone()).await;
+    assert_eq!(
+        answer.status, 200,
+        "another integration has its own budget: {}",
+        answer.body
+    );
+
+    let request_id = limited.json()["request_id"].as_str().unwrap().to_owned();
+    let log_file = ingest.log_file.clone();
+    ingest.kill().await;
+    let log = std::fs::read_to_string(log_file).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("rate_limited"))
+        .expect("the refusal is logged");
+    assert!(line.contains(&request_id), "{line}");
+    assert!(!log.contains(TOKEN), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_memory_keeps_the_newest_owner_whatever_the_arrival_order() {
+    use crm_sync_store::record_owners::{self, ObservedOwner};
+    let s = setup(
+        "connectors-owner-memory",
+        "salesforce",
+        ORG,
+        IntegrationSecrets::default(),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let at =
+        |secs: i64| sqlx::types::chrono::DateTime::from_timestamp(1_795_187_045 + secs, 0).unwrap();
+    let owner = |user: &str, secs: i64| ObservedOwner {
+        object_type: "Opportunity".into(),
+        record_id: "006A".into(),
+        crm_user_id: user.into(),
+        observed_at: at(secs),
+    };
+    let remember = |owners: Vec<ObservedOwner>| {
+        let pool = s.env.pool.clone();
+        async move {
+            record_owners::remember(&pool, s.company_id, s.integration_id, &owners)
+                .await
+                .unwrap()
+        }
+    };
+    let last = || record_owners::last_known(&s.env.pool, s.integration_id, "Opportunity", "006A");
+
+    // Two changes of one record in one batch, newest first: the newest wins.
+    remember(vec![owner("005NEW", 10), owner("005OLD", 5)]).await;
+    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
+    // A late, older event does not undo it.
+    remember(vec![owner("005OLDER", 1)]).await;
+    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
+    // Nor does the provisioner replaying an older outcome (it writes no CRM time).
+    sqlx::query(
+        "INSERT INTO record_owners (company_id, integration_id, object_type, record_id, crm_user_id)
+         VALUES ($1, $2, 'Opportunity', '006A', '005REPLAYED')
+         ON CONFLICT (integration_id, object_type, record_id) DO UPDATE
+             SET crm_user_id = EXCLUDED.crm_user_id, updated_at = now()
+             WHERE record_owners.crm_user_id <> EXCLUDED.crm_user_id",
+    )
+    .bind(s.company_id)
+    .bind(s.integration_id)
+    .execute(&s.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
+    remember(vec![owner("005NEWEST", 20)]).await;
+    assert_eq!(last().await.unwrap().as_deref(), Some("005NEWEST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_sync_apply_stores_credentials_encrypted_and_keeps_parts_it_does_not_mention() {
+    use std::process::Stdio;
+
+    use crm_sync_e2e::{TestEnv, binary_path};
+    use crm_sync_store::credentials;
+
+    let env = TestEnv::new("connectors-apply-credentials").await;
+    let file = |credentials: &str| {
+        format!(
+            "companies:\n  - slug: acme\n    name: Acme\n    integrations:\n      - name: hubspot-prod\n        crm: hubspot\n        crm_account_id: \"62515\"\n        credentials:\n{credentials}"
+        )
+    };
+    let apply = |text: String, key: Option<&'static str>| {
+        let env_vars = env.service_env(0);
+        async move {
+            let mut command = tokio::process::Command::new(binary_path("crm-sync"));
+            command
+                .args(["apply", "-f", "-"])
+                .envs(env_vars)
+                .env_remove("CRM_SYNC_CONFIG")
+                .env_remove("CRM_SYNC__SECRETS__ENCRYPTION_KEY")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(key) = key {
+                command.env("CRM_SYNC__SECRETS__ENCRYPTION_KEY", key);
+            }
+            let mut child = command.spawn().unwrap();
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(text.as_bytes()).await.unwrap();
+            drop(stdin);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+
+    let first = file(
+        "          webhook_secret: ${HS_SECRET_FOR_TEST:-hs-client-secret-1}\n          api: {access_token: pat-na1-1}\n",
+    );
+    let refused = apply(first.clone(), None).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("secrets.encryption_key"), "{stderr}");
+
+    let wrong_part = file("          webhook_basic_auth: {username: a, password: b}\n");
+    let refused = apply(wrong_part, Some(connectors::ENCRYPTION_KEY)).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("credentials.webhook_basic_auth: a hubspot integration does not use it"),
+        "{stderr}"
+    );
+
+    let done = apply(first, Some(connectors::ENCRYPTION_KEY)).await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let (integration_id, ciphertext): (uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT integration_id, ciphertext FROM integration_secrets")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ciphertext).contains("hs-client-secret-1"),
+        "stored encrypted"
+    );
+
+    // Rotating one part keeps the others.
+    let rotate = file("          webhook_secret: hs-client-secret-2\n");
+    let done = apply(rotate, Some(connectors::ENCRYPTION_KEY)).await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stored = credentials::load(&env.pool, integration_id, Some(&connectors::key()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.webhook_secret.as_deref(), Some("hs-client-secret-2"));
+    assert_eq!(
+        stored.api.unwrap().access_token.as_deref(),
+        Some("pat-na1-1")
+    );
+    let output = String::from_utf8_lossy(&done.stdout);
+    assert!(!output.contains("hs-client-secret"), "{output}");
+}

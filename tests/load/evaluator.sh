@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Load run of the workflow-evaluator alone, on the local stack's real Kafka and PostgreSQL:
+#   tests/load/evaluator.sh [--events N] [--replicas R]      (defaults: 200000 events, 1 replica)
+#
+# Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
+# topic, applies a tenant with 10 active workflows x 5 conditions, then starts R release-built
+# evaluator replicas (one consumer group, one transactional id each) and measures how fast they
+# turn the backlog into committed outcomes: events/s from the first committed batch to the last.
+# Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
+JARS=$CRM_SYNC_HOME/kafka-$KAFKA_VERSION/libs
+BROKERS=${CRM_SYNC_TEST_BROKERS:-127.0.0.1:9092}
+ADMIN_DB=${CRM_SYNC_TEST_DATABASE_URL:-postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync}
+PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
+
+EVENTS=200000
+REPLICAS=1
+while (($#)); do
+  case $1 in
+    --events) EVENTS=$2; shift 2 ;;
+    --replicas) REPLICAS=$2; shift 2 ;;
+    *) echo "usage: $0 [--events N] [--replicas R]" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '[load] %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+
+"$ROOT/deploy/local/stack.sh" up >/dev/null
+cd "$ROOT"
+say "building release binaries"
+cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli
+BIN=$CARGO_TARGET_DIR/release
+
+RUN=load_$(date +%s)_$$
+DB=crm_sync_$RUN
+DB_URL=${ADMIN_DB%/*}/$DB
+EVENTS_TOPIC=$RUN.crm.events.v1
+MATCHES_TOPIC=$RUN.crm.matches.v1
+WORK=$(mktemp -d)
+PIDS=()
+
+topics() {
+  local out rc=0
+  out=$(java -Xms128m -Xmx256m -Dlog4j2.configurationFile="$CRM_SYNC_HOME/log4j2.properties" -cp "$JARS/*" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" "$@" 2>&1) || rc=$?
+  ((rc == 0)) || printf '%s\n' "$out" >&2
+  return "$rc"
+}
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql "$ADMIN_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq"; do
+    topics --delete --topic "$t" || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "database $DB, topics $RUN.*"
+psql "$ADMIN_DB" -qc "CREATE DATABASE $DB" >/dev/null
+"$BIN/crm-sync" --database-url "$DB_URL" migrate >/dev/null
+for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq"; do
+  topics --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1
+done
+
+INTEGRATION=$(cat /proc/sys/kernel/random/uuid)
+{
+  cat <<EOF
+companies:
+  - slug: $RUN
+    name: Load run
+    integrations:
+      - name: salesforce
+        id: $INTEGRATION
+        crm: salesforce
+        crm_account_id: 00DLOAD0000000AAA
+        workflows:
+EOF
+  # 10 workflows x 5 conditions, the same leaves as the criterion benchmark.
+  leaves=(
+    '{field: StageName, op: eq, value: Closed Won}'
+    '{field: Amount, op: gte, value: 1000}'
+    '{field: CloseDate, op: gte, value: "2026-01-01"}'
+    '{field: Type, op: in, value: [New Business, Existing Business - Upgrade, Renewal]}'
+    '{field: IsWon, op: eq, value: true}'
+    '{field: StageName, op: changed_to, value: Closed Won}'
+    '{field: LeadSource, op: not_in, value: [Partner Referral, Purchased List]}'
+    '{field: Name, op: contains, value: licenses}'
+    '{field: OwnerId, op: starts_with, value: "005"}'
+    '{field: Probability, op: gte, value: 80}'
+    '{field: ForecastCategoryName, op: ne, value: Omitted}'
+    '{field: Description, op: is_not_empty}'
+    '{field: LastModifiedDate, op: gt, value: "2026-11-01T00:00:00Z"}'
+    '{field: Amount, op: changed, type: number}'
+    '{field: CurrencyIsoCode, op: eq, value: eur}'
+  )
+  for n in $(seq 0 9); do
+    cat <<EOF
+          - name: Workflow $n
+            active: true
+            object_type: Opportunity
+            triggers: [created, updated]
+            user_field: OwnerId
+            value_field: Amount
+            date_field: CloseDate
+            activity_type: activity_$n
+            conditions:
+              all:
+EOF
+    for i in 0 1 2 3 4; do
+      echo "                - ${leaves[$(((n * 3 + i) % 15))]}"
+    done
+  done
+} >"$WORK/tenant.yaml"
+"$BIN/crm-sync" --database-url "$DB_URL" apply -f "$WORK/tenant.yaml" >/dev/null
+
+say "generating and producing $EVENTS events"
+awk -v n="$EVENTS" -v integration="$INTEGRATION" 'BEGIN {
+  split("Closed Won,Prospecting,Negotiation/Review", stages, ",")
+  for (i = 0; i < n; i++) {
+    stage = stages[i % 3 + 1]
+    printf "{\"eventId\":\"load-%d\",\"integrationId\":\"%s\",\"crm\":\"CRM_KIND_SALESFORCE\",", i, integration
+    printf "\"objectType\":\"Opportunity\",\"recordId\":\"006LOAD%011d\",\"changeType\":\"CHANGE_TYPE_UPDATED\",", i % 50000
+    printf "\"occurredAt\":\"2026-11-20T15:04:05Z\",\"owner\":{\"crmUserId\":\"005LOAD%05d\"},\"fields\":{", i % 500
+    printf "\"Id\":{\"text\":\"006LOAD%011d\"},\"AccountId\":{\"text\":\"0015g00000AbCdeAAF\"},", i % 50000
+    printf "\"Name\":{\"text\":\"Acme Corp - %d licenses\"},\"StageName\":{\"text\":\"%s\"},", i % 900, stage
+    printf "\"Amount\":{\"text\":\"%d.50\"},\"Probability\":{\"text\":\"%d\"},", 500 + (i * 37) % 200000, (i * 7) % 101
+    printf "\"CloseDate\":{\"text\":\"2026-%02d-%02d\"},\"Type\":{\"text\":\"New Business\"},", i % 12 + 1, i % 28 + 1
+    printf "\"LeadSource\":{\"text\":\"Web\"},\"IsWon\":{\"text\":\"%s\"},\"IsClosed\":{\"text\":\"true\"},", (i % 3 == 0) ? "true" : "false"
+    printf "\"ForecastCategoryName\":{\"text\":\"Closed\"},\"CurrencyIsoCode\":{\"text\":\"EUR\"},"
+    printf "\"OwnerId\":{\"text\":\"005LOAD%05d\"},\"CreatedById\":{\"text\":\"0055g00000CrEaTAAA\"},", i % 500
+    printf "\"CreatedDate\":{\"text\":\"2026-10-01T09:00:00.000Z\"},\"LastModifiedDate\":{\"text\":\"2026-11-20T15:04:05.000Z\"},"
+    printf "\"Description\":{\"text\":\"Three-year deal\"},\"NextStep\":{\"text\":\"Kick-off call\"},"
+    printf "\"Pricebook2Id\":{\"text\":\"01s5g00000PrIcEAAA\"},\"CampaignId\":{\"text\":\"7015g00000CaMpAAA\"},"
+    printf "\"HasOpportunityLineItem\":{\"text\":\"true\"},\"FiscalQuarter\":{\"text\":\"4\"},\"FiscalYear\":{\"text\":\"2026\"},"
+    printf "\"TotalOpportunityQuantity\":{\"text\":\"200\"}},"
+    printf "\"previousFields\":{\"StageName\":{\"text\":\"Negotiation/Review\"},\"Amount\":{\"text\":\"400\"}}}\n"
+  }
+}' >"$WORK/events.jsonl"
+CRM_SYNC__TELEMETRY__LOG_LEVEL=warn "$BIN/crm-sync" --brokers "$BROKERS" produce --topic "$EVENTS_TOPIC" \
+  --file "$WORK/events.jsonl" >/dev/null
+
+say "starting $REPLICAS evaluator replica(s)"
+PORTS=()
+for r in $(seq 0 $((REPLICAS - 1))); do
+  port=$((18200 + r))
+  PORTS+=("$port")
+  CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
+    CRM_SYNC__TOPICS__EVENTS=$EVENTS_TOPIC CRM_SYNC__TOPICS__MATCHES=$MATCHES_TOPIC \
+    CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-evaluator CRM_SYNC__KAFKA__TRANSACTIONAL_ID=$RUN-evaluator-$r \
+    CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
+    CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
+    "$BIN/workflow-evaluator" >"$WORK/evaluator-$r.log" 2>&1 &
+  PIDS+=("$!")
+done
+
+# Sum of a counter over every replica's /metrics.
+sum_metric() {
+  local total=0 v
+  for port in "${PORTS[@]}"; do
+    v=$(curl -sf "http://127.0.0.1:$port/metrics" 2>/dev/null |
+      awk -v name="$1" -v label="$2" '$1 ~ "^"name && index($0, label) {s += $NF} END {print s + 0}') || v=0
+    total=$(awk -v a="$total" -v b="${v:-0}" 'BEGIN {print a + b}')
+  done
+  echo "$total"
+}
+
+# CPU seconds (user + system) the replicas used so far: the machine may be shared, so events per
+# CPU second is the fairer figure.
+cpu_seconds() {
+  local total=0 ticks
+  ticks=$(getconf CLK_TCK)
+  for pid in "${PIDS[@]}"; do
+    total=$(awk -v t="$total" -v hz="$ticks" '{print t + ($14 + $15) / hz}' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
+
+deadline=$((SECONDS + 600))
+first_at="" first_count=0 first_cpu=0
+while :; do
+  done_count=$(sum_metric crm_sync_messages_consumed_total 'outcome="ok"')
+  if [[ -z $first_at ]] && awk -v c="$done_count" 'BEGIN {exit !(c > 0)}'; then
+    first_at=$(now) first_count=$done_count first_cpu=$(cpu_seconds)
+  fi
+  if awk -v c="$done_count" -v n="$EVENTS" 'BEGIN {exit !(c >= n)}'; then
+    end_at=$(now) end_cpu=$(cpu_seconds)
+    break
+  fi
+  ((SECONDS < deadline)) || { say "did not finish within 600 s ($done_count of $EVENTS)"; tail -5 "$WORK"/evaluator-*.log >&2; exit 1; }
+  sleep 0.1
+done
+
+matched=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="matched"')
+retracted=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="retracted"')
+transactions=$(sum_metric crm_sync_transactions_total 'result="committed"')
+awk -v n="$EVENTS" -v f="$first_count" -v a="$first_at" -v b="$end_at" -v r="$REPLICAS" \
+  -v m="$matched" -v x="$retracted" -v t="$transactions" -v c0="$first_cpu" -v c1="$end_cpu" \
+  -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+  secs = b - a; cpu = c1 - c0
+  printf "replicas=%d events=%d seconds=%.2f events_per_second=%.0f cpu_seconds=%.1f events_per_cpu_second=%.0f outcomes_matched=%d outcomes_retracted=%d transactions=%d events_per_transaction=%.0f load_average=%s\n",
+    r, n, secs, (n - f) / secs, cpu, (n - f) / (cpu > 0 ? cpu : 1), m, x, t, n / (t > 0 ? t : 1), load
+}'

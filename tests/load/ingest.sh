@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Load on ingest alone (no evaluator/provisioner), real Kafka with acks=all, loopback only:
+#   tests/load/ingest.sh [--seconds 30] [--concurrency-salesforce 8] [--concurrency-hubspot 64]
+# Builds ingest and the generator in release mode, prepares a dedicated database
+# (crm_sync_load) and topic (load.crm.events.v1), starts ingest on 127.0.0.1:18080, then runs
+# Salesforce Outbound Messages of 100 notifications and single HubSpot events, printing
+# requests/s, notifications/s and latency percentiles for each.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+
+SECONDS_PER_RUN=30
+SF_CONCURRENCY=8
+HS_CONCURRENCY=64
+while (($#)); do
+  case $1 in
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --concurrency-salesforce) SF_CONCURRENCY=$2; shift 2 ;;
+    --concurrency-hubspot) HS_CONCURRENCY=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+PORT=18080
+TOPIC=load.crm.events.v1
+DB=crm_sync_load
+ADMIN_URL=${CRM_SYNC_LOAD_ADMIN_URL:-postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync}
+DB_URL=${ADMIN_URL%/*}/$DB
+# A key for this run only: the load database holds nothing worth protecting.
+KEY=$(head -c 32 /dev/urandom | base64)
+
+"$ROOT/deploy/local/stack.sh" up >/dev/null
+cd "$ROOT"
+cargo build --quiet --release -p crm-sync-ingest --bin ingest --example load
+BIN=$CARGO_TARGET_DIR/release
+
+PGPASSWORD=crm_sync psql -q -h 127.0.0.1 -U crm_sync -d crm_sync \
+  -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+eval "$("$BIN/examples/load" setup --database-url "$DB_URL" --topic "$TOPIC" --encryption-key "$KEY")"
+
+LOG=$CRM_SYNC_HOME/logs/ingest-load.log
+mkdir -p "$(dirname "$LOG")"
+CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$PORT CRM_SYNC__DATABASE__URL=$DB_URL \
+CRM_SYNC__DATABASE__MAX_CONNECTIONS=16 \
+CRM_SYNC__TOPICS__EVENTS=$TOPIC CRM_SYNC__SECRETS__ENCRYPTION_KEY=$KEY \
+CRM_SYNC__INGEST__RATE_LIMIT_PER_SECOND=1000000 CRM_SYNC__INGEST__RATE_LIMIT_BURST=1000000 \
+CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
+  "$BIN/ingest" >"$LOG" 2>&1 &
+INGEST_PID=$!
+trap 'kill "$INGEST_PID" 2>/dev/null || true; wait "$INGEST_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "ingest did not become ready; see $LOG" >&2; exit 1; }
+
+echo "== machine: $(nproc) cores, $(uname -sr); ingest release build, acks=all, topic $TOPIC"
+echo "== Salesforce Outbound Messages, 100 notifications per request"
+"$BIN/examples/load" run --mode salesforce --url "http://127.0.0.1:$PORT" \
+  --integration-id "$SALESFORCE_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$SF_CONCURRENCY" --batch 100
+echo "== HubSpot, one event per request"
+"$BIN/examples/load" run --mode hubspot --url "http://127.0.0.1:$PORT" \
+  --integration-id "$HUBSPOT_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$HS_CONCURRENCY"
+echo "== ingest RSS at the end: $(($(awk '/VmRSS/ {print $2}' "/proc/$INGEST_PID/status") / 1024)) MiB"
