@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load run of the workflow-evaluator alone, on the local stack's real Kafka and PostgreSQL:
-#   tests/load/evaluator.sh [--events N] [--replicas R]      (defaults: 200000 events, 1 replica)
+#   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS]
+#     (defaults: 200000 events, 1 replica; --provisioner: afterwards, run one provisioner on the
+#      outcomes for SECS seconds and report its rate, for comparison)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
 # topic, applies a tenant with 10 active workflows x 5 conditions, then starts R release-built
@@ -19,11 +21,13 @@ PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
 
 EVENTS=200000
 REPLICAS=1
+PROVISIONER_SECS=0
 while (($#)); do
   case $1 in
     --events) EVENTS=$2; shift 2 ;;
     --replicas) REPLICAS=$2; shift 2 ;;
-    *) echo "usage: $0 [--events N] [--replicas R]" >&2; exit 2 ;;
+    --provisioner) PROVISIONER_SECS=$2; shift 2 ;;
+    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS]" >&2; exit 2 ;;
   esac
 done
 
@@ -33,7 +37,7 @@ now() { date +%s.%N; }
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 cd "$ROOT"
 say "building release binaries"
-cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli
+cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
 BIN=$CARGO_TARGET_DIR/release
 
 RUN=load_$(date +%s)_$$
@@ -41,6 +45,8 @@ DB=crm_sync_$RUN
 DB_URL=${ADMIN_DB%/*}/$DB
 EVENTS_TOPIC=$RUN.crm.events.v1
 MATCHES_TOPIC=$RUN.crm.matches.v1
+ACTIVITIES_TOPIC=$RUN.salesscreen.activities.v1
+USERS_TOPIC=$RUN.salesscreen.users.v1
 WORK=$(mktemp -d)
 PIDS=()
 
@@ -56,8 +62,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$ADMIN_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq"; do
-    topics --delete --topic "$t" || true
+  for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
+    "$ACTIVITIES_TOPIC" "$USERS_TOPIC"; do
+    topics --delete --topic "$t" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
 }
@@ -66,7 +73,8 @@ trap cleanup EXIT
 say "database $DB, topics $RUN.*"
 psql "$ADMIN_DB" -qc "CREATE DATABASE $DB" >/dev/null
 "$BIN/crm-sync" --database-url "$DB_URL" migrate >/dev/null
-for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq"; do
+for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
+  "$ACTIVITIES_TOPIC" "$USERS_TOPIC"; do
   topics --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1
 done
 
@@ -208,3 +216,27 @@ awk -v n="$EVENTS" -v f="$first_count" -v a="$first_at" -v b="$end_at" -v r="$RE
   printf "replicas=%d events=%d seconds=%.2f events_per_second=%.0f cpu_seconds=%.1f events_per_cpu_second=%.0f outcomes_matched=%d outcomes_retracted=%d transactions=%d events_per_transaction=%.0f load_average=%s\n",
     r, n, secs, (n - f) / secs, cpu, (n - f) / (cpu > 0 ? cpu : 1), m, x, t, n / (t > 0 ? t : 1), load
 }'
+
+if ((PROVISIONER_SECS > 0)); then
+  say "running one provisioner on the outcomes for $PROVISIONER_SECS s"
+  port=18299
+  CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
+    CRM_SYNC__TOPICS__EVENTS=$EVENTS_TOPIC CRM_SYNC__TOPICS__MATCHES=$MATCHES_TOPIC \
+    CRM_SYNC__TOPICS__ACTIVITIES=$ACTIVITIES_TOPIC CRM_SYNC__TOPICS__USERS=$USERS_TOPIC \
+    CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-provisioner \
+    CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
+    CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
+    "$BIN/provisioner" >"$WORK/provisioner.log" 2>&1 &
+  PIDS+=("$!")
+  PORTS=("$port")
+  until [[ $(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') != 0 ]]; do
+    ((SECONDS < deadline)) || { say "the provisioner applied nothing"; tail -5 "$WORK/provisioner.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t0=$(now)
+  sleep "$PROVISIONER_SECS"
+  b=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t1=$(now)
+  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" 'BEGIN {
+    printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f\n", b - a, t1 - t0, (b - a) / (t1 - t0)
+  }'
+fi
