@@ -35,8 +35,13 @@ cd "$ROOT"
 cargo build --quiet --release -p crm-sync-ingest --bin ingest --example load
 BIN=$CARGO_TARGET_DIR/release
 
-PGPASSWORD=crm_sync psql -q -h 127.0.0.1 -U crm_sync -d crm_sync \
-  -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+psql_admin() { PGPASSWORD=crm_sync psql -q -h 127.0.0.1 -U crm_sync -d crm_sync "$@" >/dev/null; }
+cleanup() {
+  "$BIN/examples/load" teardown --topic "$TOPIC" || true
+  psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+}
+cleanup
+psql_admin -c "CREATE DATABASE $DB"
 eval "$("$BIN/examples/load" setup --database-url "$DB_URL" --topic "$TOPIC" --encryption-key "$KEY")"
 
 LOG=$CRM_SYNC_HOME/logs/ingest-load.log
@@ -48,7 +53,7 @@ CRM_SYNC__INGEST__RATE_LIMIT_PER_SECOND=1000000 CRM_SYNC__INGEST__RATE_LIMIT_BUR
 CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
   "$BIN/ingest" >"$LOG" 2>&1 &
 INGEST_PID=$!
-trap 'kill "$INGEST_PID" 2>/dev/null || true; wait "$INGEST_PID" 2>/dev/null || true' EXIT
+trap 'kill "$INGEST_PID" 2>/dev/null || true; wait "$INGEST_PID" 2>/dev/null || true; cleanup' EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.2
@@ -59,6 +64,9 @@ echo "== machine: $(nproc) cores, $(uname -sr); ingest release build, acks=all, 
 echo "== Salesforce Outbound Messages, 100 notifications per request"
 "$BIN/examples/load" run --mode salesforce --url "http://127.0.0.1:$PORT" \
   --integration-id "$SALESFORCE_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$SF_CONCURRENCY" --batch 100
+echo "== Salesforce Outbound Messages, 100 notifications per request, every record new (owners written each time)"
+"$BIN/examples/load" run --mode salesforce --url "http://127.0.0.1:$PORT" \
+  --integration-id "$SALESFORCE_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$SF_CONCURRENCY" --batch 100 --fresh-records
 echo "== HubSpot, one event per request"
 "$BIN/examples/load" run --mode hubspot --url "http://127.0.0.1:$PORT" \
   --integration-id "$HUBSPOT_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$HS_CONCURRENCY"

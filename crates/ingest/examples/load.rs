@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         encryption_key: String,
     },
+    /// Deletes the events topic (the run's messages take disk space, and a fresh topic keeps
+    /// runs comparable).
+    Teardown {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
     /// Sends load and prints the results.
     Run {
         #[arg(long, value_enum)]
@@ -51,6 +59,10 @@ enum Command {
         /// Notifications per Salesforce message.
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Every Salesforce notification names a record never seen before (so every request
+        /// writes its owners); by default 256 prepared messages are sent in turn.
+        #[arg(long)]
+        fresh_records: bool,
     },
 }
 
@@ -75,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             encryption_key,
         } => setup(&database_url, &brokers, &topic, partitions, &encryption_key).await,
+        Command::Teardown { brokers, topic } => teardown(&brokers, &topic).await,
         Command::Run {
             mode,
             url,
@@ -82,12 +95,20 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
             batch,
+            fresh_records,
         } => {
             anyhow::ensure!(
                 url.starts_with("http://127.0.0.1:"),
                 "the load run only targets 127.0.0.1"
             );
-            run(mode, &url, &integration_id, seconds, concurrency, batch).await
+            let settings = RunSettings {
+                mode,
+                seconds,
+                concurrency,
+                batch,
+                fresh_records,
+            };
+            run(&settings, &url, &integration_id).await
         }
     }
 }
@@ -137,7 +158,62 @@ async fn setup(
     Ok(())
 }
 
-fn salesforce_message(seq: u64, batch: usize) -> String {
+#[derive(Clone, Copy)]
+struct RunSettings {
+    mode: Mode,
+    seconds: u64,
+    concurrency: usize,
+    batch: usize,
+    fresh_records: bool,
+}
+
+/// `records` is how many distinct records the notifications cycle through.
+async fn teardown(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let results = admin
+        .delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => anyhow::bail!("deleting topic {name}: {code}"),
+        }
+    }
+    // Deletion is asynchronous: wait until the broker no longer knows the topic, so that the
+    // next setup creates a fresh one.
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        for _ in 0..60 {
+            let gone = client
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .all(|t| t.error().is_some() || t.partitions().is_empty())
+                })
+                .unwrap_or(false);
+            if gone {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        anyhow::bail!("topic {topic} still exists 30 s after its deletion")
+    })
+    .await?
+}
+
+fn salesforce_message(seq: u64, batch: usize, records: u64) -> String {
     let mut xml = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -153,7 +229,7 @@ fn salesforce_message(seq: u64, batch: usize) -> String {
         xml.push_str(&format!(
             r#"   <Notification><Id>04l{n:015}</Id><sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>006{:015}</sf:Id><sf:Amount>1250.50</sf:Amount><sf:CloseDate>2026-11-20</sf:CloseDate><sf:CreatedDate>2026-11-01T09:00:00.000Z</sf:CreatedDate><sf:LastModifiedDate>2026-11-20T15:04:05.000Z</sf:LastModifiedDate><sf:Name>Acme - 200 licenses</sf:Name><sf:OwnerId>0055g0000000{:03}AAA</sf:OwnerId><sf:StageName>Closed Won</sf:StageName></sObject></Notification>
 "#,
-            n % 100_000,
+            n % records,
             n % 50
         ));
     }
@@ -175,14 +251,14 @@ struct Tally {
     transport_errors: u64,
 }
 
-async fn run(
-    mode: Mode,
-    base: &str,
-    integration_id: &str,
-    seconds: u64,
-    concurrency: usize,
-    batch: usize,
-) -> anyhow::Result<()> {
+async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow::Result<()> {
+    let RunSettings {
+        mode,
+        seconds,
+        concurrency,
+        batch,
+        fresh_records,
+    } = *settings;
     let (path, per_request) = match mode {
         Mode::Salesforce => (
             format!("/v1/integrations/{integration_id}/salesforce/outbound-messages?token={TOKEN}"),
@@ -197,7 +273,7 @@ async fn run(
     // Bodies are built before the clock starts: the generator should measure ingest, not itself.
     let bodies: Vec<String> = (0..256)
         .map(|seq| match mode {
-            Mode::Salesforce => salesforce_message(seq, batch),
+            Mode::Salesforce => salesforce_message(seq, batch, 100_000),
             Mode::Hubspot => hubspot_event(seq),
         })
         .collect();
@@ -216,7 +292,11 @@ async fn run(
             let mut tally = Tally::default();
             let mut i = worker;
             while Instant::now() < deadline {
-                let body = bodies[i % bodies.len()].clone();
+                let body = if fresh_records && mode == Mode::Salesforce {
+                    salesforce_message(1_000_000 + i as u64, batch, u64::MAX)
+                } else {
+                    bodies[i % bodies.len()].clone()
+                };
                 i += concurrency;
                 let mut request = client.post(&url);
                 request = match mode {
@@ -280,6 +360,9 @@ async fn run(
     };
     let ok = all.latencies_us.len() as f64;
     let mode_name = match mode {
+        Mode::Salesforce if fresh_records => {
+            format!("salesforce outbound messages, {batch} notifications each, every record new")
+        }
         Mode::Salesforce => format!("salesforce outbound messages, {batch} notifications each"),
         Mode::Hubspot => "hubspot single-event batches".to_owned(),
     };

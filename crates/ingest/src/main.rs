@@ -1,3 +1,8 @@
+// Many small, short-lived allocations per notification, from several threads: mimalloc keeps
+// them cheap (glibc's malloc was 40 % of ingest's CPU under load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     crm_sync_runtime::service_main(crm_sync_ingest::SERVICE, crm_sync_ingest::run).await

@@ -53,6 +53,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.ingest.rate_limit_burst,
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
+        owners_written: Arc::new(crate::http::WrittenOwners::default()),
     });
     let app = api.merge(ops::router(readiness, metrics));
 

@@ -416,6 +416,9 @@ enum Step {
     Transient(anyhow::Error),
     /// The transaction cannot take the output.
     Kafka(KafkaError),
+    /// Partitions were revoked meanwhile: their new owner replays them from the committed
+    /// offsets, so this batch must not commit.
+    Revoked,
 }
 
 pub struct TransactionalLoop<'a, H> {
@@ -468,6 +471,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
             continue;
         }
         let (outcome, batch) = fill(&l, &producer, first, revocations, batch).await;
+        // A revoke is routine (a replica joined or left): abort, but do not back off.
+        let revoked = matches!(outcome, Err(Step::Revoked));
         let failure = match outcome {
             Ok(()) => {
                 let committed = match (batch.offsets(l.topic), l.consumer.group_metadata()) {
@@ -493,6 +498,10 @@ pub async fn run_transactional<H: TransactionalHandler>(
                 tracing::warn!(%error, "producing in the transaction failed");
                 Some(classify(&error))
             }
+            Err(Step::Revoked) => {
+                tracing::info!("partitions were revoked during the batch; aborting it");
+                Some(TxnError::Abortable)
+            }
             Err(Step::Transient(error)) => {
                 metrics::counter!("crm_sync_retries_total", "topic" => l.topic.to_owned())
                     .increment(1);
@@ -516,6 +525,9 @@ pub async fn run_transactional<H: TransactionalHandler>(
             };
         }
         rewind(&l, &batch).await?;
+        if revoked {
+            continue;
+        }
         failures += 1;
         if failures >= 3 {
             l.health.stuck.store(true, Ordering::Relaxed);
@@ -544,7 +556,7 @@ async fn fill<'c, H: TransactionalHandler>(
     while let Some(message) = next.take() {
         batch.track(message.partition(), message.offset());
         if l.consumer.context().revocations() != revocations {
-            return (Err(Step::Kafka(revoked())), batch);
+            return (Err(Step::Revoked), batch);
         }
         if let Err(step) = process(l, producer, &message, &mut batch).await {
             return (Err(step), batch);
@@ -571,13 +583,9 @@ async fn fill<'c, H: TransactionalHandler>(
     }
     // A revoke can also be handled inside the last `recv`, which then returned nothing.
     if l.consumer.context().revocations() != revocations {
-        return (Err(Step::Kafka(revoked())), batch);
+        return (Err(Step::Revoked), batch);
     }
     (Ok(()), batch)
-}
-
-fn revoked() -> KafkaError {
-    KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions)
 }
 
 async fn process<H: TransactionalHandler>(
@@ -846,7 +854,10 @@ mod tests {
             )),
             TxnError::Abortable
         );
-        assert_eq!(classify(&revoked()), TxnError::Abortable);
+        assert_eq!(
+            classify(&KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions)),
+            TxnError::Abortable
+        );
     }
 
     #[test]

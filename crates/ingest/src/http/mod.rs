@@ -16,6 +16,7 @@ mod error;
 mod generic;
 mod hubspot;
 pub(crate) mod integrations;
+pub(crate) mod owners;
 mod pipedrive;
 mod pipeline;
 pub(crate) mod ratelimit;
@@ -32,6 +33,7 @@ use crm_sync_store::sqlx::PgPool;
 
 pub use error::ApiError;
 pub use integrations::Integrations;
+pub use owners::WrittenOwners;
 pub use ratelimit::RateLimiter;
 
 /// What every webhook handler needs.
@@ -45,6 +47,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub integrations: Arc<Integrations>,
     pub limiter: Arc<RateLimiter>,
+    /// What this process last wrote to the owner memory (skips writes that change nothing).
+    pub owners_written: Arc<WrittenOwners>,
     /// How far a signed request's timestamp may be from now.
     pub signature_tolerance: Duration,
 }

@@ -250,6 +250,7 @@ impl AppState {
             })
             .collect();
         let integration = &resolved.integration;
+        let owners = self.owners_written.needed(integration.id, owners);
         let publish = async {
             self.publisher.publish_all(&outgoing).await.map_err(|e| {
                 tracing::error!(error = %e, "publishing the events failed");
@@ -260,6 +261,9 @@ impl AppState {
             })
         };
         let remember = async {
+            if owners.is_empty() {
+                return Ok(());
+            }
             record_owners::remember(&self.pool, integration.company_id, integration.id, &owners)
                 .await
                 .map_err(|e| {
@@ -268,7 +272,9 @@ impl AppState {
                         "database_unavailable",
                         "the records' owners could not be stored; retry later",
                     )
-                })
+                })?;
+            self.owners_written.stored(integration.id, &owners);
+            Ok(())
         };
         tokio::try_join!(publish, remember)?;
         Ok(())
