@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use crm_sync_kafka::Publisher;
+use crm_sync_kafka::AtomicPublisher;
+use crm_sync_kafka::transactional;
 use crm_sync_runtime::ops::{self, Readiness};
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
-use rdkafka::producer::Producer;
-use rdkafka::util::Timeout;
 
 pub const SERVICE: ServiceDefaults = ServiceDefaults {
     name: "ingest",
@@ -18,19 +17,38 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
 };
 
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
-/// requests (bounded by `shutdown.grace_period_secs`) and flushes the producer.
+/// requests (bounded by `shutdown.grace_period_secs`) and lets the Kafka committer answer what it holds.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
-    let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
+    let transactional_id = transactional::transactional_id(&settings.kafka, settings.http.port);
+    tracing::info!(%transactional_id, "publishing each request in a Kafka transaction");
+    let (publisher, committer) = AtomicPublisher::start(transactional::producer_config(
+        &settings.kafka,
+        SERVICE.name,
+        &transactional_id,
+    ));
 
     let readiness = Readiness::new()
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
             "kafka",
             crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
-        );
+        )
+        .with_check("kafka_transactions", {
+            let publisher = publisher.clone();
+            move || {
+                let ready = publisher.ready();
+                async move {
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("Kafka transactions not initialized yet".to_owned())
+                    }
+                }
+            }
+        });
 
     let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if key.is_none() {
@@ -40,7 +58,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let api = crate::http::router(crate::http::AppState {
         pool: pool.clone(),
-        publisher: Publisher::new(producer.clone()),
+        publisher,
         events_topic: settings.topics.events.clone(),
         max_body_bytes: settings.ingest.max_body_bytes,
         integrations: Arc::new(crate::http::Integrations::new(
@@ -73,14 +91,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    // Every acknowledged request already awaited its deliveries; this only bounds what requests
-    // abandoned by the grace period may still have queued.
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(grace)))
-        .await
-        .context("flushing the Kafka producer")?;
-    if let Err(e) = flushed {
-        tracing::warn!(error = %e, "flushing the Kafka producer at shutdown failed");
-    }
+    // Every acknowledged request's transaction is committed; requests still in the committer's
+    // hands (abandoned by the grace period) are answered or aborted, bounded by the grace period.
+    committer.finish(grace).await;
     tracing::info!("ingest stopped");
     served
 }

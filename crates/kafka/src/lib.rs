@@ -2,6 +2,7 @@
 //! trace headers behave the same everywhere.
 
 pub mod admin;
+pub mod atomic;
 pub mod clients;
 pub mod consume;
 pub mod dlq;
@@ -11,5 +12,6 @@ pub mod produce;
 pub mod service;
 pub mod transactional;
 
+pub use atomic::{AtomicPublishError, AtomicPublisher};
 pub use consume::{ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer};
 pub use produce::{OutgoingMessage, Publisher};

@@ -229,7 +229,7 @@ pub fn producer_config(
 
 /// How a transactional call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TxnError {
+pub(crate) enum TxnError {
     /// Try the same call again.
     Retriable,
     /// Abort the transaction and replay its input.
@@ -238,7 +238,7 @@ enum TxnError {
     Fatal,
 }
 
-fn classify(error: &KafkaError) -> TxnError {
+pub(crate) fn classify(error: &KafkaError) -> TxnError {
     match error {
         KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fatal,
         KafkaError::Transaction(e) if e.txn_requires_abort() => TxnError::Abortable,
@@ -248,15 +248,18 @@ fn classify(error: &KafkaError) -> TxnError {
 }
 
 /// A transactional producer with its configuration, so that it can be recreated.
-struct TxnProducer {
+pub(crate) struct TxnProducer {
     config: ClientConfig,
-    producer: FutureProducer,
+    pub(crate) producer: FutureProducer,
 }
 
 impl TxnProducer {
     /// Creates the producer and initializes transactions (fencing any predecessor with the same
     /// `transactional.id`), retrying until it works; None if shut down meanwhile.
-    async fn start(config: ClientConfig, shutdown: &CancellationToken) -> Option<TxnProducer> {
+    pub(crate) async fn start(
+        config: ClientConfig,
+        shutdown: &CancellationToken,
+    ) -> Option<TxnProducer> {
         let mut backoff = BACKOFF_START;
         loop {
             let attempt = async {
@@ -296,7 +299,7 @@ impl TxnProducer {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         call: impl FnOnce(FutureProducer) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, KafkaError> {
@@ -352,7 +355,7 @@ impl TxnProducer {
     }
 
     /// Runs a transactional call, repeating it while its errors are retriable.
-    async fn retrying<F, C>(&self, what: &str, make: F) -> Result<(), TxnError>
+    pub(crate) async fn retrying<F, C>(&self, what: &str, make: F) -> Result<(), TxnError>
     where
         F: Fn() -> C,
         C: FnOnce(FutureProducer) -> Result<(), KafkaError> + Send + 'static,
@@ -375,7 +378,7 @@ impl TxnProducer {
         Err(TxnError::Abortable)
     }
 
-    async fn abort(&self) -> Result<(), TxnError> {
+    pub(crate) async fn abort(&self) -> Result<(), TxnError> {
         self.retrying("abort_transaction", || {
             |p: FutureProducer| p.abort_transaction(CALL_TIMEOUT)
         })
@@ -675,7 +678,10 @@ fn record_commit(topic: &str, batch: &Batch) {
 }
 
 /// A new producer in place of one that is unusable; None if shut down meanwhile.
-async fn recreate(old: TxnProducer, shutdown: &CancellationToken) -> Option<TxnProducer> {
+pub(crate) async fn recreate(
+    old: TxnProducer,
+    shutdown: &CancellationToken,
+) -> Option<TxnProducer> {
     tracing::warn!("recreating the transactional producer");
     let config = old.config.clone();
     drop(old);
@@ -741,7 +747,7 @@ fn jittered(base: Duration) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
-async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
+pub(crate) async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(duration) => true,

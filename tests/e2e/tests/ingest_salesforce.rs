@@ -561,3 +561,129 @@ fn metric_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Creates a topic whose broker-side record-batch limit is tiny, so that one large notification
+/// is refused by Kafka while the others in the same request would fit.
+async fn topic_refusing_large_messages(name: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crm_sync_e2e::brokers())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, crm_sync_e2e::PARTITIONS, TopicReplication::Fixed(1))
+        .set("max.message.bytes", "2048");
+    for result in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    // Partition leaders take a moment after creation: wait until the topic is readable.
+    crm_sync_e2e::eventually(
+        "the new topic to be usable",
+        Duration::from_secs(30),
+        || async {
+            let n = name.to_owned();
+            tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(|| topic_message_count(&n))
+            })
+            .await
+            .unwrap()
+            .ok()
+        },
+    )
+    .await;
+}
+
+/// `count` won opportunities with distinct notification ids, records and keys.
+fn opportunities(prefix: &str, count: usize, description: Option<&str>) -> String {
+    let ids: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            (
+                format!("04l{prefix}{i:05}AAA"),
+                format!("006{prefix}{i:05}AAB"),
+            )
+        })
+        .collect();
+    let notifications: Vec<Notification<'_>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, (id, record))| {
+            let fields: Vec<(&str, Option<&str>)> = vec![
+                ("Id", Some(record.as_str())),
+                ("Amount", Some("100.00")),
+                ("LastModifiedDate", Some("2026-11-20T15:04:05.000Z")),
+                ("OwnerId", Some(OWNER_1)),
+                ("StageName", Some("Closed Won")),
+                ("Description", if i == 0 { description } else { None }),
+            ];
+            Notification {
+                id: id.as_str(),
+                object: "Opportunity",
+                fields: Box::leak(fields.into_boxed_slice()),
+            }
+        })
+        .collect();
+    outbound_message(ORG, &notifications)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_kafka_refuses_in_part_is_published_not_at_all() {
+    let f = fixture("ingest-sf-atomic").await;
+    let topic = format!("{}.small", f.env.topics.events);
+    topic_refusing_large_messages(&topic).await;
+    let ingest = f
+        .env
+        .start_service(
+            "ingest",
+            "ingest",
+            &[("CRM_SYNC__TOPICS__EVENTS", topic.as_str())],
+        )
+        .await;
+    let url = endpoint(&ingest, &f.integration_id.to_string(), Some(&f.token));
+    // Random hex does not compress below the topic's limit.
+    let large: String = (0..80)
+        .map(|_| Uuid::new_v4().simple().to_string())
+        .collect();
+
+    // Twelve notifications over six partitions: all but the large one's fit, and without a
+    // transaction the ones on other partitions would be written.
+    let refused = post(&url, "text/xml", opportunities("A", 12, Some(&large))).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.error_code(), "kafka_unavailable");
+    assert_eq!(
+        topic_message_count(&topic),
+        0,
+        "no event of a refused batch is visible to read_committed consumers"
+    );
+
+    // The producer is usable again, and a refused request sharing a transaction with others
+    // fails alone.
+    let (good, bad) = tokio::join!(
+        post(&url, "text/xml", opportunities("B", 12, None)),
+        post(&url, "text/xml", opportunities("C", 12, Some(&large))),
+    );
+    assert_eq!(good.status, StatusCode::OK, "{}", good.body);
+    assert_eq!(bad.status, StatusCode::SERVICE_UNAVAILABLE, "{}", bad.body);
+    let records = read_topic(&topic).await;
+    assert_eq!(records.len(), 12, "exactly the accepted batch");
+    assert!(
+        records
+            .iter()
+            .all(|r| decode(r).record_id.starts_with("006B")),
+        "only the accepted batch's records"
+    );
+    let partitions: std::collections::HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert!(
+        partitions.len() > 1,
+        "the batch spans partitions: {partitions:?}"
+    );
+    ingest.kill().await;
+}

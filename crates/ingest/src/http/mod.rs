@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use crm_sync_kafka::Publisher;
+use crm_sync_kafka::AtomicPublisher;
 use crm_sync_store::sqlx::PgPool;
 
 pub use error::ApiError;
@@ -40,7 +40,7 @@ pub use ratelimit::RateLimiter;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub publisher: Publisher,
+    pub publisher: AtomicPublisher,
     /// Where `CrmEvent`s go (`topics.events`).
     pub events_topic: String,
     /// Larger bodies get 413 (`ingest.max_body_bytes`).

@@ -210,9 +210,9 @@ impl AppState {
         body::read_limited(headers, body, self.max_body_bytes).await
     }
 
-    /// Publishes the events and records the owners they name, answering only once both are
-    /// durable. Either failing refuses the request (the CRM retries, and the retry's events carry
-    /// the same ids).
+    /// Records the owners the events name, then publishes the events in one Kafka transaction,
+    /// answering only once both are durable. Either failing refuses the request with nothing
+    /// published (the CRM retries, and the retry's events carry the same ids).
     pub(crate) async fn accept(
         &self,
         resolved: &Resolved,
@@ -251,32 +251,27 @@ impl AppState {
             .collect();
         let integration = &resolved.integration;
         let owners = self.owners_written.needed(integration.id, owners);
-        let publish = async {
-            self.publisher.publish_all(&outgoing).await.map_err(|e| {
-                tracing::error!(error = %e, "publishing the events failed");
-                ApiError::unavailable(
-                    "kafka_unavailable",
-                    "the events could not be stored in Kafka; nothing was acknowledged, retry later",
-                )
-            })
-        };
-        let remember = async {
-            if owners.is_empty() {
-                return Ok(());
-            }
+        // Owners first: if storing them fails nothing is published, and owners stored for
+        // events that then fail to publish are still true facts about the records.
+        if !owners.is_empty() {
             record_owners::remember(&self.pool, integration.company_id, integration.id, &owners)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "recording the records' owners failed");
                     ApiError::unavailable(
                         "database_unavailable",
-                        "the records' owners could not be stored; retry later",
+                        "the records' owners could not be stored; nothing was published, retry later",
                     )
                 })?;
             self.owners_written.stored(integration.id, &owners);
-            Ok(())
-        };
-        tokio::try_join!(publish, remember)?;
+        }
+        self.publisher.publish_all(&outgoing).await.map_err(|e| {
+            tracing::error!(error = %e, "publishing the events failed");
+            ApiError::unavailable(
+                "kafka_unavailable",
+                "the events could not be stored in Kafka; none of them was published, retry later",
+            )
+        })?;
         Ok(())
     }
 }

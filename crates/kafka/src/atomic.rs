@@ -1,0 +1,376 @@
+//! Publishing a request's messages all or nothing: every request's messages go into a Kafka
+//! transaction, so `read_committed` consumers see a whole batch or none of it, also when Kafka
+//! fails half-way through a batch of 100 notifications.
+//!
+//! One committer task owns the transactional producer. Requests arriving while a transaction
+//! commits wait and then share the next one (group commit), so a transaction costs a commit
+//! round trip per group, not per request. If a shared transaction fails, its requests are tried
+//! again one per transaction, so that one request's undeliverable message (e.g. larger than the
+//! topic allows) fails only that request.
+//!
+//! `transactional.id` is stable per replica (see [`crate::transactional::transactional_id`]): a
+//! restarted replica aborts what its predecessor left open at once; otherwise the coordinator
+//! aborts it after [`crate::transactional::TRANSACTION_TIMEOUT`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::headers;
+use crate::produce::{OutgoingMessage, producer_span};
+use crate::transactional::{TxnError, TxnProducer, classify, recreate};
+
+/// A transaction takes at most this many messages (whole requests: a larger request gets a
+/// transaction of its own).
+const MAX_MESSAGES_PER_TRANSACTION: usize = 5_000;
+/// Requests waiting for the committer at most; beyond it requests wait to be queued.
+const QUEUE_DEPTH: usize = 1_024;
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AtomicPublishError {
+    #[error("Kafka transactions are not initialized yet")]
+    NotReady,
+    #[error("the publisher has stopped")]
+    Stopped,
+    #[error("the Kafka transaction was aborted: {0}")]
+    Aborted(String),
+}
+
+impl AtomicPublishError {
+    /// A short label for `error.type` and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AtomicPublishError::NotReady => "not_ready",
+            AtomicPublishError::Stopped => "stopped",
+            AtomicPublishError::Aborted(_) => "transaction_aborted",
+        }
+    }
+}
+
+/// Where Kafka wrote a message.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    partition: i32,
+    offset: i64,
+}
+
+struct Prepared {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Written>, AtomicPublishError>>;
+
+struct Job {
+    messages: Vec<Prepared>,
+    done: Reply,
+}
+
+/// Hands requests' messages to the committer task. Cheap to clone.
+#[derive(Clone)]
+pub struct AtomicPublisher {
+    jobs: mpsc::Sender<Job>,
+    ready: Arc<AtomicBool>,
+}
+
+/// The committer task; it ends once every [`AtomicPublisher`] clone is dropped and the
+/// requests in hand are answered.
+pub struct Committer {
+    task: JoinHandle<()>,
+    stop_initializing: CancellationToken,
+}
+
+impl Committer {
+    /// Waits for the committer to answer the requests it holds, at most `grace`.
+    pub async fn finish(self, grace: Duration) {
+        self.stop_initializing.cancel();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!("the Kafka committer did not finish within the grace period");
+        }
+    }
+}
+
+impl AtomicPublisher {
+    /// Starts the committer with a transactional producer configuration (see
+    /// [`crate::transactional::producer_config`]). Transactions are initialized in the
+    /// background; until then [`AtomicPublisher::ready`] is false and publishing fails fast.
+    pub fn start(config: ClientConfig) -> (AtomicPublisher, Committer) {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop_initializing = CancellationToken::new();
+        let task = tokio::spawn(commit_loop(
+            config,
+            queue,
+            ready.clone(),
+            stop_initializing.clone(),
+        ));
+        (
+            AtomicPublisher { jobs, ready },
+            Committer {
+                task,
+                stop_initializing,
+            },
+        )
+    }
+
+    /// For `/readyz`.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Writes every message in one transaction and returns once it is committed. On error none
+    /// of them is visible to `read_committed` consumers.
+    ///
+    /// Each message gets a producer span under the current span, and its `traceparent` names
+    /// that span, so a consumer's span becomes its child.
+    pub async fn publish_all(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<(), AtomicPublishError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if !self.ready() {
+            return Err(AtomicPublishError::NotReady);
+        }
+        let spans: Vec<tracing::Span> = messages.iter().map(producer_span).collect();
+        let prepared = messages
+            .iter()
+            .zip(&spans)
+            .map(|(m, span)| {
+                let trace = headers::trace_context_of(span);
+                let mut pairs = Vec::with_capacity(1 + m.headers.len() + trace.len());
+                pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
+                pairs.extend(m.headers.iter().cloned());
+                pairs.extend(trace);
+                Prepared {
+                    topic: m.topic.clone(),
+                    key: m.key.clone(),
+                    payload: m.payload.clone(),
+                    headers: headers::to_owned_headers(&pairs),
+                }
+            })
+            .collect();
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                messages: prepared,
+                done,
+            })
+            .await
+            .map_err(|_| AtomicPublishError::Stopped)?;
+        let result = answer.await.unwrap_or(Err(AtomicPublishError::Stopped));
+        match &result {
+            Ok(written) => {
+                for ((m, span), w) in messages.iter().zip(&spans).zip(written) {
+                    span.record(
+                        "messaging.destination.partition.id",
+                        w.partition.to_string(),
+                    );
+                    span.record("messaging.kafka.offset", w.offset);
+                    metrics::counter!("crm_sync_messages_produced_total", "topic" => m.topic.clone())
+                        .increment(1);
+                }
+            }
+            Err(error) => {
+                for (m, span) in messages.iter().zip(&spans) {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", error.kind());
+                    metrics::counter!("crm_sync_produce_errors_total", "topic" => m.topic.clone())
+                        .increment(1);
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+}
+
+async fn commit_loop(
+    config: ClientConfig,
+    mut queue: mpsc::Receiver<Job>,
+    ready: Arc<AtomicBool>,
+    stop_initializing: CancellationToken,
+) {
+    let Some(mut producer) = TxnProducer::start(config, &stop_initializing).await else {
+        return;
+    };
+    ready.store(true, Ordering::Relaxed);
+    while let Some(first) = queue.recv().await {
+        let mut count = first.messages.len();
+        let mut group = vec![first];
+        while count < MAX_MESSAGES_PER_TRANSACTION {
+            match queue.try_recv() {
+                Ok(job) => {
+                    count += job.messages.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let span = tracing::debug_span!(
+            "kafka_transaction",
+            requests = group.len(),
+            messages = count
+        );
+        let outcome = write(&producer, &group).instrument(span).await;
+        let (failed, fatal) = match outcome {
+            Ok(written) => {
+                for (job, w) in group.into_iter().zip(written) {
+                    let _ = job.done.send(Ok(w));
+                }
+                continue;
+            }
+            Err((kind, reason)) => (reason, kind == TxnError::Fatal),
+        };
+        if fatal {
+            ready.store(false, Ordering::Relaxed);
+            let Some(fresh) = recreate(producer, &stop_initializing).await else {
+                fail_all(group, &failed);
+                return;
+            };
+            producer = fresh;
+            ready.store(true, Ordering::Relaxed);
+        }
+        if group.len() == 1 {
+            fail_all(group, &failed);
+            continue;
+        }
+        // Find the request that cannot be written instead of failing all of them.
+        tracing::info!(requests = group.len(), error = %failed, "a shared transaction failed; writing its requests one by one");
+        for job in group {
+            match write(&producer, std::slice::from_ref(&job)).await {
+                Ok(mut written) => {
+                    let _ = job.done.send(Ok(written.pop().unwrap_or_default()));
+                }
+                Err((kind, reason)) => {
+                    let _ = job.done.send(Err(AtomicPublishError::Aborted(reason)));
+                    if kind == TxnError::Fatal {
+                        ready.store(false, Ordering::Relaxed);
+                        let Some(fresh) = recreate(producer, &stop_initializing).await else {
+                            return;
+                        };
+                        producer = fresh;
+                        ready.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fail_all(group: Vec<Job>, reason: &str) {
+    for job in group {
+        let _ = job
+            .done
+            .send(Err(AtomicPublishError::Aborted(reason.to_owned())));
+    }
+}
+
+/// One transaction with the group's messages: committed, with where each message went, or
+/// aborted (and how the producer failed).
+async fn write(
+    producer: &TxnProducer,
+    group: &[Job],
+) -> Result<Vec<Vec<Written>>, (TxnError, String)> {
+    if let Err(error) = producer.producer.begin_transaction() {
+        return Err((classify(&error), format!("begin_transaction: {error}")));
+    }
+    let mut deliveries: Vec<Vec<DeliveryFuture>> = Vec::with_capacity(group.len());
+    let mut failed = None;
+    'jobs: for job in group {
+        let mut futures = Vec::with_capacity(job.messages.len());
+        for m in &job.messages {
+            match send(&producer.producer, m).await {
+                Ok(future) => futures.push(future),
+                Err(error) => {
+                    failed = Some(format!("producing to {}: {error}", m.topic));
+                    break 'jobs;
+                }
+            }
+        }
+        deliveries.push(futures);
+    }
+    let committed = match failed {
+        Some(reason) => Err((TxnError::Abortable, reason)),
+        None => producer
+            .retrying("commit_transaction", || {
+                |p: FutureProducer| p.commit_transaction(CALL_TIMEOUT)
+            })
+            .await
+            .map_err(|kind| (kind, "commit_transaction failed".to_owned())),
+    };
+    match committed {
+        Ok(()) => {
+            let mut written = Vec::with_capacity(deliveries.len());
+            for futures in deliveries {
+                let mut places = Vec::with_capacity(futures.len());
+                for future in futures {
+                    // Committed means delivered; the report only tells where.
+                    let place = match future.await {
+                        Ok(Ok(d)) => Written {
+                            partition: d.partition,
+                            offset: d.offset,
+                        },
+                        _ => Written::default(),
+                    };
+                    places.push(place);
+                }
+                written.push(places);
+            }
+            Ok(written)
+        }
+        Err((kind, mut reason)) => {
+            // Name the first failed delivery: "commit failed" alone does not help at 3 a.m.
+            for future in deliveries.into_iter().flatten() {
+                if let Ok(Err((error, _))) = future.await {
+                    reason = format!("{reason}: {error}");
+                    break;
+                }
+            }
+            tracing::warn!(reason, ?kind, "aborting the Kafka transaction");
+            if kind != TxnError::Fatal && producer.abort().await.is_err() {
+                return Err((TxnError::Fatal, reason));
+            }
+            Err((kind, reason))
+        }
+    }
+}
+
+async fn send(producer: &FutureProducer, m: &Prepared) -> Result<DeliveryFuture, KafkaError> {
+    let mut record = FutureRecord::to(&m.topic)
+        .key(&m.key)
+        .payload(&m.payload)
+        .headers(m.headers.clone());
+    loop {
+        match producer.send_result(record) {
+            Ok(future) => return Ok(future),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+impl Default for Written {
+    fn default() -> Self {
+        Written {
+            partition: -1,
+            offset: -1,
+        }
+    }
+}
