@@ -374,3 +374,69 @@ impl Default for Written {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+
+    fn job(
+        topic: &str,
+        sizes: &[usize],
+    ) -> (
+        Job,
+        oneshot::Receiver<Result<Vec<Written>, AtomicPublishError>>,
+    ) {
+        let (done, answer) = oneshot::channel();
+        let messages = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| Prepared {
+                topic: topic.to_owned(),
+                key: format!("key-{i}"),
+                payload: vec![b'x'; *size],
+                headers: OwnedHeaders::new(),
+            })
+            .collect();
+        (Job { messages, done }, answer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_kafka_refuses_fails_alone_in_a_shared_transaction() {
+        let cluster = MockCluster::new(3).unwrap();
+        cluster.create_topic("events", 3, 3).unwrap();
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "atomic-test")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // The producer itself refuses anything larger.
+            .set("message.max.bytes", "10000");
+        let (queue_in, queue) = mpsc::channel(8);
+        // Queued before the committer starts, so that all three share the first transaction.
+        let (good_1, answer_1) = job("events", &[10, 20, 30]);
+        let (bad, answer_bad) = job("events", &[10, 50_000]);
+        let (good_2, answer_2) = job("events", &[40]);
+        for j in [good_1, bad, good_2] {
+            queue_in.send(j).await.unwrap();
+        }
+        drop(queue_in);
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            commit_loop(config, queue, ready.clone(), CancellationToken::new()),
+        )
+        .await
+        .expect("the committer ends once its senders are gone");
+
+        assert_eq!(answer_1.await.unwrap().unwrap().len(), 3);
+        assert_eq!(answer_2.await.unwrap().unwrap().len(), 1);
+        let refused = answer_bad.await.unwrap().unwrap_err();
+        assert!(
+            matches!(refused, AtomicPublishError::Aborted(ref reason) if reason.contains("events")),
+            "{refused}"
+        );
+        assert!(ready.load(Ordering::Relaxed));
+    }
+}
