@@ -72,8 +72,12 @@ pub(crate) struct OAuthState {
 
 struct Current {
     token: Option<Token>,
-    /// Some CRMs rotate refresh tokens: the newest one is kept (in memory only).
+    /// Some CRMs rotate refresh tokens (Salesforce with rotation on, Pipedrive): the newest
+    /// one is used, and handed to whoever stores the credentials (see
+    /// [`crate::DirectoryClient::take_rotated_refresh_token`]), since the old one may no
+    /// longer work after a restart.
     refresh_token: Option<String>,
+    rotated: bool,
 }
 
 impl Auth {
@@ -139,6 +143,7 @@ impl Auth {
             state: Mutex::new(Current {
                 token: configured,
                 refresh_token,
+                rotated: false,
             }),
         })))
     }
@@ -159,6 +164,18 @@ impl Auth {
         if let Auth::OAuth(state) = self {
             state.state.lock().await.token = None;
         }
+    }
+
+    /// The refresh token the CRM issued in place of the configured one, once.
+    pub(crate) async fn take_rotated_refresh_token(&self) -> Option<String> {
+        let Auth::OAuth(state) = self else {
+            return None;
+        };
+        let mut current = state.state.lock().await;
+        if !std::mem::take(&mut current.rotated) {
+            return None;
+        }
+        current.refresh_token.clone()
     }
 
     pub(crate) async fn token(&self, http: &reqwest::Client) -> Result<Option<Token>, Failure> {
@@ -274,8 +291,11 @@ impl OAuthState {
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         });
-        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
+        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty())
+            && current.refresh_token.as_deref() != Some(rotated.as_str())
+        {
             current.refresh_token = Some(rotated);
+            current.rotated = true;
         }
         let api_base = parsed
             .instance_url

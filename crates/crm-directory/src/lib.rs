@@ -373,6 +373,12 @@ impl DirectoryClient {
         );
     }
 
+    /// A refresh token the CRM rotated since the last call, to be stored in place of the
+    /// configured one (the old one may be invalid already). Returned once.
+    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
+        self.auth.take_rotated_refresh_token().await
+    }
+
     /// Forgets cached answers (e.g. after credentials changed).
     pub fn clear_cache(&self) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();

@@ -399,6 +399,12 @@ async fn hubspot_oauth_uses_the_refresh_token_grant() {
     assert_eq!(form["grant_type"], "refresh_token");
     assert_eq!(form["refresh_token"], "rt-0");
     assert_eq!(form["client_id"], "client-id-1");
+    // The endpoint answered with another refresh token: it is handed over once for storing.
+    assert_eq!(
+        client.take_rotated_refresh_token().await.as_deref(),
+        Some("rt-1")
+    );
+    assert_eq!(client.take_rotated_refresh_token().await, None);
 }
 
 #[tokio::test]

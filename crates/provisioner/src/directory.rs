@@ -21,7 +21,7 @@ use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::{OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome};
 use crm_sync_runtime::Settings;
-use crm_sync_store::credentials::{self, ApiCredentials, SecretKey};
+use crm_sync_store::credentials::{self, ApiCredentials, IntegrationSecrets, SecretKey};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -158,6 +158,8 @@ impl Directory {
             .lookup_with_attempts(&crm_user_id, self.inline_attempts)
             .await;
         let company_id = Uuid::parse_str(&outcome.company_id)?;
+        self.after_lookup(company_id, integration_id, &client, &result)
+            .await;
         self.record(company_id, integration_id, &crm_user_id, 0, &result)
             .await?;
         match &result {
@@ -266,6 +268,64 @@ impl Directory {
         Ok(client)
     }
 
+    /// Keeps the credentials in step with the CRM: a refresh token the CRM rotated is stored
+    /// (the old one may be revoked already, so a restart must not present it), and refused
+    /// credentials are read again at the next lookup (an admin, or another replica storing its
+    /// rotated token, may have changed them).
+    async fn after_lookup(
+        &self,
+        company_id: Uuid,
+        integration_id: Uuid,
+        client: &DirectoryClient,
+        result: &Result<DirectoryUser, LookupError>,
+    ) {
+        if matches!(result, Err(LookupError::Unauthorized(_))) {
+            self.lock().remove(&integration_id);
+        }
+        let Some(rotated) = client.take_rotated_refresh_token().await else {
+            return;
+        };
+        match self
+            .store_refresh_token(company_id, integration_id, rotated)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%integration_id, "stored the refresh token the CRM rotated")
+            }
+            Err(e) => {
+                tracing::error!(%integration_id, error = %e, "storing the refresh token the CRM rotated failed; after a restart the old one is presented")
+            }
+        }
+    }
+
+    async fn store_refresh_token(
+        &self,
+        company_id: Uuid,
+        integration_id: Uuid,
+        refresh_token: String,
+    ) -> anyhow::Result<()> {
+        let stored = credentials::load(&self.pool, integration_id, Some(&self.key)).await?;
+        let Some(mut api) = stored.and_then(|s| s.api) else {
+            return Ok(());
+        };
+        let Some(oauth) = api.oauth.as_mut() else {
+            return Ok(());
+        };
+        oauth.refresh_token = Some(refresh_token);
+        credentials::update(
+            &self.pool,
+            &self.key,
+            company_id,
+            integration_id,
+            IntegrationSecrets {
+                api: Some(api),
+                ..IntegrationSecrets::default()
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -303,6 +363,8 @@ impl Directory {
                 continue;
             };
             let result = client.lookup(&crm_user_id).await;
+            self.after_lookup(company_id, integration_id, &client, &result)
+                .await;
             self.record(company_id, integration_id, &crm_user_id, attempts, &result)
                 .await?;
             match result {

@@ -349,3 +349,96 @@ async fn crm_sync_apply_stores_credentials_encrypted_and_keeps_parts_it_does_not
     let output = String::from_utf8_lossy(&done.stdout);
     assert!(!output.contains("hs-client-secret"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_the_crm_rotates_is_stored_and_survives_a_restart() {
+    const SECOND_OWNER: &str = "0055g00000ZyXwVAAQ";
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Jane Doe", "jane.doe@example.com");
+    crm.add_user(SECOND_OWNER, "John Roe", "john.roe@example.com");
+    crm.rotate_refresh_tokens("rt-0");
+    let mut api = salesforce_api(&crm.base_url);
+    if let Some(oauth) = api.api.as_mut().and_then(|a| a.oauth.as_mut()) {
+        oauth.refresh_token = Some("rt-0".into());
+    }
+    let s = setup(
+        "connectors-directory-rotation",
+        "salesforce",
+        ORG,
+        api,
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let stored_refresh_token = || async {
+        crm_sync_store::credentials::load(&s.env.pool, s.integration_id, Some(&connectors::key()))
+            .await
+            .unwrap()
+            .and_then(|c| c.api)
+            .and_then(|a| a.oauth)
+            .and_then(|o| o.refresh_token)
+    };
+    let mut p = start_pipeline(&s.env, &[]).await;
+    let send = |ingest_url: String, owner: &'static str, n: u32| async move {
+        let message = salesforce::outbound_message(
+            ORG,
+            &[salesforce::won_opportunity(
+                &format!("04l5g00000ROT{n:03}A"),
+                &format!("0065g00000ROT{n:03}A"),
+                owner,
+                "10.00",
+            )],
+        );
+        let answer = post(
+            &ingest_url,
+            &[
+                ("content-type", "text/xml; charset=utf-8"),
+                ("soapaction", "\"\""),
+            ],
+            message,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+    let path = format!(
+        "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
+        s.integration_id
+    );
+    let named = |record: &'static str| {
+        let env = &s.env;
+        let integration_id = s.integration_id;
+        async move {
+            eventually(
+                "the account named from the directory",
+                Duration::from_secs(30),
+                || async {
+                    activity(env, integration_id, record)
+                        .await
+                        .filter(|a| a.email.is_some())
+                },
+            )
+            .await
+        }
+    };
+
+    send(p.ingest.url(&path), OWNER, 1).await;
+    let first = named("0065g00000ROT001A").await;
+    assert_eq!(first.email.as_deref(), Some("jane.doe@example.com"));
+    assert_eq!(crm.current_refresh_token().as_deref(), Some("rt-1"));
+    assert_eq!(
+        stored_refresh_token().await.as_deref(),
+        Some("rt-1"),
+        "the rotated refresh token replaces the revoked one in the stored credentials"
+    );
+
+    // A restarted provisioner reads the stored credentials: the revoked rt-0 would be refused.
+    p.provisioner.kill().await;
+    p.provisioner = s
+        .env
+        .start_service("provisioner", "provisioner", &connectors::SERVICE_ENV)
+        .await;
+    send(p.ingest.url(&path), SECOND_OWNER, 2).await;
+    let second = named("0065g00000ROT002A").await;
+    assert_eq!(second.email.as_deref(), Some("john.roe@example.com"));
+    assert_eq!(stored_refresh_token().await.as_deref(), Some("rt-2"));
+}

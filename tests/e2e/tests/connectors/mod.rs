@@ -308,6 +308,9 @@ struct FakeState {
     lookups: AtomicUsize,
     tokens: AtomicUsize,
     base_url: Mutex<String>,
+    /// With refresh-token rotation on (as a Salesforce connected app can be): the only refresh
+    /// token the endpoint accepts; each use answers with a new one and revokes the old.
+    refresh_token: Mutex<Option<String>>,
 }
 
 impl FakeCrm {
@@ -356,6 +359,15 @@ impl FakeCrm {
     pub fn tokens(&self) -> usize {
         self.state.tokens.load(Ordering::SeqCst)
     }
+
+    /// Turns refresh-token rotation on, `current` being the only refresh token accepted.
+    pub fn rotate_refresh_tokens(&self, current: &str) {
+        *self.state.refresh_token.lock().unwrap() = Some(current.to_owned());
+    }
+
+    pub fn current_refresh_token(&self) -> Option<String> {
+        self.state.refresh_token.lock().unwrap().clone()
+    }
 }
 
 impl FakeState {
@@ -391,14 +403,33 @@ fn bearer(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-async fn salesforce_token(State(s): State<Arc<FakeState>>) -> Json<Value> {
+async fn salesforce_token(
+    State(s): State<Arc<FakeState>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
     s.tokens.fetch_add(1, Ordering::SeqCst);
     let instance = s.base_url.lock().unwrap().clone();
-    Json(json!({
+    let mut answer = json!({
         "access_token": "00Dxx0000001gPL!e2e-token", "signature": "sig", "scope": "api",
         "instance_url": instance, "id": "https://login.salesforce.com/id/00Dxx0000001gPLEAY/005xx000001SwiUAAS",
         "token_type": "Bearer", "issued_at": "1705000000000"
-    }))
+    });
+    let mut rotation = s.refresh_token.lock().unwrap();
+    if let Some(current) = rotation.as_mut()
+        && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+    {
+        if form.get("refresh_token") != Some(current) {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant", "error_description": "expired access/refresh token"})),
+            )
+                .into_response();
+        }
+        let n: u32 = current.trim_start_matches("rt-").parse().unwrap();
+        *current = format!("rt-{}", n + 1);
+        answer["refresh_token"] = json!(current.clone());
+    }
+    Json(answer).into_response()
 }
 
 async fn salesforce_user(
