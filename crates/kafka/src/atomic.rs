@@ -289,7 +289,7 @@ async fn write(
         return Err((classify(&error), format!("begin_transaction: {error}")));
     }
     let mut deliveries: Vec<Vec<DeliveryFuture>> = Vec::with_capacity(group.len());
-    let mut failed = None;
+    let mut failed: Option<String> = None;
     'jobs: for job in group {
         let mut futures = Vec::with_capacity(job.messages.len());
         for m in &job.messages {
@@ -303,6 +303,31 @@ async fn write(
         }
         deliveries.push(futures);
     }
+    // Every delivery is awaited before committing: librdkafka's commit would flush them itself,
+    // but waits in 100 ms polling steps, which made every request take ~110 ms.
+    let mut written = Vec::with_capacity(deliveries.len());
+    if failed.is_none() {
+        'delivered: for futures in deliveries {
+            let mut places = Vec::with_capacity(futures.len());
+            for future in futures {
+                match future.await {
+                    Ok(Ok(d)) => places.push(Written {
+                        partition: d.partition,
+                        offset: d.offset,
+                    }),
+                    Ok(Err((error, _))) => {
+                        failed = Some(format!("a delivery failed: {error}"));
+                        break 'delivered;
+                    }
+                    Err(_) => {
+                        failed = Some("a delivery was cancelled".to_owned());
+                        break 'delivered;
+                    }
+                }
+            }
+            written.push(places);
+        }
+    }
     let committed = match failed {
         Some(reason) => Err((TxnError::Abortable, reason)),
         None => producer
@@ -313,33 +338,8 @@ async fn write(
             .map_err(|kind| (kind, "commit_transaction failed".to_owned())),
     };
     match committed {
-        Ok(()) => {
-            let mut written = Vec::with_capacity(deliveries.len());
-            for futures in deliveries {
-                let mut places = Vec::with_capacity(futures.len());
-                for future in futures {
-                    // Committed means delivered; the report only tells where.
-                    let place = match future.await {
-                        Ok(Ok(d)) => Written {
-                            partition: d.partition,
-                            offset: d.offset,
-                        },
-                        _ => Written::default(),
-                    };
-                    places.push(place);
-                }
-                written.push(places);
-            }
-            Ok(written)
-        }
-        Err((kind, mut reason)) => {
-            // Name the first failed delivery: "commit failed" alone does not help at 3 a.m.
-            for future in deliveries.into_iter().flatten() {
-                if let Ok(Err((error, _))) = future.await {
-                    reason = format!("{reason}: {error}");
-                    break;
-                }
-            }
+        Ok(()) => Ok(written),
+        Err((kind, reason)) => {
             tracing::warn!(reason, ?kind, "aborting the Kafka transaction");
             if kind != TxnError::Fatal && producer.abort().await.is_err() {
                 return Err((TxnError::Fatal, reason));
