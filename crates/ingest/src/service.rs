@@ -24,11 +24,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("configuring the PostgreSQL pool (database.url)")?;
     let transactional_id = transactional::transactional_id(&settings.kafka, settings.http.port);
     tracing::info!(%transactional_id, "publishing each request in a Kafka transaction");
-    let (publisher, committer) = AtomicPublisher::start(transactional::producer_config(
-        &settings.kafka,
-        SERVICE.name,
-        &transactional_id,
-    ));
+    let (publisher, committer) = AtomicPublisher::start(
+        transactional::producer_config(&settings.kafka, SERVICE.name, &transactional_id),
+        settings.ingest.transactional_producers,
+    );
 
     let readiness = Readiness::new()
         .with_check("postgres", crm_sync_store::readiness_check(&pool))

@@ -2,9 +2,11 @@
 //! transaction, so `read_committed` consumers see a whole batch or none of it, also when Kafka
 //! fails half-way through a batch of 100 notifications.
 //!
-//! One committer task owns the transactional producer. Requests arriving while a transaction
-//! commits wait and then share the next one (group commit), so a transaction costs a commit
-//! round trip per group, not per request. If a shared transaction fails, its requests are tried
+//! Each of a few committer tasks owns a transactional producer (`<transactional.id>-<n>`).
+//! Requests arriving while the committers are busy wait and then share the next free one's
+//! transaction (group commit), so a commit round trip is paid per group, not per request, and
+//! several transactions are in flight at once (one producer's next transaction cannot start
+//! until the broker finished the previous one's markers). If a shared transaction fails, its requests are tried
 //! again one per transaction, so that one request's undeliverable message (e.g. larger than the
 //! topic allows) fails only that request.
 //!
@@ -79,48 +81,68 @@ struct Job {
     done: Reply,
 }
 
-/// Hands requests' messages to the committer task. Cheap to clone.
+/// Hands requests' messages to the committer tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct AtomicPublisher {
     jobs: mpsc::Sender<Job>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<[AtomicBool]>,
 }
 
-/// The committer task; it ends once every [`AtomicPublisher`] clone is dropped and the
+/// The committer tasks; they end once every [`AtomicPublisher`] clone is dropped and the
 /// requests in hand are answered.
 pub struct Committer {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     stop_initializing: CancellationToken,
 }
 
 impl Committer {
-    /// Waits for the committer to answer the requests it holds, at most `grace`.
+    /// Waits for the committers to answer the requests they hold, at most `grace`.
     pub async fn finish(self, grace: Duration) {
         self.stop_initializing.cancel();
-        if tokio::time::timeout(grace, self.task).await.is_err() {
-            tracing::warn!("the Kafka committer did not finish within the grace period");
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("the Kafka committers did not finish within the grace period");
         }
     }
 }
 
+type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
+
 impl AtomicPublisher {
-    /// Starts the committer with a transactional producer configuration (see
-    /// [`crate::transactional::producer_config`]). Transactions are initialized in the
-    /// background; until then [`AtomicPublisher::ready`] is false and publishing fails fast.
-    pub fn start(config: ClientConfig) -> (AtomicPublisher, Committer) {
+    /// Starts `producers` committers with a transactional producer configuration (see
+    /// [`crate::transactional::producer_config`]); the n-th uses `<transactional.id>-<n>`.
+    /// Transactions are initialized in the background; until one committer is ready
+    /// [`AtomicPublisher::ready`] is false and publishing fails fast.
+    pub fn start(config: ClientConfig, producers: usize) -> (AtomicPublisher, Committer) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let ready = Arc::new(AtomicBool::new(false));
+        let queue: Queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let ready: Arc<[AtomicBool]> = (0..producers.max(1))
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let stop_initializing = CancellationToken::new();
-        let task = tokio::spawn(commit_loop(
-            config,
-            queue,
-            ready.clone(),
-            stop_initializing.clone(),
-        ));
+        let base_id = config
+            .get("transactional.id")
+            .unwrap_or("crm-sync")
+            .to_owned();
+        let tasks = (0..ready.len())
+            .map(|n| {
+                let mut config = config.clone();
+                config.set("transactional.id", format!("{base_id}-{n}"));
+                tokio::spawn(commit_loop(
+                    config,
+                    queue.clone(),
+                    Readiness {
+                        all: ready.clone(),
+                        n,
+                    },
+                    stop_initializing.clone(),
+                ))
+            })
+            .collect();
         (
             AtomicPublisher { jobs, ready },
             Committer {
-                task,
+                tasks,
                 stop_initializing,
             },
         )
@@ -128,7 +150,7 @@ impl AtomicPublisher {
 
     /// For `/readyz`.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.iter().any(|r| r.load(Ordering::Relaxed))
     }
 
     /// Writes every message in one transaction and returns once it is committed. On error none
@@ -198,28 +220,51 @@ impl AtomicPublisher {
     }
 }
 
+/// One committer's slot in the publisher's readiness.
+struct Readiness {
+    all: Arc<[AtomicBool]>,
+    n: usize,
+}
+
+impl Readiness {
+    fn set(&self, ready: bool) {
+        if let Some(flag) = self.all.get(self.n) {
+            flag.store(ready, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn commit_loop(
     config: ClientConfig,
-    mut queue: mpsc::Receiver<Job>,
-    ready: Arc<AtomicBool>,
+    queue: Queue,
+    ready: Readiness,
     stop_initializing: CancellationToken,
 ) {
     let Some(mut producer) = TxnProducer::start(config, &stop_initializing).await else {
         return;
     };
-    ready.store(true, Ordering::Relaxed);
-    while let Some(first) = queue.recv().await {
-        let mut count = first.messages.len();
-        let mut group = vec![first];
-        while count < MAX_MESSAGES_PER_TRANSACTION {
-            match queue.try_recv() {
-                Ok(job) => {
-                    count += job.messages.len();
-                    group.push(job);
+    ready.set(true);
+    loop {
+        // Taken under the lock, so each request lands in exactly one committer's group.
+        let group = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut count = first.messages.len();
+            let mut group = vec![first];
+            while count < MAX_MESSAGES_PER_TRANSACTION {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        count += job.messages.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            group
+        };
+        let count: usize = group.iter().map(|j| j.messages.len()).sum();
         let span = tracing::debug_span!(
             "kafka_transaction",
             requests = group.len(),
@@ -236,13 +281,13 @@ async fn commit_loop(
             Err((kind, reason)) => (reason, kind == TxnError::Fatal),
         };
         if fatal {
-            ready.store(false, Ordering::Relaxed);
+            ready.set(false);
             let Some(fresh) = recreate(producer, &stop_initializing).await else {
                 fail_all(group, &failed);
                 return;
             };
             producer = fresh;
-            ready.store(true, Ordering::Relaxed);
+            ready.set(true);
         }
         if group.len() == 1 {
             fail_all(group, &failed);
@@ -258,12 +303,12 @@ async fn commit_loop(
                 Err((kind, reason)) => {
                     let _ = job.done.send(Err(AtomicPublishError::Aborted(reason)));
                     if kind == TxnError::Fatal {
-                        ready.store(false, Ordering::Relaxed);
+                        ready.set(false);
                         let Some(fresh) = recreate(producer, &stop_initializing).await else {
                             return;
                         };
                         producer = fresh;
-                        ready.store(true, Ordering::Relaxed);
+                        ready.set(true);
                     }
                 }
             }
@@ -414,6 +459,7 @@ mod tests {
             // The producer itself refuses anything larger.
             .set("message.max.bytes", "10000");
         let (queue_in, queue) = mpsc::channel(8);
+        let queue: Queue = Arc::new(tokio::sync::Mutex::new(queue));
         // Queued before the committer starts, so that all three share the first transaction.
         let (good_1, answer_1) = job("events", &[10, 20, 30]);
         let (bad, answer_bad) = job("events", &[10, 50_000]);
@@ -422,10 +468,18 @@ mod tests {
             queue_in.send(j).await.unwrap();
         }
         drop(queue_in);
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready: Arc<[AtomicBool]> = Arc::new([AtomicBool::new(false)]);
         tokio::time::timeout(
             Duration::from_secs(60),
-            commit_loop(config, queue, ready.clone(), CancellationToken::new()),
+            commit_loop(
+                config,
+                queue,
+                Readiness {
+                    all: ready.clone(),
+                    n: 0,
+                },
+                CancellationToken::new(),
+            ),
         )
         .await
         .expect("the committer ends once its senders are gone");
@@ -437,6 +491,6 @@ mod tests {
             matches!(refused, AtomicPublishError::Aborted(ref reason) if reason.contains("events")),
             "{refused}"
         );
-        assert!(ready.load(Ordering::Relaxed));
+        assert!(ready[0].load(Ordering::Relaxed));
     }
 }

@@ -111,6 +111,8 @@ pub struct IngestSettings {
     pub signature_tolerance_secs: u64,
     /// How long an integration's settings and credentials are reused before being re-read.
     pub integration_cache_ms: u64,
+    /// Kafka transactions in flight at once (one transactional producer each).
+    pub transactional_producers: usize,
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
@@ -204,6 +206,7 @@ impl Settings {
             .set_default("ingest.rate_limit_burst", 400)?
             .set_default("ingest.signature_tolerance_secs", 300)?
             .set_default("ingest.integration_cache_ms", 5_000)?
+            .set_default("ingest.transactional_producers", 4)?
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
@@ -267,6 +270,9 @@ impl Settings {
         }
         if self.ingest.rate_limit_burst == 0 {
             return key("ingest.rate_limit_burst", "must be at least 1");
+        }
+        if !(1..=32).contains(&self.ingest.transactional_producers) {
+            return key("ingest.transactional_producers", "must be between 1 and 32");
         }
         if self.directory.timeout_ms == 0 {
             return key("directory.timeout_ms", "must be at least 1");
