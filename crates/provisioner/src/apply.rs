@@ -33,6 +33,19 @@ pub struct Provisioner {
     pub directory: Option<std::sync::Arc<crate::directory::Directory>>,
 }
 
+impl Provisioner {
+    /// Another handle on the same pool, producer and directory (for `crate::auto_sync`).
+    pub fn handle(&self) -> Provisioner {
+        Provisioner {
+            pool: self.pool.clone(),
+            publisher: self.publisher.clone(),
+            activities_topic: self.activities_topic.clone(),
+            users_topic: self.users_topic.clone(),
+            directory: self.directory.clone(),
+        }
+    }
+}
+
 impl MessageHandler for Provisioner {
     async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
         let outcome =
@@ -420,6 +433,21 @@ impl Provisioner {
         ensure_identity(tx, company_id, integration_id, o, crm_user_id)
             .await
             .map_err(db)?;
+        self.provision_identity(tx, company_id, integration_id, crm_user_id, &o.outcome_id)
+            .await
+    }
+
+    /// The part of [`Self::provision_user`] that needs no outcome, shared with auto-sync being
+    /// turned on (`crate::auto_sync`): the identity row must exist. Messages are staged in the
+    /// outbox under `staged_under`, which the caller publishes after commit.
+    pub(crate) async fn provision_identity(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        company_id: Uuid,
+        integration_id: Uuid,
+        crm_user_id: &str,
+        staged_under: &str,
+    ) -> Result<Uuid, Failure> {
         let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) =
             sqlx::query_as(
                 "SELECT user_id, display_name, email FROM crm_identities
@@ -497,7 +525,7 @@ impl Provisioner {
         };
         outbox::stage(
             tx,
-            &o.outcome_id,
+            staged_under,
             &Pending {
                 topic: self.users_topic.clone(),
                 key: format!("{company_id}/{user_id}"),
@@ -517,7 +545,7 @@ impl Provisioner {
             integration_id,
             crm_user_id,
             user_id,
-            &o.outcome_id,
+            staged_under,
         )
         .await?;
         Ok(user_id)

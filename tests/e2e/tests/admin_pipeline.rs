@@ -13,7 +13,7 @@ use admin_support::{Client, company_path, start_admin_api, token};
 use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
 use crm_sync_e2e::{Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic};
 use crm_sync_proto::Message;
-use crm_sync_proto::v1::ActivityChanged;
+use crm_sync_proto::v1::{ActivityChanged, UserProvisioned, UserStatus};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -88,25 +88,70 @@ async fn admin_turns_auto_sync_on_places_the_new_user_and_the_leaderboard_shows_
         .expect(200);
     assert_eq!(on["auto_sync_users"], true);
 
-    // The next event of that CRM user creates one pending user, who gets the waiting activity too.
-    send("04l0000000000A2AAA", "006000000000A02AAA", "250.50").await;
-    let pending = eventually("a pending auto-synced user", WAIT, || async {
-        let items = c
-            .get(&p("/users?status=pending&source=auto_sync"))
+    // Without any new event, the waiting CRM user gets one pending account and the waiting
+    // activity is attached to it (DESIGN rule 4: "attached automatically ... by turning the
+    // setting on").
+    let pending = eventually(
+        "a pending auto-synced user without a new event",
+        WAIT,
+        || async {
+            let items = c
+                .get(&p("/users?status=pending&source=auto_sync"))
+                .await
+                .expect(200)["items"]
+                .as_array()
+                .unwrap()
+                .clone();
+            (items.len() == 1).then(|| items[0].clone())
+        },
+    )
+    .await;
+    let attached = activities(format!("?user_id={}", pending["id"].as_str().unwrap()), 1).await;
+    assert_eq!(attached[0]["value"], "1000");
+    assert_eq!(
+        c.get(&p("/activities?unmapped=true")).await.expect(200)["items"],
+        json!([])
+    );
+    let provisioned = eventually("one UserProvisioned", WAIT, || async {
+        let users: Vec<UserProvisioned> = read_topic(&env.topics.users)
             .await
-            .expect(200)["items"]
-            .as_array()
-            .unwrap()
-            .clone();
-        (items.len() == 1).then(|| items[0].clone())
+            .iter()
+            .map(|r| UserProvisioned::decode(r.payload.as_slice()).unwrap())
+            .collect();
+        (!users.is_empty()).then_some(users)
     })
     .await;
+    assert_eq!(provisioned.len(), 1, "{provisioned:?}");
+    assert_eq!(provisioned[0].user_id, pending["id"].as_str().unwrap());
+    assert_eq!(provisioned[0].crm_user_id, "005NEWREP000001");
+    assert_eq!(provisioned[0].status, UserStatus::Pending as i32);
+    let attached_change = eventually("the attached activity announced", WAIT, || async {
+        read_topic(&env.topics.activities)
+            .await
+            .iter()
+            .map(|r| ActivityChanged::decode(r.payload.as_slice()).unwrap())
+            .find(|c| c.user_id == provisioned[0].user_id)
+    })
+    .await;
+    assert_eq!(attached_change.value, "1000");
+    assert!(!attached_change.visible, "on no team yet");
+
+    // The user's next event goes to the same account.
+    send("04l0000000000A2AAA", "006000000000A02AAA", "250.50").await;
     let user_id = pending["id"].as_str().unwrap().to_owned();
     assert_eq!(
         pending["crm_identities"][0]["crm_user_id"],
         "005NEWREP000001"
     );
     let before = activities(format!("?user_id={user_id}"), 2).await;
+    assert_eq!(
+        c.get(&p("/users")).await.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the next event reuses the account auto-sync created"
+    );
     assert!(
         before.iter().all(|a| a["visible"] == false),
         "not visible while on no team: {before:?}"
