@@ -4,6 +4,7 @@
 
 pub mod activities;
 pub mod audit;
+pub mod credentials;
 pub mod integrations;
 pub mod session;
 pub mod teams;
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(integrations::list, integrations::create))
         .routes(routes!(integrations::get, integrations::update))
         .routes(routes!(integrations::rotate_webhook_token))
+        .routes(routes!(credentials::get, credentials::update))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(
             workflows::get,
