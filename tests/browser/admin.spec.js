@@ -65,6 +65,26 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeChecked();
   await shot(page, '02-auto-sync-on');
 
+  // CRM API credentials, write-only: a bad URL is refused naming the field; once saved the page
+  // says only that they are set and when, and nothing typed stays on it.
+  await page.locator('#credentials summary').click();
+  const status = page.locator('#cred-status');
+  await expect(status).toContainText('CRM API credentials');
+  await expect(status).toContainText('not set');
+  await expect(page.locator('[data-part="webhook_secret"]')).toBeHidden();
+  const creds = page.locator('#credentials-form');
+  await creds.getByLabel('Base URL').fill('ftp://example.my.salesforce.com');
+  await creds.getByLabel('Access token').fill('browser-api-token-0001');
+  await creds.getByRole('button', { name: 'Save credentials' }).click();
+  await expect(page.locator('#credentials-error')).toContainText('api/base_url');
+  await creds.getByLabel('Base URL').fill('https://example.my.salesforce.com');
+  await creds.getByRole('button', { name: 'Save credentials' }).click();
+  await expect(page.locator('#flash')).toContainText('Credentials saved');
+  await expect(status.getByRole('row', { name: /CRM API credentials/ })).toContainText(/set\s*\d{4}-\d{2}-\d{2}/);
+  await expect(creds.getByLabel('Access token')).toHaveValue('');
+  expect(await page.content()).not.toContain('browser-api-token-0001');
+  await shot(page, '02b-credentials');
+
   // Build a workflow with the condition builder; a bad number is refused with the field named.
   await page.getByRole('link', { name: 'Workflows' }).click();
   await page.getByRole('button', { name: 'New workflow' }).click();
@@ -163,6 +183,9 @@ test('a viewer sees everything and can change nothing', async ({ page }) => {
   await expect(page.locator('#who-text')).toContainText('viewer');
   await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeDisabled();
   await expect(page.getByText('Add an integration')).toBeHidden();
+  await page.locator('#credentials summary').click();
+  await expect(page.locator('#cred-status')).toContainText('CRM API credentials');
+  await expect(page.locator('#credentials-form')).toBeHidden();
   await page.getByRole('link', { name: 'Workflows' }).click();
   await expect(page.getByRole('button', { name: 'New workflow' })).toBeHidden();
   await shot(page, '09-viewer');
