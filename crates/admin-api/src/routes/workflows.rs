@@ -519,6 +519,13 @@ pub struct DryRunResult {
     pub explanation: String,
     /// Each failing part of the conditions, outermost first.
     pub failed_conditions: Vec<FailedCondition>,
+    /// The condition tree, each node with `path`, `verdict` (`match`, `no_match`, `unknown`,
+    /// `type_mismatch`), `reason` (in words, when not a match) and `kind`: `all`/`any` with
+    /// `items`, `not` with `item`, or `compare` with `field`, `op`, `value`, the sample's
+    /// `actual` value and, for change operators, its `previous` one. Absent when something other
+    /// than the conditions decided (another object or trigger, a delete, a missing value).
+    #[schema(value_type = Option<Object>)]
+    pub conditions: Option<crm_sync_workflow::Explanation>,
     /// What a match would record.
     pub activity: Option<DryRunActivity>,
 }
@@ -633,5 +640,6 @@ pub async fn dry_run(
             activity_type: spec.activity_type.clone(),
         }),
         failed_conditions: outcome.failed_conditions,
+        conditions: outcome.conditions,
     }))
 }
