@@ -21,10 +21,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::integrations::IntegrationPath;
-use super::{ReadErrors, WriteErrors, audit};
+use super::{ReadErrors, WriteErrors, commit_audited};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, OrNotFound};
 use crate::extract::{ApiPath, JsonBody};
 
 /// Longest accepted credential value; CRM secrets and tokens are far shorter.
@@ -255,7 +255,7 @@ pub async fn get(
 ) -> ApiResult<Json<CredentialsView>> {
     let integration = store::get(&state.pool, caller.company(), p.integration_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+        .or_not_found("integration")?;
     let key = key(&state)?;
     Ok(Json(
         view(&state, key, integration.id, &integration.crm).await?,
@@ -280,7 +280,7 @@ pub async fn update(
 ) -> ApiResult<Json<CredentialsView>> {
     let integration = store::get(&state.pool, caller.company(), p.integration_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+        .or_not_found("integration")?;
     let secrets = body.into_secrets()?;
     secrets.validate(&integration.crm).map_err(refused)?;
     let key = key(&state)?;
@@ -289,8 +289,8 @@ pub async fn update(
         .await
         .map_err(secrets_error)?;
     // Names of the parts only: the audit log is readable by every token of the company.
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "integration.credentials_rotated",
         "integration",
@@ -298,7 +298,6 @@ pub async fn update(
         json!({"parts": rotated}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(
         view(&state, key, integration.id, &integration.crm).await?,
     ))

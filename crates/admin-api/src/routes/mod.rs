@@ -120,6 +120,21 @@ pub async fn audit(
     Ok(())
 }
 
+/// Records the change in the audit log and commits it with the change: every write ends so, and
+/// a change without its audit record must never commit.
+pub async fn commit_audited(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    caller: &Caller,
+    action: &str,
+    target_type: &str,
+    target_id: impl ToString,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    audit(&mut tx, caller, action, target_type, target_id, details).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A required text input: trimmed, non-empty, at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let v = value.trim();
