@@ -211,9 +211,17 @@ impl AutoSync {
         {
             tracing::warn!(integration_id = %w.integration_id, crm_user_id = w.crm_user_id, error = format!("{error:#}"), "directory lookup before auto-sync failed; the account keeps the names known so far");
         }
-        // Stable per identity: a retry after a crash between commit and publish publishes the
-        // leftovers under the same id (and the messages' own ids are derived, so never doubled).
-        let staged_under = format!("auto-sync/{}/{}", w.integration_id, w.crm_user_id);
+        // Unique per attempt: only the replica whose transaction staged the messages publishes
+        // them (a replica that lost the race on the identity staged nothing, and must not publish
+        // the winner's rows a second time while the winner does). Rows left by a crash between
+        // commit and publish are sent by the outbox relay, and the messages' own ids are derived
+        // per identity, so consumers can tell a replay.
+        let staged_under = format!(
+            "auto-sync/{}/{}/{}",
+            w.integration_id,
+            w.crm_user_id,
+            Uuid::new_v4()
+        );
         let mut tx = p.pool.begin().await?;
         // Re-read in the transaction: the admin may have turned auto-sync off since.
         let (still_on,): (bool,) =
