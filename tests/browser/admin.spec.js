@@ -118,6 +118,10 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.getByRole('button', { name: 'Run dry run' }).click();
   await expect(page.locator('#dryrun-result')).toContainText('Does not match');
   await expect(page.locator('#dryrun-result')).toContainText('conditions/all/1: Amount is 50');
+  // The whole tree, each condition with its verdict.
+  await page.locator('#dryrun-tree summary').click();
+  await expect(page.locator('#dryrun-tree')).toContainText('✓ holds — StageName eq "Closed Won"');
+  await expect(page.locator('#dryrun-tree')).toContainText('✗ fails — Amount gte 100: Amount is 50');
   await shot(page, '04-dry-run');
 
   // A team to place people on.

@@ -390,6 +390,20 @@ function openDryRun(w) {
   $('dryrun-fields').focus();
 }
 
+const VERDICTS = { match: '✓ holds', no_match: '✗ fails', unknown: '? unknown', type_mismatch: '✗ wrong type' };
+
+/// One node of the dry run's condition tree (from WorkflowSpec::explain) as a nested list item.
+function conditionNode(n) {
+  const what = n.kind === 'compare'
+    ? `${n.field} ${n.op}${n.value === undefined ? '' : ` ${JSON.stringify(n.value)}`}`
+    : n.kind;
+  const item = el('li', { class: n.verdict === 'match' ? 'match' : 'nomatch' },
+    el('span', { text: `${VERDICTS[n.verdict] || n.verdict} — ${what}${n.reason ? `: ${n.reason}` : ''}` }));
+  const children = n.kind === 'not' ? [n.item] : (n.items || []);
+  if (children.length) item.append(el('ul', {}, ...children.map(conditionNode)));
+  return item;
+}
+
 async function runDryRun(event) {
   event.preventDefault();
   const result = $('dryrun-result');
@@ -406,7 +420,9 @@ async function runDryRun(event) {
       el('p', { class: r.matched ? 'match' : 'nomatch', text: r.matched ? 'Matches' : 'Does not match' }),
       el('p', { text: r.explanation }),
       r.failed_conditions.length ? el('h4', { text: 'Failed conditions' }) : null,
-      r.failed_conditions.length ? list : null);
+      r.failed_conditions.length ? list : null,
+      r.conditions ? el('details', { id: 'dryrun-tree' },
+        el('summary', { text: 'Every condition' }), el('ul', {}, conditionNode(r.conditions))) : null);
   } catch (e) {
     if (!(e instanceof ApiError)) throw e;
     result.replaceChildren(el('p', { class: 'error', text: e.field ? `${e.message} (field: ${e.field})` : e.message }));
