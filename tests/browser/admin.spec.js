@@ -39,9 +39,13 @@ function outboundMessage(orgId, notificationId, recordId, owner, amount) {
 test('an admin runs auto-sync end to end from the page alone', async ({ page, request }) => {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  // The one refused request is the deliberate sign-in with a wrong token.
+  // The refused requests are deliberate: the sign-in with a wrong token (401) and the
+  // credentials with a bad URL (422, counted: exactly that one).
+  let refusedInput = 0;
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(m.text());
+    if (m.type() !== 'error' || /status of 401/.test(m.text())) return;
+    if (/status of 422/.test(m.text())) refusedInput += 1;
+    else errors.push(m.text());
   });
 
   // Sign in: a wrong token is refused, the admin token opens the page.
@@ -178,6 +182,7 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.locator('#audit-body')).toContainText('integration.updated');
   await shot(page, '08-audit-log');
   expect(errors).toEqual([]);
+  expect(refusedInput).toBe(1);
 });
 
 test('a viewer sees everything and can change nothing', async ({ page }) => {
