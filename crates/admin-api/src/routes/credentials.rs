@@ -302,3 +302,52 @@ pub async fn update(
         view(&state, key, integration.id, &integration.crm).await?,
     ))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn patch(json: serde_json::Value) -> CredentialsPatch {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn store_validation_messages_become_422s_naming_the_body_field() {
+        let cases = [
+            (
+                "credentials.api.oauth.tenant_id: needed",
+                "api/oauth/tenant_id",
+            ),
+            (
+                "credentials.webhook_secret: must not be empty",
+                "webhook_secret",
+            ),
+            ("credentials.api: set `access_token` or `oauth`", "api"),
+        ];
+        for (message, field) in cases {
+            let e = refused(message.to_owned());
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(e.field.as_deref(), Some(field), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_oversized_patch_is_refused_and_values_pass_through_unchanged() {
+        assert!(patch(serde_json::json!({})).into_secrets().is_err());
+        let long = patch(serde_json::json!({"api": {"access_token": "x".repeat(MAX_LEN + 1)}}));
+        let e = long.into_secrets().err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("api/access_token"));
+        let secrets = patch(serde_json::json!({
+            "webhook_basic_auth": {"username": "crm", "password": " p w "}
+        }))
+        .into_secrets()
+        .unwrap();
+        let auth = secrets.webhook_basic_auth.unwrap();
+        // Secrets are stored exactly as given: trimming would silently change a password.
+        assert_eq!(
+            (auth.username.as_str(), auth.password.as_str()),
+            ("crm", " p w ")
+        );
+    }
+}
