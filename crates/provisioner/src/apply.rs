@@ -23,6 +23,9 @@ fn derived_id(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes())
 }
 
+/// Cheap to clone (handles on the pool, the producer and the directory): `crate::auto_sync`
+/// provisions through a clone of the consumer's.
+#[derive(Clone)]
 pub struct Provisioner {
     pub pool: PgPool,
     pub publisher: Publisher,
@@ -31,19 +34,6 @@ pub struct Provisioner {
     /// Looks CRM users up (name, email) before an account is created for them; None without
     /// `secrets.encryption_key`.
     pub directory: Option<std::sync::Arc<crate::directory::Directory>>,
-}
-
-impl Provisioner {
-    /// Another handle on the same pool, producer and directory (for `crate::auto_sync`).
-    pub fn handle(&self) -> Provisioner {
-        Provisioner {
-            pool: self.pool.clone(),
-            publisher: self.publisher.clone(),
-            activities_topic: self.activities_topic.clone(),
-            users_topic: self.users_topic.clone(),
-            directory: self.directory.clone(),
-        }
-    }
 }
 
 impl MessageHandler for Provisioner {

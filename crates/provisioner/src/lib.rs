@@ -48,7 +48,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         directory,
     };
     // Identities waiting unmapped when an integration's auto-sync is turned on.
-    tokio::spawn(auto_sync::AutoSync::new(handler.handle()).run(shutdown.clone()));
+    tokio::spawn(auto_sync::AutoSync::new(handler.clone()).run(shutdown.clone()));
     let topic = settings.topics.matches.clone();
     ConsumerService {
         name: SERVICE.name,
