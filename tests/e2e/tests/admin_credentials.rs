@@ -214,6 +214,41 @@ async fn credentials_are_write_only_validated_per_crm_and_audited() {
     assert_no_secret("the Dynamics answer", &ok);
     assert_no_secret("the audit log", &v.all(&p("/audit-log"), 50).await.into());
 
+    // Created with its credentials in one step; invalid ones refuse the whole creation.
+    let generic = |name: &str, credentials: Value| json!({"name": name, "crm": "generic", "crm_account_id": name, "credentials": credentials});
+    c.post(
+        &p("/integrations"),
+        generic("refused", json!({"api": {"access_token": SECRETS[2]}})),
+    )
+    .await
+    .invalid("api");
+    let names: Vec<Value> = v.all(&p("/integrations"), 50).await;
+    assert!(
+        names.iter().all(|i| i["name"] != "refused"),
+        "nothing was created"
+    );
+    let created = c
+        .post(
+            &p("/integrations"),
+            generic("signed", json!({"webhook_secret": SECRETS[0]})),
+        )
+        .await
+        .expect(201);
+    assert_no_secret("the creation answer", &created);
+    let id = created["id"].as_str().unwrap();
+    let status = v
+        .get(&p(&format!("/integrations/{id}/credentials")))
+        .await
+        .expect(200);
+    assert_eq!(part(&status, "webhook_secret")["set"], true);
+    let audit = v.get(&p("/audit-log")).await.expect(200);
+    assert_eq!(audit["items"][0]["action"], "integration.created");
+    assert_eq!(
+        audit["items"][0]["details"]["credentials_set"],
+        json!(["webhook_secret"])
+    );
+    assert_no_secret("the audit log", &audit);
+
     // Another company's integration does not exist here.
     let foreign = p(&format!(
         "/integrations/{}/credentials",

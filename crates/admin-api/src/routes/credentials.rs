@@ -65,6 +65,22 @@ pub struct CredentialsPatch {
     pub api: Option<ApiInput>,
 }
 
+/// Names the parts given, never a value: request bodies may end up in logs through `Debug`.
+impl std::fmt::Debug for CredentialsPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |set: bool| if set { "<set>" } else { "<unset>" };
+        f.debug_struct("CredentialsPatch")
+            .field("webhook_secret", &given(self.webhook_secret.is_some()))
+            .field(
+                "webhook_basic_auth",
+                &given(self.webhook_basic_auth.is_some()),
+            )
+            .field("webhook_key", &given(self.webhook_key.is_some()))
+            .field("api", &given(self.api.is_some()))
+            .finish()
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthInput {
@@ -240,6 +256,30 @@ async fn view(
     })
 }
 
+/// The credentials of a request, validated for `crm`, with the key to seal them.
+pub(crate) fn checked<'s>(
+    body: CredentialsPatch,
+    crm: &str,
+    state: &'s AppState,
+) -> ApiResult<(IntegrationSecrets, &'s SecretKey)> {
+    let secrets = body.into_secrets()?;
+    secrets.validate(crm).map_err(refused)?;
+    Ok((secrets, key(state)?))
+}
+
+/// Seals checked credentials into the caller's transaction; the names of the parts that changed.
+pub(crate) async fn store(
+    tx: &mut sqlx::PgConnection,
+    key: &SecretKey,
+    caller: &Caller,
+    integration_id: Uuid,
+    secrets: IntegrationSecrets,
+) -> ApiResult<Vec<&'static str>> {
+    credentials::update_in(tx, key, caller.company(), integration_id, secrets)
+        .await
+        .map_err(secrets_error)
+}
+
 /// Which credentials the integration has, and when each was last rotated (never the values).
 #[utoipa::path(
     get,
@@ -281,13 +321,9 @@ pub async fn update(
     let integration = store::get(&state.pool, caller.company(), p.integration_id)
         .await?
         .or_not_found("integration")?;
-    let secrets = body.into_secrets()?;
-    secrets.validate(&integration.crm).map_err(refused)?;
-    let key = key(&state)?;
+    let (secrets, key) = checked(body, &integration.crm, &state)?;
     let mut tx = state.pool.begin().await?;
-    let rotated = credentials::update_in(&mut tx, key, caller.company(), integration.id, secrets)
-        .await
-        .map_err(secrets_error)?;
+    let rotated = store(&mut tx, key, &caller, integration.id, secrets).await?;
     // Names of the parts only: the audit log is readable by every token of the company.
     commit_audited(
         tx,

@@ -110,6 +110,8 @@ pub struct NewIntegrationBody {
     /// The webhook token the CRM will present (write-only; at least 16 characters). Omit it and
     /// generate one with `POST …/webhook-token`.
     pub webhook_token: Option<String>,
+    /// Credentials to store with it (write-only), as `PATCH …/credentials` takes them.
+    pub credentials: Option<super::credentials::CredentialsPatch>,
 }
 
 fn webhook_token(token: Option<&str>) -> ApiResult<Option<String>> {
@@ -157,10 +159,22 @@ pub async fn create(
         auto_sync_users: body.auto_sync_users,
         webhook_token: webhook_token(body.webhook_token.as_deref())?,
     };
+    // Checked before anything is written: an integration is created with its credentials or
+    // not at all.
+    let credentials = body
+        .credentials
+        .map(|c| super::credentials::checked(c, &new.crm, &state))
+        .transpose()?;
     let mut tx = state.pool.begin().await?;
     let row = store::create(&mut tx, caller.company(), &new)
         .await
         .map_err(conflict_on("name", "an integration with this name"))?;
+    let credentials_set = match credentials {
+        Some((secrets, key)) => {
+            super::credentials::store(&mut tx, key, &caller, row.id, secrets).await?
+        }
+        None => Vec::new(),
+    };
     commit_audited(
         tx,
         &caller,
@@ -168,7 +182,8 @@ pub async fn create(
         "integration",
         row.id,
         json!({"name": row.name, "crm": row.crm, "crm_account_id": row.crm_account_id,
-               "auto_sync_users": row.auto_sync_users, "webhook_token_set": new.webhook_token.is_some()}),
+               "auto_sync_users": row.auto_sync_users, "webhook_token_set": new.webhook_token.is_some(),
+               "credentials_set": credentials_set}),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(row.into())))
