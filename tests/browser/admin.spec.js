@@ -39,9 +39,13 @@ function outboundMessage(orgId, notificationId, recordId, owner, amount) {
 test('an admin runs auto-sync end to end from the page alone', async ({ page, request }) => {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  // The one refused request is the deliberate sign-in with a wrong token.
+  // The refused requests are deliberate: the sign-in with a wrong token (401) and the
+  // credentials with a bad URL (422, counted: exactly that one).
+  let refusedInput = 0;
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(m.text());
+    if (m.type() !== 'error' || /status of 401/.test(m.text())) return;
+    if (/status of 422/.test(m.text())) refusedInput += 1;
+    else errors.push(m.text());
   });
 
   // Sign in: a wrong token is refused, the admin token opens the page.
@@ -64,6 +68,26 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.reload();
   await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeChecked();
   await shot(page, '02-auto-sync-on');
+
+  // CRM API credentials, write-only: a bad URL is refused naming the field; once saved the page
+  // says only that they are set and when, and nothing typed stays on it.
+  await page.locator('#credentials summary').click();
+  const status = page.locator('#cred-status');
+  await expect(status).toContainText('CRM API credentials');
+  await expect(status).toContainText('not set');
+  await expect(page.locator('[data-part="webhook_secret"]')).toBeHidden();
+  const creds = page.locator('#credentials-form');
+  await creds.getByLabel('Base URL').fill('ftp://example.my.salesforce.com');
+  await creds.getByLabel('Access token').fill('browser-api-token-0001');
+  await creds.getByRole('button', { name: 'Save credentials' }).click();
+  await expect(page.locator('#credentials-error')).toContainText('api/base_url');
+  await creds.getByLabel('Base URL').fill('https://example.my.salesforce.com');
+  await creds.getByRole('button', { name: 'Save credentials' }).click();
+  await expect(page.locator('#flash')).toContainText('Credentials saved');
+  await expect(status.getByRole('row', { name: /CRM API credentials/ })).toContainText(/set\s*\d{4}-\d{2}-\d{2}/);
+  await expect(creds.getByLabel('Access token')).toHaveValue('');
+  expect(await page.content()).not.toContain('browser-api-token-0001');
+  await shot(page, '02b-credentials');
 
   // Build a workflow with the condition builder; a bad number is refused with the field named.
   await page.getByRole('link', { name: 'Workflows' }).click();
@@ -98,6 +122,10 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.getByRole('button', { name: 'Run dry run' }).click();
   await expect(page.locator('#dryrun-result')).toContainText('Does not match');
   await expect(page.locator('#dryrun-result')).toContainText('conditions/all/1: Amount is 50');
+  // The whole tree, each condition with its verdict.
+  await page.locator('#dryrun-tree summary').click();
+  await expect(page.locator('#dryrun-tree')).toContainText('✓ holds — StageName eq "Closed Won"');
+  await expect(page.locator('#dryrun-tree')).toContainText('✗ fails — Amount gte 100: Amount is 50');
   await shot(page, '04-dry-run');
 
   // A team to place people on.
@@ -154,6 +182,7 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.locator('#audit-body')).toContainText('integration.updated');
   await shot(page, '08-audit-log');
   expect(errors).toEqual([]);
+  expect(refusedInput).toBe(1);
 });
 
 test('a viewer sees everything and can change nothing', async ({ page }) => {
@@ -163,6 +192,9 @@ test('a viewer sees everything and can change nothing', async ({ page }) => {
   await expect(page.locator('#who-text')).toContainText('viewer');
   await expect(page.getByRole('switch', { name: 'Auto-sync users for salesforce' })).toBeDisabled();
   await expect(page.getByText('Add an integration')).toBeHidden();
+  await page.locator('#credentials summary').click();
+  await expect(page.locator('#cred-status')).toContainText('CRM API credentials');
+  await expect(page.locator('#credentials-form')).toBeHidden();
   await page.getByRole('link', { name: 'Workflows' }).click();
   await expect(page.getByRole('button', { name: 'New workflow' })).toBeHidden();
   await shot(page, '09-viewer');

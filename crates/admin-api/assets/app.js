@@ -175,6 +175,64 @@ async function loadIntegrations() {
       el('td', {}, el('span', { text: i.has_webhook_token ? 'set ' : 'not set ' }), rotate)));
   }
   fillSelect($('wf-integration'), state.integrations.map((i) => [i.id, i.name]));
+  fillSelect($('cred-integration'), state.integrations.map((i) => [i.id, i.name]));
+  // Without secrets.encryption_key the credentials cannot be read: say so there, keep the rest.
+  await loadCredentials().catch((e) => { $('credentials-error').textContent = e.message; });
+}
+
+// ---------------------------------------------------------------- credentials (write-only)
+
+const CREDENTIAL_NAMES = {
+  webhook_secret: 'Webhook signing secret', webhook_basic_auth: 'Webhook basic auth',
+  webhook_key: 'Webhook key', api: 'CRM API credentials',
+};
+
+async function loadCredentials() {
+  const id = $('cred-integration').value;
+  const body = $('cred-status');
+  body.replaceChildren();
+  if (!id) return;
+  const view = await api('GET', `${company()}/integrations/${id}/credentials`);
+  for (const part of view.parts) {
+    // Only the parts this integration's CRM uses are offered.
+    document.querySelector(`#credentials-form [data-part="${part.part}"]`).hidden = !part.used_by_crm;
+    if (!part.used_by_crm) continue;
+    body.append(el('tr', {},
+      el('th', { scope: 'row', text: CREDENTIAL_NAMES[part.part] || part.part }),
+      el('td', { text: part.set ? 'set' : 'not set' }),
+      el('td', { text: part.rotated_at ? part.rotated_at.replace('T', ' ').slice(0, 19) : '' })));
+  }
+}
+
+/// The parts filled in: a part is sent only when its first field is, and then whole.
+function credentialsBody() {
+  const v = (id) => $(id).value.trim() || undefined;
+  const body = {};
+  if (v('cred-secret')) body.webhook_secret = $('cred-secret').value;
+  if (v('cred-basic-user')) body.webhook_basic_auth = { username: v('cred-basic-user'), password: $('cred-basic-password').value };
+  if (v('cred-key-header') || v('cred-key-query')) {
+    body.webhook_key = { header: v('cred-key-header'), query: v('cred-key-query'), value: $('cred-key-value').value };
+  }
+  if (v('cred-api-url') || v('cred-api-token') || v('cred-oauth-id')) {
+    body.api = { base_url: v('cred-api-url'), access_token: v('cred-api-token') };
+    if (v('cred-oauth-id')) {
+      body.api.oauth = { client_id: v('cred-oauth-id'), client_secret: $('cred-oauth-secret').value, refresh_token: v('cred-oauth-refresh'), tenant_id: v('cred-oauth-tenant') };
+    }
+  }
+  return body;
+}
+
+async function saveCredentials(event) {
+  event.preventDefault();
+  const form = event.target;
+  clearError('credentials-error', form);
+  await guarded('credentials-error', async () => {
+    await api('PATCH', `${company()}/integrations/${$('cred-integration').value}/credentials`, credentialsBody());
+    // Write-only: nothing typed stays on the page once stored.
+    form.reset();
+    flash('Credentials saved.');
+    await loadCredentials();
+  }, form);
 }
 
 function fillSelect(select, options, keep) {
@@ -332,6 +390,20 @@ function openDryRun(w) {
   $('dryrun-fields').focus();
 }
 
+const VERDICTS = { match: '✓ holds', no_match: '✗ fails', unknown: '? unknown', type_mismatch: '✗ wrong type' };
+
+/// One node of the dry run's condition tree (from WorkflowSpec::explain) as a nested list item.
+function conditionNode(n) {
+  const what = n.kind === 'compare'
+    ? `${n.field} ${n.op}${n.value === undefined ? '' : ` ${JSON.stringify(n.value)}`}`
+    : n.kind;
+  const item = el('li', { class: n.verdict === 'match' ? 'match' : 'nomatch' },
+    el('span', { text: `${VERDICTS[n.verdict] || n.verdict} — ${what}${n.reason ? `: ${n.reason}` : ''}` }));
+  const children = n.kind === 'not' ? [n.item] : (n.items || []);
+  if (children.length) item.append(el('ul', {}, ...children.map(conditionNode)));
+  return item;
+}
+
 async function runDryRun(event) {
   event.preventDefault();
   const result = $('dryrun-result');
@@ -348,7 +420,9 @@ async function runDryRun(event) {
       el('p', { class: r.matched ? 'match' : 'nomatch', text: r.matched ? 'Matches' : 'Does not match' }),
       el('p', { text: r.explanation }),
       r.failed_conditions.length ? el('h4', { text: 'Failed conditions' }) : null,
-      r.failed_conditions.length ? list : null);
+      r.failed_conditions.length ? list : null,
+      r.conditions ? el('details', { id: 'dryrun-tree' },
+        el('summary', { text: 'Every condition' }), el('ul', {}, conditionNode(r.conditions))) : null);
   } catch (e) {
     if (!(e instanceof ApiError)) throw e;
     result.replaceChildren(el('p', { class: 'error', text: e.field ? `${e.message} (field: ${e.field})` : e.message }));
@@ -549,6 +623,9 @@ document.addEventListener('DOMContentLoaded', () => {
       await loadIntegrations();
     }, form);
   });
+
+  $('cred-integration').addEventListener('change', () => loadCredentials().catch(reportUnexpected));
+  $('credentials-form').addEventListener('submit', saveCredentials);
 
   $('workflow-new').addEventListener('click', () => openWorkflowForm(null));
   $('workflow-cancel').addEventListener('click', () => { $('workflow-form').hidden = true; });

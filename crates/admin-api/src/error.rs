@@ -131,3 +131,15 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `None` from a company-scoped lookup as the API's 404, which looks the same for a missing and
+/// for another company's row.
+pub trait OrNotFound<T> {
+    fn or_not_found(self, what: &str) -> ApiResult<T>;
+}
+
+impl<T> OrNotFound<T> for Option<T> {
+    fn or_not_found(self, what: &str) -> ApiResult<T> {
+        self.ok_or_else(|| ApiError::not_found(what))
+    }
+}

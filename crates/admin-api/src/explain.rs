@@ -1,16 +1,15 @@
 //! The workflow dry run: does a sample record match, and if not, which condition failed.
 //!
-//! Every verdict comes from the evaluator's own code (`WorkflowSpec::decide`): a part of the
-//! condition tree is judged by deciding a copy of the workflow whose conditions are just that
-//! part. The tree is walked in its stored JSON form, so new operators and groups added to the
-//! workflow crate are explained without changes here.
+//! The verdicts come from the workflow crate: `WorkflowSpec::decide` for the outcome (exactly
+//! what the evaluator would do) and `WorkflowSpec::explain` for the condition tree with each
+//! node's verdict and, where it fails, its path and reason.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue};
-use crm_sync_workflow::{Condition, Decision, NoMatch, WorkflowSpec};
+use crm_sync_workflow::{Decision, Explanation, Node, Verdict, WorkflowSpec};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -34,140 +33,20 @@ pub struct FailedCondition {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Match,
-    NoMatch,
-    TypeMismatch,
-}
-
-/// How one sub-condition fares on the event, by the evaluator's rules.
-fn judge(spec: &WorkflowSpec, condition: &Value, event: &CrmEvent) -> Verdict {
-    let Ok(conditions) = Condition::from_json(condition) else {
-        return Verdict::NoMatch;
-    };
-    let part = WorkflowSpec {
-        conditions,
-        value_field: None,
-        date_field: None,
-        ..spec.clone()
-    };
-    let decision = part.decide(event);
-    if matches!(decision, Decision::Matched(_)) {
-        Verdict::Match
-    } else if matches!(decision, Decision::NoMatch(NoMatch::TypeMismatch)) {
-        Verdict::TypeMismatch
-    } else {
-        Verdict::NoMatch
-    }
-}
-
-/// The failing parts of the workflow's conditions for the event, outermost first. Empty when
-/// the conditions match.
-pub fn failed_conditions(spec: &WorkflowSpec, event: &CrmEvent) -> Vec<FailedCondition> {
-    let mut out = Vec::new();
-    walk(
-        spec,
-        &spec.conditions.to_json(),
-        "conditions",
-        event,
-        &mut out,
-    );
-    out
-}
-
-fn walk(
-    spec: &WorkflowSpec,
-    node: &Value,
-    path: &str,
-    event: &CrmEvent,
-    out: &mut Vec<FailedCondition>,
-) {
-    let verdict = judge(spec, node, event);
-    if verdict == Verdict::Match {
-        return;
-    }
-    let group = node
-        .as_object()
-        .filter(|m| m.len() == 1)
-        .and_then(|m| m.iter().next());
-    match group {
-        Some((kind, Value::Array(items))) if kind == "all" => {
-            for (i, item) in items.iter().enumerate() {
-                walk(spec, item, &format!("{path}/all/{i}"), event, out);
-            }
+impl From<&Explanation> for FailedCondition {
+    fn from(e: &Explanation) -> Self {
+        let (field, actual) = match &e.node {
+            Node::Compare { field, actual, .. } => (Some(field.clone()), actual.clone()),
+            _ => (None, None),
+        };
+        FailedCondition {
+            path: e.path.clone(),
+            condition: e.condition.clone(),
+            field,
+            actual,
+            type_mismatch: e.verdict == Verdict::TypeMismatch,
+            message: e.reason.clone().unwrap_or_default(),
         }
-        Some((kind, Value::Array(items))) if kind == "any" => {
-            out.push(failure(
-                path,
-                node,
-                None,
-                verdict,
-                format!("none of the {} alternatives matched", items.len()),
-            ));
-            for (i, item) in items.iter().enumerate() {
-                walk(spec, item, &format!("{path}/any/{i}"), event, out);
-            }
-        }
-        Some((kind, _)) if kind == "not" => out.push(failure(
-            path,
-            node,
-            None,
-            verdict,
-            "the negated condition matched".to_owned(),
-        )),
-        _ => {
-            let field = node.get("field").and_then(Value::as_str);
-            let actual = field.and_then(|f| event.fields.get(f)).map(field_json);
-            let op = node.get("op").and_then(Value::as_str).unwrap_or("?");
-            let expected = node.get("value").map(Value::to_string).unwrap_or_default();
-            let message = match (field, &actual, verdict) {
-                (Some(f), Some(a), Verdict::TypeMismatch) => {
-                    format!("{f} is {a}, which cannot be compared with {expected}")
-                }
-                (Some(f), Some(a), _) => format!("{f} is {a}; the condition wants {op} {expected}"),
-                (Some(f), None, _) => {
-                    format!("the record has no {f}; the condition wants {op} {expected}")
-                }
-                (None, _, _) => "this condition does not hold".to_owned(),
-            };
-            out.push(failure(path, node, field, verdict, message).with_actual(actual));
-        }
-    }
-}
-
-fn failure(
-    path: &str,
-    node: &Value,
-    field: Option<&str>,
-    verdict: Verdict,
-    message: String,
-) -> FailedCondition {
-    FailedCondition {
-        path: path.to_owned(),
-        condition: node.clone(),
-        field: field.map(str::to_owned),
-        actual: None,
-        type_mismatch: verdict == Verdict::TypeMismatch,
-        message,
-    }
-}
-
-impl FailedCondition {
-    fn with_actual(mut self, actual: Option<Value>) -> Self {
-        self.actual = actual;
-        self
-    }
-}
-
-fn field_json(f: &FieldValue) -> Value {
-    match &f.kind {
-        Some(Kind::Text(t)) => Value::String(t.clone()),
-        Some(Kind::Number(n)) => {
-            serde_json::from_str(n).unwrap_or_else(|_| Value::String(n.clone()))
-        }
-        Some(Kind::Boolean(b)) => Value::Bool(*b),
-        Some(Kind::NullValue(_)) | None => Value::Null,
     }
 }
 
@@ -223,6 +102,9 @@ pub struct Outcome {
     /// Why not, as the evaluator's metrics label (`conditions`, `other_object`, …).
     pub reason: Option<&'static str>,
     pub failed_conditions: Vec<FailedCondition>,
+    /// The whole condition tree with each node's verdict (None when the conditions were not
+    /// what decided: another object or trigger, a delete, a missing value).
+    pub conditions: Option<Explanation>,
     pub owner_crm_user_id: Option<String>,
     pub value: Option<String>,
     pub activity_date: Option<DateTime<Utc>>,
@@ -235,6 +117,7 @@ pub fn dry_run(spec: &WorkflowSpec, event: &CrmEvent) -> Outcome {
             matched: true,
             reason: None,
             failed_conditions: Vec::new(),
+            conditions: Some(spec.explain(event)),
             owner_crm_user_id: m.owner_crm_user_id.clone(),
             value: Some(m.value.to_string()),
             activity_date: m.activity_date,
@@ -253,14 +136,20 @@ pub fn dry_run(spec: &WorkflowSpec, event: &CrmEvent) -> Outcome {
         reason,
         Some("other_object" | "other_trigger" | "missing_value" | "deleted")
     );
+    let conditions = about_conditions.then(|| spec.explain(event));
     Outcome {
         matched: false,
         reason,
-        failed_conditions: if about_conditions {
-            failed_conditions(spec, event)
-        } else {
-            Vec::new()
-        },
+        failed_conditions: conditions
+            .as_ref()
+            .map(|c| {
+                c.failures()
+                    .into_iter()
+                    .map(FailedCondition::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        conditions,
         owner_crm_user_id: None,
         value: None,
         activity_date: None,
@@ -315,7 +204,12 @@ mod tests {
         assert_eq!(f.path, "conditions/all/1");
         assert_eq!(f.field.as_deref(), Some("Amount"));
         assert_eq!(f.actual, Some(json!("500")));
-        assert!(f.message.contains("Amount"), "{}", f.message);
+        assert_eq!(f.message, "Amount is \"500\"; the condition wants gte 1000");
+        let tree = serde_json::to_value(o.conditions.as_ref().unwrap()).unwrap();
+        assert_eq!(tree["kind"], "all");
+        assert_eq!(tree["verdict"], "no_match");
+        assert_eq!(tree["items"][0]["verdict"], "match");
+        assert_eq!(tree["items"][1]["path"], "conditions/all/1");
 
         let o = dry_run(
             &s,

@@ -42,6 +42,9 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Where visibility changes go (`topics.activities`).
     pub activities_topic: String,
+    /// Seals and opens integration credentials (`secrets.encryption_key`); without it they can
+    /// be neither set nor inspected through the API.
+    pub secret_key: Option<crm_sync_store::credentials::SecretKey>,
 }
 
 #[derive(OpenApi)]
@@ -134,10 +137,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         publisher.clone(),
         stop.clone(),
     ));
+    let secret_key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
+    if secret_key.is_none() {
+        tracing::warn!(
+            "no secrets.encryption_key configured: integration credentials cannot be set through the API"
+        );
+    }
     let state = AppState {
         pool,
         publisher,
         activities_topic: settings.topics.activities.clone(),
+        secret_key,
     };
     let app = app(state, readiness, metrics);
 

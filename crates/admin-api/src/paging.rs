@@ -3,7 +3,7 @@
 //! added; the leaderboard, ranked by a changing total, pages by offset.
 
 use chrono::{DateTime, Utc};
-use crm_sync_store::admin::After;
+use crm_sync_store::admin::{After, Keyed};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -97,17 +97,21 @@ pub fn before(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
     }
 }
 
+/// A keyset list's `limit` and `cursor` parameters, checked: the page size, and the position
+/// after which the page starts.
+pub fn keyset_args(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<After>), ApiError> {
+    Ok((self::limit(limit)?, after(cursor)?))
+}
+
 /// A keyset page from `limit + 1` fetched rows: the extra row only says there is a next page.
-pub fn keyset<R, T>(
-    mut rows: Vec<R>,
-    limit: i64,
-    key: impl Fn(&R) -> After,
-    view: impl Fn(R) -> T,
-) -> Page<T> {
+pub fn keyset<R: Keyed, T>(mut rows: Vec<R>, limit: i64, view: impl Fn(R) -> T) -> Page<T> {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more
-        .then(|| rows.last().map(|r| Cursor::After(key(r)).encode()))
+        .then(|| rows.last().map(|r| Cursor::After(r.position()).encode()))
         .flatten();
     Page {
         items: rows.into_iter().map(view).collect(),

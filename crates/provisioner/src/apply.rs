@@ -23,6 +23,9 @@ fn derived_id(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes())
 }
 
+/// Cheap to clone (handles on the pool, the producer and the directory): `crate::auto_sync`
+/// provisions through a clone of the consumer's.
+#[derive(Clone)]
 pub struct Provisioner {
     pub pool: PgPool,
     pub publisher: Publisher,
@@ -420,6 +423,21 @@ impl Provisioner {
         ensure_identity(tx, company_id, integration_id, o, crm_user_id)
             .await
             .map_err(db)?;
+        self.provision_identity(tx, company_id, integration_id, crm_user_id, &o.outcome_id)
+            .await
+    }
+
+    /// The part of [`Self::provision_user`] that needs no outcome, shared with auto-sync being
+    /// turned on (`crate::auto_sync`): the identity row must exist. Messages are staged in the
+    /// outbox under `staged_under`, which the caller publishes after commit.
+    pub(crate) async fn provision_identity(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        company_id: Uuid,
+        integration_id: Uuid,
+        crm_user_id: &str,
+        staged_under: &str,
+    ) -> Result<Uuid, Failure> {
         let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) =
             sqlx::query_as(
                 "SELECT user_id, display_name, email FROM crm_identities
@@ -497,7 +515,7 @@ impl Provisioner {
         };
         outbox::stage(
             tx,
-            &o.outcome_id,
+            staged_under,
             &Pending {
                 topic: self.users_topic.clone(),
                 key: format!("{company_id}/{user_id}"),
@@ -517,7 +535,7 @@ impl Provisioner {
             integration_id,
             crm_user_id,
             user_id,
-            &o.outcome_id,
+            staged_under,
         )
         .await?;
         Ok(user_id)

@@ -54,6 +54,7 @@ pub struct Directory {
 /// Why one identity is (not) looked up now.
 #[derive(sqlx::FromRow)]
 struct Candidate {
+    company_id: Uuid,
     crm: String,
     auto_sync_users: bool,
     user_id: Option<Uuid>,
@@ -133,14 +134,27 @@ impl Directory {
                 None => return Ok(()),
             },
         };
+        self.look_up_for_new_account(integration_id, &crm_user_id)
+            .await
+    }
+
+    /// Looks a CRM user up before auto-sync creates their account (also when auto-sync was just
+    /// turned on for identities already waiting, see `crate::auto_sync`). Does nothing when no
+    /// account is about to be created or the name and email are known; a lookup that fails is
+    /// recorded for the background completion.
+    pub async fn look_up_for_new_account(
+        &self,
+        integration_id: Uuid,
+        crm_user_id: &str,
+    ) -> anyhow::Result<()> {
         let candidate: Option<Candidate> = sqlx::query_as(
-            "SELECT i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.email, ci.directory_state
+            "SELECT i.company_id, i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.email, ci.directory_state
              FROM integrations i
              LEFT JOIN crm_identities ci ON ci.integration_id = i.id AND ci.crm_user_id = $2
              WHERE i.id = $1",
         )
         .bind(integration_id)
-        .bind(&crm_user_id)
+        .bind(crm_user_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(c) = candidate else {
@@ -155,12 +169,11 @@ impl Directory {
             return Ok(());
         };
         let result = client
-            .lookup_with_attempts(&crm_user_id, self.inline_attempts)
+            .lookup_with_attempts(crm_user_id, self.inline_attempts)
             .await;
-        let company_id = Uuid::parse_str(&outcome.company_id)?;
-        self.after_lookup(company_id, integration_id, &client, &result)
+        self.after_lookup(c.company_id, integration_id, &client, &result)
             .await;
-        self.record(company_id, integration_id, &crm_user_id, 0, &result)
+        self.record(c.company_id, integration_id, crm_user_id, 0, &result)
             .await?;
         match &result {
             Ok(user) => {

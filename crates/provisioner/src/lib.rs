@@ -3,6 +3,7 @@
 //! forwards `UserProvisioned` / `ActivityChanged` through a transactional outbox.
 
 pub mod apply;
+pub mod auto_sync;
 pub mod directory;
 pub mod outbox;
 
@@ -46,6 +47,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         users_topic: settings.topics.users.clone(),
         directory,
     };
+    // Identities waiting unmapped when an integration's auto-sync is turned on.
+    tokio::spawn(auto_sync::AutoSync::new(handler.clone()).run(shutdown.clone()));
     let topic = settings.topics.matches.clone();
     ConsumerService {
         name: SERVICE.name,

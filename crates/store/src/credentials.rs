@@ -13,7 +13,10 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// The key sealing integration credentials.
@@ -425,18 +428,150 @@ pub async fn update(
     integration_id: Uuid,
     update: IntegrationSecrets,
 ) -> Result<bool, SecretsError> {
-    let current = load(pool, integration_id, Some(key)).await?;
-    let mut merged = current.clone().unwrap_or_default();
+    let mut tx = pool.begin().await?;
+    let changed = update_in(&mut tx, key, company_id, integration_id, update).await?;
+    tx.commit().await?;
+    Ok(!changed.is_empty())
+}
+
+/// The parts of [`IntegrationSecrets`] by their JSON names: the unit in which credentials are
+/// set, rotated and reported.
+pub const PARTS: [&str; 4] = ["webhook_secret", "webhook_basic_auth", "webhook_key", "api"];
+
+impl IntegrationSecrets {
+    /// Whether the part named `part` (one of [`PARTS`]) is set.
+    pub fn has(&self, part: &str) -> bool {
+        match part {
+            "webhook_secret" => self.webhook_secret.is_some(),
+            "webhook_basic_auth" => self.webhook_basic_auth.is_some(),
+            "webhook_key" => self.webhook_key.is_some(),
+            "api" => self.api.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The parts whose value differs between `self` and `other`.
+    pub fn changed_parts(&self, other: &IntegrationSecrets) -> Vec<&'static str> {
+        let differs = |part: &str| match part {
+            "webhook_secret" => self.webhook_secret != other.webhook_secret,
+            "webhook_basic_auth" => self.webhook_basic_auth != other.webhook_basic_auth,
+            "webhook_key" => self.webhook_key != other.webhook_key,
+            "api" => self.api != other.api,
+            _ => false,
+        };
+        PARTS.into_iter().filter(|p| differs(p)).collect()
+    }
+}
+
+/// The parts a CRM's connectors use (what [`IntegrationSecrets::validate`] accepts for it).
+pub fn parts_used_by(crm: &str) -> Vec<&'static str> {
+    match crm {
+        "hubspot" => vec!["webhook_secret", "api"],
+        "generic" => vec!["webhook_secret"],
+        "pipedrive" => vec!["webhook_basic_auth", "api"],
+        "dynamics" => vec!["webhook_key", "api"],
+        "salesforce" => vec!["api"],
+        _ => Vec::new(),
+    }
+}
+
+/// Which parts are set and when each was last rotated; never the values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Per part of [`PARTS`] that is set: when it was last changed (None for parts written before
+    /// rotation times were kept).
+    pub set: Vec<(&'static str, Option<DateTime<Utc>>)>,
+}
+
+type RotatedAt = sqlx::types::Json<HashMap<String, DateTime<Utc>>>;
+
+/// Which of the integration's credentials are set and when they were last rotated.
+pub async fn status(
+    pool: &PgPool,
+    integration_id: Uuid,
+    key: &SecretKey,
+) -> Result<Status, SecretsError> {
+    let row: Option<(String, Vec<u8>, Vec<u8>, RotatedAt)> = sqlx::query_as(
+        "SELECT key_id, nonce, ciphertext, rotated_at FROM integration_secrets WHERE integration_id = $1",
+    )
+    .bind(integration_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((key_id, nonce, ciphertext, rotated_at)) = row else {
+        return Ok(Status::default());
+    };
+    let secrets = open(
+        key,
+        integration_id,
+        &Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        },
+    )?;
+    Ok(Status {
+        set: PARTS
+            .into_iter()
+            .filter(|p| secrets.has(p))
+            .map(|p| (p, rotated_at.0.get(p).copied()))
+            .collect(),
+    })
+}
+
+/// [`update`] inside the caller's transaction (so that an audit record commits with it); returns
+/// the parts that changed, whose rotation time is now. Concurrent updates of one integration
+/// are serialized on its row, so none is lost.
+pub async fn update_in(
+    conn: &mut PgConnection,
+    key: &SecretKey,
+    company_id: Uuid,
+    integration_id: Uuid,
+    update: IntegrationSecrets,
+) -> Result<Vec<&'static str>, SecretsError> {
+    let found: Option<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM integrations WHERE id = $1 AND company_id = $2 FOR UPDATE")
+            .bind(integration_id)
+            .bind(company_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if found.is_none() {
+        return Ok(Vec::new());
+    }
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, nonce, ciphertext FROM integration_secrets WHERE integration_id = $1",
+    )
+    .bind(integration_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let current = row
+        .map(|(key_id, nonce, ciphertext)| {
+            open(
+                key,
+                integration_id,
+                &Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                },
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let mut merged = current.clone();
     merged.merge(update);
-    if current.as_ref() == Some(&merged) || (current.is_none() && merged.is_empty()) {
-        return Ok(false);
+    let changed = current.changed_parts(&merged);
+    if changed.is_empty() {
+        return Ok(changed);
     }
     let sealed = seal(key, integration_id, &merged)?;
+    let now = Utc::now();
+    let rotated: HashMap<&str, DateTime<Utc>> = changed.iter().map(|p| (*p, now)).collect();
     sqlx::query(
-        "INSERT INTO integration_secrets (integration_id, company_id, key_id, nonce, ciphertext)
-         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM integrations WHERE id = $1 AND company_id = $2)
+        "INSERT INTO integration_secrets (integration_id, company_id, key_id, nonce, ciphertext, rotated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (integration_id) DO UPDATE SET
              key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
+             rotated_at = integration_secrets.rotated_at || EXCLUDED.rotated_at,
              updated_at = now()",
     )
     .bind(integration_id)
@@ -444,9 +579,10 @@ pub async fn update(
     .bind(&sealed.key_id)
     .bind(&sealed.nonce)
     .bind(&sealed.ciphertext)
-    .execute(pool)
+    .bind(sqlx::types::Json(rotated))
+    .execute(&mut *conn)
     .await?;
-    Ok(true)
+    Ok(changed)
 }
 
 /// Whether the integration has credentials stored (without decrypting them).

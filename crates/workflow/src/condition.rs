@@ -239,7 +239,8 @@ impl Literal {
 }
 
 /// The result of evaluating a condition on one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Match,
     NoMatch,
@@ -259,7 +260,7 @@ impl Verdict {
         }
     }
 
-    fn not(self) -> Verdict {
+    pub(crate) fn not(self) -> Verdict {
         match self {
             Verdict::Match => Verdict::NoMatch,
             Verdict::NoMatch => Verdict::Match,
@@ -268,7 +269,7 @@ impl Verdict {
     }
 
     /// Kleene conjunction; a type mismatch outranks an unknown so that it gets counted.
-    fn and(self, other: Verdict) -> Verdict {
+    pub(crate) fn and(self, other: Verdict) -> Verdict {
         use Verdict::*;
         match (self, other) {
             (NoMatch, _) | (_, NoMatch) => NoMatch,
@@ -612,7 +613,7 @@ impl Comparison {
         }
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("field".into(), Value::String(self.field.clone()));
         m.insert("op".into(), Value::String(self.op.as_str().into()));

@@ -2,12 +2,14 @@
 //! says, how it is validated before it is stored, and how it is evaluated against a CRM event.
 
 pub mod condition;
+pub mod explain;
 pub mod spec;
 
 pub use condition::{
     Comparison, Condition, ConditionError, Fields, Literal, Mode, Op, Previous, Record, ValueType,
     Verdict,
 };
+pub use explain::{Explanation, Node};
 pub use spec::{
     Decision, Match, NoMatch, RetractReason, Retraction, SpecError, Trigger, WorkflowSpec,
     parse_date,

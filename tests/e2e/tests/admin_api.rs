@@ -175,7 +175,7 @@ async fn every_route_refuses_missing_tokens_viewer_writes_and_foreign_companies(
         }
     }
     assert!(
-        checked >= 28,
+        checked >= 30,
         "only {checked} company routes in the document"
     );
 

@@ -131,8 +131,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<ActivityListQuery>,
 ) -> ApiResult<Json<Page<ActivityView>>> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::after(q.cursor.as_deref())?;
+    let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
     let filter = Filter {
         unmapped: q.unmapped,
@@ -147,15 +146,7 @@ pub async fn list(
         to,
     };
     let rows = store::list(&state.pool, caller.company(), &filter, after, limit + 1).await?;
-    Ok(Json(paging::keyset(
-        rows,
-        limit,
-        |r| crm_sync_store::admin::After {
-            created_at: r.created_at,
-            id: r.id,
-        },
-        ActivityView::from,
-    )))
+    Ok(Json(paging::keyset(rows, limit, ActivityView::from)))
 }
 
 /// One user's standing.

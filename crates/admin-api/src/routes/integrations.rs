@@ -10,10 +10,10 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{CompanyPath, ReadErrors, WriteErrors, audit, conflict_on, text};
+use super::{CompanyPath, ReadErrors, WriteErrors, commit_audited, conflict_on, text};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, OrNotFound};
 use crate::extract::{ApiPath, JsonBody, QueryParams};
 use crate::paging::{self, Page};
 
@@ -92,18 +92,9 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page<IntegrationView>>> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::after(q.cursor.as_deref())?;
+    let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let rows = store::list(&state.pool, caller.company(), after, limit + 1).await?;
-    Ok(Json(paging::keyset(
-        rows,
-        limit,
-        |r| crm_sync_store::admin::After {
-            created_at: r.created_at,
-            id: r.id,
-        },
-        IntegrationView::from,
-    )))
+    Ok(Json(paging::keyset(rows, limit, IntegrationView::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -119,6 +110,8 @@ pub struct NewIntegrationBody {
     /// The webhook token the CRM will present (write-only; at least 16 characters). Omit it and
     /// generate one with `POST …/webhook-token`.
     pub webhook_token: Option<String>,
+    /// Credentials to store with it (write-only), as `PATCH …/credentials` takes them.
+    pub credentials: Option<super::credentials::CredentialsPatch>,
 }
 
 fn webhook_token(token: Option<&str>) -> ApiResult<Option<String>> {
@@ -166,21 +159,33 @@ pub async fn create(
         auto_sync_users: body.auto_sync_users,
         webhook_token: webhook_token(body.webhook_token.as_deref())?,
     };
+    // Checked before anything is written: an integration is created with its credentials or
+    // not at all.
+    let credentials = body
+        .credentials
+        .map(|c| super::credentials::checked(c, &new.crm, &state))
+        .transpose()?;
     let mut tx = state.pool.begin().await?;
     let row = store::create(&mut tx, caller.company(), &new)
         .await
         .map_err(conflict_on("name", "an integration with this name"))?;
-    audit(
-        &mut tx,
+    let credentials_set = match credentials {
+        Some((secrets, key)) => {
+            super::credentials::store(&mut tx, key, &caller, row.id, secrets).await?
+        }
+        None => Vec::new(),
+    };
+    commit_audited(
+        tx,
         &caller,
         "integration.created",
         "integration",
         row.id,
         json!({"name": row.name, "crm": row.crm, "crm_account_id": row.crm_account_id,
-               "auto_sync_users": row.auto_sync_users, "webhook_token_set": new.webhook_token.is_some()}),
+               "auto_sync_users": row.auto_sync_users, "webhook_token_set": new.webhook_token.is_some(),
+               "credentials_set": credentials_set}),
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -200,7 +205,7 @@ pub async fn get(
     store::get(&state.pool, caller.company(), p.integration_id)
         .await?
         .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("integration"))
+        .or_not_found("integration")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -246,11 +251,11 @@ pub async fn update(
     let mut tx = state.pool.begin().await?;
     let before = store::get(&mut *tx, caller.company(), p.integration_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+        .or_not_found("integration")?;
     let row = store::update(&mut tx, caller.company(), p.integration_id, &changes)
         .await
         .map_err(conflict_on("name", "an integration with this name"))?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+        .or_not_found("integration")?;
     let mut details = serde_json::Map::new();
     if before.name != row.name {
         details.insert("name".into(), json!({"from": before.name, "to": row.name}));
@@ -270,8 +275,8 @@ pub async fn update(
     if changes.webhook_token.is_some() {
         details.insert("webhook_token".into(), json!("replaced"));
     }
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "integration.updated",
         "integration",
@@ -279,7 +284,6 @@ pub async fn update(
         details.into(),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(row.into()))
 }
 
@@ -317,9 +321,9 @@ pub async fn rotate_webhook_token(
         },
     )
     .await?
-    .ok_or_else(|| ApiError::not_found("integration"))?;
-    audit(
-        &mut tx,
+    .or_not_found("integration")?;
+    commit_audited(
+        tx,
         &caller,
         "integration.webhook_token_rotated",
         "integration",
@@ -327,7 +331,6 @@ pub async fn rotate_webhook_token(
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(RotatedToken {
         webhook_path: webhook_path(&row),
         webhook_token: token,

@@ -4,6 +4,7 @@
 
 pub mod activities;
 pub mod audit;
+pub mod credentials;
 pub mod integrations;
 pub mod session;
 pub mod teams;
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(integrations::list, integrations::create))
         .routes(routes!(integrations::get, integrations::update))
         .routes(routes!(integrations::rotate_webhook_token))
+        .routes(routes!(credentials::get, credentials::update))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(
             workflows::get,
@@ -115,6 +117,21 @@ pub async fn audit(
         details,
     )
     .await?;
+    Ok(())
+}
+
+/// Records the change in the audit log and commits it with the change: every write ends so, and
+/// a change without its audit record must never commit.
+pub async fn commit_audited(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    caller: &Caller,
+    action: &str,
+    target_type: &str,
+    target_id: impl ToString,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    audit(&mut tx, caller, action, target_type, target_id, details).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::integrations::ListQuery;
 use super::users::UserView;
-use super::{CompanyPath, ReadErrors, WriteErrors, audit, conflict_on, text};
+use super::{CompanyPath, ReadErrors, WriteErrors, audit, commit_audited, conflict_on, text};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiResult, OrNotFound};
 use crate::extract::{ApiPath, JsonBody, QueryParams};
 use crate::paging::{self, Page};
 use crate::publish::Batch;
@@ -68,18 +68,9 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<Page<TeamView>>> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::after(q.cursor.as_deref())?;
+    let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let rows = store::list(&state.pool, caller.company(), after, limit + 1).await?;
-    Ok(Json(paging::keyset(
-        rows,
-        limit,
-        |r| crm_sync_store::admin::After {
-            created_at: r.created_at,
-            id: r.id,
-        },
-        TeamView::from,
-    )))
+    Ok(Json(paging::keyset(rows, limit, TeamView::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,8 +99,8 @@ pub async fn create(
     let row = store::create(&mut tx, caller.company(), &name)
         .await
         .map_err(conflict_on("name", "a team with this name"))?;
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "team.created",
         "team",
@@ -117,7 +108,6 @@ pub async fn create(
         json!({"name": name}),
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -137,7 +127,7 @@ pub async fn get(
     store::get(&state.pool, caller.company(), p.team_id)
         .await?
         .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("team"))
+        .or_not_found("team")
 }
 
 /// Renames a team.
@@ -160,9 +150,9 @@ pub async fn update(
     let row = store::rename(&mut tx, caller.company(), p.team_id, &name)
         .await
         .map_err(conflict_on("name", "a team with this name"))?
-        .ok_or_else(|| ApiError::not_found("team"))?;
-    audit(
-        &mut tx,
+        .or_not_found("team")?;
+    commit_audited(
+        tx,
         &caller,
         "team.renamed",
         "team",
@@ -170,7 +160,6 @@ pub async fn update(
         json!({"name": name}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(row.into()))
 }
 
@@ -215,7 +204,7 @@ pub async fn delete(
     let mut tx = state.pool.begin().await?;
     let team = store::get(&mut *tx, caller.company(), p.team_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("team"))?;
+        .or_not_found("team")?;
     let members = store::lock_members(&mut tx, caller.company(), p.team_id).await?;
     store::delete(&mut tx, caller.company(), p.team_id).await?;
     let mut batch = Batch::new();
@@ -223,8 +212,8 @@ pub async fn delete(
     for user_id in &members {
         hidden += hide_if_teamless(&mut tx, &state, caller.company(), *user_id, &mut batch).await?;
     }
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "team.deleted",
         "team",
@@ -232,7 +221,6 @@ pub async fn delete(
         json!({"name": team.name, "members": members, "hidden_activities": hidden}),
     )
     .await?;
-    tx.commit().await?;
     batch.publish(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -241,7 +229,7 @@ async fn user_view(state: &AppState, company_id: Uuid, user_id: Uuid) -> ApiResu
     users::get(&state.pool, company_id, user_id)
         .await?
         .map(|u| Json(u.into()))
-        .ok_or_else(|| ApiError::not_found("user"))
+        .or_not_found("user")
 }
 
 /// Places a user on a team. A pending user becomes active, and if the user was on no team, the
@@ -262,10 +250,10 @@ pub async fn place_member(
     let mut tx = state.pool.begin().await?;
     store::get(&mut *tx, company, p.team_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("team"))?;
+        .or_not_found("team")?;
     let status = users::lock(&mut tx, company, p.user_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .or_not_found("user")?;
     let was_visible = users::on_a_team(&mut tx, p.user_id).await?;
     let added = store::add_member(&mut tx, company, p.team_id, p.user_id).await?;
     let mut batch = Batch::new();
@@ -321,10 +309,10 @@ pub async fn remove_member(
     let mut tx = state.pool.begin().await?;
     store::get(&mut *tx, company, p.team_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("team"))?;
+        .or_not_found("team")?;
     users::lock(&mut tx, company, p.user_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .or_not_found("user")?;
     let removed = store::remove_member(&mut tx, company, p.team_id, p.user_id).await?;
     let mut batch = Batch::new();
     if removed {

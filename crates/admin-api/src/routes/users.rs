@@ -12,10 +12,10 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{CompanyPath, ReadErrors, WriteErrors, audit, conflict_on, text};
+use super::{CompanyPath, ReadErrors, WriteErrors, commit_audited, conflict_on, text};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, OrNotFound};
 use crate::extract::{ApiPath, JsonBody, QueryParams};
 use crate::paging::{self, Page};
 use crate::publish::Batch;
@@ -134,8 +134,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<UserListQuery>,
 ) -> ApiResult<Json<Page<UserView>>> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::after(q.cursor.as_deref())?;
+    let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let filter = store::Filter {
         status: q.status.map(|s| match s {
             UserStatus::Pending => "pending".into(),
@@ -150,15 +149,7 @@ pub async fn list(
         search: q.q.filter(|s| !s.trim().is_empty()),
     };
     let rows = store::list(&state.pool, caller.company(), &filter, after, limit + 1).await?;
-    Ok(Json(paging::keyset(
-        rows,
-        limit,
-        |r| crm_sync_store::admin::After {
-            created_at: r.created_at,
-            id: r.id,
-        },
-        UserView::from,
-    )))
+    Ok(Json(paging::keyset(rows, limit, UserView::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -199,8 +190,8 @@ pub async fn create(
     let row = store::create_manual(&mut tx, caller.company(), &name, email.as_deref())
         .await
         .map_err(conflict_on("email", "a user with this email"))?;
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "user.created",
         "user",
@@ -208,7 +199,6 @@ pub async fn create(
         json!({"display_name": name, "email": email}),
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -228,7 +218,7 @@ pub async fn get(
     store::get(&state.pool, caller.company(), p.user_id)
         .await?
         .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("user"))
+        .or_not_found("user")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -296,8 +286,8 @@ pub async fn map_identity(
             ActivityState::Recorded,
         )
         .await?;
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "user.crm_identity_mapped",
         "user",
@@ -306,11 +296,10 @@ pub async fn map_identity(
                "attached_activities": attached.len()}),
     )
     .await?;
-    tx.commit().await?;
     batch.publish(&state).await;
     let user = store::get(&state.pool, company, p.user_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .or_not_found("user")?;
     Ok(Json(MapIdentityResult {
         user: user.into(),
         attached_activities: attached.len(),
@@ -321,7 +310,7 @@ async fn users_lock(tx: &mut sqlx::PgConnection, company: Uuid, user_id: Uuid) -
     store::lock(tx, company, user_id)
         .await?
         .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("user"))
+        .or_not_found("user")
 }
 
 /// A CRM user seen by an integration.

@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{CompanyPath, ReadErrors, WriteErrors, audit, conflict_on, double_option};
+use super::{CompanyPath, ReadErrors, WriteErrors, commit_audited, conflict_on, double_option};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, OrNotFound};
 use crate::explain::{self, FailedCondition, Sample};
 use crate::extract::{ApiPath, JsonBody, QueryParams};
 use crate::paging::{self, Page};
@@ -184,22 +184,13 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<WorkflowListQuery>,
 ) -> ApiResult<Json<Page<WorkflowView>>> {
-    let limit = paging::limit(q.limit)?;
-    let after = paging::after(q.cursor.as_deref())?;
+    let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let filter = Filter {
         integration_id: q.integration_id,
         active: q.active,
     };
     let rows = store::list(&state.pool, caller.company(), &filter, after, limit + 1).await?;
-    Ok(Json(paging::keyset(
-        rows,
-        limit,
-        |r| crm_sync_store::admin::After {
-            created_at: r.created_at,
-            id: r.id,
-        },
-        WorkflowView::from,
-    )))
+    Ok(Json(paging::keyset(rows, limit, WorkflowView::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -261,8 +252,8 @@ pub async fn create(
         .ok_or_else(|| {
             ApiError::invalid("integration_id", "no such integration in this company")
         })?;
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "workflow.created",
         "workflow",
@@ -270,7 +261,6 @@ pub async fn create(
         json!({"spec": spec, "active": row.active}),
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -290,7 +280,7 @@ pub async fn get(
     store::get(&state.pool, caller.company(), p.workflow_id)
         .await?
         .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found("workflow"))
+        .or_not_found("workflow")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -332,7 +322,7 @@ pub async fn update(
     let mut tx = state.pool.begin().await?;
     let current = store::get(&mut *tx, caller.company(), p.workflow_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
+        .or_not_found("workflow")?;
     let triggers = match b.triggers {
         Some(t) => t,
         None => current
@@ -358,9 +348,9 @@ pub async fn update(
             "name",
             "a workflow with this name in this integration",
         ))?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    audit(
-        &mut tx,
+        .or_not_found("workflow")?;
+    commit_audited(
+        tx,
         &caller,
         "workflow.updated",
         "workflow",
@@ -368,7 +358,6 @@ pub async fn update(
         json!({"spec": spec, "active": active, "was_active": current.active}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(row.into()))
 }
 
@@ -389,7 +378,7 @@ pub async fn delete(
     let mut tx = state.pool.begin().await?;
     let current = store::get(&mut *tx, caller.company(), p.workflow_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
+        .or_not_found("workflow")?;
     // The schema cascades the delete to the activities: what downstream knows of them must go too.
     let recorded =
         activities::recorded_of_workflow(&mut tx, caller.company(), p.workflow_id).await?;
@@ -405,8 +394,8 @@ pub async fn delete(
         )
         .await?;
     store::delete(&mut tx, caller.company(), p.workflow_id).await?;
-    audit(
-        &mut tx,
+    commit_audited(
+        tx,
         &caller,
         "workflow.deleted",
         "workflow",
@@ -414,7 +403,6 @@ pub async fn delete(
         json!({"name": current.name, "retracted_activities": recorded.len()}),
     )
     .await?;
-    tx.commit().await?;
     batch.publish(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -428,9 +416,9 @@ async fn set_active(
     let mut tx = state.pool.begin().await?;
     let row = store::set_active(&mut tx, caller.company(), id, active)
         .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    audit(
-        &mut tx,
+        .or_not_found("workflow")?;
+    commit_audited(
+        tx,
         caller,
         if active {
             "workflow.activated"
@@ -442,7 +430,6 @@ async fn set_active(
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     Ok(Json(row.into()))
 }
 
@@ -519,6 +506,13 @@ pub struct DryRunResult {
     pub explanation: String,
     /// Each failing part of the conditions, outermost first.
     pub failed_conditions: Vec<FailedCondition>,
+    /// The condition tree, each node with `path`, `verdict` (`match`, `no_match`, `unknown`,
+    /// `type_mismatch`), `reason` (in words, when not a match) and `kind`: `all`/`any` with
+    /// `items`, `not` with `item`, or `compare` with `field`, `op`, `value`, the sample's
+    /// `actual` value and, for change operators, its `previous` one. Absent when something other
+    /// than the conditions decided (another object or trigger, a delete, a missing value).
+    #[schema(value_type = Option<Object>)]
+    pub conditions: Option<crm_sync_workflow::Explanation>,
     /// What a match would record.
     pub activity: Option<DryRunActivity>,
 }
@@ -554,7 +548,7 @@ pub async fn dry_run(
 ) -> ApiResult<Json<DryRunResult>> {
     let row = store::get(&state.pool, caller.company(), p.workflow_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
+        .or_not_found("workflow")?;
     let triggers: Vec<TriggerName> = row
         .triggers
         .iter()
@@ -633,5 +627,6 @@ pub async fn dry_run(
             activity_type: spec.activity_type.clone(),
         }),
         failed_conditions: outcome.failed_conditions,
+        conditions: outcome.conditions,
     }))
 }

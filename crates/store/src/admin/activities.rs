@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{After, after_params};
+use super::{After, keyset_query};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActivityRow {
@@ -55,8 +55,7 @@ pub async fn list(
     after: Option<After>,
     limit: i64,
 ) -> Result<Vec<ActivityRow>, sqlx::Error> {
-    let (at, id) = after_params(after);
-    sqlx::query_as::<_, ActivityRow>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM activities a
          WHERE a.company_id = $1 AND ($2::timestamptz IS NULL OR (a.created_at, a.id) > ($2, $3))
            AND ($5::boolean IS NULL OR $5 = (a.user_id IS NULL))
@@ -67,20 +66,17 @@ pub async fn list(
            AND ($10::timestamptz IS NULL OR a.activity_date >= $10)
            AND ($11::timestamptz IS NULL OR a.activity_date < $11)
          ORDER BY a.created_at, a.id LIMIT $4"
-    ))
-    .bind(company_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .bind(filter.unmapped)
-    .bind(filter.user_id)
-    .bind(filter.workflow_id)
-    .bind(&filter.activity_type)
-    .bind(&filter.state)
-    .bind(filter.from)
-    .bind(filter.to)
-    .fetch_all(pool)
-    .await
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .bind(filter.unmapped)
+        .bind(filter.user_id)
+        .bind(filter.workflow_id)
+        .bind(&filter.activity_type)
+        .bind(&filter.state)
+        .bind(filter.from)
+        .bind(filter.to)
+        .fetch_all(pool)
+        .await
 }
 
 /// The user's recorded activities: the ones whose visibility follows the user's memberships.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{After, after_params};
+use super::{After, by_id_query, keyset_query};
 
 /// The CRMs an integration can connect (the `integrations.crm` check constraint).
 pub const CRMS: [&str; 5] = ["salesforce", "hubspot", "pipedrive", "dynamics", "generic"];
@@ -30,18 +30,14 @@ pub async fn list(
     after: Option<After>,
     limit: i64,
 ) -> Result<Vec<IntegrationRow>, sqlx::Error> {
-    let (at, id) = after_params(after);
-    sqlx::query_as::<_, IntegrationRow>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM integrations
          WHERE company_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
          ORDER BY created_at, id LIMIT $4"
-    ))
-    .bind(company_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get<'e>(
@@ -49,13 +45,8 @@ pub async fn get<'e>(
     company_id: Uuid,
     id: Uuid,
 ) -> Result<Option<IntegrationRow>, sqlx::Error> {
-    sqlx::query_as::<_, IntegrationRow>(&format!(
-        "SELECT {COLUMNS} FROM integrations WHERE company_id = $1 AND id = $2"
-    ))
-    .bind(company_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    let sql = format!("SELECT {COLUMNS} FROM integrations WHERE company_id = $1 AND id = $2");
+    by_id_query(&sql, company_id, id).fetch_optional(db).await
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{After, after_params};
+use super::{After, by_id_query, keyset_query};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TeamRow {
@@ -24,18 +24,14 @@ pub async fn list(
     after: Option<After>,
     limit: i64,
 ) -> Result<Vec<TeamRow>, sqlx::Error> {
-    let (at, id) = after_params(after);
-    sqlx::query_as::<_, TeamRow>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM teams t
          WHERE t.company_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.id) > ($2, $3))
          ORDER BY t.created_at, t.id LIMIT $4"
-    ))
-    .bind(company_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get<'e>(
@@ -43,13 +39,8 @@ pub async fn get<'e>(
     company_id: Uuid,
     id: Uuid,
 ) -> Result<Option<TeamRow>, sqlx::Error> {
-    sqlx::query_as::<_, TeamRow>(&format!(
-        "SELECT {COLUMNS} FROM teams t WHERE t.company_id = $1 AND t.id = $2"
-    ))
-    .bind(company_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    let sql = format!("SELECT {COLUMNS} FROM teams t WHERE t.company_id = $1 AND t.id = $2");
+    by_id_query(&sql, company_id, id).fetch_optional(db).await
 }
 
 pub async fn create(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{After, after_params};
+use super::{After, by_id_query, keyset_query};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -51,8 +51,7 @@ pub async fn list(
     after: Option<After>,
     limit: i64,
 ) -> Result<Vec<UserRow>, sqlx::Error> {
-    let (at, id) = after_params(after);
-    sqlx::query_as::<_, UserRow>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM users u
          WHERE u.company_id = $1 AND ($2::timestamptz IS NULL OR (u.created_at, u.id) > ($2, $3))
            AND ($5::text IS NULL OR u.status = $5)
@@ -61,18 +60,15 @@ pub async fn list(
            AND ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = u.id AND m.team_id = $8))
            AND ($9::text IS NULL OR strpos(lower(u.display_name || ' ' || coalesce(u.email, '')), lower($9)) > 0)
          ORDER BY u.created_at, u.id LIMIT $4"
-    ))
-    .bind(company_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .bind(&filter.status)
-    .bind(&filter.source)
-    .bind(filter.on_team)
-    .bind(filter.team_id)
-    .bind(&filter.search)
-    .fetch_all(pool)
-    .await
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .bind(&filter.status)
+        .bind(&filter.source)
+        .bind(filter.on_team)
+        .bind(filter.team_id)
+        .bind(&filter.search)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get<'e>(
@@ -80,13 +76,8 @@ pub async fn get<'e>(
     company_id: Uuid,
     id: Uuid,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as::<_, UserRow>(&format!(
-        "SELECT {COLUMNS} FROM users u WHERE u.company_id = $1 AND u.id = $2"
-    ))
-    .bind(company_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    let sql = format!("SELECT {COLUMNS} FROM users u WHERE u.company_id = $1 AND u.id = $2");
+    by_id_query(&sql, company_id, id).fetch_optional(db).await
 }
 
 /// A user an admin creates by hand: pending until placed on a team, like an auto-synced one.

@@ -6,7 +6,7 @@ use crm_sync_workflow::WorkflowSpec;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::{After, after_params};
+use super::{After, by_id_query, keyset_query};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkflowRow {
@@ -41,21 +41,17 @@ pub async fn list(
     after: Option<After>,
     limit: i64,
 ) -> Result<Vec<WorkflowRow>, sqlx::Error> {
-    let (at, id) = after_params(after);
-    sqlx::query_as::<_, WorkflowRow>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM workflows
          WHERE company_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
            AND ($5::uuid IS NULL OR integration_id = $5) AND ($6::boolean IS NULL OR active = $6)
          ORDER BY created_at, id LIMIT $4"
-    ))
-    .bind(company_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
-    .bind(filter.integration_id)
-    .bind(filter.active)
-    .fetch_all(pool)
-    .await
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .bind(filter.integration_id)
+        .bind(filter.active)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn get<'e>(
@@ -63,13 +59,8 @@ pub async fn get<'e>(
     company_id: Uuid,
     id: Uuid,
 ) -> Result<Option<WorkflowRow>, sqlx::Error> {
-    sqlx::query_as::<_, WorkflowRow>(&format!(
-        "SELECT {COLUMNS} FROM workflows WHERE company_id = $1 AND id = $2"
-    ))
-    .bind(company_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    let sql = format!("SELECT {COLUMNS} FROM workflows WHERE company_id = $1 AND id = $2");
+    by_id_query(&sql, company_id, id).fetch_optional(db).await
 }
 
 fn triggers(spec: &WorkflowSpec) -> Vec<&'static str> {

@@ -6,8 +6,17 @@ use crm_sync_store::admin::tokens::{self, Role};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The `secrets.encryption_key` admin-api (and ingest, where a suite needs it) seals
+/// integration credentials with in these suites (32 bytes, base64).
+pub const ENCRYPTION_KEY: &str = "zHb8wT3nqV0rXy5kLm2pQs7uEf9gJd4aRt6cNv1oWiY=";
+
 pub async fn start_admin_api(env: &TestEnv) -> Service {
-    env.start_service("admin-api", "admin-api", &[]).await
+    env.start_service(
+        "admin-api",
+        "admin-api",
+        &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)],
+    )
+    .await
 }
 
 /// A bearer token of `role` for the company.
