@@ -11,5 +11,7 @@ pub mod produce;
 pub mod service;
 pub mod transactional;
 
-pub use consume::{ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer};
+pub use consume::{
+    BatchItem, ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer,
+};
 pub use produce::{OutgoingMessage, Publisher};
