@@ -176,6 +176,25 @@ struct Cache {
     users: HashMap<(Uuid, String), Uuid>,
     /// user → placed on a team.
     on_team: HashMap<Uuid, bool>,
+    /// (workflow, record) → its activity (None: there is none), read and locked in one query
+    /// for every retraction of the batch. An entry is used at most once, and dropped as soon as
+    /// the transaction writes that activity, so a later outcome of the same record reads it anew.
+    retraction_targets: HashMap<(Uuid, String), Option<Existing>>,
+}
+
+/// An activity as a retraction finds it.
+#[derive(sqlx::FromRow)]
+struct Existing {
+    id: Uuid,
+    company_id: Uuid,
+    user_id: Option<Uuid>,
+    activity_type: String,
+    value: Decimal,
+    activity_date: DateTime<Utc>,
+    state: String,
+    last_event_at: DateTime<Utc>,
+    workflow_id: Uuid,
+    record_id: String,
 }
 
 /// How an outcome came out inside the transaction.
@@ -339,6 +358,38 @@ impl Provisioner {
         let mut fresh: HashSet<String> = first_time.into_iter().map(|(id,)| id).collect();
         let mut written = Written::default();
         let mut cache = Cache::default();
+        // Most outcomes are retractions, and most of those find no activity: one query for all
+        // of them instead of one each.
+        let targets: Vec<(Uuid, &str)> = items
+            .iter()
+            .filter(|i| i.outcome.kind() == OutcomeKind::Retracted)
+            .map(|i| (i.parsed.workflow_id, i.outcome.record_id.as_str()))
+            .collect();
+        if !targets.is_empty() {
+            let (workflows, records): (Vec<Uuid>, Vec<&str>) = targets.iter().copied().unzip();
+            let found: Vec<Existing> = sqlx::query_as(
+                "SELECT a.id, a.company_id, a.user_id, a.activity_type, a.value, a.activity_date,
+                        a.state, a.last_event_at, a.workflow_id, a.record_id
+                 FROM activities a
+                 JOIN UNNEST($1::uuid[], $2::text[]) AS t(workflow_id, record_id)
+                   ON a.workflow_id = t.workflow_id AND a.record_id = t.record_id
+                 FOR UPDATE OF a",
+            )
+            .bind(&workflows)
+            .bind(&records)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            for (workflow_id, record_id) in targets {
+                cache
+                    .retraction_targets
+                    .insert((workflow_id, record_id.to_owned()), None);
+            }
+            for activity in found {
+                let key = (activity.workflow_id, activity.record_id.clone());
+                cache.retraction_targets.insert(key, Some(activity));
+            }
+        }
         for (index, item) in items.iter().enumerate() {
             if !fresh.contains(&item.outcome.outcome_id) {
                 written.duplicates.push(index);
@@ -518,18 +569,22 @@ impl Provisioner {
 
         let user_id = match mapped {
             Some(user_id) => Some(user_id),
-            None if auto_sync => Some(
-                self.provision_user(
-                    tx,
-                    written,
-                    index,
-                    company_id,
-                    p.integration_id,
-                    o,
-                    &crm_user_id,
-                )
-                .await?,
-            ),
+            None if auto_sync => {
+                let user_id = self
+                    .provision_user(
+                        tx,
+                        written,
+                        index,
+                        company_id,
+                        p.integration_id,
+                        o,
+                        &crm_user_id,
+                    )
+                    .await?;
+                // Attaching the user's unmapped activities may have changed prefetched ones.
+                cache.retraction_targets.clear();
+                Some(user_id)
+            }
             None => {
                 // Kept as unmapped: listed for admins, attached once the identity is mapped.
                 if needs_identity_write(identity.as_ref(), o, &crm_user_id) {
@@ -548,6 +603,10 @@ impl Provisioner {
         }
 
         let activity_id = derived_id(&["activity", &o.workflow_id, &o.record_id]);
+        // What was prefetched for a later retraction of this record is stale after this write.
+        cache
+            .retraction_targets
+            .remove(&(p.workflow_id, o.record_id.clone()));
         let upserted: Option<(bool,)> = sqlx::query_as(
             "INSERT INTO activities (id, company_id, integration_id, workflow_id, object_type, record_id,
                                      crm_user_id, user_id, activity_type, value, activity_date, state,
@@ -626,26 +685,20 @@ impl Provisioner {
         item: &Item,
     ) -> Result<Step, Failure> {
         let (o, p) = (&item.outcome, &item.parsed);
-        #[derive(sqlx::FromRow)]
-        struct Existing {
-            id: Uuid,
-            company_id: Uuid,
-            user_id: Option<Uuid>,
-            activity_type: String,
-            value: Decimal,
-            activity_date: DateTime<Utc>,
-            state: String,
-            last_event_at: DateTime<Utc>,
-        }
-        let existing: Option<Existing> = sqlx::query_as(
-            "SELECT id, company_id, user_id, activity_type, value, activity_date, state, last_event_at
-             FROM activities WHERE workflow_id = $1 AND record_id = $2 FOR UPDATE",
-        )
-        .bind(p.workflow_id)
-        .bind(&o.record_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let key = (p.workflow_id, o.record_id.clone());
+        let existing: Option<Existing> = match cache.retraction_targets.remove(&key) {
+            Some(prefetched) => prefetched,
+            None => sqlx::query_as(
+                "SELECT id, company_id, user_id, activity_type, value, activity_date, state, last_event_at,
+                        workflow_id, record_id
+                 FROM activities WHERE workflow_id = $1 AND record_id = $2 FOR UPDATE",
+            )
+            .bind(p.workflow_id)
+            .bind(&o.record_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?,
+        };
         let result = match existing {
             None => "nothing_to_retract",
             // An older change arriving late must not overwrite a newer one.
