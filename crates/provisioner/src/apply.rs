@@ -200,9 +200,10 @@ struct Existing {
 /// How an outcome came out inside the transaction.
 enum Step {
     Applied,
-    /// Needs to create an account: that is done at the start of a transaction of its own (see
+    /// Would lock a CRM identity (to create its account, or to record the identity or its name
+    /// and email): that is done first thing in a transaction of its own (see
     /// [`Provisioner::write`]).
-    ProvisionFirst,
+    OwnTransaction,
 }
 
 struct Parsed {
@@ -334,9 +335,12 @@ impl Provisioner {
     }
 
     /// Writes the outcomes in one transaction. It stops early, before an outcome that has to
-    /// create an account, unless that outcome comes first: account creation locks the CRM
-    /// identity (that is what makes it race-free across replicas), and a transaction holding
-    /// several such locks, taken in event order, could deadlock with another partition's.
+    /// lock a CRM identity (create an account, record a new identity), unless that outcome comes
+    /// first. Account creation locks the identity (that is what makes it race-free across
+    /// replicas); a transaction holding several such locks, taken in event order, could deadlock
+    /// with another partition's, and one taken after activity rows could deadlock with an
+    /// admin's mapping (identity first, then the activities). So each transaction takes at most
+    /// one identity lock, before any activity lock.
     async fn write(&self, items: &[Item]) -> Result<Written, Failure> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let ids: Vec<&str> = items
@@ -358,38 +362,7 @@ impl Provisioner {
         let mut fresh: HashSet<String> = first_time.into_iter().map(|(id,)| id).collect();
         let mut written = Written::default();
         let mut cache = Cache::default();
-        // Most outcomes are retractions, and most of those find no activity: one query for all
-        // of them instead of one each.
-        let targets: Vec<(Uuid, &str)> = items
-            .iter()
-            .filter(|i| i.outcome.kind() == OutcomeKind::Retracted)
-            .map(|i| (i.parsed.workflow_id, i.outcome.record_id.as_str()))
-            .collect();
-        if !targets.is_empty() {
-            let (workflows, records): (Vec<Uuid>, Vec<&str>) = targets.iter().copied().unzip();
-            let found: Vec<Existing> = sqlx::query_as(
-                "SELECT a.id, a.company_id, a.user_id, a.activity_type, a.value, a.activity_date,
-                        a.state, a.last_event_at, a.workflow_id, a.record_id
-                 FROM activities a
-                 JOIN UNNEST($1::uuid[], $2::text[]) AS t(workflow_id, record_id)
-                   ON a.workflow_id = t.workflow_id AND a.record_id = t.record_id
-                 FOR UPDATE OF a",
-            )
-            .bind(&workflows)
-            .bind(&records)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-            for (workflow_id, record_id) in targets {
-                cache
-                    .retraction_targets
-                    .insert((workflow_id, record_id.to_owned()), None);
-            }
-            for activity in found {
-                let key = (activity.workflow_id, activity.record_id.clone());
-                cache.retraction_targets.insert(key, Some(activity));
-            }
-        }
+        let mut prefetched = false;
         for (index, item) in items.iter().enumerate() {
             if !fresh.contains(&item.outcome.outcome_id) {
                 written.duplicates.push(index);
@@ -398,6 +371,12 @@ impl Provisioner {
             }
             let step = match item.outcome.kind() {
                 OutcomeKind::Retracted => {
+                    if !prefetched {
+                        // Only now, not at the start: an outcome that locks a CRM identity
+                        // comes first, before any activity is locked.
+                        prefetch_retraction_targets(&mut tx, &mut cache, &items[index..]).await?;
+                        prefetched = true;
+                    }
                     self.apply_retracted(&mut tx, &mut cache, &mut written, index, item)
                         .await?
                 }
@@ -407,7 +386,7 @@ impl Provisioner {
                         .await?
                 }
             };
-            if let Step::ProvisionFirst = step {
+            if let Step::OwnTransaction = step {
                 // Un-claim the outcomes this transaction leaves to the next one.
                 let left: Vec<&str> = items[index..]
                     .iter()
@@ -558,8 +537,10 @@ impl Provisioner {
                 .map_err(db)?,
         };
         let mapped = identity.as_ref().and_then(|i| i.user_id);
-        if mapped.is_none() && auto_sync && index > 0 {
-            return Ok(Step::ProvisionFirst);
+        let locks_identity = mapped.is_none()
+            && (auto_sync || needs_identity_write(identity.as_ref(), o, &crm_user_id));
+        if locks_identity && index > 0 {
+            return Ok(Step::OwnTransaction);
         }
         if named_owner.is_some() {
             remember_owner(tx, company_id, p.integration_id, o, &crm_user_id)
@@ -1003,6 +984,47 @@ async fn last_known_owner(
     .fetch_optional(tx)
     .await?;
     Ok(row.map(|(id,)| id))
+}
+
+/// Reads and locks, in one query, the activity of every retraction among `items` (most
+/// outcomes are retractions, and most of those find none): one round trip instead of one each.
+async fn prefetch_retraction_targets(
+    tx: &mut PgConnection,
+    cache: &mut Cache,
+    items: &[Item],
+) -> Result<(), Failure> {
+    let targets: Vec<(Uuid, &str)> = items
+        .iter()
+        .filter(|i| i.outcome.kind() == OutcomeKind::Retracted)
+        .map(|i| (i.parsed.workflow_id, i.outcome.record_id.as_str()))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let (workflows, records): (Vec<Uuid>, Vec<&str>) = targets.iter().copied().unzip();
+    let found: Vec<Existing> = sqlx::query_as(
+        "SELECT a.id, a.company_id, a.user_id, a.activity_type, a.value, a.activity_date,
+                a.state, a.last_event_at, a.workflow_id, a.record_id
+         FROM activities a
+         JOIN UNNEST($1::uuid[], $2::text[]) AS t(workflow_id, record_id)
+           ON a.workflow_id = t.workflow_id AND a.record_id = t.record_id
+         FOR UPDATE OF a",
+    )
+    .bind(&workflows)
+    .bind(&records)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    for (workflow_id, record_id) in targets {
+        cache
+            .retraction_targets
+            .insert((workflow_id, record_id.to_owned()), None);
+    }
+    for activity in found {
+        let key = (activity.workflow_id, activity.record_id.clone());
+        cache.retraction_targets.insert(key, Some(activity));
+    }
+    Ok(())
 }
 
 /// A CRM identity as stored: whom it is mapped to, and whether its name and email are known.
