@@ -54,8 +54,42 @@ pub struct Incoming<'a> {
     pub headers: Vec<(String, String)>,
 }
 
+/// A message of a batch, with its own `process` span (a child of the producer's trace context),
+/// under which the handler does the work that belongs to this message alone (e.g. forwarding
+/// what it caused), so each message's trace stays connected when messages are batched.
+pub struct BatchItem<'a> {
+    pub message: Incoming<'a>,
+    pub span: tracing::Span,
+}
+
 pub trait MessageHandler: Send + Sync + 'static {
     fn handle(&self, message: &Incoming<'_>) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// How many consecutive messages of one partition, already waiting in its buffer,
+    /// [`MessageHandler::handle_batch`] may take at once. 1 (the default) never batches. A
+    /// worker never waits for a batch to fill: a lone message is handled at once.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Handles consecutive messages of one partition, in order; `Ok` means the effects of all of
+    /// them are durable (their offsets are then stored). On any error the consume loop handles the
+    /// same messages again one by one with [`MessageHandler::handle`], which dead-letters or
+    /// retries exactly as without batching, so a handler using this must be idempotent per
+    /// message (a batch may have been partly applied before it failed).
+    fn handle_batch(
+        &self,
+        items: &[BatchItem<'_>],
+    ) -> impl Future<Output = Result<(), Failure>> + Send {
+        async move {
+            for item in items {
+                self.handle(&item.message)
+                    .instrument(item.span.clone())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Readiness of a consume loop: false while it is stuck retrying a transient failure.
@@ -260,6 +294,8 @@ async fn partition_worker<H: MessageHandler + 'static>(
         *lock(flag) = value;
         changed.notify_all();
     };
+    let max_batch = shared.handler.max_batch().max(1);
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_batch);
     loop {
         let message = tokio::select! {
             biased;
@@ -270,18 +306,30 @@ async fn partition_worker<H: MessageHandler + 'static>(
             },
         };
         set_idle(false);
-        let done = process(&shared, &message, &stop).await;
-        if done {
-            // store_offset stores offset + 1: the next message to read.
-            if let Err(error) =
-                shared
-                    .consumer
-                    .store_offset(message.topic(), message.partition(), message.offset())
-            {
-                // The partition was revoked meanwhile; its next owner replays the message.
-                tracing::debug!(%error, "could not store offset");
+        batch.clear();
+        batch.push(message);
+        // Only what is already buffered: batching must never add latency to a lone message.
+        while batch.len() < max_batch {
+            match inbox.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
             }
         }
+        let done = if batch.len() > 1 && process_batch(&shared, &batch).await {
+            store_offset(&shared, &batch[batch.len() - 1]);
+            true
+        } else {
+            // One message, or a batch that failed: one by one, with dead letters and retries.
+            let mut done = true;
+            for message in &batch {
+                done = process(&shared, message, &stop).await;
+                if !done {
+                    break;
+                }
+                store_offset(&shared, message);
+            }
+            done
+        };
         set_idle(true);
         if !done {
             break;
@@ -290,20 +338,31 @@ async fn partition_worker<H: MessageHandler + 'static>(
     set_idle(true);
 }
 
-/// Handles one message to completion; false if stopped during a retry (offset not stored).
-async fn process<H: MessageHandler>(
-    shared: &Shared<H>,
-    message: &OwnedMessage,
-    stop: &CancellationToken,
-) -> bool {
-    let incoming = Incoming {
+fn store_offset<H>(shared: &Shared<H>, message: &OwnedMessage) {
+    // store_offset stores offset + 1: the next message to read.
+    if let Err(error) =
+        shared
+            .consumer
+            .store_offset(message.topic(), message.partition(), message.offset())
+    {
+        // The partition was revoked meanwhile; its next owner replays the message.
+        tracing::debug!(%error, "could not store offset");
+    }
+}
+
+fn incoming(message: &OwnedMessage) -> Incoming<'_> {
+    Incoming {
         topic: message.topic(),
         partition: message.partition(),
         offset: message.offset(),
         key: message.key(),
         payload: message.payload(),
         headers: headers::to_pairs(message.headers()),
-    };
+    }
+}
+
+/// The `process {topic}` consumer span of one message, a child of its producer's trace context.
+fn consume_span(service: &str, incoming: &Incoming<'_>) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
         otel.name = format!("process {}", incoming.topic),
@@ -317,9 +376,80 @@ async fn process<H: MessageHandler>(
         messaging.kafka.offset = incoming.offset,
         messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
         messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
-        messaging.consumer.group.name = shared.service.as_str(),
+        messaging.consumer.group.name = service,
     );
     headers::adopt_trace_context(&span, &incoming.headers);
+    span
+}
+
+/// Hands consecutive messages to the handler at once; true if all their effects are durable.
+/// A failure is not retried here: the caller falls back to one message at a time, which
+/// classifies and retries each message exactly as without batching.
+async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMessage]) -> bool {
+    let started = Instant::now();
+    let items: Vec<BatchItem<'_>> = batch
+        .iter()
+        .map(|message| {
+            let message = incoming(message);
+            let span = consume_span(&shared.service, &message);
+            BatchItem { message, span }
+        })
+        .collect();
+    let topic = items[0].message.topic;
+    let span = tracing::info_span!(
+        "consume_batch",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = items[0].message.partition.to_string(),
+        messaging.batch.message_count = items.len(),
+        messaging.consumer.group.name = shared.service.as_str(),
+    );
+    match shared
+        .handler
+        .handle_batch(&items)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(()) => {
+            for _ in &items {
+                record(topic, "ok", started);
+            }
+            metrics::histogram!("crm_sync_batch_messages", "topic" => topic.to_owned())
+                .record(items.len() as f64);
+            shared.health.stuck.store(false, Ordering::Relaxed);
+            true
+        }
+        Err(failure) => {
+            let error = match &failure {
+                Failure::Permanent(letter) => format!("{}: {}", letter.reason, letter.detail),
+                Failure::Transient(error) => format!("{error:#}"),
+            };
+            span.in_scope(|| {
+                tracing::info!(
+                    messages = items.len(),
+                    error,
+                    "batch failed; handling its messages one by one"
+                )
+            });
+            metrics::counter!("crm_sync_batch_fallbacks_total", "topic" => topic.to_owned())
+                .increment(1);
+            false
+        }
+    }
+}
+
+/// Handles one message to completion; false if stopped during a retry (offset not stored).
+async fn process<H: MessageHandler>(
+    shared: &Shared<H>,
+    message: &OwnedMessage,
+    stop: &CancellationToken,
+) -> bool {
+    let incoming = incoming(message);
+    let span = consume_span(&shared.service, &incoming);
     let started = Instant::now();
     let mut backoff = BACKOFF_START;
     let mut attempt: u32 = 0;

@@ -13,5 +13,7 @@ pub mod service;
 pub mod transactional;
 
 pub use atomic::{AtomicPublishError, AtomicPublisher};
-pub use consume::{ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer};
+pub use consume::{
+    BatchItem, ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer,
+};
 pub use produce::{OutgoingMessage, Publisher};

@@ -1,23 +1,36 @@
-//! Applying one `WorkflowOutcome` to the database, exactly once per outcome id: a matched one
+//! Applying `WorkflowOutcome`s to the database, exactly once per outcome id: a matched one
 //! records (or updates, or re-activates) its activity, a retracted one retracts it.
+//!
+//! The consecutive outcomes a partition has waiting are applied in one database transaction (a
+//! bounded batch), each guarded by its `processed_events` row in that same transaction, so a
+//! replayed or duplicate outcome still changes nothing. The messages the transaction staged in
+//! the outbox are published from memory right after commit and then deleted; the outbox is read
+//! back only for what an interrupted attempt left behind.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use crm_sync_kafka::{Failure, Incoming, MessageHandler, Publisher};
+use crm_sync_kafka::{BatchItem, Failure, Incoming, MessageHandler, OutgoingMessage, Publisher};
 use crm_sync_proto::v1::{
     ActivityChanged, ActivityState, OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome,
 };
 use crm_sync_proto::{Message, Timestamp};
+use crm_sync_store::outbox::{self, Pending};
+use futures::future::try_join_all;
 use rust_decimal::Decimal;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::outbox::{self, Pending};
+use crate::relay;
 
 /// Name under which this service records the events it has applied.
 const CONSUMER: &str = "provisioner";
 /// Namespace of provisioner-derived ids (activities, change ids, provisioning event ids).
 const NAMESPACE: Uuid = Uuid::from_u128(0x3b9d_7e21_55c4_4a0e_b1f6_2d8c_9e07_a4f3);
+/// Outcomes applied in one transaction at most: bounds the transaction's duration and locks
+/// (a revoke waits for the batch in hand) while amortizing its commit and round trips.
+pub const MAX_BATCH: usize = 64;
 
 fn derived_id(parts: &[&str]) -> Uuid {
     Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes())
@@ -38,46 +51,162 @@ pub struct Provisioner {
 
 impl MessageHandler for Provisioner {
     async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
-        let outcome =
-            WorkflowOutcome::decode(message.payload.unwrap_or_default()).map_err(|e| {
-                Failure::permanent(
-                    "undecodable",
-                    format!("not a crm_sync.v1.WorkflowOutcome: {e}"),
-                )
-            })?;
-        let parsed = Parsed::from(&outcome)?;
-        // Outside the transaction: a slow CRM API must not hold row locks.
-        if let Some(directory) = &self.directory {
-            directory.prepare(&outcome).await;
-        }
-        let applied = match outcome.kind() {
-            OutcomeKind::Matched => {
-                self.apply_matched(&outcome, &parsed)
-                    .instrument(self.transaction_span())
-                    .await?
-            }
-            OutcomeKind::Retracted => {
-                self.apply_retracted(&outcome, &parsed)
-                    .instrument(self.transaction_span())
-                    .await?
-            }
-            OutcomeKind::Unspecified => {
-                return Err(Failure::permanent(
-                    "invalid_outcome",
-                    "outcome kind is unspecified",
-                ));
+        // The consume loop runs this under the message's own span.
+        self.apply(&[(message, tracing::Span::current())]).await
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn handle_batch(&self, items: &[BatchItem<'_>]) -> Result<(), Failure> {
+        let messages: Vec<(&Incoming<'_>, tracing::Span)> = items
+            .iter()
+            .map(|item| (&item.message, item.span.clone()))
+            .collect();
+        self.apply(&messages).await
+    }
+}
+
+/// One decoded outcome of a batch.
+struct Item {
+    outcome: WorkflowOutcome,
+    parsed: Parsed,
+    /// The message's consumer span: what is forwarded because of it is sent under it.
+    span: tracing::Span,
+}
+
+/// What one transaction did, for after its commit.
+#[derive(Default)]
+struct Written {
+    /// How many of the given items it covered (fewer than all when it stopped early, see
+    /// [`Provisioner::write`]).
+    covered: usize,
+    /// Staged messages, each with the index of the item that caused it, in staging order.
+    staged: Vec<(usize, Pending)>,
+    /// Their outbox rows, deleted once Kafka acknowledged them.
+    outbox_ids: Vec<i64>,
+    /// Items already applied earlier (replays, duplicates).
+    duplicates: Vec<usize>,
+    counts: Counts,
+}
+
+/// Metrics of a transaction, emitted only once it committed, so a retried batch is not counted
+/// twice.
+#[derive(Default)]
+struct Counts {
+    applied: u64,
+    recorded: u64,
+    updated: u64,
+    retracted: u64,
+    retractions: HashMap<&'static str, u64>,
+    users_created: u64,
+    users_linked: u64,
+    unmapped: u64,
+}
+
+impl Counts {
+    fn emit(&self, duplicates: usize) {
+        let add = |name: &'static str, label: &'static str, value: &'static str, n: u64| {
+            if n > 0 {
+                metrics::counter!(name, label => value).increment(n);
             }
         };
-        if applied == Applied::Duplicate {
-            metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "duplicate")
-                .increment(1);
+        add(
+            "crm_sync_provisioner_outcomes_total",
+            "result",
+            "applied",
+            self.applied,
+        );
+        add(
+            "crm_sync_provisioner_outcomes_total",
+            "result",
+            "duplicate",
+            duplicates as u64,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "recorded",
+            self.recorded,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "updated",
+            self.updated,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "retracted",
+            self.retracted,
+        );
+        for (result, n) in &self.retractions {
+            add(
+                "crm_sync_provisioner_retractions_total",
+                "result",
+                result,
+                *n,
+            );
         }
-        // Publish what this outcome staged, including leftovers of an earlier interrupted attempt.
-        outbox::publish(&self.pool, &self.publisher, Some(&outcome.outcome_id))
-            .await
-            .map_err(Failure::Transient)?;
-        Ok(())
+        add(
+            "crm_sync_users_provisioned_total",
+            "result",
+            "created",
+            self.users_created,
+        );
+        add(
+            "crm_sync_users_provisioned_total",
+            "result",
+            "linked",
+            self.users_linked,
+        );
+        if self.unmapped > 0 {
+            metrics::counter!("crm_sync_provisioner_unmapped_activities_total")
+                .increment(self.unmapped);
+        }
     }
+}
+
+/// Look-ups a transaction makes again and again for consecutive outcomes, kept for its duration
+/// only: nothing the transaction itself does changes them except what it records here.
+#[derive(Default)]
+struct Cache {
+    /// (integration, workflow) → (company, auto_sync_users).
+    integrations: HashMap<(Uuid, Uuid), (Uuid, bool)>,
+    /// (integration, CRM user) → the platform user it is mapped to.
+    users: HashMap<(Uuid, String), Uuid>,
+    /// user → placed on a team.
+    on_team: HashMap<Uuid, bool>,
+    /// (workflow, record) → its activity (None: there is none), read and locked in one query
+    /// for every retraction of the batch. An entry is used at most once, and dropped as soon as
+    /// the transaction writes that activity, so a later outcome of the same record reads it anew.
+    retraction_targets: HashMap<(Uuid, String), Option<Existing>>,
+}
+
+/// An activity as a retraction finds it.
+#[derive(sqlx::FromRow)]
+struct Existing {
+    id: Uuid,
+    company_id: Uuid,
+    user_id: Option<Uuid>,
+    activity_type: String,
+    value: Decimal,
+    activity_date: DateTime<Utc>,
+    state: String,
+    last_event_at: DateTime<Utc>,
+    workflow_id: Uuid,
+    record_id: String,
+}
+
+/// How an outcome came out inside the transaction.
+enum Step {
+    Applied,
+    /// Would lock a CRM identity (to create its account, or to record the identity or its name
+    /// and email): that is done first thing in a transaction of its own (see
+    /// [`Provisioner::write`]).
+    OwnTransaction,
 }
 
 struct Parsed {
@@ -134,12 +263,6 @@ fn to_timestamp(dt: DateTime<Utc>) -> Timestamp {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Applied {
-    Done,
-    Duplicate,
-}
-
 /// A transaction's database error is always worth retrying: connection loss, serialization
 /// failures and deadlocks all resolve on a later attempt.
 fn db(error: sqlx::Error) -> Failure {
@@ -147,9 +270,9 @@ fn db(error: sqlx::Error) -> Failure {
 }
 
 impl Provisioner {
-    /// The database write of one outcome as a client span (OpenTelemetry database conventions),
-    /// so a trace shows how long the transaction took, retries and lock waits included.
-    fn transaction_span(&self) -> tracing::Span {
+    /// The database write of a batch as a client span (OpenTelemetry database conventions), so a
+    /// trace shows how long the transaction took, lock waits included.
+    fn transaction_span(&self, outcomes: usize) -> tracing::Span {
         let options = self.pool.connect_options();
         tracing::info_span!(
             "db_transaction",
@@ -158,47 +281,228 @@ impl Provisioner {
             db.system.name = "postgresql",
             db.namespace = options.get_database().unwrap_or_default(),
             db.operation.name = "TRANSACTION",
-            db.query.summary = "apply workflow outcome",
+            db.operation.batch.size = outcomes,
+            db.query.summary = "apply workflow outcomes",
             server.address = options.get_host(),
             server.port = options.get_port(),
         )
     }
 
-    async fn apply_matched(&self, o: &WorkflowOutcome, p: &Parsed) -> Result<Applied, Failure> {
+    /// Applies consecutive outcomes of one partition: decodes them all (a poison message fails
+    /// the call before anything is written), then writes them in as few transactions as
+    /// possible, publishing what each transaction staged right after its commit.
+    async fn apply(&self, messages: &[(&Incoming<'_>, tracing::Span)]) -> Result<(), Failure> {
+        let mut items = Vec::with_capacity(messages.len());
+        for (message, span) in messages {
+            let outcome =
+                WorkflowOutcome::decode(message.payload.unwrap_or_default()).map_err(|e| {
+                    Failure::permanent(
+                        "undecodable",
+                        format!("not a crm_sync.v1.WorkflowOutcome: {e}"),
+                    )
+                })?;
+            if outcome.kind() == OutcomeKind::Unspecified {
+                return Err(Failure::permanent(
+                    "invalid_outcome",
+                    "outcome kind is unspecified",
+                ));
+            }
+            let parsed = Parsed::from(&outcome)?;
+            items.push(Item {
+                outcome,
+                parsed,
+                span: span.clone(),
+            });
+        }
+        // Outside the transaction: a slow CRM API must not hold row locks.
+        if let Some(directory) = &self.directory {
+            for item in &items {
+                directory
+                    .prepare(&item.outcome)
+                    .instrument(item.span.clone())
+                    .await;
+            }
+        }
+        let mut start = 0;
+        while start < items.len() {
+            let rest = &items[start..];
+            let written = self
+                .write(rest)
+                .instrument(self.transaction_span(rest.len()))
+                .await?;
+            written.counts.emit(written.duplicates.len());
+            self.publish(rest, &written).await?;
+            start += written.covered.max(1);
+        }
+        Ok(())
+    }
+
+    /// Writes the outcomes in one transaction. It stops early, before an outcome that has to
+    /// lock a CRM identity (create an account, record a new identity), unless that outcome comes
+    /// first. Account creation locks the identity (that is what makes it race-free across
+    /// replicas); a transaction holding several such locks, taken in event order, could deadlock
+    /// with another partition's, and one taken after activity rows could deadlock with an
+    /// admin's mapping (identity first, then the activities). So each transaction takes at most
+    /// one identity lock, before any activity lock.
+    async fn write(&self, items: &[Item]) -> Result<Written, Failure> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let first_time = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        let ids: Vec<&str> = items
+            .iter()
+            .map(|i| i.outcome.outcome_id.as_str())
+            .collect();
+        // Each outcome's deduplication row, all in one round trip; the returned ids are the
+        // outcomes seen for the first time (a duplicate within the batch is returned once).
+        let first_time: Vec<(String,)> = sqlx::query_as(
+            "INSERT INTO processed_events (consumer, event_id)
+             SELECT $1, e FROM UNNEST($2::text[]) AS e
+             ON CONFLICT DO NOTHING RETURNING event_id",
         )
         .bind(CONSUMER)
-        .bind(&o.outcome_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
-        if !first_time {
-            return Ok(Applied::Duplicate);
-        }
-
-        let integration: Option<(Uuid, bool)> = sqlx::query_as(
-            "SELECT i.company_id, i.auto_sync_users FROM integrations i
-             JOIN workflows w ON w.integration_id = i.id AND w.id = $2
-             WHERE i.id = $1",
-        )
-        .bind(p.integration_id)
-        .bind(p.workflow_id)
-        .fetch_optional(&mut *tx)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        let Some((company_id, auto_sync)) = integration else {
-            return Err(Failure::permanent(
-                "unknown_integration",
-                format!(
-                    "integration {} or its workflow {} does not exist",
-                    p.integration_id, p.workflow_id
-                ),
-            ));
-        };
+        let mut fresh: HashSet<String> = first_time.into_iter().map(|(id,)| id).collect();
+        let mut written = Written::default();
+        let mut cache = Cache::default();
+        let mut prefetched = false;
+        for (index, item) in items.iter().enumerate() {
+            if !fresh.contains(&item.outcome.outcome_id) {
+                written.duplicates.push(index);
+                written.covered = index + 1;
+                continue;
+            }
+            let step = match item.outcome.kind() {
+                OutcomeKind::Retracted => {
+                    if !prefetched {
+                        // Only now, not at the start: an outcome that locks a CRM identity
+                        // comes first, before any activity is locked.
+                        prefetch_retraction_targets(&mut tx, &mut cache, &items[index..]).await?;
+                        prefetched = true;
+                    }
+                    self.apply_retracted(&mut tx, &mut cache, &mut written, index, item)
+                        .await?
+                }
+                // Unspecified was refused while decoding.
+                _ => {
+                    self.apply_matched(&mut tx, &mut cache, &mut written, index, item)
+                        .await?
+                }
+            };
+            if let Step::OwnTransaction = step {
+                // Un-claim the outcomes this transaction leaves to the next one.
+                let left: Vec<&str> = items[index..]
+                    .iter()
+                    .map(|i| i.outcome.outcome_id.as_str())
+                    .filter(|id| fresh.contains(*id))
+                    .collect();
+                sqlx::query(
+                    "DELETE FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)",
+                )
+                .bind(CONSUMER)
+                .bind(&left)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                break;
+            }
+            fresh.remove(&item.outcome.outcome_id);
+            written.counts.applied += 1;
+            written.covered = index + 1;
+        }
+        let rows: Vec<(&str, &Pending)> = written
+            .staged
+            .iter()
+            .map(|(index, message)| (items[*index].outcome.outcome_id.as_str(), message))
+            .collect();
+        written.outbox_ids = outbox::stage_all(&mut tx, &rows).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(written)
+    }
+
+    /// Publishes what a committed transaction staged, from memory, each message under the span
+    /// of the outcome that caused it; then forgets the outbox rows. Also publishes what earlier,
+    /// interrupted attempts at the duplicates left in the outbox. A failure here leaves the rows
+    /// for the retry (which finds the outcomes applied and publishes their rows) or the sweep.
+    async fn publish(&self, items: &[Item], written: &Written) -> Result<(), Failure> {
+        if !written.staged.is_empty() {
+            let mut per_item: Vec<Vec<OutgoingMessage>> = vec![Vec::new(); written.covered];
+            for (index, message) in &written.staged {
+                per_item[*index].push(relay::to_outgoing(message));
+            }
+            // All sends are queued at once, in staging order, so per-key order is kept.
+            try_join_all(
+                per_item
+                    .iter()
+                    .zip(items)
+                    .filter(|(messages, _)| !messages.is_empty())
+                    .map(|(messages, item)| {
+                        self.publisher
+                            .publish_all(messages)
+                            .instrument(item.span.clone())
+                    }),
+            )
+            .await
+            .map_err(Failure::transient)?;
+            outbox::delete(&self.pool, &written.outbox_ids)
+                .await
+                .map_err(|e| {
+                    Failure::transient(
+                        anyhow::Error::new(e).context("deleting published outbox rows"),
+                    )
+                })?;
+        }
+        if !written.duplicates.is_empty() {
+            let ids: Vec<&str> = written
+                .duplicates
+                .iter()
+                .map(|index| items[*index].outcome.outcome_id.as_str())
+                .collect();
+            relay::publish_batches(&self.pool, &self.publisher, &ids)
+                .await
+                .map_err(Failure::Transient)?;
+        }
+        Ok(())
+    }
+
+    async fn apply_matched(
+        &self,
+        tx: &mut PgConnection,
+        cache: &mut Cache,
+        written: &mut Written,
+        index: usize,
+        item: &Item,
+    ) -> Result<Step, Failure> {
+        let (o, p) = (&item.outcome, &item.parsed);
+        let (company_id, auto_sync) =
+            match cache.integrations.get(&(p.integration_id, p.workflow_id)) {
+                Some(found) => *found,
+                None => {
+                    let integration: Option<(Uuid, bool)> = sqlx::query_as(
+                        "SELECT i.company_id, i.auto_sync_users FROM integrations i
+                     JOIN workflows w ON w.integration_id = i.id AND w.id = $2
+                     WHERE i.id = $1",
+                    )
+                    .bind(p.integration_id)
+                    .bind(p.workflow_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    let Some(found) = integration else {
+                        return Err(Failure::permanent(
+                            "unknown_integration",
+                            format!(
+                                "integration {} or its workflow {} does not exist",
+                                p.integration_id, p.workflow_id
+                            ),
+                        ));
+                    };
+                    cache
+                        .integrations
+                        .insert((p.integration_id, p.workflow_id), found);
+                    found
+                }
+            };
 
         let named_owner = o
             .owner
@@ -206,13 +510,8 @@ impl Provisioner {
             .map(|u| u.crm_user_id.as_str())
             .filter(|s| !s.is_empty());
         let crm_user_id = match named_owner {
-            Some(owner) => {
-                remember_owner(&mut tx, company_id, p.integration_id, o, owner)
-                    .await
-                    .map_err(db)?;
-                owner.to_owned()
-            }
-            None => last_known_owner(&mut tx, p.integration_id, o)
+            Some(owner) => owner.to_owned(),
+            None => last_known_owner(tx, p.integration_id, o)
                 .await
                 .map_err(db)?
                 .ok_or_else(|| {
@@ -226,27 +525,73 @@ impl Provisioner {
                 })?,
         };
 
-        let user_id = match mapped_user(&mut tx, p.integration_id, &crm_user_id)
-            .await
-            .map_err(db)?
-        {
+        let cached_user = cache
+            .users
+            .get(&(p.integration_id, crm_user_id.clone()))
+            .copied();
+        let identity = match cached_user {
+            Some(user_id) => Some(Identity {
+                user_id: Some(user_id),
+                named: true,
+                has_email: true,
+            }),
+            None => stored_identity(tx, p.integration_id, &crm_user_id)
+                .await
+                .map_err(db)?,
+        };
+        let mapped = identity.as_ref().and_then(|i| i.user_id);
+        let locks_identity = mapped.is_none()
+            && (auto_sync || needs_identity_write(identity.as_ref(), o, &crm_user_id));
+        if locks_identity && index > 0 {
+            return Ok(Step::OwnTransaction);
+        }
+        if named_owner.is_some() {
+            remember_owner(tx, company_id, p.integration_id, o, &crm_user_id)
+                .await
+                .map_err(db)?;
+        }
+
+        let user_id = match mapped {
             Some(user_id) => Some(user_id),
-            None if auto_sync => Some(
-                self.provision_user(&mut tx, company_id, p.integration_id, o, &crm_user_id)
-                    .await?,
-            ),
+            None if auto_sync => {
+                let user_id = self
+                    .provision_user(
+                        tx,
+                        written,
+                        index,
+                        company_id,
+                        p.integration_id,
+                        o,
+                        &crm_user_id,
+                    )
+                    .await?;
+                // Attaching the user's unmapped activities may have changed prefetched ones.
+                cache.retraction_targets.clear();
+                Some(user_id)
+            }
             None => {
                 // Kept as unmapped: listed for admins, attached once the identity is mapped.
-                ensure_identity(&mut tx, company_id, p.integration_id, o, &crm_user_id)
-                    .await
-                    .map_err(db)?;
-                metrics::counter!("crm_sync_provisioner_unmapped_activities_total").increment(1);
+                if needs_identity_write(identity.as_ref(), o, &crm_user_id) {
+                    ensure_identity(tx, company_id, p.integration_id, o, &crm_user_id)
+                        .await
+                        .map_err(db)?;
+                }
+                written.counts.unmapped += 1;
                 None
             }
         };
+        if let Some(user_id) = user_id {
+            cache
+                .users
+                .insert((p.integration_id, crm_user_id.clone()), user_id);
+        }
 
         let activity_id = derived_id(&["activity", &o.workflow_id, &o.record_id]);
-        let written: Option<(bool,)> = sqlx::query_as(
+        // What was prefetched for a later retraction of this record is stale after this write.
+        cache
+            .retraction_targets
+            .remove(&(p.workflow_id, o.record_id.clone()));
+        let upserted: Option<(bool,)> = sqlx::query_as(
             "INSERT INTO activities (id, company_id, integration_id, workflow_id, object_type, record_id,
                                      crm_user_id, user_id, activity_type, value, activity_date, state,
                                      last_event_at, last_event_id)
@@ -277,8 +622,8 @@ impl Provisioner {
         .await
         .map_err(db)?;
 
-        if let (Some((inserted,)), Some(user_id)) = (written, user_id) {
-            let visible = on_a_team(&mut tx, user_id).await.map_err(db)?;
+        if let (Some((inserted,)), Some(user_id)) = (upserted, user_id) {
+            let visible = on_a_team(tx, cache, user_id).await.map_err(db)?;
             let change = ActivityChanged {
                 change_id: derived_id(&[
                     "activity-changed",
@@ -301,55 +646,43 @@ impl Provisioner {
                 changed_at: Some(to_timestamp(Utc::now())),
                 state: ActivityState::Recorded as i32,
             };
-            self.stage_activity(&mut tx, &o.outcome_id, &change).await?;
-            metrics::counter!("crm_sync_provisioner_activities_total", "result" => if inserted { "recorded" } else { "updated" })
-                .increment(1);
+            self.stage_activity(written, index, &change);
+            if inserted {
+                written.counts.recorded += 1;
+            } else {
+                written.counts.updated += 1;
+            }
         }
-        tx.commit().await.map_err(db)?;
-        metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied")
-            .increment(1);
-        Ok(Applied::Done)
+        Ok(Step::Applied)
     }
 
     /// Retracts the activity of (workflow, record), if there is one: the record no longer
     /// matches, or was deleted. The activity keeps its user, value and date (deletes do not
     /// carry the owner, and need not: the activity knows it), and a later match re-activates
     /// it. Without an activity there is nothing to retract; that is counted, not an error.
-    async fn apply_retracted(&self, o: &WorkflowOutcome, p: &Parsed) -> Result<Applied, Failure> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let first_time = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(CONSUMER)
-        .bind(&o.outcome_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
-        if !first_time {
-            return Ok(Applied::Duplicate);
-        }
-        #[derive(sqlx::FromRow)]
-        struct Existing {
-            id: Uuid,
-            company_id: Uuid,
-            user_id: Option<Uuid>,
-            activity_type: String,
-            value: Decimal,
-            activity_date: DateTime<Utc>,
-            state: String,
-            last_event_at: DateTime<Utc>,
-        }
-        let existing: Option<Existing> = sqlx::query_as(
-            "SELECT id, company_id, user_id, activity_type, value, activity_date, state, last_event_at
-             FROM activities WHERE workflow_id = $1 AND record_id = $2 FOR UPDATE",
-        )
-        .bind(p.workflow_id)
-        .bind(&o.record_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+    async fn apply_retracted(
+        &self,
+        tx: &mut PgConnection,
+        cache: &mut Cache,
+        written: &mut Written,
+        index: usize,
+        item: &Item,
+    ) -> Result<Step, Failure> {
+        let (o, p) = (&item.outcome, &item.parsed);
+        let key = (p.workflow_id, o.record_id.clone());
+        let existing: Option<Existing> = match cache.retraction_targets.remove(&key) {
+            Some(prefetched) => prefetched,
+            None => sqlx::query_as(
+                "SELECT id, company_id, user_id, activity_type, value, activity_date, state, last_event_at,
+                        workflow_id, record_id
+                 FROM activities WHERE workflow_id = $1 AND record_id = $2 FOR UPDATE",
+            )
+            .bind(p.workflow_id)
+            .bind(&o.record_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?,
+        };
         let result = match existing {
             None => "nothing_to_retract",
             // An older change arriving late must not overwrite a newer one.
@@ -370,7 +703,7 @@ impl Provisioner {
                     "already_retracted"
                 } else {
                     if let Some(user_id) = a.user_id {
-                        let visible = on_a_team(&mut tx, user_id).await.map_err(db)?;
+                        let visible = on_a_team(tx, cache, user_id).await.map_err(db)?;
                         let change = ActivityChanged {
                             change_id: derived_id(&[
                                 "activity-changed",
@@ -393,28 +726,26 @@ impl Provisioner {
                             source_event_id: o.event_id.clone(),
                             changed_at: Some(to_timestamp(Utc::now())),
                         };
-                        self.stage_activity(&mut tx, &o.outcome_id, &change).await?;
+                        self.stage_activity(written, index, &change);
                     }
-                    metrics::counter!("crm_sync_provisioner_activities_total", "result" => "retracted")
-                        .increment(1);
+                    written.counts.retracted += 1;
                     "retracted"
                 }
             }
         };
-        tx.commit().await.map_err(db)?;
-        metrics::counter!("crm_sync_provisioner_retractions_total", "result" => result)
-            .increment(1);
-        metrics::counter!("crm_sync_provisioner_outcomes_total", "result" => "applied")
-            .increment(1);
-        Ok(Applied::Done)
+        *written.counts.retractions.entry(result).or_default() += 1;
+        Ok(Step::Applied)
     }
 
     /// Creates (or links) the platform user for a CRM user exactly once, even when replicas race:
     /// the identity row is inserted first and then locked, so only one transaction finds it
     /// without a user and creates one; the others wait for it and reuse its user.
+    #[allow(clippy::too_many_arguments)]
     async fn provision_user(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
+        written: &mut Written,
+        index: usize,
         company_id: Uuid,
         integration_id: Uuid,
         o: &WorkflowOutcome,
@@ -423,20 +754,77 @@ impl Provisioner {
         ensure_identity(tx, company_id, integration_id, o, crm_user_id)
             .await
             .map_err(db)?;
-        self.provision_identity(tx, company_id, integration_id, crm_user_id, &o.outcome_id)
+        self.provision_identity(tx, written, index, company_id, integration_id, crm_user_id)
             .await
     }
 
-    /// The part of [`Self::provision_user`] that needs no outcome, shared with auto-sync being
-    /// turned on (`crate::auto_sync`): the identity row must exist. Messages are staged in the
-    /// outbox under `staged_under`, which the caller publishes after commit.
-    pub(crate) async fn provision_identity(
+    /// Provisions one CRM identity that is waiting with unmapped activities, in a transaction
+    /// of its own, and publishes what it staged (for `crate::auto_sync`, when auto-sync was
+    /// turned on). Nothing happens if auto-sync was turned off meanwhile. The outbox rows are
+    /// staged under `staged_under`, unique per attempt, so that a crash between commit and
+    /// publishing leaves them to the relay.
+    pub(crate) async fn provision_waiting_identity(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
         company_id: Uuid,
         integration_id: Uuid,
         crm_user_id: &str,
         staged_under: &str,
+    ) -> Result<(), Failure> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Re-read in the transaction: the admin may have turned auto-sync off since.
+        let (still_on,): (bool,) =
+            sqlx::query_as("SELECT auto_sync_users FROM integrations WHERE id = $1")
+                .bind(integration_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if !still_on {
+            return Ok(());
+        }
+        let mut written = Written::default();
+        self.provision_identity(
+            &mut tx,
+            &mut written,
+            0,
+            company_id,
+            integration_id,
+            crm_user_id,
+        )
+        .await?;
+        let rows: Vec<(&str, &Pending)> = written
+            .staged
+            .iter()
+            .map(|(_, message)| (staged_under, message))
+            .collect();
+        let outbox_ids = outbox::stage_all(&mut tx, &rows).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        written.counts.emit(0);
+        // Committed: if publishing fails now, the outbox relay sends the rows later.
+        let messages: Vec<OutgoingMessage> = written
+            .staged
+            .iter()
+            .map(|(_, message)| relay::to_outgoing(message))
+            .collect();
+        self.publisher
+            .publish_all(&messages)
+            .await
+            .map_err(Failure::transient)?;
+        outbox::delete(&self.pool, &outbox_ids).await.map_err(|e| {
+            Failure::transient(anyhow::Error::new(e).context("deleting published outbox rows"))
+        })?;
+        Ok(())
+    }
+
+    /// The part of [`Self::provision_user`] that needs no outcome: the identity row must exist.
+    /// Messages are staged in `written` under item `index`.
+    async fn provision_identity(
+        &self,
+        tx: &mut PgConnection,
+        written: &mut Written,
+        index: usize,
+        company_id: Uuid,
+        integration_id: Uuid,
+        crm_user_id: &str,
     ) -> Result<Uuid, Failure> {
         let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) =
             sqlx::query_as(
@@ -445,7 +833,7 @@ impl Provisioner {
             )
             .bind(integration_id)
             .bind(crm_user_id)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
         if let Some(user_id) = existing {
@@ -462,7 +850,7 @@ impl Provisioner {
             )
             .bind(company_id)
             .bind(email)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?,
             None => None,
@@ -479,7 +867,7 @@ impl Provisioner {
                 .bind(company_id)
                 .bind(&display_name)
                 .bind(&email)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(db)?;
                 (id, "pending".to_owned(), false)
@@ -492,7 +880,7 @@ impl Provisioner {
         .bind(integration_id)
         .bind(crm_user_id)
         .bind(user_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
 
@@ -513,43 +901,46 @@ impl Provisioner {
             linked_existing_user: linked,
             provisioned_at: Some(to_timestamp(Utc::now())),
         };
-        outbox::stage(
-            tx,
-            staged_under,
-            &Pending {
+        written.staged.push((
+            index,
+            Pending {
                 topic: self.users_topic.clone(),
                 key: format!("{company_id}/{user_id}"),
                 message_id: provisioned.event_id.clone(),
                 payload: provisioned.encode_to_vec(),
             },
-        )
-        .await
-        .map_err(db)?;
-        metrics::counter!("crm_sync_users_provisioned_total", "result" => if linked { "linked" } else { "created" })
-            .increment(1);
+        ));
+        if linked {
+            written.counts.users_linked += 1;
+        } else {
+            written.counts.users_created += 1;
+        }
         tracing::info!(%user_id, %integration_id, crm_user_id, linked, "provisioned platform user");
 
         self.attach_unmapped(
             tx,
+            written,
+            index,
             company_id,
             integration_id,
             crm_user_id,
             user_id,
-            staged_under,
         )
         .await?;
         Ok(user_id)
     }
 
     /// Activities kept while the identity was unmapped now belong to the user.
+    #[allow(clippy::too_many_arguments)]
     async fn attach_unmapped(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
+        written: &mut Written,
+        index: usize,
         company_id: Uuid,
         integration_id: Uuid,
         crm_user_id: &str,
         user_id: Uuid,
-        outcome_id: &str,
     ) -> Result<(), Failure> {
         #[derive(sqlx::FromRow)]
         struct Attached {
@@ -570,13 +961,16 @@ impl Provisioner {
         .bind(integration_id)
         .bind(crm_user_id)
         .bind(user_id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
         if attached.is_empty() {
             return Ok(());
         }
-        let visible = on_a_team(tx, user_id).await.map_err(db)?;
+        // Not cached: the user was created just now, and this runs once per user.
+        let visible = on_a_team(tx, &mut Cache::default(), user_id)
+            .await
+            .map_err(db)?;
         for a in &attached {
             let change = ActivityChanged {
                 change_id: derived_id(&[
@@ -600,35 +994,32 @@ impl Provisioner {
                 source_event_id: a.last_event_id.clone(),
                 changed_at: Some(to_timestamp(Utc::now())),
             };
-            self.stage_activity(tx, outcome_id, &change).await?;
+            self.stage_activity(written, index, &change);
         }
         tracing::info!(%user_id, attached = attached.len(), "attached unmapped activities");
         Ok(())
     }
 
-    async fn stage_activity(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        outcome_id: &str,
-        change: &ActivityChanged,
-    ) -> Result<(), Failure> {
-        outbox::stage(
-            tx,
-            outcome_id,
-            &Pending {
+    /// Stages an `ActivityChanged` for the outbox rows the transaction writes before commit.
+    fn stage_activity(&self, written: &mut Written, index: usize, change: &ActivityChanged) {
+        written.staged.push((
+            index,
+            Pending {
                 topic: self.activities_topic.clone(),
                 key: format!("{}/{}", change.company_id, change.user_id),
                 message_id: change.change_id.clone(),
                 payload: change.encode_to_vec(),
             },
-        )
-        .await
-        .map_err(db)
+        ));
     }
 }
 
+/// Remembers the record's owner unless it is already the stored one (as it usually is: ingest
+/// stores owners before it publishes). The no-op case must not reach the upsert, which would lock
+/// the row until the batch commits even though it changes nothing: ingest's many-row owner
+/// upserts take such locks in their own order, and waiting on each other would deadlock.
 async fn remember_owner(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     company_id: Uuid,
     integration_id: Uuid,
     o: &WorkflowOutcome,
@@ -636,7 +1027,10 @@ async fn remember_owner(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO record_owners (company_id, integration_id, object_type, record_id, crm_user_id)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT $1, $2, $3, $4, $5
+         WHERE NOT EXISTS (
+             SELECT 1 FROM record_owners
+             WHERE integration_id = $2 AND object_type = $3 AND record_id = $4 AND crm_user_id = $5)
          ON CONFLICT (integration_id, object_type, record_id) DO UPDATE
              SET crm_user_id = EXCLUDED.crm_user_id, updated_at = now()
              WHERE record_owners.crm_user_id <> EXCLUDED.crm_user_id",
@@ -646,13 +1040,13 @@ async fn remember_owner(
     .bind(&o.object_type)
     .bind(&o.record_id)
     .bind(owner)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
 async fn last_known_owner(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     integration_id: Uuid,
     o: &WorkflowOutcome,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -662,39 +1056,108 @@ async fn last_known_owner(
     .bind(integration_id)
     .bind(&o.object_type)
     .bind(&o.record_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx)
     .await?;
     Ok(row.map(|(id,)| id))
 }
 
-async fn mapped_user(
-    tx: &mut Transaction<'_, Postgres>,
+/// Reads and locks, in one query, the activity of every retraction among `items` (most
+/// outcomes are retractions, and most of those find none): one round trip instead of one each.
+async fn prefetch_retraction_targets(
+    tx: &mut PgConnection,
+    cache: &mut Cache,
+    items: &[Item],
+) -> Result<(), Failure> {
+    let targets: Vec<(Uuid, &str)> = items
+        .iter()
+        .filter(|i| i.outcome.kind() == OutcomeKind::Retracted)
+        .map(|i| (i.parsed.workflow_id, i.outcome.record_id.as_str()))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let (workflows, records): (Vec<Uuid>, Vec<&str>) = targets.iter().copied().unzip();
+    let found: Vec<Existing> = sqlx::query_as(
+        "SELECT a.id, a.company_id, a.user_id, a.activity_type, a.value, a.activity_date,
+                a.state, a.last_event_at, a.workflow_id, a.record_id
+         FROM activities a
+         JOIN UNNEST($1::uuid[], $2::text[]) AS t(workflow_id, record_id)
+           ON a.workflow_id = t.workflow_id AND a.record_id = t.record_id
+         FOR UPDATE OF a",
+    )
+    .bind(&workflows)
+    .bind(&records)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    for (workflow_id, record_id) in targets {
+        cache
+            .retraction_targets
+            .insert((workflow_id, record_id.to_owned()), None);
+    }
+    for activity in found {
+        let key = (activity.workflow_id, activity.record_id.clone());
+        cache.retraction_targets.insert(key, Some(activity));
+    }
+    Ok(())
+}
+
+/// A CRM identity as stored: whom it is mapped to, and whether its name and email are known.
+struct Identity {
+    user_id: Option<Uuid>,
+    named: bool,
+    has_email: bool,
+}
+
+async fn stored_identity(
+    tx: &mut PgConnection,
     integration_id: Uuid,
     crm_user_id: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let row: Option<(Option<Uuid>,)> = sqlx::query_as(
-        "SELECT user_id FROM crm_identities WHERE integration_id = $1 AND crm_user_id = $2",
+) -> Result<Option<Identity>, sqlx::Error> {
+    let row: Option<(Option<Uuid>, bool, bool)> = sqlx::query_as(
+        "SELECT user_id, display_name IS NOT NULL, email IS NOT NULL FROM crm_identities
+         WHERE integration_id = $1 AND crm_user_id = $2",
     )
     .bind(integration_id)
     .bind(crm_user_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx)
     .await?;
-    Ok(row.and_then(|(id,)| id))
+    Ok(row.map(|(user_id, named, has_email)| Identity {
+        user_id,
+        named,
+        has_email,
+    }))
+}
+
+/// Whether [`ensure_identity`] could change anything: the identity is missing, or the event
+/// carries a name or email it lacks. Skipping the no-op upsert matters beyond its round trip: an
+/// upsert locks the row even when it changes nothing, and that lock would be held until the
+/// batch commits, where another partition's batch may want it (deadlock-prone).
+fn needs_identity_write(stored: Option<&Identity>, o: &WorkflowOutcome, crm_user_id: &str) -> bool {
+    let Some(stored) = stored else {
+        return true;
+    };
+    let (name, email) = owner_details(o, crm_user_id);
+    (!stored.named && !name.is_empty()) || (!stored.has_email && !email.is_empty())
+}
+
+/// The owner's name and email as the event carries them (empty when it names someone else).
+fn owner_details<'a>(o: &'a WorkflowOutcome, crm_user_id: &str) -> (&'a str, &'a str) {
+    o.owner
+        .as_ref()
+        .filter(|u| u.crm_user_id == crm_user_id)
+        .map(|u| (u.name.as_str(), u.email.as_str()))
+        .unwrap_or_default()
 }
 
 async fn ensure_identity(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     company_id: Uuid,
     integration_id: Uuid,
     o: &WorkflowOutcome,
     crm_user_id: &str,
 ) -> Result<(), sqlx::Error> {
-    let (name, email) = o
-        .owner
-        .as_ref()
-        .filter(|u| u.crm_user_id == crm_user_id)
-        .map(|u| (u.name.as_str(), u.email.as_str()))
-        .unwrap_or_default();
+    let (name, email) = owner_details(o, crm_user_id);
     sqlx::query(
         "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email)
          VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''))
@@ -707,16 +1170,24 @@ async fn ensure_identity(
     .bind(crm_user_id)
     .bind(name)
     .bind(email)
-    .execute(&mut **tx)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
-async fn on_a_team(tx: &mut Transaction<'_, Postgres>, user_id: Uuid) -> Result<bool, sqlx::Error> {
+async fn on_a_team(
+    tx: &mut PgConnection,
+    cache: &mut Cache,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    if let Some(on) = cache.on_team.get(&user_id) {
+        return Ok(*on);
+    }
     let (on,): (bool,) =
         sqlx::query_as("SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)")
             .bind(user_id)
-            .fetch_one(&mut **tx)
+            .fetch_one(tx)
             .await?;
+    cache.on_team.insert(user_id, on);
     Ok(on)
 }

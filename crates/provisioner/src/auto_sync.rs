@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Provisioner;
-use crate::outbox;
 
 /// Notified (payload: the integration id) by the `integrations_auto_sync_enabled_*` triggers.
 pub const CHANNEL: &str = "crm_sync_auto_sync_enabled";
@@ -222,18 +221,7 @@ impl AutoSync {
             w.crm_user_id,
             Uuid::new_v4()
         );
-        let mut tx = p.pool.begin().await?;
-        // Re-read in the transaction: the admin may have turned auto-sync off since.
-        let (still_on,): (bool,) =
-            sqlx::query_as("SELECT auto_sync_users FROM integrations WHERE id = $1")
-                .bind(w.integration_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !still_on {
-            return Ok(());
-        }
-        p.provision_identity(
-            &mut tx,
+        p.provision_waiting_identity(
             w.company_id,
             w.integration_id,
             &w.crm_user_id,
@@ -241,9 +229,6 @@ impl AutoSync {
         )
         .await
         .map_err(into_anyhow)?;
-        tx.commit().await?;
-        // Committed: if publishing fails now, the outbox relay sends the rows within a minute.
-        outbox::publish(&p.pool, &p.publisher, Some(&staged_under)).await?;
         Ok(())
     }
 }

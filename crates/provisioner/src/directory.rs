@@ -22,11 +22,10 @@ use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::{OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome};
 use crm_sync_runtime::Settings;
 use crm_sync_store::credentials::{self, ApiCredentials, IntegrationSecrets, SecretKey};
+use crm_sync_store::outbox::{self, Pending};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use crate::outbox::{self, Pending};
 
 /// Namespace of the ids of completion announcements.
 const NAMESPACE: Uuid = Uuid::from_u128(0x8d2f_41c6_0b7e_4a59_9c3d_e15a_7f20_b6c4);
@@ -493,7 +492,7 @@ impl Directory {
         )
         .await?;
         tx.commit().await?;
-        outbox::publish(&self.pool, &self.publisher, Some(&event_id)).await?;
+        crate::relay::publish_batches(&self.pool, &self.publisher, &[&event_id]).await?;
         tracing::info!(%user_id, %integration_id, crm_user_id, "completed the account's name and email from the CRM");
         Ok(true)
     }

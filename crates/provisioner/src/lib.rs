@@ -5,7 +5,7 @@
 pub mod apply;
 pub mod auto_sync;
 pub mod directory;
-pub mod outbox;
+pub mod relay;
 
 use crm_sync_kafka::Publisher;
 use crm_sync_kafka::service::ConsumerService;
@@ -24,12 +24,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
-    let publisher = Publisher::new(crm_sync_kafka::clients::producer(
+    // Every publish is awaited (a batch's messages are handed over at once, after its commit):
+    // lingering would only delay each batch.
+    let publisher = Publisher::new(crm_sync_kafka::clients::producer_with_linger(
         &settings.kafka,
         SERVICE.name,
+        0,
     )?);
     // Messages left in the outbox by a replica that crashed between commit and publish.
-    tokio::spawn(outbox::relay_leftovers(
+    tokio::spawn(relay::relay_leftovers(
         pool.clone(),
         publisher.clone(),
         shutdown.clone(),

@@ -1,6 +1,8 @@
-//! The transactional outbox table, for any writer: messages are staged in the same transaction as
-//! the effects they announce, read back after commit, and deleted once Kafka acknowledged them.
-//! Publishing itself is the caller's (this crate does not talk to Kafka).
+//! The transactional outbox table, for every writer (the provisioner and admin-api): messages are
+//! staged in the same transaction as the effects they announce, published after commit, and
+//! deleted once Kafka acknowledged them. A crash between commit and publish delays a message but
+//! never loses it: a relay publishes rows left behind. Publishing itself is the caller's (this
+//! crate does not talk to Kafka).
 
 use std::time::Duration;
 
@@ -46,6 +48,44 @@ pub async fn stage(
     Ok(())
 }
 
+/// Stages many messages, each under its own batch id, in one statement inside the caller's
+/// transaction (one round trip instead of one per message). Returns the rows' ids, for
+/// [`delete`] once the caller published the messages it still holds in memory: re-reading what
+/// was just written would only cost another round trip.
+pub async fn stage_all(
+    conn: &mut PgConnection,
+    messages: &[(&str, &Pending)],
+) -> Result<Vec<i64>, sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut batch_ids = Vec::with_capacity(messages.len());
+    let mut topics = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut message_ids = Vec::with_capacity(messages.len());
+    let mut payloads = Vec::with_capacity(messages.len());
+    for (batch_id, m) in messages {
+        batch_ids.push(*batch_id);
+        topics.push(m.topic.as_str());
+        keys.push(m.key.as_str());
+        message_ids.push(m.message_id.as_str());
+        payloads.push(m.payload.as_slice());
+    }
+    let ids: Vec<(i64,)> = sqlx::query_as(
+        "INSERT INTO outbox (event_id, topic, message_key, message_id, payload)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+         RETURNING id",
+    )
+    .bind(&batch_ids)
+    .bind(&topics)
+    .bind(&keys)
+    .bind(&message_ids)
+    .bind(&payloads)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
 /// What one change staged, in staging order.
 pub async fn fetch_batch(pool: &PgPool, batch_id: &str) -> Result<Vec<Staged>, sqlx::Error> {
     sqlx::query_as::<_, Staged>(
@@ -56,9 +96,24 @@ pub async fn fetch_batch(pool: &PgPool, batch_id: &str) -> Result<Vec<Staged>, s
     .await
 }
 
-/// Messages staged longer ago than `older_than` whose batch id starts with `batch_prefix`: their
-/// writer evidently failed to publish them (crashed between commit and publish, or Kafka was
-/// down), so a relay takes over. The prefix lets each writer relay only its own batches.
+/// What any of the given changes staged, in staging order.
+pub async fn fetch_batches(pool: &PgPool, batch_ids: &[&str]) -> Result<Vec<Staged>, sqlx::Error> {
+    if batch_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as::<_, Staged>(
+        "SELECT id, topic, message_key, message_id, payload FROM outbox
+         WHERE event_id = ANY($1) ORDER BY id",
+    )
+    .bind(batch_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Messages staged longer ago than `older_than` whose batch id starts with `batch_prefix` (an
+/// empty prefix: every writer's): their writer evidently failed to publish them (crashed between
+/// commit and publish, or Kafka was down), so a relay takes over. The prefix lets a writer relay
+/// only its own batches.
 pub async fn fetch_leftovers(
     pool: &PgPool,
     batch_prefix: &str,

@@ -206,3 +206,162 @@ async fn a_transient_database_failure_is_retried_and_never_skipped() {
     })
     .await;
 }
+
+/// The provisioner applies a partition's backlog in batches (one transaction per batch). A batch
+/// with poison in it falls back to one message at a time: the poison is dead-lettered, everything
+/// else is applied exactly once (duplicates change nothing), accounts are created once per CRM
+/// user, and every change is forwarded.
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lettered() {
+    use crm_sync_proto::Message as _;
+    use crm_sync_proto::v1::{
+        ActivityChanged, ActivityState, CrmUser, OutcomeKind, UserProvisioned, WorkflowOutcome,
+    };
+
+    let env = TestEnv::new("batches").await;
+    let tenant = Tenant::create(&env.pool, "batches", true, true).await;
+    const RECORDS: usize = 120;
+    const OWNERS: usize = 7;
+    const RETRACTED: usize = 9;
+    let outcome = |id: String, kind: OutcomeKind, i: usize, seconds: i64| WorkflowOutcome {
+        outcome_id: id.clone(),
+        event_id: format!("event-{id}"),
+        company_id: tenant.company_id.to_string(),
+        integration_id: tenant.integration_id.to_string(),
+        workflow_id: tenant.workflow_id.to_string(),
+        kind: kind as i32,
+        object_type: "Opportunity".into(),
+        record_id: format!("006BATCH{i:05}"),
+        owner: (kind == OutcomeKind::Matched).then(|| CrmUser {
+            crm_user_id: format!("005BATCH{}", i % OWNERS),
+            ..CrmUser::default()
+        }),
+        activity_type: "deal_won".into(),
+        value: format!("{i}.5"),
+        activity_date: None,
+        occurred_at: Some(crm_sync_proto::Timestamp {
+            seconds: 1_795_000_000 + seconds,
+            nanos: 0,
+        }),
+        crm: 0,
+    };
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for i in 0..RECORDS {
+        payloads.push(outcome(format!("m-{i}"), OutcomeKind::Matched, i, i as i64).encode_to_vec());
+        if i == 100 {
+            payloads.push(vec![0xff, 0xff, 0xff, 0x01]);
+        }
+        if i == 110 {
+            // Decodes, but names an integration that does not exist: refused inside the
+            // transaction, after other outcomes of the batch were written.
+            let mut unknown = outcome("unknown".into(), OutcomeKind::Matched, i, 0);
+            unknown.integration_id = uuid::Uuid::new_v4().to_string();
+            payloads.push(unknown.encode_to_vec());
+        }
+    }
+    for i in 0..20 {
+        // Replays: the same outcome ids again.
+        payloads.push(outcome(format!("m-{i}"), OutcomeKind::Matched, i, i as i64).encode_to_vec());
+    }
+    for i in 0..RETRACTED {
+        payloads.push(
+            outcome(format!("r-{i}"), OutcomeKind::Retracted, i, 1000 + i as i64).encode_to_vec(),
+        );
+    }
+    // One key: one partition, in this order, all waiting before the provisioner starts.
+    let key = format!("{}/Opportunity/batch", tenant.integration_id);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for payload in &payloads {
+        producer
+            .send(
+                FutureRecord::to(&env.topics.matches)
+                    .key(&key)
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let activities = eventually("the backlog to be applied", WAIT, || async {
+        let all = views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap();
+        let retracted = all.iter().filter(|a| a.state == "retracted").count();
+        (all.len() == RECORDS && retracted == RETRACTED).then_some(all)
+    })
+    .await;
+    for a in &activities {
+        let i: usize = a.record_id.trim_start_matches("006BATCH").parse().unwrap();
+        assert_eq!(a.value.to_string(), format!("{i}.5"), "{a:?}");
+        assert_eq!(a.crm_user_id, format!("005BATCH{}", i % OWNERS));
+        assert!(a.user_id.is_some(), "every owner got an account: {a:?}");
+    }
+    let users = views::users(&env.pool, tenant.company_id).await.unwrap();
+    assert_eq!(users.len(), OWNERS, "one account per CRM user");
+
+    let dead = read_topic(&format!("{}.dlq", env.topics.matches)).await;
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|d| d.header("crm-sync-dlq-reason"))
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["undecodable", "unknown_integration"]);
+
+    eventually("every change to be forwarded", WAIT, || async {
+        let changes: Vec<ActivityChanged> = read_topic(&env.topics.activities)
+            .await
+            .iter()
+            .map(|r| ActivityChanged::decode(r.payload.as_slice()).unwrap())
+            .collect();
+        let recorded: std::collections::HashSet<&str> = changes
+            .iter()
+            .filter(|c| c.state == ActivityState::Recorded as i32)
+            .map(|c| c.activity_id.as_str())
+            .collect();
+        let retracted = changes
+            .iter()
+            .filter(|c| c.state == ActivityState::Retracted as i32)
+            .count();
+        (recorded.len() == RECORDS && retracted == RETRACTED).then_some(())
+    })
+    .await;
+    let provisioned: std::collections::HashSet<String> = read_topic(&env.topics.users)
+        .await
+        .iter()
+        .map(|r| {
+            UserProvisioned::decode(r.payload.as_slice())
+                .unwrap()
+                .event_id
+        })
+        .collect();
+    assert_eq!(provisioned.len(), OWNERS);
+    eventually("the outbox to be empty", WAIT, || async {
+        let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    // At least the 20 replays (a batch that fell back after part of it committed adds more).
+    assert!(
+        metric(
+            &provisioner,
+            "crm_sync_provisioner_outcomes_total",
+            &["result=\"duplicate\""]
+        )
+        .await
+            >= 20.0,
+        "the replays were recognized"
+    );
+    assert!(
+        metric(&provisioner, "crm_sync_batch_fallbacks_total", &[]).await >= 1.0,
+        "the poison's batch fell back to one message at a time"
+    );
+}
