@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use crm_sync_kafka::{OutgoingMessage, Publisher};
+use crm_sync_kafka::{Publisher, outbox_relay};
 use crm_sync_proto::v1::{ActivityChanged, ActivityState};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::admin::activities::ActivityRow;
-use crm_sync_store::outbox::{self, Pending, Staged};
+use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -100,7 +100,9 @@ impl Batch {
         }
         let result = async {
             let rows = outbox::fetch_batch(&state.pool, &self.id).await?;
-            publish_rows(&state.pool, &state.publisher, &rows).await
+            let n = outbox_relay::publish_rows(&state.pool, &state.publisher, &rows).await?;
+            count_published(n);
+            anyhow::Ok(n)
         }
         .await;
         match result {
@@ -129,53 +131,24 @@ fn timestamp(dt: chrono::DateTime<Utc>) -> Timestamp {
     }
 }
 
-async fn publish_rows(
-    pool: &PgPool,
-    publisher: &Publisher,
-    rows: &[Staged],
-) -> anyhow::Result<usize> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let messages: Vec<OutgoingMessage> = rows
-        .iter()
-        .map(|r| OutgoingMessage {
-            topic: r.topic.clone(),
-            key: r.message_key.clone(),
-            payload: r.payload.clone(),
-            event_id: r.message_id.clone(),
-            headers: Vec::new(),
-        })
-        .collect();
-    publisher.publish_all(&messages).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    outbox::delete(pool, &ids).await?;
-    metrics::counter!("crm_sync_admin_visibility_changes_published_total")
-        .increment(ids.len() as u64);
-    Ok(ids.len())
-}
-
 /// Publishes admin-api batches left in the outbox for longer than a few seconds, at start-up
 /// and then every few seconds, until shutdown.
 pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: CancellationToken) {
-    loop {
-        let result = async {
-            let rows =
-                outbox::fetch_leftovers(&pool, BATCH_PREFIX, Duration::from_secs(10), 500).await?;
-            publish_rows(&pool, &publisher, &rows).await
-        }
-        .await;
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(messages = n, "relayed leftover visibility changes"),
-            Err(error) => tracing::warn!(
-                error = format!("{error:#}"),
-                "outbox relay failed; will retry"
-            ),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
+    outbox_relay::relay_leftovers(
+        pool,
+        publisher,
+        outbox_relay::Sweep {
+            batch_prefix: BATCH_PREFIX,
+            abandoned_after: Duration::from_secs(10),
+            limit: 500,
+            interval: Duration::from_secs(5),
+            on_relayed: count_published,
+        },
+        shutdown,
+    )
+    .await;
+}
+
+fn count_published(n: usize) {
+    metrics::counter!("crm_sync_admin_visibility_changes_published_total").increment(n as u64);
 }

@@ -22,15 +22,14 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::headers;
-use crate::produce::{OutgoingMessage, producer_span};
-use crate::transactional::{TxnError, TxnProducer, classify, recreate};
+use crate::produce::{OutgoingMessage, producer_span, record_headers};
+use crate::transactional::{TxnError, TxnProducer, classify, enqueue, recreate};
 
 /// A transaction takes at most this many messages (whole requests: a larger request gets a
 /// transaction of its own).
@@ -172,18 +171,11 @@ impl AtomicPublisher {
         let prepared = messages
             .iter()
             .zip(&spans)
-            .map(|(m, span)| {
-                let trace = headers::trace_context_of(span);
-                let mut pairs = Vec::with_capacity(1 + m.headers.len() + trace.len());
-                pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
-                pairs.extend(m.headers.iter().cloned());
-                pairs.extend(trace);
-                Prepared {
-                    topic: m.topic.clone(),
-                    key: m.key.clone(),
-                    payload: m.payload.clone(),
-                    headers: headers::to_owned_headers(&pairs),
-                }
+            .map(|(m, span)| Prepared {
+                topic: m.topic.clone(),
+                key: m.key.clone(),
+                payload: m.payload.clone(),
+                headers: record_headers(m, &headers::trace_context_of(span)),
             })
             .collect();
         let (done, answer) = oneshot::channel();
@@ -281,13 +273,11 @@ async fn commit_loop(
             Err((kind, reason)) => (reason, kind == TxnError::Fatal),
         };
         if fatal {
-            ready.set(false);
-            let Some(fresh) = recreate(producer, &stop_initializing).await else {
+            let Some(fresh) = replace(producer, &ready, &stop_initializing).await else {
                 fail_all(group, &failed);
                 return;
             };
             producer = fresh;
-            ready.set(true);
         }
         if group.len() == 1 {
             fail_all(group, &failed);
@@ -303,17 +293,28 @@ async fn commit_loop(
                 Err((kind, reason)) => {
                     let _ = job.done.send(Err(AtomicPublishError::Aborted(reason)));
                     if kind == TxnError::Fatal {
-                        ready.set(false);
-                        let Some(fresh) = recreate(producer, &stop_initializing).await else {
+                        let Some(fresh) = replace(producer, &ready, &stop_initializing).await
+                        else {
                             return;
                         };
                         producer = fresh;
-                        ready.set(true);
                     }
                 }
             }
         }
     }
+}
+
+/// A new producer in place of an unusable one, not ready meanwhile; None if shut down.
+async fn replace(
+    producer: TxnProducer,
+    ready: &Readiness,
+    stop_initializing: &CancellationToken,
+) -> Option<TxnProducer> {
+    ready.set(false);
+    let fresh = recreate(producer, stop_initializing).await?;
+    ready.set(true);
+    Some(fresh)
 }
 
 fn fail_all(group: Vec<Job>, reason: &str) {
@@ -395,20 +396,11 @@ async fn write(
 }
 
 async fn send(producer: &FutureProducer, m: &Prepared) -> Result<DeliveryFuture, KafkaError> {
-    let mut record = FutureRecord::to(&m.topic)
+    let record = FutureRecord::to(&m.topic)
         .key(&m.key)
         .payload(&m.payload)
         .headers(m.headers.clone());
-    loop {
-        match producer.send_result(record) {
-            Ok(future) => return Ok(future),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
+    enqueue(producer, record).await
 }
 
 impl Default for Written {

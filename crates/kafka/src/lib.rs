@@ -8,6 +8,7 @@ pub mod consume;
 pub mod dlq;
 pub mod headers;
 pub mod lag;
+pub mod outbox_relay;
 pub mod produce;
 pub mod service;
 pub mod transactional;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -57,6 +58,15 @@ pub fn producer_span(m: &OutgoingMessage) -> tracing::Span {
         messaging.kafka.offset = field::Empty,
         error.type = field::Empty,
     )
+}
+
+/// A message's Kafka headers: its event id, its own extra headers, then the trace context.
+pub(crate) fn record_headers(m: &OutgoingMessage, trace: &[(String, String)]) -> OwnedHeaders {
+    let mut pairs = Vec::with_capacity(1 + m.headers.len() + trace.len());
+    pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
+    pairs.extend(m.headers.iter().cloned());
+    pairs.extend(trace.iter().cloned());
+    headers::to_owned_headers(&pairs)
 }
 
 #[derive(Clone)]
@@ -115,14 +125,10 @@ impl Publisher {
         m: &OutgoingMessage,
         trace: &[(String, String)],
     ) -> Result<Delivery, PublishError> {
-        let mut pairs = Vec::with_capacity(2 + m.headers.len() + trace.len());
-        pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
-        pairs.extend(m.headers.iter().cloned());
-        pairs.extend(trace.iter().cloned());
         let record = FutureRecord::to(&m.topic)
             .key(&m.key)
             .payload(&m.payload)
-            .headers(headers::to_owned_headers(&pairs));
+            .headers(record_headers(m, trace));
         // The queue-full wait is bounded; the delivery itself is bounded by delivery.timeout.ms.
         let result = self
             .producer

@@ -315,24 +315,11 @@ impl TxnProducer {
         m: &OutgoingMessage,
         trace: &[(String, String)],
     ) -> Result<DeliveryFuture, KafkaError> {
-        let mut pairs = Vec::with_capacity(1 + m.headers.len() + trace.len());
-        pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
-        pairs.extend(m.headers.iter().cloned());
-        pairs.extend(trace.iter().cloned());
-        let mut record = FutureRecord::to(&m.topic)
+        let record = FutureRecord::to(&m.topic)
             .key(&m.key)
             .payload(&m.payload)
-            .headers(headers::to_owned_headers(&pairs));
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+            .headers(crate::produce::record_headers(m, trace));
+        enqueue(&self.producer, record).await
     }
 
     async fn commit(
@@ -382,6 +369,24 @@ impl TxnProducer {
             |p: FutureProducer| p.abort_transaction(CALL_TIMEOUT)
         })
         .await
+    }
+}
+
+/// Enqueues a record, waiting while librdkafka's queue is full; the delivery is awaited by
+/// whoever commits.
+pub(crate) async fn enqueue<'a>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, String, Vec<u8>>,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
     }
 }
 

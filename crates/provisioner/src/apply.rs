@@ -10,7 +10,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use crm_sync_kafka::{BatchItem, Failure, Incoming, MessageHandler, OutgoingMessage, Publisher};
+use crm_sync_kafka::{
+    BatchItem, Failure, Incoming, MessageHandler, OutgoingMessage, Publisher, outbox_relay,
+};
 use crm_sync_proto::v1::{
     ActivityChanged, ActivityState, OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome,
 };
@@ -21,8 +23,6 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
-
-use crate::relay;
 
 /// Name under which this service records the events it has applied.
 const CONSUMER: &str = "provisioner";
@@ -428,7 +428,7 @@ impl Provisioner {
         if !written.staged.is_empty() {
             let mut per_item: Vec<Vec<OutgoingMessage>> = vec![Vec::new(); written.covered];
             for (index, message) in &written.staged {
-                per_item[*index].push(relay::to_outgoing(message));
+                per_item[*index].push(outbox_relay::pending_to_outgoing(message));
             }
             // All sends are queued at once, in staging order, so per-key order is kept.
             try_join_all(
@@ -458,7 +458,7 @@ impl Provisioner {
                 .iter()
                 .map(|index| items[*index].outcome.outcome_id.as_str())
                 .collect();
-            relay::publish_batches(&self.pool, &self.publisher, &ids)
+            outbox_relay::publish_batches(&self.pool, &self.publisher, &ids)
                 .await
                 .map_err(Failure::Transient)?;
         }
@@ -803,7 +803,7 @@ impl Provisioner {
         let messages: Vec<OutgoingMessage> = written
             .staged
             .iter()
-            .map(|(_, message)| relay::to_outgoing(message))
+            .map(|(_, message)| outbox_relay::pending_to_outgoing(message))
             .collect();
         self.publisher
             .publish_all(&messages)

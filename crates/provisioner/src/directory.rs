@@ -492,7 +492,8 @@ impl Directory {
         )
         .await?;
         tx.commit().await?;
-        crate::relay::publish_batches(&self.pool, &self.publisher, &[&event_id]).await?;
+        crm_sync_kafka::outbox_relay::publish_batches(&self.pool, &self.publisher, &[&event_id])
+            .await?;
         tracing::info!(%user_id, %integration_id, crm_user_id, "completed the account's name and email from the CRM");
         Ok(true)
     }

@@ -5,10 +5,11 @@
 pub mod apply;
 pub mod auto_sync;
 pub mod directory;
-pub mod relay;
 
-use crm_sync_kafka::Publisher;
+use std::time::Duration;
+
 use crm_sync_kafka::service::ConsumerService;
+use crm_sync_kafka::{Publisher, outbox_relay};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
 
@@ -32,9 +33,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         0,
     )?);
     // Messages left in the outbox by a replica that crashed between commit and publish.
-    tokio::spawn(relay::relay_leftovers(
+    tokio::spawn(outbox_relay::relay_leftovers(
         pool.clone(),
         publisher.clone(),
+        // Every writer's rows: the provisioner's replicas, and admin-api's as a backstop to its
+        // own relay.
+        outbox_relay::Sweep {
+            batch_prefix: "",
+            abandoned_after: Duration::from_secs(60),
+            limit: 1000,
+            interval: Duration::from_secs(30),
+            on_relayed: |_| {},
+        },
         shutdown.clone(),
     ));
     let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));

@@ -1,8 +1,8 @@
 //! The transactional outbox table, for every writer (the provisioner and admin-api): messages are
 //! staged in the same transaction as the effects they announce, published after commit, and
 //! deleted once Kafka acknowledged them. A crash between commit and publish delays a message but
-//! never loses it: a relay publishes rows left behind. Publishing itself is the caller's (this
-//! crate does not talk to Kafka).
+//! never loses it: a relay publishes rows left behind. Publishing is
+//! `crm_sync_kafka::outbox_relay`'s (this crate does not talk to Kafka).
 
 use std::time::Duration;
 

@@ -1,23 +1,17 @@
-//! Publishing what the provisioner staged in the outbox (`crm_sync_store::outbox`, shared with
-//! admin-api). The normal path publishes the messages a transaction just staged straight from
-//! memory after commit and then deletes their rows; reading the outbox back is only for rows
-//! left behind: by an attempt that crashed or failed between commit and publish (picked up when
-//! the same outcome is seen again, or by the periodic sweep).
+//! Publishing what writers staged in the transactional outbox (`crm_sync_store::outbox`): rows
+//! read back after commit, and the sweep that relays rows a writer left behind (it crashed or
+//! Kafka failed between its commit and its publish). Shared by the provisioner and admin-api, so
+//! both publish and delete outbox rows the same way.
 
 use std::time::Duration;
 
-use crm_sync_kafka::{OutgoingMessage, Publisher};
 use crm_sync_store::outbox::{self, Pending, Staged};
-use sqlx::PgPool;
+use crm_sync_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// Rows older than this are presumed abandoned by their writer. Long enough that a writer still
-/// waiting for Kafka's acknowledgement is not raced (which would only duplicate, never lose).
-const ABANDONED_AFTER: Duration = Duration::from_secs(60);
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-const SWEEP_LIMIT: i64 = 1000;
+use crate::{OutgoingMessage, Publisher};
 
-pub fn to_outgoing(message: &Pending) -> OutgoingMessage {
+pub fn pending_to_outgoing(message: &Pending) -> OutgoingMessage {
     OutgoingMessage {
         topic: message.topic.clone(),
         key: message.key.clone(),
@@ -55,7 +49,7 @@ pub async fn publish_rows(
     Ok(ids.len())
 }
 
-/// Publishes whatever the given changes (outcome ids, announcement ids) left in the outbox.
+/// Publishes whatever the given changes (batch ids) left in the outbox.
 pub async fn publish_batches(
     pool: &PgPool,
     publisher: &Publisher,
@@ -67,20 +61,46 @@ pub async fn publish_batches(
     publish_rows(pool, publisher, &rows).await
 }
 
-/// Sweeps rows abandoned by any writer (the provisioner's replicas, and admin-api's as a
-/// backstop to its own relay) at start-up and then periodically, until shutdown.
-pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: CancellationToken) {
+/// Which leftovers a relay takes, and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep {
+    /// Only batches whose id starts with this ("" for every writer's).
+    pub batch_prefix: &'static str,
+    /// Rows older than this are presumed abandoned by their writer. Long enough that a writer
+    /// still waiting for Kafka's acknowledgement is not raced (which would only duplicate).
+    pub abandoned_after: Duration,
+    pub limit: i64,
+    pub interval: Duration,
+    /// Called with how many messages a round relayed (for the writer's own metrics).
+    pub on_relayed: fn(usize),
+}
+
+/// Relays abandoned rows at start-up and then every `sweep.interval`, until shutdown.
+pub async fn relay_leftovers(
+    pool: PgPool,
+    publisher: Publisher,
+    sweep: Sweep,
+    shutdown: CancellationToken,
+) {
     loop {
         let result = async {
-            let rows = outbox::fetch_leftovers(&pool, "", ABANDONED_AFTER, SWEEP_LIMIT)
-                .await
-                .map_err(|e| anyhow::Error::new(e).context("reading outbox leftovers"))?;
+            let rows = outbox::fetch_leftovers(
+                &pool,
+                sweep.batch_prefix,
+                sweep.abandoned_after,
+                sweep.limit,
+            )
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("reading outbox leftovers"))?;
             publish_rows(&pool, &publisher, &rows).await
         }
         .await;
         match result {
             Ok(0) => {}
-            Ok(n) => tracing::info!(messages = n, "relayed leftover outbox messages"),
+            Ok(n) => {
+                (sweep.on_relayed)(n);
+                tracing::info!(messages = n, "relayed leftover outbox messages");
+            }
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
                 "outbox relay failed; will retry"
@@ -88,7 +108,7 @@ pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: Cance
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            _ = tokio::time::sleep(sweep.interval) => {}
         }
     }
 }
