@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "crm_sync/v1/crm_event.proto",
         "crm_sync/v1/workflow_outcome.proto",
         "crm_sync/v1/salesscreen.proto",
+        "crm_sync/v1/record_state.proto",
     ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
     // protox compiles in pure Rust, so builds need no protoc on the machine.

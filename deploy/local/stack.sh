@@ -27,7 +27,10 @@ LOGS=$CRM_SYNC_HOME/logs
 KAFKA_PID=$RUN/kafka.pid
 KAFKA_LOG=$LOGS/kafka.log
 
-TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq salesscreen.activities.v1 salesscreen.users.v1)
+TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq salesscreen.activities.v1 salesscreen.users.v1
+        crm.records.v1 crm.hydrations.v1)
+# The evaluator's record state is a changelog: only each record's latest state matters.
+topic_config() { [[ $1 == crm.records.v1 ]] && echo "--config cleanup.policy=compact"; true; }
 
 say() { printf '[stack] %s\n' "$*"; }
 fail() { printf '[stack] FAILED: %s\n' "$*" >&2; exit 1; }
@@ -167,7 +170,7 @@ create_topics() {
   for t in "${missing[@]}"; do
     say "creating topic $t ($PARTITIONS partitions)"
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
-      --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null \
+      --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1 $(topic_config "$t") >/dev/null \
       || fail "could not create topic $t"
   done
   ((${#missing[@]})) || say "topics present: ${TOPICS[*]}"

@@ -38,6 +38,10 @@ pub fn message_name_for_topic(topic: &str) -> Option<&'static str> {
         Some("crm_sync.v1.ActivityChanged")
     } else if base.ends_with("salesscreen.users.v1") {
         Some("crm_sync.v1.UserProvisioned")
+    } else if base.ends_with("crm.records.v1") {
+        Some("crm_sync.v1.RecordState")
+    } else if base.ends_with("crm.hydrations.v1") {
+        Some("crm_sync.v1.HydrationRequest")
     } else {
         None
     }
@@ -62,6 +66,8 @@ mod tests {
             "crm.matches.v1",
             "salesscreen.activities.v1",
             "salesscreen.users.v1",
+            "crm.records.v1",
+            "crm.hydrations.v1",
             "crm.events.v1.dlq",
             "test-1234.crm.events.v1",
         ] {

@@ -49,6 +49,10 @@ pub struct TopicSettings {
     pub matches: String,
     pub activities: String,
     pub users: String,
+    /// The evaluator's per-record state (compacted changelog, partitioned like `events`).
+    pub records: String,
+    /// Requests to fetch a record whole from its CRM (hydration).
+    pub hydrations: String,
 }
 
 impl TopicSettings {
@@ -190,6 +194,8 @@ impl Settings {
             .set_default("topics.matches", "crm.matches.v1")?
             .set_default("topics.activities", "salesscreen.activities.v1")?
             .set_default("topics.users", "salesscreen.users.v1")?
+            .set_default("topics.records", "crm.records.v1")?
+            .set_default("topics.hydrations", "crm.hydrations.v1")?
             .set_default(
                 "database.url",
                 "postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync",
