@@ -259,6 +259,7 @@ pub fn to_events(
             source_delivery_id: delivery.clone(),
             crm_account_id: ctx.organization_id.clone(),
             source_change_type: ctx.message_name.clone(),
+            full_snapshot: false,
         })
         .collect())
 }

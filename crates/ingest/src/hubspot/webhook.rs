@@ -245,6 +245,7 @@ pub fn to_events(
             source_delivery_id: delivery.clone(),
             crm_account_id: batch.portal_id.clone(),
             source_change_type: e.subscription_type.clone(),
+            full_snapshot: false,
         };
         match action {
             "creation" | "restore" => {

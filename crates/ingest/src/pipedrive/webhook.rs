@@ -233,6 +233,7 @@ pub fn to_event(integration_id: Uuid, hook: &Webhook, now: DateTime<Utc>) -> Crm
             .and_then(id_text)
             .unwrap_or_default(),
         source_change_type,
+        full_snapshot: false,
     }
 }
 

@@ -342,6 +342,7 @@ pub fn to_events(
                 source_delivery_id: format!("{}:{}", header.transaction_key, sequence),
                 crm_account_id: String::new(),
                 source_change_type: header.change_type.clone(),
+                full_snapshot: false,
             });
         }
     }

@@ -97,6 +97,7 @@ fn to_event(
         source_delivery_id: notification.id.clone(),
         crm_account_id: organization_id.to_owned(),
         source_change_type: String::new(),
+        full_snapshot: false,
     })
 }
 
