@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::{Crm, DirectoryUser};
 
 /// Salesforce REST API version used for `sobjects/User`.
-pub(crate) const SALESFORCE_API_VERSION: &str = "v62.0";
+pub const SALESFORCE_API_VERSION: &str = "v62.0";
 /// Query parameter carrying a Pipedrive API token.
 pub(crate) const QUERY_TOKEN: &str = "api_token";
 
@@ -38,21 +38,49 @@ pub(crate) fn valid_user_id(crm: Crm, id: &str) -> bool {
     }
 }
 
-/// The URLs to try in order; a 404 moves on to the next.
-pub(crate) fn user_requests(crm: Crm, base: &str, id: &str) -> Vec<String> {
+/// The paths (under the API root) to try in order; a 404 moves on to the next.
+pub(crate) fn user_requests(crm: Crm, id: &str) -> Vec<String> {
     match crm {
         Crm::Salesforce => vec![format!(
-            "{base}/services/data/{SALESFORCE_API_VERSION}/sobjects/User/{id}?fields=Id,Name,Email,IsActive"
+            "/services/data/{SALESFORCE_API_VERSION}/sobjects/User/{id}?fields=Id,Name,Email,IsActive"
         )],
         // Deactivated owners are only found among the archived ones.
         Crm::HubSpot => vec![
-            format!("{base}/crm/v3/owners/{id}?idProperty=id&archived=false"),
-            format!("{base}/crm/v3/owners/{id}?idProperty=id&archived=true"),
+            format!("/crm/v3/owners/{id}?idProperty=id&archived=false"),
+            format!("/crm/v3/owners/{id}?idProperty=id&archived=true"),
         ],
-        Crm::Pipedrive => vec![format!("{base}/api/v1/users/{id}")],
+        Crm::Pipedrive => vec![format!("/api/v1/users/{id}")],
         Crm::Dynamics => vec![format!(
-            "{base}/api/data/v9.2/systemusers({id})?$select=fullname,internalemailaddress,isdisabled"
+            "/api/data/v9.2/systemusers({id})?$select=fullname,internalemailaddress,isdisabled"
         )],
+    }
+}
+
+/// A 429 that no wait within the day can cure, in words: HubSpot's daily limit
+/// (`policyName: DAILY`), Salesforce's `REQUEST_LIMIT_EXCEEDED` (a 403).
+pub(crate) fn daily_limit_reached(
+    crm: Crm,
+    status: reqwest::StatusCode,
+    body: &str,
+) -> Option<String> {
+    match crm {
+        Crm::HubSpot if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct RateLimit {
+                policy_name: Option<String>,
+            }
+            let limit: RateLimit = serde_json::from_str(body).ok()?;
+            (limit.policy_name.as_deref() == Some("DAILY"))
+                .then(|| "the HubSpot account's daily API limit is reached".to_owned())
+        }
+        Crm::Salesforce
+            if status == reqwest::StatusCode::FORBIDDEN
+                && body.contains("REQUEST_LIMIT_EXCEEDED") =>
+        {
+            Some("the Salesforce org's daily API request limit is reached".to_owned())
+        }
+        _ => None,
     }
 }
 

@@ -13,6 +13,7 @@
 //! time). Errors never carry a secret: URLs (which may hold an API token) are stripped from
 //! transport errors, and credentials print as `<redacted>`.
 
+mod api;
 mod auth;
 mod crms;
 
@@ -21,10 +22,10 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-
+pub(crate) use api::Failure;
+pub use api::{ApiClient, ApiResponse};
 pub use auth::OAuth;
+pub use crms::SALESFORCE_API_VERSION;
 
 /// The CRMs with a user directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,93 +153,6 @@ impl LookupError {
     }
 }
 
-/// Why one HTTP exchange failed, before deciding whether to try again.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Timeout, connection error, 429 or 5xx.
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// 401: the token may have expired.
-    Unauthorized(String),
-    Final(LookupError),
-}
-
-impl Failure {
-    pub(crate) fn from_transport(error: reqwest::Error) -> Failure {
-        // The URL can hold an API token (Pipedrive's `api_token`): never let it into a message.
-        let error = error.without_url();
-        let kind = if error.is_timeout() {
-            "timed out"
-        } else if error.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        };
-        Failure::Retryable {
-            message: format!("{kind}: {error}"),
-            retry_after: None,
-        }
-    }
-
-    /// Classifies a non-success status. `what` names the request in messages.
-    pub(crate) fn from_status(
-        what: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &str,
-    ) -> Failure {
-        let detail = summary(body);
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Failure::Retryable {
-                message: format!("{what} answered {status}{detail}"),
-                retry_after: retry_after(headers),
-            }
-        } else if status == StatusCode::UNAUTHORIZED {
-            Failure::Unauthorized(format!("{what} answered {status}{detail}"))
-        } else if status == StatusCode::FORBIDDEN {
-            Failure::Final(LookupError::Unauthorized(format!(
-                "{what} answered {status}{detail}"
-            )))
-        } else {
-            Failure::Final(LookupError::Unexpected(format!(
-                "{what} answered {status}{detail}"
-            )))
-        }
-    }
-
-    fn into_error(self) -> LookupError {
-        match self {
-            Failure::Retryable { message, .. } => LookupError::Unavailable(message),
-            Failure::Unauthorized(message) => LookupError::Unauthorized(message),
-            Failure::Final(error) => error,
-        }
-    }
-}
-
-/// A short, single-line excerpt of an error body for messages.
-fn summary(body: &str) -> String {
-    let line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.is_empty() {
-        return String::new();
-    }
-    let cut: String = line.chars().take(200).collect();
-    format!(": {cut}")
-}
-
-/// `Retry-After` in seconds (HTTP dates are rare from APIs and are treated as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 struct Cached {
     at: Instant,
     user: Option<DirectoryUser>,
@@ -246,19 +160,14 @@ struct Cached {
 
 /// One CRM account's directory. Cheap to share (`Arc`); lookups may run concurrently.
 pub struct DirectoryClient {
-    crm: Crm,
-    base_url: Option<String>,
-    auth: auth::Auth,
-    http: reqwest::Client,
-    config: Config,
+    api: ApiClient,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl fmt::Debug for DirectoryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DirectoryClient")
-            .field("crm", &self.crm)
-            .field("base_url", &self.base_url)
+            .field("api", &self.api)
             .finish_non_exhaustive()
     }
 }
@@ -266,49 +175,23 @@ impl fmt::Debug for DirectoryClient {
 impl DirectoryClient {
     /// Checks the credentials have what the CRM needs; makes no request.
     pub fn new(crm: Crm, credentials: Credentials, config: Config) -> Result<Self, LookupError> {
-        let base_url = credentials
-            .base_url
-            .as_deref()
-            .map(|u| u.trim().trim_end_matches('/').to_owned())
-            .filter(|u| !u.is_empty())
-            .or_else(|| crms::default_base_url(crm).map(str::to_owned));
-        if let Some(url) = &base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(LookupError::Misconfigured(format!(
-                "base_url {url:?} is not an http(s) URL"
-            )));
-        }
-        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref())?;
-        if base_url.is_none() && !auth.provides_base_url() {
-            return Err(LookupError::Misconfigured(format!(
-                "a {} integration needs base_url (its org's API address)",
-                crm.as_str()
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!("crm-sync-directory/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| LookupError::Misconfigured(format!("HTTP client: {e}")))?;
         Ok(DirectoryClient {
-            crm,
-            base_url,
-            auth,
-            http,
-            config,
+            api: ApiClient::new(crm, credentials, config)?,
             cache: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn crm(&self) -> Crm {
-        self.crm
+        self.api.crm()
+    }
+
+    fn config(&self) -> &Config {
+        self.api.config()
     }
 
     /// Looks the user up with the configured number of attempts.
     pub async fn lookup(&self, crm_user_id: &str) -> Result<DirectoryUser, LookupError> {
-        self.lookup_with_attempts(crm_user_id, self.config.attempts)
+        self.lookup_with_attempts(crm_user_id, self.config().attempts)
             .await
     }
 
@@ -319,12 +202,12 @@ impl DirectoryClient {
         attempts: u32,
     ) -> Result<DirectoryUser, LookupError> {
         let id = crm_user_id.trim();
-        if !crms::valid_user_id(self.crm, id) {
+        if !crms::valid_user_id(self.crm(), id) {
             // Never put an unchecked id into a URL path.
             return Err(LookupError::NotFound(id.to_owned()));
         }
         if let Some(hit) = self.cached(id) {
-            metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm.as_str(), "result" => "cached").increment(1);
+            metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm().as_str(), "result" => "cached").increment(1);
             return hit.ok_or_else(|| LookupError::NotFound(id.to_owned()));
         }
         let started = Instant::now();
@@ -333,8 +216,8 @@ impl DirectoryClient {
             Ok(_) => "found",
             Err(e) => e.label(),
         };
-        metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm.as_str(), "result" => label).increment(1);
-        metrics::histogram!("crm_sync_directory_lookup_seconds", "crm" => self.crm.as_str())
+        metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm().as_str(), "result" => label).increment(1);
+        metrics::histogram!("crm_sync_directory_lookup_seconds", "crm" => self.crm().as_str())
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(user) => self.remember(id, Some(user.clone())),
@@ -348,19 +231,19 @@ impl DirectoryClient {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let entry = cache.get(id)?;
         let ttl = if entry.user.is_some() {
-            self.config.cache_ttl
+            self.config().cache_ttl
         } else {
-            self.config.not_found_ttl
+            self.config().not_found_ttl
         };
         (entry.at.elapsed() < ttl).then(|| entry.user.clone())
     }
 
     fn remember(&self, id: &str, user: Option<DirectoryUser>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.config.max_cached {
-            let ttl = self.config.cache_ttl.max(self.config.not_found_ttl);
+        if cache.len() >= self.config().max_cached {
+            let ttl = self.config().cache_ttl.max(self.config().not_found_ttl);
             cache.retain(|_, c| c.at.elapsed() < ttl);
-            if cache.len() >= self.config.max_cached {
+            if cache.len() >= self.config().max_cached {
                 cache.clear();
             }
         }
@@ -376,7 +259,7 @@ impl DirectoryClient {
     /// A refresh token the CRM rotated since the last call, to be stored in place of the
     /// configured one (the old one may be invalid already). Returned once.
     pub async fn take_rotated_refresh_token(&self) -> Option<String> {
-        self.auth.take_rotated_refresh_token().await
+        self.api.take_rotated_refresh_token().await
     }
 
     /// Forgets cached answers (e.g. after credentials changed).
@@ -389,96 +272,27 @@ impl DirectoryClient {
         id: &str,
         attempts: u32,
     ) -> Result<DirectoryUser, LookupError> {
-        let mut backoff = self.config.initial_backoff;
-        let mut refreshed = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let failure = match self.fetch_once(id).await {
-                Ok(user) => return Ok(user),
-                Err(failure) => failure,
-            };
-            match failure {
-                // One fresh token per lookup: a second 401 means the credentials are wrong.
-                Failure::Unauthorized(message) if !refreshed && self.auth.can_refresh() => {
-                    tracing::debug!(crm = self.crm.as_str(), %message, "token refused; fetching a new one");
-                    self.auth.invalidate().await;
-                    refreshed = true;
-                    attempt -= 1;
-                }
-                Failure::Retryable {
-                    message,
-                    retry_after,
-                } if attempt < attempts => {
-                    let wait = match retry_after {
-                        Some(after) if after > self.config.max_backoff => {
-                            return Err(LookupError::Unavailable(format!(
-                                "{message} (asked to wait {}s)",
-                                after.as_secs()
-                            )));
-                        }
-                        Some(after) => after,
-                        None => jittered(backoff),
-                    };
-                    tracing::debug!(crm = self.crm.as_str(), attempt, %message, wait_ms = wait.as_millis() as u64, "directory lookup failed; retrying");
-                    metrics::counter!("crm_sync_directory_retries_total", "crm" => self.crm.as_str()).increment(1);
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-                other => return Err(other.into_error()),
-            }
-        }
-    }
-
-    async fn fetch_once(&self, id: &str) -> Result<DirectoryUser, Failure> {
-        let token = self.auth.token(&self.http).await?;
-        let base = token
-            .as_ref()
-            .and_then(|t| t.api_base.clone())
-            .or_else(|| self.base_url.clone())
-            .ok_or_else(|| Failure::Final(LookupError::Misconfigured("no API base URL".into())))?;
-        let requests = crms::user_requests(self.crm, &base, id);
+        let crm = self.crm();
+        let what = format!("the {} user API", crm.as_str());
+        let requests = crms::user_requests(crm, id);
         let last = requests.len().saturating_sub(1);
-        for (i, url) in requests.into_iter().enumerate() {
-            let mut request = self
-                .http
-                .get(url)
-                .header(reqwest::header::ACCEPT, "application/json");
-            request = crms::decorate(self.crm, request);
-            request = match &token {
-                Some(t) if t.in_query => request.query(&[(crms::QUERY_TOKEN, t.value.as_str())]),
-                Some(t) => request.bearer_auth(&t.value),
-                None => request,
-            };
-            let response = request.send().await.map_err(Failure::from_transport)?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.text().await.map_err(Failure::from_transport)?;
-            if status.is_success() {
-                return crms::parse_user(self.crm, id, &body)
-                    .map_err(|e| Failure::Final(LookupError::Unexpected(e)));
-            }
-            if status == StatusCode::NOT_FOUND {
+        for (i, path) in requests.into_iter().enumerate() {
+            let response = self
+                .api
+                .send_with_attempts(&what, attempts, |http, base| {
+                    http.get(format!("{base}{path}"))
+                })
+                .await?;
+            if response.is_not_found() {
                 if i < last {
                     continue;
                 }
-                return Err(Failure::Final(LookupError::NotFound(id.to_owned())));
+                break;
             }
-            return Err(Failure::from_status(
-                &format!("the {} user API", self.crm.as_str()),
-                status,
-                &headers,
-                &body,
-            ));
+            return crms::parse_user(crm, id, &response.body).map_err(LookupError::Unexpected);
         }
-        Err(Failure::Final(LookupError::NotFound(id.to_owned())))
+        Err(LookupError::NotFound(id.to_owned()))
     }
-}
-
-/// Backoff with ±25 % jitter, so that many clients do not retry in lockstep.
-fn jittered(base: Duration) -> Duration {
-    let factor = 0.75 + rand::random::<f64>() * 0.5;
-    base.mul_f64(factor)
 }
 
 #[cfg(test)]
@@ -538,25 +352,5 @@ mod tests {
             )
             .is_ok()
         );
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(1000));
-            assert!(d >= Duration::from_millis(750) && d <= Duration::from_millis(1250));
-        }
     }
 }

@@ -1,0 +1,318 @@
+//! One CRM account's API: the HTTP client, the account's access token, and the one retry rule
+//! every caller shares (directory lookups here, the pull clients of `crm-sync-crm-pull`).
+//!
+//! A request is bounded by a timeout; transient failures (timeouts, connection errors, 429, 5xx)
+//! are retried with capped, jittered exponential backoff that honours `Retry-After`; a refused
+//! token is refreshed once.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::{Config, Credentials, Crm, LookupError, auth, crms};
+
+/// Why one HTTP exchange failed, before deciding whether to try again.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Timeout, connection error, 429 or 5xx.
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 401: the token may have expired.
+    Unauthorized(String),
+    Final(LookupError),
+}
+
+impl Failure {
+    pub(crate) fn from_transport(error: reqwest::Error) -> Failure {
+        // The URL can hold an API token (Pipedrive's `api_token`): never let it into a message.
+        let error = error.without_url();
+        let kind = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "could not connect"
+        } else {
+            "request failed"
+        };
+        Failure::Retryable {
+            message: format!("{kind}: {error}"),
+            retry_after: None,
+        }
+    }
+
+    /// Classifies a non-success status. `what` names the request in messages.
+    pub(crate) fn from_status(
+        what: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Failure {
+        let detail = summary(body);
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Failure::Retryable {
+                message: format!("{what} answered {status}{detail}"),
+                retry_after: retry_after(headers),
+            }
+        } else if status == StatusCode::UNAUTHORIZED {
+            Failure::Unauthorized(format!("{what} answered {status}{detail}"))
+        } else if status == StatusCode::FORBIDDEN {
+            Failure::Final(LookupError::Unauthorized(format!(
+                "{what} answered {status}{detail}"
+            )))
+        } else {
+            Failure::Final(LookupError::Unexpected(format!(
+                "{what} answered {status}{detail}"
+            )))
+        }
+    }
+
+    fn into_error(self) -> LookupError {
+        match self {
+            Failure::Retryable { message, .. } => LookupError::Unavailable(message),
+            Failure::Unauthorized(message) => LookupError::Unauthorized(message),
+            Failure::Final(error) => error,
+        }
+    }
+}
+
+/// A short, single-line excerpt of an error body for messages.
+fn summary(body: &str) -> String {
+    let line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return String::new();
+    }
+    let cut: String = line.chars().take(200).collect();
+    format!(": {cut}")
+}
+
+/// `Retry-After` in seconds (HTTP dates are rare from APIs and are treated as absent).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Backoff with ±25 % jitter, so that many clients do not retry in lockstep.
+fn jittered(base: Duration) -> Duration {
+    let factor = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(factor)
+}
+
+/// An answer the caller reads: a success, or a 404 (which only the caller can interpret).
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl ApiResponse {
+    pub fn is_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+    }
+}
+
+/// One CRM account's API. Cheap to share (`Arc`); requests may run concurrently.
+pub struct ApiClient {
+    crm: Crm,
+    base_url: Option<String>,
+    auth: auth::Auth,
+    http: reqwest::Client,
+    config: Config,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("crm", &self.crm)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// Checks the credentials have what the CRM needs; makes no request.
+    pub fn new(crm: Crm, credentials: Credentials, config: Config) -> Result<Self, LookupError> {
+        let base_url = credentials
+            .base_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+            .or_else(|| crms::default_base_url(crm).map(str::to_owned));
+        if let Some(url) = &base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(LookupError::Misconfigured(format!(
+                "base_url {url:?} is not an http(s) URL"
+            )));
+        }
+        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref())?;
+        if base_url.is_none() && !auth.provides_base_url() {
+            return Err(LookupError::Misconfigured(format!(
+                "a {} integration needs base_url (its org's API address)",
+                crm.as_str()
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("crm-sync-directory/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LookupError::Misconfigured(format!("HTTP client: {e}")))?;
+        Ok(ApiClient {
+            crm,
+            base_url,
+            auth,
+            http,
+            config,
+        })
+    }
+
+    pub fn crm(&self) -> Crm {
+        self.crm
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A refresh token the CRM rotated since the last call, to be stored in place of the
+    /// configured one (the old one may be invalid already). Returned once.
+    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
+        self.auth.take_rotated_refresh_token().await
+    }
+
+    /// Sends the request `build` makes from the HTTP client and the account's API root (with
+    /// authentication added here), with the configured number of attempts. `what` names the
+    /// request in errors. Answers successes and 404s; anything else is an error.
+    pub async fn send<F>(&self, what: &str, build: F) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        self.send_with_attempts(what, self.config.attempts, build)
+            .await
+    }
+
+    pub async fn send_with_attempts<F>(
+        &self,
+        what: &str,
+        attempts: u32,
+        build: F,
+    ) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let attempts = attempts.max(1);
+        let mut backoff = self.config.initial_backoff;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.send_once(what, &build).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            match failure {
+                // One fresh token per request: a second 401 means the credentials are wrong.
+                Failure::Unauthorized(message) if !refreshed && self.auth.can_refresh() => {
+                    tracing::debug!(crm = self.crm.as_str(), %message, "token refused; fetching a new one");
+                    self.auth.invalidate().await;
+                    refreshed = true;
+                    attempt -= 1;
+                }
+                Failure::Retryable {
+                    message,
+                    retry_after,
+                } if attempt < attempts => {
+                    let wait = match retry_after {
+                        Some(after) if after > self.config.max_backoff => {
+                            return Err(LookupError::Unavailable(format!(
+                                "{message} (asked to wait {}s)",
+                                after.as_secs()
+                            )));
+                        }
+                        Some(after) => after,
+                        None => jittered(backoff),
+                    };
+                    tracing::debug!(crm = self.crm.as_str(), attempt, %message, wait_ms = wait.as_millis() as u64, "CRM API request failed; retrying");
+                    metrics::counter!("crm_sync_crm_api_retries_total", "crm" => self.crm.as_str())
+                        .increment(1);
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                other => return Err(other.into_error()),
+            }
+        }
+    }
+
+    async fn send_once<F>(&self, what: &str, build: &F) -> Result<ApiResponse, Failure>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let token = self.auth.token(&self.http).await?;
+        let base = token
+            .as_ref()
+            .and_then(|t| t.api_base.clone())
+            .or_else(|| self.base_url.clone())
+            .ok_or_else(|| Failure::Final(LookupError::Misconfigured("no API base URL".into())))?;
+        let mut request =
+            build(&self.http, &base).header(reqwest::header::ACCEPT, "application/json");
+        request = crms::decorate(self.crm, request);
+        request = match &token {
+            Some(t) if t.in_query => request.query(&[(crms::QUERY_TOKEN, t.value.as_str())]),
+            Some(t) => request.bearer_auth(&t.value),
+            None => request,
+        };
+        let response = request.send().await.map_err(Failure::from_transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(Failure::from_transport)?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok(ApiResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        if let Some(limit) = crms::daily_limit_reached(self.crm, status, &body) {
+            // Retrying within the day cannot help: say so at once.
+            return Err(Failure::Final(LookupError::Unavailable(format!(
+                "{what}: {limit}"
+            ))));
+        }
+        Err(Failure::from_status(what, status, &headers, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(750) && d <= Duration::from_millis(1250));
+        }
+    }
+}
