@@ -7,6 +7,7 @@ pub mod integrations;
 pub mod outbox;
 pub mod record_owners;
 pub mod secrets;
+pub mod sync_jobs;
 pub mod tenants;
 pub mod views;
 pub mod workflows;

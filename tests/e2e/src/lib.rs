@@ -2,6 +2,8 @@
 //! services as real processes against the local stack (`deploy/local/stack.sh up`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_crm;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -28,7 +28,7 @@ use super::context::{self, Context, Entity, field, guid, reference_id};
 use crate::event::{self, event_id, timestamp};
 
 pub const OWNER_ATTRIBUTE: &str = "ownerid";
-const FORMATTED_SUFFIX: &str = "@OData.Community.Display.V1.FormattedValue";
+pub const FORMATTED_SUFFIX: &str = "@OData.Community.Display.V1.FormattedValue";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {

@@ -134,7 +134,8 @@ fn record_id(hook: &Webhook) -> Option<String> {
         .filter(|id| event::valid_record_id(id))
 }
 
-fn flatten(record: &Map<String, Value>) -> Vec<(String, FieldValue)> {
+/// A record's fields as events carry them (also used for records pulled from the API).
+pub fn flatten(record: &Map<String, Value>) -> Vec<(String, FieldValue)> {
     let mut out = Vec::with_capacity(record.len());
     for (name, value) in record {
         match (name.as_str(), value) {

@@ -1,0 +1,308 @@
+//! HubSpot CRM v3: search by `hs_lastmodifieddate` (stream 0), archived objects (stream 1) for
+//! deletes, batch read for one record.
+//!
+//! A search reaches at most 10,000 results (`after` stops there): when the next page would cross
+//! that window, the search restarts from the newest modification time seen, so any number of
+//! changes is read in time slices. Records carrying the same stamp are read again at a slice's
+//! start, with the same event ids, so downstream deduplicates them.
+
+use chrono::{DateTime, Utc};
+use crm_sync_ingest::event;
+use crm_sync_ingest::hubspot::webhook::OWNER_PROPERTY;
+use crm_sync_proto::v1::{ChangeType, CrmEvent, FieldValue};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{Cursor, Page, PullClient, PullError, Pulled, Scope};
+
+/// HubSpot's search stops answering beyond this many results of one query.
+pub(crate) const SEARCH_WINDOW: u64 = 10_000;
+const MODIFIED: &str = "hs_lastmodifieddate";
+
+/// The API's plural path segment of an object the webhooks name in the singular.
+fn object_path(object: &str) -> String {
+    match object {
+        "company" => "companies".to_owned(),
+        "deal" | "contact" | "ticket" | "product" | "quote" | "task" | "note" | "meeting"
+        | "call" | "email" | "lead" => format!("{object}s"),
+        "line_item" => "line_items".to_owned(),
+        // Custom objects are addressed by their name or type id as is.
+        other => other.to_owned(),
+    }
+}
+
+fn properties(scope: &Scope) -> Vec<String> {
+    let mut all = vec![
+        MODIFIED.to_owned(),
+        "createdate".to_owned(),
+        OWNER_PROPERTY.to_owned(),
+    ];
+    for f in &scope.fields {
+        if !all.contains(f) {
+            all.push(f.clone());
+        }
+    }
+    all
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    results: Vec<Object>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    next: Option<Next>,
+}
+
+#[derive(Deserialize)]
+struct Next {
+    after: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Object {
+    id: String,
+    #[serde(default)]
+    properties: Map<String, Value>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    archived_at: Option<String>,
+}
+
+pub(crate) async fn changes(
+    client: &PullClient,
+    scope: &Scope,
+    cursor: &Cursor,
+) -> Result<Page, PullError> {
+    match cursor.stream {
+        0 => search(client, scope, cursor).await,
+        1 => archived(client, scope, cursor).await,
+        other => Err(PullError::Invalid(format!("HubSpot stream {other}"))),
+    }
+}
+
+async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<Page, PullError> {
+    let limit = u64::from(client.page_size(200));
+    let mut body = json!({
+        "filterGroups": [{"filters": [{
+            "propertyName": MODIFIED, "operator": "GTE",
+            "value": cursor.since.timestamp_millis().to_string(),
+        }]}],
+        "sorts": [{"propertyName": MODIFIED, "direction": "ASCENDING"}],
+        "properties": properties(scope),
+        "limit": limit,
+    });
+    if let Some(after) = &cursor.token {
+        body["after"] = json!(after);
+    }
+    let path = object_path(&scope.object);
+    let response = client
+        .send("the HubSpot search API", |http, base| {
+            http.post(format!("{base}/crm/v3/objects/{path}/search"))
+                .json(&body)
+        })
+        .await?;
+    if response.is_not_found() {
+        return Err(PullError::Invalid(format!(
+            "HubSpot object {:?}: the search API does not know it",
+            scope.object
+        )));
+    }
+    let listing: Listing =
+        serde_json::from_str(&response.body).map_err(|e| client.garbage("a search result", e))?;
+    let (events, newest) = convert(client, scope, &listing.results, false)?;
+    let after = listing.paging.and_then(|p| p.next).map(|n| n.after);
+    let next = match after {
+        Some(after) => {
+            let offset: u64 = after
+                .parse()
+                .map_err(|_| client.garbage("a search result", "paging.next.after"))?;
+            if offset + limit > SEARCH_WINDOW {
+                // The window is reached: a new search from the newest time seen.
+                let since = newest.unwrap_or(cursor.since);
+                if since <= cursor.since && cursor.token.is_some() {
+                    return Err(client.garbage(
+                        "a search result",
+                        "more than 10,000 records share one hs_lastmodifieddate",
+                    ));
+                }
+                Some(Cursor {
+                    stream: 0,
+                    since,
+                    token: None,
+                })
+            } else {
+                Some(Cursor {
+                    stream: 0,
+                    since: cursor.since,
+                    token: Some(after),
+                })
+            }
+        }
+        None => Some(Cursor {
+            stream: 1,
+            since: cursor.since,
+            token: None,
+        }),
+    };
+    Ok(Page {
+        events,
+        next,
+        newest,
+    })
+}
+
+/// Archived objects cannot be searched: every archived one is listed, and those archived at
+/// or after `since` become deletes.
+async fn archived(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<Page, PullError> {
+    let limit = client.page_size(100).to_string();
+    let path = object_path(&scope.object);
+    let props = properties(scope).join(",");
+    let response = client
+        .send("the HubSpot objects API", |http, base| {
+            let mut q = vec![
+                ("archived", "true"),
+                ("limit", limit.as_str()),
+                ("properties", props.as_str()),
+            ];
+            if let Some(after) = &cursor.token {
+                q.push(("after", after.as_str()));
+            }
+            http.get(format!("{base}/crm/v3/objects/{path}")).query(&q)
+        })
+        .await?;
+    if response.is_not_found() {
+        return Err(PullError::Invalid(format!(
+            "HubSpot object {:?}: the objects API does not know it",
+            scope.object
+        )));
+    }
+    let listing: Listing = serde_json::from_str(&response.body)
+        .map_err(|e| client.garbage("a list of archived objects", e))?;
+    let recent: Vec<Object> = listing
+        .results
+        .into_iter()
+        .filter(|o| {
+            o.archived_at
+                .as_deref()
+                .and_then(event::parse_datetime)
+                .is_some_and(|at| at >= cursor.since)
+        })
+        .collect();
+    let (events, newest) = convert(client, scope, &recent, true)?;
+    let next = listing.paging.and_then(|p| p.next).map(|n| Cursor {
+        stream: 1,
+        since: cursor.since,
+        token: Some(n.after),
+    });
+    Ok(Page {
+        events,
+        next,
+        newest,
+    })
+}
+
+pub(crate) async fn record(
+    client: &PullClient,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<CrmEvent>, PullError> {
+    let path = object_path(&scope.object);
+    let body = json!({"properties": properties(scope), "inputs": [{"id": id}]});
+    let response = client
+        .send("the HubSpot batch read API", |http, base| {
+            http.post(format!("{base}/crm/v3/objects/{path}/batch/read"))
+                .json(&body)
+        })
+        .await?;
+    if response.is_not_found() {
+        return Ok(None);
+    }
+    let listing: Listing = serde_json::from_str(&response.body)
+        .map_err(|e| client.garbage("a batch read result", e))?;
+    let found: Vec<Object> = listing.results.into_iter().filter(|o| o.id == id).collect();
+    let (mut events, _) = convert(client, scope, &found, false)?;
+    Ok(events.pop())
+}
+
+type Converted = (Vec<CrmEvent>, Option<DateTime<Utc>>);
+
+fn convert(
+    client: &PullClient,
+    scope: &Scope,
+    objects: &[Object],
+    deleted: bool,
+) -> Result<Converted, PullError> {
+    let mut events = Vec::with_capacity(objects.len());
+    let mut newest = None;
+    for o in objects {
+        let pulled = to_pulled(client, scope, o, deleted)?;
+        newest = newest.max(Some(pulled.modified));
+        events.push(client.event(pulled));
+    }
+    Ok((events, newest))
+}
+
+fn to_pulled(
+    client: &PullClient,
+    scope: &Scope,
+    object: &Object,
+    deleted: bool,
+) -> Result<Pulled, PullError> {
+    if !event::valid_record_id(&object.id) {
+        return Err(client.garbage("a record", "a record without id"));
+    }
+    let prop = |name: &str| object.properties.get(name).and_then(Value::as_str);
+    let stamp = if deleted {
+        object.archived_at.as_deref()
+    } else {
+        prop(MODIFIED).or(object.updated_at.as_deref())
+    };
+    let modified = stamp
+        .and_then(|s| {
+            event::parse_datetime(s).or_else(|| s.parse::<i64>().ok().and_then(event::from_millis))
+        })
+        .ok_or_else(|| {
+            client.garbage(
+                "a record",
+                format!("record {} has no modification time", object.id),
+            )
+        })?;
+    let created = prop("createdate").and_then(event::parse_datetime);
+    let change = match (deleted, created) {
+        (true, _) => ChangeType::Deleted,
+        (false, Some(c)) if c == modified => ChangeType::Created,
+        _ => ChangeType::Updated,
+    };
+    // As the webhook connector writes property values: text, an empty value as null.
+    let fields = object
+        .properties
+        .iter()
+        .map(|(name, value)| (name.clone(), property(value)))
+        .collect();
+    Ok(Pulled {
+        object: scope.object.clone(),
+        id: object.id.clone(),
+        change,
+        modified,
+        fields,
+        owner: prop(OWNER_PROPERTY)
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned),
+    })
+}
+
+fn property(value: &Value) -> FieldValue {
+    match value {
+        Value::Null => event::null(),
+        Value::String(s) if s.is_empty() => event::null(),
+        Value::String(s) => event::text(s.clone()),
+        other => event::json_field(other),
+    }
+}

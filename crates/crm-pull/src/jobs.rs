@@ -1,0 +1,247 @@
+//! Running a leased pull job: each object's pass page by page, every page published whole (a
+//! Kafka transaction) before the checkpoint moves past it, the checkpoint and lease fenced by
+//! the lease owner.
+//!
+//! A replica killed between publishing a page and saving the checkpoint leaves that page to be
+//! published again by whoever resumes the job: with the same event ids (they derive from record
+//! id and modification stamp), which the pipeline deduplicates. Nothing is skipped: the
+//! checkpoint only ever names pages already published.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_sync_proto::v1::CrmEvent;
+use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome, Progress};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use crate::{Cursor, PullClient, PullError, Scope};
+
+/// Where pulled events go: all of a page or none of it.
+pub trait Sink: Send + Sync {
+    fn publish(&self, events: Vec<CrmEvent>) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// How long a lease lasts without renewal (renewed after every page).
+    pub lease: Duration,
+    /// Reconciliation: time between runs.
+    pub reconcile_every: Duration,
+    /// Reconciliation: each run starts this long before the newest change the previous run saw,
+    /// so changes the CRM stamps late (clock skew, long transactions) are not missed.
+    pub overlap: Duration,
+    /// First wait after a transient failure (doubled per attempt, at most an hour).
+    pub retry_backoff: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            lease: Duration::from_secs(60),
+            reconcile_every: Duration::from_secs(15 * 60),
+            overlap: Duration::from_secs(5 * 60),
+            retry_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One object's pass in the job's checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectProgress {
+    pub cursor: Option<Cursor>,
+    pub done: bool,
+    pub newest: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("another replica holds the job's lease now")]
+    LeaseLost,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Runs a job this replica has claimed (`owner` holds its lease) until it ends, fails, is
+/// cancelled or the lease is lost, and records the outcome.
+pub async fn run<S: Sink>(
+    pool: &PgPool,
+    owner: &str,
+    config: &JobConfig,
+    job: &Job,
+    client: &PullClient,
+    scopes: &[Scope],
+    sink: &S,
+) -> Result<Outcome, RunError> {
+    let mut checkpoint: Map<String, Value> = match &job.checkpoint {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    let outcome = match run_passes(
+        pool,
+        owner,
+        config,
+        job,
+        client,
+        scopes,
+        sink,
+        &mut checkpoint,
+    )
+    .await?
+    {
+        Ok(false) => Outcome::Cancelled,
+        Ok(true) => match job.kind {
+            JobKind::Backfill => Outcome::Succeeded,
+            JobKind::Reconciliation => Outcome::Reschedule {
+                since: next_since(job, &checkpoint, config),
+                run_after: Utc::now() + chrono_duration(config.reconcile_every),
+            },
+        },
+        Err(error) => failed(job, config, &error),
+    };
+    if !sync_jobs::finish(pool, job.id, owner, &outcome).await? {
+        return Err(RunError::LeaseLost);
+    }
+    Ok(outcome)
+}
+
+/// Ok(true) when every pass ended, Ok(false) when cancelled; the inner error is the CRM's.
+#[allow(clippy::too_many_arguments)]
+async fn run_passes<S: Sink>(
+    pool: &PgPool,
+    owner: &str,
+    config: &JobConfig,
+    job: &Job,
+    client: &PullClient,
+    scopes: &[Scope],
+    sink: &S,
+    checkpoint: &mut Map<String, Value>,
+) -> Result<Result<bool, PullError>, RunError> {
+    for scope in scopes {
+        let mut progress: ObjectProgress = checkpoint
+            .get(&scope.object)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        while !progress.done {
+            if cancel_requested(pool, job).await? {
+                return Ok(Ok(false));
+            }
+            let cursor = progress
+                .cursor
+                .clone()
+                .unwrap_or_else(|| Cursor::start(job.since));
+            let page = match client.changes(scope, &cursor).await {
+                Ok(page) => page,
+                Err(error) => return Ok(Err(error)),
+            };
+            let count = page.events.len() as i64;
+            if let Err(error) = sink.publish(page.events).await {
+                // Nothing of the page counts as done: it is pulled and published again.
+                return Ok(Err(PullError::Api(
+                    crm_sync_crm_directory::LookupError::Unavailable(format!(
+                        "publishing pulled records: {error}"
+                    )),
+                )));
+            }
+            progress.newest = progress.newest.max(page.newest);
+            progress.done = page.next.is_none();
+            progress.cursor = page.next;
+            checkpoint.insert(
+                scope.object.clone(),
+                serde_json::to_value(&progress).unwrap_or(Value::Null),
+            );
+            let saved = Progress {
+                checkpoint: Value::Object(checkpoint.clone()),
+                scanned: count,
+                published: count,
+                api_calls: 1,
+            };
+            if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
+                || !sync_jobs::renew(pool, job.id, owner, config.lease).await?
+            {
+                return Err(RunError::LeaseLost);
+            }
+        }
+    }
+    Ok(Ok(true))
+}
+
+async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error> {
+    let current = sync_jobs::get(pool, job.id).await?;
+    Ok(current.is_none_or(|j| j.cancel_requested))
+}
+
+/// The next reconciliation starts from the oldest of the objects' newest changes, minus the
+/// overlap (and never later than now minus the overlap).
+fn next_since(job: &Job, checkpoint: &Map<String, Value>, config: &JobConfig) -> DateTime<Utc> {
+    let newest = job
+        .objects
+        .iter()
+        .map(|o| {
+            checkpoint
+                .get(o)
+                .and_then(|v| serde_json::from_value::<ObjectProgress>(v.clone()).ok())
+                .and_then(|p| p.newest)
+                .unwrap_or(job.since)
+        })
+        .min()
+        .unwrap_or(job.since);
+    let overlap = chrono_duration(config.overlap);
+    (newest - overlap).max(job.since).min(Utc::now() - overlap)
+}
+
+fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
+    let message = format!("integration {}: {error}", job.integration_id);
+    tracing::warn!(job = %job.id, kind = job.kind.as_str(), error = %message, "pull job failed");
+    // A backfill that can never work stops; a schedule keeps its turn, and says why it fails.
+    if !error.is_transient() && job.kind == JobKind::Backfill {
+        return Outcome::Failed(message);
+    }
+    let exponent = u32::try_from(job.attempts.clamp(1, 8) - 1).unwrap_or(0);
+    let wait = config
+        .retry_backoff
+        .saturating_mul(2u32.pow(exponent))
+        .min(Duration::from_secs(3600));
+    let wait = if error.is_transient() {
+        wait
+    } else {
+        wait.max(config.reconcile_every)
+    };
+    Outcome::Retry {
+        error: message,
+        retry_at: Utc::now() + chrono_duration(wait),
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365))
+}
+
+/// Publishes each page in one Kafka transaction, as ingest publishes a webhook's events, keyed
+/// like them so a record's pulled and pushed events share a partition.
+pub struct KafkaSink {
+    pub publisher: crm_sync_kafka::atomic::AtomicPublisher,
+    pub topic: String,
+}
+
+impl Sink for KafkaSink {
+    async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
+        use crm_sync_proto::Message;
+        let messages: Vec<crm_sync_kafka::produce::OutgoingMessage> = events
+            .iter()
+            .map(|e| crm_sync_kafka::produce::OutgoingMessage {
+                topic: self.topic.clone(),
+                key: crm_sync_ingest::event::kafka_key(e),
+                payload: e.encode_to_vec(),
+                event_id: e.event_id.clone(),
+                headers: Vec::new(),
+            })
+            .collect();
+        self.publisher
+            .publish_all(&messages)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

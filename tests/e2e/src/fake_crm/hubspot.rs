@@ -1,0 +1,221 @@
+//! HubSpot CRM v3: search (10,000-result window), archived listings, batch read, and the
+//! per-second limit's 429.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use super::{FakeRecord, Request, Shared, json as reply, sorted};
+
+/// Search results beyond this offset are refused, as HubSpot does.
+pub const SEARCH_WINDOW: usize = 10_000;
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn object_of(path: &str) -> String {
+    match path {
+        "companies" => "company".into(),
+        "line_items" => "line_item".into(),
+        p => p.strip_suffix('s').unwrap_or(p).to_owned(),
+    }
+}
+
+pub fn answer(shared: &Shared, request: &Request) -> Response {
+    if over_secondly_limit(shared) {
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({
+                "status": "error", "message": "You have reached your secondly limit.",
+                "errorType": "RATE_LIMIT", "correlationId": "c0ffee", "policyName": "SECONDLY"
+            }),
+        );
+    }
+    let Some(rest) = request.path.strip_prefix("/crm/v3/objects/") else {
+        return not_found();
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let object = object_of(parts[0]);
+    match (&request.method, parts.as_slice()) {
+        (&Method::POST, [_, "search"]) => search(shared, &object, request),
+        (&Method::POST, [_, "batch", "read"]) => batch_read(shared, &object, request),
+        (&Method::GET, [_])
+            if request.query.get("archived").map(String::as_str) == Some("true") =>
+        {
+            archived(shared, &object, request)
+        }
+        _ => not_found(),
+    }
+}
+
+fn over_secondly_limit(shared: &Shared) -> bool {
+    let Some(limit) = *shared.per_second.lock().unwrap() else {
+        return false;
+    };
+    let second_ago = Instant::now() - Duration::from_secs(1);
+    let recent = shared
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.at > second_ago && r.status != 429)
+        .count();
+    recent >= limit
+}
+
+fn not_found() -> Response {
+    reply(
+        StatusCode::NOT_FOUND,
+        json!({"status": "error", "message": "Not found", "category": "OBJECT_NOT_FOUND"}),
+    )
+}
+
+fn bad_request(message: &str) -> Response {
+    reply(
+        StatusCode::BAD_REQUEST,
+        json!({"status": "error", "message": message, "category": "VALIDATION_ERROR"}),
+    )
+}
+
+fn object_json(id: &str, r: &FakeRecord, properties: &[String]) -> Value {
+    let mut props = Map::new();
+    props.insert("hs_object_id".into(), json!(id));
+    for p in properties {
+        let value = match p.as_str() {
+            "hs_lastmodifieddate" => json!(iso(r.modified)),
+            "createdate" => json!(iso(r.created)),
+            other => r.fields.get(other).cloned().unwrap_or(Value::Null),
+        };
+        props.insert(p.clone(), value);
+    }
+    let mut out = json!({
+        "id": id, "properties": props, "createdAt": iso(r.created),
+        "updatedAt": iso(r.modified), "archived": r.deleted.is_some(),
+    });
+    if let Some(at) = r.deleted {
+        out["archivedAt"] = json!(iso(at));
+    }
+    out
+}
+
+fn search(shared: &Shared, object: &str, request: &Request) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+        return bad_request("Invalid input JSON");
+    };
+    let limit = body["limit"].as_u64().unwrap_or(10).min(200) as usize;
+    let after: usize = match &body["after"] {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_u64().unwrap_or(0) as usize,
+        _ => 0,
+    };
+    if after >= SEARCH_WINDOW {
+        return bad_request(
+            "There was a problem with the request. (paging beyond 10000 results is not supported)",
+        );
+    }
+    let since = body["filterGroups"][0]["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["propertyName"] == "hs_lastmodifieddate" && f["operator"] == "GTE")
+        .and_then(|f| f["value"].as_str().and_then(|v| v.parse::<i64>().ok()))
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let properties: Vec<String> = body["properties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    let matching: Vec<(String, FakeRecord)> = sorted(shared, object)
+        .into_iter()
+        .filter(|(_, r)| r.deleted.is_none() && since.is_none_or(|s| r.modified >= s))
+        .collect();
+    let results: Vec<Value> = matching
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, r)| object_json(id, r, &properties))
+        .collect();
+    let mut out = json!({"total": matching.len(), "results": results});
+    if after + limit < matching.len() {
+        out["paging"] = json!({"next": {"after": (after + limit).to_string()}});
+    }
+    reply(StatusCode::OK, out)
+}
+
+fn archived(shared: &Shared, object: &str, request: &Request) -> Response {
+    let limit: usize = request
+        .query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10)
+        .min(100);
+    let after: usize = request
+        .query
+        .get("after")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let properties: Vec<String> = request
+        .query
+        .get("properties")
+        .map(|p| p.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let gone: Vec<(String, FakeRecord)> = sorted(shared, object)
+        .into_iter()
+        .filter(|(_, r)| r.deleted.is_some())
+        .collect();
+    let results: Vec<Value> = gone
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, r)| object_json(id, r, &properties))
+        .collect();
+    let mut out = json!({"results": results});
+    if after + limit < gone.len() {
+        out["paging"] = json!({"next": {"after": (after + limit).to_string(), "link": ""}});
+    }
+    reply(StatusCode::OK, out)
+}
+
+fn batch_read(shared: &Shared, object: &str, request: &Request) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+        return bad_request("Invalid input JSON");
+    };
+    let properties: Vec<String> = body["properties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    let records = shared.records.lock().unwrap();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for input in body["inputs"].as_array().into_iter().flatten() {
+        let id = input["id"].as_str().unwrap_or_default();
+        match records.get(&(object.to_owned(), id.to_owned())) {
+            Some(r) if r.deleted.is_none() => results.push(object_json(id, r, &properties)),
+            _ => errors.push(json!({
+                "status": "error", "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some DEAL objects, they may be deleted or not exist.",
+                "context": {"ids": [id]}
+            })),
+        }
+    }
+    let now = iso(Utc::now());
+    if errors.is_empty() {
+        reply(
+            StatusCode::OK,
+            json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}),
+        )
+    } else {
+        reply(
+            StatusCode::MULTI_STATUS,
+            json!({"status": "COMPLETE", "results": results, "numErrors": errors.len(),
+                   "errors": errors, "startedAt": now, "completedAt": now}),
+        )
+    }
+}

@@ -1,0 +1,333 @@
+//! Fake CRM APIs for the pull clients and jobs: one local HTTP server per test speaking a CRM's
+//! documented paging, error and rate-limit shapes, over records the test adds, changes and
+//! deletes. Every request is logged (method, path, query, status, time) for assertions, and
+//! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage).
+//!
+//! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators,
+//!   `sobjects/{object}/{id}`, `Sforce-Limit-Info` on every answer;
+//! - [`hubspot`]: CRM search with its 10,000-result window, archived listings, batch read,
+//!   a per-second limit answered with HubSpot's 429 body;
+//! - [`pipedrive`]: v2 lists with `updated_since` and cursors, `status=deleted`, `api_token`;
+//! - [`dynamics`]: Web API collections with `$filter`, `$select`, `odata.maxpagesize`,
+//!   `@odata.nextLink`.
+
+pub mod dynamics;
+pub mod hubspot;
+pub mod pipedrive;
+pub mod salesforce;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Salesforce,
+    HubSpot,
+    Pipedrive,
+    Dynamics,
+}
+
+/// One record as the fake CRM holds it.
+#[derive(Debug, Clone)]
+pub struct FakeRecord {
+    pub fields: Map<String, Value>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub deleted: Option<DateTime<Utc>>,
+}
+
+/// One request the fake CRM answered.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub body: String,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// A scripted answer: served in place of the next normal one.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: String,
+}
+
+pub struct Shared {
+    pub kind: Kind,
+    pub token: String,
+    /// (object, id) → record.
+    pub records: Mutex<BTreeMap<(String, String), FakeRecord>>,
+    pub log: Mutex<Vec<Logged>>,
+    pub script: Mutex<VecDeque<Scripted>>,
+    /// Open query results (Salesforce locators, Dataverse next links): id → remaining rows.
+    pub locators: Mutex<HashMap<String, Vec<Value>>>,
+    /// Salesforce daily API usage: (used, limit).
+    pub api_usage: Mutex<(u64, u64)>,
+    /// HubSpot requests allowed per second (None: unlimited).
+    pub per_second: Mutex<Option<usize>>,
+    last_stamp: Mutex<DateTime<Utc>>,
+}
+
+/// A running fake CRM API.
+#[derive(Clone)]
+pub struct FakeCrm {
+    pub url: String,
+    pub shared: Arc<Shared>,
+}
+
+impl FakeCrm {
+    /// Starts the fake API on a free local port; requests must carry `token`.
+    pub async fn start(kind: Kind, token: &str) -> FakeCrm {
+        let shared = Arc::new(Shared {
+            kind,
+            token: token.to_owned(),
+            records: Mutex::default(),
+            log: Mutex::default(),
+            script: Mutex::default(),
+            locators: Mutex::default(),
+            api_usage: Mutex::new((0, 15_000)),
+            per_second: Mutex::new(None),
+            last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeCrm {
+            url: format!("http://{address}"),
+            shared,
+        }
+    }
+
+    /// A modification time after every earlier one (the CRMs' stamps only move forward).
+    fn tick(&self) -> DateTime<Utc> {
+        let mut last = self.shared.last_stamp.lock().unwrap();
+        let now = Utc::now();
+        let now = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000_000));
+        *last = now.max(*last + Duration::milliseconds(1));
+        *last
+    }
+
+    /// Creates the record or merges `fields` into it, stamped now.
+    pub fn put(&self, object: &str, id: &str, fields: Value) {
+        let at = self.tick();
+        self.put_at(object, id, fields, at);
+    }
+
+    /// Creates the record or merges `fields` into it, stamped `at`.
+    pub fn put_at(&self, object: &str, id: &str, fields: Value, at: DateTime<Utc>) {
+        let Value::Object(fields) = fields else {
+            panic!("fields must be a JSON object");
+        };
+        let mut records = self.shared.records.lock().unwrap();
+        let record = records
+            .entry((object.to_owned(), id.to_owned()))
+            .or_insert_with(|| FakeRecord {
+                fields: Map::new(),
+                created: at,
+                modified: at,
+                deleted: None,
+            });
+        record.fields.extend(fields);
+        record.modified = at;
+        record.deleted = None;
+    }
+
+    /// Deletes the record (it stays visible to the CRM's "deleted" listings).
+    pub fn delete(&self, object: &str, id: &str) {
+        let at = self.tick();
+        let mut records = self.shared.records.lock().unwrap();
+        if let Some(r) = records.get_mut(&(object.to_owned(), id.to_owned())) {
+            r.deleted = Some(at);
+            r.modified = at;
+        }
+    }
+
+    /// Serves `status` (with `Retry-After: retry_after` and `body`) to the next request.
+    pub fn fail_next(&self, status: u16, retry_after: Option<u64>, body: &str) {
+        self.shared.script.lock().unwrap().push_back(Scripted {
+            status,
+            retry_after,
+            body: body.to_owned(),
+        });
+    }
+
+    pub fn requests(&self) -> Vec<Logged> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Requests whose path contains `part`.
+    pub fn requests_to(&self, part: &str) -> Vec<Logged> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(part))
+            .collect()
+    }
+
+    /// Salesforce: the org's daily API usage reported in `Sforce-Limit-Info`.
+    pub fn set_api_usage(&self, used: u64, limit: u64) {
+        *self.shared.api_usage.lock().unwrap() = (used, limit);
+    }
+
+    /// HubSpot: requests allowed per second before its `SECONDLY` 429.
+    pub fn set_per_second(&self, limit: Option<usize>) {
+        *self.shared.per_second.lock().unwrap() = limit;
+    }
+}
+
+/// The request as a CRM module sees it.
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The fake's own root URL as the client called it.
+    pub base: String,
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let request = Request {
+        method: method.clone(),
+        path: uri.path().to_owned(),
+        query: query.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+        base: format!("http://{host}"),
+    };
+    let response = answer(&shared, &request);
+    shared.log.lock().unwrap().push(Logged {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: response.status().as_u16(),
+        at: Instant::now(),
+    });
+    response
+}
+
+fn answer(shared: &Shared, request: &Request) -> Response {
+    if let Some(s) = shared.script.lock().unwrap().pop_front() {
+        let mut response = (
+            StatusCode::from_u16(s.status).unwrap(),
+            [("content-type", "application/json")],
+            s.body,
+        )
+            .into_response();
+        if let Some(after) = s.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", after.to_string().parse().unwrap());
+        }
+        return response;
+    }
+    if !authorized(shared, request) {
+        return json(StatusCode::UNAUTHORIZED, unauthorized_body(shared.kind));
+    }
+    match shared.kind {
+        Kind::Salesforce => salesforce::answer(shared, request),
+        Kind::HubSpot => hubspot::answer(shared, request),
+        Kind::Pipedrive => pipedrive::answer(shared, request),
+        Kind::Dynamics => dynamics::answer(shared, request),
+    }
+}
+
+fn authorized(shared: &Shared, request: &Request) -> bool {
+    match shared.kind {
+        Kind::Pipedrive => request.query.get("api_token") == Some(&shared.token),
+        _ => {
+            let expected = format!("Bearer {}", shared.token);
+            request
+                .headers
+                .get("authorization")
+                .and_then(|h| h.to_str().ok())
+                == Some(expected.as_str())
+        }
+    }
+}
+
+fn unauthorized_body(kind: Kind) -> Value {
+    match kind {
+        Kind::Salesforce => serde_json::json!([{
+            "errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"
+        }]),
+        Kind::HubSpot => serde_json::json!({
+            "status": "error", "category": "INVALID_AUTHENTICATION",
+            "message": "Authentication credentials not found."
+        }),
+        Kind::Pipedrive => serde_json::json!({
+            "success": false, "error": "unauthorized access", "errorCode": 401
+        }),
+        Kind::Dynamics => serde_json::json!({
+            "error": {"code": "0x80072560", "message": "The user is not a member of the organization."}
+        }),
+    }
+}
+
+pub fn json(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// The live and deleted records of `object`, oldest change first (ties by id).
+pub fn sorted(shared: &Shared, object: &str) -> Vec<(String, FakeRecord)> {
+    let records = shared.records.lock().unwrap();
+    let mut all: Vec<(String, FakeRecord)> = records
+        .iter()
+        .filter(|((o, _), _)| o == object)
+        .map(|((_, id), r)| (id.clone(), r.clone()))
+        .collect();
+    all.sort_by(|a, b| a.1.modified.cmp(&b.1.modified).then(a.0.cmp(&b.0)));
+    all
+}
+
+/// Keeps `rows` under a new locator id and returns it.
+pub fn open_locator(shared: &Shared, rows: Vec<Value>) -> String {
+    let id = format!("{:016x}", rand::random::<u64>());
+    shared.locators.lock().unwrap().insert(id.clone(), rows);
+    id
+}
+
+/// Takes up to `n` rows of a locator: (rows, whether more remain).
+pub fn take(shared: &Shared, locator: &str, n: usize) -> Option<(Vec<Value>, bool)> {
+    let mut locators = shared.locators.lock().unwrap();
+    let rows = locators.get_mut(locator)?;
+    let page: Vec<Value> = rows.drain(..n.min(rows.len())).collect();
+    let more = !rows.is_empty();
+    if !more {
+        locators.remove(locator);
+    }
+    Some((page, more))
+}
+
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .or_else(|_| DateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}

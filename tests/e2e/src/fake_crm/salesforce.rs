@@ -1,0 +1,159 @@
+//! Salesforce REST v62.0: `queryAll`, query locators, `sobjects`, `Sforce-Limit-Info`.
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::{FakeRecord, Request, Shared, json as reply, open_locator, parse_time, sorted, take};
+
+const ROOT: &str = "/services/data/v62.0";
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+pub fn answer(shared: &Shared, request: &Request) -> Response {
+    let usage = {
+        let mut usage = shared.api_usage.lock().unwrap();
+        usage.0 += 1;
+        *usage
+    };
+    let mut response = if usage.0 > usage.1 {
+        reply(
+            StatusCode::FORBIDDEN,
+            json!([{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]),
+        )
+    } else {
+        route(shared, request)
+    };
+    response.headers_mut().insert(
+        "sforce-limit-info",
+        format!("api-usage={}/{}", usage.0, usage.1)
+            .parse()
+            .unwrap(),
+    );
+    response
+}
+
+fn route(shared: &Shared, request: &Request) -> Response {
+    let Some(rest) = request.path.strip_prefix(ROOT) else {
+        return not_found();
+    };
+    let batch = request
+        .headers
+        .get("sforce-query-options")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("batchSize="))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(2000)
+        .clamp(1, 2000);
+    if request.method == Method::GET && rest == "/queryAll" {
+        let Some(q) = request.query.get("q") else {
+            return malformed("q is missing");
+        };
+        return match query(shared, q) {
+            Ok(rows) => page(shared, open_locator(shared, rows), batch),
+            Err(problem) => malformed(&problem),
+        };
+    }
+    if let Some(locator) = rest.strip_prefix("/query/") {
+        let id = locator.split('-').next().unwrap_or_default();
+        return page(shared, id.to_owned(), batch);
+    }
+    if let Some(tail) = rest.strip_prefix("/sobjects/") {
+        let mut parts = tail.splitn(2, '/');
+        let (object, id) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let fields: Vec<String> = request
+            .query
+            .get("fields")
+            .map(|f| f.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default();
+        let records = shared.records.lock().unwrap();
+        return match records.get(&(object.to_owned(), id.to_owned())) {
+            Some(r) if r.deleted.is_none() => {
+                reply(StatusCode::OK, Value::Object(row(object, id, r, &fields)))
+            }
+            _ => not_found(),
+        };
+    }
+    not_found()
+}
+
+fn not_found() -> Response {
+    reply(
+        StatusCode::NOT_FOUND,
+        json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]),
+    )
+}
+
+fn malformed(problem: &str) -> Response {
+    reply(
+        StatusCode::BAD_REQUEST,
+        json!([{"errorCode": "MALFORMED_QUERY", "message": problem}]),
+    )
+}
+
+/// `SELECT a, b FROM X WHERE SystemModstamp >= t ORDER BY SystemModstamp ASC, Id ASC`.
+fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, String> {
+    let upper = soql.to_ascii_uppercase();
+    let from = upper.find(" FROM ").ok_or("no FROM")?;
+    let fields: Vec<String> = soql["SELECT ".len()..from]
+        .split(',')
+        .map(|f| f.trim().to_owned())
+        .collect();
+    let after_from = &soql[from + 6..];
+    let object = after_from.split_whitespace().next().ok_or("no object")?;
+    let since = soql
+        .split("SystemModstamp >= ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .map(|t| parse_time(t).ok_or(format!("bad date-time {t}")))
+        .transpose()?;
+    if !upper.contains("ORDER BY SYSTEMMODSTAMP") {
+        return Err("the fake only answers queries ordered by SystemModstamp".into());
+    }
+    Ok(sorted(shared, object)
+        .into_iter()
+        .filter(|(_, r)| since.is_none_or(|s| r.modified >= s))
+        .map(|(id, r)| Value::Object(row(object, &id, &r, &fields)))
+        .collect())
+}
+
+fn row(object: &str, id: &str, r: &FakeRecord, fields: &[String]) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": object, "url": format!("{ROOT}/sobjects/{object}/{id}")}),
+    );
+    for f in fields {
+        let value = match f.as_str() {
+            "Id" => json!(id),
+            "IsDeleted" => json!(r.deleted.is_some()),
+            "SystemModstamp" | "LastModifiedDate" => json!(stamp(r.modified)),
+            "CreatedDate" => json!(stamp(r.created)),
+            other => r.fields.get(other).cloned().unwrap_or(Value::Null),
+        };
+        out.insert(f.clone(), value);
+    }
+    out
+}
+
+fn page(shared: &Shared, locator: String, batch: usize) -> Response {
+    let total = shared.locators.lock().unwrap().get(&locator).map(Vec::len);
+    let Some((records, more)) = take(shared, &locator, batch) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!([{"errorCode": "INVALID_QUERY_LOCATOR", "message": "invalid query locator"}]),
+        );
+    };
+    let mut body = json!({
+        "totalSize": total.unwrap_or(0),
+        "done": !more,
+        "records": records,
+    });
+    if more {
+        body["nextRecordsUrl"] = json!(format!("{ROOT}/query/{locator}-{batch}"));
+    }
+    reply(StatusCode::OK, body)
+}
