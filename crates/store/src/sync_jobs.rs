@@ -200,6 +200,15 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// What [`finish`] writes: state, error, run_after, since, and whether the checkpoint restarts.
+type Update<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    bool,
+);
+
 /// Ends the turn and frees the lease; false when `owner` no longer held it.
 pub async fn finish(
     pool: &PgPool,
@@ -207,13 +216,7 @@ pub async fn finish(
     owner: &str,
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
-    let (state, error, run_after, since, reset): (
-        &str,
-        Option<&str>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        bool,
-    ) = match outcome {
+    let (state, error, run_after, since, reset): Update<'_> = match outcome {
         Outcome::Succeeded => ("succeeded", None, None, None, false),
         Outcome::Failed(e) => ("failed", Some(e.as_str()), None, None, false),
         Outcome::Retry { error, retry_at } => (
