@@ -57,8 +57,10 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
             _ => error(StatusCode::NOT_FOUND, "Entity Does Not Exist"),
         };
     }
-    if let Some(locator) = request.query.get("$skiptoken") {
-        return page(shared, request, rest, locator.clone(), page_size);
+    if let Some(token) = request.query.get("$skiptoken") {
+        let (locator, offset) = token.split_once('-').unwrap_or((token, "0"));
+        let offset = offset.parse().unwrap_or(0);
+        return page(shared, request, rest, locator.to_owned(), offset, page_size);
     }
     let object = object_of(rest);
     let since = match request.query.get("$filter") {
@@ -81,7 +83,7 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         .map(|(id, r)| Value::Object(row(&object, &id, &r, &select)))
         .collect();
     let locator = open_locator(shared, rows);
-    page(shared, request, rest, locator, page_size)
+    page(shared, request, rest, locator, 0, page_size)
 }
 
 fn select(request: &Request) -> Vec<String> {
@@ -120,8 +122,15 @@ fn row(object: &str, id: &str, r: &FakeRecord, select: &[String]) -> Map<String,
     out
 }
 
-fn page(shared: &Shared, request: &Request, set: &str, locator: String, size: usize) -> Response {
-    let Some((rows, more)) = take(shared, &locator, size) else {
+fn page(
+    shared: &Shared,
+    request: &Request,
+    set: &str,
+    locator: String,
+    offset: usize,
+    size: usize,
+) -> Response {
+    let Some((rows, more)) = take(shared, &locator, offset, size) else {
         return error(StatusCode::BAD_REQUEST, "invalid $skiptoken");
     };
     let mut body = json!({
@@ -129,8 +138,11 @@ fn page(shared: &Shared, request: &Request, set: &str, locator: String, size: us
         "value": rows,
     });
     if more {
-        body["@odata.nextLink"] =
-            json!(format!("{}{ROOT}{set}?$skiptoken={locator}", request.base));
+        body["@odata.nextLink"] = json!(format!(
+            "{}{ROOT}{set}?$skiptoken={locator}-{}",
+            request.base,
+            offset + size
+        ));
     }
     reply(StatusCode::OK, body)
 }

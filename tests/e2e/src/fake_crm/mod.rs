@@ -313,16 +313,15 @@ pub fn open_locator(shared: &Shared, rows: Vec<Value>) -> String {
     id
 }
 
-/// Takes up to `n` rows of a locator: (rows, whether more remain).
-pub fn take(shared: &Shared, locator: &str, n: usize) -> Option<(Vec<Value>, bool)> {
-    let mut locators = shared.locators.lock().unwrap();
-    let rows = locators.get_mut(locator)?;
-    let page: Vec<Value> = rows.drain(..n.min(rows.len())).collect();
-    let more = !rows.is_empty();
-    if !more {
-        locators.remove(locator);
-    }
-    Some((page, more))
+/// Up to `n` rows of a locator from `offset`: (rows, whether more remain). Locators are
+/// addressed by position, as Salesforce's `…/query/{locator}-{offset}` is, so asking for a page
+/// again (a resumed job) gets the same rows.
+pub fn take(shared: &Shared, locator: &str, offset: usize, n: usize) -> Option<(Vec<Value>, bool)> {
+    let locators = shared.locators.lock().unwrap();
+    let rows = locators.get(locator)?;
+    let end = (offset + n).min(rows.len());
+    let page = rows.get(offset.min(end)..end)?.to_vec();
+    Some((page, end < rows.len()))
 }
 
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {

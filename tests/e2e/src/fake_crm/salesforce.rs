@@ -53,13 +53,13 @@ fn route(shared: &Shared, request: &Request) -> Response {
             return malformed("q is missing");
         };
         return match query(shared, q) {
-            Ok(rows) => page(shared, open_locator(shared, rows), batch),
+            Ok(rows) => page(shared, open_locator(shared, rows), 0, batch),
             Err(problem) => malformed(&problem),
         };
     }
     if let Some(locator) = rest.strip_prefix("/query/") {
-        let id = locator.split('-').next().unwrap_or_default();
-        return page(shared, id.to_owned(), batch);
+        let (id, offset) = locator.split_once('-').unwrap_or((locator, "0"));
+        return page(shared, id.to_owned(), offset.parse().unwrap_or(0), batch);
     }
     if let Some(tail) = rest.strip_prefix("/sobjects/") {
         let mut parts = tail.splitn(2, '/');
@@ -139,9 +139,9 @@ fn row(object: &str, id: &str, r: &FakeRecord, fields: &[String]) -> Map<String,
     out
 }
 
-fn page(shared: &Shared, locator: String, batch: usize) -> Response {
+fn page(shared: &Shared, locator: String, offset: usize, batch: usize) -> Response {
     let total = shared.locators.lock().unwrap().get(&locator).map(Vec::len);
-    let Some((records, more)) = take(shared, &locator, batch) else {
+    let Some((records, more)) = take(shared, &locator, offset, batch) else {
         return reply(
             StatusCode::BAD_REQUEST,
             json!([{"errorCode": "INVALID_QUERY_LOCATOR", "message": "invalid query locator"}]),
@@ -153,7 +153,7 @@ fn page(shared: &Shared, locator: String, batch: usize) -> Response {
         "records": records,
     });
     if more {
-        body["nextRecordsUrl"] = json!(format!("{ROOT}/query/{locator}-{batch}"));
+        body["nextRecordsUrl"] = json!(format!("{ROOT}/query/{locator}-{}", offset + batch));
     }
     reply(StatusCode::OK, body)
 }
