@@ -58,11 +58,38 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// What one consumed message produces. Everything returned is written in the transaction that
 /// commits the message's offset.
+///
+/// A handler that keeps state derived from its input (the evaluator's record state) stages each
+/// change while handling and makes it its own only in [`TransactionalHandler::committed`]; on
+/// [`TransactionalHandler::aborted`] it forgets what it staged, since the same messages come again.
 pub trait TransactionalHandler: Send + Sync {
     fn handle(
         &self,
         message: &Incoming<'_>,
     ) -> impl Future<Output = Result<Vec<OutgoingMessage>, Failure>> + Send;
+
+    /// The transaction holding everything handled since the last commit or abort committed;
+    /// `written` says where each of its outputs landed.
+    fn committed(&self, _written: &[Written]) {}
+
+    /// The open transaction was aborted: the messages of `partitions` in it are handled again
+    /// (by this replica, or by the partition's new owner).
+    fn aborted(&self, _partitions: &[i32]) {}
+}
+
+/// Where a committed output landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Told of the input partitions this replica gains and loses, from inside the rebalance (so
+/// before any message of a gained partition is handed out).
+pub trait PartitionListener: Send + Sync {
+    fn assigned(&self, partitions: &[(String, i32)]);
+    fn revoked(&self, partitions: &[(String, i32)]);
 }
 
 /// When a transaction is committed.
@@ -128,6 +155,14 @@ fn hostname() -> String {
 #[derive(Default)]
 pub struct TransactionalContext {
     revocations: AtomicU64,
+    listener: Option<Arc<dyn PartitionListener>>,
+}
+
+fn partition_pairs(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 impl TransactionalContext {
@@ -147,11 +182,17 @@ impl ConsumerContext for TransactionalContext {
         if matches!(rebalance, Rebalance::Revoke(_) | Rebalance::Error(_)) {
             self.revocations.fetch_add(1, Ordering::AcqRel);
         }
+        if let (Rebalance::Revoke(partitions), Some(listener)) = (rebalance, &self.listener) {
+            listener.revoked(&partition_pairs(partitions));
+        }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                if let Some(listener) = &self.listener {
+                    listener.assigned(&partition_pairs(partitions));
+                }
                 let list: Vec<String> = partitions
                     .elements()
                     .iter()
@@ -177,6 +218,16 @@ pub fn consumer(
     client_id: &str,
     group_id: &str,
 ) -> anyhow::Result<TransactionalConsumer> {
+    consumer_with_listener(settings, client_id, group_id, None)
+}
+
+/// [`consumer`], telling `listener` of every partition gained and lost.
+pub fn consumer_with_listener(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+    listener: Option<Arc<dyn PartitionListener>>,
+) -> anyhow::Result<TransactionalConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
@@ -196,7 +247,10 @@ pub fn consumer(
             "statistics.interval.ms",
             crate::lag::STATISTICS_INTERVAL_MS.to_string(),
         )
-        .create_with_context(TransactionalContext::default())
+        .create_with_context(TransactionalContext {
+            revocations: AtomicU64::new(0),
+            listener,
+        })
         .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
 }
 
@@ -315,10 +369,11 @@ impl TxnProducer {
         m: &OutgoingMessage,
         trace: &[(String, String)],
     ) -> Result<DeliveryFuture, KafkaError> {
-        let record = FutureRecord::to(&m.topic)
+        let mut record = FutureRecord::to(&m.topic)
             .key(&m.key)
             .payload(&m.payload)
             .headers(crate::produce::record_headers(m, trace));
+        record.partition = m.partition;
         enqueue(&self.producer, record).await
     }
 
@@ -396,7 +451,9 @@ pub(crate) async fn enqueue<'a>(
 struct Batch {
     /// Of the messages produced in the transaction. Awaited before committing: librdkafka's
     /// commit flushes them itself, but in 100 ms polling steps, which added ~100 ms per batch.
-    deliveries: Vec<DeliveryFuture>,
+    deliveries: Vec<(String, DeliveryFuture)>,
+    /// Where the delivered outputs landed, for [`TransactionalHandler::committed`].
+    written: Vec<Written>,
     partitions: BTreeMap<i32, (i64, i64)>,
     messages: usize,
     ok: u64,
@@ -407,9 +464,13 @@ struct Batch {
 impl Batch {
     /// Waits for Kafka to acknowledge everything produced so far; the first failure.
     async fn delivered(&mut self) -> Result<(), KafkaError> {
-        for delivery in self.deliveries.drain(..) {
+        for (topic, delivery) in self.deliveries.drain(..) {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivery)) => self.written.push(Written {
+                    topic,
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
                 Ok(Err((error, _))) => return Err(error),
                 Err(_) => return Err(KafkaError::Canceled),
             }
@@ -513,6 +574,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
                 match committed {
                     Ok(()) => {
                         record_commit(l.topic, &batch);
+                        l.handler.committed(&batch.written);
                         failures = 0;
                         backoff = BACKOFF_START;
                         l.health.stuck.store(false, Ordering::Relaxed);
@@ -541,6 +603,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
         };
         // Abort (or replace a broken producer), then replay the batch from its first offsets.
         metrics::counter!("crm_sync_transactions_total", "result" => "aborted").increment(1);
+        l.handler
+            .aborted(&batch.partitions.keys().copied().collect::<Vec<_>>());
         let aborted = match failure {
             Some(TxnError::Fatal) => Err(TxnError::Fatal),
             _ => producer.abort().await,
@@ -678,7 +742,7 @@ async fn process<H: TransactionalHandler>(
             .instrument(send_span)
             .await
             .map_err(Step::Kafka)
-            .map(|delivery| batch.deliveries.push(delivery))?;
+            .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;
         *batch.produced.entry(output.topic.clone()).or_default() += 1;
     }
     metrics::histogram!("crm_sync_processing_seconds", "topic" => incoming.topic.to_owned())
@@ -791,13 +855,20 @@ pub struct TransactionalService<'a, H> {
     pub readiness: Readiness,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
+    /// Told of the input partitions gained and lost (e.g. to restore state before handling).
+    pub partitions: Option<Arc<dyn PartitionListener>>,
 }
 
 impl<H: TransactionalHandler> TransactionalService<'_, H> {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = &self.settings.kafka;
         let transactional_id = transactional_id(kafka, self.settings.http.port);
-        let consumer = consumer(kafka, self.name, &kafka.consumer_group)?;
+        let consumer = consumer_with_listener(
+            kafka,
+            self.name,
+            &kafka.consumer_group,
+            self.partitions.clone(),
+        )?;
         consumer
             .subscribe(&[self.topic])
             .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;

@@ -41,6 +41,7 @@ impl TransactionalHandler for FlakyEcho {
             payload: id.clone().into_bytes(),
             event_id: id,
             headers: Vec::new(),
+            partition: None,
         }])
     }
 }

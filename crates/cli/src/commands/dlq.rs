@@ -164,6 +164,7 @@ fn to_origin(m: &OwnedMessage, dlq_topic: &str) -> OutgoingMessage {
         payload: m.payload().unwrap_or_default().to_vec(),
         event_id: header(m, h::EVENT_ID).unwrap_or_default(),
         headers,
+        partition: None,
     }
 }
 

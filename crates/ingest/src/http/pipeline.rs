@@ -231,6 +231,7 @@ impl AppState {
                 payload: event.encode_to_vec(),
                 event_id: event.event_id.clone(),
                 headers: Vec::new(),
+                partition: None,
             })
             .collect();
         let owners: Vec<ObservedOwner> = events
