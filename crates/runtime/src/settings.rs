@@ -16,6 +16,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
     pub ingest: IngestSettings,
+    pub evaluator: EvaluatorSettings,
     /// Absent from most configurations: a service that never decrypts anything needs no key.
     #[serde(default)]
     pub secrets: SecretsSettings,
@@ -119,6 +120,21 @@ pub struct IngestSettings {
     pub transactional_producers: usize,
 }
 
+/// The workflow-evaluator's record state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorSettings {
+    /// Where the record state is kept on local disk. It is a cache of `topics.records` (rebuilt
+    /// from it when lost); default: a folder per replica under the system's temporary folder.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// Memory the local store may use for its block cache and write buffers, in MiB.
+    pub state_memory_mib: u64,
+    /// A record whose fields the workflows need but that were never seen is asked for from its
+    /// CRM (hydration) at most once per this interval.
+    pub hydration_interval_secs: u64,
+}
+
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
 /// with this key. `Debug` never shows it.
 #[derive(Clone, Default, Deserialize)]
@@ -213,6 +229,8 @@ impl Settings {
             .set_default("ingest.signature_tolerance_secs", 300)?
             .set_default("ingest.integration_cache_ms", 5_000)?
             .set_default("ingest.transactional_producers", 4)?
+            .set_default("evaluator.state_memory_mib", 64)?
+            .set_default("evaluator.hydration_interval_secs", 900)?
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
@@ -267,6 +285,9 @@ impl Settings {
             && !self.database.url.starts_with("postgresql://")
         {
             return key("database.url", "must be a postgres:// URL");
+        }
+        if self.evaluator.state_memory_mib < 8 {
+            return key("evaluator.state_memory_mib", "must be at least 8");
         }
         if self.ingest.max_body_bytes < 1024 {
             return key("ingest.max_body_bytes", "must be at least 1024");

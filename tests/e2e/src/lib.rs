@@ -30,6 +30,8 @@ pub struct Topics {
     pub matches: String,
     pub activities: String,
     pub users: String,
+    pub records: String,
+    pub hydrations: String,
 }
 
 impl Topics {
@@ -41,6 +43,8 @@ impl Topics {
             format!("{}.dlq", self.matches),
             self.activities.clone(),
             self.users.clone(),
+            self.records.clone(),
+            self.hydrations.clone(),
         ]
     }
 }
@@ -95,6 +99,8 @@ impl TestEnv {
             matches: format!("{prefix}.crm.matches.v1"),
             activities: format!("{prefix}.salesscreen.activities.v1"),
             users: format!("{prefix}.salesscreen.users.v1"),
+            records: format!("{prefix}.crm.records.v1"),
+            hydrations: format!("{prefix}.crm.hydrations.v1"),
         };
         delete_stale_topics(secs).await;
         crm_sync_kafka::admin::ensure_topics(&brokers(), &topics.all(), PARTITIONS)
@@ -140,6 +146,22 @@ impl TestEnv {
                 self.topics.activities.clone(),
             ),
             ("CRM_SYNC__TOPICS__USERS".into(), self.topics.users.clone()),
+            (
+                "CRM_SYNC__TOPICS__RECORDS".into(),
+                self.topics.records.clone(),
+            ),
+            (
+                "CRM_SYNC__TOPICS__HYDRATIONS".into(),
+                self.topics.hydrations.clone(),
+            ),
+            // One local record store per replica (a replica restarted on its port keeps it).
+            (
+                "CRM_SYNC__EVALUATOR__STATE_DIR".into(),
+                self.log_dir
+                    .join(format!("state-{http_port}"))
+                    .display()
+                    .to_string(),
+            ),
             ("CRM_SYNC__HTTP__HOST".into(), "127.0.0.1".into()),
             ("CRM_SYNC__HTTP__PORT".into(), http_port.to_string()),
             ("CRM_SYNC__TELEMETRY__LOG_FORMAT".into(), "json".into()),

@@ -188,7 +188,8 @@ async fn owns_partitions(service: &Service) {
 struct Pipeline {
     ingest: Service,
     evaluator: Service,
-    provisioner: Service,
+    /// Kept running for the test's length.
+    _provisioner: Service,
 }
 
 async fn pipeline(env: &TestEnv) -> Pipeline {
@@ -202,7 +203,7 @@ async fn pipeline(env: &TestEnv) -> Pipeline {
     Pipeline {
         ingest,
         evaluator,
-        provisioner,
+        _provisioner: provisioner,
     }
 }
 
@@ -334,21 +335,18 @@ async fn a_deleted_record_retracts_its_activity_and_a_delete_without_one_changes
     );
     send(&kafka, &env.topics.events, &[deleted, never_won]).await;
     activity_state(&env, &tenant, record, "retracted").await;
-    eventually(
-        "the provisioner to count the delete without an activity",
-        WAIT,
-        || async {
-            (metric(
-                &p.provisioner,
-                "crm_sync_provisioner_retractions_total",
-                &["result=\"nothing_to_retract\""],
-            )
-            .await
-                >= 1.0)
-                .then_some(())
-        },
-    )
+    // The record that never matched has nothing to retract: its delete writes no outcome.
+    eventually("the evaluator to see both deletes", WAIT, || async {
+        (metric(&p.evaluator, "crm_sync_evaluator_events_total", &[]).await >= 3.0).then_some(())
+    })
     .await;
+    let retracted: Vec<String> = outcomes(&env)
+        .await
+        .into_iter()
+        .filter(|o| o.kind() == OutcomeKind::Retracted)
+        .map(|o| o.record_id)
+        .collect();
+    assert_eq!(retracted, vec![record.to_owned()]);
     assert_eq!(
         views::activities(&env.pool, tenant.company_id)
             .await
@@ -522,7 +520,8 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
     )
     .await;
     activity_state(&env, &tenant, a, "recorded").await;
-    // Its amount edited later: no new win, no retraction, the activity stays as recorded.
+    // Its amount edited later while still won: no new win, no retraction; the activity's value
+    // follows the record.
     send(
         &kafka,
         &env.topics.events,
@@ -540,14 +539,12 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
         )],
     )
     .await;
-    eventually("the evaluator to see all three updates", WAIT, || async {
-        (metric(
-            &p.evaluator,
-            "crm_sync_evaluator_no_match_total",
-            &["reason=\"no_change\""],
-        )
-        .await
-            >= 2.0)
+    eventually("the activity to follow the amount", WAIT, || async {
+        views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.record_id == "006CHANGED0001AAAA" && a.value.to_string() == "2000")
             .then_some(())
     })
     .await;
@@ -574,7 +571,7 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
         .await
         .unwrap();
     assert_eq!(activities.len(), 1, "{activities:?}");
-    assert_eq!(activities[0].value.to_string(), "1500");
+    assert_eq!(activities[0].value.to_string(), "2000");
     let kinds: Vec<(String, OutcomeKind)> = outcomes(&env)
         .await
         .iter()
@@ -583,6 +580,7 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
     assert_eq!(
         kinds,
         [
+            (a.to_owned(), OutcomeKind::Matched),
             (a.to_owned(), OutcomeKind::Matched),
             (a.to_owned(), OutcomeKind::Retracted)
         ]
