@@ -315,6 +315,52 @@ impl Service {
     }
 }
 
+/// A plain producer for writing test input straight onto a topic.
+pub fn producer(env: &TestEnv) -> rdkafka::producer::FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Writes events to `topic` as ingest does (key, event id header), acknowledged.
+pub async fn send_events(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    events: &[crm_sync_proto::v1::CrmEvent],
+) {
+    use crm_sync_proto::Message as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    for chunk in events.chunks(1000) {
+        let encoded: Vec<(String, Vec<u8>, String)> = chunk
+            .iter()
+            .map(|e| {
+                (
+                    format!("{}/{}/{}", e.integration_id, e.object_type, e.record_id),
+                    e.encode_to_vec(),
+                    e.event_id.clone(),
+                )
+            })
+            .collect();
+        futures::future::try_join_all(encoded.iter().map(|(key, payload, id)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: "crm-sync-event-id",
+                        value: Some(id.as_str()),
+                    }),
+                ),
+                Duration::from_secs(30),
+            )
+        }))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+}
+
 /// Polls `check` until it returns Some or the deadline passes.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -14,8 +14,8 @@ use std::time::Duration;
 use connectors::{FakeCrm, hubspot_signature, now_millis, post, setup, wait_for_activity};
 use crm_sync_e2e::salesforce::{Notification, outbound_message};
 use crm_sync_e2e::{
-    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic,
-    topic_message_count,
+    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, producer, read_topic,
+    send_events, topic_message_count,
 };
 use crm_sync_proto::v1::{
     ChangeType, CrmEvent, CrmKind, FieldValue, HydrationRequest, RecordState, WorkflowOutcome,
@@ -24,8 +24,7 @@ use crm_sync_proto::v1::{
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -270,40 +269,29 @@ fn delta(
     e
 }
 
-fn producer(env: &TestEnv) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap()
+/// Writes Salesforce-shaped deltas of the tenant's records onto the events topic.
+struct Feed<'a> {
+    kafka: FutureProducer,
+    env: &'a TestEnv,
+    tenant: &'a Tenant,
 }
 
-async fn send(producer: &FutureProducer, topic: &str, events: &[CrmEvent]) {
-    for chunk in events.chunks(1000) {
-        let encoded: Vec<(String, Vec<u8>, String)> = chunk
-            .iter()
-            .map(|e| {
-                (
-                    format!("{}/{}/{}", e.integration_id, e.object_type, e.record_id),
-                    e.encode_to_vec(),
-                    e.event_id.clone(),
-                )
-            })
-            .collect();
-        futures::future::try_join_all(encoded.iter().map(|(key, payload, id)| {
-            producer.send(
-                FutureRecord::to(topic).key(key).payload(payload).headers(
-                    OwnedHeaders::new().insert(Header {
-                        key: "crm-sync-event-id",
-                        value: Some(id.as_str()),
-                    }),
-                ),
-                Duration::from_secs(30),
-            )
-        }))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+impl Feed<'_> {
+    fn new<'a>(env: &'a TestEnv, tenant: &'a Tenant) -> Feed<'a> {
+        Feed {
+            kafka: producer(env),
+            env,
+            tenant,
+        }
+    }
+
+    async fn delta(&self, crm: CrmKind, record: &str, fields: &[(&str, &str)], at: i64) {
+        let event = delta(self.tenant, crm, record, fields, at);
+        send_events(&self.kafka, &self.env.topics.events, &[event]).await;
+    }
+
+    async fn all(&self, events: &[CrmEvent]) {
+        send_events(&self.kafka, &self.env.topics.events, events).await;
     }
 }
 
@@ -322,37 +310,17 @@ async fn cdc_and_dataverse_partial_updates_merge_and_old_events_do_not_move_reco
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    let kafka = producer(&env);
+    let feed = Feed::new(&env, &tenant);
     let owner = ("OwnerId", "005OWNER0000009AAA");
     for (crm, record) in [
         (CrmKind::Salesforce, "006CDC0000000001AA"),
         (CrmKind::Dynamics, "5f0c0f8e-0000-0000-0000-00000000d365"),
     ] {
         // Each change carries only what changed, as CDC and Dataverse without images send it.
-        send(
-            &kafka,
-            &env.topics.events,
-            &[delta(&tenant, crm, record, &[owner], 100)],
-        )
-        .await;
-        send(
-            &kafka,
-            &env.topics.events,
-            &[delta(&tenant, crm, record, &[("Amount", "4200")], 110)],
-        )
-        .await;
-        send(
-            &kafka,
-            &env.topics.events,
-            &[delta(
-                &tenant,
-                crm,
-                record,
-                &[("StageName", "Closed Won")],
-                120,
-            )],
-        )
-        .await;
+        feed.delta(crm, record, &[owner], 100).await;
+        feed.delta(crm, record, &[("Amount", "4200")], 110).await;
+        feed.delta(crm, record, &[("StageName", "Closed Won")], 120)
+            .await;
         eventually("the merged record counts the amount", WAIT, || async {
             recorded_value(&env, &tenant, record)
                 .await
@@ -362,31 +330,11 @@ async fn cdc_and_dataverse_partial_updates_merge_and_old_events_do_not_move_reco
     }
     // An older amount arrives late (a retried webhook): the record keeps the newer one.
     let record = "006CDC0000000001AA";
-    send(
-        &kafka,
-        &env.topics.events,
-        &[delta(
-            &tenant,
-            CrmKind::Salesforce,
-            record,
-            &[("Amount", "10")],
-            105,
-        )],
-    )
-    .await;
+    feed.delta(CrmKind::Salesforce, record, &[("Amount", "10")], 105)
+        .await;
     // A newer one moves it; the older amount never shows.
-    send(
-        &kafka,
-        &env.topics.events,
-        &[delta(
-            &tenant,
-            CrmKind::Salesforce,
-            record,
-            &[("Amount", "5000")],
-            130,
-        )],
-    )
-    .await;
+    feed.delta(CrmKind::Salesforce, record, &[("Amount", "5000")], 130)
+        .await;
     eventually("the newer amount wins", WAIT, || async {
         recorded_value(&env, &tenant, record)
             .await
@@ -405,7 +353,7 @@ async fn updates_of_records_that_never_matched_write_no_outcome() {
     let evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
-    let kafka = producer(&env);
+    let feed = Feed::new(&env, &tenant);
     let events: Vec<CrmEvent> = (0..10_000)
         .map(|i| {
             delta(
@@ -420,7 +368,7 @@ async fn updates_of_records_that_never_matched_write_no_outcome() {
             )
         })
         .collect();
-    send(&kafka, &env.topics.events, &events).await;
+    feed.all(&events).await;
     evaluated(&evaluator, 10_000.0).await;
     assert_eq!(topic_message_count(&env.topics.matches), 0);
     // Every record's state is in the changelog.
@@ -438,33 +386,23 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
         .start_service_on_port("workflow-evaluator", "evaluator-1", port, &[])
         .await;
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    let kafka = producer(&env);
+    let feed = Feed::new(&env, &tenant);
     let record = "006RESTORE00001AAA";
-    send(
-        &kafka,
-        &env.topics.events,
-        &[delta(
-            &tenant,
-            CrmKind::Salesforce,
-            record,
-            &[("OwnerId", "005OWNER0000007AAA"), ("Amount", "321")],
-            100,
-        )],
+    feed.delta(
+        CrmKind::Salesforce,
+        record,
+        &[("OwnerId", "005OWNER0000007AAA"), ("Amount", "321")],
+        100,
     )
     .await;
     // The stage is won but another record lacks its amount: asked for, once within the interval.
     let partial = "006PARTIAL0001AAAA";
     for at in [100, 101] {
-        send(
-            &kafka,
-            &env.topics.events,
-            &[delta(
-                &tenant,
-                CrmKind::Salesforce,
-                partial,
-                &[("StageName", "Closed Won")],
-                at,
-            )],
+        feed.delta(
+            CrmKind::Salesforce,
+            partial,
+            &[("StageName", "Closed Won")],
+            at,
         )
         .await;
     }
@@ -488,16 +426,11 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
     let evaluator = env
         .start_service_on_port("workflow-evaluator", "evaluator-2", port, &[])
         .await;
-    send(
-        &kafka,
-        &env.topics.events,
-        &[delta(
-            &tenant,
-            CrmKind::Salesforce,
-            record,
-            &[("StageName", "Closed Won")],
-            120,
-        )],
+    feed.delta(
+        CrmKind::Salesforce,
+        record,
+        &[("StageName", "Closed Won")],
+        120,
     )
     .await;
     eventually("the restored record counts its amount", WAIT, || async {
@@ -591,18 +524,18 @@ fn chaos_events(tenant: &Tenant, round: u32) -> Vec<CrmEvent> {
 async fn a_sigkill_and_scaling_leave_the_same_state_as_a_clean_replay() {
     let env = TestEnv::new("state-chaos").await;
     let tenant = Tenant::create(&env.pool, "chaos", true, true).await;
-    let kafka = producer(&env);
+    let feed = Feed::new(&env, &tenant);
     let group = format!("{}-workflow-evaluator", env.id);
     let first = env
         .start_service("workflow-evaluator", "evaluator-a", &[])
         .await;
-    send(&kafka, &env.topics.events, &chaos_events(&tenant, 0)).await;
+    feed.all(&chaos_events(&tenant, 0)).await;
     evaluated(&first, 100.0).await;
     first.kill().await;
     let b = env
         .start_service("workflow-evaluator", "evaluator-b", &[])
         .await;
-    send(&kafka, &env.topics.events, &chaos_events(&tenant, 1)).await;
+    feed.all(&chaos_events(&tenant, 1)).await;
     // Scale to three while events flow, then back to one.
     let c = env
         .start_service("workflow-evaluator", "evaluator-c", &[])
@@ -610,10 +543,10 @@ async fn a_sigkill_and_scaling_leave_the_same_state_as_a_clean_replay() {
     let d = env
         .start_service("workflow-evaluator", "evaluator-d", &[])
         .await;
-    send(&kafka, &env.topics.events, &chaos_events(&tenant, 2)).await;
+    feed.all(&chaos_events(&tenant, 2)).await;
     c.terminate().await;
     d.terminate().await;
-    send(&kafka, &env.topics.events, &chaos_events(&tenant, 3)).await;
+    feed.all(&chaos_events(&tenant, 3)).await;
     eventually(
         "every event evaluated",
         Duration::from_secs(120),
