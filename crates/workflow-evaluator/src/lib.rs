@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crm_sync_kafka::transactional::{BatchLimits, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::supervise::Supervisor;
 
 pub use evaluate::Evaluator;
 pub use snapshot::WorkflowSnapshot;
@@ -25,11 +26,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
-    tokio::spawn(snapshot::keep_fresh(
-        snapshot.clone(),
-        pool.clone(),
-        shutdown.clone(),
-    ));
+    let mut background = Supervisor::new(shutdown.clone());
+    background.spawn(
+        "workflow listener",
+        snapshot::keep_fresh(snapshot.clone(), pool.clone(), shutdown.clone()),
+    );
     let readiness = {
         let snapshot = snapshot.clone();
         Readiness::new()
@@ -52,7 +53,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes and the events' offsets commit together.
-    TransactionalService {
+    let consume = TransactionalService {
         name: SERVICE.name,
         settings: &settings,
         topic: &topic,
@@ -62,6 +63,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         shutdown,
     }
-    .run()
-    .await
+    .run();
+    background.run(consume).await
 }
