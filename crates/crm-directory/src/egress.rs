@@ -43,7 +43,7 @@ fn matches(pattern: &str, host: &str) -> bool {
     let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
     match pattern.strip_prefix("*.") {
         Some(domain) => host
-            .strip_suffix(domain.as_str())
+            .strip_suffix(domain)
             .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
         None => host == pattern,
     }

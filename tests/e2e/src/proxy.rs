@@ -1,10 +1,12 @@
 //! A TCP proxy a test puts between a service and a server (PostgreSQL) to take the server
-//! "away" and bring it back without restarting it: other tests share the server.
+//! "away" and bring it back without restarting it: other tests share the server. While away,
+//! open connections are closed and new ones wait (as connections to a restarting server do)
+//! until the server is back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 pub struct TcpProxy {
@@ -13,9 +15,8 @@ pub struct TcpProxy {
     accept: AbortHandle,
 }
 
-#[derive(Default)]
 struct Shared {
-    away: AtomicBool,
+    away: watch::Sender<bool>,
     connections: Mutex<Vec<AbortHandle>>,
 }
 
@@ -24,7 +25,10 @@ impl TcpProxy {
     pub async fn start(upstream: &str) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            away: watch::Sender::new(false),
+            connections: Mutex::default(),
+        });
         let upstream = upstream.to_owned();
         let accept = {
             let shared = shared.clone();
@@ -33,13 +37,13 @@ impl TcpProxy {
                     let Ok((mut client, _)) = listener.accept().await else {
                         continue;
                     };
-                    if shared.away.load(Ordering::SeqCst) {
-                        // The server is away: the connection is closed at once.
-                        drop(client);
-                        continue;
-                    }
                     let upstream = upstream.clone();
+                    let mut away = shared.away.subscribe();
                     let task = tokio::spawn(async move {
+                        // A connection made while the server is away waits for it.
+                        if away.wait_for(|away| !away).await.is_err() {
+                            return;
+                        }
                         if let Ok(mut server) = TcpStream::connect(&upstream).await {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         }
@@ -58,9 +62,11 @@ impl TcpProxy {
         }
     }
 
-    /// The server goes away: every open connection is closed and new ones are refused.
+    /// The server goes away: every open connection is closed; new ones wait until [`restore`].
+    ///
+    /// [`restore`]: TcpProxy::restore
     pub fn cut(&self) {
-        self.shared.away.store(true, Ordering::SeqCst);
+        self.shared.away.send_replace(true);
         for connection in self.shared.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
@@ -68,7 +74,7 @@ impl TcpProxy {
 
     /// The server is back.
     pub fn restore(&self) {
-        self.shared.away.store(false, Ordering::SeqCst);
+        self.shared.away.send_replace(false);
     }
 
     /// `url` (a `postgres://user:pass@host:port/db` URL) pointed at this proxy instead.

@@ -58,7 +58,9 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     let in_a_day = chrono::Utc::now() + chrono::Duration::days(1);
     assert!((expires - in_a_day).num_minutes().abs() < 5, "{expires}");
     v.get(&p("/admin-tokens")).await.expect(403);
-    c.get(&company_path(globex, "/admin-tokens")).await.expect(404);
+    c.get(&company_path(globex, "/admin-tokens"))
+        .await
+        .expect(404);
     c.post(
         &p(&format!("/admin-tokens/{}/revoke", theirs.token.id)),
         serde_json::json!({}),
@@ -85,11 +87,23 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     laptop_client.get("/admin/v1/session").await.expect(200);
     let out = cli(
         &env,
-        &["admin", "revoke-token", "--id", &laptop.token.id.to_string()],
+        &[
+            "admin",
+            "revoke-token",
+            "--id",
+            &laptop.token.id.to_string(),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     laptop_client.get("/admin/v1/session").await.expect(401);
-    let unknown = cli(&env, &["admin", "revoke-token", "--id", &Uuid::new_v4().to_string()]);
+    let unknown = cli(
+        &env,
+        &["admin", "revoke-token", "--id", &Uuid::new_v4().to_string()],
+    );
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no admin token with id"));
 
@@ -124,13 +138,35 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     // The CLI sets the lifetime at creation.
     let out = cli(
         &env,
-        &["admin", "create-token", "--company", "acme", "--role", "viewer", "--expires-in-days", "7"],
+        &[
+            "admin",
+            "create-token",
+            "--company",
+            "acme",
+            "--role",
+            "viewer",
+            "--expires-in-days",
+            "7",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid for 7 days"));
     let too_long = cli(
         &env,
-        &["admin", "create-token", "--company", "acme", "--role", "viewer", "--expires-in-days", "9999"],
+        &[
+            "admin",
+            "create-token",
+            "--company",
+            "acme",
+            "--role",
+            "viewer",
+            "--expires-in-days",
+            "9999",
+        ],
     );
     assert!(!too_long.status.success());
 }

@@ -513,7 +513,13 @@ async fn apply_records_what_it_changes_in_the_audit_log_as_cli() {
         let file = write_file(&env, "tenants.yaml", contents);
         let env = &env;
         async move {
-            let out = crm_sync(env, &["apply", "-f", file.to_str().unwrap()], &secrets, None).await;
+            let out = crm_sync(
+                env,
+                &["apply", "-f", file.to_str().unwrap()],
+                &secrets,
+                None,
+            )
+            .await;
             assert_success("apply", &out);
         }
     };
@@ -550,10 +556,17 @@ async fn apply_records_what_it_changes_in_the_audit_log_as_cli() {
     // Unchanged objects are not recorded; a changed one is.
     apply(TENANTS).await;
     assert_eq!(audited().await.len(), 6);
-    apply(&TENANTS.replace("activity_type: meeting", "activity_type: meeting\n            active: true")).await;
+    apply(&TENANTS.replace(
+        "activity_type: meeting",
+        "activity_type: meeting\n            active: true",
+    ))
+    .await;
     let rows = audited().await;
     assert_eq!(rows.len(), 7, "{rows:?}");
     let (actor, action, details) = rows.last().unwrap();
-    assert_eq!((actor.as_str(), action.as_str()), ("cli", "workflow.updated"));
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("cli", "workflow.updated")
+    );
     assert!(details.contains("\"active\": true"), "{details}");
 }

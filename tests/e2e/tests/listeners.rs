@@ -156,8 +156,10 @@ async fn auto_sync_turned_on_while_postgresql_is_away_provisions_after_the_recon
         .await
         .unwrap();
     proxy.restore();
-    eventually("the waiting CRM user gets an account after the reconnect", WAIT, || async {
-        identity().await.flatten()
-    })
+    eventually(
+        "the waiting CRM user gets an account after the reconnect",
+        WAIT,
+        || async { identity().await.flatten() },
+    )
     .await;
 }

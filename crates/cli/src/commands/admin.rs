@@ -64,7 +64,10 @@ pub async fn revoke_token(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
         "token {id} ({}, company {}) is revoked since {}",
         revoked.role,
         revoked.company_id,
-        revoked.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default()
+        revoked
+            .revoked_at
+            .map(|at| at.to_rfc3339())
+            .unwrap_or_default()
     );
     Ok(())
 }
