@@ -12,7 +12,7 @@ use std::sync::Arc;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::Crm;
+use crate::{Crm, Failure, LookupError};
 
 /// The operator's outbound policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -170,6 +170,33 @@ impl Resolve for CheckedResolver {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(addrs)
         })
     }
+}
+
+/// Reads an answer of at most `limit` bytes; a longer one fails the request rather than being
+/// read whole into memory or cut silently.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, Failure> {
+    let too_large = || {
+        Failure::Final(LookupError::Unexpected(format!(
+            "the answer is larger than {limit} bytes; not read further"
+        )))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Failure::from_transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

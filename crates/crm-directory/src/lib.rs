@@ -27,6 +27,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 pub use auth::OAuth;
 pub use egress::Egress;
+pub(crate) use egress::read_capped;
 
 /// The CRMs with a user directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,33 +235,6 @@ impl Failure {
             Failure::Final(error) => error,
         }
     }
-}
-
-/// Reads an answer of at most `limit` bytes; a longer one fails the request rather than being
-/// read whole into memory or cut silently.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<String, Failure> {
-    let too_large = || {
-        Failure::Final(LookupError::Unexpected(format!(
-            "the answer is larger than {limit} bytes; not read further"
-        )))
-    };
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(Failure::from_transport)? {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A short, single-line excerpt of an error body for messages.
