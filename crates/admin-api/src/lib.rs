@@ -23,6 +23,7 @@ use anyhow::Context;
 use axum::Router;
 use crm_sync_kafka::Publisher;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -45,6 +46,9 @@ pub struct AppState {
     /// Seals and opens integration credentials (`secrets.encryption_key`); without it they can
     /// be neither set nor inspected through the API.
     pub secret_key: Option<crm_sync_store::credentials::SecretKey>,
+    /// Which CRM API URLs credentials may name (`directory.allowed_hosts`,
+    /// `directory.allow_insecure_http`).
+    pub egress: crm_sync_store::credentials::Egress,
 }
 
 #[derive(OpenApi)]
@@ -67,6 +71,7 @@ pub struct AppState {
         (name = "users", description = "Platform users, pending ones included, and CRM identities"),
         (name = "activities", description = "Recorded activities (unmapped ones included) and the leaderboard"),
         (name = "audit", description = "Who changed what, when"),
+        (name = "tokens", description = "The company's admin tokens: listed without secrets, revoked at once"),
     )
 )]
 pub struct ApiDoc;
@@ -132,11 +137,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     let stop = shutdown::on_termination_signal();
     // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).
-    let relay = tokio::spawn(publish::relay_leftovers(
-        pool.clone(),
-        publisher.clone(),
-        stop.clone(),
-    ));
+    let mut background = Supervisor::new(stop.clone());
+    background.spawn(
+        "outbox relay",
+        publish::relay_leftovers(pool.clone(), publisher.clone(), stop.clone()),
+    );
     let secret_key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if secret_key.is_none() {
         tracing::warn!(
@@ -148,6 +153,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         publisher,
         activities_topic: settings.topics.activities.clone(),
         secret_key,
+        egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
     };
     let app = app(state, readiness, metrics);
 
@@ -158,14 +164,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "admin-api listening"
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let served = tokio::select! {
-        served = ops::serve(listener, app, stop.clone()) => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-            Ok(())
+    let serve = async {
+        tokio::select! {
+            served = ops::serve(listener, app, stop.clone()) => served,
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+                Ok(())
+            }
         }
     };
-    relay.abort();
+    let served = background.run(serve).await;
     tracing::info!("admin-api stopped");
     served
 }

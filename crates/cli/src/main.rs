@@ -102,6 +102,15 @@ enum AdminCommand {
         /// A note saying whose or what the token is, kept in the audit log
         #[arg(long)]
         label: Option<String>,
+        /// Days until the token expires (at most 730)
+        #[arg(long, default_value_t = crm_sync_store::admin::tokens::DEFAULT_LIFETIME_DAYS, value_name = "DAYS")]
+        expires_in_days: u32,
+    },
+    /// Revoke an admin API token at once (it answers 401 from then on)
+    RevokeToken {
+        /// The token's id (printed when it was created, listed by the admin API)
+        #[arg(long, value_name = "UUID")]
+        id: uuid::Uuid,
     },
 }
 
@@ -230,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             company,
             role,
             label,
+            expires_in_days,
         }) => {
             admin::create_token(
                 &ctx,
@@ -237,11 +247,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     company,
                     role,
                     label,
+                    expires_in_days,
                 },
                 &mut std::io::stdout(),
             )
             .await
         }
+        Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
         Command::Demo {
             ingest_url,
             timeout,

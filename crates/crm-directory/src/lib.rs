@@ -15,6 +15,7 @@
 
 mod auth;
 mod crms;
+mod egress;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +26,8 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 pub use auth::OAuth;
+pub use egress::Egress;
+pub(crate) use egress::read_capped;
 
 /// The CRMs with a user directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +98,10 @@ pub struct Config {
     pub not_found_ttl: Duration,
     /// Entries kept at most; expired ones are dropped first.
     pub max_cached: usize,
+    /// Where requests may go.
+    pub egress: Egress,
+    /// The largest answer read; a larger one fails the lookup.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for Config {
@@ -107,6 +114,8 @@ impl Default for Config {
             cache_ttl: Duration::from_secs(3600),
             not_found_ttl: Duration::from_secs(300),
             max_cached: 10_000,
+            egress: Egress::default(),
+            max_answer_bytes: 1024 * 1024,
         }
     }
 }
@@ -176,8 +185,15 @@ impl Failure {
         } else {
             "request failed"
         };
+        // The causes say why (e.g. the address policy refused what a name resolved to).
+        let mut message = format!("{kind}: {error}");
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = std::error::Error::source(inner);
+        }
         Failure::Retryable {
-            message: format!("{kind}: {error}"),
+            message,
             retry_after: None,
         }
     }
@@ -195,6 +211,10 @@ impl Failure {
                 message: format!("{what} answered {status}{detail}"),
                 retry_after: retry_after(headers),
             }
+        } else if status.is_redirection() {
+            Failure::Final(LookupError::Unexpected(format!(
+                "{what} answered a redirect ({status}), which is not followed"
+            )))
         } else if status == StatusCode::UNAUTHORIZED {
             Failure::Unauthorized(format!("{what} answered {status}{detail}"))
         } else if status == StatusCode::FORBIDDEN {
@@ -272,14 +292,13 @@ impl DirectoryClient {
             .map(|u| u.trim().trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty())
             .or_else(|| crms::default_base_url(crm).map(str::to_owned));
-        if let Some(url) = &base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(LookupError::Misconfigured(format!(
-                "base_url {url:?} is not an http(s) URL"
-            )));
+        if let Some(url) = &base_url {
+            config
+                .egress
+                .check_url(crm, url)
+                .map_err(|e| LookupError::Misconfigured(format!("base_url: {e}")))?;
         }
-        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref())?;
+        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref(), &config.egress)?;
         if base_url.is_none() && !auth.provides_base_url() {
             return Err(LookupError::Misconfigured(format!(
                 "a {} integration needs base_url (its org's API address)",
@@ -290,6 +309,9 @@ impl DirectoryClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("crm-sync-directory/", env!("CARGO_PKG_VERSION")))
+            // A redirect could lead anywhere the policy forbids: it fails the request instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(config.egress.resolver())
             .build()
             .map_err(|e| LookupError::Misconfigured(format!("HTTP client: {e}")))?;
         Ok(DirectoryClient {
@@ -431,12 +453,19 @@ impl DirectoryClient {
     }
 
     async fn fetch_once(&self, id: &str) -> Result<DirectoryUser, Failure> {
-        let token = self.auth.token(&self.http).await?;
+        let token = self
+            .auth
+            .token(&self.http, self.config.max_answer_bytes)
+            .await?;
         let base = token
             .as_ref()
             .and_then(|t| t.api_base.clone())
             .or_else(|| self.base_url.clone())
             .ok_or_else(|| Failure::Final(LookupError::Misconfigured("no API base URL".into())))?;
+        // The token endpoint may name the API root: it is held to the same policy.
+        self.config.egress.check_url(self.crm, &base).map_err(|e| {
+            Failure::Final(LookupError::Misconfigured(format!("API base URL: {e}")))
+        })?;
         let requests = crms::user_requests(self.crm, &base, id);
         let last = requests.len().saturating_sub(1);
         for (i, url) in requests.into_iter().enumerate() {
@@ -453,7 +482,7 @@ impl DirectoryClient {
             let response = request.send().await.map_err(Failure::from_transport)?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.text().await.map_err(Failure::from_transport)?;
+            let body = read_capped(response, self.config.max_answer_bytes).await?;
             if status.is_success() {
                 return crms::parse_user(self.crm, id, &body)
                     .map_err(|e| Failure::Final(LookupError::Unexpected(e)));

@@ -4,6 +4,7 @@ pub mod http_telemetry;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 pub use settings::{ServiceDefaults, Settings};

@@ -168,6 +168,24 @@ pub struct DirectorySettings {
     pub cache_ttl_secs: u64,
     /// How often users created without a name or email are looked up again.
     pub completion_interval_secs: u64,
+    /// Hosts a CRM API URL may name beyond each CRM's own, comma-separated: exact names or
+    /// `*.domain`. Checked when credentials are saved and at every call.
+    pub allowed_hosts: String,
+    /// Tests and local development only: also accept `http://` URLs and loopback, private and
+    /// link-local addresses (hosts must still be allowed).
+    pub allow_insecure_http: bool,
+}
+
+impl DirectorySettings {
+    /// `allowed_hosts` as a list.
+    pub fn allowed_host_list(&self) -> Vec<String> {
+        self.allowed_hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Per-service defaults that differ between services.
@@ -234,7 +252,9 @@ impl Settings {
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
-            .set_default("directory.completion_interval_secs", 30)?;
+            .set_default("directory.completion_interval_secs", 30)?
+            .set_default("directory.allowed_hosts", "")?
+            .set_default("directory.allow_insecure_http", false)?;
         if let Some(path) = file {
             if !path.exists() {
                 return Err(SettingsError::MissingFile { path });
@@ -306,6 +326,15 @@ impl Settings {
         }
         if self.directory.completion_interval_secs == 0 {
             return key("directory.completion_interval_secs", "must be at least 1");
+        }
+        if let Some(bad) = self.directory.allowed_host_list().iter().find(|h| {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            name.is_empty() || name.contains(['*', '/', ':', '@', ' '])
+        }) {
+            return Err(SettingsError::Key {
+                key: "directory.allowed_hosts",
+                reason: format!("{bad:?} is not a host name, an address or *.domain"),
+            });
         }
         if self
             .secrets

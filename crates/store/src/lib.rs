@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod credentials;
 pub mod integrations;
+pub mod listen;
 pub mod outbox;
 pub mod record_owners;
 pub mod secrets;

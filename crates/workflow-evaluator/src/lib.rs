@@ -20,6 +20,7 @@ use anyhow::Context;
 use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::supervise::Supervisor;
 use rdkafka::ClientConfig;
 
 pub use evaluate::Evaluator;
@@ -79,12 +80,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
-    tokio::spawn(snapshot::keep_fresh(
-        snapshot.clone(),
-        pool.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(store::run_restorer(store.clone(), wakes));
+    let mut background = Supervisor::new(shutdown.clone());
+    background.spawn(
+        "workflow listener",
+        snapshot::keep_fresh(snapshot.clone(), pool.clone(), shutdown.clone()),
+    );
+    background.spawn(
+        "record state restorer",
+        store::run_restorer(store.clone(), wakes),
+    );
     let readiness = {
         let snapshot = snapshot.clone();
         let store = store.clone();
@@ -120,7 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets
     // commit together.
-    TransactionalService {
+    let consume = TransactionalService {
         name: SERVICE.name,
         settings: &settings,
         topic: &topic,
@@ -131,6 +135,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown,
         partitions: Some(store as Arc<dyn PartitionListener>),
     }
-    .run()
-    .await
+    .run();
+    background.run(consume).await
 }

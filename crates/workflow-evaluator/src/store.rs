@@ -294,10 +294,7 @@ impl PartitionListener for RecordStore {
 
 /// Restores assigned partitions as soon as they are assigned, so that readiness turns true
 /// without waiting for their first event.
-pub async fn run_restorer(
-    store: Arc<RecordStore>,
-    mut wakes: mpsc::UnboundedReceiver<i32>,
-) -> anyhow::Result<()> {
+pub async fn run_restorer(store: Arc<RecordStore>, mut wakes: mpsc::UnboundedReceiver<i32>) {
     while let Some(partition) = wakes.recv().await {
         let mut backoff = std::time::Duration::from_millis(200);
         while store.wanted(partition) {
@@ -311,5 +308,4 @@ pub async fn run_restorer(
             }
         }
     }
-    Ok(())
 }

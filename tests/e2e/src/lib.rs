@@ -2,6 +2,9 @@
 //! services as real processes against the local stack (`deploy/local/stack.sh up`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod events;
+pub mod proxy;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -170,6 +173,16 @@ impl TestEnv {
                 "info,crm_sync=debug".into(),
             ),
             ("CRM_SYNC__SHUTDOWN__GRACE_PERIOD_SECS".into(), "10".into()),
+            // The fake CRMs of the kit listen on 127.0.0.1 over plain http: the explicit test
+            // setting of the outbound policy, and an allowlist entry for the address.
+            (
+                "CRM_SYNC__DIRECTORY__ALLOW_INSECURE_HTTP".into(),
+                "true".into(),
+            ),
+            (
+                "CRM_SYNC__DIRECTORY__ALLOWED_HOSTS".into(),
+                "127.0.0.1".into(),
+            ),
         ]
     }
 

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod integrations;
 pub mod session;
 pub mod teams;
+pub mod tokens;
 pub mod users;
 pub mod workflows;
 
@@ -50,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activities::list))
         .routes(routes!(activities::leaderboard))
         .routes(routes!(audit::list))
+        .routes(routes!(tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 /// Errors any read can answer.
