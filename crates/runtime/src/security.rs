@@ -365,7 +365,10 @@ mod tests {
         let headers = write("headers", "api-key=otlp-s3cret");
         let s = load(
             &[
-                ("CRM_SYNC__KAFKA__SASL_PASSWORD", "ignored-when-a-file-is-set"),
+                (
+                    "CRM_SYNC__KAFKA__SASL_PASSWORD",
+                    "ignored-when-a-file-is-set",
+                ),
                 ("CRM_SYNC__KAFKA__SASL_PASSWORD_FILE", &sasl),
                 ("CRM_SYNC__KAFKA__OAUTH_CLIENT_SECRET_FILE", &oauth),
                 ("CRM_SYNC__DATABASE__URL_FILE", &url),
@@ -395,14 +398,20 @@ mod tests {
 
     #[test]
     fn an_unreadable_or_empty_secret_file_names_its_key() {
-        let err = load(&[("CRM_SYNC__DATABASE__PASSWORD_FILE", "/nonexistent/pw")], None)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &[("CRM_SYNC__DATABASE__PASSWORD_FILE", "/nonexistent/pw")],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("database.password_file"), "{err}");
         let empty = temp_dir("empty-secret").join("empty");
         std::fs::write(&empty, "\n").unwrap();
         let err = load(
-            &[("CRM_SYNC__KAFKA__SASL_PASSWORD_FILE", empty.to_str().unwrap())],
+            &[(
+                "CRM_SYNC__KAFKA__SASL_PASSWORD_FILE",
+                empty.to_str().unwrap(),
+            )],
             None,
         )
         .unwrap_err()
