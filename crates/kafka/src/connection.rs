@@ -93,11 +93,9 @@ pub fn on_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
             | RDKafkaLogLevel::Error
             | RDKafkaLogLevel::Warning
     );
-    if serious {
-        if let Some(kind) = classify(None, message) {
-            note(kind, message);
-            return;
-        }
+    if serious && let Some(kind) = classify(None, message) {
+        note(kind, message);
+        return;
     }
     match level {
         RDKafkaLogLevel::Emerg

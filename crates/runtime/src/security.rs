@@ -190,10 +190,10 @@ impl Settings {
             self.database.ssl_root_cert.as_ref(),
             "database.ssl_root_cert",
         )?;
-        if let Some(headers) = &self.telemetry.otlp_headers {
-            if let Err(reason) = parse_headers(headers.expose_secret()) {
-                return key("telemetry.otlp_headers", &reason);
-            }
+        if let Some(headers) = &self.telemetry.otlp_headers
+            && let Err(reason) = parse_headers(headers.expose_secret())
+        {
+            return key("telemetry.otlp_headers", &reason);
         }
         Ok(())
     }
