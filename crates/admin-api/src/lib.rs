@@ -124,6 +124,7 @@ pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> 
 /// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
 /// `shutdown.grace_period_secs`) and publishes what they staged.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
@@ -133,7 +134,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
             "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+            crm_sync_kafka::admin::readiness_check(&settings.kafka),
         );
     let stop = shutdown::on_termination_signal();
     // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).

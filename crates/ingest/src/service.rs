@@ -19,6 +19,7 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
 /// requests (bounded by `shutdown.grace_period_secs`) and lets the Kafka committer answer what it holds.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
@@ -33,7 +34,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
             "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+            crm_sync_kafka::admin::readiness_check(&settings.kafka),
         )
         .with_check("kafka_transactions", {
             let publisher = publisher.clone();

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureRecord;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tracing::{Instrument, field};
 
+use crate::clients::ServiceProducer as FutureProducer;
 use crate::headers;
 
 #[derive(Debug, Clone)]

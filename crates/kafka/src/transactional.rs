@@ -36,12 +36,13 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clients::ServiceProducer as FutureProducer;
 use crate::consume::{Failure, Incoming};
 use crate::dlq::{Origin, dead_letter_message};
 use crate::headers;
@@ -175,6 +176,14 @@ impl ClientContext for TransactionalContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::lag::record(&statistics);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::connection::on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::connection::on_error(&error, reason);
+    }
 }
 
 impl ConsumerContext for TransactionalContext {
@@ -228,8 +237,7 @@ pub fn consumer_with_listener(
     group_id: &str,
     listener: Option<Arc<dyn PartitionListener>>,
 ) -> anyhow::Result<TransactionalConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    crate::clients::base_config(settings, crate::clients::Role::Consumer)
         .set("client.id", client_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -264,9 +272,8 @@ pub fn producer_config(
     let message_timeout = settings
         .delivery_timeout_ms
         .min(TRANSACTION_TIMEOUT.as_millis() as u64);
-    let mut config = ClientConfig::new();
+    let mut config = crate::clients::base_config(settings, crate::clients::Role::Producer);
     config
-        .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         .set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
@@ -318,7 +325,7 @@ impl TxnProducer {
         loop {
             let attempt = async {
                 let producer: FutureProducer = config
-                    .create()
+                    .create_with_context(crate::connection::ReportingContext)
                     .map_err(|e| anyhow::anyhow!("creating the transactional producer: {e}"))?;
                 let p = producer.clone();
                 tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
@@ -876,7 +883,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
         let loop_health = health.clone();
         let readiness = self
             .readiness
-            .with_check("kafka", crate::admin::readiness_check(&kafka.brokers))
+            .with_check("kafka", crate::admin::readiness_check(kafka))
             .with_check("consumer", move || {
                 let health = loop_health.clone();
                 async move { health.check() }
@@ -965,11 +972,8 @@ mod tests {
     #[test]
     fn the_default_transactional_id_names_group_host_and_port() {
         let settings = KafkaSettings {
-            brokers: "b:9092".into(),
             consumer_group: "crm-sync-workflow-evaluator".into(),
-            delivery_timeout_ms: 30_000,
-            session_timeout_ms: 10_000,
-            transactional_id: None,
+            ..KafkaSettings::for_brokers("b:9092")
         };
         let id = transactional_id(&settings, 8082);
         assert!(id.starts_with("crm-sync-workflow-evaluator-"), "{id}");
@@ -990,11 +994,8 @@ mod tests {
     #[test]
     fn the_producer_fits_deliveries_into_the_transaction_timeout() {
         let settings = KafkaSettings {
-            brokers: "b:9092".into(),
             consumer_group: "g".into(),
-            delivery_timeout_ms: 30_000,
-            session_timeout_ms: 10_000,
-            transactional_id: None,
+            ..KafkaSettings::for_brokers("b:9092")
         };
         let config = producer_config(&settings, "svc", "g-host-1");
         assert_eq!(config.get("transactional.id"), Some("g-host-1"));

@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use crate::security::{LibrdkafkaOptions, PgSslMode, SaslMechanism, SecurityProtocol};
 
 /// Everything a crm-sync service can be configured with. Services read the sections they need.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +43,44 @@ pub struct KafkaSettings {
     /// `<consumer_group>-<hostname>-<http.port>`.
     #[serde(default)]
     pub transactional_id: Option<String>,
+    /// PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (OIDC client credentials).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    #[serde(default)]
+    pub sasl_password: Option<SecretString>,
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// OAUTHBEARER: the OIDC token endpoint and client credentials.
+    #[serde(default)]
+    pub oauth_token_endpoint_url: Option<String>,
+    #[serde(default)]
+    pub oauth_client_id: Option<String>,
+    #[serde(default)]
+    pub oauth_client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub oauth_scope: Option<String>,
+    /// CA bundle (PEM) that signed the brokers' certificates; none: the system's.
+    #[serde(default)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_location: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_password: Option<SecretString>,
+    #[serde(default)]
+    pub ssl_key_password_file: Option<PathBuf>,
+    /// Other librdkafka properties per client role, checked at start-up.
+    #[serde(default)]
+    pub librdkafka_options: LibrdkafkaOptions,
 }
 
 /// Topic names. Dead-letter topics are `<topic>.dlq`.
@@ -62,12 +103,43 @@ impl TopicSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    pub url: String,
+    /// May carry the password; `url_file` replaces it when set.
+    pub url: SecretString,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Replaces the URL's password when set (or read from `password_file`).
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// libpq's sslmode (disable … verify-full); none: what the URL says (default prefer).
+    #[serde(default)]
+    pub sslmode: Option<PgSslMode>,
+    /// CA (PEM) that signed the server's certificate, for verify-ca / verify-full.
+    #[serde(default)]
+    pub ssl_root_cert: Option<PathBuf>,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field(
+                "url",
+                &crate::security::redact_url(self.url.expose_secret()),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sslmode", &self.sslmode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +166,12 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
     pub otlp_endpoint: Option<String>,
+    /// Headers sent with every export (`name=value,name2=value2`, e.g. a hosted collector's API
+    /// key); `otlp_headers_file` replaces it when set.
+    #[serde(default)]
+    pub otlp_headers: Option<SecretString>,
+    #[serde(default)]
+    pub otlp_headers_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,22 +215,14 @@ pub struct EvaluatorSettings {
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
 /// with this key. `Debug` never shows it.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSettings {
     /// 32 bytes, base64 (standard alphabet) or 64 hex digits.
-    pub encryption_key: Option<String>,
-}
-
-impl std::fmt::Debug for SecretsSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretsSettings")
-            .field(
-                "encryption_key",
-                &self.encryption_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub encryption_key: Option<SecretString>,
+    /// Replaces `encryption_key` when set.
+    #[serde(default)]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Looking CRM users up through the CRMs' APIs (the provisioner's directory clients).
@@ -204,6 +274,9 @@ pub enum SettingsError {
     Invalid(#[from] config::ConfigError),
     #[error("invalid configuration: key `{key}`: {reason}")]
     Key { key: &'static str, reason: String },
+    /// A key named at run time (e.g. a librdkafka property under `kafka.librdkafka_options`).
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Named { key: String, reason: String },
 }
 
 impl Settings {
@@ -272,8 +345,10 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.read_secret_files()?;
         settings.validate()?;
+        settings.validate_security()?;
         Ok(settings)
     }
 
@@ -301,9 +376,8 @@ impl Settings {
         if self.database.max_connections == 0 {
             return key("database.max_connections", "must be at least 1");
         }
-        if !self.database.url.starts_with("postgres://")
-            && !self.database.url.starts_with("postgresql://")
-        {
+        let url = self.database.url.expose_secret();
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return key("database.url", "must be a postgres:// URL");
         }
         if self.evaluator.state_memory_mib < 8 {
@@ -339,8 +413,8 @@ impl Settings {
         if self
             .secrets
             .encryption_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().trim().is_empty())
         {
             return key(
                 "secrets.encryption_key",
@@ -434,7 +508,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.secrets.encryption_key.as_deref(),
+            s.secrets.encryption_key.as_ref().map(|k| k.expose_secret()),
             Some("c2VjcmV0LWtleQ==")
         );
         assert!(!format!("{s:?}").contains("c2VjcmV0LWtleQ"));

@@ -80,8 +80,8 @@ impl SecretKey {
     ) -> Result<Option<SecretKey>, KeyError> {
         settings
             .encryption_key
-            .as_deref()
-            .map(SecretKey::parse)
+            .as_ref()
+            .map(|key| SecretKey::parse(secrecy::ExposeSecret::expose_secret(key)))
             .transpose()
     }
 

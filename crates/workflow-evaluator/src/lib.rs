@@ -21,7 +21,6 @@ use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, Transactiona
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
 use crm_sync_runtime::supervise::Supervisor;
-use rdkafka::ClientConfig;
 
 pub use evaluate::Evaluator;
 pub use snapshot::WorkflowSnapshot;
@@ -51,10 +50,9 @@ fn open_store(
     let dir = state_dir(settings);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the record state folder {}", dir.display()))?;
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("client.id", format!("{}-restore", SERVICE.name));
+    let mut config =
+        crm_sync_kafka::clients::base_config(&settings.kafka, crm_sync_kafka::clients::Role::Consumer);
+    config.set("client.id", format!("{}-restore", SERVICE.name));
     let source = restore::Source {
         config,
         topic: settings.topics.records.clone(),
@@ -69,11 +67,12 @@ fn open_store(
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     crm_sync_kafka::admin::check_co_partitioned(
-        &settings.kafka.brokers,
+        &settings.kafka,
         &settings.topics.events,
         &settings.topics.records,
     )

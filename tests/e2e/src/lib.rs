@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
+use crm_sync_kafka::clients::{Role, base_config};
+use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use sqlx::PgPool;
@@ -19,6 +20,11 @@ use tokio::process::{Child, Command};
 
 pub fn brokers() -> String {
     std::env::var("CRM_SYNC_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// How the kit's own clients reach Kafka (through the same configuration path as the services).
+pub fn kafka_settings() -> KafkaSettings {
+    KafkaSettings::for_brokers(&brokers())
 }
 
 /// A database the test role can CREATE DATABASE from.
@@ -106,7 +112,7 @@ impl TestEnv {
             hydrations: format!("{prefix}.crm.hydrations.v1"),
         };
         delete_stale_topics(secs).await;
-        crm_sync_kafka::admin::ensure_topics(&brokers(), &topics.all(), PARTITIONS)
+        crm_sync_kafka::admin::ensure_topics(&kafka_settings(), &topics.all(), PARTITIONS)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -218,6 +224,22 @@ impl TestEnv {
         );
         Service::start(binary, label, &env, port, &self.log_dir).await
     }
+
+    /// Starts a service without waiting for it to be ready (for tests of why it is not).
+    pub fn spawn_service(&self, binary: &str, label: &str, extra_env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let mut env = self.service_env(port);
+        env.push((
+            "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
+            format!("{}-{binary}", self.id),
+        ));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        Service::spawn(binary, label, &env, port, &self.log_dir)
+    }
 }
 
 /// A running service process, killed when dropped.
@@ -230,6 +252,18 @@ pub struct Service {
 
 impl Service {
     pub async fn start(
+        binary: &str,
+        label: &str,
+        env: &[(String, String)],
+        port: u16,
+        log_dir: &Path,
+    ) -> Service {
+        let mut service = Service::spawn(binary, label, env, port, log_dir);
+        service.wait_ready(Duration::from_secs(60)).await;
+        service
+    }
+
+    pub fn spawn(
         binary: &str,
         label: &str,
         env: &[(String, String)],
@@ -253,14 +287,12 @@ impl Service {
                 path.display()
             )
         });
-        let mut service = Service {
+        Service {
             name: label.to_owned(),
             port,
             log_file,
             child,
-        };
-        service.wait_ready(Duration::from_secs(60)).await;
-        service
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -414,8 +446,7 @@ impl Record {
 /// A topic just created can be briefly unknown to the broker's metadata; tests start only once
 /// every partition of every topic has a leader.
 fn wait_for_topics(topics: &[String]) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = base_config(&kafka_settings(), Role::Admin)
         .create()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -476,8 +507,7 @@ pub async fn read_topic(topic: &str) -> Vec<Record> {
 }
 
 fn read_topic_blocking(topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = base_config(&kafka_settings(), Role::Consumer)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -581,9 +611,8 @@ fn replace_db(url: &str, db: &str) -> String {
 async fn delete_stale_topics(now_secs: u64) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let Ok(admin) = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create::<AdminClient<DefaultClientContext>>()
+    let Ok(admin) =
+        base_config(&kafka_settings(), Role::Admin).create::<AdminClient<DefaultClientContext>>()
     else {
         return;
     };

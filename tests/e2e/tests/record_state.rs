@@ -559,7 +559,7 @@ async fn a_sigkill_and_scaling_leave_the_same_state_as_a_clean_replay() {
     let replay_records = format!("{}.replay", env.topics.records);
     let replay_matches = format!("{}.replay", env.topics.matches);
     crm_sync_kafka::admin::ensure_topics(
-        &env.brokers,
+        &crm_sync_e2e::kafka_settings(),
         &[replay_records.clone(), replay_matches.clone()],
         crm_sync_e2e::PARTITIONS,
     )
