@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod integrations;
 pub mod outbox;
 pub mod record_owners;
+pub mod refusal;
 pub mod secrets;
 pub mod tenants;
 pub mod views;
