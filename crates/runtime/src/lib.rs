@@ -2,6 +2,7 @@
 
 pub mod http_telemetry;
 pub mod ops;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

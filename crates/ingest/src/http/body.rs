@@ -29,7 +29,17 @@ pub(crate) async fn read_limited(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::malformed_message(format!("could not read the request body: {e}"))
+            let error = e.into_inner();
+            if error.is::<tower_http::timeout::TimeoutError>() {
+                // The server's body read timeout (`http.body_read_timeout_ms`).
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the body stopped arriving before it was complete",
+                )
+            } else {
+                ApiError::malformed_message(format!("could not read the request body: {error}"))
+            }
         })?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
