@@ -176,19 +176,33 @@ impl TestEnv {
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
             format!("{}-{binary}", self.id),
         ));
+        // ingest and admin-api serve the ops endpoints on a port of their own; the consumers
+        // serve nothing else, on `http.port`.
+        let ops_port = if SEPARATE_OPS_PORT.contains(&binary) {
+            let ops_port = free_port();
+            env.push(("CRM_SYNC__HTTP__OPS_PORT".into(), ops_port.to_string()));
+            ops_port
+        } else {
+            port
+        };
         env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        Service::start(binary, label, &env, port, &self.log_dir).await
+        Service::start(binary, label, &env, port, ops_port, &self.log_dir).await
     }
 }
+
+/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
+pub const SEPARATE_OPS_PORT: [&str; 2] = ["ingest", "admin-api"];
 
 /// A running service process, killed when dropped.
 pub struct Service {
     pub name: String,
     pub port: u16,
+    /// Where its `/healthz`, `/readyz` and `/metrics` are (`port` for the consumers).
+    pub ops_port: u16,
     pub log_file: PathBuf,
     child: Child,
 }
@@ -199,6 +213,7 @@ impl Service {
         label: &str,
         env: &[(String, String)],
         port: u16,
+        ops_port: u16,
         log_dir: &Path,
     ) -> Service {
         let path = binary_path(binary);
@@ -221,6 +236,7 @@ impl Service {
         let mut service = Service {
             name: label.to_owned(),
             port,
+            ops_port,
             log_file,
             child,
         };
@@ -230,6 +246,11 @@ impl Service {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL of the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) {
@@ -243,7 +264,7 @@ impl Service {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
+            if let Ok(r) = client.get(self.ops_url("/readyz")).send().await
                 && r.status().is_success()
             {
                 return;
@@ -554,7 +575,7 @@ async fn drop_stale_databases(admin: &PgPool, now_secs: u64) {
 /// Reads one sample from a service's `/metrics`: the sum of every series of `name` whose labels
 /// contain all of `labels` (e.g. `outcome="no_match"`). 0 when absent.
 pub async fn metric(service: &Service, name: &str, labels: &[&str]) -> f64 {
-    let Ok(response) = reqwest::get(service.url("/metrics")).await else {
+    let Ok(response) = reqwest::get(service.ops_url("/metrics")).await else {
         return 0.0;
     };
     let text = response.text().await.unwrap_or_default();
