@@ -102,3 +102,16 @@ pub async fn serve(
     let _drained = connections.acquire_many(all).await?;
     Ok(())
 }
+
+/// Whether reading a request body failed because the client paused longer than
+/// `http.body_read_timeout_ms`: such a request gets 408, not 400.
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}

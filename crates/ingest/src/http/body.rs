@@ -30,8 +30,7 @@ pub(crate) async fn read_limited(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             let error = e.into_inner();
-            if error.is::<tower_http::timeout::TimeoutError>() {
-                // The server's body read timeout (`http.body_read_timeout_ms`).
+            if crm_sync_runtime::server::is_body_timeout(error.as_ref()) {
                 ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
