@@ -330,3 +330,49 @@ async fn admin_api_answers_bad_input_with_4xx_not_500() {
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Outbound Messages built to be slow (the duplicate-attribute check was quadratic; deep nesting
+/// overflowed the XML reader), each just under the 4 MiB body limit: refused quickly. The bound
+/// is generous for a debug build on a shared machine; BENCHMARKS.md has the measured figures.
+#[tokio::test]
+async fn hostile_xml_within_the_size_limit_is_refused_quickly() {
+    const SIZE: usize = 4 * 1024 * 1024 - 1024;
+    let env = TestEnv::new("hostile-xml").await;
+    let tenant = Tenant::create(&env.pool, "hostile-xml", true, true).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let envelope = |inner: &str| {
+        format!(
+            "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>{inner}</soapenv:Body></soapenv:Envelope>"
+        )
+    };
+    let mut wide = String::from("<x");
+    let mut i = 0;
+    while wide.len() < SIZE - 200 {
+        wide.push_str(&format!(" a{i}=\"\""));
+        i += 1;
+    }
+    wide.push_str("/>");
+    let deep = format!("{}{}", "<a>".repeat(SIZE / 8), "</a>".repeat(SIZE / 8));
+    let one = format!(
+        "<x {}/>",
+        (0..32)
+            .map(|i| format!("a{i}=\"\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let many = one.repeat((SIZE - 200) / one.len());
+    for (what, inner) in [
+        ("attributes on one element", wide),
+        ("deep nesting", deep),
+        ("32 attributes on every element", many),
+    ] {
+        let body = envelope(&inner);
+        assert!(body.len() <= 4 * 1024 * 1024);
+        let started = std::time::Instant::now();
+        let (status, answer) = post_outbound_message(&ingest, &tenant, body.clone()).await;
+        let took = started.elapsed();
+        eprintln!("{what}: {} bytes, HTTP {status} in {took:?}", body.len());
+        assert!((400..500).contains(&status), "{what}: {status} {answer}");
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+    }
+}
