@@ -25,7 +25,6 @@ use crm_sync_kafka::Publisher;
 use crm_sync_runtime::ops::{self, Readiness};
 use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
@@ -35,6 +34,10 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
     // admin-api consumes nothing; the name only fills the shared settings' required key.
     consumer_group: "crm-sync-admin-api",
 };
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served unless `http.ops_port` says otherwise:
+/// not on the admin port, which browsers and API clients reach.
+pub const OPS_PORT: u16 = 9081;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -106,8 +109,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (router, doc)
 }
 
-/// The whole HTTP surface: the API, `/openapi.json`, the page, and the ops endpoints.
-pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+/// The HTTP surface of the admin port: the API, `/openapi.json` and the page. The ops endpoints
+/// are served on a port of their own (`http.ops_port`).
+pub fn app(state: AppState) -> Router {
     let (api, doc) = api(state);
     let doc = std::sync::Arc::new(doc);
     api.route(
@@ -118,7 +122,6 @@ pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> 
         }),
     )
     .merge(assets::router())
-    .merge(ops::router(readiness, metrics))
 }
 
 /// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
@@ -156,18 +159,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         secret_key,
         egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
     };
-    let app = app(state, readiness, metrics);
+    let app = app(state);
 
+    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
     let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
     tracing::info!(
         address = %format!("{}:{}", settings.http.host, settings.http.port),
+        ops_port,
         activities_topic = %settings.topics.activities,
         "admin-api listening"
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
+    let limits = ops::Limits::from(&settings.http);
+    let servers = async {
+        tokio::try_join!(
+            ops::serve(listener, app, stop.clone(), limits),
+            ops::serve(
+                ops_listener,
+                ops::router(readiness, metrics),
+                stop.clone(),
+                limits
+            ),
+        )
+        .map(|_| ())
+    };
     let serve = async {
         tokio::select! {
-            served = ops::serve(listener, app, stop.clone()) => served,
+            served = servers => served,
             () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
                 Ok(())

@@ -80,6 +80,9 @@ enum Command {
         /// Base URL of the ingest service
         #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
         ingest_url: String,
+        /// Base URL of ingest's ops endpoints (`http.ops_port`), checked for readiness first
+        #[arg(long, default_value = "http://127.0.0.1:9080", value_name = "URL")]
+        ingest_ops_url: String,
         /// How long to wait for the pipeline's results
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
@@ -256,12 +259,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
         Command::Demo {
             ingest_url,
+            ingest_ops_url,
             timeout,
         } => {
             demo::run(
                 &ctx,
                 demo::DemoArgs {
                     ingest_url,
+                    ingest_ops_url,
                     timeout: Duration::from_secs(timeout),
                 },
             )

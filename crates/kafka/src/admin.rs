@@ -84,7 +84,6 @@ pub async fn check_co_partitioned(
             }
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
-        }
     }
 }
 

@@ -59,6 +59,7 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             listener,
             ops::router(readiness, self.metrics.clone()),
             server_stop.clone(),
+            (&self.settings.http).into(),
         ));
 
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);

@@ -902,6 +902,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             listener,
             ops::router(readiness, self.metrics.clone()),
             server_stop.clone(),
+            (&self.settings.http).into(),
         ));
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
         let shutdown = self.shutdown.clone();

@@ -263,10 +263,13 @@ fn to_timestamp(dt: DateTime<Utc>) -> Timestamp {
     }
 }
 
-/// A transaction's database error is always worth retrying: connection loss, serialization
-/// failures and deadlocks all resolve on a later attempt.
+/// Connection loss, serialization failures and deadlocks resolve on a later attempt; a value the
+/// database refuses (an out-of-range date, a NUL, an id too long for its index) never does, and
+/// is dead-lettered so that it cannot hold up the partition. In a batch it fails the whole
+/// transaction, and the consume loop then applies the batch one outcome at a time, so only the
+/// refused outcome is dead-lettered.
 fn db(error: sqlx::Error) -> Failure {
-    Failure::transient(anyhow::Error::new(error).context("database"))
+    Failure::database(error)
 }
 
 impl Provisioner {

@@ -3,6 +3,7 @@
 pub mod http_telemetry;
 pub mod ops;
 pub mod security;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod supervise;

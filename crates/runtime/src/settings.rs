@@ -147,6 +147,31 @@ impl std::fmt::Debug for DatabaseSettings {
 pub struct HttpSettings {
     pub host: String,
     pub port: u16,
+    /// Where ingest and admin-api serve `/healthz`, `/readyz` and `/metrics` (none: their
+    /// default, see `OPS_PORT` of each); the other services serve only those, on `port`.
+    pub ops_port: Option<u16>,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout_ms: u64,
+    /// The longest pause while a request's body is read.
+    pub body_read_timeout_ms: u64,
+    /// How long a request may take, body included, until its answer starts (else 408).
+    pub request_timeout_ms: u64,
+    /// Connections open at once per listener; more wait until one closes.
+    pub max_connections: usize,
+}
+
+impl HttpSettings {
+    /// The ops port of a service that serves its API on `port`, `default` unless configured.
+    pub fn ops_port_or(&self, default: u16) -> Result<u16, SettingsError> {
+        let ops = self.ops_port.unwrap_or(default);
+        if ops == self.port && ops != 0 {
+            return Err(SettingsError::Key {
+                key: "http.ops_port",
+                reason: format!("must differ from http.port ({})", self.port),
+            });
+        }
+        Ok(ops)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -196,6 +221,12 @@ pub struct IngestSettings {
     pub integration_cache_ms: u64,
     /// Kafka transactions in flight at once (one transactional producer each).
     pub transactional_producers: usize,
+    /// Events one request may produce after expansion; more get 413.
+    pub max_events_per_request: usize,
+    /// Bytes of one field value; larger get 400.
+    pub max_field_bytes: usize,
+    /// Bytes of one encoded event; larger get 413. Must stay below Kafka's message size limit.
+    pub max_event_bytes: usize,
 }
 
 /// The workflow-evaluator's record state.
@@ -311,6 +342,10 @@ impl Settings {
             .set_default("database.acquire_timeout_ms", 5_000)?
             .set_default("http.host", "0.0.0.0")?
             .set_default("http.port", service.http_port)?
+            .set_default("http.header_read_timeout_ms", 10_000)?
+            .set_default("http.body_read_timeout_ms", 10_000)?
+            .set_default("http.request_timeout_ms", 60_000)?
+            .set_default("http.max_connections", 1024)?
             .set_default("telemetry.log_level", "info,rdkafka=warn,sqlx=warn")?
             .set_default("telemetry.log_format", "auto")?
             .set_default("shutdown.grace_period_secs", 25)?
@@ -322,6 +357,9 @@ impl Settings {
             .set_default("ingest.transactional_producers", 4)?
             .set_default("evaluator.state_memory_mib", 64)?
             .set_default("evaluator.hydration_interval_secs", 900)?
+            .set_default("ingest.max_events_per_request", 1000)?
+            .set_default("ingest.max_field_bytes", 131_072)?
+            .set_default("ingest.max_event_bytes", 524_288)?
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
@@ -383,6 +421,21 @@ impl Settings {
         if self.evaluator.state_memory_mib < 8 {
             return key("evaluator.state_memory_mib", "must be at least 8");
         }
+        for (name, ms) in [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+        ] {
+            if ms == 0 {
+                return key(name, "must be at least 1");
+            }
+        }
+        if !(1..=65_535).contains(&self.http.max_connections) {
+            return key("http.max_connections", "must be between 1 and 65535");
+        }
         if self.ingest.max_body_bytes < 1024 {
             return key("ingest.max_body_bytes", "must be at least 1024");
         }
@@ -394,6 +447,19 @@ impl Settings {
         }
         if !(1..=32).contains(&self.ingest.transactional_producers) {
             return key("ingest.transactional_producers", "must be between 1 and 32");
+        }
+        if self.ingest.max_events_per_request == 0 {
+            return key("ingest.max_events_per_request", "must be at least 1");
+        }
+        // librdkafka's default `message.max.bytes`: a larger event could never be produced.
+        if !(1024..=1_000_000).contains(&self.ingest.max_event_bytes) {
+            return key("ingest.max_event_bytes", "must be between 1024 and 1000000");
+        }
+        if !(1..=self.ingest.max_event_bytes).contains(&self.ingest.max_field_bytes) {
+            return key(
+                "ingest.max_field_bytes",
+                "must be at least 1 and at most ingest.max_event_bytes",
+            );
         }
         if self.directory.timeout_ms == 0 {
             return key("directory.timeout_ms", "must be at least 1");

@@ -7,6 +7,7 @@ pub mod integrations;
 pub mod listen;
 pub mod outbox;
 pub mod record_owners;
+pub mod refusal;
 pub mod secrets;
 pub mod tenants;
 pub mod views;

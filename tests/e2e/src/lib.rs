@@ -212,40 +212,56 @@ impl TestEnv {
         port: u16,
         extra_env: &[(&str, &str)],
     ) -> Service {
-        let mut env = self.service_env(port);
-        env.push((
-            "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
-            format!("{}-{binary}", self.id),
-        ));
-        env.extend(
-            extra_env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        Service::start(binary, label, &env, port, &self.log_dir).await
+        let (env, ops_port) = self.process_env(binary, port, extra_env);
+        Service::start(binary, label, &env, port, ops_port, &self.log_dir).await
     }
 
     /// Starts a service without waiting for it to be ready (for tests of why it is not).
     pub fn spawn_service(&self, binary: &str, label: &str, extra_env: &[(&str, &str)]) -> Service {
         let port = free_port();
+        let (env, ops_port) = self.process_env(binary, port, extra_env);
+        Service::spawn(binary, label, &env, port, ops_port, &self.log_dir)
+    }
+
+    /// A service process's environment, and the port of its ops endpoints.
+    fn process_env(
+        &self,
+        binary: &str,
+        port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> (Vec<(String, String)>, u16) {
         let mut env = self.service_env(port);
         env.push((
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
             format!("{}-{binary}", self.id),
         ));
+        // ingest and admin-api serve the ops endpoints on a port of their own; the consumers
+        // serve nothing else, on `http.port`.
+        let ops_port = if SEPARATE_OPS_PORT.contains(&binary) {
+            let ops_port = free_port();
+            env.push(("CRM_SYNC__HTTP__OPS_PORT".into(), ops_port.to_string()));
+            ops_port
+        } else {
+            port
+        };
         env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        Service::spawn(binary, label, &env, port, &self.log_dir)
+        (env, ops_port)
     }
 }
+
+/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
+pub const SEPARATE_OPS_PORT: [&str; 2] = ["ingest", "admin-api"];
 
 /// A running service process, killed when dropped.
 pub struct Service {
     pub name: String,
     pub port: u16,
+    /// Where its `/healthz`, `/readyz` and `/metrics` are (`port` for the consumers).
+    pub ops_port: u16,
     pub log_file: PathBuf,
     child: Child,
 }
@@ -256,9 +272,10 @@ impl Service {
         label: &str,
         env: &[(String, String)],
         port: u16,
+        ops_port: u16,
         log_dir: &Path,
     ) -> Service {
-        let mut service = Service::spawn(binary, label, env, port, log_dir);
+        let mut service = Service::spawn(binary, label, env, port, ops_port, log_dir);
         service.wait_ready(Duration::from_secs(60)).await;
         service
     }
@@ -268,6 +285,7 @@ impl Service {
         label: &str,
         env: &[(String, String)],
         port: u16,
+        ops_port: u16,
         log_dir: &Path,
     ) -> Service {
         let path = binary_path(binary);
@@ -290,6 +308,7 @@ impl Service {
         Service {
             name: label.to_owned(),
             port,
+            ops_port,
             log_file,
             child,
         }
@@ -297,6 +316,11 @@ impl Service {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL of the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) {
@@ -310,7 +334,7 @@ impl Service {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
+            if let Ok(r) = client.get(self.ops_url("/readyz")).send().await
                 && r.status().is_success()
             {
                 return;
@@ -361,9 +385,8 @@ impl Service {
 }
 
 /// A plain producer for writing test input straight onto a topic.
-pub fn producer(env: &TestEnv) -> rdkafka::producer::FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
+pub fn producer(_env: &TestEnv) -> rdkafka::producer::FutureProducer {
+    base_config(&kafka_settings(), Role::Producer)
         .set("linger.ms", "5")
         .create()
         .unwrap()
@@ -664,7 +687,7 @@ async fn drop_stale_databases(admin: &PgPool, now_secs: u64) {
 /// Reads one sample from a service's `/metrics`: the sum of every series of `name` whose labels
 /// contain all of `labels` (e.g. `outcome="no_match"`). 0 when absent.
 pub async fn metric(service: &Service, name: &str, labels: &[&str]) -> f64 {
-    let Ok(response) = reqwest::get(service.url("/metrics")).await else {
+    let Ok(response) = reqwest::get(service.ops_url("/metrics")).await else {
         return 0.0;
     };
     let text = response.text().await.unwrap_or_default();

@@ -138,13 +138,20 @@ pub async fn commit_audited(
     Ok(())
 }
 
-/// A required text input: trimmed, non-empty, at most `max` characters.
+/// A required text input: trimmed, non-empty, at most `max` characters, without control
+/// characters (a NUL cannot even be stored).
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
         return Err(ApiError::invalid(
             field,
             format!("{field} must not be empty"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
         ));
     }
     if v.chars().count() > max {
