@@ -50,8 +50,10 @@ fn open_store(
     let dir = state_dir(settings);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the record state folder {}", dir.display()))?;
-    let mut config =
-        crm_sync_kafka::clients::base_config(&settings.kafka, crm_sync_kafka::clients::Role::Consumer);
+    let mut config = crm_sync_kafka::clients::base_config(
+        &settings.kafka,
+        crm_sync_kafka::clients::Role::Consumer,
+    );
     config.set("client.id", format!("{}-restore", SERVICE.name));
     let source = restore::Source {
         config,

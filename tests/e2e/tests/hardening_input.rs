@@ -211,7 +211,9 @@ async fn ingest_refuses_values_that_cannot_be_stored_naming_the_field() {
 
     let long_id = "0".repeat(4000);
     let big = "x".repeat(1_500_000);
-    let cases: [(&str, &str, &[(&str, &str)], u16, &str, &str); 6] = [
+    // (record id, owner id, extra fields, status, error, field named)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str, &'a str);
+    let cases: [Case<'_>; 6] = [
         (
             "006OK0000000001AAA",
             "005A",

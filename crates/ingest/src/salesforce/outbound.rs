@@ -241,7 +241,7 @@ impl<'i> Parser<'i> {
     /// Keeps every event within the limits: called on each one read, before it is used.
     fn limit(&mut self, event: &Event<'_>) -> Result<(), OutboundError> {
         self.events = self.events.wrapping_add(1);
-        if self.events % EVENTS_PER_CLOCK_CHECK == 0
+        if self.events.is_multiple_of(EVENTS_PER_CLOCK_CHECK)
             && let Some((budget, deadline)) = self.budget
             && Instant::now() > deadline
         {
