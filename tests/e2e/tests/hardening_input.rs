@@ -212,7 +212,14 @@ async fn ingest_refuses_values_that_cannot_be_stored_naming_the_field() {
     let long_id = "0".repeat(4000);
     let big = "x".repeat(1_500_000);
     // (record id, owner id, extra fields, status, error, field named)
-    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16, &'a str, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        u16,
+        &'a str,
+        &'a str,
+    );
     let cases: [Case<'_>; 6] = [
         (
             "006OK0000000001AAA",
