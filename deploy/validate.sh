@@ -150,7 +150,14 @@ for d in docs:
             for r in ("cpu", "memory"):
                 if r not in res.get(part, {}):
                     errors.append(f"{where}/{c['name']}: resources.{part}.{r} missing")
+        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+        secret_mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", []) if m["name"] in secret_volumes]
         for env in c.get("env", []):
+            # A `_FILE` key names a file: it must be on a volume mounted from a Secret.
+            if env["name"].endswith("_FILE"):
+                if "value" in env and not any(env["value"].startswith(m) for m in secret_mounts):
+                    errors.append(f"{where}/{c['name']}: {env['name']} must name a file on a volume from a Secret")
+                continue
             if "value" in env and any(s in env["name"] for s in ("DATABASE__URL", "ENCRYPTION_KEY", "PASSWORD", "TOKEN")):
                 errors.append(f"{where}/{c['name']}: {env['name']} must come from a Secret")
         if kind == "Deployment":
@@ -255,6 +262,11 @@ self_test() {
   cp -r "$ROOT/deploy/k8s" "$work/k8s-hpa"
   sed -i 's/^  maxReplicas: 6$/  maxReplicas: 12/' "$work/k8s-hpa/base/workflow-evaluator.yaml"
   expect_failure "k8s: consumer autoscaler above the partition count" 'maxReplicas above' check_k8s "$work/k8s-hpa"
+  cp -r "$ROOT/deploy/k8s" "$work/k8s-file"
+  sed -i 's#value: /var/run/secrets/crm-sync/kafka-user/password#value: /tmp/password#' \
+    "$work/k8s-file/overlays/prod/kafka-sasl.yaml"
+  expect_failure "k8s: a secret file not on a volume from a Secret" 'SASL_PASSWORD_FILE must name a file' \
+    check_k8s "$work/k8s-file"
 
   # Protobuf: a lint violation; a field changing type against the baseline.
   cp -r "$ROOT/proto" "$work/lint/"

@@ -1,7 +1,9 @@
 //! The container health probe (the runtime image has no shell, curl or wget):
 //! `healthcheck [PORT] [PATH]` sends `GET PATH` to 127.0.0.1 and exits 0 on a 2xx answer, 1
-//! otherwise. The port is the service's `CRM_SYNC__HTTP__PORT` when set (so a reconfigured
-//! port needs no new health check), else PORT; PATH defaults to `/readyz`.
+//! otherwise. The port is the service's ops port: `CRM_SYNC__HTTP__OPS_PORT` when set (ingest
+//! and admin-api), else `CRM_SYNC__HTTP__PORT` when set (the consumers serve only the ops
+//! endpoints), so a reconfigured port needs no new health check; else PORT. PATH defaults to
+//! `/readyz`.
 //!
 //! Standard library only: built with plain `rustc` in the image's build stage.
 
@@ -16,9 +18,9 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let port_arg = args.next();
     let path = args.next().unwrap_or_else(|| "/readyz".to_owned());
-    let port = std::env::var("CRM_SYNC__HTTP__PORT")
-        .ok()
-        .filter(|p| !p.is_empty())
+    let from_env = |name: &str| std::env::var(name).ok().filter(|p| !p.is_empty());
+    let port = from_env("CRM_SYNC__HTTP__OPS_PORT")
+        .or_else(|| from_env("CRM_SYNC__HTTP__PORT"))
         .or(port_arg)
         .and_then(|p| p.parse::<u16>().ok());
     let Some(port) = port else {
@@ -64,7 +66,10 @@ fn status(port: u16, path: &str) -> std::io::Result<u16> {
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("not an HTTP answer: {:?}", line.lines().next().unwrap_or("")),
+                format!(
+                    "not an HTTP answer: {:?}",
+                    line.lines().next().unwrap_or("")
+                ),
             )
         })
 }

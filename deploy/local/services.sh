@@ -12,8 +12,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
 BIN=$CARGO_TARGET_DIR/debug
 RUN=$CRM_SYNC_HOME/run
 LOGS=$CRM_SYNC_HOME/logs
-# name:port
-SERVICES=(ingest:8080 admin-api:8081 workflow-evaluator:8082 provisioner:8083)
+# name:port:ops port (/healthz, /readyz, /metrics; the consumers serve only those, on their port)
+SERVICES=(ingest:8080:9080 admin-api:8081:9081 workflow-evaluator:8082:8082 provisioner:8083:8083)
 
 say() { printf '[services] %s\n' "$*"; }
 fail() { printf '[services] FAILED: %s\n' "$*" >&2; exit 1; }
@@ -40,19 +40,22 @@ start() {
   (cd "$ROOT" && cargo build --workspace --bins --quiet) || fail "cargo build failed"
   "$BIN/crm-sync" migrate || fail "database migrations failed"
   for entry in "${SERVICES[@]}"; do
-    local name=${entry%%:*} port=${entry##*:}
+    local name port ops
+    IFS=: read -r name port ops <<<"$entry"
     stop_one "$name"
-    CRM_SYNC__HTTP__PORT=$port CRM_SYNC__TELEMETRY__LOG_FORMAT=${CRM_SYNC__TELEMETRY__LOG_FORMAT:-json} \
+    CRM_SYNC__HTTP__PORT=$port CRM_SYNC__HTTP__OPS_PORT=$ops \
+      CRM_SYNC__TELEMETRY__LOG_FORMAT=${CRM_SYNC__TELEMETRY__LOG_FORMAT:-json} \
       nohup "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"
     say "started $name on :$port (log $LOGS/$name.log)"
   done
   for entry in "${SERVICES[@]}"; do
-    local name=${entry%%:*} port=${entry##*:}
+    local name port ops
+    IFS=: read -r name port ops <<<"$entry"
     local deadline=$((SECONDS + 60))
-    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+    until curl -fsS "http://127.0.0.1:$ops/readyz" >/dev/null 2>&1; do
       running "$name" || { tail -n 20 "$LOGS/$name.log" >&2; fail "$name exited; see $LOGS/$name.log"; }
-      ((SECONDS < deadline)) || { curl -sS "http://127.0.0.1:$port/readyz" >&2 || true; fail "$name not ready within 60 s; see $LOGS/$name.log"; }
+      ((SECONDS < deadline)) || { curl -sS "http://127.0.0.1:$ops/readyz" >&2 || true; fail "$name not ready within 60 s; see $LOGS/$name.log"; }
       sleep 0.3
     done
     say "$name ready"
@@ -61,9 +64,10 @@ start() {
 
 status() {
   for entry in "${SERVICES[@]}"; do
-    local name=${entry%%:*} port=${entry##*:}
+    local name port ops
+    IFS=: read -r name port ops <<<"$entry"
     if running "$name"; then
-      say "$name: running, pid $(cat "$RUN/$name.pid"), http://127.0.0.1:$port (log $LOGS/$name.log)"
+      say "$name: running, pid $(cat "$RUN/$name.pid"), http://127.0.0.1:$port, ops :$ops (log $LOGS/$name.log)"
     else
       say "$name: stopped (log $LOGS/$name.log)"
     fi

@@ -15,6 +15,10 @@ LOG4J_VERSION=2.24.3
 CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
 KAFKA_PORT=${CRM_SYNC_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CRM_SYNC_KAFKA_CONTROLLER_PORT:-9093}
+# Listeners for the secure suites: SASL_SSL with SCRAM users, and SSL requiring a client certificate.
+KAFKA_SASL_SSL_PORT=${CRM_SYNC_KAFKA_SASL_SSL_PORT:-9094}
+KAFKA_MTLS_PORT=${CRM_SYNC_KAFKA_MTLS_PORT:-9095}
+SCRAM_USER=${CRM_SYNC_SCRAM_USER:-crm_sync}
 PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
 PG_DB=${CRM_SYNC_PG_DB:-crm_sync}
 PG_USER=${CRM_SYNC_PG_USER:-crm_sync}
@@ -26,6 +30,7 @@ RUN=$CRM_SYNC_HOME/run
 LOGS=$CRM_SYNC_HOME/logs
 KAFKA_PID=$RUN/kafka.pid
 KAFKA_LOG=$LOGS/kafka.log
+TLS=$CRM_SYNC_HOME/tls
 
 TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq salesscreen.activities.v1 salesscreen.users.v1
         crm.records.v1 crm.hydrations.v1)
@@ -87,10 +92,19 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+# The secure suites' listeners (certificates made by this script, SCRAM users added at format time).
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS/kafka-server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.pem
+listener.name.ssl.ssl.client.auth=required
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$KAFKA_DATA
 num.partitions=$PARTITIONS
@@ -125,8 +139,12 @@ PROPS
 
 start_kafka() {
   fetch_kafka
+  make_certificates
   if kafka_running; then
     say "kafka already running (pid $(cat "$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT"
+    if ! port_open "$KAFKA_SASL_SSL_PORT" || ! port_open "$KAFKA_MTLS_PORT"; then
+      say "WARNING: this kafka was started by an older stack.sh without the SASL_SSL ($KAFKA_SASL_SSL_PORT) and mTLS ($KAFKA_MTLS_PORT) listeners the secure suites need; run \`$0 restart-kafka\` to add them"
+    fi
     return 0
   fi
   if port_open "$KAFKA_PORT"; then
@@ -144,7 +162,11 @@ start_kafka() {
     local cluster_id
     cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid | tail -n1)
     kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$CRM_SYNC_HOME/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$(cat "$TLS/scram-password")]" \
+      --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$(cat "$TLS/scram-password")]" \
       >>"$KAFKA_LOG" 2>&1 || fail "formatting Kafka storage failed; see $KAFKA_LOG"
+  else
+    STORAGE_PREDATES_SCRAM=1
   fi
   say "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
   nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
@@ -158,7 +180,67 @@ start_kafka() {
     ((SECONDS < deadline)) || fail "kafka did not answer metadata requests within 90 s; see $KAFKA_LOG"
     sleep 1
   done
+  # Storage formatted by an older stack.sh has no SCRAM users: add them through the running broker.
+  if [[ ${STORAGE_PREDATES_SCRAM:-0} == 1 ]]; then add_scram_users; fi
   say "kafka ready"
+}
+
+# SCRAM credentials are upserts: running this on storage that has them already changes nothing.
+add_scram_users() {
+  local password mechanism; password=$(cat "$TLS/scram-password")
+  # One mechanism per request: Kafka refuses to alter a user's credentials twice in one.
+  for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do
+    kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type users \
+      --entity-name "$SCRAM_USER" --add-config "$mechanism=[password=$password]" >/dev/null \
+      || fail "could not add the SCRAM user $SCRAM_USER ($mechanism)"
+  done
+}
+
+# --- Certificates for the secure suites ----------------------------------------------------------
+# One CA signs the broker's and PostgreSQL's server certificates (valid for 127.0.0.1 and
+# localhost) and a client certificate for mutual TLS; a second CA signs nothing, so tests can
+# show what an untrusted server certificate does. secure.env tells the test kit where all is.
+make_certificates() {
+  command -v openssl >/dev/null || fail "openssl not found: it makes the local certificates"
+  mkdir -p "$TLS" "$LOGS"
+  if [[ ! -f $TLS/.complete ]]; then
+    say "making a local CA and certificates in $TLS"
+    local ext="subjectAltName=IP:127.0.0.1,DNS:localhost"
+    (
+      cd "$TLS"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=crm-sync local CA" \
+        -keyout ca.key -out ca.pem
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=crm-sync untrusted CA" \
+        -keyout other-ca.key -out other-ca.pem
+      for name in server client; do
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=crm-sync-$name" -keyout "$name.key" -out "$name.csr"
+        openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+          -extfile <(echo "$ext") -out "$name.pem"
+      done
+      cat server.key server.pem >kafka-server.pem
+      chmod 600 ./*.key kafka-server.pem
+    ) >>"$LOGS/certificates.log" 2>&1 || fail "making certificates failed; see $LOGS/certificates.log"
+    touch "$TLS/.complete"
+  fi
+  local secret
+  for secret in scram-password pg-password; do
+    [[ -s $TLS/$secret ]] && continue
+    (umask 077 && openssl rand -hex 16 >"$TLS/$secret") || fail "could not write $TLS/$secret"
+  done
+  cat >"$CRM_SYNC_HOME/secure.env" <<ENV
+CRM_SYNC_TEST_SASL_SSL_BROKERS=127.0.0.1:$KAFKA_SASL_SSL_PORT
+CRM_SYNC_TEST_MTLS_BROKERS=127.0.0.1:$KAFKA_MTLS_PORT
+CRM_SYNC_TEST_SCRAM_USER=$SCRAM_USER
+CRM_SYNC_TEST_SCRAM_PASSWORD_FILE=$TLS/scram-password
+CRM_SYNC_TEST_CA=$TLS/ca.pem
+CRM_SYNC_TEST_UNTRUSTED_CA=$TLS/other-ca.pem
+CRM_SYNC_TEST_CLIENT_CERT=$TLS/client.pem
+CRM_SYNC_TEST_CLIENT_KEY=$TLS/client.key
+CRM_SYNC_TEST_PG_TLS_USER=${PG_USER}_tls
+CRM_SYNC_TEST_PG_TLS_PASSWORD_FILE=$TLS/pg-password
+CRM_SYNC_TEST_PLAINTEXT_BROKERS=127.0.0.1:$KAFKA_PORT
+CRM_SYNC_TEST_KAFKA_LIBS=$JARS
+ENV
 }
 
 create_topics() {
@@ -231,7 +313,33 @@ DO \$\$ BEGIN
 END \$\$;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
 SQL
-  say "postgresql ready: postgres://$PG_USER:***@127.0.0.1:5432/$PG_DB"
+  enable_postgres_tls "$v"
+  say "postgresql ready: postgres://$PG_USER:***@127.0.0.1:5432/$PG_DB (TLS with the CA $TLS/ca.pem)"
+}
+
+# TLS with a certificate from the local CA (so clients can use sslmode=verify-full). ssl settings
+# take effect on a reload: the running server never goes down for this.
+enable_postgres_tls() {
+  local v=$1 dir=/var/lib/postgresql/crm-sync-tls
+  make_certificates
+  local sudo=""; ((EUID == 0)) || sudo=sudo
+  $sudo install -d -o postgres -g postgres -m 700 "$dir"
+  $sudo install -o postgres -g postgres -m 600 "$TLS/server.pem" "$dir/server.pem"
+  $sudo install -o postgres -g postgres -m 600 "$TLS/server.key" "$dir/server.key"
+  as_postgres "psql -qAt -v ON_ERROR_STOP=1" >/dev/null <<SQL || fail "could not enable TLS on postgresql $v"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${PG_USER}_tls') THEN
+    CREATE ROLE ${PG_USER}_tls LOGIN;
+  END IF;
+END \$\$;
+-- A role of its own (password in $TLS/pg-password) for the suites that check no secret is logged.
+ALTER ROLE ${PG_USER}_tls PASSWORD '$(cat "$TLS/pg-password")';
+GRANT $PG_USER TO ${PG_USER}_tls;
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$dir/server.pem';
+ALTER SYSTEM SET ssl_key_file = '$dir/server.key';
+SELECT pg_reload_conf();
+SQL
 }
 
 stop_postgres() {
@@ -243,7 +351,7 @@ stop_postgres() {
 
 status() {
   if kafka_running; then
-    say "kafka $KAFKA_VERSION: running, pid $(cat "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
+    say "kafka $KAFKA_VERSION: running, pid $(cat "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT (SASL_SSL $KAFKA_SASL_SSL_PORT, mTLS $KAFKA_MTLS_PORT; $CRM_SYNC_HOME/secure.env), log $KAFKA_LOG"
   else
     say "kafka: stopped (log $KAFKA_LOG)"
   fi

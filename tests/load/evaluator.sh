@@ -45,6 +45,8 @@ DB=crm_sync_$RUN
 DB_URL=${ADMIN_DB%/*}/$DB
 EVENTS_TOPIC=$RUN.crm.events.v1
 MATCHES_TOPIC=$RUN.crm.matches.v1
+RECORDS_TOPIC=$RUN.crm.records.v1
+HYDRATIONS_TOPIC=$RUN.crm.hydrations.v1
 ACTIVITIES_TOPIC=$RUN.salesscreen.activities.v1
 USERS_TOPIC=$RUN.salesscreen.users.v1
 WORK=$(mktemp -d)
@@ -63,7 +65,7 @@ cleanup() {
   wait 2>/dev/null || true
   psql "$ADMIN_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
-    "$ACTIVITIES_TOPIC" "$USERS_TOPIC"; do
+    "$ACTIVITIES_TOPIC" "$USERS_TOPIC" "$RECORDS_TOPIC" "$HYDRATIONS_TOPIC"; do
     topics --delete --topic "$t" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
@@ -74,9 +76,11 @@ say "database $DB, topics $RUN.*"
 psql "$ADMIN_DB" -qc "CREATE DATABASE $DB" >/dev/null
 "$BIN/crm-sync" --database-url "$DB_URL" migrate >/dev/null
 for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
-  "$ACTIVITIES_TOPIC" "$USERS_TOPIC"; do
+  "$ACTIVITIES_TOPIC" "$USERS_TOPIC" "$HYDRATIONS_TOPIC"; do
   topics --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1
 done
+topics --create --if-not-exists --topic "$RECORDS_TOPIC" --partitions "$PARTITIONS" \
+  --replication-factor 1 --config cleanup.policy=compact
 
 INTEGRATION=$(cat /proc/sys/kernel/random/uuid)
 {
@@ -162,6 +166,8 @@ for r in $(seq 0 $((REPLICAS - 1))); do
   PORTS+=("$port")
   CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
     CRM_SYNC__TOPICS__EVENTS=$EVENTS_TOPIC CRM_SYNC__TOPICS__MATCHES=$MATCHES_TOPIC \
+    CRM_SYNC__TOPICS__RECORDS=$RECORDS_TOPIC CRM_SYNC__TOPICS__HYDRATIONS=$HYDRATIONS_TOPIC \
+    CRM_SYNC__EVALUATOR__STATE_DIR=$WORK/state-$r \
     CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-evaluator CRM_SYNC__KAFKA__TRANSACTIONAL_ID=$RUN-evaluator-$r \
     CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
     CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \

@@ -70,7 +70,7 @@ async fn check(
     })?;
     let token = tokens::authenticate(&state.pool, presented)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))?;
     if let Some(rest) = path.strip_prefix(COMPANY_PREFIX) {
         let segment = rest.split('/').next().unwrap_or_default();
         if Uuid::try_parse(segment).ok() != Some(token.company_id) {

@@ -104,6 +104,16 @@ impl From<sqlx::Error> for ApiError {
             e.field = None;
             return e;
         }
+        // A value the database refuses (out of range, NUL, too long for an index) is the
+        // caller's input, whatever route let it through.
+        if let Some(reason) = crm_sync_store::refusal::refused_value(&error) {
+            tracing::info!(%reason, "the database refused a value of the request");
+            return Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("a value of the request cannot be stored ({reason})"),
+            );
+        }
         Self::internal("database query", error)
     }
 }

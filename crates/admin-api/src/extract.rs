@@ -37,9 +37,17 @@ where
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "unreadable_body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if crm_sync_runtime::server::is_body_timeout(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the body stopped arriving before it was complete",
+                )
+            } else {
+                ApiError::new(e.status(), "unreadable_body", e.body_text())
+            }
+        })?;
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -23,8 +23,8 @@ use anyhow::Context;
 use axum::Router;
 use crm_sync_kafka::Publisher;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
@@ -34,6 +34,10 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
     // admin-api consumes nothing; the name only fills the shared settings' required key.
     consumer_group: "crm-sync-admin-api",
 };
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served unless `http.ops_port` says otherwise:
+/// not on the admin port, which browsers and API clients reach.
+pub const OPS_PORT: u16 = 9081;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -45,6 +49,9 @@ pub struct AppState {
     /// Seals and opens integration credentials (`secrets.encryption_key`); without it they can
     /// be neither set nor inspected through the API.
     pub secret_key: Option<crm_sync_store::credentials::SecretKey>,
+    /// Which CRM API URLs credentials may name (`directory.allowed_hosts`,
+    /// `directory.allow_insecure_http`).
+    pub egress: crm_sync_store::credentials::Egress,
 }
 
 #[derive(OpenApi)]
@@ -67,6 +74,7 @@ pub struct AppState {
         (name = "users", description = "Platform users, pending ones included, and CRM identities"),
         (name = "activities", description = "Recorded activities (unmapped ones included) and the leaderboard"),
         (name = "audit", description = "Who changed what, when"),
+        (name = "tokens", description = "The company's admin tokens: listed without secrets, revoked at once"),
     )
 )]
 pub struct ApiDoc;
@@ -101,8 +109,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (router, doc)
 }
 
-/// The whole HTTP surface: the API, `/openapi.json`, the page, and the ops endpoints.
-pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+/// The HTTP surface of the admin port: the API, `/openapi.json` and the page. The ops endpoints
+/// are served on a port of their own (`http.ops_port`).
+pub fn app(state: AppState) -> Router {
     let (api, doc) = api(state);
     let doc = std::sync::Arc::new(doc);
     api.route(
@@ -113,12 +122,12 @@ pub fn app(state: AppState, readiness: Readiness, metrics: PrometheusHandle) -> 
         }),
     )
     .merge(assets::router())
-    .merge(ops::router(readiness, metrics))
 }
 
 /// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
 /// `shutdown.grace_period_secs`) and publishes what they staged.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
@@ -128,15 +137,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
             "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+            crm_sync_kafka::admin::readiness_check(&settings.kafka),
         );
     let stop = shutdown::on_termination_signal();
     // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).
-    let relay = tokio::spawn(publish::relay_leftovers(
-        pool.clone(),
-        publisher.clone(),
-        stop.clone(),
-    ));
+    let mut background = Supervisor::new(stop.clone());
+    background.spawn(
+        "outbox relay",
+        publish::relay_leftovers(pool.clone(), publisher.clone(), stop.clone()),
+    );
     let secret_key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if secret_key.is_none() {
         tracing::warn!(
@@ -148,24 +157,43 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         publisher,
         activities_topic: settings.topics.activities.clone(),
         secret_key,
+        egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
     };
-    let app = app(state, readiness, metrics);
+    let app = app(state);
 
+    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
     let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
     tracing::info!(
         address = %format!("{}:{}", settings.http.host, settings.http.port),
+        ops_port,
         activities_topic = %settings.topics.activities,
         "admin-api listening"
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let served = tokio::select! {
-        served = ops::serve(listener, app, stop.clone()) => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-            Ok(())
+    let limits = ops::Limits::from(&settings.http);
+    let servers = async {
+        tokio::try_join!(
+            ops::serve(listener, app, stop.clone(), limits),
+            ops::serve(
+                ops_listener,
+                ops::router(readiness, metrics),
+                stop.clone(),
+                limits
+            ),
+        )
+        .map(|_| ())
+    };
+    let serve = async {
+        tokio::select! {
+            served = servers => served,
+            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+                Ok(())
+            }
         }
     };
-    relay.abort();
+    let served = background.run(serve).await;
     tracing::info!("admin-api stopped");
     served
 }

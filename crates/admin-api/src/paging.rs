@@ -2,7 +2,7 @@
 //! `cursor`, the previous page's `next_cursor`. Keyset cursors keep pages stable while rows are
 //! added; the leaderboard, ranked by a changing total, pages by offset.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use crm_sync_store::admin::{After, Keyed};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +12,9 @@ use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+/// The deepest offset page: far beyond any real leaderboard, and `offset + limit` cannot
+/// overflow.
+const MAX_OFFSET: i64 = 1_000_000_000;
 
 /// One page of a list.
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,7 +51,22 @@ impl Cursor {
         hex::encode(text)
     }
 
+    /// The cursor, if `cursor` is one this service could have written: positions in the
+    /// database's range only, so a crafted one is refused as such rather than by the database.
     pub fn decode(cursor: &str) -> Option<Cursor> {
+        let decoded = Self::parse(cursor)?;
+        let plausible = match decoded {
+            Cursor::After(a) => (1..=9999).contains(&a.created_at.year()),
+            Cursor::Offset(n) => n <= MAX_OFFSET,
+            Cursor::Before(id) => id > 0,
+        };
+        plausible.then_some(decoded)
+    }
+
+    fn parse(cursor: &str) -> Option<Cursor> {
+        if cursor.len() > 256 {
+            return None;
+        }
         let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
         let (kind, rest) = text.split_once(':')?;
         match kind {
@@ -149,6 +167,14 @@ mod tests {
         }
         assert_eq!(Cursor::decode("zz"), None);
         assert_eq!(Cursor::decode(&hex::encode("o:-1")), None);
+        for crafted in [
+            "o:9223372036854775807",
+            "b:-5",
+            "k:-219952022400000000:00000000-0000-0000-0000-000000000000",
+            "k:253402300800000000:00000000-0000-0000-0000-000000000000",
+        ] {
+            assert_eq!(Cursor::decode(&hex::encode(crafted)), None, "{crafted}");
+        }
         assert!(after(Some(&Cursor::Offset(3).encode())).is_err());
         assert!(limit(Some(0)).is_err());
         assert!(limit(Some(MAX_LIMIT + 1)).is_err());

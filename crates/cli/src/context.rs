@@ -1,9 +1,8 @@
 //! What every subcommand needs: the layered settings (with command-line overrides), a database
 //! pool and topic names.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
+use crm_sync_runtime::settings::DatabaseSettings;
 use crm_sync_runtime::{ServiceDefaults, Settings};
 use sqlx::PgPool;
 
@@ -22,11 +21,12 @@ impl Context {
     /// environment), then the command-line flags on top.
     pub fn load(brokers: Option<String>, database_url: Option<String>) -> anyhow::Result<Context> {
         let mut settings = Settings::load(DEFAULTS)?;
+        crm_sync_kafka::clients::validate(&settings.kafka)?;
         if let Some(brokers) = brokers {
             settings.kafka.brokers = brokers;
         }
         if let Some(url) = database_url {
-            settings.database.url = url;
+            settings.database.url = url.into();
         }
         Ok(Context { settings })
     }
@@ -35,8 +35,12 @@ impl Context {
     /// unreachable, naming where it looked.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
         let db = &self.settings.database;
-        let url = redact_url(&db.url);
-        let pool = crm_sync_store::pool(&db.url, 4, Duration::from_millis(db.acquire_timeout_ms))
+        let url = redact_url(secrecy::ExposeSecret::expose_secret(&db.url));
+        let settings = DatabaseSettings {
+            max_connections: 4,
+            ..db.clone()
+        };
+        let pool = crm_sync_store::pool_from_settings(&settings)
             .with_context(|| format!("database URL {url}"))?;
         crm_sync_store::ping(&pool)
             .await

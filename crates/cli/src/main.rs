@@ -80,6 +80,9 @@ enum Command {
         /// Base URL of the ingest service
         #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
         ingest_url: String,
+        /// Base URL of ingest's ops endpoints (`http.ops_port`), checked for readiness first
+        #[arg(long, default_value = "http://127.0.0.1:9080", value_name = "URL")]
+        ingest_ops_url: String,
         /// How long to wait for the pipeline's results
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
@@ -102,6 +105,15 @@ enum AdminCommand {
         /// A note saying whose or what the token is, kept in the audit log
         #[arg(long)]
         label: Option<String>,
+        /// Days until the token expires (at most 730)
+        #[arg(long, default_value_t = crm_sync_store::admin::tokens::DEFAULT_LIFETIME_DAYS, value_name = "DAYS")]
+        expires_in_days: u32,
+    },
+    /// Revoke an admin API token at once (it answers 401 from then on)
+    RevokeToken {
+        /// The token's id (printed when it was created, listed by the admin API)
+        #[arg(long, value_name = "UUID")]
+        id: uuid::Uuid,
     },
 }
 
@@ -230,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             company,
             role,
             label,
+            expires_in_days,
         }) => {
             admin::create_token(
                 &ctx,
@@ -237,19 +250,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     company,
                     role,
                     label,
+                    expires_in_days,
                 },
                 &mut std::io::stdout(),
             )
             .await
         }
+        Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
         Command::Demo {
             ingest_url,
+            ingest_ops_url,
             timeout,
         } => {
             demo::run(
                 &ctx,
                 demo::DemoArgs {
                     ingest_url,
+                    ingest_ops_url,
                     timeout: Duration::from_secs(timeout),
                 },
             )

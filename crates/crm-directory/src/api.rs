@@ -3,7 +3,8 @@
 //!
 //! A request is bounded by a timeout; transient failures (timeouts, connection errors, 429, 5xx)
 //! are retried with capped, jittered exponential backoff that honours `Retry-After`; a refused
-//! token is refreshed once.
+//! token is refreshed once. Every request, the token's included, goes through the outbound policy
+//! (`Egress`): allowed hosts only, no internal addresses, no redirects, answers read up to a cap.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::{Config, Credentials, Crm, LookupError, auth, crms};
+use crate::{Config, Credentials, Crm, LookupError, auth, crms, read_capped};
 
 /// Why one HTTP exchange failed, before deciding whether to try again.
 #[derive(Debug)]
@@ -37,8 +38,15 @@ impl Failure {
         } else {
             "request failed"
         };
+        // The causes say why (e.g. the address policy refused what a name resolved to).
+        let mut message = format!("{kind}: {error}");
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = std::error::Error::source(inner);
+        }
         Failure::Retryable {
-            message: format!("{kind}: {error}"),
+            message,
             retry_after: None,
         }
     }
@@ -56,6 +64,10 @@ impl Failure {
                 message: format!("{what} answered {status}{detail}"),
                 retry_after: retry_after(headers),
             }
+        } else if status.is_redirection() {
+            Failure::Final(LookupError::Unexpected(format!(
+                "{what} answered a redirect ({status}), which is not followed"
+            )))
         } else if status == StatusCode::UNAUTHORIZED {
             Failure::Unauthorized(format!("{what} answered {status}{detail}"))
         } else if status == StatusCode::FORBIDDEN {
@@ -147,14 +159,13 @@ impl ApiClient {
             .map(|u| u.trim().trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty())
             .or_else(|| crms::default_base_url(crm).map(str::to_owned));
-        if let Some(url) = &base_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(LookupError::Misconfigured(format!(
-                "base_url {url:?} is not an http(s) URL"
-            )));
+        if let Some(url) = &base_url {
+            config
+                .egress
+                .check_url(crm, url)
+                .map_err(|e| LookupError::Misconfigured(format!("base_url: {e}")))?;
         }
-        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref())?;
+        let auth = auth::Auth::new(crm, &credentials, base_url.as_deref(), &config.egress)?;
         if base_url.is_none() && !auth.provides_base_url() {
             return Err(LookupError::Misconfigured(format!(
                 "a {} integration needs base_url (its org's API address)",
@@ -165,6 +176,9 @@ impl ApiClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("crm-sync-directory/", env!("CARGO_PKG_VERSION")))
+            // A redirect could lead anywhere the policy forbids: it fails the request instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(config.egress.resolver())
             .build()
             .map_err(|e| LookupError::Misconfigured(format!("HTTP client: {e}")))?;
         Ok(ApiClient {
@@ -257,12 +271,19 @@ impl ApiClient {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
-        let token = self.auth.token(&self.http).await?;
+        let token = self
+            .auth
+            .token(&self.http, self.config.max_answer_bytes)
+            .await?;
         let base = token
             .as_ref()
             .and_then(|t| t.api_base.clone())
             .or_else(|| self.base_url.clone())
             .ok_or_else(|| Failure::Final(LookupError::Misconfigured("no API base URL".into())))?;
+        // The token endpoint may name the API root: it is held to the same policy.
+        self.config.egress.check_url(self.crm, &base).map_err(|e| {
+            Failure::Final(LookupError::Misconfigured(format!("API base URL: {e}")))
+        })?;
         let mut request =
             build(&self.http, &base).header(reqwest::header::ACCEPT, "application/json");
         request = crms::decorate(self.crm, request);
@@ -274,7 +295,7 @@ impl ApiClient {
         let response = request.send().await.map_err(Failure::from_transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(Failure::from_transport)?;
+        let body = read_capped(response, self.config.max_answer_bytes).await?;
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(ApiResponse {
                 status,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::{Credentials, Crm, Failure, LookupError};
+use crate::{Credentials, Crm, Egress, Failure, LookupError, read_capped};
 
 /// An OAuth 2.0 client of a CRM.
 #[derive(Clone)]
@@ -85,6 +85,7 @@ impl Auth {
         crm: Crm,
         credentials: &Credentials,
         base_url: Option<&str>,
+        egress: &Egress,
     ) -> Result<Auth, LookupError> {
         let configured = credentials
             .access_token
@@ -128,6 +129,9 @@ impl Auth {
                 format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
             }
         };
+        egress
+            .check_url(crm, &token_url)
+            .map_err(|e| LookupError::Misconfigured(format!("token_url: {e}")))?;
         let scope = match (&oauth.scope, crm) {
             (Some(scope), _) => Some(scope.clone()),
             // Entra issues tokens per resource: the environment itself.
@@ -178,10 +182,15 @@ impl Auth {
         current.refresh_token.clone()
     }
 
-    pub(crate) async fn token(&self, http: &reqwest::Client) -> Result<Option<Token>, Failure> {
+    /// The token to send; `max_answer` caps the token endpoint's answer.
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        max_answer: usize,
+    ) -> Result<Option<Token>, Failure> {
         match self {
             Auth::Static(token) => Ok(Some(token.clone())),
-            Auth::OAuth(state) => state.token(http).await.map(Some),
+            Auth::OAuth(state) => state.token(http, max_answer).await.map(Some),
         }
     }
 }
@@ -216,7 +225,7 @@ struct TokenError {
 }
 
 impl OAuthState {
-    async fn token(&self, http: &reqwest::Client) -> Result<Token, Failure> {
+    async fn token(&self, http: &reqwest::Client, max_answer: usize) -> Result<Token, Failure> {
         // Held across the request: concurrent lookups wait for one token instead of each
         // fetching their own.
         let mut current = self.state.lock().await;
@@ -255,7 +264,7 @@ impl OAuthState {
             .map_err(Failure::from_transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(Failure::from_transport)?;
+        let body = read_capped(response, max_answer).await?;
         if !status.is_success() {
             if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
                 // Only the endpoint's error code and description: never the request we sent.

@@ -16,6 +16,7 @@
 mod api;
 mod auth;
 mod crms;
+mod egress;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,6 +27,8 @@ pub(crate) use api::Failure;
 pub use api::{ApiClient, ApiResponse};
 pub use auth::OAuth;
 pub use crms::SALESFORCE_API_VERSION;
+pub use egress::Egress;
+pub(crate) use egress::read_capped;
 
 /// The CRMs with a user directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,6 +99,10 @@ pub struct Config {
     pub not_found_ttl: Duration,
     /// Entries kept at most; expired ones are dropped first.
     pub max_cached: usize,
+    /// Where requests may go.
+    pub egress: Egress,
+    /// The largest answer read; a larger one fails the request.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for Config {
@@ -108,6 +115,8 @@ impl Default for Config {
             cache_ttl: Duration::from_secs(3600),
             not_found_ttl: Duration::from_secs(300),
             max_cached: 10_000,
+            egress: Egress::default(),
+            max_answer_bytes: 1024 * 1024,
         }
     }
 }

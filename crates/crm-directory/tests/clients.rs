@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use crm_sync_crm_directory::{
-    Config, Credentials, Crm, DirectoryClient, DirectoryUser, LookupError, OAuth,
+    Config, Credentials, Crm, DirectoryClient, DirectoryUser, Egress, LookupError, OAuth,
 };
 use serde_json::json;
 
@@ -71,6 +71,11 @@ fn fast() -> Config {
         attempts: 3,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_secs(2),
+        // The fake CRMs listen on 127.0.0.1 over plain http.
+        egress: Egress {
+            allow_insecure: true,
+            extra_hosts: vec!["127.0.0.1".into()],
+        },
         ..Config::default()
     }
 }

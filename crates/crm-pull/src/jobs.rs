@@ -237,6 +237,8 @@ impl Sink for KafkaSink {
                 payload: e.encode_to_vec(),
                 event_id: e.event_id.clone(),
                 headers: Vec::new(),
+                // By key, like ingest's events.
+                partition: None,
             })
             .collect();
         self.publisher

@@ -13,7 +13,8 @@
 //! written for webhooks reads pulled records the same way.
 //!
 //! Requests go through the directory's [`ApiClient`]: the same credentials, OAuth, HTTP client,
-//! timeouts and the one retry rule (backoff, `Retry-After`, one token refresh).
+//! timeouts, the one retry rule (backoff, `Retry-After`, one token refresh) and the outbound
+//! policy (allowed hosts, no internal addresses, no redirects, answers read up to a cap).
 
 mod dynamics;
 mod hubspot;
@@ -35,7 +36,7 @@ pub use crm_sync_crm_directory::Config as ApiConfig;
 
 #[derive(Debug, Clone)]
 pub struct PullConfig {
-    /// Timeouts, attempts and backoff of each request.
+    /// Timeouts, attempts and backoff of each request, the outbound policy and answer size cap.
     pub api: Config,
     /// Records asked for per page (each CRM caps it: Salesforce 2,000, HubSpot search 200,
     /// Pipedrive 500, Dataverse 5,000).
@@ -53,6 +54,8 @@ impl Default for PullConfig {
                 attempts: 5,
                 initial_backoff: std::time::Duration::from_millis(500),
                 max_backoff: std::time::Duration::from_secs(60),
+                // A page of thousands of records is far larger than a user lookup's answer.
+                max_answer_bytes: 32 * 1024 * 1024,
                 ..Config::default()
             },
             page_size: 200,

@@ -122,7 +122,12 @@ async fn setup(
 ) -> anyhow::Result<()> {
     let pool = crm_sync_store::pool(database_url, 2, Duration::from_secs(10))?;
     crm_sync_store::migrate(&pool).await?;
-    crm_sync_kafka::admin::ensure_topics(brokers, &[topic.to_owned()], partitions).await?;
+    crm_sync_kafka::admin::ensure_topics(
+        &crm_sync_runtime::settings::KafkaSettings::for_brokers(brokers),
+        &[topic.to_owned()],
+        partitions,
+    )
+    .await?;
     let company = tenants::upsert_company(&pool, None, "load", "Load Test Inc").await?;
     let integration =
         |name: &str, crm: &str, account: &str, token: Option<&str>| IntegrationInput {

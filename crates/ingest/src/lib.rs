@@ -9,8 +9,10 @@
 //! - [`dynamics`]: Dataverse `RemoteExecutionContext`s;
 //! - [`generic`]: the signed JSON form of `CrmEvent`;
 //! - [`event`]: what they share (event ids, timestamps, JSON field values);
+//! - [`check`]: what every event must satisfy before it is published (ids, dates, sizes);
 //! - [`run`]: wiring the service together (configuration, PostgreSQL, Kafka, ops endpoints).
 
+pub mod check;
 pub mod dynamics;
 pub mod event;
 pub mod generic;

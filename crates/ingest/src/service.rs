@@ -1,5 +1,5 @@
 //! Wiring the service together: configuration, PostgreSQL, Kafka, the webhook routes and the
-//! ops endpoints.
+//! ops endpoints (on a port of their own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,14 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
     consumer_group: "crm-sync-ingest",
 };
 
+/// Where `/healthz`, `/readyz` and `/metrics` are served unless `http.ops_port` says otherwise:
+/// never on the webhook port, which faces the internet.
+pub const OPS_PORT: u16 = 9080;
+
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
 /// requests (bounded by `shutdown.grace_period_secs`) and lets the Kafka committer answer what it holds.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
@@ -33,7 +38,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
             "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka.brokers),
+            crm_sync_kafka::admin::readiness_check(&settings.kafka),
         )
         .with_check("kafka_transactions", {
             let publisher = publisher.clone();
@@ -71,19 +76,38 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
         owners_written: Arc::new(crate::http::WrittenOwners::default()),
+        limits: crate::check::Limits {
+            max_events_per_request: settings.ingest.max_events_per_request,
+            max_field_bytes: settings.ingest.max_field_bytes,
+            max_event_bytes: settings.ingest.max_event_bytes,
+        },
     });
-    let app = api.merge(ops::router(readiness, metrics));
-
+    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
     let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
     tracing::info!(
         address = %format!("{}:{}", settings.http.host, settings.http.port),
+        ops_port,
         events_topic = %settings.topics.events,
         "ingest listening"
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
     let stop = shutdown::on_termination_signal();
+    let limits = ops::Limits::from(&settings.http);
+    let servers = async {
+        tokio::try_join!(
+            ops::serve(listener, api, stop.clone(), limits),
+            ops::serve(
+                ops_listener,
+                ops::router(readiness, metrics),
+                stop.clone(),
+                limits
+            ),
+        )
+        .map(|_| ())
+    };
     let served = tokio::select! {
-        served = ops::serve(listener, app, stop.clone()) => served,
+        served = servers => served,
         () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
             Ok(())

@@ -37,9 +37,13 @@ async fn main() {
         let (k, v) = kv.split_once('=').unwrap();
         config.set(k, v);
     }
-    crm_sync_kafka::admin::ensure_topics(brokers, std::slice::from_ref(topic), 6)
-        .await
-        .unwrap();
+    crm_sync_kafka::admin::ensure_topics(
+        &crm_sync_runtime::settings::KafkaSettings::for_brokers(brokers),
+        std::slice::from_ref(topic),
+        6,
+    )
+    .await
+    .unwrap();
     let producer: FutureProducer<Printing> = config
         .create_with_context(Printing(Instant::now()))
         .unwrap();

@@ -1,26 +1,37 @@
-//! Topic administration for tools and tests.
+//! Topic administration for tools and tests, and the `/readyz` check of the brokers.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::clients::{Role, base_config};
+use crate::connection::{self, ReportingContext};
+
 /// Creates the topics that do not exist yet (single-replica: for the local stack and tests).
 pub async fn ensure_topics(
-    brokers: &str,
+    settings: &KafkaSettings,
     topics: &[String],
     partitions: i32,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
+    let brokers = &settings.brokers;
+    let admin: AdminClient<ReportingContext> = base_config(settings, Role::Admin)
+        .create_with_context(ReportingContext)
         .map_err(|e| anyhow::anyhow!("creating Kafka admin client for {brokers}: {e}"))?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(1));
+            // The evaluator's record state is a changelog: only each key's latest value matters.
+            if t.ends_with("crm.records.v1") {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
@@ -36,33 +47,105 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Checks that `changelog` exists with the partition count of `input`, whose partitions it
+/// mirrors one to one. Waits up to a minute for the brokers to answer.
+pub async fn check_co_partitioned(
+    settings: &KafkaSettings,
+    input: &str,
+    changelog: &str,
+) -> anyhow::Result<()> {
+    let brokers = &settings.brokers;
+    let consumer: MetadataClient = base_config(settings, Role::Admin)
+        .create_with_context(ReportingContext)
+        .map_err(|e| anyhow::anyhow!("creating Kafka client for {brokers}: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = |topic: &str| -> anyhow::Result<Option<usize>> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("reading metadata of {topic} from {brokers}: {e}"))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0))
+    };
+    loop {
+        match (count(input), count(changelog)) {
+            (Ok(Some(a)), Ok(Some(b))) if a == b => return Ok(()),
+            (Ok(Some(a)), Ok(Some(b))) => anyhow::bail!(
+                "topic {changelog} has {b} partitions but {input} has {a}: they must be equal (the record state of each partition of {input} lives in the same partition of {changelog})"
+            ),
+            (Ok(_), Ok(None)) if std::time::Instant::now() > deadline => anyhow::bail!(
+                "topic {changelog} does not exist: create it with cleanup.policy=compact and the partition count of {input}"
+            ),
+            (Err(error), _) | (_, Err(error)) if std::time::Instant::now() > deadline => {
+                return Err(error);
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+type MetadataClient = BaseConsumer<ReportingContext>;
+
+fn metadata_client(settings: &KafkaSettings) -> Result<MetadataClient, String> {
+    base_config(settings, Role::Admin)
+        .create_with_context(ReportingContext)
+        .map_err(|e| format!("kafka: cannot create a client: {e}"))
+}
+
+fn answer(client: &MetadataClient, brokers: &str, timeout: Duration) -> Result<(), String> {
+    // Serves the client's error callbacks (nothing is subscribed, so no message is consumed).
+    let _ = client.poll(Duration::ZERO);
+    match client.fetch_metadata(None, timeout) {
+        Ok(_) => {
+            connection::clear_failure();
+            Ok(())
+        }
+        // A classified failure (wrong password, untrusted certificate, missing ACL) says more
+        // than the request's timeout.
+        Err(e) => Err(match connection::recent_failure() {
+            Some(reason) => format!("kafka: {reason}"),
+            None => format!("Kafka at {brokers}: {e}"),
+        }),
+    }
+}
+
 /// True when the brokers answer a metadata request within `timeout`.
-pub fn brokers_reachable(brokers: &str, timeout: Duration) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    consumer
-        .fetch_metadata(None, timeout)
-        .map(|_| ())
-        .map_err(|e| format!("Kafka at {brokers}: {e}"))
+pub fn brokers_reachable(settings: &KafkaSettings, timeout: Duration) -> Result<(), String> {
+    answer(&metadata_client(settings)?, &settings.brokers, timeout)
 }
 
 /// A `/readyz` check: the brokers answer a metadata request (run off the async threads, since
-/// the request blocks).
+/// the request blocks). One client is kept between probes: it keeps (re)connecting, so its
+/// failures are classified and a fixed credential shows up as soon as a reconnect succeeds.
 pub fn readiness_check(
-    brokers: &str,
+    settings: &KafkaSettings,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
 + Send
 + Sync
 + 'static {
-    let brokers = brokers.to_owned();
+    let settings = settings.clone();
+    let client: Arc<Mutex<Option<MetadataClient>>> = Arc::default();
     move || {
-        let brokers = brokers.clone();
+        let settings = settings.clone();
+        let client = client.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || brokers_reachable(&brokers, Duration::from_secs(2)))
-                .await
-                .map_err(|e| format!("Kafka check did not complete: {e}"))?
+            tokio::task::spawn_blocking(move || {
+                let mut slot = client
+                    .lock()
+                    .map_err(|_| "kafka: readiness client poisoned".to_owned())?;
+                if slot.is_none() {
+                    *slot = Some(metadata_client(&settings)?);
+                }
+                match slot.as_ref() {
+                    Some(c) => answer(c, &settings.brokers, Duration::from_secs(2)),
+                    None => Err("kafka: no readiness client".to_owned()),
+                }
+            })
+            .await
+            .map_err(|e| format!("Kafka check did not complete: {e}"))?
         })
     }
 }

@@ -21,12 +21,13 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clients::ServiceProducer as FutureProducer;
 use crate::headers;
 use crate::produce::{OutgoingMessage, producer_span, record_headers};
 use crate::transactional::{TxnError, TxnProducer, classify, enqueue, recreate};

@@ -1,15 +1,22 @@
 //! Client configurations with the settings our guarantees depend on.
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use crm_sync_runtime::settings::KafkaSettings;
 
+pub use crate::security::{Role, base_config, validate};
+
+/// Every producer of the services: its connection failures are classified and rate-limited
+/// (see `crate::connection`) instead of logged once per reconnect.
+pub type ServiceProducer = FutureProducer<crate::connection::ReportingContext>;
+
 /// An idempotent producer that reports success only once all in-sync replicas have the message.
 /// It lingers 5 ms so that many concurrent senders (ingest's requests) share produce requests.
-pub fn producer(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<FutureProducer> {
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<ServiceProducer> {
     producer_with_linger(settings, client_id, 5)
 }
 
@@ -21,9 +28,8 @@ pub fn producer_with_linger(
     settings: &KafkaSettings,
     client_id: &str,
     linger_ms: u32,
-) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+) -> anyhow::Result<ServiceProducer> {
+    base_config(settings, Role::Producer)
         .set("client.id", client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -33,7 +39,7 @@ pub fn producer_with_linger(
             "delivery.timeout.ms",
             settings.delivery_timeout_ms.to_string(),
         )
-        .create()
+        .create_with_context(crate::connection::ReportingContext)
         .map_err(|e| anyhow::anyhow!("creating Kafka producer for {}: {e}", settings.brokers))
 }
 
@@ -44,8 +50,7 @@ pub fn consumer(
     client_id: &str,
     group_id: &str,
 ) -> anyhow::Result<ServiceConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    base_config(settings, Role::Consumer)
         .set("client.id", client_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -84,6 +89,14 @@ pub struct RebalanceLogger {
 impl ClientContext for RebalanceLogger {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::lag::record(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::connection::on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::connection::on_error(&error, reason);
     }
 }
 

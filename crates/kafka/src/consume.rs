@@ -42,7 +42,19 @@ impl Failure {
     pub fn transient(error: impl Into<anyhow::Error>) -> Self {
         Failure::Transient(error.into())
     }
+
+    /// A database error: permanent (`database_refused`, with PostgreSQL's reason) when the
+    /// database refuses the message's values, which no retry changes; transient otherwise.
+    pub fn database(error: crm_sync_store::sqlx::Error) -> Self {
+        match crm_sync_store::refusal::refused_value(&error) {
+            Some(reason) => Failure::permanent(DATABASE_REFUSED, reason),
+            None => Failure::transient(anyhow::Error::new(error).context("database")),
+        }
+    }
 }
+
+/// The dead-letter reason of a message whose values the database refuses.
+pub const DATABASE_REFUSED: &str = "database_refused";
 
 /// One consumed message, decoupled from rdkafka's borrowed types.
 pub struct Incoming<'a> {

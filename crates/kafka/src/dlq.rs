@@ -82,5 +82,6 @@ pub fn dead_letter_message(
         payload: origin.payload.map(<[u8]>::to_vec).unwrap_or_default(),
         event_id,
         headers: extra,
+        partition: None,
     }
 }

@@ -4,12 +4,14 @@
 pub mod admin;
 pub mod atomic;
 pub mod clients;
+pub mod connection;
 pub mod consume;
 pub mod dlq;
 pub mod headers;
 pub mod lag;
 pub mod outbox_relay;
 pub mod produce;
+mod security;
 pub mod service;
 pub mod transactional;
 

@@ -18,6 +18,7 @@ pub fn pending_to_outgoing(message: &Pending) -> OutgoingMessage {
         payload: message.payload.clone(),
         event_id: message.message_id.clone(),
         headers: Vec::new(),
+        partition: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn staged_to_outgoing(row: &Staged) -> OutgoingMessage {
         payload: row.payload.clone(),
         event_id: row.message_id.clone(),
         headers: Vec::new(),
+        partition: None,
     }
 }
 

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::FutureRecord;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tracing::{Instrument, field};
 
+use crate::clients::ServiceProducer as FutureProducer;
 use crate::headers;
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct OutgoingMessage {
     pub event_id: String,
     /// Extra headers besides the event id and trace context.
     pub headers: Vec<(String, String)>,
+    /// A partition chosen by the writer (a changelog co-partitioned with its input); None: by key.
+    pub partition: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +128,11 @@ impl Publisher {
         m: &OutgoingMessage,
         trace: &[(String, String)],
     ) -> Result<Delivery, PublishError> {
-        let record = FutureRecord::to(&m.topic)
+        let mut record = FutureRecord::to(&m.topic)
             .key(&m.key)
             .payload(&m.payload)
             .headers(record_headers(m, trace));
+        record.partition = m.partition;
         // The queue-full wait is bounded; the delivery itself is bounded by delivery.timeout.ms.
         let result = self
             .producer

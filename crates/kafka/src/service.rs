@@ -39,10 +39,7 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
         let consumer_health = health.clone();
         let readiness = self
             .readiness
-            .with_check(
-                "kafka",
-                crate::admin::readiness_check(&self.settings.kafka.brokers),
-            )
+            .with_check("kafka", crate::admin::readiness_check(&self.settings.kafka))
             .with_check("consumer", move || {
                 let health = consumer_health.clone();
                 async move { health.check() }
@@ -62,6 +59,7 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             listener,
             ops::router(readiness, self.metrics.clone()),
             server_stop.clone(),
+            (&self.settings.http).into(),
         ));
 
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);

@@ -36,12 +36,13 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clients::ServiceProducer as FutureProducer;
 use crate::consume::{Failure, Incoming};
 use crate::dlq::{Origin, dead_letter_message};
 use crate::headers;
@@ -58,11 +59,38 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// What one consumed message produces. Everything returned is written in the transaction that
 /// commits the message's offset.
+///
+/// A handler that keeps state derived from its input (the evaluator's record state) stages each
+/// change while handling and makes it its own only in [`TransactionalHandler::committed`]; on
+/// [`TransactionalHandler::aborted`] it forgets what it staged, since the same messages come again.
 pub trait TransactionalHandler: Send + Sync {
     fn handle(
         &self,
         message: &Incoming<'_>,
     ) -> impl Future<Output = Result<Vec<OutgoingMessage>, Failure>> + Send;
+
+    /// The transaction holding everything handled since the last commit or abort committed;
+    /// `written` says where each of its outputs landed.
+    fn committed(&self, _written: &[Written]) {}
+
+    /// The open transaction was aborted: the messages of `partitions` in it are handled again
+    /// (by this replica, or by the partition's new owner).
+    fn aborted(&self, _partitions: &[i32]) {}
+}
+
+/// Where a committed output landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Told of the input partitions this replica gains and loses, from inside the rebalance (so
+/// before any message of a gained partition is handed out).
+pub trait PartitionListener: Send + Sync {
+    fn assigned(&self, partitions: &[(String, i32)]);
+    fn revoked(&self, partitions: &[(String, i32)]);
 }
 
 /// When a transaction is committed.
@@ -128,6 +156,14 @@ fn hostname() -> String {
 #[derive(Default)]
 pub struct TransactionalContext {
     revocations: AtomicU64,
+    listener: Option<Arc<dyn PartitionListener>>,
+}
+
+fn partition_pairs(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 impl TransactionalContext {
@@ -140,6 +176,14 @@ impl ClientContext for TransactionalContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::lag::record(&statistics);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::connection::on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::connection::on_error(&error, reason);
+    }
 }
 
 impl ConsumerContext for TransactionalContext {
@@ -147,11 +191,17 @@ impl ConsumerContext for TransactionalContext {
         if matches!(rebalance, Rebalance::Revoke(_) | Rebalance::Error(_)) {
             self.revocations.fetch_add(1, Ordering::AcqRel);
         }
+        if let (Rebalance::Revoke(partitions), Some(listener)) = (rebalance, &self.listener) {
+            listener.revoked(&partition_pairs(partitions));
+        }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
+                if let Some(listener) = &self.listener {
+                    listener.assigned(&partition_pairs(partitions));
+                }
                 let list: Vec<String> = partitions
                     .elements()
                     .iter()
@@ -177,8 +227,17 @@ pub fn consumer(
     client_id: &str,
     group_id: &str,
 ) -> anyhow::Result<TransactionalConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    consumer_with_listener(settings, client_id, group_id, None)
+}
+
+/// [`consumer`], telling `listener` of every partition gained and lost.
+pub fn consumer_with_listener(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+    listener: Option<Arc<dyn PartitionListener>>,
+) -> anyhow::Result<TransactionalConsumer> {
+    crate::clients::base_config(settings, crate::clients::Role::Consumer)
         .set("client.id", client_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
@@ -196,7 +255,10 @@ pub fn consumer(
             "statistics.interval.ms",
             crate::lag::STATISTICS_INTERVAL_MS.to_string(),
         )
-        .create_with_context(TransactionalContext::default())
+        .create_with_context(TransactionalContext {
+            revocations: AtomicU64::new(0),
+            listener,
+        })
         .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
 }
 
@@ -210,9 +272,8 @@ pub fn producer_config(
     let message_timeout = settings
         .delivery_timeout_ms
         .min(TRANSACTION_TIMEOUT.as_millis() as u64);
-    let mut config = ClientConfig::new();
+    let mut config = crate::clients::base_config(settings, crate::clients::Role::Producer);
     config
-        .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         .set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
@@ -264,7 +325,7 @@ impl TxnProducer {
         loop {
             let attempt = async {
                 let producer: FutureProducer = config
-                    .create()
+                    .create_with_context(crate::connection::ReportingContext)
                     .map_err(|e| anyhow::anyhow!("creating the transactional producer: {e}"))?;
                 let p = producer.clone();
                 tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
@@ -315,10 +376,11 @@ impl TxnProducer {
         m: &OutgoingMessage,
         trace: &[(String, String)],
     ) -> Result<DeliveryFuture, KafkaError> {
-        let record = FutureRecord::to(&m.topic)
+        let mut record = FutureRecord::to(&m.topic)
             .key(&m.key)
             .payload(&m.payload)
             .headers(crate::produce::record_headers(m, trace));
+        record.partition = m.partition;
         enqueue(&self.producer, record).await
     }
 
@@ -396,7 +458,9 @@ pub(crate) async fn enqueue<'a>(
 struct Batch {
     /// Of the messages produced in the transaction. Awaited before committing: librdkafka's
     /// commit flushes them itself, but in 100 ms polling steps, which added ~100 ms per batch.
-    deliveries: Vec<DeliveryFuture>,
+    deliveries: Vec<(String, DeliveryFuture)>,
+    /// Where the delivered outputs landed, for [`TransactionalHandler::committed`].
+    written: Vec<Written>,
     partitions: BTreeMap<i32, (i64, i64)>,
     messages: usize,
     ok: u64,
@@ -407,9 +471,13 @@ struct Batch {
 impl Batch {
     /// Waits for Kafka to acknowledge everything produced so far; the first failure.
     async fn delivered(&mut self) -> Result<(), KafkaError> {
-        for delivery in self.deliveries.drain(..) {
+        for (topic, delivery) in self.deliveries.drain(..) {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivery)) => self.written.push(Written {
+                    topic,
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
                 Ok(Err((error, _))) => return Err(error),
                 Err(_) => return Err(KafkaError::Canceled),
             }
@@ -513,6 +581,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
                 match committed {
                     Ok(()) => {
                         record_commit(l.topic, &batch);
+                        l.handler.committed(&batch.written);
                         failures = 0;
                         backoff = BACKOFF_START;
                         l.health.stuck.store(false, Ordering::Relaxed);
@@ -541,6 +610,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
         };
         // Abort (or replace a broken producer), then replay the batch from its first offsets.
         metrics::counter!("crm_sync_transactions_total", "result" => "aborted").increment(1);
+        l.handler
+            .aborted(&batch.partitions.keys().copied().collect::<Vec<_>>());
         let aborted = match failure {
             Some(TxnError::Fatal) => Err(TxnError::Fatal),
             _ => producer.abort().await,
@@ -678,7 +749,7 @@ async fn process<H: TransactionalHandler>(
             .instrument(send_span)
             .await
             .map_err(Step::Kafka)
-            .map(|delivery| batch.deliveries.push(delivery))?;
+            .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;
         *batch.produced.entry(output.topic.clone()).or_default() += 1;
     }
     metrics::histogram!("crm_sync_processing_seconds", "topic" => incoming.topic.to_owned())
@@ -791,13 +862,20 @@ pub struct TransactionalService<'a, H> {
     pub readiness: Readiness,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
+    /// Told of the input partitions gained and lost (e.g. to restore state before handling).
+    pub partitions: Option<Arc<dyn PartitionListener>>,
 }
 
 impl<H: TransactionalHandler> TransactionalService<'_, H> {
     pub async fn run(self) -> anyhow::Result<()> {
         let kafka = &self.settings.kafka;
         let transactional_id = transactional_id(kafka, self.settings.http.port);
-        let consumer = consumer(kafka, self.name, &kafka.consumer_group)?;
+        let consumer = consumer_with_listener(
+            kafka,
+            self.name,
+            &kafka.consumer_group,
+            self.partitions.clone(),
+        )?;
         consumer
             .subscribe(&[self.topic])
             .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
@@ -805,7 +883,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
         let loop_health = health.clone();
         let readiness = self
             .readiness
-            .with_check("kafka", crate::admin::readiness_check(&kafka.brokers))
+            .with_check("kafka", crate::admin::readiness_check(kafka))
             .with_check("consumer", move || {
                 let health = loop_health.clone();
                 async move { health.check() }
@@ -824,6 +902,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             listener,
             ops::router(readiness, self.metrics.clone()),
             server_stop.clone(),
+            (&self.settings.http).into(),
         ));
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
         let shutdown = self.shutdown.clone();
@@ -894,11 +973,8 @@ mod tests {
     #[test]
     fn the_default_transactional_id_names_group_host_and_port() {
         let settings = KafkaSettings {
-            brokers: "b:9092".into(),
             consumer_group: "crm-sync-workflow-evaluator".into(),
-            delivery_timeout_ms: 30_000,
-            session_timeout_ms: 10_000,
-            transactional_id: None,
+            ..KafkaSettings::for_brokers("b:9092")
         };
         let id = transactional_id(&settings, 8082);
         assert!(id.starts_with("crm-sync-workflow-evaluator-"), "{id}");
@@ -919,11 +995,8 @@ mod tests {
     #[test]
     fn the_producer_fits_deliveries_into_the_transaction_timeout() {
         let settings = KafkaSettings {
-            brokers: "b:9092".into(),
             consumer_group: "g".into(),
-            delivery_timeout_ms: 30_000,
-            session_timeout_ms: 10_000,
-            transactional_id: None,
+            ..KafkaSettings::for_brokers("b:9092")
         };
         let config = producer_config(&settings, "svc", "g-host-1");
         assert_eq!(config.get("transactional.id"), Some("g-host-1"));

@@ -263,10 +263,13 @@ fn to_timestamp(dt: DateTime<Utc>) -> Timestamp {
     }
 }
 
-/// A transaction's database error is always worth retrying: connection loss, serialization
-/// failures and deadlocks all resolve on a later attempt.
+/// Connection loss, serialization failures and deadlocks resolve on a later attempt; a value the
+/// database refuses (an out-of-range date, a NUL, an id too long for its index) never does, and
+/// is dead-lettered so that it cannot hold up the partition. In a batch it fails the whole
+/// transaction, and the consume loop then applies the batch one outcome at a time, so only the
+/// refused outcome is dead-lettered.
 fn db(error: sqlx::Error) -> Failure {
-    Failure::transient(anyhow::Error::new(error).context("database"))
+    Failure::database(error)
 }
 
 impl Provisioner {
@@ -826,51 +829,48 @@ impl Provisioner {
         integration_id: Uuid,
         crm_user_id: &str,
     ) -> Result<Uuid, Failure> {
-        let (existing, name, email): (Option<Uuid>, Option<String>, Option<String>) =
-            sqlx::query_as(
-                "SELECT user_id, display_name, email FROM crm_identities
+        let (existing, name, email, directory_email): IdentityRow = sqlx::query_as(
+            "SELECT user_id, display_name, email, directory_email FROM crm_identities
              WHERE integration_id = $1 AND crm_user_id = $2 FOR UPDATE",
-            )
-            .bind(integration_id)
-            .bind(crm_user_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+        )
+        .bind(integration_id)
+        .bind(crm_user_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        // Never re-linked: an identity keeps the account it has.
         if let Some(user_id) = existing {
             return Ok(user_id);
         }
         let display_name = name
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| crm_user_id.to_owned());
-        let email = email.filter(|e| !e.trim().is_empty());
-
-        let same_email: Option<(Uuid, String)> = match &email {
-            Some(email) => sqlx::query_as(
-                "SELECT id, status FROM users WHERE company_id = $1 AND lower(email) = lower($2)",
-            )
-            .bind(company_id)
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?,
+        let directory_email = directory_email.filter(|e| !e.trim().is_empty());
+        let payload_email = email.filter(|e| !e.trim().is_empty());
+        let linked_to = match &directory_email {
+            Some(email) => account_to_link(tx, company_id, email).await.map_err(db)?,
             None => None,
         };
-        let (user_id, status, linked) = match same_email {
-            Some((id, status)) => (id, status, true),
+        let (user_id, status, linked, email) = match linked_to {
+            Some((id, status)) => (id, status, true, directory_email),
             None => {
                 let id = derived_id(&["user", &integration_id.to_string(), crm_user_id]);
+                let email = new_account_email(tx, company_id, directory_email, payload_email)
+                    .await
+                    .map_err(db)?;
                 sqlx::query(
-                    "INSERT INTO users (id, company_id, display_name, email, status, source)
-                     VALUES ($1, $2, $3, $4, 'pending', 'auto_sync')",
+                    "INSERT INTO users (id, company_id, display_name, email, status, source, email_from_payload)
+                     VALUES ($1, $2, $3, $4, 'pending', 'auto_sync', $5)",
                 )
                 .bind(id)
                 .bind(company_id)
                 .bind(&display_name)
-                .bind(&email)
+                .bind(email.as_ref().map(|(e, _)| e))
+                .bind(email.as_ref().is_some_and(|(_, from_payload)| *from_payload))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-                (id, "pending".to_owned(), false)
+                (id, "pending".to_owned(), false, email.map(|(e, _)| e))
             }
         };
         sqlx::query(
@@ -1100,6 +1100,50 @@ async fn prefetch_retraction_targets(
         cache.retraction_targets.insert(key, Some(activity));
     }
     Ok(())
+}
+
+type IdentityRow = (Option<Uuid>, Option<String>, Option<String>, Option<String>);
+
+/// The account a CRM identity whose directory email is `email` is linked to instead of getting
+/// its own: one whose email an admin or a CRM directory gave, never one a payload claimed.
+async fn account_to_link(
+    tx: &mut PgConnection,
+    company_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status FROM users
+         WHERE company_id = $1 AND lower(email) = lower($2) AND NOT email_from_payload",
+    )
+    .bind(company_id)
+    .bind(email)
+    .fetch_optional(tx)
+    .await
+}
+
+/// The email a new account gets (and whether only a payload supplied it): the directory's, else
+/// the payload's, unless another account has it already (one account per email in a company);
+/// then none, and an admin may merge the two accounts.
+async fn new_account_email(
+    tx: &mut PgConnection,
+    company_id: Uuid,
+    directory_email: Option<String>,
+    payload_email: Option<String>,
+) -> Result<Option<(String, bool)>, sqlx::Error> {
+    let Some((email, from_payload)) = directory_email
+        .map(|e| (e, false))
+        .or(payload_email.map(|e| (e, true)))
+    else {
+        return Ok(None);
+    };
+    let (taken,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE company_id = $1 AND lower(email) = lower($2))",
+    )
+    .bind(company_id)
+    .bind(&email)
+    .fetch_one(tx)
+    .await?;
+    Ok((!taken).then_some((email, from_payload)))
 }
 
 /// A CRM identity as stored: whom it is mapped to, and whether its name and email are known.

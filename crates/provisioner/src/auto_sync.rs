@@ -18,8 +18,7 @@
 use std::time::Duration;
 
 use crm_sync_kafka::Failure;
-use sqlx::postgres::PgListener;
-use tokio::time::Instant;
+use crm_sync_store::listen::{self, OnChange, Resync};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -54,69 +53,15 @@ impl AutoSync {
 
     /// Listens for integrations whose auto-sync was turned on and provisions their waiting
     /// identities, until shutdown; reconnects with backoff and sweeps after every (re)connect.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let session = async {
-                let mut listener = PgListener::connect_with(&self.provisioner.pool).await?;
-                listener.listen(CHANNEL).await?;
-                backoff = Duration::from_millis(200);
-                // Listen first, then sweep: an integration turned on between the two is seen by
-                // the sweep or notified (and then finds nothing left to do).
-                let mut next_sweep = Instant::now() + self.sweep("listening").await;
-                loop {
-                    tokio::select! {
-                        received = listener.try_recv() => {
-                            // None: the connection was lost, and with it any notification sent
-                            // meanwhile; reconnect and sweep rather than let sqlx reconnect
-                            // silently.
-                            let Some(notification) = received? else {
-                                return Err(sqlx::Error::Protocol("notification connection lost".into()));
-                            };
-                            let mut integrations = vec![notification.payload().to_owned()];
-                            while let Some(more) = listener.next_buffered() {
-                                integrations.push(more.payload().to_owned());
-                            }
-                            integrations.sort();
-                            integrations.dedup();
-                            for integration in integrations {
-                                let Ok(id) = Uuid::parse_str(&integration) else {
-                                    tracing::warn!(payload = %integration, "ignoring a malformed auto-sync notification");
-                                    continue;
-                                };
-                                if self.provision_logged(Some(id)).await.is_err() {
-                                    next_sweep = next_sweep.min(Instant::now() + RETRY_AFTER);
-                                }
-                            }
-                        }
-                        () = tokio::time::sleep_until(next_sweep) => {
-                            next_sweep = Instant::now() + self.sweep("periodic").await;
-                        }
-                    }
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = session => {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, ?backoff, "auto-sync listener failed; reconnecting");
-                    }
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let pool = self.provisioner.pool.clone();
+        listen::listen(&pool, &[CHANNEL], &mut self, &shutdown).await;
     }
 
     /// Sweeps every auto-syncing integration; returns when to sweep next.
-    async fn sweep(&self, why: &'static str) -> Duration {
+    async fn sweep(&self, why: Resync) -> Duration {
         tracing::debug!(
-            why,
+            ?why,
             "sweeping auto-syncing integrations for waiting CRM identities"
         );
         match self.provision_logged(None).await {
@@ -230,6 +175,26 @@ impl AutoSync {
         .await
         .map_err(into_anyhow)?;
         Ok(())
+    }
+}
+
+impl OnChange for AutoSync {
+    async fn resync(&mut self, why: Resync) -> Option<Duration> {
+        Some(self.sweep(why).await)
+    }
+
+    async fn changed(&mut self, integrations: Vec<String>) -> Option<Duration> {
+        let mut retry = None;
+        for integration in integrations {
+            let Ok(id) = Uuid::parse_str(&integration) else {
+                tracing::warn!(payload = %integration, "ignoring a malformed auto-sync notification");
+                continue;
+            };
+            if self.provision_logged(Some(id)).await.is_err() {
+                retry = Some(RETRY_AFTER);
+            }
+        }
+        retry
     }
 }
 

@@ -58,7 +58,7 @@ struct Candidate {
     auto_sync_users: bool,
     user_id: Option<Uuid>,
     display_name: Option<String>,
-    email: Option<String>,
+    directory_email: Option<String>,
     directory_state: Option<String>,
 }
 
@@ -85,6 +85,7 @@ impl Directory {
             config: Config {
                 timeout: Duration::from_millis(d.timeout_ms),
                 cache_ttl: Duration::from_secs(d.cache_ttl_secs),
+                egress: crm_sync_store::credentials::egress_from_settings(d),
                 ..Config::default()
             },
             inline_attempts: d.inline_attempts.max(1),
@@ -147,7 +148,7 @@ impl Directory {
         crm_user_id: &str,
     ) -> anyhow::Result<()> {
         let candidate: Option<Candidate> = sqlx::query_as(
-            "SELECT i.company_id, i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.email, ci.directory_state
+            "SELECT i.company_id, i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.directory_email, ci.directory_state
              FROM integrations i
              LEFT JOIN crm_identities ci ON ci.integration_id = i.id AND ci.crm_user_id = $2
              WHERE i.id = $1",
@@ -159,7 +160,9 @@ impl Directory {
         let Some(c) = candidate else {
             return Ok(());
         };
-        let complete = c.display_name.is_some() && c.email.is_some();
+        // The directory's email is needed even when a payload carried one: only the directory's
+        // may link the identity to an existing account.
+        let complete = c.display_name.is_some() && c.directory_email.is_some();
         // Only the account about to be created needs it; a pending lookup is the background's.
         if !c.auto_sync_users || c.user_id.is_some() || complete || c.directory_state.is_some() {
             return Ok(());
@@ -219,12 +222,13 @@ impl Directory {
             ),
         };
         sqlx::query(
-            "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email,
+            "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email, directory_email,
                                          directory_state, directory_attempts, directory_next_attempt_at, directory_error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
              ON CONFLICT (integration_id, crm_user_id) DO UPDATE SET
                  display_name = COALESCE(crm_identities.display_name, EXCLUDED.display_name),
                  email = COALESCE(crm_identities.email, EXCLUDED.email),
+                 directory_email = COALESCE(EXCLUDED.directory_email, crm_identities.directory_email),
                  directory_state = EXCLUDED.directory_state,
                  directory_attempts = EXCLUDED.directory_attempts,
                  directory_next_attempt_at = EXCLUDED.directory_next_attempt_at,
@@ -448,7 +452,7 @@ impl Directory {
         }
         sqlx::query(
             "UPDATE users SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
-                              updated_at = now()
+                              email_from_payload = email_from_payload AND $3 IS NULL, updated_at = now()
              WHERE id = $1",
         )
         .bind(user_id)

@@ -12,6 +12,7 @@ use crm_sync_kafka::service::ConsumerService;
 use crm_sync_kafka::{Publisher, outbox_relay};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::supervise::Supervisor;
 
 pub use apply::Provisioner;
 
@@ -22,6 +23,7 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
 };
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
@@ -32,26 +34,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         SERVICE.name,
         0,
     )?);
+    let mut background = Supervisor::new(shutdown.clone());
     // Messages left in the outbox by a replica that crashed between commit and publish.
-    tokio::spawn(outbox_relay::relay_leftovers(
-        pool.clone(),
-        publisher.clone(),
-        // Every writer's rows: the provisioner's replicas, and admin-api's as a backstop to its
-        // own relay.
-        outbox_relay::Sweep {
-            batch_prefix: "",
-            abandoned_after: Duration::from_secs(60),
-            limit: 1000,
-            interval: Duration::from_secs(30),
-            on_relayed: |_| {},
-        },
-        shutdown.clone(),
-    ));
+    background.spawn(
+        "outbox relay",
+        outbox_relay::relay_leftovers(
+            pool.clone(),
+            publisher.clone(),
+            // Every writer's rows: the provisioner's replicas, and admin-api's as a backstop to its
+            // own relay.
+            outbox_relay::Sweep {
+                batch_prefix: "",
+                abandoned_after: Duration::from_secs(60),
+                limit: 1000,
+                interval: Duration::from_secs(30),
+                on_relayed: |_| {},
+            },
+            shutdown.clone(),
+        ),
+    );
     let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
     let directory =
         directory::Directory::from_settings(pool.clone(), publisher.clone(), &settings)?;
     if let Some(directory) = &directory {
-        tokio::spawn(directory.clone().complete_pending(shutdown.clone()));
+        background.spawn(
+            "directory completion",
+            directory.clone().complete_pending(shutdown.clone()),
+        );
     }
     let handler = Provisioner {
         pool,
@@ -61,9 +70,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         directory,
     };
     // Identities waiting unmapped when an integration's auto-sync is turned on.
-    tokio::spawn(auto_sync::AutoSync::new(handler.clone()).run(shutdown.clone()));
+    background.spawn(
+        "auto-sync listener",
+        auto_sync::AutoSync::new(handler.clone()).run(shutdown.clone()),
+    );
     let topic = settings.topics.matches.clone();
-    ConsumerService {
+    let consume = ConsumerService {
         name: SERVICE.name,
         settings: &settings,
         topic: &topic,
@@ -73,6 +85,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         shutdown,
     }
-    .run()
-    .await
+    .run();
+    background.run(consume).await
 }

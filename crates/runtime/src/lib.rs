@@ -2,8 +2,11 @@
 
 pub mod http_telemetry;
 pub mod ops;
+pub mod security;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 pub use settings::{ServiceDefaults, Settings};
@@ -34,6 +37,12 @@ where
     };
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
+        // Checks that need a service's own libraries (e.g. librdkafka properties) run in `run`.
+        Err(error) if error.chain().any(|e| e.is::<settings::SettingsError>()) => {
+            tracing::error!(error = format!("{error:#}"), "{} failed", service.name);
+            eprintln!("{}: {error:#}", service.name);
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "{} failed", service.name);
             ExitCode::FAILURE

@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+pub use crate::server::Limits;
+
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
@@ -155,16 +157,17 @@ pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListen
         .map_err(|e| anyhow::anyhow!("binding http.host/http.port {host}:{port}: {e}"))
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish. Every
-/// route gets request metrics and (API routes) a server span: see [`crate::http_telemetry`].
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, with the
+/// `http.*` timeouts and connection limit (`Limits::from(&settings.http)`, see [`crate::server`]). Every route gets request
+/// metrics and (API routes) a server span: see [`crate::http_telemetry`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
+    limits: crate::server::Limits,
 ) -> anyhow::Result<()> {
-    let router = router.layer(axum::middleware::from_fn(crate::http_telemetry::observe));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    use anyhow::Context as _;
+    crate::server::serve(listener, router, shutdown, limits)
         .await
-        .map_err(|e| anyhow::anyhow!("http server failed: {e}"))
+        .context("http server failed")
 }

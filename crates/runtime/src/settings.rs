@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use crate::security::{LibrdkafkaOptions, PgSslMode, SaslMechanism, SecurityProtocol};
 
 /// Everything a crm-sync service can be configured with. Services read the sections they need.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,6 +19,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub shutdown: ShutdownSettings,
     pub ingest: IngestSettings,
+    pub evaluator: EvaluatorSettings,
     /// Absent from most configurations: a service that never decrypts anything needs no key.
     #[serde(default)]
     pub secrets: SecretsSettings,
@@ -39,6 +43,44 @@ pub struct KafkaSettings {
     /// `<consumer_group>-<hostname>-<http.port>`.
     #[serde(default)]
     pub transactional_id: Option<String>,
+    /// PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (OIDC client credentials).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    #[serde(default)]
+    pub sasl_password: Option<SecretString>,
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// OAUTHBEARER: the OIDC token endpoint and client credentials.
+    #[serde(default)]
+    pub oauth_token_endpoint_url: Option<String>,
+    #[serde(default)]
+    pub oauth_client_id: Option<String>,
+    #[serde(default)]
+    pub oauth_client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub oauth_scope: Option<String>,
+    /// CA bundle (PEM) that signed the brokers' certificates; none: the system's.
+    #[serde(default)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_location: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_password: Option<SecretString>,
+    #[serde(default)]
+    pub ssl_key_password_file: Option<PathBuf>,
+    /// Other librdkafka properties per client role, checked at start-up.
+    #[serde(default)]
+    pub librdkafka_options: LibrdkafkaOptions,
 }
 
 /// Topic names. Dead-letter topics are `<topic>.dlq`.
@@ -61,12 +103,43 @@ impl TopicSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    pub url: String,
+    /// May carry the password; `url_file` replaces it when set.
+    pub url: SecretString,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Replaces the URL's password when set (or read from `password_file`).
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// libpq's sslmode (disable … verify-full); none: what the URL says (default prefer).
+    #[serde(default)]
+    pub sslmode: Option<PgSslMode>,
+    /// CA (PEM) that signed the server's certificate, for verify-ca / verify-full.
+    #[serde(default)]
+    pub ssl_root_cert: Option<PathBuf>,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field(
+                "url",
+                &crate::security::redact_url(self.url.expose_secret()),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sslmode", &self.sslmode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +147,31 @@ pub struct DatabaseSettings {
 pub struct HttpSettings {
     pub host: String,
     pub port: u16,
+    /// Where ingest and admin-api serve `/healthz`, `/readyz` and `/metrics` (none: their
+    /// default, see `OPS_PORT` of each); the other services serve only those, on `port`.
+    pub ops_port: Option<u16>,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout_ms: u64,
+    /// The longest pause while a request's body is read.
+    pub body_read_timeout_ms: u64,
+    /// How long a request may take, body included, until its answer starts (else 408).
+    pub request_timeout_ms: u64,
+    /// Connections open at once per listener; more wait until one closes.
+    pub max_connections: usize,
+}
+
+impl HttpSettings {
+    /// The ops port of a service that serves its API on `port`, `default` unless configured.
+    pub fn ops_port_or(&self, default: u16) -> Result<u16, SettingsError> {
+        let ops = self.ops_port.unwrap_or(default);
+        if ops == self.port && ops != 0 {
+            return Err(SettingsError::Key {
+                key: "http.ops_port",
+                reason: format!("must differ from http.port ({})", self.port),
+            });
+        }
+        Ok(ops)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -93,6 +191,12 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
     pub otlp_endpoint: Option<String>,
+    /// Headers sent with every export (`name=value,name2=value2`, e.g. a hosted collector's API
+    /// key); `otlp_headers_file` replaces it when set.
+    #[serde(default)]
+    pub otlp_headers: Option<SecretString>,
+    #[serde(default)]
+    pub otlp_headers_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,26 +221,39 @@ pub struct IngestSettings {
     pub integration_cache_ms: u64,
     /// Kafka transactions in flight at once (one transactional producer each).
     pub transactional_producers: usize,
+    /// Events one request may produce after expansion; more get 413.
+    pub max_events_per_request: usize,
+    /// Bytes of one field value; larger get 400.
+    pub max_field_bytes: usize,
+    /// Bytes of one encoded event; larger get 413. Must stay below Kafka's message size limit.
+    pub max_event_bytes: usize,
+}
+
+/// The workflow-evaluator's record state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorSettings {
+    /// Where the record state is kept on local disk. It is a cache of `topics.records` (rebuilt
+    /// from it when lost); default: a folder per replica under the system's temporary folder.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// Memory the local store may use for its block cache and write buffers, in MiB.
+    pub state_memory_mib: u64,
+    /// A record whose fields the workflows need but that were never seen is asked for from its
+    /// CRM (hydration) at most once per this interval.
+    pub hydration_interval_secs: u64,
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
 /// with this key. `Debug` never shows it.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSettings {
     /// 32 bytes, base64 (standard alphabet) or 64 hex digits.
-    pub encryption_key: Option<String>,
-}
-
-impl std::fmt::Debug for SecretsSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretsSettings")
-            .field(
-                "encryption_key",
-                &self.encryption_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    pub encryption_key: Option<SecretString>,
+    /// Replaces `encryption_key` when set.
+    #[serde(default)]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Looking CRM users up through the CRMs' APIs (the provisioner's directory clients).
@@ -152,6 +269,24 @@ pub struct DirectorySettings {
     pub cache_ttl_secs: u64,
     /// How often users created without a name or email are looked up again.
     pub completion_interval_secs: u64,
+    /// Hosts a CRM API URL may name beyond each CRM's own, comma-separated: exact names or
+    /// `*.domain`. Checked when credentials are saved and at every call.
+    pub allowed_hosts: String,
+    /// Tests and local development only: also accept `http://` URLs and loopback, private and
+    /// link-local addresses (hosts must still be allowed).
+    pub allow_insecure_http: bool,
+}
+
+impl DirectorySettings {
+    /// `allowed_hosts` as a list.
+    pub fn allowed_host_list(&self) -> Vec<String> {
+        self.allowed_hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Per-service defaults that differ between services.
@@ -170,6 +305,9 @@ pub enum SettingsError {
     Invalid(#[from] config::ConfigError),
     #[error("invalid configuration: key `{key}`: {reason}")]
     Key { key: &'static str, reason: String },
+    /// A key named at run time (e.g. a librdkafka property under `kafka.librdkafka_options`).
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Named { key: String, reason: String },
 }
 
 impl Settings {
@@ -204,6 +342,10 @@ impl Settings {
             .set_default("database.acquire_timeout_ms", 5_000)?
             .set_default("http.host", "0.0.0.0")?
             .set_default("http.port", service.http_port)?
+            .set_default("http.header_read_timeout_ms", 10_000)?
+            .set_default("http.body_read_timeout_ms", 10_000)?
+            .set_default("http.request_timeout_ms", 60_000)?
+            .set_default("http.max_connections", 1024)?
             .set_default("telemetry.log_level", "info,rdkafka=warn,sqlx=warn")?
             .set_default("telemetry.log_format", "auto")?
             .set_default("shutdown.grace_period_secs", 25)?
@@ -213,10 +355,17 @@ impl Settings {
             .set_default("ingest.signature_tolerance_secs", 300)?
             .set_default("ingest.integration_cache_ms", 5_000)?
             .set_default("ingest.transactional_producers", 4)?
+            .set_default("evaluator.state_memory_mib", 64)?
+            .set_default("evaluator.hydration_interval_secs", 900)?
+            .set_default("ingest.max_events_per_request", 1000)?
+            .set_default("ingest.max_field_bytes", 131_072)?
+            .set_default("ingest.max_event_bytes", 524_288)?
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
-            .set_default("directory.completion_interval_secs", 30)?;
+            .set_default("directory.completion_interval_secs", 30)?
+            .set_default("directory.allowed_hosts", "")?
+            .set_default("directory.allow_insecure_http", false)?;
         if let Some(path) = file {
             if !path.exists() {
                 return Err(SettingsError::MissingFile { path });
@@ -234,8 +383,10 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.read_secret_files()?;
         settings.validate()?;
+        settings.validate_security()?;
         Ok(settings)
     }
 
@@ -263,10 +414,27 @@ impl Settings {
         if self.database.max_connections == 0 {
             return key("database.max_connections", "must be at least 1");
         }
-        if !self.database.url.starts_with("postgres://")
-            && !self.database.url.starts_with("postgresql://")
-        {
+        let url = self.database.url.expose_secret();
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return key("database.url", "must be a postgres:// URL");
+        }
+        if self.evaluator.state_memory_mib < 8 {
+            return key("evaluator.state_memory_mib", "must be at least 8");
+        }
+        for (name, ms) in [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+        ] {
+            if ms == 0 {
+                return key(name, "must be at least 1");
+            }
+        }
+        if !(1..=65_535).contains(&self.http.max_connections) {
+            return key("http.max_connections", "must be between 1 and 65535");
         }
         if self.ingest.max_body_bytes < 1024 {
             return key("ingest.max_body_bytes", "must be at least 1024");
@@ -280,17 +448,39 @@ impl Settings {
         if !(1..=32).contains(&self.ingest.transactional_producers) {
             return key("ingest.transactional_producers", "must be between 1 and 32");
         }
+        if self.ingest.max_events_per_request == 0 {
+            return key("ingest.max_events_per_request", "must be at least 1");
+        }
+        // librdkafka's default `message.max.bytes`: a larger event could never be produced.
+        if !(1024..=1_000_000).contains(&self.ingest.max_event_bytes) {
+            return key("ingest.max_event_bytes", "must be between 1024 and 1000000");
+        }
+        if !(1..=self.ingest.max_event_bytes).contains(&self.ingest.max_field_bytes) {
+            return key(
+                "ingest.max_field_bytes",
+                "must be at least 1 and at most ingest.max_event_bytes",
+            );
+        }
         if self.directory.timeout_ms == 0 {
             return key("directory.timeout_ms", "must be at least 1");
         }
         if self.directory.completion_interval_secs == 0 {
             return key("directory.completion_interval_secs", "must be at least 1");
         }
+        if let Some(bad) = self.directory.allowed_host_list().iter().find(|h| {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            name.is_empty() || name.contains(['*', '/', ':', '@', ' '])
+        }) {
+            return Err(SettingsError::Key {
+                key: "directory.allowed_hosts",
+                reason: format!("{bad:?} is not a host name, an address or *.domain"),
+            });
+        }
         if self
             .secrets
             .encryption_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().trim().is_empty())
         {
             return key(
                 "secrets.encryption_key",
@@ -384,7 +574,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.secrets.encryption_key.as_deref(),
+            s.secrets.encryption_key.as_ref().map(|k| k.expose_secret()),
             Some("c2VjcmV0LWtleQ==")
         );
         assert!(!format!("{s:?}").contains("c2VjcmV0LWtleQ"));

@@ -52,10 +52,20 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             .build(),
     );
     if let Some(endpoint) = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
-        use opentelemetry_otlp::WithExportConfig;
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+        use secrecy::ExposeSecret;
+        // Hosted collectors take their API key as a header; https:// endpoints use TLS with the
+        // system's roots (SSL_CERT_FILE adds a private CA).
+        let headers = match &settings.otlp_headers {
+            Some(text) => crate::security::parse_headers(text.expose_secret()).map_err(|e| {
+                anyhow::anyhow!("invalid configuration: key `telemetry.otlp_headers`: {e}")
+            })?,
+            None => Vec::new(),
+        };
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(endpoint)
+            .with_headers(headers.into_iter().collect())
             .build()
             .map_err(|e| {
                 anyhow::anyhow!("invalid configuration: key `telemetry.otlp_endpoint`: {e}")

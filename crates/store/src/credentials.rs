@@ -16,8 +16,18 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use crm_sync_crm_directory::Crm;
+pub use crm_sync_crm_directory::Egress;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+/// The outbound policy for CRM API URLs as the operator configured it (`directory.*`).
+pub fn egress_from_settings(settings: &crm_sync_runtime::settings::DirectorySettings) -> Egress {
+    Egress {
+        allow_insecure: settings.allow_insecure_http,
+        extra_hosts: settings.allowed_host_list(),
+    }
+}
 
 /// The key sealing integration credentials.
 #[derive(Clone)]
@@ -70,8 +80,8 @@ impl SecretKey {
     ) -> Result<Option<SecretKey>, KeyError> {
         settings
             .encryption_key
-            .as_deref()
-            .map(SecretKey::parse)
+            .as_ref()
+            .map(|key| SecretKey::parse(secrecy::ExposeSecret::expose_secret(key)))
             .transpose()
     }
 
@@ -228,8 +238,9 @@ impl IntegrationSecrets {
         }
     }
 
-    /// Refuses parts the CRM has no use for and incomplete parts, naming the key.
-    pub fn validate(&self, crm: &str) -> Result<(), String> {
+    /// Refuses parts the CRM has no use for, incomplete parts and API URLs the outbound policy
+    /// forbids, naming the key.
+    pub fn validate(&self, crm: &str, egress: &Egress) -> Result<(), String> {
         let unused = |part: &str| {
             Err(format!(
                 "credentials.{part}: a {crm} integration does not use it"
@@ -275,10 +286,18 @@ impl IntegrationSecrets {
             if crm == "generic" {
                 return unused("api");
             }
-            if let Some(url) = &api.base_url
-                && !(url.starts_with("https://") || url.starts_with("http://"))
-            {
-                return Err("credentials.api.base_url: must be an http(s) URL".into());
+            if let Some(kind) = Crm::from_name(crm) {
+                let token_url = api.oauth.as_ref().and_then(|o| o.token_url.as_ref());
+                for (key, url) in [
+                    ("base_url", api.base_url.as_ref()),
+                    ("oauth.token_url", token_url),
+                ] {
+                    if let Some(url) = url {
+                        egress
+                            .check_url(kind, url)
+                            .map_err(|reason| format!("credentials.api.{key}: {reason}"))?;
+                    }
+                }
             }
             if api.access_token.is_none() && api.oauth.is_none() {
                 return Err("credentials.api: set `access_token` or `oauth`".into());
@@ -708,8 +727,10 @@ mod tests {
 
     #[test]
     fn validation_names_the_part_a_crm_cannot_use() {
-        assert!(secrets().validate("hubspot").is_ok());
-        let err = secrets().validate("pipedrive").unwrap_err();
+        assert!(secrets().validate("hubspot", &Egress::default()).is_ok());
+        let err = secrets()
+            .validate("pipedrive", &Egress::default())
+            .unwrap_err();
         assert!(err.starts_with("credentials.webhook_secret"), "{err}");
         let no_url = IntegrationSecrets {
             api: Some(ApiCredentials {
@@ -718,7 +739,9 @@ mod tests {
             }),
             ..IntegrationSecrets::default()
         };
-        let err = no_url.validate("salesforce").unwrap_err();
+        let err = no_url
+            .validate("salesforce", &Egress::default())
+            .unwrap_err();
         assert!(err.starts_with("credentials.api.base_url"), "{err}");
         let both = IntegrationSecrets {
             webhook_key: Some(WebhookKey {
@@ -728,6 +751,6 @@ mod tests {
             }),
             ..IntegrationSecrets::default()
         };
-        assert!(both.validate("dynamics").is_err());
+        assert!(both.validate("dynamics", &Egress::default()).is_err());
     }
 }

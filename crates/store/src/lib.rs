@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod credentials;
 pub mod integrations;
+pub mod listen;
 pub mod outbox;
 pub mod record_owners;
+pub mod refusal;
 pub mod secrets;
 pub mod sync_jobs;
 pub mod tenants;
@@ -13,10 +15,11 @@ pub mod views;
 pub mod workflows;
 
 use std::future::Future;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 pub use sqlx;
 
@@ -55,11 +58,41 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub fn pool_from_settings(
     settings: &crm_sync_runtime::settings::DatabaseSettings,
 ) -> Result<PgPool, StoreError> {
-    pool(
-        &settings.url,
-        settings.max_connections,
-        Duration::from_millis(settings.acquire_timeout_ms),
-    )
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// The URL, then the separate password and TLS keys on top of what it says.
+pub fn connect_options(
+    settings: &crm_sync_runtime::settings::DatabaseSettings,
+) -> Result<PgConnectOptions, StoreError> {
+    use crm_sync_runtime::settings::PgSslMode as Mode;
+    use secrecy::ExposeSecret;
+    // The error of a malformed URL could quote it, password included: say what is wrong only.
+    let mut options = PgConnectOptions::from_str(settings.url.expose_secret()).map_err(|_| {
+        StoreError::Invalid(
+            "invalid configuration: key `database.url`: not a valid postgres:// URL".to_owned(),
+        )
+    })?;
+    if let Some(password) = &settings.password {
+        options = options.password(password.expose_secret());
+    }
+    if let Some(mode) = settings.sslmode {
+        options = options.ssl_mode(match mode {
+            Mode::Disable => PgSslMode::Disable,
+            Mode::Allow => PgSslMode::Allow,
+            Mode::Prefer => PgSslMode::Prefer,
+            Mode::Require => PgSslMode::Require,
+            Mode::VerifyCa => PgSslMode::VerifyCa,
+            Mode::VerifyFull => PgSslMode::VerifyFull,
+        });
+    }
+    if let Some(ca) = &settings.ssl_root_cert {
+        options = options.ssl_root_cert(ca);
+    }
+    Ok(options)
 }
 
 /// A `/readyz` check: PostgreSQL answers a query.

@@ -89,3 +89,30 @@ pub async fn integration_ids(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::E
         .fetch_all(pool)
         .await
 }
+
+/// An activity recorded before the evaluator kept record state (see [`recorded_activities`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecordedActivity {
+    pub workflow_id: Uuid,
+    pub value: String,
+    pub activity_date: chrono::DateTime<chrono::Utc>,
+    pub crm_user_id: String,
+}
+
+/// The recorded activities of a record under the given workflows. The evaluator reads them the
+/// first time it sees a record, so that a record that matched before its state was kept is
+/// still known to match (and is retracted when it stops).
+pub async fn recorded_activities(
+    pool: &PgPool,
+    workflow_ids: &[Uuid],
+    record_id: &str,
+) -> Result<Vec<RecordedActivity>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT workflow_id, value::text AS value, activity_date, crm_user_id FROM activities
+         WHERE workflow_id = ANY($1) AND record_id = $2 AND state = 'recorded'",
+    )
+    .bind(workflow_ids)
+    .bind(record_id)
+    .fetch_all(pool)
+    .await
+}

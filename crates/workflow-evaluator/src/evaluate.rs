@@ -1,25 +1,36 @@
-//! One event in, one outcome per workflow it concerns out: matched, or retracted.
+//! One event in: merged into its record's state, the record judged whole by the integration's
+//! active workflows, and out go the outcomes whose decision changed, a hydration request when
+//! the workflows need fields the record never showed, and the record's new state (changelog).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crm_sync_kafka::transactional::TransactionalHandler;
+use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
-use crm_sync_proto::v1::{CrmEvent, CrmUser, OutcomeKind, WorkflowOutcome};
+use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_proto::v1::{
+    ChangeType, CrmEvent, FieldValue, OutcomeKind, RecordState, WorkflowMatchState,
+};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Decision, Match};
+use crm_sync_workflow::{Fields, Previous, Record, RecordView};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::counts::Counts;
+use crate::judge::{Judgement, judge};
+use crate::outputs::{self, Topics};
+use crate::record::{self, Merged};
 use crate::snapshot::WorkflowSnapshot;
-
-/// Namespace of outcome ids: v5(event id, workflow id), identical on every replay.
-const OUTCOME_NAMESPACE: Uuid = Uuid::from_u128(0x0c8e_5d1b_9a4f_4b7e_8c21_7f3a_6d5e_4b2c);
+use crate::store::RecordStore;
 
 pub struct Evaluator {
     pub snapshot: Arc<WorkflowSnapshot>,
     pub pool: PgPool,
-    pub matches_topic: String,
+    pub store: Arc<RecordStore>,
+    pub topics: Topics,
+    pub hydration_interval: Duration,
+    pub counts: Counts,
 }
 
 impl TransactionalHandler for Evaluator {
@@ -33,155 +44,252 @@ impl TransactionalHandler for Evaluator {
                 format!("integration_id {:?} is not a UUID", event.integration_id),
             )
         })?;
-        let outcomes = self.evaluate(integration_id, &event).await?;
-        let matched = outcomes.iter().any(|o| o.kind() == OutcomeKind::Matched);
-        // "no_match" means what DESIGN rule 3 counts: the event satisfied no active workflow
-        // (retractions it causes are counted by kind below).
-        metrics::counter!("crm_sync_evaluator_events_total", "outcome" => if matched { "matched" } else { "no_match" })
-            .increment(1);
-        if outcomes.is_empty() {
+        let (company_id, workflows) = self.integration(integration_id).await?;
+        let key = match message.key {
+            Some(k) => String::from_utf8_lossy(k).into_owned(),
+            None => format!(
+                "{}/{}/{}",
+                event.integration_id, event.object_type, event.record_id
+            ),
+        };
+        let partition = message.partition;
+        self.store
+            .ready(partition)
+            .await
+            .map_err(Failure::transient)?;
+        let prior = self
+            .store
+            .get(partition, key.as_bytes())
+            .map_err(Failure::transient)?;
+        let merged = record::merge(prior, &event);
+        if !merged.dirty {
+            self.counts.event("unchanged");
             return Ok(Vec::new());
         }
-        let key = message
-            .key
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_else(|| {
-                format!(
-                    "{}/{}/{}",
-                    event.integration_id, event.object_type, event.record_id
-                )
-            });
-        Ok(outcomes
-            .iter()
-            .map(|o| {
-                let kind = if o.kind() == OutcomeKind::Matched {
-                    "matched"
-                } else {
-                    "retracted"
-                };
-                metrics::counter!("crm_sync_evaluator_outcomes_total", "kind" => kind).increment(1);
-                OutgoingMessage {
-                    topic: self.matches_topic.clone(),
-                    key: key.clone(),
-                    payload: o.encode_to_vec(),
-                    event_id: o.outcome_id.clone(),
-                    headers: Vec::new(),
-                }
-            })
-            .collect())
+        let (mut out, state) = self
+            .judge_merged(&event, &key, company_id, &workflows, merged)
+            .await?;
+        let encoded = state.encode_to_vec();
+        out.push(outputs::message(
+            &self.topics.records,
+            &key,
+            encoded.clone(),
+            event.event_id.clone(),
+            Some(partition),
+        ));
+        self.store.stage(partition, key.into_bytes(), encoded);
+        Ok(out)
+    }
+
+    fn committed(&self, written: &[Written]) {
+        self.store.commit(written, &self.topics.records);
+        self.counts.committed();
+    }
+
+    fn aborted(&self, partitions: &[i32]) {
+        self.store.discard(partitions);
+        self.counts.aborted();
     }
 }
 
 impl Evaluator {
-    async fn evaluate(
+    /// The integration's company and active workflows; an integration newer than the snapshot
+    /// is looked up once more before the event is dead-lettered.
+    async fn integration(
         &self,
         integration_id: Uuid,
-        event: &CrmEvent,
-    ) -> Result<Vec<WorkflowOutcome>, Failure> {
+    ) -> Result<(Uuid, Vec<Arc<StoredWorkflow>>), Failure> {
         let mut snapshot = self.snapshot.current();
         if !snapshot.contains_key(&integration_id) {
-            // The integration may be newer than the snapshot: look once more before giving up.
             self.snapshot
                 .reload(&self.pool)
                 .await
                 .map_err(Failure::transient)?;
             snapshot = self.snapshot.current();
         }
-        let Some(integration) = snapshot.get(&integration_id) else {
-            return Err(Failure::permanent(
+        match snapshot.get(&integration_id) {
+            Some(integration) => Ok((integration.company_id, integration.workflows.clone())),
+            None => Err(Failure::permanent(
                 "unknown_integration",
                 format!("integration {integration_id} does not exist"),
-            ));
+            )),
+        }
+    }
+
+    /// What a record seen for the first time already satisfies: activities recorded before the
+    /// evaluator kept record state, so that they are updated and retracted like any other.
+    async fn adopt(
+        &self,
+        workflows: &[Arc<StoredWorkflow>],
+        record_id: &str,
+    ) -> Result<Vec<WorkflowMatchState>, Failure> {
+        if workflows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = workflows.iter().map(|w| w.id).collect();
+        let recorded = crm_sync_store::workflows::recorded_activities(&self.pool, &ids, record_id)
+            .await
+            .map_err(Failure::transient)?;
+        Ok(recorded
+            .into_iter()
+            .map(|a| WorkflowMatchState {
+                workflow_id: a.workflow_id.to_string(),
+                value: a.value,
+                activity_date: Some(Timestamp {
+                    seconds: a.activity_date.timestamp(),
+                    nanos: a.activity_date.timestamp_subsec_nanos() as i32,
+                }),
+                owner_crm_user_id: a.crm_user_id,
+            })
+            .collect())
+    }
+
+    /// Judges the merged record if something a workflow can see changed; the outcomes and
+    /// hydration request that follow, and the state to store.
+    async fn judge_merged(
+        &self,
+        event: &CrmEvent,
+        key: &str,
+        company_id: Uuid,
+        workflows: &[Arc<StoredWorkflow>],
+        merged: Merged,
+    ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
+        let mut state = merged.state;
+        let deleted_now = event.change_type() == ChangeType::Deleted;
+        // A deleted record is judged only by its delete: later-arriving older updates of it
+        // change its stored fields but count for nothing.
+        if !merged.changed || (state.deleted && !deleted_now) {
+            self.counts.event("no_match");
+            return Ok((Vec::new(), state));
+        }
+        let (fields, previous) = view_fields(&state, merged.previous, workflows);
+        let view = RecordView {
+            object_type: &event.object_type,
+            change: event.change_type(),
+            record: Record {
+                fields: &fields,
+                previous: match event.change_type() {
+                    ChangeType::Created if merged.new_record => Previous::Nothing,
+                    ChangeType::Deleted => Previous::Unknown,
+                    _ => Previous::Sent(&previous),
+                },
+            },
+            owner: state.owner.as_ref(),
         };
-        let mut outcomes = Vec::new();
-        for workflow in &integration.workflows {
-            match workflow.spec.decide(event) {
-                Decision::Matched(m) => {
-                    outcomes.push(matched(event, integration.company_id, workflow, m))
-                }
-                Decision::Retracted(r) => outcomes.push(retracted(
-                    event,
-                    integration.company_id,
-                    workflow,
-                    r.owner_crm_user_id,
-                )),
-                Decision::NoMatch(reason) => {
-                    metrics::counter!("crm_sync_evaluator_no_match_total", "reason" => reason.as_str()).increment(1);
-                }
+        let at = record::event_time(event);
+        let mut judgement = judge(workflows, &view, &state.matches, at);
+        // A record seen for the first time may have an activity from before the evaluator
+        // kept state: only then does a retraction need the database to tell.
+        if merged.new_record && judgement.unmatched_retractions > 0 {
+            let adopted = self.adopt(workflows, &event.record_id).await?;
+            if !adopted.is_empty() {
+                judgement = judge(workflows, &view, &adopted, at);
             }
         }
-        Ok(outcomes)
+        let mut out = self.outcomes(event, key, company_id, &state, &judgement);
+        if let Some(request) = self.hydration(event, key, &mut state, &judgement) {
+            out.push(request);
+        }
+        state.matches = judgement.matches;
+        Ok((out, state))
+    }
+
+    fn outcomes(
+        &self,
+        event: &CrmEvent,
+        key: &str,
+        company_id: Uuid,
+        state: &RecordState,
+        judgement: &Judgement<'_>,
+    ) -> Vec<OutgoingMessage> {
+        for reason in &judgement.no_match {
+            self.counts.no_match(reason.as_str());
+        }
+        let outcomes: Vec<_> = judgement
+            .changes
+            .iter()
+            .map(|change| outputs::outcome(event, state, company_id, change))
+            .collect();
+        let matched = outcomes.iter().any(|o| o.kind() == OutcomeKind::Matched);
+        self.counts
+            .event(if matched { "matched" } else { "no_match" });
+        outcomes
+            .into_iter()
+            .map(|o| {
+                self.counts.outcome(if o.kind() == OutcomeKind::Matched {
+                    "matched"
+                } else {
+                    "retracted"
+                });
+                outputs::message(
+                    &self.topics.matches,
+                    key,
+                    o.encode_to_vec(),
+                    o.outcome_id.clone(),
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    /// A request to fetch the record whole, when workflows need fields it never showed and it
+    /// was not asked for within the interval.
+    fn hydration(
+        &self,
+        event: &CrmEvent,
+        key: &str,
+        state: &mut RecordState,
+        judgement: &Judgement<'_>,
+    ) -> Option<OutgoingMessage> {
+        if judgement.missing_fields.is_empty() || state.complete {
+            return None;
+        }
+        let now = outputs::now();
+        if !outputs::hydration_due(state, &now, self.hydration_interval) {
+            return None;
+        }
+        state.hydration_requested_at = Some(now);
+        self.counts.hydration();
+        let request = outputs::hydration_request(
+            event,
+            key,
+            judgement.missing_fields.iter().cloned().collect(),
+            judgement.missing_for.clone(),
+            now,
+        );
+        Some(outputs::message(
+            &self.topics.hydrations,
+            key,
+            request.encode_to_vec(),
+            request.request_id.clone(),
+            None,
+        ))
     }
 }
 
-fn outcome_id(event: &CrmEvent, workflow: &StoredWorkflow) -> String {
-    Uuid::new_v5(
-        &OUTCOME_NAMESPACE,
-        format!("{}\u{1f}{}", event.event_id, workflow.id).as_bytes(),
-    )
-    .to_string()
-}
-
-fn owner(event: &CrmEvent, crm_user_id: Option<String>) -> Option<CrmUser> {
-    crm_user_id.map(|id| {
-        // The event's owner details (name, email) apply only if it is the same CRM user.
-        let same = event.owner.as_ref().filter(|o| o.crm_user_id == id);
-        CrmUser {
-            crm_user_id: id,
-            name: same.map(|o| o.name.clone()).unwrap_or_default(),
-            email: same.map(|o| o.email.clone()).unwrap_or_default(),
+/// The record's fields and previous values as the workflows read them. A complete record (one
+/// pulled whole from its CRM) has no unknown fields: one the workflows need that it lacks is
+/// empty.
+fn view_fields(
+    state: &RecordState,
+    mut previous: Fields,
+    workflows: &[Arc<StoredWorkflow>],
+) -> (Fields, Fields) {
+    let mut fields = record::current_fields(state);
+    if state.complete {
+        let null = FieldValue {
+            kind: Some(Kind::NullValue(true)),
+        };
+        for workflow in workflows {
+            for name in workflow.spec.needed_fields() {
+                fields
+                    .entry(name.to_owned())
+                    .or_insert_with(|| null.clone());
+                previous
+                    .entry(name.to_owned())
+                    .or_insert_with(|| null.clone());
+            }
         }
-    })
-}
-
-fn base(event: &CrmEvent, company_id: Uuid, workflow: &StoredWorkflow) -> WorkflowOutcome {
-    let mut outcome = WorkflowOutcome {
-        outcome_id: outcome_id(event, workflow),
-        event_id: event.event_id.clone(),
-        company_id: company_id.to_string(),
-        integration_id: event.integration_id.clone(),
-        workflow_id: workflow.id.to_string(),
-        object_type: event.object_type.clone(),
-        record_id: event.record_id.clone(),
-        activity_type: workflow.spec.activity_type.clone(),
-        occurred_at: event.occurred_at.or(event.received_at),
-        ..Default::default()
-    };
-    outcome.set_crm(event.crm());
-    outcome
-}
-
-fn matched(
-    event: &CrmEvent,
-    company_id: Uuid,
-    workflow: &StoredWorkflow,
-    m: Match,
-) -> WorkflowOutcome {
-    let mut outcome = base(event, company_id, workflow);
-    outcome.owner = owner(event, m.owner_crm_user_id);
-    outcome.value = m.value.to_string();
-    outcome.activity_date = m
-        .activity_date
-        .map(|d| Timestamp {
-            seconds: d.timestamp(),
-            nanos: d.timestamp_subsec_nanos() as i32,
-        })
-        .or(event.occurred_at)
-        .or(event.received_at);
-    outcome.set_kind(OutcomeKind::Matched);
-    outcome
-}
-
-/// The activity of (workflow, record), if any, is to be retracted; value and date do not apply.
-fn retracted(
-    event: &CrmEvent,
-    company_id: Uuid,
-    workflow: &StoredWorkflow,
-    owner_crm_user_id: Option<String>,
-) -> WorkflowOutcome {
-    let mut outcome = base(event, company_id, workflow);
-    outcome.owner = owner(event, owner_crm_user_id);
-    outcome.value = "0".to_owned();
-    outcome.set_kind(OutcomeKind::Retracted);
-    outcome
+    }
+    (fields, previous)
 }

@@ -1,18 +1,31 @@
-//! workflow-evaluator: reads `CrmEvent`s and writes one `WorkflowOutcome` per active workflow of
-//! the event's integration that the event matches (or that must retract its activity), exactly
-//! once: consuming and producing happen in Kafka transactions.
+//! workflow-evaluator: reads `CrmEvent`s, keeps each record's state (a compacted changelog
+//! topic, cached on local disk), judges the whole record against its integration's active
+//! workflows and writes a `WorkflowOutcome` whenever a workflow's decision on the record changes,
+//! exactly once: consuming, the outcomes and the state changes commit in one Kafka transaction.
 
+pub mod counts;
 pub mod evaluate;
+pub mod judge;
+pub mod outputs;
+pub mod record;
+pub mod restore;
 pub mod snapshot;
+pub mod store;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crm_sync_kafka::transactional::{BatchLimits, TransactionalService};
+use anyhow::Context;
+use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::supervise::Supervisor;
 
 pub use evaluate::Evaluator;
 pub use snapshot::WorkflowSnapshot;
+
+use crate::store::RecordStore;
 
 pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::ServiceDefaults {
     name: "workflow-evaluator",
@@ -20,18 +33,66 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
     consumer_group: "crm-sync-workflow-evaluator",
 };
 
+/// The local store's folder: configured, else one per replica (its `transactional.id` is
+/// unique per replica) under the system's temporary folder.
+fn state_dir(settings: &Settings) -> PathBuf {
+    match &settings.evaluator.state_dir {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::temp_dir().join("crm-sync-evaluator").join(
+            crm_sync_kafka::transactional::transactional_id(&settings.kafka, settings.http.port),
+        ),
+    }
+}
+
+fn open_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<RecordStore>, tokio::sync::mpsc::UnboundedReceiver<i32>)> {
+    let dir = state_dir(settings);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the record state folder {}", dir.display()))?;
+    let mut config = crm_sync_kafka::clients::base_config(
+        &settings.kafka,
+        crm_sync_kafka::clients::Role::Consumer,
+    );
+    config.set("client.id", format!("{}-restore", SERVICE.name));
+    let source = restore::Source {
+        config,
+        topic: settings.topics.records.clone(),
+    };
+    RecordStore::open(
+        &dir,
+        settings.evaluator.state_memory_mib * 1024 * 1024,
+        source,
+        &settings.topics.events,
+    )
+    .with_context(|| format!("opening the record state in {}", dir.display()))
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
+    crm_sync_kafka::admin::check_co_partitioned(
+        &settings.kafka,
+        &settings.topics.events,
+        &settings.topics.records,
+    )
+    .await?;
+    let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
-    tokio::spawn(snapshot::keep_fresh(
-        snapshot.clone(),
-        pool.clone(),
-        shutdown.clone(),
-    ));
+    let mut background = Supervisor::new(shutdown.clone());
+    background.spawn(
+        "workflow listener",
+        snapshot::keep_fresh(snapshot.clone(), pool.clone(), shutdown.clone()),
+    );
+    background.spawn(
+        "record state restorer",
+        store::run_restorer(store.clone(), wakes),
+    );
     let readiness = {
         let snapshot = snapshot.clone();
+        let store = store.clone();
         Readiness::new()
             .with_check("postgres", crm_sync_store::readiness_check(&pool))
             .with_check("workflows", move || {
@@ -44,15 +105,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     }
                 }
             })
+            .with_check("record_state", move || {
+                let restored = store.readiness();
+                async move { restored }
+            })
     };
     let handler = Evaluator {
         snapshot,
         pool,
-        matches_topic: settings.topics.matches.clone(),
+        store: store.clone(),
+        topics: outputs::Topics {
+            matches: settings.topics.matches.clone(),
+            records: settings.topics.records.clone(),
+            hydrations: settings.topics.hydrations.clone(),
+        },
+        hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
+        counts: counts::Counts::default(),
     };
     let topic = settings.topics.events.clone();
-    // Consume → produce in Kafka transactions: outcomes and the events' offsets commit together.
-    TransactionalService {
+    // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets
+    // commit together.
+    let consume = TransactionalService {
         name: SERVICE.name,
         settings: &settings,
         topic: &topic,
@@ -61,7 +134,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         readiness,
         metrics,
         shutdown,
+        partitions: Some(store as Arc<dyn PartitionListener>),
     }
-    .run()
-    .await
+    .run();
+    background.run(consume).await
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crm_sync_store::listen::{self, OnChange, Resync};
 use crm_sync_store::workflows::{self, CHANGED_CHANNEL, StoredWorkflow};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -75,46 +75,52 @@ impl WorkflowSnapshot {
     }
 }
 
-/// Listens for changes and reloads until shutdown; reconnects with backoff.
+/// Listens for changes and reloads until shutdown, and fully after every reconnect.
 pub async fn keep_fresh(
     snapshot: Arc<WorkflowSnapshot>,
     pool: PgPool,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let session = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANGED_CHANNEL).await?;
-            // Listen first, then load: a change between the two is seen by the load or notified.
-            snapshot.reload(&pool).await?;
-            backoff = Duration::from_millis(200);
-            loop {
-                let notification = listener.recv().await?;
-                tracing::debug!(integration = notification.payload(), "workflows changed");
-                // Coalesce notifications already buffered (e.g. a burst from `crm-sync apply`)
-                // into one reload. Only the buffer: `try_recv` would wait for the next one.
-                while listener.next_buffered().is_some() {}
-                let started = std::time::Instant::now();
-                snapshot.reload(&pool).await?;
+    let mut reloader = Reloader {
+        snapshot,
+        pool: pool.clone(),
+    };
+    listen::listen(&pool, &[CHANGED_CHANNEL], &mut reloader, &shutdown).await;
+}
+
+/// How soon a failed reload is tried again.
+const RELOAD_RETRY: Duration = Duration::from_secs(1);
+
+struct Reloader {
+    snapshot: Arc<WorkflowSnapshot>,
+    pool: PgPool,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        match self.snapshot.reload(&self.pool).await {
+            Ok(()) => {
                 metrics::histogram!("crm_sync_evaluator_reload_seconds")
                     .record(started.elapsed().as_secs_f64());
+                None
             }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = session => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, ?backoff, "workflow change listener failed; reconnecting");
-                }
+            Err(error) => {
+                tracing::warn!(%error, "reloading the active workflows failed; retrying");
+                Some(RELOAD_RETRY)
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl OnChange for Reloader {
+    async fn resync(&mut self, why: Resync) -> Option<Duration> {
+        tracing::debug!(?why, "reloading the active workflows");
+        self.reload().await
+    }
+
+    async fn changed(&mut self, integrations: Vec<String>) -> Option<Duration> {
+        tracing::debug!(?integrations, "workflows changed");
+        self.reload().await
     }
 }

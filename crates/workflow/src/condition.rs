@@ -412,6 +412,17 @@ impl Condition {
         }
     }
 
+    /// Appends the name of every field a leaf reads.
+    pub fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Condition::All(c) | Condition::Any(c) => {
+                c.iter().for_each(|item| item.collect_fields(out))
+            }
+            Condition::Not(c) => c.collect_fields(out),
+            Condition::Compare(c) => out.push(c.field.as_str()),
+        }
+    }
+
     /// True when some leaf looks at previous values.
     pub fn uses_changes(&self) -> bool {
         match self {

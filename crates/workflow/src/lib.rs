@@ -11,6 +11,6 @@ pub use condition::{
 };
 pub use explain::{Explanation, Node};
 pub use spec::{
-    Decision, Match, NoMatch, RetractReason, Retraction, SpecError, Trigger, WorkflowSpec,
-    parse_date,
+    Decision, Match, NoMatch, RecordView, RetractReason, Retraction, SpecError, Trigger,
+    WorkflowSpec, parse_date,
 };

@@ -2,14 +2,17 @@
 //! services as real processes against the local stack (`deploy/local/stack.sh up`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod events;
 pub mod fake_crm;
+pub mod proxy;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
+use crm_sync_kafka::clients::{Role, base_config};
+use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use sqlx::PgPool;
@@ -18,6 +21,11 @@ use tokio::process::{Child, Command};
 
 pub fn brokers() -> String {
     std::env::var("CRM_SYNC_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// How the kit's own clients reach Kafka (through the same configuration path as the services).
+pub fn kafka_settings() -> KafkaSettings {
+    KafkaSettings::for_brokers(&brokers())
 }
 
 /// A database the test role can CREATE DATABASE from.
@@ -32,6 +40,8 @@ pub struct Topics {
     pub matches: String,
     pub activities: String,
     pub users: String,
+    pub records: String,
+    pub hydrations: String,
 }
 
 impl Topics {
@@ -43,6 +53,8 @@ impl Topics {
             format!("{}.dlq", self.matches),
             self.activities.clone(),
             self.users.clone(),
+            self.records.clone(),
+            self.hydrations.clone(),
         ]
     }
 }
@@ -97,9 +109,11 @@ impl TestEnv {
             matches: format!("{prefix}.crm.matches.v1"),
             activities: format!("{prefix}.salesscreen.activities.v1"),
             users: format!("{prefix}.salesscreen.users.v1"),
+            records: format!("{prefix}.crm.records.v1"),
+            hydrations: format!("{prefix}.crm.hydrations.v1"),
         };
         delete_stale_topics(secs).await;
-        crm_sync_kafka::admin::ensure_topics(&brokers(), &topics.all(), PARTITIONS)
+        crm_sync_kafka::admin::ensure_topics(&kafka_settings(), &topics.all(), PARTITIONS)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -142,6 +156,22 @@ impl TestEnv {
                 self.topics.activities.clone(),
             ),
             ("CRM_SYNC__TOPICS__USERS".into(), self.topics.users.clone()),
+            (
+                "CRM_SYNC__TOPICS__RECORDS".into(),
+                self.topics.records.clone(),
+            ),
+            (
+                "CRM_SYNC__TOPICS__HYDRATIONS".into(),
+                self.topics.hydrations.clone(),
+            ),
+            // One local record store per replica (a replica restarted on its port keeps it).
+            (
+                "CRM_SYNC__EVALUATOR__STATE_DIR".into(),
+                self.log_dir
+                    .join(format!("state-{http_port}"))
+                    .display()
+                    .to_string(),
+            ),
             ("CRM_SYNC__HTTP__HOST".into(), "127.0.0.1".into()),
             ("CRM_SYNC__HTTP__PORT".into(), http_port.to_string()),
             ("CRM_SYNC__TELEMETRY__LOG_FORMAT".into(), "json".into()),
@@ -150,6 +180,16 @@ impl TestEnv {
                 "info,crm_sync=debug".into(),
             ),
             ("CRM_SYNC__SHUTDOWN__GRACE_PERIOD_SECS".into(), "10".into()),
+            // The fake CRMs of the kit listen on 127.0.0.1 over plain http: the explicit test
+            // setting of the outbound policy, and an allowlist entry for the address.
+            (
+                "CRM_SYNC__DIRECTORY__ALLOW_INSECURE_HTTP".into(),
+                "true".into(),
+            ),
+            (
+                "CRM_SYNC__DIRECTORY__ALLOWED_HOSTS".into(),
+                "127.0.0.1".into(),
+            ),
         ]
     }
 
@@ -173,24 +213,56 @@ impl TestEnv {
         port: u16,
         extra_env: &[(&str, &str)],
     ) -> Service {
+        let (env, ops_port) = self.process_env(binary, port, extra_env);
+        Service::start(binary, label, &env, port, ops_port, &self.log_dir).await
+    }
+
+    /// Starts a service without waiting for it to be ready (for tests of why it is not).
+    pub fn spawn_service(&self, binary: &str, label: &str, extra_env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let (env, ops_port) = self.process_env(binary, port, extra_env);
+        Service::spawn(binary, label, &env, port, ops_port, &self.log_dir)
+    }
+
+    /// A service process's environment, and the port of its ops endpoints.
+    fn process_env(
+        &self,
+        binary: &str,
+        port: u16,
+        extra_env: &[(&str, &str)],
+    ) -> (Vec<(String, String)>, u16) {
         let mut env = self.service_env(port);
         env.push((
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
             format!("{}-{binary}", self.id),
         ));
+        // ingest and admin-api serve the ops endpoints on a port of their own; the consumers
+        // serve nothing else, on `http.port`.
+        let ops_port = if SEPARATE_OPS_PORT.contains(&binary) {
+            let ops_port = free_port();
+            env.push(("CRM_SYNC__HTTP__OPS_PORT".into(), ops_port.to_string()));
+            ops_port
+        } else {
+            port
+        };
         env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        Service::start(binary, label, &env, port, &self.log_dir).await
+        (env, ops_port)
     }
 }
+
+/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
+pub const SEPARATE_OPS_PORT: [&str; 2] = ["ingest", "admin-api"];
 
 /// A running service process, killed when dropped.
 pub struct Service {
     pub name: String,
     pub port: u16,
+    /// Where its `/healthz`, `/readyz` and `/metrics` are (`port` for the consumers).
+    pub ops_port: u16,
     pub log_file: PathBuf,
     child: Child,
 }
@@ -201,6 +273,20 @@ impl Service {
         label: &str,
         env: &[(String, String)],
         port: u16,
+        ops_port: u16,
+        log_dir: &Path,
+    ) -> Service {
+        let mut service = Service::spawn(binary, label, env, port, ops_port, log_dir);
+        service.wait_ready(Duration::from_secs(60)).await;
+        service
+    }
+
+    pub fn spawn(
+        binary: &str,
+        label: &str,
+        env: &[(String, String)],
+        port: u16,
+        ops_port: u16,
         log_dir: &Path,
     ) -> Service {
         let path = binary_path(binary);
@@ -220,18 +306,22 @@ impl Service {
                 path.display()
             )
         });
-        let mut service = Service {
+        Service {
             name: label.to_owned(),
             port,
+            ops_port,
             log_file,
             child,
-        };
-        service.wait_ready(Duration::from_secs(60)).await;
-        service
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL of the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) {
@@ -245,7 +335,7 @@ impl Service {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
+            if let Ok(r) = client.get(self.ops_url("/readyz")).send().await
                 && r.status().is_success()
             {
                 return;
@@ -295,6 +385,51 @@ impl Service {
     }
 }
 
+/// A plain producer for writing test input straight onto a topic.
+pub fn producer(_env: &TestEnv) -> rdkafka::producer::FutureProducer {
+    base_config(&kafka_settings(), Role::Producer)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Writes events to `topic` as ingest does (key, event id header), acknowledged.
+pub async fn send_events(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    events: &[crm_sync_proto::v1::CrmEvent],
+) {
+    use crm_sync_proto::Message as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    for chunk in events.chunks(1000) {
+        let encoded: Vec<(String, Vec<u8>, String)> = chunk
+            .iter()
+            .map(|e| {
+                (
+                    format!("{}/{}/{}", e.integration_id, e.object_type, e.record_id),
+                    e.encode_to_vec(),
+                    e.event_id.clone(),
+                )
+            })
+            .collect();
+        futures::future::try_join_all(encoded.iter().map(|(key, payload, id)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: "crm-sync-event-id",
+                        value: Some(id.as_str()),
+                    }),
+                ),
+                Duration::from_secs(30),
+            )
+        }))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+}
+
 /// Polls `check` until it returns Some or the deadline passes.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -335,8 +470,7 @@ impl Record {
 /// A topic just created can be briefly unknown to the broker's metadata; tests start only once
 /// every partition of every topic has a leader.
 fn wait_for_topics(topics: &[String]) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = base_config(&kafka_settings(), Role::Admin)
         .create()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -397,8 +531,7 @@ pub async fn read_topic(topic: &str) -> Vec<Record> {
 }
 
 fn read_topic_blocking(topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = base_config(&kafka_settings(), Role::Consumer)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -502,9 +635,8 @@ fn replace_db(url: &str, db: &str) -> String {
 async fn delete_stale_topics(now_secs: u64) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let Ok(admin) = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create::<AdminClient<DefaultClientContext>>()
+    let Ok(admin) =
+        base_config(&kafka_settings(), Role::Admin).create::<AdminClient<DefaultClientContext>>()
     else {
         return;
     };
@@ -556,7 +688,7 @@ async fn drop_stale_databases(admin: &PgPool, now_secs: u64) {
 /// Reads one sample from a service's `/metrics`: the sum of every series of `name` whose labels
 /// contain all of `labels` (e.g. `outcome="no_match"`). 0 when absent.
 pub async fn metric(service: &Service, name: &str, labels: &[&str]) -> f64 {
-    let Ok(response) = reqwest::get(service.url("/metrics")).await else {
+    let Ok(response) = reqwest::get(service.ops_url("/metrics")).await else {
         return 0.0;
     };
     let text = response.text().await.unwrap_or_default();

@@ -342,3 +342,68 @@ async fn a_rotated_hubspot_secret_takes_effect_in_ingest_within_the_cache_time()
         rotated_at.elapsed()
     );
 }
+
+#[tokio::test]
+async fn api_urls_outside_the_outbound_policy_are_refused_with_422() {
+    let env = TestEnv::new("admin-credentials-ssrf").await;
+    let tenant = Tenant::create(&env.pool, "acme", false, true).await;
+    let admin = token(&env, tenant.company_id, "admin").await;
+    // The production default: no test setting, no extra hosts.
+    let api = env
+        .start_service(
+            "admin-api",
+            "admin-api",
+            &[
+                ("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY),
+                ("CRM_SYNC__DIRECTORY__ALLOW_INSECURE_HTTP", "false"),
+                ("CRM_SYNC__DIRECTORY__ALLOWED_HOSTS", ""),
+            ],
+        )
+        .await;
+    let c = Client::new(&api, Some(&admin));
+    let dynamics = integration(&c, tenant.company_id, "dynamics", "dynamics", "org1").await;
+    let path = company_path(
+        tenant.company_id,
+        &format!("/integrations/{dynamics}/credentials"),
+    );
+    let oauth = |token_url: Option<&str>| {
+        let mut oauth = json!({"client_id": "c", "client_secret": SECRETS[5], "tenant_id": "t1"});
+        if let Some(url) = token_url {
+            oauth["token_url"] = json!(url);
+        }
+        oauth
+    };
+    for (base_url, why) in [
+        ("https://127.0.0.1", "loopback"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://10.0.0.5", "private"),
+        ("https://[::1]:8443", "loopback"),
+        ("http://org1.crm.dynamics.com", "https"),
+        ("https://metadata.internal.example", "not one of"),
+    ] {
+        let body = c
+            .patch(
+                &path,
+                json!({"api": {"base_url": base_url, "oauth": oauth(None)}}),
+            )
+            .await
+            .invalid("api/base_url");
+        assert!(
+            body["message"].as_str().unwrap().contains(why),
+            "{base_url}: {body}"
+        );
+    }
+    c.patch(
+        &path,
+        json!({"api": {"base_url": "https://org1.crm.dynamics.com",
+                       "oauth": oauth(Some("https://169.254.169.254/token"))}}),
+    )
+    .await
+    .invalid("api/oauth/token_url");
+    c.patch(
+        &path,
+        json!({"api": {"base_url": "https://org1.crm4.dynamics.com", "oauth": oauth(None)}}),
+    )
+    .await
+    .expect(200);
+}

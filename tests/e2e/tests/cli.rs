@@ -503,3 +503,70 @@ async fn apply_refuses_an_invalid_file_naming_file_and_line() {
     // Validation happens before anything is written.
     assert_eq!(count(&env, "companies").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_records_what_it_changes_in_the_audit_log_as_cli() {
+    let env = TestEnv::new("cli-apply-audit").await;
+    let token = format!("tok-{}", uuid::Uuid::new_v4());
+    let secrets = [("ACME_SF_TOKEN", token.as_str())];
+    let apply = |contents: &str| {
+        let file = write_file(&env, "tenants.yaml", contents);
+        let env = &env;
+        async move {
+            let out = crm_sync(
+                env,
+                &["apply", "-f", file.to_str().unwrap()],
+                &secrets,
+                None,
+            )
+            .await;
+            assert_success("apply", &out);
+        }
+    };
+    let audited = || async {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT actor, action, details::text FROM audit_log ORDER BY id")
+                .fetch_all(&env.pool)
+                .await
+                .unwrap();
+        rows
+    };
+
+    apply(TENANTS).await;
+    let rows = audited().await;
+    assert!(rows.iter().all(|(actor, _, _)| actor == "cli"), "{rows:?}");
+    let mut actions: Vec<&str> = rows.iter().map(|(_, action, _)| action.as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "company.created",
+            "integration.created",
+            "team.created",
+            "team.created",
+            "workflow.created",
+            "workflow.created"
+        ]
+    );
+    assert!(
+        rows.iter().all(|(_, _, details)| !details.contains(&token)),
+        "a secret reached the audit log"
+    );
+
+    // Unchanged objects are not recorded; a changed one is.
+    apply(TENANTS).await;
+    assert_eq!(audited().await.len(), 6);
+    apply(&TENANTS.replace(
+        "activity_type: meeting",
+        "activity_type: meeting\n            active: true",
+    ))
+    .await;
+    let rows = audited().await;
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    let (actor, action, details) = rows.last().unwrap();
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("cli", "workflow.updated")
+    );
+    assert!(details.contains("\"active\": true"), "{details}");
+}

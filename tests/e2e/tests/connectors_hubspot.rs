@@ -215,7 +215,7 @@ async fn unsigned_stale_foreign_or_malformed_batches_are_refused_and_publish_not
     .await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_signature")
+        (401, "unauthorized")
     );
 
     let wrong = hubspot_signature("another-secret", &url, &body, &timestamp);
@@ -231,7 +231,7 @@ async fn unsigned_stale_foreign_or_malformed_batches_are_refused_and_publish_not
     .await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_signature")
+        (401, "unauthorized")
     );
 
     let altered = body.replace("closedwon", "closedlost");
@@ -247,7 +247,7 @@ async fn unsigned_stale_foreign_or_malformed_batches_are_refused_and_publish_not
     .await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_signature")
+        (401, "unauthorized")
     );
 
     // Signed correctly, but six minutes ago: a replay.
@@ -265,7 +265,7 @@ async fn unsigned_stale_foreign_or_malformed_batches_are_refused_and_publish_not
     .await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "stale_timestamp")
+        (401, "unauthorized")
     );
 
     let foreign = body.replace("62515", "99999");
@@ -347,4 +347,77 @@ async fn unsigned_stale_foreign_or_malformed_batches_are_refused_and_publish_not
     let log = std::fs::read_to_string(log_file).unwrap();
     assert!(!log.contains(SECRET), "the client secret is never logged");
     assert!(log.contains("stale_timestamp") && log.contains("foreign_account"));
+}
+
+/// A merge expands to one event per merged id: a request may not expand past the limit of
+/// events per request, nor carry values that cannot be stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_of_thousands_of_ids_or_unstorable_values_are_refused_naming_the_limit() {
+    let s = setup(
+        "connectors-hubspot-fanout",
+        "hubspot",
+        PORTAL,
+        secrets("http://127.0.0.1:9"),
+        None,
+        won_deals_workflow(),
+    )
+    .await;
+    let ingest = s
+        .env
+        .start_service("ingest", "ingest", &[connectors::SERVICE_ENV[0]])
+        .await;
+    let url = ingest.url(&format!(
+        "/v1/integrations/{}/hubspot/webhooks",
+        s.integration_id
+    ));
+    let merged: Vec<u64> = (1000..3000).collect();
+    let merge = json!([event(
+        9,
+        "deal.merge",
+        504,
+        0,
+        json!({"primaryObjectId": 504, "mergedObjectIds": merged, "newObjectId": 507})
+    )])
+    .to_string();
+    let answer = send(&url, &merge).await;
+    assert_eq!(
+        (answer.status, answer.error().as_str()),
+        (413, "too_many_events"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.message().contains("ingest.max_events_per_request")
+            && answer.message().contains("1000"),
+        "{}",
+        answer.body
+    );
+
+    let nul = json!([event(
+        10,
+        "deal.propertyChange",
+        7,
+        0,
+        json!({"propertyName": "hubspot_owner_id", "propertyValue": "416\u{0}29779"})
+    )])
+    .to_string();
+    let answer = send(&url, &nul).await;
+    assert_eq!(
+        (answer.status, answer.error().as_str()),
+        (400, "invalid_value"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(topic_message_count(&s.env.topics.events), 0);
+
+    let fine = json!([event(
+        11,
+        "deal.merge",
+        504,
+        0,
+        json!({"primaryObjectId": 504, "mergedObjectIds": [505, 506], "newObjectId": 507})
+    )])
+    .to_string();
+    let answer = send(&url, &fine).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }

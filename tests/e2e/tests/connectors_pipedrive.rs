@@ -159,14 +159,14 @@ async fn missing_or_wrong_credentials_other_companies_and_v1_payloads_are_refuse
     let answer = post(&url, &[json_type], body.clone()).await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_credentials")
+        (401, "unauthorized")
     );
     assert!(answer.headers["www-authenticate"].starts_with("Basic realm="));
     let wrong = basic("crm-sync", "not-the-password");
     let answer = post(&url, &[json_type, ("authorization", &wrong)], body.clone()).await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_credentials")
+        (401, "unauthorized")
     );
 
     let auth = basic("crm-sync", PASSWORD);
@@ -175,6 +175,23 @@ async fn missing_or_wrong_credentials_other_companies_and_v1_payloads_are_refuse
     assert_eq!(
         (answer.status, answer.error().as_str()),
         (403, "foreign_account")
+    );
+    // Leaving meta.company_id out does not skip the account check.
+    let mut anonymous: serde_json::Value =
+        serde_json::from_str(&deal_change("e3", 1, "won", COMPANY)).unwrap();
+    anonymous["meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("company_id");
+    let answer = post(&url, &with, anonymous.to_string()).await;
+    assert_eq!(
+        (answer.status, answer.error().as_str()),
+        (400, "malformed_message")
+    );
+    assert!(
+        answer.message().contains("meta.company_id"),
+        "{}",
+        answer.body
     );
     let v1 = r#"{"v": 1, "matches_filters": {"current": []}, "meta": {"v": 1, "action": "updated", "object": "deal", "id": 1, "company_id": 12882925}, "current": {"id": 1}, "previous": {}, "event": "updated.deal", "retry": 0}"#;
     let answer = post(&url, &with, v1).await;

@@ -237,7 +237,7 @@ async fn batches_of_several_records_bearer_auth_and_refusals() {
     let answer = post(&url, &[json_type], one.clone()).await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_token")
+        (401, "unauthorized")
     );
     let answer = post(
         &url,
@@ -247,7 +247,7 @@ async fn batches_of_several_records_bearer_auth_and_refusals() {
     .await;
     assert_eq!(
         (answer.status, answer.error().as_str()),
-        (401, "invalid_token")
+        (401, "unauthorized")
     );
     let answer = post(
         &format!("{url}?token={TOKEN}"),

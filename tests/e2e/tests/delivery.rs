@@ -173,7 +173,11 @@ async fn a_transient_database_failure_is_retried_and_never_skipped() {
         "the provisioner to report itself not ready while stuck",
         WAIT,
         || async {
-            let r = client.get(provisioner.url("/readyz")).send().await.ok()?;
+            let r = client
+                .get(provisioner.ops_url("/readyz"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == 503 && metric(&provisioner, "crm_sync_retries_total", &[]).await >= 3.0)
                 .then_some(())
         },
@@ -201,7 +205,11 @@ async fn a_transient_database_failure_is_retried_and_never_skipped() {
     })
     .await;
     eventually("readiness to recover", WAIT, || async {
-        let r = client.get(provisioner.url("/readyz")).send().await.ok()?;
+        let r = client
+            .get(provisioner.ops_url("/readyz"))
+            .send()
+            .await
+            .ok()?;
         r.status().is_success().then_some(())
     })
     .await;

@@ -343,7 +343,7 @@ async fn a_batch_is_acknowledged_only_once_kafka_has_every_event_and_redelivery_
         assert_eq!(ids.get(id), Some(&2), "{ids:?}");
     }
 
-    let metrics = reqwest::get(ingest.url("/metrics"))
+    let metrics = reqwest::get(ingest.ops_url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -435,13 +435,13 @@ async fn refused_requests_say_why_and_publish_nothing() {
     .await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::UNAUTHORIZED, "invalid_token")
+        (StatusCode::UNAUTHORIZED, "unauthorized")
     );
 
     let answer = post(&endpoint(&ingest, &iid, None), xml, valid.clone()).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::UNAUTHORIZED, "invalid_token")
+        (StatusCode::UNAUTHORIZED, "unauthorized")
     );
 
     for unknown in [
@@ -486,7 +486,7 @@ async fn refused_requests_say_why_and_publish_nothing() {
 
     assert_eq!(topic_message_count(&f.env.topics.events), 0);
 
-    let metrics = reqwest::get(ingest.url("/metrics"))
+    let metrics = reqwest::get(ingest.ops_url("/metrics"))
         .await
         .unwrap()
         .text()

@@ -377,7 +377,7 @@ async fn one_trace_runs_from_the_crm_request_through_every_service_to_the_databa
 
 /// Every series of a metric on a service's `/metrics`, as (labels, value).
 async fn series(service: &Service, name: &str) -> Vec<(String, f64)> {
-    let text = reqwest::get(service.url("/metrics"))
+    let text = reqwest::get(service.ops_url("/metrics"))
         .await
         .unwrap()
         .text()

@@ -11,9 +11,7 @@ use crm_sync_e2e::{
     topic_message_count,
 };
 use crm_sync_proto::Message;
-use crm_sync_proto::v1::{
-    ActivityChanged, OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome,
-};
+use crm_sync_proto::v1::{ActivityChanged, UserProvisioned, UserStatus};
 use crm_sync_store::views;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -123,17 +121,19 @@ async fn auto_sync_creates_one_pending_user_per_owner_and_redelivery_changes_not
         1
     );
 
-    // Salesforce redelivers the first message (it does until it sees an Ack): nothing changes.
+    // Salesforce redelivers the first message (it does until it sees an Ack): nothing changes,
+    // and the evaluator, whose record state already has it, writes no outcome for it.
+    let outcomes_before = topic_message_count(&env.topics.matches);
     let (status, body) = post_outbound_message(&p.ingest, &tenant, first).await;
     ack(status, &body);
     eventually(
-        "the provisioner to see the redelivered outcome",
+        "the evaluator to see the redelivered event",
         WAIT,
         || async {
             (metric(
-                &p.provisioners[0],
-                "crm_sync_provisioner_outcomes_total",
-                &["result=\"duplicate\""],
+                &p.evaluator,
+                "crm_sync_evaluator_events_total",
+                &["outcome=\"unchanged\""],
             )
             .await
                 >= 1.0)
@@ -141,6 +141,7 @@ async fn auto_sync_creates_one_pending_user_per_owner_and_redelivery_changes_not
         },
     )
     .await;
+    assert_eq!(topic_message_count(&env.topics.matches), outcomes_before);
     assert_eq!(
         views::activities(&env.pool, tenant.company_id)
             .await
@@ -276,31 +277,9 @@ async fn inactive_workflows_and_unmet_conditions_create_nothing() {
         },
     )
     .await;
-    // The open deal is an update of a record the active workflow does not match, so the
-    // evaluator asks for a retraction (it cannot know that no activity exists); the provisioner
-    // finds nothing to retract. No event produced a MATCHED outcome.
-    eventually(
-        "the provisioner to find nothing to retract",
-        WAIT,
-        || async {
-            (metric(
-                &p.provisioners[0],
-                "crm_sync_provisioner_retractions_total",
-                &["result=\"nothing_to_retract\""],
-            )
-            .await
-                >= 1.0)
-                .then_some(())
-        },
-    )
-    .await;
-    let outcomes = read_topic(&env.topics.matches).await;
-    assert_eq!(outcomes.len(), 1, "one retraction, nothing else");
-    for record in &outcomes {
-        let outcome = WorkflowOutcome::decode(record.payload.as_slice()).unwrap();
-        assert_eq!(outcome.kind(), OutcomeKind::Retracted, "no outcome matched");
-        assert_eq!(outcome.workflow_id, active.workflow_id.to_string());
-    }
+    // The open deal is an update of a record that never matched: with the record's state known,
+    // there is nothing to retract, so no outcome at all is written.
+    assert_eq!(topic_message_count(&env.topics.matches), 0, "no outcome");
     assert_eq!(topic_message_count(&env.topics.activities), 0);
     for tenant in [&active, &inactive] {
         assert!(

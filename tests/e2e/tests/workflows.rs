@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crm_sync_e2e::salesforce::{Notification, outbound_message};
 use crm_sync_e2e::{
-    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic,
+    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, producer, read_topic,
+    send_events,
 };
 use crm_sync_proto::v1::{
     ActivityChanged, ActivityState, ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue,
@@ -25,8 +26,7 @@ use crm_sync_store::{tenants, views};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -113,43 +113,6 @@ fn event(
     e
 }
 
-fn producer(env: &TestEnv) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("linger.ms", "2")
-        .create()
-        .unwrap()
-}
-
-/// Writes events to the events topic as ingest does (key, event id header), acknowledged.
-async fn send(producer: &FutureProducer, topic: &str, events: &[CrmEvent]) {
-    let encoded: Vec<(String, Vec<u8>, String)> = events
-        .iter()
-        .map(|e| {
-            (
-                format!("{}/{}/{}", e.integration_id, e.object_type, e.record_id),
-                e.encode_to_vec(),
-                e.event_id.clone(),
-            )
-        })
-        .collect();
-    futures::future::try_join_all(encoded.iter().map(|(key, payload, id)| {
-        producer.send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: "crm-sync-event-id",
-                    value: Some(id.as_str()),
-                })),
-            Duration::from_secs(10),
-        )
-    }))
-    .await
-    .map_err(|(e, _)| e)
-    .unwrap();
-}
-
 async fn outcomes(env: &TestEnv) -> Vec<WorkflowOutcome> {
     read_topic(&env.topics.matches)
         .await
@@ -188,7 +151,8 @@ async fn owns_partitions(service: &Service) {
 struct Pipeline {
     ingest: Service,
     evaluator: Service,
-    provisioner: Service,
+    /// Kept running for the test's length.
+    _provisioner: Service,
 }
 
 async fn pipeline(env: &TestEnv) -> Pipeline {
@@ -202,7 +166,7 @@ async fn pipeline(env: &TestEnv) -> Pipeline {
     Pipeline {
         ingest,
         evaluator,
-        provisioner,
+        _provisioner: provisioner,
     }
 }
 
@@ -332,23 +296,20 @@ async fn a_deleted_record_retracts_its_activity_and_a_delete_without_one_changes
         &[],
         1_800_000_000,
     );
-    send(&kafka, &env.topics.events, &[deleted, never_won]).await;
+    send_events(&kafka, &env.topics.events, &[deleted, never_won]).await;
     activity_state(&env, &tenant, record, "retracted").await;
-    eventually(
-        "the provisioner to count the delete without an activity",
-        WAIT,
-        || async {
-            (metric(
-                &p.provisioner,
-                "crm_sync_provisioner_retractions_total",
-                &["result=\"nothing_to_retract\""],
-            )
-            .await
-                >= 1.0)
-                .then_some(())
-        },
-    )
+    // The record that never matched has nothing to retract: its delete writes no outcome.
+    eventually("the evaluator to see both deletes", WAIT, || async {
+        (metric(&p.evaluator, "crm_sync_evaluator_events_total", &[]).await >= 3.0).then_some(())
+    })
     .await;
+    let retracted: Vec<String> = outcomes(&env)
+        .await
+        .into_iter()
+        .filter(|o| o.kind() == OutcomeKind::Retracted)
+        .map(|o| o.record_id)
+        .collect();
+    assert_eq!(retracted, vec![record.to_owned()]);
     assert_eq!(
         views::activities(&env.pool, tenant.company_id)
             .await
@@ -496,7 +457,7 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
         ("Amount", "1500"),
         ("OwnerId", "005C"),
     ];
-    send(
+    send_events(
         &kafka,
         &env.topics.events,
         &[
@@ -522,8 +483,9 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
     )
     .await;
     activity_state(&env, &tenant, a, "recorded").await;
-    // Its amount edited later: no new win, no retraction, the activity stays as recorded.
-    send(
+    // Its amount edited later while still won: no new win, no retraction; the activity's value
+    // follows the record.
+    send_events(
         &kafka,
         &env.topics.events,
         &[event(
@@ -540,19 +502,17 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
         )],
     )
     .await;
-    eventually("the evaluator to see all three updates", WAIT, || async {
-        (metric(
-            &p.evaluator,
-            "crm_sync_evaluator_no_match_total",
-            &["reason=\"no_change\""],
-        )
-        .await
-            >= 2.0)
+    eventually("the activity to follow the amount", WAIT, || async {
+        views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.record_id == "006CHANGED0001AAAA" && a.value.to_string() == "2000")
             .then_some(())
     })
     .await;
     // Then reduced below 1000: the record no longer satisfies the workflow.
-    send(
+    send_events(
         &kafka,
         &env.topics.events,
         &[event(
@@ -574,7 +534,7 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
         .await
         .unwrap();
     assert_eq!(activities.len(), 1, "{activities:?}");
-    assert_eq!(activities[0].value.to_string(), "1500");
+    assert_eq!(activities[0].value.to_string(), "2000");
     let kinds: Vec<(String, OutcomeKind)> = outcomes(&env)
         .await
         .iter()
@@ -583,6 +543,7 @@ async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
     assert_eq!(
         kinds,
         [
+            (a.to_owned(), OutcomeKind::Matched),
             (a.to_owned(), OutcomeKind::Matched),
             (a.to_owned(), OutcomeKind::Retracted)
         ]
@@ -832,7 +793,7 @@ async fn an_evaluator_killed_mid_stream_leaves_no_duplicate_and_no_missing_outco
         tokio::spawn(async move {
             // A steady flow, so that a transaction is open nearly all the time.
             for chunk in events.chunks(10) {
-                send(&kafka, &topic, chunk).await;
+                send_events(&kafka, &topic, chunk).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })

@@ -41,17 +41,15 @@ impl TransactionalHandler for FlakyEcho {
             payload: id.clone().into_bytes(),
             event_id: id,
             headers: Vec::new(),
+            partition: None,
         }])
     }
 }
 
 fn settings(env: &TestEnv) -> KafkaSettings {
     KafkaSettings {
-        brokers: env.brokers.clone(),
         consumer_group: format!("{}-transactions", env.id),
-        delivery_timeout_ms: 30_000,
-        session_timeout_ms: 10_000,
-        transactional_id: None,
+        ..KafkaSettings::for_brokers(&env.brokers)
     }
 }
 

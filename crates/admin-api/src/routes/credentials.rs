@@ -263,7 +263,7 @@ pub(crate) fn checked<'s>(
     state: &'s AppState,
 ) -> ApiResult<(IntegrationSecrets, &'s SecretKey)> {
     let secrets = body.into_secrets()?;
-    secrets.validate(crm).map_err(refused)?;
+    secrets.validate(crm, &state.egress).map_err(refused)?;
     Ok((secrets, key(state)?))
 }
 

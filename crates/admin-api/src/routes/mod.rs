@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod integrations;
 pub mod session;
 pub mod teams;
+pub mod tokens;
 pub mod users;
 pub mod workflows;
 
@@ -50,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activities::list))
         .routes(routes!(activities::leaderboard))
         .routes(routes!(audit::list))
+        .routes(routes!(tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 /// Errors any read can answer.
@@ -135,13 +138,20 @@ pub async fn commit_audited(
     Ok(())
 }
 
-/// A required text input: trimmed, non-empty, at most `max` characters.
+/// A required text input: trimmed, non-empty, at most `max` characters, without control
+/// characters (a NUL cannot even be stored).
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
         return Err(ApiError::invalid(
             field,
             format!("{field} must not be empty"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not contain control characters"),
         ));
     }
     if v.chars().count() > max {

@@ -2,7 +2,9 @@
 //! API token of a company.
 
 use anyhow::Context as _;
+use crm_sync_store::admin::audit::Actor;
 use crm_sync_store::admin::tokens::{self, Role};
+use uuid::Uuid;
 
 use crate::context::Context;
 
@@ -12,6 +14,7 @@ pub struct CreateTokenArgs {
     /// `admin` or `viewer`.
     pub role: String,
     pub label: Option<String>,
+    pub expires_in_days: u32,
 }
 
 /// Creates a token and prints it once: only its hash is stored.
@@ -27,14 +30,44 @@ pub async fn create_token(
         .await
         .context("looking up the company")?
         .ok_or_else(|| anyhow::anyhow!("no company with id or slug {:?}", args.company))?;
-    let created = tokens::create(&pool, company_id, role, args.label.as_deref())
-        .await
-        .context("creating the token")?;
+    let created = tokens::create(
+        &pool,
+        company_id,
+        role,
+        args.label.as_deref(),
+        args.expires_in_days,
+    )
+    .await
+    .context("creating the token")?;
     writeln!(out, "{}", created.bearer)?;
     eprintln!(
-        "{} token {} for {company_name} ({company_id}). It is shown only this once: store it now.",
+        "{} token {} for {company_name} ({company_id}), valid for {} days. It is shown only this once: store it now.",
         role.as_str(),
-        created.token.id
+        created.token.id,
+        args.expires_in_days
+    );
+    Ok(())
+}
+
+/// Revokes a token of any company, audited as the command-line tool.
+pub async fn revoke_token(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
+    let pool = ctx.pool().await?;
+    let actor = Actor {
+        token_id: None,
+        name: "cli".into(),
+    };
+    let revoked = tokens::revoke(&pool, None, id, &actor)
+        .await
+        .context("revoking the token")?
+        .ok_or_else(|| anyhow::anyhow!("no admin token with id {id}"))?;
+    eprintln!(
+        "token {id} ({}, company {}) is revoked since {}",
+        revoked.role,
+        revoked.company_id,
+        revoked
+            .revoked_at
+            .map(|at| at.to_rfc3339())
+            .unwrap_or_default()
     );
     Ok(())
 }

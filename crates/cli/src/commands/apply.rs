@@ -6,7 +6,8 @@ use std::fmt;
 use std::io::Write;
 
 use anyhow::Context as _;
-use crm_sync_store::credentials::{self, SecretKey};
+use crm_sync_store::admin::audit;
+use crm_sync_store::credentials::{self, SecretKey, egress_from_settings};
 use crm_sync_store::secrets::token_digest;
 use crm_sync_store::tenants::{self, IntegrationInput};
 use sqlx::PgPool;
@@ -117,27 +118,35 @@ pub async fn apply(pool: &PgPool, file: &TenantsFile) -> anyhow::Result<Applied>
 /// Checks every `credentials` block before anything is written, and reads the key that seals
 /// them (`secrets.encryption_key`, as the services read it) when the file has any.
 fn credentials_key(file: &TenantsFile) -> anyhow::Result<Option<SecretKey>> {
-    let mut any = false;
-    for (ci, company) in file.companies.iter().enumerate() {
-        for (ii, integration) in company.integrations.iter().enumerate() {
-            if let Some(credentials) = &integration.credentials {
-                any = true;
-                credentials
-                    .to_secrets()
-                    .validate(integration.crm.as_str())
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "companies[{ci}].integrations[{ii}] (`{}`): {e}",
-                            &*integration.name
-                        )
-                    })?;
-            }
-        }
-    }
-    if !any {
+    let with_credentials: Vec<_> = file
+        .companies
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, company)| {
+            company
+                .integrations
+                .iter()
+                .enumerate()
+                .filter_map(move |(ii, i)| Some((ci, ii, i, i.credentials.as_ref()?)))
+        })
+        .collect();
+    if with_credentials.is_empty() {
         return Ok(None);
     }
     let settings = crm_sync_runtime::Settings::load(crate::context::DEFAULTS)?;
+    // The same outbound policy as admin-api and the provisioner.
+    let egress = egress_from_settings(&settings.directory);
+    for (ci, ii, integration, credentials) in with_credentials {
+        credentials
+            .to_secrets()
+            .validate(integration.crm.as_str(), &egress)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "companies[{ci}].integrations[{ii}] (`{}`): {e}",
+                    &*integration.name
+                )
+            })?;
+    }
     let key = SecretKey::from_settings(&settings.secrets)?.ok_or_else(|| {
         anyhow::anyhow!(
             "the file sets integration credentials, which are stored encrypted: configure secrets.encryption_key (e.g. CRM_SYNC__SECRETS__ENCRYPTION_KEY=$(openssl rand -base64 32)), the same key the services use"
@@ -173,6 +182,15 @@ async fn apply_company(
             (id, Change::Created)
         }
     };
+    audit(
+        pool,
+        id,
+        change,
+        "company",
+        id,
+        serde_json::json!({ "slug": &*entry.slug, "name": &*entry.name }),
+    )
+    .await?;
     let mut integrations = Vec::with_capacity(entry.integrations.len());
     for (ii, integration) in entry.integrations.iter().enumerate() {
         let at = format!("integrations[{ii}] (`{}`)", &*integration.name);
@@ -258,14 +276,33 @@ async fn apply_integration(
         }
     };
     let mut change = change;
+    let mut credentials_changed = false;
     if let (Some(credentials), Some(key)) = (&entry.credentials, key) {
-        let updated = credentials::update(pool, key, company_id, id, credentials.to_secrets())
-            .await
-            .context("storing the integration's credentials")?;
-        if updated && change == Change::Unchanged {
+        credentials_changed =
+            credentials::update(pool, key, company_id, id, credentials.to_secrets())
+                .await
+                .context("storing the integration's credentials")?;
+        if credentials_changed && change == Change::Unchanged {
             change = Change::Updated;
         }
     }
+    // Never a secret: whether a token or credentials were written, not what they are.
+    audit(
+        pool,
+        company_id,
+        change,
+        "integration",
+        id,
+        serde_json::json!({
+            "name": &*entry.name,
+            "crm": entry.crm.as_str(),
+            "crm_account_id": &*entry.crm_account_id,
+            "auto_sync_users": entry.auto_sync_users,
+            "webhook_token_set": token.is_some(),
+            "credentials_changed": credentials_changed,
+        }),
+    )
+    .await?;
     let has_credentials = credentials::exists(pool, id)
         .await
         .context("reading the integration's credentials")?;
@@ -364,6 +401,20 @@ async fn apply_workflow(
             (id, Change::Created)
         }
     };
+    audit(
+        pool,
+        company_id,
+        change,
+        "workflow",
+        id,
+        serde_json::json!({
+            "integration_id": integration_id,
+            "name": &spec.name,
+            "object_type": &spec.object_type,
+            "active": entry.active,
+        }),
+    )
+    .await?;
     Ok(AppliedWorkflow {
         id,
         name: spec.name.clone(),
@@ -395,11 +446,52 @@ async fn apply_team(
             (id, Change::Created)
         }
     };
+    audit(
+        pool,
+        company_id,
+        change,
+        "team",
+        id,
+        serde_json::json!({ "name": &*entry.name }),
+    )
+    .await?;
     Ok(AppliedTeam {
         id,
         name: entry.name.0.clone(),
         change,
     })
+}
+
+/// Records a change `apply` made in the company's audit log, as actor `cli` (like every change
+/// through the admin API is recorded with its token). Unchanged objects are not recorded.
+async fn audit(
+    pool: &PgPool,
+    company_id: Uuid,
+    change: Change,
+    target_type: &str,
+    target_id: Uuid,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    let action = match change {
+        Change::Created => "created",
+        Change::Updated => "updated",
+        Change::Unchanged => return Ok(()),
+    };
+    let mut conn = pool.acquire().await.context("recording the audit log")?;
+    audit::record(
+        &mut conn,
+        company_id,
+        &audit::Actor {
+            token_id: None,
+            name: "cli".into(),
+        },
+        &format!("{target_type}.{action}"),
+        target_type,
+        &target_id.to_string(),
+        details,
+    )
+    .await
+    .context("recording the audit log")
 }
 
 /// An `id:` in the file must agree with the row its natural key already names.

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use crm_sync_kafka::clients::{Role, base_config};
 use crm_sync_proto::DynamicMessage;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value, json};
 
 use crate::context::Context;
@@ -47,8 +48,7 @@ pub async fn run(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
         .group
         .clone()
         .unwrap_or_else(|| format!("crm-sync-cli-{}", uuid::Uuid::new_v4()));
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = base_config(&ctx.settings.kafka, Role::Consumer)
         .set("client.id", "crm-sync-cli")
         .set("group.id", &group)
         .set(

@@ -1,4 +1,4 @@
-//! `crm-sync demo [--ingest-url URL]`: the headline feature end to end, against a running stack
+//! `crm-sync demo [--ingest-url URL] [--ingest-ops-url URL]`: the headline feature end to end, against a running stack
 //! and running services (ingest, workflow-evaluator, provisioner).
 //!
 //! It applies the built-in demo tenant (`deploy/local/demo-tenant.yaml`), posts Salesforce
@@ -28,6 +28,8 @@ const DEMO_TENANT_NAME: &str = "demo-tenant.yaml (built in)";
 
 pub struct DemoArgs {
     pub ingest_url: String,
+    /// Where ingest's `/readyz` is (its ops port).
+    pub ingest_ops_url: String,
     pub timeout: Duration,
 }
 
@@ -97,7 +99,7 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let base = args.ingest_url.trim_end_matches('/');
-    check_ingest_ready(&http, base).await?;
+    check_ingest_ready(&http, args.ingest_ops_url.trim_end_matches('/')).await?;
 
     let run_id = run_id();
     let (open, won) = opportunities(&run_id);
@@ -186,7 +188,7 @@ async fn check_ingest_ready(http: &reqwest::Client, base: &str) -> anyhow::Resul
     let response = http.get(&url).send().await.map_err(|e| {
         anyhow::anyhow!(
             "ingest is not reachable at {base} ({e}); start the services first (ingest, \
-             workflow-evaluator, provisioner) against this Kafka and database, or pass --ingest-url"
+             workflow-evaluator, provisioner) against this Kafka and database, or pass --ingest-ops-url"
         )
     })?;
     if !response.status().is_success() {

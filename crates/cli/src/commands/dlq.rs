@@ -10,11 +10,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use crm_sync_kafka::clients::{Role, base_config};
 use crm_sync_kafka::headers as h;
 use crm_sync_kafka::{OutgoingMessage, Publisher};
+use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::context::Context;
 use crate::kafka_topics;
@@ -39,10 +41,10 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
     if !topic.ends_with(".dlq") {
         topic.push_str(".dlq");
     }
-    let brokers = ctx.settings.kafka.brokers.clone();
+    let kafka = ctx.settings.kafka.clone();
     let letters = {
         let topic = topic.clone();
-        tokio::task::spawn_blocking(move || read_all(&brokers, &topic))
+        tokio::task::spawn_blocking(move || read_all(&kafka, &topic))
             .await
             .context("reading the dead-letter topic")??
     };
@@ -164,13 +166,14 @@ fn to_origin(m: &OwnedMessage, dlq_topic: &str) -> OutgoingMessage {
         payload: m.payload().unwrap_or_default().to_vec(),
         event_id: header(m, h::EVENT_ID).unwrap_or_default(),
         headers,
+        partition: None,
     }
 }
 
 /// Every record of the topic up to its current end, without joining a consumer group.
-fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn read_all(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<OwnedMessage>> {
+    let brokers = &kafka.brokers;
+    let consumer: BaseConsumer = base_config(kafka, Role::Consumer)
         .set("group.id", "crm-sync-cli-dlq")
         .set("enable.auto.commit", "false")
         // The evaluator dead-letters inside its Kafka transactions: show only committed letters.

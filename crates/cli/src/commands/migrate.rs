@@ -13,7 +13,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let known = crm_sync_store::MIGRATOR.iter().count();
     println!(
         "database {}: {} new migration(s) applied, {after} of {known} in place",
-        redact_url(&ctx.settings.database.url),
+        redact_url(secrecy::ExposeSecret::expose_secret(
+            &ctx.settings.database.url
+        )),
         after.saturating_sub(before),
     );
     Ok(())

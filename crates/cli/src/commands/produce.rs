@@ -78,6 +78,7 @@ pub fn prepare(
             payload: message.encode_to_vec(),
             event_id: id,
             headers: Vec::new(),
+            partition: None,
         });
     }
     Ok(Prepared {

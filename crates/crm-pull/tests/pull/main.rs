@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dynamics;
+mod egress;
 mod hubspot;
 mod jobs;
 mod leases;
@@ -12,7 +13,7 @@ mod salesforce;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crm_sync_crm_directory::{Config, Credentials, Crm};
+use crm_sync_crm_directory::{Config, Credentials, Crm, Egress};
 use crm_sync_crm_pull::{Cursor, PullClient, PullConfig, PullError, Scope};
 use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
 use crm_sync_proto::v1::{CrmEvent, FieldValue, field_value};
@@ -27,6 +28,12 @@ pub fn config(page_size: u32) -> PullConfig {
             attempts: 4,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(3),
+            // The fake CRMs listen on 127.0.0.1 over plain http: the explicit test setting of
+            // the outbound policy, and an allowlist entry for the address.
+            egress: Egress {
+                allow_insecure: true,
+                extra_hosts: vec!["127.0.0.1".into()],
+            },
             ..Config::default()
         },
         page_size,

@@ -29,7 +29,16 @@ pub(crate) async fn read_limited(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::malformed_message(format!("could not read the request body: {e}"))
+            let error = e.into_inner();
+            if crm_sync_runtime::server::is_body_timeout(error.as_ref()) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the body stopped arriving before it was complete",
+                )
+            } else {
+                ApiError::malformed_message(format!("could not read the request body: {error}"))
+            }
         })?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());

@@ -4,6 +4,9 @@ use axum::response::{IntoResponse, Response};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: u64 = 5;
+/// The code and message of every 401.
+pub const UNAUTHORIZED_CODE: &str = "unauthorized";
+pub const UNAUTHORIZED_MESSAGE: &str = "the request is not authenticated for this integration; check the credentials the integration's set-up instructions give";
 
 /// A refused request: answered as `{"error": "<code>", "message": "<human text>", "request_id":
 /// "<id>"}`. The code is stable (clients and the `outcome` metric label use it); the message
@@ -65,6 +68,17 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "foreign_account", message)
     }
 
+    /// Events that cannot be stored or published: the message names the field or the limit.
+    pub fn refused(refusal: crate::check::Refusal) -> Self {
+        use crate::check::Refusal;
+        let (status, code) = match &refusal {
+            Refusal::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_value"),
+            Refusal::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events"),
+            Refusal::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large"),
+        };
+        Self::new(status, code, refusal.to_string())
+    }
+
     pub fn unsupported_media_type(expected: &[&str]) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -99,9 +113,17 @@ impl ApiError {
         self
     }
 
-    /// The answer, with the request id in the body (a header is added by the caller).
+    /// The answer, with the request id in the body (a header is added by the caller). Every
+    /// 401 reads the same: which check failed (a missing header, a wrong secret, an integration
+    /// without credentials) would tell an unauthenticated caller how the integration is set
+    /// up. The specific code stays in the log line and the `outcome` metric label.
     pub fn into_response_with(self, request_id: Option<&str>) -> Response {
-        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        let (code, message) = if self.status == StatusCode::UNAUTHORIZED {
+            (UNAUTHORIZED_CODE, UNAUTHORIZED_MESSAGE.to_owned())
+        } else {
+            (self.code, self.message)
+        };
+        let mut body = serde_json::json!({ "error": code, "message": message });
         if let Some(id) = request_id {
             body["request_id"] = serde_json::Value::from(id);
         }

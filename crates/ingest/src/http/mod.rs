@@ -51,6 +51,8 @@ pub struct AppState {
     pub owners_written: Arc<WrittenOwners>,
     /// How far a signed request's timestamp may be from now.
     pub signature_tolerance: Duration,
+    /// What the events of one request may carry (`ingest.max_*`).
+    pub limits: crate::check::Limits,
 }
 
 /// Counts every webhook request by CRM, endpoint and outcome (`accepted` or the error code).

@@ -11,12 +11,27 @@ use uuid::Uuid;
 
 /// Records remembered at most; the cache is cleared beyond it.
 const MAX_RECORDS: usize = 200_000;
+/// Bytes of ids remembered at most (ids are capped, but a cache of long ids would still hold
+/// far more memory than one of CRM-sized ones); the cache is cleared beyond it.
+const MAX_BYTES: usize = 32 * 1024 * 1024;
 
 type Key = (Uuid, String, String);
 
 #[derive(Default)]
 pub struct WrittenOwners {
-    written: Mutex<HashMap<Key, (String, DateTime<Utc>)>>,
+    written: Mutex<Written>,
+}
+
+#[derive(Default)]
+struct Written {
+    owners: HashMap<Key, (String, DateTime<Utc>)>,
+    /// Bytes of the ids held in `owners`.
+    bytes: usize,
+}
+
+/// What an entry holds in ids, counted against [`MAX_BYTES`].
+fn size(o: &ObservedOwner) -> usize {
+    o.object_type.len() + o.record_id.len() + o.crm_user_id.len()
 }
 
 impl WrittenOwners {
@@ -27,7 +42,7 @@ impl WrittenOwners {
             .into_iter()
             .filter(|o| {
                 let key = (integration_id, o.object_type.clone(), o.record_id.clone());
-                !matches!(written.get(&key), Some((owner, at)) if *owner == o.crm_user_id && o.observed_at <= *at)
+                !matches!(written.owners.get(&key), Some((owner, at)) if *owner == o.crm_user_id && o.observed_at <= *at)
             })
             .collect()
     }
@@ -35,16 +50,34 @@ impl WrittenOwners {
     /// Notes observations once they are stored.
     pub fn stored(&self, integration_id: Uuid, owners: &[ObservedOwner]) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if written.len() + owners.len() > MAX_RECORDS {
-            written.clear();
+        let adding: usize = owners.iter().map(size).sum();
+        if written.owners.len() + owners.len() > MAX_RECORDS || written.bytes + adding > MAX_BYTES {
+            written.owners.clear();
+            written.bytes = 0;
         }
         for o in owners {
             let key = (integration_id, o.object_type.clone(), o.record_id.clone());
-            let newer = written.get(&key).is_none_or(|(_, at)| *at <= o.observed_at);
+            let newer = written
+                .owners
+                .get(&key)
+                .is_none_or(|(_, at)| *at <= o.observed_at);
             if newer {
-                written.insert(key, (o.crm_user_id.clone(), o.observed_at));
+                if let Some((old, _)) = written
+                    .owners
+                    .insert(key, (o.crm_user_id.clone(), o.observed_at))
+                {
+                    // Replaced: only the owner's id changes what is held.
+                    written.bytes -= size(o) - o.crm_user_id.len() + old.len();
+                }
+                written.bytes += size(o);
             }
         }
+    }
+
+    /// Bytes of ids held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).bytes
     }
 }
 
@@ -86,5 +119,28 @@ mod tests {
             "another owner: the database decides"
         );
         assert_eq!(cache.needed(Uuid::new_v4(), vec![owner("A", 10)]).len(), 1);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes_not_only_by_count() {
+        let cache = WrittenOwners::default();
+        let iid = Uuid::new_v4();
+        let long = |i: usize| ObservedOwner {
+            object_type: "Opportunity".into(),
+            record_id: format!("006{i}"),
+            crm_user_id: "x".repeat(250),
+            observed_at: DateTime::from_timestamp(10, 0).unwrap(),
+        };
+        // Far fewer records than the count limit, but more bytes than the byte limit.
+        for i in 0..(MAX_BYTES / 250 + 1000) {
+            cache.stored(iid, &[long(i)]);
+            assert!(cache.bytes() <= MAX_BYTES);
+        }
+        assert!(cache.bytes() > 0);
+        // A replaced owner is accounted for exactly.
+        let cache = WrittenOwners::default();
+        cache.stored(iid, &[owner("A", 10)]);
+        cache.stored(iid, &[owner("BB", 11)]);
+        assert_eq!(cache.bytes(), "Opportunity".len() + "006A".len() + 2);
     }
 }

@@ -91,8 +91,13 @@ async fn accept(
     let hook = pipedrive::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
     let now = chrono::Utc::now();
     let event = pipedrive::to_event(integration.id, &hook, now);
-    if !event.crm_account_id.is_empty() && event.crm_account_id != integration.crm_account_id.trim()
-    {
+    // Required: without it the account check could be skipped by leaving it out.
+    if event.crm_account_id.is_empty() {
+        return Err(ApiError::malformed_message(
+            "meta.company_id is required: it names the Pipedrive company the webhook comes from",
+        ));
+    }
+    if event.crm_account_id != integration.crm_account_id.trim() {
         return Err(ApiError::foreign_account(format!(
             "meta.company_id {} is not the Pipedrive company this integration is bound to",
             event.crm_account_id

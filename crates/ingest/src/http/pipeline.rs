@@ -210,7 +210,8 @@ impl AppState {
         body::read_limited(headers, body, self.max_body_bytes).await
     }
 
-    /// Records the owners the events name, then publishes the events in one Kafka transaction,
+    /// Checks the events (every connector's pass through here), records the owners they name,
+    /// then publishes the events in one Kafka transaction,
     /// answering only once both are durable. Either failing refuses the request with nothing
     /// published (the CRM retries, and the retry's events carry the same ids).
     pub(crate) async fn accept(
@@ -220,6 +221,7 @@ impl AppState {
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         tracing::Span::current().record("notifications", events.len());
+        crate::check::events(events, &self.limits).map_err(ApiError::refused)?;
         if events.is_empty() {
             return Ok(());
         }
@@ -231,6 +233,7 @@ impl AppState {
                 payload: event.encode_to_vec(),
                 event_id: event.event_id.clone(),
                 headers: Vec::new(),
+                partition: None,
             })
             .collect();
         let owners: Vec<ObservedOwner> = events

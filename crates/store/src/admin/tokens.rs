@@ -1,12 +1,19 @@
 //! Admin API bearer tokens: `csa_<token id>_<secret>`. Only the secret's SHA-256 is stored; the
 //! id finds the row, and the secret is compared in constant time (DESIGN §4).
 
+use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::{After, keyset_query};
 use crate::StoreError;
+use crate::admin::audit::Actor;
 
 const PREFIX: &str = "csa_";
+/// How long a token lives unless its creator says otherwise.
+pub const DEFAULT_LIFETIME_DAYS: u32 = 90;
+/// The longest lifetime a token may be given.
+pub const MAX_LIFETIME_DAYS: u32 = 730;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -59,12 +66,20 @@ pub struct CreatedToken {
     pub bearer: String,
 }
 
+/// Creates a token valid for `lifetime_days` (1 to [`MAX_LIFETIME_DAYS`]).
 pub async fn create(
     pool: &PgPool,
     company_id: Uuid,
     role: Role,
     label: Option<&str>,
+    lifetime_days: u32,
 ) -> Result<CreatedToken, StoreError> {
+    if !(1..=MAX_LIFETIME_DAYS).contains(&lifetime_days) {
+        return Err(StoreError::Invalid(format!(
+            "a token lives 1 to {MAX_LIFETIME_DAYS} days, not {lifetime_days}"
+        )));
+    }
+    let expires_at = Utc::now() + Duration::days(i64::from(lifetime_days));
     let id = Uuid::new_v4();
     let secret = crate::secrets::new_token();
     let mut tx = pool.begin().await?;
@@ -78,13 +93,15 @@ pub async fn create(
         )));
     };
     sqlx::query(
-        "INSERT INTO admin_tokens (id, company_id, role, token_sha256, label) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO admin_tokens (id, company_id, role, token_sha256, label, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(company_id)
     .bind(role.as_str())
     .bind(crate::secrets::token_digest(&secret))
     .bind(label)
+    .bind(expires_at)
     .execute(&mut *tx)
     .await?;
     let token = AdminToken {
@@ -104,7 +121,7 @@ pub async fn create(
         "admin_token.created",
         "admin_token",
         &id.to_string(),
-        serde_json::json!({ "role": role.as_str(), "label": label }),
+        serde_json::json!({ "role": role.as_str(), "label": label, "expires_at": expires_at }),
     )
     .await?;
     tx.commit().await?;
@@ -114,8 +131,8 @@ pub async fn create(
     })
 }
 
-/// The live token `presented` is, if any. Malformed, unknown, revoked and wrong-secret tokens
-/// all answer `None`.
+/// The live token `presented` is, if any. Malformed, unknown, expired, revoked and
+/// wrong-secret tokens all answer `None`.
 pub async fn authenticate(
     pool: &PgPool,
     presented: &str,
@@ -134,7 +151,7 @@ pub async fn authenticate(
     let row = sqlx::query_as::<_, Row>(
         "SELECT t.company_id, c.name AS company_name, t.role, t.token_sha256, t.label
          FROM admin_tokens t JOIN companies c ON c.id = t.company_id
-         WHERE t.id = $1 AND t.revoked_at IS NULL",
+         WHERE t.id = $1 AND t.revoked_at IS NULL AND t.expires_at > now()",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -151,6 +168,90 @@ pub async fn authenticate(
             label: r.label,
         })
     }))
+}
+
+/// A token as listed: never its secret (only a hash of it is stored anyway).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub role: String,
+    pub label: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl super::Keyed for TokenRow {
+    fn position(&self) -> After {
+        After {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, company_id, role, label, created_at, expires_at, revoked_at";
+
+/// The company's tokens, live or not, oldest first.
+pub async fn list(
+    pool: &PgPool,
+    company_id: Uuid,
+    after: Option<After>,
+    limit: i64,
+) -> Result<Vec<TokenRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM admin_tokens
+         WHERE company_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+         ORDER BY created_at, id LIMIT $4"
+    );
+    keyset_query(&sql, company_id, after, limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// Revokes the token (of `company_id` only, when given) and audits it, at once for every
+/// request that presents it. Revoking a revoked token changes nothing. None: no such token.
+pub async fn revoke(
+    pool: &PgPool,
+    company_id: Option<Uuid>,
+    token_id: Uuid,
+    actor: &Actor,
+) -> Result<Option<TokenRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM admin_tokens
+         WHERE id = $1 AND ($2::uuid IS NULL OR company_id = $2) FOR UPDATE"
+    );
+    let row: Option<TokenRow> = sqlx::query_as(&sql)
+        .bind(token_id)
+        .bind(company_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    if row.revoked_at.is_none() {
+        let (at,): (DateTime<Utc>,) = sqlx::query_as(
+            "UPDATE admin_tokens SET revoked_at = now() WHERE id = $1 RETURNING revoked_at",
+        )
+        .bind(token_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        row.revoked_at = Some(at);
+        crate::admin::audit::record(
+            &mut tx,
+            row.company_id,
+            actor,
+            "admin_token.revoked",
+            "admin_token",
+            &token_id.to_string(),
+            serde_json::json!({ "role": row.role, "label": row.label }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Some(row))
 }
 
 fn parse(presented: &str) -> Option<(Uuid, &str)> {

@@ -220,7 +220,14 @@ async fn handle(
         body: body.clone(),
         base: format!("http://{host}"),
     };
-    let response = answer(&shared, &request);
+    let mut response = answer(&shared, &request);
+    if response.status().is_redirection() {
+        // A scripted redirect leads back to the same URL: a client that followed it would get
+        // the real answer.
+        response
+            .headers_mut()
+            .insert("location", uri.to_string().parse().unwrap());
+    }
     shared.log.lock().unwrap().push(Logged {
         method: method.to_string(),
         path: uri.path().to_owned(),

@@ -22,10 +22,16 @@ pub async fn start_admin_api(env: &TestEnv) -> Service {
 /// A bearer token of `role` for the company.
 pub async fn token(env: &TestEnv, company_id: Uuid, role: &str) -> String {
     let role = Role::parse(role).unwrap();
-    tokens::create(&env.pool, company_id, role, Some("e2e"))
-        .await
-        .unwrap()
-        .bearer
+    tokens::create(
+        &env.pool,
+        company_id,
+        role,
+        Some("e2e"),
+        tokens::DEFAULT_LIFETIME_DAYS,
+    )
+    .await
+    .unwrap()
+    .bearer
 }
 
 pub async fn company(env: &TestEnv, slug: &str) -> Uuid {

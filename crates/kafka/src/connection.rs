@@ -1,0 +1,169 @@
+//! Makes Kafka connection failures readable. librdkafka reports a wrong password or an untrusted
+//! certificate as a stream of low-level lines, one per reconnect and per broker; here they are
+//! classified into one-line reasons (`SASL authentication failed`), logged once per window, and
+//! remembered so `/readyz` can say why Kafka is not usable.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// How often one kind of failure is logged while it persists (librdkafka keeps retrying).
+pub const LOG_WINDOW: Duration = Duration::from_secs(30);
+
+/// A failure seen longer ago than this no longer explains a failing check.
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct State {
+    last_failure: Option<(&'static str, Instant)>,
+    last_logged: HashMap<&'static str, Instant>,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
+
+/// A one-line reason for what operators can fix, or `None` for everything else.
+pub fn classify(code: Option<RDKafkaErrorCode>, text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    match code {
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+            return Some("SASL authentication failed");
+        }
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        ) => return Some("not authorized (missing ACL)"),
+        _ => {}
+    }
+    if lower.contains("sasl authentication error") || lower.contains("authentication failed") {
+        Some("SASL authentication failed")
+    } else if lower.contains("certificate verify failed")
+        || lower.contains("unable to get local issuer")
+    {
+        Some("TLS: the broker's certificate is not trusted (kafka.ssl_ca_location)")
+    } else if lower.contains("ssl handshake failed") || lower.contains("ssl_read") {
+        Some("TLS handshake failed")
+    } else if lower.contains("authorization failed") || lower.contains("not authorized") {
+        Some("not authorized (missing ACL)")
+    } else {
+        None
+    }
+}
+
+fn note(reason: &'static str, detail: &str) {
+    let now = Instant::now();
+    let Ok(mut state) = STATE.lock() else { return };
+    state.last_failure = Some((reason, now));
+    let due = state
+        .last_logged
+        .get(reason)
+        .is_none_or(|at| now.duration_since(*at) >= LOG_WINDOW);
+    if due {
+        state.last_logged.insert(reason, now);
+        drop(state);
+        tracing::error!(
+            detail,
+            "kafka: {reason} (retrying; logged once per {}s while it lasts)",
+            LOG_WINDOW.as_secs()
+        );
+    }
+}
+
+/// A client context's `error` callback.
+pub fn on_error(error: &KafkaError, reason: &str) {
+    match classify(error.rdkafka_error_code(), reason) {
+        Some(kind) => note(kind, reason),
+        None => tracing::error!(target: "librdkafka", %error, reason, "librdkafka error"),
+    }
+}
+
+/// A client context's `log` callback: classified failures are rate-limited, the rest is logged
+/// as librdkafka's default would.
+pub fn on_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    let serious = matches!(
+        level,
+        RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning
+    );
+    if serious && let Some(kind) = classify(None, message) {
+        note(kind, message);
+        return;
+    }
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// The reason of the latest classified failure, if it is recent.
+pub fn recent_failure() -> Option<&'static str> {
+    let state = STATE.lock().ok()?;
+    let (reason, at) = state.last_failure?;
+    (at.elapsed() < FAILURE_MEMORY).then_some(reason)
+}
+
+/// Called when the brokers answered: earlier failures no longer explain anything.
+pub fn clear_failure() {
+    if let Ok(mut state) = STATE.lock() {
+        state.last_failure = None;
+    }
+}
+
+/// A client context for clients that need nothing else (admin clients, readiness checks).
+#[derive(Clone, Copy, Default)]
+pub struct ReportingContext;
+
+impl rdkafka::client::ClientContext for ReportingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReportingContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_get_reasons_people_can_act_on() {
+        assert_eq!(
+            classify(
+                None,
+                "SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+            ),
+            Some("SASL authentication failed")
+        );
+        assert_eq!(
+            classify(
+                Some(RDKafkaErrorCode::SSL),
+                "ssl://127.0.0.1:9094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed"
+            ),
+            Some("TLS: the broker's certificate is not trusted (kafka.ssl_ca_location)")
+        );
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::TopicAuthorizationFailed), ""),
+            Some("not authorized (missing ACL)")
+        );
+        assert_eq!(classify(None, "Connection refused"), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! The evaluator's counters, kept per open transaction and published only once it committed,
+//! so that a batch that is aborted and replayed is counted once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Tally {
+    /// `crm_sync_evaluator_events_total{outcome}`: matched (some workflow matched or changed),
+    /// no_match (none did), unchanged (the event told nothing new: a replay, an older value).
+    events: BTreeMap<&'static str, u64>,
+    /// `crm_sync_evaluator_outcomes_total{kind}`.
+    outcomes: BTreeMap<&'static str, u64>,
+    /// `crm_sync_evaluator_no_match_total{reason}`.
+    no_match: BTreeMap<&'static str, u64>,
+    hydrations: u64,
+}
+
+#[derive(Default)]
+pub struct Counts {
+    open: Mutex<Tally>,
+}
+
+impl Counts {
+    fn with(&self, f: impl FnOnce(&mut Tally)) {
+        let mut tally = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut tally);
+    }
+
+    pub fn event(&self, outcome: &'static str) {
+        self.with(|t| *t.events.entry(outcome).or_default() += 1);
+    }
+
+    pub fn outcome(&self, kind: &'static str) {
+        self.with(|t| *t.outcomes.entry(kind).or_default() += 1);
+    }
+
+    pub fn no_match(&self, reason: &'static str) {
+        self.with(|t| *t.no_match.entry(reason).or_default() += 1);
+    }
+
+    pub fn hydration(&self) {
+        self.with(|t| t.hydrations += 1);
+    }
+
+    pub fn committed(&self) {
+        let tally = {
+            let mut open = self
+                .open
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::take(&mut *open)
+        };
+        for (outcome, n) in tally.events {
+            metrics::counter!("crm_sync_evaluator_events_total", "outcome" => outcome).increment(n);
+        }
+        for (kind, n) in tally.outcomes {
+            metrics::counter!("crm_sync_evaluator_outcomes_total", "kind" => kind).increment(n);
+        }
+        for (reason, n) in tally.no_match {
+            metrics::counter!("crm_sync_evaluator_no_match_total", "reason" => reason).increment(n);
+        }
+        if tally.hydrations > 0 {
+            metrics::counter!("crm_sync_evaluator_hydration_requests_total")
+                .increment(tally.hydrations);
+        }
+    }
+
+    pub fn aborted(&self) {
+        self.with(|t| *t = Tally::default());
+    }
+}

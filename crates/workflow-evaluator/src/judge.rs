@@ -1,0 +1,165 @@
+//! The active workflows' verdicts on a record that changed, compared with what the record
+//! satisfied before: an outcome is written only when that changes (a new match, another value,
+//! date or owner, or a retraction of a match that existed).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crm_sync_proto::Timestamp;
+use crm_sync_proto::v1::WorkflowMatchState;
+use crm_sync_store::workflows::StoredWorkflow;
+use crm_sync_workflow::{Decision, Match, NoMatch, RecordView, RetractReason};
+
+/// What changed for one workflow.
+#[derive(Debug)]
+pub enum Change<'w> {
+    /// The record newly satisfies the workflow, or its value, date or owner for it changed.
+    Matched {
+        workflow: &'w StoredWorkflow,
+        now: WorkflowMatchState,
+    },
+    /// The record satisfied the workflow and no longer does (or was deleted).
+    Retracted {
+        workflow: &'w StoredWorkflow,
+        owner_crm_user_id: String,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Judgement<'w> {
+    pub changes: Vec<Change<'w>>,
+    /// Every workflow the record satisfies after this change (inactive workflows' entries are
+    /// carried over untouched: deactivating a workflow rewrites no history).
+    pub matches: Vec<WorkflowMatchState>,
+    /// Why workflows that the record did not and does not satisfy said no.
+    pub no_match: Vec<NoMatch>,
+    /// Fields some workflow needs that the record has never shown.
+    pub missing_fields: BTreeSet<String>,
+    pub missing_for: Vec<String>,
+    /// Retractions that were dropped because the state knows of no match to retract.
+    pub unmatched_retractions: usize,
+}
+
+pub fn judge<'w>(
+    workflows: &'w [Arc<StoredWorkflow>],
+    view: &RecordView<'_>,
+    prior: &[WorkflowMatchState],
+    event_time: Timestamp,
+) -> Judgement<'w> {
+    let mut judgement = Judgement::default();
+    for workflow in workflows {
+        let id = workflow.id.to_string();
+        let was = prior.iter().find(|m| m.workflow_id == id);
+        match workflow.spec.decide_view(view) {
+            Decision::Matched(m) => {
+                let now = match_state(id, &m, was, event_time);
+                judgement.keep(workflow, was, now);
+            }
+            Decision::Retracted(r) => match was {
+                Some(was) => judgement.changes.push(Change::Retracted {
+                    workflow,
+                    owner_crm_user_id: r
+                        .owner_crm_user_id
+                        .unwrap_or_else(|| was.owner_crm_user_id.clone()),
+                }),
+                // Nothing to retract, as far as the state knows: the record did not satisfy
+                // the workflow before either.
+                None => {
+                    if r.reason == RetractReason::NoLongerMatches {
+                        judgement.no_match.push(NoMatch::Conditions);
+                    }
+                    judgement.unmatched_retractions += 1;
+                }
+            },
+            Decision::NoMatch(reason) => match was {
+                // Still satisfied as far as the record tells (e.g. "changed to Won" and then
+                // another field changed): the activity stays, with the record's values now.
+                Some(was) => {
+                    let now = match (reason, workflow.spec.matched(view)) {
+                        (NoMatch::NoChange, Decision::Matched(m)) => {
+                            match_state(id, &m, Some(was), event_time)
+                        }
+                        _ => was.clone(),
+                    };
+                    judgement.keep(workflow, Some(was), now);
+                }
+                None => judgement.refused(workflow, view, reason, id),
+            },
+        }
+    }
+    for m in prior {
+        if !workflows.iter().any(|w| w.id.to_string() == m.workflow_id) {
+            judgement.matches.push(m.clone());
+        }
+    }
+    judgement
+}
+
+impl<'w> Judgement<'w> {
+    fn keep(
+        &mut self,
+        workflow: &'w StoredWorkflow,
+        was: Option<&WorkflowMatchState>,
+        now: WorkflowMatchState,
+    ) {
+        if was != Some(&now) {
+            self.changes.push(Change::Matched {
+                workflow,
+                now: now.clone(),
+            });
+        }
+        self.matches.push(now);
+    }
+
+    fn refused(
+        &mut self,
+        workflow: &StoredWorkflow,
+        view: &RecordView<'_>,
+        reason: NoMatch,
+        id: String,
+    ) {
+        self.no_match.push(reason);
+        if matches!(reason, NoMatch::Unknown | NoMatch::MissingValue) {
+            let fields = view.record.fields;
+            let missing: Vec<&str> = workflow
+                .spec
+                .needed_fields()
+                .into_iter()
+                .filter(|f| !fields.contains_key(*f))
+                .collect();
+            if !missing.is_empty() {
+                self.missing_fields
+                    .extend(missing.into_iter().map(str::to_owned));
+                self.missing_for.push(id);
+            }
+        }
+    }
+}
+
+/// The activity a match makes: the workflow's date field, else the date it was first counted
+/// with, else the event's time (so that an update does not move an undated activity).
+fn match_state(
+    workflow_id: String,
+    m: &Match,
+    was: Option<&WorkflowMatchState>,
+    event_time: Timestamp,
+) -> WorkflowMatchState {
+    let activity_date = m
+        .activity_date
+        .map(|d| Timestamp {
+            seconds: d.timestamp(),
+            nanos: d.timestamp_subsec_nanos() as i32,
+        })
+        .or_else(|| was.and_then(|w| w.activity_date))
+        .unwrap_or(event_time);
+    WorkflowMatchState {
+        workflow_id,
+        value: m.value.to_string(),
+        activity_date: Some(activity_date),
+        owner_crm_user_id: m.owner_crm_user_id.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;

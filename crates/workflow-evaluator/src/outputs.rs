@@ -1,0 +1,158 @@
+//! The messages the evaluator writes: outcomes, hydration requests, and the record's state.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crm_sync_kafka::OutgoingMessage;
+use crm_sync_proto::v1::{
+    CrmEvent, CrmUser, HydrationRequest, OutcomeKind, RecordState, WorkflowMatchState,
+    WorkflowOutcome,
+};
+use crm_sync_proto::{Message, Timestamp};
+use crm_sync_store::workflows::StoredWorkflow;
+use uuid::Uuid;
+
+use crate::judge::Change;
+use crate::record::event_time;
+
+/// Namespace of outcome ids: v5(event id, workflow id), identical on every replay.
+const OUTCOME_NAMESPACE: Uuid = Uuid::from_u128(0x0c8e_5d1b_9a4f_4b7e_8c21_7f3a_6d5e_4b2c);
+/// Namespace of hydration request ids: v5(record key, event id).
+const HYDRATION_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_2a47_7d0c_4e39_9f61_2c8a_0e4d_71b3);
+
+/// Where the evaluator's outputs go.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub matches: String,
+    pub records: String,
+    pub hydrations: String,
+}
+
+fn outcome_id(event: &CrmEvent, workflow: &StoredWorkflow) -> String {
+    Uuid::new_v5(
+        &OUTCOME_NAMESPACE,
+        format!("{}\u{1f}{}", event.event_id, workflow.id).as_bytes(),
+    )
+    .to_string()
+}
+
+/// The CRM user, with the name and email the record's state has if it is the same user.
+fn owner(state: &RecordState, crm_user_id: &str) -> Option<CrmUser> {
+    if crm_user_id.is_empty() {
+        return None;
+    }
+    let same = state
+        .owner
+        .as_ref()
+        .filter(|o| o.crm_user_id == crm_user_id);
+    Some(CrmUser {
+        crm_user_id: crm_user_id.to_owned(),
+        name: same.map(|o| o.name.clone()).unwrap_or_default(),
+        email: same.map(|o| o.email.clone()).unwrap_or_default(),
+    })
+}
+
+pub fn outcome(
+    event: &CrmEvent,
+    state: &RecordState,
+    company_id: Uuid,
+    change: &Change<'_>,
+) -> WorkflowOutcome {
+    let (workflow, kind) = match change {
+        Change::Matched { workflow, .. } => (*workflow, OutcomeKind::Matched),
+        Change::Retracted { workflow, .. } => (*workflow, OutcomeKind::Retracted),
+    };
+    let mut outcome = WorkflowOutcome {
+        outcome_id: outcome_id(event, workflow),
+        event_id: event.event_id.clone(),
+        company_id: company_id.to_string(),
+        integration_id: event.integration_id.clone(),
+        workflow_id: workflow.id.to_string(),
+        object_type: event.object_type.clone(),
+        record_id: event.record_id.clone(),
+        activity_type: workflow.spec.activity_type.clone(),
+        occurred_at: Some(event_time(event)),
+        ..Default::default()
+    };
+    outcome.set_crm(event.crm());
+    match change {
+        Change::Matched { now, .. } => fill_match(&mut outcome, state, now),
+        Change::Retracted {
+            owner_crm_user_id, ..
+        } => {
+            outcome.owner = owner(state, owner_crm_user_id);
+            outcome.value = "0".to_owned();
+        }
+    }
+    outcome.set_kind(kind);
+    outcome
+}
+
+fn fill_match(outcome: &mut WorkflowOutcome, state: &RecordState, now: &WorkflowMatchState) {
+    outcome.owner = owner(state, &now.owner_crm_user_id);
+    outcome.value.clone_from(&now.value);
+    outcome.activity_date = now.activity_date;
+}
+
+pub fn now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+/// True when the record was never asked for, or last longer ago than `interval`.
+pub fn hydration_due(state: &RecordState, now: &Timestamp, interval: Duration) -> bool {
+    state
+        .hydration_requested_at
+        .is_none_or(|at| now.seconds - at.seconds >= interval.as_secs() as i64)
+}
+
+pub fn hydration_request(
+    event: &CrmEvent,
+    key: &str,
+    missing_fields: Vec<String>,
+    workflow_ids: Vec<String>,
+    now: Timestamp,
+) -> HydrationRequest {
+    let mut request = HydrationRequest {
+        request_id: Uuid::new_v5(
+            &HYDRATION_NAMESPACE,
+            format!("{key}\u{1f}{}", event.event_id).as_bytes(),
+        )
+        .to_string(),
+        integration_id: event.integration_id.clone(),
+        object_type: event.object_type.clone(),
+        record_id: event.record_id.clone(),
+        missing_fields,
+        workflow_ids,
+        event_id: event.event_id.clone(),
+        requested_at: Some(now),
+        ..Default::default()
+    };
+    request.set_crm(event.crm());
+    request
+}
+
+pub fn message(
+    topic: &str,
+    key: &str,
+    payload: Vec<u8>,
+    event_id: String,
+    partition: Option<i32>,
+) -> OutgoingMessage {
+    OutgoingMessage {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        payload,
+        event_id,
+        headers: Vec::new(),
+        partition,
+    }
+}
+
+pub fn encoded<M: Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
+}

@@ -1,0 +1,185 @@
+use super::*;
+use crm_sync_proto::v1::field_value::Kind;
+
+fn text(s: &str) -> FieldValue {
+    FieldValue {
+        kind: Some(Kind::Text(s.to_owned())),
+    }
+}
+
+fn event(id: &str, change: ChangeType, at: i64, fields: &[(&str, &str)]) -> CrmEvent {
+    let mut e = CrmEvent {
+        event_id: id.to_owned(),
+        integration_id: "i".into(),
+        object_type: "deal".into(),
+        record_id: "1".into(),
+        occurred_at: Some(Timestamp {
+            seconds: at,
+            nanos: 0,
+        }),
+        fields: fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), text(v)))
+            .collect(),
+        ..Default::default()
+    };
+    e.set_change_type(change);
+    e
+}
+
+fn value(state: &RecordState, field: &str) -> Option<String> {
+    match state.fields.get(field)?.value.as_ref()?.kind.as_ref()? {
+        Kind::Text(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn deltas_accumulate_into_the_whole_record() {
+    let first = merge(
+        None,
+        &event("1", ChangeType::Updated, 10, &[("amount", "500")]),
+    );
+    assert!(first.new_record && first.changed && first.dirty);
+    let second = merge(
+        Some(first.state),
+        &event("2", ChangeType::Updated, 20, &[("dealstage", "closedwon")]),
+    );
+    assert!(second.changed);
+    assert_eq!(value(&second.state, "amount").as_deref(), Some("500"));
+    assert_eq!(
+        value(&second.state, "dealstage").as_deref(),
+        Some("closedwon")
+    );
+    // The amount was not touched: its previous value is its current one.
+    assert_eq!(second.previous.get("amount"), Some(&text("500")));
+    // The stage was never seen and the event sent no previous value: unknown.
+    assert_eq!(second.previous.get("dealstage"), None);
+}
+
+#[test]
+fn the_stored_value_is_the_previous_value_of_a_field_the_event_changes() {
+    let first = merge(
+        None,
+        &event("1", ChangeType::Updated, 10, &[("stage", "open")]),
+    );
+    let second = merge(
+        Some(first.state),
+        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
+    );
+    assert_eq!(second.previous.get("stage"), Some(&text("open")));
+    // Where the event sends its own previous value, that one is used.
+    let mut third = event("3", ChangeType::Updated, 30, &[("stage", "lost")]);
+    third
+        .previous_fields
+        .insert("stage".into(), text("negotiation"));
+    let third = merge(Some(second.state), &third);
+    assert_eq!(third.previous.get("stage"), Some(&text("negotiation")));
+}
+
+#[test]
+fn an_older_event_never_moves_a_field_back() {
+    let newer = merge(
+        None,
+        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
+    );
+    let older = merge(
+        Some(newer.state),
+        &event(
+            "1",
+            ChangeType::Updated,
+            10,
+            &[("stage", "open"), ("amount", "7")],
+        ),
+    );
+    assert_eq!(value(&older.state, "stage").as_deref(), Some("won"));
+    // A field only the older event knows is still news.
+    assert_eq!(value(&older.state, "amount").as_deref(), Some("7"));
+    assert!(older.changed);
+}
+
+#[test]
+fn a_replayed_event_changes_nothing() {
+    let e = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
+    let once = merge(None, &e);
+    let again = merge(Some(once.state.clone()), &e);
+    assert!(!again.dirty && !again.changed);
+    assert_eq!(again.state, once.state);
+}
+
+#[test]
+fn a_newer_identical_value_is_stored_but_changes_no_decision() {
+    let once = merge(
+        None,
+        &event("1", ChangeType::Updated, 10, &[("stage", "won")]),
+    );
+    let later = merge(
+        Some(once.state),
+        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
+    );
+    assert!(later.dirty && !later.changed);
+}
+
+#[test]
+fn a_created_record_had_empty_fields_before() {
+    let created = merge(
+        None,
+        &event("1", ChangeType::Created, 10, &[("stage", "won")]),
+    );
+    assert_eq!(created.previous.get("stage"), Some(&null()));
+}
+
+#[test]
+fn deletes_stick_against_older_updates_and_yield_to_newer_ones() {
+    let live = merge(
+        None,
+        &event("1", ChangeType::Updated, 10, &[("stage", "won")]),
+    );
+    let deleted = merge(Some(live.state), &event("2", ChangeType::Deleted, 20, &[]));
+    assert!(deleted.state.deleted && deleted.changed);
+    let late = merge(
+        Some(deleted.state),
+        &event("0", ChangeType::Updated, 15, &[("stage", "lost")]),
+    );
+    // The record stays deleted; the field itself was set at 10, so the update at 15 is newer.
+    assert!(late.state.deleted);
+    assert_eq!(value(&late.state, "stage").as_deref(), Some("lost"));
+    let undeleted = merge(
+        Some(late.state),
+        &event("3", ChangeType::Updated, 30, &[("stage", "won")]),
+    );
+    assert!(!undeleted.state.deleted && undeleted.changed);
+}
+
+#[test]
+fn the_owner_follows_the_newest_event_that_names_one() {
+    let mut e = event("1", ChangeType::Updated, 10, &[]);
+    e.owner = Some(CrmUser {
+        crm_user_id: "u1".into(),
+        name: "Ann".into(),
+        email: String::new(),
+    });
+    let first = merge(None, &e);
+    let mut older = event("0", ChangeType::Updated, 5, &[]);
+    older.owner = Some(CrmUser {
+        crm_user_id: "u0".into(),
+        ..Default::default()
+    });
+    let kept = merge(Some(first.state), &older);
+    assert_eq!(
+        kept.state.owner.as_ref().map(|o| o.crm_user_id.as_str()),
+        Some("u1")
+    );
+    assert_eq!(
+        kept.state.owner.as_ref().map(|o| o.name.as_str()),
+        Some("Ann")
+    );
+}
+
+#[test]
+fn a_full_snapshot_completes_the_record() {
+    let mut e = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
+    e.full_snapshot = true;
+    let merged = merge(None, &e);
+    assert!(merged.state.complete);
+}

@@ -1,0 +1,141 @@
+//! Reading one changelog partition into the local store, from a checkpoint to the end.
+//!
+//! "The end" is the partition's high watermark when the restore starts, read with
+//! `read_uncommitted`: a transaction still open there (a previous owner's, that died or is being
+//! fenced) is waited for, so that whatever it ends as (committed or aborted) is in the restored
+//! state. The records themselves are read `read_committed`. The end is reached when a record at
+//! or past it arrives, or when the consumer hits the partition's end and the last stable offset
+//! has passed it (the log then ends in transaction markers, which are never handed out).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A changelog record: key and value (None: a tombstone, the record is forgotten).
+pub type Record = (Vec<u8>, Option<Vec<u8>>);
+
+/// Records applied per local write batch.
+const APPLY_EVERY: usize = 5_000;
+/// A restore that makes no progress for this long fails (and is retried).
+const STALL: Duration = Duration::from_secs(60);
+const CALL: Duration = Duration::from_secs(10);
+
+/// Where changelog partitions are read from.
+#[derive(Clone)]
+pub struct Source {
+    /// A consumer configuration (brokers, security) without group or isolation settings.
+    pub config: ClientConfig,
+    pub topic: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub records: u64,
+    pub from: i64,
+    pub to: i64,
+    pub seconds: f64,
+}
+
+fn client(source: &Source, isolation: &str) -> anyhow::Result<BaseConsumer> {
+    let mut config = source.config.clone();
+    config
+        .set("group.id", "crm-sync-record-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .set("queued.max.messages.kbytes", "16384");
+    Ok(config.create()?)
+}
+
+/// Reads the partition from `checkpoint` (None: from the start) to its end, handing records to
+/// `apply` in batches with the offset to resume from after them. `apply`'s first argument is
+/// true once when the local keyspace must be emptied first (its checkpoint is no longer in the
+/// log: new disk, or the topic was recreated).
+pub fn run<E>(
+    source: &Source,
+    partition: i32,
+    checkpoint: Option<i64>,
+    mut apply: impl FnMut(bool, Vec<Record>, i64) -> Result<(), E>,
+) -> anyhow::Result<Restored>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let uncommitted = client(source, "read_uncommitted")?;
+    let (low, high) = uncommitted.fetch_watermarks(&source.topic, partition, CALL)?;
+    let (mut start_over, from) = match checkpoint {
+        Some(c) if c >= low && c <= high => (false, c),
+        Some(_) => (true, low),
+        None => (true, low),
+    };
+    let mut restored = Restored {
+        from,
+        to: high,
+        ..Default::default()
+    };
+    if from >= high {
+        apply(start_over, Vec::new(), high)?;
+        return Ok(restored);
+    }
+    let consumer = client(source, "read_committed")?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&source.topic, partition, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut batch: Vec<Record> = Vec::with_capacity(APPLY_EVERY);
+    let mut position = from;
+    let mut progress_at = Instant::now();
+    let mut logged_at = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                batch.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
+                position = m.offset() + 1;
+                progress_at = Instant::now();
+                if batch.len() >= APPLY_EVERY {
+                    restored.records += batch.len() as u64;
+                    apply(start_over, std::mem::take(&mut batch), position)?;
+                    start_over = false;
+                }
+                if position >= high {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                let (_, stable) = consumer.fetch_watermarks(&source.topic, partition, CALL)?;
+                if stable >= high {
+                    break;
+                }
+            }
+            Some(Err(error)) => return Err(error.into()),
+            None => {}
+        }
+        if progress_at.elapsed() > STALL {
+            anyhow::bail!("no progress for {STALL:?} at offset {position} of {high}");
+        }
+        if logged_at.elapsed() > Duration::from_secs(5) {
+            logged_at = Instant::now();
+            tracing::info!(
+                partition,
+                offset = position,
+                end = high,
+                "restoring record state"
+            );
+        }
+        metrics::gauge!("crm_sync_evaluator_restore_remaining", "partition" => partition.to_string())
+            .set((high - position).max(0) as f64);
+    }
+    restored.records += batch.len() as u64;
+    apply(start_over, batch, high)?;
+    metrics::gauge!("crm_sync_evaluator_restore_remaining", "partition" => partition.to_string())
+        .set(0.0);
+    metrics::counter!("crm_sync_evaluator_restored_records_total").increment(restored.records);
+    restored.seconds = started.elapsed().as_secs_f64();
+    Ok(restored)
+}

@@ -1,0 +1,311 @@
+//! The record state of the partitions this replica owns, on local disk.
+//!
+//! The changelog topic is the truth; the local store is a cache of it, kept in an embedded
+//! LSM store (fjall: pure Rust, so no C++ toolchain in the build, and an LSM tree takes a
+//! restore's stream of random-key writes at disk speed). Each input partition has its own
+//! keyspace, and a checkpoint: the changelog offset the keyspace reflects. Changes made while
+//! handling a transaction's messages are staged in memory and written (with the checkpoint, in
+//! one atomic batch) only once the transaction committed; an abort forgets them. A partition
+//! gained in a rebalance is caught up from its checkpoint to the changelog's end before any of
+//! its events is handled (from the start when the disk is new or lost).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crm_sync_kafka::transactional::{PartitionListener, Written};
+use crm_sync_proto::Message;
+use crm_sync_proto::v1::RecordState;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use tokio::sync::mpsc;
+
+use crate::restore::{self, Restored, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local record store: {0}")]
+    Disk(#[from] fjall::Error),
+    #[error("stored state of {key} does not decode: {source}")]
+    Corrupt {
+        key: String,
+        source: prost::DecodeError,
+    },
+    #[error("restoring partition {partition} from the changelog: {reason}")]
+    Restore { partition: i32, reason: String },
+}
+
+/// The open transaction's changes: record key → (partition, encoded state).
+type Staged = HashMap<Vec<u8>, (i32, Vec<u8>)>;
+
+/// An assigned partition: whether its keyspace is caught up with the changelog.
+struct Slot {
+    restored: bool,
+}
+
+pub struct RecordStore {
+    db: Database,
+    checkpoints: Keyspace,
+    source: Source,
+    input_topic: String,
+    slots: Mutex<HashMap<i32, Slot>>,
+    pending: Mutex<Staged>,
+    /// One restore at a time: they share the disk and the broker connection.
+    restoring: tokio::sync::Mutex<()>,
+    wake: mpsc::UnboundedSender<i32>,
+    memtable: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RecordStore {
+    /// Opens (or creates) the local store; the receiver yields partitions to restore eagerly.
+    pub fn open(
+        dir: &Path,
+        memory_bytes: u64,
+        source: Source,
+        input_topic: &str,
+    ) -> Result<(Arc<RecordStore>, mpsc::UnboundedReceiver<i32>), StoreError> {
+        // Half the budget caches blocks; each partition's memtable gets a sixteenth (a replica
+        // rarely holds more than eight partitions).
+        let db = Database::builder(dir)
+            .cache_size(memory_bytes / 2)
+            .worker_threads(2)
+            .open()?;
+        let memtable = (memory_bytes / 16).max(2 * 1024 * 1024);
+        let checkpoints = db.keyspace("checkpoints", KeyspaceCreateOptions::default)?;
+        let (wake, wakes) = mpsc::unbounded_channel();
+        let store = RecordStore {
+            db,
+            checkpoints,
+            source,
+            input_topic: input_topic.to_owned(),
+            slots: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            restoring: tokio::sync::Mutex::new(()),
+            wake,
+            memtable,
+        };
+        Ok((Arc::new(store), wakes))
+    }
+
+    fn keyspace(&self, partition: i32) -> Result<Keyspace, StoreError> {
+        Ok(self.db.keyspace(&format!("records-{partition}"), || {
+            KeyspaceCreateOptions::default().max_memtable_size(self.memtable)
+        })?)
+    }
+
+    /// The record's state as of everything handled so far (staged changes included).
+    pub fn get(&self, partition: i32, key: &[u8]) -> Result<Option<RecordState>, StoreError> {
+        let staged = lock(&self.pending).get(key).map(|(_, bytes)| bytes.clone());
+        let bytes = match staged {
+            Some(bytes) => bytes,
+            None => match self.keyspace(partition)?.get(key)? {
+                Some(bytes) => bytes.to_vec(),
+                None => return Ok(None),
+            },
+        };
+        RecordState::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            })
+    }
+
+    /// Stages a change of the open transaction.
+    pub fn stage(&self, partition: i32, key: Vec<u8>, encoded: Vec<u8>) {
+        lock(&self.pending).insert(key, (partition, encoded));
+    }
+
+    /// The open transaction committed: its changes and the changelog offsets they reached
+    /// become the local store's, atomically.
+    pub fn commit(&self, written: &[Written], changelog: &str) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for w in written.iter().filter(|w| w.topic == changelog) {
+            let entry = next.entry(w.partition).or_insert(0);
+            *entry = (*entry).max(w.offset + 1);
+        }
+        if let Err(error) = self.write(pending, &next) {
+            // The checkpoints did not move either: catching up from them repairs the store.
+            tracing::warn!(%error, "writing committed record state to local disk failed; the partitions are caught up from the changelog");
+            self.mark_stale(next.keys().copied());
+        }
+    }
+
+    fn write(&self, pending: Staged, next: &BTreeMap<i32, i64>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        let mut keyspaces: HashMap<i32, Keyspace> = HashMap::new();
+        for (key, (partition, encoded)) in pending {
+            let keyspace = match keyspaces.get(&partition) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = self.keyspace(partition)?;
+                    keyspaces.insert(partition, k.clone());
+                    k
+                }
+            };
+            batch.insert(&keyspace, key, encoded);
+        }
+        for (partition, offset) in next {
+            batch.insert(
+                &self.checkpoints,
+                partition.to_be_bytes(),
+                offset.to_be_bytes(),
+            );
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// The open transaction was aborted: forget its changes. Its partitions are caught up from
+    /// the changelog before their next event, in case the abort followed a commit whose outcome
+    /// was unknown.
+    pub fn discard(&self, partitions: &[i32]) {
+        lock(&self.pending).clear();
+        self.mark_stale(partitions.iter().copied());
+    }
+
+    fn mark_stale(&self, partitions: impl Iterator<Item = i32>) {
+        let mut slots = lock(&self.slots);
+        for partition in partitions {
+            if let Some(slot) = slots.get_mut(&partition) {
+                slot.restored = false;
+            }
+        }
+    }
+
+    fn checkpoint(&self, partition: i32) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .checkpoints
+            .get(partition.to_be_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    fn is_restored(&self, partition: i32) -> bool {
+        lock(&self.slots)
+            .get(&partition)
+            .is_some_and(|slot| slot.restored)
+    }
+
+    /// Waits until the partition's state is caught up with the changelog, restoring it if
+    /// needed.
+    pub async fn ready(self: &Arc<Self>, partition: i32) -> Result<(), StoreError> {
+        if self.is_restored(partition) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.restoring.lock().await;
+        if self.is_restored(partition) {
+            return Ok(());
+        }
+        let store = self.clone();
+        let restored = tokio::task::spawn_blocking(move || store.restore(partition))
+            .await
+            .map_err(|e| StoreError::Restore {
+                partition,
+                reason: format!("the restore task ended: {e}"),
+            })??;
+        tracing::info!(
+            partition,
+            records = restored.records,
+            from = restored.from,
+            to = restored.to,
+            seconds = restored.seconds,
+            "record state restored from the changelog"
+        );
+        lock(&self.slots)
+            .entry(partition)
+            .or_insert(Slot { restored: false })
+            .restored = true;
+        Ok(())
+    }
+
+    fn restore(&self, partition: i32) -> Result<Restored, StoreError> {
+        let keyspace = self.keyspace(partition)?;
+        let from = self.checkpoint(partition)?;
+        let apply = |start_over: bool, records: Vec<restore::Record>, next: i64| {
+            if start_over {
+                keyspace.clear()?;
+            }
+            let mut batch = self.db.batch();
+            for (key, value) in records {
+                match value {
+                    Some(value) => batch.insert(&keyspace, key, value),
+                    None => batch.remove(&keyspace, key),
+                }
+            }
+            batch.insert(
+                &self.checkpoints,
+                partition.to_be_bytes(),
+                next.to_be_bytes(),
+            );
+            batch.commit()
+        };
+        restore::run(&self.source, partition, from, apply).map_err(|e| StoreError::Restore {
+            partition,
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// `Err` naming the partitions whose state is not caught up yet.
+    pub fn readiness(&self) -> Result<(), String> {
+        let slots = lock(&self.slots);
+        let mut waiting: Vec<i32> = slots
+            .iter()
+            .filter(|(_, slot)| !slot.restored)
+            .map(|(p, _)| *p)
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        waiting.sort_unstable();
+        Err(format!(
+            "restoring the record state of partitions {waiting:?} from the changelog"
+        ))
+    }
+
+    /// Partitions assigned and not caught up: restored eagerly by [`run_restorer`].
+    fn wanted(&self, partition: i32) -> bool {
+        lock(&self.slots)
+            .get(&partition)
+            .is_some_and(|slot| !slot.restored)
+    }
+}
+
+impl PartitionListener for RecordStore {
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        let mut slots = lock(&self.slots);
+        for (_, partition) in partitions.iter().filter(|(t, _)| *t == self.input_topic) {
+            slots.insert(*partition, Slot { restored: false });
+            let _ = self.wake.send(*partition);
+        }
+    }
+
+    fn revoked(&self, partitions: &[(String, i32)]) {
+        let mut slots = lock(&self.slots);
+        for (_, partition) in partitions.iter().filter(|(t, _)| *t == self.input_topic) {
+            slots.remove(partition);
+        }
+    }
+}
+
+/// Restores assigned partitions as soon as they are assigned, so that readiness turns true
+/// without waiting for their first event.
+pub async fn run_restorer(store: Arc<RecordStore>, mut wakes: mpsc::UnboundedReceiver<i32>) {
+    while let Some(partition) = wakes.recv().await {
+        let mut backoff = std::time::Duration::from_millis(200);
+        while store.wanted(partition) {
+            match store.ready(partition).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(partition, %error, "restoring record state failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Linking by email is only as trustworthy as the email: one that only a webhook payload
+//! claims (the generic endpoint, a CRM owner field) must not attach a CRM user's activities to
+//! another person's account. (An email from the CRM's user directory links: see
+//! `admin_pipeline.rs`, `turning_auto_sync_on_provisions_each_waiting_identity_once_across_replicas`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crm_sync_e2e::{Tenant, TestEnv, events, eventually};
+use crm_sync_proto::v1::CrmUser;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_payload_email_equal_to_an_existing_users_creates_a_separate_pending_user() {
+    let env = TestEnv::new("email-linking").await;
+    let tenant = Tenant::create(&env.pool, "acme", true, true).await;
+    let victim = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO users (id, company_id, display_name, email, status, source)
+         VALUES ($1, $2, 'Victoria Admin', 'victoria@acme.example', 'active', 'manual')",
+    )
+    .bind(victim)
+    .bind(tenant.company_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let _evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+
+    // A CRM user whose webhook payload claims Victoria's address (in another case).
+    let owner = CrmUser {
+        crm_user_id: "005MALLORY0000001".into(),
+        name: "Mallory".into(),
+        email: "Victoria@Acme.example".into(),
+    };
+    events::send(&env, &events::won_deal(&tenant, "006EMAIL000000001", owner)).await;
+
+    let mapped: Uuid = eventually("the CRM user gets an account", WAIT, || async {
+        sqlx::query_scalar::<_, Option<Uuid>>(
+            "SELECT user_id FROM crm_identities WHERE integration_id = $1 AND crm_user_id = $2",
+        )
+        .bind(tenant.integration_id)
+        .bind("005MALLORY0000001")
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+        .flatten()
+    })
+    .await;
+    assert_ne!(
+        mapped, victim,
+        "a payload email must not link to Victoria's account"
+    );
+    let (name, email, status, source): (String, Option<String>, String, String) =
+        sqlx::query_as("SELECT display_name, email, status, source FROM users WHERE id = $1")
+            .bind(mapped)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), email, status.as_str(), source.as_str()),
+        ("Mallory", None, "pending", "auto_sync"),
+        "a separate pending account, without the address another account has"
+    );
+    let activity_user: Option<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM activities WHERE integration_id = $1 AND record_id = $2",
+    )
+    .bind(tenant.integration_id)
+    .bind("006EMAIL000000001")
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        activity_user,
+        Some(mapped),
+        "the activity is Mallory's, not Victoria's"
+    );
+}
