@@ -33,6 +33,8 @@ fi
 ln -sfn "$MODULES/node_modules" "$HERE/node_modules"
 
 cd "$ROOT"
-cargo build --bins -p crm-sync-admin-api -p crm-sync-ingest -p crm-sync-workflow-evaluator -p crm-sync-provisioner
+# Built for the whole workspace, as deploy/local/test.sh does: building a subset of packages
+# unifies other dependency features and would compile librdkafka and OpenSSL all over again.
+cargo build --workspace --bins
 # The test is #[ignore]d in plain `cargo test`, which may run where no browser is installed.
-cargo test -p crm-sync-e2e --test admin_browser -- --ignored --nocapture
+cargo test --workspace --test admin_browser -- --ignored --nocapture
