@@ -10,6 +10,7 @@ pub mod record_owners;
 pub mod refusal;
 pub mod secrets;
 pub mod sync_jobs;
+pub mod sync_status;
 pub mod tenants;
 pub mod views;
 pub mod workflows;

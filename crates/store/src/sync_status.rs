@@ -1,0 +1,141 @@
+//! Per integration, whether its data is flowing: the last webhook, the last reconciliation and
+//! how many missed webhooks pulls have made up for. Each writer touches only its own columns.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct SyncStatus {
+    pub integration_id: Uuid,
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_reconciliation_at: Option<DateTime<Utc>>,
+    pub last_reconciliation_job: Option<Uuid>,
+    pub last_reconciliation_scanned: i64,
+    pub last_reconciliation_published: i64,
+    pub last_reconciliation_api_calls: i64,
+    pub last_reconciliation_error: Option<String>,
+    pub missed_webhooks_fixed: i64,
+    pub last_fixed_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook of the integration arrived at `at`. Rows younger than `precision_secs` are left
+/// alone, so a busy integration costs one write per that many seconds, not one per request.
+pub async fn record_webhook(
+    pool: &PgPool,
+    integration_id: Uuid,
+    at: DateTime<Utc>,
+    precision_secs: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO integration_sync_status (integration_id, last_webhook_at)
+         SELECT id, $2 FROM integrations WHERE id = $1
+         ON CONFLICT (integration_id) DO UPDATE
+         SET last_webhook_at = EXCLUDED.last_webhook_at, updated_at = now()
+         WHERE integration_sync_status.last_webhook_at IS NULL
+            OR integration_sync_status.last_webhook_at
+               < EXCLUDED.last_webhook_at - $3::float8 * interval '1 second'",
+    )
+    .bind(integration_id)
+    .bind(at)
+    .bind(precision_secs)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The figures of a reconciliation run that ended at `at`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconciliationRun {
+    pub job_id: Uuid,
+    pub scanned: i64,
+    pub published: i64,
+    pub api_calls: i64,
+    pub error: Option<String>,
+}
+
+pub async fn record_reconciliation(
+    pool: &PgPool,
+    integration_id: Uuid,
+    at: DateTime<Utc>,
+    run: &ReconciliationRun,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO integration_sync_status
+             (integration_id, last_reconciliation_at, last_reconciliation_job,
+              last_reconciliation_scanned, last_reconciliation_published,
+              last_reconciliation_api_calls, last_reconciliation_error)
+         SELECT id, $2, $3, $4, $5, $6, $7 FROM integrations WHERE id = $1
+         ON CONFLICT (integration_id) DO UPDATE
+         SET last_reconciliation_at = EXCLUDED.last_reconciliation_at,
+             last_reconciliation_job = EXCLUDED.last_reconciliation_job,
+             last_reconciliation_scanned = EXCLUDED.last_reconciliation_scanned,
+             last_reconciliation_published = EXCLUDED.last_reconciliation_published,
+             last_reconciliation_api_calls = EXCLUDED.last_reconciliation_api_calls,
+             last_reconciliation_error = EXCLUDED.last_reconciliation_error,
+             updated_at = now()",
+    )
+    .bind(integration_id)
+    .bind(at)
+    .bind(run.job_id)
+    .bind(run.scanned)
+    .bind(run.published)
+    .bind(run.api_calls)
+    .bind(&run.error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Adds to each integration's count of missed webhooks that pulls made up for. Integrations that
+/// no longer exist are skipped.
+pub async fn add_missed_webhooks_fixed(
+    pool: &PgPool,
+    counts: &[(Uuid, i64)],
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (ids, fixed): (Vec<Uuid>, Vec<i64>) = counts.iter().copied().unzip();
+    sqlx::query(
+        "INSERT INTO integration_sync_status (integration_id, missed_webhooks_fixed, last_fixed_at)
+         SELECT i.id, c.fixed, $3
+         FROM unnest($1::uuid[], $2::int8[]) AS c(id, fixed) JOIN integrations i ON i.id = c.id
+         ON CONFLICT (integration_id) DO UPDATE
+         SET missed_webhooks_fixed = integration_sync_status.missed_webhooks_fixed
+                                     + EXCLUDED.missed_webhooks_fixed,
+             last_fixed_at = EXCLUDED.last_fixed_at, updated_at = now()",
+    )
+    .bind(&ids)
+    .bind(&fixed)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The integration's status, if it belongs to `company_id` (an empty status when nothing was
+/// recorded yet).
+pub async fn get(
+    pool: &PgPool,
+    company_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Option<SyncStatus>, sqlx::Error> {
+    let row: Option<SyncStatus> = sqlx::query_as(
+        "SELECT i.id AS integration_id, s.last_webhook_at, s.last_reconciliation_at,
+                s.last_reconciliation_job,
+                coalesce(s.last_reconciliation_scanned, 0) AS last_reconciliation_scanned,
+                coalesce(s.last_reconciliation_published, 0) AS last_reconciliation_published,
+                coalesce(s.last_reconciliation_api_calls, 0) AS last_reconciliation_api_calls,
+                s.last_reconciliation_error,
+                coalesce(s.missed_webhooks_fixed, 0) AS missed_webhooks_fixed, s.last_fixed_at
+         FROM integrations i LEFT JOIN integration_sync_status s ON s.integration_id = i.id
+         WHERE i.id = $1 AND i.company_id = $2",
+    )
+    .bind(integration_id)
+    .bind(company_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row)
+}
