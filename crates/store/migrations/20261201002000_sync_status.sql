@@ -17,3 +17,8 @@ CREATE TABLE integration_sync_status (
     last_fixed_at           timestamptz,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
+
+-- A job's size as the CRM reported it when the job's passes began (for progress and ETA), and
+-- who asked for it (an admin, the CLI, or the system on connect / on schedule).
+ALTER TABLE sync_jobs ADD COLUMN records_expected bigint;
+ALTER TABLE sync_jobs ADD COLUMN requested_by text NOT NULL DEFAULT 'system';

@@ -56,6 +56,8 @@ pub struct Job {
     pub records_scanned: i64,
     pub records_published: i64,
     pub api_calls: i64,
+    pub records_expected: Option<i64>,
+    pub requested_by: String,
     pub last_error: Option<String>,
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
@@ -65,7 +67,7 @@ pub struct Job {
 
 const COLUMNS: &str = "id, company_id, integration_id, kind, state, since, objects, checkpoint, \
     lease_owner, lease_expires_at, attempts, records_scanned, records_published, api_calls, \
-    last_error, cancel_requested, created_at, started_at, finished_at";
+    records_expected, requested_by, last_error, cancel_requested, created_at, started_at, finished_at";
 
 /// A new pending job of an integration (its company taken from the integration).
 pub async fn create(
@@ -286,4 +288,24 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+/// Records how many records the job's passes are expected to scan (as the CRM counted them), for
+/// its progress and ETA; fenced by the lease like the checkpoint.
+pub async fn set_expected(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    expected: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET records_expected = $3, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(expected)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
