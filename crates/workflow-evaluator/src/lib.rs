@@ -6,6 +6,7 @@
 pub mod counts;
 pub mod evaluate;
 pub mod judge;
+pub mod legacy;
 pub mod outputs;
 pub mod record;
 pub mod restore;
@@ -121,6 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
         counts: counts::Counts::default(),
+        legacy: legacy::LegacyIndex::default(),
     };
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets
