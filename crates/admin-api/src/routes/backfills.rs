@@ -288,10 +288,9 @@ pub async fn sync_status(
     Extension(caller): Extension<Caller>,
     ApiPath(p): ApiPath<IntegrationPath>,
 ) -> ApiResult<Json<SyncStatusView>> {
-    let status =
-        crm_sync_store::sync_status::get(&state.pool, caller.company(), p.integration_id)
-            .await?
-            .or_not_found("integration")?;
+    let status = crm_sync_store::sync_status::get(&state.pool, caller.company(), p.integration_id)
+        .await?
+        .or_not_found("integration")?;
     let active = store::active(&state.pool, caller.company(), p.integration_id).await?;
     let now = Utc::now();
     Ok(Json(SyncStatusView {

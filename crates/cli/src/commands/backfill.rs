@@ -150,7 +150,11 @@ pub async fn status(ctx: &Context, args: StatusArgs, out: &mut impl Write) -> an
     match (job, args.watch) {
         (Some(job), true) => watch(&pool, job, out).await,
         (Some(job), false) if args.job.is_some() => Ok(write!(out, "{}", describe(&job))?),
-        (None, true) => Ok(writeln!(out, "no backfill of {} is running", integration.name)?),
+        (None, true) => Ok(writeln!(
+            out,
+            "no backfill of {} is running",
+            integration.name
+        )?),
         _ => Ok(()),
     }
 }
@@ -190,14 +194,7 @@ async fn print_sync_status(
         "  missed webhooks fixed {}",
         status.missed_webhooks_fixed
     )?;
-    let jobs = backfills::list(
-        pool,
-        integration.company_id,
-        integration.id,
-        None,
-        LISTED,
-    )
-    .await?;
+    let jobs = backfills::list(pool, integration.company_id, integration.id, None, LISTED).await?;
     if jobs.is_empty() {
         writeln!(out, "\nno backfills yet")?;
         return Ok(());

@@ -11,7 +11,6 @@ use crate::admin::audit::{self, Actor};
 use crate::admin::{After, Keyed, keyset_query};
 use crate::credentials::{SecretKey, SecretsError};
 
-
 /// The earliest `since` a backfill takes, 2000-01-01 UTC: before any of the CRMs kept records,
 /// so an earlier date is a typo (and would cost a full scan of the org).
 pub const FLOOR_UNIX: i64 = 946_684_800;
@@ -29,9 +28,7 @@ pub enum Refused {
     /// The integration cannot be pulled from as it is (a generic one, no API credentials).
     #[error("{0}")]
     NotPullable(String),
-    #[error(
-        "backfill {0} of this integration is still {1}: wait for it to end or cancel it first"
-    )]
+    #[error("backfill {0} of this integration is still {1}: wait for it to end or cancel it first")]
     AlreadyActive(Uuid, String),
     #[error("backfill {0} has already ended ({1}): there is nothing to cancel")]
     AlreadyEnded(Uuid, String),
@@ -161,7 +158,11 @@ async fn backfill_objects(
                 format!("objects/{i}"),
                 format!(
                     "{object:?} is not the object of any workflow of this integration (known: {})",
-                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
             ));
         }
@@ -210,7 +211,8 @@ pub async fn start(
     .bind(&actor.name)
     .fetch_one(&mut *tx)
     .await?;
-    let details = serde_json::json!({"integration_id": integration_id, "since": since, "objects": objects});
+    let details =
+        serde_json::json!({"integration_id": integration_id, "since": since, "objects": objects});
     audit::record(
         &mut tx,
         company_id,
@@ -376,5 +378,92 @@ impl Job {
     /// Succeeded, failed or cancelled: nothing more will happen to it.
     pub fn ended(&self) -> bool {
         matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn since_is_a_date_or_an_offset_date_time_in_the_past_after_2000() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            parse_since("2026-11-01", now()).unwrap(),
+            at("2026-11-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_since(" 2026-11-01T08:00:00+01:00 ", now()).unwrap(),
+            at("2026-11-01T07:00:00Z")
+        );
+        assert_eq!(
+            parse_since("2000-01-01", now()).unwrap(),
+            at("2000-01-01T00:00:00Z")
+        );
+        for bad in [
+            "yesterday",
+            "2026-11-01T08:00:00",
+            "1999-12-31",
+            "2026-12-01T12:00:00Z",
+            "2027-01-01",
+        ] {
+            match parse_since(bad, now()) {
+                Err(Refused::Invalid { field, .. }) => assert_eq!(field, "since", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    fn job(state: &str, scanned: i64, expected: Option<i64>) -> Job {
+        Job {
+            id: Uuid::nil(),
+            company_id: Uuid::nil(),
+            integration_id: Uuid::nil(),
+            kind: super::super::JobKind::Backfill,
+            state: state.into(),
+            since: now(),
+            objects: vec![],
+            checkpoint: json!({}),
+            lease_owner: None,
+            lease_expires_at: None,
+            attempts: 1,
+            records_scanned: scanned,
+            records_published: scanned,
+            api_calls: 0,
+            records_expected: expected,
+            requested_by: "cli".into(),
+            last_error: None,
+            cancel_requested: false,
+            created_at: now(),
+            started_at: Some(now() - chrono::Duration::seconds(10)),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn progress_is_a_share_of_the_expected_records_with_rate_and_eta() {
+        let p = job("running", 250, Some(1000)).progress(now());
+        assert_eq!(p.percent, Some(25.0));
+        assert_eq!(p.rate_per_sec, Some(25.0));
+        assert_eq!(p.eta_secs, Some(30));
+        // Unknown size: no percent, no ETA, still a rate.
+        let p = job("running", 250, None).progress(now());
+        assert_eq!((p.percent, p.eta_secs), (None, None));
+        // More than the CRM counted (records changed meanwhile) never passes 100%.
+        let p = job("running", 1200, Some(1000)).progress(now());
+        assert_eq!((p.percent, p.eta_secs), (Some(100.0), Some(0)));
+        assert_eq!(job("succeeded", 0, None).progress(now()).percent, Some(100.0));
+        let pending = Job {
+            started_at: None,
+            ..job("pending", 0, None)
+        };
+        assert_eq!(pending.progress(now()), JobProgress::default());
+        assert!(job("cancelled", 1, None).ended() && !job("running", 1, None).ended());
     }
 }

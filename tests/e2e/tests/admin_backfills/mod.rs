@@ -59,8 +59,16 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
     set_api_credentials(&admin, tenant.company_id, tenant.integration_id).await;
 
     // Bad input names the field.
-    let tomorrow = (Utc::now() + chrono::Duration::days(1)).date_naive().to_string();
-    for since in ["yesterday", "2026-13-01", "2026-11-01T08:00:00", "1999-12-31", &tomorrow] {
+    let tomorrow = (Utc::now() + chrono::Duration::days(1))
+        .date_naive()
+        .to_string();
+    for since in [
+        "yesterday",
+        "2026-13-01",
+        "2026-11-01T08:00:00",
+        "1999-12-31",
+        &tomorrow,
+    ] {
         admin
             .post(&backfills, json!({"since": since}))
             .await
@@ -105,7 +113,10 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
     assert_eq!(job["state"], "pending");
     assert_eq!(job["objects"], json!(["Opportunity"]));
     assert_eq!(at(&job["since"]), at(&json!("2026-11-01T00:00:00Z")));
-    assert!(job["percent"].is_null() && job["eta_secs"].is_null(), "{job}");
+    assert!(
+        job["percent"].is_null() && job["eta_secs"].is_null(),
+        "{job}"
+    );
     let requested_by = job["requested_by"].as_str().unwrap();
     assert!(requested_by.starts_with("token "), "{requested_by}");
     let id = job["id"].as_str().unwrap().to_owned();
@@ -117,7 +128,10 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         .await
         .expect(409);
     assert_eq!(second["error"], "backfill_active");
-    assert!(second["message"].as_str().unwrap().contains(&id), "{second}");
+    assert!(
+        second["message"].as_str().unwrap().contains(&id),
+        "{second}"
+    );
     let status = viewer.get(&format!("{base}/sync-status")).await.expect(200);
     assert_eq!(status["active_backfill"]["id"], id.as_str());
 
@@ -202,7 +216,10 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         .post(&format!("{backfills}/{}/cancel", theirs.id), json!({}))
         .await
         .expect(404);
-    let bad = admin.get(&format!("{backfills}/not-a-uuid")).await.expect(404);
+    let bad = admin
+        .get(&format!("{backfills}/not-a-uuid"))
+        .await
+        .expect(404);
     assert_eq!(bad["error"], "not_found");
     admin
         .get(&format!("{backfills}?cursor=zz"))
@@ -313,7 +330,11 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
     assert!(!status["last_webhook_at"].is_null(), "{status}");
     let r = &status["last_reconciliation"];
     assert_eq!(
-        (&r["records_scanned"], &r["records_published"], &r["api_calls"]),
+        (
+            &r["records_scanned"],
+            &r["records_published"],
+            &r["api_calls"]
+        ),
         (&json!(120), &json!(3), &json!(4))
     );
     assert_eq!(r["error"], "HubSpot answered 502");
@@ -333,7 +354,10 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
         .post(
             &company_path(
                 tenant.company_id,
-                &format!("/integrations/{}/backfills", generic["id"].as_str().unwrap()),
+                &format!(
+                    "/integrations/{}/backfills",
+                    generic["id"].as_str().unwrap()
+                ),
             ),
             json!({"since": "2026-11-01"}),
         )

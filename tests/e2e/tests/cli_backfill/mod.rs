@@ -43,7 +43,13 @@ async fn with_api_credentials(env: &TestEnv, tenant: &Tenant) {
 async fn backfill(env: &TestEnv, args: &[&str]) -> std::process::Output {
     let mut all = vec!["backfill"];
     all.extend_from_slice(args);
-    crm_sync(env, &all, &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", KEY)], None).await
+    crm_sync(
+        env,
+        &all,
+        &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", KEY)],
+        None,
+    )
+    .await
 }
 
 /// A line of the child's stdout containing `needle`, within the deadline.
@@ -90,7 +96,14 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
     assert!(text(&out.stderr).contains("--since: 1999-01-01 is before 2000-01-01"));
     let out = backfill(
         &env,
-        &["start", "salesforce", "--since", "2026-11-01", "--object", "Lead"],
+        &[
+            "start",
+            "salesforce",
+            "--since",
+            "2026-11-01",
+            "--object",
+            "Lead",
+        ],
     )
     .await;
     assert!(!out.status.success());
@@ -106,11 +119,19 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
     let job = Uuid::parse_str(text(&out.stdout).trim()).unwrap();
     let out = backfill(&env, &["start", &integration, "--since", "2026-10-01"]).await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains(&format!("backfill {job} of this integration is still pending")));
+    assert!(text(&out.stderr).contains(&format!(
+        "backfill {job} of this integration is still pending"
+    )));
 
     // `status --watch` follows it while the runner advances it, then says how it ended.
     let mut child = Command::new(binary_path("crm-sync"))
-        .args(["backfill", "status", &integration, &job.to_string(), "--watch"])
+        .args([
+            "backfill",
+            "status",
+            &integration,
+            &job.to_string(),
+            "--watch",
+        ])
         .envs(env.service_env(0))
         .env_remove("CRM_SYNC_CONFIG")
         .stdin(Stdio::null())
@@ -125,8 +146,16 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
     let runner = FakeRunner::claim(&env.pool, WAIT).await;
     runner.expect(200).await;
     runner.page(50, 48, 2).await;
-    line_with(&mut lines, "running 25.0% (50/200) scanned, 48 published", &mut seen).await;
-    assert!(seen.last().unwrap().contains("records/s, ETA "), "{seen:#?}");
+    line_with(
+        &mut lines,
+        "running 25.0% (50/200) scanned, 48 published",
+        &mut seen,
+    )
+    .await;
+    assert!(
+        seen.last().unwrap().contains("records/s, ETA "),
+        "{seen:#?}"
+    );
     runner.page(150, 150, 3).await;
     line_with(&mut lines, "running 100.0% (200/200)", &mut seen).await;
     runner.finish(Outcome::Succeeded).await;
@@ -172,7 +201,9 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
     let out = backfill(&env, &["status", &integration, &third, "--watch"]).await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains(&format!("backfill {third} failed: the CRM refused the token")),
+        text(&out.stderr).contains(&format!(
+            "backfill {third} failed: the CRM refused the token"
+        )),
         "{}",
         text(&out.stderr)
     );
