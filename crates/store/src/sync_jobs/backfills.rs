@@ -458,7 +458,10 @@ mod tests {
         // More than the CRM counted (records changed meanwhile) never passes 100%.
         let p = job("running", 1200, Some(1000)).progress(now());
         assert_eq!((p.percent, p.eta_secs), (Some(100.0), Some(0)));
-        assert_eq!(job("succeeded", 0, None).progress(now()).percent, Some(100.0));
+        assert_eq!(
+            job("succeeded", 0, None).progress(now()).percent,
+            Some(100.0)
+        );
         let pending = Job {
             started_at: None,
             ..job("pending", 0, None)

@@ -196,6 +196,15 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         .expect(200);
     assert_eq!(gone["state"], "cancelled");
 
+    // Racing starts: the integration's row lock lets exactly one through.
+    let racing = futures::future::join_all(
+        (0..5).map(|_| admin.post(&backfills, json!({"since": "2026-11-01"}))),
+    )
+    .await;
+    let mut statuses: Vec<u16> = racing.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409], "{racing:?}");
+
     // Another company's job is not found through this company's integration, and bad ids and
     // cursors are refused as JSON.
     let theirs = sync_jobs::create(
