@@ -32,8 +32,22 @@ fn at(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
-#[tokio::test]
-async fn backfills_are_validated_started_once_watched_and_cancelled() {
+/// One company's integration with an active workflow, another company's, admin-api, and
+/// clients of both roles.
+struct World {
+    env: TestEnv,
+    other: Tenant,
+    _api: crm_sync_e2e::Service,
+    admin: Client,
+    viewer: Client,
+    /// `…/integrations/{id}` of the first company's integration.
+    base: String,
+    backfills: String,
+    company: Uuid,
+    integration: Uuid,
+}
+
+async fn world() -> World {
     let env = TestEnv::new("admin-backfills").await;
     let tenant = Tenant::create(&env.pool, "acme", false, true).await;
     let other = Tenant::create(&env.pool, "globex", false, true).await;
@@ -46,17 +60,38 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         &format!("/integrations/{}", tenant.integration_id),
     );
     let backfills = format!("{base}/backfills");
+    World {
+        company: tenant.company_id,
+        integration: tenant.integration_id,
+        env,
+        other,
+        _api: api,
+        admin,
+        viewer,
+        base,
+        backfills,
+    }
+}
 
+/// Refusals before anything starts: no credentials (409), bad input (422), a viewer (403),
+/// another company's integration (404).
+async fn refusals_before_any_start(w: &World) {
+    let World {
+        admin,
+        viewer,
+        backfills,
+        ..
+    } = w;
     // No API credentials yet: nothing to pull with, and the answer says what is missing.
     let refused = admin
-        .post(&backfills, json!({"since": "2026-11-01"}))
+        .post(backfills, json!({"since": "2026-11-01"}))
         .await
         .expect(409);
     assert_eq!(refused["error"], "not_pullable");
     let message = refused["message"].as_str().unwrap();
     assert!(message.contains("no CRM API credentials"), "{message}");
     assert!(message.contains("base_url"), "{message}");
-    set_api_credentials(&admin, tenant.company_id, tenant.integration_id).await;
+    set_api_credentials(admin, w.company, w.integration).await;
 
     // Bad input names the field.
     let tomorrow = (Utc::now() + chrono::Duration::days(1))
@@ -70,71 +105,52 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         &tomorrow,
     ] {
         admin
-            .post(&backfills, json!({"since": since}))
+            .post(backfills, json!({"since": since}))
             .await
             .invalid("since");
     }
     admin
         .post(
-            &backfills,
+            backfills,
             json!({"since": "2026-11-01", "objects": ["Opportunity", "Lead"]}),
         )
         .await
         .invalid("objects/1");
     admin
-        .post(&backfills, json!({"since": "2026-11-01", "objects": []}))
+        .post(backfills, json!({"since": "2026-11-01", "objects": []}))
         .await
         .invalid("objects");
     admin
-        .post(&backfills, json!({"since": "2026-11-01", "days": 30}))
+        .post(backfills, json!({"since": "2026-11-01", "days": 30}))
         .await
         .invalid("days");
-    admin.post(&backfills, json!({})).await.invalid("since");
+    admin.post(backfills, json!({})).await.invalid("since");
     // Viewers read, never start; another company's integration does not exist for this one.
     viewer
-        .post(&backfills, json!({"since": "2026-11-01"}))
+        .post(backfills, json!({"since": "2026-11-01"}))
         .await
         .expect(403);
     let foreign = company_path(
-        tenant.company_id,
-        &format!("/integrations/{}/backfills", other.integration_id),
+        w.company,
+        &format!("/integrations/{}/backfills", w.other.integration_id),
     );
     admin
         .post(&foreign, json!({"since": "2026-11-01"}))
         .await
         .expect(404);
     admin.get(&foreign).await.expect(404);
+}
 
-    // Started: pending, the active workflow's object, asked for by this token.
-    let job = admin
-        .post(&backfills, json!({"since": "2026-11-01"}))
-        .await
-        .expect(201);
-    assert_eq!(job["state"], "pending");
-    assert_eq!(job["objects"], json!(["Opportunity"]));
-    assert_eq!(at(&job["since"]), at(&json!("2026-11-01T00:00:00Z")));
-    assert!(
-        job["percent"].is_null() && job["eta_secs"].is_null(),
-        "{job}"
-    );
-    let requested_by = job["requested_by"].as_str().unwrap();
-    assert!(requested_by.starts_with("token "), "{requested_by}");
-    let id = job["id"].as_str().unwrap().to_owned();
+/// A running job's progress as the runner writes it, and cancelling it.
+async fn progress_and_cancel(w: &World, id: &str) {
+    let World {
+        env,
+        admin,
+        viewer,
+        backfills,
+        ..
+    } = w;
     let one = format!("{backfills}/{id}");
-
-    // One at a time per integration.
-    let second = admin
-        .post(&backfills, json!({"since": "2026-10-01"}))
-        .await
-        .expect(409);
-    assert_eq!(second["error"], "backfill_active");
-    assert!(
-        second["message"].as_str().unwrap().contains(&id),
-        "{second}"
-    );
-    let status = viewer.get(&format!("{base}/sync-status")).await.expect(200);
-    assert_eq!(status["active_backfill"]["id"], id.as_str());
-
     // Ingest's runner picks it up: the CRM says 1000 records, a quarter are scanned.
     let runner = FakeRunner::claim(&env.pool, WAIT).await;
     assert_eq!(runner.job.id.to_string(), id);
@@ -178,35 +194,18 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         .await
         .expect(409);
     assert_eq!(ended["error"], "backfill_ended");
+}
 
-    // Once it has ended another may start; a pending one is cancelled at once. A date-time's
-    // offset is honoured.
-    let next = admin
-        .post(
-            &backfills,
-            json!({"since": "2026-11-01T08:00:00+01:00", "objects": ["Opportunity"]}),
-        )
-        .await
-        .expect(201);
-    assert_eq!(at(&next["since"]), at(&json!("2026-11-01T07:00:00Z")));
-    let next_id = next["id"].as_str().unwrap();
-    let gone = admin
-        .post(&format!("{backfills}/{next_id}/cancel"), json!({}))
-        .await
-        .expect(200);
-    assert_eq!(gone["state"], "cancelled");
-
-    // Racing starts: the integration's row lock lets exactly one through.
-    let racing = futures::future::join_all(
-        (0..5).map(|_| admin.post(&backfills, json!({"since": "2026-11-01"}))),
-    )
-    .await;
-    let mut statuses: Vec<u16> = racing.iter().map(|a| a.status).collect();
-    statuses.sort();
-    assert_eq!(statuses, [201, 409, 409, 409, 409], "{racing:?}");
-
-    // Another company's job is not found through this company's integration, and bad ids and
-    // cursors are refused as JSON.
+/// Another company's job is not found through this company's integration, and bad ids and
+/// cursors are refused as JSON.
+async fn foreign_and_bad_ids(w: &World) {
+    let World {
+        env,
+        admin,
+        backfills,
+        other,
+        ..
+    } = w;
     let theirs = sync_jobs::create(
         &env.pool,
         other.integration_id,
@@ -238,10 +237,82 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
         .get(&format!("{backfills}?limit=0"))
         .await
         .invalid("limit");
+}
+
+#[tokio::test]
+async fn backfills_are_validated_started_once_watched_and_cancelled() {
+    let w = world().await;
+    let World {
+        admin,
+        viewer,
+        base,
+        backfills,
+        ..
+    } = &w;
+    refusals_before_any_start(&w).await;
+
+    // Started: pending, the active workflow's object, asked for by this token.
+    let job = admin
+        .post(backfills, json!({"since": "2026-11-01"}))
+        .await
+        .expect(201);
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["objects"], json!(["Opportunity"]));
+    assert_eq!(at(&job["since"]), at(&json!("2026-11-01T00:00:00Z")));
+    assert!(
+        job["percent"].is_null() && job["eta_secs"].is_null(),
+        "{job}"
+    );
+    let requested_by = job["requested_by"].as_str().unwrap();
+    assert!(requested_by.starts_with("token "), "{requested_by}");
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // One at a time per integration.
+    let second = admin
+        .post(backfills, json!({"since": "2026-10-01"}))
+        .await
+        .expect(409);
+    assert_eq!(second["error"], "backfill_active");
+    assert!(
+        second["message"].as_str().unwrap().contains(&id),
+        "{second}"
+    );
+    let status = viewer.get(&format!("{base}/sync-status")).await.expect(200);
+    assert_eq!(status["active_backfill"]["id"], id.as_str());
+
+    progress_and_cancel(&w, &id).await;
+
+    // Once it has ended another may start; a pending one is cancelled at once. A date-time's
+    // offset is honoured.
+    let next = admin
+        .post(
+            backfills,
+            json!({"since": "2026-11-01T08:00:00+01:00", "objects": ["Opportunity"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(at(&next["since"]), at(&json!("2026-11-01T07:00:00Z")));
+    let next_id = next["id"].as_str().unwrap();
+    let gone = admin
+        .post(&format!("{backfills}/{next_id}/cancel"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(gone["state"], "cancelled");
+
+    // Racing starts: the integration's row lock lets exactly one through.
+    let racing = futures::future::join_all(
+        (0..5).map(|_| admin.post(backfills, json!({"since": "2026-11-01"}))),
+    )
+    .await;
+    let mut statuses: Vec<u16> = racing.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409], "{racing:?}");
+
+    foreign_and_bad_ids(&w).await;
 
     // Both changes are in the audit log, by the token that made them.
     let audit = admin
-        .get(&company_path(tenant.company_id, "/audit-log"))
+        .get(&company_path(w.company, "/audit-log"))
         .await
         .expect(200);
     let actions: Vec<(&str, &str)> = audit["items"]

@@ -74,28 +74,25 @@ async fn line_with(
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn backfills_start_watch_and_cancel_from_the_command_line() {
-    let env = TestEnv::new("cli-backfill").await;
-    let tenant = Tenant::create(&env.pool, "acme", false, true).await;
+/// Refusals name what is wrong: missing credentials, a bad `--since`, an unknown `--object`.
+async fn refusals(env: &TestEnv, tenant: &Tenant) {
     let integration = tenant.integration_id.to_string();
-
     // Without API credentials there is nothing to pull with.
-    let out = backfill(&env, &["start", &integration, "--since", "2026-11-01"]).await;
+    let out = backfill(env, &["start", &integration, "--since", "2026-11-01"]).await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no CRM API credentials"),
         "{}",
         text(&out.stderr)
     );
-    with_api_credentials(&env, &tenant).await;
+    with_api_credentials(env, tenant).await;
 
     // Refusals name the flag.
-    let out = backfill(&env, &["start", &integration, "--since", "1999-01-01"]).await;
+    let out = backfill(env, &["start", &integration, "--since", "1999-01-01"]).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--since: 1999-01-01 is before 2000-01-01"));
     let out = backfill(
-        &env,
+        env,
         &[
             "start",
             "salesforce",
@@ -112,23 +109,15 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
         "{}",
         text(&out.stderr)
     );
+}
 
-    // Started by name; the id is what stdout says, and a second start is refused.
-    let out = backfill(&env, &["start", "salesforce", "--since", "2026-11-01"]).await;
-    assert_success("backfill start", &out);
-    let job = Uuid::parse_str(text(&out.stdout).trim()).unwrap();
-    let out = backfill(&env, &["start", &integration, "--since", "2026-10-01"]).await;
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains(&format!(
-        "backfill {job} of this integration is still pending"
-    )));
-
-    // `status --watch` follows it while the runner advances it, then says how it ended.
+/// `status --watch` follows the job while the runner advances it, then says how it ended.
+async fn watch_follows_the_runner(env: &TestEnv, integration: &str, job: Uuid) {
     let mut child = Command::new(binary_path("crm-sync"))
         .args([
             "backfill",
             "status",
-            &integration,
+            integration,
             &job.to_string(),
             "--watch",
         ])
@@ -165,6 +154,27 @@ async fn backfills_start_watch_and_cancel_from_the_command_line() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfills_start_watch_and_cancel_from_the_command_line() {
+    let env = TestEnv::new("cli-backfill").await;
+    let tenant = Tenant::create(&env.pool, "acme", false, true).await;
+    let integration = tenant.integration_id.to_string();
+
+    refusals(&env, &tenant).await;
+
+    // Started by name; the id is what stdout says, and a second start is refused.
+    let out = backfill(&env, &["start", "salesforce", "--since", "2026-11-01"]).await;
+    assert_success("backfill start", &out);
+    let job = Uuid::parse_str(text(&out.stdout).trim()).unwrap();
+    let out = backfill(&env, &["start", &integration, "--since", "2026-10-01"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&format!(
+        "backfill {job} of this integration is still pending"
+    )));
+
+    watch_follows_the_runner(&env, &integration, job).await;
 
     // The integration's status lists it, asked for by the command line.
     let out = backfill(&env, &["status", &integration]).await;
