@@ -68,6 +68,7 @@ test('an admin starts a backfill, watches it move and cancels it', async ({ page
   await expect.poll(async () => Number(await bar.getAttribute('value')), { timeout: 30_000 }).toBeGreaterThan(first);
   await expect(row.locator('.progress-text')).toContainText(/\d+\.\d% · \d+ of 1000 scanned · \d+ published · [\d.]+ records\/s · ETA \d/);
   await expect(status).toContainText(/Backfill in progress\s*running/);
+  await expect(form.getByRole('button', { name: 'Start backfill' })).toBeDisabled();
   await shot(page, '10-backfill-progress');
 
   // Cancel: the runner stops after its page, and the row says so.
@@ -78,6 +79,7 @@ test('an admin starts a backfill, watches it move and cancels it', async ({ page
   // It stopped where it was: far from done.
   expect(Number(await bar.getAttribute('value'))).toBeLessThan(100);
   await expect(status).toContainText(/Backfill in progress\s*none/);
+  await expect(form.getByRole('button', { name: 'Start backfill' })).toBeEnabled();
   await shot(page, '11-backfill-cancelled');
 
   // Both are in the audit log.

@@ -77,6 +77,7 @@ function showStatus(status) {
 /// The selected integration's status and newest backfills; polls again while one is active.
 async function loadSync(more) {
   clearTimeout(sync.timer);
+  if (!state.session) return; // signed out meanwhile
   const id = $('sync-integration').value;
   const generation = more ? sync.generation : ++sync.generation;
   if (!id) { $('sync-status').replaceChildren(); $('backfills-body').replaceChildren(); return; }
@@ -86,7 +87,13 @@ async function loadSync(more) {
     api('GET', `${base}/backfills${query({ limit: 20, cursor: more ? sync.cursor : null })}`),
   ]);
   if (generation !== sync.generation) return;
-  if (status) showStatus(status);
+  if (status) {
+    showStatus(status);
+    // One backfill of an integration at a time: the API would refuse a second one.
+    const start = $('backfill-form').querySelector('button[type="submit"]');
+    start.disabled = Boolean(status.active_backfill);
+    start.title = status.active_backfill ? 'A backfill of this integration is in progress' : '';
+  }
   const body = $('backfills-body');
   if (!more) body.replaceChildren();
   sync.cursor = page.next_cursor;
