@@ -12,6 +12,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod backfills;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Backfill,
@@ -258,7 +260,11 @@ pub async fn finish(
 
 /// Asks the job to stop; a pending one stops at once. False when no such job of the company is
 /// still running or pending.
-pub async fn cancel(pool: &PgPool, company_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn cancel<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    company_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE sync_jobs SET cancel_requested = true,
                 state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END,
@@ -268,7 +274,7 @@ pub async fn cancel(pool: &PgPool, company_id: Uuid, id: Uuid) -> Result<bool, s
     )
     .bind(id)
     .bind(company_id)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
