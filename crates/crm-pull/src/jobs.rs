@@ -107,6 +107,23 @@ pub async fn run<S: Sink>(
     Ok(outcome)
 }
 
+/// Ends the turn of a claimed job that could not start (no API credentials, refused or
+/// incomplete ones): the error is recorded in the job, which is retried (or, for a backfill that
+/// can never work, stopped) like a run that failed.
+pub async fn fail(
+    pool: &PgPool,
+    owner: &str,
+    config: &JobConfig,
+    job: &Job,
+    error: &PullError,
+) -> Result<Outcome, RunError> {
+    let outcome = failed(job, config, error);
+    if !sync_jobs::finish(pool, job.id, owner, &outcome).await? {
+        return Err(RunError::LeaseLost);
+    }
+    Ok(outcome)
+}
+
 /// Ok(true) when every pass ended, Ok(false) when cancelled; the inner error is the CRM's.
 #[allow(clippy::too_many_arguments)]
 async fn run_passes<S: Sink>(

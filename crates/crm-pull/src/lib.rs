@@ -19,8 +19,10 @@
 mod dynamics;
 mod hubspot;
 pub mod jobs;
+mod pace;
 mod pipedrive;
 mod salesforce;
+pub mod worker;
 
 use std::fmt;
 use std::sync::Mutex;

@@ -8,7 +8,10 @@ use anyhow::Context;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_kafka::transactional;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use crm_sync_store::sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: ServiceDefaults = ServiceDefaults {
     name: "ingest",
@@ -20,9 +23,30 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
 /// never on the webhook port, which faces the internet.
 pub const OPS_PORT: u16 = 9080;
 
+/// What background work started inside ingest gets: the pull jobs, built in a crate that itself
+/// depends on this one's CRM mappings, hook in here.
+pub struct Background<'a> {
+    pub settings: &'a Settings,
+    pub pool: PgPool,
+    /// The publisher of the webhooks' events: pulled records go into the same kind of
+    /// transactions on the same topic.
+    pub publisher: AtomicPublisher,
+    /// Tasks spawned here run until `shutdown`; one ending earlier stops the service.
+    pub supervisor: &'a mut Supervisor,
+    pub shutdown: CancellationToken,
+}
+
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
 /// requests (bounded by `shutdown.grace_period_secs`) and lets the Kafka committer answer what it holds.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    run_with(settings, |_| Ok(())).await
+}
+
+/// [`run`], with background tasks that `background` spawns on the service's supervisor.
+pub async fn run_with<B>(settings: Settings, background: B) -> anyhow::Result<()>
+where
+    B: FnOnce(Background<'_>) -> anyhow::Result<()>,
+{
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
@@ -60,6 +84,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "no secrets.encryption_key configured: only Salesforce integrations (webhook token) can be authenticated"
         );
     }
+    let stop = shutdown::on_termination_signal();
+    let mut supervisor = Supervisor::new(stop.clone());
+    background(Background {
+        settings: &settings,
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        supervisor: &mut supervisor,
+        shutdown: stop.clone(),
+    })?;
     let api = crate::http::router(crate::http::AppState {
         pool: pool.clone(),
         publisher,
@@ -76,6 +109,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
         owners_written: Arc::new(crate::http::WrittenOwners::default()),
+        webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
         limits: crate::check::Limits {
             max_events_per_request: settings.ingest.max_events_per_request,
             max_field_bytes: settings.ingest.max_field_bytes,
@@ -92,7 +126,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "ingest listening"
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let stop = shutdown::on_termination_signal();
     let limits = ops::Limits::from(&settings.http);
     let servers = async {
         tokio::try_join!(
@@ -106,13 +139,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )
         .map(|_| ())
     };
-    let served = tokio::select! {
-        served = servers => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-            Ok(())
-        }
-    };
+    let served = supervisor
+        .run(async {
+            tokio::select! {
+                served = servers => served,
+                () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+                    Ok(())
+                }
+            }
+        })
+        .await;
 
     // Every acknowledged request's transaction is committed; requests still in the committer's
     // hands (abandoned by the grace period) are answered or aborted, bounded by the grace period.
