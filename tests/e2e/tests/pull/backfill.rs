@@ -88,8 +88,11 @@ async fn a_backfill_killed_mid_way_resumes_on_the_other_replica_with_nothing_los
         },
     )
     .await;
-    assert!(done.attempts >= 1);
-    assert!(done.records_published >= RECORDS as i64, "{done:?}");
+    // Resumed from the checkpoint: at most the page in flight at the kill was published twice.
+    assert!(
+        (RECORDS as i64..=RECORDS as i64 + 500).contains(&done.records_published),
+        "{done:?}"
+    );
 
     // Every won opportunity exactly one activity (the table holds one row per record and
     // workflow; the outcomes topic shows no record matched twice).
