@@ -18,6 +18,7 @@
 
 mod dynamics;
 mod hubspot;
+pub mod hydrate;
 pub mod jobs;
 mod pace;
 mod pipedrive;

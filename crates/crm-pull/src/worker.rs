@@ -11,9 +11,11 @@
 //! replica resumes them from their last checkpoint.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use chrono::Utc;
 use crm_sync_crm_directory::{Config, Crm, LookupError};
 use crm_sync_ingest::Background;
@@ -83,10 +85,62 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
         topic: settings.topics.events.clone(),
     });
     tracing::info!(owner = %worker.owner, max_concurrent_jobs = pull.max_concurrent_jobs, "running pull jobs");
+    let hydrations = hydrations(settings, &worker, background.shutdown.clone())?;
+    background
+        .supervisor
+        .spawn("hydration requests", hydrations);
     background
         .supervisor
         .spawn("pull jobs", worker.run(background.shutdown));
     Ok(())
+}
+
+/// The consumer of the evaluator's hydration requests (`topics.hydrations`).
+fn hydrations(
+    settings: &crm_sync_runtime::Settings,
+    worker: &Worker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use rdkafka::consumer::Consumer as _;
+    let topic = &settings.topics.hydrations;
+    let consumer = crm_sync_kafka::clients::consumer(
+        &settings.kafka,
+        "ingest-hydrations",
+        &settings.kafka.consumer_group,
+    )?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic} (topics.hydrations)"))?;
+    let handler = crate::hydrate::Hydrator::new(
+        worker.pool.clone(),
+        worker.key.clone(),
+        worker.pull.clone(),
+        KafkaSink {
+            publisher: worker.publisher.clone(),
+            topic: worker.topic.clone(),
+        },
+    );
+    let dead_letters = crm_sync_kafka::Publisher::new(crm_sync_kafka::clients::producer(
+        &settings.kafka,
+        "ingest-hydrations",
+    )?);
+    let consume = crm_sync_kafka::run_consumer(crm_sync_kafka::ConsumeLoop {
+        service: "ingest".to_owned(),
+        consumer: Arc::new(consumer),
+        handler: Arc::new(handler),
+        dead_letters,
+        health: crm_sync_kafka::ConsumerHealth::default(),
+        shutdown,
+        buffer_per_partition: 64,
+    });
+    Ok(async move {
+        if let Err(e) = consume.await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "consuming hydration requests failed"
+            );
+        }
+    })
 }
 
 /// Names this process in job leases: the pod's host name where there is one, and a random part
@@ -235,33 +289,8 @@ impl Worker {
 
     /// Ok(Err) when the job cannot run as things are (the error goes into the job).
     async fn prepare(&self, job: &Job) -> Result<Result<Prepared, PullError>, sqlx::Error> {
-        let Some(integration) =
-            crm_sync_store::integrations::find(&self.pool, job.integration_id).await?
-        else {
-            return Ok(Err(PullError::Invalid("a deleted integration".to_owned())));
-        };
-        let Some(crm) = Crm::from_name(&integration.crm) else {
-            return Ok(Err(PullError::Invalid(format!(
-                "from {} integrations: crm-sync has no API client for them",
-                integration.crm
-            ))));
-        };
-        let api = match credentials::load(&self.pool, job.integration_id, Some(&self.key)).await {
-            Ok(secrets) => secrets.and_then(|s| s.api),
-            Err(credentials::SecretsError::Database(e)) => return Err(e),
-            Err(e) => {
-                return Ok(Err(PullError::Api(LookupError::Misconfigured(
-                    e.to_string(),
-                ))));
-            }
-        };
-        let Some(api) = api else {
-            return Ok(Err(PullError::Api(LookupError::Misconfigured(
-                "none are stored (set the integration's `api` credentials to pull its records)"
-                    .to_owned(),
-            ))));
-        };
-        let client = match PullClient::new(job.integration_id, crm, api.into(), self.pull.clone()) {
+        let client = match client_for(&self.pool, &self.key, &self.pull, job.integration_id).await?
+        {
             Ok(client) => client,
             Err(error) => return Ok(Err(error)),
         };
@@ -358,10 +387,49 @@ impl Worker {
     }
 }
 
+/// The integration's API client, on its stored API credentials; Ok(Err) says why there is none.
+pub(crate) async fn client_for(
+    pool: &PgPool,
+    key: &SecretKey,
+    config: &PullConfig,
+    integration_id: uuid::Uuid,
+) -> Result<Result<PullClient, PullError>, sqlx::Error> {
+    let Some(integration) = crm_sync_store::integrations::find(pool, integration_id).await? else {
+        return Ok(Err(PullError::Invalid("a deleted integration".to_owned())));
+    };
+    let Some(crm) = Crm::from_name(&integration.crm) else {
+        return Ok(Err(PullError::Invalid(format!(
+            "from {} integrations: crm-sync has no API client for them",
+            integration.crm
+        ))));
+    };
+    let api = match credentials::load(pool, integration_id, Some(key)).await {
+        Ok(secrets) => secrets.and_then(|s| s.api),
+        Err(credentials::SecretsError::Database(e)) => return Err(e),
+        Err(e) => {
+            return Ok(Err(PullError::Api(LookupError::Misconfigured(
+                e.to_string(),
+            ))));
+        }
+    };
+    let Some(api) = api else {
+        return Ok(Err(PullError::Api(LookupError::Misconfigured(
+            "none are stored (set the integration's `api` credentials to pull its records)"
+                .to_owned(),
+        ))));
+    };
+    Ok(PullClient::new(
+        integration_id,
+        crm,
+        api.into(),
+        config.clone(),
+    ))
+}
+
 /// The objects of the workflows (only those named in `only`, when it names any) and, per
 /// object, every field a workflow reads. Objects are matched ignoring ASCII case, as workflows
 /// match them; field names that no CRM API could be asked for are left out with a warning.
-fn scopes(workflows: &[StoredWorkflow], only: &[String]) -> Vec<Scope> {
+pub(crate) fn scopes(workflows: &[StoredWorkflow], only: &[String]) -> Vec<Scope> {
     let mut by_object: BTreeMap<String, Scope> = BTreeMap::new();
     for object in only {
         by_object
@@ -392,7 +460,7 @@ fn scopes(workflows: &[StoredWorkflow], only: &[String]) -> Vec<Scope> {
     by_object.into_values().collect()
 }
 
-fn plain_name(name: &str) -> bool {
+pub(crate) fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

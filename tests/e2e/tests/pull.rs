@@ -3,6 +3,8 @@
 //!
 //! - [`reconcile`]: a webhook that never came and a deletion are fixed by the reconciliation;
 //!   missing API credentials are said in the job;
+//! - [`hydrate`]: a HubSpot stage change of a deal whose amount predates the integration: the
+//!   evaluator asks for the record, ingest answers from the CRM's API;
 //! - [`backfill`]: a backfill on connect, run by one of two replicas at a time, SIGKILLed
 //!   mid-way and resumed from its checkpoint: every won record exactly one activity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,6 +12,8 @@
 #[path = "pull/backfill.rs"]
 mod backfill;
 mod connectors;
+#[path = "pull/hydrate.rs"]
+mod hydrate;
 #[path = "pull/reconcile.rs"]
 mod reconcile;
 
