@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crm_sync_kafka::consume::{Failure, Incoming, MessageHandler};
 use crm_sync_proto::Message as _;
-use crm_sync_proto::v1::HydrationRequest;
+use crm_sync_proto::v1::{CrmEvent, HydrationRequest};
 use crm_sync_store::credentials::SecretKey;
 use crm_sync_store::workflows;
 use sqlx::PgPool;
@@ -116,7 +116,10 @@ impl Hydrator {
         };
         let scope = self.scope(request, integration_id).await?;
         let event = match client.record(&scope, &request.record_id).await {
-            Ok(Some(event)) => event,
+            Ok(Some(event)) => CrmEvent {
+                source_delivery_id: format!("hydration:{}", request.request_id),
+                ..event
+            },
             Ok(None) => return Ok("not_found"),
             Err(error) => {
                 if matches!(

@@ -154,7 +154,15 @@ async fn run_passes<S: Sink>(
                 Err(error) => return Ok(Err(error)),
             };
             let count = page.events.len() as i64;
-            if let Err(error) = sink.publish(page.events).await {
+            let events = page
+                .events
+                .into_iter()
+                .map(|mut e| {
+                    e.source_delivery_id = delivery_id(job);
+                    e
+                })
+                .collect();
+            if let Err(error) = sink.publish(events).await {
                 // Nothing of the page counts as done: it is pulled and published again.
                 return Ok(Err(PullError::Api(
                     crm_sync_crm_directory::LookupError::Unavailable(format!(
@@ -183,6 +191,12 @@ async fn run_passes<S: Sink>(
         }
     }
     Ok(Ok(true))
+}
+
+/// What pulled events name as their delivery: the job's kind and id, e.g.
+/// `reconciliation:<uuid>`, so that the evaluator can tell what a reconciliation made up for.
+pub fn delivery_id(job: &Job) -> String {
+    format!("{}:{}", job.kind.as_str(), job.id)
 }
 
 async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error> {

@@ -67,6 +67,19 @@ async fn a_webhook_never_sent_is_made_up_by_the_reconciliation_and_a_delete_retr
     )
     .await;
     assert_eq!(status.last_reconciliation_job, Some(schedule.id));
+    // The evaluator counts the record no webhook brought as a missed webhook fixed.
+    let fixed = eventually(
+        "the missed webhook counted as fixed",
+        Duration::from_secs(30),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .filter(|st| st.missed_webhooks_fixed >= 1)
+        },
+    )
+    .await;
+    assert_eq!(fixed.missed_webhooks_fixed, 1, "{fixed:?}");
     assert!(status.last_reconciliation_api_calls >= 1, "{status:?}");
     assert_eq!(status.last_reconciliation_error, None);
 
