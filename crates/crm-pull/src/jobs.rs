@@ -235,7 +235,9 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
         .retry_backoff
         .saturating_mul(2u32.pow(exponent))
         .min(Duration::from_secs(3600));
-    let wait = if error.is_transient() {
+    // A daily API limit does not reset within a backoff: each early retry would spend one more
+    // of the org's requests to learn so again.
+    let wait = if error.is_transient() && !matches!(error, PullError::ApiLimit(_)) {
         wait
     } else {
         wait.max(config.reconcile_every)

@@ -5,6 +5,7 @@
 //!   missing API credentials are said in the job;
 //! - [`hydrate`]: a HubSpot stage change of a deal whose amount predates the integration: the
 //!   evaluator asks for the record, ingest answers from the CRM's API;
+//! - [`limits`]: `Retry-After` honoured, the Salesforce daily share stops a backfill;
 //! - [`backfill`]: a backfill on connect, run by one of two replicas at a time, SIGKILLed
 //!   mid-way and resumed from its checkpoint: every won record exactly one activity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,6 +15,8 @@ mod backfill;
 mod connectors;
 #[path = "pull/hydrate.rs"]
 mod hydrate;
+#[path = "pull/limits.rs"]
+mod limits;
 #[path = "pull/reconcile.rs"]
 mod reconcile;
 
