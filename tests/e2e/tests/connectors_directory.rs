@@ -378,10 +378,7 @@ async fn a_refresh_token_the_crm_rotates_is_stored_and_survives_a_restart() {
             .and_then(|a| a.oauth)
             .and_then(|o| o.refresh_token)
     };
-    // Ingest's pull jobs would rotate the same refresh token (each writer stores what the CRM
-    // rotated; a holder of the old one reads the credentials again once refused): this test
-    // counts the provisioner's rotations alone.
-    let mut p = start_pipeline(&s.env, &[("CRM_SYNC__PULL__ENABLED", "false")]).await;
+    let mut p = start_pipeline(&s.env, &[]).await;
     let send = |ingest_url: String, owner: &'static str, n: u32| async move {
         let message = salesforce::outbound_message(
             ORG,

@@ -65,7 +65,14 @@ async fn a_stage_change_of_a_deal_whose_amount_predates_the_integration_counts_t
     });
     let s = setup("pull-hydrate", "hubspot", PORTAL, secrets, None, workflow).await;
     // No backfill: the record reaches the pipeline only through the hydration.
-    let p = start_pipeline(&s.env, &[("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0")]).await;
+    let p = start_pipeline(
+        &s.env,
+        &[
+            ("CRM_SYNC__PULL__ENABLED", "true"),
+            ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
+        ],
+    )
+    .await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/hubspot/webhooks",
         s.integration_id
