@@ -6,6 +6,8 @@
 //! - [`hydrate`]: a HubSpot stage change of a deal whose amount predates the integration: the
 //!   evaluator asks for the record, ingest answers from the CRM's API;
 //! - [`limits`]: `Retry-After` honoured, the Salesforce daily share stops a backfill;
+//! - [`load`] (ignored; `tests/load/backfill.sh`): figures of a 100,000-record backfill and the
+//!   live path's latency meanwhile;
 //! - [`backfill`]: a backfill on connect, run by one of two replicas at a time, SIGKILLed
 //!   mid-way and resumed from its checkpoint: every won record exactly one activity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,8 @@ mod connectors;
 mod hydrate;
 #[path = "pull/limits.rs"]
 mod limits;
+#[path = "pull/load.rs"]
+mod load;
 #[path = "pull/reconcile.rs"]
 mod reconcile;
 
