@@ -20,6 +20,7 @@ mod dynamics;
 mod hubspot;
 pub mod hydrate;
 pub mod jobs;
+pub mod lag;
 mod pace;
 mod pipedrive;
 mod salesforce;

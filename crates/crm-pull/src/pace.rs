@@ -1,17 +1,24 @@
 //! Live data first: a pull job publishes at most `pull.records_per_second` records per second,
-//! in transactions of one page each, on the topic the webhooks use. Webhook requests therefore
+//! in transactions of one page each, on the topic the webhooks use, and waits while the
+//! evaluator is more than `pull.max_evaluator_lag` records behind on that topic (see
+//! [`crate::lag`]): a fixed pace alone queues live events behind a backfill whenever the
+//! pipeline absorbs less than that pace. Webhook requests therefore
 //! never queue behind more than one page of pulled records at the transactional publisher, and a
 //! 100,000-record backfill takes a bounded share of the evaluator's throughput instead of
 //! flooding its partitions. (A second, lower-priority input topic would need the evaluator to
 //! consume and restore two co-partitioned topics together; the pace gives the same protection
 //! with one.)
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crm_sync_proto::v1::CrmEvent;
 
 use crate::jobs::Sink;
+use crate::lag::EvaluatorLag;
+
+/// How often a job waiting for the evaluator looks at its lag again.
+const LAG_POLL: Duration = Duration::from_millis(250);
 
 /// Records published by pulls, by integration and job kind.
 pub const PUBLISHED_METRIC: &str = "crm_sync_pull_records_published_total";
@@ -21,6 +28,8 @@ pub struct Paced<S> {
     per_second: u32,
     max_wait: Duration,
     labels: Vec<(&'static str, String)>,
+    /// The evaluator's lag and the most it may be before publishing waits.
+    lag: Option<(Arc<EvaluatorLag>, i64)>,
     /// When the job's publishing began and how many records it published since.
     sent: Mutex<(Instant, u64)>,
 }
@@ -39,7 +48,24 @@ impl<S: Sink> Paced<S> {
             per_second,
             max_wait,
             labels: labels.to_vec(),
+            lag: None,
             sent: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Also waits (within the same `max_wait` per page) while the evaluator's lag exceeds `max`.
+    pub fn with_lag(mut self, lag: Option<Arc<EvaluatorLag>>, max: i64) -> Paced<S> {
+        self.lag = lag.filter(|_| max > 0).map(|lag| (lag, max));
+        self
+    }
+
+    async fn wait_for_the_evaluator(&self, deadline: Instant) {
+        let Some((lag, max)) = &self.lag else {
+            return;
+        };
+        while Instant::now() < deadline && lag.current().await.is_some_and(|l| l > *max) {
+            tokio::time::sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
         }
     }
 
@@ -56,10 +82,12 @@ impl<S: Sink> Paced<S> {
 
 impl<S: Sink> Sink for Paced<S> {
     async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
-        let wait = self.wait(Instant::now());
+        let started = Instant::now();
+        let wait = self.wait(started);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        self.wait_for_the_evaluator(started + self.max_wait).await;
         let count = events.len() as u64;
         self.inner.publish(events).await?;
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).1 += count;

@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{self, JobConfig, KafkaSink, RunError};
+use crate::lag::EvaluatorLag;
 use crate::pace::Paced;
 use crate::{PullClient, PullConfig, PullError, Scope};
 
@@ -81,6 +82,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
             salesforce_max_api_share: pull.salesforce_max_api_share,
         },
         settings: pull.clone(),
+        lag: evaluator_lag(settings),
         publisher: background.publisher,
         topic: settings.topics.events.clone(),
     });
@@ -143,6 +145,28 @@ fn hydrations(
     })
 }
 
+/// The evaluator's lag on the events topic, watched by the jobs' pace; none (with a warning)
+/// when the client cannot be made.
+fn evaluator_lag(settings: &crm_sync_runtime::Settings) -> Option<Arc<EvaluatorLag>> {
+    if settings.pull.max_evaluator_lag == 0 {
+        return None;
+    }
+    match EvaluatorLag::new(
+        &settings.kafka,
+        &settings.pull.evaluator_group,
+        &settings.topics.events,
+    ) {
+        Ok(lag) => Some(Arc::new(lag)),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the evaluator's lag cannot be watched: pull jobs keep to their fixed pace only"
+            );
+            None
+        }
+    }
+}
+
 /// Names this process in job leases: the pod's host name where there is one, and a random part
 /// so that a restarted process never mistakes its predecessor's lease for its own.
 fn lease_owner() -> String {
@@ -157,6 +181,7 @@ struct Worker {
     jobs: JobConfig,
     pull: PullConfig,
     settings: PullSettings,
+    lag: Option<Arc<EvaluatorLag>>,
     publisher: AtomicPublisher,
     topic: String,
 }
@@ -272,7 +297,8 @@ impl Worker {
             // The lease is renewed after each page: waiting longer would lose it.
             self.jobs.lease / 3,
             &labels,
-        );
+        )
+        .with_lag(self.lag.clone(), self.settings.max_evaluator_lag);
         let result = jobs::run(
             &self.pool,
             &self.owner,

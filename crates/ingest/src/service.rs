@@ -58,25 +58,7 @@ where
         settings.ingest.transactional_producers,
     );
 
-    let readiness = Readiness::new()
-        .with_check("postgres", crm_sync_store::readiness_check(&pool))
-        .with_check(
-            "kafka",
-            crm_sync_kafka::admin::readiness_check(&settings.kafka),
-        )
-        .with_check("kafka_transactions", {
-            let publisher = publisher.clone();
-            move || {
-                let ready = publisher.ready();
-                async move {
-                    if ready {
-                        Ok(())
-                    } else {
-                        Err("Kafka transactions not initialized yet".to_owned())
-                    }
-                }
-            }
-        });
+    let readiness = readiness(&settings, &pool, &publisher);
 
     let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if key.is_none() {
@@ -93,29 +75,7 @@ where
         supervisor: &mut supervisor,
         shutdown: stop.clone(),
     })?;
-    let api = crate::http::router(crate::http::AppState {
-        pool: pool.clone(),
-        publisher,
-        events_topic: settings.topics.events.clone(),
-        max_body_bytes: settings.ingest.max_body_bytes,
-        integrations: Arc::new(crate::http::Integrations::new(
-            pool,
-            key,
-            Duration::from_millis(settings.ingest.integration_cache_ms),
-        )),
-        limiter: Arc::new(crate::http::RateLimiter::new(
-            settings.ingest.rate_limit_per_second,
-            settings.ingest.rate_limit_burst,
-        )),
-        signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
-        owners_written: Arc::new(crate::http::WrittenOwners::default()),
-        webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
-        limits: crate::check::Limits {
-            max_events_per_request: settings.ingest.max_events_per_request,
-            max_field_bytes: settings.ingest.max_field_bytes,
-            max_event_bytes: settings.ingest.max_event_bytes,
-        },
-    });
+    let api = crate::http::router(app_state(&settings, pool, publisher, key));
     let ops_port = settings.http.ops_port_or(OPS_PORT)?;
     let listener = ops::bind(&settings.http.host, settings.http.port).await?;
     let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
@@ -156,4 +116,59 @@ where
     committer.finish(grace).await;
     tracing::info!("ingest stopped");
     served
+}
+
+/// `/readyz`: PostgreSQL, Kafka, and the transactional producers initialized.
+fn readiness(settings: &Settings, pool: &PgPool, publisher: &AtomicPublisher) -> Readiness {
+    Readiness::new()
+        .with_check("postgres", crm_sync_store::readiness_check(pool))
+        .with_check(
+            "kafka",
+            crm_sync_kafka::admin::readiness_check(&settings.kafka),
+        )
+        .with_check("kafka_transactions", {
+            let publisher = publisher.clone();
+            move || {
+                let ready = publisher.ready();
+                async move {
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("Kafka transactions not initialized yet".to_owned())
+                    }
+                }
+            }
+        })
+}
+
+/// What every webhook handler shares.
+fn app_state(
+    settings: &Settings,
+    pool: PgPool,
+    publisher: AtomicPublisher,
+    key: Option<crm_sync_store::credentials::SecretKey>,
+) -> crate::http::AppState {
+    crate::http::AppState {
+        pool: pool.clone(),
+        publisher,
+        events_topic: settings.topics.events.clone(),
+        max_body_bytes: settings.ingest.max_body_bytes,
+        integrations: Arc::new(crate::http::Integrations::new(
+            pool,
+            key,
+            Duration::from_millis(settings.ingest.integration_cache_ms),
+        )),
+        limiter: Arc::new(crate::http::RateLimiter::new(
+            settings.ingest.rate_limit_per_second,
+            settings.ingest.rate_limit_burst,
+        )),
+        signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
+        owners_written: Arc::new(crate::http::WrittenOwners::default()),
+        webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
+        limits: crate::check::Limits {
+            max_events_per_request: settings.ingest.max_events_per_request,
+            max_field_bytes: settings.ingest.max_field_bytes,
+            max_event_bytes: settings.ingest.max_event_bytes,
+        },
+    }
 }

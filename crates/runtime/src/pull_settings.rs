@@ -31,6 +31,11 @@ pub struct PullSettings {
     /// Records per second one job publishes at most (0 = no limit), so that a large backfill
     /// leaves the pipeline to live webhooks.
     pub records_per_second: u32,
+    /// A job waits before its next page while the evaluator is more than this many records
+    /// behind on the events topic (0 = never waits for it).
+    pub max_evaluator_lag: i64,
+    /// The evaluator's consumer group, whose lag is watched.
+    pub evaluator_group: String,
     /// Records asked for per page (each CRM also has its own cap).
     pub page_size: u32,
     /// How often a replica looks for runnable jobs and for integrations newly given API
@@ -53,6 +58,8 @@ impl Default for PullSettings {
             max_concurrent_jobs: 2,
             salesforce_max_api_share: 0.5,
             records_per_second: 500,
+            max_evaluator_lag: 400,
+            evaluator_group: "crm-sync-workflow-evaluator".to_owned(),
             page_size: 200,
             poll_interval_ms: 5_000,
             retry_backoff_secs: 30,
@@ -87,6 +94,9 @@ impl PullSettings {
                 "pull.salesforce_max_api_share",
                 "must be more than 0 and at most 1",
             );
+        }
+        if self.max_evaluator_lag < 0 {
+            return key("pull.max_evaluator_lag", "must be 0 or more");
         }
         if self.page_size == 0 {
             return key("pull.page_size", "must be at least 1");

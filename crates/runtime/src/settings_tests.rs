@@ -122,6 +122,8 @@ fn the_pull_section_has_defaults_and_names_bad_keys() {
     assert!(s.pull.enabled);
     assert_eq!(s.pull.reconcile_interval_secs, 900);
     assert_eq!(s.pull.backfill_on_connect_days, 30);
+    assert_eq!(s.pull.max_evaluator_lag, 400);
+    assert_eq!(s.pull.evaluator_group, "crm-sync-workflow-evaluator");
     let s = Settings::load_from(
         SVC,
         None,

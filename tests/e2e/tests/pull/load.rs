@@ -1,6 +1,7 @@
 //! Figures for BENCHMARKS.md (ignored by default; `tests/load/backfill.sh` runs it): a backfill
 //! of `PULL_LOAD_RECORDS` (100,000) Salesforce opportunities at `PULL_LOAD_RATE` (2,000) records/s
-//! while live Outbound Messages arrive 10 per second. Prints records/s pulled and published,
+//! and at most `PULL_LOAD_MAX_LAG` (400; 0 = not watched) records of evaluator lag, while live
+//! Outbound Messages arrive 10 per second. Prints records/s pulled and published,
 //! the backfill end to end to activities, and the live path's latency (webhook sent → activity
 //! stored) before and during the backfill.
 
@@ -111,9 +112,14 @@ async fn backfill_load_figures() {
         won_workflow(),
     )
     .await;
+    let group = format!("{}-workflow-evaluator", s.env.id);
+    let max_lag = env_number("PULL_LOAD_MAX_LAG", 400).to_string();
+    let page = env_number("PULL_LOAD_PAGE", 200).to_string();
     let pull = [
+        ("CRM_SYNC__PULL__EVALUATOR_GROUP", group.as_str()),
+        ("CRM_SYNC__PULL__MAX_EVALUATOR_LAG", max_lag.as_str()),
         ("CRM_SYNC__PULL__ENABLED", "true"),
-        ("CRM_SYNC__PULL__PAGE_SIZE", "2000"),
+        ("CRM_SYNC__PULL__PAGE_SIZE", page.as_str()),
         ("CRM_SYNC__PULL__RECORDS_PER_SECOND", rate.as_str()),
         ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "500"),
     ];
@@ -190,7 +196,7 @@ async fn backfill_load_figures() {
     let job_secs =
         (job.finished_at.unwrap() - job.started_at.unwrap()).num_milliseconds() as f64 / 1000.0;
     println!(
-        "FIGURES records={records} rate_limit={rate}/s job={job_secs:.1}s pulled_and_published={:.0}/s \
+        "FIGURES records={records} page={page} rate_limit={rate}/s max_evaluator_lag={max_lag} job={job_secs:.1}s pulled_and_published={:.0}/s \
          pulled_seen_at={:.1}s end_to_end={:.1}s ({:.0} records/s, {won} activities) \
          live_before(p50/p99/max ms)={baseline:?} live_during({} webhooks)={during_backfill:?}",
         job.records_published as f64 / job_secs,
