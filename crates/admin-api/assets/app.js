@@ -176,6 +176,8 @@ async function loadIntegrations() {
   }
   fillSelect($('wf-integration'), state.integrations.map((i) => [i.id, i.name]));
   fillSelect($('cred-integration'), state.integrations.map((i) => [i.id, i.name]));
+  fillSelect($('sync-integration'), state.integrations.map((i) => [i.id, i.name]));
+  loadSync().catch(reportUnexpected);
   // Without secrets.encryption_key the credentials cannot be read: say so there, keep the rest.
   await loadCredentials().catch((e) => { $('credentials-error').textContent = e.message; });
 }

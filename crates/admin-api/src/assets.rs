@@ -9,6 +9,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const BACKFILLS_JS: &str = include_str!("../assets/backfills.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -39,6 +40,10 @@ pub fn router() -> Router {
         .route(
             "/admin/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/admin/assets/backfills.js",
+            get(|| async { asset("text/javascript; charset=utf-8", BACKFILLS_JS) }),
         )
         .route(
             "/admin/assets/app.css",

@@ -69,6 +69,7 @@ pub struct AppState {
     tags(
         (name = "session", description = "Who the token is"),
         (name = "integrations", description = "CRM connections and the auto-sync setting"),
+        (name = "backfills", description = "Pulls from the CRM's API: backfills of history with their progress, and whether an integration's data is flowing"),
         (name = "workflows", description = "What counts as an activity, validated and dry-run"),
         (name = "teams", description = "Teams and memberships: only users on a team are visualized"),
         (name = "users", description = "Platform users, pending ones included, and CRM identities"),

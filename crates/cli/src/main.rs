@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use crm_sync_cli::commands::{admin, apply, consume, demo, dlq, migrate, produce};
+use crm_sync_cli::commands::{admin, apply, backfill, consume, demo, dlq, migrate, produce};
 use crm_sync_cli::context::Context;
 use crm_sync_cli::tenants_file::TenantsFile;
 
@@ -90,6 +90,42 @@ enum Command {
     /// Control-plane chores (admin API tokens)
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Pull an integration's history from its CRM's API, and watch how far it has come
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
+}
+
+#[derive(Subcommand)]
+enum BackfillCommand {
+    /// Start a backfill (prints its id); ingest runs it
+    Start {
+        /// The integration's id, or its name when unique
+        integration: String,
+        /// Pull records modified since: a date (2026-11-01, midnight UTC) or RFC 3339 date-time
+        #[arg(long, value_name = "DATE")]
+        since: String,
+        /// A CRM object to pull (repeatable); default: the objects of the active workflows
+        #[arg(long = "object", value_name = "OBJECT")]
+        objects: Vec<String>,
+    },
+    /// The integration's sync status and backfills, or one backfill's progress
+    Status {
+        /// The integration's id, or its name when unique
+        integration: String,
+        /// A backfill's id
+        job: Option<uuid::Uuid>,
+        /// Follow the backfill (this one, else the running one) with a live progress bar until
+        /// it ends; exits non-zero unless it succeeded
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Cancel a pending or running backfill
+    Cancel {
+        /// The integration's id, or its name when unique
+        integration: String,
+        /// The backfill's id
+        job: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +185,39 @@ enum DlqAction {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+async fn run_backfill(ctx: &Context, command: BackfillCommand) -> anyhow::Result<()> {
+    let out = &mut std::io::stdout();
+    match command {
+        BackfillCommand::Start {
+            integration,
+            since,
+            objects,
+        } => {
+            let args = backfill::StartArgs {
+                integration,
+                since,
+                objects,
+            };
+            backfill::start(ctx, args, out).await
+        }
+        BackfillCommand::Status {
+            integration,
+            job,
+            watch,
+        } => {
+            let args = backfill::StatusArgs {
+                integration,
+                job,
+                watch,
+            };
+            backfill::status(ctx, args, out).await
+        }
+        BackfillCommand::Cancel { integration, job } => {
+            backfill::cancel(ctx, backfill::CancelArgs { integration, job }, out).await
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -257,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
+        Command::Backfill(command) => run_backfill(&ctx, command).await,
         Command::Demo {
             ingest_url,
             ingest_ops_url,

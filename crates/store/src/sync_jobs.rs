@@ -12,6 +12,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod backfills;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Backfill,
@@ -258,7 +260,11 @@ pub async fn finish(
 
 /// Asks the job to stop; a pending one stops at once. False when no such job of the company is
 /// still running or pending.
-pub async fn cancel(pool: &PgPool, company_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn cancel<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    company_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE sync_jobs SET cancel_requested = true,
                 state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END,
@@ -268,7 +274,7 @@ pub async fn cancel(pool: &PgPool, company_id: Uuid, id: Uuid) -> Result<bool, s
     )
     .bind(id)
     .bind(company_id)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -337,9 +343,13 @@ pub async fn schedule_connected(
              RETURNING {COLUMNS}),
          backfill AS (
              INSERT INTO sync_jobs (id, company_id, integration_id, kind, since, objects)
-             SELECT gen_random_uuid(), company_id, integration_id, 'backfill',
+             SELECT gen_random_uuid(), r.company_id, r.integration_id, 'backfill',
                     now() - $3::int * interval '1 day', '{{}}'
-             FROM reconciliation WHERE $3::int > 0
+             FROM reconciliation r WHERE $3::int > 0
+               -- One backfill of an integration at a time: an admin's may have come first.
+               AND NOT EXISTS (SELECT 1 FROM sync_jobs b
+                               WHERE b.integration_id = r.integration_id AND b.kind = 'backfill'
+                                 AND b.state IN ('pending', 'running'))
              RETURNING {COLUMNS})
          SELECT * FROM reconciliation UNION ALL SELECT * FROM backfill"
     ))

@@ -121,6 +121,25 @@ pub struct RecordedActivity {
     pub crm_user_id: String,
 }
 
+/// Calls `each` with the record id of every recorded activity of the given workflows, streamed
+/// (an integration may have many).
+pub async fn for_each_recorded_record(
+    pool: &PgPool,
+    workflow_ids: &[Uuid],
+    mut each: impl FnMut(&str),
+) -> Result<(), sqlx::Error> {
+    use futures::TryStreamExt as _;
+    let mut rows = sqlx::query_scalar::<_, String>(
+        "SELECT record_id FROM activities WHERE workflow_id = ANY($1) AND state = 'recorded'",
+    )
+    .bind(workflow_ids)
+    .fetch(pool);
+    while let Some(record_id) = rows.try_next().await? {
+        each(&record_id);
+    }
+    Ok(())
+}
+
 /// The recorded activities of a record under the given workflows. The evaluator reads them the
 /// first time it sees a record, so that a record that matched before its state was kept is
 /// still known to match (and is retracted when it stops).

@@ -12,6 +12,10 @@
 
 use std::time::{Duration, Instant};
 
+// As the evaluator's binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::{
     CrmUser, FieldValue, KnownField, RecordState, WorkflowMatchState, field_value,

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::counts::Counts;
 use crate::judge::{Judgement, judge};
+use crate::legacy::LegacyIndex;
 use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::WorkflowSnapshot;
@@ -31,6 +32,7 @@ pub struct Evaluator {
     pub topics: Topics,
     pub hydration_interval: Duration,
     pub counts: Counts,
+    pub legacy: LegacyIndex,
 }
 
 impl TransactionalHandler for Evaluator {
@@ -71,7 +73,13 @@ impl TransactionalHandler for Evaluator {
             self.counts.missed_webhook_fixed(integration_id);
         }
         let (mut out, state) = self
-            .judge_merged(&event, &key, company_id, &workflows, merged)
+            .judge_merged(
+                &event,
+                &key,
+                (integration_id, company_id),
+                &workflows,
+                merged,
+            )
             .await?;
         let encoded = state.encode_to_vec();
         out.push(outputs::message(
@@ -154,7 +162,7 @@ impl Evaluator {
         &self,
         event: &CrmEvent,
         key: &str,
-        company_id: Uuid,
+        (integration_id, company_id): (Uuid, Uuid),
         workflows: &[Arc<StoredWorkflow>],
         merged: Merged,
     ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
@@ -184,7 +192,14 @@ impl Evaluator {
         let mut judgement = judge(workflows, &view, &state.matches, at);
         // A record seen for the first time may have an activity from before the evaluator
         // kept state: only then does a retraction need the database to tell.
-        if merged.new_record && judgement.unmatched_retractions > 0 {
+        if merged.new_record
+            && judgement.unmatched_retractions > 0
+            && self
+                .legacy
+                .may_have(&self.pool, integration_id, workflows, &event.record_id)
+                .await
+                .map_err(Failure::transient)?
+        {
             let adopted = self.adopt(workflows, &event.record_id).await?;
             if !adopted.is_empty() {
                 judgement = judge(workflows, &view, &adopted, at);

@@ -7,6 +7,7 @@ pub mod counts;
 pub mod evaluate;
 pub mod fixed;
 pub mod judge;
+pub mod legacy;
 pub mod outputs;
 pub mod record;
 pub mod restore;
@@ -127,6 +128,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
         counts,
+        legacy: legacy::LegacyIndex::default(),
     };
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets

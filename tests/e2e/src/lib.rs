@@ -5,6 +5,7 @@
 pub mod events;
 pub mod fake_crm;
 pub mod proxy;
+pub mod pull_jobs;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

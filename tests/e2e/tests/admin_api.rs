@@ -1,9 +1,11 @@
 //! The admin API against real PostgreSQL (and Kafka for visibility changes), with admin-api as a
 //! real process: every route's authentication, authorization and tenant isolation (driven by
-//! the OpenAPI document, so a new route cannot slip through), and each resource's behaviour.
+//! the OpenAPI document, so a new route cannot slip through), and each resource's behaviour
+//! (backfills and sync status in `admin_backfills/`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_backfills;
 mod admin_support;
 
 use std::collections::HashSet;

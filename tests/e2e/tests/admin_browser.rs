@@ -3,6 +3,10 @@
 //! real processes on a fresh database and fresh topics. Ignored by a plain `cargo test`, which
 //! may run where no browser is installed: `tests/browser/run.sh` installs what is needed and runs
 //! it with `--ignored`. Screenshots go to this test's log folder under `e2e-logs/`.
+//!
+//! Backfills started from the page are run by the kit's stand-in for ingest's runner (a task
+//! here): it advances the job's counts through the store, so the page's progress bar moves, and
+//! stops when the page cancels it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +16,37 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use admin_support::{start_admin_api, token};
+use crm_sync_e2e::pull_jobs::FakeRunner;
 use crm_sync_e2e::{Tenant, TestEnv, eventually, metric};
+use crm_sync_store::sync_jobs::Outcome;
+use crm_sync_store::sync_status::{self, ReconciliationRun};
+use sqlx::PgPool;
+
+/// Runs every backfill the page starts: 1000 records expected, 10 more scanned per tick, until
+/// the page cancels it (or it is done).
+async fn run_backfills(pool: PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(400));
+    loop {
+        tick.tick().await;
+        let Some(runner) = FakeRunner::try_claim(&pool).await else {
+            continue;
+        };
+        runner.expect(1000).await;
+        let mut scanned = 0;
+        let outcome = loop {
+            tick.tick().await;
+            if runner.cancel_requested().await {
+                break Outcome::Cancelled;
+            }
+            if scanned >= 1000 {
+                break Outcome::Succeeded;
+            }
+            runner.page(10, 9, 1).await;
+            scanned += 10;
+        };
+        runner.finish(outcome).await;
+    }
+}
 
 #[tokio::test]
 #[ignore = "needs Chromium and the npm packages: run tests/browser/run.sh"]
@@ -46,6 +80,22 @@ async fn the_management_page_in_headless_chromium() {
         .await;
     }
     let admin = token(&env, tenant.company_id, "admin").await;
+    // What ingest and the evaluator would have recorded about this integration's pulls.
+    let now = chrono::Utc::now();
+    let run = ReconciliationRun {
+        job_id: uuid::Uuid::new_v4(),
+        scanned: 120,
+        published: 3,
+        api_calls: 4,
+        error: None,
+    };
+    sync_status::record_reconciliation(&env.pool, tenant.integration_id, now, &run)
+        .await
+        .unwrap();
+    sync_status::add_missed_webhooks_fixed(&env.pool, &[(tenant.integration_id, 3)], now)
+        .await
+        .unwrap();
+    let runner = tokio::spawn(run_backfills(env.pool.clone()));
     let viewer = token(&env, tenant.company_id, "viewer").await;
 
     let status = tokio::process::Command::new(&playwright)
@@ -63,6 +113,7 @@ async fn the_management_page_in_headless_chromium() {
         .status()
         .await
         .expect("running playwright");
+    runner.abort();
     println!("screenshots and logs: {}", env.log_dir.display());
     assert!(
         status.success(),

@@ -4,6 +4,8 @@
 //! Run: `cargo build -p crm-sync-cli --bins && cargo test -p crm-sync-e2e --test cli`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli_backfill;
+
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;

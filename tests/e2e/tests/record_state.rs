@@ -451,6 +451,73 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
     assert_eq!(last.matches.len(), 1);
 }
 
+/// An activity recorded before the evaluator kept record state (here: by an evaluator whose
+/// changelog and disk are then replaced by empty ones) is known to the new state the first time
+/// its record stops matching, and retracted; records without such an activity cost no query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_recorded_before_record_state_are_still_retracted() {
+    let env = TestEnv::new("state-legacy").await;
+    let tenant = Tenant::create(&env.pool, "legacy", true, true).await;
+    let port = crm_sync_e2e::free_port();
+    let evaluator = env
+        .start_service_on_port("workflow-evaluator", "evaluator-1", port, &[])
+        .await;
+    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let feed = Feed::new(&env, &tenant);
+    let record = "006LEGACY0000001AA";
+    let won = [
+        ("OwnerId", "005OWNER0000011AAA"),
+        ("Amount", "700"),
+        ("StageName", "Closed Won"),
+    ];
+    feed.delta(CrmKind::Salesforce, record, &won, 100).await;
+    eventually("the activity is recorded", WAIT, || async {
+        recorded_value(&env, &tenant, record)
+            .await
+            .filter(|v| v == "700")
+    })
+    .await;
+
+    // As when record state was introduced: a new, empty changelog and local disk.
+    evaluator.kill().await;
+    std::fs::remove_dir_all(env.log_dir.join(format!("state-{port}"))).unwrap();
+    let fresh = format!("t{}.legacy.crm.records.v1", env.id);
+    crm_sync_kafka::admin::ensure_topics(
+        &crm_sync_e2e::kafka_settings(),
+        std::slice::from_ref(&fresh),
+        crm_sync_e2e::PARTITIONS,
+    )
+    .await
+    .unwrap();
+    let evaluator = env
+        .start_service_on_port(
+            "workflow-evaluator",
+            "evaluator-2",
+            port,
+            &[("CRM_SYNC__TOPICS__RECORDS", &fresh)],
+        )
+        .await;
+    let quiet = "006LEGACYQUIET01AA";
+    feed.delta(CrmKind::Salesforce, quiet, &[("StageName", "Prospecting")], 105)
+        .await;
+    feed.delta(CrmKind::Salesforce, record, &[("StageName", "Prospecting")], 110)
+        .await;
+    eventually("the activity from before record state is retracted", WAIT, || async {
+        connectors::activity(&env, tenant.integration_id, record)
+            .await
+            .filter(|a| a.state == "retracted")
+    })
+    .await;
+    evaluated(&evaluator, 2.0).await;
+    let retracted: Vec<WorkflowOutcome> = outcomes(&env)
+        .await
+        .into_iter()
+        .filter(|o| o.kind() == crm_sync_proto::v1::OutcomeKind::Retracted)
+        .collect();
+    assert_eq!(retracted.len(), 1, "{retracted:?}");
+    assert_eq!(retracted[0].record_id, record);
+}
+
 // ---- Crash and rebalance: the state equals a clean replay's -------------------------------------
 
 /// True once the consumer group has committed every event of `topic`.

@@ -212,7 +212,7 @@ fn refused(message: String) -> ApiError {
     ApiError::invalid(field, message)
 }
 
-fn key(state: &AppState) -> ApiResult<&SecretKey> {
+pub(crate) fn key(state: &AppState) -> ApiResult<&SecretKey> {
     state.secret_key.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@
 
 pub mod activities;
 pub mod audit;
+pub mod backfills;
 pub mod credentials;
 pub mod integrations;
 pub mod session;
@@ -32,6 +33,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(integrations::get, integrations::update))
         .routes(routes!(integrations::rotate_webhook_token))
         .routes(routes!(credentials::get, credentials::update))
+        .routes(routes!(backfills::list, backfills::start))
+        .routes(routes!(backfills::get))
+        .routes(routes!(backfills::cancel))
+        .routes(routes!(backfills::sync_status))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(
             workflows::get,

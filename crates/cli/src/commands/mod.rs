@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod backfill;
 pub mod consume;
 pub mod demo;
 pub mod dlq;
