@@ -32,7 +32,9 @@ KEY=$(head -c 32 /dev/urandom | base64)
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 cd "$ROOT"
-cargo build --quiet --release -p crm-sync-ingest --bin ingest --example load
+# The ingest binary is built from crates/crm-pull (it runs the pull jobs beside the webhooks).
+cargo build --quiet --release -p crm-sync-crm-pull --bin ingest
+cargo build --quiet --release -p crm-sync-ingest --example load
 BIN=$CARGO_TARGET_DIR/release
 
 psql_admin() { PGPASSWORD=crm_sync psql -q -h 127.0.0.1 -U crm_sync -d crm_sync "$@" >/dev/null; }

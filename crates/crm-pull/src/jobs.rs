@@ -107,6 +107,23 @@ pub async fn run<S: Sink>(
     Ok(outcome)
 }
 
+/// Ends the turn of a claimed job that could not start (no API credentials, refused or
+/// incomplete ones): the error is recorded in the job, which is retried (or, for a backfill that
+/// can never work, stopped) like a run that failed.
+pub async fn fail(
+    pool: &PgPool,
+    owner: &str,
+    config: &JobConfig,
+    job: &Job,
+    error: &PullError,
+) -> Result<Outcome, RunError> {
+    let outcome = failed(job, config, error);
+    if !sync_jobs::finish(pool, job.id, owner, &outcome).await? {
+        return Err(RunError::LeaseLost);
+    }
+    Ok(outcome)
+}
+
 /// Ok(true) when every pass ended, Ok(false) when cancelled; the inner error is the CRM's.
 #[allow(clippy::too_many_arguments)]
 async fn run_passes<S: Sink>(
@@ -137,7 +154,15 @@ async fn run_passes<S: Sink>(
                 Err(error) => return Ok(Err(error)),
             };
             let count = page.events.len() as i64;
-            if let Err(error) = sink.publish(page.events).await {
+            let events = page
+                .events
+                .into_iter()
+                .map(|mut e| {
+                    e.source_delivery_id = delivery_id(job);
+                    e
+                })
+                .collect();
+            if let Err(error) = sink.publish(events).await {
                 // Nothing of the page counts as done: it is pulled and published again.
                 return Ok(Err(PullError::Api(
                     crm_sync_crm_directory::LookupError::Unavailable(format!(
@@ -166,6 +191,12 @@ async fn run_passes<S: Sink>(
         }
     }
     Ok(Ok(true))
+}
+
+/// What pulled events name as their delivery: the job's kind and id, e.g.
+/// `reconciliation:<uuid>`, so that the evaluator can tell what a reconciliation made up for.
+pub fn delivery_id(job: &Job) -> String {
+    format!("{}:{}", job.kind.as_str(), job.id)
 }
 
 async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error> {
@@ -204,7 +235,9 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
         .retry_backoff
         .saturating_mul(2u32.pow(exponent))
         .min(Duration::from_secs(3600));
-    let wait = if error.is_transient() {
+    // A daily API limit does not reset within a backoff: each early retry would spend one more
+    // of the org's requests to learn so again.
+    let wait = if error.is_transient() && !matches!(error, PullError::ApiLimit(_)) {
         wait
     } else {
         wait.max(config.reconcile_every)

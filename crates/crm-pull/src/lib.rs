@@ -18,9 +18,13 @@
 
 mod dynamics;
 mod hubspot;
+pub mod hydrate;
 pub mod jobs;
+pub mod lag;
+mod pace;
 mod pipedrive;
 mod salesforce;
+pub mod worker;
 
 use std::fmt;
 use std::sync::Mutex;

@@ -25,4 +25,4 @@ pub mod salesforce;
 #[cfg(feature = "service")]
 mod service;
 #[cfg(feature = "service")]
-pub use service::{SERVICE, run};
+pub use service::{Background, SERVICE, run, run_with};

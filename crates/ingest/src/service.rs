@@ -8,7 +8,10 @@ use anyhow::Context;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_kafka::transactional;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use crm_sync_store::sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: ServiceDefaults = ServiceDefaults {
     name: "ingest",
@@ -20,9 +23,30 @@ pub const SERVICE: ServiceDefaults = ServiceDefaults {
 /// never on the webhook port, which faces the internet.
 pub const OPS_PORT: u16 = 9080;
 
+/// What background work started inside ingest gets: the pull jobs, built in a crate that itself
+/// depends on this one's CRM mappings, hook in here.
+pub struct Background<'a> {
+    pub settings: &'a Settings,
+    pub pool: PgPool,
+    /// The publisher of the webhooks' events: pulled records go into the same kind of
+    /// transactions on the same topic.
+    pub publisher: AtomicPublisher,
+    /// Tasks spawned here run until `shutdown`; one ending earlier stops the service.
+    pub supervisor: &'a mut Supervisor,
+    pub shutdown: CancellationToken,
+}
+
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
 /// requests (bounded by `shutdown.grace_period_secs`) and lets the Kafka committer answer what it holds.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    run_with(settings, |_| Ok(())).await
+}
+
+/// [`run`], with background tasks that `background` spawns on the service's supervisor.
+pub async fn run_with<B>(settings: Settings, background: B) -> anyhow::Result<()>
+where
+    B: FnOnce(Background<'_>) -> anyhow::Result<()>,
+{
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
     let pool = crm_sync_store::pool_from_settings(&settings.database)
@@ -34,8 +58,70 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.ingest.transactional_producers,
     );
 
-    let readiness = Readiness::new()
-        .with_check("postgres", crm_sync_store::readiness_check(&pool))
+    let readiness = readiness(&settings, &pool, &publisher);
+
+    let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
+    if key.is_none() {
+        tracing::warn!(
+            "no secrets.encryption_key configured: only Salesforce integrations (webhook token) can be authenticated"
+        );
+    }
+    let stop = shutdown::on_termination_signal();
+    let mut supervisor = Supervisor::new(stop.clone());
+    background(Background {
+        settings: &settings,
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        supervisor: &mut supervisor,
+        shutdown: stop.clone(),
+    })?;
+    let api = crate::http::router(app_state(&settings, pool, publisher, key));
+    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
+    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
+    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
+    tracing::info!(
+        address = %format!("{}:{}", settings.http.host, settings.http.port),
+        ops_port,
+        events_topic = %settings.topics.events,
+        "ingest listening"
+    );
+    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
+    let limits = ops::Limits::from(&settings.http);
+    let servers = async {
+        tokio::try_join!(
+            ops::serve(listener, api, stop.clone(), limits),
+            ops::serve(
+                ops_listener,
+                ops::router(readiness, metrics),
+                stop.clone(),
+                limits
+            ),
+        )
+        .map(|_| ())
+    };
+    let served = supervisor
+        .run(async {
+            tokio::select! {
+                served = servers => served,
+                () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
+                    Ok(())
+                }
+            }
+        })
+        .await;
+
+    // Every acknowledged request's transaction is committed; requests still in the committer's
+    // hands (abandoned by the grace period) are answered or aborted, bounded by the grace period.
+    committer.finish(grace).await;
+    tracing::info!("ingest stopped");
+    served
+}
+
+/// `/readyz`: PostgreSQL, Kafka, and the transactional producers initialized.
+fn readiness(settings: &Settings, pool: &PgPool, publisher: &AtomicPublisher) -> Readiness {
+    Readiness::new()
+        .with_check("postgres", crm_sync_store::readiness_check(pool))
         .with_check(
             "kafka",
             crm_sync_kafka::admin::readiness_check(&settings.kafka),
@@ -52,15 +138,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     }
                 }
             }
-        });
+        })
+}
 
-    let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
-    if key.is_none() {
-        tracing::warn!(
-            "no secrets.encryption_key configured: only Salesforce integrations (webhook token) can be authenticated"
-        );
-    }
-    let api = crate::http::router(crate::http::AppState {
+/// What every webhook handler shares.
+fn app_state(
+    settings: &Settings,
+    pool: PgPool,
+    publisher: AtomicPublisher,
+    key: Option<crm_sync_store::credentials::SecretKey>,
+) -> crate::http::AppState {
+    crate::http::AppState {
         pool: pool.clone(),
         publisher,
         events_topic: settings.topics.events.clone(),
@@ -76,47 +164,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
         owners_written: Arc::new(crate::http::WrittenOwners::default()),
+        webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
         limits: crate::check::Limits {
             max_events_per_request: settings.ingest.max_events_per_request,
             max_field_bytes: settings.ingest.max_field_bytes,
             max_event_bytes: settings.ingest.max_event_bytes,
         },
-    });
-    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
-    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
-    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
-    tracing::info!(
-        address = %format!("{}:{}", settings.http.host, settings.http.port),
-        ops_port,
-        events_topic = %settings.topics.events,
-        "ingest listening"
-    );
-    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let stop = shutdown::on_termination_signal();
-    let limits = ops::Limits::from(&settings.http);
-    let servers = async {
-        tokio::try_join!(
-            ops::serve(listener, api, stop.clone(), limits),
-            ops::serve(
-                ops_listener,
-                ops::router(readiness, metrics),
-                stop.clone(),
-                limits
-            ),
-        )
-        .map(|_| ())
-    };
-    let served = tokio::select! {
-        served = servers => served,
-        () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-            Ok(())
-        }
-    };
-
-    // Every acknowledged request's transaction is committed; requests still in the committer's
-    // hands (abandoned by the grace period) are answered or aborted, bounded by the grace period.
-    committer.finish(grace).await;
-    tracing::info!("ingest stopped");
-    served
+    }
 }

@@ -14,14 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use crm_sync_crm_directory::{
-    Config, Credentials, Crm, DirectoryClient, DirectoryUser, LookupError, OAuth,
-};
+use crm_sync_crm_directory::{Config, Crm, DirectoryClient, DirectoryUser, LookupError};
 use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::{OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome};
 use crm_sync_runtime::Settings;
-use crm_sync_store::credentials::{self, ApiCredentials, IntegrationSecrets, SecretKey};
+use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -267,15 +265,13 @@ impl Directory {
                     credentials::load(&self.pool, integration_id, Some(&self.key)).await?;
                 match secrets.and_then(|s| s.api) {
                     None => None,
-                    Some(api) => {
-                        match DirectoryClient::new(crm, to_credentials(api), self.config.clone()) {
-                            Ok(client) => Some(Arc::new(client)),
-                            Err(e) => {
-                                tracing::warn!(%integration_id, error = %e, "the integration's API credentials cannot be used");
-                                None
-                            }
+                    Some(api) => match DirectoryClient::new(crm, api.into(), self.config.clone()) {
+                        Ok(client) => Some(Arc::new(client)),
+                        Err(e) => {
+                            tracing::warn!(%integration_id, error = %e, "the integration's API credentials cannot be used");
+                            None
                         }
-                    }
+                    },
                 }
             }
         };
@@ -519,21 +515,6 @@ fn retry_delay(base: Duration, attempts: i32, error: &LookupError) -> chrono::Du
     let exponent = (attempts - 1).clamp(0, 12) as u32;
     let base = i64::try_from(base.as_secs()).unwrap_or(3600).max(1);
     chrono::Duration::seconds(base.saturating_mul(1_i64 << exponent).min(3600))
-}
-
-fn to_credentials(api: ApiCredentials) -> Credentials {
-    Credentials {
-        base_url: api.base_url,
-        access_token: api.access_token,
-        oauth: api.oauth.map(|o| OAuth {
-            client_id: o.client_id,
-            client_secret: o.client_secret,
-            refresh_token: o.refresh_token,
-            token_url: o.token_url,
-            scope: o.scope,
-            tenant_id: o.tenant_id,
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod http_telemetry;
 pub mod ops;
+pub mod pull_settings;
 pub mod security;
 pub mod server;
 pub mod settings;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use crate::pull_settings::PullSettings;
 pub use crate::security::{LibrdkafkaOptions, PgSslMode, SaslMechanism, SecurityProtocol};
 
 /// Everything a crm-sync service can be configured with. Services read the sections they need.
@@ -24,6 +25,9 @@ pub struct Settings {
     #[serde(default)]
     pub secrets: SecretsSettings,
     pub directory: DirectorySettings,
+    /// Pull jobs (backfills, reconciliation, hydration) run by ingest; every key has a default.
+    #[serde(default)]
+    pub pull: PullSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -476,6 +480,7 @@ impl Settings {
                 reason: format!("{bad:?} is not a host name, an address or *.domain"),
             });
         }
+        self.pull.validate()?;
         if self
             .secrets
             .encryption_key
@@ -492,122 +497,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SVC: ServiceDefaults = ServiceDefaults {
-        name: "test",
-        http_port: 9999,
-        consumer_group: "test-group",
-    };
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_apply_without_any_source() {
-        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
-        assert_eq!(s.http.port, 9999);
-        assert_eq!(s.kafka.consumer_group, "test-group");
-        assert_eq!(s.topics.events, "crm.events.v1");
-        assert_eq!(s.telemetry.log_format, LogFormat::Auto);
-        assert!(s.telemetry.otlp_endpoint.is_none());
-    }
-
-    #[test]
-    fn environment_overrides_file_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("crm-sync-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
-        std::fs::write(
-            &file,
-            "[kafka]\nbrokers = \"file:9092\"\n[http]\nport = 7000\n",
-        )
-        .unwrap();
-        let s = Settings::load_from(
-            SVC,
-            Some(file),
-            env(&[
-                ("CRM_SYNC__HTTP__PORT", "7100"),
-                ("CRM_SYNC__TOPICS__EVENTS", "t.events"),
-                ("UNRELATED", "x"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(s.kafka.brokers, "file:9092");
-        assert_eq!(s.http.port, 7100);
-        assert_eq!(s.topics.events, "t.events");
-    }
-
-    #[test]
-    fn a_bad_value_names_its_key() {
-        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__HTTP__PORT", "eighty")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("http.port"), "{err}");
-        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__DATABASE__URL", "mysql://x")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("database.url"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_key_is_refused() {
-        let err = Settings::load_from(SVC, None, env(&[("CRM_SYNC__KAFKA__BROKRS", "x:1")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("brokrs"), "{err}");
-    }
-
-    #[test]
-    fn the_encryption_key_is_optional_and_never_printed() {
-        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
-        assert!(s.secrets.encryption_key.is_none());
-        let s = Settings::load_from(
-            SVC,
-            None,
-            env(&[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", "c2VjcmV0LWtleQ==")]),
-        )
-        .unwrap();
-        assert_eq!(
-            s.secrets.encryption_key.as_ref().map(|k| k.expose_secret()),
-            Some("c2VjcmV0LWtleQ==")
-        );
-        assert!(!format!("{s:?}").contains("c2VjcmV0LWtleQ"));
-        assert_eq!(s.ingest.rate_limit_per_second, 200);
-        assert_eq!(s.directory.timeout_ms, 2_000);
-    }
-
-    #[test]
-    fn the_transactional_id_is_optional_and_configurable() {
-        let s = Settings::load_from(SVC, None, env(&[])).unwrap();
-        assert_eq!(s.kafka.transactional_id, None);
-        let s = Settings::load_from(
-            SVC,
-            None,
-            env(&[("CRM_SYNC__KAFKA__TRANSACTIONAL_ID", "evaluator-0")]),
-        )
-        .unwrap();
-        assert_eq!(s.kafka.transactional_id.as_deref(), Some("evaluator-0"));
-        let err = Settings::load_from(
-            SVC,
-            None,
-            env(&[("CRM_SYNC__KAFKA__TRANSACTIONAL_ID", " ")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("kafka.transactional_id"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_config_file_is_an_error() {
-        let err = Settings::load_from(SVC, Some("/nonexistent/crm.toml".into()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent/crm.toml"), "{err}");
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

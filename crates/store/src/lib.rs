@@ -2,6 +2,7 @@
 //! more than one service needs. A service's own transactional logic lives with the service.
 
 pub mod admin;
+mod api_credentials;
 pub mod credentials;
 pub mod integrations;
 pub mod listen;

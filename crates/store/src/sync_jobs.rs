@@ -315,3 +315,68 @@ pub async fn set_expected(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Starts pulling for integrations that got API credentials and have no reconciliation schedule
+/// yet: their schedule (first run one interval from now, from `overlap` ago) and, when
+/// `backfill_days` > 0, a backfill of that many days. Found in the scheduler rather than where
+/// credentials are written, so that every writer (admin API, CLI, a token the CRM rotated) and
+/// credentials stored before pulls existed are covered; the one-schedule-per-integration index
+/// makes concurrent replicas create each pair once. Returns the jobs created.
+pub async fn schedule_connected(
+    pool: &PgPool,
+    reconcile_every: std::time::Duration,
+    overlap: std::time::Duration,
+    backfill_days: u32,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let rows: Vec<Job> = sqlx::query_as(&format!(
+        "WITH reconciliation AS (
+             INSERT INTO sync_jobs (id, company_id, integration_id, kind, since, objects, run_after)
+             SELECT gen_random_uuid(), i.company_id, i.id, 'reconciliation',
+                    now() - $2::float8 * interval '1 second', '{{}}',
+                    now() + $1::float8 * interval '1 second'
+             FROM integrations i JOIN integration_secrets s ON s.integration_id = i.id
+             WHERE s.rotated_at ? 'api'
+               AND i.crm IN ('salesforce', 'hubspot', 'pipedrive', 'dynamics')
+               AND NOT EXISTS (SELECT 1 FROM sync_jobs j
+                               WHERE j.integration_id = i.id AND j.kind = 'reconciliation')
+             ON CONFLICT (integration_id) WHERE kind = 'reconciliation' DO NOTHING
+             RETURNING {COLUMNS}),
+         backfill AS (
+             INSERT INTO sync_jobs (id, company_id, integration_id, kind, since, objects)
+             SELECT gen_random_uuid(), r.company_id, r.integration_id, 'backfill',
+                    now() - $3::int * interval '1 day', '{{}}'
+             FROM reconciliation r WHERE $3::int > 0
+               -- One backfill of an integration at a time: an admin's may have come first.
+               AND NOT EXISTS (SELECT 1 FROM sync_jobs b
+                               WHERE b.integration_id = r.integration_id AND b.kind = 'backfill'
+                                 AND b.state IN ('pending', 'running'))
+             RETURNING {COLUMNS})
+         SELECT * FROM reconciliation UNION ALL SELECT * FROM backfill"
+    ))
+    .bind(reconcile_every.as_secs_f64())
+    .bind(overlap.as_secs_f64())
+    .bind(i32::try_from(backfill_days).unwrap_or(i32::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Sets the objects a running job pulls (those of the integration's active workflows when its
+/// run began); fenced by the lease like the checkpoint.
+pub async fn set_objects(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    objects: &[String],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET objects = $3, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(objects)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

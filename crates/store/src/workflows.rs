@@ -82,6 +82,28 @@ pub async fn load_active(pool: &PgPool) -> Result<Vec<StoredWorkflow>, sqlx::Err
         .collect())
 }
 
+/// The active workflows of one integration (what its pull jobs fetch).
+pub async fn load_active_of(
+    pool: &PgPool,
+    integration_id: Uuid,
+) -> Result<Vec<StoredWorkflow>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, Row>(&format!(
+        "SELECT {COLUMNS} FROM workflows WHERE active AND integration_id = $1"
+    ))
+    .bind(integration_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.id;
+            StoredWorkflow::try_from(row)
+                .map_err(|e| tracing::error!(workflow_id = %id, error = %e, "skipping invalid stored workflow"))
+                .ok()
+        })
+        .collect())
+}
+
 /// The ids of every integration that exists, so the evaluator can tell "unknown integration"
 /// (dead letter) from "no active workflow" (no match).
 pub async fn integration_ids(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {

@@ -2,7 +2,9 @@
 //! so that a batch that is aborted and replayed is counted once.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
 
 #[derive(Default)]
 struct Tally {
@@ -14,11 +16,15 @@ struct Tally {
     /// `crm_sync_evaluator_no_match_total{reason}`.
     no_match: BTreeMap<&'static str, u64>,
     hydrations: u64,
+    /// Missed webhooks reconciliations made up for, per integration.
+    fixed: BTreeMap<Uuid, i64>,
 }
 
 #[derive(Default)]
 pub struct Counts {
     open: Mutex<Tally>,
+    /// Committed counts of missed webhooks fixed, until they are written.
+    pub fixed: Arc<crate::fixed::Pending>,
 }
 
 impl Counts {
@@ -46,6 +52,10 @@ impl Counts {
         self.with(|t| t.hydrations += 1);
     }
 
+    pub fn missed_webhook_fixed(&self, integration_id: Uuid) {
+        self.with(|t| *t.fixed.entry(integration_id).or_default() += 1);
+    }
+
     pub fn committed(&self) {
         let tally = {
             let mut open = self
@@ -63,6 +73,7 @@ impl Counts {
         for (reason, n) in tally.no_match {
             metrics::counter!("crm_sync_evaluator_no_match_total", "reason" => reason).increment(n);
         }
+        self.fixed.add(tally.fixed);
         if tally.hydrations > 0 {
             metrics::counter!("crm_sync_evaluator_hydration_requests_total")
                 .increment(tally.hydrations);

@@ -63,10 +63,14 @@ impl TransactionalHandler for Evaluator {
             .store
             .get(partition, key.as_bytes())
             .map_err(Failure::transient)?;
+        let before = crate::fixed::before(&event, &prior);
         let merged = record::merge(prior, &event);
         if !merged.dirty {
             self.counts.event("unchanged");
             return Ok(Vec::new());
+        }
+        if before.is_some_and(|b| crate::fixed::fixes(b.as_ref(), &merged)) {
+            self.counts.missed_webhook_fixed(integration_id);
         }
         let (mut out, state) = self
             .judge_merged(

@@ -5,6 +5,7 @@
 
 pub mod counts;
 pub mod evaluate;
+pub mod fixed;
 pub mod judge;
 pub mod legacy;
 pub mod outputs;
@@ -111,6 +112,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 async move { restored }
             })
     };
+    let counts = counts::Counts::default();
+    background.spawn(
+        "missed webhooks fixed",
+        fixed::flush(counts.fixed.clone(), pool.clone(), shutdown.clone()),
+    );
     let handler = Evaluator {
         snapshot,
         pool,
@@ -121,7 +127,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             hydrations: settings.topics.hydrations.clone(),
         },
         hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
-        counts: counts::Counts::default(),
+        counts,
         legacy: legacy::LegacyIndex::default(),
     };
     let topic = settings.topics.events.clone();

@@ -498,15 +498,29 @@ async fn activities_recorded_before_record_state_are_still_retracted() {
         )
         .await;
     let quiet = "006LEGACYQUIET01AA";
-    feed.delta(CrmKind::Salesforce, quiet, &[("StageName", "Prospecting")], 105)
-        .await;
-    feed.delta(CrmKind::Salesforce, record, &[("StageName", "Prospecting")], 110)
-        .await;
-    eventually("the activity from before record state is retracted", WAIT, || async {
-        connectors::activity(&env, tenant.integration_id, record)
-            .await
-            .filter(|a| a.state == "retracted")
-    })
+    feed.delta(
+        CrmKind::Salesforce,
+        quiet,
+        &[("StageName", "Prospecting")],
+        105,
+    )
+    .await;
+    feed.delta(
+        CrmKind::Salesforce,
+        record,
+        &[("StageName", "Prospecting")],
+        110,
+    )
+    .await;
+    eventually(
+        "the activity from before record state is retracted",
+        WAIT,
+        || async {
+            connectors::activity(&env, tenant.integration_id, record)
+                .await
+                .filter(|a| a.state == "retracted")
+        },
+    )
     .await;
     evaluated(&evaluator, 2.0).await;
     let retracted: Vec<WorkflowOutcome> = outcomes(&env)

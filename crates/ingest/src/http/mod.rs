@@ -22,6 +22,7 @@ mod pipeline;
 pub(crate) mod ratelimit;
 mod salesforce;
 mod salesforce_cdc;
+pub(crate) mod seen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use error::ApiError;
 pub use integrations::Integrations;
 pub use owners::WrittenOwners;
 pub use ratelimit::RateLimiter;
+pub use seen::WebhooksSeen;
 
 /// What every webhook handler needs.
 #[derive(Clone)]
@@ -49,6 +51,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// What this process last wrote to the owner memory (skips writes that change nothing).
     pub owners_written: Arc<WrittenOwners>,
+    /// When each integration's CRM last reached us (its sync status), throttled.
+    pub webhooks_seen: Arc<WebhooksSeen>,
     /// How far a signed request's timestamp may be from now.
     pub signature_tolerance: Duration,
     /// What the events of one request may carry (`ingest.max_*`).

@@ -275,6 +275,7 @@ impl AppState {
                 "the events could not be stored in Kafka; none of them was published, retry later",
             )
         })?;
+        self.webhooks_seen.accepted(&self.pool, integration.id, now);
         Ok(())
     }
 }

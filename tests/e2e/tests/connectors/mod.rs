@@ -129,6 +129,10 @@ pub struct Pipeline {
 
 pub async fn start_pipeline(env: &TestEnv, ingest_env: &[(&str, &str)]) -> Pipeline {
     let mut ingest_vars = SERVICE_ENV.to_vec();
+    // The fake CRM here answers user lookups and tokens only, and the suites count its token
+    // requests: ingest's pull jobs stay off unless a suite turns them on (`ingest_env` comes
+    // later and wins).
+    ingest_vars.push(("CRM_SYNC__PULL__ENABLED", "false"));
     ingest_vars.extend_from_slice(ingest_env);
     let ingest = env.start_service("ingest", "ingest", &ingest_vars).await;
     let evaluator = env

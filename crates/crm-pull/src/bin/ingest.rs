@@ -3,7 +3,11 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// ingest: the webhook API, and beside it the pull jobs (backfills, reconciliation).
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    crm_sync_runtime::service_main(crm_sync_ingest::SERVICE, crm_sync_ingest::run).await
+    crm_sync_runtime::service_main(crm_sync_ingest::SERVICE, |settings| {
+        crm_sync_ingest::run_with(settings, crm_sync_crm_pull::worker::start)
+    })
+    .await
 }

@@ -1,0 +1,163 @@
+//! Answers to the evaluator's hydration requests (`crm.hydrations.v1`): the record is read whole
+//! from the CRM and published as a full-snapshot `CrmEvent` on the events topic, in a Kafka
+//! transaction like a webhook's, so that the evaluator instance owning the record merges it.
+//!
+//! Consumed at least once with the shared consume core. A request that cannot be answered (no
+//! API credentials, a record the CRM no longer has, the CRM unavailable after the client's own
+//! retries, a malformed request) is counted and logged, then left: the evaluator asks again on
+//! the record's next event after its hydration interval, and one integration's broken CRM never
+//! holds up the requests of the others on the same partition. Only our own Kafka failing is
+//! retried (the consume core's backoff).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crm_sync_kafka::consume::{Failure, Incoming, MessageHandler};
+use crm_sync_proto::Message as _;
+use crm_sync_proto::v1::{CrmEvent, HydrationRequest};
+use crm_sync_store::credentials::SecretKey;
+use crm_sync_store::workflows;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::jobs::{KafkaSink, Sink};
+use crate::worker::{client_for, scopes};
+use crate::{PullClient, PullConfig, PullError, Scope};
+
+/// Hydration requests handled, by outcome (`published`, `no_credentials`, `not_found`,
+/// `unavailable`, `refused`, `invalid`).
+pub const HYDRATIONS_METRIC: &str = "crm_sync_pull_hydrations_total";
+
+/// How long an integration's client (and its OAuth token) is reused before the credentials are
+/// read again.
+const CLIENT_TTL: Duration = Duration::from_secs(60);
+
+type Clients = HashMap<Uuid, (Instant, Arc<Result<PullClient, PullError>>)>;
+
+pub struct Hydrator {
+    pub pool: PgPool,
+    pub key: SecretKey,
+    pub config: PullConfig,
+    pub sink: KafkaSink,
+    clients: Mutex<Clients>,
+}
+
+impl Hydrator {
+    pub fn new(pool: PgPool, key: SecretKey, config: PullConfig, sink: KafkaSink) -> Hydrator {
+        Hydrator {
+            pool,
+            key,
+            config,
+            sink,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn client(
+        &self,
+        integration_id: Uuid,
+    ) -> Result<Arc<Result<PullClient, PullError>>, Failure> {
+        if let Some((at, client)) = self.lock().get(&integration_id)
+            && at.elapsed() < CLIENT_TTL
+        {
+            return Ok(client.clone());
+        }
+        let client = client_for(&self.pool, &self.key, &self.config, integration_id)
+            .await
+            .map_err(Failure::database)?;
+        let client = Arc::new(client);
+        let mut clients = self.lock();
+        if clients.len() > 10_000 {
+            clients.clear();
+        }
+        clients.insert(integration_id, (Instant::now(), client.clone()));
+        Ok(client)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The object with the fields the request misses and those the workflows read.
+    async fn scope(
+        &self,
+        request: &HydrationRequest,
+        integration_id: Uuid,
+    ) -> Result<Scope, Failure> {
+        let active = workflows::load_active_of(&self.pool, integration_id)
+            .await
+            .map_err(Failure::database)?;
+        let mut scope = scopes(&active, std::slice::from_ref(&request.object_type))
+            .pop()
+            .unwrap_or_else(|| Scope {
+                object: request.object_type.clone(),
+                fields: Vec::new(),
+            });
+        for field in &request.missing_fields {
+            if crate::worker::plain_name(field) && !scope.fields.contains(field) {
+                scope.fields.push(field.clone());
+            }
+        }
+        Ok(scope)
+    }
+
+    async fn answer(&self, request: &HydrationRequest) -> Result<&'static str, Failure> {
+        let Ok(integration_id) = Uuid::parse_str(&request.integration_id) else {
+            return Ok("invalid");
+        };
+        let client = self.client(integration_id).await?;
+        let client = match client.as_ref() {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%integration_id, record_id = %request.record_id, error = %error, "hydration request left unanswered: the integration's API cannot be used");
+                return Ok("no_credentials");
+            }
+        };
+        let scope = self.scope(request, integration_id).await?;
+        let event = match client.record(&scope, &request.record_id).await {
+            Ok(Some(event)) => CrmEvent {
+                source_delivery_id: format!("hydration:{}", request.request_id),
+                ..event
+            },
+            Ok(None) => return Ok("not_found"),
+            Err(error) => {
+                if matches!(
+                    error,
+                    PullError::Api(crm_sync_crm_directory::LookupError::Unauthorized(_))
+                ) {
+                    // Credentials may have been changed: read them again next time.
+                    self.lock().remove(&integration_id);
+                }
+                tracing::warn!(%integration_id, record_id = %request.record_id, error = %error, "hydration request left unanswered");
+                return Ok(if error.is_transient() {
+                    "unavailable"
+                } else {
+                    "refused"
+                });
+            }
+        };
+        self.sink.publish(vec![event]).await.map_err(|e| {
+            Failure::transient(anyhow::anyhow!("publishing a hydrated record: {e}"))
+        })?;
+        Ok("published")
+    }
+}
+
+impl MessageHandler for Hydrator {
+    async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
+        let outcome = match message.payload.map(HydrationRequest::decode) {
+            Some(Ok(request)) => self.answer(&request).await?,
+            _ => "invalid",
+        };
+        metrics::counter!(HYDRATIONS_METRIC, "outcome" => outcome).increment(1);
+        if outcome == "invalid" {
+            tracing::warn!(
+                partition = message.partition,
+                offset = message.offset,
+                "an unreadable hydration request was skipped"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Live data first: a pull job publishes at most `pull.records_per_second` records per second,
+//! in transactions of one page each, on the topic the webhooks use, and waits while the
+//! evaluator is more than `pull.max_evaluator_lag` records behind on that topic (see
+//! [`crate::lag`]): a fixed pace alone queues live events behind a backfill whenever the
+//! pipeline absorbs less than that pace. Webhook requests therefore
+//! never queue behind more than one page of pulled records at the transactional publisher, and a
+//! 100,000-record backfill takes a bounded share of the evaluator's throughput instead of
+//! flooding its partitions. (A second, lower-priority input topic would need the evaluator to
+//! consume and restore two co-partitioned topics together; the pace gives the same protection
+//! with one.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crm_sync_proto::v1::CrmEvent;
+
+use crate::jobs::Sink;
+use crate::lag::EvaluatorLag;
+
+/// How often a job waiting for the evaluator looks at its lag again.
+const LAG_POLL: Duration = Duration::from_millis(250);
+
+/// Records published by pulls, by integration and job kind.
+pub const PUBLISHED_METRIC: &str = "crm_sync_pull_records_published_total";
+
+pub struct Paced<S> {
+    inner: S,
+    per_second: u32,
+    max_wait: Duration,
+    labels: Vec<(&'static str, String)>,
+    /// The evaluator's lag and the most it may be before publishing waits.
+    lag: Option<(Arc<EvaluatorLag>, i64)>,
+    /// When the job's publishing began and how many records it published since.
+    sent: Mutex<(Instant, u64)>,
+}
+
+impl<S: Sink> Paced<S> {
+    /// `per_second` 0 = no limit; no single wait lasts longer than `max_wait` (the job renews
+    /// its lease between pages).
+    pub fn new(
+        inner: S,
+        per_second: u32,
+        max_wait: Duration,
+        labels: &[(&'static str, String)],
+    ) -> Paced<S> {
+        Paced {
+            inner,
+            per_second,
+            max_wait,
+            labels: labels.to_vec(),
+            lag: None,
+            sent: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Also waits (within the same `max_wait` per page) while the evaluator's lag exceeds `max`.
+    pub fn with_lag(mut self, lag: Option<Arc<EvaluatorLag>>, max: i64) -> Paced<S> {
+        self.lag = lag.filter(|_| max > 0).map(|lag| (lag, max));
+        self
+    }
+
+    async fn wait_for_the_evaluator(&self, deadline: Instant) {
+        let Some((lag, max)) = &self.lag else {
+            return;
+        };
+        while Instant::now() < deadline && lag.current().await.is_some_and(|l| l > *max) {
+            tokio::time::sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+        }
+    }
+
+    /// How long to wait before publishing more, at `now`.
+    fn wait(&self, now: Instant) -> Duration {
+        if self.per_second == 0 {
+            return Duration::ZERO;
+        }
+        let (start, sent) = *self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let due = start + Duration::from_secs_f64(sent as f64 / f64::from(self.per_second));
+        due.saturating_duration_since(now).min(self.max_wait)
+    }
+}
+
+impl<S: Sink> Sink for Paced<S> {
+    async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
+        let started = Instant::now();
+        let wait = self.wait(started);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.wait_for_the_evaluator(started + self.max_wait).await;
+        let count = events.len() as u64;
+        self.inner.publish(events).await?;
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).1 += count;
+        metrics::counter!(PUBLISHED_METRIC, &self.labels).increment(count);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+
+    impl Sink for Nowhere {
+        async fn publish(&self, _: Vec<CrmEvent>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn publishing_keeps_to_the_rate() {
+        let paced = Paced::new(Nowhere, 100, Duration::from_secs(10), &[]);
+        let started = Instant::now();
+        for _ in 0..4 {
+            paced.publish(vec![CrmEvent::default(); 10]).await.unwrap();
+        }
+        // 30 records were published before the last page: it waited until 0.3 s.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(290), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn no_limit_and_the_longest_wait() {
+        let unlimited = Paced::new(Nowhere, 0, Duration::from_secs(10), &[]);
+        *unlimited.sent.lock().unwrap() = (Instant::now(), 1_000_000);
+        assert_eq!(unlimited.wait(Instant::now()), Duration::ZERO);
+        let slow = Paced::new(Nowhere, 1, Duration::from_secs(2), &[]);
+        *slow.sent.lock().unwrap() = (Instant::now(), 1_000);
+        assert_eq!(slow.wait(Instant::now()), Duration::from_secs(2));
+    }
+}
