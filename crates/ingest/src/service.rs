@@ -163,7 +163,6 @@ fn app_state(
             settings.ingest.rate_limit_burst,
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
-        owners_written: Arc::new(crate::http::WrittenOwners::default()),
         webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
         limits: crate::check::Limits {
             max_events_per_request: settings.ingest.max_events_per_request,

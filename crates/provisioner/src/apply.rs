@@ -1014,10 +1014,9 @@ impl Provisioner {
     }
 }
 
-/// Remembers the record's owner unless it is already the stored one (as it usually is: ingest
-/// stores owners before it publishes). The no-op case must not reach the upsert, which would lock
-/// the row until the batch commits even though it changes nothing: ingest's many-row owner
-/// upserts take such locks in their own order, and waiting on each other would deadlock.
+/// Remembers the record's owner (for outcomes of an evaluator without record state, which name
+/// no owner on deletes) unless it is already the stored one, as it usually is: the no-op case must
+/// not reach the upsert, which would lock the row until the batch commits for nothing.
 async fn remember_owner(
     tx: &mut PgConnection,
     company_id: Uuid,

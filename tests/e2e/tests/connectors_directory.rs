@@ -206,60 +206,6 @@ async fn an_integration_over_its_rate_gets_429_with_retry_after_and_others_do_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_owner_memory_keeps_the_newest_owner_whatever_the_arrival_order() {
-    use crm_sync_store::record_owners::{self, ObservedOwner};
-    let s = setup(
-        "connectors-owner-memory",
-        "salesforce",
-        ORG,
-        IntegrationSecrets::default(),
-        Some(TOKEN),
-        workflow(),
-    )
-    .await;
-    let at =
-        |secs: i64| sqlx::types::chrono::DateTime::from_timestamp(1_795_187_045 + secs, 0).unwrap();
-    let owner = |user: &str, secs: i64| ObservedOwner {
-        object_type: "Opportunity".into(),
-        record_id: "006A".into(),
-        crm_user_id: user.into(),
-        observed_at: at(secs),
-    };
-    let remember = |owners: Vec<ObservedOwner>| {
-        let pool = s.env.pool.clone();
-        async move {
-            record_owners::remember(&pool, s.company_id, s.integration_id, &owners)
-                .await
-                .unwrap()
-        }
-    };
-    let last = || record_owners::last_known(&s.env.pool, s.integration_id, "Opportunity", "006A");
-
-    // Two changes of one record in one batch, newest first: the newest wins.
-    remember(vec![owner("005NEW", 10), owner("005OLD", 5)]).await;
-    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
-    // A late, older event does not undo it.
-    remember(vec![owner("005OLDER", 1)]).await;
-    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
-    // Nor does the provisioner replaying an older outcome (it writes no CRM time).
-    sqlx::query(
-        "INSERT INTO record_owners (company_id, integration_id, object_type, record_id, crm_user_id)
-         VALUES ($1, $2, 'Opportunity', '006A', '005REPLAYED')
-         ON CONFLICT (integration_id, object_type, record_id) DO UPDATE
-             SET crm_user_id = EXCLUDED.crm_user_id, updated_at = now()
-             WHERE record_owners.crm_user_id <> EXCLUDED.crm_user_id",
-    )
-    .bind(s.company_id)
-    .bind(s.integration_id)
-    .execute(&s.env.pool)
-    .await
-    .unwrap();
-    assert_eq!(last().await.unwrap().as_deref(), Some("005NEW"));
-    remember(vec![owner("005NEWEST", 20)]).await;
-    assert_eq!(last().await.unwrap().as_deref(), Some("005NEWEST"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_sync_apply_stores_credentials_encrypted_and_keeps_parts_it_does_not_mention() {
     use std::process::Stdio;
 

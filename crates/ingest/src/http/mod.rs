@@ -16,7 +16,6 @@ mod error;
 mod generic;
 mod hubspot;
 pub(crate) mod integrations;
-pub(crate) mod owners;
 mod pipedrive;
 mod pipeline;
 pub(crate) mod ratelimit;
@@ -34,7 +33,6 @@ use crm_sync_store::sqlx::PgPool;
 
 pub use error::ApiError;
 pub use integrations::Integrations;
-pub use owners::WrittenOwners;
 pub use ratelimit::RateLimiter;
 pub use seen::WebhooksSeen;
 
@@ -49,8 +47,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub integrations: Arc<Integrations>,
     pub limiter: Arc<RateLimiter>,
-    /// What this process last wrote to the owner memory (skips writes that change nothing).
-    pub owners_written: Arc<WrittenOwners>,
     /// When each integration's CRM last reached us (its sync status), throttled.
     pub webhooks_seen: Arc<WebhooksSeen>,
     /// How far a signed request's timestamp may be from now.

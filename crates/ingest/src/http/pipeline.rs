@@ -14,7 +14,6 @@ use crm_sync_kafka::OutgoingMessage;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::CrmEvent;
 use crm_sync_store::credentials::IntegrationSecrets;
-use crm_sync_store::record_owners::{self, ObservedOwner};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{Instrument, field};
@@ -210,10 +209,10 @@ impl AppState {
         body::read_limited(headers, body, self.max_body_bytes).await
     }
 
-    /// Checks the events (every connector's pass through here), records the owners they name,
-    /// then publishes the events in one Kafka transaction,
-    /// answering only once both are durable. Either failing refuses the request with nothing
-    /// published (the CRM retries, and the retry's events carry the same ids).
+    /// Checks the events (every connector's pass through here), then publishes them in one Kafka
+    /// transaction, answering only once it is committed. A failure refuses the request with
+    /// nothing published (the CRM retries, and the retry's events carry the same ids). Owners
+    /// are not remembered here: the evaluator's record state knows each record's owner.
     pub(crate) async fn accept(
         &self,
         resolved: &Resolved,
@@ -236,38 +235,7 @@ impl AppState {
                 partition: None,
             })
             .collect();
-        let owners: Vec<ObservedOwner> = events
-            .iter()
-            .filter_map(|e| {
-                let owner = e.owner.as_ref()?.crm_user_id.trim();
-                (!owner.is_empty()).then(|| ObservedOwner {
-                    object_type: e.object_type.clone(),
-                    record_id: e.record_id.clone(),
-                    crm_user_id: owner.to_owned(),
-                    observed_at: e
-                        .occurred_at
-                        .as_ref()
-                        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-                        .unwrap_or(now),
-                })
-            })
-            .collect();
         let integration = &resolved.integration;
-        let owners = self.owners_written.needed(integration.id, owners);
-        // Owners first: if storing them fails nothing is published, and owners stored for
-        // events that then fail to publish are still true facts about the records.
-        if !owners.is_empty() {
-            record_owners::remember(&self.pool, integration.company_id, integration.id, &owners)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "recording the records' owners failed");
-                    ApiError::unavailable(
-                        "database_unavailable",
-                        "the records' owners could not be stored; nothing was published, retry later",
-                    )
-                })?;
-            self.owners_written.stored(integration.id, &owners);
-        }
         self.publisher.publish_all(&outgoing).await.map_err(|e| {
             tracing::error!(error = %e, "publishing the events failed");
             ApiError::unavailable(
