@@ -6,6 +6,7 @@
 //! - [`routes`]: the handlers, each declared once for both the router and the OpenAPI document;
 //! - [`publish`]: visibility changes (`ActivityChanged`) through the transactional outbox;
 //! - [`explain`]: the workflow dry run, saying which condition failed;
+//! - [`request_id`]: an id on every answer, its error body and its log lines;
 //! - [`assets`]: the page (static files compiled into the binary: no CDN, no build step).
 
 pub mod assets;
@@ -15,6 +16,7 @@ pub mod explain;
 pub mod extract;
 pub mod paging;
 pub mod publish;
+pub mod request_id;
 pub mod routes;
 
 use std::time::Duration;
@@ -123,6 +125,9 @@ pub fn app(state: AppState) -> Router {
         }),
     )
     .merge(assets::router())
+    .method_not_allowed_fallback(request_id::method_not_allowed)
+    .fallback(request_id::no_route)
+    .layer(axum::middleware::from_fn(request_id::assign))
 }
 
 /// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
