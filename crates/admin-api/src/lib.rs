@@ -54,6 +54,8 @@ pub struct AppState {
     /// Which CRM API URLs credentials may name (`directory.allowed_hosts`,
     /// `directory.allow_insecure_http`).
     pub egress: crm_sync_store::credentials::Egress,
+    /// Where CRMs reach ingest (`ingest.public_url`), for the webhook URLs admins paste.
+    pub ingest_url: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -164,6 +166,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         activities_topic: settings.topics.activities.clone(),
         secret_key,
         egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
+        ingest_url: settings
+            .ingest
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
     };
     let app = app(state);
 

@@ -1,11 +1,16 @@
 //! Answers every client can rely on (a module of the admin_api suite): each one carries an
 //! `x-request-id`, every error body the same id, and requests no route serves (a method the
-//! path does not take, an unknown path) get the JSON error body every other refusal has.
+//! path does not take, an unknown path) get the JSON error body every other refusal has; and
+//! each integration says where its CRM must send webhooks and whether it uses a token.
+
+use std::time::Duration;
 
 use crm_sync_e2e::{Tenant, TestEnv};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::admin_support::{company_path, start_admin_api, token};
+use crate::admin_support::{Client, company_path, start_admin_api, start_admin_api_with, token};
+
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn send(
     method: reqwest::Method,
@@ -75,5 +80,107 @@ async fn every_answer_has_a_request_id_and_unrouted_requests_a_json_error() {
     assert!(
         id.is_some() && body["request_id"].as_str() == id.as_deref(),
         "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn integrations_show_the_webhook_url_to_paste_and_whether_a_token_is_used() {
+    let env = TestEnv::new("admin-webhook-url").await;
+    let tenant = Tenant::create(&env.pool, "webhook-url", false, false).await;
+    // A trailing slash in the configuration does not double the path's.
+    let api = start_admin_api_with(
+        &env,
+        &[(
+            "CRM_SYNC__INGEST__PUBLIC_URL",
+            "https://hooks.example.test/",
+        )],
+    )
+    .await;
+    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+
+    // Salesforce takes the token in the URL: its place is shown, never a stored token.
+    let salesforce = viewer
+        .get(&p(&format!("/integrations/{}", tenant.integration_id)))
+        .await
+        .expect(200);
+    assert_eq!(
+        salesforce["webhook_url"],
+        format!(
+            "https://hooks.example.test/v1/integrations/{}/salesforce/outbound-messages?token=<webhook token>",
+            tenant.integration_id
+        )
+    );
+    assert_eq!(salesforce["uses_webhook_token"], true);
+
+    // HubSpot signs its webhooks with the app's secret: no token in its URL, none offered.
+    let hubspot = admin
+        .post(
+            &p("/integrations"),
+            json!({"name": "hubspot", "crm": "hubspot", "crm_account_id": "4711"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(hubspot["uses_webhook_token"], false);
+    assert_eq!(
+        hubspot["webhook_url"],
+        format!(
+            "https://hooks.example.test/v1/integrations/{}/hubspot/webhooks",
+            hubspot["id"].as_str().unwrap()
+        )
+    );
+
+    // A new Salesforce token comes with the whole URL to paste, this once.
+    let rotated = admin
+        .post(
+            &p(&format!(
+                "/integrations/{}/webhook-token",
+                tenant.integration_id
+            )),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    let new_token = rotated["webhook_token"].as_str().unwrap();
+    assert!(
+        rotated["webhook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/salesforce/outbound-messages?token={new_token}")),
+        "{rotated}"
+    );
+
+    // Without the setting only the path is known.
+    let plain = start_admin_api(&env).await;
+    let listed = Client::new(
+        &plain,
+        Some(&token(&env, tenant.company_id, "viewer").await),
+    )
+    .get(&p("/integrations"))
+    .await
+    .expect(200);
+    assert!(listed["items"][0]["webhook_url"].is_null(), "{listed}");
+    assert!(listed["items"][0]["webhook_path"].is_string(), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_public_url_that_is_not_http_is_a_configuration_error_naming_the_key() {
+    let env = TestEnv::new("admin-public-url-bad").await;
+    let mut api = env.spawn_service(
+        "admin-api",
+        "admin-api",
+        &[("CRM_SYNC__INGEST__PUBLIC_URL", "hooks.example.test")],
+    );
+    let exited = crm_sync_e2e::eventually("admin-api exits", WAIT, || {
+        let status = api.exited();
+        async move { status }
+    })
+    .await;
+    assert!(!exited.success());
+    assert!(
+        api.log_tail().contains("ingest.public_url"),
+        "{}",
+        api.log_tail()
     );
 }
