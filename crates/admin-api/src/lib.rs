@@ -72,6 +72,7 @@ pub struct AppState {
     security(("bearer" = [])),
     tags(
         (name = "session", description = "Who the token is"),
+        (name = "company", description = "The company's settings: its time zone, in which dates of periods begin and end"),
         (name = "integrations", description = "CRM connections and the auto-sync setting"),
         (name = "backfills", description = "Pulls from the CRM's API: backfills of history with their progress, and whether an integration's data is flowing"),
         (name = "workflows", description = "What counts as an activity, validated and dry-run"),

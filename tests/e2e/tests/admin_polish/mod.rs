@@ -184,3 +184,191 @@ async fn a_public_url_that_is_not_http_is_a_configuration_error_naming_the_key()
         api.log_tail()
     );
 }
+
+/// A recorded `deal_won` of `value` for the user at the instant `at`.
+async fn deal_at(env: &TestEnv, tenant: &Tenant, user_id: uuid::Uuid, value: &str, at: &str) {
+    sqlx::query(
+        "INSERT INTO activities (id, company_id, integration_id, workflow_id, object_type, record_id,
+             crm_user_id, user_id, activity_type, value, activity_date, state, last_event_at, last_event_id)
+         VALUES ($1, $2, $3, $4, 'Opportunity', $5, '005TZ', $6, 'deal_won', $7::numeric, $8::timestamptz,
+                 'recorded', now(), 'seed')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(tenant.company_id)
+    .bind(tenant.integration_id)
+    .bind(tenant.workflow_id)
+    .bind(format!("006{}", &uuid::Uuid::new_v4().simple().to_string()[..15]))
+    .bind(user_id)
+    .bind(value)
+    .bind(at)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaderboard_periods_follow_the_company_time_zone() {
+    let env = TestEnv::new("admin-time-zone").await;
+    let tenant = Tenant::create(&env.pool, "time-zone", false, false).await;
+    let api = start_admin_api(&env).await;
+    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+
+    let user = crate::admin_support::seed_pending_user(&env, &tenant, "Tz Rep", "005TZ", &[]).await;
+    let team = admin
+        .post(&p("/teams"), json!({"name": "Oslo"}))
+        .await
+        .expect(201);
+    admin
+        .put(&p(&format!(
+            "/teams/{}/members/{user}",
+            team["id"].as_str().unwrap()
+        )))
+        .await
+        .expect(200);
+    // 00:30 on 1 November in Oslo (still October in UTC), and 00:30 on 1 December in Oslo.
+    deal_at(&env, &tenant, user, "10", "2026-10-31T23:30:00Z").await;
+    deal_at(&env, &tenant, user, "1000", "2026-11-30T23:30:00Z").await;
+    let november = p("/leaderboard?activity_type=deal_won&from=2026-11-01&to=2026-11-30");
+    let total = |board: &Value| board["items"][0]["total"].as_str().unwrap().to_owned();
+
+    // Companies start in UTC: the 23:30 UTC deal of the 30th counts in November.
+    assert_eq!(
+        viewer.get(&p("/settings")).await.expect(200)["time_zone"],
+        "UTC"
+    );
+    assert_eq!(total(&viewer.get(&november).await.expect(200)), "1000");
+
+    // Only an admin changes it; an unknown zone is refused naming the field.
+    viewer
+        .patch(&p("/settings"), json!({"time_zone": "Europe/Oslo"}))
+        .await
+        .expect(403);
+    admin
+        .patch(&p("/settings"), json!({"time_zone": "Mars/Olympus_Mons"}))
+        .await
+        .invalid("time_zone");
+    admin
+        .patch(&p("/settings"), json!({"time_zone": 2}))
+        .await
+        .invalid("time_zone");
+    let set = admin
+        .patch(&p("/settings"), json!({"time_zone": "Europe/Oslo"}))
+        .await
+        .expect(200);
+    assert_eq!(set["time_zone"], "Europe/Oslo");
+
+    // November in Oslo: the early deal of the 1st counts, the one after Oslo's midnight does not.
+    let board = viewer.get(&november).await.expect(200);
+    assert_eq!(total(&board), "10", "{board}");
+    // A date-time bound is an instant, whatever the zone.
+    let instants = viewer
+        .get(&p(
+            "/leaderboard?activity_type=deal_won&from=2026-11-30T00:00:00Z&to=2026-12-01T00:00:00Z",
+        ))
+        .await
+        .expect(200);
+    assert_eq!(total(&instants), "1000", "{instants}");
+
+    let audit = viewer.get(&p("/audit-log")).await.expect(200);
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "company.settings_changed")
+        .unwrap_or_else(|| panic!("not audited: {audit}"));
+    assert_eq!(
+        entry["details"]["time_zone"],
+        json!({"from": "UTC", "to": "Europe/Oslo"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn integration_health_turns_red_when_webhooks_stop_while_workflows_are_active() {
+    let env = TestEnv::new("admin-health").await;
+    let idle = Tenant::create(&env.pool, "health-idle", false, false).await;
+    let tenant = Tenant::create(&env.pool, "health", false, true).await;
+    let api = start_admin_api(&env).await;
+    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+    let health_path = p(&format!("/integrations/{}/health", tenant.integration_id));
+
+    // Without an active workflow nothing is expected.
+    let idle_viewer = Client::new(&api, Some(&token(&env, idle.company_id, "viewer").await));
+    let h = idle_viewer
+        .get(&company_path(
+            idle.company_id,
+            &format!("/integrations/{}/health", idle.integration_id),
+        ))
+        .await
+        .expect(200);
+    assert_eq!(h["state"], "idle", "{h}");
+
+    // Active workflow, never a webhook: red, saying so.
+    let h = viewer.get(&health_path).await.expect(200);
+    assert_eq!(h["state"], "red", "{h}");
+    assert!(
+        h["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no webhook has arrived yet"),
+        "{h}"
+    );
+    assert!(h["last_webhook_at"].is_null());
+
+    // A webhook a minute ago and a match in the last hour: ok, with the figures.
+    let now = chrono::Utc::now();
+    crm_sync_store::sync_status::record_webhook(
+        &env.pool,
+        tenant.integration_id,
+        now - chrono::Duration::minutes(1),
+        0.0,
+    )
+    .await
+    .unwrap();
+    crate::admin_support::seed_activities(&env, &tenant, "005HEALTH", None, &["5"], "2026-11-20")
+        .await;
+    let h = viewer.get(&health_path).await.expect(200);
+    assert_eq!(h["state"], "ok", "{h}");
+    assert_eq!(h["active_workflows"], 1);
+    assert_eq!(h["matched_last_hour"], 1, "{h}");
+    assert_eq!(h["unmapped_last_hour"], 1, "{h}");
+    assert_eq!(h["silence_alert_minutes"], 60);
+
+    // Twenty minutes of silence is red once the company's threshold is ten (the writer only
+    // moves the time forward, so the test sets it back directly).
+    sqlx::query(
+        "UPDATE integration_sync_status SET last_webhook_at = $2 WHERE integration_id = $1",
+    )
+    .bind(tenant.integration_id)
+    .bind(now - chrono::Duration::minutes(20))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(viewer.get(&health_path).await.expect(200)["state"], "ok");
+    admin
+        .patch(&p("/settings"), json!({"silence_alert_minutes": 0}))
+        .await
+        .invalid("silence_alert_minutes");
+    admin
+        .patch(&p("/settings"), json!({"silence_alert_minutes": 10}))
+        .await
+        .expect(200);
+    let h = viewer.get(&health_path).await.expect(200);
+    assert_eq!(h["state"], "red", "{h}");
+    assert!(
+        h["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no webhook for 20 minutes"),
+        "{h}"
+    );
+
+    // Another company's integration is not found.
+    viewer
+        .get(&p(&format!("/integrations/{}/health", idle.integration_id)))
+        .await
+        .expect(404);
+}
