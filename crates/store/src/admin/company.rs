@@ -73,7 +73,8 @@ pub async fn local_midnights<'e>(
     company_id: Uuid,
     dates: [Option<DateTime<Utc>>; 2],
 ) -> Result<[Option<DateTime<Utc>>; 2], sqlx::Error> {
-    let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let row: Option<Bounds> = sqlx::query_as(
         "SELECT ($2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE c.time_zone,
                 ($3::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE c.time_zone
          FROM companies c WHERE c.id = $1",
