@@ -62,6 +62,10 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.locator('code[aria-label="Webhook URL of salesforce"]')).toHaveText(
     `${env('INGEST_URL')}/v1/integrations/${env('INTEGRATION_ID')}/salesforce/outbound-messages?token=<webhook token>`);
   await expect(page.getByRole('button', { name: 'Generate new token' })).toBeVisible();
+  // No active workflow yet: the integration expects nothing.
+  const health = page.locator('td[aria-label="Health of salesforce"]');
+  await expect(health).toContainText('Idle');
+  await expect(health).toContainText('no active workflow');
   await shot(page, '01-signed-in');
 
   // Turn auto-sync on.
@@ -228,6 +232,13 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.locator('#tz-current')).toHaveText('Europe/Oslo');
   await expect(page.locator('#leaderboard-body tr').first()).toContainText(owner);
   await shot(page, '07b-time-zone');
+
+  // The integration's health now: an active workflow, a webhook minutes ago, one match.
+  await page.getByRole('link', { name: 'Integrations' }).click();
+  await expect(health).toContainText('OK');
+  await expect(health).toContainText(/Last webhook (just now|\d+ min ago)/);
+  await expect(health).toContainText('Last hour: 1 matched (0 unmapped)');
+  await shot(page, '07c-health');
 
   // Every change is in the audit log.
   await page.getByRole('link', { name: 'Audit log' }).click();

@@ -91,6 +91,9 @@ async fn the_management_page_in_headless_chromium() {
         api_calls: 4,
         error: None,
     };
+    sync_status::record_webhook(&env.pool, tenant.integration_id, now, 0.0)
+        .await
+        .unwrap();
     sync_status::record_reconciliation(&env.pool, tenant.integration_id, now, &run)
         .await
         .unwrap();

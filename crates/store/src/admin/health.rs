@@ -1,6 +1,7 @@
 //! An integration's health as admins see it, from what the database already holds: the active
-//! workflows, and the activities the pipeline recorded or left unmapped in the last hour. Read
-//! only when an admin asks, so the pipeline writes nothing more for it.
+//! workflows, and the activities the pipeline wrote in the last hour (by when it wrote them, not
+//! by the CRM's event time). Read only when an admin asks, so the pipeline writes nothing more
+//! for it.
 
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub async fn get<'e>(
          FROM integrations i
          JOIN companies c ON c.id = i.company_id
          LEFT JOIN activities a ON a.integration_id = i.id AND a.company_id = i.company_id
-              AND a.last_event_at > now() - interval '1 hour'
+              AND a.updated_at > now() - interval '1 hour'
          WHERE i.company_id = $1 AND i.id = $2
          GROUP BY i.id, c.silence_alert_minutes",
     )
