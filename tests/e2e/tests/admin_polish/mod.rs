@@ -372,3 +372,44 @@ async fn integration_health_turns_red_when_webhooks_stop_while_workflows_are_act
         .await
         .expect(404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_typed_15_character_salesforce_user_id_maps_the_18_character_identity() {
+    let env = TestEnv::new("admin-sf-ids").await;
+    let tenant = Tenant::create(&env.pool, "sf-ids", false, false).await;
+    let api = start_admin_api(&env).await;
+    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+    // Webhooks carry the 18-character id: an unmapped activity waits under it.
+    crate::admin_support::seed_activities(
+        &env,
+        &tenant,
+        "0055g00000QAOFFAA5",
+        None,
+        &["7"],
+        "2026-11-20",
+    )
+    .await;
+    let user = admin
+        .post(&p("/users"), json!({"display_name": "Quinn"}))
+        .await
+        .expect(201);
+    let mapped = admin
+        .post(
+            &p(&format!(
+                "/users/{}/crm-identities",
+                user["id"].as_str().unwrap()
+            )),
+            json!({"integration_id": tenant.integration_id, "crm_user_id": "0055g00000QAOFF"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(mapped["attached_activities"], 1, "{mapped}");
+    assert_eq!(
+        mapped["user"]["crm_identities"][0]["crm_user_id"], "0055g00000QAOFFAA5",
+        "{mapped}"
+    );
+    // One identity, not a second one beside the 18-character form.
+    let identities = admin.all(&p("/crm-identities"), 50).await;
+    assert_eq!(identities.len(), 1, "{identities:?}");
+}
