@@ -4,6 +4,7 @@
 #   deploy/local/services.sh start    build, migrate, (re)start ingest, admin-api, workflow-evaluator, provisioner
 #   deploy/local/services.sh stop     stop them (SIGTERM, then wait)
 #   deploy/local/services.sh status   which run, on which port, where their logs are
+#   deploy/local/services.sh key      print the path of the local secrets.encryption_key (made if missing)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,6 +20,23 @@ say() { printf '[services] %s\n' "$*"; }
 fail() { printf '[services] FAILED: %s\n' "$*" >&2; exit 1; }
 
 running() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+# The local secrets.encryption_key (integration credentials are sealed with it): generated once
+# under $CRM_SYNC_HOME (mode 0600) and kept, so credentials set in the page or by `crm-sync apply`
+# stay readable across restarts. A key configured in the environment wins.
+KEY_FILE=$CRM_SYNC_HOME/secrets/encryption_key
+local_encryption_key() {
+  if [[ -n ${CRM_SYNC__SECRETS__ENCRYPTION_KEY:-} || -n ${CRM_SYNC__SECRETS__ENCRYPTION_KEY_FILE:-} ]]; then
+    return 0
+  fi
+  if [[ ! -s $KEY_FILE ]]; then
+    (umask 077 && mkdir -p "$(dirname "$KEY_FILE")" && head -c 32 /dev/urandom | base64 >"$KEY_FILE.tmp" \
+      && mv "$KEY_FILE.tmp" "$KEY_FILE") || fail "cannot write $KEY_FILE"
+    say "generated a local secrets.encryption_key in $KEY_FILE" >&2
+  fi
+  chmod 600 "$KEY_FILE"
+  export CRM_SYNC__SECRETS__ENCRYPTION_KEY_FILE=$KEY_FILE
+}
 
 stop_one() {
   local name=$1
@@ -39,11 +57,14 @@ start() {
   say "building (target dir $CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --workspace --bins --quiet) || fail "cargo build failed"
   "$BIN/crm-sync" migrate || fail "database migrations failed"
+  local_encryption_key
   for entry in "${SERVICES[@]}"; do
     local name port ops
     IFS=: read -r name port ops <<<"$entry"
     stop_one "$name"
-    CRM_SYNC__HTTP__PORT=$port CRM_SYNC__HTTP__OPS_PORT=$ops \
+    # admin-api shows webhook URLs under the address CRMs reach ingest at (locally: this one).
+    CRM_SYNC__INGEST__PUBLIC_URL=${CRM_SYNC__INGEST__PUBLIC_URL:-http://127.0.0.1:8080} \
+      CRM_SYNC__HTTP__PORT=$port CRM_SYNC__HTTP__OPS_PORT=$ops \
       CRM_SYNC__TELEMETRY__LOG_FORMAT=${CRM_SYNC__TELEMETRY__LOG_FORMAT:-json} \
       nohup "$BIN/$name" >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"
@@ -78,5 +99,6 @@ case "${1:-}" in
   start) start ;;
   stop) for entry in "${SERVICES[@]}"; do stop_one "${entry%%:*}"; done ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  key) local_encryption_key; echo "${CRM_SYNC__SECRETS__ENCRYPTION_KEY_FILE:-$KEY_FILE}" ;;
+  *) echo "usage: $0 start|stop|status|key" >&2; exit 2 ;;
 esac

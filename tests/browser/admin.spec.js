@@ -39,8 +39,8 @@ function outboundMessage(orgId, notificationId, recordId, owner, amount) {
 test('an admin runs auto-sync end to end from the page alone', async ({ page, request }) => {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  // The refused requests are deliberate: the sign-in with a wrong token (401) and the
-  // credentials with a bad URL (422, counted: exactly that one).
+  // The refused requests are deliberate: the sign-in with a wrong token (401), the
+  // credentials with a bad URL and an unknown time zone (422, counted: exactly those two).
   let refusedInput = 0;
   page.on('console', (m) => {
     if (m.type() !== 'error' || /status of 401/.test(m.text())) return;
@@ -58,6 +58,14 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.locator('#who-text')).toContainText('admin');
   await expect(page.getByRole('heading', { name: 'Integrations' })).toBeVisible();
+  // The exact address to paste into Salesforce, with the token's place.
+  await expect(page.locator('code[aria-label="Webhook URL of salesforce"]')).toHaveText(
+    `${env('INGEST_URL')}/v1/integrations/${env('INTEGRATION_ID')}/salesforce/outbound-messages?token=<webhook token>`);
+  await expect(page.getByRole('button', { name: 'Generate new token' })).toBeVisible();
+  // No active workflow yet: the integration expects nothing.
+  const health = page.locator('td[aria-label="Health of salesforce"]');
+  await expect(health).toContainText('Idle');
+  await expect(health).toContainText('no active workflow');
   await shot(page, '01-signed-in');
 
   // Turn auto-sync on.
@@ -110,12 +118,15 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await builder.getByRole('button', { name: 'Save workflow' }).click();
   await expect(page.locator('#flash')).toContainText('Workflow Browser wins saved and active');
   await expect(page.getByRole('row', { name: /Browser wins/ })).toContainText('active');
+  await expect(page.getByRole('row', { name: /Browser wins/ })).toContainText('salesforce (salesforce)');
 
   // Dry-run it: the default sample matches; a small amount says which condition failed.
   await expect(page.getByRole('heading', { name: 'Dry run' })).toBeVisible();
   await page.getByRole('button', { name: 'Run dry run' }).click();
   await expect(page.locator('#dryrun-result')).toContainText('Matches');
   await expect(page.locator('#dryrun-result')).toContainText('would record 1250 browser_deal');
+  // Every part of the verdict is a node: no stray "null" where a part is absent.
+  await expect(page.locator('#dryrun-result')).not.toContainText('null');
   const dryRun = page.locator('#dryrun-form');
   await dryRun.getByLabel('Sample record fields (JSON object)').fill('{"StageName": "Closed Won", "Amount": 50, "OwnerId": "005X"}');
   await dryRun.getByLabel('Change', { exact: true }).selectOption('created');
@@ -127,6 +138,38 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(page.locator('#dryrun-tree')).toContainText('✓ holds — StageName eq "Closed Won"');
   await expect(page.locator('#dryrun-tree')).toContainText('✗ fails — Amount gte 100: Amount is 50');
   await shot(page, '04-dry-run');
+
+  // Previous values: a workflow on the stage's change matches only when the stage moved.
+  const auth = { Authorization: `Bearer ${env('ADMIN_TOKEN')}` };
+  const companyId = (await (await request.get(`${env('ADMIN_URL')}/admin/v1/session`, { headers: auth })).json()).company_id;
+  const created = await request.post(`${env('ADMIN_URL')}/admin/v1/companies/${companyId}/workflows`, {
+    headers: auth,
+    data: {
+      integration_id: env('INTEGRATION_ID'), name: 'Stage moved to won', object_type: 'Opportunity', triggers: ['updated'],
+      conditions: { all: [{ field: 'StageName', op: 'changed_to', value: 'Closed Won' }] }, user_field: 'OwnerId',
+      activity_type: 'browser_stage', active: false,
+    },
+  });
+  expect(created.status()).toBe(201);
+  await page.getByRole('link', { name: 'Integrations' }).click();
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await page.getByRole('row', { name: /Stage moved to won/ }).getByRole('button', { name: 'Dry run' }).click();
+  await dryRun.getByLabel('Sample record fields (JSON object)').fill('{"StageName": "Closed Won", "OwnerId": "005X"}');
+  await dryRun.getByLabel('Change', { exact: true }).selectOption('updated');
+  const previous = dryRun.getByLabel('Previous values (JSON object; optional, for updates)');
+  await previous.fill('{"StageName": "Closed Won"}');
+  await page.getByRole('button', { name: 'Run dry run' }).click();
+  await expect(page.locator('#dryrun-result')).toContainText('Does not match');
+  await previous.fill('{"StageName": "Negotiation/Review"}');
+  await page.getByRole('button', { name: 'Run dry run' }).click();
+  await expect(page.locator('#dryrun-result')).toContainText('Matches');
+  await page.locator('#dryrun-tree summary').click();
+  await expect(page.locator('#dryrun-tree')).toContainText('(was "Negotiation/Review")');
+  await previous.fill('[1]');
+  await page.getByRole('button', { name: 'Run dry run' }).click();
+  await expect(page.locator('#dryrun-result')).toContainText('The previous values are not a JSON object.');
+  await expect(previous).toHaveAttribute('aria-invalid', 'true');
+  await shot(page, '04b-dry-run-previous-values');
 
   // A team to place people on.
   await page.getByRole('link', { name: 'Teams' }).click();
@@ -166,6 +209,8 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.locator('#users-filter').getByLabel('Show', { exact: true }).selectOption('active');
   await page.getByRole('button', { name: 'Show', exact: true }).click();
   await expect(page.getByRole('row', { name: new RegExp(owner) })).toContainText('Browser team');
+  // Which CRM identity the user has.
+  await expect(page.getByRole('row', { name: new RegExp(owner) })).toContainText(`salesforce (salesforce): ${owner}`);
 
   await page.getByRole('link', { name: 'Leaderboard' }).click();
   await page.locator('#leaderboard-form').getByLabel('Activity type').fill('browser_deal');
@@ -176,13 +221,36 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(entry).toContainText('Browser team');
   await shot(page, '07-leaderboard-after');
 
+  // Periods in the company's time zone: an unknown zone is refused naming the field.
+  await expect(page.locator('#tz-current')).toHaveText('UTC');
+  await page.getByLabel('Company time zone').fill('Mars/Olympus_Mons');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  await expect(page.locator('#tz-error')).toContainText('time_zone');
+  await page.getByLabel('Company time zone').fill('Europe/Oslo');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  await expect(page.locator('#flash')).toContainText('Periods now run in Europe/Oslo');
+  await expect(page.locator('#tz-current')).toHaveText('Europe/Oslo');
+  await expect(page.locator('#leaderboard-body tr').first()).toContainText(owner);
+  await shot(page, '07b-time-zone');
+
+  // The integration's health now: an active workflow, a webhook minutes ago, one match.
+  await page.getByRole('link', { name: 'Integrations' }).click();
+  await expect(health).toContainText('OK');
+  await expect(health).toContainText(/Last webhook (just now|\d+ min ago)/);
+  await expect(health).toContainText('Last hour: 1 matched (0 unmapped)');
+  await shot(page, '07c-health');
+
   // Every change is in the audit log.
   await page.getByRole('link', { name: 'Audit log' }).click();
-  await expect(page.locator('#audit-body')).toContainText('team.member_placed');
-  await expect(page.locator('#audit-body')).toContainText('integration.updated');
+  // Readable: who, what on which object by name, and before → after.
+  const audit = page.locator('#audit-body');
+  await expect(audit).toContainText(`placed user ${owner} on team Browser team`);
+  await expect(audit.getByRole('row', { name: /changed integration salesforce/ })).toContainText('auto sync users: off → on');
+  await expect(audit).toContainText('created workflow Browser wins');
+  await expect(audit.getByRole('row', { name: /changed settings of company/ })).toContainText('time zone: UTC → Europe/Oslo');
   await shot(page, '08-audit-log');
   expect(errors).toEqual([]);
-  expect(refusedInput).toBe(1);
+  expect(refusedInput).toBe(2);
 });
 
 test('a viewer sees everything and can change nothing', async ({ page }) => {
@@ -197,5 +265,8 @@ test('a viewer sees everything and can change nothing', async ({ page }) => {
   await expect(page.locator('#credentials-form')).toBeHidden();
   await page.getByRole('link', { name: 'Workflows' }).click();
   await expect(page.getByRole('button', { name: 'New workflow' })).toBeHidden();
+  await page.getByRole('link', { name: 'Leaderboard' }).click();
+  await expect(page.locator('#tz-current')).toHaveText('Europe/Oslo');
+  await expect(page.locator('#tz-form')).toBeHidden();
   await shot(page, '09-viewer');
 });

@@ -130,7 +130,7 @@ function route() {
     if (a.getAttribute('href') === `#${current.id}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  const loaders = { users: loadUsers, unmapped: loadUnmapped, leaderboard: loadLeaderboard, audit: () => loadAudit(true), workflows: loadWorkflows, teams: loadTeams, integrations: loadIntegrations };
+  const loaders = { users: loadUsers, unmapped: loadUnmapped, leaderboard: () => Promise.all([loadLeaderboard(), loadCompanySettings()]), audit: () => loadAudit(true), workflows: loadWorkflows, teams: loadTeams, integrations: loadIntegrations };
   if (loaders[current.id]) loaders[current.id]().catch(reportUnexpected);
 }
 
@@ -159,20 +159,27 @@ async function loadIntegrations() {
         flash(`Auto-sync users is now ${updated.auto_sync_users ? 'on' : 'off'} for ${updated.name}.`);
       } catch (e) { toggle.checked = !toggle.checked; flash(e.message); }
     });
-    const rotate = isAdmin() ? el('button', {
+    // Only CRMs that authenticate webhooks with the token (Salesforce) are offered one.
+    const rotate = isAdmin() && i.uses_webhook_token ? el('button', {
       type: 'button', text: i.has_webhook_token ? 'Generate new token' : 'Generate token',
       onclick: async () => {
         if (i.has_webhook_token && !confirm('The old token stops working at once. Continue?')) return;
         const r = await api('POST', `${company()}/integrations/${i.id}/webhook-token`);
-        $('new-token').textContent = `New webhook token for ${i.name} (shown once): ${r.webhook_token} — webhook path ${r.webhook_path}`;
+        $('new-token').textContent = `New webhook token for ${i.name} (shown once): ${r.webhook_token} — paste into the CRM: ${r.webhook_url || r.webhook_path}`;
+        await loadIntegrations();
       },
     }) : null;
+    const tokenCell = i.uses_webhook_token
+      ? el('td', {}, el('span', { text: i.has_webhook_token ? 'set ' : 'not set ' }), rotate)
+      : el('td', { text: 'not used (credentials below)' });
     body.append(el('tr', {},
       el('th', { scope: 'row', text: i.name }),
       el('td', { text: i.crm }),
       el('td', { text: i.crm_account_id }),
       el('td', {}, el('span', { class: 'switch' }, toggle, el('label', { for: toggle.id, text: `Auto-sync users for ${i.name}` }))),
-      el('td', {}, el('span', { text: i.has_webhook_token ? 'set ' : 'not set ' }), rotate)));
+      tokenCell,
+      el('td', {}, el('code', { class: 'secret', 'aria-label': `Webhook URL of ${i.name}`, text: i.webhook_url || i.webhook_path })),
+      healthCell(i)));
   }
   fillSelect($('wf-integration'), state.integrations.map((i) => [i.id, i.name]));
   fillSelect($('cred-integration'), state.integrations.map((i) => [i.id, i.name]));
@@ -182,59 +189,10 @@ async function loadIntegrations() {
   await loadCredentials().catch((e) => { $('credentials-error').textContent = e.message; });
 }
 
-// ---------------------------------------------------------------- credentials (write-only)
-
-const CREDENTIAL_NAMES = {
-  webhook_secret: 'Webhook signing secret', webhook_basic_auth: 'Webhook basic auth',
-  webhook_key: 'Webhook key', api: 'CRM API credentials',
-};
-
-async function loadCredentials() {
-  const id = $('cred-integration').value;
-  const body = $('cred-status');
-  body.replaceChildren();
-  if (!id) return;
-  const view = await api('GET', `${company()}/integrations/${id}/credentials`);
-  for (const part of view.parts) {
-    // Only the parts this integration's CRM uses are offered.
-    document.querySelector(`#credentials-form [data-part="${part.part}"]`).hidden = !part.used_by_crm;
-    if (!part.used_by_crm) continue;
-    body.append(el('tr', {},
-      el('th', { scope: 'row', text: CREDENTIAL_NAMES[part.part] || part.part }),
-      el('td', { text: part.set ? 'set' : 'not set' }),
-      el('td', { text: part.rotated_at ? part.rotated_at.replace('T', ' ').slice(0, 19) : '' })));
-  }
-}
-
-/// The parts filled in: a part is sent only when its first field is, and then whole.
-function credentialsBody() {
-  const v = (id) => $(id).value.trim() || undefined;
-  const body = {};
-  if (v('cred-secret')) body.webhook_secret = $('cred-secret').value;
-  if (v('cred-basic-user')) body.webhook_basic_auth = { username: v('cred-basic-user'), password: $('cred-basic-password').value };
-  if (v('cred-key-header') || v('cred-key-query')) {
-    body.webhook_key = { header: v('cred-key-header'), query: v('cred-key-query'), value: $('cred-key-value').value };
-  }
-  if (v('cred-api-url') || v('cred-api-token') || v('cred-oauth-id')) {
-    body.api = { base_url: v('cred-api-url'), access_token: v('cred-api-token') };
-    if (v('cred-oauth-id')) {
-      body.api.oauth = { client_id: v('cred-oauth-id'), client_secret: $('cred-oauth-secret').value, refresh_token: v('cred-oauth-refresh'), tenant_id: v('cred-oauth-tenant') };
-    }
-  }
-  return body;
-}
-
-async function saveCredentials(event) {
-  event.preventDefault();
-  const form = event.target;
-  clearError('credentials-error', form);
-  await guarded('credentials-error', async () => {
-    await api('PATCH', `${company()}/integrations/${$('cred-integration').value}/credentials`, credentialsBody());
-    // Write-only: nothing typed stays on the page once stored.
-    form.reset();
-    flash('Credentials saved.');
-    await loadCredentials();
-  }, form);
+/// "salesforce-prod (salesforce)" for an integration id; the id itself if it is not loaded.
+function integrationLabel(id) {
+  const i = state.integrations.find((x) => x.id === id);
+  return i ? `${i.name} (${i.crm})` : id;
 }
 
 function fillSelect(select, options, keep) {
@@ -274,7 +232,7 @@ async function loadWorkflows() {
         }));
     }
     body.append(el('tr', {},
-      el('th', { scope: 'row', text: w.name }), el('td', { text: w.object_type }),
+      el('th', { scope: 'row', text: w.name }), el('td', { text: integrationLabel(w.integration_id) }), el('td', { text: w.object_type }),
       el('td', { text: w.activity_type }), el('td', { text: w.active ? 'active' : 'inactive' }), actions));
   }
 }
@@ -384,53 +342,6 @@ async function saveWorkflow(event) {
   }, form);
 }
 
-function openDryRun(w) {
-  $('dryrun-form').hidden = false;
-  $('dryrun-form').dataset.workflow = w.id;
-  $('dryrun-name').textContent = w.name;
-  $('dryrun-result').replaceChildren();
-  $('dryrun-fields').focus();
-}
-
-const VERDICTS = { match: '✓ holds', no_match: '✗ fails', unknown: '? unknown', type_mismatch: '✗ wrong type' };
-
-/// One node of the dry run's condition tree (from WorkflowSpec::explain) as a nested list item.
-function conditionNode(n) {
-  const what = n.kind === 'compare'
-    ? `${n.field} ${n.op}${n.value === undefined ? '' : ` ${JSON.stringify(n.value)}`}`
-    : n.kind;
-  const item = el('li', { class: n.verdict === 'match' ? 'match' : 'nomatch' },
-    el('span', { text: `${VERDICTS[n.verdict] || n.verdict} — ${what}${n.reason ? `: ${n.reason}` : ''}` }));
-  const children = n.kind === 'not' ? [n.item] : (n.items || []);
-  if (children.length) item.append(el('ul', {}, ...children.map(conditionNode)));
-  return item;
-}
-
-async function runDryRun(event) {
-  event.preventDefault();
-  const result = $('dryrun-result');
-  let fields;
-  try { fields = JSON.parse($('dryrun-fields').value); } catch (_) {
-    result.replaceChildren(el('p', { class: 'error', text: 'The sample fields are not valid JSON.' }));
-    return;
-  }
-  try {
-    const r = await api('POST', `${company()}/workflows/${$('dryrun-form').dataset.workflow}/test`, { change_type: $('dryrun-change').value, fields });
-    const list = el('ul', {});
-    for (const f of r.failed_conditions) list.append(el('li', { text: `${f.path}: ${f.message}` }));
-    result.replaceChildren(
-      el('p', { class: r.matched ? 'match' : 'nomatch', text: r.matched ? 'Matches' : 'Does not match' }),
-      el('p', { text: r.explanation }),
-      r.failed_conditions.length ? el('h4', { text: 'Failed conditions' }) : null,
-      r.failed_conditions.length ? list : null,
-      r.conditions ? el('details', { id: 'dryrun-tree' },
-        el('summary', { text: 'Every condition' }), el('ul', {}, conditionNode(r.conditions))) : null);
-  } catch (e) {
-    if (!(e instanceof ApiError)) throw e;
-    result.replaceChildren(el('p', { class: 'error', text: e.field ? `${e.message} (field: ${e.field})` : e.message }));
-  }
-}
-
 // ---------------------------------------------------------------- teams
 
 async function loadTeams() {
@@ -488,7 +399,7 @@ async function loadUsers(more) {
   state.usersCursor = page.next_cursor;
   $('users-more').hidden = !page.next_cursor;
   for (const u of page.items) body.append(userRow(u));
-  if (!body.children.length) body.append(el('tr', {}, el('td', { colspan: '6', text: 'No users to show.' })));
+  if (!body.children.length) body.append(el('tr', {}, el('td', { colspan: '7', text: 'No users to show.' })));
 }
 
 function userRow(u) {
@@ -525,7 +436,9 @@ function userRow(u) {
   return el('tr', { 'data-user': u.id },
     el('th', { scope: 'row', text: u.display_name }), el('td', { text: u.email || '' }),
     el('td', {}, el('span', { class: `badge ${u.status}`, text: u.status })),
-    el('td', { text: u.source === 'auto_sync' ? 'auto-synced' : 'manual' }), teams, place);
+    el('td', { text: u.source === 'auto_sync' ? 'auto-synced' : 'manual' }),
+    el('td', { text: u.crm_identities.map((c) => `${integrationLabel(c.integration_id)}: ${c.crm_user_id}`).join(', ') }),
+    teams, place);
 }
 
 // ---------------------------------------------------------------- unmapped identities and activities
@@ -583,23 +496,6 @@ async function loadLeaderboard(event) {
   });
 }
 
-// ---------------------------------------------------------------- audit log
-
-let auditGeneration = 0;
-
-async function loadAudit(fresh) {
-  const generation = fresh ? ++auditGeneration : auditGeneration;
-  const page = await api('GET', `${company()}/audit-log${query({ limit: 50, cursor: fresh ? null : state.auditCursor })}`);
-  if (generation !== auditGeneration) return;
-  if (fresh) $('audit-body').replaceChildren();
-  state.auditCursor = page.next_cursor;
-  $('audit-more').hidden = !page.next_cursor;
-  for (const e of page.items) {
-    $('audit-body').append(el('tr', {}, el('td', { text: e.at.replace('T', ' ').slice(0, 19) }), el('td', { text: e.actor }),
-      el('td', { text: `${e.action} ${e.target_type} ${e.target_id}` }), el('td', { class: 'secret', text: JSON.stringify(e.details) })));
-  }
-}
-
 // ---------------------------------------------------------------- wiring
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -626,8 +522,6 @@ document.addEventListener('DOMContentLoaded', () => {
     }, form);
   });
 
-  $('cred-integration').addEventListener('change', () => loadCredentials().catch(reportUnexpected));
-  $('credentials-form').addEventListener('submit', saveCredentials);
 
   $('workflow-new').addEventListener('click', () => openWorkflowForm(null));
   $('workflow-cancel').addEventListener('click', () => { $('workflow-form').hidden = true; });
@@ -639,8 +533,6 @@ document.addEventListener('DOMContentLoaded', () => {
       try { $('wf-conditions-json').value = JSON.stringify(rowsJson(), null, 2); } catch (_) { /* keep the text */ }
     }
   });
-  $('dryrun-form').addEventListener('submit', runDryRun);
-  $('dryrun-close').addEventListener('click', () => { $('dryrun-form').hidden = true; });
 
   $('team-form').addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -667,7 +559,6 @@ document.addEventListener('DOMContentLoaded', () => {
   });
 
   $('leaderboard-form').addEventListener('submit', loadLeaderboard);
-  $('audit-more').addEventListener('click', () => loadAudit(false).catch(reportUnexpected));
 
   const saved = sessionStorage.getItem('crm-sync-admin-token');
   if (saved) signIn(saved).catch(() => signOut());

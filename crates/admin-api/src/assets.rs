@@ -10,6 +10,11 @@ use axum::routing::get;
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const BACKFILLS_JS: &str = include_str!("../assets/backfills.js");
+const DRYRUN_JS: &str = include_str!("../assets/dryrun.js");
+const CREDENTIALS_JS: &str = include_str!("../assets/credentials.js");
+const AUDIT_JS: &str = include_str!("../assets/audit.js");
+const COMPANY_JS: &str = include_str!("../assets/company.js");
+const HEALTH_JS: &str = include_str!("../assets/health.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -44,6 +49,26 @@ pub fn router() -> Router {
         .route(
             "/admin/assets/backfills.js",
             get(|| async { asset("text/javascript; charset=utf-8", BACKFILLS_JS) }),
+        )
+        .route(
+            "/admin/assets/dryrun.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DRYRUN_JS) }),
+        )
+        .route(
+            "/admin/assets/audit.js",
+            get(|| async { asset("text/javascript; charset=utf-8", AUDIT_JS) }),
+        )
+        .route(
+            "/admin/assets/credentials.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CREDENTIALS_JS) }),
+        )
+        .route(
+            "/admin/assets/company.js",
+            get(|| async { asset("text/javascript; charset=utf-8", COMPANY_JS) }),
+        )
+        .route(
+            "/admin/assets/health.js",
+            get(|| async { asset("text/javascript; charset=utf-8", HEALTH_JS) }),
         )
         .route(
             "/admin/assets/app.css",

@@ -1,5 +1,6 @@
 //! Every refusal is JSON: `{"error": "<stable code>", "message": "<this instance>", "field": "<path>"}`
-//! (`field` only where one input is at fault, as a slash path such as `conditions/all/0/op`).
+//! (`field` only where one input is at fault, as a slash path such as `conditions/all/0/op`),
+//! plus the `request_id` every answer carries in its `x-request-id` header.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,6 +29,9 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "conditions/all/0/op")]
     pub field: Option<String>,
+    /// This request's id, also in the `x-request-id` header and the service's log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -124,6 +128,7 @@ impl IntoResponse for ApiError {
             error: self.code.to_owned(),
             message: self.message,
             field: self.field,
+            request_id: crate::request_id::current(),
         };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();

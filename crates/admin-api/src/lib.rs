@@ -6,6 +6,7 @@
 //! - [`routes`]: the handlers, each declared once for both the router and the OpenAPI document;
 //! - [`publish`]: visibility changes (`ActivityChanged`) through the transactional outbox;
 //! - [`explain`]: the workflow dry run, saying which condition failed;
+//! - [`request_id`]: an id on every answer, its error body and its log lines;
 //! - [`assets`]: the page (static files compiled into the binary: no CDN, no build step).
 
 pub mod assets;
@@ -15,6 +16,7 @@ pub mod explain;
 pub mod extract;
 pub mod paging;
 pub mod publish;
+pub mod request_id;
 pub mod routes;
 
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// Which CRM API URLs credentials may name (`directory.allowed_hosts`,
     /// `directory.allow_insecure_http`).
     pub egress: crm_sync_store::credentials::Egress,
+    /// Where CRMs reach ingest (`ingest.public_url`), for the webhook URLs admins paste.
+    pub ingest_url: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -68,6 +72,7 @@ pub struct AppState {
     security(("bearer" = [])),
     tags(
         (name = "session", description = "Who the token is"),
+        (name = "company", description = "The company's settings: its time zone, in which dates of periods begin and end"),
         (name = "integrations", description = "CRM connections and the auto-sync setting"),
         (name = "backfills", description = "Pulls from the CRM's API: backfills of history with their progress, and whether an integration's data is flowing"),
         (name = "workflows", description = "What counts as an activity, validated and dry-run"),
@@ -123,6 +128,9 @@ pub fn app(state: AppState) -> Router {
         }),
     )
     .merge(assets::router())
+    .method_not_allowed_fallback(request_id::method_not_allowed)
+    .fallback(request_id::no_route)
+    .layer(axum::middleware::from_fn(request_id::assign))
 }
 
 /// Serves the API and the page until SIGTERM/SIGINT, then drains in-flight requests (bounded by
@@ -159,6 +167,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         activities_topic: settings.topics.activities.clone(),
         secret_key,
         egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
+        ingest_url: settings
+            .ingest
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
     };
     let app = app(state);
 

@@ -165,15 +165,25 @@ enum DlqAction {
     Inspect {
         #[arg(long)]
         topic: String,
-        #[arg(long)]
-        partition: i32,
-        #[arg(long)]
-        offset: i64,
+        /// The dead letter's position as `list` prints it, e.g. 4/0
+        #[arg(
+            value_name = "PARTITION/OFFSET",
+            required_unless_present_all = ["partition", "offset"],
+            conflicts_with_all = ["partition", "offset"]
+        )]
+        position: Option<dlq::Position>,
+        #[arg(long, requires = "offset")]
+        partition: Option<i32>,
+        #[arg(long, requires = "partition")]
+        offset: Option<i64>,
     },
     /// Send dead letters back to the topic they came from
     Replay {
         #[arg(long)]
         topic: String,
+        /// Only the dead letter at this position, as `list` prints it (e.g. 4/0)
+        #[arg(value_name = "PARTITION/OFFSET", conflicts_with_all = ["partition", "offset"])]
+        position: Option<dlq::Position>,
         /// Only dead letters with this reason (e.g. unknown_integration)
         #[arg(long)]
         reason: Option<String>,
@@ -286,11 +296,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 DlqAction::List { topic } => (topic, dlq::DlqCommand::List),
                 DlqAction::Inspect {
                     topic,
+                    position,
                     partition,
                     offset,
-                } => (topic, dlq::DlqCommand::Inspect { partition, offset }),
+                } => {
+                    // clap requires either the position or both flags.
+                    let at = position
+                        .or(partition.zip(offset).map(dlq::Position::from))
+                        .context(
+                            "give the dead letter's position as `dlq list` prints it, e.g. 4/0",
+                        )?;
+                    (topic, dlq::DlqCommand::Inspect { at })
+                }
                 DlqAction::Replay {
                     topic,
+                    position,
                     reason,
                     partition,
                     offset,
@@ -299,8 +319,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     topic,
                     dlq::DlqCommand::Replay {
                         reason,
-                        partition,
-                        offset,
+                        partition: position.map(|p| p.partition).or(partition),
+                        offset: position.map(|p| p.offset).or(offset),
                         dry_run,
                     },
                 ),

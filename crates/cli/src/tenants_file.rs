@@ -9,7 +9,7 @@
 //!       - name: salesforce-prod      # natural key within the company; required
 //!         crm: salesforce            # salesforce | hubspot | pipedrive | dynamics | generic
 //!         crm_account_id: 00D5g000004ABCDEAA   # e.g. the Salesforce OrganizationId
-//!         auto_sync_users: true      # default false
+//!         auto_sync_users: true      # optional; new integrations default to false, omitted keeps the stored value
 //!         webhook_token: ${ACME_SF_TOKEN}      # optional; omitted keeps the stored token
 //!         credentials:               # optional; stored encrypted (needs secrets.encryption_key)
 //!           webhook_secret: ${HS_CLIENT_SECRET}      # hubspot: app client secret; generic: signing secret
@@ -22,7 +22,7 @@
 //!         id: …                      # optional; default: derived from company and name
 //!         workflows:
 //!           - name: Won opportunities          # natural key within the integration
-//!             active: true                     # default false: data flows only through active ones
+//!             active: true                     # optional; new workflows start inactive, omitted keeps the stored state
 //!             object_type: Opportunity
 //!             triggers: [created, updated]     # created | updated | deleted
 //!             conditions: {all: [{field: StageName, op: eq, value: Closed Won}]}
@@ -39,7 +39,9 @@
 //! Company, integration and team values expand `${NAME}` (an error naming NAME when it is not
 //! set) and `${NAME:-default}` from the environment; `$$` is a literal `$`. Workflow fields are
 //! taken literally, since condition values are data. Unknown keys are errors. `apply` creates and
-//! updates; it never deletes what the file does not mention.
+//! updates; it never deletes what the file does not mention, and an optional key the file omits
+//! leaves the stored value as it is (`auto_sync_users`, `active`, `webhook_token`, each
+//! `credentials` part), so a change an admin made in the page survives the next apply.
 //!
 //! Every error carries the file, line, column and the key path, including workflow validation
 //! errors: those are raised inside deserialization, where the YAML position is still known.
@@ -114,8 +116,10 @@ pub struct IntegrationEntry {
     pub name: NonEmpty,
     pub crm: Crm,
     pub crm_account_id: NonEmpty,
+    /// `None` (the key is absent): a new integration starts with auto-sync off, an existing one
+    /// keeps what an admin set (e.g. in the page).
     #[serde(default)]
-    pub auto_sync_users: bool,
+    pub auto_sync_users: Option<bool>,
     #[serde(default)]
     pub webhook_token: Option<Secret>,
     /// Stored encrypted; each part given replaces the stored one, parts omitted are kept.
@@ -226,7 +230,8 @@ pub struct TeamEntry {
 #[derive(Debug, Clone)]
 pub struct WorkflowEntry {
     pub id: Option<Uuid>,
-    pub active: bool,
+    /// `None` (the key is absent): a new workflow starts inactive, an existing one keeps its state.
+    pub active: Option<bool>,
     pub spec: WorkflowSpec,
 }
 
@@ -238,7 +243,7 @@ struct RawWorkflow {
     #[serde(default)]
     id: Option<Uuid>,
     #[serde(default)]
-    active: bool,
+    active: Option<bool>,
     name: String,
     object_type: String,
     triggers: Vec<Trigger>,
@@ -589,7 +594,7 @@ companies:
         assert_eq!(i.crm, Crm::Salesforce);
         assert_eq!(i.webhook_token.as_ref().unwrap().expose(), "fallback-token");
         let w = &i.workflows[0];
-        assert!(w.active);
+        assert_eq!(w.active, Some(true));
         assert_eq!(w.spec.triggers, vec![Trigger::Created, Trigger::Updated]);
         assert_eq!(
             w.spec.conditions.to_json(),

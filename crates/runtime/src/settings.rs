@@ -231,6 +231,10 @@ pub struct IngestSettings {
     pub max_field_bytes: usize,
     /// Bytes of one encoded event; larger get 413. Must stay below Kafka's message size limit.
     pub max_event_bytes: usize,
+    /// The address CRMs reach ingest at (e.g. `https://hooks.example.com`): admin-api shows each
+    /// integration's webhook URL under it, ready to paste into the CRM. Unset: only the path.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// The workflow-evaluator's record state.
@@ -451,6 +455,14 @@ impl Settings {
         }
         if !(1..=32).contains(&self.ingest.transactional_producers) {
             return key("ingest.transactional_producers", "must be between 1 and 32");
+        }
+        if let Some(url) = &self.ingest.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return key(
+                "ingest.public_url",
+                "must be an http:// or https:// address, e.g. https://hooks.example.com",
+            );
         }
         if self.ingest.max_events_per_request == 0 {
             return key("ingest.max_events_per_request", "must be at least 1");

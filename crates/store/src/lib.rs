@@ -9,6 +9,7 @@ pub mod listen;
 pub mod outbox;
 pub mod record_owners;
 pub mod refusal;
+pub mod salesforce_ids;
 pub mod secrets;
 pub mod sync_jobs;
 pub mod sync_status;

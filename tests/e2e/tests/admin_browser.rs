@@ -15,7 +15,7 @@ mod admin_support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use admin_support::{start_admin_api, token};
+use admin_support::{start_admin_api_with, token};
 use crm_sync_e2e::pull_jobs::FakeRunner;
 use crm_sync_e2e::{Tenant, TestEnv, eventually, metric};
 use crm_sync_store::sync_jobs::Outcome;
@@ -67,7 +67,9 @@ async fn the_management_page_in_headless_chromium() {
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
     let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    let api = start_admin_api(&env).await;
+    // The page shows webhook URLs under the address CRMs reach ingest at: this ingest.
+    let api =
+        start_admin_api_with(&env, &[("CRM_SYNC__INGEST__PUBLIC_URL", &ingest.url(""))]).await;
     for consumer in [&evaluator, &provisioner] {
         eventually(
             "consumer owns partitions",
@@ -89,6 +91,9 @@ async fn the_management_page_in_headless_chromium() {
         api_calls: 4,
         error: None,
     };
+    sync_status::record_webhook(&env.pool, tenant.integration_id, now, 0.0)
+        .await
+        .unwrap();
     sync_status::record_reconciliation(&env.pool, tenant.integration_id, now, &run)
         .await
         .unwrap();

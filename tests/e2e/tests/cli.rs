@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli_backfill;
+mod cli_polish;
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -270,7 +271,7 @@ fn topic_is_visible(topic: &str) -> bool {
         })
 }
 
-const TENANTS: &str = r#"
+pub(crate) const TENANTS: &str = r#"
 companies:
   - slug: acme
     name: Acme Inc

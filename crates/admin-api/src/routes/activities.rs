@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use crm_sync_store::admin::activities::{
     self as store, ActivityRow, Filter, LeaderboardQuery, LeaderboardRow,
 };
+use crm_sync_store::admin::company;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -85,8 +86,9 @@ pub struct ActivityListQuery {
     pub cursor: Option<String>,
 }
 
-/// `from`/`to` bounds: dates are whole UTC days (so `to=2026-11-30` includes the 30th).
-fn bound(field: &str, value: Option<&str>, end: bool) -> ApiResult<Option<DateTime<Utc>>> {
+/// `from`/`to` bounds: dates are whole days (so `to=2026-11-30` includes the 30th), returned as
+/// UTC midnights with `true` for "a date" until [`period`] moves them to the company's midnight.
+fn bound(field: &str, value: Option<&str>, end: bool) -> ApiResult<Option<(DateTime<Utc>, bool)>> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -97,19 +99,35 @@ fn bound(field: &str, value: Option<&str>, end: bool) -> ApiResult<Option<DateTi
         )
     })?;
     let date_only = !v.contains('T') && !v.contains(' ');
-    Ok(Some(if end && date_only {
+    let at = if end && date_only {
         parsed + Duration::days(1)
     } else {
         parsed
-    }))
+    };
+    Ok(Some((at, date_only)))
 }
 
 /// `[from, to)` of activity dates; either end may be open.
 type Period = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<Period> {
+/// The period asked for; dates begin and end at midnight in the company's time zone.
+async fn period(
+    state: &AppState,
+    caller: &Caller,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> ApiResult<Period> {
     let from = bound("from", from, false)?;
     let to = bound("to", to, true)?;
+    let date =
+        |b: Option<(DateTime<Utc>, bool)>| b.filter(|(_, is_date)| *is_date).map(|(at, _)| at);
+    let [from_date, to_date] = if date(from).is_some() || date(to).is_some() {
+        company::local_midnights(&state.pool, caller.company(), [date(from), date(to)]).await?
+    } else {
+        [None, None]
+    };
+    let from = from_date.or(from.map(|(at, _)| at));
+    let to = to_date.or(to.map(|(at, _)| at));
     if let (Some(f), Some(t)) = (from, to)
         && t <= f
     {
@@ -132,7 +150,7 @@ pub async fn list(
     QueryParams(q): QueryParams<ActivityListQuery>,
 ) -> ApiResult<Json<Page<ActivityView>>> {
     let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
-    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
+    let (from, to) = period(&state, &caller, q.from.as_deref(), q.to.as_deref()).await?;
     let filter = Filter {
         unmapped: q.unmapped,
         user_id: q.user_id,
@@ -212,7 +230,7 @@ pub async fn leaderboard(
     let limit = paging::limit(q.limit)?;
     let offset = paging::offset(q.cursor.as_deref())?;
     let activity_type = text("activity_type", &q.activity_type, 200)?;
-    let (from, to) = period(q.from.as_deref(), q.to.as_deref())?;
+    let (from, to) = period(&state, &caller, q.from.as_deref(), q.to.as_deref()).await?;
     if let Some(team_id) = q.team_id
         && crm_sync_store::admin::teams::get(&state.pool, caller.company(), team_id)
             .await?

@@ -31,6 +31,13 @@ pub struct IntegrationView {
     pub has_webhook_token: bool,
     /// Where the CRM sends its webhooks (on the ingest service), without the token.
     pub webhook_path: String,
+    /// The whole address to paste into the CRM, when admin-api knows where CRMs reach ingest
+    /// (`ingest.public_url`); for Salesforce it ends in `?token=<webhook token>`, the token's
+    /// place (the token itself is shown only when generated).
+    pub webhook_url: Option<String>,
+    /// Whether this CRM authenticates its webhooks with the webhook token (Salesforce Outbound
+    /// Messages); the others use the credentials (signing secret, basic auth, key).
+    pub uses_webhook_token: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -46,10 +53,26 @@ fn webhook_path(r: &IntegrationRow) -> String {
     format!("/v1/integrations/{}/{kind}", r.id)
 }
 
-impl From<IntegrationRow> for IntegrationView {
-    fn from(r: IntegrationRow) -> Self {
+/// Only Salesforce's Outbound Messages carry the token (in the query).
+fn uses_webhook_token(crm: &str) -> bool {
+    crm == "salesforce"
+}
+
+fn webhook_url(ingest_url: Option<&str>, r: &IntegrationRow) -> Option<String> {
+    let token = if uses_webhook_token(&r.crm) {
+        "?token=<webhook token>"
+    } else {
+        ""
+    };
+    ingest_url.map(|base| format!("{base}{}{token}", webhook_path(r)))
+}
+
+impl IntegrationView {
+    fn new(r: IntegrationRow, ingest_url: Option<&str>) -> Self {
         IntegrationView {
             webhook_path: webhook_path(&r),
+            webhook_url: webhook_url(ingest_url, &r),
+            uses_webhook_token: uses_webhook_token(&r.crm),
             id: r.id,
             name: r.name,
             crm: r.crm,
@@ -94,7 +117,10 @@ pub async fn list(
 ) -> ApiResult<Json<Page<IntegrationView>>> {
     let (limit, after) = paging::keyset_args(q.limit, q.cursor.as_deref())?;
     let rows = store::list(&state.pool, caller.company(), after, limit + 1).await?;
-    Ok(Json(paging::keyset(rows, limit, IntegrationView::from)))
+    let url = state.ingest_url.as_deref();
+    Ok(Json(paging::keyset(rows, limit, |r| {
+        IntegrationView::new(r, url)
+    })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -186,7 +212,10 @@ pub async fn create(
                "credentials_set": credentials_set}),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(IntegrationView::new(row, state.ingest_url.as_deref())),
+    ))
 }
 
 /// One integration.
@@ -204,7 +233,7 @@ pub async fn get(
 ) -> ApiResult<Json<IntegrationView>> {
     store::get(&state.pool, caller.company(), p.integration_id)
         .await?
-        .map(|r| Json(r.into()))
+        .map(|r| Json(IntegrationView::new(r, state.ingest_url.as_deref())))
         .or_not_found("integration")
 }
 
@@ -284,7 +313,7 @@ pub async fn update(
         details.into(),
     )
     .await?;
-    Ok(Json(row.into()))
+    Ok(Json(IntegrationView::new(row, state.ingest_url.as_deref())))
 }
 
 /// A freshly generated webhook token, shown this once.
@@ -293,6 +322,8 @@ pub struct RotatedToken {
     pub webhook_token: String,
     /// The webhook path on the ingest service; Salesforce takes the token as `?token=`.
     pub webhook_path: String,
+    /// The whole address with this token, when `ingest.public_url` is configured.
+    pub webhook_url: Option<String>,
 }
 
 /// Generates a new webhook token, replacing the old one at once. The token is in this answer
@@ -331,8 +362,11 @@ pub async fn rotate_webhook_token(
         json!({}),
     )
     .await?;
+    let webhook_url = webhook_url(state.ingest_url.as_deref(), &row)
+        .map(|url| url.replace("<webhook token>", &token));
     Ok(Json(RotatedToken {
         webhook_path: webhook_path(&row),
+        webhook_url,
         webhook_token: token,
     }))
 }

@@ -5,7 +5,9 @@
 pub mod activities;
 pub mod audit;
 pub mod backfills;
+pub mod company;
 pub mod credentials;
+pub mod health;
 pub mod integrations;
 pub mod session;
 pub mod teams;
@@ -29,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     use utoipa::OpenApi;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(session::get_session))
+        .routes(routes!(company::get, company::update))
         .routes(routes!(integrations::list, integrations::create))
         .routes(routes!(integrations::get, integrations::update))
         .routes(routes!(integrations::rotate_webhook_token))
@@ -37,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(backfills::get))
         .routes(routes!(backfills::cancel))
         .routes(routes!(backfills::sync_status))
+        .routes(routes!(health::get))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(
             workflows::get,

@@ -255,6 +255,18 @@ pub async fn map_identity(
     let company = caller.company();
     let crm_user_id = text("crm_user_id", &b.crm_user_id, 200)?;
     let mut tx = state.pool.begin().await?;
+    // Salesforce ids arrive in webhooks in their 18-character form: a typed 15-character one is
+    // stored so, or it would become a second identity of the same CRM user.
+    let integration = crm_sync_store::admin::integrations::get(&mut *tx, company, b.integration_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid("integration_id", "no such integration in this company")
+        })?;
+    let crm_user_id = if integration.crm == "salesforce" {
+        crm_sync_store::salesforce_ids::to_18(&crm_user_id)
+    } else {
+        crm_user_id
+    };
     users_lock(&mut tx, company, p.user_id).await?;
     match store::map_identity(&mut tx, company, b.integration_id, &crm_user_id, p.user_id).await? {
         MapOutcome::Mapped => {}

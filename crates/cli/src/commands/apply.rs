@@ -3,7 +3,6 @@
 //! same file twice leaves every row (including `updated_at`) as it was and wakes no evaluator.
 
 use std::fmt;
-use std::io::Write;
 
 use anyhow::Context as _;
 use crm_sync_store::admin::audit;
@@ -16,6 +15,8 @@ use uuid::Uuid;
 use crate::tenants_file::{
     CompanyEntry, Crm, IntegrationEntry, TeamEntry, TenantsFile, WorkflowEntry,
 };
+
+pub use super::apply_summary::print_summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -59,6 +60,8 @@ pub struct AppliedIntegration {
     pub has_token: bool,
     /// Whether encrypted credentials are stored after applying.
     pub has_credentials: bool,
+    /// The stored auto-sync setting when the file omits the key (kept as it is), else `None`.
+    pub kept_auto_sync: Option<bool>,
     pub workflows: Vec<AppliedWorkflow>,
 }
 
@@ -67,6 +70,8 @@ pub struct AppliedWorkflow {
     pub id: Uuid,
     pub name: String,
     pub active: bool,
+    /// The file omits `active`, so the stored state was kept.
+    pub active_kept: bool,
     pub change: Change,
 }
 
@@ -240,13 +245,17 @@ async fn apply_integration(
     .await
     .context("reading the integration")?;
     let token = entry.webhook_token.as_ref().map(|t| t.expose().to_owned());
+    // A key the file omits keeps what is stored (an admin may have changed it in the page).
+    let stored_auto_sync = existing.as_ref().map(|row| row.auto_sync_users);
+    let auto_sync_users = entry.auto_sync_users.or(stored_auto_sync).unwrap_or(false);
+    let kept_auto_sync = stored_auto_sync.filter(|_| entry.auto_sync_users.is_none());
     let input = |id| IntegrationInput {
         id,
         company_id,
         name: entry.name.0.clone(),
         crm: entry.crm.as_str().to_owned(),
         crm_account_id: entry.crm_account_id.0.clone(),
-        auto_sync_users: entry.auto_sync_users,
+        auto_sync_users,
         webhook_token: token.clone(),
     };
     let (id, change, has_token) = match existing {
@@ -260,7 +269,7 @@ async fn apply_integration(
             let has_token = token.is_some() || row.webhook_token_sha256.is_some();
             if row.crm == entry.crm.as_str()
                 && row.crm_account_id == *entry.crm_account_id
-                && row.auto_sync_users == entry.auto_sync_users
+                && row.auto_sync_users == auto_sync_users
                 && token_same
             {
                 (row.id, Change::Unchanged, has_token)
@@ -297,7 +306,7 @@ async fn apply_integration(
             "name": &*entry.name,
             "crm": entry.crm.as_str(),
             "crm_account_id": &*entry.crm_account_id,
-            "auto_sync_users": entry.auto_sync_users,
+            "auto_sync_users": auto_sync_users,
             "webhook_token_set": token.is_some(),
             "credentials_changed": credentials_changed,
         }),
@@ -322,6 +331,7 @@ async fn apply_integration(
         change,
         has_token,
         has_credentials,
+        kept_auto_sync,
         workflows,
     })
 }
@@ -361,6 +371,11 @@ async fn apply_workflow(
         .iter()
         .map(|t| t.as_str().to_owned())
         .collect();
+    let active_kept = existing.is_some() && entry.active.is_none();
+    let active = entry
+        .active
+        .or(existing.as_ref().map(|row| row.active))
+        .unwrap_or(false);
     let (id, change) = match existing {
         Some(row) => {
             same_id(entry.id, row.id)?;
@@ -371,7 +386,7 @@ async fn apply_workflow(
                 && row.value_field == spec.value_field
                 && row.date_field == spec.date_field
                 && row.activity_type == spec.activity_type
-                && row.active == entry.active;
+                && row.active == active;
             if same {
                 (row.id, Change::Unchanged)
             } else {
@@ -381,7 +396,7 @@ async fn apply_workflow(
                     company_id,
                     integration_id,
                     spec,
-                    entry.active,
+                    active,
                 )
                 .await?;
                 (id, Change::Updated)
@@ -389,15 +404,9 @@ async fn apply_workflow(
         }
         None => {
             id_is_free(pool, "workflows", entry.id).await?;
-            let id = tenants::upsert_workflow(
-                pool,
-                entry.id,
-                company_id,
-                integration_id,
-                spec,
-                entry.active,
-            )
-            .await?;
+            let id =
+                tenants::upsert_workflow(pool, entry.id, company_id, integration_id, spec, active)
+                    .await?;
             (id, Change::Created)
         }
     };
@@ -411,14 +420,15 @@ async fn apply_workflow(
             "integration_id": integration_id,
             "name": &spec.name,
             "object_type": &spec.object_type,
-            "active": entry.active,
+            "active": active,
         }),
     )
     .await?;
     Ok(AppliedWorkflow {
         id,
         name: spec.name.clone(),
-        active: entry.active,
+        active,
+        active_kept,
         change,
     })
 }
@@ -525,58 +535,4 @@ async fn id_is_free(pool: &PgPool, table: &'static str, id: Option<Uuid>) -> any
         );
     }
     Ok(())
-}
-
-/// A readable summary with every id and ingest path; never a token.
-pub fn print_summary(out: &mut impl Write, source: &str, applied: &Applied) -> std::io::Result<()> {
-    for c in &applied.companies {
-        writeln!(
-            out,
-            "company {} ({})  {}  id {}",
-            c.slug, c.name, c.change, c.id
-        )?;
-        for i in &c.integrations {
-            writeln!(
-                out,
-                "  integration {} [{}]  {}  id {}",
-                i.name,
-                i.crm.as_str(),
-                i.change,
-                i.id
-            )?;
-            let auth = match i.crm {
-                Crm::Salesforce => "?token=<webhook token>",
-                _ => "",
-            };
-            writeln!(out, "    ingest: POST {}{auth}", i.crm.ingest_path(i.id))?;
-            if i.crm == Crm::Salesforce && !i.has_token {
-                writeln!(
-                    out,
-                    "    warning: no webhook token is set, so ingest refuses this integration's webhooks"
-                )?;
-            }
-            if i.crm != Crm::Salesforce && !i.has_credentials {
-                writeln!(
-                    out,
-                    "    warning: no credentials are set, so ingest cannot authenticate this integration's webhooks"
-                )?;
-            }
-            for w in &i.workflows {
-                let state = if w.active { "active" } else { "inactive" };
-                writeln!(
-                    out,
-                    "    workflow {} ({state})  {}  id {}",
-                    w.name, w.change, w.id
-                )?;
-            }
-        }
-        for t in &c.teams {
-            writeln!(out, "  team {}  {}  id {}", t.name, t.change, t.id)?;
-        }
-    }
-    let (created, updated, unchanged) = applied.counts();
-    writeln!(
-        out,
-        "applied {source}: {created} created, {updated} updated, {unchanged} unchanged"
-    )
 }

@@ -461,8 +461,8 @@ mod tests {
     fn the_demo_tenant_parses_with_an_active_won_workflow() {
         let f = TenantsFile::parse("demo", DEMO_TENANT).unwrap();
         let i = &f.companies[0].integrations[0];
-        assert!(i.auto_sync_users);
-        assert!(i.workflows[0].active);
+        assert_eq!(i.auto_sync_users, Some(true));
+        assert_eq!(i.workflows[0].active, Some(true));
         assert_eq!(i.workflows[0].spec.user_field, "OwnerId");
         assert!(!f.companies[0].teams.is_empty());
     }

@@ -1,7 +1,8 @@
 //! `crm-sync dlq list|inspect|replay --topic <topic>.dlq`: the operator's view of dead letters.
 //!
 //! - `list` prints one line per dead letter: where it sits, why it died, where it came from.
-//! - `inspect --partition P --offset O` prints one dead letter whole (headers, decoded value).
+//! - `inspect P/O` (the position as `list` prints it; or `--partition P --offset O`) prints one
+//!   dead letter whole (headers, decoded value).
 //! - `replay` sends dead letters back to the topic they came from (original key, bytes and
 //!   headers, without the dead-letter headers), optionally only those with a given reason or at
 //!   one position; `--dry-run` shows what it would send. Consumers deduplicate by event id, so a
@@ -22,11 +23,44 @@ use crate::context::Context;
 use crate::kafka_topics;
 use crate::transcode::TopicType;
 
+/// Where a dead letter sits, written `PARTITION/OFFSET` as `list` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl From<(i32, i64)> for Position {
+    fn from((partition, offset): (i32, i64)) -> Self {
+        Position { partition, offset }
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed = s.split_once('/').and_then(|(p, o)| {
+            let partition = p.trim().parse::<i32>().ok().filter(|p| *p >= 0)?;
+            let offset = o.trim().parse::<i64>().ok().filter(|o| *o >= 0)?;
+            Some(Position { partition, offset })
+        });
+        parsed.ok_or_else(|| {
+            format!("expected PARTITION/OFFSET as `dlq list` prints it (e.g. 4/0), got `{s}`")
+        })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}/{}", self.partition, self.offset)
+    }
+}
+
 pub enum DlqCommand {
     List,
     Inspect {
-        partition: i32,
-        offset: i64,
+        at: Position,
     },
     Replay {
         reason: Option<String>,
@@ -58,7 +92,7 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
                 let header = |k| header(m, k).unwrap_or_default();
                 println!(
                     "{:<12} {:<22} {:<40} {:<16} {:<25} {}",
-                    format!("{}/{}", m.partition(), m.offset()),
+                    Position::from((m.partition(), m.offset())).to_string(),
                     header(h::DLQ_REASON),
                     format!(
                         "{}/{}/{}",
@@ -73,13 +107,11 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
             }
             eprintln!("{} dead letters in {topic}", letters.len());
         }
-        DlqCommand::Inspect { partition, offset } => {
+        DlqCommand::Inspect { at } => {
             let m = letters
                 .iter()
-                .find(|m| m.partition() == partition && m.offset() == offset)
-                .with_context(|| {
-                    format!("no dead letter at {topic} partition {partition} offset {offset}")
-                })?;
+                .find(|m| Position::from((m.partition(), m.offset())) == at)
+                .with_context(|| format!("no dead letter at {at} in {topic}"))?;
             let kind = TopicType::for_topic(&topic).ok();
             let rendered = super::consume::render(m, kind.as_ref());
             println!("{}", serde_json::to_string_pretty(&rendered)?);
@@ -226,4 +258,21 @@ fn read_all(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<OwnedMessa
     }
     out.sort_by_key(|m| (m.partition(), m.offset()));
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Position;
+
+    #[test]
+    fn a_position_reads_as_list_prints_it() {
+        let p: Position = "4/17".parse().unwrap();
+        assert_eq!(p, Position::from((4, 17)));
+        assert_eq!(p.to_string(), "4/17");
+        for bad in ["4", "4/", "/0", "a/0", "4/-1", "-1/0"] {
+            let e = bad.parse::<Position>().unwrap_err();
+            assert!(e.contains("PARTITION/OFFSET") && e.contains(bad), "{e}");
+        }
+    }
 }

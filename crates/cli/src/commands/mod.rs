@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod apply;
+mod apply_summary;
 pub mod backfill;
 pub mod consume;
 pub mod demo;

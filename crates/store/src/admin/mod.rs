@@ -7,6 +7,8 @@
 
 pub mod activities;
 pub mod audit;
+pub mod company;
+pub mod health;
 pub mod integrations;
 pub mod teams;
 pub mod tokens;

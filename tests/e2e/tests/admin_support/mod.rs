@@ -11,12 +11,14 @@ use uuid::Uuid;
 pub const ENCRYPTION_KEY: &str = "zHb8wT3nqV0rXy5kLm2pQs7uEf9gJd4aRt6cNv1oWiY=";
 
 pub async fn start_admin_api(env: &TestEnv) -> Service {
-    env.start_service(
-        "admin-api",
-        "admin-api",
-        &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)],
-    )
-    .await
+    start_admin_api_with(env, &[]).await
+}
+
+/// admin-api with more configuration, e.g. where CRMs reach ingest (`ingest.public_url`).
+pub async fn start_admin_api_with(env: &TestEnv, extra_env: &[(&str, &str)]) -> Service {
+    let mut vars = vec![("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)];
+    vars.extend_from_slice(extra_env);
+    env.start_service("admin-api", "admin-api", &vars).await
 }
 
 /// A bearer token of `role` for the company.
