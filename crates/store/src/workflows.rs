@@ -65,21 +65,26 @@ impl TryFrom<Row> for StoredWorkflow {
     }
 }
 
-/// Every active workflow. A stored workflow that no longer parses (written by a newer version,
-/// say) is skipped with an error log rather than stopping evaluation of all the others.
-pub async fn load_active(pool: &PgPool) -> Result<Vec<StoredWorkflow>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, Row>(&format!("SELECT {COLUMNS} FROM workflows WHERE active"))
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
+/// The rows that parse. A stored workflow that no longer parses (written by a newer version, say)
+/// is skipped with an error log rather than stopping evaluation of all the others.
+fn valid(rows: Vec<Row>) -> Vec<StoredWorkflow> {
+    rows.into_iter()
         .filter_map(|row| {
             let id = row.id;
             StoredWorkflow::try_from(row)
                 .map_err(|e| tracing::error!(workflow_id = %id, error = %e, "skipping invalid stored workflow"))
                 .ok()
         })
-        .collect())
+        .collect()
+}
+
+/// Every active workflow. A stored workflow that no longer parses (written by a newer version,
+/// say) is skipped with an error log rather than stopping evaluation of all the others.
+pub async fn load_active(pool: &PgPool) -> Result<Vec<StoredWorkflow>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, Row>(&format!("SELECT {COLUMNS} FROM workflows WHERE active"))
+        .fetch_all(pool)
+        .await?;
+    Ok(valid(rows))
 }
 
 /// The active workflows of one integration (what its pull jobs fetch).
@@ -93,15 +98,7 @@ pub async fn load_active_of(
     .bind(integration_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            let id = row.id;
-            StoredWorkflow::try_from(row)
-                .map_err(|e| tracing::error!(workflow_id = %id, error = %e, "skipping invalid stored workflow"))
-                .ok()
-        })
-        .collect())
+    Ok(valid(rows))
 }
 
 /// The ids of every integration that exists, so the evaluator can tell "unknown integration"

@@ -377,15 +377,42 @@ async fn updates_of_records_that_never_matched_write_no_outcome() {
     assert_eq!(keys.len(), 2_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_asked_for_once() {
-    let env = TestEnv::new("state-restore").await;
-    let tenant = Tenant::create(&env.pool, "restore", true, true).await;
+/// A tenant's evaluator, on a port a test can restart it on (its state folder is named after the
+/// port), and a provisioner.
+struct Stateful {
+    env: TestEnv,
+    tenant: Tenant,
+    port: u16,
+    evaluator: Service,
+    _provisioner: Service,
+}
+
+async fn stateful(name: &str) -> Stateful {
+    let env = TestEnv::new(&format!("state-{name}")).await;
+    let tenant = Tenant::create(&env.pool, name, true, true).await;
     let port = crm_sync_e2e::free_port();
     let evaluator = env
         .start_service_on_port("workflow-evaluator", "evaluator-1", port, &[])
         .await;
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    Stateful {
+        env,
+        tenant,
+        port,
+        evaluator,
+        _provisioner,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_asked_for_once() {
+    let Stateful {
+        env,
+        tenant,
+        port,
+        evaluator,
+        _provisioner,
+    } = stateful("restore").await;
     let feed = Feed::new(&env, &tenant);
     let record = "006RESTORE00001AAA";
     feed.delta(
@@ -456,13 +483,13 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
 /// its record stops matching, and retracted; records without such an activity cost no query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activities_recorded_before_record_state_are_still_retracted() {
-    let env = TestEnv::new("state-legacy").await;
-    let tenant = Tenant::create(&env.pool, "legacy", true, true).await;
-    let port = crm_sync_e2e::free_port();
-    let evaluator = env
-        .start_service_on_port("workflow-evaluator", "evaluator-1", port, &[])
-        .await;
-    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let Stateful {
+        env,
+        tenant,
+        port,
+        evaluator,
+        _provisioner,
+    } = stateful("legacy").await;
     let feed = Feed::new(&env, &tenant);
     let record = "006LEGACY0000001AA";
     let won = [
