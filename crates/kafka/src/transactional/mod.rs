@@ -1,0 +1,93 @@
+//! The exactly-once consume→produce loop: what a batch of consumed messages produces (outputs and
+//! dead letters) and the batch's consumer offsets are committed in one Kafka transaction, so a
+//! `read_committed` reader downstream sees each input's outputs exactly once, whatever crashes.
+//!
+//! - Messages are handled one at a time, in order; a transaction covers up to
+//!   [`BatchLimits::max_messages`] of them or [`BatchLimits::max_wait`], whichever comes first,
+//!   and closes early when no message is waiting (so a quiet topic still sees low latency).
+//! - The offsets go to the transaction with the consumer's group metadata
+//!   (`send_offsets_to_transaction`), so a replica that lost its partitions in a rebalance is
+//!   fenced by the group coordinator instead of committing over the new owner.
+//! - A revoke during a batch aborts it: the partition's new owner replays it from the committed
+//!   offsets.
+//! - Abortable errors (a failed delivery, a fenced offset commit, a handler's transient failure)
+//!   abort the transaction and rewind the consumer to the batch's first offsets, which are the
+//!   last committed ones; fatal producer errors (e.g. fenced by a newer instance with the same
+//!   `transactional.id`) also recreate the producer. If the consumer cannot be rewound the loop
+//!   fails, so that the process restarts from the committed offsets rather than skip anything.
+//! - `transactional.id` is unique and stable per replica: a restarted replica's
+//!   `init_transactions` aborts whatever its predecessor left open, at once. A replica that
+//!   never comes back leaves its open transaction to the coordinator, which aborts it after
+//!   [`TRANSACTION_TIMEOUT`]; until then `read_committed` readers of the affected partitions wait.
+
+mod batch;
+mod consumer;
+mod health;
+mod producer;
+mod run;
+mod service;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::consume::{Failure, Incoming};
+use crate::produce::OutgoingMessage;
+
+pub use consumer::{
+    PartitionListener, TransactionalConsumer, TransactionalContext, consumer,
+    consumer_with_listener,
+};
+pub use health::TransactionalHealth;
+pub use producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
+pub(crate) use producer::{TxnError, TxnProducer, classify, enqueue, recreate};
+pub use run::{TransactionalLoop, run_transactional};
+pub use service::TransactionalService;
+
+/// What one consumed message produces. Everything returned is written in the transaction that
+/// commits the message's offset.
+///
+/// A handler that keeps state derived from its input (the evaluator's record state) stages each
+/// change while handling and makes it its own only in [`TransactionalHandler::committed`]; on
+/// [`TransactionalHandler::aborted`] it forgets what it staged, since the same messages come again.
+pub trait TransactionalHandler: Send + Sync {
+    fn handle(
+        &self,
+        message: &Incoming<'_>,
+    ) -> impl Future<Output = Result<Vec<OutgoingMessage>, Failure>> + Send;
+
+    /// The transaction holding everything handled since the last commit or abort committed;
+    /// `written` says where each of its outputs landed.
+    fn committed(&self, _written: &[Written]) {}
+
+    /// The open transaction was aborted: the messages of `partitions` in it are handled again
+    /// (by this replica, or by the partition's new owner).
+    fn aborted(&self, _partitions: &[i32]) {}
+}
+
+/// Where a committed output landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// When a transaction is committed.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_messages: usize,
+    /// Longest time from a transaction's first message to its commit.
+    pub max_wait: Duration,
+    /// A transaction is committed as soon as no message arrives within this gap.
+    pub idle: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_messages: 500,
+            max_wait: Duration::from_millis(100),
+            idle: Duration::from_millis(5),
+        }
+    }
+}

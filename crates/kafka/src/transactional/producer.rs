@@ -1,0 +1,305 @@
+//! The transactional producer, shared by the consume→produce loop and [`crate::atomic`]: its
+//! configuration and `transactional.id`, how its errors are classified, and its calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_sync_runtime::settings::KafkaSettings;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::ServiceProducer as FutureProducer;
+use crate::produce::OutgoingMessage;
+
+/// How long a transaction may stay open before the coordinator aborts it. Batches take
+/// milliseconds; this bounds how long a replica that died mid-transaction (and never came back
+/// under the same `transactional.id`) can hold up `read_committed` readers.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of one blocking transactional call (init, send offsets, commit, abort).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// The `transactional.id` of this replica: configured, or `<group>-<hostname>-<http port>`,
+/// unique even for several replicas on one machine and stable across a replica's restarts.
+pub fn transactional_id(kafka: &KafkaSettings, http_port: u16) -> String {
+    match &kafka.transactional_id {
+        Some(id) => id.trim().to_owned(),
+        None => format!("{}-{}-{http_port}", kafka.consumer_group, hostname()),
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A transactional producer's configuration (see [`TRANSACTION_TIMEOUT`]).
+pub fn producer_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+    transactional_id: &str,
+) -> ClientConfig {
+    // librdkafka requires a message's delivery timeout to fit in its transaction.
+    let message_timeout = settings
+        .delivery_timeout_ms
+        .min(TRANSACTION_TIMEOUT.as_millis() as u64);
+    let mut config = crate::clients::base_config(settings, crate::clients::Role::Producer);
+    config
+        .set("client.id", client_id)
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        )
+        .set("message.timeout.ms", message_timeout.to_string());
+    config
+}
+
+/// How a transactional call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxnError {
+    /// Try the same call again.
+    Retriable,
+    /// Abort the transaction and replay its input.
+    Abortable,
+    /// The producer is unusable: create a new one, then replay.
+    Fatal,
+}
+
+pub(crate) fn classify(error: &KafkaError) -> TxnError {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => TxnError::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => TxnError::Abortable,
+        KafkaError::Transaction(e) if e.is_retriable() => TxnError::Retriable,
+        _ => TxnError::Abortable,
+    }
+}
+
+/// A transactional producer with its configuration, so that it can be recreated.
+pub(crate) struct TxnProducer {
+    config: ClientConfig,
+    pub(crate) producer: FutureProducer,
+}
+
+impl TxnProducer {
+    /// Creates the producer and initializes transactions (fencing any predecessor with the same
+    /// `transactional.id`), retrying until it works; None if shut down meanwhile.
+    pub(crate) async fn start(
+        config: ClientConfig,
+        shutdown: &CancellationToken,
+    ) -> Option<TxnProducer> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let attempt = async {
+                let producer: FutureProducer = config
+                    .create_with_context(crate::connection::ReportingContext)
+                    .map_err(|e| anyhow::anyhow!("creating the transactional producer: {e}"))?;
+                let p = producer.clone();
+                tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("init_transactions did not complete: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("init_transactions: {e}"))?;
+                Ok::<_, anyhow::Error>(producer)
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                result = attempt => result,
+            };
+            match result {
+                Ok(producer) => {
+                    tracing::info!("Kafka transactions initialized");
+                    return Some(TxnProducer {
+                        config: config.clone(),
+                        producer,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "initializing Kafka transactions failed; retrying"
+                    );
+                    if !sleep_or_shutdown(shutdown, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(FutureProducer) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || call(producer))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// Enqueues one message in the open transaction; the batch awaits its delivery before committing.
+    pub(super) async fn send(
+        &self,
+        m: &OutgoingMessage,
+        trace: &[(String, String)],
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut record = FutureRecord::to(&m.topic)
+            .key(&m.key)
+            .payload(&m.payload)
+            .headers(crate::produce::record_headers(m, trace));
+        record.partition = m.partition;
+        enqueue(&self.producer, record).await
+    }
+
+    pub(super) async fn commit(
+        &self,
+        offsets: TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), TxnError> {
+        let offsets = Arc::new(offsets);
+        let group = Arc::new(group);
+        self.retrying("send_offsets_to_transaction", || {
+            let (offsets, group) = (offsets.clone(), group.clone());
+            move |p: FutureProducer| p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+        })
+        .await?;
+        self.retrying("commit_transaction", || {
+            |p: FutureProducer| p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+
+    /// Runs a transactional call, repeating it while its errors are retriable.
+    pub(crate) async fn retrying<F, C>(&self, what: &str, make: F) -> Result<(), TxnError>
+    where
+        F: Fn() -> C,
+        C: FnOnce(FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+    {
+        let mut backoff = BACKOFF_START;
+        for _ in 0..5 {
+            match self.blocking(make()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let kind = classify(&error);
+                    tracing::warn!(%error, ?kind, call = what, "Kafka transaction call failed");
+                    if kind != TxnError::Retriable {
+                        return Err(kind);
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+        Err(TxnError::Abortable)
+    }
+
+    pub(crate) async fn abort(&self) -> Result<(), TxnError> {
+        self.retrying("abort_transaction", || {
+            |p: FutureProducer| p.abort_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+}
+
+/// Enqueues a record, waiting while librdkafka's queue is full; the delivery is awaited by
+/// whoever commits.
+pub(crate) async fn enqueue<'a>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, String, Vec<u8>>,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// A new producer in place of one that is unusable; None if shut down meanwhile.
+pub(crate) async fn recreate(
+    old: TxnProducer,
+    shutdown: &CancellationToken,
+) -> Option<TxnProducer> {
+    tracing::warn!("recreating the transactional producer");
+    let config = old.config.clone();
+    drop(old);
+    TxnProducer::start(config, shutdown).await
+}
+
+pub(crate) async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transaction_errors_can_be_retried_in_place() {
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            TxnError::Abortable
+        );
+        assert_eq!(
+            classify(&KafkaError::Rebalance(RDKafkaErrorCode::RevokePartitions)),
+            TxnError::Abortable
+        );
+    }
+
+    #[test]
+    fn the_default_transactional_id_names_group_host_and_port() {
+        let settings = KafkaSettings {
+            consumer_group: "crm-sync-workflow-evaluator".into(),
+            ..KafkaSettings::for_brokers("b:9092")
+        };
+        let id = transactional_id(&settings, 8082);
+        assert!(id.starts_with("crm-sync-workflow-evaluator-"), "{id}");
+        assert!(id.ends_with("-8082"), "{id}");
+        assert_eq!(id, transactional_id(&settings, 8082), "stable");
+        assert_ne!(
+            id,
+            transactional_id(&settings, 8092),
+            "unique per replica on one host"
+        );
+        let configured = KafkaSettings {
+            transactional_id: Some(" evaluator-0 ".into()),
+            ..settings
+        };
+        assert_eq!(transactional_id(&configured, 8082), "evaluator-0");
+    }
+
+    #[test]
+    fn the_producer_fits_deliveries_into_the_transaction_timeout() {
+        let settings = KafkaSettings {
+            consumer_group: "g".into(),
+            ..KafkaSettings::for_brokers("b:9092")
+        };
+        let config = producer_config(&settings, "svc", "g-host-1");
+        assert_eq!(config.get("transactional.id"), Some("g-host-1"));
+        assert_eq!(config.get("message.timeout.ms"), Some("10000"));
+        assert_eq!(config.get("transaction.timeout.ms"), Some("10000"));
+    }
+}

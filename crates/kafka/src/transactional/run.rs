@@ -1,0 +1,368 @@
+//! The loop: fills a transaction with a batch of messages, commits it with the batch's offsets,
+//! or aborts it and rewinds the consumer.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::batch::{Batch, record_commit};
+use super::producer::{BACKOFF_CAP, BACKOFF_START, sleep_or_shutdown};
+use super::{
+    BatchLimits, TransactionalConsumer, TransactionalHandler, TransactionalHealth, TxnError,
+    TxnProducer, classify, recreate,
+};
+use crate::consume::{Failure, Incoming};
+use crate::dlq::{Origin, dead_letter_message};
+use crate::headers;
+
+enum Step {
+    /// The handler cannot finish now: abort, rewind, back off.
+    Transient(anyhow::Error),
+    /// The transaction cannot take the output.
+    Kafka(KafkaError),
+    /// Partitions were revoked meanwhile: their new owner replays them from the committed
+    /// offsets, so this batch must not commit.
+    Revoked,
+}
+
+pub struct TransactionalLoop<'a, H> {
+    pub service: &'a str,
+    pub topic: &'a str,
+    pub consumer: &'a TransactionalConsumer,
+    pub producer_config: ClientConfig,
+    pub handler: &'a H,
+    pub health: TransactionalHealth,
+    pub limits: BatchLimits,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs until `shutdown` is cancelled; the batch in hand is committed first. Fails only when
+/// the consumer cannot be rewound after an abort (the process must then restart).
+pub async fn run_transactional<H: TransactionalHandler>(
+    l: TransactionalLoop<'_, H>,
+) -> anyhow::Result<()> {
+    let Some(mut producer) = TxnProducer::start(l.producer_config.clone(), &l.shutdown).await
+    else {
+        return Ok(());
+    };
+    l.health.ready.store(true, Ordering::Relaxed);
+    let mut backoff = BACKOFF_START;
+    let mut failures: u32 = 0;
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = l.shutdown.cancelled() => break,
+            received = l.consumer.recv() => received,
+        };
+        let first = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "Kafka consumer error");
+                continue;
+            }
+        };
+        let revocations = l.consumer.context().revocations();
+        let mut batch = Batch::default();
+        if let Err(error) = producer.producer.begin_transaction() {
+            tracing::warn!(%error, "begin_transaction failed; recreating the producer");
+            batch.track(first.partition(), first.offset());
+            drop(first);
+            producer = match recreate(producer, &l.shutdown).await {
+                Some(producer) => producer,
+                None => break,
+            };
+            rewind(&l, &batch).await?;
+            continue;
+        }
+        let (mut outcome, mut batch) = fill(&l, &producer, first, revocations, batch).await;
+        if outcome.is_ok()
+            && let Err(error) = batch.delivered().await
+        {
+            outcome = Err(Step::Kafka(error));
+        }
+        // A revoke is routine (a replica joined or left): abort, but do not back off.
+        let revoked = matches!(outcome, Err(Step::Revoked));
+        let failure = match settle(&l, &producer, outcome, &batch).await {
+            Ok(()) => {
+                failures = 0;
+                backoff = BACKOFF_START;
+                l.health.stuck.store(false, Ordering::Relaxed);
+                continue;
+            }
+            Err(failure) => failure,
+        };
+        producer = match abort_and_rewind(&l, producer, failure, &batch).await? {
+            Some(producer) => producer,
+            None => break,
+        };
+        if revoked {
+            continue;
+        }
+        failures += 1;
+        if failures >= 3 {
+            l.health.stuck.store(true, Ordering::Relaxed);
+        }
+        if failures > 1 || failure.is_none() {
+            if !sleep_or_shutdown(&l.shutdown, jittered(backoff)).await {
+                break;
+            }
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+    }
+    Ok(())
+}
+
+/// Commits the batch if everything in it went through, telling the handler; otherwise says why
+/// not: the kind of a Kafka failure (or a revoke), None for the handler's transient failure.
+async fn settle<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    producer: &TxnProducer,
+    outcome: Result<(), Step>,
+    batch: &Batch,
+) -> Result<(), Option<TxnError>> {
+    let failure = match outcome {
+        Ok(()) => {
+            let committed = match (batch.offsets(l.topic), l.consumer.group_metadata()) {
+                (Ok(offsets), Some(group)) => producer.commit(offsets, group).await,
+                (Err(error), _) => {
+                    tracing::warn!(%error, "building the offsets to commit");
+                    Err(TxnError::Abortable)
+                }
+                (_, None) => Err(TxnError::Abortable),
+            };
+            match committed {
+                Ok(()) => {
+                    record_commit(l.topic, batch);
+                    l.handler.committed(&batch.written);
+                    return Ok(());
+                }
+                Err(kind) => Some(kind),
+            }
+        }
+        Err(Step::Kafka(error)) => {
+            tracing::warn!(%error, "producing in the transaction failed");
+            Some(classify(&error))
+        }
+        Err(Step::Revoked) => {
+            tracing::info!("partitions were revoked during the batch; aborting it");
+            Some(TxnError::Abortable)
+        }
+        Err(Step::Transient(error)) => {
+            metrics::counter!("crm_sync_retries_total", "topic" => l.topic.to_owned()).increment(1);
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "transient failure; aborting the batch to retry it"
+            );
+            None
+        }
+    };
+    Err(failure)
+}
+
+/// Aborts the transaction (or replaces a broken producer), then replays the batch from its first
+/// offsets; None if shut down while replacing the producer.
+async fn abort_and_rewind<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    mut producer: TxnProducer,
+    failure: Option<TxnError>,
+    batch: &Batch,
+) -> anyhow::Result<Option<TxnProducer>> {
+    metrics::counter!("crm_sync_transactions_total", "result" => "aborted").increment(1);
+    l.handler
+        .aborted(&batch.partitions.keys().copied().collect::<Vec<_>>());
+    let aborted = match failure {
+        Some(TxnError::Fatal) => Err(TxnError::Fatal),
+        _ => producer.abort().await,
+    };
+    if aborted.is_err() {
+        producer = match recreate(producer, &l.shutdown).await {
+            Some(producer) => producer,
+            None => return Ok(None),
+        };
+    }
+    rewind(l, batch).await?;
+    Ok(Some(producer))
+}
+
+/// Adds messages to the open transaction until the batch is full, time is up, the topic is
+/// quiet, or shutdown; stops early on a failure or when partitions were revoked meanwhile.
+async fn fill<'c, H: TransactionalHandler>(
+    l: &TransactionalLoop<'c, H>,
+    producer: &TxnProducer,
+    first: BorrowedMessage<'c>,
+    revocations: u64,
+    mut batch: Batch,
+) -> (Result<(), Step>, Batch) {
+    let deadline = Instant::now() + l.limits.max_wait;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        batch.track(message.partition(), message.offset());
+        if l.consumer.context().revocations() != revocations {
+            return (Err(Step::Revoked), batch);
+        }
+        if let Err(step) = process(l, producer, &message, &mut batch).await {
+            return (Err(step), batch);
+        }
+        drop(message);
+        if batch.messages >= l.limits.max_messages || l.shutdown.is_cancelled() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        next = tokio::select! {
+            biased;
+            received = l.consumer.recv() => match received {
+                Ok(message) => Some(message),
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka consumer error");
+                    None
+                }
+            },
+            _ = tokio::time::sleep(left.min(l.limits.idle)) => None,
+        };
+    }
+    // A revoke can also be handled inside the last `recv`, which then returned nothing.
+    if l.consumer.context().revocations() != revocations {
+        return (Err(Step::Revoked), batch);
+    }
+    (Ok(()), batch)
+}
+
+async fn process<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    producer: &TxnProducer,
+    message: &BorrowedMessage<'_>,
+    batch: &mut Batch,
+) -> Result<(), Step> {
+    let incoming = Incoming {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload(),
+        headers: headers::to_pairs(message.headers()),
+    };
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = format!("process {}", incoming.topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = incoming.topic,
+        messaging.destination.partition.id = incoming.partition.to_string(),
+        messaging.kafka.partition = incoming.partition,
+        messaging.kafka.offset = incoming.offset,
+        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
+        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
+        messaging.consumer.group.name = l.service,
+    );
+    headers::adopt_trace_context(&span, &incoming.headers);
+    let started = Instant::now();
+    let result = l.handler.handle(&incoming).instrument(span.clone()).await;
+    let outputs = match result {
+        Ok(outputs) => {
+            batch.ok += 1;
+            outputs
+        }
+        Err(Failure::Permanent(letter)) => {
+            span.in_scope(|| {
+                tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
+            });
+            let origin = Origin {
+                topic: incoming.topic,
+                partition: incoming.partition,
+                offset: incoming.offset,
+                key: incoming.key,
+                payload: incoming.payload,
+                headers: &incoming.headers,
+            };
+            *batch.dead.entry(letter.reason).or_default() += 1;
+            vec![dead_letter_message(l.service, &origin, &letter)]
+        }
+        Err(Failure::Transient(error)) => return Err(Step::Transient(error)),
+    };
+    for output in &outputs {
+        // A producer span per output under the consume span; the record's traceparent names it.
+        let send_span = span.in_scope(|| crate::produce::producer_span(output));
+        let trace = headers::trace_context_of(&send_span);
+        producer
+            .send(output, &trace)
+            .instrument(send_span)
+            .await
+            .map_err(Step::Kafka)
+            .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;
+        *batch.produced.entry(output.topic.clone()).or_default() += 1;
+    }
+    metrics::histogram!("crm_sync_processing_seconds", "topic" => incoming.topic.to_owned())
+        .record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Moves every partition of the aborted batch that is still ours back to its first offset in
+/// the batch, so that its messages are handled again in a new transaction. Revoked partitions
+/// are left to their new owner, which starts from the committed offsets.
+async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Result<()> {
+    if batch.partitions.is_empty() {
+        return Ok(());
+    }
+    let mut last_error = String::new();
+    for attempt in 0..5u32 {
+        let assigned = l
+            .consumer
+            .assignment()
+            .map_err(|e| anyhow::anyhow!("reading the consumer's assignment: {e}"))?;
+        let mut seek = TopicPartitionList::new();
+        for (partition, (first, _)) in &batch.partitions {
+            if assigned.find_partition(l.topic, *partition).is_some() {
+                seek.add_partition_offset(l.topic, *partition, Offset::Offset(*first))
+                    .map_err(|e| anyhow::anyhow!("rewind list: {e}"))?;
+            }
+        }
+        if seek.count() == 0 {
+            return Ok(());
+        }
+        match l.consumer.seek_partitions(seek, Duration::from_secs(10)) {
+            Ok(result) => {
+                let failed: Vec<String> = result
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        e.error()
+                            .err()
+                            .map(|err| format!("{}[{}]: {err}", e.topic(), e.partition()))
+                    })
+                    .collect();
+                if failed.is_empty() {
+                    tracing::info!(
+                        partitions = batch.partitions.len(),
+                        "rewound the consumer to the last committed offsets"
+                    );
+                    return Ok(());
+                }
+                last_error = failed.join(", ");
+            }
+            Err(error) => last_error = error.to_string(),
+        }
+        tracing::warn!(attempt, error = %last_error, "rewinding the consumer failed; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!(
+        "could not rewind the consumer after an aborted transaction ({last_error}); exiting so that a restart resumes from the committed offsets"
+    )
+}
+
+fn jittered(base: Duration) -> Duration {
+    use rand::Rng;
+    let half = base / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
