@@ -32,10 +32,15 @@ fn hostile_bodies() -> Vec<(&'static str, String)> {
     let attributes: Vec<String> = (0..32).map(|i| format!("a{i}=\"\"")).collect();
     let one = format!("<x {}/>", attributes.join(" "));
     let many = one.repeat((SIZE - 200) / one.len());
+    let skipped = format!("<y>{}</y>", one.repeat((SIZE - 210) / one.len()));
     vec![
         ("~350,000 attributes on one element", envelope(&wide)),
         ("elements nested ~460,000 deep", envelope(&deep)),
         ("32 attributes on each of ~18,700 elements", envelope(&many)),
+        (
+            "the same inside an element that is skipped",
+            envelope(&skipped),
+        ),
     ]
 }
 

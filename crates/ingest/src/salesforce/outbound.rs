@@ -207,6 +207,12 @@ impl Ns {
     }
 }
 
+fn too_many_attributes(start: &BytesStart<'_>) -> OutboundError {
+    OutboundError::TooManyAttributes {
+        element: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
+    }
+}
+
 /// An opened element, with the `xsi:` attributes the format uses already resolved (they must be
 /// read while the reader still has the element's namespace scope).
 struct Element {
@@ -239,7 +245,9 @@ struct Parser<'i> {
 
 impl<'i> Parser<'i> {
     /// Keeps every event within the limits: called on each one read, before it is used.
-    fn limit(&mut self, event: &Event<'_>) -> Result<(), OutboundError> {
+    /// `count_attributes` is false where the caller reads the element's attributes itself (and
+    /// counts them on the way): every pass over 32 attributes of thousands of elements shows.
+    fn limit(&mut self, event: &Event<'_>, count_attributes: bool) -> Result<(), OutboundError> {
         self.events = self.events.wrapping_add(1);
         if self.events.is_multiple_of(EVENTS_PER_CLOCK_CHECK)
             && let Some((budget, deadline)) = self.budget
@@ -256,15 +264,14 @@ impl<'i> Parser<'i> {
                     }
                 }
                 // Counted without quick-xml's duplicate check, which is quadratic.
-                if start
-                    .attributes()
-                    .with_checks(false)
-                    .nth(MAX_ATTRIBUTES)
-                    .is_some()
+                if count_attributes
+                    && start
+                        .attributes()
+                        .with_checks(false)
+                        .nth(MAX_ATTRIBUTES)
+                        .is_some()
                 {
-                    return Err(OutboundError::TooManyAttributes {
-                        element: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
-                    });
+                    return Err(too_many_attributes(start));
                 }
             }
             Event::End(_) => self.depth = self.depth.saturating_sub(1),
@@ -276,7 +283,7 @@ impl<'i> Parser<'i> {
     /// The next event, within the limits.
     fn read_event(&mut self) -> Result<Event<'i>, OutboundError> {
         let event = self.reader.read_event().map_err(|e| self.xml(e))?;
-        self.limit(&event)?;
+        self.limit(&event, true)?;
         Ok(event)
     }
 
@@ -297,7 +304,7 @@ impl<'i> Parser<'i> {
                 Ok((resolved, event)) => (Ns::of(&resolved), event),
                 Err(e) => return Err(self.xml(e)),
             };
-            self.limit(&event)?;
+            self.limit(&event, false)?;
             match event {
                 Event::Start(start) => return self.element(ns, &start, false).map(Some),
                 Event::Empty(start) => return self.element(ns, &start, true).map(Some),
@@ -323,7 +330,12 @@ impl<'i> Parser<'i> {
         let local = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
         let mut xsi_type = None;
         let mut nil = false;
-        for attribute in start.attributes() {
+        // Without quick-xml's duplicate-name check: it compares every pair of attributes, and
+        // a repeated attribute changes nothing that matters here (the last `xsi:type` wins).
+        for (index, attribute) in start.attributes().with_checks(false).enumerate() {
+            if index == MAX_ATTRIBUTES {
+                return Err(too_many_attributes(start));
+            }
             let attribute = attribute.map_err(|e| self.invalid(e.into()))?;
             let (resolved, name) = self.reader.resolve_attribute(attribute.key);
             let is_xsi = matches!(resolved, ResolveResult::Bound(Namespace(ns)) if ns == XSI_NS);
