@@ -1,5 +1,5 @@
 //! The HTTP servers facing the internet: ops endpoints only on the ops port, and slow clients
-//! (headers never finished, a body never sent) cut off within the configured timeouts.
+//! (headers never finished, a body never sent or trickled in) cut off within the configured timeouts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +104,50 @@ async fn unsent_bodies_are_cut_off(service: &Service, head: String) {
     );
 }
 
+/// Sends a body one byte at a time, each within the body timeout, so that only the whole-request
+/// timeout can end it: the server must answer 408 once that has passed, not keep reading.
+async fn trickled_bodies_are_cut_off(service: &Service, head: String, request_timeout: Duration) {
+    let stream = TcpStream::connect(("127.0.0.1", service.port))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("{head}Content-Length: 1000\r\n\r\n<").as_bytes())
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..999 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(15), reader.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) => panic!("{}: still reading a trickled body after 15 s", service.name),
+        }
+    }
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{}: {answer}",
+        service.name
+    );
+    assert!(
+        started.elapsed() >= request_timeout.mul_f32(0.9),
+        "{}: answered after {:?}, before the request timeout",
+        service.name,
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn slow_clients_are_disconnected_within_the_configured_timeouts() {
     let env = TestEnv::new("slow-clients").await;
@@ -137,6 +181,15 @@ async fn slow_clients_are_disconnected_within_the_configured_timeouts() {
             "POST /admin/v1/companies/{}/teams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin_token}\r\nContent-Type: application/json\r\n",
             tenant.company_id
         ),
+    )
+    .await;
+    trickled_bodies_are_cut_off(
+        &ingest,
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n",
+            tenant.outbound_message_path()
+        ),
+        Duration::from_secs(3),
     )
     .await;
 }
