@@ -25,6 +25,7 @@ use anyhow::Context;
 use axum::Router;
 use crm_sync_kafka::Publisher;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::service::{OpsServer, run_with_ops};
 use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
 use sqlx::PgPool;
@@ -186,28 +187,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
     let limits = ops::Limits::from(&settings.http);
-    let servers = async {
-        tokio::try_join!(
-            ops::serve(listener, app, stop.clone(), limits),
-            ops::serve(
-                ops_listener,
-                ops::router(readiness, metrics),
-                stop.clone(),
-                limits
-            ),
-        )
-        .map(|_| ())
+    let ops = OpsServer {
+        listener: ops_listener,
+        router: ops::router(readiness, metrics),
+        limits,
     };
-    let serve = async {
-        tokio::select! {
-            served = servers => served,
-            () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-                Ok(())
-            }
-        }
-    };
-    let served = background.run(serve).await;
+    let serve_api = ops::serve(listener, app, stop.clone(), limits);
+    let served = background
+        .run(run_with_ops(ops, &stop, grace, serve_api))
+        .await;
     tracing::info!("admin-api stopped");
     served
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_kafka::transactional;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::service::{OpsServer, run_with_ops};
 use crm_sync_runtime::supervise::Supervisor;
 use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
 use crm_sync_store::sqlx::PgPool;
@@ -87,28 +88,14 @@ where
     );
     let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
     let limits = ops::Limits::from(&settings.http);
-    let servers = async {
-        tokio::try_join!(
-            ops::serve(listener, api, stop.clone(), limits),
-            ops::serve(
-                ops_listener,
-                ops::router(readiness, metrics),
-                stop.clone(),
-                limits
-            ),
-        )
-        .map(|_| ())
+    let ops = OpsServer {
+        listener: ops_listener,
+        router: ops::router(readiness, metrics),
+        limits,
     };
+    let serve_api = ops::serve(listener, api, stop.clone(), limits);
     let served = supervisor
-        .run(async {
-            tokio::select! {
-                served = servers => served,
-                () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-                    tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
-                    Ok(())
-                }
-            }
-        })
+        .run(run_with_ops(ops, &stop, grace, serve_api))
         .await;
 
     // Every acknowledged request's transaction is committed; requests still in the committer's

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::service::{OpsServer, run_with_ops};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
@@ -53,40 +54,26 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             addr = %listener.local_addr()?,
             "started"
         );
-        // The ops server outlives the consume loop so probes answer while draining.
-        let server_stop = CancellationToken::new();
-        let server = tokio::spawn(ops::serve(
+        let ops = OpsServer {
             listener,
-            ops::router(readiness, self.metrics.clone()),
-            server_stop.clone(),
-            (&self.settings.http).into(),
-        ));
-
+            router: ops::router(readiness, self.metrics.clone()),
+            limits: (&self.settings.http).into(),
+        };
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
-        let shutdown = self.shutdown.clone();
         let consume = run_consumer(ConsumeLoop {
             service: self.name.to_owned(),
             consumer: consumer.clone(),
             handler: std::sync::Arc::new(self.handler),
             dead_letters: self.publisher.clone(),
             health,
-            shutdown: shutdown.clone(),
+            shutdown: self.shutdown.clone(),
             buffer_per_partition: 64,
         });
-        tokio::pin!(consume);
-        let result = tokio::select! {
-            result = &mut consume => result,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::error!(?grace, "in-flight work did not finish within the grace period; exiting");
-                Ok(())
-            }
-        };
+        let result = run_with_ops(ops, &self.shutdown, grace, consume).await;
         use rdkafka::producer::Producer as _;
         if let Err(error) = self.publisher.producer().flush(Duration::from_secs(5)) {
             tracing::warn!(%error, "flushing the producer at shutdown");
         }
-        server_stop.cancel();
-        let _ = server.await;
         tracing::info!(service = self.name, "stopped");
         result
     }

@@ -5,6 +5,7 @@ pub mod ops;
 pub mod pull_settings;
 pub mod security;
 pub mod server;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod supervise;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::{self, Readiness};
+use crm_sync_runtime::service::{OpsServer, run_with_ops};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
@@ -61,15 +62,12 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             addr = %listener.local_addr()?,
             "started"
         );
-        let server_stop = CancellationToken::new();
-        let server = tokio::spawn(ops::serve(
+        let ops = OpsServer {
             listener,
-            ops::router(readiness, self.metrics.clone()),
-            server_stop.clone(),
-            (&self.settings.http).into(),
-        ));
+            router: ops::router(readiness, self.metrics.clone()),
+            limits: (&self.settings.http).into(),
+        };
         let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
-        let shutdown = self.shutdown.clone();
         let run = run_transactional(TransactionalLoop {
             service: self.name,
             topic: self.topic,
@@ -78,18 +76,11 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             handler: &self.handler,
             health,
             limits: self.limits,
-            shutdown: shutdown.clone(),
+            shutdown: self.shutdown.clone(),
         });
-        tokio::pin!(run);
-        let result = tokio::select! {
-            result = &mut run => result,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::error!(?grace, "the batch in hand did not finish within the grace period; exiting (its transaction is aborted)");
-                Ok(())
-            }
-        };
-        server_stop.cancel();
-        let _ = server.await;
+        // A batch still in hand when the grace period ends is dropped: its transaction is
+        // aborted and its events are handled again by whoever takes the partition.
+        let result = run_with_ops(ops, &self.shutdown, grace, run).await;
         tracing::info!(service = self.name, "stopped");
         result
     }
