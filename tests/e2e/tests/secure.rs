@@ -15,6 +15,9 @@ use crm_sync_store::views;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+#[path = "secure/otlp.rs"]
+mod otlp;
+
 /// What `stack.sh up` wrote about the secure listeners and certificates.
 struct Secure(HashMap<String, String>);
 
