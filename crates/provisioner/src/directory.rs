@@ -475,6 +475,7 @@ impl Directory {
                 UserStatus::Pending
             } as i32,
             linked_existing_user: false,
+            merged_user_ids: Vec::new(),
             provisioned_at: Some(crm_sync_proto::Timestamp {
                 seconds: Utc::now().timestamp(),
                 nanos: 0,
