@@ -71,10 +71,21 @@ pub async fn rename(
         .map_err(conflict_on("email", "a user with this email"))?;
     let mut batch = Batch::new();
     let after = announce(&mut tx, &state, &mut batch, &before, &[]).await?;
-    let details = json!({
-        "before": {"display_name": before.display_name, "email": before.email},
-        "after": {"display_name": after.display_name, "email": after.email},
-    });
+    // Before → after of what changed, as the audit log shows every change.
+    let mut details = serde_json::Map::new();
+    if before.display_name != after.display_name {
+        details.insert(
+            "display_name".into(),
+            json!({"from": before.display_name, "to": after.display_name}),
+        );
+    }
+    if before.email != after.email {
+        details.insert(
+            "email".into(),
+            json!({"from": before.email, "to": after.email}),
+        );
+    }
+    let details = details.into();
     finish(tx, &state, &caller, batch, "user.renamed", &after, details).await
 }
 
@@ -342,7 +353,9 @@ pub async fn merge(
         .await?;
     let after = announce(&mut tx, &state, &mut batch, &kept, &[dup]).await?;
     let details = json!({
-        "duplicate": {"id": dup, "display_name": duplicate.display_name, "email": duplicate.email},
+        "duplicate": duplicate.display_name,
+        "duplicate_user_id": dup,
+        "duplicate_email": duplicate.email,
         "moved_identities": merged.identities.iter()
             .map(|(i, c)| json!({"integration_id": i, "crm_user_id": c})).collect::<Vec<_>>(),
         "moved_activities": merged.activities,
