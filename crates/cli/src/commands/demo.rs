@@ -178,7 +178,22 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         "\nThe open opportunity {} ({OPEN_OWNER}) created nothing, as it satisfies no active workflow.",
         open.record_id
     );
-    // HubSpot beside Salesforce: the same company, the same leaderboard.
+    hubspot_and_leaderboard(ctx, &pool, &http, base, company, applied_company, &args).await?;
+    Ok(())
+}
+
+/// HubSpot beside Salesforce (the same company, the same leaderboard), the new users placed on
+/// `Sales`, and the leaderboard.
+async fn hubspot_and_leaderboard(
+    ctx: &Context,
+    pool: &sqlx::PgPool,
+    http: &reqwest::Client,
+    base: &str,
+    company: &crate::tenants_file::CompanyEntry,
+    applied_company: &apply::AppliedCompany,
+    args: &DemoArgs,
+) -> anyhow::Result<()> {
+    let company_id = applied_company.id;
     if let Some(hubspot) = applied_company
         .integrations
         .iter()
@@ -193,8 +208,8 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         let hubspot_part = (hubspot.id, portal.as_str());
         crate::commands::demo_hubspot::run(
             ctx,
-            &pool,
-            &http,
+            pool,
+            http,
             base,
             company_id,
             hubspot_part,
@@ -207,15 +222,15 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         let demo_integrations: Vec<Uuid> =
             applied_company.integrations.iter().map(|i| i.id).collect();
         crate::commands::demo_leaderboard::place_on_team(
-            &pool,
-            &http,
+            pool,
+            http,
             &args.admin_url,
             (company_id, team.id, &team.name),
             &demo_integrations,
         )
         .await?;
     }
-    crate::commands::demo_leaderboard::print(&pool, company_id).await?;
+    crate::commands::demo_leaderboard::print(pool, company_id).await?;
     Ok(())
 }
 
