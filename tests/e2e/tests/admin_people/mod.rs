@@ -187,6 +187,15 @@ async fn renaming_and_deactivating_a_user_is_announced_audited_and_drops_them_fr
     .await
     .expect(200);
     assert_eq!(names(&c.get(&board).await.expect(200)), ["Bob Baker"]);
+    // Nor is she announced visible (the placement publishes before it answers).
+    assert!(
+        !activity_changes(&env, &alice_s)
+            .await
+            .last()
+            .unwrap()
+            .visible,
+        "a deactivated user's activities were announced visible"
+    );
 
     // Reactivate: back on the leaderboard, announced active.
     let on = c
