@@ -114,7 +114,13 @@ test('an admin merges a duplicate, deactivates a rep and deletes an integration'
   await page.getByRole('link', { name: 'Users' }).click();
   await page.getByRole('button', { name: 'Show', exact: true }).click();
   const graceRow = userRow('Grace Hopper');
-  await graceRow.getByLabel('Duplicate to merge into Grace Hopper').selectOption({ label: duplicate });
+  // The table is redrawn by every load still under way: choose once it has settled.
+  await page.waitForLoadState('networkidle');
+  const mergeSelect = graceRow.getByLabel('Duplicate to merge into Grace Hopper');
+  await expect(async () => {
+    await mergeSelect.selectOption({ label: duplicate });
+    await expect(mergeSelect.locator('option:checked')).toHaveText(duplicate, { timeout: 1_000 });
+  }).toPass({ timeout: 20_000 });
   await shot(page, '21-people-merge');
   await graceRow.getByRole('button', { name: 'Merge the selected duplicate into Grace Hopper' }).click();
   // Its deal counted for this workflow and for admin.spec.js's "Browser wins": two activities.
