@@ -179,7 +179,7 @@ async function loadIntegrations() {
       el('td', {}, el('span', { class: 'switch' }, toggle, el('label', { for: toggle.id, text: `Auto-sync users for ${i.name}` }))),
       tokenCell,
       el('td', {}, el('code', { class: 'secret', 'aria-label': `Webhook URL of ${i.name}`, text: i.webhook_url || i.webhook_path })),
-      healthCell(i)));
+      healthCell(i), deleteIntegrationCell(i)));
   }
   fillSelect($('wf-integration'), state.integrations.map((i) => [i.id, i.name]));
   fillSelect($('cred-integration'), state.integrations.map((i) => [i.id, i.name]));
@@ -379,7 +379,7 @@ async function loadUsersCache() { state.users = await all(`${company()}/users`);
 function userFilter() {
   const show = $('users-show').value;
   return {
-    status: show === 'pending' || show === 'active' ? show : undefined,
+    status: ['pending', 'active', 'inactive'].includes(show) ? show : undefined,
     on_team: show === 'no-team' ? 'false' : undefined,
     source: $('users-source').value || undefined,
   };
@@ -438,7 +438,7 @@ function userRow(u) {
     el('td', {}, el('span', { class: `badge ${u.status}`, text: u.status })),
     el('td', { text: u.source === 'auto_sync' ? 'auto-synced' : 'manual' }),
     el('td', { text: u.crm_identities.map((c) => `${integrationLabel(c.integration_id)}: ${c.crm_user_id}`).join(', ') }),
-    teams, place);
+    teams, place, peopleCell(u));
 }
 
 // ---------------------------------------------------------------- unmapped identities and activities

@@ -11,6 +11,7 @@ const AUDIT_VERBS = {
   deactivated: 'deactivated', member_placed: 'placed', member_removed: 'removed',
   webhook_token_rotated: 'generated a new webhook token for', credentials_rotated: 'replaced credentials of',
   crm_identity_mapped: 'mapped a CRM user to', settings_changed: 'changed settings of',
+  crm_identity_unmapped: 'unmapped a CRM user from', merged: 'merged a duplicate into', reactivated: 'reactivated',
 };
 
 /// The audited object by name where the page knows it ("workflow Won deals"), else its id.

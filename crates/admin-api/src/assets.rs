@@ -15,6 +15,8 @@ const CREDENTIALS_JS: &str = include_str!("../assets/credentials.js");
 const AUDIT_JS: &str = include_str!("../assets/audit.js");
 const COMPANY_JS: &str = include_str!("../assets/company.js");
 const HEALTH_JS: &str = include_str!("../assets/health.js");
+const PEOPLE_JS: &str = include_str!("../assets/people.js");
+const INTEGRATION_DELETE_JS: &str = include_str!("../assets/integration_delete.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -69,6 +71,14 @@ pub fn router() -> Router {
         .route(
             "/admin/assets/health.js",
             get(|| async { asset("text/javascript; charset=utf-8", HEALTH_JS) }),
+        )
+        .route(
+            "/admin/assets/people.js",
+            get(|| async { asset("text/javascript; charset=utf-8", PEOPLE_JS) }),
+        )
+        .route(
+            "/admin/assets/integration_delete.js",
+            get(|| async { asset("text/javascript; charset=utf-8", INTEGRATION_DELETE_JS) }),
         )
         .route(
             "/admin/assets/app.css",

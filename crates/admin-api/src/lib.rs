@@ -49,6 +49,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Where visibility changes go (`topics.activities`).
     pub activities_topic: String,
+    /// Where changes of users go (`topics.users`).
+    pub users_topic: String,
     /// Seals and opens integration credentials (`secrets.encryption_key`); without it they can
     /// be neither set nor inspected through the API.
     pub secret_key: Option<crm_sync_store::credentials::SecretKey>,
@@ -166,6 +168,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         publisher,
         activities_topic: settings.topics.activities.clone(),
+        users_topic: settings.topics.users.clone(),
         secret_key,
         egress: crm_sync_store::credentials::egress_from_settings(&settings.directory),
         ingest_url: settings

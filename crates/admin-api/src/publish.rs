@@ -3,14 +3,17 @@
 //! activity of the user is re-announced as `ActivityChanged` with the new `visible` flag. The
 //! messages are staged in the outbox inside the transaction that changes the membership, and
 //! published after commit, so a crash or a Kafka outage delays them but never loses them.
+//! Changes an admin makes to a user (rename, deactivate, merge, unmap) are announced the same
+//! way, as a `UserProvisioned` carrying the user's current state.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use crm_sync_kafka::{Publisher, outbox_relay};
-use crm_sync_proto::v1::{ActivityChanged, ActivityState};
+use crm_sync_proto::v1::{ActivityChanged, ActivityState, UserProvisioned, UserStatus};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::admin::activities::ActivityRow;
+use crm_sync_store::admin::users::UserRow;
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +92,61 @@ impl Batch {
             .await?;
             self.staged += 1;
         }
+        Ok(())
+    }
+
+    /// Stages a `UserProvisioned` announcing the user as it now is (read inside the caller's
+    /// transaction, after the change), naming the accounts merged into it, if any.
+    pub async fn stage_user(
+        &mut self,
+        conn: &mut PgConnection,
+        topic: &str,
+        user: &UserRow,
+        merged_user_ids: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        let company_id = user.company_id;
+        let status = match (user.deactivated_at, user.status.as_str()) {
+            (Some(_), _) => UserStatus::Inactive,
+            (None, "active") => UserStatus::Active,
+            (None, _) => UserStatus::Pending,
+        };
+        let change = UserProvisioned {
+            event_id: Uuid::new_v5(
+                &NAMESPACE,
+                format!("{}\u{1f}{}", user.id, self.id).as_bytes(),
+            )
+            .to_string(),
+            company_id: company_id.to_string(),
+            user_id: user.id.to_string(),
+            integration_id: user
+                .identity_integration_ids
+                .first()
+                .map(Uuid::to_string)
+                .unwrap_or_default(),
+            crm_user_id: user
+                .identity_crm_user_ids
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone().unwrap_or_default(),
+            status: status as i32,
+            linked_existing_user: !merged_user_ids.is_empty(),
+            provisioned_at: Some(timestamp(Utc::now())),
+            merged_user_ids: merged_user_ids.iter().map(Uuid::to_string).collect(),
+        };
+        outbox::stage(
+            conn,
+            &self.id,
+            &Pending {
+                topic: topic.to_owned(),
+                key: format!("{company_id}/{}", user.id),
+                message_id: change.event_id.clone(),
+                payload: change.encode_to_vec(),
+            },
+        )
+        .await?;
+        self.staged += 1;
         Ok(())
     }
 

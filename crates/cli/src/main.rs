@@ -83,6 +83,9 @@ enum Command {
         /// Base URL of ingest's ops endpoints (`http.ops_port`), checked for readiness first
         #[arg(long, default_value = "http://127.0.0.1:9080", value_name = "URL")]
         ingest_ops_url: String,
+        /// Base URL of admin-api, through which the demo places its users on the team `Sales`
+        #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
+        admin_url: String,
         /// How long to wait for the pipeline's results
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
@@ -350,6 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo {
             ingest_url,
             ingest_ops_url,
+            admin_url,
             timeout,
         } => {
             demo::run(
@@ -357,6 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 demo::DemoArgs {
                     ingest_url,
                     ingest_ops_url,
+                    admin_url,
                     timeout: Duration::from_secs(timeout),
                 },
             )

@@ -172,13 +172,13 @@ impl Counts {
 /// Look-ups a transaction makes again and again for consecutive outcomes, kept for its duration
 /// only: nothing the transaction itself does changes them except what it records here.
 #[derive(Default)]
-struct Cache {
+pub(crate) struct Cache {
     /// (integration, workflow) → (company, auto_sync_users).
     integrations: HashMap<(Uuid, Uuid), (Uuid, bool)>,
     /// (integration, CRM user) → the platform user it is mapped to.
     users: HashMap<(Uuid, String), Uuid>,
-    /// user → placed on a team.
-    on_team: HashMap<Uuid, bool>,
+    /// user → counts on leaderboards (on a team, not deactivated).
+    pub(crate) on_team: HashMap<Uuid, bool>,
     /// (workflow, record) → its activity (None: there is none), read and locked in one query
     /// for every retraction of the batch. An entry is used at most once, and dropped as soon as
     /// the transaction writes that activity, so a later outcome of the same record reads it anew.
@@ -537,6 +537,7 @@ impl Provisioner {
                 user_id: Some(user_id),
                 named: true,
                 has_email: true,
+                held: false,
             }),
             None => stored_identity(tx, p.integration_id, &crm_user_id)
                 .await
@@ -556,7 +557,8 @@ impl Provisioner {
 
         let user_id = match mapped {
             Some(user_id) => Some(user_id),
-            None if auto_sync => {
+            // An identity an admin unmapped waits unmapped even with auto-sync on.
+            None if auto_sync && !identity.as_ref().is_some_and(|i| i.held) => {
                 let user_id = self
                     .provision_user(
                         tx,
@@ -626,7 +628,9 @@ impl Provisioner {
         .map_err(db)?;
 
         if let (Some((inserted,)), Some(user_id)) = (upserted, user_id) {
-            let visible = on_a_team(tx, cache, user_id).await.map_err(db)?;
+            let visible = crate::people::counts_on_leaderboards(tx, cache, user_id)
+                .await
+                .map_err(db)?;
             let change = ActivityChanged {
                 change_id: derived_id(&[
                     "activity-changed",
@@ -706,7 +710,9 @@ impl Provisioner {
                     "already_retracted"
                 } else {
                     if let Some(user_id) = a.user_id {
-                        let visible = on_a_team(tx, cache, user_id).await.map_err(db)?;
+                        let visible = crate::people::counts_on_leaderboards(tx, cache, user_id)
+                            .await
+                            .map_err(db)?;
                         let change = ActivityChanged {
                             change_id: derived_id(&[
                                 "activity-changed",
@@ -900,6 +906,7 @@ impl Provisioner {
             } as i32,
             linked_existing_user: linked,
             provisioned_at: Some(to_timestamp(Utc::now())),
+            merged_user_ids: Vec::new(),
         };
         written.staged.push((
             index,
@@ -968,7 +975,7 @@ impl Provisioner {
             return Ok(());
         }
         // Not cached: the user was created just now, and this runs once per user.
-        let visible = on_a_team(tx, &mut Cache::default(), user_id)
+        let visible = crate::people::counts_on_leaderboards(tx, &mut Cache::default(), user_id)
             .await
             .map_err(db)?;
         for a in &attached {
@@ -1145,11 +1152,13 @@ async fn new_account_email(
     Ok((!taken).then_some((email, from_payload)))
 }
 
-/// A CRM identity as stored: whom it is mapped to, and whether its name and email are known.
+/// A CRM identity as stored: whom it is mapped to, whether its name and email are known, and
+/// whether an admin unmapped it (held: auto-sync leaves it alone).
 struct Identity {
     user_id: Option<Uuid>,
     named: bool,
     has_email: bool,
+    held: bool,
 }
 
 async fn stored_identity(
@@ -1157,18 +1166,19 @@ async fn stored_identity(
     integration_id: Uuid,
     crm_user_id: &str,
 ) -> Result<Option<Identity>, sqlx::Error> {
-    let row: Option<(Option<Uuid>, bool, bool)> = sqlx::query_as(
-        "SELECT user_id, display_name IS NOT NULL, email IS NOT NULL FROM crm_identities
+    let row: Option<(Option<Uuid>, bool, bool, bool)> = sqlx::query_as(
+        "SELECT user_id, display_name IS NOT NULL, email IS NOT NULL, unmapped_at IS NOT NULL FROM crm_identities
          WHERE integration_id = $1 AND crm_user_id = $2",
     )
     .bind(integration_id)
     .bind(crm_user_id)
     .fetch_optional(tx)
     .await?;
-    Ok(row.map(|(user_id, named, has_email)| Identity {
+    Ok(row.map(|(user_id, named, has_email, held)| Identity {
         user_id,
         named,
         has_email,
+        held,
     }))
 }
 
@@ -1216,21 +1226,4 @@ async fn ensure_identity(
     .execute(tx)
     .await?;
     Ok(())
-}
-
-async fn on_a_team(
-    tx: &mut PgConnection,
-    cache: &mut Cache,
-    user_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    if let Some(on) = cache.on_team.get(&user_id) {
-        return Ok(*on);
-    }
-    let (on,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)")
-            .bind(user_id)
-            .fetch_one(tx)
-            .await?;
-    cache.on_team.insert(user_id, on);
-    Ok(on)
 }

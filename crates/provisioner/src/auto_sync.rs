@@ -107,7 +107,7 @@ impl AutoSync {
             let batch: Vec<Waiting> = sqlx::query_as(
                 "SELECT ci.company_id, ci.integration_id, ci.crm_user_id
                  FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
-                 WHERE i.auto_sync_users AND ci.user_id IS NULL
+                 WHERE i.auto_sync_users AND ci.user_id IS NULL AND ci.unmapped_at IS NULL
                    AND ($1::uuid IS NULL OR ci.integration_id = $1)
                    AND ($2::uuid IS NULL OR (ci.integration_id, ci.crm_user_id) > ($2, $3))
                    AND EXISTS (SELECT 1 FROM activities a

@@ -41,6 +41,7 @@ pub struct Directory {
     pool: PgPool,
     publisher: Publisher,
     users_topic: String,
+    activities_topic: String,
     key: SecretKey,
     config: Config,
     inline_attempts: u32,
@@ -79,6 +80,7 @@ impl Directory {
             pool,
             publisher,
             users_topic: settings.topics.users.clone(),
+            activities_topic: settings.topics.activities.clone(),
             key,
             config: Config {
                 timeout: Duration::from_millis(d.timeout_ms),
@@ -197,6 +199,7 @@ impl Directory {
         result: &Result<DirectoryUser, LookupError>,
     ) -> Result<(), sqlx::Error> {
         let attempts = attempts + 1;
+        let active = result.as_ref().ok().and_then(|user| user.active);
         let (name, email, state, next, error) = match result {
             Ok(user) => (
                 user.name.clone(),
@@ -221,8 +224,8 @@ impl Directory {
         };
         sqlx::query(
             "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email, directory_email,
-                                         directory_state, directory_attempts, directory_next_attempt_at, directory_error)
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
+                                         directory_state, directory_attempts, directory_next_attempt_at, directory_error, crm_active)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (integration_id, crm_user_id) DO UPDATE SET
                  display_name = COALESCE(crm_identities.display_name, EXCLUDED.display_name),
                  email = COALESCE(crm_identities.email, EXCLUDED.email),
@@ -231,6 +234,10 @@ impl Directory {
                  directory_attempts = EXCLUDED.directory_attempts,
                  directory_next_attempt_at = EXCLUDED.directory_next_attempt_at,
                  directory_error = EXCLUDED.directory_error,
+                 crm_active = COALESCE(EXCLUDED.crm_active, crm_identities.crm_active),
+                 -- Active again in the CRM: a later inactive word applies anew.
+                 crm_inactive_applied_at = CASE WHEN EXCLUDED.crm_active THEN NULL
+                                                ELSE crm_identities.crm_inactive_applied_at END,
                  updated_at = now()",
         )
         .bind(company_id)
@@ -242,6 +249,7 @@ impl Directory {
         .bind(attempts)
         .bind(next)
         .bind(error)
+        .bind(active)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -354,6 +362,15 @@ impl Directory {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(identities = n, "completed CRM users looked up again"),
                 Err(e) => tracing::warn!(error = %e, "completing CRM users failed; retrying later"),
+            }
+            let topics = crate::people::Topics {
+                users: &self.users_topic,
+                activities: &self.activities_topic,
+            };
+            if let Err(e) =
+                crate::people::deactivate_inactive_in_crm(&self.pool, &self.publisher, topics).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "deactivating users the CRM says are inactive failed; retrying later");
             }
         }
     }
@@ -475,6 +492,7 @@ impl Directory {
                 UserStatus::Pending
             } as i32,
             linked_existing_user: false,
+            merged_user_ids: Vec::new(),
             provisioned_at: Some(crm_sync_proto::Timestamp {
                 seconds: Utc::now().timestamp(),
                 nanos: 0,

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod auto_sync;
 pub mod directory;
+pub mod people;
 
 use std::time::Duration;
 

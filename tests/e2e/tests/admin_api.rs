@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_backfills;
+mod admin_people;
 mod admin_polish;
 mod admin_support;
 

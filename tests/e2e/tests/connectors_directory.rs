@@ -388,3 +388,132 @@ async fn a_refresh_token_the_crm_rotates_is_stored_and_survives_a_restart() {
     assert_eq!(second.email.as_deref(), Some("john.roe@example.com"));
     assert_eq!(stored_refresh_token().await.as_deref(), Some("rt-2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_the_crm_says_is_inactive_is_deactivated_where_the_integration_says_so() {
+    const KEPT_ACTIVE: &str = "0055g00000AbCdFAAZ";
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Ina Active", "ina@example.com");
+    crm.deactivate_user(OWNER);
+    crm.add_user(KEPT_ACTIVE, "Kit Kept", "kit@example.com");
+    crm.deactivate_user(KEPT_ACTIVE);
+    let s = setup(
+        "connectors-directory-inactive",
+        "salesforce",
+        ORG,
+        salesforce_api(&crm.base_url),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let p = start_pipeline(&s.env, &[]).await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
+        s.integration_id
+    ));
+    let post_won = |notification: &'static str, record: &'static str, owner: &'static str| {
+        let url = url.clone();
+        async move {
+            let body = salesforce::outbound_message(
+                ORG,
+                &[salesforce::won_opportunity(
+                    notification,
+                    record,
+                    owner,
+                    "900",
+                )],
+            );
+            let answer = post(
+                &url,
+                &[
+                    ("content-type", "text/xml; charset=utf-8"),
+                    ("soapaction", "\"\""),
+                ],
+                body,
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    };
+    let status_of = |owner: &'static str| {
+        let pool = s.env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, Option<String>, Option<bool>)>(
+                "SELECT u.id, u.deactivated_by, ci.crm_active FROM crm_identities ci
+                 JOIN users u ON u.id = ci.user_id WHERE ci.crm_user_id = $1",
+            )
+            .bind(owner)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // With the integration's setting off, the account is made and stays active.
+    sqlx::query("UPDATE integrations SET deactivate_with_crm = false WHERE id = $1")
+        .bind(s.integration_id)
+        .execute(&s.env.pool)
+        .await
+        .unwrap();
+    post_won("04l5g00000ABCDFAA1", "0065g00000XyZ13AAB", KEPT_ACTIVE).await;
+    let (kit, _, crm_active) = eventually("Kit's account", Duration::from_secs(30), || {
+        status_of(KEPT_ACTIVE)
+    })
+    .await;
+    assert_eq!(crm_active, Some(false), "what the CRM said is kept");
+    // The background pass runs every second: three of them leave Kit alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status_of(KEPT_ACTIVE).await.unwrap().1, None);
+
+    // With it on (the default), the inactive CRM user's account is deactivated, audited and
+    // announced.
+    sqlx::query("UPDATE integrations SET deactivate_with_crm = true WHERE id = $1")
+        .bind(s.integration_id)
+        .execute(&s.env.pool)
+        .await
+        .unwrap();
+    post_won("04l5g00000ABCDGAA1", "0065g00000XyZ14AAB", OWNER).await;
+    let (ina, _, _) = eventually("Ina deactivated", Duration::from_secs(30), || async {
+        status_of(OWNER)
+            .await
+            .filter(|(_, by, _)| by.as_deref() == Some("crm"))
+    })
+    .await;
+    let kit_now = eventually("Kit deactivated too", Duration::from_secs(30), || async {
+        status_of(KEPT_ACTIVE)
+            .await
+            .filter(|(_, by, _)| by.as_deref() == Some("crm"))
+    })
+    .await;
+    assert_eq!(kit_now.0, kit);
+    let announced = eventually(
+        "Ina announced inactive",
+        Duration::from_secs(30),
+        || async {
+            users_announced(&s.env).await.into_iter().find(|u| {
+                u.user_id == ina.to_string()
+                    && u.status == crm_sync_proto::v1::UserStatus::Inactive as i32
+            })
+        },
+    )
+    .await;
+    assert_eq!(announced.display_name, "Ina Active");
+    let (actor, details): (String, serde_json::Value) = sqlx::query_as(
+        "SELECT actor, details FROM audit_log WHERE action = 'user.deactivated' AND target_id = $1",
+    )
+    .bind(ina.to_string())
+    .fetch_one(&s.env.pool)
+    .await
+    .unwrap();
+    assert!(actor.contains("CRM says"), "{actor}");
+    assert_eq!(details["crm_user_id"], OWNER);
+
+    // An admin reactivates Ina: the CRM's old word does not overrule them.
+    sqlx::query("UPDATE users SET deactivated_at = NULL, deactivated_by = NULL WHERE id = $1")
+        .bind(ina)
+        .execute(&s.env.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status_of(OWNER).await.unwrap().1, None);
+}

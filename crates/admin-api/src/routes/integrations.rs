@@ -28,6 +28,8 @@ pub struct IntegrationView {
     pub crm_account_id: String,
     /// Whether the first matching event of an unknown CRM user creates a (pending) account.
     pub auto_sync_users: bool,
+    /// Whether a CRM user the CRM says is inactive deactivates the platform user (default on).
+    pub deactivate_with_crm: bool,
     pub has_webhook_token: bool,
     /// Where the CRM sends its webhooks (on the ingest service), without the token.
     pub webhook_path: String,
@@ -78,6 +80,7 @@ impl IntegrationView {
             crm: r.crm,
             crm_account_id: r.crm_account_id,
             auto_sync_users: r.auto_sync_users,
+            deactivate_with_crm: r.deactivate_with_crm,
             has_webhook_token: r.has_webhook_token,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -244,6 +247,8 @@ pub struct IntegrationPatch {
     pub crm_account_id: Option<String>,
     /// Turn automatic user sync on or off.
     pub auto_sync_users: Option<bool>,
+    /// Whether the CRM saying its user is inactive deactivates the platform user.
+    pub deactivate_with_crm: Option<bool>,
     /// Replace the webhook token (write-only; at least 16 characters).
     pub webhook_token: Option<String>,
 }
@@ -275,6 +280,7 @@ pub async fn update(
             .map(|n| text("crm_account_id", n, 200))
             .transpose()?,
         auto_sync_users: body.auto_sync_users,
+        deactivate_with_crm: body.deactivate_with_crm,
         webhook_token: webhook_token(body.webhook_token.as_deref())?,
     };
     let mut tx = state.pool.begin().await?;
@@ -299,6 +305,12 @@ pub async fn update(
         details.insert(
             "auto_sync_users".into(),
             json!({"from": before.auto_sync_users, "to": row.auto_sync_users}),
+        );
+    }
+    if before.deactivate_with_crm != row.deactivate_with_crm {
+        details.insert(
+            "deactivate_with_crm".into(),
+            json!({"from": before.deactivate_with_crm, "to": row.deactivate_with_crm}),
         );
     }
     if changes.webhook_token.is_some() {

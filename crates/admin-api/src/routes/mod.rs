@@ -8,7 +8,9 @@ pub mod backfills;
 pub mod company;
 pub mod credentials;
 pub mod health;
+pub mod integration_delete;
 pub mod integrations;
+pub mod people;
 pub mod session;
 pub mod teams;
 pub mod tokens;
@@ -33,7 +35,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(session::get_session))
         .routes(routes!(company::get, company::update))
         .routes(routes!(integrations::list, integrations::create))
-        .routes(routes!(integrations::get, integrations::update))
+        .routes(routes!(
+            integrations::get,
+            integrations::update,
+            integration_delete::delete
+        ))
+        .routes(routes!(integration_delete::preview))
         .routes(routes!(integrations::rotate_webhook_token))
         .routes(routes!(credentials::get, credentials::update))
         .routes(routes!(backfills::list, backfills::start))
@@ -54,8 +61,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(teams::get, teams::update, teams::delete))
         .routes(routes!(teams::place_member, teams::remove_member))
         .routes(routes!(users::list, users::create))
-        .routes(routes!(users::get))
+        .routes(routes!(users::get, people::rename))
         .routes(routes!(users::map_identity))
+        .routes(routes!(people::unmap))
+        .routes(routes!(people::deactivate))
+        .routes(routes!(people::reactivate))
+        .routes(routes!(people::merge))
         .routes(routes!(users::list_identities))
         .routes(routes!(activities::list))
         .routes(routes!(activities::leaderboard))

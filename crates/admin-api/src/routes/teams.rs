@@ -171,7 +171,7 @@ async fn hide_if_teamless(
     user_id: Uuid,
     batch: &mut Batch,
 ) -> Result<usize, sqlx::Error> {
-    if users::on_a_team(conn, user_id).await? {
+    if users::counts_on_leaderboards(conn, user_id).await? {
         return Ok(0);
     }
     let recorded = activities::recorded_of_user(conn, user_id).await?;
@@ -254,7 +254,7 @@ pub async fn place_member(
     let status = users::lock(&mut tx, company, p.user_id)
         .await?
         .or_not_found("user")?;
-    let was_visible = users::on_a_team(&mut tx, p.user_id).await?;
+    let was_visible = users::counts_on_leaderboards(&mut tx, p.user_id).await?;
     let added = store::add_member(&mut tx, company, p.team_id, p.user_id).await?;
     let mut batch = Batch::new();
     let mut shown = 0;
@@ -262,7 +262,8 @@ pub async fn place_member(
         if status == "pending" {
             users::activate(&mut tx, p.user_id).await?;
         }
-        if !was_visible {
+        // A deactivated user stays hidden on a team.
+        if !was_visible && users::counts_on_leaderboards(&mut tx, p.user_id).await? {
             let recorded = activities::recorded_of_user(&mut tx, p.user_id).await?;
             batch
                 .stage_activities(

@@ -38,8 +38,14 @@ pub struct UserView {
     pub id: Uuid,
     pub display_name: String,
     pub email: Option<String>,
-    /// `pending` (not placed on a team yet) or `active`.
+    /// `pending` (not placed on a team yet), `active`, or `inactive` (deactivated: off
+    /// leaderboards until reactivated).
     pub status: String,
+    /// When the user was deactivated, while inactive.
+    pub deactivated_at: Option<DateTime<Utc>>,
+    /// Who deactivated the user, while inactive: `admin` or `crm` (the CRM said its user is
+    /// inactive).
+    pub deactivated_by: Option<String>,
     /// `auto_sync` (created by automatic user sync) or `manual`.
     pub source: String,
     pub teams: Vec<TeamRef>,
@@ -55,7 +61,13 @@ impl From<UserRow> for UserView {
             id: r.id,
             display_name: r.display_name,
             email: r.email,
-            status: r.status,
+            status: if r.deactivated_at.is_some() {
+                "inactive".to_owned()
+            } else {
+                r.status
+            },
+            deactivated_at: r.deactivated_at,
+            deactivated_by: r.deactivated_by,
             source: r.source,
             teams: r
                 .team_ids
@@ -83,6 +95,7 @@ impl From<UserRow> for UserView {
 pub enum UserStatus {
     Pending,
     Active,
+    Inactive,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -96,7 +109,7 @@ pub enum UserSource {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UserListQuery {
-    /// `pending` or `active`.
+    /// `pending`, `active` or `inactive` (deactivated).
     #[param(inline)]
     pub status: Option<UserStatus>,
     /// `auto_sync` or `manual`.
@@ -139,6 +152,7 @@ pub async fn list(
         status: q.status.map(|s| match s {
             UserStatus::Pending => "pending".into(),
             UserStatus::Active => "active".into(),
+            UserStatus::Inactive => "inactive".into(),
         }),
         source: q.source.map(|s| match s {
             UserSource::AutoSync => "auto_sync".into(),
@@ -175,17 +189,7 @@ pub async fn create(
     JsonBody(b): JsonBody<NewUserBody>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     let name = text("display_name", &b.display_name, 200)?;
-    let email = match b.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-        Some(e)
-            if e.len() <= 320
-                && e.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.')) =>
-        {
-            Some(e.to_owned())
-        }
-        Some(_) => return Err(ApiError::invalid("email", "not an email address")),
-        None => None,
-    };
+    let email = email(b.email.as_deref())?;
     let mut tx = state.pool.begin().await?;
     let row = store::create_manual(&mut tx, caller.company(), &name, email.as_deref())
         .await
@@ -200,6 +204,21 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// An optional email as typed: blank is none, anything else must look like an address.
+pub fn email(value: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(e) = value.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    let looks_like_an_address = e.len() <= 320
+        && !e.chars().any(char::is_control)
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+    if !looks_like_an_address {
+        return Err(ApiError::invalid("email", "not an email address"));
+    }
+    Ok(Some(e.to_owned()))
 }
 
 /// One user.
@@ -286,7 +305,7 @@ pub async fn map_identity(
     let attached =
         activities::attach_unmapped(&mut tx, company, b.integration_id, &crm_user_id, p.user_id)
             .await?;
-    let visible = store::on_a_team(&mut tx, p.user_id).await?;
+    let visible = store::counts_on_leaderboards(&mut tx, p.user_id).await?;
     let mut batch = Batch::new();
     batch
         .stage_activities(
@@ -318,7 +337,11 @@ pub async fn map_identity(
     }))
 }
 
-async fn users_lock(tx: &mut sqlx::PgConnection, company: Uuid, user_id: Uuid) -> ApiResult<()> {
+pub(crate) async fn users_lock(
+    tx: &mut sqlx::PgConnection,
+    company: Uuid,
+    user_id: Uuid,
+) -> ApiResult<()> {
     store::lock(tx, company, user_id)
         .await?
         .map(|_| ())

@@ -30,6 +30,8 @@ pub struct DemoArgs {
     pub ingest_url: String,
     /// Where ingest's `/readyz` is (its ops port).
     pub ingest_ops_url: String,
+    /// admin-api, which places the demo's users on the team `Sales`.
+    pub admin_url: String,
     pub timeout: Duration,
 }
 
@@ -176,10 +178,59 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
         "\nThe open opportunity {} ({OPEN_OWNER}) created nothing, as it satisfies no active workflow.",
         open.record_id
     );
-    println!(
-        "New users are pending until an admin places them on a team (e.g. `Sales`); only then do \
-         their activities count on leaderboards."
-    );
+    hubspot_and_leaderboard(ctx, &pool, &http, base, company, applied_company, &args).await?;
+    Ok(())
+}
+
+/// HubSpot beside Salesforce (the same company, the same leaderboard), the new users placed on
+/// `Sales`, and the leaderboard.
+async fn hubspot_and_leaderboard(
+    ctx: &Context,
+    pool: &sqlx::PgPool,
+    http: &reqwest::Client,
+    base: &str,
+    company: &crate::tenants_file::CompanyEntry,
+    applied_company: &apply::AppliedCompany,
+    args: &DemoArgs,
+) -> anyhow::Result<()> {
+    let company_id = applied_company.id;
+    if let Some(hubspot) = applied_company
+        .integrations
+        .iter()
+        .find(|i| i.crm == Crm::Hubspot)
+    {
+        let portal = company
+            .integrations
+            .iter()
+            .find(|i| i.crm == Crm::Hubspot)
+            .map(|i| i.crm_account_id.0.clone())
+            .unwrap_or_default();
+        let hubspot_part = (hubspot.id, portal.as_str());
+        crate::commands::demo_hubspot::run(
+            ctx,
+            pool,
+            http,
+            base,
+            company_id,
+            hubspot_part,
+            args.timeout,
+        )
+        .await?;
+    }
+    let sales = applied_company.teams.iter().find(|t| t.name == "Sales");
+    if let Some(team) = sales {
+        let demo_integrations: Vec<Uuid> =
+            applied_company.integrations.iter().map(|i| i.id).collect();
+        crate::commands::demo_leaderboard::place_on_team(
+            pool,
+            http,
+            &args.admin_url,
+            (company_id, team.id, &team.name),
+            &demo_integrations,
+        )
+        .await?;
+    }
+    crate::commands::demo_leaderboard::print(pool, company_id).await?;
     Ok(())
 }
 

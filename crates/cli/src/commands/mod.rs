@@ -6,6 +6,8 @@ mod apply_summary;
 pub mod backfill;
 pub mod consume;
 pub mod demo;
+pub mod demo_hubspot;
+pub mod demo_leaderboard;
 pub mod dlq;
 pub mod migrate;
 pub mod produce;

@@ -1,5 +1,5 @@
 //! Activities and leaderboards as admins see them. An activity counts (is *visible*) only while
-//! it is recorded and its user is on a team (DESIGN §1 rule 6).
+//! it is recorded and its user is on a team and not deactivated.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -27,11 +27,13 @@ pub struct ActivityRow {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "a.id, a.integration_id, a.workflow_id, a.object_type, a.record_id,
+pub(crate) const COLUMNS: &str = "a.id, a.integration_id, a.workflow_id, a.object_type, a.record_id,
     a.crm_user_id, a.user_id, a.activity_type, a.value, a.activity_date, a.state, a.last_event_id,
     a.created_at,
     (a.state = 'recorded' AND a.user_id IS NOT NULL
-       AND EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = a.user_id)) AS visible";
+       AND EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = a.user_id)
+       AND NOT EXISTS (SELECT 1 FROM users du WHERE du.id = a.user_id AND du.deactivated_at IS NOT NULL))
+      AS visible";
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -110,6 +112,23 @@ pub async fn recorded_of_workflow(
     .await
 }
 
+/// The recorded activities of an integration that belong to a user (what downstream knows).
+pub async fn recorded_of_integration(
+    conn: &mut PgConnection,
+    company_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Vec<ActivityRow>, sqlx::Error> {
+    sqlx::query_as::<_, ActivityRow>(&format!(
+        "SELECT {COLUMNS} FROM activities a
+         WHERE a.company_id = $1 AND a.integration_id = $2 AND a.state = 'recorded' AND a.user_id IS NOT NULL
+         ORDER BY a.created_at, a.id"
+    ))
+    .bind(company_id)
+    .bind(integration_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// Activities kept while the identity was unmapped now belong to the user (the provisioner's
 /// `attach_unmapped`, for a mapping made by an admin).
 pub async fn attach_unmapped(
@@ -171,6 +190,8 @@ pub async fn leaderboard(
         "WITH totals AS (
              SELECT a.user_id, sum(a.value) AS total, count(*) AS count
              FROM activities a
+             -- Deactivated users are off leaderboards.
+             JOIN users au ON au.id = a.user_id AND au.deactivated_at IS NULL
              WHERE a.company_id = $1 AND a.state = 'recorded' AND a.activity_type = $2
                AND a.user_id IS NOT NULL
                AND ($3::timestamptz IS NULL OR a.activity_date >= $3)

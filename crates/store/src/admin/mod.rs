@@ -10,6 +10,7 @@ pub mod audit;
 pub mod company;
 pub mod health;
 pub mod integrations;
+pub mod people;
 pub mod teams;
 pub mod tokens;
 pub mod users;

@@ -9,19 +9,25 @@ use super::{After, by_id_query, keyset_query};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: Uuid,
+    pub company_id: Uuid,
     pub display_name: String,
     pub email: Option<String>,
     pub status: String,
     pub source: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set while deactivated (off leaderboards).
+    pub deactivated_at: Option<DateTime<Utc>>,
+    /// `admin` or `crm`, while deactivated.
+    pub deactivated_by: Option<String>,
     pub team_ids: Vec<Uuid>,
     pub team_names: Vec<String>,
     pub identity_integration_ids: Vec<Uuid>,
     pub identity_crm_user_ids: Vec<String>,
 }
 
-const COLUMNS: &str = "u.id, u.display_name, u.email, u.status, u.source, u.created_at, u.updated_at,
+const COLUMNS: &str = "u.id, u.company_id, u.display_name, u.email, u.status, u.source, u.created_at, u.updated_at,
+    u.deactivated_at, u.deactivated_by,
     ARRAY(SELECT t.id FROM team_memberships m JOIN teams t ON t.id = m.team_id
           WHERE m.user_id = u.id ORDER BY t.name, t.id) AS team_ids,
     ARRAY(SELECT t.name FROM team_memberships m JOIN teams t ON t.id = m.team_id
@@ -33,7 +39,7 @@ const COLUMNS: &str = "u.id, u.display_name, u.email, u.status, u.source, u.crea
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// `pending` or `active`.
+    /// `pending` or `active` (deactivated users excluded), or `inactive` (only those).
     pub status: Option<String>,
     /// `auto_sync` or `manual`.
     pub source: Option<String>,
@@ -54,7 +60,8 @@ pub async fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM users u
          WHERE u.company_id = $1 AND ($2::timestamptz IS NULL OR (u.created_at, u.id) > ($2, $3))
-           AND ($5::text IS NULL OR u.status = $5)
+           AND ($5::text IS NULL OR ($5 = 'inactive' AND u.deactivated_at IS NOT NULL)
+                OR (u.status = $5 AND u.deactivated_at IS NULL))
            AND ($6::text IS NULL OR u.source = $6)
            AND ($7::boolean IS NULL OR $7 = EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = u.id))
            AND ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = u.id AND m.team_id = $8))
@@ -131,12 +138,19 @@ pub async fn activate(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Err
     Ok(())
 }
 
-pub async fn on_a_team(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let (on,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)")
-            .bind(id)
-            .fetch_one(conn)
-            .await?;
+/// Whether the user's recorded activities count on leaderboards: the user is on a team and not
+/// deactivated.
+pub async fn counts_on_leaderboards(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let (on,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)
+            AND NOT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NOT NULL)",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
     Ok(on)
 }
 
@@ -234,8 +248,9 @@ pub async fn map_identity(
         Some(existing) if existing == user_id => Ok(MapOutcome::Mapped),
         Some(other) => Ok(MapOutcome::MappedToOther(other)),
         None => {
+            // Mapped by hand again: an earlier unmapping no longer holds auto-sync off.
             sqlx::query(
-                "UPDATE crm_identities SET user_id = $3, updated_at = now()
+                "UPDATE crm_identities SET user_id = $3, unmapped_at = NULL, updated_at = now()
                  WHERE integration_id = $1 AND crm_user_id = $2",
             )
             .bind(integration_id)

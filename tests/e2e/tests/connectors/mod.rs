@@ -313,6 +313,8 @@ pub struct FakeCrm {
 #[derive(Default)]
 struct FakeState {
     users: Mutex<HashMap<String, (String, String)>>,
+    /// Users the CRM reports inactive (Salesforce `IsActive: false`).
+    inactive: Mutex<std::collections::HashSet<String>>,
     unavailable: AtomicUsize,
     lookups: AtomicUsize,
     tokens: AtomicUsize,
@@ -355,6 +357,11 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert(id.to_owned(), (name.to_owned(), email.to_owned()));
+    }
+
+    /// The CRM reports the user inactive from now on.
+    pub fn deactivate_user(&self, id: &str) {
+        self.state.inactive.lock().unwrap().insert(id.to_owned());
     }
 
     pub fn unavailable(&self, next_lookups: usize) {
@@ -456,7 +463,8 @@ async fn salesforce_user(
     match s.lookup(&id, json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])) {
         Ok((name, email)) => Json(json!({
             "attributes": {"type": "User", "url": format!("/services/data/v62.0/sobjects/User/{id}")},
-            "Id": id, "Name": name, "Email": email, "IsActive": true
+            "Id": id, "Name": name, "Email": email,
+            "IsActive": !s.inactive.lock().unwrap().contains(&id)
         }))
         .into_response(),
         Err(answer) => answer,

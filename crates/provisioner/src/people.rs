@@ -1,0 +1,216 @@
+//! The people lifecycle on the provisioner's side: a deactivated user's activities are recorded
+//! but do not count on leaderboards, and a user the CRM says is inactive is deactivated.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use crm_sync_kafka::Publisher;
+use crm_sync_proto::Message as _;
+use crm_sync_proto::v1::{ActivityChanged, ActivityState, UserProvisioned, UserStatus};
+use crm_sync_store::outbox::{self, Pending};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::apply::Cache;
+
+/// Namespace of the ids of the announcements of CRM deactivations.
+const NAMESPACE: Uuid = Uuid::from_u128(0x51c0_9d3e_7a24_4f86_b0e1_6c2d_93a7_58f4);
+
+/// Whether the user's activities count on leaderboards (announced `visible`): the user is on a
+/// team and not deactivated. Cached for the batch's transaction.
+pub(crate) async fn counts_on_leaderboards(
+    tx: &mut PgConnection,
+    cache: &mut Cache,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    if let Some(on) = cache.on_team.get(&user_id) {
+        return Ok(*on);
+    }
+    let (on,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)
+            AND NOT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NOT NULL)",
+    )
+    .bind(user_id)
+    .fetch_one(tx)
+    .await?;
+    cache.on_team.insert(user_id, on);
+    Ok(on)
+}
+
+/// Where the announcements of a deactivation go.
+#[derive(Debug, Clone, Copy)]
+pub struct Topics<'a> {
+    pub users: &'a str,
+    pub activities: &'a str,
+}
+
+/// Deactivates the platform users whose CRM user the CRM's directory said is inactive, where
+/// the integration says so (`deactivate_with_crm`, on by default): each in a transaction of its
+/// own that audits it and stages the announcements (the user as inactive, its activities as no
+/// longer visible), published right after commit. A user an admin reactivated afterwards stays
+/// active until the CRM reports the user inactive again. Returns how many were deactivated.
+pub async fn deactivate_inactive_in_crm(
+    pool: &PgPool,
+    publisher: &Publisher,
+    topics: Topics<'_>,
+) -> anyhow::Result<usize> {
+    let due: Vec<(Uuid, Uuid, String, Uuid)> = sqlx::query_as(
+        "SELECT ci.company_id, ci.integration_id, ci.crm_user_id, ci.user_id
+         FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
+         WHERE ci.crm_active = false AND ci.crm_inactive_applied_at IS NULL
+           AND ci.user_id IS NOT NULL AND i.deactivate_with_crm
+         LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await
+    .context("finding users the CRM says are inactive")?;
+    let mut done = 0;
+    for (company_id, integration_id, crm_user_id, user_id) in due {
+        let batch = format!("provisioner/crm-inactive/{}", Uuid::new_v4());
+        let mut tx = pool.begin().await?;
+        let deactivated = deactivate_one(
+            &mut tx,
+            &batch,
+            topics,
+            (company_id, integration_id, &crm_user_id, user_id),
+        )
+        .await
+        .with_context(|| format!("deactivating user {user_id} (CRM user {crm_user_id})"))?;
+        sqlx::query(
+            "UPDATE crm_identities SET crm_inactive_applied_at = now()
+             WHERE integration_id = $1 AND crm_user_id = $2",
+        )
+        .bind(integration_id)
+        .bind(&crm_user_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if deactivated {
+            done += 1;
+            tracing::info!(%user_id, %integration_id, crm_user_id, "deactivated the user: the CRM says they are inactive");
+        }
+        // Committed: if publishing fails now, the outbox relay sends the rows later.
+        crm_sync_kafka::outbox_relay::publish_batches(pool, publisher, &[&batch]).await?;
+    }
+    Ok(done)
+}
+
+/// Deactivates the user (if not already) and stages what downstream must learn of it.
+async fn deactivate_one(
+    tx: &mut PgConnection,
+    batch: &str,
+    topics: Topics<'_>,
+    (company_id, integration_id, crm_user_id, user_id): (Uuid, Uuid, &str, Uuid),
+) -> anyhow::Result<bool> {
+    let visible_before = counts_on_leaderboards(tx, &mut Cache::default(), user_id).await?;
+    let user: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE users SET deactivated_at = now(), deactivated_by = 'crm', updated_at = now()
+         WHERE id = $1 AND deactivated_at IS NULL RETURNING display_name, email",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((display_name, email)) = user else {
+        return Ok(false);
+    };
+    let key = format!("{company_id}/{user_id}");
+    let pending = |topic: &str, message_id: String, payload: Vec<u8>| Pending {
+        topic: topic.to_owned(),
+        key: key.clone(),
+        message_id,
+        payload,
+    };
+    if visible_before {
+        for a in recorded_of(tx, user_id).await? {
+            let change = ActivityChanged {
+                change_id: Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes())
+                    .to_string(),
+                activity_id: a.id.to_string(),
+                company_id: company_id.to_string(),
+                user_id: user_id.to_string(),
+                integration_id: a.integration_id.to_string(),
+                workflow_id: a.workflow_id.to_string(),
+                activity_type: a.activity_type,
+                value: a.value.to_string(),
+                activity_date: Some(timestamp(a.activity_date)),
+                state: ActivityState::Recorded as i32,
+                visible: false,
+                object_type: a.object_type,
+                record_id: a.record_id,
+                source_event_id: a.last_event_id,
+                changed_at: Some(timestamp(Utc::now())),
+            };
+            let message = pending(
+                topics.activities,
+                change.change_id.clone(),
+                change.encode_to_vec(),
+            );
+            outbox::stage(tx, batch, &message).await?;
+        }
+    }
+    let announcement = UserProvisioned {
+        event_id: Uuid::new_v5(&NAMESPACE, format!("{user_id}\u{1f}{batch}").as_bytes())
+            .to_string(),
+        company_id: company_id.to_string(),
+        user_id: user_id.to_string(),
+        integration_id: integration_id.to_string(),
+        crm_user_id: crm_user_id.to_owned(),
+        display_name,
+        email: email.unwrap_or_default(),
+        status: UserStatus::Inactive as i32,
+        linked_existing_user: false,
+        provisioned_at: Some(timestamp(Utc::now())),
+        merged_user_ids: Vec::new(),
+    };
+    let message = pending(
+        topics.users,
+        announcement.event_id.clone(),
+        announcement.encode_to_vec(),
+    );
+    outbox::stage(tx, batch, &message).await?;
+    let actor = crm_sync_store::admin::audit::Actor {
+        token_id: None,
+        name: "provisioner (the CRM says the user is inactive)".into(),
+    };
+    crm_sync_store::admin::audit::record(
+        tx,
+        company_id,
+        &actor,
+        "user.deactivated",
+        "user",
+        &user_id.to_string(),
+        serde_json::json!({"by": "crm", "integration_id": integration_id, "crm_user_id": crm_user_id}),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[derive(sqlx::FromRow)]
+struct Recorded {
+    id: Uuid,
+    integration_id: Uuid,
+    workflow_id: Uuid,
+    activity_type: String,
+    value: rust_decimal::Decimal,
+    activity_date: DateTime<Utc>,
+    object_type: String,
+    record_id: String,
+    last_event_id: String,
+}
+
+async fn recorded_of(tx: &mut PgConnection, user_id: Uuid) -> Result<Vec<Recorded>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, integration_id, workflow_id, activity_type, value, activity_date, object_type,
+                record_id, last_event_id
+         FROM activities WHERE user_id = $1 AND state = 'recorded' ORDER BY created_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(tx)
+    .await
+}
+
+fn timestamp(dt: DateTime<Utc>) -> crm_sync_proto::Timestamp {
+    crm_sync_proto::Timestamp {
+        seconds: dt.timestamp(),
+        nanos: i32::try_from(dt.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
