@@ -154,6 +154,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let stop = shutdown::on_termination_signal();
     // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).
     let mut background = Supervisor::new(stop.clone());
+    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, stop.clone());
     background.spawn(
         "outbox relay",
         publish::relay_leftovers(pool.clone(), publisher.clone(), stop.clone()),

@@ -69,6 +69,7 @@ where
     }
     let stop = shutdown::on_termination_signal();
     let mut supervisor = Supervisor::new(stop.clone());
+    crm_sync_kafka::rotation::watch(&settings.kafka, &mut supervisor, stop.clone());
     background(Background {
         settings: &settings,
         pool: pool.clone(),

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod lag;
 pub mod outbox_relay;
 pub mod produce;
+pub mod rotation;
 mod security;
 pub mod service;
 pub mod transactional;

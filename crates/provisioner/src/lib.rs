@@ -36,6 +36,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         0,
     )?);
     let mut background = Supervisor::new(shutdown.clone());
+    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, shutdown.clone());
     // Messages left in the outbox by a replica that crashed between commit and publish.
     background.spawn(
         "outbox relay",

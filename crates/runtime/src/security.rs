@@ -224,6 +224,7 @@ impl KafkaSettings {
             ssl_key_password: None,
             ssl_key_password_file: None,
             librdkafka_options: LibrdkafkaOptions::default(),
+            credential_check_ms: 10_000,
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct KafkaSettings {
     /// Other librdkafka properties per client role, checked at start-up.
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
+    /// How often the credential files above are checked for a new version (which the service
+    /// restarts to load); 0: never.
+    pub credential_check_ms: u64,
 }
 
 /// Topic names. Dead-letter topics are `<topic>.dlq`.
@@ -336,6 +339,7 @@ impl Settings {
             .set_default("kafka.consumer_group", service.consumer_group)?
             .set_default("kafka.delivery_timeout_ms", 30_000)?
             .set_default("kafka.session_timeout_ms", 10_000)?
+            .set_default("kafka.credential_check_ms", 10_000)?
             .set_default("topics.events", "crm.events.v1")?
             .set_default("topics.matches", "crm.matches.v1")?
             .set_default("topics.activities", "salesscreen.activities.v1")?

@@ -84,6 +84,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
     let mut background = Supervisor::new(shutdown.clone());
+    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, shutdown.clone());
     background.spawn(
         "workflow listener",
         snapshot::keep_fresh(snapshot.clone(), pool.clone(), shutdown.clone()),

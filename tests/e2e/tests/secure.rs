@@ -314,20 +314,45 @@ async fn a_wrong_password_makes_readyz_say_so_once_per_window_and_recovers_when_
 }
 
 #[tokio::test]
-async fn an_untrusted_broker_certificate_makes_readyz_say_so() {
+async fn an_untrusted_broker_certificate_makes_readyz_say_so_and_a_fixed_ca_file_is_picked_up() {
     let secure = Secure::load();
     let env = TestEnv::new("secure-untrusted-ca").await;
+    // The operator mounted the wrong CA; the file is corrected in place later (a Secret update).
+    let ca_file = env.log_dir.join("kafka-ca.pem");
+    std::fs::copy(secure.get("CRM_SYNC_TEST_UNTRUSTED_CA"), &ca_file).unwrap();
     let mut extra = secure.scram_env(
         secure.get("CRM_SYNC_TEST_SCRAM_USER"),
         secure.get("CRM_SYNC_TEST_SCRAM_PASSWORD_FILE"),
-        secure.get("CRM_SYNC_TEST_UNTRUSTED_CA"),
+        ca_file.to_str().unwrap(),
     );
     extra.extend(secure.database_env(&env));
-    let provisioner = env.spawn_service("provisioner", "provisioner", &borrowed(&extra));
+    extra.push(("CRM_SYNC__KAFKA__CREDENTIAL_CHECK_MS".into(), "500".into()));
+    let mut provisioner = env.spawn_service("provisioner", "provisioner", &borrowed(&extra));
     eventually("readyz to name the failure", WAIT, || async {
         let (status, body) = readyz(&provisioner).await;
         (status == 503 && body.contains("kafka: TLS: the broker's certificate is not trusted"))
             .then_some(())
+    })
+    .await;
+
+    // librdkafka loaded the CA when it made its clients: the service restarts to load the new
+    // one, draining and exiting as on SIGTERM, and says why.
+    std::fs::copy(secure.get("CRM_SYNC_TEST_CA"), &ca_file).unwrap();
+    let status = eventually("the provisioner to stop for the new CA", WAIT, || {
+        let status = provisioner.exited();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status}: {}", provisioner.log_tail());
+    let log = std::fs::read_to_string(&provisioner.log_file).unwrap();
+    assert!(
+        log.contains("Kafka credential files changed") && log.contains("kafka-ca.pem"),
+        "{log}"
+    );
+    // What the orchestrator does next: start it again, with the same configuration.
+    let restarted = env.spawn_service("provisioner", "provisioner-restarted", &borrowed(&extra));
+    eventually("readyz to recover", WAIT, || async {
+        (readyz(&restarted).await.0 == 200).then_some(())
     })
     .await;
 }
