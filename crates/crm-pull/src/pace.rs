@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crm_sync_proto::v1::CrmEvent;
+use tokio_util::sync::CancellationToken;
 
 use crate::jobs::Sink;
 use crate::lag::EvaluatorLag;
@@ -32,6 +33,9 @@ pub struct Paced<S> {
     lag: Option<(Arc<EvaluatorLag>, i64)>,
     /// When the job's publishing began and how many records it published since.
     sent: Mutex<(Instant, u64)>,
+    /// Cuts the waits short: at shutdown the page in hand is published at once, so that the job
+    /// can checkpoint and hand its lease back within the grace period.
+    stop: CancellationToken,
 }
 
 impl<S: Sink> Paced<S> {
@@ -50,6 +54,7 @@ impl<S: Sink> Paced<S> {
             labels: labels.to_vec(),
             lag: None,
             sent: Mutex::new((Instant::now(), 0)),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -59,12 +64,28 @@ impl<S: Sink> Paced<S> {
         self
     }
 
+    /// No wait outlasts `stop`.
+    pub fn stopped_by(mut self, stop: CancellationToken) -> Paced<S> {
+        self.stop = stop;
+        self
+    }
+
+    async fn sleep(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
     async fn wait_for_the_evaluator(&self, deadline: Instant) {
         let Some((lag, max)) = &self.lag else {
             return;
         };
-        while Instant::now() < deadline && lag.current().await.is_some_and(|l| l > *max) {
-            tokio::time::sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
+        while Instant::now() < deadline
+            && !self.stop.is_cancelled()
+            && lag.current().await.is_some_and(|l| l > *max)
+        {
+            self.sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
         }
     }
@@ -85,7 +106,7 @@ impl<S: Sink> Sink for Paced<S> {
         let started = Instant::now();
         let wait = self.wait(started);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            self.sleep(wait).await;
         }
         self.wait_for_the_evaluator(started + self.max_wait).await;
         let count = events.len() as u64;

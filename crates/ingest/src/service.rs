@@ -34,6 +34,12 @@ pub struct Background<'a> {
     /// Tasks spawned here run until `shutdown`; one ending earlier stops the service.
     pub supervisor: &'a mut Supervisor,
     pub shutdown: CancellationToken,
+    /// Checks of the background work's own, added to `/readyz`.
+    pub readiness: &'a mut Readiness,
+    /// Background work that must wind down before the process exits (hand back what it holds)
+    /// pushes a token here and cancels it once done; after the servers drained, ingest waits
+    /// for them, bounded by the grace period, before its tasks are dropped.
+    pub wound_down: &'a mut Vec<CancellationToken>,
 }
 
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
@@ -58,7 +64,7 @@ where
         settings.ingest.transactional_producers,
     );
 
-    let readiness = readiness(&settings, &pool, &publisher);
+    let mut readiness = readiness(&settings, &pool, &publisher);
 
     let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if key.is_none() {
@@ -68,12 +74,15 @@ where
     }
     let stop = shutdown::on_termination_signal();
     let mut supervisor = Supervisor::new(stop.clone());
+    let mut wound_down = Vec::new();
     background(Background {
         settings: &settings,
         pool: pool.clone(),
         publisher: publisher.clone(),
         supervisor: &mut supervisor,
         shutdown: stop.clone(),
+        readiness: &mut readiness,
+        wound_down: &mut wound_down,
     })?;
     let api = crate::http::router(app_state(&settings, pool, publisher, key));
     let ops_port = settings.http.ops_port_or(OPS_PORT)?;
@@ -101,13 +110,15 @@ where
     };
     let served = supervisor
         .run(async {
-            tokio::select! {
+            let served = tokio::select! {
                 served = servers => served,
                 () = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
                     tracing::warn!(grace_period_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping anyway");
                     Ok(())
                 }
-            }
+            };
+            wind_down(&wound_down, grace).await;
+            served
         })
         .await;
 
@@ -116,6 +127,17 @@ where
     committer.finish(grace).await;
     tracing::info!("ingest stopped");
     served
+}
+
+/// Waits (at most `grace`) for the background work that hands something back at shutdown.
+async fn wind_down(tokens: &[CancellationToken], grace: Duration) {
+    let all = futures::future::join_all(tokens.iter().map(|t| t.cancelled()));
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            grace_period_secs = grace.as_secs(),
+            "background work did not wind down within the grace period; stopping anyway"
+        );
+    }
 }
 
 /// `/readyz`: PostgreSQL, Kafka, and the transactional producers initialized.
