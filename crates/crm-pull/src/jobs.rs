@@ -16,6 +16,7 @@ use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome, Progress};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Cursor, PullClient, PullError, Scope};
 
@@ -35,6 +36,9 @@ pub struct JobConfig {
     pub overlap: Duration,
     /// First wait after a transient failure (doubled per attempt, at most an hour).
     pub retry_backoff: Duration,
+    /// Cancelled when the replica shuts down: a running job ends its turn after the page in
+    /// hand (published and checkpointed) and hands its lease back.
+    pub shutdown: CancellationToken,
 }
 
 impl Default for JobConfig {
@@ -44,6 +48,7 @@ impl Default for JobConfig {
             reconcile_every: Duration::from_secs(15 * 60),
             overlap: Duration::from_secs(5 * 60),
             retry_backoff: Duration::from_secs(30),
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -54,6 +59,16 @@ pub struct ObjectProgress {
     pub cursor: Option<Cursor>,
     pub done: bool,
     pub newest: Option<DateTime<Utc>>,
+}
+
+/// How a turn's passes ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Every pass reached its end.
+    Done,
+    Cancelled,
+    /// The replica is shutting down; the checkpoint names every page published.
+    Stopped,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +106,9 @@ pub async fn run<S: Sink>(
     )
     .await?
     {
-        Ok(false) => Outcome::Cancelled,
-        Ok(true) => match job.kind {
+        Ok(Turn::Cancelled) => Outcome::Cancelled,
+        Ok(Turn::Stopped) => Outcome::Released,
+        Ok(Turn::Done) => match job.kind {
             JobKind::Backfill => Outcome::Succeeded,
             JobKind::Reconciliation => Outcome::Reschedule {
                 since: next_since(job, &checkpoint, config),
@@ -124,7 +140,7 @@ pub async fn fail(
     Ok(outcome)
 }
 
-/// Ok(true) when every pass ended, Ok(false) when cancelled; the inner error is the CRM's.
+/// How the passes ended; the inner error is the CRM's.
 #[allow(clippy::too_many_arguments)]
 async fn run_passes<S: Sink>(
     pool: &PgPool,
@@ -135,15 +151,18 @@ async fn run_passes<S: Sink>(
     scopes: &[Scope],
     sink: &S,
     checkpoint: &mut Map<String, Value>,
-) -> Result<Result<bool, PullError>, RunError> {
+) -> Result<Result<Turn, PullError>, RunError> {
     for scope in scopes {
         let mut progress: ObjectProgress = checkpoint
             .get(&scope.object)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
         while !progress.done {
+            if config.shutdown.is_cancelled() {
+                return Ok(Ok(Turn::Stopped));
+            }
             if cancel_requested(pool, job).await? {
-                return Ok(Ok(false));
+                return Ok(Ok(Turn::Cancelled));
             }
             let cursor = progress
                 .cursor
@@ -190,7 +209,7 @@ async fn run_passes<S: Sink>(
             }
         }
     }
-    Ok(Ok(true))
+    Ok(Ok(Turn::Done))
 }
 
 /// What pulled events name as their delivery: the job's kind and id, e.g.

@@ -38,20 +38,22 @@ impl EvaluatorLag {
         })
     }
 
-    /// The current lag, `None` when unknown.
-    pub async fn current(self: &Arc<Self>) -> Option<i64> {
+    /// The current lag and when its reading began (records published since are not in it),
+    /// `None` when unknown.
+    pub async fn current(self: &Arc<Self>) -> Option<(Instant, i64)> {
         if let Some((at, lag)) = *self.last.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < FRESH_FOR
         {
-            return lag;
+            return lag.map(|lag| (at, lag));
         }
         let this = self.clone();
+        let at = Instant::now();
         let lag = tokio::task::spawn_blocking(move || this.read())
             .await
             .ok()
             .flatten();
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), lag));
-        lag
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, lag));
+        lag.map(|lag| (at, lag))
     }
 
     fn read(&self) -> Option<i64> {

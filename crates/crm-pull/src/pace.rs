@@ -9,16 +9,20 @@
 //! consume and restore two co-partitioned topics together; the pace gives the same protection
 //! with one.)
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crm_sync_proto::v1::CrmEvent;
+use tokio_util::sync::CancellationToken;
 
 use crate::jobs::Sink;
 use crate::lag::EvaluatorLag;
 
 /// How often a job waiting for the evaluator looks at its lag again.
 const LAG_POLL: Duration = Duration::from_millis(250);
+/// How long a published page is remembered: longer than a lag reading is reused.
+const REMEMBER_PAGES: Duration = Duration::from_secs(5);
 
 /// Records published by pulls, by integration and job kind.
 pub const PUBLISHED_METRIC: &str = "crm_sync_pull_records_published_total";
@@ -32,6 +36,13 @@ pub struct Paced<S> {
     lag: Option<(Arc<EvaluatorLag>, i64)>,
     /// When the job's publishing began and how many records it published since.
     sent: Mutex<(Instant, u64)>,
+    /// The pages of the last few seconds (when published, records): a lag reading older than
+    /// a page does not count it yet, and is reused for a second, so without them a job
+    /// publishing 2,000 records/s would overshoot the evaluator's allowed lag by as much.
+    recent: Mutex<VecDeque<(Instant, u64)>>,
+    /// Cuts the waits short: at shutdown the page in hand is published at once, so that the job
+    /// can checkpoint and hand its lease back within the grace period.
+    stop: CancellationToken,
 }
 
 impl<S: Sink> Paced<S> {
@@ -50,6 +61,8 @@ impl<S: Sink> Paced<S> {
             labels: labels.to_vec(),
             lag: None,
             sent: Mutex::new((Instant::now(), 0)),
+            recent: Mutex::new(VecDeque::new()),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -59,14 +72,54 @@ impl<S: Sink> Paced<S> {
         self
     }
 
+    /// No wait outlasts `stop`.
+    pub fn stopped_by(mut self, stop: CancellationToken) -> Paced<S> {
+        self.stop = stop;
+        self
+    }
+
+    async fn sleep(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
     async fn wait_for_the_evaluator(&self, deadline: Instant) {
         let Some((lag, max)) = &self.lag else {
             return;
         };
-        while Instant::now() < deadline && lag.current().await.is_some_and(|l| l > *max) {
-            tokio::time::sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
+        while Instant::now() < deadline
+            && !self.stop.is_cancelled()
+            && self.behind(lag).await.is_some_and(|l| l > *max)
+        {
+            self.sleep(LAG_POLL.min(deadline.saturating_duration_since(Instant::now())))
                 .await;
         }
+    }
+
+    /// The evaluator's lag: the last reading plus what this job published after it began.
+    async fn behind(&self, lag: &Arc<EvaluatorLag>) -> Option<i64> {
+        let (read_at, lag) = lag.current().await?;
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let unseen: u64 = recent
+            .iter()
+            .filter(|(at, _)| *at >= read_at)
+            .map(|(_, n)| n)
+            .sum();
+        Some(lag.saturating_add(i64::try_from(unseen).unwrap_or(i64::MAX)))
+    }
+
+    fn remember(&self, count: u64) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > REMEMBER_PAGES)
+        {
+            recent.pop_front();
+        }
+        recent.push_back((now, count));
     }
 
     /// How long to wait before publishing more, at `now`.
@@ -85,12 +138,13 @@ impl<S: Sink> Sink for Paced<S> {
         let started = Instant::now();
         let wait = self.wait(started);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            self.sleep(wait).await;
         }
         self.wait_for_the_evaluator(started + self.max_wait).await;
         let count = events.len() as u64;
         self.inner.publish(events).await?;
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).1 += count;
+        self.remember(count);
         metrics::counter!(PUBLISHED_METRIC, &self.labels).increment(count);
         Ok(())
     }

@@ -7,8 +7,10 @@
 //! incomplete ones) says so in its `last_error` and is retried later. A reconciliation run's
 //! figures go into the integration's sync status.
 //!
-//! At shutdown running jobs are dropped: their leases expire after `pull.lease_secs` and another
-//! replica resumes them from their last checkpoint.
+//! At shutdown (SIGTERM) the replica takes no more jobs; each running one ends its turn after the
+//! page in hand, checkpointed, and hands its lease back, so another replica resumes it at once
+//! rather than once the lease expires. A job that cannot stop within the shutdown grace period is
+//! dropped: its lease expires after `pull.lease_secs`, as when a replica is killed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,6 +64,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
     let pull = &settings.pull;
     let directory = &settings.directory;
     let defaults = PullConfig::default();
+    let shutdown = background.shutdown.clone();
     let worker = Arc::new(Worker {
         pool: background.pool,
         key,
@@ -71,6 +74,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
             reconcile_every: Duration::from_secs(pull.reconcile_interval_secs),
             overlap: Duration::from_secs(pull.overlap_secs),
             retry_backoff: Duration::from_secs(pull.retry_backoff_secs),
+            shutdown: shutdown.clone(),
         },
         pull: PullConfig {
             api: Config {
@@ -85,15 +89,25 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
         lag: evaluator_lag(settings),
         publisher: background.publisher,
         topic: settings.topics.events.clone(),
+        grace: Duration::from_secs(settings.shutdown.grace_period_secs),
     });
     tracing::info!(owner = %worker.owner, max_concurrent_jobs = pull.max_concurrent_jobs, "running pull jobs");
-    let hydrations = hydrations(settings, &worker, background.shutdown.clone())?;
+    let health = crm_sync_kafka::ConsumerHealth::default();
+    let hydrations = hydrations(settings, &worker, health.clone(), shutdown.clone())?;
     background
         .supervisor
         .spawn("hydration requests", hydrations);
-    background
-        .supervisor
-        .spawn("pull jobs", worker.run(background.shutdown));
+    *background.readiness =
+        std::mem::take(background.readiness).with_check("hydration_consumer", move || {
+            let health = health.clone();
+            async move { health.check() }
+        });
+    let wound_down = CancellationToken::new();
+    background.wound_down.push(wound_down.clone());
+    background.supervisor.spawn("pull jobs", async move {
+        let _done = wound_down.drop_guard();
+        worker.run(shutdown).await;
+    });
     Ok(())
 }
 
@@ -101,6 +115,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
 fn hydrations(
     settings: &crm_sync_runtime::Settings,
     worker: &Worker,
+    health: crm_sync_kafka::ConsumerHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use rdkafka::consumer::Consumer as _;
@@ -131,7 +146,7 @@ fn hydrations(
         consumer: Arc::new(consumer),
         handler: Arc::new(handler),
         dead_letters,
-        health: crm_sync_kafka::ConsumerHealth::default(),
+        health,
         shutdown,
         buffer_per_partition: 64,
     });
@@ -184,6 +199,8 @@ struct Worker {
     lag: Option<Arc<EvaluatorLag>>,
     publisher: AtomicPublisher,
     topic: String,
+    /// How long running jobs get to hand their leases back at shutdown.
+    grace: Duration,
 }
 
 /// What a job needs to run, once its credentials and workflows are read.
@@ -209,7 +226,7 @@ impl Worker {
                     }
                 }
             }
-            while running.len() < self.settings.max_concurrent_jobs {
+            while running.len() < self.settings.max_concurrent_jobs && !shutdown.is_cancelled() {
                 match sync_jobs::claim(&self.pool, &self.owner, self.jobs.lease).await {
                     Ok(Some(job)) => {
                         let worker = self.clone();
@@ -223,8 +240,20 @@ impl Worker {
                 }
             }
         }
-        // Leases of the jobs dropped here expire; another replica resumes them.
-        running.abort_all();
+        // The jobs saw the same token: each ends its turn after the page in hand and releases
+        // its lease. One that does not within the grace period is dropped; its lease expires
+        // and another replica resumes it from its last checkpoint.
+        let drained = tokio::time::timeout(self.grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                jobs = running.len(),
+                "pull jobs did not stop within the grace period; their leases expire"
+            );
+            running.abort_all();
+        }
     }
 
     /// Schedules for integrations newly given API credentials.
@@ -256,6 +285,7 @@ impl Worker {
             Ok(Outcome::Retry { .. }) => "retry",
             Ok(Outcome::Reschedule { .. }) => "rescheduled",
             Ok(Outcome::Cancelled) => "cancelled",
+            Ok(Outcome::Released) => "released",
             Err(RunError::LeaseLost) => "lease_lost",
             Err(RunError::Database(_)) => "database_error",
         };
@@ -298,7 +328,8 @@ impl Worker {
             self.jobs.lease / 3,
             &labels,
         )
-        .with_lag(self.lag.clone(), self.settings.max_evaluator_lag);
+        .with_lag(self.lag.clone(), self.settings.max_evaluator_lag)
+        .stopped_by(self.jobs.shutdown.clone());
         let result = jobs::run(
             &self.pool,
             &self.owner,
@@ -369,7 +400,9 @@ impl Worker {
         if run.error.is_some() {
             metrics::counter!(ERRORS_METRIC, &labels).increment(1);
         }
+        // A run handed back at shutdown is not over: the replica that resumes it records it.
         if before.kind == JobKind::Reconciliation
+            && *outcome != Outcome::Released
             && let Err(e) = sync_status::record_reconciliation(
                 &self.pool,
                 before.integration_id,

@@ -35,6 +35,12 @@ pub struct Background<'a> {
     /// Tasks spawned here run until `shutdown`; one ending earlier stops the service.
     pub supervisor: &'a mut Supervisor,
     pub shutdown: CancellationToken,
+    /// Checks of the background work's own, added to `/readyz`.
+    pub readiness: &'a mut Readiness,
+    /// Background work that must wind down before the process exits (hand back what it holds)
+    /// pushes a token here and cancels it once done; after the servers drained, ingest waits
+    /// for them, bounded by the grace period, before its tasks are dropped.
+    pub wound_down: &'a mut Vec<CancellationToken>,
 }
 
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
@@ -59,7 +65,7 @@ where
         settings.ingest.transactional_producers,
     );
 
-    let readiness = readiness(&settings, &pool, &publisher);
+    let mut readiness = readiness(&settings, &pool, &publisher);
 
     let key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if key.is_none() {
@@ -70,12 +76,15 @@ where
     let stop = shutdown::on_termination_signal();
     let mut supervisor = Supervisor::new(stop.clone());
     crm_sync_kafka::rotation::watch(&settings.kafka, &mut supervisor, stop.clone());
+    let mut wound_down = Vec::new();
     background(Background {
         settings: &settings,
         pool: pool.clone(),
         publisher: publisher.clone(),
         supervisor: &mut supervisor,
         shutdown: stop.clone(),
+        readiness: &mut readiness,
+        wound_down: &mut wound_down,
     })?;
     let api = crate::http::router(app_state(&settings, pool, publisher, key));
     let ops_port = settings.http.ops_port_or(OPS_PORT)?;
@@ -96,7 +105,12 @@ where
     };
     let serve_api = ops::serve(listener, api, stop.clone(), limits);
     let served = supervisor
-        .run(run_with_ops(ops, &stop, grace, serve_api))
+        .run(run_with_ops(ops, &stop, grace, async {
+            let served = serve_api.await;
+            // Pull jobs hand their leases over before the process goes (probes still answer).
+            wind_down(&wound_down, grace).await;
+            served
+        }))
         .await;
 
     // Every acknowledged request's transaction is committed; requests still in the committer's
@@ -104,6 +118,17 @@ where
     committer.finish(grace).await;
     tracing::info!("ingest stopped");
     served
+}
+
+/// Waits (at most `grace`) for the background work that hands something back at shutdown.
+async fn wind_down(tokens: &[CancellationToken], grace: Duration) {
+    let all = futures::future::join_all(tokens.iter().map(|t| t.cancelled()));
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            grace_period_secs = grace.as_secs(),
+            "background work did not wind down within the grace period; stopping anyway"
+        );
+    }
 }
 
 /// `/readyz`: PostgreSQL, Kafka, and the transactional producers initialized.

@@ -5,7 +5,8 @@
 //! [`renew`]s the lease and saves the job's [`checkpoint`] after every published page; both are
 //! fenced by the lease owner, so a replica whose lease was taken over (it stalled past the
 //! expiry) learns so at its next write and stops. A killed replica's job is claimed again once
-//! its lease expires and resumes from the last checkpoint.
+//! its lease expires and resumes from the last checkpoint; a replica shutting down releases
+//! its jobs' leases after their last checkpoint, so they are resumed at once.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -202,6 +203,9 @@ pub enum Outcome {
         run_after: DateTime<Utc>,
     },
     Cancelled,
+    /// Handed back at shutdown after its last checkpoint: still running, its lease freed so that
+    /// another replica resumes it at once instead of when the lease would have expired.
+    Released,
 }
 
 /// What [`finish`] writes: state, error, run_after, since, and whether the checkpoint restarts.
@@ -234,6 +238,7 @@ pub async fn finish(
             ("pending", None, Some(*run_after), Some(*since), true)
         }
         Outcome::Cancelled => ("cancelled", None, None, None, false),
+        Outcome::Released => ("running", None, None, None, false),
     };
     let finished = matches!(state, "succeeded" | "failed" | "cancelled");
     let done = sqlx::query(
@@ -321,7 +326,8 @@ pub async fn set_expected(
 /// `backfill_days` > 0, a backfill of that many days. Found in the scheduler rather than where
 /// credentials are written, so that every writer (admin API, CLI, a token the CRM rotated) and
 /// credentials stored before pulls existed are covered; the one-schedule-per-integration index
-/// makes concurrent replicas create each pair once. Returns the jobs created.
+/// makes concurrent replicas create each pair once, the one-active-backfill index keeps an
+/// admin's simultaneous start from making a second backfill. Returns the jobs created.
 pub async fn schedule_connected(
     pool: &PgPool,
     reconcile_every: std::time::Duration,
@@ -346,10 +352,15 @@ pub async fn schedule_connected(
              SELECT gen_random_uuid(), r.company_id, r.integration_id, 'backfill',
                     now() - $3::int * interval '1 day', '{{}}'
              FROM reconciliation r WHERE $3::int > 0
-               -- One backfill of an integration at a time: an admin's may have come first.
+               -- One backfill of an integration at a time: an admin's may have come first,
+               -- committed (not exists) or still being inserted (the conflict: this insert
+               -- waits for it and then skips its own; admin starts hold the integration's
+               -- lock, which this does not take).
                AND NOT EXISTS (SELECT 1 FROM sync_jobs b
                                WHERE b.integration_id = r.integration_id AND b.kind = 'backfill'
                                  AND b.state IN ('pending', 'running'))
+             ON CONFLICT (integration_id) WHERE kind = 'backfill' AND state IN ('pending', 'running')
+             DO NOTHING
              RETURNING {COLUMNS})
          SELECT * FROM reconciliation UNION ALL SELECT * FROM backfill"
     ))

@@ -9,20 +9,31 @@
 //! - [`load`] (ignored; `tests/load/backfill.sh`): figures of a 100,000-record backfill and the
 //!   live path's latency meanwhile;
 //! - [`backfill`]: a backfill on connect, run by one of two replicas at a time, SIGKILLed
-//!   mid-way and resumed from its checkpoint: every won record exactly one activity.
+//!   mid-way and resumed from its checkpoint: every won record exactly one activity;
+//! - [`shutdown`]: SIGTERM hands a running backfill to the other replica at once; the
+//!   hydration consumer is in `/readyz`;
+//! - [`exclusive`]: an admin's start and the backfill on connect at the same moment make one
+//!   backfill;
+//! - [`pacing`]: a backfill waits while the evaluator lags.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "pull/backfill.rs"]
 mod backfill;
 mod connectors;
+#[path = "pull/exclusive.rs"]
+mod exclusive;
 #[path = "pull/hydrate.rs"]
 mod hydrate;
 #[path = "pull/limits.rs"]
 mod limits;
 #[path = "pull/load.rs"]
 mod load;
+#[path = "pull/pacing.rs"]
+mod pacing;
 #[path = "pull/reconcile.rs"]
 mod reconcile;
+#[path = "pull/shutdown.rs"]
+mod shutdown;
 
 use std::time::Duration;
 

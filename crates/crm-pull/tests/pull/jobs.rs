@@ -37,6 +37,7 @@ fn job_config() -> JobConfig {
         reconcile_every: Duration::ZERO,
         overlap: Duration::from_secs(1),
         retry_backoff: Duration::from_millis(10),
+        ..JobConfig::default()
     }
 }
 

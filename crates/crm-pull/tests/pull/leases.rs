@@ -30,10 +30,11 @@ pub async fn integration(env: &TestEnv) -> (Uuid, Uuid) {
 #[tokio::test]
 async fn two_replicas_never_hold_the_same_job() {
     let env = TestEnv::new("pull_leases").await;
-    let (_, integration) = integration(&env).await;
     let since = at("2026-11-01T00:00:00Z");
     let mut ids = HashSet::new();
+    // One backfill per integration: an integration has at most one active at a time.
     for _ in 0..20 {
+        let (_, integration) = integration(&env).await;
         let job = sync_jobs::create(
             &env.pool,
             integration,

@@ -8,12 +8,15 @@ use uuid::Uuid;
 
 use super::{COLUMNS, Job, cancel as cancel_job};
 use crate::admin::audit::{self, Actor};
-use crate::admin::{After, Keyed, keyset_query};
+use crate::admin::{After, Keyed, keyset_query, unique_violation};
 use crate::credentials::{SecretKey, SecretsError};
 
 /// The earliest `since` a backfill takes, 2000-01-01 UTC: before any of the CRMs kept records,
 /// so an earlier date is a typo (and would cost a full scan of the org).
 pub const FLOOR_UNIX: i64 = 946_684_800;
+
+/// The unique index that allows one pending or running backfill per integration.
+pub const ONE_ACTIVE_BACKFILL: &str = "sync_jobs_one_active_backfill";
 
 /// Why a backfill was not started or not cancelled.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +202,7 @@ pub async fn start(
         return Err(Refused::AlreadyActive(active.id, active.state));
     }
     let objects = backfill_objects(&mut tx, integration_id, objects).await?;
-    let job: Job = sqlx::query_as(&format!(
+    let inserted: Result<Job, sqlx::Error> = sqlx::query_as(&format!(
         "INSERT INTO sync_jobs (id, company_id, integration_id, kind, since, objects, requested_by)
          VALUES ($1, $2, $3, 'backfill', $4, $5, $6) RETURNING {COLUMNS}"
     ))
@@ -210,7 +213,20 @@ pub async fn start(
     .bind(&objects)
     .bind(&actor.name)
     .fetch_one(&mut *tx)
-    .await?;
+    .await;
+    let job = match inserted {
+        Ok(job) => job,
+        // The backfill a replica makes on connect does not take the integration's lock: one it
+        // inserted after the check above is found by the one-active-backfill index instead.
+        Err(e) if unique_violation(&e).as_deref() == Some(ONE_ACTIVE_BACKFILL) => {
+            drop(tx);
+            return Err(match active(pool, company_id, integration_id).await? {
+                Some(other) => Refused::AlreadyActive(other.id, other.state),
+                None => Refused::Database(e),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let details =
         serde_json::json!({"integration_id": integration_id, "since": since, "objects": objects});
     audit::record(
