@@ -14,7 +14,8 @@
 //!   hydration consumer is in `/readyz`;
 //! - [`exclusive`]: an admin's start and the backfill on connect at the same moment make one
 //!   backfill;
-//! - [`pacing`]: a backfill waits while the evaluator lags.
+//! - [`pacing`]: a backfill waits while the evaluator lags;
+//! - [`pipedrive`]: a Pipedrive reconciliation counts a missed won deal and retracts a deleted one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "pull/backfill.rs"]
@@ -30,6 +31,8 @@ mod limits;
 mod load;
 #[path = "pull/pacing.rs"]
 mod pacing;
+#[path = "pull/pipedrive.rs"]
+mod pipedrive;
 #[path = "pull/reconcile.rs"]
 mod reconcile;
 #[path = "pull/shutdown.rs"]

@@ -9,7 +9,7 @@ use crm_sync_store::sync_jobs::JobKind;
 use super::connectors::{activity, setup, start_pipeline, wait_for_activity};
 use super::*;
 
-const FAST_RECONCILIATION: [(&str, &str); 4] = [
+pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
     ("CRM_SYNC__PULL__ENABLED", "true"),
     ("CRM_SYNC__PULL__RECONCILE_INTERVAL_SECS", "2"),
     ("CRM_SYNC__PULL__OVERLAP_SECS", "1"),
