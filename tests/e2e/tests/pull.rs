@@ -15,12 +15,15 @@
 //! - [`exclusive`]: an admin's start and the backfill on connect at the same moment make one
 //!   backfill;
 //! - [`pacing`]: a backfill waits while the evaluator lags;
-//! - [`pipedrive`]: a Pipedrive reconciliation counts a missed won deal and retracts a deleted one.
+//! - [`pipedrive`]: a Pipedrive reconciliation counts a missed won deal and retracts a deleted one;
+//! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "pull/backfill.rs"]
 mod backfill;
 mod connectors;
+#[path = "pull/dataverse.rs"]
+mod dataverse;
 #[path = "pull/exclusive.rs"]
 mod exclusive;
 #[path = "pull/hydrate.rs"]
