@@ -251,6 +251,17 @@ pub fn reference_id(value: &Value) -> Option<String> {
     }
 }
 
+/// The display name a lookup carries (`Name`: Dataverse fills it for owners in most contexts,
+/// and writes `null` where it did not look it up).
+pub fn reference_name(value: &Value) -> Option<String> {
+    let object = value.as_object()?;
+    if !is_reference(object) {
+        return None;
+    }
+    let name = object.get("Name")?.as_str()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

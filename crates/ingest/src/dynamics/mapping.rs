@@ -24,7 +24,7 @@ use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::context::{self, Context, Entity, field, guid, reference_id};
+use super::context::{self, Context, Entity, field, guid, reference_id, reference_name};
 use crate::event::{self, event_id, timestamp};
 
 pub const OWNER_ATTRIBUTE: &str = "ownerid";
@@ -79,11 +79,17 @@ fn owner_of(entities: &[&Entity]) -> Option<CrmUser> {
         e.attributes
             .iter()
             .find(|(name, _)| name == OWNER_ATTRIBUTE)
-            .and_then(|(_, v)| reference_id(v))
-            .map(|id| CrmUser {
-                crm_user_id: id,
-                ..CrmUser::default()
-            })
+            .and_then(|(_, v)| owner_reference(v))
+    })
+}
+
+/// The user a lookup points at, named when the context carries the name (so that an account
+/// created for them is named without a directory look-up).
+fn owner_reference(value: &serde_json::Value) -> Option<CrmUser> {
+    reference_id(value).map(|id| CrmUser {
+        crm_user_id: id,
+        name: reference_name(value).unwrap_or_default(),
+        ..CrmUser::default()
     })
 }
 
@@ -174,10 +180,13 @@ pub fn to_events(
         }
         "Assign" => {
             let t = target(ctx, "Target")?;
-            let assignee = input(ctx, "Assignee").and_then(reference_id);
+            let assignee = input(ctx, "Assignee").and_then(owner_reference);
             let mut fields = merged_images(&post);
-            if let Some(id) = &assignee {
-                fields.insert(OWNER_ATTRIBUTE.to_owned(), event::text(id.clone()));
+            if let Some(owner) = &assignee {
+                fields.insert(
+                    OWNER_ATTRIBUTE.to_owned(),
+                    event::text(owner.crm_user_id.clone()),
+                );
             }
             drafts.push(Draft {
                 record_id: record_of(&t)?,
@@ -187,10 +196,7 @@ pub fn to_events(
                     .into_iter()
                     .filter(|(name, _)| name == OWNER_ATTRIBUTE)
                     .collect(),
-                owner: assignee.map(|id| CrmUser {
-                    crm_user_id: id,
-                    ..CrmUser::default()
-                }),
+                owner: assignee,
             });
         }
         "SetState" | "SetStateDynamicEntity" => {
@@ -343,6 +349,11 @@ mod tests {
             "7d577253-3ef0-4a0a-bb7f-8335c2596e70"
         );
         assert_eq!(
+            e.owner.as_ref().unwrap().name,
+            "",
+            "Name: null names nobody"
+        );
+        assert_eq!(
             e.previous_fields
                 .get("statecode")
                 .and_then(|f| f.kind.clone()),
@@ -353,6 +364,20 @@ mod tests {
             "only changed attributes"
         );
         assert_eq!(e.source_delivery_id, "a1f7a9a0-73c2-4d2c-9f3d-4d5e6f708192");
+    }
+
+    #[test]
+    fn the_owners_name_the_context_carries_names_the_crm_user() {
+        let named = OPPORTUNITY_WON.replace(
+            "\"LogicalName\": \"systemuser\",\n              \"Name\": null",
+            "\"LogicalName\": \"systemuser\",\n              \"Name\": \" Dana Dynamics \"",
+        );
+        assert_ne!(named, OPPORTUNITY_WON);
+        let ctx = parse(named.as_bytes()).unwrap();
+        let e = &to_events(Uuid::nil(), &ctx, now()).unwrap()[0];
+        let owner = e.owner.as_ref().unwrap();
+        assert_eq!(owner.crm_user_id, "7d577253-3ef0-4a0a-bb7f-8335c2596e70");
+        assert_eq!(owner.name, "Dana Dynamics");
     }
 
     #[test]
