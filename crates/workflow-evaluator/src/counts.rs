@@ -84,3 +84,45 @@ impl Counts {
         self.with(|t| *t = Tally::default());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    fn events_total(rendered: &str, outcome: &str) -> u64 {
+        rendered
+            .lines()
+            .find(|l| {
+                l.starts_with("crm_sync_evaluator_events_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    #[test]
+    fn an_aborted_batch_counts_nothing_and_its_replay_counts_once() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let counts = Counts::default();
+            counts.event("matched");
+            counts.event("matched");
+            assert_eq!(
+                events_total(&handle.render(), "matched"),
+                0,
+                "not before commit"
+            );
+            counts.aborted();
+            // The same two events, replayed in the next transaction, which commits.
+            counts.event("matched");
+            counts.event("matched");
+            counts.committed();
+            assert_eq!(events_total(&handle.render(), "matched"), 2);
+        });
+    }
+}
