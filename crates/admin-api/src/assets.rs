@@ -15,6 +15,7 @@ const CREDENTIALS_JS: &str = include_str!("../assets/credentials.js");
 const AUDIT_JS: &str = include_str!("../assets/audit.js");
 const COMPANY_JS: &str = include_str!("../assets/company.js");
 const HEALTH_JS: &str = include_str!("../assets/health.js");
+const TRAIL_JS: &str = include_str!("../assets/trail.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -69,6 +70,10 @@ pub fn router() -> Router {
         .route(
             "/admin/assets/health.js",
             get(|| async { asset("text/javascript; charset=utf-8", HEALTH_JS) }),
+        )
+        .route(
+            "/admin/assets/trail.js",
+            get(|| async { asset("text/javascript; charset=utf-8", TRAIL_JS) }),
         )
         .route(
             "/admin/assets/app.css",

@@ -7,6 +7,7 @@
 
 mod admin_backfills;
 mod admin_polish;
+mod admin_trail;
 mod admin_support;
 
 use std::collections::HashSet;

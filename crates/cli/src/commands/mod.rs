@@ -9,3 +9,4 @@ pub mod demo;
 pub mod dlq;
 pub mod migrate;
 pub mod produce;
+pub mod trail;
