@@ -70,7 +70,8 @@ test('an admin finds why a deal did not count, fixes the workflow and sees the n
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
 
-  // A workflow that counts only deals of 1000 or more; the CRM reports one of 500.
+  // A workflow that counts only deals of 1000 or more; the CRM reports one of 50 (which no
+  // other workflow counts either).
   const auth = { Authorization: `Bearer ${env('ADMIN_TOKEN')}` };
   const companyId = (await (await request.get(`${env('ADMIN_URL')}/admin/v1/session`, { headers: auth })).json()).company_id;
   const created = await request.post(`${env('ADMIN_URL')}/admin/v1/companies/${companyId}/workflows`, {
@@ -82,7 +83,7 @@ test('an admin finds why a deal did not count, fixes the workflow and sees the n
     },
   });
   expect(created.status()).toBe(201);
-  await post(request, '04l00000000TR01AAA', '500');
+  await post(request, '04l00000000TR01AAA', '50');
 
   // "Why didn't this deal count?": the recent events offer the record; its trail says why.
   await signIn(page, env('ADMIN_TOKEN'));
@@ -97,17 +98,17 @@ test('an admin finds why a deal did not count, fixes the workflow and sees the n
   await recent.getByRole('button', { name: `Show the trail of Opportunity ${RECORD}` }).first().click();
   const story = page.locator('#trail-story');
   await expect(story).toContainText('Trail deals: did not count');
-  await expect(story).toContainText('Amount is "500"; the condition wants gte 1000');
+  await expect(story).toContainText('Amount is "50"; the condition wants gte 1000');
   await expect(story).toContainText('via salesforce webhook (event');
   await expect(story).toContainText('delivery 04l00000000TR01AAA');
   await shot(page, '20-trail-did-not-count');
 
-  // Fix the workflow in the page: 100 is the threshold the company meant.
+  // Fix the workflow in the page: 10 is the threshold the company meant.
   await page.getByRole('link', { name: 'Workflows' }).click();
   await page.getByRole('row', { name: /Trail deals/ }).getByRole('button', { name: 'Edit' }).click();
   const amount = page.locator('#workflow-form #condition-rows li').nth(1);
   await expect(amount.getByLabel('Field')).toHaveValue('Amount');
-  await amount.getByLabel('Value').fill('100');
+  await amount.getByLabel('Value').fill('10');
   await page.locator('#workflow-form').getByRole('button', { name: 'Save workflow' }).click();
   await expect(page.locator('#flash')).toContainText('Workflow Trail deals saved and active');
   await shot(page, '21-trail-workflow-fixed');
@@ -118,7 +119,7 @@ test('an admin finds why a deal did not count, fixes the workflow and sees the n
   let round = 0;
   await showTrailUntil(page, 'Trail deals: counted', async () => {
     round += 1;
-    await post(request, `04l00000000TR${String(10 + round).padStart(2, '0')}AAA`, String(600 + round));
+    await post(request, `04l00000000TR${String(10 + round).padStart(2, '0')}AAA`, String(50 + round));
   });
   await expect(story).toContainText(/Trail deals: activity recorded/);
   await expect(story).toContainText('Trail deals: did not count');
@@ -137,7 +138,7 @@ test('a viewer reads a record trail', async ({ page }) => {
   await signIn(page, env('VIEWER_TOKEN'));
   await page.getByRole('link', { name: 'Record trail' }).click();
   const story = await showTrailUntil(page, 'Trail deals: counted');
-  await expect(story).toContainText('Amount is "500"; the condition wants gte 1000');
+  await expect(story).toContainText('Amount is "50"; the condition wants gte 1000');
   await expect(page.locator('#trail-dead-body')).toBeVisible();
   await shot(page, '24-trail-viewer');
 });
