@@ -439,3 +439,7 @@ pub async fn expire(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "trail_tests.rs"]
+mod tests;
