@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use crm_sync_cli::commands::{
-    admin, apply, backfill, consume, demo, dlq, migrate, produce, trail,
-};
+use crm_sync_cli::commands::{admin, apply, backfill, consume, demo, dlq, migrate, produce, trail};
 use crm_sync_cli::context::Context;
 use crm_sync_cli::tenants_file::TenantsFile;
 

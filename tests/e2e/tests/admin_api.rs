@@ -7,8 +7,8 @@
 
 mod admin_backfills;
 mod admin_polish;
-mod admin_trail;
 mod admin_support;
+mod admin_trail;
 
 use std::collections::HashSet;
 use std::time::Duration;

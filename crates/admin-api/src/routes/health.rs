@@ -143,9 +143,8 @@ pub async fn get(
         retracted_last_hour: health.retracted_last_hour,
         silence_alert_minutes: health.silence_alert_minutes,
         events_last_hour: figures.events_last_hour,
-        matched_share_last_hour: (figures.events_last_hour > 0).then(|| {
-            figures.matched_events_last_hour as f64 / figures.events_last_hour as f64
-        }),
+        matched_share_last_hour: (figures.events_last_hour > 0)
+            .then(|| figures.matched_events_last_hour as f64 / figures.events_last_hour as f64),
         dead_letters_last_hour: figures.dead_letters_last_hour,
         dead_letters_last_day: figures.dead_letters_last_day,
         directory_lookups_failing: figures.directory_lookups_failing,

@@ -105,7 +105,11 @@ fn print_event(e: &EventRow, out: &mut impl Write) -> anyhow::Result<()> {
         e.event_id,
         e.summary.replace('_', " ")
     )?;
-    let decisions = e.decisions.as_array().map(Vec::as_slice).unwrap_or_default();
+    let decisions = e
+        .decisions
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if decisions.is_empty() && e.summary == "no_match" {
         writeln!(out, "  no active workflow for {}", e.object_type)?;
     }

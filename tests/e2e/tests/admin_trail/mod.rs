@@ -147,7 +147,10 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
     let recent = viewer
         .get(&company_path(
             tenant.company_id,
-            &format!("/integrations/{}/trail?summary=no_match", tenant.integration_id),
+            &format!(
+                "/integrations/{}/trail?summary=no_match",
+                tenant.integration_id
+            ),
         ))
         .await
         .expect(200);
@@ -199,7 +202,10 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
         "{t}"
     );
     let last = t["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["summary"], "no_match", "the first event is still there: {t}");
+    assert_eq!(
+        last["summary"], "no_match",
+        "the first event is still there: {t}"
+    );
 
     // Another company's admin cannot read it (404, as for an integration that does not
     // exist); bad input is refused with a JSON body naming the field.
@@ -247,8 +253,16 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
     );
 
     // One event that counts, one that does not, and an outcome the database refuses.
-    send(&env, &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1")).await;
-    send(&env, &deal(&tenant, "006TRAILLOST", "Closed Lost", "10", "d2")).await;
+    send(
+        &env,
+        &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1"),
+    )
+    .await;
+    send(
+        &env,
+        &deal(&tenant, "006TRAILLOST", "Closed Lost", "10", "d2"),
+    )
+    .await;
     send_refused_outcome(&env, &tenant, "006TRAILDEAD").await;
 
     let t = eventually("the dead letter in the record's trail", WAIT, || async {

@@ -88,7 +88,13 @@ async fn trail_prints_why_a_record_did_not_count_and_its_dead_letters() {
         "{}",
         text(&out.stdout)
     );
-    let out = crm_sync(&env, &["trail", "no-such-integration", "006CLITRAIL"], &[], None).await;
+    let out = crm_sync(
+        &env,
+        &["trail", "no-such-integration", "006CLITRAIL"],
+        &[],
+        None,
+    )
+    .await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no integration with id or name \"no-such-integration\""),
