@@ -9,6 +9,7 @@
 # evaluator replicas (one consumer group, one transactional id each) and measures how fast they
 # turn the backlog into committed outcomes: events/s from the first committed batch to the last.
 # Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
+# Afterwards it reports how many record trail entries the evaluator wrote and dropped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
@@ -222,6 +223,20 @@ awk -v n="$EVENTS" -v f="$first_count" -v a="$first_at" -v b="$end_at" -v r="$RE
   printf "replicas=%d events=%d seconds=%.2f events_per_second=%.0f cpu_seconds=%.1f events_per_cpu_second=%.0f outcomes_matched=%d outcomes_retracted=%d transactions=%d events_per_transaction=%.0f load_average=%s\n",
     r, n, secs, (n - f) / secs, cpu, (n - f) / (cpu > 0 ? cpu : 1), m, x, t, n / (t > 0 ? t : 1), load
 }'
+
+# The record trail is written behind the consume loop: wait (briefly) until the writer took
+# every event, and report how many it wrote and how many it dropped because it fell behind.
+trail_deadline=$((SECONDS + 60))
+while :; do
+  written=$(sum_metric crm_sync_trail_written_total crm_sync_trail_written_total)
+  dropped=$(sum_metric crm_sync_trail_dropped_total crm_sync_trail_dropped_total)
+  if awk -v w="$written" -v d="$dropped" -v n="$EVENTS" 'BEGIN {exit !(w + d >= n)}' || ((SECONDS >= trail_deadline)); then
+    break
+  fi
+  sleep 0.2
+done
+rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
+echo "trail_written=$written trail_dropped=$dropped trail_rows=$rows"
 
 if ((PROVISIONER_SECS > 0)); then
   say "running one provisioner on the outcomes for $PROVISIONER_SECS s"

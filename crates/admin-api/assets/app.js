@@ -130,7 +130,7 @@ function route() {
     if (a.getAttribute('href') === `#${current.id}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  const loaders = { users: loadUsers, unmapped: loadUnmapped, leaderboard: () => Promise.all([loadLeaderboard(), loadCompanySettings()]), audit: () => loadAudit(true), workflows: loadWorkflows, teams: loadTeams, integrations: loadIntegrations };
+  const loaders = { users: loadUsers, unmapped: loadUnmapped, leaderboard: () => Promise.all([loadLeaderboard(), loadCompanySettings()]), audit: () => loadAudit(true), workflows: loadWorkflows, teams: loadTeams, integrations: loadIntegrations, trail: loadTrailSection };
   if (loaders[current.id]) loaders[current.id]().catch(reportUnexpected);
 }
 

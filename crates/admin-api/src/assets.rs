@@ -17,6 +17,7 @@ const COMPANY_JS: &str = include_str!("../assets/company.js");
 const HEALTH_JS: &str = include_str!("../assets/health.js");
 const PEOPLE_JS: &str = include_str!("../assets/people.js");
 const INTEGRATION_DELETE_JS: &str = include_str!("../assets/integration_delete.js");
+const TRAIL_JS: &str = include_str!("../assets/trail.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -79,6 +80,10 @@ pub fn router() -> Router {
         .route(
             "/admin/assets/integration_delete.js",
             get(|| async { asset("text/javascript; charset=utf-8", INTEGRATION_DELETE_JS) }),
+        )
+        .route(
+            "/admin/assets/trail.js",
+            get(|| async { asset("text/javascript; charset=utf-8", TRAIL_JS) }),
         )
         .route(
             "/admin/assets/app.css",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use crm_sync_cli::commands::{admin, apply, backfill, consume, demo, dlq, migrate, produce};
+use crm_sync_cli::commands::{admin, apply, backfill, consume, demo, dlq, migrate, produce, trail};
 use crm_sync_cli::context::Context;
 use crm_sync_cli::tenants_file::TenantsFile;
 
@@ -96,6 +96,14 @@ enum Command {
     /// Pull an integration's history from its CRM's API, and watch how far it has come
     #[command(subcommand)]
     Backfill(BackfillCommand),
+    /// Why a record did (not) count: each event, every workflow's decision in words, what
+    /// followed, and dead letters
+    Trail {
+        /// The integration's id, or its name when unique
+        integration: String,
+        /// The CRM's id of the record
+        record_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -350,6 +358,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
         Command::Backfill(command) => run_backfill(&ctx, command).await,
+        Command::Trail {
+            integration,
+            record_id,
+        } => trail::run(&ctx, &integration, &record_id, &mut std::io::stdout()).await,
         Command::Demo {
             ingest_url,
             ingest_ops_url,

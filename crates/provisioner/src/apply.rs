@@ -51,8 +51,13 @@ pub struct Provisioner {
 
 impl MessageHandler for Provisioner {
     async fn handle(&self, message: &Incoming<'_>) -> Result<(), Failure> {
-        // The consume loop runs this under the message's own span.
-        self.apply(&[(message, tracing::Span::current())]).await
+        // The consume loop runs this under the message's own span. A batch that fails is
+        // handled again message by message, so every dead letter passes here.
+        let result = self.apply(&[(message, tracing::Span::current())]).await;
+        if let Err(Failure::Permanent(letter)) = &result {
+            crate::dead_letters::record(&self.pool, crate::SERVICE.name, message, letter).await;
+        }
+        result
     }
 
     fn max_batch(&self) -> usize {

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod auto_sync;
+pub mod dead_letters;
 pub mod directory;
 pub mod people;
 

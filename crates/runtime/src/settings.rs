@@ -28,6 +28,9 @@ pub struct Settings {
     /// Pull jobs (backfills, reconciliation, hydration) run by ingest; every key has a default.
     #[serde(default)]
     pub pull: PullSettings,
+    /// The record trail the evaluator keeps; every key has a default.
+    #[serde(default)]
+    pub trail: TrailSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +258,30 @@ pub struct EvaluatorSettings {
     pub hydration_interval_secs: u64,
 }
 
+/// The record trail: each event's workflow decisions, kept for admins to read ("why didn't
+/// this deal count?"). Diagnostics: written off the evaluator's consume loop, and dropped
+/// (counted in `crm_sync_trail_dropped_total`) rather than slowing it down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrailSettings {
+    /// Days a trail entry is kept.
+    pub retention_days: u32,
+    /// Events waiting to be written at most; beyond it, new entries are dropped.
+    pub queue_capacity: usize,
+    /// How often entries older than `retention_days` are deleted.
+    pub expiry_interval_secs: u64,
+}
+
+impl Default for TrailSettings {
+    fn default() -> Self {
+        TrailSettings {
+            retention_days: 14,
+            queue_capacity: 50_000,
+            expiry_interval_secs: 3_600,
+        }
+    }
+}
+
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
 /// with this key. `Debug` never shows it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -429,6 +456,12 @@ impl Settings {
         let url = self.database.url.expose_secret();
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return key("database.url", "must be a postgres:// URL");
+        }
+        if self.trail.retention_days == 0 {
+            return key("trail.retention_days", "must be at least 1");
+        }
+        if self.trail.expiry_interval_secs == 0 {
+            return key("trail.expiry_interval_secs", "must be at least 1");
         }
         if self.evaluator.state_memory_mib < 8 {
             return key("evaluator.state_memory_mib", "must be at least 8");

@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod sync_jobs;
 pub mod sync_status;
 pub mod tenants;
+pub mod trail;
 pub mod views;
 pub mod workflows;
 

@@ -24,6 +24,7 @@ use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::WorkflowSnapshot;
 use crate::store::RecordStore;
+use crate::trail::{Entry, Trail};
 
 pub struct Evaluator {
     pub snapshot: Arc<WorkflowSnapshot>,
@@ -33,6 +34,7 @@ pub struct Evaluator {
     pub hydration_interval: Duration,
     pub counts: Counts,
     pub legacy: LegacyIndex,
+    pub trail: Trail,
 }
 
 impl TransactionalHandler for Evaluator {
@@ -65,8 +67,10 @@ impl TransactionalHandler for Evaluator {
             .map_err(Failure::transient)?;
         let before = crate::fixed::before(&event, &prior);
         let merged = record::merge(prior, &event);
+        let entry = Entry::new(&event, (integration_id, company_id));
         if !merged.dirty {
             self.counts.event("unchanged");
+            self.trail.stage(entry);
             return Ok(Vec::new());
         }
         if before.is_some_and(|b| crate::fixed::fixes(b.as_ref(), &merged)) {
@@ -78,7 +82,7 @@ impl TransactionalHandler for Evaluator {
                 &key,
                 (integration_id, company_id),
                 &workflows,
-                merged,
+                (merged, entry),
             )
             .await?;
         let encoded = state.encode_to_vec();
@@ -96,11 +100,13 @@ impl TransactionalHandler for Evaluator {
     fn committed(&self, written: &[Written]) {
         self.store.commit(written, &self.topics.records);
         self.counts.committed();
+        self.trail.committed();
     }
 
     fn aborted(&self, partitions: &[i32]) {
         self.store.discard(partitions);
         self.counts.aborted();
+        self.trail.aborted();
     }
 }
 
@@ -157,14 +163,15 @@ impl Evaluator {
     }
 
     /// Judges the merged record if something a workflow can see changed; the outcomes and
-    /// hydration request that follow, and the state to store.
+    /// hydration request that follow, and the state to store. The event's trail entry is
+    /// staged with the verdicts.
     async fn judge_merged(
         &self,
         event: &CrmEvent,
         key: &str,
         (integration_id, company_id): (Uuid, Uuid),
         workflows: &[Arc<StoredWorkflow>],
-        merged: Merged,
+        (merged, entry): (Merged, Entry),
     ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
         let mut state = merged.state;
         let deleted_now = event.change_type() == ChangeType::Deleted;
@@ -172,6 +179,7 @@ impl Evaluator {
         // change its stored fields but count for nothing.
         if !merged.changed || (state.deleted && !deleted_now) {
             self.counts.event("no_match");
+            self.trail.stage(entry);
             return Ok((Vec::new(), state));
         }
         let (fields, previous) = view_fields(&state, merged.previous, workflows);
@@ -205,6 +213,8 @@ impl Evaluator {
                 judgement = judge(workflows, &view, &adopted, at);
             }
         }
+        self.trail
+            .stage(entry.judged(workflows, &judgement.verdicts, &view));
         let mut out = self.outcomes(event, key, company_id, &state, &judgement);
         if let Some(request) = self.hydration(event, key, &mut state, &judgement) {
             out.push(request);

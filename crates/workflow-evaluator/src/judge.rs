@@ -25,8 +25,23 @@ pub enum Change<'w> {
     },
 }
 
+/// What one workflow made of the change, for the record trail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Newly matched, or its value, date or owner changed.
+    Matched,
+    /// Still satisfied; the activity stays as it was.
+    StillMatches,
+    Retracted(RetractReason),
+    /// A record deleted that had not counted: nothing to retract.
+    DeletedUncounted,
+    NoMatch(NoMatch),
+}
+
 #[derive(Debug, Default)]
 pub struct Judgement<'w> {
+    /// Per workflow (by its index in the workflows judged), its verdict.
+    pub verdicts: Vec<(usize, Verdict)>,
     pub changes: Vec<Change<'w>>,
     /// Every workflow the record satisfies after this change (inactive workflows' entries are
     /// carried over untouched: deactivating a workflow rewrites no history).
@@ -47,27 +62,37 @@ pub fn judge<'w>(
     event_time: Timestamp,
 ) -> Judgement<'w> {
     let mut judgement = Judgement::default();
-    for workflow in workflows {
+    for (index, workflow) in workflows.iter().enumerate() {
         let id = workflow.id.to_string();
         let was = prior.iter().find(|m| m.workflow_id == id);
         match workflow.spec.decide_view(view) {
             Decision::Matched(m) => {
                 let now = match_state(id, &m, was, event_time);
-                judgement.keep(workflow, was, now);
+                judgement.keep(index, workflow, was, now);
             }
             Decision::Retracted(r) => match was {
-                Some(was) => judgement.changes.push(Change::Retracted {
-                    workflow,
-                    owner_crm_user_id: r
-                        .owner_crm_user_id
-                        .unwrap_or_else(|| was.owner_crm_user_id.clone()),
-                }),
+                Some(was) => {
+                    judgement
+                        .verdicts
+                        .push((index, Verdict::Retracted(r.reason)));
+                    judgement.changes.push(Change::Retracted {
+                        workflow,
+                        owner_crm_user_id: r
+                            .owner_crm_user_id
+                            .unwrap_or_else(|| was.owner_crm_user_id.clone()),
+                    })
+                }
                 // Nothing to retract, as far as the state knows: the record did not satisfy
                 // the workflow before either.
                 None => {
-                    if r.reason == RetractReason::NoLongerMatches {
-                        judgement.no_match.push(NoMatch::Conditions);
-                    }
+                    let verdict = match r.reason {
+                        RetractReason::NoLongerMatches => {
+                            judgement.no_match.push(NoMatch::Conditions);
+                            Verdict::NoMatch(NoMatch::Conditions)
+                        }
+                        _ => Verdict::DeletedUncounted,
+                    };
+                    judgement.verdicts.push((index, verdict));
                     judgement.unmatched_retractions += 1;
                 }
             },
@@ -81,9 +106,12 @@ pub fn judge<'w>(
                         }
                         _ => was.clone(),
                     };
-                    judgement.keep(workflow, Some(was), now);
+                    judgement.keep(index, workflow, Some(was), now);
                 }
-                None => judgement.refused(workflow, view, reason, id),
+                None => {
+                    judgement.verdicts.push((index, Verdict::NoMatch(reason)));
+                    judgement.refused(workflow, view, reason, id)
+                }
             },
         }
     }
@@ -98,11 +126,21 @@ pub fn judge<'w>(
 impl<'w> Judgement<'w> {
     fn keep(
         &mut self,
+        index: usize,
         workflow: &'w StoredWorkflow,
         was: Option<&WorkflowMatchState>,
         now: WorkflowMatchState,
     ) {
-        if was != Some(&now) {
+        let changed = was != Some(&now);
+        self.verdicts.push((
+            index,
+            if changed {
+                Verdict::Matched
+            } else {
+                Verdict::StillMatches
+            },
+        ));
+        if changed {
             self.changes.push(Change::Matched {
                 workflow,
                 now: now.clone(),

@@ -13,6 +13,7 @@ pub mod record;
 pub mod restore;
 pub mod snapshot;
 pub mod store;
+pub mod trail;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,6 +119,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "missed webhooks fixed",
         fixed::flush(counts.fixed.clone(), pool.clone(), shutdown.clone()),
     );
+    let (trail, trail_queue) = trail::Trail::new(settings.trail.queue_capacity);
+    background.spawn(
+        "record trail writer",
+        trail::write(trail_queue, pool.clone(), shutdown.clone()),
+    );
+    background.spawn(
+        "record trail expiry",
+        trail::expire(
+            pool.clone(),
+            settings.trail.retention_days,
+            Duration::from_secs(settings.trail.expiry_interval_secs),
+            shutdown.clone(),
+        ),
+    );
     let handler = Evaluator {
         snapshot,
         pool,
@@ -130,6 +145,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
         counts,
         legacy: legacy::LegacyIndex::default(),
+        trail,
     };
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets

@@ -6,6 +6,7 @@
 
 mod cli_backfill;
 mod cli_polish;
+mod cli_trail;
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};

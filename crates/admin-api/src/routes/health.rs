@@ -1,12 +1,15 @@
-//! An integration's health at a glance: when its CRM last reached us, what matched in the last
-//! hour, the last reconciliation, and a red state when nothing arrived for longer than the
-//! company's `silence_alert_minutes` while workflows are active (an integration without active
-//! workflows expects nothing and is `idle`).
+//! An integration's health at a glance: when its CRM last reached us, how many events arrived
+//! in the last hour and which share some workflow counted (from the record trail), what matched,
+//! dead letters, CRM users whose directory lookup is failing, the last reconciliation, and a red
+//! state when nothing arrived for longer than the company's `silence_alert_minutes` while
+//! workflows are active, or messages were dead-lettered in the last hour (an integration
+//! without active workflows expects nothing and is `idle`).
 
 use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use crm_sync_store::admin::health as store;
+use crm_sync_store::trail::Figures;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -40,11 +43,22 @@ pub struct HealthView {
     pub retracted_last_hour: i64,
     /// The company's threshold for `red` (`settings.silence_alert_minutes`).
     pub silence_alert_minutes: i32,
+    /// Events the pipeline judged in the last hour (webhooks and pulls, replays included).
+    pub events_last_hour: i64,
+    /// The share of those that some workflow counted, 0–1; None without events.
+    pub matched_share_last_hour: Option<f64>,
+    /// Messages of this integration dead-lettered in the last hour / day (see `dead-letters`).
+    pub dead_letters_last_hour: i64,
+    pub dead_letters_last_day: i64,
+    /// CRM users whose name and email lookup in the CRM's user directory is failing (being
+    /// retried) or was given up.
+    pub directory_lookups_failing: i64,
 }
 
 /// The state and its reasons from the figures, as of `now`.
 fn judge(
     h: &store::HealthRow,
+    figures: &Figures,
     last_webhook_at: Option<DateTime<Utc>>,
     reconciliation_error: Option<&str>,
     now: DateTime<Utc>,
@@ -73,6 +87,18 @@ fn judge(
     if let Some(error) = reconciliation_error {
         reasons.push(format!("the last reconciliation failed: {error}"));
     }
+    if figures.dead_letters_last_hour > 0 {
+        reasons.push(format!(
+            "{} message(s) could not be processed in the last hour (see the dead letters)",
+            figures.dead_letters_last_hour
+        ));
+    }
+    if figures.directory_lookups_failing > 0 {
+        reasons.push(format!(
+            "looking up {} CRM user(s) in the CRM's user directory is failing (check the API credentials)",
+            figures.directory_lookups_failing
+        ));
+    }
     let state = if reasons.is_empty() { "ok" } else { "red" };
     (state.into(), reasons)
 }
@@ -95,8 +121,11 @@ pub async fn get(
     let sync = crm_sync_store::sync_status::get(&state.pool, caller.company(), p.integration_id)
         .await?
         .or_not_found("integration")?;
+    let figures =
+        crm_sync_store::trail::figures(&state.pool, caller.company(), p.integration_id).await?;
     let (verdict, reasons) = judge(
         &health,
+        &figures,
         sync.last_webhook_at,
         sync.last_reconciliation_error.as_deref(),
         Utc::now(),
@@ -113,5 +142,11 @@ pub async fn get(
         unmapped_last_hour: health.unmapped_last_hour,
         retracted_last_hour: health.retracted_last_hour,
         silence_alert_minutes: health.silence_alert_minutes,
+        events_last_hour: figures.events_last_hour,
+        matched_share_last_hour: (figures.events_last_hour > 0)
+            .then(|| figures.matched_events_last_hour as f64 / figures.events_last_hour as f64),
+        dead_letters_last_hour: figures.dead_letters_last_hour,
+        dead_letters_last_day: figures.dead_letters_last_day,
+        directory_lookups_failing: figures.directory_lookups_failing,
     }))
 }

@@ -14,6 +14,7 @@ pub mod people;
 pub mod session;
 pub mod teams;
 pub mod tokens;
+pub mod trail;
 pub mod users;
 pub mod workflows;
 
@@ -48,6 +49,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(backfills::cancel))
         .routes(routes!(backfills::sync_status))
         .routes(routes!(health::get))
+        .routes(routes!(trail::record))
+        .routes(routes!(trail::recent))
+        .routes(routes!(trail::dead_letters))
         .routes(routes!(workflows::list, workflows::create))
         .routes(routes!(
             workflows::get,

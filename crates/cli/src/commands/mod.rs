@@ -11,3 +11,4 @@ pub mod demo_leaderboard;
 pub mod dlq;
 pub mod migrate;
 pub mod produce;
+pub mod trail;

@@ -1,0 +1,330 @@
+//! The record trail: each judged event of a record with every workflow's decision (written in
+//! batches by the evaluator), the messages consumers dead-lettered, and what they led to (read
+//! at query time from the activities and users the provisioner keeps). Company-scoped reads for
+//! the admin API and the CLI; the figures an integration's health shows.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// Longest text kept per column: a record id or reason longer than this is cut, so that one odd
+/// value never makes a whole batch fail (an index entry must fit in a page).
+const MAX_TEXT: usize = 512;
+/// Longest dead-letter detail kept.
+const MAX_DETAIL: usize = 2_000;
+
+/// `s` without NULs (PostgreSQL text cannot hold them), cut to `max` characters.
+pub fn storable(s: &str, max: usize) -> String {
+    s.chars().filter(|c| *c != '\0').take(max).collect()
+}
+
+/// One judged event, as the evaluator writes it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub integration_id: Uuid,
+    pub company_id: Uuid,
+    pub event_id: String,
+    pub object_type: String,
+    pub record_id: String,
+    pub change_type: String,
+    pub source_change_type: String,
+    pub source: String,
+    pub crm: String,
+    pub delivery_id: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub judged_at: DateTime<Utc>,
+    pub summary: String,
+    /// The decisions as a JSON array (text, cast by the query).
+    pub decisions: String,
+}
+
+/// Writes judged events in one statement; an event already written (a replay) is left as it
+/// is, and events of an integration deleted meanwhile are skipped. Returns the rows written.
+pub async fn insert_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&NewEvent) -> &str| -> Vec<String> {
+        events.iter().map(|e| storable(f(e), MAX_TEXT)).collect()
+    };
+    let result = sqlx::query(
+        "INSERT INTO trail_events (integration_id, company_id, event_id, object_type, record_id,
+             change_type, source_change_type, source, crm, delivery_id, occurred_at, received_at,
+             judged_at, summary, decisions)
+         SELECT e.integration_id, e.company_id, e.event_id, e.object_type, e.record_id,
+             e.change_type, e.source_change_type, e.source, e.crm, e.delivery_id, e.occurred_at,
+             e.received_at, e.judged_at, e.summary, e.decisions::jsonb
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[])
+              AS e(integration_id, company_id, event_id, object_type, record_id, change_type,
+                   source_change_type, source, crm, delivery_id, occurred_at, received_at,
+                   judged_at, summary, decisions)
+         JOIN integrations i ON i.id = e.integration_id AND i.company_id = e.company_id
+         ON CONFLICT (integration_id, event_id) DO NOTHING",
+    )
+    .bind(events.iter().map(|e| e.integration_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.company_id).collect::<Vec<_>>())
+    .bind(col(|e| &e.event_id))
+    .bind(col(|e| &e.object_type))
+    .bind(col(|e| &e.record_id))
+    .bind(col(|e| &e.change_type))
+    .bind(col(|e| &e.source_change_type))
+    .bind(col(|e| &e.source))
+    .bind(col(|e| &e.crm))
+    .bind(col(|e| &e.delivery_id))
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.judged_at).collect::<Vec<_>>())
+    .bind(col(|e| &e.summary))
+    .bind(
+        events
+            .iter()
+            .map(|e| e.decisions.replace('\0', ""))
+            .collect::<Vec<_>>(),
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A message a consumer dead-lettered, for the integration it belongs to.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub integration_id: Uuid,
+    pub object_type: String,
+    pub record_id: String,
+    pub event_id: Option<String>,
+    pub service: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// Records a dead letter under its integration's company (nothing when the integration does
+/// not exist); the same message dead-lettered again (a replay) is recorded once.
+pub async fn record_dead_letter(pool: &PgPool, d: &NewDeadLetter) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO trail_dead_letters (company_id, integration_id, object_type, record_id,
+             event_id, service, topic, partition, \"offset\", reason, detail)
+         SELECT company_id, id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM integrations WHERE id = $1
+         ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind(d.integration_id)
+    .bind(storable(&d.object_type, MAX_TEXT))
+    .bind(storable(&d.record_id, MAX_TEXT))
+    .bind(d.event_id.as_deref().map(|e| storable(e, MAX_TEXT)))
+    .bind(storable(&d.service, MAX_TEXT))
+    .bind(storable(&d.topic, MAX_TEXT))
+    .bind(d.partition)
+    .bind(d.offset)
+    .bind(storable(&d.reason, MAX_TEXT))
+    .bind(storable(&d.detail, MAX_DETAIL))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes trail rows older than `before`; the number of rows deleted.
+pub async fn expire(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let events = sqlx::query("DELETE FROM trail_events WHERE judged_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let letters = sqlx::query("DELETE FROM trail_dead_letters WHERE at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(events + letters)
+}
+
+/// One judged event as the trail shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub event_id: String,
+    pub object_type: String,
+    pub record_id: String,
+    pub change_type: String,
+    pub source_change_type: String,
+    pub source: String,
+    pub crm: String,
+    pub delivery_id: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub judged_at: DateTime<Utc>,
+    pub summary: String,
+    pub decisions: serde_json::Value,
+}
+
+const EVENT_COLUMNS: &str = "event_id, object_type, record_id, change_type, source_change_type,
+     source, crm, delivery_id, occurred_at, received_at, judged_at, summary, decisions";
+
+/// A record's judged events, newest first.
+pub async fn record_events<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    integration_id: Uuid,
+    record_id: &str,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM trail_events
+         WHERE company_id = $1 AND integration_id = $2 AND record_id = $3
+         ORDER BY judged_at DESC, event_id LIMIT $4"
+    ))
+    .bind(company_id)
+    .bind(integration_id)
+    .bind(record_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The integration's latest judged events, newest first; only those of `summary` when given.
+pub async fn recent_events<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    integration_id: Uuid,
+    summary: Option<&str>,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM trail_events
+         WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR summary = $3)
+         ORDER BY judged_at DESC, event_id LIMIT $4"
+    ))
+    .bind(company_id)
+    .bind(integration_id)
+    .bind(summary)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetterRow {
+    pub object_type: String,
+    pub record_id: String,
+    pub event_id: Option<String>,
+    pub service: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The integration's dead letters, newest first; only the record's when `record_id` is given.
+pub async fn dead_letters<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    integration_id: Uuid,
+    record_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeadLetterRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT object_type, record_id, event_id, service, topic, partition, \"offset\", reason,
+             detail, at
+         FROM trail_dead_letters
+         WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR record_id = $3)
+         ORDER BY at DESC, id DESC LIMIT $4",
+    )
+    .bind(company_id)
+    .bind(integration_id)
+    .bind(record_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// What a workflow's match on the record led to, as the provisioner keeps it now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActivityRow {
+    pub workflow_id: Uuid,
+    pub workflow_name: String,
+    pub activity_type: String,
+    /// `recorded` or `retracted`.
+    pub state: String,
+    pub value: rust_decimal::Decimal,
+    pub activity_date: DateTime<Utc>,
+    pub crm_user_id: String,
+    pub user_id: Option<Uuid>,
+    pub user_name: Option<String>,
+    /// The user's status (`pending`, `active`); None while the CRM user is unmapped.
+    pub user_status: Option<String>,
+    /// How the account came to be (`auto_sync`, `manual`).
+    pub user_source: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn record_activities<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    integration_id: Uuid,
+    record_id: &str,
+) -> Result<Vec<ActivityRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.workflow_id, w.name AS workflow_name, a.activity_type, a.state, a.value,
+             a.activity_date, a.crm_user_id, a.user_id, u.display_name AS user_name,
+             u.status AS user_status, u.source AS user_source, a.updated_at
+         FROM activities a
+         JOIN workflows w ON w.id = a.workflow_id
+         LEFT JOIN users u ON u.id = a.user_id
+         WHERE a.company_id = $1 AND a.integration_id = $2 AND a.record_id = $3
+         ORDER BY w.name, a.workflow_id",
+    )
+    .bind(company_id)
+    .bind(integration_id)
+    .bind(record_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The trail's figures of an integration's last hour, for its health.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Figures {
+    /// Events judged in the last hour (replays and older versions included).
+    pub events_last_hour: i64,
+    /// Of those, the ones some workflow counted.
+    pub matched_events_last_hour: i64,
+    pub dead_letters_last_hour: i64,
+    pub dead_letters_last_day: i64,
+    /// CRM users whose name and email lookup in the CRM's directory is failing (retried) or
+    /// was given up.
+    pub directory_lookups_failing: i64,
+}
+
+pub async fn figures<'e>(
+    db: impl PgExecutor<'e>,
+    company_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Figures, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT
+             (SELECT count(*) FROM trail_events t WHERE t.company_id = $1
+                  AND t.integration_id = $2 AND t.judged_at > now() - interval '1 hour')
+                 AS events_last_hour,
+             (SELECT count(*) FROM trail_events t WHERE t.company_id = $1
+                  AND t.integration_id = $2 AND t.judged_at > now() - interval '1 hour'
+                  AND t.summary = 'matched') AS matched_events_last_hour,
+             (SELECT count(*) FROM trail_dead_letters d WHERE d.company_id = $1
+                  AND d.integration_id = $2 AND d.at > now() - interval '1 hour')
+                 AS dead_letters_last_hour,
+             (SELECT count(*) FROM trail_dead_letters d WHERE d.company_id = $1
+                  AND d.integration_id = $2 AND d.at > now() - interval '1 day')
+                 AS dead_letters_last_day,
+             (SELECT count(*) FROM crm_identities c WHERE c.company_id = $1
+                  AND c.integration_id = $2 AND c.directory_state IN ('pending', 'failed'))
+                 AS directory_lookups_failing",
+    )
+    .bind(company_id)
+    .bind(integration_id)
+    .fetch_one(db)
+    .await
+}

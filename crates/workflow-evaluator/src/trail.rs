@@ -1,0 +1,445 @@
+//! The record trail: what every active workflow decided on each event, kept in PostgreSQL for
+//! admins ("why didn't this deal count?").
+//!
+//! The consume loop only stages a compact entry per event (the verdicts, and the few field
+//! values the non-matching workflows read); entries are handed over once their transaction
+//! committed (an aborted batch is judged again), through a bounded channel, to a background
+//! writer that words the explanations and writes them in multi-row inserts. The trail is
+//! diagnostics: when the writer falls behind and the channel is full, entries are dropped and
+//! counted (`crm_sync_trail_dropped_total`) instead of slowing the pipeline down. A second task
+//! deletes entries older than the retention.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_sync_proto::Timestamp;
+use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind};
+use crm_sync_store::trail::{self as store, NewEvent};
+use crm_sync_store::workflows::StoredWorkflow;
+use crm_sync_workflow::{Fields, Mode, NoMatch, Previous, Record, RecordView, RetractReason};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::judge::Verdict;
+
+/// Rows written per statement at most.
+const WRITE_BATCH: usize = 1_000;
+
+/// What the event was judged to be, as a whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Summary {
+    /// Some workflow counted it (a new activity, or a new value, date or owner).
+    Matched,
+    /// Some workflow's activity was retracted, none counted it.
+    Retracted,
+    /// No workflow counted it.
+    NoMatch,
+    /// It told nothing a workflow reads that was not known: a replay, an older version, a
+    /// field no workflow reads.
+    Unchanged,
+}
+
+impl Summary {
+    fn as_str(self) -> &'static str {
+        match self {
+            Summary::Matched => "matched",
+            Summary::Retracted => "retracted",
+            Summary::NoMatch => "no_match",
+            Summary::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What the record looked like to the workflows that did not count it: enough to word why.
+#[derive(Debug)]
+pub struct Judged {
+    /// The workflows of the record's object, each with its verdict.
+    verdicts: Vec<(Arc<StoredWorkflow>, Verdict)>,
+    fields: Fields,
+    previous: Known,
+}
+
+/// The previous values as the workflows saw them.
+#[derive(Debug)]
+enum Known {
+    Nothing,
+    Sent(Fields),
+    Unknown,
+}
+
+/// One event's trail entry.
+#[derive(Debug)]
+pub struct Entry {
+    integration_id: Uuid,
+    company_id: Uuid,
+    event_id: String,
+    object_type: String,
+    record_id: String,
+    change_type: ChangeType,
+    source_change_type: String,
+    pulled: bool,
+    crm: CrmKind,
+    delivery_id: String,
+    occurred_at: Option<Timestamp>,
+    received_at: Option<Timestamp>,
+    judged_at: DateTime<Utc>,
+    summary: Summary,
+    judged: Option<Judged>,
+}
+
+impl Entry {
+    pub fn new(event: &CrmEvent, (integration_id, company_id): (Uuid, Uuid)) -> Entry {
+        Entry {
+            integration_id,
+            company_id,
+            event_id: event.event_id.clone(),
+            object_type: event.object_type.clone(),
+            record_id: event.record_id.clone(),
+            change_type: event.change_type(),
+            source_change_type: event.source_change_type.clone(),
+            pulled: event.full_snapshot,
+            crm: event.crm(),
+            delivery_id: event.source_delivery_id.clone(),
+            occurred_at: event.occurred_at,
+            received_at: event.received_at,
+            judged_at: Utc::now(),
+            summary: Summary::Unchanged,
+            judged: None,
+        }
+    }
+
+    /// The entry with the workflows' verdicts on the record as `view` shows it. Only the
+    /// workflows of the record's object are kept, and only the fields the ones that did not
+    /// count it read.
+    pub fn judged(
+        mut self,
+        workflows: &[Arc<StoredWorkflow>],
+        verdicts: &[(usize, Verdict)],
+        view: &RecordView<'_>,
+    ) -> Entry {
+        let mut kept = Vec::with_capacity(verdicts.len());
+        let mut fields = Fields::new();
+        let mut previous = Fields::new();
+        let mut summary = Summary::NoMatch;
+        for &(index, verdict) in verdicts {
+            let Some(workflow) = workflows.get(index) else {
+                continue;
+            };
+            match verdict {
+                Verdict::NoMatch(NoMatch::OtherObject) => continue,
+                Verdict::Matched => summary = Summary::Matched,
+                Verdict::Retracted(_) if summary != Summary::Matched => {
+                    summary = Summary::Retracted
+                }
+                _ => {}
+            }
+            if needs_explaining(verdict) {
+                for name in workflow.spec.needed_fields() {
+                    if !fields.contains_key(name)
+                        && let Some(v) = view.record.fields.get(name)
+                    {
+                        fields.insert(name.to_owned(), v.clone());
+                    }
+                    if let Previous::Sent(p) = view.record.previous
+                        && !previous.contains_key(name)
+                        && let Some(v) = p.get(name)
+                    {
+                        previous.insert(name.to_owned(), v.clone());
+                    }
+                }
+            }
+            kept.push((workflow.clone(), verdict));
+        }
+        self.summary = summary;
+        self.judged = Some(Judged {
+            verdicts: kept,
+            fields,
+            previous: match view.record.previous {
+                Previous::Nothing => Known::Nothing,
+                Previous::Sent(_) => Known::Sent(previous),
+                Previous::Unknown => Known::Unknown,
+            },
+        });
+        self
+    }
+}
+
+fn needs_explaining(verdict: Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::NoMatch(
+            NoMatch::Conditions | NoMatch::NoChange | NoMatch::Unknown | NoMatch::TypeMismatch
+        ) | Verdict::Retracted(RetractReason::NoLongerMatches)
+    )
+}
+
+/// The entries of the open Kafka transaction, and the channel to the writer.
+pub struct Trail {
+    open: Mutex<Vec<Entry>>,
+    queue: mpsc::Sender<Vec<Entry>>,
+    /// Entries queued and not yet taken by the writer.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
+}
+
+/// The writer's end of the channel.
+pub struct Queue {
+    entries: mpsc::Receiver<Vec<Entry>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trail {
+    /// A trail holding at most `capacity` entries waiting to be written.
+    pub fn new(capacity: usize) -> (Trail, Queue) {
+        use std::sync::atomic::AtomicUsize;
+        // Entries travel per committed transaction; the count of entries bounds the queue.
+        let (queue, entries) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let trail = Trail {
+            open: Mutex::new(Vec::new()),
+            queue,
+            queued: queued.clone(),
+            capacity,
+        };
+        (trail, Queue { entries, queued })
+    }
+
+    pub fn stage(&self, entry: Entry) {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(entry);
+    }
+
+    /// The open transaction committed: its entries go to the writer, or are dropped (and
+    /// counted) when the writer is that far behind.
+    pub fn committed(&self) {
+        use std::sync::atomic::Ordering;
+        let entries = std::mem::take(
+            &mut *self
+                .open
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let n = entries.len();
+        if n == 0 {
+            return;
+        }
+        if self.queued.load(Ordering::Relaxed) + n > self.capacity {
+            metrics::counter!("crm_sync_trail_dropped_total").increment(n as u64);
+            return;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.queue.try_send(entries).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            metrics::counter!("crm_sync_trail_dropped_total").increment(n as u64);
+        }
+    }
+
+    pub fn aborted(&self) {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+}
+
+/// Until shutdown: writes queued entries in batches. A batch the database refuses or cannot
+/// take now is dropped and counted: the trail never holds anything up.
+pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let first = tokio::select! {
+            biased;
+            batch = queue.entries.recv() => batch,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(mut entries) = first else {
+            // Shutting down: what is already queued is written once more.
+            let mut rest = Vec::new();
+            while let Ok(batch) = queue.entries.try_recv() {
+                rest.extend(batch);
+            }
+            write_batch(&pool, &rest).await;
+            return;
+        };
+        while entries.len() < WRITE_BATCH {
+            match queue.entries.try_recv() {
+                Ok(more) => entries.extend(more),
+                Err(_) => break,
+            }
+        }
+        queue.queued.fetch_sub(entries.len(), Ordering::Relaxed);
+        for chunk in entries.chunks(WRITE_BATCH) {
+            write_batch(&pool, chunk).await;
+        }
+    }
+}
+
+async fn write_batch(pool: &PgPool, entries: &[Entry]) {
+    if entries.is_empty() {
+        return;
+    }
+    let rows: Vec<NewEvent> = entries.iter().map(row).collect();
+    match store::insert_events(pool, &rows).await {
+        Ok(_) => {
+            metrics::counter!("crm_sync_trail_written_total").increment(rows.len() as u64);
+        }
+        Err(error) => {
+            tracing::warn!(%error, entries = rows.len(), "writing the record trail failed; these entries are dropped");
+            metrics::counter!("crm_sync_trail_dropped_total").increment(rows.len() as u64);
+        }
+    }
+}
+
+fn time(ts: Option<Timestamp>) -> Option<DateTime<Utc>> {
+    ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+}
+
+fn crm_name(crm: CrmKind) -> &'static str {
+    match crm {
+        CrmKind::Salesforce => "salesforce",
+        CrmKind::Hubspot => "hubspot",
+        CrmKind::Pipedrive => "pipedrive",
+        CrmKind::Dynamics => "dynamics",
+        CrmKind::Generic => "generic",
+        CrmKind::Unspecified => "unspecified",
+    }
+}
+
+fn change_name(change: ChangeType) -> &'static str {
+    match change {
+        ChangeType::Created => "created",
+        ChangeType::Updated => "updated",
+        ChangeType::Deleted => "deleted",
+        ChangeType::Unspecified => "unspecified",
+    }
+}
+
+fn row(e: &Entry) -> NewEvent {
+    NewEvent {
+        integration_id: e.integration_id,
+        company_id: e.company_id,
+        event_id: e.event_id.clone(),
+        object_type: e.object_type.clone(),
+        record_id: e.record_id.clone(),
+        change_type: change_name(e.change_type).to_owned(),
+        source_change_type: e.source_change_type.clone(),
+        source: if e.pulled { "pull" } else { "webhook" }.to_owned(),
+        crm: crm_name(e.crm).to_owned(),
+        delivery_id: e.delivery_id.clone(),
+        occurred_at: time(e.occurred_at),
+        received_at: time(e.received_at),
+        judged_at: e.judged_at,
+        summary: e.summary.as_str().to_owned(),
+        decisions: decisions(e).to_string(),
+    }
+}
+
+/// Every workflow's decision, with the reason in words for those that did not count it.
+fn decisions(e: &Entry) -> Value {
+    let Some(judged) = &e.judged else {
+        return json!([]);
+    };
+    let previous = match &judged.previous {
+        Known::Nothing => Previous::Nothing,
+        Known::Sent(fields) => Previous::Sent(fields),
+        Known::Unknown => Previous::Unknown,
+    };
+    let record = Record {
+        fields: &judged.fields,
+        previous,
+    };
+    Value::Array(
+        judged
+            .verdicts
+            .iter()
+            .map(|(workflow, verdict)| decision(workflow, *verdict, &record, e.change_type))
+            .collect(),
+    )
+}
+
+fn decision(
+    workflow: &StoredWorkflow,
+    verdict: Verdict,
+    record: &Record<'_>,
+    change: ChangeType,
+) -> Value {
+    let spec = &workflow.spec;
+    let (decision, reason) = match verdict {
+        Verdict::Matched => ("counted", None),
+        Verdict::StillMatches => ("still_counts", None),
+        Verdict::Retracted(r) => ("retracted", Some(r.as_str())),
+        Verdict::DeletedUncounted => ("not_counted", Some("deleted")),
+        Verdict::NoMatch(r) => ("not_counted", Some(r.as_str())),
+    };
+    let explanation: Vec<String> = if needs_explaining(verdict) {
+        spec.conditions
+            .explain(record, Mode::Full, "conditions")
+            .failures()
+            .into_iter()
+            .filter_map(|f| f.reason.clone())
+            .collect()
+    } else {
+        match verdict {
+            Verdict::NoMatch(NoMatch::OtherTrigger) => vec![format!(
+                "the workflow does not react to {} records (it reacts to {})",
+                change_name(change),
+                spec.triggers
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
+            Verdict::NoMatch(NoMatch::MissingValue) => vec![format!(
+                "the conditions hold, but the value field {} is empty",
+                spec.value_field.as_deref().unwrap_or("")
+            )],
+            Verdict::DeletedUncounted => {
+                vec!["the record was deleted; it had not counted, so nothing changed".into()]
+            }
+            Verdict::Retracted(RetractReason::Deleted) => {
+                vec!["the record was deleted, so its activity was retracted".into()]
+            }
+            _ => Vec::new(),
+        }
+    };
+    json!({
+        "workflow_id": workflow.id,
+        "workflow": spec.name,
+        "activity_type": spec.activity_type,
+        "decision": decision,
+        "reason": reason,
+        "explanation": explanation,
+    })
+}
+
+/// Until shutdown: every `interval`, deletes the entries (and recorded dead letters) older
+/// than `retention_days`.
+pub async fn expire(
+    pool: PgPool,
+    retention_days: u32,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        match store::expire(&pool, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired record trail entries"),
+            Err(error) => tracing::warn!(%error, "expiring the record trail failed; trying later"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "trail_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::judge::judge;
+use crm_sync_proto::v1::FieldValue;
+use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
+
+fn workflow(id: u128, name: &str, object: &str, conditions: Value) -> Arc<StoredWorkflow> {
+    Arc::new(StoredWorkflow {
+        id: Uuid::from_u128(id),
+        company_id: Uuid::from_u128(1),
+        integration_id: Uuid::from_u128(2),
+        active: true,
+        spec: WorkflowSpec {
+            name: name.into(),
+            object_type: object.into(),
+            triggers: vec![Trigger::Created, Trigger::Updated],
+            conditions: Condition::from_json(&conditions).unwrap(),
+            user_field: "OwnerId".into(),
+            value_field: Some("Amount".into()),
+            date_field: None,
+            activity_type: "deal_won".into(),
+        },
+    })
+}
+
+fn event(stage: &str, amount: &str) -> CrmEvent {
+    let text = |s: &str| FieldValue {
+        kind: Some(Kind::Text(s.into())),
+    };
+    let mut e = CrmEvent {
+        event_id: "e1".into(),
+        integration_id: Uuid::from_u128(2).to_string(),
+        object_type: "Opportunity".into(),
+        record_id: "006A".into(),
+        source_delivery_id: "04lA".into(),
+        fields: [
+            ("StageName".to_owned(), text(stage)),
+            ("Amount".to_owned(), text(amount)),
+            ("OwnerId".to_owned(), text("005A")),
+            ("Name".to_owned(), text("Acme")),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    e.set_change_type(ChangeType::Created);
+    e.set_crm(CrmKind::Salesforce);
+    e
+}
+
+/// The entry of `event` judged by `workflows`.
+fn judged(workflows: &[Arc<StoredWorkflow>], event: &CrmEvent) -> Entry {
+    let view = RecordView::of_event(event);
+    let judgement = judge(workflows, &view, &[], Timestamp::default());
+    Entry::new(event, (Uuid::from_u128(2), Uuid::from_u128(1))).judged(
+        workflows,
+        &judgement.verdicts,
+        &view,
+    )
+}
+
+#[test]
+fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() {
+    let workflows = [
+        workflow(
+            10,
+            "Big wins",
+            "Opportunity",
+            json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"},
+                           {"field": "Amount", "op": "gte", "value": 1000}]}),
+        ),
+        workflow(
+            11,
+            "Any win",
+            "Opportunity",
+            json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+        ),
+        workflow(
+            12,
+            "Leads",
+            "Lead",
+            json!({"field": "Status", "op": "eq", "value": "Hot"}),
+        ),
+    ];
+    let entry = judged(&workflows, &event("Closed Won", "500"));
+    assert_eq!(entry.summary, Summary::Matched);
+    // Only the fields the workflow that did not count reads are kept.
+    let kept = &entry.judged.as_ref().unwrap().fields;
+    assert!(
+        kept.contains_key("Amount") && !kept.contains_key("Name"),
+        "{kept:?}"
+    );
+    let written = row(&entry);
+    assert_eq!(written.summary, "matched");
+    assert_eq!(written.source, "webhook");
+    assert_eq!(written.crm, "salesforce");
+    assert_eq!(written.change_type, "created");
+    assert_eq!(written.delivery_id, "04lA");
+    let decisions: Value = serde_json::from_str(&written.decisions).unwrap();
+    assert_eq!(
+        decisions,
+        json!([
+            {"workflow_id": Uuid::from_u128(10), "workflow": "Big wins", "activity_type": "deal_won",
+             "decision": "not_counted", "reason": "conditions",
+             "explanation": ["Amount is \"500\"; the condition wants gte 1000"]},
+            {"workflow_id": Uuid::from_u128(11), "workflow": "Any win", "activity_type": "deal_won",
+             "decision": "counted", "reason": null, "explanation": []},
+        ])
+    );
+
+    let entry = judged(&workflows, &event("Negotiation/Review", "5000"));
+    assert_eq!(entry.summary, Summary::NoMatch);
+    let decisions: Value = serde_json::from_str(&row(&entry).decisions).unwrap();
+    assert_eq!(
+        decisions[1]["explanation"],
+        json!(["StageName is \"Negotiation/Review\"; the condition wants eq \"Closed Won\""])
+    );
+}
+
+#[test]
+fn a_full_queue_drops_entries_instead_of_waiting_and_aborted_ones_are_forgotten() {
+    let workflows = [workflow(
+        11,
+        "Any win",
+        "Opportunity",
+        json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
+    )];
+    let e = event("Closed Won", "1");
+    let (trail, mut queue) = Trail::new(2);
+    for _ in 0..3 {
+        trail.stage(judged(&workflows, &e));
+    }
+    // Three entries do not fit in a queue of two: the transaction's entries are dropped.
+    trail.committed();
+    assert!(queue.entries.try_recv().is_err());
+    trail.stage(judged(&workflows, &e));
+    trail.aborted();
+    trail.committed();
+    assert!(
+        queue.entries.try_recv().is_err(),
+        "an aborted entry is never written"
+    );
+    trail.stage(judged(&workflows, &e));
+    trail.stage(Entry::new(&e, (Uuid::from_u128(2), Uuid::from_u128(1))));
+    trail.committed();
+    let batch = queue.entries.try_recv().unwrap();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch[1].summary, Summary::Unchanged);
+    // The queue is full until the writer takes them.
+    trail.stage(judged(&workflows, &e));
+    trail.committed();
+    assert!(queue.entries.try_recv().is_err());
+}
