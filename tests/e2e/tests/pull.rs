@@ -55,16 +55,34 @@ pub const WEBHOOK_TOKEN: &str = "sf-webhook-token-pull";
 pub const API_TOKEN: &str = "sf-session-token-pull";
 pub const OWNER: &str = "0055g00000PuLlAAAZ";
 
-/// The integration's API credentials: the fake Salesforce's URL and a session token.
-pub fn salesforce_api(fake: &FakeCrm) -> IntegrationSecrets {
+/// API credentials pointing at a fake CRM: its URL and a token.
+pub fn api_secrets(fake: &FakeCrm, token: &str) -> IntegrationSecrets {
     IntegrationSecrets {
         api: Some(ApiCredentials {
             base_url: Some(fake.url.clone()),
-            access_token: Some(API_TOKEN.into()),
+            access_token: Some(token.into()),
             oauth: None,
         }),
         ..IntegrationSecrets::default()
     }
+}
+
+/// The integration's API credentials: the fake Salesforce's URL and a session token.
+pub fn salesforce_api(fake: &FakeCrm) -> IntegrationSecrets {
+    api_secrets(fake, API_TOKEN)
+}
+
+/// A Salesforce integration of the fake CRM, with the won-opportunities workflow.
+pub async fn salesforce_setup(name: &str, fake: &FakeCrm) -> connectors::Setup {
+    connectors::setup(
+        name,
+        "salesforce",
+        ORG,
+        salesforce_api(fake),
+        Some(WEBHOOK_TOKEN),
+        won_workflow(),
+    )
+    .await
 }
 
 pub fn won_workflow() -> Value {

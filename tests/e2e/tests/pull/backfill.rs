@@ -7,7 +7,7 @@ use std::time::Duration;
 use crm_sync_e2e::eventually;
 use crm_sync_store::sync_jobs::JobKind;
 
-use super::connectors::{count, setup};
+use super::connectors::count;
 use super::*;
 
 /// Opportunities in the fake CRM; every third one is won. The scale: the test took
@@ -30,15 +30,7 @@ async fn a_backfill_killed_mid_way_resumes_on_the_other_replica_with_nothing_los
         fake.put("Opportunity", &id(n), opportunity(stage, n as u64 + 1));
     }
     let won = RECORDS.div_ceil(3);
-    let s = setup(
-        "pull-backfill",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-backfill", &fake).await;
     let pull = [
         ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "30"),
         ("CRM_SYNC__PULL__PAGE_SIZE", "500"),

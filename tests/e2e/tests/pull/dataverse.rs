@@ -4,12 +4,10 @@
 //! from Dataverse yet (that needs change tracking's delta links kept between runs).
 
 use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
-use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets};
-use crm_sync_store::sync_jobs::JobKind;
 use serde_json::json;
 
-use super::connectors::{setup, start_pipeline, wait_for_activity};
-use super::reconcile::FAST_RECONCILIATION;
+use super::connectors::{setup, wait_for_activity};
+use super::reconcile::reconciling_pipeline;
 use super::*;
 
 const ORGANIZATION: &str = "5a1e6b0e-0000-4000-8000-00000000d1a7";
@@ -19,19 +17,11 @@ const OWNER_ID: &str = "7c0e9f2a-1111-4222-8333-444455556666";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dataverse_opportunity_whose_webhook_never_came_is_counted() {
     let fake = FakeCrm::start(Kind::Dynamics, DATAVERSE_TOKEN).await;
-    let secrets = IntegrationSecrets {
-        api: Some(ApiCredentials {
-            base_url: Some(fake.url.clone()),
-            access_token: Some(DATAVERSE_TOKEN.into()),
-            oauth: None,
-        }),
-        ..IntegrationSecrets::default()
-    };
     let s = setup(
         "pull-reconcile-dataverse",
         "dynamics",
         ORGANIZATION,
-        secrets,
+        api_secrets(&fake, DATAVERSE_TOKEN),
         None,
         json!({
             "name": "Won opportunities", "object_type": "opportunity", "triggers": ["created", "updated"],
@@ -41,16 +31,7 @@ async fn a_dataverse_opportunity_whose_webhook_never_came_is_counted() {
         }),
     )
     .await;
-    let mut vars = FAST_RECONCILIATION.to_vec();
-    vars.extend_from_slice(&[
-        ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "200"),
-        ("CRM_SYNC__PULL__LEASE_SECS", "5"),
-    ]);
-    let _p = start_pipeline(&s.env, &vars).await;
-    wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {
-        j.kind == JobKind::Reconciliation
-    })
-    .await;
+    let _p = reconciling_pipeline(&s).await;
 
     let record = "9d5b1c3e-aaaa-4bbb-8ccc-0000000000aa";
     fake.put(

@@ -16,7 +16,7 @@ use crm_sync_store::sync_jobs::backfills::{self, Refused};
 use crm_sync_store::sync_jobs::{self, JobKind};
 use tokio::task::JoinHandle;
 
-use super::connectors::{count, key, setup};
+use super::connectors::{count, key};
 use super::*;
 
 const ACTIVE_BACKFILLS: &str =
@@ -66,15 +66,7 @@ async fn ended_or_waiting<T>(env: &TestEnv, task: &JoinHandle<T>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_start_while_the_backfill_on_connect_is_inserted_is_refused_as_already_running() {
     let fake = fake_salesforce().await;
-    let s = setup(
-        "pull-one-backfill-admin",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-one-backfill-admin", &fake).await;
     let on_connect = uncommitted_backfill(&s.env, s.company_id, s.integration_id, "system").await;
 
     let pool = s.env.pool.clone();
@@ -119,15 +111,7 @@ async fn an_admin_start_while_the_backfill_on_connect_is_inserted_is_refused_as_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backfill_on_connect_racing_an_admin_start_is_skipped() {
     let fake = fake_salesforce().await;
-    let s = setup(
-        "pull-one-backfill-connect",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-one-backfill-connect", &fake).await;
     let admin = uncommitted_backfill(&s.env, s.company_id, s.integration_id, "admin").await;
 
     let pool = s.env.pool.clone();

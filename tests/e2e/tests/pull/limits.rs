@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crm_sync_store::sync_jobs::JobKind;
 
-use super::connectors::setup;
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,15 +24,7 @@ async fn retry_after_is_honoured_and_the_daily_share_stops_the_backfill() {
     );
     // The answer after the 429 reports 2,500 of 10,000 requests used: the configured quarter.
     fake.set_api_usage(2_499, 10_000);
-    let s = setup(
-        "pull-limits",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-limits", &fake).await;
     let _ingest = ingest(
         &s.env,
         "ingest",

@@ -12,7 +12,6 @@ use crm_sync_store::sync_jobs::JobKind;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::connectors::setup;
 use super::*;
 
 const RECORDS: usize = 1_000;
@@ -66,15 +65,7 @@ async fn a_backfill_waits_while_the_evaluator_lags_and_goes_on_as_it_catches_up(
             opportunity("Closed Won", n as u64 + 1),
         );
     }
-    let s = setup(
-        "pull-lag",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-lag", &fake).await;
     let group = format!("{}-workflow-evaluator", s.env.id);
     let events = s.env.topics.events.clone();
     commit(&group, &events, false);

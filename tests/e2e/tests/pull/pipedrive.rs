@@ -3,12 +3,10 @@
 //! deleted in Pipedrive (`status=deleted`) is retracted.
 
 use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
-use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets};
-use crm_sync_store::sync_jobs::JobKind;
 use serde_json::json;
 
-use super::connectors::{setup, start_pipeline, wait_for_activity};
-use super::reconcile::FAST_RECONCILIATION;
+use super::connectors::{setup, wait_for_activity};
+use super::reconcile::reconciling_pipeline;
 use super::*;
 
 const COMPANY: &str = "7654321";
@@ -17,19 +15,11 @@ const PIPEDRIVE_TOKEN: &str = "pipedrive-api-token-pull";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipedrive_deal_whose_webhook_never_came_is_counted_and_a_deleted_one_retracted() {
     let fake = FakeCrm::start(Kind::Pipedrive, PIPEDRIVE_TOKEN).await;
-    let secrets = IntegrationSecrets {
-        api: Some(ApiCredentials {
-            base_url: Some(fake.url.clone()),
-            access_token: Some(PIPEDRIVE_TOKEN.into()),
-            oauth: None,
-        }),
-        ..IntegrationSecrets::default()
-    };
     let s = setup(
         "pull-reconcile-pipedrive",
         "pipedrive",
         COMPANY,
-        secrets,
+        api_secrets(&fake, PIPEDRIVE_TOKEN),
         None,
         json!({
             "name": "Won deals", "object_type": "deal", "triggers": ["created", "updated"],
@@ -39,16 +29,7 @@ async fn a_pipedrive_deal_whose_webhook_never_came_is_counted_and_a_deleted_one_
         }),
     )
     .await;
-    let mut vars = FAST_RECONCILIATION.to_vec();
-    vars.extend_from_slice(&[
-        ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "200"),
-        ("CRM_SYNC__PULL__LEASE_SECS", "5"),
-    ]);
-    let _p = start_pipeline(&s.env, &vars).await;
-    wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {
-        j.kind == JobKind::Reconciliation
-    })
-    .await;
+    let _p = reconciling_pipeline(&s).await;
 
     // Won in Pipedrive; the webhook never reached ingest.
     fake.put(

@@ -6,7 +6,7 @@ use crm_sync_e2e::eventually;
 use crm_sync_store::credentials::IntegrationSecrets;
 use crm_sync_store::sync_jobs::JobKind;
 
-use super::connectors::{activity, setup, start_pipeline, wait_for_activity};
+use super::connectors::{Pipeline, Setup, activity, start_pipeline, wait_for_activity};
 use super::*;
 
 pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
@@ -16,30 +16,27 @@ pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
     ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_never_sent_is_made_up_by_the_reconciliation_and_a_delete_retracts() {
-    let fake = fake_salesforce().await;
-    let s = setup(
-        "pull-reconcile",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+/// The pipeline with reconciliations every 2 s, and the integration's schedule once ingest made it.
+pub async fn reconciling_pipeline(s: &Setup) -> (Pipeline, Job) {
     let mut vars = FAST_RECONCILIATION.to_vec();
     vars.extend_from_slice(&[
         ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "200"),
         ("CRM_SYNC__PULL__LEASE_SECS", "5"),
     ]);
-    let _p = start_pipeline(&s.env, &vars).await;
-
-    // The schedule exists once ingest saw the API credentials (and no backfill: 0 days).
+    let pipeline = start_pipeline(&s.env, &vars).await;
     let schedule = wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {
         j.kind == JobKind::Reconciliation
     })
     .await;
+    (pipeline, schedule)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_never_sent_is_made_up_by_the_reconciliation_and_a_delete_retracts() {
+    let fake = fake_salesforce().await;
+    let s = salesforce_setup("pull-reconcile", &fake).await;
+    // The schedule exists once ingest saw the API credentials (and no backfill: 0 days).
+    let (_p, schedule) = reconciling_pipeline(&s).await;
     assert_eq!(schedule.requested_by, "system");
     assert_eq!(jobs(&s.env, s.integration_id).await.len(), 1, "no backfill");
 
@@ -96,15 +93,7 @@ async fn a_webhook_never_sent_is_made_up_by_the_reconciliation_and_a_delete_retr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_without_api_credentials_says_so_and_webhooks_are_timed() {
     let fake = fake_salesforce().await;
-    let s = setup(
-        "pull-no-credentials",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-no-credentials", &fake).await;
     // The credentials are taken away after the schedule was made.
     let ingest = ingest(&s.env, "ingest", &FAST_RECONCILIATION).await;
     wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {

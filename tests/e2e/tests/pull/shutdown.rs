@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crm_sync_e2e::eventually;
 use crm_sync_store::sync_jobs::JobKind;
 
-use super::connectors::setup;
 use super::*;
 
 const RECORDS: usize = 6_000;
@@ -31,15 +30,7 @@ async fn sigterm_mid_backfill_hands_the_job_to_the_other_replica_at_once() {
             opportunity(stage, n as u64 + 1),
         );
     }
-    let s = setup(
-        "pull-sigterm",
-        "salesforce",
-        ORG,
-        salesforce_api(&fake),
-        Some(WEBHOOK_TOKEN),
-        won_workflow(),
-    )
-    .await;
+    let s = salesforce_setup("pull-sigterm", &fake).await;
     let lease = LEASE_SECS.to_string();
     let page = PAGE.to_string();
     let replica = |name: &'static str| {
