@@ -254,11 +254,18 @@ impl PullClient {
     pub(crate) fn event(&self, record: Pulled) -> CrmEvent {
         let stamp = record.modified.to_rfc3339_opts(SecondsFormat::Micros, true);
         let crm = self.crm();
+        // Some CRMs stamp changes to the second (Pipedrive): a record deleted in the second it
+        // was last changed has the same stamp as that version, and must not share its event id
+        // (it would be taken for a redelivery of it and dropped).
+        let mut identity = vec![record.object.as_str(), record.id.as_str(), stamp.as_str()];
+        if record.change == ChangeType::Deleted {
+            identity.push("deleted");
+        }
         CrmEvent {
             event_id: event::event_id(
                 &format!("{}-pull", crm.as_str()),
                 self.integration_id,
-                &[&record.object, &record.id, &stamp],
+                &identity,
             )
             .to_string(),
             integration_id: self.integration_id.to_string(),

@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use crm_sync_crm_directory::Crm;
 use crm_sync_e2e::fake_crm::Kind;
 use crm_sync_ingest::pipedrive;
@@ -57,6 +57,33 @@ async fn v2_lists_page_by_cursor_and_list_deleted_deals() {
     assert_eq!(
         text(e, "9dc80c50d78a15643bfc4ca79d76156a73a1ca0e").as_deref(),
         Some("12")
+    );
+}
+
+#[tokio::test]
+async fn a_deal_deleted_in_the_second_it_was_won_is_a_new_event() {
+    let fake = start(Kind::Pipedrive).await;
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let client = client(&fake, Crm::Pipedrive, TOKEN, config(50));
+    let scope = scope("deal", &["status"]);
+    // Pipedrive's update_time has whole seconds: both versions carry the same stamp.
+    let second = Utc::now().with_nanosecond(0).unwrap() - chrono::Duration::seconds(5);
+    fake.put_at(
+        "deal",
+        "7",
+        json!({"status": "won", "owner_id": 17}),
+        second + chrono::Duration::milliseconds(100),
+    );
+    let won = pull_all(&client, &scope, since).await.unwrap();
+    fake.delete_at("deal", "7", second + chrono::Duration::milliseconds(600));
+    let after = pull_all(&client, &scope, since).await.unwrap();
+    assert_eq!((won.len(), after.len()), (1, 1));
+    let (won, deleted) = (&won[0], &after[0]);
+    assert_eq!(deleted.change_type, ChangeType::Deleted as i32);
+    assert_eq!(won.occurred_at, deleted.occurred_at, "the same stamp");
+    assert_ne!(
+        won.event_id, deleted.event_id,
+        "the deletion is not a redelivery of the win"
     );
 }
 

@@ -148,6 +148,11 @@ impl FakeCrm {
     /// Deletes the record (it stays visible to the CRM's "deleted" listings).
     pub fn delete(&self, object: &str, id: &str) {
         let at = self.tick();
+        self.delete_at(object, id, at);
+    }
+
+    /// Deletes the record, stamped `at`.
+    pub fn delete_at(&self, object: &str, id: &str, at: DateTime<Utc>) {
         let mut records = self.shared.records.lock().unwrap();
         if let Some(r) = records.get_mut(&(object.to_owned(), id.to_owned())) {
             r.deleted = Some(at);
