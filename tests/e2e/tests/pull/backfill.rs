@@ -35,6 +35,10 @@ async fn a_backfill_killed_mid_way_resumes_on_the_other_replica_with_nothing_los
         ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "30"),
         ("CRM_SYNC__PULL__PAGE_SIZE", "500"),
         ("CRM_SYNC__PULL__RECORDS_PER_SECOND", "2000"),
+        // Long enough that a page never outlasts it on a loaded machine (a lease lost mid-run
+        // hands the job over and publishes the page in hand twice), short enough that the
+        // survivor takes over soon after the kill.
+        ("CRM_SYNC__PULL__LEASE_SECS", "20"),
     ];
     let replica = |name: &'static str| {
         let mut vars = pull.to_vec();
