@@ -257,14 +257,18 @@ async fn main() -> ExitCode {
         o.events
     );
 
-    // Drain: every activity recorded and announced.
+    // Drain: every activity recorded and announced. Announcements a killed provisioner left in
+    // the outbox go out once the relay sweeps them up (after they count as abandoned), which can
+    // be well after the last activity was recorded.
     let drain_deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM activities")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap_or((0,));
-        if n as usize >= o.events || Instant::now() > drain_deadline {
+        let (n, outbox): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM activities), (SELECT count(*) FROM outbox)",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or((0, 0));
+        if (n as usize >= o.events && outbox == 0) || Instant::now() > drain_deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
