@@ -12,12 +12,19 @@ set -euo pipefail
 
 KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
 LOG4J_VERSION=2.24.3
+SLF4J_VERSION=2.0.16
 CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
 KAFKA_PORT=${CRM_SYNC_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CRM_SYNC_KAFKA_CONTROLLER_PORT:-9093}
 # Listeners for the secure suites: SASL_SSL with SCRAM users, and SSL requiring a client certificate.
 KAFKA_SASL_SSL_PORT=${CRM_SYNC_KAFKA_SASL_SSL_PORT:-9094}
 KAFKA_MTLS_PORT=${CRM_SYNC_KAFKA_MTLS_PORT:-9095}
+# And SASL_SSL with OAUTHBEARER: tokens are JWTs from a fake identity provider (the secure suite
+# runs its token endpoint) checked against the JWKS this script writes.
+KAFKA_OAUTH_PORT=${CRM_SYNC_KAFKA_OAUTH_PORT:-9096}
+OIDC_ISSUER=crm-sync-local-idp
+OIDC_AUDIENCE=crm-sync-kafka
+OIDC_KEY_ID=crm-sync-local-1
 SCRAM_USER=${CRM_SYNC_SCRAM_USER:-crm_sync}
 PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
 PG_DB=${CRM_SYNC_PG_DB:-crm_sync}
@@ -51,7 +58,12 @@ kafka_java() {
 # --- Kafka -------------------------------------------------------------------------------------
 
 fetch_kafka() {
-  [[ -f $JARS/.complete ]] && return 0
+  # Kafka's own jars bring slf4j-api 1.7, which cannot see log4j's slf4j2 binding: the broker then
+  # logged nothing at all. A jar set fetched that way is completed with slf4j-api 2.
+  if [[ -f $JARS/.complete ]]; then
+    compgen -G "$JARS/slf4j-api-2.*.jar" >/dev/null && return 0
+    rm -f "$JARS"/slf4j-api-1.*.jar "$JARS/.complete"
+  fi
   command -v java >/dev/null || fail "java not found: Kafka $KAFKA_VERSION needs Java 17+"
   command -v mvn >/dev/null || fail "mvn not found: it fetches the Kafka jars"
   say "fetching Kafka $KAFKA_VERSION jars (once; cached in $JARS)"
@@ -65,6 +77,7 @@ fetch_kafka() {
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>$SLF4J_VERSION</version></dependency>
   </dependencies>
 </project>
 POM
@@ -92,10 +105,10 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT,OAUTH://127.0.0.1:$KAFKA_OAUTH_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT,OAUTH://127.0.0.1:$KAFKA_OAUTH_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,OAUTH:SASL_SSL
 # The secure suites' listeners (certificates made by this script, SCRAM users added at format time).
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -105,6 +118,16 @@ ssl.keystore.location=$TLS/kafka-server.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$TLS/ca.pem
 listener.name.ssl.ssl.client.auth=required
+# OAUTHBEARER: signed JWTs only (Kafka's validator, not its unsecured default), from our issuer,
+# for our audience, checked against the local identity provider's keys.
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler
+# Kafka 4.1's default JWT validator is the client-side one, which checks no signature at all.
+sasl.oauthbearer.jwt.validator.class=org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator
+sasl.oauthbearer.jwks.endpoint.url=file://$TLS/oidc-jwks.json
+sasl.oauthbearer.expected.issuer=$OIDC_ISSUER
+sasl.oauthbearer.expected.audience=$OIDC_AUDIENCE
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$KAFKA_DATA
 num.partitions=$PARTITIONS
@@ -142,8 +165,8 @@ start_kafka() {
   make_certificates
   if kafka_running; then
     say "kafka already running (pid $(cat "$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT"
-    if ! port_open "$KAFKA_SASL_SSL_PORT" || ! port_open "$KAFKA_MTLS_PORT"; then
-      say "WARNING: this kafka was started by an older stack.sh without the SASL_SSL ($KAFKA_SASL_SSL_PORT) and mTLS ($KAFKA_MTLS_PORT) listeners the secure suites need; run \`$0 restart-kafka\` to add them"
+    if ! port_open "$KAFKA_SASL_SSL_PORT" || ! port_open "$KAFKA_MTLS_PORT" || ! port_open "$KAFKA_OAUTH_PORT"; then
+      say "WARNING: this kafka was started by an older stack.sh without the SASL_SSL ($KAFKA_SASL_SSL_PORT), mTLS ($KAFKA_MTLS_PORT) and OAUTHBEARER ($KAFKA_OAUTH_PORT) listeners the secure suites need; run \`$0 restart-kafka\` to add them"
     fi
     return 0
   fi
@@ -169,7 +192,9 @@ start_kafka() {
     STORAGE_PREDATES_SCRAM=1
   fi
   say "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
+  # Kafka reads a JWKS only from a URL the operator allowed explicitly.
   nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dorg.apache.kafka.sasl.oauthbearer.allowed.urls="file://$TLS/oidc-jwks.json" \
     -Dlog4j2.configurationFile="$CRM_SYNC_HOME/log4j2.properties" \
     -cp "$JARS/*" kafka.Kafka "$CRM_SYNC_HOME/server.properties" \
     >>"$LOGS/kafka.stdout" 2>&1 </dev/null &
@@ -222,6 +247,7 @@ make_certificates() {
     ) >>"$LOGS/certificates.log" 2>&1 || fail "making certificates failed; see $LOGS/certificates.log"
     touch "$TLS/.complete"
   fi
+  make_oidc_keys
   local secret
   for secret in scram-password pg-password; do
     [[ -s $TLS/$secret ]] && continue
@@ -239,8 +265,31 @@ CRM_SYNC_TEST_CLIENT_KEY=$TLS/client.key
 CRM_SYNC_TEST_PG_TLS_USER=${PG_USER}_tls
 CRM_SYNC_TEST_PG_TLS_PASSWORD_FILE=$TLS/pg-password
 CRM_SYNC_TEST_PLAINTEXT_BROKERS=127.0.0.1:$KAFKA_PORT
+CRM_SYNC_TEST_OAUTH_BROKERS=127.0.0.1:$KAFKA_OAUTH_PORT
+CRM_SYNC_TEST_OIDC_KEY=$TLS/oidc.key
+CRM_SYNC_TEST_OIDC_KEY_ID=$OIDC_KEY_ID
+CRM_SYNC_TEST_OIDC_ISSUER=$OIDC_ISSUER
+CRM_SYNC_TEST_OIDC_AUDIENCE=$OIDC_AUDIENCE
 CRM_SYNC_TEST_KAFKA_LIBS=$JARS
 ENV
+}
+
+# The local identity provider's signing key (PKCS#8) and its public half as a JWKS, which the
+# broker's OAUTHBEARER listener trusts.
+make_oidc_keys() {
+  [[ -s $TLS/oidc-jwks.json && -s $TLS/oidc.key ]] && return 0
+  command -v python3 >/dev/null || fail "python3 not found: it writes the local identity provider's JWKS"
+  (
+    cd "$TLS"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out oidc.key
+    chmod 600 oidc.key
+    openssl rsa -in oidc.key -noout -modulus | cut -d= -f2 | python3 -c '
+import base64, json, sys
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+n = bytes.fromhex(sys.stdin.read().strip())
+key = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": sys.argv[1], "n": b64(n), "e": b64((65537).to_bytes(3, "big"))}
+print(json.dumps({"keys": [key]}))' "$OIDC_KEY_ID" >oidc-jwks.json
+  ) >>"$LOGS/certificates.log" 2>&1 || fail "making the identity provider's keys failed; see $LOGS/certificates.log"
 }
 
 create_topics() {
@@ -351,7 +400,7 @@ stop_postgres() {
 
 status() {
   if kafka_running; then
-    say "kafka $KAFKA_VERSION: running, pid $(cat "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT (SASL_SSL $KAFKA_SASL_SSL_PORT, mTLS $KAFKA_MTLS_PORT; $CRM_SYNC_HOME/secure.env), log $KAFKA_LOG"
+    say "kafka $KAFKA_VERSION: running, pid $(cat "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT (SASL_SSL $KAFKA_SASL_SSL_PORT, mTLS $KAFKA_MTLS_PORT, OAUTHBEARER $KAFKA_OAUTH_PORT; $CRM_SYNC_HOME/secure.env), log $KAFKA_LOG"
   else
     say "kafka: stopped (log $KAFKA_LOG)"
   fi

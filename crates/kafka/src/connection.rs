@@ -28,6 +28,11 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
 /// A one-line reason for what operators can fix, or `None` for everything else.
 pub fn classify(code: Option<RDKafkaErrorCode>, text: &str) -> Option<&'static str> {
     let lower = text.to_ascii_lowercase();
+    // Checked before the error code: librdkafka reports a token it could not get as an
+    // authentication failure too, but the fix is at the identity provider, not the broker.
+    if lower.contains("oidc token") || lower.contains("oauthbearer token") {
+        return Some("OAUTHBEARER: no token from the identity provider (kafka.oauth_*)");
+    }
     match code {
         Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
             return Some("SASL authentication failed");
@@ -163,6 +168,13 @@ mod tests {
         assert_eq!(
             classify(Some(RDKafkaErrorCode::TopicAuthorizationFailed), ""),
             Some("not authorized (missing ACL)")
+        );
+        assert_eq!(
+            classify(
+                Some(RDKafkaErrorCode::Authentication),
+                "Failed to acquire SASL OAUTHBEARER token: Failed to retrieve OIDC token from \"https://idp/token\": 401"
+            ),
+            Some("OAUTHBEARER: no token from the identity provider (kafka.oauth_*)")
         );
         assert_eq!(classify(None, "Connection refused"), None);
     }
