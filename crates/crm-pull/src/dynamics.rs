@@ -4,7 +4,10 @@
 //! The Web API writes lookups as `_{name}_value`; the webhooks' `RemoteExecutionContext` names
 //! them `{name}` (the referenced GUID), and formatted values get the same annotation suffix, so
 //! pulled records are renamed to read like webhooks. Dates are written as the webhook connector
-//! writes them (RFC 3339 with milliseconds). Deletes need change tracking and are not pulled yet.
+//! writes them (RFC 3339 with milliseconds). Deletes come from change tracking (stream 1, in
+//! `tracking`).
+
+mod tracking;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_sync_ingest::dynamics::mapping::{FORMATTED_SUFFIX, OWNER_ATTRIBUTE};
@@ -87,11 +90,10 @@ pub(crate) async fn changes(
     scope: &Scope,
     cursor: &Cursor,
 ) -> Result<Page, PullError> {
-    if cursor.stream != 0 {
-        return Err(PullError::Invalid(format!(
-            "Dataverse stream {}",
-            cursor.stream
-        )));
+    match cursor.stream {
+        0 => {}
+        1 => return tracking::deletes(client, scope, cursor).await,
+        other => return Err(PullError::Invalid(format!("Dataverse stream {other}"))),
     }
     let page_size = client.page_size(5000);
     let response = match &cursor.token {
@@ -148,15 +150,23 @@ pub(crate) async fn changes(
     {
         return Err(client.garbage("an entity collection", "@odata.nextLink"));
     }
-    let next = page.next_link.map(|link| Cursor {
-        stream: 0,
-        since: newest.unwrap_or(cursor.since),
-        token: Some(link),
+    let since = newest.unwrap_or(cursor.since);
+    // Then the deletes, from change tracking.
+    let (stream, token) = match page.next_link {
+        Some(link) => (0, Some(link)),
+        None => (1, None),
+    };
+    let next = Some(Cursor {
+        stream,
+        since,
+        token,
+        delta: cursor.delta.clone(),
     });
     Ok(Page {
         events,
         next,
         newest,
+        delta: None,
     })
 }
 

@@ -135,12 +135,14 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
                     stream: 0,
                     since,
                     token: None,
+                    delta: None,
                 })
             } else {
                 Some(Cursor {
                     stream: 0,
                     since: cursor.since,
                     token: Some(after),
+                    delta: None,
                 })
             }
         }
@@ -148,12 +150,14 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
             stream: 1,
             since: cursor.since,
             token: None,
+            delta: None,
         }),
     };
     Ok(Page {
         events,
         next,
         newest,
+        delta: None,
     })
 }
 
@@ -199,11 +203,13 @@ async fn archived(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result
         stream: 1,
         since: cursor.since,
         token: Some(n.after),
+        delta: None,
     });
     Ok(Page {
         events,
         next,
         newest,
+        delta: None,
     })
 }
 

@@ -59,6 +59,9 @@ pub struct ObjectProgress {
     pub cursor: Option<Cursor>,
     pub done: bool,
     pub newest: Option<DateTime<Utc>>,
+    /// The change-tracking position the pass ended at, kept for the next run of a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
 }
 
 /// How a turn's passes ended.
@@ -113,6 +116,7 @@ pub async fn run<S: Sink>(
             JobKind::Reconciliation => Outcome::Reschedule {
                 since: next_since(job, &checkpoint, config),
                 run_after: Utc::now() + chrono_duration(config.reconcile_every),
+                carry: carried(&checkpoint),
             },
         },
         Err(error) => failed(job, config, &error),
@@ -164,10 +168,10 @@ async fn run_passes<S: Sink>(
             if cancel_requested(pool, job).await? {
                 return Ok(Ok(Turn::Cancelled));
             }
-            let cursor = progress
-                .cursor
-                .clone()
-                .unwrap_or_else(|| Cursor::start(job.since));
+            let cursor = progress.cursor.clone().unwrap_or_else(|| Cursor {
+                delta: progress.delta.clone(),
+                ..Cursor::start(job.since)
+            });
             let page = match client.changes(scope, &cursor).await {
                 Ok(page) => page,
                 Err(error) => return Ok(Err(error)),
@@ -190,6 +194,9 @@ async fn run_passes<S: Sink>(
                 )));
             }
             progress.newest = progress.newest.max(page.newest);
+            if page.delta.is_some() {
+                progress.delta = page.delta;
+            }
             progress.done = page.next.is_none();
             progress.cursor = page.next;
             checkpoint.insert(
@@ -221,6 +228,25 @@ pub fn delivery_id(job: &Job) -> String {
 async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error> {
     let current = sync_jobs::get(pool, job.id).await?;
     Ok(current.is_none_or(|j| j.cancel_requested))
+}
+
+/// What the next run of a schedule starts from besides its `since`: each object's
+/// change-tracking position, and nothing of the finished pass.
+fn carried(checkpoint: &Map<String, Value>) -> Value {
+    let kept: Map<String, Value> = checkpoint
+        .iter()
+        .filter_map(|(object, progress)| {
+            let delta = serde_json::from_value::<ObjectProgress>(progress.clone())
+                .ok()?
+                .delta?;
+            let progress = ObjectProgress {
+                delta: Some(delta),
+                ..ObjectProgress::default()
+            };
+            Some((object.clone(), serde_json::to_value(progress).ok()?))
+        })
+        .collect();
+    Value::Object(kept)
 }
 
 /// The next reconciliation starts from the oldest of the objects' newest changes, minus the

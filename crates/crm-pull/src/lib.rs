@@ -116,6 +116,10 @@ pub struct Cursor {
     pub since: DateTime<Utc>,
     /// The CRM's paging token within the current query, when one is open.
     pub token: Option<String>,
+    /// A change-tracking position kept from the previous run (Dataverse's delta link): where the
+    /// deletes since then are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
 }
 
 impl Cursor {
@@ -124,6 +128,7 @@ impl Cursor {
             stream: 0,
             since,
             token: None,
+            delta: None,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Page {
     pub next: Option<Cursor>,
     /// The newest modification time seen in this page.
     pub newest: Option<DateTime<Utc>>,
+    /// A new change-tracking position to keep for the next run, on a pass's last page.
+    pub delta: Option<String>,
 }
 
 /// One integration's CRM API, for pulling. Cheap to share (`Arc`).

@@ -98,11 +98,13 @@ pub(crate) async fn changes(
             stream: cursor.stream,
             since: cursor.since,
             token: Some(token),
+            delta: None,
         }),
         None if cursor.stream == 0 && scope.object == "deal" => Some(Cursor {
             stream: 1,
             since: cursor.since,
             token: None,
+            delta: None,
         }),
         None => None,
     };
@@ -110,6 +112,7 @@ pub(crate) async fn changes(
         events,
         next,
         newest,
+        delta: None,
     })
 }
 

@@ -109,6 +109,7 @@ pub(crate) async fn changes(
             // Were the locator to expire, the query restarts from the newest stamp published.
             since: newest.unwrap_or(cursor.since),
             token: Some(url),
+            delta: None,
         }),
         (false, None) => {
             return Err(client.garbage("a query result", "done is false without nextRecordsUrl"));
@@ -118,6 +119,7 @@ pub(crate) async fn changes(
         events,
         next,
         newest,
+        delta: None,
     })
 }
 

@@ -201,6 +201,9 @@ pub enum Outcome {
     Reschedule {
         since: DateTime<Utc>,
         run_after: DateTime<Utc>,
+        /// What the next run's checkpoint starts with (positions a CRM's change tracking keeps
+        /// between runs); `{}` for none.
+        carry: serde_json::Value,
     },
     Cancelled,
     /// Handed back at shutdown after its last checkpoint: still running, its lease freed so that
@@ -208,13 +211,14 @@ pub enum Outcome {
     Released,
 }
 
-/// What [`finish`] writes: state, error, run_after, since, and whether the checkpoint restarts.
+/// What [`finish`] writes: state, error, run_after, since, and the checkpoint a new run starts
+/// from (none: the checkpoint stays).
 type Update<'a> = (
     &'a str,
     Option<&'a str>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
-    bool,
+    Option<&'a serde_json::Value>,
 );
 
 /// Ends the turn and frees the lease; false when `owner` no longer held it.
@@ -224,28 +228,26 @@ pub async fn finish(
     owner: &str,
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
-    let (state, error, run_after, since, reset): Update<'_> = match outcome {
-        Outcome::Succeeded => ("succeeded", None, None, None, false),
-        Outcome::Failed(e) => ("failed", Some(e.as_str()), None, None, false),
-        Outcome::Retry { error, retry_at } => (
-            "running",
-            Some(error.as_str()),
-            Some(*retry_at),
-            None,
-            false,
-        ),
-        Outcome::Reschedule { since, run_after } => {
-            ("pending", None, Some(*run_after), Some(*since), true)
+    let (state, error, run_after, since, restart): Update<'_> = match outcome {
+        Outcome::Succeeded => ("succeeded", None, None, None, None),
+        Outcome::Failed(e) => ("failed", Some(e.as_str()), None, None, None),
+        Outcome::Retry { error, retry_at } => {
+            ("running", Some(error.as_str()), Some(*retry_at), None, None)
         }
-        Outcome::Cancelled => ("cancelled", None, None, None, false),
-        Outcome::Released => ("running", None, None, None, false),
+        Outcome::Reschedule {
+            since,
+            run_after,
+            carry,
+        } => ("pending", None, Some(*run_after), Some(*since), Some(carry)),
+        Outcome::Cancelled => ("cancelled", None, None, None, None),
+        Outcome::Released => ("running", None, None, None, None),
     };
     let finished = matches!(state, "succeeded" | "failed" | "cancelled");
     let done = sqlx::query(
         "UPDATE sync_jobs SET state = $3, last_error = coalesce($4, last_error),
                 run_after = coalesce($5, run_after), since = coalesce($6, since),
-                checkpoint = CASE WHEN $7 THEN '{}'::jsonb ELSE checkpoint END,
-                attempts = CASE WHEN $7 OR $3 = 'succeeded' THEN 0 ELSE attempts END,
+                checkpoint = coalesce($7::jsonb, checkpoint),
+                attempts = CASE WHEN $7::jsonb IS NOT NULL OR $3 = 'succeeded' THEN 0 ELSE attempts END,
                 finished_at = CASE WHEN $8 THEN now() ELSE finished_at END,
                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_owner = $2",
@@ -256,7 +258,7 @@ pub async fn finish(
     .bind(error)
     .bind(run_after)
     .bind(since)
-    .bind(reset)
+    .bind(restart.map(sqlx::types::Json))
     .bind(finished)
     .execute(pool)
     .await?;

@@ -2,7 +2,8 @@ use std::collections::BTreeSet;
 
 use chrono::Utc;
 use crm_sync_crm_directory::Crm;
-use crm_sync_e2e::fake_crm::Kind;
+use crm_sync_e2e::fake_crm::{Kind, Logged};
+use crm_sync_proto::v1::ChangeType;
 use crm_sync_proto::v1::field_value;
 use serde_json::json;
 
@@ -39,7 +40,11 @@ async fn web_api_pages_by_next_link_with_webhook_names() {
     .unwrap();
     let ids: BTreeSet<&str> = events.iter().map(|e| e.record_id.as_str()).collect();
     assert_eq!(ids.len(), 25);
-    let requests = fake.requests_to("/api/data/v9.2/opportunities");
+    let requests: Vec<_> = fake
+        .requests_to("/api/data/v9.2/opportunities")
+        .into_iter()
+        .filter(|r| !tracking(r))
+        .collect();
     assert_eq!(requests.len(), 3, "pages of 10 by @odata.nextLink");
     let first = &requests[0].query;
     assert!(first["$filter"].starts_with("modifiedon ge "), "{first:?}");
@@ -78,4 +83,85 @@ async fn one_row_for_hydration() {
     assert_eq!(text(&e, "name").as_deref(), Some("A"));
     assert_eq!(e.owner.as_ref().unwrap().crm_user_id, OWNER);
     assert!(client.record(&s, &guid(2)).await.unwrap().is_none());
+}
+
+/// A change-tracking request: the ids of a table (to start), its next pages, or a delta link.
+fn tracking(r: &Logged) -> bool {
+    r.query.contains_key("$trackedat")
+        || r.query.contains_key("$deltatoken")
+        || r.query.get("$select").is_some_and(|s| s == "opportunityid")
+}
+
+#[tokio::test]
+async fn deletes_come_from_change_tracking_from_the_second_pass_on() {
+    let fake = start(Kind::Dynamics).await;
+    for n in 1..=12u32 {
+        fake.put("opportunity", &guid(n), json!({"name": format!("Opp {n}")}));
+    }
+    let client = client(&fake, Crm::Dynamics, TOKEN, config(5));
+    let s = scope("opportunity", &["name"]);
+    let since = Utc::now() - chrono::Duration::hours(1);
+
+    // The first pass only establishes the delta link: no delete is made up from a table read.
+    let (events, delta) = pass(&client, &s, Cursor::start(since)).await.unwrap();
+    assert_eq!(events.len(), 12);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.change_type() != ChangeType::Deleted)
+    );
+    let delta = delta.expect("a delta link at the end of the pass");
+    assert!(delta.contains("$deltatoken="), "{delta}");
+
+    fake.delete("opportunity", &guid(3));
+    fake.put("opportunity", &guid(4), json!({"name": "Renamed"}));
+    let kept = Cursor {
+        delta: Some(delta.clone()),
+        ..Cursor::start(since)
+    };
+    let (events, next_delta) = pass(&client, &s, kept).await.unwrap();
+    let deleted: Vec<_> = events
+        .iter()
+        .filter(|e| e.change_type() == ChangeType::Deleted)
+        .collect();
+    assert_eq!(deleted.len(), 1, "{events:?}");
+    assert_eq!(deleted[0].record_id, guid(3));
+    assert!(!deleted[0].full_snapshot, "a delete names only the id");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.query.contains_key("$deltatoken"))
+    );
+    let next_delta = next_delta.expect("a new delta link");
+    assert_ne!(next_delta, delta);
+
+    // A third pass from the new link sees nothing deleted again.
+    let kept = Cursor {
+        delta: Some(next_delta),
+        ..Cursor::start(since)
+    };
+    let (events, _) = pass(&client, &s, kept).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.change_type() != ChangeType::Deleted)
+    );
+}
+
+#[tokio::test]
+async fn a_table_without_change_tracking_is_pulled_without_its_deletes() {
+    let fake = start(Kind::Dynamics).await;
+    fake.put("opportunity", &guid(1), json!({"name": "A"}));
+    fake.untrack("opportunity");
+    let client = client(&fake, Crm::Dynamics, TOKEN, config(5));
+    let s = scope("opportunity", &["name"]);
+    let (events, delta) = pass(
+        &client,
+        &s,
+        Cursor::start(Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1, "the changes are still pulled");
+    assert_eq!(delta, None);
 }

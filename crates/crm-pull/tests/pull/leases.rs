@@ -201,7 +201,8 @@ async fn reconciliation_reschedules_and_cancel_stops_pending_jobs() {
             "a",
             &Outcome::Reschedule {
                 since: next_since,
-                run_after: later
+                run_after: later,
+                carry: serde_json::json!({}),
             }
         )
         .await

@@ -72,14 +72,24 @@ pub async fn pull_all(
     scope: &Scope,
     since: DateTime<Utc>,
 ) -> Result<Vec<CrmEvent>, PullError> {
-    let mut cursor = Cursor::start(since);
+    Ok(pass(client, scope, Cursor::start(since)).await?.0)
+}
+
+/// A whole pass from `cursor`: its events, and the change-tracking position it ended at.
+pub async fn pass(
+    client: &PullClient,
+    scope: &Scope,
+    mut cursor: Cursor,
+) -> Result<(Vec<CrmEvent>, Option<String>), PullError> {
     let mut events = Vec::new();
+    let mut delta = None;
     for _ in 0..10_000 {
         let page = client.changes(scope, &cursor).await?;
         events.extend(page.events);
+        delta = page.delta.or(delta);
         match page.next {
             Some(next) => cursor = next,
-            None => return Ok(events),
+            None => return Ok((events, delta)),
         }
     }
     panic!("the pass never ended");

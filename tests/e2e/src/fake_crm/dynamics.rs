@@ -1,12 +1,17 @@
 //! Dataverse Web API v9.2: entity collections with `$filter=modifiedon ge …`, `$select`,
-//! `odata.maxpagesize` and `@odata.nextLink`; one row by id.
+//! `odata.maxpagesize` and `@odata.nextLink`; one row by id; change tracking
+//! (`Prefer: odata.track-changes`): a tracked answer's last page carries an `@odata.deltaLink`
+//! (`$deltatoken=<ms>`), which lists the rows changed since and the deleted ones as
+//! `$deletedEntity` entries.
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{FakeRecord, Request, Shared, json as reply, open_locator, parse_time, sorted, take};
+use super::{
+    FakeRecord, Request, Shared, json as reply, next_stamp, open_locator, parse_time, sorted, take,
+};
 
 const ROOT: &str = "/api/data/v9.2/";
 
@@ -57,12 +62,27 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
             _ => error(StatusCode::NOT_FOUND, "Entity Does Not Exist"),
         };
     }
+    let tracked = request
+        .headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.contains("odata.track-changes"));
     if let Some(token) = request.query.get("$skiptoken") {
         let (locator, offset) = token.split_once('-').unwrap_or((token, "0"));
         let offset = offset.parse().unwrap_or(0);
-        return page(shared, request, rest, locator.to_owned(), offset, page_size);
+        let delta = request.query.get("$trackedat").filter(|_| tracked).cloned();
+        let at = Page {
+            locator: locator.to_owned(),
+            offset,
+            size: page_size,
+            delta,
+        };
+        return page(shared, request, rest, at);
     }
     let object = object_of(rest);
+    if tracked {
+        return track(shared, request, rest, &object, page_size);
+    }
     let since = match request.query.get("$filter") {
         Some(f) => match f.strip_prefix("modifiedon ge ").and_then(parse_time) {
             Some(t) => Some(t),
@@ -83,7 +103,55 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         .map(|(id, r)| Value::Object(row(&object, &id, &r, &select)))
         .collect();
     let locator = open_locator(shared, rows);
-    page(shared, request, rest, locator, 0, page_size)
+    let at = Page {
+        locator,
+        offset: 0,
+        size: page_size,
+        delta: None,
+    };
+    page(shared, request, rest, at)
+}
+
+/// A tracked query: every live row (no `$deltatoken`), or what changed since the token.
+fn track(shared: &Shared, request: &Request, set: &str, object: &str, size: usize) -> Response {
+    if shared.untracked.lock().unwrap().contains(object) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Change tracking is not enabled for the entity '{object}'."),
+        );
+    }
+    let since = match request.query.get("$deltatoken") {
+        Some(token) => match token.parse().ok().and_then(DateTime::from_timestamp_millis) {
+            Some(t) => Some(t),
+            None => return error(StatusCode::BAD_REQUEST, "invalid $deltatoken"),
+        },
+        None => None,
+    };
+    // Issued before the rows are read: a change made while the answer is paged is in the next.
+    let issued = next_stamp(shared).timestamp_millis().to_string();
+    let select = select(request);
+    let base = format!("{}{ROOT}$metadata#{set}/$deletedEntity", request.base);
+    let rows: Vec<Value> = sorted(shared, object)
+        .into_iter()
+        .filter_map(|(id, r)| match (since, r.deleted) {
+            (None, None) => Some(Value::Object(row(object, &id, &r, &select))),
+            (None, Some(_)) => None,
+            (Some(s), Some(d)) => {
+                (d > s).then(|| json!({"@odata.context": base, "id": id, "reason": "deleted"}))
+            }
+            (Some(s), None) => {
+                (r.modified > s).then(|| Value::Object(row(object, &id, &r, &select)))
+            }
+        })
+        .collect();
+    let locator = open_locator(shared, rows);
+    let at = Page {
+        locator,
+        offset: 0,
+        size,
+        delta: Some(issued),
+    };
+    page(shared, request, set, at)
 }
 
 fn select(request: &Request) -> Vec<String> {
@@ -122,14 +190,21 @@ fn row(object: &str, id: &str, r: &FakeRecord, select: &[String]) -> Map<String,
     out
 }
 
-fn page(
-    shared: &Shared,
-    request: &Request,
-    set: &str,
+/// Where a page of an open answer is, and the delta token a tracked answer ends with.
+struct Page {
     locator: String,
     offset: usize,
     size: usize,
-) -> Response {
+    delta: Option<String>,
+}
+
+fn page(shared: &Shared, request: &Request, set: &str, at: Page) -> Response {
+    let Page {
+        locator,
+        offset,
+        size,
+        delta,
+    } = at;
     let Some((rows, more)) = take(shared, &locator, offset, size) else {
         return error(StatusCode::BAD_REQUEST, "invalid $skiptoken");
     };
@@ -137,12 +212,19 @@ fn page(
         "@odata.context": format!("{}{ROOT}$metadata#{set}", request.base),
         "value": rows,
     });
+    let tracked = delta
+        .as_ref()
+        .map(|d| format!("&$trackedat={d}"))
+        .unwrap_or_default();
     if more {
         body["@odata.nextLink"] = json!(format!(
-            "{}{ROOT}{set}?$skiptoken={locator}-{}",
+            "{}{ROOT}{set}?$skiptoken={locator}-{}{tracked}",
             request.base,
             offset + size
         ));
+    } else if let Some(delta) = delta {
+        body["@odata.deltaLink"] =
+            json!(format!("{}{ROOT}{set}?$deltatoken={delta}", request.base));
     }
     reply(StatusCode::OK, body)
 }

@@ -16,7 +16,7 @@ pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -77,6 +77,8 @@ pub struct Shared {
     pub api_usage: Mutex<(u64, u64)>,
     /// HubSpot requests allowed per second (None: unlimited).
     pub per_second: Mutex<Option<usize>>,
+    /// Dataverse tables whose change tracking is not enabled.
+    pub untracked: Mutex<BTreeSet<String>>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -99,6 +101,7 @@ impl FakeCrm {
             locators: Mutex::default(),
             api_usage: Mutex::new((0, 15_000)),
             per_second: Mutex::new(None),
+            untracked: Mutex::default(),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -111,13 +114,17 @@ impl FakeCrm {
         }
     }
 
-    /// A modification time after every earlier one (the CRMs' stamps only move forward).
     fn tick(&self) -> DateTime<Utc> {
-        let mut last = self.shared.last_stamp.lock().unwrap();
-        let now = Utc::now();
-        let now = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000_000));
-        *last = now.max(*last + Duration::milliseconds(1));
-        *last
+        next_stamp(&self.shared)
+    }
+
+    /// Turns Dataverse change tracking off for a table, as its settings can.
+    pub fn untrack(&self, object: &str) {
+        self.shared
+            .untracked
+            .lock()
+            .unwrap()
+            .insert(object.to_owned());
     }
 
     /// Creates the record or merges `fields` into it, stamped now.
@@ -304,6 +311,15 @@ fn unauthorized_body(kind: Kind) -> Value {
 
 pub fn json(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
+}
+
+/// A modification time after every earlier one (the CRMs' stamps only move forward).
+pub fn next_stamp(shared: &Shared) -> DateTime<Utc> {
+    let mut last = shared.last_stamp.lock().unwrap();
+    let now = Utc::now();
+    let now = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000_000));
+    *last = now.max(*last + Duration::milliseconds(1));
+    *last
 }
 
 /// The live and deleted records of `object`, oldest change first (ties by id).

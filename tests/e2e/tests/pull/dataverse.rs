@@ -1,9 +1,10 @@
 //! The reconciliation of a Dataverse integration through the whole pipeline: a won opportunity
 //! whose webhook never came is pulled from the Web API (`$filter=modifiedon ge …`, `$select`,
-//! `@odata.nextLink`) and counted, the owner read from `_ownerid_value`. Deletes are not pulled
-//! from Dataverse yet (that needs change tracking's delta links kept between runs).
+//! `@odata.nextLink`) and counted, the owner read from `_ownerid_value`; deleted in Dataverse, it
+//! is retracted by a later run, from change tracking's delta link that the schedule keeps.
 
 use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
+use crm_sync_store::sync_jobs::JobKind;
 use serde_json::json;
 
 use super::connectors::{setup, wait_for_activity};
@@ -15,7 +16,7 @@ const DATAVERSE_TOKEN: &str = "dataverse-access-token-pull";
 const OWNER_ID: &str = "7c0e9f2a-1111-4222-8333-444455556666";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dataverse_opportunity_whose_webhook_never_came_is_counted() {
+async fn a_dataverse_opportunity_whose_webhook_never_came_is_counted_and_its_delete_retracted() {
     let fake = FakeCrm::start(Kind::Dynamics, DATAVERSE_TOKEN).await;
     let s = setup(
         "pull-reconcile-dataverse",
@@ -50,5 +51,19 @@ async fn a_dataverse_opportunity_whose_webhook_never_came_is_counted() {
             .get("$filter")
             .is_some_and(|f| f.starts_with("modifiedon ge "))),
         "pulled incrementally: {requests:?}"
+    );
+
+    // Once the schedule keeps a delta link, a delete in Dataverse reaches the leaderboard.
+    wait_for_job(&s.env, s.integration_id, "a kept delta link", |j| {
+        j.kind == JobKind::Reconciliation && j.checkpoint.pointer("/opportunity/delta").is_some()
+    })
+    .await;
+    fake.delete("opportunity", record);
+    wait_for_activity(&s.env, s.integration_id, record, "retracted").await;
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.query.contains_key("$deltatoken")),
+        "the delete came from the delta link"
     );
 }
