@@ -27,7 +27,7 @@ pub trait Sink: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {
-    /// How long a lease lasts without renewal (renewed after every page).
+    /// How long a lease lasts without renewal (renewed while each page is read and published).
     pub lease: Duration,
     /// Reconciliation: time between runs.
     pub reconcile_every: Duration,
@@ -172,7 +172,10 @@ async fn run_passes<S: Sink>(
                 delta: progress.delta.clone(),
                 ..Cursor::start(job.since)
             });
-            let page = match client.changes(scope, &cursor).await {
+            let fetched = holding_lease(pool, job, owner, config.lease, async {
+                client.changes(scope, &cursor).await
+            });
+            let page = match fetched.await? {
                 Ok(page) => page,
                 Err(error) => return Ok(Err(error)),
             };
@@ -185,7 +188,8 @@ async fn run_passes<S: Sink>(
                     e
                 })
                 .collect();
-            if let Err(error) = sink.publish(events).await {
+            let published = holding_lease(pool, job, owner, config.lease, sink.publish(events));
+            if let Err(error) = published.await? {
                 // Nothing of the page counts as done: it is pulled and published again.
                 return Ok(Err(PullError::Api(
                     crm_sync_crm_directory::LookupError::Unavailable(format!(
@@ -217,6 +221,34 @@ async fn run_passes<S: Sink>(
         }
     }
     Ok(Ok(Turn::Done))
+}
+
+/// Runs `work` (a CRM page that is slow to come, a Kafka transaction that is slow to commit)
+/// renewing the lease every third of its length meanwhile: a lease that lapsed mid-page would let
+/// another replica pull and publish the same page again. A renewal refused (the lease was taken
+/// over) lets the work end, then reports the loss.
+async fn holding_lease<F: Future>(
+    pool: &PgPool,
+    job: &Job,
+    owner: &str,
+    lease: Duration,
+    work: F,
+) -> Result<F::Output, RunError> {
+    let mut work = std::pin::pin!(work);
+    let mut renewals = tokio::time::interval(lease / 3);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renewals.tick().await;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            output = &mut work => {
+                return if lost { Err(RunError::LeaseLost) } else { Ok(output) };
+            }
+            _ = renewals.tick(), if !lost => {
+                lost = !sync_jobs::renew(pool, job.id, owner, lease).await?;
+            }
+        }
+    }
 }
 
 /// What pulled events name as their delivery: the job's kind and id, e.g.

@@ -12,15 +12,18 @@ use serde_json::json;
 
 use super::*;
 
-/// Keeps what was published; can be told to stall (a replica that stops mid-way).
+/// Keeps what was published; can be told to stall (a replica that stops mid-way) or to take its
+/// time over each page (a slow Kafka transaction).
 #[derive(Clone, Default)]
 struct Memory {
     events: Arc<Mutex<Vec<CrmEvent>>>,
     stall_after: Arc<Mutex<Option<usize>>>,
+    delay: Duration,
 }
 
 impl Sink for Memory {
     async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
+        tokio::time::sleep(self.delay).await;
         let limit = *self.stall_after.lock().unwrap();
         let published = self.events.lock().unwrap().len();
         if limit.is_some_and(|limit| published >= limit) {
@@ -261,4 +264,70 @@ async fn refused_credentials_fail_a_backfill_with_the_reason() {
     let failed = sync_jobs::get(&env.pool, job.id).await.unwrap().unwrap();
     assert_eq!(failed.state, "failed");
     assert_eq!(failed.last_error.as_deref(), Some(reason.as_str()));
+}
+
+#[tokio::test]
+async fn a_page_slower_to_publish_than_the_lease_keeps_the_lease_and_is_published_once() {
+    let env = TestEnv::new("pull_job_slow_publish").await;
+    let (_, integration) = super::leases::integration(&env).await;
+    let fake = start(Kind::Salesforce).await;
+    for n in 1..=30 {
+        fake.put(
+            "Opportunity",
+            &id(n),
+            json!({"StageName": "Closed Won", "Amount": n}),
+        );
+    }
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(10));
+    let scopes = vec![scope("Opportunity", &["StageName", "Amount"])];
+    let since = chrono::Utc::now() - chrono::Duration::days(30);
+    let job = sync_jobs::create(
+        &env.pool,
+        integration,
+        JobKind::Backfill,
+        since,
+        &["Opportunity".into()],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let claimed = sync_jobs::claim(&env.pool, "a", job_config().lease)
+        .await
+        .unwrap()
+        .unwrap();
+    // Each page takes two and a half leases to publish.
+    let slow = Memory {
+        delay: job_config().lease * 5 / 2,
+        ..Memory::default()
+    };
+    let config = job_config();
+    let run = jobs::run(&env.pool, "a", &config, &claimed, &client, &scopes, &slow);
+    let rival = async {
+        loop {
+            let taken = sync_jobs::claim(&env.pool, "b", job_config().lease)
+                .await
+                .unwrap();
+            assert!(taken.is_none(), "replica b took the job over mid-page");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run => outcome.unwrap(),
+        () = rival => unreachable!(),
+    };
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
+    let ids: BTreeSet<String> = slow
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.record_id.clone())
+        .collect();
+    assert_eq!(
+        slow.events.lock().unwrap().len(),
+        30,
+        "each record published once"
+    );
+    assert_eq!(ids.len(), 30);
+    let _ = job;
 }
