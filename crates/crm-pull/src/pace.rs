@@ -100,14 +100,9 @@ impl<S: Sink> Paced<S> {
 
     /// The evaluator's lag: the last reading plus what this job published after it began.
     async fn behind(&self, lag: &Arc<EvaluatorLag>) -> Option<i64> {
-        let (read_at, lag) = lag.current().await?;
+        let reading = lag.current().await?;
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let unseen: u64 = recent
-            .iter()
-            .filter(|(at, _)| *at >= read_at)
-            .map(|(_, n)| n)
-            .sum();
-        Some(lag.saturating_add(i64::try_from(unseen).unwrap_or(i64::MAX)))
+        Some(behind(reading, &recent))
     }
 
     fn remember(&self, count: u64) {
@@ -131,6 +126,16 @@ impl<S: Sink> Paced<S> {
         let due = start + Duration::from_secs_f64(sent as f64 / f64::from(self.per_second));
         due.saturating_duration_since(now).min(self.max_wait)
     }
+}
+
+/// A lag reading begun at `read_at`, plus the pages published since, which it cannot count.
+fn behind((read_at, lag): (Instant, i64), recent: &VecDeque<(Instant, u64)>) -> i64 {
+    let unseen: u64 = recent
+        .iter()
+        .filter(|(at, _)| *at >= read_at)
+        .map(|(_, n)| n)
+        .sum();
+    lag.saturating_add(i64::try_from(unseen).unwrap_or(i64::MAX))
 }
 
 impl<S: Sink> Sink for Paced<S> {
@@ -173,6 +178,20 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(290), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn pages_published_after_a_lag_reading_count_as_lag() {
+        let read_at = Instant::now();
+        let before = read_at.checked_sub(Duration::from_millis(500)).unwrap();
+        let recent = VecDeque::from([
+            (before, 200),
+            (read_at + Duration::from_millis(100), 300),
+            (read_at + Duration::from_millis(600), 400),
+        ]);
+        // The reading of 100 already holds the page before it; the two after it are on top.
+        assert_eq!(behind((read_at, 100), &recent), 800);
+        assert_eq!(behind((read_at, 100), &VecDeque::new()), 100);
     }
 
     #[test]
