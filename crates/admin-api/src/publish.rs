@@ -1,5 +1,5 @@
 //! Visibility changes forwarded downstream. An activity counts on leaderboards only while its
-//! user is on a team (DESIGN §1 rule 6); when a membership change flips that, every recorded
+//! user is on a team (only team members are shown on the platform); when a membership change flips that, every recorded
 //! activity of the user is re-announced as `ActivityChanged` with the new `visible` flag. The
 //! messages are staged in the outbox inside the transaction that changes the membership, and
 //! published after commit, so a crash or a Kafka outage delays them but never loses them.

@@ -64,7 +64,7 @@ impl Context {
             _ => return topic.to_owned(),
         };
         if dlq {
-            format!("{resolved}.dlq")
+            crm_sync_runtime::settings::TopicSettings::dlq_of(resolved)
         } else {
             resolved.clone()
         }

@@ -95,7 +95,7 @@ impl Crm {
         }
     }
 
-    /// The ingest path this CRM's webhooks are posted to (see DESIGN §3).
+    /// The ingest path this CRM's webhooks are posted to: `/v1/integrations/{id}/<crm route>`.
     pub fn ingest_path(self, integration_id: Uuid) -> String {
         let tail = match self {
             Crm::Salesforce => "salesforce/outbound-messages",

@@ -79,7 +79,8 @@ impl TopicType {
             .unwrap_or_default()
     }
 
-    /// The record key per DESIGN §3, or the name of the first empty part.
+    /// The record key (`integration/object/record`, the partitioning contract of the topics), or
+    /// the name of the first empty part.
     pub fn key_of(&self, message: &DynamicMessage) -> Result<String, &'static str> {
         let mut parts = Vec::with_capacity(self.key_fields.len());
         for field in self.key_fields {

@@ -34,7 +34,8 @@ pub fn from_millis(millis: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(millis).single()
 }
 
-/// The Kafka key of an event (DESIGN §3).
+/// The Kafka key of an event: `integration/object/record`, so that every event of a record lands
+/// on one partition, in order.
 pub fn kafka_key(event: &CrmEvent) -> String {
     format!(
         "{}/{}/{}",

@@ -41,7 +41,7 @@ pub fn dead_letter_message(
     origin: &Origin<'_>,
     letter: &DeadLetter,
 ) -> OutgoingMessage {
-    let topic = format!("{}.dlq", origin.topic);
+    let topic = crm_sync_runtime::settings::TopicSettings::dlq_of(origin.topic);
     let event_id = headers::find(origin.headers, headers::EVENT_ID)
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}/{}/{}", origin.topic, origin.partition, origin.offset));

@@ -1,4 +1,4 @@
-//! Turning `auto_sync_users` on attaches what is already waiting (DESIGN rule 4): every CRM
+//! Turning `auto_sync_users` on attaches what is already waiting, as it promises: every CRM
 //! identity of the integration that has unmapped, recorded activities gets its account at once,
 //! instead of at that CRM user's next event, which may never come.
 //!

@@ -38,9 +38,9 @@ impl Readiness {
         self
     }
 
-    async fn evaluate(&self) -> (bool, serde_json_lite::Object) {
+    async fn evaluate(&self) -> (bool, serde_json::Map<String, serde_json::Value>) {
         let mut ready = true;
-        let mut report = serde_json_lite::Object::default();
+        let mut report = serde_json::Map::new();
         for (name, check) in &self.checks {
             let outcome = tokio::time::timeout(Duration::from_secs(3), check()).await;
             let status = match outcome {
@@ -54,45 +54,9 @@ impl Readiness {
                     "timed out after 3 s".to_owned()
                 }
             };
-            report.push(name, status);
+            report.insert((*name).to_owned(), status.into());
         }
         (ready, report)
-    }
-}
-
-/// A tiny JSON object writer so that the ops module needs no serde_json dependency.
-mod serde_json_lite {
-    #[derive(Default)]
-    pub struct Object(Vec<(&'static str, String)>);
-
-    impl Object {
-        pub fn push(&mut self, key: &'static str, value: String) {
-            self.0.push((key, value));
-        }
-
-        pub fn render(&self, ready: bool) -> String {
-            let checks: Vec<String> = self
-                .0
-                .iter()
-                .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
-                .collect();
-            format!("{{\"ready\":{ready},\"checks\":{{{}}}}}", checks.join(","))
-        }
-    }
-
-    fn quote(s: &str) -> String {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
     }
 }
 
@@ -134,12 +98,8 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        [("content-type", "application/json")],
-        report.render(ready),
-    )
-        .into_response()
+    let body = serde_json::json!({"ready": ready, "checks": report});
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> Response {

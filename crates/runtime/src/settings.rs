@@ -108,6 +108,7 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
+    /// The dead-letter topic of `topic`: `<topic>.dlq`.
     pub fn dlq_of(topic: &str) -> String {
         format!("{topic}.dlq")
     }

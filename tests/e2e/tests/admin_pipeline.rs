@@ -90,8 +90,7 @@ async fn admin_turns_auto_sync_on_places_the_new_user_and_the_leaderboard_shows_
     assert_eq!(on["auto_sync_users"], true);
 
     // Without any new event, the waiting CRM user gets one pending account and the waiting
-    // activity is attached to it (DESIGN rule 4: "attached automatically ... by turning the
-    // setting on").
+    // activity is attached to it: turning the setting on attaches what waits, automatically.
     let pending = eventually(
         "a pending auto-synced user without a new event",
         WAIT,

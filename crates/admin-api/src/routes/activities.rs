@@ -214,7 +214,7 @@ pub struct LeaderboardParams {
 }
 
 /// Totals and counts per user for an activity type and period, highest first. Only users on a
-/// team count (DESIGN rule 6); `team_id` narrows it to one team.
+/// team count, as on the platform; `team_id` narrows it to one team.
 #[utoipa::path(
     get,
     path = "/admin/v1/companies/{company_id}/leaderboard",

@@ -1,6 +1,6 @@
 //! The control plane's queries (admin-api and `crm-sync admin`). Every function takes the company
 //! and scopes every statement by it, so a row of another company is indistinguishable from a
-//! missing one (DESIGN §1 rule 7).
+//! missing one: no company ever sees or learns of another's data.
 //!
 //! Lists are paginated by keyset: rows come in `(created_at, id)` order and a page starts after
 //! the [`After`] position of the previous page's last row.

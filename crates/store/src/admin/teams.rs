@@ -1,4 +1,4 @@
-//! Teams and memberships. Only users on a team are visualized (DESIGN §1 rule 6): the callers
+//! Teams and memberships. Only users on a team are visualized on the platform: the callers
 //! that change memberships forward the resulting visibility changes.
 
 use chrono::{DateTime, Utc};

@@ -1,5 +1,6 @@
 //! Admin API bearer tokens: `csa_<token id>_<secret>`. Only the secret's SHA-256 is stored; the
-//! id finds the row, and the secret is compared in constant time (DESIGN §4).
+//! id finds the row, and the secret is compared in constant time, so that timing tells an
+//! attacker nothing about it.
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;

@@ -225,7 +225,8 @@ pub fn hubspot_signature(secret: &str, uri: &str, body: &str, timestamp: &str) -
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// `X-Crm-Sync-Signature` (DESIGN §3): `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+/// `X-Crm-Sync-Signature`, the generic endpoint's signature: `t=<unix>,v1=<hex HMAC-SHA256 of
+/// "<t>.<body>">`.
 pub fn crm_sync_signature(secret: &str, unix: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{unix}.{body}").as_bytes());
