@@ -4,9 +4,7 @@
 # --release runs the services (found next to the binary) as release builds, as for documented
 # figures; the default is the debug build the tests use.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/../deploy/local/lib.sh"
 BINARY=$1
 shift
 PROFILE=debug

@@ -4,9 +4,7 @@
 # The services keep running afterwards; stop everything with:
 #   deploy/local/services.sh stop && deploy/local/stack.sh down
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/stack.sh" up
 "$ROOT/deploy/local/services.sh" start

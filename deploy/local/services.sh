@@ -7,17 +7,13 @@
 #   deploy/local/services.sh key      print the path of the local secrets.encryption_key (made if missing)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+SAY_AS=services
+. "$(dirname "$0")/lib.sh"
 BIN=$CARGO_TARGET_DIR/debug
 RUN=$CRM_SYNC_HOME/run
 LOGS=$CRM_SYNC_HOME/logs
 # name:port:ops port (/healthz, /readyz, /metrics; the consumers serve only those, on their port)
 SERVICES=(ingest:8080:9080 admin-api:8081:9081 workflow-evaluator:8082:8082 provisioner:8083:8083)
-
-say() { printf '[services] %s\n' "$*"; }
-fail() { printf '[services] FAILED: %s\n' "$*" >&2; exit 1; }
 
 running() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 

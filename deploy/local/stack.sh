@@ -13,7 +13,8 @@ set -euo pipefail
 KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
 LOG4J_VERSION=2.24.3
 SLF4J_VERSION=2.0.16
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
+SAY_AS=stack
+. "$(dirname "$0")/lib.sh"
 KAFKA_PORT=${CRM_SYNC_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${CRM_SYNC_KAFKA_CONTROLLER_PORT:-9093}
 # Listeners for the secure suites: SASL_SSL with SCRAM users, and SSL requiring a client certificate.
@@ -44,8 +45,6 @@ TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq saless
 # The evaluator's record state is a changelog: only each record's latest state matters.
 topic_config() { [[ $1 == crm.records.v1 ]] && echo "--config cleanup.policy=compact"; true; }
 
-say() { printf '[stack] %s\n' "$*"; }
-fail() { printf '[stack] FAILED: %s\n' "$*" >&2; exit 1; }
 
 # Kafka's command-line tools, quiet unless they fail (they print SLF4J binding noise otherwise).
 kafka_java() {

@@ -3,9 +3,7 @@
 # missing), builds the service binaries the end-to-end suites run as processes, runs the suites.
 # Extra arguments go to `cargo test` (e.g. `deploy/local/test.sh -p crm-sync-e2e --test pipeline`).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/stack.sh" up
 cd "$ROOT"

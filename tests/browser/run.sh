@@ -6,11 +6,8 @@
 # Playwright's traces land in $CARGO_TARGET_DIR/e2e-logs/admin-browser-*/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
-say() { printf '[browser] %s\n' "$*"; }
-fail() { printf '[browser] FAILED: %s\n' "$*" >&2; exit 1; }
+SAY_AS=browser
+. "$HERE/../../deploy/local/lib.sh"
 
 if ! command -v chromium >/dev/null 2>&1; then
   say "installing Debian's chromium"
