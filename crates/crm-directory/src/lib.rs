@@ -204,6 +204,15 @@ impl DirectoryClient {
             .await
     }
 
+    /// Looks the user up in the CRM itself, not in the cache: a re-check must see what changed.
+    pub async fn lookup_fresh(&self, crm_user_id: &str) -> Result<DirectoryUser, LookupError> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(crm_user_id.trim());
+        self.lookup(crm_user_id).await
+    }
+
     /// Looks the user up, answering from the cache when it can.
     pub async fn lookup_with_attempts(
         &self,

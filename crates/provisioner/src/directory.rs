@@ -32,6 +32,8 @@ const CLIENT_TTL: Duration = Duration::from_secs(300);
 /// Background lookups of one identity stop after this many attempts (state `failed`).
 const MAX_ATTEMPTS: i32 = 40;
 /// Identities completed per background round.
+mod recheck;
+
 const BATCH: i64 = 100;
 
 /// Per integration: when its credentials were read, and its client (None: no API credentials).
@@ -46,6 +48,8 @@ pub struct Directory {
     config: Config,
     inline_attempts: u32,
     interval: Duration,
+    /// How long a mapped user's directory answer is trusted (zero: never asked again).
+    recheck: Duration,
     clients: Mutex<Clients>,
 }
 
@@ -90,6 +94,7 @@ impl Directory {
             },
             inline_attempts: d.inline_attempts.max(1),
             interval: Duration::from_secs(d.completion_interval_secs),
+            recheck: Duration::from_secs(d.recheck_interval_secs),
             clients: Mutex::new(HashMap::new()),
         })))
     }
@@ -235,6 +240,8 @@ impl Directory {
                  directory_next_attempt_at = EXCLUDED.directory_next_attempt_at,
                  directory_error = EXCLUDED.directory_error,
                  crm_active = COALESCE(EXCLUDED.crm_active, crm_identities.crm_active),
+                 directory_checked_at = CASE WHEN EXCLUDED.directory_state = 'complete' THEN now()
+                                             ELSE crm_identities.directory_checked_at END,
                  -- Active again in the CRM: a later inactive word applies anew.
                  crm_inactive_applied_at = CASE WHEN EXCLUDED.crm_active THEN NULL
                                                 ELSE crm_identities.crm_inactive_applied_at END,
@@ -362,6 +369,9 @@ impl Directory {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(identities = n, "completed CRM users looked up again"),
                 Err(e) => tracing::warn!(error = %e, "completing CRM users failed; retrying later"),
+            }
+            if let Err(e) = self.recheck_round().await {
+                tracing::warn!(error = %format!("{e:#}"), "re-checking mapped CRM users failed; retrying later");
             }
             let topics = crate::people::Topics {
                 users: &self.users_topic,

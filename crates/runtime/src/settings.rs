@@ -308,6 +308,9 @@ pub struct DirectorySettings {
     pub cache_ttl_secs: u64,
     /// How often users created without a name or email are looked up again.
     pub completion_interval_secs: u64,
+    /// How long a mapped CRM user's directory answer (active or not) is trusted before it is
+    /// asked again; 0 turns the re-check off.
+    pub recheck_interval_secs: u64,
     /// Hosts a CRM API URL may name beyond each CRM's own, comma-separated: exact names or
     /// `*.domain`. Checked when credentials are saved and at every call.
     pub allowed_hosts: String,
@@ -404,6 +407,7 @@ impl Settings {
             .set_default("directory.inline_attempts", 2)?
             .set_default("directory.cache_ttl_secs", 3_600)?
             .set_default("directory.completion_interval_secs", 30)?
+            .set_default("directory.recheck_interval_secs", 86_400)?
             .set_default("directory.allowed_hosts", "")?
             .set_default("directory.allow_insecure_http", false)?;
         if let Some(path) = file {

@@ -8,8 +8,8 @@ mod connectors;
 use std::time::Duration;
 
 use connectors::{
-    FakeCrm, activity, add_integration, post, setup, start_pipeline, users_announced,
-    wait_for_activity,
+    FakeCrm, activity, add_integration, post, setup, start_pipeline, start_pipeline_with,
+    users_announced, wait_for_activity,
 };
 use crm_sync_e2e::{eventually, salesforce};
 use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets, OAuthCredentials};
@@ -516,4 +516,69 @@ async fn a_user_the_crm_says_is_inactive_is_deactivated_where_the_integration_sa
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(status_of(OWNER).await.unwrap().1, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deactivated_in_the_crm_after_their_account_was_made_is_deactivated_by_the_recheck()
+{
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Ina Active", "ina@example.com");
+    let s = setup(
+        "connectors-directory-recheck",
+        "salesforce",
+        ORG,
+        salesforce_api(&crm.base_url),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    let p = start_pipeline_with(
+        &s.env,
+        &[],
+        &[("CRM_SYNC__DIRECTORY__RECHECK_INTERVAL_SECS", "2")],
+    )
+    .await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
+        s.integration_id
+    ));
+    let headers = [
+        ("content-type", "text/xml; charset=utf-8"),
+        ("soapaction", "\"\""),
+    ];
+    let answer = post(
+        &url,
+        &headers,
+        outbound_message("04l5g00000RCHK1AA1", "0065g00000RcHk1AAB"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_for_activity(&s.env, s.integration_id, "0065g00000RcHk1AAB", "recorded").await;
+    let deactivated_by = || async {
+        sqlx::query_as::<_, (Option<String>,)>(
+            "SELECT u.deactivated_by FROM crm_identities ci JOIN users u ON u.id = ci.user_id
+             WHERE ci.crm_user_id = $1",
+        )
+        .bind(OWNER)
+        .fetch_one(&s.env.pool)
+        .await
+        .unwrap()
+        .0
+    };
+    assert_eq!(
+        deactivated_by().await,
+        None,
+        "active in the CRM when the account was made"
+    );
+
+    // Later, the CRM deactivates Ina; no event of hers arrives, the re-check finds it out.
+    let asked_before = crm.lookups();
+    crm.deactivate_user(OWNER);
+    eventually(
+        "Ina deactivated by the re-check",
+        Duration::from_secs(30),
+        || async { (deactivated_by().await.as_deref() == Some("crm")).then_some(()) },
+    )
+    .await;
+    assert!(crm.lookups() > asked_before, "the CRM was asked again");
 }

@@ -128,6 +128,15 @@ pub struct Pipeline {
 }
 
 pub async fn start_pipeline(env: &TestEnv, ingest_env: &[(&str, &str)]) -> Pipeline {
+    start_pipeline_with(env, ingest_env, &[]).await
+}
+
+/// [`start_pipeline`], with `provisioner_env` on top of the provisioner's usual environment.
+pub async fn start_pipeline_with(
+    env: &TestEnv,
+    ingest_env: &[(&str, &str)],
+    provisioner_env: &[(&str, &str)],
+) -> Pipeline {
     let mut ingest_vars = SERVICE_ENV.to_vec();
     // The fake CRM here answers user lookups and tokens only, and the suites count its token
     // requests: ingest's pull jobs stay off unless a suite turns them on (`ingest_env` comes
@@ -138,8 +147,10 @@ pub async fn start_pipeline(env: &TestEnv, ingest_env: &[(&str, &str)]) -> Pipel
     let evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
+    let mut provisioner_vars = SERVICE_ENV.to_vec();
+    provisioner_vars.extend_from_slice(provisioner_env);
     let provisioner = env
-        .start_service("provisioner", "provisioner", &SERVICE_ENV)
+        .start_service("provisioner", "provisioner", &provisioner_vars)
         .await;
     Pipeline {
         ingest,

@@ -1,0 +1,6 @@
+-- When the CRM's directory last answered for a mapped CRM user: the provisioner asks again
+-- once `directory.recheck_interval_secs` has passed, so that a user deactivated in the CRM
+-- later is deactivated on the platform too.
+ALTER TABLE crm_identities ADD COLUMN directory_checked_at timestamptz;
+CREATE INDEX crm_identities_recheck_due ON crm_identities (directory_checked_at NULLS FIRST)
+    WHERE user_id IS NOT NULL;
