@@ -152,12 +152,15 @@ mod tests {
         let mut supervisor = Supervisor::new(shutdown.clone());
         supervisor.spawn("outbox relay", async {});
         let main = until_cancelled(&shutdown);
-        let result = supervisor
-            .run(async move {
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            supervisor.run(async move {
                 main.await;
                 Ok(())
-            })
-            .await;
+            }),
+        )
+        .await
+        .expect("the service must stop when a background task ends");
         let error = format!("{:#}", result.expect_err("the service must fail"));
         assert!(
             error.contains("`outbox relay` ended unexpectedly"),
