@@ -84,7 +84,46 @@ impl Cursor {
     }
 }
 
-fn bad_cursor() -> ApiError {
+/// A position in a list ordered newest first by a time, ties broken by a text key (the record
+/// trail's events by event id, its dead letters by row id): the last row of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest {
+    pub at: DateTime<Utc>,
+    pub key: String,
+}
+
+impl Newest {
+    pub fn encode(&self) -> String {
+        hex::encode(format!("n:{}:{}", self.at.timestamp_micros(), self.key))
+    }
+
+    /// As [`Cursor::decode`]: only a position this service could have written.
+    fn decode(cursor: &str) -> Option<Newest> {
+        if cursor.len() > 1024 {
+            return None;
+        }
+        let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
+        let (micros, key) = text.strip_prefix("n:")?.split_once(':')?;
+        let at = DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?;
+        let plausible = (1..=9999).contains(&at.year())
+            && !key.is_empty()
+            && !key.chars().any(char::is_control);
+        plausible.then(|| Newest {
+            at,
+            key: key.to_owned(),
+        })
+    }
+}
+
+pub fn newest(cursor: Option<&str>) -> Result<Option<Newest>, ApiError> {
+    match cursor.map(Newest::decode) {
+        None => Ok(None),
+        Some(Some(n)) => Ok(Some(n)),
+        Some(None) => Err(bad_cursor()),
+    }
+}
+
+pub fn bad_cursor() -> ApiError {
     ApiError::invalid(
         "cursor",
         "not a cursor of this list: pass the previous page's next_cursor unchanged",
@@ -176,6 +215,13 @@ mod tests {
             assert_eq!(Cursor::decode(&hex::encode(crafted)), None, "{crafted}");
         }
         assert!(after(Some(&Cursor::Offset(3).encode())).is_err());
+        let n = Newest {
+            at: DateTime::<Utc>::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            key: "a:b".into(),
+        };
+        assert_eq!(newest(Some(&n.encode())).unwrap(), Some(n));
+        assert!(newest(Some(&Cursor::Offset(3).encode())).is_err());
+        assert!(newest(Some(&hex::encode("n:253402300800000000:x"))).is_err());
         assert!(limit(Some(0)).is_err());
         assert!(limit(Some(MAX_LIMIT + 1)).is_err());
         assert_eq!(limit(None).unwrap(), 50);

@@ -185,29 +185,35 @@ pub async fn record_events<'e>(
     .await
 }
 
-/// The integration's latest judged events, newest first; only those of `summary` when given.
+/// The integration's latest judged events, newest first (ties by event id, descending); only
+/// those of `summary` when given; only those before `before` (the last of the previous page).
 pub async fn recent_events<'e>(
     db: impl PgExecutor<'e>,
     company_id: Uuid,
     integration_id: Uuid,
     summary: Option<&str>,
+    before: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM trail_events
          WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR summary = $3)
-         ORDER BY judged_at DESC, event_id LIMIT $4"
+           AND ($5::timestamptz IS NULL OR (judged_at, event_id) < ($5, $6::text))
+         ORDER BY judged_at DESC, event_id DESC LIMIT $4"
     ))
     .bind(company_id)
     .bind(integration_id)
     .bind(summary)
     .bind(limit)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
     .fetch_all(db)
     .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeadLetterRow {
+    pub id: i64,
     pub object_type: String,
     pub record_id: String,
     pub event_id: Option<String>,
@@ -220,25 +226,30 @@ pub struct DeadLetterRow {
     pub at: DateTime<Utc>,
 }
 
-/// The integration's dead letters, newest first; only the record's when `record_id` is given.
+/// The integration's dead letters, newest first; only the record's when `record_id` is given;
+/// only those before `before` (the last of the previous page: its time and id).
 pub async fn dead_letters<'e>(
     db: impl PgExecutor<'e>,
     company_id: Uuid,
     integration_id: Uuid,
     record_id: Option<&str>,
+    before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<DeadLetterRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT object_type, record_id, event_id, service, topic, partition, \"offset\", reason,
-             detail, at
+        "SELECT id, object_type, record_id, event_id, service, topic, partition, \"offset\",
+             reason, detail, at
          FROM trail_dead_letters
          WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR record_id = $3)
+           AND ($5::timestamptz IS NULL OR (at, id) < ($5, $6::bigint))
          ORDER BY at DESC, id DESC LIMIT $4",
     )
     .bind(company_id)
     .bind(integration_id)
     .bind(record_id)
     .bind(limit)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
     .fetch_all(db)
     .await
 }

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiResult, OrNotFound};
 use crate::extract::{ApiPath, QueryParams};
-use crate::paging;
+use crate::paging::{self, Newest};
 
 /// Longest record id accepted (the longest any CRM uses is far shorter).
 const MAX_RECORD_ID: usize = 255;
@@ -244,6 +244,7 @@ pub async fn record(
         company,
         p.integration_id,
         Some(&record_id),
+        None,
         RECORD_EVENTS,
     )
     .await?;
@@ -285,12 +286,16 @@ pub struct RecentQuery {
     pub summary: Option<SummaryName>,
     /// How many of the latest, 1–200 (default 50).
     pub limit: Option<u32>,
+    /// The previous page's `next_cursor`, for older events.
+    pub cursor: Option<String>,
 }
 
 /// The latest events of the integration, newest first, to pick a record from.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecentView {
     pub items: Vec<TrailEventView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -307,17 +312,24 @@ pub async fn recent(
     QueryParams(q): QueryParams<RecentQuery>,
 ) -> ApiResult<Json<RecentView>> {
     let limit = paging::limit(q.limit)?;
+    let before = paging::newest(q.cursor.as_deref())?;
     integration_of(&state, &caller, p.integration_id).await?;
-    let rows = store::recent_events(
+    let mut rows = store::recent_events(
         &state.pool,
         caller.company(),
         p.integration_id,
         q.summary.map(SummaryName::as_str),
-        limit,
+        before.as_ref().map(|b| (b.at, b.key.as_str())),
+        limit + 1,
     )
     .await?;
+    let next_cursor = next_page(&mut rows, limit, |r| Newest {
+        at: r.judged_at,
+        key: r.event_id.clone(),
+    });
     Ok(Json(RecentView {
         items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
 }
 
@@ -327,12 +339,16 @@ pub async fn recent(
 pub struct DeadLetterQuery {
     /// How many of the latest, 1–200 (default 50).
     pub limit: Option<u32>,
+    /// The previous page's `next_cursor`, for older dead letters.
+    pub cursor: Option<String>,
 }
 
 /// The integration's dead letters, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLettersView {
     pub items: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -349,10 +365,39 @@ pub async fn dead_letters(
     QueryParams(q): QueryParams<DeadLetterQuery>,
 ) -> ApiResult<Json<DeadLettersView>> {
     let limit = paging::limit(q.limit)?;
+    // A dead letter's position: its time and row id (ids a cursor names must be numbers).
+    let before = match paging::newest(q.cursor.as_deref())? {
+        Some(n) => Some((
+            n.at,
+            n.key.parse::<i64>().map_err(|_| paging::bad_cursor())?,
+        )),
+        None => None,
+    };
     integration_of(&state, &caller, p.integration_id).await?;
-    let rows =
-        store::dead_letters(&state.pool, caller.company(), p.integration_id, None, limit).await?;
+    let mut rows = store::dead_letters(
+        &state.pool,
+        caller.company(),
+        p.integration_id,
+        None,
+        before,
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = next_page(&mut rows, limit, |r| Newest {
+        at: r.at,
+        key: r.id.to_string(),
+    });
     Ok(Json(DeadLettersView {
         items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
     }))
+}
+
+/// Cuts `limit + 1` fetched rows to the page; the extra row only says that a next page exists,
+/// which starts after the page's last row.
+fn next_page<R>(rows: &mut Vec<R>, limit: i64, position: impl Fn(&R) -> Newest) -> Option<String> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    more.then(|| rows.last().map(|r| position(r).encode()))
+        .flatten()
 }

@@ -37,7 +37,7 @@ pub async fn run(
     let followed = trail::record_activities(&pool, company, id, record_id)
         .await
         .context("reading the record's activities")?;
-    let dead = trail::dead_letters(&pool, company, id, Some(record_id), EVENTS)
+    let dead = trail::dead_letters(&pool, company, id, Some(record_id), None, EVENTS)
         .await
         .context("reading the record's dead letters")?;
     writeln!(out, "Record {record_id} of {}", integration.name)?;
