@@ -25,6 +25,7 @@ while (($#)); do
 done
 
 PORT=18080
+OPS_PORT=18090
 TOPIC=load.crm.events.v1
 DB=crm_sync_load
 ADMIN_URL=${CRM_SYNC_LOAD_ADMIN_URL:-postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync}
@@ -51,7 +52,8 @@ eval "$("$BIN/examples/load" setup --database-url "$DB_URL" --topic "$TOPIC" --e
 
 LOG=$CRM_SYNC_HOME/logs/ingest-load.log
 mkdir -p "$(dirname "$LOG")"
-CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$PORT CRM_SYNC__DATABASE__URL=$DB_URL \
+CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$PORT CRM_SYNC__HTTP__OPS_PORT=$OPS_PORT \
+CRM_SYNC__DATABASE__URL=$DB_URL \
 CRM_SYNC__DATABASE__MAX_CONNECTIONS=16 \
 CRM_SYNC__TOPICS__EVENTS=$TOPIC CRM_SYNC__SECRETS__ENCRYPTION_KEY=$KEY \
 CRM_SYNC__INGEST__RATE_LIMIT_PER_SECOND=1000000 CRM_SYNC__INGEST__RATE_LIMIT_BURST=1000000 \
@@ -60,10 +62,10 @@ CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
 INGEST_PID=$!
 trap 'kill "$INGEST_PID" 2>/dev/null || true; wait "$INGEST_PID" 2>/dev/null || true; cleanup' EXIT
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  curl -fsS "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "ingest did not become ready; see $LOG" >&2; exit 1; }
+curl -fsS "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null || { echo "ingest did not become ready; see $LOG" >&2; exit 1; }
 
 echo "== machine: $(nproc) cores, $(uname -sr); ingest release build, acks=all, topic $TOPIC"
 echo "== Salesforce Outbound Messages, 100 notifications per request"
