@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sustained load through the whole pipeline on the local stack (loopback only):
 #   tests/load/pipeline.sh --seconds 600 --rate 200 [--release]
-# Prints end-to-end latency percentiles, consumer lag and each service's RSS at start and end.
+# Prints end-to-end and per-hop latency percentiles, consumer lag and each service's RSS at start,
+# end and peak; --backlog starts the provisioner only after the last request.
 set -euo pipefail
 exec "$(dirname "$0")/../run-bin.sh" loadrun "$@"

@@ -35,6 +35,8 @@ use crate::transactional::{TxnError, TxnProducer, classify, enqueue, recreate};
 /// A transaction takes at most this many messages (whole requests: a larger request gets a
 /// transaction of its own).
 const MAX_MESSAGES_PER_TRANSACTION: usize = 5_000;
+/// How long a transaction that found requests queueing waits for more (see [`gather`]).
+const GATHER: Duration = Duration::from_millis(3);
 /// Requests waiting for the committer at most; beyond it requests wait to be queued.
 const QUEUE_DEPTH: usize = 1_024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -244,18 +246,7 @@ async fn commit_loop(
             let Some(first) = queue.recv().await else {
                 return;
             };
-            let mut count = first.messages.len();
-            let mut group = vec![first];
-            while count < MAX_MESSAGES_PER_TRANSACTION {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        count += job.messages.len();
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            group
+            gather(&mut queue, first, GATHER).await
         };
         let count: usize = group.iter().map(|j| j.messages.len()).sum();
         let span = tracing::debug_span!(
@@ -304,6 +295,31 @@ async fn commit_loop(
             }
         }
     }
+}
+
+/// The first request and those queued behind it, up to a transaction's size. Requests found
+/// queueing mean commits are the bottleneck (each costs the broker about as much whatever its
+/// size): the group then waits up to `window` for more to join, so one commit serves them all.
+/// A lone request goes at once.
+async fn gather(queue: &mut mpsc::Receiver<Job>, first: Job, window: Duration) -> Vec<Job> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut count = first.messages.len();
+    let mut group = vec![first];
+    while count < MAX_MESSAGES_PER_TRANSACTION {
+        let job = match queue.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::error::TryRecvError::Empty) if group.len() > 1 => {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(job)) => job,
+                    _ => break,
+                }
+            }
+            Err(_) => break,
+        };
+        count += job.messages.len();
+        group.push(job);
+    }
+    group
 }
 
 /// A new producer in place of an unusable one, not ready meanwhile; None if shut down.
@@ -437,6 +453,30 @@ mod tests {
             })
             .collect();
         (Job { messages, done }, answer)
+    }
+
+    #[tokio::test]
+    async fn queueing_requests_wait_for_more_to_share_their_commit_and_a_lone_one_does_not() {
+        let window = Duration::from_millis(500);
+        let (queue_in, mut queue) = mpsc::channel(8);
+        let (lone, _answer) = job("events", &[1]);
+        let started = std::time::Instant::now();
+        let group = gather(&mut queue, lone, window).await;
+        assert_eq!(group.len(), 1);
+        assert!(started.elapsed() < window / 2, "a lone request waited");
+
+        let (first, _a1) = job("events", &[1]);
+        let (queued, _a2) = job("events", &[1]);
+        queue_in.send(queued).await.unwrap();
+        let late = queue_in.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (arriving, _a3) = job("events", &[1]);
+            late.send(arriving).await.unwrap();
+        });
+        let group = gather(&mut queue, first, window).await;
+        // The request arriving 20 ms later joined the queued ones' transaction.
+        assert_eq!(group.len(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,12 +35,36 @@ pub fn producer_with_linger(
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
         .set("compression.type", "lz4")
+        .set("queue.buffering.max.kbytes", PRODUCER_BUFFER_KIB)
         .set(
             "delivery.timeout.ms",
             settings.delivery_timeout_ms.to_string(),
         )
         .create_with_context(crate::connection::ReportingContext)
         .map_err(|e| anyhow::anyhow!("creating Kafka producer for {}: {e}", settings.brokers))
+}
+
+/// Unsent messages a producer may hold, KiB (librdkafka's default is 1 GiB). A full buffer makes
+/// the sender wait until deliveries free space (see `crate::transactional::enqueue`), so a
+/// burst costs time instead of memory.
+pub const PRODUCER_BUFFER_KIB: &str = "16384";
+
+/// Bounds what a consumer fetches ahead of its handler. librdkafka's defaults let each
+/// partition queue 100,000 messages or 64 MiB before fetching stops, and one fetch bring
+/// 50 MiB: a consumer behind by a backlog (a provisioner catching up) held about 130 MB.
+/// A handler takes a few hundred messages at a time, so a few MiB ahead keep it busy.
+pub trait BoundedPrefetch {
+    fn set_bounded_prefetch(&mut self) -> &mut Self;
+}
+
+impl BoundedPrefetch for rdkafka::ClientConfig {
+    fn set_bounded_prefetch(&mut self) -> &mut Self {
+        self.set("queued.min.messages", "2000")
+            // Per partition.
+            .set("queued.max.messages.kbytes", "2048")
+            // Per fetch, all partitions; a larger single message is still fetched.
+            .set("fetch.max.bytes", "4194304")
+    }
 }
 
 /// A consumer that never stores an offset by itself: the consume loop stores each one only after
@@ -72,6 +96,7 @@ pub fn consumer(
         // Cooperative rebalancing moves only the partitions that change owner, so scaling a
         // consumer group does not stop every replica.
         .set("partition.assignment.strategy", "cooperative-sticky")
+        .set_bounded_prefetch()
         .create_with_context(RebalanceLogger::default())
         .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
 }

@@ -10,6 +10,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 
+use crate::clients::BoundedPrefetch;
+
 /// Told of the input partitions this replica gains and loses, from inside the rebalance (so
 /// before any message of a gained partition is handed out).
 pub trait PartitionListener: Send + Sync {
@@ -116,6 +118,7 @@ pub fn consumer_with_listener(
         )
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        .set_bounded_prefetch()
         // Feeds `crm_sync_consumer_lag{topic,partition}` (see `crate::lag`).
         .set(
             "statistics.interval.ms",

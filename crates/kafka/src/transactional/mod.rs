@@ -4,7 +4,8 @@
 //!
 //! - Messages are handled one at a time, in order; a transaction covers up to
 //!   [`BatchLimits::max_messages`] of them or [`BatchLimits::max_wait`], whichever comes first,
-//!   and closes early when no message is waiting (so a quiet topic still sees low latency).
+//!   and closes as soon as no message is waiting, so a thin stream sees low latency while a
+//!   backlog makes batches large (see [`BatchLimits::backlog`]).
 //! - The offsets go to the transaction with the consumer's group metadata
 //!   (`send_offsets_to_transaction`), so a replica that lost its partitions in a rebalance is
 //!   fenced by the group coordinator instead of committing over the new owner.
@@ -78,7 +79,12 @@ pub struct BatchLimits {
     pub max_messages: usize,
     /// Longest time from a transaction's first message to its commit.
     pub max_wait: Duration,
-    /// A transaction is committed as soon as no message arrives within this gap.
+    /// A batch of fewer messages than this commits as soon as no message is waiting, so that a
+    /// thin stream is not held back; from this size on (a backlog is building) it waits up to
+    /// [`BatchLimits::idle`] for the next one. Messages that arrive while a transaction
+    /// commits wait for the next one and make it larger: batches grow with the load.
+    pub backlog: usize,
+    /// How long a batch of at least [`BatchLimits::backlog`] messages waits for the next one.
     pub idle: Duration,
 }
 
@@ -87,7 +93,50 @@ impl Default for BatchLimits {
         BatchLimits {
             max_messages: 500,
             max_wait: Duration::from_millis(100),
+            backlog: 50,
             idle: Duration::from_millis(5),
         }
+    }
+}
+
+impl BatchLimits {
+    /// How long an open batch of `messages`, opened `elapsed` ago, waits for another message
+    /// (zero: only one already waiting); None when it must commit now.
+    pub fn wait_for_next(&self, messages: usize, elapsed: Duration) -> Option<Duration> {
+        if messages >= self.max_messages {
+            return None;
+        }
+        let left = self
+            .max_wait
+            .checked_sub(elapsed)
+            .filter(|d| !d.is_zero())?;
+        if messages < self.backlog {
+            return Some(Duration::ZERO);
+        }
+        Some(left.min(self.idle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thin_stream_commits_at_once_and_a_backlog_waits_for_more() {
+        let limits = BatchLimits::default();
+        let soon = Duration::from_millis(1);
+        // A lone event (or a request's few) does not wait for company.
+        assert_eq!(limits.wait_for_next(1, soon), Some(Duration::ZERO));
+        assert_eq!(limits.wait_for_next(49, soon), Some(Duration::ZERO));
+        // A backlog fills the batch, waiting briefly for messages still being fetched.
+        assert_eq!(limits.wait_for_next(50, soon), Some(limits.idle));
+        assert_eq!(
+            limits.wait_for_next(60, Duration::from_millis(98)),
+            Some(Duration::from_millis(2))
+        );
+        // Full, or open for too long: commit.
+        assert_eq!(limits.wait_for_next(500, soon), None);
+        assert_eq!(limits.wait_for_next(60, limits.max_wait), None);
+        assert_eq!(limits.wait_for_next(1, Duration::from_secs(1)), None);
     }
 }

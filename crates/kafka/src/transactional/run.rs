@@ -200,7 +200,7 @@ async fn fill<'c, H: TransactionalHandler>(
     revocations: u64,
     mut batch: Batch,
 ) -> (Result<(), Step>, Batch) {
-    let deadline = Instant::now() + l.limits.max_wait;
+    let opened = Instant::now();
     let mut next = Some(first);
     while let Some(message) = next.take() {
         batch.track(message.partition(), message.offset());
@@ -211,13 +211,18 @@ async fn fill<'c, H: TransactionalHandler>(
             return (Err(step), batch);
         }
         drop(message);
-        if batch.messages >= l.limits.max_messages || l.shutdown.is_cancelled() {
+        if l.shutdown.is_cancelled() {
             break;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let Some(wait) = l.limits.wait_for_next(batch.messages, opened.elapsed()) else {
             break;
-        }
+        };
+        // A zero wait completes on its first poll: after `recv` found nothing buffered.
+        let give_up = async {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        };
         next = tokio::select! {
             biased;
             received = l.consumer.recv() => match received {
@@ -227,7 +232,7 @@ async fn fill<'c, H: TransactionalHandler>(
                     None
                 }
             },
-            _ = tokio::time::sleep(left.min(l.limits.idle)) => None,
+            _ = give_up => None,
         };
     }
     // A revoke can also be handled inside the last `recv`, which then returned nothing.

@@ -1,16 +1,23 @@
 //! A sustained load run: Salesforce Outbound Messages into ingest at a fixed rate for a fixed
 //! time, through the whole pipeline, measuring the end-to-end latency from the CRM's request to
-//! the `ActivityChanged` on `salesscreen.activities.v1`, the consumer groups' lag, and each
-//! service's resident memory at start and end.
+//! the `ActivityChanged` on `salesscreen.activities.v1`, the time each event spends in each hop,
+//! the consumer groups' lag, and each service's resident memory (at start, at end, and its peak).
 //!
 //! Usage (the local stack must be up; only loopback addresses are used):
-//!   loadrun [--seconds 600] [--rate 200] [--owners 100]
+//!   loadrun [--seconds 600] [--rate 200] [--owners 100] [--backlog]
+//! `--backlog` starts the provisioner only once every request is answered, so that it starts
+//! behind by every outcome of the run (e.g. `--seconds 20 --rate 5000`: 100,000 outcomes).
 //! `tests/load/pipeline.sh` builds and runs it.
+//!
+//! Per-hop times come from what the pipeline records anyway, so that measuring costs the
+//! services nothing: Kafka record timestamps (CreateTime, set when a service produces), the
+//! moment this run's own `read_committed` reader sees a record (its transaction committed), and
+//! the activity row's `created_at` (the start of the provisioner's database transaction).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use crm_sync_e2e::salesforce::{Notification, outbound_message, won_opportunity};
 use crm_sync_e2e::{Service, Tenant, TestEnv};
@@ -21,6 +28,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const BATCH: usize = 10;
+const RECORD_PREFIX: &str = "006LD";
 
 fn arg(name: &str, default: f64) -> f64 {
     let args: Vec<String> = std::env::args().collect();
@@ -34,13 +42,32 @@ fn arg(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn rss_kib(service: &Service) -> u64 {
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Microseconds since the Unix epoch: the clock Kafka's record timestamps and PostgreSQL use.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Resident memory now (`VmRSS`) or at its peak so far (`VmHWM`), KiB.
+fn memory_kib(service: &Service, field: &str) -> u64 {
     let Some(pid) = service.pid() else { return 0 };
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -81,112 +108,247 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() {
-    let seconds = arg("--seconds", 600.0);
-    let rate = arg("--rate", 200.0);
-    let owners = arg("--owners", 100.0) as usize;
-    let total = (seconds * rate) as usize;
-    let env = TestEnv::new("loadrun").await;
-    let tenant = Tenant::create(&env.pool, "load", true, true).await;
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    let services = [&ingest, &evaluator, &provisioner];
-    let rss_start: Vec<u64> = services.iter().map(|s| rss_kib(s)).collect();
+/// When one record passed each point of the pipeline, µs since the Unix epoch (0: not seen).
+#[derive(Default)]
+struct Timeline {
+    /// This run sent the request carrying the record.
+    sent: AtomicU64,
+    /// Ingest answered: the event is committed in `crm.events.v1`.
+    answered: AtomicU64,
+    /// The event's record timestamp: ingest produced it.
+    event_produced: AtomicU64,
+    /// The outcome's record timestamp: the evaluator consumed the event and produced it.
+    outcome_produced: AtomicU64,
+    /// This run's `read_committed` reader saw the outcome: the evaluator's transaction committed.
+    outcome_visible: AtomicU64,
+    /// The activity row's `created_at`: the provisioner's database transaction began.
+    provisioner_began: AtomicU64,
+    /// The `ActivityChanged`'s record timestamp: produced right after the database commit.
+    change_produced: AtomicU64,
+    /// This run's reader saw the `ActivityChanged`: Kafka acknowledged it.
+    change_visible: AtomicU64,
+}
+
+impl Timeline {
+    fn first(at: &AtomicU64, us: u64) -> bool {
+        at.compare_exchange(0, us.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+type Timelines = Arc<Vec<Timeline>>;
+
+/// The record number of a key `{integration}/{object}/{record_id}` or of a record id.
+fn record_index(id: &str) -> Option<usize> {
+    id.rsplit('/')
+        .next()?
+        .strip_prefix(RECORD_PREFIX)?
+        .parse()
+        .ok()
+}
+
+fn kafka_timestamp_us(m: &impl Message) -> u64 {
+    m.timestamp()
+        .to_millis()
+        .map_or(0, |ms| ms.max(0) as u64 * 1000)
+}
+
+/// Reads the events, outcomes and `ActivityChanged`s as a `read_committed` consumer, stamping
+/// each record's timeline, until every record's `ActivityChanged` arrived (or 120 s of silence).
+fn spawn_collector(env: &TestEnv, timelines: Timelines) -> tokio::task::JoinHandle<usize> {
+    let topics = env.topics.clone();
+    let brokers = env.brokers.clone();
+    tokio::spawn(async move {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", format!("loadrun-{}", uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            // Seeing a record late would be counted against the hop before it.
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        consumer
+            .subscribe(&[&topics.events, &topics.matches, &topics.activities])
+            .unwrap();
+        let total = timelines.len();
+        let mut delivered = 0;
+        while delivered < total {
+            let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(120), consumer.recv()).await
+            else {
+                break;
+            };
+            let seen = now_us();
+            let produced = kafka_timestamp_us(&m);
+            let topic = m.topic();
+            let index = if topic == topics.activities {
+                ActivityChanged::decode(m.payload().unwrap_or_default())
+                    .ok()
+                    .and_then(|c| record_index(&c.record_id))
+            } else {
+                m.key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(record_index)
+            };
+            let Some(t) = index.and_then(|i| timelines.get(i)) else {
+                continue;
+            };
+            if topic == topics.events {
+                Timeline::first(&t.event_produced, produced);
+            } else if topic == topics.matches {
+                Timeline::first(&t.outcome_produced, produced);
+                Timeline::first(&t.outcome_visible, seen);
+            } else if Timeline::first(&t.change_visible, seen) {
+                Timeline::first(&t.change_produced, produced);
+                delivered += 1;
+            }
+        }
+        delivered
+    })
+}
+
+/// Stamps when the provisioner's transaction that created each activity began.
+async fn read_activity_rows(env: &TestEnv, timelines: &Timelines) {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT record_id, (extract(epoch FROM created_at) * 1000000)::bigint FROM activities",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    for (record_id, began) in rows {
+        if let Some(t) = record_index(&record_id).and_then(|i| timelines.get(i)) {
+            Timeline::first(&t.provisioner_began, began.max(0) as u64);
+        }
+    }
+}
+
+type Stamp = fn(&Timeline) -> &AtomicU64;
+
+/// The hops of the table: name, from, to.
+const HOPS: [(&str, Stamp, Stamp); 9] = [
+    (
+        "ingest: request -> answer (Kafka committed)",
+        |t| &t.sent,
+        |t| &t.answered,
+    ),
+    (
+        "  of which request -> event produced",
+        |t| &t.sent,
+        |t| &t.event_produced,
+    ),
+    (
+        "crm.events.v1: answer -> evaluator consumed",
+        |t| &t.answered,
+        |t| &t.outcome_produced,
+    ),
+    (
+        "  (record timestamp -> evaluator consumed)",
+        |t| &t.event_produced,
+        |t| &t.outcome_produced,
+    ),
+    (
+        "evaluator: consumed -> transaction committed",
+        |t| &t.outcome_produced,
+        |t| &t.outcome_visible,
+    ),
+    (
+        "crm.matches.v1: committed -> provisioner began",
+        |t| &t.outcome_visible,
+        |t| &t.provisioner_began,
+    ),
+    (
+        "provisioner: began -> database committed",
+        |t| &t.provisioner_began,
+        |t| &t.change_produced,
+    ),
+    (
+        "ActivityChanged: produced -> acknowledged",
+        |t| &t.change_produced,
+        |t| &t.change_visible,
+    ),
+    (
+        "end to end: request -> ActivityChanged",
+        |t| &t.sent,
+        |t| &t.change_visible,
+    ),
+];
+
+fn print_hops(timelines: &[Timeline]) {
     println!(
-        "loadrun: {total} events at {rate}/s for {seconds}s ({owners} owners); logs in {}",
-        env.log_dir.display()
+        "{:<48} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "per hop (ms)", "p50", "p95", "p99", "max", "n"
     );
-
-    let origin = Instant::now();
-    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-
-    // Latency collector: every ActivityChanged, matched to its request by record id.
-    let collector = {
-        let sent_at = sent_at.clone();
-        let topic = env.topics.activities.clone();
-        let brokers = env.brokers.clone();
-        tokio::spawn(async move {
-            let consumer: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", format!("loadrun-{}", uuid::Uuid::new_v4()))
-                .set("auto.offset.reset", "earliest")
-                .set("isolation.level", "read_committed")
-                .create()
-                .unwrap();
-            consumer.subscribe(&[&topic]).unwrap();
-            let mut latencies = Vec::with_capacity(total);
-            let mut seen = vec![false; total];
-            while latencies.len() < total {
-                let Ok(Ok(m)) =
-                    tokio::time::timeout(Duration::from_secs(120), consumer.recv()).await
-                else {
-                    break;
-                };
-                let arrived = origin.elapsed().as_nanos() as u64;
-                let Ok(change) = ActivityChanged::decode(m.payload().unwrap_or_default()) else {
-                    continue;
-                };
-                let Some(i) = change
-                    .record_id
-                    .strip_prefix("006LD")
-                    .and_then(|n| n.parse::<usize>().ok())
-                else {
-                    continue;
-                };
-                if i < total && !seen[i] {
-                    seen[i] = true;
-                    let sent = sent_at[i].load(Ordering::Relaxed);
-                    latencies.push((arrived.saturating_sub(sent)) as f64 / 1e6);
-                }
-            }
-            latencies
-        })
-    };
-
-    // Sampler: consumer lag every 10 s.
-    let lag_samples = Arc::new(std::sync::Mutex::new(Vec::<(i64, i64)>::new()));
-    let sampler = {
-        let (brokers, id, topics, samples) = (
-            env.brokers.clone(),
-            env.id.clone(),
-            env.topics.clone(),
-            lag_samples.clone(),
+    for (name, from, to) in HOPS {
+        let mut ms: Vec<f64> = timelines
+            .iter()
+            .filter_map(|t| {
+                let (a, b) = (
+                    from(t).load(Ordering::Relaxed),
+                    to(t).load(Ordering::Relaxed),
+                );
+                // Clocks of different sources agree to the millisecond (Kafka's resolution).
+                (a > 0 && b > 0).then(|| b.saturating_sub(a) as f64 / 1000.0)
+            })
+            .collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{:<48} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7}",
+            name,
+            percentile(&ms, 0.50),
+            percentile(&ms, 0.95),
+            percentile(&ms, 0.99),
+            ms.last().copied().unwrap_or(f64::NAN),
+            ms.len()
         );
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let (b, i, t) = (brokers.clone(), id.clone(), topics.clone());
-                let sample = tokio::task::spawn_blocking(move || {
-                    (
-                        lag(&b, &format!("{i}-workflow-evaluator"), &t.events),
-                        lag(&b, &format!("{i}-provisioner"), &t.matches),
-                    )
-                })
-                .await
-                .unwrap();
-                samples.lock().unwrap().push(sample);
-            }
-        })
-    };
+    }
+}
 
-    // Sender: batches at a fixed rate, each batch's send time recorded for its records.
+/// Consumer lag of the evaluator and the provisioner, every 10 s.
+fn spawn_lag_sampler(
+    env: &TestEnv,
+    samples: Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
+) -> tokio::task::JoinHandle<()> {
+    let (brokers, id, topics) = (env.brokers.clone(), env.id.clone(), env.topics.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (b, i, t) = (brokers.clone(), id.clone(), topics.clone());
+            let sample = tokio::task::spawn_blocking(move || {
+                (
+                    lag(&b, &format!("{i}-workflow-evaluator"), &t.events),
+                    lag(&b, &format!("{i}-provisioner"), &t.matches),
+                )
+            })
+            .await
+            .unwrap();
+            samples.lock().unwrap().push(sample);
+        }
+    })
+}
+
+/// Sends every record at `rate`, in requests of [`BATCH`]; returns the failed requests.
+async fn send_all(
+    url: String,
+    organization_id: &str,
+    rate: f64,
+    owners: usize,
+    timelines: &Timelines,
+) -> u64 {
+    let total = timelines.len();
     let client = reqwest::Client::new();
-    let url = ingest.url(&tenant.outbound_message_path());
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(BATCH as f64 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let failures = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for start in (0..total).step_by(BATCH) {
         ticker.tick().await;
-        let ids: Vec<(String, String, String)> = (start..(start + BATCH).min(total))
+        let records = start..(start + BATCH).min(total);
+        let ids: Vec<(String, String, String)> = records
+            .clone()
             .map(|i| {
                 (
                     format!("04lLD{i:013}"),
-                    format!("006LD{i:013}"),
+                    format!("{RECORD_PREFIX}{i:013}"),
                     format!("005LOADOWNER{:05}", i % owners),
                 )
             })
@@ -195,18 +357,15 @@ async fn main() {
             .iter()
             .map(|(n, r, o)| won_opportunity(n, r, o, "100.00"))
             .collect();
-        let xml = outbound_message(&tenant.organization_id, &notifications);
-        let (client, url, sent_at, failures) = (
+        let xml = outbound_message(organization_id, &notifications);
+        let (client, url, timelines, failures) = (
             client.clone(),
             url.clone(),
-            sent_at.clone(),
+            timelines.clone(),
             failures.clone(),
         );
         tasks.spawn(async move {
-            let now = origin.elapsed().as_nanos() as u64;
-            for i in start..(start + BATCH).min(total) {
-                sent_at[i].store(now, Ordering::Relaxed);
-            }
+            let sent = now_us();
             let ok = client
                 .post(&url)
                 .header("content-type", "text/xml")
@@ -214,6 +373,11 @@ async fn main() {
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
+            let answered = now_us();
+            for i in records {
+                timelines[i].sent.store(sent, Ordering::Relaxed);
+                timelines[i].answered.store(answered, Ordering::Relaxed);
+            }
             if !ok {
                 failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -225,13 +389,85 @@ async fn main() {
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
     }
+    failures.load(Ordering::Relaxed)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = arg("--seconds", 600.0);
+    let rate = arg("--rate", 200.0);
+    let owners = arg("--owners", 100.0) as usize;
+    let backlog = flag("--backlog");
+    let total = (seconds * rate) as usize;
+    let env = TestEnv::new("loadrun").await;
+    let tenant = Tenant::create(&env.pool, "load", true, true).await;
+    let ingest = env.start_service("ingest", "ingest", &[]).await;
+    let evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let mut provisioner = None;
+    if !backlog {
+        provisioner = Some(env.start_service("provisioner", "provisioner", &[]).await);
+    }
+    println!(
+        "loadrun: {total} events at {rate}/s for {seconds}s ({owners} owners{}); logs in {}",
+        if backlog {
+            ", provisioner started after the last request"
+        } else {
+            ""
+        },
+        env.log_dir.display()
+    );
+    let mut rss_start: Vec<(String, u64)> = [&ingest, &evaluator]
+        .into_iter()
+        .chain(&provisioner)
+        .map(|s| (s.name.clone(), memory_kib(s, "VmRSS")))
+        .collect();
+
+    let timelines: Timelines = Arc::new((0..total).map(|_| Timeline::default()).collect());
+    let collector = spawn_collector(&env, timelines.clone());
+    let lag_samples = Arc::new(std::sync::Mutex::new(Vec::<(i64, i64)>::new()));
+    let sampler = spawn_lag_sampler(&env, lag_samples.clone());
+
+    let origin = std::time::Instant::now();
+    let url = ingest.url(&tenant.outbound_message_path());
+    let failures = send_all(url, &tenant.organization_id, rate, owners, &timelines).await;
     let send_secs = origin.elapsed().as_secs_f64();
-    let mut latencies = collector.await.unwrap();
+    if provisioner.is_none() {
+        let started = env.start_service("provisioner", "provisioner", &[]).await;
+        rss_start.push((started.name.clone(), memory_kib(&started, "VmRSS")));
+        provisioner = Some(started);
+    }
+    let delivered = collector.await.unwrap();
     let total_secs = origin.elapsed().as_secs_f64();
     sampler.abort();
-    let rss_end: Vec<u64> = services.iter().map(|s| rss_kib(s)).collect();
-    latencies.sort_by(|a, b| a.total_cmp(b));
+    read_activity_rows(&env, &timelines).await;
+    let services: Vec<&Service> = [&ingest, &evaluator]
+        .into_iter()
+        .chain(&provisioner)
+        .collect();
     let samples = lag_samples.lock().unwrap().clone();
+
+    println!("\n== load run: {total} events offered at {rate}/s");
+    println!(
+        "sent in {send_secs:.1}s ({:.0} events/s), failed requests {failures}",
+        total as f64 / send_secs,
+    );
+    println!("delivered {delivered} of {total} ActivityChanged in {total_secs:.1}s");
+    print_hops(&timelines);
+    print_lag(&samples);
+    for (s, (_, start)) in services.iter().zip(&rss_start) {
+        println!(
+            "RSS {:<20} start {:>7} KiB  end {:>7} KiB  peak {:>7} KiB",
+            s.name,
+            start,
+            memory_kib(s, "VmRSS"),
+            memory_kib(s, "VmHWM")
+        );
+    }
+}
+
+fn print_lag(samples: &[(i64, i64)]) {
     let max_lag = |f: fn(&(i64, i64)) -> i64| samples.iter().map(f).max().unwrap_or(0);
     let avg_lag = |f: fn(&(i64, i64)) -> i64| {
         if samples.is_empty() {
@@ -240,24 +476,6 @@ async fn main() {
             samples.iter().map(f).sum::<i64>() as f64 / samples.len() as f64
         }
     };
-
-    println!("\n== load run: {total} events offered at {rate}/s");
-    println!(
-        "sent in {send_secs:.1}s ({:.0} events/s), failed requests {}",
-        total as f64 / send_secs,
-        failures.load(Ordering::Relaxed)
-    );
-    println!(
-        "delivered {} of {total} ActivityChanged in {total_secs:.1}s",
-        latencies.len()
-    );
-    println!(
-        "end-to-end latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.95),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or(f64::NAN)
-    );
     println!(
         "consumer lag (messages, sampled every 10 s): evaluator avg {:.1} max {}, provisioner avg {:.1} max {}",
         avg_lag(|s| s.0),
@@ -265,10 +483,4 @@ async fn main() {
         avg_lag(|s| s.1),
         max_lag(|s| s.1)
     );
-    for ((s, start), end) in services.iter().zip(&rss_start).zip(&rss_end) {
-        println!(
-            "RSS {:<20} start {:>7} KiB  end {:>7} KiB",
-            s.name, start, end
-        );
-    }
 }
