@@ -35,7 +35,7 @@ pub fn producer_with_linger(
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
         .set("compression.type", "lz4")
-        .set("queue.buffering.max.kbytes", PRODUCER_BUFFER_KIB)
+        .set_bounded_buffer()
         .set(
             "delivery.timeout.ms",
             settings.delivery_timeout_ms.to_string(),
@@ -49,22 +49,42 @@ pub fn producer_with_linger(
 /// burst costs time instead of memory.
 pub const PRODUCER_BUFFER_KIB: &str = "16384";
 
-/// Bounds what a consumer fetches ahead of its handler. librdkafka's defaults let each
-/// partition queue 100,000 messages or 64 MiB before fetching stops, and one fetch bring
-/// 50 MiB: a consumer behind by a backlog (a provisioner catching up) held about 130 MB.
-/// A handler takes a few hundred messages at a time, so a few MiB ahead keep it busy.
-pub trait BoundedPrefetch {
+/// Memory bounds of every client: crm-sync's defaults, which an operator may still tune through
+/// `kafka.librdkafka_options` (a value given there is kept).
+pub trait BoundedMemory {
+    /// Bounds what a consumer fetches ahead of its handler. librdkafka's defaults let each
+    /// partition queue 100,000 messages or 64 MiB before fetching stops, and one fetch bring
+    /// 50 MiB: a consumer behind by a backlog (a provisioner catching up) held about 130 MB.
+    /// A handler takes a few hundred messages at a time, so a few MiB ahead keep it busy.
     fn set_bounded_prefetch(&mut self) -> &mut Self;
+    /// Bounds a producer's unsent messages ([`PRODUCER_BUFFER_KIB`]).
+    fn set_bounded_buffer(&mut self) -> &mut Self;
 }
 
-impl BoundedPrefetch for rdkafka::ClientConfig {
+impl BoundedMemory for rdkafka::ClientConfig {
     fn set_bounded_prefetch(&mut self) -> &mut Self {
-        self.set("queued.min.messages", "2000")
-            // Per partition.
-            .set("queued.max.messages.kbytes", "2048")
-            // Per fetch, all partitions; a larger single message is still fetched.
-            .set("fetch.max.bytes", "4194304")
+        default_to(self, "queued.min.messages", "2000");
+        // Per partition.
+        default_to(self, "queued.max.messages.kbytes", "2048");
+        // Per fetch, all partitions; a larger single message is still fetched.
+        default_to(self, "fetch.max.bytes", "4194304")
     }
+
+    fn set_bounded_buffer(&mut self) -> &mut Self {
+        default_to(self, "queue.buffering.max.kbytes", PRODUCER_BUFFER_KIB)
+    }
+}
+
+/// Sets `key` unless the operator's pass-through already did.
+fn default_to<'c>(
+    config: &'c mut rdkafka::ClientConfig,
+    key: &str,
+    value: &str,
+) -> &'c mut rdkafka::ClientConfig {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+    config
 }
 
 /// A consumer that never stores an offset by itself: the consume loop stores each one only after
@@ -160,5 +180,23 @@ impl ConsumerContext for RebalanceLogger {
         use rdkafka::consumer::Consumer as _;
         let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         metrics::gauge!("crm_sync_consumer_assigned_partitions").set(held as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_bounds_are_defaults_an_operator_may_tune() {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("fetch.max.bytes", "52428800");
+        config.set_bounded_prefetch().set_bounded_buffer();
+        assert_eq!(config.get("fetch.max.bytes"), Some("52428800"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("2048"));
+        assert_eq!(
+            config.get("queue.buffering.max.kbytes"),
+            Some(PRODUCER_BUFFER_KIB)
+        );
     }
 }

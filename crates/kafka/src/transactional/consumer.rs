@@ -10,7 +10,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 
-use crate::clients::BoundedPrefetch;
+use crate::clients::BoundedMemory;
 
 /// Told of the input partitions this replica gains and loses, from inside the rebalance (so
 /// before any message of a gained partition is handed out).

@@ -12,6 +12,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::BoundedMemory;
 use crate::clients::ServiceProducer as FutureProducer;
 use crate::produce::OutgoingMessage;
 
@@ -65,10 +66,7 @@ pub fn producer_config(
         // and under load librdkafka batches whatever queues while requests are in flight.
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
-        .set(
-            "queue.buffering.max.kbytes",
-            crate::clients::PRODUCER_BUFFER_KIB,
-        )
+        .set_bounded_buffer()
         .set(
             "transaction.timeout.ms",
             TRANSACTION_TIMEOUT.as_millis().to_string(),
