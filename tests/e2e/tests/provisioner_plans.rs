@@ -5,6 +5,8 @@
 //! yet, and once more after ANALYZE. A full scan there would read the whole table per batch. On
 //! the empty tables a scan of nothing is what PostgreSQL rightly picks, and costs nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crm_sync_e2e::TestEnv;
 use crm_sync_store::provisioning::{activities, identities, users};
 use crm_sync_store::record_owners::{self, RecordKey};
