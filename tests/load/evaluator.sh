@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Load run of the workflow-evaluator alone, on the local stack's real Kafka and PostgreSQL:
-#   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS]
+#   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS] [--count-statements SECS]
 #     (defaults: 200000 events, 1 replica; --provisioner: afterwards, run one provisioner on the
-#      outcomes for SECS seconds and report its rate, for comparison)
+#      outcomes for SECS seconds and report its rate, for comparison; --count-statements: then
+#      restart it with every statement of the run's database logged (log_statement = all, set on
+#      that database only, as the postgres superuser: needs root) and report the statements per
+#      outcome it sent during SECS seconds. CRM_SYNC_BIN: a directory holding built binaries to
+#      run instead of building them)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
 # topic, applies a tenant with 10 active workflows x 5 conditions, then starts R release-built
@@ -23,12 +27,14 @@ PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
 EVENTS=200000
 REPLICAS=1
 PROVISIONER_SECS=0
+COUNT_SECS=0
 while (($#)); do
   case $1 in
     --events) EVENTS=$2; shift 2 ;;
     --replicas) REPLICAS=$2; shift 2 ;;
     --provisioner) PROVISIONER_SECS=$2; shift 2 ;;
-    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS]" >&2; exit 2 ;;
+    --count-statements) COUNT_SECS=$2; shift 2 ;;
+    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS] [--count-statements SECS]" >&2; exit 2 ;;
   esac
 done
 
@@ -37,9 +43,11 @@ now() { date +%s.%N; }
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 cd "$ROOT"
-say "building release binaries"
-cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
-BIN=$CARGO_TARGET_DIR/release
+BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
+if [[ -z ${CRM_SYNC_BIN:-} ]]; then
+  say "building release binaries"
+  cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
+fi
 
 RUN=load_$(date +%s)_$$
 DB=crm_sync_$RUN
@@ -238,17 +246,21 @@ done
 rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
 echo "trail_written=$written trail_dropped=$dropped trail_rows=$rows"
 
-if ((PROVISIONER_SECS > 0)); then
-  say "running one provisioner on the outcomes for $PROVISIONER_SECS s"
-  port=18299
+start_provisioner() {
   CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
     CRM_SYNC__TOPICS__EVENTS=$EVENTS_TOPIC CRM_SYNC__TOPICS__MATCHES=$MATCHES_TOPIC \
     CRM_SYNC__TOPICS__ACTIVITIES=$ACTIVITIES_TOPIC CRM_SYNC__TOPICS__USERS=$USERS_TOPIC \
     CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-provisioner \
     CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
     CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
-    "$BIN/provisioner" >"$WORK/provisioner.log" 2>&1 &
+    "$BIN/provisioner" >>"$WORK/provisioner.log" 2>&1 &
   PIDS+=("$!")
+}
+
+if ((PROVISIONER_SECS > 0)); then
+  say "running one provisioner on the outcomes for $PROVISIONER_SECS s"
+  port=18299
+  start_provisioner
   PORTS=("$port")
   until [[ $(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') != 0 ]]; do
     ((SECONDS < deadline)) || { say "the provisioner applied nothing"; tail -5 "$WORK/provisioner.log" >&2; exit 1; }
@@ -259,5 +271,26 @@ if ((PROVISIONER_SECS > 0)); then
   b=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t1=$(now)
   awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" 'BEGIN {
     printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f\n", b - a, t1 - t0, (b - a) / (t1 - t0)
+  }'
+fi
+
+if ((PROVISIONER_SECS > 0 && COUNT_SECS > 0)); then
+  # Settings of a database apply to sessions opened after the change: a new provisioner process.
+  kill "${PIDS[-1]}" && wait "${PIDS[-1]}" 2>/dev/null || true
+  unset 'PIDS[-1]'
+  su postgres -c "psql -qd $DB -c \"ALTER DATABASE $DB SET log_statement = 'all'\"" >/dev/null
+  PG_LOG=${CRM_SYNC_PG_LOG:-/var/log/postgresql/postgresql-15-main.log}
+  from=$(($(stat -c %s "$PG_LOG") + 1))
+  start_provisioner
+  a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"')
+  until [[ $a != 0 ]]; do sleep 0.1; a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"'); done
+  from=$(($(stat -c %s "$PG_LOG") + 1))
+  sleep "$COUNT_SECS"
+  b=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"')
+  to=$(stat -c %s "$PG_LOG")
+  statements=$(tail -c +"$from" "$PG_LOG" | head -c $((to - from + 1)) |
+    grep -cE "@$DB LOG:  (statement|execute)" || true)
+  awk -v a="$a" -v b="$b" -v s="$statements" 'BEGIN {
+    printf "provisioner statements=%d outcomes_applied=%d statements_per_outcome=%.2f statements_per_64_outcomes=%.1f\n", s, b - a, s / (b - a), 64 * s / (b - a)
   }'
 fi

@@ -8,10 +8,12 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use crm_sync_kafka::{Publisher, outbox_relay};
-use crm_sync_proto::v1::{ActivityChanged, ActivityState, UserProvisioned, UserStatus};
-use crm_sync_proto::{Message, Timestamp};
+use crm_sync_proto::Message;
+use crm_sync_proto::announce::{
+    ActivityFacts, UserFacts, activity_changed, user_provisioned, user_status,
+};
+use crm_sync_proto::v1::ActivityState;
 use crm_sync_store::admin::activities::ActivityRow;
 use crm_sync_store::admin::users::UserRow;
 use crm_sync_store::outbox::{self, Pending};
@@ -58,27 +60,22 @@ impl Batch {
             let Some(user_id) = a.user_id else {
                 continue;
             };
-            let change = ActivityChanged {
-                change_id: Uuid::new_v5(
-                    &NAMESPACE,
-                    format!("{}\u{1f}{}", a.id, self.id).as_bytes(),
-                )
-                .to_string(),
-                activity_id: a.id.to_string(),
-                company_id: company_id.to_string(),
-                user_id: user_id.to_string(),
-                integration_id: a.integration_id.to_string(),
-                workflow_id: a.workflow_id.to_string(),
-                activity_type: a.activity_type.clone(),
+            let change_id =
+                Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{}", a.id, self.id).as_bytes());
+            let facts = ActivityFacts {
+                activity_id: a.id,
+                company_id,
+                user_id,
+                integration_id: a.integration_id,
+                workflow_id: a.workflow_id,
+                activity_type: &a.activity_type,
                 value: a.value.to_string(),
-                activity_date: Some(timestamp(a.activity_date)),
-                state: state as i32,
-                visible,
-                object_type: a.object_type.clone(),
-                record_id: a.record_id.clone(),
-                source_event_id: a.last_event_id.clone(),
-                changed_at: Some(timestamp(Utc::now())),
+                activity_date: a.activity_date,
+                object_type: &a.object_type,
+                record_id: &a.record_id,
+                source_event_id: &a.last_event_id,
             };
+            let change = activity_changed(change_id, &facts, state, visible);
             outbox::stage(
                 conn,
                 &self.id,
@@ -105,36 +102,27 @@ impl Batch {
         merged_user_ids: &[Uuid],
     ) -> Result<(), sqlx::Error> {
         let company_id = user.company_id;
-        let status = match (user.deactivated_at, user.status.as_str()) {
-            (Some(_), _) => UserStatus::Inactive,
-            (None, "active") => UserStatus::Active,
-            (None, _) => UserStatus::Pending,
-        };
-        let change = UserProvisioned {
-            event_id: Uuid::new_v5(
-                &NAMESPACE,
-                format!("{}\u{1f}{}", user.id, self.id).as_bytes(),
-            )
-            .to_string(),
-            company_id: company_id.to_string(),
-            user_id: user.id.to_string(),
-            integration_id: user
-                .identity_integration_ids
-                .first()
-                .map(Uuid::to_string)
-                .unwrap_or_default(),
-            crm_user_id: user
-                .identity_crm_user_ids
-                .first()
-                .cloned()
-                .unwrap_or_default(),
-            display_name: user.display_name.clone(),
-            email: user.email.clone().unwrap_or_default(),
-            status: status as i32,
-            linked_existing_user: !merged_user_ids.is_empty(),
-            provisioned_at: Some(timestamp(Utc::now())),
-            merged_user_ids: merged_user_ids.iter().map(Uuid::to_string).collect(),
-        };
+        let event_id = Uuid::new_v5(
+            &NAMESPACE,
+            format!("{}\u{1f}{}", user.id, self.id).as_bytes(),
+        );
+        let change = user_provisioned(
+            event_id,
+            &UserFacts {
+                company_id,
+                user_id: user.id,
+                integration_id: user.identity_integration_ids.first().copied(),
+                crm_user_id: user
+                    .identity_crm_user_ids
+                    .first()
+                    .map_or("", String::as_str),
+                display_name: &user.display_name,
+                email: user.email.as_deref(),
+                status: user_status(&user.status, user.deactivated_at.is_some()),
+                linked_existing_user: !merged_user_ids.is_empty(),
+                merged_user_ids,
+            },
+        );
         outbox::stage(
             conn,
             &self.id,
@@ -179,13 +167,6 @@ impl Batch {
 impl Default for Batch {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn timestamp(dt: chrono::DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: dt.timestamp(),
-        nanos: i32::try_from(dt.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -13,6 +13,8 @@ pub mod v1 {
 
 pub use prost_types::Timestamp;
 
+pub mod announce;
+
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crm_sync_descriptor.bin"));
 
 /// All crm_sync.v1 message descriptors, for JSON transcoding in tools.

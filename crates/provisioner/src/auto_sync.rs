@@ -166,14 +166,14 @@ impl AutoSync {
             w.crm_user_id,
             Uuid::new_v4()
         );
-        p.provision_waiting_identity(
-            w.company_id,
-            w.integration_id,
-            &w.crm_user_id,
-            &staged_under,
-        )
-        .await
-        .map_err(into_anyhow)?;
+        let identity = crate::provision::IdentityRef {
+            company_id: w.company_id,
+            integration_id: w.integration_id,
+            crm_user_id: &w.crm_user_id,
+        };
+        p.provision_waiting_identity(identity, &staged_under)
+            .await
+            .map_err(into_anyhow)?;
         Ok(())
     }
 }

@@ -17,8 +17,10 @@ use chrono::Utc;
 use crm_sync_crm_directory::{Config, Crm, DirectoryClient, DirectoryUser, LookupError};
 use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
-use crm_sync_proto::v1::{OutcomeKind, UserProvisioned, UserStatus, WorkflowOutcome};
+use crm_sync_proto::announce::{UserFacts, user_provisioned, user_status};
 use crm_sync_runtime::Settings;
+
+use crate::outcome::{Kind, Outcome};
 use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::PgPool;
@@ -101,23 +103,17 @@ impl Directory {
 
     /// Looks the outcome's CRM user up if an account is about to be created for them without a
     /// name or email. Never fails: problems are logged and left to the background completion.
-    pub async fn prepare(&self, outcome: &WorkflowOutcome) {
-        if outcome.kind() != OutcomeKind::Matched {
+    pub async fn prepare(&self, outcome: &Outcome) {
+        if outcome.kind != Kind::Matched {
             return;
         }
-        let Ok(integration_id) = Uuid::parse_str(&outcome.integration_id) else {
-            return;
-        };
-        if let Err(e) = self.prepare_inner(integration_id, outcome).await {
-            tracing::warn!(%integration_id, error = %e, "preparing the directory lookup failed; the account keeps the names the event carries");
+        if let Err(e) = self.prepare_inner(outcome).await {
+            tracing::warn!(integration_id = %outcome.integration_id, error = %e, "preparing the directory lookup failed; the account keeps the names the event carries");
         }
     }
 
-    async fn prepare_inner(
-        &self,
-        integration_id: Uuid,
-        outcome: &WorkflowOutcome,
-    ) -> anyhow::Result<()> {
+    async fn prepare_inner(&self, outcome: &Outcome) -> anyhow::Result<()> {
+        let integration_id = outcome.integration_id;
         let named = outcome
             .owner
             .as_ref()
@@ -486,28 +482,24 @@ impl Directory {
         let event_id = Uuid::new_v5(
             &NAMESPACE,
             format!("user-completed\u{1f}{integration_id}\u{1f}{crm_user_id}").as_bytes(),
-        )
-        .to_string();
-        let announcement = UserProvisioned {
-            event_id: event_id.clone(),
-            company_id: company_id.to_string(),
-            user_id: user_id.to_string(),
-            integration_id: integration_id.to_string(),
-            crm_user_id: crm_user_id.to_owned(),
-            display_name: new_name.unwrap_or(display_name),
-            email: new_email.or(email).unwrap_or_default(),
-            status: if status == "active" {
-                UserStatus::Active
-            } else {
-                UserStatus::Pending
-            } as i32,
-            linked_existing_user: false,
-            merged_user_ids: Vec::new(),
-            provisioned_at: Some(crm_sync_proto::Timestamp {
-                seconds: Utc::now().timestamp(),
-                nanos: 0,
-            }),
-        };
+        );
+        let display_name = new_name.unwrap_or(display_name);
+        let email = new_email.or(email);
+        let announcement = user_provisioned(
+            event_id,
+            &UserFacts {
+                company_id,
+                user_id,
+                integration_id: Some(integration_id),
+                crm_user_id,
+                display_name: &display_name,
+                email: email.as_deref(),
+                status: user_status(&status, false),
+                linked_existing_user: false,
+                merged_user_ids: &[],
+            },
+        );
+        let event_id = event_id.to_string();
         outbox::stage(
             &mut tx,
             &event_id,

@@ -4,9 +4,13 @@
 
 pub mod apply;
 pub mod auto_sync;
+mod batch;
+mod counts;
 pub mod dead_letters;
 pub mod directory;
+pub mod outcome;
 pub mod people;
+mod provision;
 
 use std::time::Duration;
 

@@ -5,35 +5,20 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
-use crm_sync_proto::v1::{ActivityChanged, ActivityState, UserProvisioned, UserStatus};
+use crm_sync_proto::announce::{ActivityFacts, UserFacts, activity_changed, user_provisioned};
+use crm_sync_proto::v1::{ActivityState, UserStatus};
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
-
-use crate::apply::Cache;
 
 /// Namespace of the ids of the announcements of CRM deactivations.
 const NAMESPACE: Uuid = Uuid::from_u128(0x51c0_9d3e_7a24_4f86_b0e1_6c2d_93a7_58f4);
 
 /// Whether the user's activities count on leaderboards (announced `visible`): the user is on a
-/// team and not deactivated. Cached for the batch's transaction.
-pub(crate) async fn counts_on_leaderboards(
-    tx: &mut PgConnection,
-    cache: &mut Cache,
-    user_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    if let Some(on) = cache.on_team.get(&user_id) {
-        return Ok(*on);
-    }
-    let (on,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM team_memberships WHERE user_id = $1)
-            AND NOT EXISTS (SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NOT NULL)",
-    )
-    .bind(user_id)
-    .fetch_one(tx)
-    .await?;
-    cache.on_team.insert(user_id, on);
-    Ok(on)
+/// team and not deactivated.
+async fn counts_on_leaderboards(tx: &mut PgConnection, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    let visible = crm_sync_store::provisioning::users::on_leaderboards(tx, &[user_id]).await?;
+    Ok(visible.get(&user_id).copied().unwrap_or(false))
 }
 
 /// Where the announcements of a deactivation go.
@@ -101,7 +86,7 @@ async fn deactivate_one(
     topics: Topics<'_>,
     (company_id, integration_id, crm_user_id, user_id): (Uuid, Uuid, &str, Uuid),
 ) -> anyhow::Result<bool> {
-    let visible_before = counts_on_leaderboards(tx, &mut Cache::default(), user_id).await?;
+    let visible_before = counts_on_leaderboards(tx, user_id).await?;
     let user: Option<(String, Option<String>)> = sqlx::query_as(
         "UPDATE users SET deactivated_at = now(), deactivated_by = 'crm', updated_at = now()
          WHERE id = $1 AND deactivated_at IS NULL RETURNING display_name, email",
@@ -121,24 +106,21 @@ async fn deactivate_one(
     };
     if visible_before {
         for a in recorded_of(tx, user_id).await? {
-            let change = ActivityChanged {
-                change_id: Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes())
-                    .to_string(),
-                activity_id: a.id.to_string(),
-                company_id: company_id.to_string(),
-                user_id: user_id.to_string(),
-                integration_id: a.integration_id.to_string(),
-                workflow_id: a.workflow_id.to_string(),
-                activity_type: a.activity_type,
+            let change_id = Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes());
+            let facts = ActivityFacts {
+                activity_id: a.id,
+                company_id,
+                user_id,
+                integration_id: a.integration_id,
+                workflow_id: a.workflow_id,
+                activity_type: &a.activity_type,
                 value: a.value.to_string(),
-                activity_date: Some(timestamp(a.activity_date)),
-                state: ActivityState::Recorded as i32,
-                visible: false,
-                object_type: a.object_type,
-                record_id: a.record_id,
-                source_event_id: a.last_event_id,
-                changed_at: Some(timestamp(Utc::now())),
+                activity_date: a.activity_date,
+                object_type: &a.object_type,
+                record_id: &a.record_id,
+                source_event_id: &a.last_event_id,
             };
+            let change = activity_changed(change_id, &facts, ActivityState::Recorded, false);
             let message = pending(
                 topics.activities,
                 change.change_id.clone(),
@@ -147,20 +129,21 @@ async fn deactivate_one(
             outbox::stage(tx, batch, &message).await?;
         }
     }
-    let announcement = UserProvisioned {
-        event_id: Uuid::new_v5(&NAMESPACE, format!("{user_id}\u{1f}{batch}").as_bytes())
-            .to_string(),
-        company_id: company_id.to_string(),
-        user_id: user_id.to_string(),
-        integration_id: integration_id.to_string(),
-        crm_user_id: crm_user_id.to_owned(),
-        display_name,
-        email: email.unwrap_or_default(),
-        status: UserStatus::Inactive as i32,
-        linked_existing_user: false,
-        provisioned_at: Some(timestamp(Utc::now())),
-        merged_user_ids: Vec::new(),
-    };
+    let event_id = Uuid::new_v5(&NAMESPACE, format!("{user_id}\u{1f}{batch}").as_bytes());
+    let announcement = user_provisioned(
+        event_id,
+        &UserFacts {
+            company_id,
+            user_id,
+            integration_id: Some(integration_id),
+            crm_user_id,
+            display_name: &display_name,
+            email: email.as_deref(),
+            status: UserStatus::Inactive,
+            linked_existing_user: false,
+            merged_user_ids: &[],
+        },
+    );
     let message = pending(
         topics.users,
         announcement.event_id.clone(),
@@ -206,11 +189,4 @@ async fn recorded_of(tx: &mut PgConnection, user_id: Uuid) -> Result<Vec<Recorde
     .bind(user_id)
     .fetch_all(tx)
     .await
-}
-
-fn timestamp(dt: DateTime<Utc>) -> crm_sync_proto::Timestamp {
-    crm_sync_proto::Timestamp {
-        seconds: dt.timestamp(),
-        nanos: i32::try_from(dt.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }

@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod integrations;
 pub mod listen;
 pub mod outbox;
+pub mod provisioning;
 pub mod record_owners;
 pub mod refusal;
 pub mod salesforce_ids;

@@ -1,0 +1,81 @@
+//! What a transaction did, as metrics.
+
+use std::collections::HashMap;
+
+/// Metrics of a transaction, emitted only once it committed, so a retried batch is not counted
+/// twice.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub applied: u64,
+    pub recorded: u64,
+    pub updated: u64,
+    pub retracted: u64,
+    pub retractions: HashMap<&'static str, u64>,
+    pub users_created: u64,
+    pub users_linked: u64,
+    pub unmapped: u64,
+}
+
+impl Counts {
+    pub(crate) fn emit(&self, duplicates: usize) {
+        let add = |name: &'static str, label: &'static str, value: &'static str, n: u64| {
+            if n > 0 {
+                metrics::counter!(name, label => value).increment(n);
+            }
+        };
+        add(
+            "crm_sync_provisioner_outcomes_total",
+            "result",
+            "applied",
+            self.applied,
+        );
+        add(
+            "crm_sync_provisioner_outcomes_total",
+            "result",
+            "duplicate",
+            duplicates as u64,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "recorded",
+            self.recorded,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "updated",
+            self.updated,
+        );
+        add(
+            "crm_sync_provisioner_activities_total",
+            "result",
+            "retracted",
+            self.retracted,
+        );
+        for (result, n) in &self.retractions {
+            add(
+                "crm_sync_provisioner_retractions_total",
+                "result",
+                result,
+                *n,
+            );
+        }
+        add(
+            "crm_sync_users_provisioned_total",
+            "result",
+            "created",
+            self.users_created,
+        );
+        add(
+            "crm_sync_users_provisioned_total",
+            "result",
+            "linked",
+            self.users_linked,
+        );
+        if self.unmapped > 0 {
+            metrics::counter!("crm_sync_provisioner_unmapped_activities_total")
+                .increment(self.unmapped);
+        }
+    }
+}
