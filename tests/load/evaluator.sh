@@ -209,10 +209,13 @@ stop_all() {
 # The first variant's figures, for the ratios; the last evaluator variant's records per event.
 BASE_RATE="" BASE_CPU_RATE="" RECORDS_PER_EVENT=10
 FIRST_MATCHES=""
-ratio() {
+# (Called in a command substitution: the first variant's figures are kept by `base`.)
+base() {
   if [[ -z $BASE_RATE ]]; then
     BASE_RATE=$1 BASE_CPU_RATE=$2
   fi
+}
+ratio() {
   awk -v a="$1" -v b="$BASE_RATE" -v c="$2" -v d="$BASE_CPU_RATE" \
     'BEGIN {printf "ratio=%.2f cpu_ratio=%.2f", a / b, c / d}'
 }
@@ -274,6 +277,7 @@ run_evaluator() {
   }')
   rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
   cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
+  base "$rate" "$cpu_rate"
   echo "variant=$variant $line $(ratio "$rate" "$cpu_rate")"
 
   # The record trail is written behind the consume loop: wait (briefly) until the writer took
@@ -306,6 +310,7 @@ run_raw() {
     --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250)
   rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
   cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
+  base "$rate" "$cpu_rate"
   echo "variant=raw $line load_average=$(cut -d' ' -f1 /proc/loadavg) $(ratio "$rate" "$cpu_rate")"
 }
 
