@@ -153,3 +153,14 @@ fn a_full_queue_drops_entries_instead_of_waiting_and_aborted_ones_are_forgotten(
     trail.committed();
     assert!(queue.entries.try_recv().is_err());
 }
+
+#[test]
+fn a_disabled_trail_makes_no_entries() {
+    let e = event("Closed Won", "1");
+    let (trail, mut queue) = Trail::new(10, false);
+    let entry = trail.entry(&e, (Uuid::from_u128(2), Uuid::from_u128(1)));
+    assert!(entry.is_none());
+    trail.stage(entry);
+    trail.committed();
+    assert!(queue.entries.try_recv().is_err(), "nothing to write");
+}
