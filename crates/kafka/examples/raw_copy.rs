@@ -87,20 +87,18 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn enqueue(
+async fn enqueue(
     producer: &FutureProducer,
     mut record: FutureRecord<'_, [u8], [u8]>,
-) -> impl Future<Output = DeliveryFuture> {
-    async move {
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => return delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err((error, _)) => panic!("producing: {error}"),
+) -> DeliveryFuture {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            Err((error, _)) => panic!("producing: {error}"),
         }
     }
 }
