@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Load run of the workflow-evaluator alone, on the local stack's real Kafka and PostgreSQL:
-#   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS] [--count-statements SECS]
-#     (defaults: 200000 events, 1 replica; --provisioner: afterwards, run one provisioner on the
-#      outcomes for SECS seconds and report its rate, for comparison; --count-statements: then
-#      restart it with every statement of the run's database logged (log_statement = all, set on
-#      that database only, as the postgres superuser: needs root) and report the statements per
-#      outcome it sent during SECS seconds. CRM_SYNC_BIN: a directory holding built binaries to
-#      run instead of building them)
+#   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS] [--variants "V …"]
+#                           [--count-statements SECS]
+#     (defaults: 200000 events, 1 replica, variants "default"; --provisioner: afterwards, run one
+#      provisioner on the outcomes for SECS seconds and report its rate, for comparison;
+#      --count-statements: then restart it with every statement of the run's database logged
+#      (log_statement = all, set on that database only, as the postgres superuser: needs root)
+#      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
+#      directory holding built binaries to run instead of building them)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
-# topic, applies a tenant with 10 active workflows x 5 conditions, then starts R release-built
-# evaluator replicas (one consumer group, one transactional id each) and measures how fast they
-# turn the backlog into committed outcomes: events/s from the first committed batch to the last.
-# Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
-# Afterwards it reports how many record trail entries the evaluator wrote and dropped.
+# topic, applies a tenant with 10 active workflows x 5 conditions, then runs each variant in
+# turn, back to back on the same events (each with its own consumer group, output topics and
+# state) and measures how fast it turns the backlog into committed outputs: events/s from the
+# first committed batch to the last, and events per CPU second. Variants:
+#   default   R release-built evaluator replicas with the shipped configuration (log level
+#             `info`, record trail on)
+#   warn      the same at log level `warn`
+#   notrail   the same with the record trail off (`trail.enabled=false`)
+#   raw       the baseline: crates/kafka/examples/raw_copy, a raw transactional copy of the
+#             events writing as many records per event as the last evaluator variant did, with
+#             the same client configuration, and no decoding
+# Each variant's line ends with its ratio to the first variant's events/s and events per CPU
+# second. Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
+# After each evaluator variant it reports how many record trail entries were written and dropped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
@@ -28,14 +38,19 @@ EVENTS=200000
 REPLICAS=1
 PROVISIONER_SECS=0
 COUNT_SECS=0
+VARIANTS=default
 while (($#)); do
   case $1 in
     --events) EVENTS=$2; shift 2 ;;
     --replicas) REPLICAS=$2; shift 2 ;;
     --provisioner) PROVISIONER_SECS=$2; shift 2 ;;
+    --variants) VARIANTS=$2; shift 2 ;;
     --count-statements) COUNT_SECS=$2; shift 2 ;;
-    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS] [--count-statements SECS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS] [--variants \"default warn notrail raw\"] [--count-statements SECS]" >&2; exit 2 ;;
   esac
+done
+for v in $VARIANTS; do
+  case $v in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
 done
 
 say() { printf '[load] %s\n' "$*" >&2; }
@@ -47,19 +62,21 @@ BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
 if [[ -z ${CRM_SYNC_BIN:-} ]]; then
   say "building release binaries"
   cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
+  if [[ " $VARIANTS " == *" raw "* ]]; then
+    cargo build --quiet --release -p crm-sync-kafka --example raw_copy
+  fi
 fi
 
 RUN=load_$(date +%s)_$$
 DB=crm_sync_$RUN
 DB_URL=${ADMIN_DB%/*}/$DB
 EVENTS_TOPIC=$RUN.crm.events.v1
-MATCHES_TOPIC=$RUN.crm.matches.v1
-RECORDS_TOPIC=$RUN.crm.records.v1
-HYDRATIONS_TOPIC=$RUN.crm.hydrations.v1
+MATCHES_TOPIC=""
 ACTIVITIES_TOPIC=$RUN.salesscreen.activities.v1
 USERS_TOPIC=$RUN.salesscreen.users.v1
 WORK=$(mktemp -d)
 PIDS=()
+CREATED=()
 
 topics() {
   local out rc=0
@@ -73,8 +90,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$ADMIN_DB" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
-    "$ACTIVITIES_TOPIC" "$USERS_TOPIC" "$RECORDS_TOPIC" "$HYDRATIONS_TOPIC"; do
+  for t in "${CREATED[@]}"; do
     topics --delete --topic "$t" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
@@ -84,12 +100,15 @@ trap cleanup EXIT
 say "database $DB, topics $RUN.*"
 psql "$ADMIN_DB" -qc "CREATE DATABASE $DB" >/dev/null
 "$BIN/crm-sync" --database-url "$DB_URL" migrate >/dev/null
-for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$MATCHES_TOPIC" "$MATCHES_TOPIC.dlq" \
-  "$ACTIVITIES_TOPIC" "$USERS_TOPIC" "$HYDRATIONS_TOPIC"; do
-  topics --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1
+# A topic of this run, created (compacted with a third argument) and removed at the end.
+make_topic() {
+  CREATED+=("$1")
+  topics --create --if-not-exists --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 \
+    ${2:+--config cleanup.policy=compact}
+}
+for t in "$EVENTS_TOPIC" "$EVENTS_TOPIC.dlq" "$ACTIVITIES_TOPIC" "$USERS_TOPIC"; do
+  make_topic "$t"
 done
-topics --create --if-not-exists --topic "$RECORDS_TOPIC" --partitions "$PARTITIONS" \
-  --replication-factor 1 --config cleanup.policy=compact
 
 INTEGRATION=$(cat /proc/sys/kernel/random/uuid)
 {
@@ -168,22 +187,6 @@ awk -v n="$EVENTS" -v integration="$INTEGRATION" 'BEGIN {
 CRM_SYNC__TELEMETRY__LOG_LEVEL=warn "$BIN/crm-sync" --brokers "$BROKERS" produce --topic "$EVENTS_TOPIC" \
   --file "$WORK/events.jsonl" >/dev/null
 
-say "starting $REPLICAS evaluator replica(s)"
-PORTS=()
-for r in $(seq 0 $((REPLICAS - 1))); do
-  port=$((18200 + r))
-  PORTS+=("$port")
-  CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
-    CRM_SYNC__TOPICS__EVENTS=$EVENTS_TOPIC CRM_SYNC__TOPICS__MATCHES=$MATCHES_TOPIC \
-    CRM_SYNC__TOPICS__RECORDS=$RECORDS_TOPIC CRM_SYNC__TOPICS__HYDRATIONS=$HYDRATIONS_TOPIC \
-    CRM_SYNC__EVALUATOR__STATE_DIR=$WORK/state-$r \
-    CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-evaluator CRM_SYNC__KAFKA__TRANSACTIONAL_ID=$RUN-evaluator-$r \
-    CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
-    CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
-    "$BIN/workflow-evaluator" >"$WORK/evaluator-$r.log" 2>&1 &
-  PIDS+=("$!")
-done
-
 # Sum of a counter over every replica's /metrics.
 sum_metric() {
   local total=0 v
@@ -206,45 +209,130 @@ cpu_seconds() {
   echo "$total"
 }
 
-deadline=$((SECONDS + 600))
-first_at="" first_count=0 first_cpu=0
-while :; do
-  done_count=$(sum_metric crm_sync_messages_consumed_total 'outcome="ok"')
-  if [[ -z $first_at ]] && awk -v c="$done_count" 'BEGIN {exit !(c > 0)}'; then
-    first_at=$(now) first_count=$done_count first_cpu=$(cpu_seconds)
-  fi
-  if awk -v c="$done_count" -v n="$EVENTS" 'BEGIN {exit !(c >= n)}'; then
-    end_at=$(now) end_cpu=$(cpu_seconds)
-    break
-  fi
-  ((SECONDS < deadline)) || { say "did not finish within 600 s ($done_count of $EVENTS)"; tail -5 "$WORK"/evaluator-*.log >&2; exit 1; }
-  sleep 0.1
-done
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
 
-matched=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="matched"')
-retracted=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="retracted"')
-transactions=$(sum_metric crm_sync_transactions_total 'result="committed"')
-awk -v n="$EVENTS" -v f="$first_count" -v a="$first_at" -v b="$end_at" -v r="$REPLICAS" \
-  -v m="$matched" -v x="$retracted" -v t="$transactions" -v c0="$first_cpu" -v c1="$end_cpu" \
-  -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
-  secs = b - a; cpu = c1 - c0
-  printf "replicas=%d events=%d seconds=%.2f events_per_second=%.0f cpu_seconds=%.1f events_per_cpu_second=%.0f outcomes_matched=%d outcomes_retracted=%d transactions=%d events_per_transaction=%.0f load_average=%s\n",
-    r, n, secs, (n - f) / secs, cpu, (n - f) / (cpu > 0 ? cpu : 1), m, x, t, n / (t > 0 ? t : 1), load
-}'
-
-# The record trail is written behind the consume loop: wait (briefly) until the writer took
-# every event, and report how many it wrote and how many it dropped because it fell behind.
-trail_deadline=$((SECONDS + 60))
-while :; do
-  written=$(sum_metric crm_sync_trail_written_total crm_sync_trail_written_total)
-  dropped=$(sum_metric crm_sync_trail_dropped_total crm_sync_trail_dropped_total)
-  if awk -v w="$written" -v d="$dropped" -v n="$EVENTS" 'BEGIN {exit !(w + d >= n)}' || ((SECONDS >= trail_deadline)); then
-    break
+# The first variant's figures, for the ratios; the last evaluator variant's records per event.
+BASE_RATE="" BASE_CPU_RATE="" RECORDS_PER_EVENT=10
+FIRST_MATCHES=""
+# (Called in a command substitution: the first variant's figures are kept by `base`.)
+base() {
+  if [[ -z $BASE_RATE ]]; then
+    BASE_RATE=$1 BASE_CPU_RATE=$2
   fi
-  sleep 0.2
+}
+ratio() {
+  awk -v a="$1" -v b="$BASE_RATE" -v c="$2" -v d="$BASE_CPU_RATE" \
+    'BEGIN {printf "ratio=%.2f cpu_ratio=%.2f", a / b, c / d}'
+}
+
+# Runs the evaluator replicas on the events with the variant's configuration until every event
+# is committed; prints their figures.
+run_evaluator() {
+  local variant=$1 n=$2 extra=()
+  local matches=$RUN.$n.crm.matches.v1 records=$RUN.$n.crm.records.v1 hydrations=$RUN.$n.crm.hydrations.v1
+  case $variant in
+    warn) extra=(CRM_SYNC__TELEMETRY__LOG_LEVEL=warn) ;;
+    notrail) extra=(CRM_SYNC__TRAIL__ENABLED=false) ;;
+  esac
+  for t in "$matches" "$matches.dlq" "$hydrations"; do make_topic "$t"; done
+  make_topic "$records" compact
+  FIRST_MATCHES=${FIRST_MATCHES:-$matches}
+  psql "$DB_URL" -qc "TRUNCATE trail_events" >/dev/null
+  say "variant $variant: starting $REPLICAS evaluator replica(s)"
+  PORTS=()
+  for r in $(seq 0 $((REPLICAS - 1))); do
+    port=$((18200 + r))
+    PORTS+=("$port")
+    env CRM_SYNC__KAFKA__BROKERS="$BROKERS" CRM_SYNC__DATABASE__URL="$DB_URL" \
+      CRM_SYNC__TOPICS__EVENTS="$EVENTS_TOPIC" CRM_SYNC__TOPICS__MATCHES="$matches" \
+      CRM_SYNC__TOPICS__RECORDS="$records" CRM_SYNC__TOPICS__HYDRATIONS="$hydrations" \
+      CRM_SYNC__EVALUATOR__STATE_DIR="$WORK/state-$n-$r" \
+      CRM_SYNC__KAFKA__CONSUMER_GROUP="$RUN-$n-evaluator" \
+      CRM_SYNC__KAFKA__TRANSACTIONAL_ID="$RUN-$n-evaluator-$r" \
+      CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT="$port" "${extra[@]}" \
+      "$BIN/workflow-evaluator" >"$WORK/evaluator-$n-$r.log" 2>&1 &
+    PIDS+=("$!")
+  done
+  local deadline=$((SECONDS + 600)) first_at="" first_count=0 first_cpu=0 done_count end_at end_cpu
+  while :; do
+    done_count=$(sum_metric crm_sync_messages_consumed_total 'outcome="ok"')
+    if [[ -z $first_at ]] && awk -v c="$done_count" 'BEGIN {exit !(c > 0)}'; then
+      first_at=$(now) first_count=$done_count first_cpu=$(cpu_seconds)
+    fi
+    if awk -v c="$done_count" -v n="$EVENTS" 'BEGIN {exit !(c >= n)}'; then
+      end_at=$(now) end_cpu=$(cpu_seconds)
+      break
+    fi
+    ((SECONDS < deadline)) || { say "did not finish within 600 s ($done_count of $EVENTS)"; tail -5 "$WORK"/evaluator-"$n"-*.log >&2; exit 1; }
+    sleep 0.1
+  done
+  local matched retracted transactions produced
+  matched=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="matched"')
+  retracted=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="retracted"')
+  transactions=$(sum_metric crm_sync_transactions_total 'result="committed"')
+  produced=$(sum_metric crm_sync_messages_produced_total crm_sync_messages_produced_total)
+  RECORDS_PER_EVENT=$(awk -v p="$produced" -v n="$EVENTS" 'BEGIN {printf "%.3f", p / n}')
+  local line rate cpu_rate
+  line=$(awk -v n="$EVENTS" -v f="$first_count" -v a="$first_at" -v b="$end_at" -v r="$REPLICAS" \
+    -v m="$matched" -v x="$retracted" -v t="$transactions" -v c0="$first_cpu" -v c1="$end_cpu" \
+    -v k="$RECORDS_PER_EVENT" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+    secs = b - a; cpu = c1 - c0
+    printf "replicas=%d events=%d seconds=%.2f events_per_second=%.0f cpu_seconds=%.1f events_per_cpu_second=%.0f outcomes_matched=%d outcomes_retracted=%d records_per_event=%s transactions=%d events_per_transaction=%.0f load_average=%s",
+      r, n, secs, (n - f) / secs, cpu, (n - f) / (cpu > 0 ? cpu : 1), m, x, k, t, n / (t > 0 ? t : 1), load
+  }')
+  rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
+  cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
+  base "$rate" "$cpu_rate"
+  echo "variant=$variant $line $(ratio "$rate" "$cpu_rate")"
+
+  # The record trail is written behind the consume loop: wait (briefly) until the writer took
+  # every event, and report how many it wrote and how many it dropped because it fell behind.
+  local written=0 dropped=0 rows trail_deadline=$((SECONDS + 60))
+  if [[ $variant != notrail ]]; then
+    while :; do
+      written=$(sum_metric crm_sync_trail_written_total crm_sync_trail_written_total)
+      dropped=$(sum_metric crm_sync_trail_dropped_total crm_sync_trail_dropped_total)
+      if awk -v w="$written" -v d="$dropped" -v n="$EVENTS" 'BEGIN {exit !(w + d >= n)}' || ((SECONDS >= trail_deadline)); then
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
+  echo "variant=$variant trail_written=$written trail_dropped=$dropped trail_rows=$rows"
+  stop_all
+}
+
+# The baseline: a raw transactional copy of the events, as many records per event as the last
+# evaluator variant wrote.
+run_raw() {
+  local n=$1 state=$RUN.$1.raw.state out=$RUN.$1.raw.out line rate cpu_rate
+  make_topic "$state" compact
+  make_topic "$out"
+  say "variant raw: copying with $RECORDS_PER_EVENT records per event"
+  line=$("$CARGO_TARGET_DIR/release/examples/raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
+    --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-raw" \
+    --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250)
+  rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
+  cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
+  base "$rate" "$cpu_rate"
+  echo "variant=raw $line load_average=$(cut -d' ' -f1 /proc/loadavg) $(ratio "$rate" "$cpu_rate")"
+}
+
+n=0
+for variant in $VARIANTS; do
+  n=$((n + 1))
+  if [[ $variant == raw ]]; then
+    run_raw "$n"
+  else
+    run_evaluator "$variant" "$n"
+  fi
 done
-rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
-echo "trail_written=$written trail_dropped=$dropped trail_rows=$rows"
+MATCHES_TOPIC=$FIRST_MATCHES
 
 start_provisioner() {
   CRM_SYNC__KAFKA__BROKERS=$BROKERS CRM_SYNC__DATABASE__URL=$DB_URL \
@@ -259,6 +347,7 @@ start_provisioner() {
 
 if ((PROVISIONER_SECS > 0)); then
   say "running one provisioner on the outcomes for $PROVISIONER_SECS s"
+  deadline=$((SECONDS + 600))
   port=18299
   start_provisioner
   PORTS=("$port")
@@ -280,7 +369,6 @@ if ((PROVISIONER_SECS > 0 && COUNT_SECS > 0)); then
   unset 'PIDS[-1]'
   su postgres -c "psql -qd $DB -c \"ALTER DATABASE $DB SET log_statement = 'all'\"" >/dev/null
   PG_LOG=${CRM_SYNC_PG_LOG:-/var/log/postgresql/postgresql-15-main.log}
-  from=$(($(stat -c %s "$PG_LOG") + 1))
   start_provisioner
   a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"')
   until [[ $a != 0 ]]; do sleep 0.1; a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"'); done

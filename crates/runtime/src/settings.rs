@@ -265,6 +265,8 @@ pub struct EvaluatorSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrailSettings {
+    /// Off: the evaluator records no trail (nothing new to read; expiry still runs).
+    pub enabled: bool,
     /// Days a trail entry is kept.
     pub retention_days: u32,
     /// Events waiting to be written at most; beyond it, new entries are dropped.
@@ -276,6 +278,7 @@ pub struct TrailSettings {
 impl Default for TrailSettings {
     fn default() -> Self {
         TrailSettings {
+            enabled: true,
             retention_days: 14,
             queue_capacity: 50_000,
             expiry_interval_secs: 3_600,

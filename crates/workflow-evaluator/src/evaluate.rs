@@ -67,7 +67,7 @@ impl TransactionalHandler for Evaluator {
             .map_err(Failure::transient)?;
         let before = crate::fixed::before(&event, &prior);
         let merged = record::merge(prior, &event);
-        let entry = Entry::new(&event, (integration_id, company_id));
+        let entry = self.trail.entry(&event, (integration_id, company_id));
         if !merged.dirty {
             self.counts.event("unchanged");
             self.trail.stage(entry);
@@ -171,7 +171,7 @@ impl Evaluator {
         key: &str,
         (integration_id, company_id): (Uuid, Uuid),
         workflows: &[Arc<StoredWorkflow>],
-        (merged, entry): (Merged, Entry),
+        (merged, entry): (Merged, Option<Entry>),
     ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
         let mut state = merged.state;
         let deleted_now = event.change_type() == ChangeType::Deleted;
@@ -214,7 +214,7 @@ impl Evaluator {
             }
         }
         self.trail
-            .stage(entry.judged(workflows, &judgement.verdicts, &view));
+            .stage(entry.map(|e| e.judged(workflows, &judgement.verdicts, &view)));
         let mut out = self.outcomes(event, key, company_id, &state, &judgement);
         if let Some(request) = self.hydration(event, key, &mut state, &judgement) {
             out.push(request);

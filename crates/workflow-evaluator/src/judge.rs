@@ -116,7 +116,9 @@ pub fn judge<'w>(
         }
     }
     for m in prior {
-        if !workflows.iter().any(|w| w.id.to_string() == m.workflow_id) {
+        // Parsed once, not every workflow id formatted per prior match.
+        let id = uuid::Uuid::parse_str(&m.workflow_id).ok();
+        if !workflows.iter().any(|w| Some(w.id) == id) {
             judgement.matches.push(m.clone());
         }
     }

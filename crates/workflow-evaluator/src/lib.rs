@@ -119,7 +119,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "missed webhooks fixed",
         fixed::flush(counts.fixed.clone(), pool.clone(), shutdown.clone()),
     );
-    let (trail, trail_queue) = trail::Trail::new(settings.trail.queue_capacity);
+    let (trail, trail_queue) =
+        trail::Trail::new(settings.trail.queue_capacity, settings.trail.enabled);
     background.spawn(
         "record trail writer",
         trail::write(trail_queue, pool.clone(), shutdown.clone()),

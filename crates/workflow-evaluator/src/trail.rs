@@ -18,7 +18,7 @@ use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind};
 use crm_sync_store::trail::{self as store, NewEvent};
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Fields, Mode, NoMatch, Previous, Record, RecordView, RetractReason};
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -179,6 +179,8 @@ fn needs_explaining(verdict: Verdict) -> bool {
 
 /// The entries of the open Kafka transaction, and the channel to the writer.
 pub struct Trail {
+    /// Off (`trail.enabled`): no entry is made.
+    enabled: bool,
     open: Mutex<Vec<Entry>>,
     queue: mpsc::Sender<Vec<Entry>>,
     /// Entries queued and not yet taken by the writer.
@@ -193,13 +195,15 @@ pub struct Queue {
 }
 
 impl Trail {
-    /// A trail holding at most `capacity` entries waiting to be written.
-    pub fn new(capacity: usize) -> (Trail, Queue) {
+    /// A trail holding at most `capacity` entries waiting to be written; a disabled one makes
+    /// no entries.
+    pub fn new(capacity: usize, enabled: bool) -> (Trail, Queue) {
         use std::sync::atomic::AtomicUsize;
         // Entries travel per committed transaction; the count of entries bounds the queue.
         let (queue, entries) = mpsc::channel(capacity.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let trail = Trail {
+            enabled,
             open: Mutex::new(Vec::new()),
             queue,
             queued: queued.clone(),
@@ -208,7 +212,15 @@ impl Trail {
         (trail, Queue { entries, queued })
     }
 
-    pub fn stage(&self, entry: Entry) {
+    /// The entry of an event being judged, when the trail is on.
+    pub fn entry(&self, event: &CrmEvent, ids: (Uuid, Uuid)) -> Option<Entry> {
+        self.enabled.then(|| Entry::new(event, ids))
+    }
+
+    pub fn stage(&self, entry: Option<Entry>) {
+        let Some(entry) = entry else {
+            return;
+        };
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -336,14 +348,26 @@ fn row(e: &Entry) -> NewEvent {
         received_at: time(e.received_at),
         judged_at: e.judged_at,
         summary: e.summary.as_str().to_owned(),
-        decisions: decisions(e).to_string(),
+        decisions: decisions(e),
     }
 }
 
-/// Every workflow's decision, with the reason in words for those that did not count it.
-fn decisions(e: &Entry) -> Value {
+/// One workflow's decision as the trail stores it (the admin API and the CLI read it back).
+#[derive(Serialize)]
+struct Decision<'a> {
+    workflow_id: Uuid,
+    workflow: &'a str,
+    activity_type: &'a str,
+    decision: &'static str,
+    reason: Option<&'static str>,
+    explanation: Vec<String>,
+}
+
+/// Every workflow's decision, with the reason in words for those that did not count it, as a
+/// JSON array.
+fn decisions(e: &Entry) -> String {
     let Some(judged) = &e.judged else {
-        return json!([]);
+        return "[]".to_owned();
     };
     let previous = match &judged.previous {
         Known::Nothing => Previous::Nothing,
@@ -354,21 +378,21 @@ fn decisions(e: &Entry) -> Value {
         fields: &judged.fields,
         previous,
     };
-    Value::Array(
-        judged
-            .verdicts
-            .iter()
-            .map(|(workflow, verdict)| decision(workflow, *verdict, &record, e.change_type))
-            .collect(),
-    )
+    let decisions: Vec<Decision<'_>> = judged
+        .verdicts
+        .iter()
+        .map(|(workflow, verdict)| decision(workflow, *verdict, &record, e.change_type))
+        .collect();
+    // Plain strings, numbers and a UUID: serializing cannot fail.
+    serde_json::to_string(&decisions).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn decision(
-    workflow: &StoredWorkflow,
+fn decision<'a>(
+    workflow: &'a StoredWorkflow,
     verdict: Verdict,
     record: &Record<'_>,
     change: ChangeType,
-) -> Value {
+) -> Decision<'a> {
     let spec = &workflow.spec;
     let (decision, reason) = match verdict {
         Verdict::Matched => ("counted", None),
@@ -378,12 +402,7 @@ fn decision(
         Verdict::NoMatch(r) => ("not_counted", Some(r.as_str())),
     };
     let explanation: Vec<String> = if needs_explaining(verdict) {
-        spec.conditions
-            .explain(record, Mode::Full, "conditions")
-            .failures()
-            .into_iter()
-            .filter_map(|f| f.reason.clone())
-            .collect()
+        spec.conditions.failure_reasons(record, Mode::Full)
     } else {
         match verdict {
             Verdict::NoMatch(NoMatch::OtherTrigger) => vec![format!(
@@ -408,14 +427,14 @@ fn decision(
             _ => Vec::new(),
         }
     };
-    json!({
-        "workflow_id": workflow.id,
-        "workflow": spec.name,
-        "activity_type": spec.activity_type,
-        "decision": decision,
-        "reason": reason,
-        "explanation": explanation,
-    })
+    Decision {
+        workflow_id: workflow.id,
+        workflow: &spec.name,
+        activity_type: &spec.activity_type,
+        decision,
+        reason,
+        explanation,
+    }
 }
 
 /// Until shutdown: every `interval`, deletes the entries (and recorded dead letters) older

@@ -5,6 +5,7 @@ use crate::judge::judge;
 use crm_sync_proto::v1::FieldValue;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
+use serde_json::{Value, json};
 
 fn workflow(id: u128, name: &str, object: &str, conditions: Value) -> Arc<StoredWorkflow> {
     Arc::new(StoredWorkflow {
@@ -127,28 +128,39 @@ fn a_full_queue_drops_entries_instead_of_waiting_and_aborted_ones_are_forgotten(
         json!({"field": "StageName", "op": "eq", "value": "Closed Won"}),
     )];
     let e = event("Closed Won", "1");
-    let (trail, mut queue) = Trail::new(2);
+    let (trail, mut queue) = Trail::new(2, true);
     for _ in 0..3 {
-        trail.stage(judged(&workflows, &e));
+        trail.stage(Some(judged(&workflows, &e)));
     }
     // Three entries do not fit in a queue of two: the transaction's entries are dropped.
     trail.committed();
     assert!(queue.entries.try_recv().is_err());
-    trail.stage(judged(&workflows, &e));
+    trail.stage(Some(judged(&workflows, &e)));
     trail.aborted();
     trail.committed();
     assert!(
         queue.entries.try_recv().is_err(),
         "an aborted entry is never written"
     );
-    trail.stage(judged(&workflows, &e));
-    trail.stage(Entry::new(&e, (Uuid::from_u128(2), Uuid::from_u128(1))));
+    trail.stage(Some(judged(&workflows, &e)));
+    trail.stage(trail.entry(&e, (Uuid::from_u128(2), Uuid::from_u128(1))));
     trail.committed();
     let batch = queue.entries.try_recv().unwrap();
     assert_eq!(batch.len(), 2);
     assert_eq!(batch[1].summary, Summary::Unchanged);
     // The queue is full until the writer takes them.
-    trail.stage(judged(&workflows, &e));
+    trail.stage(Some(judged(&workflows, &e)));
     trail.committed();
     assert!(queue.entries.try_recv().is_err());
+}
+
+#[test]
+fn a_disabled_trail_makes_no_entries() {
+    let e = event("Closed Won", "1");
+    let (trail, mut queue) = Trail::new(10, false);
+    let entry = trail.entry(&e, (Uuid::from_u128(2), Uuid::from_u128(1)));
+    assert!(entry.is_none());
+    trail.stage(entry);
+    trail.committed();
+    assert!(queue.entries.try_recv().is_err(), "nothing to write");
 }

@@ -135,6 +135,62 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// The reasons of [`Explanation::failures`], in the same order, without building the tree:
+    /// only the failing nodes are worded. The record trail words every workflow that did not
+    /// count an event, so this runs per event and workflow.
+    pub fn failure_reasons(&self, record: &Record<'_>, mode: Mode) -> Vec<String> {
+        let mut out = Vec::new();
+        self.push_failures(record, mode, &mut out);
+        out
+    }
+
+    /// Pushes the reasons of this node's failures (as `collect_failures` picks them); returns
+    /// its verdict.
+    fn push_failures(&self, record: &Record<'_>, mode: Mode, out: &mut Vec<String>) -> Verdict {
+        match self {
+            Condition::All(items) | Condition::Any(items) => {
+                let start = out.len();
+                let verdicts: Vec<Verdict> = items
+                    .iter()
+                    .map(|c| c.push_failures(record, mode, out))
+                    .collect();
+                let any = matches!(self, Condition::Any(_));
+                let verdict = if any {
+                    verdicts
+                        .iter()
+                        .fold(Verdict::Match, |v, i| v.and(i.not()))
+                        .not()
+                } else {
+                    verdicts.iter().fold(Verdict::Match, |v, i| v.and(*i))
+                };
+                // A group that holds shows nothing of its items; a failing `any` comes before
+                // its items.
+                if verdict == Verdict::Match {
+                    out.truncate(start);
+                } else if any {
+                    out.insert(start, any_reason(verdicts.len(), verdict));
+                }
+                verdict
+            }
+            Condition::Not(inner) => {
+                let inner_verdict = inner.evaluate_record(record, mode);
+                if inner_verdict.not() != Verdict::Match {
+                    out.push(not_reason(inner_verdict));
+                }
+                inner_verdict.not()
+            }
+            Condition::Compare(c) => {
+                let verdict = c.evaluate(record, mode);
+                if verdict != Verdict::Match {
+                    out.push(reason(&compared(c, record), verdict));
+                }
+                verdict
+            }
+        }
+    }
+}
+
 impl WorkflowSpec {
     /// The workflow's conditions explained on the event, as [`WorkflowSpec::decide`] evaluates
     /// them for a match (previous values from the event). Object type and triggers are not
@@ -146,7 +202,6 @@ impl WorkflowSpec {
 }
 
 fn compared(c: &Comparison, record: &Record<'_>) -> Node {
-    let stored = c.to_json();
     let previous = match record.previous {
         Previous::Sent(fields) if c.op.is_change() => fields.get(&c.field).map(field_json),
         _ => None,
@@ -154,7 +209,7 @@ fn compared(c: &Comparison, record: &Record<'_>) -> Node {
     Node::Compare {
         field: c.field.clone(),
         op: c.op.as_str(),
-        value: stored.get("value").cloned(),
+        value: c.raw_value().cloned(),
         actual: record.fields.get(&c.field).map(field_json),
         previous,
     }
@@ -174,20 +229,8 @@ fn reason(node: &Node, verdict: Verdict) -> String {
                 _ => "depends on fields the record does not carry".to_owned(),
             }
         }
-        Node::Any { items } => match verdict {
-            Verdict::NoMatch => format!("none of the {} alternatives matched", items.len()),
-            Verdict::TypeMismatch => {
-                "no alternative matched, and a field could not be read as its condition's type"
-                    .to_owned()
-            }
-            _ => {
-                "no alternative matched; some depend on fields the record does not carry".to_owned()
-            }
-        },
-        Node::Not { item } => match item.verdict {
-            Verdict::Match => "the negated condition matched".to_owned(),
-            _ => "the negated condition cannot be decided on this record".to_owned(),
-        },
+        Node::Any { items } => any_reason(items.len(), verdict),
+        Node::Not { item } => not_reason(item.verdict),
         Node::Compare {
             field,
             op,
@@ -216,6 +259,24 @@ fn reason(node: &Node, verdict: Verdict) -> String {
                 },
             }
         }
+    }
+}
+
+fn any_reason(items: usize, verdict: Verdict) -> String {
+    match verdict {
+        Verdict::NoMatch => format!("none of the {items} alternatives matched"),
+        Verdict::TypeMismatch => {
+            "no alternative matched, and a field could not be read as its condition's type"
+                .to_owned()
+        }
+        _ => "no alternative matched; some depend on fields the record does not carry".to_owned(),
+    }
+}
+
+fn not_reason(inner: Verdict) -> String {
+    match inner {
+        Verdict::Match => "the negated condition matched".to_owned(),
+        _ => "the negated condition cannot be decided on this record".to_owned(),
     }
 }
 
@@ -418,6 +479,43 @@ mod tests {
             if let Some(r) = region { f.insert("Region".into(), json!(r)); }
             let f = fields(Value::Object(f));
             proptest::prop_assert_eq!(explain(&c, &f).verdict, c.evaluate(&f));
+        }
+
+        /// The reasons the record trail keeps are the explanation's failures, in its order,
+        /// whatever the record and its previous values.
+        #[test]
+        fn failure_reasons_are_the_explanations_failures(
+            stage in proptest::option::of(proptest::sample::select(vec!["Closed Won", "Lost", ""])),
+            was in proptest::option::of(proptest::sample::select(vec!["Closed Won", "Open"])),
+            amount in proptest::option::of(proptest::sample::select(vec!["50", "5000", "x"])),
+            region in proptest::option::of(proptest::sample::select(vec!["EMEA", "AMER"])),
+        ) {
+            let c = condition(json!({"all": [
+                {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
+                {"any": [
+                    {"field": "Amount", "op": "gte", "value": 1000},
+                    {"not": {"field": "Region", "op": "ne", "value": "EMEA"}},
+                    {"all": [
+                        {"field": "Region", "op": "eq", "value": "AMER"},
+                        {"field": "Amount", "op": "lt", "value": 100}
+                    ]}
+                ]},
+                {"not": {"any": [{"field": "StageName", "op": "eq", "value": "Lost"}]}}
+            ]}));
+            let mut f = serde_json::Map::new();
+            if let Some(s) = stage { f.insert("StageName".into(), json!(s)); }
+            if let Some(a) = amount { f.insert("Amount".into(), json!(a)); }
+            if let Some(r) = region { f.insert("Region".into(), json!(r)); }
+            let f = fields(Value::Object(f));
+            let p = fields(was.map_or(json!({}), |w| json!({"StageName": w})));
+            let record = Record { fields: &f, previous: Previous::Sent(&p) };
+            let expected: Vec<String> = c
+                .explain(&record, Mode::Full, "conditions")
+                .failures()
+                .iter()
+                .filter_map(|e| e.reason.clone())
+                .collect();
+            proptest::prop_assert_eq!(c.failure_reasons(&record, Mode::Full), expected);
         }
     }
 }

@@ -296,13 +296,12 @@ async fn process<H: TransactionalHandler>(
         }
         Err(Failure::Transient(error)) => return Err(Step::Transient(error)),
     };
+    // The outputs' traceparent names the consume span: one span per message, never one per
+    // output (a span per record cost more CPU than the evaluator's own work).
+    let trace = headers::trace_context_of(&span);
     for output in &outputs {
-        // A producer span per output under the consume span; the record's traceparent names it.
-        let send_span = span.in_scope(|| crate::produce::producer_span(output));
-        let trace = headers::trace_context_of(&send_span);
         producer
             .send(output, &trace)
-            .instrument(send_span)
             .await
             .map_err(Step::Kafka)
             .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;

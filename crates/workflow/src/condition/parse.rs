@@ -8,6 +8,11 @@ use super::values::{iso_date, parse_bool, parse_decimal};
 use super::{Comparison, Condition, ConditionError, Literal, Op, ValueType, err};
 
 impl Comparison {
+    /// The literal(s) as written.
+    pub(crate) fn raw_value(&self) -> Option<&Value> {
+        self.raw_value.as_ref()
+    }
+
     pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("field".into(), Value::String(self.field.clone()));
