@@ -11,9 +11,7 @@
 # to activities, the live path's latency (webhook sent → activity stored, p50/p99/max ms) before
 # and during the backfill, and the load average.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/../../deploy/local/lib.sh"
 
 RECORDS=100000
 RATE=2000

@@ -25,9 +25,7 @@
 # second. Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
 # After each evaluator variant it reports how many record trail entries were written and dropped.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/../../deploy/local/lib.sh"
 KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
 JARS=$CRM_SYNC_HOME/kafka-$KAFKA_VERSION/libs
 BROKERS=${CRM_SYNC_TEST_BROKERS:-127.0.0.1:9092}

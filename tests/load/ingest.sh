@@ -8,9 +8,7 @@
 # transactional producer with ingest's producer configuration (crates/kafka/examples), writing
 # 100 and 16 records per transaction, for the ratios. Ingest runs with its shipped log level.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/../../deploy/local/lib.sh"
 
 SECONDS_PER_RUN=30
 SF_CONCURRENCY=8

@@ -11,9 +11,7 @@
 # identities, owner memory, activities, retractions and outbox rows, each one set-based statement
 # per batch, in one transaction. Reports outcomes/s. Everything it creates is removed at the end.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CRM_SYNC_HOME=${CRM_SYNC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/crm-sync}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CRM_SYNC_HOME/target}
+. "$(dirname "$0")/../../deploy/local/lib.sh"
 ADMIN_DB=${CRM_SYNC_TEST_DATABASE_URL:-postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync}
 
 OUTCOMES=200000
