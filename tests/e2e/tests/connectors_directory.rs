@@ -37,6 +37,19 @@ fn salesforce_api(base: &str) -> IntegrationSecrets {
     }
 }
 
+/// A Salesforce integration whose API is `crm`, with the won-opportunities workflow.
+async fn salesforce_setup(name: &str, crm: &FakeCrm) -> connectors::Setup {
+    setup(
+        name,
+        "salesforce",
+        ORG,
+        salesforce_api(&crm.base_url),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await
+}
+
 fn workflow() -> serde_json::Value {
     json!({
         "name": "Won opportunities", "object_type": "Opportunity", "triggers": ["created", "updated"],
@@ -64,15 +77,7 @@ async fn an_unreachable_crm_api_creates_the_account_with_what_is_known_and_compl
     crm.add_user(OWNER, "Jane Doe", "jane.doe@example.com");
     // Both lookups the provisioner makes while the outcome waits fail.
     crm.unavailable(2);
-    let s = setup(
-        "connectors-directory-later",
-        "salesforce",
-        ORG,
-        salesforce_api(&crm.base_url),
-        Some(TOKEN),
-        workflow(),
-    )
-    .await;
+    let s = salesforce_setup("connectors-directory-later", &crm).await;
     let p = start_pipeline(&s.env, &[]).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
@@ -397,15 +402,7 @@ async fn a_user_the_crm_says_is_inactive_is_deactivated_where_the_integration_sa
     crm.deactivate_user(OWNER);
     crm.add_user(KEPT_ACTIVE, "Kit Kept", "kit@example.com");
     crm.deactivate_user(KEPT_ACTIVE);
-    let s = setup(
-        "connectors-directory-inactive",
-        "salesforce",
-        ORG,
-        salesforce_api(&crm.base_url),
-        Some(TOKEN),
-        workflow(),
-    )
-    .await;
+    let s = salesforce_setup("connectors-directory-inactive", &crm).await;
     let p = start_pipeline(&s.env, &[]).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/salesforce/outbound-messages?token={TOKEN}",
@@ -523,15 +520,7 @@ async fn a_user_deactivated_in_the_crm_after_their_account_was_made_is_deactivat
 {
     let crm = FakeCrm::start().await;
     crm.add_user(OWNER, "Ina Active", "ina@example.com");
-    let s = setup(
-        "connectors-directory-recheck",
-        "salesforce",
-        ORG,
-        salesforce_api(&crm.base_url),
-        Some(TOKEN),
-        workflow(),
-    )
-    .await;
+    let s = salesforce_setup("connectors-directory-recheck", &crm).await;
     let p = start_pipeline_with(
         &s.env,
         &[],

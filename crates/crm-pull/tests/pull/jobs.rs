@@ -48,19 +48,23 @@ fn id(n: usize) -> String {
     format!("006{n:015}")
 }
 
-#[tokio::test]
-async fn a_killed_backfill_resumes_from_its_checkpoint_without_loss() {
-    let env = TestEnv::new("pull_job_resume").await;
-    let (_, integration) = super::leases::integration(&env).await;
+/// A fake Salesforce with `records` won opportunities, a client paging them by `page`, and a
+/// 30-day backfill of them.
+async fn won_opportunities_backfill(
+    env: &TestEnv,
+    records: usize,
+    page: u32,
+) -> (FakeCrm, PullClient, Vec<Scope>, sync_jobs::Job) {
+    let (_, integration) = super::leases::integration(env).await;
     let fake = start(Kind::Salesforce).await;
-    for n in 1..=1_000 {
+    for n in 1..=records {
         fake.put(
             "Opportunity",
             &id(n),
             json!({"StageName": "Closed Won", "Amount": n}),
         );
     }
-    let client = client(&fake, Crm::Salesforce, TOKEN, config(100));
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(page));
     let scopes = vec![scope("Opportunity", &["StageName", "Amount"])];
     let since = chrono::Utc::now() - chrono::Duration::days(30);
     let job = sync_jobs::create(
@@ -73,6 +77,13 @@ async fn a_killed_backfill_resumes_from_its_checkpoint_without_loss() {
     .await
     .unwrap()
     .unwrap();
+    (fake, client, scopes, job)
+}
+
+#[tokio::test]
+async fn a_killed_backfill_resumes_from_its_checkpoint_without_loss() {
+    let env = TestEnv::new("pull_job_resume").await;
+    let (_fake, client, scopes, job) = won_opportunities_backfill(&env, 1_000, 100).await;
 
     // Replica "a" stalls after 400 records and is killed (its task dropped, its lease left).
     let first = Memory::default();
@@ -269,28 +280,7 @@ async fn refused_credentials_fail_a_backfill_with_the_reason() {
 #[tokio::test]
 async fn a_page_slower_to_publish_than_the_lease_keeps_the_lease_and_is_published_once() {
     let env = TestEnv::new("pull_job_slow_publish").await;
-    let (_, integration) = super::leases::integration(&env).await;
-    let fake = start(Kind::Salesforce).await;
-    for n in 1..=30 {
-        fake.put(
-            "Opportunity",
-            &id(n),
-            json!({"StageName": "Closed Won", "Amount": n}),
-        );
-    }
-    let client = client(&fake, Crm::Salesforce, TOKEN, config(10));
-    let scopes = vec![scope("Opportunity", &["StageName", "Amount"])];
-    let since = chrono::Utc::now() - chrono::Duration::days(30);
-    let job = sync_jobs::create(
-        &env.pool,
-        integration,
-        JobKind::Backfill,
-        since,
-        &["Opportunity".into()],
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (_fake, client, scopes, _job) = won_opportunities_backfill(&env, 30, 10).await;
     let claimed = sync_jobs::claim(&env.pool, "a", job_config().lease)
         .await
         .unwrap()
@@ -329,5 +319,4 @@ async fn a_page_slower_to_publish_than_the_lease_keeps_the_lease_and_is_publishe
         "each record published once"
     );
     assert_eq!(ids.len(), 30);
-    let _ = job;
 }
