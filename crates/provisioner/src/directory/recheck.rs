@@ -21,8 +21,8 @@ impl Directory {
             "SELECT ci.company_id, ci.integration_id, ci.crm_user_id, i.crm
              FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
              WHERE ci.user_id IS NOT NULL AND ci.directory_state IN ('complete', 'not_found')
-               AND (ci.directory_checked_at IS NULL OR ci.directory_checked_at < $1)
-             ORDER BY ci.directory_checked_at NULLS FIRST LIMIT $2",
+               AND ci.directory_checked_at < $1
+             ORDER BY ci.directory_checked_at LIMIT $2",
         )
         .bind(stale_before)
         .bind(BATCH)
