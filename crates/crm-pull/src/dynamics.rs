@@ -151,12 +151,14 @@ pub(crate) async fn changes(
         return Err(client.garbage("an entity collection", "@odata.nextLink"));
     }
     let since = newest.unwrap_or(cursor.since);
-    // Then the deletes, from change tracking.
-    let (stream, token) = match page.next_link {
-        Some(link) => (0, Some(link)),
-        None => (1, None),
-    };
-    let next = Some(Cursor {
+    // Then the deletes, from change tracking, unless there is no position to read them from and
+    // none is wanted.
+    let next = match page.next_link {
+        Some(link) => Some((0, Some(link))),
+        None if cursor.delta.is_some() || scope.establish_tracking => Some((1, None)),
+        None => None,
+    }
+    .map(|(stream, token)| Cursor {
         stream,
         since,
         token,

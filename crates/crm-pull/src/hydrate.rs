@@ -90,10 +90,7 @@ impl Hydrator {
             .map_err(Failure::database)?;
         let mut scope = scopes(&active, std::slice::from_ref(&request.object_type))
             .pop()
-            .unwrap_or_else(|| Scope {
-                object: request.object_type.clone(),
-                fields: Vec::new(),
-            });
+            .unwrap_or_else(|| Scope::new(request.object_type.clone()));
         for field in &request.missing_fields {
             if crate::worker::plain_name(field) && !scope.fields.contains(field) {
                 scope.fields.push(field.clone());

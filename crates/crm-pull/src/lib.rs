@@ -104,6 +104,21 @@ pub struct Scope {
     /// Field names as the webhooks name them; the CRM's id, owner and modification stamp are
     /// always added.
     pub fields: Vec<String>,
+    /// Whether a pass with no kept change-tracking position starts one (Dataverse reads the
+    /// table's ids for it). A schedule's next run reads deletes from it; a one-off backfill
+    /// would read every id of the table for nothing.
+    pub establish_tracking: bool,
+}
+
+impl Scope {
+    /// An object with no fields yet, whose pass establishes change tracking.
+    pub fn new(object: impl Into<String>) -> Scope {
+        Scope {
+            object: object.into(),
+            fields: Vec::new(),
+            establish_tracking: true,
+        }
+    }
 }
 
 /// Where a pass over an object's changes stands: saved after each published page, so that a

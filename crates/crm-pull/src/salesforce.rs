@@ -208,8 +208,8 @@ mod tests {
     #[test]
     fn soql_orders_by_modstamp_and_adds_system_fields_once() {
         let scope = Scope {
-            object: "Opportunity".into(),
             fields: vec!["StageName".into(), "ownerid".into(), "Amount".into()],
+            ..Scope::new("Opportunity")
         };
         let since = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
             .unwrap()

@@ -352,12 +352,7 @@ impl Worker {
             Err(error) => return Ok(Err(error)),
         };
         let active = workflows::load_active_of(&self.pool, job.integration_id).await?;
-        let only = match job.kind {
-            JobKind::Backfill => job.objects.as_slice(),
-            // A schedule follows the workflows as they are now.
-            JobKind::Reconciliation => &[],
-        };
-        let scopes = scopes(&active, only);
+        let scopes = job_scopes(job.kind, &active, &job.objects);
         let mut job = job.clone();
         let objects: Vec<String> = scopes.iter().map(|s| s.object.clone()).collect();
         if objects != job.objects {
@@ -485,6 +480,24 @@ pub(crate) async fn client_for(
     ))
 }
 
+/// What a job pulls: a backfill the objects it names, a schedule the workflows' objects as they
+/// are now. Only a schedule starts change tracking: its next run reads the deletes from it.
+pub(crate) fn job_scopes(
+    kind: JobKind,
+    workflows: &[StoredWorkflow],
+    objects: &[String],
+) -> Vec<Scope> {
+    let only = match kind {
+        JobKind::Backfill => objects,
+        JobKind::Reconciliation => &[],
+    };
+    let mut scopes = scopes(workflows, only);
+    for scope in &mut scopes {
+        scope.establish_tracking = kind == JobKind::Reconciliation;
+    }
+    scopes
+}
+
 /// The objects of the workflows (only those named in `only`, when it names any) and, per
 /// object, every field a workflow reads. Objects are matched ignoring ASCII case, as workflows
 /// match them; field names that no CRM API could be asked for are left out with a warning.
@@ -493,10 +506,7 @@ pub(crate) fn scopes(workflows: &[StoredWorkflow], only: &[String]) -> Vec<Scope
     for object in only {
         by_object
             .entry(object.to_ascii_lowercase())
-            .or_insert_with(|| Scope {
-                object: object.clone(),
-                fields: Vec::new(),
-            });
+            .or_insert_with(|| Scope::new(object.clone()));
     }
     for workflow in workflows {
         let spec = &workflow.spec;
@@ -504,10 +514,9 @@ pub(crate) fn scopes(workflows: &[StoredWorkflow], only: &[String]) -> Vec<Scope
         if !only.is_empty() && !by_object.contains_key(&key) {
             continue;
         }
-        let scope = by_object.entry(key).or_insert_with(|| Scope {
-            object: spec.object_type.clone(),
-            fields: Vec::new(),
-        });
+        let scope = by_object
+            .entry(key)
+            .or_insert_with(|| Scope::new(spec.object_type.clone()));
         for field in spec.needed_fields() {
             if !plain_name(field) {
                 tracing::warn!(workflow_id = %workflow.id, field, "a workflow field that cannot be pulled by name; pulls leave it out");

@@ -4,7 +4,8 @@
 //! `$deletedEntity` entries. The link is kept between runs of a schedule (the job's `delta`).
 //!
 //! The first run of a schedule only establishes the link: it reads the table's ids (no records
-//! are published), so deletes are seen from the second run on. Changed rows in a delta answer are
+//! are published), so deletes are seen from the second run on. A backfill, which has no next run,
+//! establishes none (`Scope::establish_tracking`). Changed rows in a delta answer are
 //! skipped: stream 0 already pulled them whole. A table without change tracking enabled (an
 //! option in its Dataverse settings) has its deletes skipped with a warning, not a failed job; a
 //! link Dataverse no longer honours (change tracking keeps 90 days by default) is replaced by a

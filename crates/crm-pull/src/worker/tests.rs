@@ -67,3 +67,22 @@ fn a_backfill_of_named_objects_pulls_only_those() {
     assert!(scopes[0].fields.is_empty());
     assert!(scopes[1].fields.contains(&"Amount".to_owned()));
 }
+
+#[test]
+fn only_a_schedule_starts_change_tracking() {
+    let workflows = [workflow(
+        "opportunity",
+        serde_json::json!({"all": []}),
+        None,
+    )];
+    let named = ["opportunity".to_owned()];
+    let backfill = job_scopes(JobKind::Backfill, &workflows, &named);
+    assert_eq!(backfill.len(), 1);
+    assert!(
+        !backfill[0].establish_tracking,
+        "a backfill has no next run to read it"
+    );
+    let schedule = job_scopes(JobKind::Reconciliation, &workflows, &named);
+    assert_eq!(schedule.len(), 1);
+    assert!(schedule[0].establish_tracking);
+}

@@ -165,3 +165,27 @@ async fn a_table_without_change_tracking_is_pulled_without_its_deletes() {
     assert_eq!(events.len(), 1, "the changes are still pulled");
     assert_eq!(delta, None);
 }
+
+#[tokio::test]
+async fn a_pass_that_keeps_no_position_reads_no_ids_for_change_tracking() {
+    let fake = start(Kind::Dynamics).await;
+    for n in 1..=7u32 {
+        fake.put("opportunity", &guid(n), json!({"name": format!("Opp {n}")}));
+    }
+    let client = client(&fake, Crm::Dynamics, TOKEN, config(5));
+    let backfill = Scope {
+        establish_tracking: false,
+        ..scope("opportunity", &["name"])
+    };
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let (events, delta) = pass(&client, &backfill, Cursor::start(since))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 7);
+    assert_eq!(delta, None);
+    let tracked: Vec<_> = fake.requests().into_iter().filter(tracking).collect();
+    assert!(
+        tracked.is_empty(),
+        "no change-tracking request: {tracked:?}"
+    );
+}

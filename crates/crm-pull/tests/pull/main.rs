@@ -61,8 +61,8 @@ pub fn client(fake: &FakeCrm, crm: Crm, token: &str, config: PullConfig) -> Pull
 
 pub fn scope(object: &str, fields: &[&str]) -> Scope {
     Scope {
-        object: object.into(),
         fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        ..Scope::new(object)
     }
 }
 
