@@ -38,6 +38,8 @@ RUN=$CRM_SYNC_HOME/run
 LOGS=$CRM_SYNC_HOME/logs
 KAFKA_PID=$RUN/kafka.pid
 KAFKA_LOG=$LOGS/kafka.log
+# Present while the PostgreSQL this stack started runs: `down` stops only what `up` started.
+PG_STARTED_HERE=$RUN/postgresql.started
 TLS=$CRM_SYNC_HOME/tls
 
 TOPICS=(crm.events.v1 crm.events.v1.dlq crm.matches.v1 crm.matches.v1.dlq salesscreen.activities.v1 salesscreen.users.v1
@@ -346,6 +348,7 @@ start_postgres() {
     say "starting postgresql $v"
     if ((EUID == 0)); then pg_ctlcluster "$v" main start; else sudo pg_ctlcluster "$v" main start; fi \
       || fail "pg_ctlcluster $v main start failed; see /var/log/postgresql/postgresql-$v-main.log"
+    mkdir -p "$RUN" && touch "$PG_STARTED_HERE"
   fi
   local deadline=$((SECONDS + 30))
   until as_postgres "psql -qAtc 'select 1'" >/dev/null 2>&1; do
@@ -390,11 +393,18 @@ SELECT pg_reload_conf();
 SQL
 }
 
+# The machine has one PostgreSQL, possibly serving other stacks (another CRM_SYNC_HOME) or
+# other software: `down` stops it only when this stack's `up` started it.
 stop_postgres() {
   local v; v=$(pg_version)
-  if [[ -z $v ]] || ! pg_running; then say "postgresql not running"; return 0; fi
+  if [[ -z $v ]] || ! pg_running; then say "postgresql not running"; rm -f "$PG_STARTED_HERE"; return 0; fi
+  if [[ ! -e $PG_STARTED_HERE ]]; then
+    say "postgresql $v left running: it was running before this stack ($CRM_SYNC_HOME) started (stop it with pg_ctlcluster $v main stop)"
+    return 0
+  fi
   say "stopping postgresql $v"
   if ((EUID == 0)); then pg_ctlcluster "$v" main stop; else sudo pg_ctlcluster "$v" main stop; fi
+  rm -f "$PG_STARTED_HERE"
 }
 
 status() {
