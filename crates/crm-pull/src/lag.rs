@@ -14,8 +14,11 @@ use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A reading is reused this long by every job of the replica.
-const FRESH_FOR: Duration = Duration::from_secs(1);
+/// A reading is reused this long by every job of the replica. A job publishes at most about
+/// `pull.max_evaluator_lag` records per reading (it counts its own pages since), so this bounds a
+/// backfill's speed (about 355 records/s at one second, measured). A reading costs a metadata
+/// request, one for the group's offsets and one per partition for its watermarks.
+const FRESH_FOR: Duration = Duration::from_millis(250);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct EvaluatorLag {
