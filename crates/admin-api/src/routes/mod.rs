@@ -7,6 +7,7 @@ pub mod audit;
 pub mod backfills;
 pub mod company;
 pub mod credentials;
+pub mod dry_run;
 pub mod health;
 pub mod integration_delete;
 pub mod integrations;
@@ -60,7 +61,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(workflows::activate))
         .routes(routes!(workflows::deactivate))
-        .routes(routes!(workflows::dry_run))
+        .routes(routes!(dry_run::dry_run))
         .routes(routes!(teams::list, teams::create))
         .routes(routes!(teams::get, teams::update, teams::delete))
         .routes(routes!(teams::place_member, teams::remove_member))
