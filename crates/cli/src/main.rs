@@ -266,20 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::load(cli.brokers, cli.database_url)?;
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
-        Command::Apply { file } => {
-            let (source, tenants) = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                    .context("reading the tenants file from stdin")?;
-                ("stdin".to_owned(), TenantsFile::parse("stdin", &text)?)
-            } else {
-                (file.display().to_string(), TenantsFile::read(&file)?)
-            };
-            let pool = ctx.pool().await?;
-            let applied = apply::apply(&pool, &tenants).await?;
-            apply::print_summary(&mut std::io::stdout(), &source, &applied)?;
-            Ok(())
-        }
+        Command::Apply { file } => run_apply(&ctx, &file).await,
         Command::Produce { topic, file, key } => {
             produce::run(&ctx, produce::ProduceArgs { topic, file, key }).await
         }
@@ -303,39 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Dlq { action } => {
-            let (topic, command) = match action {
-                DlqAction::List { topic } => (topic, dlq::DlqCommand::List),
-                DlqAction::Inspect {
-                    topic,
-                    position,
-                    partition,
-                    offset,
-                } => {
-                    // clap requires either the position or both flags.
-                    let at = position
-                        .or(partition.zip(offset).map(dlq::Position::from))
-                        .context(
-                            "give the dead letter's position as `dlq list` prints it, e.g. 4/0",
-                        )?;
-                    (topic, dlq::DlqCommand::Inspect { at })
-                }
-                DlqAction::Replay {
-                    topic,
-                    position,
-                    reason,
-                    partition,
-                    offset,
-                    dry_run,
-                } => (
-                    topic,
-                    dlq::DlqCommand::Replay {
-                        reason,
-                        partition: position.map(|p| p.partition).or(partition),
-                        offset: position.map(|p| p.offset).or(offset),
-                        dry_run,
-                    },
-                ),
-            };
+            let (topic, command) = dlq_command(action)?;
             dlq::run(&ctx, &topic, command).await
         }
         Command::Admin(AdminCommand::CreateToken {
@@ -380,4 +335,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// `crm-sync apply FILE` (`-` reads standard input).
+async fn run_apply(ctx: &Context, file: &std::path::Path) -> anyhow::Result<()> {
+    let (source, tenants) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the tenants file from stdin")?;
+        ("stdin".to_owned(), TenantsFile::parse("stdin", &text)?)
+    } else {
+        (file.display().to_string(), TenantsFile::read(file)?)
+    };
+    let pool = ctx.pool().await?;
+    let applied = apply::apply(&pool, &tenants).await?;
+    apply::print_summary(&mut std::io::stdout(), &source, &applied)?;
+    Ok(())
+}
+
+/// The dead-letter topic and what to do with it.
+fn dlq_command(action: DlqAction) -> anyhow::Result<(String, dlq::DlqCommand)> {
+    Ok(match action {
+        DlqAction::List { topic } => (topic, dlq::DlqCommand::List),
+        DlqAction::Inspect {
+            topic,
+            position,
+            partition,
+            offset,
+        } => {
+            // clap requires either the position or both flags.
+            let at = position
+                .or(partition.zip(offset).map(dlq::Position::from))
+                .context("give the dead letter's position as `dlq list` prints it, e.g. 4/0")?;
+            (topic, dlq::DlqCommand::Inspect { at })
+        }
+        DlqAction::Replay {
+            topic,
+            position,
+            reason,
+            partition,
+            offset,
+            dry_run,
+        } => (
+            topic,
+            dlq::DlqCommand::Replay {
+                reason,
+                partition: position.map(|p| p.partition).or(partition),
+                offset: position.map(|p| p.offset).or(offset),
+                dry_run,
+            },
+        ),
+    })
 }

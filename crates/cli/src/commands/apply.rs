@@ -249,41 +249,15 @@ async fn apply_integration(
     let stored_auto_sync = existing.as_ref().map(|row| row.auto_sync_users);
     let auto_sync_users = entry.auto_sync_users.or(stored_auto_sync).unwrap_or(false);
     let kept_auto_sync = stored_auto_sync.filter(|_| entry.auto_sync_users.is_none());
-    let input = |id| IntegrationInput {
-        id,
+    let (id, change, has_token) = write_integration(
+        pool,
         company_id,
-        name: entry.name.0.clone(),
-        crm: entry.crm.as_str().to_owned(),
-        crm_account_id: entry.crm_account_id.0.clone(),
+        entry,
+        existing,
+        token.as_deref(),
         auto_sync_users,
-        webhook_token: token.clone(),
-    };
-    let (id, change, has_token) = match existing {
-        Some(row) => {
-            same_id(entry.id, row.id)?;
-            let token_same = match (&token, &row.webhook_token_sha256) {
-                (None, _) => true,
-                (Some(t), Some(stored)) => token_digest(t) == *stored,
-                (Some(_), None) => false,
-            };
-            let has_token = token.is_some() || row.webhook_token_sha256.is_some();
-            if row.crm == entry.crm.as_str()
-                && row.crm_account_id == *entry.crm_account_id
-                && row.auto_sync_users == auto_sync_users
-                && token_same
-            {
-                (row.id, Change::Unchanged, has_token)
-            } else {
-                let id = tenants::upsert_integration(pool, &input(Some(row.id))).await?;
-                (id, Change::Updated, has_token)
-            }
-        }
-        None => {
-            id_is_free(pool, "integrations", entry.id).await?;
-            let id = tenants::upsert_integration(pool, &input(entry.id)).await?;
-            (id, Change::Created, token.is_some())
-        }
-    };
+    )
+    .await?;
     let mut change = change;
     let mut credentials_changed = false;
     if let (Some(credentials), Some(key)) = (&entry.credentials, key) {
@@ -315,15 +289,7 @@ async fn apply_integration(
     let has_credentials = credentials::exists(pool, id)
         .await
         .context("reading the integration's credentials")?;
-    let mut workflows = Vec::with_capacity(entry.workflows.len());
-    for (wi, workflow) in entry.workflows.iter().enumerate() {
-        let at = format!("workflows[{wi}] (`{}`)", workflow.spec.name);
-        workflows.push(
-            apply_workflow(pool, company_id, id, workflow)
-                .await
-                .with_context(|| at)?,
-        );
-    }
+    let workflows = apply_workflows(pool, company_id, id, entry).await?;
     Ok(AppliedIntegration {
         id,
         name: entry.name.0.clone(),
@@ -334,6 +300,71 @@ async fn apply_integration(
         kept_auto_sync,
         workflows,
     })
+}
+
+/// Creates the integration or updates what the file changes; the id, the change and whether a
+/// webhook token is set.
+async fn write_integration(
+    pool: &PgPool,
+    company_id: Uuid,
+    entry: &IntegrationEntry,
+    existing: Option<IntegrationRow>,
+    token: Option<&str>,
+    auto_sync_users: bool,
+) -> anyhow::Result<(Uuid, Change, bool)> {
+    let input = |id| IntegrationInput {
+        id,
+        company_id,
+        name: entry.name.0.clone(),
+        crm: entry.crm.as_str().to_owned(),
+        crm_account_id: entry.crm_account_id.0.clone(),
+        auto_sync_users,
+        webhook_token: token.map(str::to_owned),
+    };
+    Ok(match existing {
+        Some(row) => {
+            same_id(entry.id, row.id)?;
+            let token_same = match (token, &row.webhook_token_sha256) {
+                (None, _) => true,
+                (Some(t), Some(stored)) => token_digest(t) == *stored,
+                (Some(_), None) => false,
+            };
+            let has_token = token.is_some() || row.webhook_token_sha256.is_some();
+            if row.crm == entry.crm.as_str()
+                && row.crm_account_id == *entry.crm_account_id
+                && row.auto_sync_users == auto_sync_users
+                && token_same
+            {
+                (row.id, Change::Unchanged, has_token)
+            } else {
+                let id = tenants::upsert_integration(pool, &input(Some(row.id))).await?;
+                (id, Change::Updated, has_token)
+            }
+        }
+        None => {
+            id_is_free(pool, "integrations", entry.id).await?;
+            let id = tenants::upsert_integration(pool, &input(entry.id)).await?;
+            (id, Change::Created, token.is_some())
+        }
+    })
+}
+
+async fn apply_workflows(
+    pool: &PgPool,
+    company_id: Uuid,
+    integration_id: Uuid,
+    entry: &IntegrationEntry,
+) -> anyhow::Result<Vec<AppliedWorkflow>> {
+    let mut workflows = Vec::with_capacity(entry.workflows.len());
+    for (wi, workflow) in entry.workflows.iter().enumerate() {
+        let at = format!("workflows[{wi}] (`{}`)", workflow.spec.name);
+        workflows.push(
+            apply_workflow(pool, company_id, integration_id, workflow)
+                .await
+                .with_context(|| at)?,
+        );
+    }
+    Ok(workflows)
 }
 
 #[derive(sqlx::FromRow)]
@@ -347,6 +378,25 @@ struct WorkflowRow {
     date_field: Option<String>,
     activity_type: String,
     active: bool,
+}
+
+impl WorkflowRow {
+    /// Whether the stored workflow is already what the file says.
+    fn is(
+        &self,
+        spec: &crm_sync_workflow::WorkflowSpec,
+        triggers: &[String],
+        active: bool,
+    ) -> bool {
+        self.object_type == spec.object_type
+            && self.triggers == triggers
+            && self.conditions == spec.conditions.to_json()
+            && self.user_field == spec.user_field
+            && self.value_field == spec.value_field
+            && self.date_field == spec.date_field
+            && self.activity_type == spec.activity_type
+            && self.active == active
+    }
 }
 
 async fn apply_workflow(
@@ -379,15 +429,7 @@ async fn apply_workflow(
     let (id, change) = match existing {
         Some(row) => {
             same_id(entry.id, row.id)?;
-            let same = row.object_type == spec.object_type
-                && row.triggers == triggers
-                && row.conditions == spec.conditions.to_json()
-                && row.user_field == spec.user_field
-                && row.value_field == spec.value_field
-                && row.date_field == spec.date_field
-                && row.activity_type == spec.activity_type
-                && row.active == active;
-            if same {
+            if row.is(spec, &triggers, active) {
                 (row.id, Change::Unchanged)
             } else {
                 let id = tenants::upsert_workflow(

@@ -48,56 +48,8 @@ pub async fn run(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
         .group
         .clone()
         .unwrap_or_else(|| format!("crm-sync-cli-{}", uuid::Uuid::new_v4()));
-    let consumer: StreamConsumer = base_config(&ctx.settings.kafka, Role::Consumer)
-        .set("client.id", "crm-sync-cli")
-        .set("group.id", &group)
-        .set(
-            "enable.auto.commit",
-            if args.group.is_some() {
-                "true"
-            } else {
-                "false"
-            },
-        )
-        .set(
-            "auto.offset.reset",
-            if args.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        )
-        // Transactional writers (the evaluator) must never show aborted data here either.
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            ctx.settings.kafka.session_timeout_ms.to_string(),
-        )
-        .create()
-        .with_context(|| format!("creating a Kafka consumer for {brokers}"))?;
-
-    let partitions = kafka_topics::partitions(consumer.client(), &topic, brokers)?;
-    if args.group.is_some() {
-        consumer
-            .subscribe(&[&topic])
-            .with_context(|| format!("subscribing to {topic}"))?;
-    } else {
-        let start = if args.from_beginning {
-            Offset::Beginning
-        } else {
-            Offset::End
-        };
-        let mut assignment = TopicPartitionList::new();
-        for p in partitions {
-            assignment
-                .add_partition_offset(&topic, p, start)
-                .with_context(|| format!("assigning {topic}/{p}"))?;
-        }
-        consumer
-            .assign(&assignment)
-            .with_context(|| format!("assigning the partitions of {topic}"))?;
-    }
+    let consumer = create_consumer(ctx, &args, &group)?;
+    attach(&consumer, &topic, &args, brokers)?;
 
     let started = Instant::now();
     let mut last_activity = Instant::now();
@@ -198,6 +150,75 @@ fn render_value(payload: Option<&[u8]>, kind: Option<&TopicType>, record: &mut M
             record.insert("decode_error".into(), Value::String(reason));
         }
     }
+}
+
+/// A consumer of its own group (offsets kept only when the group is named), reading committed
+/// records only.
+fn create_consumer(
+    ctx: &Context,
+    args: &ConsumeArgs,
+    group: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let brokers = &ctx.settings.kafka.brokers;
+    base_config(&ctx.settings.kafka, Role::Consumer)
+        .set("client.id", "crm-sync-cli")
+        .set("group.id", group)
+        .set(
+            "enable.auto.commit",
+            if args.group.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .set(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        )
+        // Transactional writers (the evaluator) must never show aborted data here either.
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            ctx.settings.kafka.session_timeout_ms.to_string(),
+        )
+        .create()
+        .with_context(|| format!("creating a Kafka consumer for {brokers}"))
+}
+
+/// Joins the named group, or takes every partition from the start or the end.
+fn attach(
+    consumer: &StreamConsumer,
+    topic: &str,
+    args: &ConsumeArgs,
+    brokers: &str,
+) -> anyhow::Result<()> {
+    let partitions = kafka_topics::partitions(consumer.client(), topic, brokers)?;
+    if args.group.is_some() {
+        consumer
+            .subscribe(&[topic])
+            .with_context(|| format!("subscribing to {topic}"))?;
+    } else {
+        let start = if args.from_beginning {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
+        let mut assignment = TopicPartitionList::new();
+        for p in partitions {
+            assignment
+                .add_partition_offset(topic, p, start)
+                .with_context(|| format!("assigning {topic}/{p}"))?;
+        }
+        consumer
+            .assign(&assignment)
+            .with_context(|| format!("assigning the partitions of {topic}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -115,11 +115,39 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
     ];
     let url = format!("{base}/v1/integrations/{integration_id}/salesforce/outbound-messages");
     println!("\n== posting Salesforce Outbound Messages to {url} (run {run_id})");
-    for batch in &posts {
-        let body = outbound_message(&org_id, batch);
+    post_outbound_messages(&http, &url, &token, &org_id, &posts).await?;
+
+    println!(
+        "\n== waiting for the pipeline (up to {}s)",
+        args.timeout.as_secs()
+    );
+    let expected: BTreeSet<&str> = won.iter().map(|o| o.record_id.as_str()).collect();
+    let (users, activities) =
+        wait_for_pipeline(&pool, company_id, integration_id, &expected, args.timeout).await?;
+
+    nothing_from_the_open_one(&open, &users, &activities, integration_id)?;
+    print_results(&users, &activities, integration_id, &expected);
+    println!(
+        "\nThe open opportunity {} ({OPEN_OWNER}) created nothing, as it satisfies no active workflow.",
+        open.record_id
+    );
+    hubspot_and_leaderboard(ctx, &pool, &http, base, company, applied_company, &args).await?;
+    Ok(())
+}
+
+/// Posts each batch as one Outbound Message; every one must be acknowledged.
+async fn post_outbound_messages(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    org_id: &str,
+    posts: &[Vec<Opportunity>],
+) -> anyhow::Result<()> {
+    for batch in posts {
+        let body = outbound_message(org_id, batch);
         let response = http
-            .post(&url)
-            .query(&[("token", token.as_str())])
+            .post(url)
+            .query(&[("token", token)])
             .header("content-type", "text/xml; charset=utf-8")
             .header("SOAPAction", "\"\"")
             .body(body)
@@ -141,15 +169,16 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
             .collect();
         println!("acknowledged: {}", what.join(", "));
     }
+    Ok(())
+}
 
-    println!(
-        "\n== waiting for the pipeline (up to {}s)",
-        args.timeout.as_secs()
-    );
-    let expected: BTreeSet<&str> = won.iter().map(|o| o.record_id.as_str()).collect();
-    let (users, activities) =
-        wait_for_pipeline(&pool, company_id, integration_id, &expected, args.timeout).await?;
-
+/// The open opportunity satisfies no active workflow: it must have made no activity and no user.
+fn nothing_from_the_open_one(
+    open: &Opportunity,
+    users: &[UserView],
+    activities: &[ActivityView],
+    integration_id: Uuid,
+) -> anyhow::Result<()> {
     let open_effects: Vec<&ActivityView> = activities
         .iter()
         .filter(|a| a.record_id == open.record_id)
@@ -172,13 +201,6 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<()> {
              that satisfies no active workflow must create no user"
         );
     }
-
-    print_results(&users, &activities, integration_id, &expected);
-    println!(
-        "\nThe open opportunity {} ({OPEN_OWNER}) created nothing, as it satisfies no active workflow.",
-        open.record_id
-    );
-    hubspot_and_leaderboard(ctx, &pool, &http, base, company, applied_company, &args).await?;
     Ok(())
 }
 

@@ -83,30 +83,7 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
             .context("reading the dead-letter topic")??
     };
     match command {
-        DlqCommand::List => {
-            println!(
-                "{:<12} {:<22} {:<40} {:<16} {:<25} detail",
-                "POSITION", "REASON", "ORIGIN", "SERVICE", "TIME"
-            );
-            for m in &letters {
-                let header = |k| header(m, k).unwrap_or_default();
-                println!(
-                    "{:<12} {:<22} {:<40} {:<16} {:<25} {}",
-                    Position::from((m.partition(), m.offset())).to_string(),
-                    header(h::DLQ_REASON),
-                    format!(
-                        "{}/{}/{}",
-                        header(h::DLQ_ORIGIN_TOPIC),
-                        header(h::DLQ_ORIGIN_PARTITION),
-                        header(h::DLQ_ORIGIN_OFFSET)
-                    ),
-                    header(h::DLQ_SERVICE),
-                    header(h::DLQ_TIME),
-                    header(h::DLQ_DETAIL),
-                );
-            }
-            eprintln!("{} dead letters in {topic}", letters.len());
-        }
+        DlqCommand::List => list(&topic, &letters),
         DlqCommand::Inspect { at } => {
             let m = letters
                 .iter()
@@ -132,34 +109,70 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
                 .filter(|m| partition.is_none_or(|p| m.partition() == p))
                 .filter(|m| offset.is_none_or(|o| m.offset() == o))
                 .collect();
-            let messages: Vec<OutgoingMessage> =
-                chosen.iter().map(|m| to_origin(m, &topic)).collect();
-            for (m, out) in chosen.iter().zip(&messages) {
-                println!(
-                    "{} {}/{} -> {} key {}",
-                    if dry_run { "would replay" } else { "replaying" },
-                    m.partition(),
-                    m.offset(),
-                    out.topic,
-                    out.key
-                );
-            }
-            if !dry_run && !messages.is_empty() {
-                let producer =
-                    crm_sync_kafka::clients::producer(&ctx.settings.kafka, "crm-sync-cli")?;
-                Publisher::new(producer)
-                    .publish_all(&messages)
-                    .await
-                    .context("replaying dead letters")?;
-            }
-            eprintln!(
-                "{} {} of {} dead letters",
-                if dry_run { "would replay" } else { "replayed" },
-                messages.len(),
-                letters.len()
-            );
+            replay(ctx, &topic, &chosen, letters.len(), dry_run).await?;
         }
     }
+    Ok(())
+}
+
+/// One line per dead letter: where it is, why, and where it came from.
+fn list(topic: &str, letters: &[OwnedMessage]) {
+    println!(
+        "{:<12} {:<22} {:<40} {:<16} {:<25} detail",
+        "POSITION", "REASON", "ORIGIN", "SERVICE", "TIME"
+    );
+    for m in letters {
+        let header = |k| header(m, k).unwrap_or_default();
+        println!(
+            "{:<12} {:<22} {:<40} {:<16} {:<25} {}",
+            Position::from((m.partition(), m.offset())).to_string(),
+            header(h::DLQ_REASON),
+            format!(
+                "{}/{}/{}",
+                header(h::DLQ_ORIGIN_TOPIC),
+                header(h::DLQ_ORIGIN_PARTITION),
+                header(h::DLQ_ORIGIN_OFFSET)
+            ),
+            header(h::DLQ_SERVICE),
+            header(h::DLQ_TIME),
+            header(h::DLQ_DETAIL),
+        );
+    }
+    eprintln!("{} dead letters in {topic}", letters.len());
+}
+
+/// Sends the chosen dead letters back to their original topics (or only says which would go).
+async fn replay(
+    ctx: &Context,
+    topic: &str,
+    chosen: &[&OwnedMessage],
+    total: usize,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let messages: Vec<OutgoingMessage> = chosen.iter().map(|m| to_origin(m, topic)).collect();
+    for (m, out) in chosen.iter().zip(&messages) {
+        println!(
+            "{} {}/{} -> {} key {}",
+            if dry_run { "would replay" } else { "replaying" },
+            m.partition(),
+            m.offset(),
+            out.topic,
+            out.key
+        );
+    }
+    if !dry_run && !messages.is_empty() {
+        let producer = crm_sync_kafka::clients::producer(&ctx.settings.kafka, "crm-sync-cli")?;
+        Publisher::new(producer)
+            .publish_all(&messages)
+            .await
+            .context("replaying dead letters")?;
+    }
+    eprintln!(
+        "{} {} of {} dead letters",
+        if dry_run { "would replay" } else { "replayed" },
+        messages.len(),
+        total
+    );
     Ok(())
 }
 
