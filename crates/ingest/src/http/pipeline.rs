@@ -272,12 +272,19 @@ impl AppState {
             .collect();
         let known = crm_status::record_events(&self.pool, integration_id, &said)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "recording what user events say about CRM users failed");
-                ApiError::unavailable(
-                    "database_unavailable",
-                    "the events were stored, but what they say about CRM users being active could not be; retry later",
-                )
+            .map_err(|e| match crm_sync_store::refusal::refused_value(&e) {
+                // Retrying would fail the same way: the sender must fix the value.
+                Some(reason) => ApiError::refused(crate::check::Refusal::Invalid {
+                    field: "record_id".into(),
+                    reason: format!("the CRM user's id cannot be stored ({reason})"),
+                }),
+                None => {
+                    tracing::error!(error = %e, "recording what user events say about CRM users failed");
+                    ApiError::unavailable(
+                        "database_unavailable",
+                        "the events were stored, but what they say about CRM users being active could not be; retry later",
+                    )
+                }
             })?;
         metrics::counter!("crm_sync_ingest_user_events_total").increment(said.len() as u64);
         tracing::info!(

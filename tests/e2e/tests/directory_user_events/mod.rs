@@ -2,11 +2,13 @@
 //! own word that a rep is inactive deactivates their platform account at once (not at the
 //! directory's next round, which these tests put an hour away), once however often Salesforce
 //! delivers it, only where the integration says so; a word about a CRM user nobody's account
-//! belongs to changes nothing, and a `User` whose `IsActive` is not a boolean is refused.
+//! belongs to changes nothing, a `User` whose `IsActive` is not a boolean is refused, and one
+//! ingest cannot keep (PostgreSQL away) is answered 503 so that Salesforce delivers it again.
 
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use crm_sync_e2e::proxy::TcpProxy;
 use crm_sync_e2e::{eventually, metric, salesforce};
 use uuid::Uuid;
 
@@ -247,4 +249,68 @@ async fn a_user_message_changes_nothing_when_the_setting_is_off_the_user_unknown
         .await
         .unwrap();
     expect_deactivated_by_the_crm(&s.env, s.company_id, s.integration_id, OWNER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_message_ingest_cannot_record_is_refused_with_503_and_its_redelivery_deactivates_once()
+ {
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Ina Active", "ina@example.com");
+    let s = salesforce_setup("connectors-user-events-pg-away", &crm).await;
+    // PostgreSQL is shared by every test: ingest reaches it through a proxy this test can cut.
+    let upstream = s.env.database_url.split_once('@').unwrap().1;
+    let proxy = TcpProxy::start(upstream.split_once('/').unwrap().0).await;
+    let proxied = proxy.postgres_url(&s.env.database_url);
+    let ingest_env = [
+        ("CRM_SYNC__DATABASE__URL", proxied.as_str()),
+        // The integration stays known to ingest while PostgreSQL is away.
+        ("CRM_SYNC__INGEST__INTEGRATION_CACHE_MS", "600000"),
+        ("CRM_SYNC__DATABASE__ACQUIRE_TIMEOUT_MS", "2000"),
+    ];
+    let p = start_pipeline_with(&s.env, &ingest_env, &SLOW_DIRECTORY).await;
+    won_deal(
+        &p,
+        s.integration_id,
+        "04l5g00000PGA1AAA1",
+        "0065g00000PgA1AAAB",
+    )
+    .await;
+    let user_id = account_on_a_team(&s.env, s.company_id, s.integration_id, OWNER).await;
+
+    // PostgreSQL away for ingest: the event reaches Kafka, but its word about the user cannot
+    // be kept, so Salesforce is told to deliver it again.
+    let message = user_message("04l5g00000PGA2AAA1", OWNER, "false", Utc::now());
+    proxy.cut();
+    let answer = post_to(&p, s.integration_id, message.clone()).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.error(), "database_unavailable");
+    assert_eq!(
+        account(&s.env, s.integration_id, OWNER).await.unwrap().1,
+        None
+    );
+
+    // Back: Salesforce's redelivery (same notification id) deactivates the user, once.
+    proxy.restore();
+    eventually(
+        "the redelivery accepted",
+        Duration::from_secs(30),
+        || async {
+            let answer = post_to(&p, s.integration_id, message.clone()).await;
+            (answer.status == 200).then_some(())
+        },
+    )
+    .await;
+    expect_deactivated_by_the_crm(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert!(
+        !on_leaderboard(&s.env, s.company_id)
+            .await
+            .contains(&user_id)
+    );
+    let delivered = crm_events(&s.env)
+        .await
+        .into_iter()
+        .filter(|e| e.object_type == "User")
+        .map(|e| e.event_id)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(delivered.len(), 1, "both deliveries carry one event id");
 }
