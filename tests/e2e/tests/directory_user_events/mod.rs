@@ -99,6 +99,13 @@ async fn a_salesforce_user_message_deactivates_the_mapped_user_at_once_and_once(
     crm.add_user(OWNER, "Ina Active", "ina@example.com");
     let s = salesforce_setup("connectors-user-events-sf", &crm).await;
     let p = start_pipeline_with(&s.env, &[], &SLOW_DIRECTORY).await;
+    // A second provisioner replica: both are notified, the user is still deactivated once.
+    let mut replica_env = crate::connectors::SERVICE_ENV.to_vec();
+    replica_env.extend_from_slice(&SLOW_DIRECTORY);
+    let _replica = s
+        .env
+        .start_service("provisioner", "provisioner-2", &replica_env)
+        .await;
     won_deal(
         &p,
         s.integration_id,
