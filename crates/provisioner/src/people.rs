@@ -40,7 +40,7 @@ const BATCH: i64 = 100;
 /// user as inactive, its activities as no longer visible), published right after commit. A user
 /// an admin reactivated afterwards stays active until the CRM reports the user inactive again.
 /// Each identity is taken under its row lock and checked again, so that passes running at once
-/// (this replica's listener after a reconnect, other replicas') deactivate and announce each user
+/// (every provisioner replica runs them when notified) deactivate and announce each user
 /// once. Returns how many were deactivated, and whether more may be due.
 pub async fn deactivate_inactive_in_crm(
     pool: &PgPool,
