@@ -1,7 +1,8 @@
 // The record trail on the management page, against admin-api and the pipeline running as real
 // processes (started by tests/e2e/tests/admin_browser.rs): an admin finds why a deal did not
 // count, fixes the workflow, and sees the record's next event count; the integration's health
-// shows the events of the last hour; a viewer reads the same story.
+// shows the events of the last hour; a viewer reads the same story; the recent events and dead
+// letters load older pages on "more".
 const { test, expect } = require('@playwright/test');
 const path = require('path');
 
@@ -14,14 +15,21 @@ const shots = process.env.CRM_SYNC_BROWSER_ARTIFACTS || 'test-results';
 const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 const RECORD = '006000000000TR1AAA';
 
-/// A Salesforce Outbound Message with one Closed Won opportunity of `amount`.
-function outboundMessage(notificationId, amount) {
-  const orgId = env('ORG_ID');
+/// A Closed Won opportunity of `amount` in an Outbound Message notification.
+function notification(notificationId, record, amount) {
   const fields = {
-    Id: RECORD, Amount: amount, CloseDate: '2026-11-20', CreatedDate: '2026-11-01T09:00:00.000Z',
+    Id: record, Amount: amount, CloseDate: '2026-11-20', CreatedDate: '2026-11-01T09:00:00.000Z',
     LastModifiedDate: '2026-11-20T15:04:05.000Z', Name: 'Trail - 5 licenses', OwnerId: '005TRAIL00000001', StageName: 'Closed Won',
   };
   const sobject = Object.entries(fields).map(([k, v]) => `<sf:${k}>${v}</sf:${k}>`).join('');
+  return `<Notification><Id>${notificationId}</Id>
+    <sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">${sobject}</sObject>
+   </Notification>`;
+}
+
+/// A Salesforce Outbound Message with the notifications.
+function outboundMessage(notifications) {
+  const orgId = env('ORG_ID');
   return `<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
  <soapenv:Body>
@@ -30,18 +38,20 @@ function outboundMessage(notificationId, amount) {
    <SessionId xsi:nil="true"/>
    <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/59.0/${orgId}</EnterpriseUrl>
    <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/59.0/${orgId}</PartnerUrl>
-   <Notification><Id>${notificationId}</Id>
-    <sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">${sobject}</sObject>
-   </Notification>
+   ${notifications.join('')}
   </notifications>
  </soapenv:Body>
 </soapenv:Envelope>`;
 }
 
 async function post(request, notificationId, amount) {
+  await postNotifications(request, [notification(notificationId, RECORD, amount)]);
+}
+
+async function postNotifications(request, notifications) {
   const posted = await request.post(
     `${env('INGEST_URL')}/v1/integrations/${env('INTEGRATION_ID')}/salesforce/outbound-messages?token=${env('WEBHOOK_TOKEN')}`,
-    { headers: { 'content-type': 'text/xml; charset=utf-8', SOAPAction: '""' }, data: outboundMessage(notificationId, amount) },
+    { headers: { 'content-type': 'text/xml; charset=utf-8', SOAPAction: '""' }, data: outboundMessage(notifications) },
   );
   expect(posted.status()).toBe(200);
 }
@@ -141,4 +151,48 @@ test('a viewer reads a record trail', async ({ page }) => {
   await expect(story).toContainText('Amount is "50"; the condition wants gte 1000');
   await expect(page.locator('#trail-dead-body')).toBeVisible();
   await shot(page, '24-trail-viewer');
+});
+
+test('the recent events and the dead letters load older pages on "more"', async ({ page, request }) => {
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // 35 events, newer than any before: the first page (30) shows only some of them, the rest
+  // come with "Load older events".
+  const records = Array.from({ length: 35 }, (_, i) => `006PAGE000000${String(i).padStart(2, '0')}A`);
+  await postNotifications(request, records.map((r, i) => notification(`04l0000000PG${String(i).padStart(2, '0')}AAA`, r, '5')));
+  const shown = async (locator) => {
+    const text = await locator.innerText();
+    return records.filter((r) => text.includes(r)).length;
+  };
+
+  // Until the evaluator has recorded every one of them (the page is opened after).
+  const auth = { Authorization: `Bearer ${env('ADMIN_TOKEN')}` };
+  const companyId = (await (await request.get(`${env('ADMIN_URL')}/admin/v1/session`, { headers: auth })).json()).company_id;
+  const trailApi = `${env('ADMIN_URL')}/admin/v1/companies/${companyId}/integrations/${env('INTEGRATION_ID')}/trail?limit=100`;
+  await expect(async () => {
+    const items = (await (await request.get(trailApi, { headers: auth })).json()).items;
+    expect(records.filter((r) => items.some((e) => e.record_id === r)).length).toBe(35);
+  }).toPass({ timeout: 60_000 });
+
+  await signIn(page, env('ADMIN_TOKEN'));
+  await page.getByRole('link', { name: 'Record trail' }).click();
+  const recent = page.locator('#trail-recent-body');
+  await expect(recent.locator('tr')).toHaveCount(30);
+  expect(await shown(recent)).toBe(30);
+  const olderEvents = page.getByRole('button', { name: 'Load older events' });
+  await expect(olderEvents).toBeVisible();
+  await olderEvents.click();
+  await expect(async () => expect(await shown(recent)).toBe(35)).toPass({ timeout: 5_000 });
+  expect(await recent.locator('tr').count()).toBeGreaterThan(30);
+
+  // The 35 dead letters the runner recorded: 30, then the 5 oldest, then no more button.
+  const dead = page.locator('#trail-dead-body');
+  await expect(dead).toContainText('dead letter number 34');
+  await expect(dead).not.toContainText('dead letter number 4');
+  await page.getByRole('button', { name: 'Load older dead letters' }).click();
+  await expect(dead).toContainText('dead letter number 0');
+  await expect(dead.locator('tr')).toHaveCount(35);
+  await expect(page.getByRole('button', { name: 'Load older dead letters' })).toBeHidden();
+  await shot(page, '25-trail-more');
+  expect(errors).toEqual([]);
 });

@@ -5,7 +5,7 @@
 // app.js (api, el, company, query, ...), loaded before it.
 'use strict';
 
-const trail = { generation: 0 };
+const trail = { generation: 0, cursors: {} };
 const trailTime = (iso) => (iso ? iso.replace('T', ' ').slice(0, 19) : '');
 const DECISION_LABELS = { counted: 'counted', still_counts: 'still counts', retracted: 'retracted', not_counted: 'did not count' };
 const SUMMARY_LABELS = { matched: 'counted', retracted: 'retracted', no_match: 'did not count', unchanged: 'nothing new' };
@@ -78,31 +78,57 @@ async function showTrail(recordId) {
   }, $('trail-form'));
 }
 
-/// The selected integration's recent events and dead letters.
-async function loadTrailLists() {
-  const id = $('trail-integration').value;
-  const generation = ++trail.generation;
-  if (!id) { $('trail-recent-body').replaceChildren(); $('trail-dead-body').replaceChildren(); return; }
-  const base = `${company()}/integrations/${id}`;
-  const summary = $('trail-only-unmatched').checked ? 'no_match' : null;
-  const [recent, dead] = await Promise.all([
-    api('GET', `${base}/trail${query({ limit: 30, summary })}`),
-    api('GET', `${base}/dead-letters${query({ limit: 30 })}`),
-  ]);
-  if (generation !== trail.generation) return;
-  const body = $('trail-recent-body');
-  body.replaceChildren(...recent.items.map((e) => el('tr', {},
+function recentRow(e) {
+  return el('tr', {},
     el('td', { text: trailTime(e.judged_at) }),
     el('td', {}, el('button', {
       type: 'button', text: e.record_id, 'aria-label': `Show the trail of ${e.object_type} ${e.record_id}`,
       onclick: () => { $('trail-record').value = e.record_id; showTrail(e.record_id); },
     })),
     el('td', { text: `${e.object_type} ${e.change_type}` }), el('td', { text: trailSource(e) }),
-    el('td', { class: e.summary === 'matched' ? 'match' : 'nomatch', text: SUMMARY_LABELS[e.summary] || e.summary }))));
-  if (!body.children.length) body.append(el('tr', {}, el('td', { colspan: '5', text: 'No events in the retention period.' })));
-  const deadBody = $('trail-dead-body');
-  deadBody.replaceChildren(...dead.items.map(deadLetterRow));
-  if (!deadBody.children.length) deadBody.append(el('tr', {}, el('td', { colspan: '4', text: 'No dead letters.' })));
+    el('td', { class: e.summary === 'matched' ? 'match' : 'nomatch', text: SUMMARY_LABELS[e.summary] || e.summary }));
+}
+
+/// The two lists the section pages through: each API path, its rows and its "more" button.
+const TRAIL_LISTS = {
+  recent: {
+    path: 'trail', body: 'trail-recent-body', more: 'trail-recent-more', row: recentRow, columns: '5',
+    empty: 'No events in the retention period.',
+    filter: () => ({ summary: $('trail-only-unmatched').checked ? 'no_match' : null }),
+  },
+  dead: {
+    path: 'dead-letters', body: 'trail-dead-body', more: 'trail-dead-more', row: deadLetterRow, columns: '4',
+    empty: 'No dead letters.', filter: () => ({}),
+  },
+};
+
+/// One page of a list: the first (replacing what is shown) or, with `more`, the next older one
+/// after the cursor the previous page returned.
+async function loadTrailPage(name, more) {
+  const list = TRAIL_LISTS[name];
+  const id = $('trail-integration').value;
+  const generation = trail.generation;
+  const cursor = more ? trail.cursors[name] : null;
+  const page = await api('GET', `${company()}/integrations/${id}/${list.path}${query({ limit: 30, cursor, ...list.filter() })}`);
+  if (generation !== trail.generation) return;
+  const body = $(list.body);
+  if (!more) body.replaceChildren();
+  body.append(...page.items.map(list.row));
+  if (!body.children.length) body.append(el('tr', {}, el('td', { colspan: list.columns, text: list.empty })));
+  trail.cursors[name] = page.next_cursor;
+  $(list.more).hidden = !page.next_cursor;
+}
+
+/// The selected integration's recent events and dead letters, from their newest.
+async function loadTrailLists() {
+  const id = $('trail-integration').value;
+  ++trail.generation;
+  trail.cursors = {};
+  if (!id) {
+    for (const list of Object.values(TRAIL_LISTS)) { $(list.body).replaceChildren(); $(list.more).hidden = true; }
+    return;
+  }
+  await Promise.all(Object.keys(TRAIL_LISTS).map((name) => loadTrailPage(name, false)));
 }
 
 async function loadTrailSection() {
@@ -118,4 +144,7 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('trail-integration').addEventListener('change', () => loadTrailLists().catch(reportUnexpected));
   $('trail-only-unmatched').addEventListener('change', () => loadTrailLists().catch(reportUnexpected));
+  for (const [name, list] of Object.entries(TRAIL_LISTS)) {
+    $(list.more).addEventListener('click', () => loadTrailPage(name, true).catch(reportUnexpected));
+  }
 });

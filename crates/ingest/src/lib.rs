@@ -10,6 +10,7 @@
 //! - [`generic`]: the signed JSON form of `CrmEvent`;
 //! - [`event`]: what they share (event ids, timestamps, JSON field values);
 //! - [`check`]: what every event must satisfy before it is published (ids, dates, sizes);
+//! - [`users`]: what the CRMs' own user events say about CRM users being active;
 //! - [`run`]: wiring the service together (configuration, PostgreSQL, Kafka, ops endpoints).
 
 pub mod check;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod users;
 
 #[cfg(feature = "service")]
 mod service;

@@ -45,7 +45,6 @@ pub struct Directory {
     pool: PgPool,
     publisher: Publisher,
     users_topic: String,
-    activities_topic: String,
     key: SecretKey,
     config: Config,
     inline_attempts: u32,
@@ -86,7 +85,6 @@ impl Directory {
             pool,
             publisher,
             users_topic: settings.topics.users.clone(),
-            activities_topic: settings.topics.activities.clone(),
             key,
             config: Config {
                 timeout: Duration::from_millis(d.timeout_ms),
@@ -225,8 +223,9 @@ impl Directory {
         };
         sqlx::query(
             "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, display_name, email, directory_email,
-                                         directory_state, directory_attempts, directory_next_attempt_at, directory_error, crm_active)
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)
+                                         directory_state, directory_attempts, directory_next_attempt_at, directory_error, crm_active,
+                                         crm_active_at)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, CASE WHEN $10::boolean IS NOT NULL THEN now() END)
              ON CONFLICT (integration_id, crm_user_id) DO UPDATE SET
                  display_name = COALESCE(crm_identities.display_name, EXCLUDED.display_name),
                  email = COALESCE(crm_identities.email, EXCLUDED.email),
@@ -236,6 +235,8 @@ impl Directory {
                  directory_next_attempt_at = EXCLUDED.directory_next_attempt_at,
                  directory_error = EXCLUDED.directory_error,
                  crm_active = COALESCE(EXCLUDED.crm_active, crm_identities.crm_active),
+                 -- The directory answers as of now: newer than any user event received so far.
+                 crm_active_at = COALESCE(EXCLUDED.crm_active_at, crm_identities.crm_active_at),
                  directory_checked_at = CASE WHEN EXCLUDED.directory_state = 'complete' THEN now()
                                              ELSE crm_identities.directory_checked_at END,
                  -- Active again in the CRM: a later inactive word applies anew.
@@ -354,7 +355,8 @@ impl Directory {
     }
 
     /// Until shutdown: every `directory.completion_interval_secs`, looks up the identities whose
-    /// lookup failed and completes their accounts.
+    /// lookup failed and completes their accounts, and re-checks mapped users (what the lookups
+    /// say about users being inactive is acted on by `crate::people::CrmInactive`, notified).
     pub async fn complete_pending(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -368,15 +370,6 @@ impl Directory {
             }
             if let Err(e) = self.recheck_round().await {
                 tracing::warn!(error = %format!("{e:#}"), "re-checking mapped CRM users failed; retrying later");
-            }
-            let topics = crate::people::Topics {
-                users: &self.users_topic,
-                activities: &self.activities_topic,
-            };
-            if let Err(e) =
-                crate::people::deactivate_inactive_in_crm(&self.pool, &self.publisher, topics).await
-            {
-                tracing::warn!(error = %format!("{e:#}"), "deactivating users the CRM says are inactive failed; retrying later");
             }
         }
     }

@@ -69,6 +69,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             directory.clone().complete_pending(shutdown.clone()),
         );
     }
+    // Users the CRM says are inactive, deactivated as soon as that is known.
+    background.spawn(
+        "CRM-inactive listener",
+        people::CrmInactive::new(
+            pool.clone(),
+            publisher.clone(),
+            settings.topics.users.clone(),
+            settings.topics.activities.clone(),
+        )
+        .run(shutdown.clone()),
+    );
     let handler = Provisioner {
         pool,
         publisher: publisher.clone(),

@@ -11,6 +11,9 @@ use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+mod listener;
+pub use listener::CrmInactive;
+
 /// Namespace of the ids of the announcements of CRM deactivations.
 const NAMESPACE: Uuid = Uuid::from_u128(0x51c0_9d3e_7a24_4f86_b0e1_6c2d_93a7_58f4);
 
@@ -28,30 +31,43 @@ pub struct Topics<'a> {
     pub activities: &'a str,
 }
 
-/// Deactivates the platform users whose CRM user the CRM's directory said is inactive, where
-/// the integration says so (`deactivate_with_crm`, on by default): each in a transaction of its
-/// own that audits it and stages the announcements (the user as inactive, its activities as no
-/// longer visible), published right after commit. A user an admin reactivated afterwards stays
-/// active until the CRM reports the user inactive again. Returns how many were deactivated.
+/// Identities deactivated per pass.
+const BATCH: i64 = 100;
+
+/// Deactivates the platform users whose CRM user the CRM said is inactive (a directory lookup
+/// or the CRM's own user event), where the integration says so (`deactivate_with_crm`, on by
+/// default): each in a transaction of its own that audits it and stages the announcements (the
+/// user as inactive, its activities as no longer visible), published right after commit. A user
+/// an admin reactivated afterwards stays active until the CRM reports the user inactive again.
+/// Each identity is taken under its row lock and checked again, so that passes running at once
+/// (every provisioner replica runs them when notified) deactivate and announce each user
+/// once. Returns how many were deactivated, and whether more may be due.
 pub async fn deactivate_inactive_in_crm(
     pool: &PgPool,
     publisher: &Publisher,
     topics: Topics<'_>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Pass> {
     let due: Vec<(Uuid, Uuid, String, Uuid)> = sqlx::query_as(
         "SELECT ci.company_id, ci.integration_id, ci.crm_user_id, ci.user_id
          FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
          WHERE ci.crm_active = false AND ci.crm_inactive_applied_at IS NULL
            AND ci.user_id IS NOT NULL AND i.deactivate_with_crm
-         LIMIT 100",
+         LIMIT $1",
     )
+    .bind(BATCH)
     .fetch_all(pool)
     .await
     .context("finding users the CRM says are inactive")?;
-    let mut done = 0;
+    let mut pass = Pass {
+        deactivated: 0,
+        more: due.len() as i64 == BATCH,
+    };
     for (company_id, integration_id, crm_user_id, user_id) in due {
         let batch = format!("provisioner/crm-inactive/{}", Uuid::new_v4());
         let mut tx = pool.begin().await?;
+        if !still_due(&mut tx, integration_id, &crm_user_id, user_id).await? {
+            continue;
+        }
         let deactivated = deactivate_one(
             &mut tx,
             &batch,
@@ -70,13 +86,43 @@ pub async fn deactivate_inactive_in_crm(
         .await?;
         tx.commit().await?;
         if deactivated {
-            done += 1;
+            pass.deactivated += 1;
             tracing::info!(%user_id, %integration_id, crm_user_id, "deactivated the user: the CRM says they are inactive");
         }
         // Committed: if publishing fails now, the outbox relay sends the rows later.
         crm_sync_kafka::outbox_relay::publish_batches(pool, publisher, &[&batch]).await?;
     }
-    Ok(done)
+    Ok(pass)
+}
+
+/// What one pass of [`deactivate_inactive_in_crm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub deactivated: usize,
+    /// The pass took a full batch: more identities may be due.
+    pub more: bool,
+}
+
+/// Locks the identity if it is still due for deactivation: another pass (this replica's or
+/// another's) that holds it or has applied it is left alone.
+async fn still_due(
+    tx: &mut PgConnection,
+    integration_id: Uuid,
+    crm_user_id: &str,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM crm_identities ci JOIN integrations i ON i.id = ci.integration_id
+         WHERE ci.integration_id = $1 AND ci.crm_user_id = $2 AND ci.user_id = $3
+           AND ci.crm_active = false AND ci.crm_inactive_applied_at IS NULL AND i.deactivate_with_crm
+         FOR UPDATE OF ci SKIP LOCKED",
+    )
+    .bind(integration_id)
+    .bind(crm_user_id)
+    .bind(user_id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// Deactivates the user (if not already) and stages what downstream must learn of it.

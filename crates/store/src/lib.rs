@@ -4,6 +4,7 @@
 pub mod admin;
 mod api_credentials;
 pub mod credentials;
+pub mod crm_user_status;
 pub mod integrations;
 pub mod listen;
 pub mod outbox;

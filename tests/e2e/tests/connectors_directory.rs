@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod connectors;
+mod directory_user_events;
 
 use std::time::Duration;
 

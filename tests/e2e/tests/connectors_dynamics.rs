@@ -1,12 +1,18 @@
 //! Dynamics 365 / Dataverse webhooks end to end: the `RemoteExecutionContext` of a won
 //! opportunity, authenticated by a header key or the `code` query key, the owner named through
-//! `systemusers` with a Microsoft Entra client-credentials token.
+//! `systemusers` with a Microsoft Entra client-credentials token, and disabled by the `systemuser`
+//! Update that disables them in Dataverse.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod connectors;
 
-use connectors::{FakeCrm, add_integration, post, setup, start_pipeline, wait_for_activity};
-use crm_sync_e2e::topic_message_count;
+use std::time::Duration;
+
+use connectors::user_events::{account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard};
+use connectors::{
+    FakeCrm, add_integration, post, setup, start_pipeline, start_pipeline_with, wait_for_activity,
+};
+use crm_sync_e2e::{eventually, topic_message_count};
 use crm_sync_store::credentials::{
     ApiCredentials, IntegrationSecrets, OAuthCredentials, WebhookKey,
 };
@@ -246,4 +252,98 @@ async fn wrong_keys_other_environments_and_unsupported_messages_are_refused() {
     ingest.kill().await;
     let log = std::fs::read_to_string(log_file).unwrap();
     assert!(!log.contains(KEY), "the webhook key is never logged");
+}
+
+/// The context of the Update step on `systemuser` when an administrator disables the user
+/// (`isdisabled` set), made at `at_ms`.
+fn systemuser_disabled(user: &str, operation: &str, disabled: Value, at_ms: i64) -> String {
+    let user_entity = json!({"__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
+        "Attributes": [{"key": "isdisabled", "value": disabled}, {"key": "systemuserid", "value": user}],
+        "EntityState": null, "FormattedValues": [{"key": "isdisabled", "value": "Disabled"}], "Id": user,
+        "KeyAttributes": [], "LogicalName": "systemuser", "RelatedEntities": [], "RowVersion": "7654321"});
+    json!({
+        "BusinessUnitId": "e9d62c2f-0e2e-e711-8110-c4346bc4c8e8", "CorrelationId": "6d2f5a3e-8a4d-4f6b-9e0a-1b2c3d4e5f61",
+        "Depth": 1, "InitiatingUserId": "11111111-2222-3333-4444-555555555555", "IsExecutingOffline": false,
+        "IsInTransaction": false, "IsOfflinePlayback": false, "IsolationMode": 1, "MessageName": "Update", "Mode": 1,
+        "OperationCreatedOn": format!("/Date({at_ms}+0000)/"), "OperationId": operation, "OrganizationId": ORG,
+        "OrganizationName": "contoso", "OutputParameters": [], "ParentContext": null,
+        "InputParameters": [{"key": "Target", "value": user_entity}],
+        "PreEntityImages": [], "PostEntityImages": [],
+        "PrimaryEntityId": user, "PrimaryEntityName": "systemuser", "RequestId": null,
+        "SecondaryEntityName": "none", "SharedVariables": [], "Stage": 40,
+        "UserId": "11111111-2222-3333-4444-555555555555"
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemuser_disabled_in_dataverse_is_deactivated_at_once() {
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Dana Dynamics", "dana@example.com");
+    let s = setup(
+        "connectors-dynamics-disabled",
+        "dynamics",
+        ORG,
+        secrets(&crm.base_url, header_key()),
+        None,
+        workflow(),
+    )
+    .await;
+    // The directory's rounds an hour away: what happens within seconds is the user event's.
+    let p = start_pipeline_with(
+        &s.env,
+        &[],
+        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/dynamics/webhooks",
+        s.integration_id
+    ));
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-crm-sync-key", KEY),
+    ];
+    let record = "0a3c5e7f-1b2d-4e6f-8a9b-0c1d2e3f4a5b";
+    let won = won(
+        record,
+        "a1f7a9a0-73c2-4d2c-9f3d-4d5e6f708192",
+        ORG,
+        "Update",
+    );
+    assert_eq!(post(&url, &headers, won).await.status, 200);
+    let user_id = account_on_a_team(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert_eq!(on_leaderboard(&s.env, s.company_id).await, [user_id]);
+
+    // `isdisabled` that is no boolean: refused, naming the field, nothing published.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let events = topic_message_count(&s.env.topics.events);
+    let op = "c2f7a9a0-73c2-4d2c-9f3d-4d5e6f708194";
+    let answer = post(
+        &url,
+        &headers,
+        systemuser_disabled(OWNER, op, json!("sometimes"), now_ms),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.error().as_str()),
+        (400, "invalid_value")
+    );
+    assert!(answer.message().contains("isdisabled"), "{}", answer.body);
+    assert_eq!(topic_message_count(&s.env.topics.events), events);
+
+    let answer = post(
+        &url,
+        &headers,
+        systemuser_disabled(OWNER, op, json!(true), now_ms),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    expect_deactivated_by_the_crm(&s.env, s.company_id, s.integration_id, OWNER).await;
+    eventually(
+        "the systemuser event published",
+        Duration::from_secs(10),
+        || async { (topic_message_count(&s.env.topics.events) > events).then_some(()) },
+    )
+    .await;
 }

@@ -5,7 +5,12 @@
 mod connectors;
 
 use base64::Engine as _;
-use connectors::{FakeCrm, crm_events, post, setup, start_pipeline, wait_for_activity};
+use connectors::user_events::{
+    account_on_a_team, crm_active, expect_deactivated_by_the_crm, on_leaderboard,
+};
+use connectors::{
+    FakeCrm, count, crm_events, post, setup, start_pipeline, start_pipeline_with, wait_for_activity,
+};
 use crm_sync_e2e::topic_message_count;
 use crm_sync_proto::v1::ChangeType;
 use crm_sync_proto::v1::field_value::Kind;
@@ -206,4 +211,93 @@ async fn missing_or_wrong_credentials_other_companies_and_v1_payloads_are_refuse
     ingest.kill().await;
     let log = std::fs::read_to_string(log_file).unwrap();
     assert!(!log.contains(PASSWORD) && !log.contains("not-the-password"));
+}
+
+/// A `user` change as Pipedrive's webhooks v2 send it when an admin deactivates a user.
+fn user_change(event_id: &str, user: &str, active_flag: serde_json::Value) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({
+        "meta": {
+            "action": "change", "entity": "user", "entity_id": user, "id": event_id, "version": "2.0",
+            "company_id": COMPANY, "user_id": "1", "correlation_id": "c0ffee", "webhook_id": "100",
+            "webhook_owner_id": "1", "attempt": 1, "host": "acme.pipedrive.com", "timestamp": now,
+            "type": "general", "is_bulk_edit": false, "change_source": "app", "permitted_user_ids": ["1"]
+        },
+        "data": {
+            "id": user.parse::<u64>().unwrap(), "name": "Pat Pipeline", "email": "pat@example.com",
+            "active_flag": active_flag, "is_admin": 0, "role_id": 1, "modified": now
+        },
+        "previous": {"active_flag": true}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_webhook_saying_the_user_is_inactive_deactivates_their_account_at_once() {
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Pat Pipeline", "pat@example.com");
+    let s = setup(
+        "connectors-pipedrive-user",
+        "pipedrive",
+        COMPANY,
+        secrets(&crm.base_url),
+        None,
+        json!({
+            "name": "Won deals", "object_type": "deal", "triggers": ["created", "updated"],
+            "conditions": {"all": [{"field": "status", "op": "eq", "value": "won"}]},
+            "user_field": "owner_id", "value_field": "value", "date_field": "won_time",
+            "activity_type": "deal_won"
+        }),
+    )
+    .await;
+    // The directory's rounds an hour away: what happens within seconds is the user event's.
+    let p = start_pipeline_with(
+        &s.env,
+        &[],
+        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/pipedrive/webhooks",
+        s.integration_id
+    ));
+    let auth = basic("crm-sync", PASSWORD);
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let won = deal_change("6f1b24d1-3bd8-4ef2-b4ec-5f0ad0b4bcd8", 1, "won", COMPANY);
+    assert_eq!(post(&url, &headers, won).await.status, 200);
+    let user_id = account_on_a_team(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert_eq!(on_leaderboard(&s.env, s.company_id).await, [user_id]);
+
+    // `active_flag` that is no boolean: refused, naming the field, nothing published.
+    let events = topic_message_count(&s.env.topics.events);
+    let answer = post(&url, &headers, user_change("u-0", OWNER, json!("yes"))).await;
+    assert_eq!(
+        (answer.status, answer.error().as_str()),
+        (400, "invalid_value")
+    );
+    assert!(answer.message().contains("active_flag"), "{}", answer.body);
+    assert_eq!(topic_message_count(&s.env.topics.events), events);
+
+    // A user nobody's account belongs to: passed on, no identity made for them.
+    let identities = count(&s.env, "SELECT count(*) FROM crm_identities").await;
+    let answer = post(&url, &headers, user_change("u-1", "99999", json!(false))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        count(&s.env, "SELECT count(*) FROM crm_identities").await,
+        identities
+    );
+    assert_eq!(crm_active(&s.env, s.integration_id, "99999").await, None);
+
+    let answer = post(&url, &headers, user_change("u-2", OWNER, json!(false))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    expect_deactivated_by_the_crm(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert!(
+        crm_events(&s.env)
+            .await
+            .iter()
+            .any(|e| e.object_type == "user" && e.record_id == OWNER)
+    );
 }

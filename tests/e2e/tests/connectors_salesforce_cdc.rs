@@ -1,6 +1,7 @@
 //! Salesforce Change Data Capture events relayed to ingest, end to end: creates become
 //! activities of users named through `sobjects/User` (OAuth 2.0 client credentials), deletes
-//! (which name no owner) retract the remembered owner's activity.
+//! (which name no owner) retract the remembered owner's activity; a `User` change event saying
+//! the user is no longer active deactivates their account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod connectors;
@@ -8,8 +9,10 @@ mod connectors;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use connectors::user_events::{account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard};
 use connectors::{
-    FakeCrm, count, crm_events, post, setup, start_pipeline, users_announced, wait_for_activity,
+    FakeCrm, count, crm_events, post, setup, start_pipeline, start_pipeline_with, users_announced,
+    wait_for_activity,
 };
 use crm_sync_e2e::{eventually, topic_message_count};
 use crm_sync_proto::v1::ChangeType;
@@ -276,4 +279,64 @@ async fn batches_of_several_records_bearer_auth_and_refusals() {
     ingest.kill().await;
     let log = std::fs::read_to_string(log_file).unwrap();
     assert!(!log.contains(TOKEN), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_change_event_saying_the_user_is_inactive_deactivates_their_account_at_once() {
+    let crm = FakeCrm::start().await;
+    crm.add_user(OWNER, "Jane Doe", "jane.doe@example.com");
+    let s = setup(
+        "connectors-sf-cdc-user",
+        "salesforce",
+        ORG,
+        secrets(&crm.base_url),
+        Some(TOKEN),
+        workflow(),
+    )
+    .await;
+    // The directory's rounds an hour away: what happens within seconds is the user event's.
+    let p = start_pipeline_with(
+        &s.env,
+        &[],
+        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let url = p.ingest.url(&format!(
+        "/v1/integrations/{}/salesforce/change-events?token={TOKEN}",
+        s.integration_id
+    ));
+    let json_type = ("content-type", "application/json");
+    let created = cometd(
+        "CREATE",
+        "1002343d-9d90-e395-ed20-cf416ba652ad",
+        &["0065g00000UsR9AAAB"],
+        json!({"Name": "Acme", "StageName": "Closed Won", "Amount": 700, "CloseDate": "2026-11-20",
+               "OwnerId": OWNER, "CreatedDate": "2026-11-20T15:04:05Z"}),
+    )
+    .to_string();
+    assert_eq!(post(&url, &[json_type], created).await.status, 200);
+    let user_id = account_on_a_team(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert_eq!(on_leaderboard(&s.env, s.company_id).await, [user_id]);
+
+    // The Pub/Sub form of a UserChangeEvent: an admin deactivated the user just now.
+    let deactivated = json!({
+        "ChangeEventHeader": {
+            "entityName": "User", "recordIds": [OWNER], "changeType": "UPDATE",
+            "changeOrigin": "com/salesforce/api/soap/62.0;client=SfdcInternalAPI/",
+            "transactionKey": "2002343d-9d90-e395-ed20-cf416ba652ad", "sequenceNumber": 1,
+            "commitTimestamp": chrono::Utc::now().timestamp_millis(), "commitNumber": 10_716_283_339_729_u64,
+            "commitUser": "0055g00000AdMiNAAZ", "changedFields": ["IsActive", "LastModifiedDate"]
+        },
+        "IsActive": false, "LastModifiedDate": chrono::Utc::now().to_rfc3339()
+    })
+    .to_string();
+    let answer = post(&url, &[json_type], deactivated).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    expect_deactivated_by_the_crm(&s.env, s.company_id, s.integration_id, OWNER).await;
+    assert!(
+        crm_events(&s.env)
+            .await
+            .iter()
+            .any(|e| e.object_type == "User" && e.record_id == OWNER)
+    );
 }

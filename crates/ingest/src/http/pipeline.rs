@@ -14,6 +14,7 @@ use crm_sync_kafka::OutgoingMessage;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::CrmEvent;
 use crm_sync_store::credentials::IntegrationSecrets;
+use crm_sync_store::crm_user_status as crm_status;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{Instrument, field};
@@ -212,7 +213,10 @@ impl AppState {
     /// Checks the events (every connector's pass through here), then publishes them in one Kafka
     /// transaction, answering only once it is committed. A failure refuses the request with
     /// nothing published (the CRM retries, and the retry's events carry the same ids). Owners
-    /// are not remembered here: the evaluator's record state knows each record's owner.
+    /// are not remembered here: the evaluator's record state knows each record's owner. What
+    /// user events say about CRM users being active is recorded after the commit, before the
+    /// answer: if that fails the CRM retries, its events are published again with the same ids
+    /// (downstream deduplicates them) and the word is recorded then.
     pub(crate) async fn accept(
         &self,
         resolved: &Resolved,
@@ -221,6 +225,9 @@ impl AppState {
     ) -> Result<(), ApiError> {
         tracing::Span::current().record("notifications", events.len());
         crate::check::events(events, &self.limits).map_err(ApiError::refused)?;
+        let integration = &resolved.integration;
+        let user_statuses =
+            crate::users::statuses(&integration.crm, events).map_err(ApiError::refused)?;
         if events.is_empty() {
             return Ok(());
         }
@@ -235,7 +242,6 @@ impl AppState {
                 partition: None,
             })
             .collect();
-        let integration = &resolved.integration;
         self.publisher.publish_all(&outgoing).await.map_err(|e| {
             tracing::error!(error = %e, "publishing the events failed");
             ApiError::unavailable(
@@ -244,6 +250,48 @@ impl AppState {
             )
         })?;
         self.webhooks_seen.accepted(&self.pool, integration.id, now);
+        self.record_user_statuses(integration.id, user_statuses)
+            .await
+    }
+
+    async fn record_user_statuses(
+        &self,
+        integration_id: Uuid,
+        statuses: Vec<crate::users::UserStatus>,
+    ) -> Result<(), ApiError> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let said: Vec<crm_status::Said> = statuses
+            .into_iter()
+            .map(|s| crm_status::Said {
+                crm_user_id: s.crm_user_id,
+                active: s.active,
+                at: s.at,
+            })
+            .collect();
+        let known = crm_status::record_events(&self.pool, integration_id, &said)
+            .await
+            .map_err(|e| match crm_sync_store::refusal::refused_value(&e) {
+                // Retrying would fail the same way: the sender must fix the value.
+                Some(reason) => ApiError::refused(crate::check::Refusal::Invalid {
+                    field: "record_id".into(),
+                    reason: format!("the CRM user's id cannot be stored ({reason})"),
+                }),
+                None => {
+                    tracing::error!(error = %e, "recording what user events say about CRM users failed");
+                    ApiError::unavailable(
+                        "database_unavailable",
+                        "the events were stored, but what they say about CRM users being active could not be; retry later",
+                    )
+                }
+            })?;
+        metrics::counter!("crm_sync_ingest_user_events_total").increment(said.len() as u64);
+        tracing::info!(
+            user_events = said.len(),
+            identities_updated = known,
+            "recorded what the CRM's user events say about its users being active"
+        );
         Ok(())
     }
 }

@@ -4,6 +4,8 @@
 //! independently of ingest's own code.
 #![allow(dead_code)]
 
+pub mod user_events;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
