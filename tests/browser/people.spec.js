@@ -93,7 +93,11 @@ test('an admin merges a duplicate, deactivates a rep and deletes an integration'
   for (const owner of [duplicate, alan]) {
     const row = userRow(owner);
     await expect(async () => {
+      // Each click redraws the table once its list arrives: wait for it, so that no redraw is
+      // still coming to reset the team chosen below.
+      const listed = page.waitForResponse((r) => /\/users\?/.test(r.url()));
       await page.getByRole('button', { name: 'Show', exact: true }).click();
+      await listed;
       await expect(row).toBeVisible({ timeout: 1_000 });
     }).toPass({ timeout: 60_000 });
     await row.getByLabel(`Team for ${owner}`).selectOption({ label: 'People team' });

@@ -15,7 +15,8 @@ const share = (s) => (s === null || s === undefined ? '–' : `${Math.round(s * 
 
 function showHealth(cell, h) {
   const reasons = h.reasons.length ? el('ul', { class: 'reasons' }, ...h.reasons.map((r) => el('li', { text: r }))) : null;
-  cell.replaceChildren(
+  // replaceChildren writes a null as the text "null": the optional lines are left out instead.
+  const lines = [
     el('span', { class: `badge health-${h.state}`, text: HEALTH_LABELS[h.state] || h.state }),
     el('div', { text: `Last webhook ${ago(h.last_webhook_at)}` }),
     el('div', { text: `Last hour: ${h.events_last_hour} events, ${share(h.matched_share_last_hour)} counted` }),
@@ -23,7 +24,9 @@ function showHealth(cell, h) {
     el('div', { text: `Dead letters: ${h.dead_letters_last_hour} last hour, ${h.dead_letters_last_day} last day` }),
     h.directory_lookups_failing ? el('div', { text: `Directory lookups failing: ${h.directory_lookups_failing}` }) : null,
     el('div', { text: `Last reconciliation ${ago(h.last_reconciliation_at)}` }),
-    reasons);
+    reasons,
+  ];
+  cell.replaceChildren(...lines.filter((line) => line !== null));
 }
 
 /// A table cell that shows the integration's health once it has loaded.
