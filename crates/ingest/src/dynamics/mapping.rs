@@ -113,135 +113,16 @@ pub fn to_events(
         .or(ctx.correlation_id.as_ref())
         .ok_or(MappingError::NoDeliveryId)?
         .clone();
-    let post: Vec<&Entity> = ctx.post_images.iter().collect();
-    let pre: Vec<&Entity> = ctx.pre_images.iter().collect();
-    let record_of = |t: &Option<Entity>| -> Result<String, MappingError> {
-        t.as_ref()
-            .and_then(|t| t.id.clone())
-            .or_else(|| ctx.primary_entity_id.clone())
-            .ok_or(MappingError::NoRecord)
-    };
-    let merged_images = |first: &[&Entity]| -> HashMap<String, FieldValue> {
-        first.iter().rev().flat_map(|e| attributes(e)).collect()
-    };
-
-    let mut drafts = Vec::new();
-    match ctx.message_name.as_str() {
-        "Create" | "Restore" => {
-            let t = target(ctx, "Target")?;
-            let mut fields = merged_images(&post);
-            if let Some(t) = &t {
-                fields.extend(attributes(t));
-            }
-            let mut owners: Vec<&Entity> = t.iter().collect();
-            owners.extend(post.iter().copied());
-            drafts.push(Draft {
-                record_id: record_of(&t)?,
-                change: ChangeType::Created,
-                fields,
-                previous: HashMap::new(),
-                owner: owner_of(&owners),
-            });
-        }
-        "Update" => {
-            let t = target(ctx, "Target")?;
-            let mut fields = merged_images(&post);
-            let changed: Vec<(String, FieldValue)> = t.as_ref().map(attributes).unwrap_or_default();
-            let before = merged_images(&pre);
-            let previous: HashMap<String, FieldValue> = if changed.is_empty() {
-                before
-            } else {
-                changed
-                    .iter()
-                    .filter_map(|(name, _)| before.get(name).map(|v| (name.clone(), v.clone())))
-                    .collect()
-            };
-            fields.extend(changed);
-            let mut owners: Vec<&Entity> = t.iter().collect();
-            owners.extend(post.iter().copied());
-            owners.extend(pre.iter().copied());
-            drafts.push(Draft {
-                record_id: record_of(&t)?,
-                change: ChangeType::Updated,
-                fields,
-                previous,
-                owner: owner_of(&owners),
-            });
-        }
-        "Delete" => {
-            let t = target(ctx, "Target")?;
-            drafts.push(Draft {
-                record_id: record_of(&t)?,
-                change: ChangeType::Deleted,
-                fields: HashMap::new(),
-                previous: merged_images(&pre),
-                owner: owner_of(&pre),
-            });
-        }
-        "Assign" => {
-            let t = target(ctx, "Target")?;
-            let assignee = input(ctx, "Assignee").and_then(owner_reference);
-            let mut fields = merged_images(&post);
-            if let Some(owner) = &assignee {
-                fields.insert(
-                    OWNER_ATTRIBUTE.to_owned(),
-                    event::text(owner.crm_user_id.clone()),
-                );
-            }
-            drafts.push(Draft {
-                record_id: record_of(&t)?,
-                change: ChangeType::Updated,
-                fields,
-                previous: merged_images(&pre)
-                    .into_iter()
-                    .filter(|(name, _)| name == OWNER_ATTRIBUTE)
-                    .collect(),
-                owner: assignee,
-            });
-        }
-        "SetState" | "SetStateDynamicEntity" => {
-            let t = target(ctx, "EntityMoniker")?;
-            let mut fields = merged_images(&post);
-            for (input_name, attribute) in [("State", "statecode"), ("Status", "statuscode")] {
-                if let Some(value) = input(ctx, input_name) {
-                    fields.insert(attribute.to_owned(), field(value));
-                }
-            }
-            let mut owners: Vec<&Entity> = post.clone();
-            owners.extend(pre.iter().copied());
-            drafts.push(Draft {
-                record_id: record_of(&t)?,
-                change: ChangeType::Updated,
-                fields,
-                previous: HashMap::new(),
-                owner: owner_of(&owners),
-            });
-        }
-        "Merge" => {
-            let t = target(ctx, "Target")?;
-            let survivor = record_of(&t)?;
-            let subordinate = input(ctx, "SubordinateId")
-                .and_then(Value::as_str)
-                .and_then(guid)
-                .ok_or_else(|| MappingError::Shape("Merge without a SubordinateId".into()))?;
-            drafts.push(Draft {
-                record_id: survivor,
-                change: ChangeType::Updated,
-                fields: merged_images(&post),
-                previous: HashMap::new(),
-                owner: owner_of(&post),
-            });
-            drafts.push(Draft {
-                record_id: subordinate,
-                change: ChangeType::Deleted,
-                fields: HashMap::new(),
-                previous: HashMap::new(),
-                owner: None,
-            });
-        }
+    let images = Images::new(ctx);
+    let drafts = match ctx.message_name.as_str() {
+        "Create" | "Restore" => vec![images.created()?],
+        "Update" => vec![images.updated()?],
+        "Delete" => vec![images.deleted()?],
+        "Assign" => vec![images.assigned()?],
+        "SetState" | "SetStateDynamicEntity" => vec![images.state_set()?],
+        "Merge" => images.merge()?,
         other => return Err(MappingError::UnsupportedMessage(other.to_owned())),
-    }
-
+    };
     let occurred_at = ctx.operation_created_on.unwrap_or(now);
     Ok(drafts
         .into_iter()
@@ -268,6 +149,161 @@ pub fn to_events(
             full_snapshot: false,
         })
         .collect())
+}
+
+/// A message's record images (before and after the operation), and what each kind of message
+/// makes of them.
+struct Images<'a> {
+    ctx: &'a Context,
+    post: Vec<&'a Entity>,
+    pre: Vec<&'a Entity>,
+}
+
+/// Attributes of several images, the first image's value winning.
+fn merged(images: &[&Entity]) -> HashMap<String, FieldValue> {
+    images.iter().rev().flat_map(|e| attributes(e)).collect()
+}
+
+impl<'a> Images<'a> {
+    fn new(ctx: &'a Context) -> Images<'a> {
+        Images {
+            ctx,
+            post: ctx.post_images.iter().collect(),
+            pre: ctx.pre_images.iter().collect(),
+        }
+    }
+
+    fn record_of(&self, target: &Option<Entity>) -> Result<String, MappingError> {
+        target
+            .as_ref()
+            .and_then(|t| t.id.clone())
+            .or_else(|| self.ctx.primary_entity_id.clone())
+            .ok_or(MappingError::NoRecord)
+    }
+
+    fn created(&self) -> Result<Draft, MappingError> {
+        let t = target(self.ctx, "Target")?;
+        let mut fields = merged(&self.post);
+        if let Some(t) = &t {
+            fields.extend(attributes(t));
+        }
+        let mut owners: Vec<&Entity> = t.iter().collect();
+        owners.extend(self.post.iter().copied());
+        Ok(Draft {
+            record_id: self.record_of(&t)?,
+            change: ChangeType::Created,
+            fields,
+            previous: HashMap::new(),
+            owner: owner_of(&owners),
+        })
+    }
+
+    /// The target holds what changed; the previous values are the pre-image's of those fields.
+    fn updated(&self) -> Result<Draft, MappingError> {
+        let t = target(self.ctx, "Target")?;
+        let mut fields = merged(&self.post);
+        let changed: Vec<(String, FieldValue)> = t.as_ref().map(attributes).unwrap_or_default();
+        let before = merged(&self.pre);
+        let previous: HashMap<String, FieldValue> = if changed.is_empty() {
+            before
+        } else {
+            changed
+                .iter()
+                .filter_map(|(name, _)| before.get(name).map(|v| (name.clone(), v.clone())))
+                .collect()
+        };
+        fields.extend(changed);
+        let mut owners: Vec<&Entity> = t.iter().collect();
+        owners.extend(self.post.iter().copied());
+        owners.extend(self.pre.iter().copied());
+        Ok(Draft {
+            record_id: self.record_of(&t)?,
+            change: ChangeType::Updated,
+            fields,
+            previous,
+            owner: owner_of(&owners),
+        })
+    }
+
+    fn deleted(&self) -> Result<Draft, MappingError> {
+        let t = target(self.ctx, "Target")?;
+        Ok(Draft {
+            record_id: self.record_of(&t)?,
+            change: ChangeType::Deleted,
+            fields: HashMap::new(),
+            previous: merged(&self.pre),
+            owner: owner_of(&self.pre),
+        })
+    }
+
+    /// A new owner, named by the `Assignee` input.
+    fn assigned(&self) -> Result<Draft, MappingError> {
+        let t = target(self.ctx, "Target")?;
+        let assignee = input(self.ctx, "Assignee").and_then(owner_reference);
+        let mut fields = merged(&self.post);
+        if let Some(owner) = &assignee {
+            fields.insert(
+                OWNER_ATTRIBUTE.to_owned(),
+                event::text(owner.crm_user_id.clone()),
+            );
+        }
+        Ok(Draft {
+            record_id: self.record_of(&t)?,
+            change: ChangeType::Updated,
+            fields,
+            previous: merged(&self.pre)
+                .into_iter()
+                .filter(|(name, _)| name == OWNER_ATTRIBUTE)
+                .collect(),
+            owner: assignee,
+        })
+    }
+
+    /// A new state and status, named by the `State` and `Status` inputs.
+    fn state_set(&self) -> Result<Draft, MappingError> {
+        let t = target(self.ctx, "EntityMoniker")?;
+        let mut fields = merged(&self.post);
+        for (input_name, attribute) in [("State", "statecode"), ("Status", "statuscode")] {
+            if let Some(value) = input(self.ctx, input_name) {
+                fields.insert(attribute.to_owned(), field(value));
+            }
+        }
+        let mut owners: Vec<&Entity> = self.post.clone();
+        owners.extend(self.pre.iter().copied());
+        Ok(Draft {
+            record_id: self.record_of(&t)?,
+            change: ChangeType::Updated,
+            fields,
+            previous: HashMap::new(),
+            owner: owner_of(&owners),
+        })
+    }
+
+    /// The surviving record is updated; the subordinate one is gone.
+    fn merge(&self) -> Result<Vec<Draft>, MappingError> {
+        let t = target(self.ctx, "Target")?;
+        let survivor = self.record_of(&t)?;
+        let subordinate = input(self.ctx, "SubordinateId")
+            .and_then(Value::as_str)
+            .and_then(guid)
+            .ok_or_else(|| MappingError::Shape("Merge without a SubordinateId".into()))?;
+        Ok(vec![
+            Draft {
+                record_id: survivor,
+                change: ChangeType::Updated,
+                fields: merged(&self.post),
+                previous: HashMap::new(),
+                owner: owner_of(&self.post),
+            },
+            Draft {
+                record_id: subordinate,
+                change: ChangeType::Deleted,
+                fields: HashMap::new(),
+                previous: HashMap::new(),
+                owner: None,
+            },
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -222,101 +222,120 @@ pub fn to_events(
             .and_then(id_text)
             .unwrap_or_default();
         let occurred_at = e.occurred_at.and_then(event::from_millis).unwrap_or(now);
-        let make = |record_id: String,
-                    change: ChangeType,
-                    fields: Vec<(String, FieldValue)>,
-                    owner: Option<CrmUser>| CrmEvent {
-            event_id: event_id(
-                "hubspot",
-                integration_id,
-                &[&delivery, &subscription, &record_id],
-            )
-            .to_string(),
-            integration_id: integration_id.to_string(),
-            crm: CrmKind::Hubspot as i32,
-            object_type: object.clone(),
-            record_id,
-            change_type: change as i32,
-            fields: fields.into_iter().collect(),
-            previous_fields: Default::default(),
-            owner,
-            occurred_at: Some(timestamp(occurred_at)),
-            received_at: Some(timestamp(now)),
-            source_delivery_id: delivery.clone(),
-            crm_account_id: batch.portal_id.clone(),
-            source_change_type: e.subscription_type.clone(),
-            full_snapshot: false,
-        };
-        match action {
-            "creation" | "restore" => {
-                out.push(make(
-                    record(&e.object_id, index, "objectId")?,
-                    ChangeType::Created,
-                    Vec::new(),
-                    None,
-                ));
-            }
-            "deletion" | "privacyDeletion" => {
-                out.push(make(
-                    record(&e.object_id, index, "objectId")?,
-                    ChangeType::Deleted,
-                    Vec::new(),
-                    None,
-                ));
-            }
-            "propertyChange" => {
-                let name = e
-                    .property_name
-                    .as_deref()
-                    .filter(|n| !n.trim().is_empty())
-                    .ok_or_else(|| invalid(index, "a propertyChange event has no propertyName"))?;
-                let value = match &e.property_value {
-                    None | Some(Value::Null) => event::null(),
-                    Some(Value::String(s)) if s.is_empty() => event::null(),
-                    Some(Value::String(s)) => event::text(s.clone()),
-                    Some(other) => event::json_field(other),
-                };
-                let owner = (name == OWNER_PROPERTY)
-                    .then(|| e.property_value.as_ref().and_then(id_text))
-                    .flatten()
-                    .map(|id| CrmUser {
-                        crm_user_id: id,
-                        ..CrmUser::default()
-                    });
-                out.push(make(
-                    record(&e.object_id, index, "objectId")?,
-                    ChangeType::Updated,
-                    vec![(name.to_owned(), value)],
-                    owner,
-                ));
-            }
-            "merge" => {
-                let survivor = match (&e.new_object_id, &e.primary_object_id, &e.object_id) {
-                    (Some(_), _, _) => record(&e.new_object_id, index, "newObjectId")?,
-                    (None, Some(_), _) => record(&e.primary_object_id, index, "primaryObjectId")?,
-                    _ => record(&e.object_id, index, "objectId")?,
-                };
-                let mut gone = BTreeSet::new();
-                for id in e.merged_object_ids.iter().flatten() {
-                    gone.insert(
-                        id_text(id)
-                            .filter(|id| event::valid_record_id(id))
-                            .ok_or_else(|| invalid(index, "mergedObjectIds holds a non-id"))?,
-                    );
-                }
-                if let Some(primary) = e.primary_object_id.as_ref().and_then(id_text) {
-                    // A merge may give the result a new id: the old primary is gone too.
-                    gone.insert(primary);
-                }
-                gone.remove(&survivor);
-                out.push(make(survivor, ChangeType::Updated, Vec::new(), None));
-                for id in gone {
-                    out.push(make(id, ChangeType::Deleted, Vec::new(), None));
-                }
-            }
-            _ => {}
+        for change in changes(e, index, action)? {
+            out.push(CrmEvent {
+                event_id: event_id(
+                    "hubspot",
+                    integration_id,
+                    &[&delivery, &subscription, &change.record_id],
+                )
+                .to_string(),
+                integration_id: integration_id.to_string(),
+                crm: CrmKind::Hubspot as i32,
+                object_type: object.clone(),
+                record_id: change.record_id,
+                change_type: change.change as i32,
+                fields: change.fields.into_iter().collect(),
+                previous_fields: Default::default(),
+                owner: change.owner,
+                occurred_at: Some(timestamp(occurred_at)),
+                received_at: Some(timestamp(now)),
+                source_delivery_id: delivery.clone(),
+                crm_account_id: batch.portal_id.clone(),
+                source_change_type: e.subscription_type.clone(),
+                full_snapshot: false,
+            });
         }
     }
+    Ok(out)
+}
+
+/// What one webhook event says about one record.
+struct RecordChange {
+    record_id: String,
+    change: ChangeType,
+    fields: Vec<(String, FieldValue)>,
+    owner: Option<CrmUser>,
+}
+
+impl RecordChange {
+    fn bare(record_id: String, change: ChangeType) -> RecordChange {
+        RecordChange {
+            record_id,
+            change,
+            fields: Vec::new(),
+            owner: None,
+        }
+    }
+}
+
+/// The records an event changes; none for an action crm-sync does not follow.
+fn changes(e: &Event, index: usize, action: &str) -> Result<Vec<RecordChange>, HubSpotError> {
+    let object_id = || record(&e.object_id, index, "objectId");
+    Ok(match action {
+        "creation" | "restore" => vec![RecordChange::bare(object_id()?, ChangeType::Created)],
+        "deletion" | "privacyDeletion" => {
+            vec![RecordChange::bare(object_id()?, ChangeType::Deleted)]
+        }
+        "propertyChange" => vec![property_change(e, index)?],
+        "merge" => merge(e, index)?,
+        _ => Vec::new(),
+    })
+}
+
+/// One property's new value (the owner's id when the property is the owner).
+fn property_change(e: &Event, index: usize) -> Result<RecordChange, HubSpotError> {
+    let name = e
+        .property_name
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| invalid(index, "a propertyChange event has no propertyName"))?;
+    let value = match &e.property_value {
+        None | Some(Value::Null) => event::null(),
+        Some(Value::String(s)) if s.is_empty() => event::null(),
+        Some(Value::String(s)) => event::text(s.clone()),
+        Some(other) => event::json_field(other),
+    };
+    let owner = (name == OWNER_PROPERTY)
+        .then(|| e.property_value.as_ref().and_then(id_text))
+        .flatten()
+        .map(|id| CrmUser {
+            crm_user_id: id,
+            ..CrmUser::default()
+        });
+    Ok(RecordChange {
+        record_id: record(&e.object_id, index, "objectId")?,
+        change: ChangeType::Updated,
+        fields: vec![(name.to_owned(), value)],
+        owner,
+    })
+}
+
+/// The surviving record is updated; the merged ones (and an old primary id) are gone.
+fn merge(e: &Event, index: usize) -> Result<Vec<RecordChange>, HubSpotError> {
+    let survivor = match (&e.new_object_id, &e.primary_object_id, &e.object_id) {
+        (Some(_), _, _) => record(&e.new_object_id, index, "newObjectId")?,
+        (None, Some(_), _) => record(&e.primary_object_id, index, "primaryObjectId")?,
+        _ => record(&e.object_id, index, "objectId")?,
+    };
+    let mut gone = BTreeSet::new();
+    for id in e.merged_object_ids.iter().flatten() {
+        gone.insert(
+            id_text(id)
+                .filter(|id| event::valid_record_id(id))
+                .ok_or_else(|| invalid(index, "mergedObjectIds holds a non-id"))?,
+        );
+    }
+    if let Some(primary) = e.primary_object_id.as_ref().and_then(id_text) {
+        // A merge may give the result a new id: the old primary is gone too.
+        gone.insert(primary);
+    }
+    gone.remove(&survivor);
+    let mut out = vec![RecordChange::bare(survivor, ChangeType::Updated)];
+    out.extend(
+        gone.into_iter()
+            .map(|id| RecordChange::bare(id, ChangeType::Deleted)),
+    );
     Ok(out)
 }
 

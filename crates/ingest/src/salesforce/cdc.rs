@@ -134,55 +134,71 @@ fn change_event(index: usize, item: Value) -> Result<ChangeEvent, CdcError> {
     })
 }
 
-fn parse_header(index: usize, h: &Map<String, Value>) -> Result<Header, CdcError> {
-    let string = |name: &str| -> Result<String, CdcError> {
-        match h.get(name) {
+/// The header's values, each read with an error naming it.
+struct HeaderFields<'a> {
+    index: usize,
+    h: &'a Map<String, Value>,
+}
+
+impl HeaderFields<'_> {
+    fn string(&self, name: &str) -> Result<String, CdcError> {
+        match self.h.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
             Some(Value::String(_)) | None | Some(Value::Null) => Err(invalid(
-                index,
+                self.index,
                 format!("ChangeEventHeader.{name} is missing"),
             )),
             Some(_) => Err(invalid(
-                index,
+                self.index,
                 format!("ChangeEventHeader.{name} is not text"),
             )),
         }
-    };
-    let integer = |name: &str| -> Result<i64, CdcError> {
-        match h.get(name) {
-            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                invalid(index, format!("ChangeEventHeader.{name} is not an integer"))
-            }),
+    }
+
+    fn integer(&self, name: &str) -> Result<i64, CdcError> {
+        let not_an_integer = || {
+            invalid(
+                self.index,
+                format!("ChangeEventHeader.{name} is not an integer"),
+            )
+        };
+        match self.h.get(name) {
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(not_an_integer),
             // Some relays write 64-bit numbers as strings.
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map_err(|_| invalid(index, format!("ChangeEventHeader.{name} is not an integer"))),
+            Some(Value::String(s)) => s.trim().parse().map_err(|_| not_an_integer()),
             _ => Err(invalid(
-                index,
+                self.index,
                 format!("ChangeEventHeader.{name} is missing"),
             )),
         }
-    };
-    let names = |name: &str| -> Result<Vec<String>, CdcError> {
-        match h.get(name) {
+    }
+
+    fn names(&self, name: &str) -> Result<Vec<String>, CdcError> {
+        match self.h.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.clone()),
                     _ => Err(invalid(
-                        index,
+                        self.index,
                         format!("ChangeEventHeader.{name} holds a non-text entry"),
                     )),
                 })
                 .collect(),
             Some(_) => Err(invalid(
-                index,
+                self.index,
                 format!("ChangeEventHeader.{name} is not an array"),
             )),
         }
-    };
+    }
+}
+
+fn parse_header(index: usize, h: &Map<String, Value>) -> Result<Header, CdcError> {
+    let fields = HeaderFields { index, h };
+    let string = |name: &str| fields.string(name);
+    let integer = |name: &str| fields.integer(name);
+    let names = |name: &str| fields.names(name);
     let entity_name = string("entityName")?;
     if !event::valid_object_type(&entity_name) {
         return Err(invalid(
