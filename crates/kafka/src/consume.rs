@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::mpsc;
@@ -219,9 +218,6 @@ struct Worker {
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
-
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` is cancelled. Each assigned partition gets its own worker task, so
 /// partitions proceed in parallel while each stays in order; a message's offset is stored only
@@ -463,7 +459,7 @@ async fn process<H: MessageHandler>(
     let incoming = incoming(message);
     let span = consume_span(&shared.service, &incoming);
     let started = Instant::now();
-    let mut backoff = BACKOFF_START;
+    let mut backoff = crate::retry_backoff();
     let mut attempt: u32 = 0;
     loop {
         let outcome = shared
@@ -504,10 +500,9 @@ async fn process<H: MessageHandler>(
                         Err(error) => {
                             tracing::warn!(%error, "dead-letter publish failed; retrying");
                             shared.health.stuck.store(true, Ordering::Relaxed);
-                            if !sleep_or_stop(stop, jittered(backoff)).await {
+                            if !backoff.wait(stop).await {
                                 return false;
                             }
-                            backoff = (backoff * 2).min(BACKOFF_CAP);
                         }
                     }
                 }
@@ -529,10 +524,9 @@ async fn process<H: MessageHandler>(
                 if attempt >= 3 {
                     shared.health.stuck.store(true, Ordering::Relaxed);
                 }
-                if !sleep_or_stop(stop, jittered(backoff)).await {
+                if !backoff.wait(stop).await {
                     return false;
                 }
-                backoff = (backoff * 2).min(BACKOFF_CAP);
             }
         }
     }
@@ -543,30 +537,4 @@ fn record(topic: &str, outcome: &'static str, started: Instant) {
         .increment(1);
     metrics::histogram!("crm_sync_processing_seconds", "topic" => topic.to_owned())
         .record(started.elapsed().as_secs_f64());
-}
-
-/// Full jitter over the upper half, so replicas retrying together spread out.
-fn jittered(base: Duration) -> Duration {
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
-async fn sleep_or_stop(stop: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_the_upper_half() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
-        }
-    }
 }

@@ -21,3 +21,13 @@ pub use consume::{
     BatchItem, ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer,
 };
 pub use produce::{OutgoingMessage, Publisher};
+
+/// How every Kafka loop paces its retries (a handler's transient failure, a dead letter or a
+/// transaction that did not go through, a producer that cannot start): from 100 ms, doubling,
+/// up to 10 s.
+pub(crate) fn retry_backoff() -> crm_sync_retry::Backoff {
+    crm_sync_retry::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(10),
+    )
+}

@@ -38,7 +38,11 @@ impl Backoff {
 
     /// How much the delay grows after each wait (at least 1: it never shrinks).
     pub fn factor(mut self, factor: f64) -> Backoff {
-        self.factor = if factor.is_finite() { factor.max(1.0) } else { 2.0 };
+        self.factor = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            2.0
+        };
         self
     }
 
@@ -61,9 +65,28 @@ impl Backoff {
     /// The next wait, then grows the delay.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.current;
-        self.current = delay.mul_f64(self.factor).min(self.max);
+        self.current = self.grown(delay);
         let short_by = self.jitter * rand::rng().random::<f64>();
         delay.mul_f64(1.0 - short_by)
+    }
+
+    /// The delay after `failures` consecutive failures, without jitter: for retries scheduled
+    /// from a stored attempt count rather than waited for in a loop.
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        let mut delay = self.initial;
+        for _ in 0..failures {
+            if delay >= self.max {
+                break;
+            }
+            delay = self.grown(delay);
+        }
+        delay
+    }
+
+    fn grown(&self, delay: Duration) -> Duration {
+        Duration::try_from_secs_f64(delay.as_secs_f64() * self.factor)
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 
     /// The retried thing worked: the next failure starts from the initial delay again.
@@ -104,9 +127,7 @@ mod tests {
 
     #[test]
     fn a_custom_factor_sets_the_growth() {
-        let mut backoff = Backoff::new(100 * MS, 10_000 * MS)
-            .factor(3.0)
-            .jitter(0.0);
+        let mut backoff = Backoff::new(100 * MS, 10_000 * MS).factor(3.0).jitter(0.0);
         let waits: Vec<Duration> = (0..3).map(|_| backoff.next_delay()).collect();
         assert_eq!(waits, [100 * MS, 300 * MS, 900 * MS]);
         let mut never_shrinks = Backoff::new(100 * MS, 1000 * MS).factor(0.5).jitter(0.0);
@@ -139,11 +160,20 @@ mod tests {
         }
         assert!(seen_low && seen_high, "waits spread over the upper half");
         for _ in 0..2000 {
-            let wait = Backoff::new(1000 * MS, 1000 * MS)
-                .jitter(0.25)
-                .next_delay();
+            let wait = Backoff::new(1000 * MS, 1000 * MS).jitter(0.25).next_delay();
             assert!(wait >= 750 * MS && wait <= 1000 * MS, "{wait:?}");
         }
+    }
+
+    #[test]
+    fn the_delay_after_a_count_of_failures_matches_the_waits() {
+        let backoff = Backoff::new(30_000 * MS, 3_600_000 * MS);
+        assert_eq!(backoff.delay_after(0), 30_000 * MS);
+        assert_eq!(backoff.delay_after(3), 240_000 * MS);
+        assert_eq!(backoff.delay_after(7), 3_600_000 * MS);
+        assert_eq!(backoff.delay_after(u32::MAX), 3_600_000 * MS);
+        let huge = Backoff::new(Duration::from_secs(1), Duration::MAX);
+        assert_eq!(huge.delay_after(u32::MAX), Duration::MAX, "no overflow");
     }
 
     #[test]

@@ -22,8 +22,6 @@ use crate::produce::OutgoingMessage;
 pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound of one blocking transactional call (init, send offsets, commit, abort).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// The `transactional.id` of this replica: configured, or `<group>-<hostname>-<http port>`,
 /// unique even for several replicas on one machine and stable across a replica's restarts.
@@ -108,7 +106,7 @@ impl TxnProducer {
         config: ClientConfig,
         shutdown: &CancellationToken,
     ) -> Option<TxnProducer> {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = crate::retry_backoff();
         loop {
             let attempt = async {
                 let producer: FutureProducer = config
@@ -138,10 +136,9 @@ impl TxnProducer {
                         error = format!("{error:#}"),
                         "initializing Kafka transactions failed; retrying"
                     );
-                    if !sleep_or_shutdown(shutdown, backoff).await {
+                    if !backoff.wait(shutdown).await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
         }
@@ -195,7 +192,7 @@ impl TxnProducer {
         F: Fn() -> C,
         C: FnOnce(FutureProducer) -> Result<(), KafkaError> + Send + 'static,
     {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = crate::retry_backoff();
         for _ in 0..5 {
             match self.blocking(make()).await {
                 Ok(()) => return Ok(()),
@@ -207,8 +204,7 @@ impl TxnProducer {
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_CAP);
+            backoff.sleep().await;
         }
         Err(TxnError::Abortable)
     }
@@ -248,13 +244,6 @@ pub(crate) async fn recreate(
     let config = old.config.clone();
     drop(old);
     TxnProducer::start(config, shutdown).await
-}
-
-pub(crate) async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
 }
 
 #[cfg(test)]

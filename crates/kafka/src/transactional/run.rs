@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::batch::{Batch, record_commit};
-use super::producer::{BACKOFF_CAP, BACKOFF_START, sleep_or_shutdown};
 use super::{
     BatchLimits, TransactionalConsumer, TransactionalHandler, TransactionalHealth, TxnError,
     TxnProducer, classify, recreate,
@@ -21,6 +20,8 @@ use super::{
 use crate::consume::{Failure, Incoming};
 use crate::dlq::{Origin, dead_letter_message};
 use crate::headers;
+
+const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
 enum Step {
     /// The handler cannot finish now: abort, rewind, back off.
@@ -53,7 +54,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
         return Ok(());
     };
     l.health.ready.store(true, Ordering::Relaxed);
-    let mut backoff = BACKOFF_START;
+    let mut backoff = crate::retry_backoff();
     let mut failures: u32 = 0;
     loop {
         let received = tokio::select! {
@@ -92,7 +93,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
         let failure = match settle(&l, &producer, outcome, &batch).await {
             Ok(()) => {
                 failures = 0;
-                backoff = BACKOFF_START;
+                backoff.reset();
                 l.health.stuck.store(false, Ordering::Relaxed);
                 continue;
             }
@@ -109,11 +110,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
         if failures >= 3 {
             l.health.stuck.store(true, Ordering::Relaxed);
         }
-        if failures > 1 || failure.is_none() {
-            if !sleep_or_shutdown(&l.shutdown, jittered(backoff)).await {
-                break;
-            }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
+        if (failures > 1 || failure.is_none()) && !backoff.wait(&l.shutdown).await {
+            break;
         }
     }
     Ok(())
@@ -320,6 +318,8 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
         return Ok(());
     }
     let mut last_error = String::new();
+    // A few quick retries at a steady pace; then the process restarts from the committed offsets.
+    let mut pause = crm_sync_retry::Backoff::new(REWIND_PAUSE, REWIND_PAUSE);
     for attempt in 0..5u32 {
         let assigned = l
             .consumer
@@ -358,15 +358,9 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
             Err(error) => last_error = error.to_string(),
         }
         tracing::warn!(attempt, error = %last_error, "rewinding the consumer failed; retrying");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pause.sleep().await;
     }
     anyhow::bail!(
         "could not rewind the consumer after an aborted transaction ({last_error}); exiting so that a restart resumes from the committed offsets"
     )
-}
-
-fn jittered(base: Duration) -> Duration {
-    use rand::Rng;
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
 }
