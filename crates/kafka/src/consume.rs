@@ -17,53 +17,9 @@ use tracing::Instrument;
 
 use crate::clients::ServiceConsumer;
 
-use crate::dlq::{DeadLetter, Origin, publish_dead_letter};
-use crate::headers;
+use crate::dlq::publish_dead_letter;
+pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
 use crate::produce::Publisher;
-
-/// How a handler failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Can never succeed (undecodable, unknown integration): dead-letter it and move on.
-    Permanent(DeadLetter),
-    /// May succeed later (database or broker down): retry with backoff, never skip.
-    Transient(anyhow::Error),
-}
-
-impl Failure {
-    pub fn permanent(reason: &'static str, detail: impl Into<String>) -> Self {
-        Failure::Permanent(DeadLetter {
-            reason,
-            detail: detail.into(),
-        })
-    }
-
-    pub fn transient(error: impl Into<anyhow::Error>) -> Self {
-        Failure::Transient(error.into())
-    }
-
-    /// A database error: permanent (`database_refused`, with PostgreSQL's reason) when the
-    /// database refuses the message's values, which no retry changes; transient otherwise.
-    pub fn database(error: crm_sync_store::sqlx::Error) -> Self {
-        match crm_sync_store::refusal::refused_value(&error) {
-            Some(reason) => Failure::permanent(DATABASE_REFUSED, reason),
-            None => Failure::transient(anyhow::Error::new(error).context("database")),
-        }
-    }
-}
-
-/// The dead-letter reason of a message whose values the database refuses.
-pub const DATABASE_REFUSED: &str = "database_refused";
-
-/// One consumed message, decoupled from rdkafka's borrowed types.
-pub struct Incoming<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: Option<&'a [u8]>,
-    pub headers: Vec<(String, String)>,
-}
 
 /// A message of a batch, with its own `process` span (a child of the producer's trace context),
 /// under which the handler does the work that belongs to this message alone (e.g. forwarding
@@ -358,38 +314,6 @@ fn store_offset<H>(shared: &Shared<H>, message: &OwnedMessage) {
     }
 }
 
-fn incoming(message: &OwnedMessage) -> Incoming<'_> {
-    Incoming {
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key(),
-        payload: message.payload(),
-        headers: headers::to_pairs(message.headers()),
-    }
-}
-
-/// The `process {topic}` consumer span of one message, a child of its producer's trace context.
-fn consume_span(service: &str, incoming: &Incoming<'_>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = format!("process {}", incoming.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = incoming.topic,
-        messaging.destination.partition.id = incoming.partition.to_string(),
-        messaging.kafka.partition = incoming.partition,
-        messaging.kafka.offset = incoming.offset,
-        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
-        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
-        messaging.consumer.group.name = service,
-    );
-    headers::adopt_trace_context(&span, &incoming.headers);
-    span
-}
-
 /// Hands consecutive messages to the handler at once; true if all their effects are durable.
 /// A failure is not retried here: the caller falls back to one message at a time, which
 /// classifies and retries each message exactly as without batching.
@@ -398,8 +322,8 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
     let items: Vec<BatchItem<'_>> = batch
         .iter()
         .map(|message| {
-            let message = incoming(message);
-            let span = consume_span(&shared.service, &message);
+            let message = Incoming::of(message);
+            let span = message.span(&shared.service);
             BatchItem { message, span }
         })
         .collect();
@@ -456,8 +380,8 @@ async fn process<H: MessageHandler>(
     message: &OwnedMessage,
     stop: &CancellationToken,
 ) -> bool {
-    let incoming = incoming(message);
-    let span = consume_span(&shared.service, &incoming);
+    let incoming = Incoming::of(message);
+    let span = incoming.span(&shared.service);
     let started = Instant::now();
     let mut backoff = crate::retry_backoff();
     let mut attempt: u32 = 0;
@@ -477,20 +401,12 @@ async fn process<H: MessageHandler>(
                 span.in_scope(|| {
                     tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
                 });
-                let origin = Origin {
-                    topic: incoming.topic,
-                    partition: incoming.partition,
-                    offset: incoming.offset,
-                    key: incoming.key,
-                    payload: incoming.payload,
-                    headers: &incoming.headers,
-                };
                 // The dead letter must be durable before the offset moves past the original.
                 loop {
                     match publish_dead_letter(
                         &shared.dead_letters,
                         &shared.service,
-                        &origin,
+                        &incoming,
                         &letter,
                     )
                     .instrument(span.clone())

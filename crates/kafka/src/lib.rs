@@ -9,6 +9,7 @@ pub mod consume;
 pub mod dlq;
 pub mod headers;
 pub mod lag;
+pub mod message;
 pub mod outbox_relay;
 pub mod produce;
 pub mod rotation;

@@ -31,7 +31,7 @@ mod service;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::consume::{Failure, Incoming};
+use crate::message::{Failure, Incoming};
 use crate::produce::OutgoingMessage;
 
 pub use consumer::{

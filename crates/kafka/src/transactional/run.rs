@@ -17,9 +17,9 @@ use super::{
     BatchLimits, TransactionalConsumer, TransactionalHandler, TransactionalHealth, TxnError,
     TxnProducer, classify, recreate,
 };
-use crate::consume::{Failure, Incoming};
-use crate::dlq::{Origin, dead_letter_message};
+use crate::dlq::dead_letter_message;
 use crate::headers;
+use crate::message::{Failure, Incoming};
 
 const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
@@ -246,30 +246,8 @@ async fn process<H: TransactionalHandler>(
     message: &BorrowedMessage<'_>,
     batch: &mut Batch,
 ) -> Result<(), Step> {
-    let incoming = Incoming {
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key(),
-        payload: message.payload(),
-        headers: headers::to_pairs(message.headers()),
-    };
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = format!("process {}", incoming.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = incoming.topic,
-        messaging.destination.partition.id = incoming.partition.to_string(),
-        messaging.kafka.partition = incoming.partition,
-        messaging.kafka.offset = incoming.offset,
-        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
-        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
-        messaging.consumer.group.name = l.service,
-    );
-    headers::adopt_trace_context(&span, &incoming.headers);
+    let incoming = Incoming::of(message);
+    let span = incoming.span(l.service);
     let started = Instant::now();
     let result = l.handler.handle(&incoming).instrument(span.clone()).await;
     let outputs = match result {
@@ -281,16 +259,8 @@ async fn process<H: TransactionalHandler>(
             span.in_scope(|| {
                 tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
             });
-            let origin = Origin {
-                topic: incoming.topic,
-                partition: incoming.partition,
-                offset: incoming.offset,
-                key: incoming.key,
-                payload: incoming.payload,
-                headers: &incoming.headers,
-            };
             *batch.dead.entry(letter.reason).or_default() += 1;
-            vec![dead_letter_message(l.service, &origin, &letter)]
+            vec![dead_letter_message(l.service, &incoming, &letter)]
         }
         Err(Failure::Transient(error)) => return Err(Step::Transient(error)),
     };
