@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::clients::ServiceConsumer;
+use crate::consumer::ServiceConsumer;
 
 use crate::dlq::publish_dead_letter;
 pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
@@ -108,6 +108,14 @@ impl PartitionRegistry {
                 .filter_map(|key| map.remove(key))
                 .collect()
         };
+        // The transactional loop has no workers: nothing to drain.
+        if controls.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = controls.len(),
+            "partitions being revoked: draining their work"
+        );
         for control in &controls {
             control.stop.cancel();
         }
@@ -187,7 +195,7 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
         dead_letters: l.dead_letters,
         health: l.health,
     });
-    let registry = l.consumer.context().partitions.clone();
+    let registry = l.consumer.context().workers().clone();
     let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
     loop {
         let received = tokio::select! {

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod clients;
 pub mod connection;
 pub mod consume;
+pub mod consumer;
 pub mod dlq;
 pub mod headers;
 pub mod lag;

@@ -14,9 +14,10 @@ use tracing::Instrument;
 
 use super::batch::{Batch, record_commit};
 use super::{
-    BatchLimits, TransactionalConsumer, TransactionalHandler, TransactionalHealth, TxnError,
-    TxnProducer, classify, recreate,
+    BatchLimits, TransactionalHandler, TransactionalHealth, TxnError, TxnProducer, classify,
+    recreate,
 };
+use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
 use crate::headers;
 use crate::message::{Failure, Incoming};
@@ -36,7 +37,7 @@ enum Step {
 pub struct TransactionalLoop<'a, H> {
     pub service: &'a str,
     pub topic: &'a str,
-    pub consumer: &'a TransactionalConsumer,
+    pub consumer: &'a ServiceConsumer,
     pub producer_config: ClientConfig,
     pub handler: &'a H,
     pub health: TransactionalHealth,
