@@ -43,7 +43,7 @@ pub fn producer_with_linger(
 }
 
 /// Unsent messages a producer may hold, KiB (librdkafka's default is 1 GiB). A full buffer makes
-/// the sender wait until deliveries free space (see `crate::transactional::enqueue`), so a
+/// the sender wait until deliveries free space (see `crate::txn_producer::enqueue`), so a
 /// burst costs time instead of memory.
 pub const PRODUCER_BUFFER_KIB: &str = "16384";
 

@@ -17,6 +17,7 @@ pub mod rotation;
 mod security;
 pub mod service;
 pub mod transactional;
+pub mod txn_producer;
 
 pub use atomic::{AtomicPublishError, AtomicPublisher};
 pub use consume::{

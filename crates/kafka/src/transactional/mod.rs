@@ -23,7 +23,6 @@
 
 mod batch;
 mod health;
-mod producer;
 mod run;
 mod service;
 
@@ -38,9 +37,8 @@ use crate::message::{Failure, Incoming};
 use crate::produce::OutgoingMessage;
 
 pub use crate::consumer::PartitionListener;
+pub use crate::txn_producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
 pub use health::TransactionalHealth;
-pub use producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
-pub(crate) use producer::{TxnError, TxnProducer, classify, enqueue, recreate};
 pub use run::{TransactionalLoop, run_transactional};
 pub use service::TransactionalService;
 

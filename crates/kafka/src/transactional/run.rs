@@ -13,14 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::batch::{Batch, record_commit};
-use super::{
-    BatchLimits, TransactionalHandler, TransactionalHealth, TxnError, TxnProducer, classify,
-    recreate,
-};
+use super::{BatchLimits, TransactionalHandler, TransactionalHealth};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
 use crate::headers;
 use crate::message::{Failure, Incoming};
+use crate::txn_producer::{TxnError, TxnProducer, classify, recreate};
 
 const REWIND_PAUSE: Duration = Duration::from_millis(200);
 

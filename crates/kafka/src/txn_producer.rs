@@ -1,5 +1,6 @@
-//! The transactional producer, shared by the consume→produce loop and [`crate::atomic`]: its
-//! configuration and `transactional.id`, how its errors are classified, and its calls.
+//! The transactional producer, shared by the consume→produce loop ([`crate::transactional`])
+//! and [`crate::atomic`]: its configuration and `transactional.id`, how its errors are
+//! classified, and its calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,7 @@ impl TxnProducer {
     }
 
     /// Enqueues one message in the open transaction; the batch awaits its delivery before committing.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         m: &OutgoingMessage,
         trace: &[(String, String)],
@@ -168,7 +169,7 @@ impl TxnProducer {
         enqueue(&self.producer, record).await
     }
 
-    pub(super) async fn commit(
+    pub(crate) async fn commit(
         &self,
         offsets: TopicPartitionList,
         group: ConsumerGroupMetadata,
