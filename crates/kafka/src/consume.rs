@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use tracing::Instrument;
 use crate::consumer::ServiceConsumer;
 
 use crate::dlq::publish_dead_letter;
+use crate::health::LoopHealth;
 pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
 use crate::produce::Publisher;
 
@@ -54,22 +54,6 @@ pub trait MessageHandler: Send + Sync + 'static {
                     .instrument(item.span.clone())
                     .await?;
             }
-            Ok(())
-        }
-    }
-}
-
-/// Readiness of a consume loop: false while it is stuck retrying a transient failure.
-#[derive(Clone, Default)]
-pub struct ConsumerHealth {
-    stuck: Arc<AtomicBool>,
-}
-
-impl ConsumerHealth {
-    pub fn check(&self) -> Result<(), String> {
-        if self.stuck.load(Ordering::Relaxed) {
-            Err("retrying a transient failure".to_owned())
-        } else {
             Ok(())
         }
     }
@@ -162,7 +146,7 @@ pub struct ConsumeLoop<H> {
     pub consumer: Arc<ServiceConsumer>,
     pub handler: Arc<H>,
     pub dead_letters: Publisher,
-    pub health: ConsumerHealth,
+    pub health: LoopHealth,
     pub shutdown: CancellationToken,
     /// Messages buffered per partition ahead of its worker: bounds memory, and a full buffer
     /// slows intake instead of growing a queue.
@@ -174,7 +158,7 @@ struct Shared<H> {
     consumer: Arc<ServiceConsumer>,
     handler: Arc<H>,
     dead_letters: Publisher,
-    health: ConsumerHealth,
+    health: LoopHealth,
 }
 
 struct Worker {
@@ -360,7 +344,7 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
             }
             metrics::histogram!("crm_sync_batch_messages", "topic" => topic.to_owned())
                 .record(items.len() as f64);
-            shared.health.stuck.store(false, Ordering::Relaxed);
+            shared.health.set_stuck(false);
             true
         }
         Err(failure) => {
@@ -402,7 +386,7 @@ async fn process<H: MessageHandler>(
         match outcome {
             Ok(()) => {
                 record(incoming.topic, "ok", started);
-                shared.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.set_stuck(false);
                 return true;
             }
             Err(Failure::Permanent(letter)) => {
@@ -423,7 +407,7 @@ async fn process<H: MessageHandler>(
                         Ok(()) => break,
                         Err(error) => {
                             tracing::warn!(%error, "dead-letter publish failed; retrying");
-                            shared.health.stuck.store(true, Ordering::Relaxed);
+                            shared.health.set_stuck(true);
                             if !backoff.wait(stop).await {
                                 return false;
                             }
@@ -431,7 +415,7 @@ async fn process<H: MessageHandler>(
                     }
                 }
                 record(incoming.topic, "dead_lettered", started);
-                shared.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.set_stuck(false);
                 return true;
             }
             Err(Failure::Transient(error)) => {
@@ -446,7 +430,7 @@ async fn process<H: MessageHandler>(
                     )
                 });
                 if attempt >= 3 {
-                    shared.health.stuck.store(true, Ordering::Relaxed);
+                    shared.health.set_stuck(true);
                 }
                 if !backoff.wait(stop).await {
                     return false;

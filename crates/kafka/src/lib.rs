@@ -9,6 +9,7 @@ pub mod consume;
 pub mod consumer;
 pub mod dlq;
 pub mod headers;
+pub mod health;
 pub mod lag;
 pub mod message;
 pub mod outbox_relay;
@@ -20,9 +21,8 @@ pub mod transactional;
 pub mod txn_producer;
 
 pub use atomic::{AtomicPublishError, AtomicPublisher};
-pub use consume::{
-    BatchItem, ConsumeLoop, ConsumerHealth, Failure, Incoming, MessageHandler, run_consumer,
-};
+pub use consume::{BatchItem, ConsumeLoop, Failure, Incoming, MessageHandler, run_consumer};
+pub use health::LoopHealth;
 pub use produce::{OutgoingMessage, Publisher};
 
 /// How every Kafka loop paces its retries (a handler's transient failure, a dead letter or a

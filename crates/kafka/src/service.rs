@@ -13,8 +13,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{ConsumeLoop, ConsumerHealth, MessageHandler, run_consumer};
+use crate::consume::{ConsumeLoop, MessageHandler, run_consumer};
 use crate::consumer::ServiceConsumer;
+use crate::health::LoopHealth;
 use crate::produce::Publisher;
 
 pub struct ConsumerService<'a, H> {
@@ -42,7 +43,7 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             self.name,
             &self.settings.kafka.consumer_group,
         )?);
-        let health = ConsumerHealth::default();
+        let health = LoopHealth::ready();
         let checked = health.clone();
         let ops = skeleton
             .start(&consumer, self.readiness, self.metrics, move || {

@@ -22,7 +22,6 @@
 //!   [`TRANSACTION_TIMEOUT`]; until then `read_committed` readers of the affected partitions wait.
 
 mod batch;
-mod health;
 mod run;
 mod service;
 
@@ -38,7 +37,6 @@ use crate::produce::OutgoingMessage;
 
 pub use crate::consumer::PartitionListener;
 pub use crate::txn_producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
-pub use health::TransactionalHealth;
 pub use run::{TransactionalLoop, run_transactional};
 pub use service::TransactionalService;
 

@@ -1,7 +1,6 @@
 //! The loop: fills a transaction with a batch of messages, commits it with the batch's offsets,
 //! or aborts it and rewinds the consumer.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -13,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::batch::{Batch, record_commit};
-use super::{BatchLimits, TransactionalHandler, TransactionalHealth};
+use super::{BatchLimits, TransactionalHandler};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
 use crate::headers;
+use crate::health::LoopHealth;
 use crate::message::{Failure, Incoming};
 use crate::txn_producer::{TxnError, TxnProducer, classify, recreate};
 
@@ -38,7 +38,7 @@ pub struct TransactionalLoop<'a, H> {
     pub consumer: &'a ServiceConsumer,
     pub producer_config: ClientConfig,
     pub handler: &'a H,
-    pub health: TransactionalHealth,
+    pub health: LoopHealth,
     pub limits: BatchLimits,
     pub shutdown: CancellationToken,
 }
@@ -52,7 +52,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
     else {
         return Ok(());
     };
-    l.health.ready.store(true, Ordering::Relaxed);
+    l.health.set_started();
     let mut backoff = crate::retry_backoff();
     let mut failures: u32 = 0;
     loop {
@@ -93,7 +93,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
             Ok(()) => {
                 failures = 0;
                 backoff.reset();
-                l.health.stuck.store(false, Ordering::Relaxed);
+                l.health.set_stuck(false);
                 continue;
             }
             Err(failure) => failure,
@@ -107,7 +107,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
         }
         failures += 1;
         if failures >= 3 {
-            l.health.stuck.store(true, Ordering::Relaxed);
+            l.health.set_stuck(true);
         }
         if (failures > 1 || failure.is_none()) && !backoff.wait(&l.shutdown).await {
             break;

@@ -8,10 +8,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BatchLimits, PartitionListener, TransactionalHandler, TransactionalHealth, TransactionalLoop,
+    BatchLimits, PartitionListener, TransactionalHandler, TransactionalLoop,
     consumer_with_listener, producer_config, run_transactional, transactional_id,
 };
+use crate::health::LoopHealth;
 use crate::service::Skeleton;
+
+const TRANSACTIONS_STARTING: &str = "Kafka transactions not initialized yet";
 
 /// The skeleton of a transactional consume→produce service: ops endpoints, the loop, SIGTERM
 /// with a grace period (the batch in hand is committed before exit).
@@ -45,7 +48,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             &kafka.consumer_group,
             self.partitions.clone(),
         )?;
-        let health = TransactionalHealth::default();
+        let health = LoopHealth::starting(TRANSACTIONS_STARTING);
         let checked = health.clone();
         let ops = skeleton
             .start(&consumer, self.readiness, self.metrics, move || {
