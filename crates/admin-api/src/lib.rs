@@ -19,8 +19,6 @@ pub mod publish;
 pub mod request_id;
 pub mod routes;
 
-use std::time::Duration;
-
 use anyhow::Context;
 use axum::Router;
 use crm_sync_kafka::Publisher;
@@ -190,14 +188,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         activities_topic = %settings.topics.activities,
         "admin-api listening"
     );
-    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let limits = ops::Limits::from(&settings.http);
-    let ops = OpsServer {
-        listener: ops_listener,
-        router: ops::router(readiness, metrics),
-        limits,
-    };
-    let serve_api = ops::serve(listener, app, stop.clone(), limits);
+    let grace = settings.shutdown.grace_period();
+    let ops = OpsServer::new(ops_listener, readiness, metrics, &settings.http);
+    let serve_api = ops::serve(listener, app, stop.clone(), ops.limits);
     let served = background
         .run(run_with_ops(ops, &stop, grace, serve_api))
         .await;

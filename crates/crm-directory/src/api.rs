@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crm_sync_retry::Backoff;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -110,12 +111,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
-}
-
-/// Backoff with ±25 % jitter, so that many clients do not retry in lockstep.
-fn jittered(base: Duration) -> Duration {
-    let factor = 0.75 + rand::random::<f64>() * 0.5;
-    base.mul_f64(factor)
 }
 
 /// An answer the caller reads: a success, or a 404 (which only the caller can interpret).
@@ -225,7 +220,7 @@ impl ApiClient {
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
         let attempts = attempts.max(1);
-        let mut backoff = self.config.initial_backoff;
+        let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
@@ -246,6 +241,8 @@ impl ApiClient {
                     message,
                     retry_after,
                 } if attempt < attempts => {
+                    // The delay grows on every retry, including those the API paced itself.
+                    let backoff_wait = backoff.next_delay();
                     let wait = match retry_after {
                         Some(after) if after > self.config.max_backoff => {
                             return Err(LookupError::Unavailable(format!(
@@ -254,13 +251,12 @@ impl ApiClient {
                             )));
                         }
                         Some(after) => after,
-                        None => jittered(backoff),
+                        None => backoff_wait,
                     };
                     tracing::debug!(crm = self.crm.as_str(), attempt, %message, wait_ms = wait.as_millis() as u64, "CRM API request failed; retrying");
                     metrics::counter!("crm_sync_crm_api_retries_total", "crm" => self.crm.as_str())
                         .increment(1);
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                 }
                 other => return Err(other.into_error()),
             }
@@ -327,13 +323,5 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(1000));
-            assert!(d >= Duration::from_millis(750) && d <= Duration::from_millis(1250));
-        }
     }
 }

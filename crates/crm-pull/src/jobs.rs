@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::CrmEvent;
+use crm_sync_retry::Backoff;
 use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome, Progress};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -307,11 +308,9 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     if !error.is_transient() && job.kind == JobKind::Backfill {
         return Outcome::Failed(message);
     }
-    let exponent = u32::try_from(job.attempts.clamp(1, 8) - 1).unwrap_or(0);
-    let wait = config
-        .retry_backoff
-        .saturating_mul(2u32.pow(exponent))
-        .min(Duration::from_secs(3600));
+    let failures_before = u32::try_from(job.attempts.max(1) - 1).unwrap_or(0);
+    let wait =
+        Backoff::new(config.retry_backoff, Duration::from_secs(3600)).delay_after(failures_before);
     // A daily API limit does not reset within a backoff: each early retry would spend one more
     // of the org's requests to learn so again.
     let wait = if error.is_transient() && !matches!(error, PullError::ApiLimit(_)) {

@@ -92,7 +92,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
         grace: Duration::from_secs(settings.shutdown.grace_period_secs),
     });
     tracing::info!(owner = %worker.owner, max_concurrent_jobs = pull.max_concurrent_jobs, "running pull jobs");
-    let health = crm_sync_kafka::ConsumerHealth::default();
+    let health = crm_sync_kafka::LoopHealth::ready();
     let hydrations = hydrations(settings, &worker, health.clone(), shutdown.clone())?;
     background
         .supervisor
@@ -115,7 +115,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
 fn hydrations(
     settings: &crm_sync_runtime::Settings,
     worker: &Worker,
-    health: crm_sync_kafka::ConsumerHealth,
+    health: crm_sync_kafka::LoopHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use rdkafka::consumer::Consumer as _;

@@ -10,9 +10,9 @@
 //! again one per transaction, so that one request's undeliverable message (e.g. larger than the
 //! topic allows) fails only that request.
 //!
-//! `transactional.id` is stable per replica (see [`crate::transactional::transactional_id`]): a
+//! `transactional.id` is stable per replica (see [`crate::txn_producer::transactional_id`]): a
 //! restarted replica aborts what its predecessor left open at once; otherwise the coordinator
-//! aborts it after [`crate::transactional::TRANSACTION_TIMEOUT`].
+//! aborts it after [`crate::txn_producer::TRANSACTION_TIMEOUT`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::clients::ServiceProducer as FutureProducer;
 use crate::headers;
 use crate::produce::{OutgoingMessage, producer_span, record_headers};
-use crate::transactional::{TxnError, TxnProducer, classify, enqueue, recreate};
+use crate::txn_producer::{TxnError, TxnProducer, classify, enqueue, recreate};
 
 /// A transaction takes at most this many messages (whole requests: a larger request gets a
 /// transaction of its own).
@@ -112,7 +112,7 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
 
 impl AtomicPublisher {
     /// Starts `producers` committers with a transactional producer configuration (see
-    /// [`crate::transactional::producer_config`]); the n-th uses `<transactional.id>-<n>`.
+    /// [`crate::txn_producer::producer_config`]); the n-th uses `<transactional.id>-<n>`.
     /// Transactions are initialized in the background; until one committer is ready
     /// [`AtomicPublisher::ready`] is false and publishing fails fast.
     pub fn start(config: ClientConfig, producers: usize) -> (AtomicPublisher, Committer) {

@@ -1,13 +1,11 @@
 //! Client configurations with the settings our guarantees depend on.
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 use crm_sync_runtime::settings::KafkaSettings;
 
+use crate::consumer::OffsetCommits;
+pub use crate::consumer::ServiceConsumer;
 pub use crate::security::{Role, base_config, validate};
 
 /// Every producer of the services: its connection failures are classified and rate-limited
@@ -45,7 +43,7 @@ pub fn producer_with_linger(
 }
 
 /// Unsent messages a producer may hold, KiB (librdkafka's default is 1 GiB). A full buffer makes
-/// the sender wait until deliveries free space (see `crate::transactional::enqueue`), so a
+/// the sender wait until deliveries free space (see `crate::txn_producer::enqueue`), so a
 /// burst costs time instead of memory.
 pub const PRODUCER_BUFFER_KIB: &str = "16384";
 
@@ -87,100 +85,14 @@ fn default_to<'c>(
     config
 }
 
-/// A consumer that never stores an offset by itself: the consume loop stores each one only after
-/// the message's effects are durable, and auto-commit then commits what was stored.
+/// The consumer of the at-least-once loop ([`crate::consume`]), which stores each offset once
+/// the message's effects are durable; auto-commit then commits what was stored.
 pub fn consumer(
     settings: &KafkaSettings,
     client_id: &str,
     group_id: &str,
 ) -> anyhow::Result<ServiceConsumer> {
-    base_config(settings, Role::Consumer)
-        .set("client.id", client_id)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Upstream writers may be transactional (the evaluator): never read aborted data.
-        .set("isolation.level", "read_committed")
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout_ms.to_string(),
-        )
-        .set("enable.partition.eof", "false")
-        // Feeds `crm_sync_consumer_lag{topic,partition}` (see `crate::lag`).
-        .set(
-            "statistics.interval.ms",
-            crate::lag::STATISTICS_INTERVAL_MS.to_string(),
-        )
-        // Cooperative rebalancing moves only the partitions that change owner, so scaling a
-        // consumer group does not stop every replica.
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set_bounded_prefetch()
-        .create_with_context(RebalanceLogger::default())
-        .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
-}
-
-pub type ServiceConsumer = StreamConsumer<RebalanceLogger>;
-
-/// Makes partition assignments visible (logged, and exported as
-/// `crm_sync_consumer_assigned_partitions`) and tells the consume loop which partitions were
-/// revoked, so their in-flight work is finished or dropped before the revoke completes.
-#[derive(Default)]
-pub struct RebalanceLogger {
-    pub(crate) partitions: crate::consume::PartitionRegistry,
-}
-
-impl ClientContext for RebalanceLogger {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        crate::lag::record(&statistics);
-    }
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::connection::on_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        crate::connection::on_error(&error, reason);
-    }
-}
-
-impl ConsumerContext for RebalanceLogger {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let revoked: Vec<(String, i32)> = partitions
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
-            tracing::info!(
-                count = revoked.len(),
-                "partitions being revoked: draining their work"
-            );
-            self.partitions.revoke(&revoked);
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                let list: Vec<String> = partitions
-                    .elements()
-                    .iter()
-                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-                    .collect();
-                tracing::info!(partitions = ?list, "partitions assigned");
-            }
-            Rebalance::Revoke(partitions) => {
-                tracing::info!(count = partitions.count(), "partitions revoked");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
-        }
-        // With cooperative rebalancing an event names only the change, so count what is held.
-        use rdkafka::consumer::Consumer as _;
-        let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        metrics::gauge!("crm_sync_consumer_assigned_partitions").set(held as f64);
-    }
+    crate::consumer::create(settings, client_id, group_id, OffsetCommits::Stored, None)
 }
 
 #[cfg(test)]

@@ -4,11 +4,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::mpsc;
@@ -16,55 +14,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::clients::ServiceConsumer;
+use crate::consumer::ServiceConsumer;
 
-use crate::dlq::{DeadLetter, Origin, publish_dead_letter};
-use crate::headers;
+use crate::dlq::publish_dead_letter;
+use crate::health::LoopHealth;
+pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
 use crate::produce::Publisher;
-
-/// How a handler failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Can never succeed (undecodable, unknown integration): dead-letter it and move on.
-    Permanent(DeadLetter),
-    /// May succeed later (database or broker down): retry with backoff, never skip.
-    Transient(anyhow::Error),
-}
-
-impl Failure {
-    pub fn permanent(reason: &'static str, detail: impl Into<String>) -> Self {
-        Failure::Permanent(DeadLetter {
-            reason,
-            detail: detail.into(),
-        })
-    }
-
-    pub fn transient(error: impl Into<anyhow::Error>) -> Self {
-        Failure::Transient(error.into())
-    }
-
-    /// A database error: permanent (`database_refused`, with PostgreSQL's reason) when the
-    /// database refuses the message's values, which no retry changes; transient otherwise.
-    pub fn database(error: crm_sync_store::sqlx::Error) -> Self {
-        match crm_sync_store::refusal::refused_value(&error) {
-            Some(reason) => Failure::permanent(DATABASE_REFUSED, reason),
-            None => Failure::transient(anyhow::Error::new(error).context("database")),
-        }
-    }
-}
-
-/// The dead-letter reason of a message whose values the database refuses.
-pub const DATABASE_REFUSED: &str = "database_refused";
-
-/// One consumed message, decoupled from rdkafka's borrowed types.
-pub struct Incoming<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: Option<&'a [u8]>,
-    pub headers: Vec<(String, String)>,
-}
 
 /// A message of a batch, with its own `process` span (a child of the producer's trace context),
 /// under which the handler does the work that belongs to this message alone (e.g. forwarding
@@ -104,22 +59,6 @@ pub trait MessageHandler: Send + Sync + 'static {
     }
 }
 
-/// Readiness of a consume loop: false while it is stuck retrying a transient failure.
-#[derive(Clone, Default)]
-pub struct ConsumerHealth {
-    stuck: Arc<AtomicBool>,
-}
-
-impl ConsumerHealth {
-    pub fn check(&self) -> Result<(), String> {
-        if self.stuck.load(Ordering::Relaxed) {
-            Err("retrying a transient failure".to_owned())
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// Which partitions have a worker, so that a revoke can stop them. Shared between the consumer
 /// context (rebalance callbacks) and the consume loop.
 #[derive(Default, Clone)]
@@ -153,6 +92,14 @@ impl PartitionRegistry {
                 .filter_map(|key| map.remove(key))
                 .collect()
         };
+        // The transactional loop has no workers: nothing to drain.
+        if controls.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = controls.len(),
+            "partitions being revoked: draining their work"
+        );
         for control in &controls {
             control.stop.cancel();
         }
@@ -199,7 +146,7 @@ pub struct ConsumeLoop<H> {
     pub consumer: Arc<ServiceConsumer>,
     pub handler: Arc<H>,
     pub dead_letters: Publisher,
-    pub health: ConsumerHealth,
+    pub health: LoopHealth,
     pub shutdown: CancellationToken,
     /// Messages buffered per partition ahead of its worker: bounds memory, and a full buffer
     /// slows intake instead of growing a queue.
@@ -211,7 +158,7 @@ struct Shared<H> {
     consumer: Arc<ServiceConsumer>,
     handler: Arc<H>,
     dead_letters: Publisher,
-    health: ConsumerHealth,
+    health: LoopHealth,
 }
 
 struct Worker {
@@ -219,9 +166,6 @@ struct Worker {
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
-
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` is cancelled. Each assigned partition gets its own worker task, so
 /// partitions proceed in parallel while each stays in order; a message's offset is stored only
@@ -235,7 +179,7 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
         dead_letters: l.dead_letters,
         health: l.health,
     });
-    let registry = l.consumer.context().partitions.clone();
+    let registry = l.consumer.context().workers().clone();
     let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
     loop {
         let received = tokio::select! {
@@ -362,38 +306,6 @@ fn store_offset<H>(shared: &Shared<H>, message: &OwnedMessage) {
     }
 }
 
-fn incoming(message: &OwnedMessage) -> Incoming<'_> {
-    Incoming {
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key(),
-        payload: message.payload(),
-        headers: headers::to_pairs(message.headers()),
-    }
-}
-
-/// The `process {topic}` consumer span of one message, a child of its producer's trace context.
-fn consume_span(service: &str, incoming: &Incoming<'_>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = format!("process {}", incoming.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = incoming.topic,
-        messaging.destination.partition.id = incoming.partition.to_string(),
-        messaging.kafka.partition = incoming.partition,
-        messaging.kafka.offset = incoming.offset,
-        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
-        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
-        messaging.consumer.group.name = service,
-    );
-    headers::adopt_trace_context(&span, &incoming.headers);
-    span
-}
-
 /// Hands consecutive messages to the handler at once; true if all their effects are durable.
 /// A failure is not retried here: the caller falls back to one message at a time, which
 /// classifies and retries each message exactly as without batching.
@@ -402,8 +314,8 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
     let items: Vec<BatchItem<'_>> = batch
         .iter()
         .map(|message| {
-            let message = incoming(message);
-            let span = consume_span(&shared.service, &message);
+            let message = Incoming::of(message);
+            let span = message.span(&shared.service);
             BatchItem { message, span }
         })
         .collect();
@@ -432,7 +344,7 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
             }
             metrics::histogram!("crm_sync_batch_messages", "topic" => topic.to_owned())
                 .record(items.len() as f64);
-            shared.health.stuck.store(false, Ordering::Relaxed);
+            shared.health.set_stuck(false);
             true
         }
         Err(failure) => {
@@ -460,10 +372,10 @@ async fn process<H: MessageHandler>(
     message: &OwnedMessage,
     stop: &CancellationToken,
 ) -> bool {
-    let incoming = incoming(message);
-    let span = consume_span(&shared.service, &incoming);
+    let incoming = Incoming::of(message);
+    let span = incoming.span(&shared.service);
     let started = Instant::now();
-    let mut backoff = BACKOFF_START;
+    let mut backoff = crate::retry_backoff();
     let mut attempt: u32 = 0;
     loop {
         let outcome = shared
@@ -474,27 +386,19 @@ async fn process<H: MessageHandler>(
         match outcome {
             Ok(()) => {
                 record(incoming.topic, "ok", started);
-                shared.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.set_stuck(false);
                 return true;
             }
             Err(Failure::Permanent(letter)) => {
                 span.in_scope(|| {
                     tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
                 });
-                let origin = Origin {
-                    topic: incoming.topic,
-                    partition: incoming.partition,
-                    offset: incoming.offset,
-                    key: incoming.key,
-                    payload: incoming.payload,
-                    headers: &incoming.headers,
-                };
                 // The dead letter must be durable before the offset moves past the original.
                 loop {
                     match publish_dead_letter(
                         &shared.dead_letters,
                         &shared.service,
-                        &origin,
+                        &incoming,
                         &letter,
                     )
                     .instrument(span.clone())
@@ -503,16 +407,15 @@ async fn process<H: MessageHandler>(
                         Ok(()) => break,
                         Err(error) => {
                             tracing::warn!(%error, "dead-letter publish failed; retrying");
-                            shared.health.stuck.store(true, Ordering::Relaxed);
-                            if !sleep_or_stop(stop, jittered(backoff)).await {
+                            shared.health.set_stuck(true);
+                            if !backoff.wait(stop).await {
                                 return false;
                             }
-                            backoff = (backoff * 2).min(BACKOFF_CAP);
                         }
                     }
                 }
                 record(incoming.topic, "dead_lettered", started);
-                shared.health.stuck.store(false, Ordering::Relaxed);
+                shared.health.set_stuck(false);
                 return true;
             }
             Err(Failure::Transient(error)) => {
@@ -527,12 +430,11 @@ async fn process<H: MessageHandler>(
                     )
                 });
                 if attempt >= 3 {
-                    shared.health.stuck.store(true, Ordering::Relaxed);
+                    shared.health.set_stuck(true);
                 }
-                if !sleep_or_stop(stop, jittered(backoff)).await {
+                if !backoff.wait(stop).await {
                     return false;
                 }
-                backoff = (backoff * 2).min(BACKOFF_CAP);
             }
         }
     }
@@ -543,30 +445,4 @@ fn record(topic: &str, outcome: &'static str, started: Instant) {
         .increment(1);
     metrics::histogram!("crm_sync_processing_seconds", "topic" => topic.to_owned())
         .record(started.elapsed().as_secs_f64());
-}
-
-/// Full jitter over the upper half, so replicas retrying together spread out.
-fn jittered(base: Duration) -> Duration {
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
-async fn sleep_or_stop(stop: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_the_upper_half() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
-        }
-    }
 }

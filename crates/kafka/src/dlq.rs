@@ -2,6 +2,7 @@
 //! key, bytes and headers, plus headers saying why and where it came from.
 
 use crate::headers;
+use crate::message::Incoming;
 use crate::produce::{OutgoingMessage, PublishError, Publisher};
 
 /// Why a message is dead, as a stable machine-readable code plus a human detail.
@@ -11,19 +12,10 @@ pub struct DeadLetter {
     pub detail: String,
 }
 
-pub struct Origin<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: Option<&'a [u8]>,
-    pub headers: &'a [(String, String)],
-}
-
 pub async fn publish_dead_letter(
     publisher: &Publisher,
     service: &str,
-    origin: &Origin<'_>,
+    origin: &Incoming<'_>,
     letter: &DeadLetter,
 ) -> Result<(), PublishError> {
     publisher
@@ -38,11 +30,11 @@ pub async fn publish_dead_letter(
 /// transaction, see `transactional`).
 pub fn dead_letter_message(
     service: &str,
-    origin: &Origin<'_>,
+    origin: &Incoming<'_>,
     letter: &DeadLetter,
 ) -> OutgoingMessage {
     let topic = crm_sync_runtime::settings::TopicSettings::dlq_of(origin.topic);
-    let event_id = headers::find(origin.headers, headers::EVENT_ID)
+    let event_id = headers::find(&origin.headers, headers::EVENT_ID)
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{}/{}/{}", origin.topic, origin.partition, origin.offset));
     let mut extra: Vec<(String, String)> = origin

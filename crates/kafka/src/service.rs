@@ -1,6 +1,9 @@
-//! The skeleton of a consuming service: ops endpoints, the consume loop, SIGTERM with a grace
-//! period. Evaluator and provisioner differ only in their handler and readiness checks.
+//! The skeleton of a consuming service, at-least-once ([`ConsumerService`]) or transactional
+//! ([`crate::transactional::TransactionalService`]): the consumer subscribed, `/readyz` with
+//! Kafka's reachability and the loop's health, the ops endpoints served until the loop has
+//! drained, SIGTERM with a grace period. Services differ only in their handler and checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crm_sync_runtime::Settings;
@@ -10,7 +13,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{ConsumeLoop, ConsumerHealth, MessageHandler, run_consumer};
+use crate::consume::{ConsumeLoop, MessageHandler, run_consumer};
+use crate::consumer::ServiceConsumer;
+use crate::health::LoopHealth;
 use crate::produce::Publisher;
 
 pub struct ConsumerService<'a, H> {
@@ -28,53 +33,90 @@ pub struct ConsumerService<'a, H> {
 
 impl<H: MessageHandler> ConsumerService<'_, H> {
     pub async fn run(self) -> anyhow::Result<()> {
-        let consumer = std::sync::Arc::new(crate::clients::consumer(
+        let skeleton = Skeleton {
+            name: self.name,
+            settings: self.settings,
+            topic: self.topic,
+        };
+        let consumer = Arc::new(crate::clients::consumer(
             &self.settings.kafka,
             self.name,
             &self.settings.kafka.consumer_group,
         )?);
-        consumer
-            .subscribe(&[self.topic])
-            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
-        let health = ConsumerHealth::default();
-        let consumer_health = health.clone();
-        let readiness = self
-            .readiness
-            .with_check("kafka", crate::admin::readiness_check(&self.settings.kafka))
-            .with_check("consumer", move || {
-                let health = consumer_health.clone();
-                async move { health.check() }
-            });
-
-        let listener = ops::bind(&self.settings.http.host, self.settings.http.port).await?;
-        tracing::info!(
-            service = self.name,
-            topic = self.topic,
-            group = %self.settings.kafka.consumer_group,
-            addr = %listener.local_addr()?,
-            "started"
-        );
-        let ops = OpsServer {
-            listener,
-            router: ops::router(readiness, self.metrics.clone()),
-            limits: (&self.settings.http).into(),
-        };
-        let grace = Duration::from_secs(self.settings.shutdown.grace_period_secs);
+        let health = LoopHealth::ready();
+        let checked = health.clone();
+        let ops = skeleton
+            .start(&consumer, self.readiness, self.metrics, move || {
+                checked.check()
+            })
+            .await?;
         let consume = run_consumer(ConsumeLoop {
             service: self.name.to_owned(),
             consumer: consumer.clone(),
-            handler: std::sync::Arc::new(self.handler),
+            handler: Arc::new(self.handler),
             dead_letters: self.publisher.clone(),
             health,
             shutdown: self.shutdown.clone(),
             buffer_per_partition: 64,
         });
-        let result = run_with_ops(ops, &self.shutdown, grace, consume).await;
+        let result = skeleton.run(ops, &self.shutdown, consume).await;
         use rdkafka::producer::Producer as _;
         if let Err(error) = self.publisher.producer().flush(Duration::from_secs(5)) {
             tracing::warn!(%error, "flushing the producer at shutdown");
         }
         tracing::info!(service = self.name, "stopped");
         result
+    }
+}
+
+/// What both consuming services do around their loop.
+pub(crate) struct Skeleton<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) settings: &'a Settings,
+    pub(crate) topic: &'a str,
+}
+
+impl Skeleton<'_> {
+    /// Subscribes `consumer` to the topic and binds the ops endpoints, whose `/readyz` adds
+    /// Kafka's reachability and the loop's `health` to the service's own `readiness`.
+    pub(crate) async fn start(
+        &self,
+        consumer: &ServiceConsumer,
+        readiness: Readiness,
+        metrics: PrometheusHandle,
+        health: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> anyhow::Result<OpsServer> {
+        let kafka = &self.settings.kafka;
+        consumer
+            .subscribe(&[self.topic])
+            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
+        let health = Arc::new(health);
+        let readiness = readiness
+            .with_check("kafka", crate::admin::readiness_check(kafka))
+            .with_check("consumer", move || {
+                let health = health.clone();
+                async move { health() }
+            });
+        let http = &self.settings.http;
+        let listener = ops::bind(&http.host, http.port).await?;
+        tracing::info!(
+            service = self.name,
+            topic = self.topic,
+            group = %kafka.consumer_group,
+            addr = %listener.local_addr()?,
+            "started"
+        );
+        Ok(OpsServer::new(listener, readiness, metrics, http))
+    }
+
+    /// Serves `ops` around the loop until it has drained after shutdown, or the grace period
+    /// has passed.
+    pub(crate) async fn run(
+        &self,
+        ops: OpsServer,
+        shutdown: &CancellationToken,
+        main: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        run_with_ops(ops, shutdown, self.settings.shutdown.grace_period(), main).await
     }
 }

@@ -8,16 +8,36 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::Readiness;
 use crate::server::{Limits, serve};
+use crate::settings::HttpSettings;
 
 /// The ops endpoints' listener, routes and limits.
 pub struct OpsServer {
     pub listener: TcpListener,
     pub router: Router,
     pub limits: Limits,
+}
+
+impl OpsServer {
+    /// `/healthz`, `/readyz` answering with `readiness`, and `/metrics`, on `listener`, with the
+    /// service's HTTP limits.
+    pub fn new(
+        listener: TcpListener,
+        readiness: Readiness,
+        metrics: PrometheusHandle,
+        http: &HttpSettings,
+    ) -> OpsServer {
+        OpsServer {
+            listener,
+            router: crate::ops::router(readiness, metrics),
+            limits: http.into(),
+        }
+    }
 }
 
 /// Runs `main` until it returns, or until the grace period has passed since `shutdown` was

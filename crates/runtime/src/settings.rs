@@ -217,6 +217,12 @@ pub struct ShutdownSettings {
     pub grace_period_secs: u64,
 }
 
+impl ShutdownSettings {
+    pub fn grace_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.grace_period_secs)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {

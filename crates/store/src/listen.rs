@@ -10,13 +10,17 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crm_sync_retry::Backoff;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long to wait before reconnecting: from 200 ms, doubling up to 10 s while PostgreSQL is
+/// away, from 200 ms again once a session was listening.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+}
 
 /// Why [`OnChange::resync`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,19 +50,17 @@ pub async fn listen<H: OnChange>(
     handler: &mut H,
     shutdown: &CancellationToken,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = reconnect_backoff();
     loop {
         let error = tokio::select! {
             () = shutdown.cancelled() => return,
             error = session(pool, channels, handler, &mut backoff) => error,
         };
         metrics::counter!("crm_sync_listener_reconnects_total").increment(1);
-        tracing::warn!(%error, ?channels, ?backoff, "change listener lost its connection; reconnecting, then reloading everything");
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        tracing::warn!(%error, ?channels, backoff = ?backoff.current(), "change listener lost its connection; reconnecting, then reloading everything");
+        if !backoff.wait(shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -67,7 +69,7 @@ async fn session<H: OnChange>(
     pool: &PgPool,
     channels: &[&str],
     handler: &mut H,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> sqlx::Error {
     let mut listener = match PgListener::connect_with(pool).await {
         Ok(listener) => listener,
@@ -78,7 +80,7 @@ async fn session<H: OnChange>(
     if let Err(error) = listener.listen_all(channels.iter().copied()).await {
         return error;
     }
-    *backoff = FIRST_BACKOFF;
+    backoff.reset();
     // Listen first, then load: a change between the two is seen by the load or notified.
     let mut due = at(handler.resync(Resync::Connected).await);
     loop {

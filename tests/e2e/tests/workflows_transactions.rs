@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crm_sync_e2e::{TestEnv, eventually, read_topic};
-use crm_sync_kafka::transactional::{
-    self, BatchLimits, TransactionalHandler, TransactionalHealth, TransactionalLoop,
-};
-use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
+use crm_sync_kafka::transactional::{self, BatchLimits, TransactionalHandler, TransactionalLoop};
+use crm_sync_kafka::{Failure, Incoming, LoopHealth, OutgoingMessage};
 use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
@@ -73,7 +71,7 @@ fn replica(
             consumer: &consumer,
             producer_config: transactional::producer_config(&kafka, &name, &transactional_id),
             handler: handler.as_ref(),
-            health: TransactionalHealth::default(),
+            health: LoopHealth::starting("Kafka transactions not initialized yet"),
             limits: BatchLimits::default(),
             shutdown: stop,
         })

@@ -22,27 +22,48 @@
 //!   [`TRANSACTION_TIMEOUT`]; until then `read_committed` readers of the affected partitions wait.
 
 mod batch;
-mod consumer;
-mod health;
-mod producer;
 mod run;
 mod service;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consume::{Failure, Incoming};
+use crm_sync_runtime::settings::KafkaSettings;
+
+use crate::consumer::{OffsetCommits, ServiceConsumer};
+use crate::message::{Failure, Incoming};
 use crate::produce::OutgoingMessage;
 
-pub use consumer::{
-    PartitionListener, TransactionalConsumer, TransactionalContext, consumer,
-    consumer_with_listener,
-};
-pub use health::TransactionalHealth;
-pub use producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
-pub(crate) use producer::{TxnError, TxnProducer, classify, enqueue, recreate};
+pub use crate::consumer::PartitionListener;
+pub use crate::txn_producer::{TRANSACTION_TIMEOUT, producer_config, transactional_id};
 pub use run::{TransactionalLoop, run_transactional};
 pub use service::TransactionalService;
+
+/// The consumer of the transactional loop: its offsets are committed only in transactions.
+pub fn consumer(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+) -> anyhow::Result<ServiceConsumer> {
+    consumer_with_listener(settings, client_id, group_id, None)
+}
+
+/// [`consumer`], telling `listener` of every partition gained and lost.
+pub fn consumer_with_listener(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group_id: &str,
+    listener: Option<Arc<dyn PartitionListener>>,
+) -> anyhow::Result<ServiceConsumer> {
+    crate::consumer::create(
+        settings,
+        client_id,
+        group_id,
+        OffsetCommits::InTransactions,
+        listener,
+    )
+}
 
 /// What one consumed message produces. Everything returned is written in the transaction that
 /// commits the message's offset.

@@ -1,7 +1,6 @@
 //! The loop: fills a transaction with a batch of messages, commits it with the batch's offsets,
 //! or aborts it and rewinds the consumer.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -13,14 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::batch::{Batch, record_commit};
-use super::producer::{BACKOFF_CAP, BACKOFF_START, sleep_or_shutdown};
-use super::{
-    BatchLimits, TransactionalConsumer, TransactionalHandler, TransactionalHealth, TxnError,
-    TxnProducer, classify, recreate,
-};
-use crate::consume::{Failure, Incoming};
-use crate::dlq::{Origin, dead_letter_message};
+use super::{BatchLimits, TransactionalHandler};
+use crate::consumer::ServiceConsumer;
+use crate::dlq::dead_letter_message;
 use crate::headers;
+use crate::health::LoopHealth;
+use crate::message::{Failure, Incoming};
+use crate::txn_producer::{TxnError, TxnProducer, classify, recreate};
+
+const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
 enum Step {
     /// The handler cannot finish now: abort, rewind, back off.
@@ -35,10 +35,10 @@ enum Step {
 pub struct TransactionalLoop<'a, H> {
     pub service: &'a str,
     pub topic: &'a str,
-    pub consumer: &'a TransactionalConsumer,
+    pub consumer: &'a ServiceConsumer,
     pub producer_config: ClientConfig,
     pub handler: &'a H,
-    pub health: TransactionalHealth,
+    pub health: LoopHealth,
     pub limits: BatchLimits,
     pub shutdown: CancellationToken,
 }
@@ -52,8 +52,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
     else {
         return Ok(());
     };
-    l.health.ready.store(true, Ordering::Relaxed);
-    let mut backoff = BACKOFF_START;
+    l.health.set_started();
+    let mut backoff = crate::retry_backoff();
     let mut failures: u32 = 0;
     loop {
         let received = tokio::select! {
@@ -92,8 +92,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
         let failure = match settle(&l, &producer, outcome, &batch).await {
             Ok(()) => {
                 failures = 0;
-                backoff = BACKOFF_START;
-                l.health.stuck.store(false, Ordering::Relaxed);
+                backoff.reset();
+                l.health.set_stuck(false);
                 continue;
             }
             Err(failure) => failure,
@@ -107,13 +107,10 @@ pub async fn run_transactional<H: TransactionalHandler>(
         }
         failures += 1;
         if failures >= 3 {
-            l.health.stuck.store(true, Ordering::Relaxed);
+            l.health.set_stuck(true);
         }
-        if failures > 1 || failure.is_none() {
-            if !sleep_or_shutdown(&l.shutdown, jittered(backoff)).await {
-                break;
-            }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
+        if (failures > 1 || failure.is_none()) && !backoff.wait(&l.shutdown).await {
+            break;
         }
     }
     Ok(())
@@ -248,30 +245,8 @@ async fn process<H: TransactionalHandler>(
     message: &BorrowedMessage<'_>,
     batch: &mut Batch,
 ) -> Result<(), Step> {
-    let incoming = Incoming {
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key(),
-        payload: message.payload(),
-        headers: headers::to_pairs(message.headers()),
-    };
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = format!("process {}", incoming.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = incoming.topic,
-        messaging.destination.partition.id = incoming.partition.to_string(),
-        messaging.kafka.partition = incoming.partition,
-        messaging.kafka.offset = incoming.offset,
-        messaging.kafka.message.key = incoming.key.map(String::from_utf8_lossy).as_deref(),
-        messaging.message.id = headers::find(&incoming.headers, headers::EVENT_ID),
-        messaging.consumer.group.name = l.service,
-    );
-    headers::adopt_trace_context(&span, &incoming.headers);
+    let incoming = Incoming::of(message);
+    let span = incoming.span(l.service);
     let started = Instant::now();
     let result = l.handler.handle(&incoming).instrument(span.clone()).await;
     let outputs = match result {
@@ -283,16 +258,8 @@ async fn process<H: TransactionalHandler>(
             span.in_scope(|| {
                 tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
             });
-            let origin = Origin {
-                topic: incoming.topic,
-                partition: incoming.partition,
-                offset: incoming.offset,
-                key: incoming.key,
-                payload: incoming.payload,
-                headers: &incoming.headers,
-            };
             *batch.dead.entry(letter.reason).or_default() += 1;
-            vec![dead_letter_message(l.service, &origin, &letter)]
+            vec![dead_letter_message(l.service, &incoming, &letter)]
         }
         Err(Failure::Transient(error)) => return Err(Step::Transient(error)),
     };
@@ -320,6 +287,8 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
         return Ok(());
     }
     let mut last_error = String::new();
+    // A few quick retries at a steady pace; then the process restarts from the committed offsets.
+    let mut pause = crm_sync_retry::Backoff::new(REWIND_PAUSE, REWIND_PAUSE);
     for attempt in 0..5u32 {
         let assigned = l
             .consumer
@@ -358,15 +327,9 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
             Err(error) => last_error = error.to_string(),
         }
         tracing::warn!(attempt, error = %last_error, "rewinding the consumer failed; retrying");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pause.sleep().await;
     }
     anyhow::bail!(
         "could not rewind the consumer after an aborted transaction ({last_error}); exiting so that a restart resumes from the committed offsets"
     )
-}
-
-fn jittered(base: Duration) -> Duration {
-    use rand::Rng;
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
 }

@@ -1,5 +1,6 @@
-//! The transactional producer, shared by the consume→produce loop and [`crate::atomic`]: its
-//! configuration and `transactional.id`, how its errors are classified, and its calls.
+//! The transactional producer, shared by the consume→produce loop ([`crate::transactional`])
+//! and [`crate::atomic`]: its configuration and `transactional.id`, how its errors are
+//! classified, and its calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,6 @@ use crate::produce::OutgoingMessage;
 pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound of one blocking transactional call (init, send offsets, commit, abort).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
 /// The `transactional.id` of this replica: configured, or `<group>-<hostname>-<http port>`,
 /// unique even for several replicas on one machine and stable across a replica's restarts.
@@ -108,7 +107,7 @@ impl TxnProducer {
         config: ClientConfig,
         shutdown: &CancellationToken,
     ) -> Option<TxnProducer> {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = crate::retry_backoff();
         loop {
             let attempt = async {
                 let producer: FutureProducer = config
@@ -138,10 +137,9 @@ impl TxnProducer {
                         error = format!("{error:#}"),
                         "initializing Kafka transactions failed; retrying"
                     );
-                    if !sleep_or_shutdown(shutdown, backoff).await {
+                    if !backoff.wait(shutdown).await {
                         return None;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
         }
@@ -158,7 +156,7 @@ impl TxnProducer {
     }
 
     /// Enqueues one message in the open transaction; the batch awaits its delivery before committing.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         m: &OutgoingMessage,
         trace: &[(String, String)],
@@ -171,7 +169,7 @@ impl TxnProducer {
         enqueue(&self.producer, record).await
     }
 
-    pub(super) async fn commit(
+    pub(crate) async fn commit(
         &self,
         offsets: TopicPartitionList,
         group: ConsumerGroupMetadata,
@@ -195,7 +193,7 @@ impl TxnProducer {
         F: Fn() -> C,
         C: FnOnce(FutureProducer) -> Result<(), KafkaError> + Send + 'static,
     {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = crate::retry_backoff();
         for _ in 0..5 {
             match self.blocking(make()).await {
                 Ok(()) => return Ok(()),
@@ -207,8 +205,7 @@ impl TxnProducer {
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_CAP);
+            backoff.sleep().await;
         }
         Err(TxnError::Abortable)
     }
@@ -248,13 +245,6 @@ pub(crate) async fn recreate(
     let config = old.config.clone();
     drop(old);
     TxnProducer::start(config, shutdown).await
-}
-
-pub(crate) async fn sleep_or_shutdown(shutdown: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
 }
 
 #[cfg(test)]
