@@ -444,12 +444,27 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        let key = |key, reason: &str| {
-            Err(SettingsError::Key {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+        self.validate_stores()?;
+        self.validate_http()?;
+        self.validate_ingest()?;
+        self.validate_directory()?;
+        self.pull.validate()?;
+        if self
+            .secrets
+            .encryption_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().trim().is_empty())
+        {
+            return key(
+                "secrets.encryption_key",
+                "must be 32 bytes in base64 or hex when set",
+            );
+        }
+        Ok(())
+    }
+
+    /// Kafka, PostgreSQL and what the evaluator keeps.
+    fn validate_stores(&self) -> Result<(), SettingsError> {
         if self.kafka.brokers.trim().is_empty() {
             return key("kafka.brokers", "must name at least one broker");
         }
@@ -480,6 +495,10 @@ impl Settings {
         if self.evaluator.state_memory_mib < 8 {
             return key("evaluator.state_memory_mib", "must be at least 8");
         }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), SettingsError> {
         for (name, ms) in [
             (
                 "http.header_read_timeout_ms",
@@ -495,6 +514,10 @@ impl Settings {
         if !(1..=65_535).contains(&self.http.max_connections) {
             return key("http.max_connections", "must be between 1 and 65535");
         }
+        Ok(())
+    }
+
+    fn validate_ingest(&self) -> Result<(), SettingsError> {
         if self.ingest.max_body_bytes < 1024 {
             return key("ingest.max_body_bytes", "must be at least 1024");
         }
@@ -528,6 +551,10 @@ impl Settings {
                 "must be at least 1 and at most ingest.max_event_bytes",
             );
         }
+        Ok(())
+    }
+
+    fn validate_directory(&self) -> Result<(), SettingsError> {
         if self.directory.timeout_ms == 0 {
             return key("directory.timeout_ms", "must be at least 1");
         }
@@ -543,20 +570,16 @@ impl Settings {
                 reason: format!("{bad:?} is not a host name, an address or *.domain"),
             });
         }
-        self.pull.validate()?;
-        if self
-            .secrets
-            .encryption_key
-            .as_ref()
-            .is_some_and(|k| k.expose_secret().trim().is_empty())
-        {
-            return key(
-                "secrets.encryption_key",
-                "must be 32 bytes in base64 or hex when set",
-            );
-        }
         Ok(())
     }
+}
+
+/// A refused setting, naming its key.
+fn key(key: &'static str, reason: &str) -> Result<(), SettingsError> {
+    Err(SettingsError::Key {
+        key,
+        reason: reason.to_owned(),
+    })
 }
 
 #[cfg(test)]
