@@ -224,6 +224,33 @@ struct TokenError {
     error_description: Option<String>,
 }
 
+/// What a token endpoint's error answer means: a refused client is final (only the endpoint's
+/// own error code and description are kept, never the request sent), a 429 or 5xx is retried.
+fn refused(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> Failure {
+    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // Only the endpoint's error code and description: never the request we sent.
+        let reason = serde_json::from_str::<TokenError>(body)
+            .ok()
+            .map(|e| {
+                [e.error, e.error_description]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| status.to_string());
+        return Failure::Final(LookupError::Unauthorized(format!(
+            "the token endpoint refused the client: {reason}"
+        )));
+    }
+    Failure::from_status("the token endpoint", status, headers, "")
+}
+
 impl OAuthState {
     async fn token(&self, http: &reqwest::Client, max_answer: usize) -> Result<Token, Failure> {
         // Held across the request: concurrent lookups wait for one token instead of each
@@ -266,29 +293,7 @@ impl OAuthState {
         let headers = response.headers().clone();
         let body = read_capped(response, max_answer).await?;
         if !status.is_success() {
-            if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-                // Only the endpoint's error code and description: never the request we sent.
-                let reason = serde_json::from_str::<TokenError>(&body)
-                    .ok()
-                    .map(|e| {
-                        [e.error, e.error_description]
-                            .into_iter()
-                            .flatten()
-                            .collect::<Vec<_>>()
-                            .join(": ")
-                    })
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| status.to_string());
-                return Err(Failure::Final(LookupError::Unauthorized(format!(
-                    "the token endpoint refused the client: {reason}"
-                ))));
-            }
-            return Err(Failure::from_status(
-                "the token endpoint",
-                status,
-                &headers,
-                "",
-            ));
+            return Err(refused(status, &headers, &body));
         }
         let parsed: TokenResponse = serde_json::from_str(&body).map_err(|e| {
             Failure::Final(LookupError::Unexpected(format!(

@@ -98,94 +98,108 @@ fn text(value: Option<String>) -> Option<String> {
 }
 
 pub(crate) fn parse_user(crm: Crm, id: &str, body: &str) -> Result<DirectoryUser, String> {
-    let parse_error = |e: serde_json::Error| format!("not a {} user: {e}", crm.as_str());
-    let user = match crm {
-        Crm::Salesforce => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "PascalCase")]
-            struct User {
-                id: Option<String>,
-                name: Option<String>,
-                email: Option<String>,
-                is_active: Option<bool>,
-            }
-            let u: User = serde_json::from_str(body).map_err(parse_error)?;
-            DirectoryUser {
-                crm_user_id: u.id.unwrap_or_else(|| id.to_owned()),
-                name: text(u.name),
-                email: text(u.email),
-                active: u.is_active,
-            }
-        }
-        Crm::HubSpot => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Owner {
-                first_name: Option<String>,
-                last_name: Option<String>,
-                email: Option<String>,
-                archived: Option<bool>,
-            }
-            let o: Owner = serde_json::from_str(body).map_err(parse_error)?;
-            let name = [o.first_name, o.last_name]
-                .into_iter()
-                .flatten()
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            DirectoryUser {
-                // The owner id is what deals carry (`hubspot_owner_id`); the answer's `userId`
-                // is a different id.
-                crm_user_id: id.to_owned(),
-                name: text(Some(name)),
-                email: text(o.email),
-                active: o.archived.map(|a| !a),
-            }
-        }
-        Crm::Pipedrive => {
-            #[derive(Deserialize)]
-            struct Envelope {
-                success: Option<bool>,
-                data: Option<User>,
-            }
-            #[derive(Deserialize)]
-            struct User {
-                name: Option<String>,
-                email: Option<String>,
-                active_flag: Option<bool>,
-            }
-            let e: Envelope = serde_json::from_str(body).map_err(parse_error)?;
-            if e.success == Some(false) {
-                return Err("Pipedrive answered success: false".into());
-            }
-            let u = e
-                .data
-                .ok_or_else(|| "Pipedrive answered without data".to_owned())?;
-            DirectoryUser {
-                crm_user_id: id.to_owned(),
-                name: text(u.name),
-                email: text(u.email),
-                active: u.active_flag,
-            }
-        }
-        Crm::Dynamics => {
-            #[derive(Deserialize)]
-            struct SystemUser {
-                fullname: Option<String>,
-                internalemailaddress: Option<String>,
-                isdisabled: Option<bool>,
-            }
-            let u: SystemUser = serde_json::from_str(body).map_err(parse_error)?;
-            DirectoryUser {
-                crm_user_id: id.to_owned(),
-                name: text(u.fullname),
-                email: text(u.internalemailaddress),
-                active: u.isdisabled.map(|d| !d),
-            }
-        }
-    };
-    Ok(user)
+    match crm {
+        Crm::Salesforce => salesforce_user(id, body),
+        Crm::HubSpot => hubspot_owner(id, body),
+        Crm::Pipedrive => pipedrive_user(id, body),
+        Crm::Dynamics => dataverse_user(id, body),
+    }
+}
+
+fn parse_error(crm: Crm) -> impl Fn(serde_json::Error) -> String {
+    move |e| format!("not a {} user: {e}", crm.as_str())
+}
+
+/// A Salesforce `User` record.
+fn salesforce_user(id: &str, body: &str) -> Result<DirectoryUser, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct User {
+        id: Option<String>,
+        name: Option<String>,
+        email: Option<String>,
+        is_active: Option<bool>,
+    }
+    let u: User = serde_json::from_str(body).map_err(parse_error(Crm::Salesforce))?;
+    Ok(DirectoryUser {
+        crm_user_id: u.id.unwrap_or_else(|| id.to_owned()),
+        name: text(u.name),
+        email: text(u.email),
+        active: u.is_active,
+    })
+}
+
+/// A HubSpot owner.
+fn hubspot_owner(id: &str, body: &str) -> Result<DirectoryUser, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Owner {
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email: Option<String>,
+        archived: Option<bool>,
+    }
+    let o: Owner = serde_json::from_str(body).map_err(parse_error(Crm::HubSpot))?;
+    let name = [o.first_name, o.last_name]
+        .into_iter()
+        .flatten()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(DirectoryUser {
+        // The owner id is what deals carry (`hubspot_owner_id`); the answer's `userId`
+        // is a different id.
+        crm_user_id: id.to_owned(),
+        name: text(Some(name)),
+        email: text(o.email),
+        active: o.archived.map(|a| !a),
+    })
+}
+
+/// A Pipedrive user, in its `success`/`data` envelope.
+fn pipedrive_user(id: &str, body: &str) -> Result<DirectoryUser, String> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        success: Option<bool>,
+        data: Option<User>,
+    }
+    #[derive(Deserialize)]
+    struct User {
+        name: Option<String>,
+        email: Option<String>,
+        active_flag: Option<bool>,
+    }
+    let e: Envelope = serde_json::from_str(body).map_err(parse_error(Crm::Pipedrive))?;
+    if e.success == Some(false) {
+        return Err("Pipedrive answered success: false".into());
+    }
+    let u = e
+        .data
+        .ok_or_else(|| "Pipedrive answered without data".to_owned())?;
+    Ok(DirectoryUser {
+        crm_user_id: id.to_owned(),
+        name: text(u.name),
+        email: text(u.email),
+        active: u.active_flag,
+    })
+}
+
+/// A Dataverse `systemuser`.
+fn dataverse_user(id: &str, body: &str) -> Result<DirectoryUser, String> {
+    #[derive(Deserialize)]
+    struct SystemUser {
+        fullname: Option<String>,
+        internalemailaddress: Option<String>,
+        isdisabled: Option<bool>,
+    }
+    let u: SystemUser = serde_json::from_str(body).map_err(parse_error(Crm::Dynamics))?;
+    Ok(DirectoryUser {
+        crm_user_id: id.to_owned(),
+        name: text(u.fullname),
+        email: text(u.internalemailaddress),
+        active: u.isdisabled.map(|d| !d),
+    })
 }
 
 #[cfg(test)]
