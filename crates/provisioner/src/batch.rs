@@ -271,36 +271,9 @@ impl Provisioner {
             let Some(row) = row.filter(|_| change.writes()) else {
                 continue;
             };
-            match change {
-                Change::Recorded => written.counts.recorded += 1,
-                Change::Updated => written.counts.updated += 1,
-                Change::Retracted => written.counts.retracted += 1,
-                _ => {}
-            }
+            written.counts.activity(change);
             if change.announced() && row.user_id.is_some() {
-                announcements.push(Announcement {
-                    index: effect.index,
-                    change_id: derived_id(&[
-                        "activity-changed",
-                        &row.id.to_string(),
-                        &o.outcome_id,
-                    ]),
-                    state: if o.kind == Kind::Matched {
-                        ActivityState::Recorded
-                    } else {
-                        ActivityState::Retracted
-                    },
-                    source_event_id: o.event_id.clone(),
-                    row: if o.kind == Kind::Matched {
-                        // Announced with the outcome's own activity type.
-                        Activity {
-                            activity_type: o.activity_type.clone(),
-                            ..row.clone()
-                        }
-                    } else {
-                        row.clone()
-                    },
-                });
+                announcements.push(announcement(effect.index, o, &row));
             }
             dirty.insert(key.clone());
             activities.insert(key, row);
@@ -469,4 +442,28 @@ async fn look_up(
         owners_changed: HashMap::new(),
         identities,
     })
+}
+
+/// What downstream hears of an activity an outcome changed: a matched outcome is announced with
+/// its own activity type.
+fn announcement(index: usize, o: &Outcome, row: &Activity) -> Announcement {
+    Announcement {
+        index,
+        change_id: derived_id(&["activity-changed", &row.id.to_string(), &o.outcome_id]),
+        state: if o.kind == Kind::Matched {
+            ActivityState::Recorded
+        } else {
+            ActivityState::Retracted
+        },
+        source_event_id: o.event_id.clone(),
+        row: if o.kind == Kind::Matched {
+            // Announced with the outcome's own activity type.
+            Activity {
+                activity_type: o.activity_type.clone(),
+                ..row.clone()
+            }
+        } else {
+            row.clone()
+        },
+    }
 }

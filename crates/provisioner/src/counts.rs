@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::outcome::Change;
+
 /// Metrics of a transaction, emitted only once it committed, so a retried batch is not counted
 /// twice.
 #[derive(Default)]
@@ -17,6 +19,16 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
+    /// An activity written by the batch.
+    pub(crate) fn activity(&mut self, change: Change) {
+        match change {
+            Change::Recorded => self.recorded += 1,
+            Change::Updated => self.updated += 1,
+            Change::Retracted => self.retracted += 1,
+            _ => {}
+        }
+    }
+
     pub(crate) fn emit(&self, duplicates: usize) {
         let add = |name: &'static str, label: &'static str, value: &'static str, n: u64| {
             if n > 0 {

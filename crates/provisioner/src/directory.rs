@@ -23,7 +23,7 @@ use crm_sync_runtime::Settings;
 use crate::outcome::{Kind, Outcome};
 use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
 use crm_sync_store::outbox::{self, Pending};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -444,34 +444,17 @@ impl Directory {
             .clone()
             .filter(|_| display_name == crm_user_id || display_name.trim().is_empty());
         let mut new_email = user.email.clone().filter(|_| email.is_none());
-        if let Some(candidate) = &new_email {
-            // One account per email in a company: an address another account has stays off.
-            let (taken,): (bool,) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE company_id = $1 AND lower(email) = lower($2) AND id <> $3)",
-            )
-            .bind(company_id)
-            .bind(candidate)
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if taken {
-                tracing::warn!(%user_id, "the CRM user's email belongs to another account; left unset");
-                new_email = None;
-            }
+        // One account per email in a company: an address another account has stays off.
+        if let Some(candidate) = &new_email
+            && email_taken(&mut tx, company_id, candidate, user_id).await?
+        {
+            tracing::warn!(%user_id, "the CRM user's email belongs to another account; left unset");
+            new_email = None;
         }
         if new_name.is_none() && new_email.is_none() {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE users SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
-                              email_from_payload = email_from_payload AND $3 IS NULL, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(&new_name)
-        .bind(&new_email)
-        .execute(&mut *tx)
-        .await?;
+        fill_account(&mut tx, user_id, new_name.as_deref(), new_email.as_deref()).await?;
         let event_id = Uuid::new_v5(
             &NAMESPACE,
             format!("user-completed\u{1f}{integration_id}\u{1f}{crm_user_id}").as_bytes(),
@@ -510,6 +493,45 @@ impl Directory {
         tracing::info!(%user_id, %integration_id, crm_user_id, "completed the account's name and email from the CRM");
         Ok(true)
     }
+}
+
+/// Whether another account of the company has the email.
+async fn email_taken(
+    tx: &mut PgConnection,
+    company_id: Uuid,
+    email: &str,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let (taken,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE company_id = $1 AND lower(email) = lower($2) AND id <> $3)",
+    )
+    .bind(company_id)
+    .bind(email)
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(taken)
+}
+
+/// Sets the name and the email given; an email from the CRM's directory is no longer one taken
+/// from a payload.
+async fn fill_account(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET display_name = COALESCE($2, display_name), email = COALESCE($3, email),
+                          email_from_payload = email_from_payload AND $3 IS NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(email)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn result_text(result: &Result<DirectoryUser, LookupError>) -> String {

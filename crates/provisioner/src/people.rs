@@ -151,29 +151,7 @@ async fn deactivate_one(
         payload,
     };
     if visible_before {
-        for a in recorded_of(tx, user_id).await? {
-            let change_id = Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes());
-            let facts = ActivityFacts {
-                activity_id: a.id,
-                company_id,
-                user_id,
-                integration_id: a.integration_id,
-                workflow_id: a.workflow_id,
-                activity_type: &a.activity_type,
-                value: a.value.to_string(),
-                activity_date: a.activity_date,
-                object_type: &a.object_type,
-                record_id: &a.record_id,
-                source_event_id: &a.last_event_id,
-            };
-            let change = activity_changed(change_id, &facts, ActivityState::Recorded, false);
-            let message = pending(
-                topics.activities,
-                change.change_id.clone(),
-                change.encode_to_vec(),
-            );
-            outbox::stage(tx, batch, &message).await?;
-        }
+        stage_hidden_activities(tx, batch, topics.activities, company_id, user_id).await?;
     }
     let event_id = Uuid::new_v5(&NAMESPACE, format!("{user_id}\u{1f}{batch}").as_bytes());
     let announcement = user_provisioned(
@@ -211,6 +189,41 @@ async fn deactivate_one(
     )
     .await?;
     Ok(true)
+}
+
+/// Stages an `ActivityChanged` for each recorded activity of the user, no longer visible.
+async fn stage_hidden_activities(
+    tx: &mut PgConnection,
+    batch: &str,
+    topic: &str,
+    company_id: Uuid,
+    user_id: Uuid,
+) -> anyhow::Result<()> {
+    for a in recorded_of(tx, user_id).await? {
+        let change_id = Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes());
+        let facts = ActivityFacts {
+            activity_id: a.id,
+            company_id,
+            user_id,
+            integration_id: a.integration_id,
+            workflow_id: a.workflow_id,
+            activity_type: &a.activity_type,
+            value: a.value.to_string(),
+            activity_date: a.activity_date,
+            object_type: &a.object_type,
+            record_id: &a.record_id,
+            source_event_id: &a.last_event_id,
+        };
+        let change = activity_changed(change_id, &facts, ActivityState::Recorded, false);
+        let message = Pending {
+            topic: topic.to_owned(),
+            key: format!("{company_id}/{user_id}"),
+            message_id: change.change_id.clone(),
+            payload: change.encode_to_vec(),
+        };
+        outbox::stage(tx, batch, &message).await?;
+    }
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

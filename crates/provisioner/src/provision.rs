@@ -82,19 +82,9 @@ impl Provisioner {
         let (user_id, status, linked, email) = match linked_to {
             Some((id, status)) => (id, status, true, directory_email),
             None => {
-                let id = derived_id(&["user", &integration_id.to_string(), crm_user_id]);
-                let email = new_account_email(tx, company_id, directory_email, payload_email)
-                    .await
-                    .map_err(db)?;
-                let user = users::NewUser {
-                    id,
-                    company_id,
-                    display_name: &display_name,
-                    email: email.as_ref().map(|(e, _)| e.as_str()),
-                    email_from_payload: email.as_ref().is_some_and(|(_, payload)| *payload),
-                };
-                users::create_pending(tx, &user).await.map_err(db)?;
-                (id, "pending".to_owned(), false, email.map(|(e, _)| e))
+                let emails = (directory_email, payload_email);
+                let (id, email) = create_account(tx, identity, &display_name, emails).await?;
+                (id, "pending".to_owned(), false, email)
             }
         };
         identities::map_to(tx, integration_id, crm_user_id, user_id)
@@ -235,4 +225,32 @@ async fn new_account_email(
     };
     let taken = users::email_taken(tx, company_id, &email).await?;
     Ok((!taken).then_some((email, from_payload)))
+}
+
+/// A new pending account for the identity, with the directory's email (or the payload's when
+/// no account has it); its id and email.
+async fn create_account(
+    tx: &mut PgConnection,
+    identity: IdentityRef<'_>,
+    display_name: &str,
+    (directory_email, payload_email): (Option<String>, Option<String>),
+) -> Result<(Uuid, Option<String>), Failure> {
+    let IdentityRef {
+        company_id,
+        integration_id,
+        crm_user_id,
+    } = identity;
+    let id = derived_id(&["user", &integration_id.to_string(), crm_user_id]);
+    let email = new_account_email(tx, company_id, directory_email, payload_email)
+        .await
+        .map_err(db)?;
+    let user = users::NewUser {
+        id,
+        company_id,
+        display_name,
+        email: email.as_ref().map(|(e, _)| e.as_str()),
+        email_from_payload: email.as_ref().is_some_and(|(_, payload)| *payload),
+    };
+    users::create_pending(tx, &user).await.map_err(db)?;
+    Ok((id, email.map(|(e, _)| e)))
 }
