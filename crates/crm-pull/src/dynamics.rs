@@ -95,41 +95,7 @@ pub(crate) async fn changes(
         1 => return tracking::deletes(client, scope, cursor).await,
         other => return Err(PullError::Invalid(format!("Dataverse stream {other}"))),
     }
-    let page_size = client.page_size(5000);
-    let response = match &cursor.token {
-        Some(link) => {
-            // Only the path of the link is followed, always on the account's own API root.
-            let path = link
-                .find(API)
-                .map(|at| &link[at..])
-                .ok_or_else(|| client.garbage("an entity collection", "@odata.nextLink"))?;
-            client
-                .send("the Dataverse Web API", |http, base| {
-                    http.get(format!("{base}{path}"))
-                        .header("Prefer", prefer(page_size))
-                })
-                .await?
-        }
-        None => {
-            let filter = format!(
-                "modifiedon ge {}",
-                cursor.since.to_rfc3339_opts(SecondsFormat::Secs, true)
-            );
-            let set = entity_set(&scope.object);
-            let fields = select(scope);
-            client
-                .send("the Dataverse Web API", |http, base| {
-                    http.get(format!("{base}{API}/{set}"))
-                        .query(&[
-                            ("$select", fields.as_str()),
-                            ("$filter", filter.as_str()),
-                            ("$orderby", "modifiedon asc"),
-                        ])
-                        .header("Prefer", prefer(page_size))
-                })
-                .await?
-        }
-    };
+    let response = request_page(client, scope, cursor).await?;
     if response.is_not_found() {
         return Err(PullError::Invalid(format!(
             "Dataverse table {:?}: the Web API does not know its entity set",
@@ -170,6 +136,50 @@ pub(crate) async fn changes(
         newest,
         delta: None,
     })
+}
+
+/// The next page: the link Dataverse gave, or the query from the cursor's time.
+async fn request_page(
+    client: &PullClient,
+    scope: &Scope,
+    cursor: &Cursor,
+) -> Result<crm_sync_crm_directory::ApiResponse, PullError> {
+    let page_size = client.page_size(5000);
+    let response = match &cursor.token {
+        Some(link) => {
+            // Only the path of the link is followed, always on the account's own API root.
+            let path = link
+                .find(API)
+                .map(|at| &link[at..])
+                .ok_or_else(|| client.garbage("an entity collection", "@odata.nextLink"))?;
+            client
+                .send("the Dataverse Web API", |http, base| {
+                    http.get(format!("{base}{path}"))
+                        .header("Prefer", prefer(page_size))
+                })
+                .await?
+        }
+        None => {
+            let filter = format!(
+                "modifiedon ge {}",
+                cursor.since.to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+            let set = entity_set(&scope.object);
+            let fields = select(scope);
+            client
+                .send("the Dataverse Web API", |http, base| {
+                    http.get(format!("{base}{API}/{set}"))
+                        .query(&[
+                            ("$select", fields.as_str()),
+                            ("$filter", filter.as_str()),
+                            ("$orderby", "modifiedon asc"),
+                        ])
+                        .header("Prefer", prefer(page_size))
+                })
+                .await?
+        }
+    };
+    Ok(response)
 }
 
 pub(crate) async fn record(
