@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::consumer::ServiceConsumer;
-
-use crate::dlq::publish_dead_letter;
+use crate::dlq::{DeadLetter, publish_dead_letter};
 use crate::health::LoopHealth;
 pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
 use crate::produce::Publisher;
@@ -394,25 +393,11 @@ async fn process<H: MessageHandler>(
                     tracing::warn!(reason = letter.reason, detail = %letter.detail, "dead-lettering message")
                 });
                 // The dead letter must be durable before the offset moves past the original.
-                loop {
-                    match publish_dead_letter(
-                        &shared.dead_letters,
-                        &shared.service,
-                        &incoming,
-                        &letter,
-                    )
+                let published = dead_letter(shared, &incoming, &letter, &mut backoff, stop)
                     .instrument(span.clone())
-                    .await
-                    {
-                        Ok(()) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "dead-letter publish failed; retrying");
-                            shared.health.set_stuck(true);
-                            if !backoff.wait(stop).await {
-                                return false;
-                            }
-                        }
-                    }
+                    .await;
+                if !published {
+                    return false;
                 }
                 record(incoming.topic, "dead_lettered", started);
                 shared.health.set_stuck(false);
@@ -432,6 +417,28 @@ async fn process<H: MessageHandler>(
                 if attempt >= 3 {
                     shared.health.set_stuck(true);
                 }
+                if !backoff.wait(stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the dead letter, retrying until it is durable; false if stopped first.
+async fn dead_letter<H: MessageHandler>(
+    shared: &Shared<H>,
+    incoming: &Incoming<'_>,
+    letter: &DeadLetter,
+    backoff: &mut crm_sync_retry::Backoff,
+    stop: &CancellationToken,
+) -> bool {
+    loop {
+        match publish_dead_letter(&shared.dead_letters, &shared.service, incoming, letter).await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, "dead-letter publish failed; retrying");
+                shared.health.set_stuck(true);
                 if !backoff.wait(stop).await {
                     return false;
                 }
