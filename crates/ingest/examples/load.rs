@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -262,7 +263,7 @@ async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow
         seconds,
         concurrency,
         batch,
-        fresh_records,
+        ..
     } = *settings;
     let (path, per_request) = match mode {
         Mode::Salesforce => (
@@ -274,7 +275,6 @@ async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow
             1,
         ),
     };
-    let url = format!("{base}{path}");
     // Bodies are built before the clock starts: the generator should measure ingest, not itself.
     let bodies: Vec<String> = (0..256)
         .map(|seq| match mode {
@@ -287,62 +287,16 @@ async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow
         .timeout(Duration::from_secs(30))
         .build()?;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::with_capacity(concurrency);
-    for worker in 0..concurrency {
-        let client = client.clone();
-        let url = url.clone();
-        let bodies = bodies.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut i = worker;
-            while Instant::now() < deadline {
-                let body = if fresh_records && mode == Mode::Salesforce {
-                    salesforce_message(1_000_000 + i as u64, batch, u64::MAX)
-                } else {
-                    bodies[i % bodies.len()].clone()
-                };
-                i += concurrency;
-                let mut request = client.post(&url);
-                request = match mode {
-                    Mode::Salesforce => request
-                        .header("content-type", "text/xml; charset=utf-8")
-                        .header("soapaction", "\"\""),
-                    Mode::Hubspot => {
-                        let timestamp = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap()
-                            .as_millis()
-                            .to_string();
-                        let signature = crm_sync_ingest::hubspot::signature::sign(
-                            HUBSPOT_SECRET.as_bytes(),
-                            "POST",
-                            &url,
-                            body.as_bytes(),
-                            &timestamp,
-                        );
-                        request
-                            .header("content-type", "application/json")
-                            .header("x-hubspot-request-timestamp", timestamp)
-                            .header("x-hubspot-signature-v3", signature)
-                    }
-                };
-                let sent = Instant::now();
-                match request.body(body).send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.bytes().await;
-                        *tally.statuses.entry(status).or_default() += 1;
-                        if status == 200 {
-                            tally.latencies_us.push(sent.elapsed().as_micros() as u64);
-                        }
-                    }
-                    Err(_) => tally.transport_errors += 1,
-                }
-            }
-            tally
-        }));
-    }
+    let sender = Arc::new(Sender {
+        settings: *settings,
+        client,
+        url: format!("{base}{path}"),
+        bodies,
+        deadline: started + Duration::from_secs(seconds),
+    });
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| tokio::spawn(sender.clone().send_until_deadline(worker)))
+        .collect();
     let mut all = Tally::default();
     for task in tasks {
         let t = task.await?;
@@ -352,7 +306,92 @@ async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow
         }
         all.transport_errors += t.transport_errors;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    report(settings, per_request, started.elapsed().as_secs_f64(), all);
+    Ok(())
+}
+
+/// What every worker sends to, and until when.
+struct Sender {
+    settings: RunSettings,
+    client: reqwest::Client,
+    url: String,
+    bodies: Vec<String>,
+    deadline: Instant,
+}
+
+impl Sender {
+    /// One worker: requests one after another until the deadline.
+    async fn send_until_deadline(self: Arc<Self>, worker: usize) -> Tally {
+        let RunSettings {
+            mode,
+            concurrency,
+            batch,
+            fresh_records,
+            ..
+        } = self.settings;
+        let mut tally = Tally::default();
+        let mut i = worker;
+        while Instant::now() < self.deadline {
+            let body = if fresh_records && mode == Mode::Salesforce {
+                salesforce_message(1_000_000 + i as u64, batch, u64::MAX)
+            } else {
+                self.bodies[i % self.bodies.len()].clone()
+            };
+            i += concurrency;
+            let request = self.request(&body);
+            let sent = Instant::now();
+            match request.body(body).send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.bytes().await;
+                    *tally.statuses.entry(status).or_default() += 1;
+                    if status == 200 {
+                        tally.latencies_us.push(sent.elapsed().as_micros() as u64);
+                    }
+                }
+                Err(_) => tally.transport_errors += 1,
+            }
+        }
+        tally
+    }
+
+    /// The request with the headers its CRM sends (HubSpot's signed).
+    fn request(&self, body: &str) -> reqwest::RequestBuilder {
+        let request = self.client.post(&self.url);
+        match self.settings.mode {
+            Mode::Salesforce => request
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("soapaction", "\"\""),
+            Mode::Hubspot => {
+                let timestamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+                    .to_string();
+                let signature = crm_sync_ingest::hubspot::signature::sign(
+                    HUBSPOT_SECRET.as_bytes(),
+                    "POST",
+                    &self.url,
+                    body.as_bytes(),
+                    &timestamp,
+                );
+                request
+                    .header("content-type", "application/json")
+                    .header("x-hubspot-request-timestamp", timestamp)
+                    .header("x-hubspot-signature-v3", signature)
+            }
+        }
+    }
+}
+
+fn report(settings: &RunSettings, per_request: usize, elapsed: f64, mut all: Tally) {
+    let RunSettings {
+        mode,
+        concurrency,
+        batch,
+        fresh_records,
+        ..
+    } = *settings;
     all.latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         if all.latencies_us.is_empty() {
@@ -388,5 +427,4 @@ async fn run(settings: &RunSettings, base: &str, integration_id: &str) -> anyhow
         pct(0.99),
         pct(1.0)
     );
-    Ok(())
 }
