@@ -23,7 +23,10 @@
 #             the same client configuration, and no decoding
 # Each variant's line ends with its ratio to the first variant's events/s and events per CPU
 # second. Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
-# After each evaluator variant it reports how many record trail entries were written and dropped.
+# After each evaluator variant it reports how many record trail entries were written and dropped,
+# the CPU the evaluator and its database's PostgreSQL backends used from the first committed batch
+# until the trail was written (PostgreSQL shares the cores, and the trail is written behind the
+# consume loop), the events per second of that total, and the evaluator's peak RSS.
 set -euo pipefail
 . "$(dirname "$0")/../../deploy/local/lib.sh"
 KAFKA_VERSION=${CRM_SYNC_KAFKA_VERSION:-4.1.1}
@@ -207,6 +210,19 @@ cpu_seconds() {
   echo "$total"
 }
 
+# CPU seconds the PostgreSQL backends serving this run's database used so far (PostgreSQL shares
+# the cores: the trail's cost is partly its). Backends of other databases (other engineers'
+# tests) are not counted; the server's shared writers (WAL, checkpoints) are not either.
+pg_cpu_seconds() {
+  local total=0 ticks pid
+  ticks=$(getconf CLK_TCK)
+  for pid in $(psql "$DB_URL" -qAtc "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" 2>/dev/null); do
+    [[ -r /proc/$pid/stat ]] || continue
+    total=$(awk -v t="$total" -v hz="$ticks" '{print t + ($14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
+}
+
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -255,11 +271,11 @@ run_evaluator() {
       "$BIN/workflow-evaluator" >"$WORK/evaluator-$n-$r.log" 2>&1 &
     PIDS+=("$!")
   done
-  local deadline=$((SECONDS + 600)) first_at="" first_count=0 first_cpu=0 done_count end_at end_cpu
+  local deadline=$((SECONDS + 600)) first_at="" first_count=0 first_cpu=0 first_pg=0 done_count end_at end_cpu
   while :; do
     done_count=$(sum_metric crm_sync_messages_consumed_total 'outcome="ok"')
     if [[ -z $first_at ]] && awk -v c="$done_count" 'BEGIN {exit !(c > 0)}'; then
-      first_at=$(now) first_count=$done_count first_cpu=$(cpu_seconds)
+      first_at=$(now) first_count=$done_count first_cpu=$(cpu_seconds) first_pg=$(pg_cpu_seconds)
     fi
     if awk -v c="$done_count" -v n="$EVENTS" 'BEGIN {exit !(c >= n)}'; then
       end_at=$(now) end_cpu=$(cpu_seconds)
@@ -301,7 +317,19 @@ run_evaluator() {
     done
   fi
   rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
-  echo "variant=$variant trail_written=$written trail_dropped=$dropped trail_rows=$rows"
+  # Everything the run cost, the trail's writing behind the loop included: the evaluator's and
+  # its database backends' CPU from the first committed batch until the trail was written.
+  local all_cpu pg_cpu peak
+  all_cpu=$(cpu_seconds) pg_cpu=$(pg_cpu_seconds)
+  # The largest resident set of any replica so far, in MiB.
+  peak=$(for pid in "${PIDS[@]}"; do awk '/^VmHWM:/ {print $2}' "/proc/$pid/status"; done |
+    sort -n | tail -1 | awk '{printf "%.0f", $1 / 1024}')
+  awk -v v="$variant" -v w="$written" -v d="$dropped" -v r="$rows" -v n="$EVENTS" -v f="$first_count" \
+    -v e="$(awk -v a="$all_cpu" -v b="$first_cpu" 'BEGIN {print a - b}')" \
+    -v p="$(awk -v a="$pg_cpu" -v b="$first_pg" 'BEGIN {print a - b}')" -v m="${peak:-0}" 'BEGIN {
+    printf "variant=%s trail_written=%d trail_dropped=%d trail_rows=%d evaluator_cpu_seconds_until_trail_written=%.1f postgres_cpu_seconds=%.1f events_per_total_cpu_second=%.0f peak_rss_mib=%d\n",
+      v, w, d, r, e, p, (n - f) / (e + p > 0 ? e + p : 1), m
+  }'
   stop_all
 }
 

@@ -1,11 +1,19 @@
 //! The record trail: each judged event of a record with every workflow's decision (written in
 //! batches by the evaluator), the messages consumers dead-lettered, and what they led to (read
 //! at query time from the activities and users the provisioner keeps). Company-scoped reads for
-//! the admin API and the CLI; the figures an integration's health shows.
+//! the admin API and the CLI; the figures an integration's health shows. The decisions are
+//! stored as codes and worded when read ([`words`]).
+
+pub mod words;
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use crm_sync_workflow::WorkflowSpec;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
+
+pub use words::{PreviousKnown, Verdict, Version};
 
 /// Longest text kept per column: a record id or reason longer than this is cut, so that one odd
 /// value never makes a whole batch fail (an index entry must fit in a page).
@@ -35,8 +43,46 @@ pub struct NewEvent {
     pub received_at: Option<DateTime<Utc>>,
     pub judged_at: DateTime<Utc>,
     pub summary: String,
-    /// The decisions as a JSON array (text, cast by the query).
+    /// The verdicts as a JSON array ([`words::verdicts_json`]; text, cast by the query).
     pub decisions: String,
+    /// The values the workflows that did not count read ([`words::encode_read_values`]);
+    /// None when every workflow counted it or none read anything.
+    pub read_values: Option<Vec<u8>>,
+}
+
+/// A workflow's definition that stored verdicts refer to.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub version: Uuid,
+    pub workflow_id: Uuid,
+    pub integration_id: Uuid,
+    pub company_id: Uuid,
+    /// The definition as JSON text.
+    pub spec: String,
+}
+
+/// Keeps workflow versions (again: a version seen again is kept longer); versions of an
+/// integration deleted meanwhile are skipped.
+pub async fn store_versions(pool: &PgPool, versions: &[NewVersion]) -> Result<(), sqlx::Error> {
+    if versions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO trail_workflow_versions (version, workflow_id, integration_id, company_id, spec)
+         SELECT v.version, v.workflow_id, v.integration_id, v.company_id, v.spec::jsonb
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[])
+              AS v(version, workflow_id, integration_id, company_id, spec)
+         JOIN integrations i ON i.id = v.integration_id AND i.company_id = v.company_id
+         ON CONFLICT (version) DO UPDATE SET seen_at = now()",
+    )
+    .bind(versions.iter().map(|v| v.version).collect::<Vec<_>>())
+    .bind(versions.iter().map(|v| v.workflow_id).collect::<Vec<_>>())
+    .bind(versions.iter().map(|v| v.integration_id).collect::<Vec<_>>())
+    .bind(versions.iter().map(|v| v.company_id).collect::<Vec<_>>())
+    .bind(versions.iter().map(|v| v.spec.as_str()).collect::<Vec<_>>())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Writes judged events in one statement; an event already written (a replay) is left as it
@@ -51,16 +97,17 @@ pub async fn insert_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sq
     let result = sqlx::query(
         "INSERT INTO trail_events (integration_id, company_id, event_id, object_type, record_id,
              change_type, source_change_type, source, crm, delivery_id, occurred_at, received_at,
-             judged_at, summary, decisions)
+             judged_at, summary, decisions, read_values)
          SELECT e.integration_id, e.company_id, e.event_id, e.object_type, e.record_id,
              e.change_type, e.source_change_type, e.source, e.crm, e.delivery_id, e.occurred_at,
-             e.received_at, e.judged_at, e.summary, e.decisions::jsonb
+             e.received_at, e.judged_at, e.summary, e.decisions::jsonb, e.read_values
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
-                     $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[])
+                     $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
+                     $16::bytea[])
               AS e(integration_id, company_id, event_id, object_type, record_id, change_type,
                    source_change_type, source, crm, delivery_id, occurred_at, received_at,
-                   judged_at, summary, decisions)
+                   judged_at, summary, decisions, read_values)
          JOIN integrations i ON i.id = e.integration_id AND i.company_id = e.company_id
          ON CONFLICT (integration_id, event_id) DO NOTHING",
     )
@@ -82,6 +129,12 @@ pub async fn insert_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sq
         events
             .iter()
             .map(|e| e.decisions.replace('\0', ""))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.read_values.as_deref())
             .collect::<Vec<_>>(),
     )
     .execute(pool)
@@ -128,7 +181,9 @@ pub async fn record_dead_letter(pool: &PgPool, d: &NewDeadLetter) -> Result<(), 
     Ok(())
 }
 
-/// Deletes trail rows older than `before`; the number of rows deleted.
+/// Deletes trail rows older than `before`, and the workflow versions not seen for a day longer
+/// (an entry refers to a version seen when it was written, or up to an hour before); the number
+/// of trail rows deleted.
 pub async fn expire(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let events = sqlx::query("DELETE FROM trail_events WHERE judged_at < $1")
         .bind(before)
@@ -140,11 +195,15 @@ pub async fn expire(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::E
         .execute(pool)
         .await?
         .rows_affected();
+    sqlx::query("DELETE FROM trail_workflow_versions WHERE seen_at < $1 - interval '1 day'")
+        .bind(before)
+        .execute(pool)
+        .await?;
     Ok(events + letters)
 }
 
 /// One judged event as the trail shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub event_id: String,
     pub object_type: String,
@@ -158,21 +217,109 @@ pub struct EventRow {
     pub received_at: Option<DateTime<Utc>>,
     pub judged_at: DateTime<Utc>,
     pub summary: String,
+    /// Per workflow: `workflow_id`, `workflow`, `activity_type`, `decision`, `reason` and the
+    /// reason in words (`explanation`).
     pub decisions: serde_json::Value,
 }
 
+/// A judged event as stored: its decisions still codes.
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    event_id: String,
+    object_type: String,
+    record_id: String,
+    change_type: String,
+    source_change_type: String,
+    source: String,
+    crm: String,
+    delivery_id: String,
+    occurred_at: Option<DateTime<Utc>>,
+    received_at: Option<DateTime<Utc>>,
+    judged_at: DateTime<Utc>,
+    summary: String,
+    decisions: serde_json::Value,
+    read_values: Option<Vec<u8>>,
+}
+
 const EVENT_COLUMNS: &str = "event_id, object_type, record_id, change_type, source_change_type,
-     source, crm, delivery_id, occurred_at, received_at, judged_at, summary, decisions";
+     source, crm, delivery_id, occurred_at, received_at, judged_at, summary, decisions,
+     read_values";
+
+/// The events with their decisions in words, against the workflow versions they were judged
+/// against.
+async fn worded(
+    pool: &PgPool,
+    company_id: Uuid,
+    events: Vec<StoredEvent>,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    let mut ids = Vec::new();
+    for e in &events {
+        words::versions_of(&e.decisions, &mut ids);
+    }
+    let versions = versions(pool, company_id, &ids).await?;
+    Ok(events
+        .into_iter()
+        .map(|e| EventRow {
+            decisions: words::word(
+                e.decisions,
+                e.read_values.as_deref(),
+                &e.change_type,
+                &versions,
+            ),
+            event_id: e.event_id,
+            object_type: e.object_type,
+            record_id: e.record_id,
+            change_type: e.change_type,
+            source_change_type: e.source_change_type,
+            source: e.source,
+            crm: e.crm,
+            delivery_id: e.delivery_id,
+            occurred_at: e.occurred_at,
+            received_at: e.received_at,
+            judged_at: e.judged_at,
+            summary: e.summary,
+        })
+        .collect())
+}
+
+/// The company's workflow versions of `ids`; one whose definition no longer parses is left out
+/// (its decisions are shown without words).
+async fn versions(
+    pool: &PgPool,
+    company_id: Uuid,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Version>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT version, workflow_id, spec FROM trail_workflow_versions
+         WHERE company_id = $1 AND version = ANY($2)",
+    )
+    .bind(company_id)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(version, workflow_id, spec)| {
+            let spec = serde_json::from_value::<WorkflowSpec>(spec)
+                .map_err(|error| tracing::warn!(%version, %error, "a stored workflow version does not parse"))
+                .ok()?;
+            Some((version, Version { workflow_id, spec }))
+        })
+        .collect())
+}
 
 /// A record's judged events, newest first.
-pub async fn record_events<'e>(
-    db: impl PgExecutor<'e>,
+pub async fn record_events(
+    pool: &PgPool,
     company_id: Uuid,
     integration_id: Uuid,
     record_id: &str,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let events = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM trail_events
          WHERE company_id = $1 AND integration_id = $2 AND record_id = $3
          ORDER BY judged_at DESC, event_id LIMIT $4"
@@ -181,21 +328,22 @@ pub async fn record_events<'e>(
     .bind(integration_id)
     .bind(record_id)
     .bind(limit)
-    .fetch_all(db)
-    .await
+    .fetch_all(pool)
+    .await?;
+    worded(pool, company_id, events).await
 }
 
 /// The integration's latest judged events, newest first (ties by event id, descending); only
 /// those of `summary` when given; only those before `before` (the last of the previous page).
-pub async fn recent_events<'e>(
-    db: impl PgExecutor<'e>,
+pub async fn recent_events(
+    pool: &PgPool,
     company_id: Uuid,
     integration_id: Uuid,
     summary: Option<&str>,
     before: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let events = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM trail_events
          WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR summary = $3)
            AND ($5::timestamptz IS NULL OR (judged_at, event_id) < ($5, $6::text))
@@ -207,8 +355,9 @@ pub async fn recent_events<'e>(
     .bind(limit)
     .bind(before.map(|b| b.0))
     .bind(before.map(|b| b.1))
-    .fetch_all(db)
-    .await
+    .fetch_all(pool)
+    .await?;
+    worded(pool, company_id, events).await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

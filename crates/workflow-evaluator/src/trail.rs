@@ -4,21 +4,24 @@
 //! The consume loop only stages a compact entry per event (the verdicts, and the few field
 //! values the non-matching workflows read); entries are handed over once their transaction
 //! committed (an aborted batch is judged again), through a bounded channel, to a background
-//! writer that words the explanations and writes them in multi-row inserts. The trail is
+//! writer that stores them in multi-row inserts as codes: each verdict with the version of the
+//! workflow it was made against, and the values read. They are put in words only when an admin
+//! reads them (`crm_sync_store::trail::words`): wording every event cost the pipeline more
+//! than judging it. The trail is
 //! diagnostics: when the writer falls behind and the channel is full, entries are dropped and
 //! counted (`crm_sync_trail_dropped_total`) instead of slowing the pipeline down. A second task
 //! deletes entries older than the retention.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind};
-use crm_sync_store::trail::{self as store, NewEvent};
+use crm_sync_store::trail::{self as store, NewEvent, NewVersion, PreviousKnown, words};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Fields, Mode, NoMatch, Previous, Record, RecordView, RetractReason};
-use serde::Serialize;
+use crm_sync_workflow::{Fields, NoMatch, Previous, RecordView};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +31,9 @@ use crate::judge::Verdict;
 
 /// Rows written per statement at most.
 const WRITE_BATCH: usize = 1_000;
+/// How often a workflow version in use is stored again, so that it outlives the entries that
+/// refer to it (versions are kept a day longer than the entries' retention).
+const VERSION_REFRESH: Duration = Duration::from_secs(3_600);
 
 /// What the event was judged to be, as a whole.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,15 +66,8 @@ pub struct Judged {
     /// The workflows of the record's object, each with its verdict.
     verdicts: Vec<(Arc<StoredWorkflow>, Verdict)>,
     fields: Fields,
-    previous: Known,
-}
-
-/// The previous values as the workflows saw them.
-#[derive(Debug)]
-enum Known {
-    Nothing,
-    Sent(Fields),
-    Unknown,
+    known: PreviousKnown,
+    previous: Fields,
 }
 
 /// One event's trail entry.
@@ -158,23 +157,33 @@ impl Entry {
         self.judged = Some(Judged {
             verdicts: kept,
             fields,
-            previous: match view.record.previous {
-                Previous::Nothing => Known::Nothing,
-                Previous::Sent(_) => Known::Sent(previous),
-                Previous::Unknown => Known::Unknown,
+            known: match view.record.previous {
+                Previous::Nothing => PreviousKnown::Nothing,
+                Previous::Sent(_) => PreviousKnown::Sent,
+                Previous::Unknown => PreviousKnown::Unknown,
             },
+            previous,
         });
         self
     }
 }
 
+/// The verdict as stored: the decision and the reason code.
+fn codes(verdict: Verdict) -> (&'static str, Option<&'static str>) {
+    match verdict {
+        Verdict::Matched => ("counted", None),
+        Verdict::StillMatches => ("still_counts", None),
+        Verdict::Retracted(r) => ("retracted", Some(r.as_str())),
+        Verdict::DeletedUncounted => ("not_counted", Some("deleted")),
+        Verdict::NoMatch(r) => ("not_counted", Some(r.as_str())),
+    }
+}
+
+/// Whether the verdict is explained by the workflow's conditions, so the values they read are
+/// kept (the reader words them the same way).
 fn needs_explaining(verdict: Verdict) -> bool {
-    matches!(
-        verdict,
-        Verdict::NoMatch(
-            NoMatch::Conditions | NoMatch::NoChange | NoMatch::Unknown | NoMatch::TypeMismatch
-        ) | Verdict::Retracted(RetractReason::NoLongerMatches)
-    )
+    let (decision, reason) = codes(verdict);
+    words::needs_explaining(decision, reason)
 }
 
 /// The entries of the open Kafka transaction, and the channel to the writer.
@@ -264,6 +273,7 @@ impl Trail {
 /// take now is dropped and counted: the trail never holds anything up.
 pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) {
     use std::sync::atomic::Ordering;
+    let mut versions = Versions::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -276,7 +286,7 @@ pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) 
             while let Ok(batch) = queue.entries.try_recv() {
                 rest.extend(batch);
             }
-            write_batch(&pool, &rest).await;
+            write_batch(&pool, rest, &mut versions).await;
             return;
         };
         while entries.len() < WRITE_BATCH {
@@ -286,18 +296,99 @@ pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) 
             }
         }
         queue.queued.fetch_sub(entries.len(), Ordering::Relaxed);
-        for chunk in entries.chunks(WRITE_BATCH) {
-            write_batch(&pool, chunk).await;
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(WRITE_BATCH));
+            write_batch(&pool, entries, &mut versions).await;
+            entries = rest;
         }
     }
 }
 
-async fn write_batch(pool: &PgPool, entries: &[Entry]) {
+/// The version ids of the workflows the writer has seen, and when each was last stored.
+#[derive(Default)]
+struct Versions {
+    known: HashMap<Uuid, KnownVersion>,
+}
+
+struct KnownVersion {
+    workflow: Arc<StoredWorkflow>,
+    version: Uuid,
+    stored_at: Option<Instant>,
+}
+
+impl Versions {
+    /// The version id of the workflow as it is now. The snapshot shares one `Arc` per workflow
+    /// until it reloads, so this hashes a definition once per reload at most.
+    fn of(&mut self, workflow: &Arc<StoredWorkflow>) -> Uuid {
+        if let Some(k) = self.known.get_mut(&workflow.id) {
+            if Arc::ptr_eq(&k.workflow, workflow) {
+                return k.version;
+            }
+            if k.workflow.spec == workflow.spec {
+                k.workflow = workflow.clone();
+                return k.version;
+            }
+        }
+        let version = words::version_id(workflow.id, &spec_json(workflow));
+        self.known.insert(
+            workflow.id,
+            KnownVersion {
+                workflow: workflow.clone(),
+                version,
+                stored_at: None,
+            },
+        );
+        version
+    }
+
+    /// The versions never stored, or not for a while.
+    fn due(&self) -> Vec<NewVersion> {
+        self.known
+            .values()
+            .filter(|k| k.stored_at.is_none_or(|at| at.elapsed() >= VERSION_REFRESH))
+            .map(|k| NewVersion {
+                version: k.version,
+                workflow_id: k.workflow.id,
+                integration_id: k.workflow.integration_id,
+                company_id: k.workflow.company_id,
+                spec: spec_json(&k.workflow),
+            })
+            .collect()
+    }
+
+    fn stored(&mut self, versions: &[NewVersion]) {
+        let now = Instant::now();
+        for v in versions {
+            if let Some(k) = self.known.get_mut(&v.workflow_id)
+                && k.version == v.version
+            {
+                k.stored_at = Some(now);
+            }
+        }
+    }
+}
+
+fn spec_json(workflow: &StoredWorkflow) -> String {
+    // A definition of strings, numbers and lists: serializing cannot fail.
+    serde_json::to_string(&workflow.spec).unwrap_or_default()
+}
+
+async fn write_batch(pool: &PgPool, entries: Vec<Entry>, versions: &mut Versions) {
     if entries.is_empty() {
         return;
     }
-    let rows: Vec<NewEvent> = entries.iter().map(row).collect();
-    match store::insert_events(pool, &rows).await {
+    let rows: Vec<NewEvent> = entries.into_iter().map(|e| row(e, versions)).collect();
+    // The versions the entries refer to are stored first: an entry never refers to a version
+    // the reader cannot find.
+    let due = versions.due();
+    let written = match store::store_versions(pool, &due).await {
+        Ok(()) => {
+            versions.stored(&due);
+            store::insert_events(pool, &rows).await
+        }
+        Err(error) => Err(error),
+    };
+    match written {
         Ok(_) => {
             metrics::counter!("crm_sync_trail_written_total").increment(rows.len() as u64);
         }
@@ -332,108 +423,49 @@ fn change_name(change: ChangeType) -> &'static str {
     }
 }
 
-fn row(e: &Entry) -> NewEvent {
+fn row(e: Entry, versions: &mut Versions) -> NewEvent {
+    let (decisions, read_values) = match e.judged {
+        None => ("[]".to_owned(), None),
+        Some(judged) => {
+            let verdicts: Vec<words::Verdict> = judged
+                .verdicts
+                .iter()
+                .map(|(workflow, verdict)| {
+                    let (decision, reason) = codes(*verdict);
+                    words::Verdict {
+                        version: versions.of(workflow),
+                        decision,
+                        reason,
+                    }
+                })
+                .collect();
+            // Kept whenever a verdict is worded from the conditions: what was known of the
+            // previous values matters even when the record showed none of the fields.
+            let read = judged
+                .verdicts
+                .iter()
+                .any(|(_, verdict)| needs_explaining(*verdict))
+                .then(|| words::encode_read_values(judged.known, judged.fields, judged.previous));
+            (words::verdicts_json(&verdicts), read)
+        }
+    };
     NewEvent {
         integration_id: e.integration_id,
         company_id: e.company_id,
-        event_id: e.event_id.clone(),
-        object_type: e.object_type.clone(),
-        record_id: e.record_id.clone(),
+        event_id: e.event_id,
+        object_type: e.object_type,
+        record_id: e.record_id,
         change_type: change_name(e.change_type).to_owned(),
-        source_change_type: e.source_change_type.clone(),
+        source_change_type: e.source_change_type,
         source: if e.pulled { "pull" } else { "webhook" }.to_owned(),
         crm: crm_name(e.crm).to_owned(),
-        delivery_id: e.delivery_id.clone(),
+        delivery_id: e.delivery_id,
         occurred_at: time(e.occurred_at),
         received_at: time(e.received_at),
         judged_at: e.judged_at,
         summary: e.summary.as_str().to_owned(),
-        decisions: decisions(e),
-    }
-}
-
-/// One workflow's decision as the trail stores it (the admin API and the CLI read it back).
-#[derive(Serialize)]
-struct Decision<'a> {
-    workflow_id: Uuid,
-    workflow: &'a str,
-    activity_type: &'a str,
-    decision: &'static str,
-    reason: Option<&'static str>,
-    explanation: Vec<String>,
-}
-
-/// Every workflow's decision, with the reason in words for those that did not count it, as a
-/// JSON array.
-fn decisions(e: &Entry) -> String {
-    let Some(judged) = &e.judged else {
-        return "[]".to_owned();
-    };
-    let previous = match &judged.previous {
-        Known::Nothing => Previous::Nothing,
-        Known::Sent(fields) => Previous::Sent(fields),
-        Known::Unknown => Previous::Unknown,
-    };
-    let record = Record {
-        fields: &judged.fields,
-        previous,
-    };
-    let decisions: Vec<Decision<'_>> = judged
-        .verdicts
-        .iter()
-        .map(|(workflow, verdict)| decision(workflow, *verdict, &record, e.change_type))
-        .collect();
-    // Plain strings, numbers and a UUID: serializing cannot fail.
-    serde_json::to_string(&decisions).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn decision<'a>(
-    workflow: &'a StoredWorkflow,
-    verdict: Verdict,
-    record: &Record<'_>,
-    change: ChangeType,
-) -> Decision<'a> {
-    let spec = &workflow.spec;
-    let (decision, reason) = match verdict {
-        Verdict::Matched => ("counted", None),
-        Verdict::StillMatches => ("still_counts", None),
-        Verdict::Retracted(r) => ("retracted", Some(r.as_str())),
-        Verdict::DeletedUncounted => ("not_counted", Some("deleted")),
-        Verdict::NoMatch(r) => ("not_counted", Some(r.as_str())),
-    };
-    let explanation: Vec<String> = if needs_explaining(verdict) {
-        spec.conditions.failure_reasons(record, Mode::Full)
-    } else {
-        match verdict {
-            Verdict::NoMatch(NoMatch::OtherTrigger) => vec![format!(
-                "the workflow does not react to {} records (it reacts to {})",
-                change_name(change),
-                spec.triggers
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )],
-            Verdict::NoMatch(NoMatch::MissingValue) => vec![format!(
-                "the conditions hold, but the value field {} is empty",
-                spec.value_field.as_deref().unwrap_or("")
-            )],
-            Verdict::DeletedUncounted => {
-                vec!["the record was deleted; it had not counted, so nothing changed".into()]
-            }
-            Verdict::Retracted(RetractReason::Deleted) => {
-                vec!["the record was deleted, so its activity was retracted".into()]
-            }
-            _ => Vec::new(),
-        }
-    };
-    Decision {
-        workflow_id: workflow.id,
-        workflow: &spec.name,
-        activity_type: &spec.activity_type,
-        decision,
-        reason,
-        explanation,
+        decisions,
+        read_values,
     }
 }
 

@@ -61,6 +61,32 @@ fn judged(workflows: &[Arc<StoredWorkflow>], event: &CrmEvent) -> Entry {
     )
 }
 
+/// The entry as the writer stores it, and its decisions as a reader words them.
+fn stored_and_worded(entry: Entry) -> (NewEvent, Value) {
+    let mut versions = Versions::default();
+    let written = row(entry, &mut versions);
+    let known = versions
+        .known
+        .values()
+        .map(|k| {
+            (
+                k.version,
+                words::Version {
+                    workflow_id: k.workflow.id,
+                    spec: k.workflow.spec.clone(),
+                },
+            )
+        })
+        .collect();
+    let worded = words::word(
+        serde_json::from_str(&written.decisions).unwrap(),
+        written.read_values.as_deref(),
+        &written.change_type,
+        &known,
+    );
+    (written, worded)
+}
+
 #[test]
 fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() {
     let workflows = [
@@ -92,13 +118,18 @@ fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() 
         kept.contains_key("Amount") && !kept.contains_key("Name"),
         "{kept:?}"
     );
-    let written = row(&entry);
+    let (written, decisions) = stored_and_worded(entry);
     assert_eq!(written.summary, "matched");
     assert_eq!(written.source, "webhook");
     assert_eq!(written.crm, "salesforce");
     assert_eq!(written.change_type, "created");
     assert_eq!(written.delivery_id, "04lA");
-    let decisions: Value = serde_json::from_str(&written.decisions).unwrap();
+    // Stored as codes, without words.
+    assert!(
+        !written.decisions.contains("Amount"),
+        "{}",
+        written.decisions
+    );
     assert_eq!(
         decisions,
         json!([
@@ -112,7 +143,7 @@ fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() 
 
     let entry = judged(&workflows, &event("Negotiation/Review", "5000"));
     assert_eq!(entry.summary, Summary::NoMatch);
-    let decisions: Value = serde_json::from_str(&row(&entry).decisions).unwrap();
+    let (_, decisions) = stored_and_worded(entry);
     assert_eq!(
         decisions[1]["explanation"],
         json!(["StageName is \"Negotiation/Review\"; the condition wants eq \"Closed Won\""])
@@ -163,4 +194,75 @@ fn a_disabled_trail_makes_no_entries() {
     trail.stage(entry);
     trail.committed();
     assert!(queue.entries.try_recv().is_err(), "nothing to write");
+}
+
+#[test]
+fn an_entry_is_worded_against_the_workflow_as_it_was_when_judged() {
+    let before = workflow(
+        10,
+        "Big wins",
+        "Opportunity",
+        json!({"field": "Amount", "op": "gte", "value": 1000}),
+    );
+    let mut versions = Versions::default();
+    let written = row(
+        judged(std::slice::from_ref(&before), &event("Closed Won", "500")),
+        &mut versions,
+    );
+    // The admin then lowers the threshold: the workflow has a new version.
+    let after = workflow(
+        10,
+        "Big wins",
+        "Opportunity",
+        json!({"field": "Amount", "op": "gte", "value": 100}),
+    );
+    let old = versions.of(&before);
+    let new = versions.of(&after);
+    assert_ne!(old, new, "a changed definition is a new version");
+    let known = [(old, &before), (new, &after)]
+        .into_iter()
+        .map(|(v, w)| {
+            (
+                v,
+                words::Version {
+                    workflow_id: w.id,
+                    spec: w.spec.clone(),
+                },
+            )
+        })
+        .collect();
+    let worded = words::word(
+        serde_json::from_str(&written.decisions).unwrap(),
+        written.read_values.as_deref(),
+        &written.change_type,
+        &known,
+    );
+    assert_eq!(
+        worded[0]["explanation"],
+        json!(["Amount is \"500\"; the condition wants gte 1000"])
+    );
+}
+
+#[test]
+fn versions_due_for_storing_are_the_new_ones() {
+    let w = workflow(
+        10,
+        "Big wins",
+        "Opportunity",
+        json!({"field": "Amount", "op": "gte", "value": 1000}),
+    );
+    let mut versions = Versions::default();
+    let v = versions.of(&w);
+    let due = versions.due();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].version, v);
+    versions.stored(&due);
+    assert!(
+        versions.due().is_empty(),
+        "stored versions are not stored again at once"
+    );
+    // The same definition in a reloaded snapshot (another Arc) is the same version.
+    let reloaded = Arc::new((*w).clone());
+    assert_eq!(versions.of(&reloaded), v);
+    assert!(versions.due().is_empty());
 }

@@ -354,6 +354,7 @@ async fn judged_events(env: &TestEnv, tenant: &Tenant, count: usize) {
             judged_at: start + chrono::Duration::seconds((i / 2) as i64),
             summary: "no_match".into(),
             decisions: "[]".into(),
+            read_values: None,
         })
         .collect();
     insert_events(&env.pool, &events).await.unwrap();
