@@ -24,6 +24,7 @@ use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, Transactiona
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
 use crm_sync_runtime::supervise::Supervisor;
+use sqlx::PgPool;
 
 pub use evaluate::Evaluator;
 pub use snapshot::WorkflowSnapshot;
@@ -71,6 +72,33 @@ fn open_store(
     .with_context(|| format!("opening the record state in {}", dir.display()))
 }
 
+/// Ready once PostgreSQL answers, the active workflows are loaded and the assigned partitions'
+/// record state is restored.
+fn readiness(
+    pool: &PgPool,
+    snapshot: &Arc<WorkflowSnapshot>,
+    store: &Arc<RecordStore>,
+) -> Readiness {
+    let snapshot = snapshot.clone();
+    let store = store.clone();
+    Readiness::new()
+        .with_check("postgres", crm_sync_store::readiness_check(pool))
+        .with_check("workflows", move || {
+            let loaded = snapshot.is_loaded();
+            async move {
+                if loaded {
+                    Ok(())
+                } else {
+                    Err("active workflows not loaded yet".to_owned())
+                }
+            }
+        })
+        .with_check("record_state", move || {
+            let restored = store.readiness();
+            async move { restored }
+        })
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
@@ -94,26 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "record state restorer",
         store::run_restorer(store.clone(), wakes),
     );
-    let readiness = {
-        let snapshot = snapshot.clone();
-        let store = store.clone();
-        Readiness::new()
-            .with_check("postgres", crm_sync_store::readiness_check(&pool))
-            .with_check("workflows", move || {
-                let loaded = snapshot.is_loaded();
-                async move {
-                    if loaded {
-                        Ok(())
-                    } else {
-                        Err("active workflows not loaded yet".to_owned())
-                    }
-                }
-            })
-            .with_check("record_state", move || {
-                let restored = store.readiness();
-                async move { restored }
-            })
-    };
+    let readiness = readiness(&pool, &snapshot, &store);
     let counts = counts::Counts::default();
     background.spawn(
         "missed webhooks fixed",

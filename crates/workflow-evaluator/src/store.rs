@@ -313,14 +313,16 @@ impl PartitionListener for RecordStore {
 /// without waiting for their first event.
 pub async fn run_restorer(store: Arc<RecordStore>, mut wakes: mpsc::UnboundedReceiver<i32>) {
     while let Some(partition) = wakes.recv().await {
-        let mut backoff = std::time::Duration::from_millis(200);
+        let mut backoff = crm_sync_retry::Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(10),
+        );
         while store.wanted(partition) {
             match store.ready(partition).await {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(partition, %error, "restoring record state failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    backoff.sleep().await;
                 }
             }
         }
