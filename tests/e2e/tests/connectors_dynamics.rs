@@ -8,10 +8,10 @@ mod connectors;
 
 use std::time::Duration;
 
-use connectors::user_events::{account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard};
-use connectors::{
-    FakeCrm, add_integration, post, setup, start_pipeline, start_pipeline_with, wait_for_activity,
+use connectors::user_events::{
+    account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard, start_pipeline_directory_idle,
 };
+use connectors::{FakeCrm, add_integration, post, setup, start_pipeline, wait_for_activity};
 use crm_sync_e2e::{eventually, topic_message_count};
 use crm_sync_store::credentials::{
     ApiCredentials, IntegrationSecrets, OAuthCredentials, WebhookKey,
@@ -289,13 +289,7 @@ async fn a_systemuser_disabled_in_dataverse_is_deactivated_at_once() {
         workflow(),
     )
     .await;
-    // The directory's rounds an hour away: what happens within seconds is the user event's.
-    let p = start_pipeline_with(
-        &s.env,
-        &[],
-        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
-    )
-    .await;
+    let p = start_pipeline_directory_idle(&s.env).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/dynamics/webhooks",
         s.integration_id

@@ -7,10 +7,9 @@ mod connectors;
 use base64::Engine as _;
 use connectors::user_events::{
     account_on_a_team, crm_active, expect_deactivated_by_the_crm, on_leaderboard,
+    start_pipeline_directory_idle,
 };
-use connectors::{
-    FakeCrm, count, crm_events, post, setup, start_pipeline, start_pipeline_with, wait_for_activity,
-};
+use connectors::{FakeCrm, count, crm_events, post, setup, start_pipeline, wait_for_activity};
 use crm_sync_e2e::topic_message_count;
 use crm_sync_proto::v1::ChangeType;
 use crm_sync_proto::v1::field_value::Kind;
@@ -75,12 +74,7 @@ async fn a_won_deal_becomes_the_owners_activity_named_through_the_users_api() {
         COMPANY,
         secrets(&crm.base_url),
         None,
-        json!({
-            "name": "Won deals", "object_type": "deal", "triggers": ["created", "updated"],
-            "conditions": {"all": [{"field": "status", "op": "eq", "value": "won"}]},
-            "user_field": "owner_id", "value_field": "value", "date_field": "won_time",
-            "activity_type": "deal_won"
-        }),
+        won_deals(),
     )
     .await;
     let p = start_pipeline(&s.env, &[]).await;
@@ -242,21 +236,10 @@ async fn a_user_webhook_saying_the_user_is_inactive_deactivates_their_account_at
         COMPANY,
         secrets(&crm.base_url),
         None,
-        json!({
-            "name": "Won deals", "object_type": "deal", "triggers": ["created", "updated"],
-            "conditions": {"all": [{"field": "status", "op": "eq", "value": "won"}]},
-            "user_field": "owner_id", "value_field": "value", "date_field": "won_time",
-            "activity_type": "deal_won"
-        }),
+        won_deals(),
     )
     .await;
-    // The directory's rounds an hour away: what happens within seconds is the user event's.
-    let p = start_pipeline_with(
-        &s.env,
-        &[],
-        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
-    )
-    .await;
+    let p = start_pipeline_directory_idle(&s.env).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/pipedrive/webhooks",
         s.integration_id
@@ -300,4 +283,14 @@ async fn a_user_webhook_saying_the_user_is_inactive_deactivates_their_account_at
             .iter()
             .any(|e| e.object_type == "user" && e.record_id == OWNER)
     );
+}
+
+/// The workflow every test of this suite runs: won deals count their value.
+fn won_deals() -> serde_json::Value {
+    json!({
+        "name": "Won deals", "object_type": "deal", "triggers": ["created", "updated"],
+        "conditions": {"all": [{"field": "status", "op": "eq", "value": "won"}]},
+        "user_field": "owner_id", "value_field": "value", "date_field": "won_time",
+        "activity_type": "deal_won"
+    })
 }

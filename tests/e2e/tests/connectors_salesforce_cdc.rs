@@ -9,10 +9,11 @@ mod connectors;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use connectors::user_events::{account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard};
+use connectors::user_events::{
+    account_on_a_team, expect_deactivated_by_the_crm, on_leaderboard, start_pipeline_directory_idle,
+};
 use connectors::{
-    FakeCrm, count, crm_events, post, setup, start_pipeline, start_pipeline_with, users_announced,
-    wait_for_activity,
+    FakeCrm, count, crm_events, post, setup, start_pipeline, users_announced, wait_for_activity,
 };
 use crm_sync_e2e::{eventually, topic_message_count};
 use crm_sync_proto::v1::ChangeType;
@@ -294,13 +295,7 @@ async fn a_user_change_event_saying_the_user_is_inactive_deactivates_their_accou
         workflow(),
     )
     .await;
-    // The directory's rounds an hour away: what happens within seconds is the user event's.
-    let p = start_pipeline_with(
-        &s.env,
-        &[],
-        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
-    )
-    .await;
+    let p = start_pipeline_directory_idle(&s.env).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/salesforce/change-events?token={TOKEN}",
         s.integration_id

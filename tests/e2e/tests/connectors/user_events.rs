@@ -9,7 +9,7 @@ use crm_sync_proto::v1::UserStatus;
 use crm_sync_store::admin::activities::{LeaderboardQuery, leaderboard};
 use uuid::Uuid;
 
-use super::users_announced;
+use super::{Pipeline, start_pipeline_with, users_announced};
 
 /// The account mapped to the CRM user: its id and who deactivated it, if anyone.
 pub async fn account(
@@ -141,4 +141,15 @@ pub async fn expect_deactivated_by_the_crm(
     assert!(audited[0].0.contains("CRM says"), "{}", audited[0].0);
     assert_eq!(audited[0].1["crm_user_id"], crm_user_id);
     assert_eq!(audited[0].1["integration_id"], integration_id.to_string());
+}
+
+/// The pipeline with the directory's rounds an hour away, so that what happens within seconds is
+/// the user event's doing.
+pub async fn start_pipeline_directory_idle(env: &TestEnv) -> Pipeline {
+    start_pipeline_with(
+        env,
+        &[],
+        &[("CRM_SYNC__DIRECTORY__COMPLETION_INTERVAL_SECS", "3600")],
+    )
+    .await
 }
