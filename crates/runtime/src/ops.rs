@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -71,9 +72,9 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
-        .map_err(|e| anyhow::anyhow!("configuring histogram buckets: {e}"))?
+        .context("configuring histogram buckets")?
         .install_recorder()
-        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
+        .context("installing the metrics recorder")
 }
 
 #[derive(Clone)]
@@ -114,7 +115,7 @@ async fn metrics_text(State(state): State<OpsState>) -> Response {
 pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind((host, port))
         .await
-        .map_err(|e| anyhow::anyhow!("binding http.host/http.port {host}:{port}: {e}"))
+        .with_context(|| format!("binding http.host/http.port {host}:{port}"))
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, with the
@@ -126,7 +127,6 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
     limits: crate::server::Limits,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     crate::server::serve(listener, router, shutdown, limits)
         .await
         .context("http server failed")

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
@@ -57,7 +58,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR
         .run(pool)
         .await
-        .map_err(|e| anyhow::anyhow!("running database migrations: {e}"))
+        .context("running database migrations")
 }
 
 /// The pool a service configures from `database.*` settings.
