@@ -7,38 +7,17 @@
 //! (default 5 minutes) away from now are refused as replays. HubSpot retries failed deliveries,
 //! so the answer comes only once Kafka has every event.
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri, header};
-use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
+use axum::http::{HeaderMap, Uri, header};
+use chrono::{DateTime, Utc};
+use crm_sync_proto::v1::CrmEvent;
 
-use super::pipeline::{self, Accepted, Endpoint};
+use super::integrations::Resolved;
+use super::pipeline::{Endpoint, Webhook, WebhookFormat};
 use super::{ApiError, AppState};
 use crate::hubspot::{self, signature};
 
-const ENDPOINT: Endpoint = Endpoint {
-    crm: "hubspot",
-    name: "webhooks",
-    describes: "hubspot webhook batch",
-};
-
-pub(crate) async fn webhooks(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let integration_id = pipeline::path_id(path);
-    pipeline::serve(ENDPOINT, integration_id, &headers, || {
-        accept(&state, integration_id, &method, &uri, &headers, body)
-    })
-    .await
-}
+/// HubSpot's webhook batches (v3 signatures).
+pub(crate) struct HubSpot;
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -72,35 +51,73 @@ fn candidate_uris(uri: &Uri, headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-async fn accept(
-    state: &AppState,
-    integration_id: Option<Uuid>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Accepted, ApiError> {
-    let resolved = state.integration(ENDPOINT, integration_id).await?;
-    let integration = &resolved.integration;
-    let secret = state
-        .secrets(&resolved, "HubSpot client secret (credentials.webhook_secret)")?
-        .webhook_secret
-        .clone()
-        .ok_or_else(|| {
-            ApiError::invalid_credentials(
-                "the integration has no HubSpot client secret (credentials.webhook_secret) configured",
-            )
-        })?;
-    let signature_value = header_text(headers, signature::SIGNATURE_HEADER).ok_or_else(|| {
-        ApiError::invalid_signature("the request has no X-HubSpot-Signature-v3 header")
-    })?;
-    let timestamp = header_text(headers, signature::TIMESTAMP_HEADER).ok_or_else(|| {
-        ApiError::invalid_signature("the request has no X-HubSpot-Request-Timestamp header")
-    })?;
+impl WebhookFormat for HubSpot {
+    const ENDPOINT: Endpoint = Endpoint {
+        crm: "hubspot",
+        name: "webhooks",
+        describes: "hubspot webhook batch",
+    };
+
+    async fn events(
+        state: &AppState,
+        resolved: &Resolved,
+        request: Webhook,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CrmEvent>, ApiError> {
+        let integration = &resolved.integration;
+        let secret = state
+            .secrets(resolved, "HubSpot client secret (credentials.webhook_secret)")?
+            .webhook_secret
+            .clone()
+            .ok_or_else(|| {
+                ApiError::invalid_credentials(
+                    "the integration has no HubSpot client secret (credentials.webhook_secret) configured",
+                )
+            })?;
+        let Webhook { parts, body } = request;
+        let signature_value =
+            header_text(&parts.headers, signature::SIGNATURE_HEADER).ok_or_else(|| {
+                ApiError::invalid_signature("the request has no X-HubSpot-Signature-v3 header")
+            })?;
+        let timestamp =
+            header_text(&parts.headers, signature::TIMESTAMP_HEADER).ok_or_else(|| {
+                ApiError::invalid_signature("the request has no X-HubSpot-Request-Timestamp header")
+            })?;
+        check_age(state, timestamp)?;
+        // The signature covers the body, so the body is read (size-limited) before it is checked.
+        let bytes = state.json_body(&parts.headers, body).await?;
+        if !signature::verify(
+            secret.as_bytes(),
+            parts.method.as_str(),
+            &candidate_uris(&parts.uri, &parts.headers),
+            &bytes,
+            timestamp,
+            signature_value,
+        ) {
+            return Err(ApiError::invalid_signature(
+                "X-HubSpot-Signature-v3 does not match this request and the integration's client secret",
+            ));
+        }
+        state.rate_limit(integration.id)?;
+        let batch =
+            hubspot::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+        if batch.portal_id != integration.crm_account_id.trim() {
+            return Err(ApiError::foreign_account(format!(
+                "portalId {} is not the HubSpot account this integration is bound to",
+                batch.portal_id
+            )));
+        }
+        hubspot::to_events(integration.id, &batch, now)
+            .map_err(|e| ApiError::malformed_message(e.to_string()))
+    }
+}
+
+/// Requests signed too long ago (or ahead) are refused as replays.
+fn check_age(state: &AppState, timestamp: &str) -> Result<(), ApiError> {
     let millis: i64 = timestamp.parse().map_err(|_| {
         ApiError::invalid_signature("X-HubSpot-Request-Timestamp is not a number of milliseconds")
     })?;
-    let age_ms = chrono::Utc::now().timestamp_millis().saturating_sub(millis);
+    let age_ms = Utc::now().timestamp_millis().saturating_sub(millis);
     let tolerance_ms = state.signature_tolerance.as_millis() as i64;
     if age_ms.abs() > tolerance_ms {
         return Err(ApiError::stale_timestamp(format!(
@@ -109,36 +126,7 @@ async fn accept(
             tolerance_ms / 1000
         )));
     }
-    // The signature covers the body, so the body is read (size-limited) before it is checked.
-    let bytes = state.json_body(headers, body).await?;
-    if !signature::verify(
-        secret.as_bytes(),
-        method.as_str(),
-        &candidate_uris(uri, headers),
-        &bytes,
-        timestamp,
-        signature_value,
-    ) {
-        return Err(ApiError::invalid_signature(
-            "X-HubSpot-Signature-v3 does not match this request and the integration's client secret",
-        ));
-    }
-    state.rate_limit(integration.id)?;
-    let batch = hubspot::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    if batch.portal_id != integration.crm_account_id.trim() {
-        return Err(ApiError::foreign_account(format!(
-            "portalId {} is not the HubSpot account this integration is bound to",
-            batch.portal_id
-        )));
-    }
-    let now = chrono::Utc::now();
-    let events = hubspot::to_events(integration.id, &batch, now)
-        .map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    state.accept(&resolved, &events, now).await?;
-    Ok(Accepted {
-        notifications: events.len(),
-        response: Json(serde_json::json!({ "accepted": events.len() })).into_response(),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

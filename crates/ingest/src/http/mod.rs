@@ -1,5 +1,6 @@
-//! The webhook API: one route per CRM format (a file each), all sharing [`AppState`], the request
-//! flow of [`pipeline`] and the JSON error shape of [`ApiError`].
+//! The webhook API: one route per CRM format (a file each, implementing
+//! [`pipeline::WebhookFormat`]), all served by [`pipeline::handle`] with [`AppState`] and the JSON
+//! error shape of [`ApiError`].
 //!
 //! | route | file | authentication |
 //! |---|---|---|
@@ -66,27 +67,27 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/integrations/{integration_id}/salesforce/outbound-messages",
-            post(salesforce::outbound_messages),
+            post(pipeline::handle::<salesforce::OutboundMessages>),
         )
         .route(
             "/v1/integrations/{integration_id}/salesforce/change-events",
-            post(salesforce_cdc::change_events),
+            post(pipeline::handle::<salesforce_cdc::ChangeEvents>),
         )
         .route(
             "/v1/integrations/{integration_id}/hubspot/webhooks",
-            post(hubspot::webhooks),
+            post(pipeline::handle::<hubspot::HubSpot>),
         )
         .route(
             "/v1/integrations/{integration_id}/pipedrive/webhooks",
-            post(pipedrive::webhooks),
+            post(pipeline::handle::<pipedrive::Pipedrive>),
         )
         .route(
             "/v1/integrations/{integration_id}/dynamics/webhooks",
-            post(dynamics::webhooks),
+            post(pipeline::handle::<dynamics::Dynamics>),
         )
         .route(
             "/v1/integrations/{integration_id}/events",
-            post(generic::events),
+            post(pipeline::handle::<generic::Generic>),
         )
         .with_state(state)
 }

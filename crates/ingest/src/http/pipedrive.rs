@@ -5,38 +5,57 @@
 //! integration's `webhook_basic_auth`. Pipedrive retries deliveries that fail, so the answer
 //! comes only once Kafka has the event.
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use uuid::Uuid;
+use chrono::{DateTime, Utc};
+use crm_sync_proto::v1::CrmEvent;
 
-use super::pipeline::{self, Accepted, Endpoint, same_secret};
+use super::integrations::Resolved;
+use super::pipeline::{Endpoint, Webhook, WebhookFormat, same_secret};
 use super::{ApiError, AppState};
 use crate::pipedrive;
 
-const ENDPOINT: Endpoint = Endpoint {
-    crm: "pipedrive",
-    name: "webhooks",
-    describes: "pipedrive webhook",
-};
-
 const CHALLENGE: &str = "Basic realm=\"crm-sync\", charset=\"UTF-8\"";
 
-pub(crate) async fn webhooks(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let integration_id = pipeline::path_id(path);
-    pipeline::serve(ENDPOINT, integration_id, &headers, || {
-        accept(&state, integration_id, &headers, body)
-    })
-    .await
+/// Pipedrive's webhooks v2.
+pub(crate) struct Pipedrive;
+
+impl WebhookFormat for Pipedrive {
+    const ENDPOINT: Endpoint = Endpoint {
+        crm: "pipedrive",
+        name: "webhooks",
+        describes: "pipedrive webhook",
+    };
+
+    async fn events(
+        state: &AppState,
+        resolved: &Resolved,
+        request: Webhook,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CrmEvent>, ApiError> {
+        let integration = &resolved.integration;
+        check_credentials(state, resolved, request.headers())?;
+        state.rate_limit(integration.id)?;
+        let bytes = state
+            .json_body(&request.parts.headers, request.body)
+            .await?;
+        let hook =
+            pipedrive::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+        let event = pipedrive::to_event(integration.id, &hook, now);
+        // Required: without it the account check could be skipped by leaving it out.
+        if event.crm_account_id.is_empty() {
+            return Err(ApiError::malformed_message(
+                "meta.company_id is required: it names the Pipedrive company the webhook comes from",
+            ));
+        }
+        if event.crm_account_id != integration.crm_account_id.trim() {
+            return Err(ApiError::foreign_account(format!(
+                "meta.company_id {} is not the Pipedrive company this integration is bound to",
+                event.crm_account_id
+            )));
+        }
+        Ok(vec![event])
+    }
 }
 
 /// The user and password of an `Authorization: Basic` header.
@@ -54,16 +73,14 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-async fn accept(
+/// The HTTP Basic credentials set on the webhook, against the integration's.
+fn check_credentials(
     state: &AppState,
-    integration_id: Option<Uuid>,
+    resolved: &Resolved,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Accepted, ApiError> {
-    let resolved = state.integration(ENDPOINT, integration_id).await?;
-    let integration = &resolved.integration;
+) -> Result<(), ApiError> {
     let expected = state
-        .secrets(&resolved, "HTTP Basic credentials (credentials.webhook_basic_auth)")
+        .secrets(resolved, "HTTP Basic credentials (credentials.webhook_basic_auth)")
         .map_err(|e| e.with_challenge(CHALLENGE))?
         .webhook_basic_auth
         .as_ref()
@@ -86,29 +103,7 @@ async fn accept(
         )
         .with_challenge(CHALLENGE));
     }
-    state.rate_limit(integration.id)?;
-    let bytes = state.json_body(headers, body).await?;
-    let hook = pipedrive::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    let now = chrono::Utc::now();
-    let event = pipedrive::to_event(integration.id, &hook, now);
-    // Required: without it the account check could be skipped by leaving it out.
-    if event.crm_account_id.is_empty() {
-        return Err(ApiError::malformed_message(
-            "meta.company_id is required: it names the Pipedrive company the webhook comes from",
-        ));
-    }
-    if event.crm_account_id != integration.crm_account_id.trim() {
-        return Err(ApiError::foreign_account(format!(
-            "meta.company_id {} is not the Pipedrive company this integration is bound to",
-            event.crm_account_id
-        )));
-    }
-    let events = [event];
-    state.accept(&resolved, &events, now).await?;
-    Ok(Accepted {
-        notifications: 1,
-        response: Json(serde_json::json!({ "accepted": 1 })).into_response(),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,15 +6,20 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use crm_sync_kafka::OutgoingMessage;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::CrmEvent;
 use crm_sync_store::credentials::IntegrationSecrets;
 use crm_sync_store::crm_user_status as crm_status;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{Instrument, field};
@@ -38,20 +43,83 @@ pub(crate) struct Endpoint {
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A request the route accepted: its notification count and the CRM's expected answer.
-pub(crate) struct Accepted {
-    pub notifications: usize,
-    pub response: Response,
+struct Accepted {
+    notifications: usize,
+    response: Response,
 }
 
-/// Runs one webhook request: `work` does the CRM-specific part with the helpers below.
-pub(crate) async fn serve<F, Fut>(
+/// What a CRM format checks of a request and reads from it: its method, URI, headers and body.
+pub(crate) struct Webhook {
+    pub parts: Parts,
+    pub body: Body,
+}
+
+impl Webhook {
+    pub fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The query string as `T`; None when it does not parse (each format says what is missing).
+    pub fn query<T: DeserializeOwned>(&self) -> Option<T> {
+        Query::<T>::try_from_uri(&self.parts.uri)
+            .ok()
+            .map(|Query(query)| query)
+    }
+}
+
+/// A CRM's webhook format: only what is specific to the CRM. The route around it
+/// ([`handle`]) looks the integration up, publishes the events all or nothing, answers, and
+/// counts and logs the outcome the same way for every CRM.
+pub(crate) trait WebhookFormat: Send + Sync + 'static {
+    const ENDPOINT: Endpoint;
+
+    /// Authenticates the request for the integration, applies its rate limit once the
+    /// request is authenticated, checks the payload belongs to the integration's CRM account,
+    /// and reads its events.
+    fn events(
+        state: &AppState,
+        resolved: &Resolved,
+        request: Webhook,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CrmEvent>, ApiError>> + Send;
+
+    /// The answer the CRM expects once Kafka has every event.
+    fn answer(accepted: usize) -> Response {
+        Json(serde_json::json!({ "accepted": accepted })).into_response()
+    }
+}
+
+/// The route of every webhook format.
+pub(crate) async fn handle<F: WebhookFormat>(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Response {
+    let integration_id = path_id(path);
+    let (parts, body) = request.into_parts();
+    let trace = trace_headers(&parts.headers);
+    serve(F::ENDPOINT, integration_id, &trace, || async move {
+        let resolved = state.integration(F::ENDPOINT, integration_id).await?;
+        let now = Utc::now();
+        let events = F::events(&state, &resolved, Webhook { parts, body }, now).await?;
+        state.accept(&resolved, &events, now).await?;
+        Ok(Accepted {
+            notifications: events.len(),
+            response: F::answer(events.len()),
+        })
+    })
+    .await
+}
+
+/// Runs one webhook request: `work` does the integration's part.
+async fn serve<W, Fut>(
     endpoint: Endpoint,
     integration_id: Option<Uuid>,
-    headers: &HeaderMap,
-    work: F,
+    trace: &[(String, String)],
+    work: W,
 ) -> Response
 where
-    F: FnOnce() -> Fut,
+    W: FnOnce() -> Fut,
     Fut: Future<Output = Result<Accepted, ApiError>>,
 {
     let request_id = Uuid::new_v4().simple().to_string();
@@ -69,7 +137,7 @@ where
     }
     if tracing::Span::current().is_none() {
         // Without a server span around us (tests, other routers) continue the caller's trace.
-        crm_sync_kafka::headers::adopt_trace_context(&span, &trace_headers(headers));
+        crm_sync_kafka::headers::adopt_trace_context(&span, trace);
     }
     async move {
         let result = work().await;
@@ -121,11 +189,8 @@ fn trace_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// The integration id of the route's path; None for anything that is not a UUID (answered like
 /// an unknown integration).
-pub(crate) fn path_id(
-    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
-) -> Option<Uuid> {
-    path.ok()
-        .and_then(|axum::extract::Path(raw)| Uuid::parse_str(&raw).ok())
+fn path_id(path: Result<Path<String>, PathRejection>) -> Option<Uuid> {
+    path.ok().and_then(|Path(raw)| Uuid::parse_str(&raw).ok())
 }
 
 /// Constant-time equality of two secrets of any length (compared as SHA-256 digests, so that

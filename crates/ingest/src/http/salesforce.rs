@@ -4,26 +4,18 @@
 //! only after Kafka acknowledged every event of the message; any failure answers an error status
 //! and Salesforce tries again later (event ids are stable, so the retry deduplicates).
 
-use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use crm_sync_proto::v1::CrmEvent;
+use serde::Deserialize;
 use std::time::Duration;
 
-use serde::Deserialize;
-use uuid::Uuid;
-
-use super::pipeline::{self, Accepted, Endpoint};
+use super::integrations::Resolved;
+use super::pipeline::{Endpoint, Webhook, WebhookFormat};
 use super::{AppState, body};
 use crate::http::ApiError;
 use crate::salesforce;
-
-const ENDPOINT: Endpoint = Endpoint {
-    crm: "salesforce",
-    name: "outbound-messages",
-    describes: "salesforce outbound message",
-};
 
 const ACK: &str = concat!(
     r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -40,68 +32,59 @@ pub(crate) struct TokenQuery {
     pub(crate) token: Option<String>,
 }
 
-pub(crate) async fn outbound_messages(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<TokenQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let integration_id = pipeline::path_id(path);
-    let token = query.ok().and_then(|Query(q)| q.token);
-    pipeline::serve(ENDPOINT, integration_id, &headers, || {
-        accept(&state, integration_id, token.as_deref(), &headers, body)
-    })
-    .await
-}
+/// Salesforce's Outbound Messages (SOAP).
+pub(crate) struct OutboundMessages;
 
-/// The checks in the order the API documents them, then the publish.
-async fn accept(
-    state: &AppState,
-    integration_id: Option<Uuid>,
-    token: Option<&str>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Accepted, ApiError> {
-    let resolved = state.integration(ENDPOINT, integration_id).await?;
-    let integration = &resolved.integration;
-    check_token(&resolved, token)?;
-    state.rate_limit(integration.id)?;
+impl WebhookFormat for OutboundMessages {
+    const ENDPOINT: Endpoint = Endpoint {
+        crm: "salesforce",
+        name: "outbound-messages",
+        describes: "salesforce outbound message",
+    };
 
-    if !is_xml(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "an Outbound Message is XML: send Content-Type {}",
-                XML_MEDIA_TYPES.join(", ")
-            ),
-        ));
+    /// The checks in the order the API documents them.
+    async fn events(
+        state: &AppState,
+        resolved: &Resolved,
+        request: Webhook,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CrmEvent>, ApiError> {
+        let integration = &resolved.integration;
+        let token = request.query::<TokenQuery>().and_then(|q| q.token);
+        check_token(resolved, token.as_deref())?;
+        state.rate_limit(integration.id)?;
+        let headers = &request.parts.headers;
+        if !is_xml(headers) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "an Outbound Message is XML: send Content-Type {}",
+                    XML_MEDIA_TYPES.join(", ")
+                ),
+            ));
+        }
+        let bytes = body::read_limited(headers, request.body, state.max_body_bytes).await?;
+        let message = parse(bytes).await?;
+        tracing::Span::current().record("notifications", message.notifications.len());
+        if !same_organization(&message.organization_id, &integration.crm_account_id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "foreign_organization",
+                format!(
+                    "OrganizationId {} is not the Salesforce organization this integration is bound to",
+                    message.organization_id
+                ),
+            ));
+        }
+        salesforce::to_events(integration.id, &message, now)
+            .map_err(|e| ApiError::malformed_message(e.to_string()))
     }
 
-    let bytes = body::read_limited(headers, body, state.max_body_bytes).await?;
-    let message = parse(bytes).await?;
-    tracing::Span::current().record("notifications", message.notifications.len());
-
-    if !same_organization(&message.organization_id, &integration.crm_account_id) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "foreign_organization",
-            format!(
-                "OrganizationId {} is not the Salesforce organization this integration is bound to",
-                message.organization_id
-            ),
-        ));
+    /// Salesforce redelivers until it reads this Ack.
+    fn answer(_accepted: usize) -> Response {
+        ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], ACK).into_response()
     }
-
-    let now = chrono::Utc::now();
-    let events = salesforce::to_events(integration.id, &message, now)
-        .map_err(|e| ApiError::malformed_message(e.to_string()))?;
-    state.accept(&resolved, &events, now).await?;
-    Ok(Accepted {
-        notifications: events.len(),
-        response: ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], ACK).into_response(),
-    })
 }
 
 /// Bodies up to this size are parsed on the request's own task: a few hundred microseconds.
