@@ -64,15 +64,9 @@ impl WebhookFormat for Dynamics {
 
 /// The webhook key, where the integration says Dataverse sends it.
 fn check_key(state: &AppState, resolved: &Resolved, request: &Webhook) -> Result<(), ApiError> {
-    let key = state
-        .secrets(resolved, "webhook key (credentials.webhook_key)")?
-        .webhook_key
-        .as_ref()
-        .ok_or_else(|| {
-            ApiError::invalid_credentials(
-                "the integration has no webhook key (credentials.webhook_key) configured",
-            )
-        })?;
+    let key = state.secret(resolved, "webhook key (credentials.webhook_key)", |s| {
+        s.webhook_key.as_ref()
+    })?;
     let (presented, place) = match (&key.header, &key.query) {
         (Some(name), _) => (
             request

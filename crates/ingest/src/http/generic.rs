@@ -30,15 +30,11 @@ impl WebhookFormat for Generic {
         now: DateTime<Utc>,
     ) -> Result<Vec<CrmEvent>, ApiError> {
         let integration = &resolved.integration;
-        let secret = state
-            .secrets(resolved, "signing secret (credentials.webhook_secret)")?
-            .webhook_secret
-            .clone()
-            .ok_or_else(|| {
-                ApiError::invalid_credentials(
-                    "the integration has no signing secret (credentials.webhook_secret) configured",
-                )
-            })?;
+        let secret = state.secret(
+            resolved,
+            "signing secret (credentials.webhook_secret)",
+            |s| s.webhook_secret.as_deref(),
+        )?;
         let header = request
             .headers()
             .get(signature::HEADER)

@@ -65,15 +65,11 @@ impl WebhookFormat for HubSpot {
         now: DateTime<Utc>,
     ) -> Result<Vec<CrmEvent>, ApiError> {
         let integration = &resolved.integration;
-        let secret = state
-            .secrets(resolved, "HubSpot client secret (credentials.webhook_secret)")?
-            .webhook_secret
-            .clone()
-            .ok_or_else(|| {
-                ApiError::invalid_credentials(
-                    "the integration has no HubSpot client secret (credentials.webhook_secret) configured",
-                )
-            })?;
+        let secret = state.secret(
+            resolved,
+            "HubSpot client secret (credentials.webhook_secret)",
+            |s| s.webhook_secret.as_deref(),
+        )?;
         let Webhook { parts, body } = request;
         let signature_value =
             header_text(&parts.headers, signature::SIGNATURE_HEADER).ok_or_else(|| {

@@ -80,16 +80,12 @@ fn check_credentials(
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     let expected = state
-        .secrets(resolved, "HTTP Basic credentials (credentials.webhook_basic_auth)")
-        .map_err(|e| e.with_challenge(CHALLENGE))?
-        .webhook_basic_auth
-        .as_ref()
-        .ok_or_else(|| {
-            ApiError::invalid_credentials(
-                "the integration has no HTTP Basic credentials (credentials.webhook_basic_auth) configured",
-            )
-            .with_challenge(CHALLENGE)
-        })?;
+        .secret(
+            resolved,
+            "HTTP Basic credentials (credentials.webhook_basic_auth)",
+            |s| s.webhook_basic_auth.as_ref(),
+        )
+        .map_err(|e| e.with_challenge(CHALLENGE))?;
     let (user, password) = basic_credentials(headers).ok_or_else(|| {
         ApiError::invalid_credentials("the request has no HTTP Basic credentials")
             .with_challenge(CHALLENGE)

@@ -238,18 +238,20 @@ impl AppState {
             .ok_or_else(ApiError::unknown_integration)
     }
 
-    /// The integration's credentials; `what` names the part the caller needs, for the error
-    /// when none are configured.
-    pub(crate) fn secrets<'a>(
+    /// The one credential a format authenticates with (`pick` chooses it from the
+    /// integration's credentials); `what` names it for the error when it is not configured.
+    pub(crate) fn secret<'a, T: ?Sized>(
         &self,
         resolved: &'a Resolved,
         what: &str,
-    ) -> Result<&'a IntegrationSecrets, ApiError> {
+        pick: impl FnOnce(&'a IntegrationSecrets) -> Option<&'a T>,
+    ) -> Result<&'a T, ApiError> {
         match &resolved.secrets {
-            Ok(Some(secrets)) => Ok(secrets),
-            Ok(None) => Err(ApiError::invalid_credentials(format!(
-                "the integration has no {what} configured, so no request can be authenticated"
-            ))),
+            Ok(secrets) => secrets.as_ref().and_then(pick).ok_or_else(|| {
+                ApiError::invalid_credentials(format!(
+                    "the integration has no {what} configured, so no request can be authenticated"
+                ))
+            }),
             Err(_) => Err(ApiError::unavailable(
                 "credentials_unavailable",
                 "the integration's credentials cannot be read by this ingest (secrets.encryption_key); retry later",
