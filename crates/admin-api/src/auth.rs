@@ -50,7 +50,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             next.run(req).await
         }
         Err(error) => {
-            metrics::counter!("crm_sync_admin_refused_total", "status" => error.status.as_str().to_owned())
+            metrics::counter!(crate::metric_definitions::REFUSED, "status" => error.status.as_str().to_owned())
                 .increment(1);
             error.into_response()
         }

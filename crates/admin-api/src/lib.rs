@@ -14,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod explain;
 pub mod extract;
+pub mod metric_definitions;
 pub mod paging;
 pub mod publish;
 pub mod request_id;
@@ -140,6 +141,8 @@ pub fn app(state: AppState) -> Router {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = ops::install_metrics()?;
+    metric_definitions::describe();
+    crm_sync_store::metric_definitions::describe();
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
     let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;

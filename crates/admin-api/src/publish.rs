@@ -189,5 +189,5 @@ pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: Cance
 }
 
 fn count_published(n: usize) {
-    metrics::counter!("crm_sync_admin_visibility_changes_published_total").increment(n as u64);
+    metrics::counter!(crate::metric_definitions::VISIBILITY_CHANGES_PUBLISHED).increment(n as u64);
 }

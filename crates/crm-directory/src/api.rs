@@ -254,7 +254,7 @@ impl ApiClient {
                         None => backoff_wait,
                     };
                     tracing::debug!(crm = self.crm.as_str(), attempt, %message, wait_ms = wait.as_millis() as u64, "CRM API request failed; retrying");
-                    metrics::counter!("crm_sync_crm_api_retries_total", "crm" => self.crm.as_str())
+                    metrics::counter!(crate::metric_definitions::API_RETRIES, "crm" => self.crm.as_str())
                         .increment(1);
                     tokio::time::sleep(wait).await;
                 }

@@ -17,6 +17,7 @@ mod api;
 mod auth;
 mod crms;
 mod egress;
+pub mod metric_definitions;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -225,7 +226,7 @@ impl DirectoryClient {
             return Err(LookupError::NotFound(id.to_owned()));
         }
         if let Some(hit) = self.cached(id) {
-            metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm().as_str(), "result" => "cached").increment(1);
+            metrics::counter!(metric_definitions::LOOKUPS, "crm" => self.crm().as_str(), "result" => "cached").increment(1);
             return hit.ok_or_else(|| LookupError::NotFound(id.to_owned()));
         }
         let started = Instant::now();
@@ -234,8 +235,8 @@ impl DirectoryClient {
             Ok(_) => "found",
             Err(e) => e.label(),
         };
-        metrics::counter!("crm_sync_directory_lookups_total", "crm" => self.crm().as_str(), "result" => label).increment(1);
-        metrics::histogram!("crm_sync_directory_lookup_seconds", "crm" => self.crm().as_str())
+        metrics::counter!(metric_definitions::LOOKUPS, "crm" => self.crm().as_str(), "result" => label).increment(1);
+        metrics::histogram!(metric_definitions::LOOKUP_DURATION, "crm" => self.crm().as_str())
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(user) => self.remember(id, Some(user.clone())),

@@ -25,10 +25,6 @@ use crate::jobs::{KafkaSink, Sink};
 use crate::worker::{client_for, scopes};
 use crate::{PullClient, PullConfig, PullError, Scope};
 
-/// Hydration requests handled, by outcome (`published`, `no_credentials`, `not_found`,
-/// `unavailable`, `refused`, `invalid`).
-pub const HYDRATIONS_METRIC: &str = "crm_sync_pull_hydrations_total";
-
 /// How long an integration's client (and its OAuth token) is reused before the credentials are
 /// read again.
 const CLIENT_TTL: Duration = Duration::from_secs(60);
@@ -147,7 +143,7 @@ impl MessageHandler for Hydrator {
             Some(Ok(request)) => self.answer(&request).await?,
             _ => "invalid",
         };
-        metrics::counter!(HYDRATIONS_METRIC, "outcome" => outcome).increment(1);
+        metrics::counter!(crate::metric_definitions::HYDRATIONS, "outcome" => outcome).increment(1);
         if outcome == "invalid" {
             tracing::warn!(
                 partition = message.partition,

@@ -21,6 +21,7 @@ mod hubspot;
 pub mod hydrate;
 pub mod jobs;
 pub mod lag;
+pub mod metric_definitions;
 mod pace;
 mod pipedrive;
 mod salesforce;

@@ -24,9 +24,6 @@ const LAG_POLL: Duration = Duration::from_millis(250);
 /// How long a published page is remembered: longer than a lag reading is reused.
 const REMEMBER_PAGES: Duration = Duration::from_secs(5);
 
-/// Records published by pulls, by integration and job kind.
-pub const PUBLISHED_METRIC: &str = "crm_sync_pull_records_published_total";
-
 pub struct Paced<S> {
     inner: S,
     per_second: u32,
@@ -150,7 +147,7 @@ impl<S: Sink> Sink for Paced<S> {
         self.inner.publish(events).await?;
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).1 += count;
         self.remember(count);
-        metrics::counter!(PUBLISHED_METRIC, &self.labels).increment(count);
+        metrics::counter!(crate::metric_definitions::PUBLISHED, &self.labels).increment(count);
         Ok(())
     }
 }

@@ -33,23 +33,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{self, JobConfig, KafkaSink, RunError};
 use crate::lag::EvaluatorLag;
+use crate::metric_definitions::{API_CALLS, ERRORS, JOB_DURATION, JOBS, SCANNED};
 use crate::pace::Paced;
 use crate::{PullClient, PullConfig, PullError, Scope};
-
-/// Jobs run, by kind, CRM and outcome.
-pub const JOBS_METRIC: &str = "crm_sync_pull_jobs_total";
-/// How long each turn on a job took, by kind, CRM and outcome.
-pub const JOB_DURATION_METRIC: &str = "crm_sync_pull_job_duration_seconds";
-/// Records scanned, by integration and job kind.
-pub const SCANNED_METRIC: &str = "crm_sync_pull_records_scanned_total";
-/// CRM API requests of pulls, by integration and job kind.
-pub const API_CALLS_METRIC: &str = "crm_sync_pull_api_calls_total";
-/// Turns on a job that ended in an error, by integration and job kind.
-pub const ERRORS_METRIC: &str = "crm_sync_pull_errors_total";
 
 /// Spawns the pull jobs' task on ingest's supervisor, unless `pull.enabled` is false or no
 /// `secrets.encryption_key` is configured (API credentials could not be read).
 pub fn start(background: Background<'_>) -> anyhow::Result<()> {
+    crate::metric_definitions::describe();
+    crm_sync_crm_directory::metric_definitions::describe();
     let settings = background.settings;
     if !settings.pull.enabled {
         tracing::info!("pull.enabled is false: this replica runs no pull jobs");
@@ -290,8 +282,8 @@ impl Worker {
             Err(RunError::Database(_)) => "database_error",
         };
         let labels = [("kind", kind), ("crm", crm), ("outcome", outcome)];
-        metrics::counter!(JOBS_METRIC, &labels).increment(1);
-        metrics::histogram!(JOB_DURATION_METRIC, &labels).record(started.elapsed().as_secs_f64());
+        metrics::counter!(JOBS, &labels).increment(1);
+        metrics::histogram!(JOB_DURATION, &labels).record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcome) => self.after_run(&job, &outcome).await,
             Err(RunError::LeaseLost) => {
@@ -390,10 +382,10 @@ impl Worker {
             ("integration_id", before.integration_id.to_string()),
             ("kind", before.kind.as_str().to_owned()),
         ];
-        metrics::counter!(SCANNED_METRIC, &labels).increment(run.scanned.max(0) as u64);
-        metrics::counter!(API_CALLS_METRIC, &labels).increment(run.api_calls.max(0) as u64);
+        metrics::counter!(SCANNED, &labels).increment(run.scanned.max(0) as u64);
+        metrics::counter!(API_CALLS, &labels).increment(run.api_calls.max(0) as u64);
         if run.error.is_some() {
-            metrics::counter!(ERRORS_METRIC, &labels).increment(1);
+            metrics::counter!(ERRORS, &labels).increment(1);
         }
         // A run handed back at shutdown is not over: the replica that resumes it records it.
         if before.kind == JobKind::Reconciliation

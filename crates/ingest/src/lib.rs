@@ -20,6 +20,8 @@ pub mod generic;
 #[cfg(feature = "service")]
 pub mod http;
 pub mod hubspot;
+#[cfg(feature = "service")]
+pub mod metric_definitions;
 pub mod pipedrive;
 pub mod salesforce;
 pub mod users;

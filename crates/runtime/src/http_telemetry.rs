@@ -19,8 +19,7 @@ use opentelemetry::trace::TraceContextExt;
 use tracing::{Instrument, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub const REQUESTS_METRIC: &str = "crm_sync_http_requests_total";
-pub const DURATION_METRIC: &str = "crm_sync_http_request_duration_seconds";
+use crate::metric_definitions::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
 
 /// Routes served by [`crate::ops::router`]: measured, but not traced.
 const UNTRACED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
@@ -53,9 +52,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
 
     let status = response.status().as_u16().to_string();
-    metrics::counter!(REQUESTS_METRIC, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!(DURATION_METRIC, "method" => method, "route" => route)
+    metrics::histogram!(HTTP_REQUEST_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -1,6 +1,7 @@
 //! What every crm-sync service shares at start-up and shutdown.
 
 pub mod http_telemetry;
+pub mod metric_definitions;
 pub mod ops;
 pub mod pull_settings;
 pub mod security;

@@ -70,11 +70,13 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// Installs the global Prometheus recorder. Call once per process. Histograms are exported as
 /// Prometheus histograms (not summaries), so they can be aggregated across replicas.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
         .context("configuring histogram buckets")?
         .install_recorder()
-        .context("installing the metrics recorder")
+        .context("installing the metrics recorder")?;
+    crate::metric_definitions::describe();
+    Ok(handle)
 }
 
 #[derive(Clone)]

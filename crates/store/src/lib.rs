@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod crm_user_status;
 pub mod integrations;
 pub mod listen;
+pub mod metric_definitions;
 pub mod outbox;
 pub mod provisioning;
 pub mod record_owners;

@@ -56,7 +56,7 @@ pub async fn listen<H: OnChange>(
             () = shutdown.cancelled() => return,
             error = session(pool, channels, handler, &mut backoff) => error,
         };
-        metrics::counter!("crm_sync_listener_reconnects_total").increment(1);
+        metrics::counter!(crate::metric_definitions::LISTENER_RECONNECTS).increment(1);
         tracing::warn!(%error, ?channels, backoff = ?backoff.current(), "change listener lost its connection; reconnecting, then reloading everything");
         if !backoff.wait(shutdown).await {
             return;

@@ -56,11 +56,6 @@ pub struct AppState {
     pub limits: crate::check::Limits,
 }
 
-/// Counts every webhook request by CRM, endpoint and outcome (`accepted` or the error code).
-pub const REQUESTS_METRIC: &str = "crm_sync_ingest_requests_total";
-/// Counts the notifications (records) of accepted requests, by CRM and endpoint.
-pub const NOTIFICATIONS_METRIC: &str = "crm_sync_ingest_notifications_total";
-
 /// The webhook routes. The ops routes (`/healthz`, `/readyz`, `/metrics`) are merged in by
 /// [`crate::run`].
 pub fn router(state: AppState) -> Router {

@@ -26,8 +26,9 @@ use tracing::{Instrument, field};
 use uuid::Uuid;
 
 use super::integrations::Resolved;
-use super::{ApiError, AppState, NOTIFICATIONS_METRIC, REQUESTS_METRIC, body};
+use super::{ApiError, AppState, body};
 use crate::event;
+use crate::metric_definitions::{NOTIFICATIONS, REQUESTS, USER_EVENTS};
 
 /// A webhook route: the CRM of the integrations it serves and how it is named in logs/metrics.
 #[derive(Debug, Clone, Copy)]
@@ -145,11 +146,11 @@ where
             Ok(_) => "accepted",
             Err(e) => e.code,
         };
-        metrics::counter!(REQUESTS_METRIC, "crm" => endpoint.crm, "endpoint" => endpoint.name, "outcome" => outcome)
+        metrics::counter!(REQUESTS, "crm" => endpoint.crm, "endpoint" => endpoint.name, "outcome" => outcome)
             .increment(1);
         let mut response = match result {
             Ok(accepted) => {
-                metrics::counter!(NOTIFICATIONS_METRIC, "crm" => endpoint.crm, "endpoint" => endpoint.name)
+                metrics::counter!(NOTIFICATIONS, "crm" => endpoint.crm, "endpoint" => endpoint.name)
                     .increment(accepted.notifications as u64);
                 tracing::info!(
                     notifications = accepted.notifications,
@@ -353,7 +354,7 @@ impl AppState {
                     )
                 }
             })?;
-        metrics::counter!("crm_sync_ingest_user_events_total").increment(said.len() as u64);
+        metrics::counter!(USER_EVENTS).increment(said.len() as u64);
         tracing::info!(
             user_events = said.len(),
             identities_updated = known,
