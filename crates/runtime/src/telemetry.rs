@@ -75,8 +75,13 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
     let provider = provider.build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel_layer =
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
+    // Busy/idle timings read the clock on every poll of an instrumented future, and the thread
+    // name is a string per span: both are paid on every consumed message and neither is worth
+    // it there (a span's duration and its service say enough).
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_tracer(provider.tracer(service.to_owned()));
 
     let json = match settings.log_format {
         LogFormat::Json => true,
