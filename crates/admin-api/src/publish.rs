@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use crm_sync_kafka::{Publisher, outbox_relay};
 use crm_sync_proto::Message;
-use crm_sync_proto::announce::{
-    ActivityFacts, UserFacts, activity_changed, user_provisioned, user_status,
-};
+use crm_sync_proto::announce::{UserFacts, user_provisioned, user_status};
 use crm_sync_proto::v1::ActivityState;
 use crm_sync_store::admin::activities::ActivityRow;
 use crm_sync_store::admin::users::UserRow;
+use crm_sync_store::announce::Announcements;
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -56,39 +55,15 @@ impl Batch {
         visible: bool,
         state: ActivityState,
     ) -> Result<(), sqlx::Error> {
-        for a in activities {
-            let Some(user_id) = a.user_id else {
-                continue;
-            };
-            let change_id =
-                Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{}", a.id, self.id).as_bytes());
-            let facts = ActivityFacts {
-                activity_id: a.id,
-                company_id,
-                user_id,
-                integration_id: a.integration_id,
-                workflow_id: a.workflow_id,
-                activity_type: &a.activity_type,
-                value: a.value.to_string(),
-                activity_date: a.activity_date,
-                object_type: &a.object_type,
-                record_id: &a.record_id,
-                source_event_id: &a.last_event_id,
-            };
-            let change = activity_changed(change_id, &facts, state, visible);
-            outbox::stage(
-                conn,
-                &self.id,
-                &Pending {
-                    topic: topic.to_owned(),
-                    key: format!("{company_id}/{user_id}"),
-                    message_id: change.change_id.clone(),
-                    payload: change.encode_to_vec(),
-                },
-            )
+        let announcements = Announcements {
+            batch: &self.id,
+            namespace: NAMESPACE,
+            topic,
+            company_id,
+        };
+        self.staged += announcements
+            .stage_activities(conn, activities, state, visible)
             .await?;
-            self.staged += 1;
-        }
         Ok(())
     }
 

@@ -2,11 +2,11 @@
 //! but do not count on leaderboards, and a user the CRM says is inactive is deactivated.
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
 use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
-use crm_sync_proto::announce::{ActivityFacts, UserFacts, activity_changed, user_provisioned};
+use crm_sync_proto::announce::{UserFacts, user_provisioned};
 use crm_sync_proto::v1::{ActivityState, UserStatus};
+use crm_sync_store::announce::Announcements;
 use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -199,53 +199,14 @@ async fn stage_hidden_activities(
     company_id: Uuid,
     user_id: Uuid,
 ) -> anyhow::Result<()> {
-    for a in recorded_of(tx, user_id).await? {
-        let change_id = Uuid::new_v5(&NAMESPACE, format!("{}\u{1f}{batch}", a.id).as_bytes());
-        let facts = ActivityFacts {
-            activity_id: a.id,
-            company_id,
-            user_id,
-            integration_id: a.integration_id,
-            workflow_id: a.workflow_id,
-            activity_type: &a.activity_type,
-            value: a.value.to_string(),
-            activity_date: a.activity_date,
-            object_type: &a.object_type,
-            record_id: &a.record_id,
-            source_event_id: &a.last_event_id,
-        };
-        let change = activity_changed(change_id, &facts, ActivityState::Recorded, false);
-        let message = Pending {
-            topic: topic.to_owned(),
-            key: format!("{company_id}/{user_id}"),
-            message_id: change.change_id.clone(),
-            payload: change.encode_to_vec(),
-        };
-        outbox::stage(tx, batch, &message).await?;
+    let recorded = crm_sync_store::admin::activities::recorded_of_user(tx, user_id).await?;
+    Announcements {
+        batch,
+        namespace: NAMESPACE,
+        topic,
+        company_id,
     }
+    .stage_activities(tx, &recorded, ActivityState::Recorded, false)
+    .await?;
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct Recorded {
-    id: Uuid,
-    integration_id: Uuid,
-    workflow_id: Uuid,
-    activity_type: String,
-    value: rust_decimal::Decimal,
-    activity_date: DateTime<Utc>,
-    object_type: String,
-    record_id: String,
-    last_event_id: String,
-}
-
-async fn recorded_of(tx: &mut PgConnection, user_id: Uuid) -> Result<Vec<Recorded>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, integration_id, workflow_id, activity_type, value, activity_date, object_type,
-                record_id, last_event_id
-         FROM activities WHERE user_id = $1 AND state = 'recorded' ORDER BY created_at, id",
-    )
-    .bind(user_id)
-    .fetch_all(tx)
-    .await
 }

@@ -2,6 +2,7 @@
 //! more than one service needs. A service's own transactional logic lives with the service.
 
 pub mod admin;
+pub mod announce;
 mod api_credentials;
 pub mod credentials;
 pub mod crm_user_status;
