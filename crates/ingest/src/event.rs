@@ -2,7 +2,7 @@
 //! values from JSON, and the checks that keep Kafka keys well-formed.
 
 use chrono::{DateTime, TimeZone, Utc};
-use crm_sync_proto::Timestamp;
+
 use crm_sync_proto::v1::{CrmEvent, FieldValue, field_value};
 use uuid::Uuid;
 
@@ -21,13 +21,7 @@ pub fn event_id(source: &str, integration_id: Uuid, parts: &[&str]) -> Uuid {
     Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
 }
 
-pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: t.timestamp(),
-        // Below 2·10⁹ even for a leap second, so it always fits.
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
+pub use crm_sync_proto::announce::timestamp;
 
 /// Milliseconds since the Unix epoch, as CRMs write them; None when out of range.
 pub fn from_millis(millis: i64) -> Option<DateTime<Utc>> {

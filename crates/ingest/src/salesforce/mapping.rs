@@ -6,8 +6,8 @@
 //! as CREATED; every other notification (including those lacking either date) is UPDATED.
 //! Deletes never produce Outbound Messages.
 
+use crate::event::timestamp;
 use chrono::{DateTime, FixedOffset, Utc};
-use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue, field_value};
 use uuid::Uuid;
 
@@ -124,14 +124,6 @@ pub fn parse_datetime(value: &str) -> Option<DateTime<Utc>> {
         .or_else(|_| DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-fn timestamp(t: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: t.timestamp(),
-        // Below 2·10⁹ even for a leap second, so it always fits.
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
 }
 
 #[cfg(test)]
