@@ -98,18 +98,13 @@ pub async fn run<S: Sink>(
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
-    let outcome = match run_passes(
+    let lease = Leased {
         pool,
         owner,
         config,
         job,
-        client,
-        scopes,
-        sink,
-        &mut checkpoint,
-    )
-    .await?
-    {
+    };
+    let outcome = match run_passes(&lease, client, scopes, sink, &mut checkpoint).await? {
         Ok(Turn::Cancelled) => Outcome::Cancelled,
         Ok(Turn::Stopped) => Outcome::Released,
         Ok(Turn::Done) => match job.kind {
@@ -145,18 +140,28 @@ pub async fn fail(
     Ok(outcome)
 }
 
+/// A job this replica holds the lease of, with what its turn runs with.
+struct Leased<'a> {
+    pool: &'a PgPool,
+    owner: &'a str,
+    config: &'a JobConfig,
+    job: &'a Job,
+}
+
 /// How the passes ended; the inner error is the CRM's.
-#[allow(clippy::too_many_arguments)]
 async fn run_passes<S: Sink>(
-    pool: &PgPool,
-    owner: &str,
-    config: &JobConfig,
-    job: &Job,
+    lease: &Leased<'_>,
     client: &PullClient,
     scopes: &[Scope],
     sink: &S,
     checkpoint: &mut Map<String, Value>,
 ) -> Result<Result<Turn, PullError>, RunError> {
+    let Leased {
+        pool,
+        owner,
+        config,
+        job,
+    } = *lease;
     for scope in scopes {
         let mut progress: ObjectProgress = checkpoint
             .get(&scope.object)
