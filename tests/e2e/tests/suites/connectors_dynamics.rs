@@ -4,7 +4,7 @@
 //! Update that disables them in Dataverse.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `Retry-After`, and every answer and log line carries the request id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 mod directory_user_events;
 
 use std::time::Duration;

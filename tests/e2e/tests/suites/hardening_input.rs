@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
+use crate::admin_support;
 
 use std::time::Duration;
 

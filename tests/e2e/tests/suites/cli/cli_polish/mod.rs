@@ -4,7 +4,7 @@
 use crm_sync_e2e::TestEnv;
 use serde_json::{Value, json};
 
-use crate::{TENANTS, assert_success, crm_sync, text, write_file};
+use super::{TENANTS, assert_success, crm_sync, text, write_file};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_keeps_settings_the_file_omits_and_says_so() {

@@ -4,7 +4,7 @@
 //! the user is no longer active deactivates their account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

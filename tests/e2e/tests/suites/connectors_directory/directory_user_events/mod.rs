@@ -12,12 +12,12 @@ use crm_sync_e2e::proxy::TcpProxy;
 use crm_sync_e2e::{eventually, metric, salesforce};
 use uuid::Uuid;
 
+use super::{ORG, OWNER, TOKEN, salesforce_setup};
 use crate::connectors::user_events::{
     account, account_on_a_team, crm_active, deactivations_audited, expect_deactivated_by_the_crm,
     on_leaderboard,
 };
 use crate::connectors::{FakeCrm, Pipeline, count, crm_events, post, start_pipeline_with};
-use crate::{ORG, OWNER, TOKEN, salesforce_setup};
 
 const HEADERS: [(&str, &str); 2] = [
     ("content-type", "text/xml; charset=utf-8"),

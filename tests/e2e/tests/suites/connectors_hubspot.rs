@@ -2,7 +2,7 @@
 //! `hubspot_owner_id` changes, the account named through the owners API, deletions retracting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
+use crate::admin_support;
 
 use admin_support::{Client, company, company_path, start_admin_api};
 use crm_sync_e2e::TestEnv;

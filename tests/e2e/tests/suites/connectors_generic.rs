@@ -2,7 +2,7 @@
 //! owner's name and email taken from the event itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use connectors::{
     crm_events, crm_sync_signature, now_millis, post, setup, start_pipeline, wait_for_activity,

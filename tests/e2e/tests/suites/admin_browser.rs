@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
+use crate::admin_support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -19,26 +19,16 @@
 //! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "pull/backfill.rs"]
 mod backfill;
-mod connectors;
-#[path = "pull/dataverse.rs"]
+use crate::connectors;
 mod dataverse;
-#[path = "pull/exclusive.rs"]
 mod exclusive;
-#[path = "pull/hydrate.rs"]
 mod hydrate;
-#[path = "pull/limits.rs"]
 mod limits;
-#[path = "pull/load.rs"]
 mod load;
-#[path = "pull/pacing.rs"]
 mod pacing;
-#[path = "pull/pipedrive.rs"]
 mod pipedrive;
-#[path = "pull/reconcile.rs"]
 mod reconcile;
-#[path = "pull/shutdown.rs"]
 mod shutdown;
 
 use std::time::Duration;

@@ -8,7 +8,7 @@
 mod admin_backfills;
 mod admin_people;
 mod admin_polish;
-mod admin_support;
+use crate::admin_support;
 mod admin_trail;
 
 use std::collections::HashSet;

@@ -1,5 +1,5 @@
 //! What the admin suites share: an admin-api process per test, tokens, and a small JSON client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crm_sync_e2e::{Service, TestEnv};
 use crm_sync_store::admin::tokens::{self, Role};

@@ -15,9 +15,7 @@ use crm_sync_store::views;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-#[path = "secure/oauth.rs"]
 mod oauth;
-#[path = "secure/otlp.rs"]
 mod otlp;
 
 /// What `stack.sh up` wrote about the secure listeners and certificates.

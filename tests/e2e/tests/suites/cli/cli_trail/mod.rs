@@ -9,7 +9,7 @@ use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{CrmUser, FieldValue};
 use crm_sync_store::trail::{self, NewDeadLetter};
 
-use crate::{assert_success, crm_sync, text};
+use super::{assert_success, crm_sync, text};
 
 const WAIT: Duration = Duration::from_secs(60);
 

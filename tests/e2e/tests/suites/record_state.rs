@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use std::time::Duration;
 

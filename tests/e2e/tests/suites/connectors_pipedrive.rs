@@ -2,7 +2,7 @@
 //! owner's activity, the account named through the users API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod connectors;
+use crate::connectors;
 
 use base64::Engine as _;
 use connectors::user_events::{

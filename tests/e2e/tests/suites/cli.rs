@@ -1,7 +1,7 @@
 //! The `crm-sync` binary against the real local stack: each test points it (through the same
 //! `CRM_SYNC__*` environment the services read) at its own database and topics.
 //!
-//! Run: `cargo build -p crm-sync-cli --bins && cargo test -p crm-sync-e2e --test cli`.
+//! Run: `cargo build -p crm-sync-cli --bins && cargo test -p crm-sync-e2e --test suites cli::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli_backfill;

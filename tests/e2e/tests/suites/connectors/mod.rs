@@ -2,7 +2,6 @@
 //! answering in each CRM's documented shape (users, owners, system users, OAuth tokens), the
 //! services configured with the encryption key, and CRM-style request signing written here
 //! independently of ingest's own code.
-#![allow(dead_code)]
 
 pub mod user_events;
 
@@ -46,7 +45,6 @@ pub struct Setup {
     pub env: TestEnv,
     pub company_id: Uuid,
     pub integration_id: Uuid,
-    pub workflow_id: Uuid,
 }
 
 /// A company with one auto-syncing integration of `crm` (credentials stored encrypted) and one
@@ -74,15 +72,13 @@ pub async fn setup(
     )
     .await;
     let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(workflow).unwrap();
-    let workflow_id =
-        tenants::upsert_workflow(&env.pool, None, company_id, integration_id, &spec, true)
-            .await
-            .unwrap();
+    tenants::upsert_workflow(&env.pool, None, company_id, integration_id, &spec, true)
+        .await
+        .unwrap();
     Setup {
         env,
         company_id,
         integration_id,
-        workflow_id,
     }
 }
 

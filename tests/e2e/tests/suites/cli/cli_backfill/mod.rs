@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::{assert_success, crm_sync, text};
+use super::{assert_success, crm_sync, text};
 
 const KEY: &str = "zHb8wT3nqV0rXy5kLm2pQs7uEf9gJd4aRt6cNv1oWiY=";
 const WAIT: Duration = Duration::from_secs(30);

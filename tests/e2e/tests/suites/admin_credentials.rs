@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod admin_support;
-mod connectors;
+use crate::admin_support;
+use crate::connectors;
 
 use std::time::Duration;
 
