@@ -14,8 +14,10 @@ mod admin_trail;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crm_sync_e2e::app::AdminClient;
+
 use admin_support::{
-    Client, company, company_path, seed_activities, seed_pending_user, start_admin_api, token,
+    company, company_path, seed_activities, seed_pending_user, start_admin_api, token,
 };
 use crm_sync_e2e::{Tenant, TestEnv, eventually, read_topic};
 use crm_sync_proto::Message;
@@ -110,14 +112,14 @@ async fn every_route_refuses_missing_tokens_viewer_writes_and_foreign_companies(
     let viewer = token(&env, ours, "viewer").await;
     let api = start_admin_api(&env).await;
 
-    let doc = Client::new(&api, None)
+    let doc = AdminClient::new(&api, None)
         .get("/openapi.json")
         .await
         .expect(200);
     assert_document_is_complete(&doc);
 
-    let anonymous = Client::new(&api, None);
-    let forged = Client::new(
+    let anonymous = AdminClient::new(&api, None);
+    let forged = AdminClient::new(
         &api,
         Some(&format!(
             "csa_{}_{}",
@@ -125,9 +127,9 @@ async fn every_route_refuses_missing_tokens_viewer_writes_and_foreign_companies(
             "0".repeat(64)
         )),
     );
-    let tampered = Client::new(&api, Some(&format!("{}x", &admin[..admin.len() - 1])));
-    let as_admin = Client::new(&api, Some(&admin));
-    let as_viewer = Client::new(&api, Some(&viewer));
+    let tampered = AdminClient::new(&api, Some(&format!("{}x", &admin[..admin.len() - 1])));
+    let as_admin = AdminClient::new(&api, Some(&admin));
+    let as_viewer = AdminClient::new(&api, Some(&viewer));
     let mut checked = 0;
     for (template, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
@@ -152,7 +154,7 @@ async fn every_route_refuses_missing_tokens_viewer_writes_and_foreign_companies(
             ] {
                 let a = client.call(&method, &own, body.clone()).await;
                 assert_eq!(a.status, 401, "{method} {own} with {who}: {}", a.body);
-                assert_eq!(a.body["error"], "unauthorized");
+                assert_eq!(a.json()["error"], "unauthorized");
             }
             if !template.starts_with("/admin/v1/companies/{company_id}") {
                 assert_eq!(
@@ -169,12 +171,12 @@ async fn every_route_refuses_missing_tokens_viewer_writes_and_foreign_companies(
                     "{method} {foreign} on another company: {}",
                     a.body
                 );
-                assert_eq!(a.body["error"], "not_found");
+                assert_eq!(a.json()["error"], "not_found");
             }
             if method != "GET" {
                 let a = as_viewer.call(&method, &own, body.clone()).await;
                 assert_eq!(a.status, 403, "{method} {own} as a viewer: {}", a.body);
-                assert_eq!(a.body["error"], "forbidden");
+                assert_eq!(a.json()["error"], "forbidden");
             }
             checked += 1;
         }
@@ -206,8 +208,8 @@ async fn integrations_turn_auto_sync_on_and_never_show_their_secrets() {
     let admin = token(&env, tenant.company_id, "admin").await;
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
-    let v = Client::new(&api, Some(&viewer));
+    let c = AdminClient::new(&api, Some(&admin));
+    let v = AdminClient::new(&api, Some(&viewer));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let listed = c.get(&p("/integrations")).await.expect(200);
@@ -351,7 +353,7 @@ async fn workflows_are_validated_like_the_evaluator_and_dry_runs_say_what_failed
     let other = Tenant::create(&env.pool, "globex", false, true).await;
     let admin = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let spec = json!({
@@ -529,7 +531,7 @@ async fn placing_a_pending_user_on_a_team_activates_it_and_shows_its_activities(
     let other = Tenant::create(&env.pool, "globex", true, true).await;
     let admin = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let alice = seed_pending_user(&env, &tenant, "Alice", "005ALICE", &["1000", "250.50"]).await;
@@ -711,7 +713,7 @@ async fn mapping_a_crm_identity_by_hand_attaches_its_unmapped_activities() {
     let other = Tenant::create(&env.pool, "globex", false, true).await;
     let admin = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     // What the provisioner leaves with auto-sync off: an identity without a user, and activities.
@@ -863,7 +865,7 @@ async fn leaderboards_and_lists_filter_by_period_and_team_and_paginate() {
     let tenant = Tenant::create(&env.pool, "acme", true, true).await;
     let admin = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let east = c
@@ -1064,7 +1066,7 @@ async fn crm_sync_admin_create_token_prints_a_working_token_once() {
     let bearer = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(bearer.starts_with("csa_"), "{bearer}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("only this once"));
-    let session = Client::new(&api, Some(&bearer))
+    let session = AdminClient::new(&api, Some(&bearer))
         .get("/admin/v1/session")
         .await
         .expect(200);

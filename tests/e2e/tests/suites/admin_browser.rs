@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use admin_support::{start_admin_api_with, token};
+use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::pull_jobs::FakeRunner;
-use crm_sync_e2e::{Tenant, TestEnv, eventually, metric};
+use crm_sync_e2e::{Tenant, TestEnv};
 use crm_sync_store::sync_jobs::Outcome;
 use crm_sync_store::sync_status::{self, ReconciliationRun};
 use sqlx::PgPool;
@@ -62,25 +63,19 @@ async fn the_management_page_in_headless_chromium() {
     let env = TestEnv::new("admin-browser").await;
     // An integration as a company gets it: auto-sync off, and no active workflow of its own.
     let tenant = Tenant::create(&env.pool, "browser-co", false, false).await;
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let options = AppOptions {
+        wait_for_partitions: true,
+        ..AppOptions::default()
+    };
+    let App {
+        ingest,
+        evaluator: _evaluator,
+        provisioner: _provisioner,
+        ..
+    } = spawn_app(&env, options).await;
     // The page shows webhook URLs under the address CRMs reach ingest at: this ingest.
     let api =
         start_admin_api_with(&env, &[("CRM_SYNC__INGEST__PUBLIC_URL", &ingest.url(""))]).await;
-    for consumer in [&evaluator, &provisioner] {
-        eventually(
-            "consumer owns partitions",
-            Duration::from_secs(60),
-            || async {
-                (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
-                    .then_some(())
-            },
-        )
-        .await;
-    }
     let admin = token(&env, tenant.company_id, "admin").await;
     // What ingest and the evaluator would have recorded about this integration's pulls.
     let now = chrono::Utc::now();

@@ -10,7 +10,9 @@ use crate::connectors;
 
 use std::time::Duration;
 
-use admin_support::{Client, ENCRYPTION_KEY, company_path, start_admin_api, token};
+use crm_sync_e2e::app::AdminClient;
+
+use admin_support::{ENCRYPTION_KEY, company_path, start_admin_api, token};
 use connectors::{hubspot_signature, now_millis, post};
 use crm_sync_e2e::{Tenant, TestEnv, eventually};
 use crm_sync_store::credentials::{self, SecretKey};
@@ -43,7 +45,13 @@ fn part<'a>(view: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
-async fn integration(c: &Client, company_id: Uuid, name: &str, crm: &str, account: &str) -> Uuid {
+async fn integration(
+    c: &AdminClient,
+    company_id: Uuid,
+    name: &str,
+    crm: &str,
+    account: &str,
+) -> Uuid {
     let created = c
         .post(
             &company_path(company_id, "/integrations"),
@@ -62,8 +70,8 @@ async fn credentials_are_write_only_validated_per_crm_and_audited() {
     let admin = token(&env, tenant.company_id, "admin").await;
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
-    let v = Client::new(&api, Some(&viewer));
+    let c = AdminClient::new(&api, Some(&admin));
+    let v = AdminClient::new(&api, Some(&viewer));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let hubspot = integration(&c, tenant.company_id, "hubspot", "hubspot", "62515").await;
@@ -299,7 +307,7 @@ async fn a_rotated_hubspot_secret_takes_effect_in_ingest_within_the_cache_time()
             &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)],
         )
         .await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let hubspot = integration(&c, tenant.company_id, "hubspot", "hubspot", "62515").await;
     let path = company_path(
         tenant.company_id,
@@ -360,7 +368,7 @@ async fn api_urls_outside_the_outbound_policy_are_refused_with_422() {
             ],
         )
         .await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let dynamics = integration(&c, tenant.company_id, "dynamics", "dynamics", "org1").await;
     let path = company_path(
         tenant.company_id,

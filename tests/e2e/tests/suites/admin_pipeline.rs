@@ -10,7 +10,9 @@ use crate::connectors;
 
 use std::time::Duration;
 
-use admin_support::{Client, company_path, start_admin_api, token};
+use crm_sync_e2e::app::AdminClient;
+
+use admin_support::{company_path, start_admin_api, token};
 use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
 use crm_sync_e2e::{Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic};
 use crm_sync_proto::Message;
@@ -39,7 +41,7 @@ async fn admin_turns_auto_sync_on_places_the_new_user_and_the_leaderboard_shows_
         .await;
     }
     let admin = token(&env, tenant.company_id, "admin").await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
     let send = |notification: &'static str, record: &'static str, amount: &'static str| {
         let xml = outbound_message(
@@ -296,7 +298,7 @@ async fn turning_auto_sync_on_provisions_each_waiting_identity_once_across_repli
         .unwrap();
     // Bob already has an account (created by an admin, with his email in another case).
     let api = start_admin_api(env).await;
-    let c = Client::new(&api, Some(&token(env, s.company_id, "admin").await));
+    let c = AdminClient::new(&api, Some(&token(env, s.company_id, "admin").await));
     let p = |rest: &str| company_path(s.company_id, rest);
     let bob = c
         .post(

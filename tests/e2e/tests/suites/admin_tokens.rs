@@ -5,7 +5,9 @@
 
 use crate::admin_support;
 
-use admin_support::{Client, company, company_path, start_admin_api};
+use crm_sync_e2e::app::AdminClient;
+
+use admin_support::{company, company_path, start_admin_api};
 use crm_sync_e2e::TestEnv;
 use crm_sync_store::admin::tokens::{self, CreatedToken, Role};
 use uuid::Uuid;
@@ -35,8 +37,8 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     let laptop = create(&env, acme, Role::Admin, 30).await;
     let theirs = create(&env, globex, Role::Admin, 30).await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin.bearer));
-    let v = Client::new(&api, Some(&viewer.bearer));
+    let c = AdminClient::new(&api, Some(&admin.bearer));
+    let v = AdminClient::new(&api, Some(&viewer.bearer));
     let p = |rest: &str| company_path(acme, rest);
 
     // Listed without secrets, with their expiry; admin tokens only; another company's is 404.
@@ -83,7 +85,7 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     assert_eq!(refused["error"], "unauthorized");
 
     // Revoked with the CLI.
-    let laptop_client = Client::new(&api, Some(&laptop.bearer));
+    let laptop_client = AdminClient::new(&api, Some(&laptop.bearer));
     laptop_client.get("/admin/v1/session").await.expect(200);
     let out = cli(
         &env,

@@ -33,7 +33,7 @@ async fn crm_sync(
     let mut command = Command::new(&path);
     command
         .args(args)
-        .envs(env.service_env(0))
+        .envs(env.service_env())
         .envs(extra_env.iter().copied())
         .env_remove("CRM_SYNC_CONFIG")
         .stdin(if stdin.is_some() {

@@ -225,7 +225,7 @@ async fn crm_sync_apply_stores_credentials_encrypted_and_keeps_parts_it_does_not
         )
     };
     let apply = |text: String, key: Option<&'static str>| {
-        let env_vars = env.service_env(0);
+        let env_vars = env.service_env();
         async move {
             let mut command = tokio::process::Command::new(binary_path("crm-sync"));
             command

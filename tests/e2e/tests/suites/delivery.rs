@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
 use crm_sync_e2e::{
     Tenant, TestEnv, binary_path, eventually, metric, post_outbound_message, read_topic,
@@ -21,11 +22,12 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn poison_is_dead_lettered_with_its_reason_and_the_partition_moves_on() {
     let env = TestEnv::new("poison").await;
     let tenant = Tenant::create(&env.pool, "poison", true, true).await;
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let _evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let App {
+        ingest,
+        evaluator: _evaluator,
+        provisioner: _provisioner,
+        ..
+    } = spawn_app(&env, AppOptions::default()).await;
 
     // Poison first, on the partition the real event's key maps to, so the real event can only be
     // processed if the poison was dealt with.
@@ -145,11 +147,12 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_partition_moves_on() {
 async fn a_transient_database_failure_is_retried_and_never_skipped() {
     let env = TestEnv::new("transient").await;
     let tenant = Tenant::create(&env.pool, "transient", true, true).await;
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let _evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let App {
+        ingest,
+        evaluator: _evaluator,
+        provisioner,
+        ..
+    } = spawn_app(&env, AppOptions::default()).await;
 
     // The provisioner's writes fail while the table is away, as they would with the database down.
     sqlx::query("ALTER TABLE activities RENAME TO activities_away")

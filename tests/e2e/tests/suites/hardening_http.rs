@@ -19,7 +19,7 @@ async fn ops_endpoints_are_served_only_on_the_ops_port() {
     let ingest = env.start_service("ingest", "ingest", &[]).await;
     let admin = env.start_service("admin-api", "admin-api", &[]).await;
     for service in [&ingest, &admin] {
-        assert_ne!(service.port, service.ops_port);
+        assert_ne!(service.port(), service.ops_port());
         for path in ["/metrics", "/readyz", "/healthz"] {
             let api = reqwest::get(service.url(path)).await.unwrap();
             assert_eq!(api.status(), 404, "{} {path} on the API port", service.name);
@@ -84,7 +84,7 @@ async fn unfinished_headers_are_cut_off(service: &Service, port: u16) {
 /// Sends whole headers announcing a body that never comes, to a route that reads it: the
 /// server must answer 408 (or hang up) after its body timeout.
 async fn unsent_bodies_are_cut_off(service: &Service, head: String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", service.port))
+    let mut stream = TcpStream::connect(("127.0.0.1", service.port()))
         .await
         .unwrap();
     stream
@@ -107,7 +107,7 @@ async fn unsent_bodies_are_cut_off(service: &Service, head: String) {
 /// Sends a body one byte at a time, each within the body timeout, so that only the whole-request
 /// timeout can end it: the server must answer 408 once that has passed, not keep reading.
 async fn trickled_bodies_are_cut_off(service: &Service, head: String, request_timeout: Duration) {
-    let stream = TcpStream::connect(("127.0.0.1", service.port))
+    let stream = TcpStream::connect(("127.0.0.1", service.port()))
         .await
         .unwrap();
     let (mut reader, mut writer) = stream.into_split();
@@ -164,8 +164,8 @@ async fn slow_clients_are_disconnected_within_the_configured_timeouts() {
         .start_service("provisioner", "provisioner", &limits)
         .await;
     for service in [&ingest, &admin, &provisioner] {
-        unfinished_headers_are_cut_off(service, service.port).await;
-        unfinished_headers_are_cut_off(service, service.ops_port).await;
+        unfinished_headers_are_cut_off(service, service.port()).await;
+        unfinished_headers_are_cut_off(service, service.ops_port()).await;
     }
     unsent_bodies_are_cut_off(
         &ingest,
@@ -208,10 +208,10 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
         )
         .await;
     // Two idle connections take every slot of the webhook port.
-    let _a = TcpStream::connect(("127.0.0.1", ingest.port))
+    let _a = TcpStream::connect(("127.0.0.1", ingest.port()))
         .await
         .unwrap();
-    let _b = TcpStream::connect(("127.0.0.1", ingest.port))
+    let _b = TcpStream::connect(("127.0.0.1", ingest.port()))
         .await
         .unwrap();
     let client = reqwest::Client::builder()

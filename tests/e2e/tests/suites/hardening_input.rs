@@ -285,13 +285,14 @@ async fn ingest_refuses_values_that_cannot_be_stored_naming_the_field() {
 
 #[tokio::test]
 async fn admin_api_answers_bad_input_with_4xx_not_500() {
-    use admin_support::{Client, company_path, start_admin_api, token};
+    use admin_support::{company_path, start_admin_api, token};
+    use crm_sync_e2e::app::AdminClient;
 
     let env = TestEnv::new("admin-bad").await;
     let tenant = Tenant::create(&env.pool, "admin-bad", true, true).await;
     let admin = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     c.post(&p("/teams"), serde_json::json!({"name": "Nor\u{0}dics"}))

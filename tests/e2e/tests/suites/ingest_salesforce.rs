@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crm_sync_e2e::app::Answer;
 use crm_sync_e2e::{Record, Service, TestEnv, read_topic, topic_message_count};
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, field_value::Kind};
 use crm_sync_store::tenants::{self, IntegrationInput};
-use reqwest::StatusCode;
 use uuid::Uuid;
 
 const ORG: &str = "00D5g000004ABCDEAA";
@@ -62,59 +62,10 @@ fn endpoint(ingest: &Service, integration_id: &str, token: Option<&str>) -> Stri
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    retry_after: Option<String>,
-    body: String,
-}
-
-impl Answer {
-    /// The `error` code of a JSON error body, checking the body's shape on the way.
-    fn error_code(&self) -> String {
-        assert!(
-            self.content_type.starts_with("application/json"),
-            "error answers are JSON, got {:?}: {}",
-            self.content_type,
-            self.body
-        );
-        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap();
-        let message = json["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty(),
-            "error body has a message: {}",
-            self.body
-        );
-        json["error"].as_str().unwrap().to_owned()
-    }
-
-    fn message(&self) -> String {
-        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap();
-        json["message"].as_str().unwrap().to_owned()
-    }
-}
-
+/// POSTs an Outbound Message body as Salesforce does (an empty `SOAPAction`).
 async fn post(url: &str, content_type: &str, body: String) -> Answer {
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", content_type)
-        .header("soapaction", "\"\"")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    Answer {
-        status: response.status(),
-        content_type: header("content-type").unwrap_or_default(),
-        retry_after: header("retry-after"),
-        body: response.text().await.unwrap(),
-    }
+    let headers = [("content-type", content_type), ("soapaction", "\"\"")];
+    crm_sync_e2e::app::post(url, &headers, body).await
 }
 
 /// A notification's sObject: its type and fields (None: `xsi:nil="true"`).
@@ -225,11 +176,14 @@ async fn a_batch_is_acknowledged_only_once_kafka_has_every_event_and_redelivery_
     let message = outbound_message(ORG, &three_notifications());
 
     let answer = post(&url, "text/xml; charset=utf-8", message.clone()).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
-        answer.content_type.starts_with("text/xml"),
+        answer
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/xml"),
         "{}",
-        answer.content_type
+        answer.header("content-type").unwrap_or_default()
     );
     assert!(answer.body.contains("<Ack>true</Ack>"), "{}", answer.body);
     // The Ack comes only after Kafka acknowledged: the records are there the moment it arrives.
@@ -326,7 +280,7 @@ async fn a_batch_is_acknowledged_only_once_kafka_has_every_event_and_redelivery_
 
     // Salesforce redelivers until it sees an Ack: the same notifications carry the same ids.
     let again = post(&url, "text/xml; charset=utf-8", message).await;
-    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.status, 200, "{}", again.body);
     assert!(again.body.contains("<Ack>true</Ack>"));
     let records = read_topic(&f.env.topics.events).await;
     assert_eq!(records.len(), 6);
@@ -405,13 +359,13 @@ async fn refused_requests_say_why_and_publish_nothing() {
     let answer = post(&url, xml, truncated).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "malformed_message")
+        (400, "malformed_message")
     );
 
     let answer = post(&url, xml, outbound_message(ORG, &[])).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "malformed_message")
+        (400, "malformed_message")
     );
     assert!(
         answer.message().contains("no notifications"),
@@ -423,7 +377,7 @@ async fn refused_requests_say_why_and_publish_nothing() {
     let answer = post(&url, xml, without_record_id).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::BAD_REQUEST, "malformed_message")
+        (400, "malformed_message")
     );
     assert_eq!(answer.message(), "notification 1 has no sObject Id");
 
@@ -435,13 +389,13 @@ async fn refused_requests_say_why_and_publish_nothing() {
     .await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthorized")
+        (401, "unauthorized")
     );
 
     let answer = post(&endpoint(&ingest, &iid, None), xml, valid.clone()).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthorized")
+        (401, "unauthorized")
     );
 
     for unknown in [
@@ -457,7 +411,7 @@ async fn refused_requests_say_why_and_publish_nothing() {
         .await;
         assert_eq!(
             (answer.status, answer.error_code().as_str()),
-            (StatusCode::NOT_FOUND, "unknown_integration"),
+            (404, "unknown_integration"),
             "{unknown}"
         );
     }
@@ -465,13 +419,13 @@ async fn refused_requests_say_why_and_publish_nothing() {
     let answer = post(&url, xml, outbound_message("00D000000000OTHER", one)).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::FORBIDDEN, "foreign_organization")
+        (403, "foreign_organization")
     );
 
     let answer = post(&url, "application/json", valid.clone()).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        (415, "unsupported_media_type")
     );
 
     let padded = valid.replace(
@@ -481,7 +435,7 @@ async fn refused_requests_say_why_and_publish_nothing() {
     let answer = post(&url, xml, padded).await;
     assert_eq!(
         (answer.status, answer.error_code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        (413, "payload_too_large")
     );
 
     assert_eq!(topic_message_count(&f.env.topics.events), 0);
@@ -541,14 +495,9 @@ async fn nothing_is_acknowledged_that_kafka_did_not_acknowledge() {
     )
     .await
     .expect("ingest answers once the delivery timeout has passed");
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        answer.body
-    );
+    assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.error_code(), "kafka_unavailable");
-    assert_eq!(answer.retry_after.as_deref(), Some("5"));
+    assert_eq!(answer.header("retry-after"), Some("5"));
     assert!(!answer.body.contains("<Ack>"));
     ingest.kill().await;
 }
@@ -651,12 +600,7 @@ async fn a_batch_kafka_refuses_in_part_is_published_not_at_all() {
     // Twelve notifications over six partitions: all but the large one's fit, and without a
     // transaction the ones on other partitions would be written.
     let refused = post(&url, "text/xml", opportunities("A", 12, Some(&large))).await;
-    assert_eq!(
-        refused.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        refused.body
-    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.error_code(), "kafka_unavailable");
     assert_eq!(
         topic_message_count(&topic),
@@ -670,8 +614,8 @@ async fn a_batch_kafka_refuses_in_part_is_published_not_at_all() {
         post(&url, "text/xml", opportunities("B", 12, None)),
         post(&url, "text/xml", opportunities("C", 12, Some(&large))),
     );
-    assert_eq!(good.status, StatusCode::OK, "{}", good.body);
-    assert_eq!(bad.status, StatusCode::SERVICE_UNAVAILABLE, "{}", bad.body);
+    assert_eq!(good.status, 200, "{}", good.body);
+    assert_eq!(bad.status, 503, "{}", bad.body);
     let records = read_topic(&topic).await;
     assert_eq!(records.len(), 12, "exactly the accepted batch");
     assert!(

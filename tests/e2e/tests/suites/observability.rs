@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use crm_sync_e2e::app::{App, AppOptions, Vars, spawn_app};
 use crm_sync_e2e::salesforce::{opportunity, outbound_message, won_opportunity};
 use crm_sync_e2e::{Service, Tenant, TestEnv, eventually, metric, read_topic};
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -133,22 +134,17 @@ fn random_hex(bytes: usize) -> String {
     id[..bytes * 2].to_owned()
 }
 
-async fn start_pipeline(env: &TestEnv, extra_env: &[(&str, &str)]) -> [Service; 3] {
-    let ingest = env.start_service("ingest", "ingest", extra_env).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", extra_env)
-        .await;
-    let provisioner = env
-        .start_service("provisioner", "provisioner", extra_env)
-        .await;
-    for consumer in [&evaluator, &provisioner] {
-        eventually("consumer owns partitions", WAIT, || async {
-            (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
-                .then_some(())
-        })
-        .await;
-    }
-    [ingest, evaluator, provisioner]
+/// The pipeline with `extra_env` on top of every service's environment, its consumers owning
+/// partitions.
+async fn start_pipeline<'e>(env: &'e TestEnv, extra_env: Vars<'_>) -> App<'e> {
+    let options = AppOptions {
+        ingest_env: extra_env,
+        evaluator_env: extra_env,
+        provisioner_env: extra_env,
+        wait_for_partitions: true,
+        ..AppOptions::default()
+    };
+    spawn_app(env, options).await
 }
 
 /// Exactly one span matching `what`, with its description in the failure message.
@@ -212,7 +208,12 @@ async fn one_trace_runs_from_the_crm_request_through_every_service_to_the_databa
         // Export within a fraction of a second instead of the default 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let [ingest, _evaluator, provisioner] = start_pipeline(&env, &otlp).await;
+    let App {
+        ingest,
+        evaluator: _evaluator,
+        provisioner,
+        ..
+    } = start_pipeline(&env, &otlp).await;
 
     // The CRM (or a proxy in front of ingest) started the trace.
     let trace_id = random_hex(16);
@@ -415,7 +416,12 @@ async fn wait_for_metric(service: &Service, name: &str, labels: &[&str], expecte
 async fn metrics_count_the_traffic_of_every_service() {
     let env = TestEnv::new("observability-metrics").await;
     let tenant = Tenant::create(&env.pool, "measured", true, true).await;
-    let [ingest, evaluator, provisioner] = start_pipeline(&env, &[]).await;
+    let App {
+        ingest,
+        evaluator,
+        provisioner,
+        ..
+    } = start_pipeline(&env, &[]).await;
     let t = env.topics.clone();
     let topic = |name: &str| format!("topic=\"{name}\"");
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::salesforce::{opportunity, outbound_message, won_opportunity};
 use crm_sync_e2e::{
-    Service, Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic,
-    topic_message_count,
+    Tenant, TestEnv, eventually, metric, post_outbound_message, read_topic, topic_message_count,
 };
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::{ActivityChanged, UserProvisioned, UserStatus};
@@ -16,38 +16,15 @@ use crm_sync_store::views;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Pipeline {
-    ingest: Service,
-    evaluator: Service,
-    provisioners: Vec<Service>,
-}
-
-async fn start_pipeline(env: &TestEnv, provisioners: usize) -> Pipeline {
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let mut started = Vec::new();
-    for i in 0..provisioners {
-        started.push(
-            env.start_service("provisioner", &format!("provisioner-{i}"), &[])
-                .await,
-        );
-    }
-    // Every consumer must own partitions before traffic starts, or the test would not exercise
-    // what it claims (e.g. two provisioners racing).
-    for consumer in started.iter().chain([&evaluator]) {
-        eventually("consumer owns partitions", WAIT, || async {
-            (metric(consumer, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0)
-                .then_some(())
-        })
-        .await;
-    }
-    Pipeline {
-        ingest,
-        evaluator,
-        provisioners: started,
-    }
+/// The pipeline with `provisioners` provisioner replicas, every consumer owning partitions before
+/// traffic starts, or the test would not exercise what it claims (e.g. two provisioners racing).
+async fn start_pipeline(env: &TestEnv, provisioners: usize) -> App<'_> {
+    let options = AppOptions {
+        provisioners,
+        wait_for_partitions: true,
+        ..AppOptions::default()
+    };
+    spawn_app(env, options).await
 }
 
 async fn wait_for_activities(env: &TestEnv, tenant: &Tenant, n: usize) -> Vec<views::ActivityView> {
@@ -398,7 +375,7 @@ async fn twenty_events_for_one_new_owner_on_two_provisioners_make_exactly_one_us
         partitions.len() >= 2,
         "events spread over several partitions: {partitions:?}"
     );
-    for provisioner in &p.provisioners {
+    for provisioner in p.provisioners() {
         assert!(
             metric(
                 provisioner,

@@ -377,12 +377,14 @@ async fn updates_of_records_that_never_matched_write_no_outcome() {
     assert_eq!(keys.len(), 2_000);
 }
 
-/// A tenant's evaluator, on a port a test can restart it on (its state folder is named after the
-/// port), and a provisioner.
+/// The evaluator replica of the record-state tests.
+const EVALUATOR: &str = "evaluator";
+
+/// A tenant's evaluator, the replica [`EVALUATOR`] a test can restart (its state folder and
+/// transactional id are the replica's), and a provisioner.
 struct Stateful {
     env: TestEnv,
     tenant: Tenant,
-    port: u16,
     evaluator: Service,
     _provisioner: Service,
 }
@@ -390,15 +392,13 @@ struct Stateful {
 async fn stateful(name: &str) -> Stateful {
     let env = TestEnv::new(&format!("state-{name}")).await;
     let tenant = Tenant::create(&env.pool, name, true, true).await;
-    let port = crm_sync_e2e::free_port();
     let evaluator = env
-        .start_service_on_port("workflow-evaluator", "evaluator-1", port, &[])
+        .start_replica("workflow-evaluator", "evaluator-1", EVALUATOR, 0, &[])
         .await;
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     Stateful {
         env,
         tenant,
-        port,
         evaluator,
         _provisioner,
     }
@@ -409,7 +409,6 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
     let Stateful {
         env,
         tenant,
-        port,
         evaluator,
         _provisioner,
     } = stateful("restore").await;
@@ -449,9 +448,9 @@ async fn the_state_survives_a_sigkill_with_its_disk_gone_and_missing_fields_are_
 
     // SIGKILL, and the local disk is lost: the state comes back from the changelog.
     evaluator.kill().await;
-    std::fs::remove_dir_all(env.log_dir.join(format!("state-{port}"))).unwrap();
+    std::fs::remove_dir_all(env.state_dir(EVALUATOR)).unwrap();
     let evaluator = env
-        .start_service_on_port("workflow-evaluator", "evaluator-2", port, &[])
+        .start_replica("workflow-evaluator", "evaluator-2", EVALUATOR, 0, &[])
         .await;
     feed.delta(
         CrmKind::Salesforce,
@@ -486,7 +485,6 @@ async fn activities_recorded_before_record_state_are_still_retracted() {
     let Stateful {
         env,
         tenant,
-        port,
         evaluator,
         _provisioner,
     } = stateful("legacy").await;
@@ -507,7 +505,7 @@ async fn activities_recorded_before_record_state_are_still_retracted() {
 
     // As when record state was introduced: a new, empty changelog and local disk.
     evaluator.kill().await;
-    std::fs::remove_dir_all(env.log_dir.join(format!("state-{port}"))).unwrap();
+    std::fs::remove_dir_all(env.state_dir(EVALUATOR)).unwrap();
     let fresh = format!("t{}.legacy.crm.records.v1", env.id);
     crm_sync_kafka::admin::ensure_topics(
         &crm_sync_e2e::kafka_settings(),
@@ -517,10 +515,11 @@ async fn activities_recorded_before_record_state_are_still_retracted() {
     .await
     .unwrap();
     let evaluator = env
-        .start_service_on_port(
+        .start_replica(
             "workflow-evaluator",
             "evaluator-2",
-            port,
+            EVALUATOR,
+            0,
             &[("CRM_SYNC__TOPICS__RECORDS", &fresh)],
         )
         .await;

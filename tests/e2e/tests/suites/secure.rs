@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
 use crm_sync_e2e::{Service, Tenant, TestEnv, eventually, post_outbound_message};
 use crm_sync_store::views;
@@ -139,13 +140,18 @@ fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
 async fn run_pipeline(env: &TestEnv, extra: &[(String, String)]) -> Vec<Service> {
     let tenant = Tenant::create(&env.pool, "secure", true, true).await;
     let extra = borrowed(extra);
-    let ingest = env.start_service("ingest", "ingest", &extra).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &extra)
-        .await;
-    let provisioner = env
-        .start_service("provisioner", "provisioner", &extra)
-        .await;
+    let options = AppOptions {
+        ingest_env: &extra,
+        evaluator_env: &extra,
+        provisioner_env: &extra,
+        ..AppOptions::default()
+    };
+    let App {
+        ingest,
+        evaluator,
+        provisioner,
+        ..
+    } = spawn_app(env, options).await;
     let message = outbound_message(
         &tenant.organization_id,
         &[won_opportunity(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crm_sync_e2e::app::{App, AppOptions, owns_partitions, spawn_app};
 use crm_sync_e2e::salesforce::{Notification, outbound_message};
 use crm_sync_e2e::{
     Service, Tenant, TestEnv, eventually, metric, post_outbound_message, producer, read_topic,
@@ -141,33 +142,13 @@ async fn activity_state(env: &TestEnv, tenant: &Tenant, record: &str, state: &st
     .await;
 }
 
-async fn owns_partitions(service: &Service) {
-    eventually("consumer owns partitions", WAIT, || async {
-        (metric(service, "crm_sync_consumer_assigned_partitions", &[]).await > 0.0).then_some(())
-    })
-    .await;
-}
-
-struct Pipeline {
-    ingest: Service,
-    evaluator: Service,
-    /// Kept running for the test's length.
-    _provisioner: Service,
-}
-
-async fn pipeline(env: &TestEnv) -> Pipeline {
-    let ingest = env.start_service("ingest", "ingest", &[]).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    owns_partitions(&evaluator).await;
-    owns_partitions(&provisioner).await;
-    Pipeline {
-        ingest,
-        evaluator,
-        _provisioner: provisioner,
-    }
+/// The pipeline, its consumers owning partitions.
+async fn pipeline(env: &TestEnv) -> App<'_> {
+    let options = AppOptions {
+        wait_for_partitions: true,
+        ..AppOptions::default()
+    };
+    spawn_app(env, options).await
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 use crm_sync_e2e::{Service, TestEnv};
 use crm_sync_store::admin::tokens::{self, Role};
-use serde_json::Value;
 use uuid::Uuid;
 
 /// The `secrets.encryption_key` admin-api (and ingest, where a suite needs it) seals
@@ -40,105 +39,6 @@ pub async fn company(env: &TestEnv, slug: &str) -> Uuid {
     crm_sync_store::tenants::upsert_company(&env.pool, None, slug, &format!("{slug} Inc"))
         .await
         .unwrap()
-}
-
-/// An HTTP answer: status and JSON body (Null when there is none).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl Answer {
-    /// Asserts the status, showing the body when it differs.
-    pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "unexpected answer: {}", self.body);
-        self.body
-    }
-
-    /// Asserts a 422 pointing at `field`.
-    pub fn invalid(self, field: &str) -> Value {
-        let body = self.expect(422);
-        assert_eq!(body["error"], "validation_failed", "{body}");
-        assert_eq!(body["field"], field, "{body}");
-        body
-    }
-}
-
-pub struct Client {
-    pub base: String,
-    pub token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Client {
-    pub fn new(api: &Service, token: Option<&str>) -> Client {
-        Client {
-            base: api.url(""),
-            token: token.map(str::to_owned),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Answer { status, body }
-    }
-
-    pub async fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Answer {
-        self.call("POST", path, Some(body)).await
-    }
-
-    pub async fn patch(&self, path: &str, body: Value) -> Answer {
-        self.call("PATCH", path, Some(body)).await
-    }
-
-    pub async fn put(&self, path: &str) -> Answer {
-        self.call("PUT", path, None).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Answer {
-        self.call("DELETE", path, None).await
-    }
-
-    /// Every item of a paginated list, following `next_cursor` with pages of `limit`.
-    pub async fn all(&self, path: &str, limit: u32) -> Vec<Value> {
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        let sep = if path.contains('?') { '&' } else { '?' };
-        loop {
-            let mut url = format!("{path}{sep}limit={limit}");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page = self.get(&url).await.expect(200);
-            items.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return items,
-            }
-            assert!(items.len() < 10_000, "pagination does not end");
-        }
-    }
 }
 
 pub fn company_path(company_id: Uuid, rest: &str) -> String {

@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use crm_sync_e2e::{Service, TestEnv, eventually, read_topic};
+pub use crm_sync_e2e::app::{Answer, post};
+use crm_sync_e2e::app::{App, AppOptions, Vars, spawn_app};
+use crm_sync_e2e::{TestEnv, eventually, read_topic};
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::{CrmEvent, UserProvisioned};
 use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
@@ -119,104 +121,30 @@ pub async fn add_integration(
     id
 }
 
-pub struct Pipeline {
-    pub ingest: Service,
-    pub evaluator: Service,
-    pub provisioner: Service,
-}
-
-pub async fn start_pipeline(env: &TestEnv, ingest_env: &[(&str, &str)]) -> Pipeline {
+/// The pipeline with the encryption key and fast directory completion; `ingest_env` on top of
+/// ingest's, where pull jobs stay off: the fake CRM here answers user lookups and tokens only,
+/// and the suites count its token requests (`ingest_env` comes later and wins).
+pub async fn start_pipeline<'e>(env: &'e TestEnv, ingest_env: Vars<'_>) -> App<'e> {
     start_pipeline_with(env, ingest_env, &[]).await
 }
 
 /// [`start_pipeline`], with `provisioner_env` on top of the provisioner's usual environment.
-pub async fn start_pipeline_with(
-    env: &TestEnv,
-    ingest_env: &[(&str, &str)],
-    provisioner_env: &[(&str, &str)],
-) -> Pipeline {
+pub async fn start_pipeline_with<'e>(
+    env: &'e TestEnv,
+    ingest_env: Vars<'_>,
+    provisioner_env: Vars<'_>,
+) -> App<'e> {
     let mut ingest_vars = SERVICE_ENV.to_vec();
-    // The fake CRM here answers user lookups and tokens only, and the suites count its token
-    // requests: ingest's pull jobs stay off unless a suite turns them on (`ingest_env` comes
-    // later and wins).
     ingest_vars.push(("CRM_SYNC__PULL__ENABLED", "false"));
     ingest_vars.extend_from_slice(ingest_env);
-    let ingest = env.start_service("ingest", "ingest", &ingest_vars).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
     let mut provisioner_vars = SERVICE_ENV.to_vec();
     provisioner_vars.extend_from_slice(provisioner_env);
-    let provisioner = env
-        .start_service("provisioner", "provisioner", &provisioner_vars)
-        .await;
-    Pipeline {
-        ingest,
-        evaluator,
-        provisioner,
-    }
-}
-
-/// An answer, with what the suites check of it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The error code, after checking the error body's shape: a message, and the request id
-    /// the `x-request-id` header also carries.
-    pub fn error(&self) -> String {
-        let body = self.json();
-        assert!(
-            body["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "error bodies say what is wrong: {}",
-            self.body
-        );
-        let id = body["request_id"].as_str().unwrap_or_default();
-        assert!(
-            !id.is_empty(),
-            "error bodies carry the request id: {}",
-            self.body
-        );
-        assert_eq!(
-            self.headers.get("x-request-id").map(String::as_str),
-            Some(id)
-        );
-        body["error"].as_str().unwrap_or_default().to_owned()
-    }
-
-    pub fn message(&self) -> String {
-        self.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<String>) -> Answer {
-    let mut request = reqwest::Client::new().post(url).body(body.into());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: response.text().await.unwrap(),
-    }
+    let options = AppOptions {
+        ingest_env: &ingest_vars,
+        provisioner_env: &provisioner_vars,
+        ..AppOptions::default()
+    };
+    spawn_app(env, options).await
 }
 
 pub fn now_millis() -> i64 {

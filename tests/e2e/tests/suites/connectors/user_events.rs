@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use crm_sync_e2e::app::App;
 use crm_sync_e2e::{TestEnv, eventually};
 use crm_sync_proto::v1::UserStatus;
 use crm_sync_store::admin::activities::{LeaderboardQuery, leaderboard};
 use uuid::Uuid;
 
-use super::{Pipeline, start_pipeline_with, users_announced};
+use super::{start_pipeline_with, users_announced};
 
 /// The account mapped to the CRM user: its id and who deactivated it, if anyone.
 pub async fn account(
@@ -145,7 +146,7 @@ pub async fn expect_deactivated_by_the_crm(
 
 /// The pipeline with the directory's rounds an hour away, so that what happens within seconds is
 /// the user event's doing.
-pub async fn start_pipeline_directory_idle(env: &TestEnv) -> Pipeline {
+pub async fn start_pipeline_directory_idle(env: &TestEnv) -> App<'_> {
     start_pipeline_with(
         env,
         &[],

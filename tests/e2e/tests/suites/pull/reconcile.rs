@@ -6,8 +6,9 @@ use crm_sync_e2e::eventually;
 use crm_sync_store::credentials::IntegrationSecrets;
 use crm_sync_store::sync_jobs::JobKind;
 
-use super::connectors::{Pipeline, Setup, activity, start_pipeline, wait_for_activity};
+use super::connectors::{Setup, activity, start_pipeline, wait_for_activity};
 use super::*;
+use crm_sync_e2e::app::App;
 
 pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
     ("CRM_SYNC__PULL__ENABLED", "true"),
@@ -17,7 +18,7 @@ pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
 ];
 
 /// The pipeline with reconciliations every 2 s, and the integration's schedule once ingest made it.
-pub async fn reconciling_pipeline(s: &Setup) -> (Pipeline, Job) {
+pub async fn reconciling_pipeline(s: &Setup) -> (App<'_>, Job) {
     let mut vars = FAST_RECONCILIATION.to_vec();
     vars.extend_from_slice(&[
         ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "200"),

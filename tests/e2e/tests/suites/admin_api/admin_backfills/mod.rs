@@ -13,12 +13,14 @@ use crm_sync_store::sync_status::{self, ReconciliationRun};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::admin_support::{Client, company_path, start_admin_api, token};
+use crm_sync_e2e::app::AdminClient;
+
+use crate::admin_support::{company_path, start_admin_api, token};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// CRM API credentials for the integration, as an admin sets them.
-async fn set_api_credentials(client: &Client, company: Uuid, integration: Uuid) {
+async fn set_api_credentials(client: &AdminClient, company: Uuid, integration: Uuid) {
     client
         .patch(
             &company_path(company, &format!("/integrations/{integration}/credentials")),
@@ -38,8 +40,8 @@ struct World {
     env: TestEnv,
     other: Tenant,
     _api: crm_sync_e2e::Service,
-    admin: Client,
-    viewer: Client,
+    admin: AdminClient,
+    viewer: AdminClient,
     /// `…/integrations/{id}` of the first company's integration.
     base: String,
     backfills: String,
@@ -53,8 +55,8 @@ async fn world() -> World {
     let other = Tenant::create(&env.pool, "globex", false, true).await;
     let admin_token = token(&env, tenant.company_id, "admin").await;
     let api = start_admin_api(&env).await;
-    let admin = Client::new(&api, Some(&admin_token));
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = AdminClient::new(&api, Some(&admin_token));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
     let base = company_path(
         tenant.company_id,
         &format!("/integrations/{}", tenant.integration_id),
@@ -334,8 +336,8 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
     let env = TestEnv::new("admin-sync-status").await;
     let tenant = Tenant::create(&env.pool, "acme", false, true).await;
     let api = start_admin_api(&env).await;
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
     let base = company_path(
         tenant.company_id,
         &format!("/integrations/{}", tenant.integration_id),

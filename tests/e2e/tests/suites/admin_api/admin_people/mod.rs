@@ -16,8 +16,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crm_sync_e2e::app::AdminClient;
+
 use crate::admin_support::{
-    Client, company_path, seed_activities, seed_pending_user, start_admin_api, token,
+    company_path, seed_activities, seed_pending_user, start_admin_api, token,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -51,7 +53,7 @@ fn names(leaderboard: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn audit_actions(c: &Client, company: Uuid) -> Vec<Value> {
+async fn audit_actions(c: &AdminClient, company: Uuid) -> Vec<Value> {
     c.get(&company_path(company, "/audit-log?limit=200"))
         .await
         .expect(200)["items"]
@@ -69,8 +71,8 @@ async fn renaming_and_deactivating_a_user_is_announced_audited_and_drops_them_fr
     let admin = token(&env, tenant.company_id, "admin").await;
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
-    let v = Client::new(&api, Some(&viewer));
+    let c = AdminClient::new(&api, Some(&admin));
+    let v = AdminClient::new(&api, Some(&viewer));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let alice = seed_pending_user(&env, &tenant, "Alice Able", "005ALICE", &["500"]).await;
@@ -254,7 +256,7 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
     let admin = token(&env, tenant.company_id, "admin").await;
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     // The account an admin made by hand, with a deal of its own, and the duplicate auto-sync
@@ -295,7 +297,7 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
     );
 
     let merge = p(&format!("/users/{kept_id}/merge"));
-    Client::new(&api, Some(&viewer))
+    AdminClient::new(&api, Some(&viewer))
         .post(&merge, json!({"duplicate_user_id": dup}))
         .await
         .expect(403);
@@ -307,7 +309,7 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
         .invalid("duplicate_user_id");
     let missing = c.post(&merge, json!({})).await;
     assert!(
-        (400..500).contains(&missing.status) && missing.body["error"].is_string(),
+        (400..500).contains(&missing.status) && missing.json()["error"].is_string(),
         "{missing:?}"
     );
     c.post(
@@ -420,7 +422,7 @@ async fn an_unmapped_identity_waits_unmapped_even_with_auto_sync_on() {
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    let c = Client::new(&api, Some(&admin));
+    let c = AdminClient::new(&api, Some(&admin));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     // The provisioner creates Dan's account from his first deal.
@@ -437,7 +439,7 @@ async fn an_unmapped_identity_waits_unmapped_even_with_auto_sync_on() {
         "/users/{dan_id}/crm-identities/{}/005DAN",
         tenant.integration_id
     ));
-    Client::new(&api, Some(&viewer))
+    AdminClient::new(&api, Some(&viewer))
         .delete(&unmap)
         .await
         .expect(403);
@@ -512,8 +514,8 @@ async fn deleting_an_integration_needs_its_name_and_retracts_its_activities() {
     let admin = token(&env, tenant.company_id, "admin").await;
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&admin));
-    let v = Client::new(&api, Some(&viewer));
+    let c = AdminClient::new(&api, Some(&admin));
+    let v = AdminClient::new(&api, Some(&viewer));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let erin = seed_pending_user(&env, &tenant, "Erin", "005ERIN", &["400", "600"]).await;

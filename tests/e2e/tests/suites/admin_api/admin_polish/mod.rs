@@ -8,7 +8,9 @@ use std::time::Duration;
 use crm_sync_e2e::{Tenant, TestEnv};
 use serde_json::{Value, json};
 
-use crate::admin_support::{Client, company_path, start_admin_api, start_admin_api_with, token};
+use crm_sync_e2e::app::AdminClient;
+
+use crate::admin_support::{company_path, start_admin_api, start_admin_api_with, token};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -96,8 +98,8 @@ async fn integrations_show_the_webhook_url_to_paste_and_whether_a_token_is_used(
         )],
     )
     .await;
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     // Salesforce takes the token in the URL: its place is shown, never a stored token.
@@ -153,7 +155,7 @@ async fn integrations_show_the_webhook_url_to_paste_and_whether_a_token_is_used(
 
     // Without the setting only the path is known.
     let plain = start_admin_api(&env).await;
-    let listed = Client::new(
+    let listed = AdminClient::new(
         &plain,
         Some(&token(&env, tenant.company_id, "viewer").await),
     )
@@ -211,8 +213,8 @@ async fn leaderboard_periods_follow_the_company_time_zone() {
     let env = TestEnv::new("admin-time-zone").await;
     let tenant = Tenant::create(&env.pool, "time-zone", false, false).await;
     let api = start_admin_api(&env).await;
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let user = crate::admin_support::seed_pending_user(&env, &tenant, "Tz Rep", "005TZ", &[]).await;
@@ -290,13 +292,13 @@ async fn integration_health_turns_red_when_webhooks_stop_while_workflows_are_act
     let idle = Tenant::create(&env.pool, "health-idle", false, false).await;
     let tenant = Tenant::create(&env.pool, "health", false, true).await;
     let api = start_admin_api(&env).await;
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
     let p = |rest: &str| company_path(tenant.company_id, rest);
     let health_path = p(&format!("/integrations/{}/health", tenant.integration_id));
 
     // Without an active workflow nothing is expected.
-    let idle_viewer = Client::new(&api, Some(&token(&env, idle.company_id, "viewer").await));
+    let idle_viewer = AdminClient::new(&api, Some(&token(&env, idle.company_id, "viewer").await));
     let h = idle_viewer
         .get(&company_path(
             idle.company_id,
@@ -378,7 +380,7 @@ async fn a_typed_15_character_salesforce_user_id_maps_the_18_character_identity(
     let env = TestEnv::new("admin-sf-ids").await;
     let tenant = Tenant::create(&env.pool, "sf-ids", false, false).await;
     let api = start_admin_api(&env).await;
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
     let p = |rest: &str| company_path(tenant.company_id, rest);
     // Webhooks carry the 18-character id: an unmapped activity waits under it.
     crate::admin_support::seed_activities(

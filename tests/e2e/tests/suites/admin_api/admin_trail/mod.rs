@@ -14,7 +14,9 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
-use crate::admin_support::{Client, company_path, start_admin_api, token};
+use crm_sync_e2e::app::AdminClient;
+
+use crate::admin_support::{company_path, start_admin_api, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -40,7 +42,7 @@ fn deal(tenant: &Tenant, record: &str, stage: &str, amount: &str, delivery: &str
 }
 
 /// The record's trail once its newest event is judged `summary`.
-async fn trail_until(c: &Client, path: &str, what: &str, summary: &str) -> Value {
+async fn trail_until(c: &AdminClient, path: &str, what: &str, summary: &str) -> Value {
     eventually(what, WAIT, || async {
         let t = c.get(path).await.expect(200);
         (t["events"][0]["summary"] == summary).then_some(t)
@@ -112,9 +114,9 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
     let other = Tenant::create(&env.pool, "trail-other", true, true).await;
     let _pipeline = start_pipeline(&env).await;
     let api = start_admin_api(&env).await;
-    let admin = Client::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
-    let stranger = Client::new(&api, Some(&token(&env, other.company_id, "admin").await));
+    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let stranger = AdminClient::new(&api, Some(&token(&env, other.company_id, "admin").await));
     let record = "006TRAIL000001";
     let path = company_path(
         tenant.company_id,
@@ -237,7 +239,7 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
         .invalid("limit");
     let a = admin.get(&format!("{recent}?summary=maybe")).await;
     assert!((400..500).contains(&a.status), "{}", a.body);
-    assert!(a.body["message"].is_string(), "{}", a.body);
+    assert!(a.json()["message"].is_string(), "{}", a.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,7 +248,7 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
     let tenant = Tenant::create(&env.pool, "trail-dead", true, true).await;
     let _pipeline = start_pipeline(&env).await;
     let api = start_admin_api(&env).await;
-    let viewer = Client::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
     let base = company_path(
         tenant.company_id,
         &format!("/integrations/{}", tenant.integration_id),
@@ -383,7 +385,7 @@ async fn the_trail_lists_page_by_cursor_newest_first_without_gaps_or_repeats() {
     }
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
-    let c = Client::new(&api, Some(&viewer));
+    let c = AdminClient::new(&api, Some(&viewer));
     let base = company_path(
         tenant.company_id,
         &format!("/integrations/{}", tenant.integration_id),

@@ -121,7 +121,7 @@ async fn watch_follows_the_runner(env: &TestEnv, integration: &str, job: Uuid) {
             &job.to_string(),
             "--watch",
         ])
-        .envs(env.service_env(0))
+        .envs(env.service_env())
         .env_remove("CRM_SYNC_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -17,7 +17,8 @@ use crate::connectors::user_events::{
     account, account_on_a_team, crm_active, deactivations_audited, expect_deactivated_by_the_crm,
     on_leaderboard,
 };
-use crate::connectors::{FakeCrm, Pipeline, count, crm_events, post, start_pipeline_with};
+use crate::connectors::{FakeCrm, count, crm_events, post, start_pipeline_with};
+use crm_sync_e2e::app::App;
 
 const HEADERS: [(&str, &str); 2] = [
     ("content-type", "text/xml; charset=utf-8"),
@@ -59,7 +60,7 @@ fn user_message(
     )
 }
 
-async fn post_to(p: &Pipeline, integration_id: Uuid, body: String) -> crate::connectors::Answer {
+async fn post_to(p: &App<'_>, integration_id: Uuid, body: String) -> crate::connectors::Answer {
     let url = p.ingest.url(&format!(
         "/v1/integrations/{integration_id}/salesforce/outbound-messages?token={TOKEN}"
     ));
@@ -67,7 +68,7 @@ async fn post_to(p: &Pipeline, integration_id: Uuid, body: String) -> crate::con
 }
 
 /// A won opportunity of OWNER, so that auto-sync makes their account.
-async fn won_deal(p: &Pipeline, integration_id: Uuid, notification: &str, record: &str) {
+async fn won_deal(p: &App<'_>, integration_id: Uuid, notification: &str, record: &str) {
     let body = salesforce::outbound_message(
         ORG,
         &[salesforce::won_opportunity(
@@ -82,7 +83,7 @@ async fn won_deal(p: &Pipeline, integration_id: Uuid, notification: &str, record
 }
 
 /// Waits until ingest has recorded `n` user events in all.
-async fn user_events_recorded(p: &Pipeline, n: f64) {
+async fn user_events_recorded(p: &App<'_>, n: f64) {
     eventually(
         "ingest recorded the user events",
         Duration::from_secs(10),
