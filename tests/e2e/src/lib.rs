@@ -272,8 +272,6 @@ impl TestEnv {
     }
 }
 
-/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
-
 /// A plain producer for writing test input straight onto a topic.
 pub fn producer(_env: &TestEnv) -> rdkafka::producer::FutureProducer {
     base_config(&kafka_settings(), Role::Producer)

@@ -10,6 +10,7 @@ use tokio::process::{Child, Command};
 
 use crate::binary_path;
 
+/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
 pub const SEPARATE_OPS_PORT: [&str; 2] = ["ingest", "admin-api"];
 
 /// A running service process, killed when dropped.
