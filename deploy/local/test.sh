@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, on the real stack: brings up Kafka and PostgreSQL (installing/fetching them if
 # missing), builds the service binaries the end-to-end suites run as processes, runs the suites.
-# Extra arguments go to `cargo test` (e.g. `deploy/local/test.sh -p crm-sync-e2e --test pipeline`).
+# Extra arguments go to `cargo test`. The end-to-end suites are modules of one test binary,
+# `suites`; a module path picks one: `deploy/local/test.sh -p crm-sync-e2e --test suites pipeline::`.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 

@@ -1,5 +1,5 @@
 // The integration management page in a real browser, against admin-api and the pipeline running
-// as real processes (started by tests/e2e/tests/admin_browser.rs, which passes their addresses):
+// as real processes (started by tests/e2e/tests/suites/admin_browser.rs, which passes their addresses):
 // sign in, turn auto-sync on, build and save a workflow, dry-run it, let a CRM event create a
 // pending user, place the user on a team, and watch the leaderboard change.
 const { test, expect } = require('@playwright/test');

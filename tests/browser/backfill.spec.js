@@ -1,5 +1,5 @@
 // Backfills and the sync status on the management page, against admin-api as a real process
-// (started by tests/e2e/tests/admin_browser.rs, whose stand-in for ingest's job runner advances
+// (started by tests/e2e/tests/suites/admin_browser.rs, whose stand-in for ingest's job runner advances
 // every backfill the page starts and stops it when asked): an admin starts a backfill, watches
 // its progress bar move, cancels it and reads the sync status; a viewer only reads.
 const { test, expect } = require('@playwright/test');

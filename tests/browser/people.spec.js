@@ -1,5 +1,5 @@
 // The people lifecycle in a real browser, against admin-api and the pipeline running as real
-// processes (started by tests/e2e/tests/admin_browser.rs): auto-sync creates an account for a
+// processes (started by tests/e2e/tests/suites/admin_browser.rs): auto-sync creates an account for a
 // rep an admin already made by hand, the admin merges the duplicate into it and the leaderboard
 // shows one line; the admin deactivates a rep and the leaderboard drops them; an integration is
 // deleted after the page names what goes with it. Runs after admin.spec.js, on its own workflow,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests of the integration management page: installs what they need (Debian's chromium
 # with apt when missing; the npm packages into $CRM_SYNC_HOME/browser, reused across runs), builds
-# the services, and runs tests/e2e/tests/admin_browser.rs, which starts a fresh database, topics
+# the services, and runs tests/e2e/tests/suites/admin_browser.rs, which starts a fresh database, topics
 # and the services as real processes and drives Playwright against them. Screenshots and
 # Playwright's traces land in $CARGO_TARGET_DIR/e2e-logs/admin-browser-*/.
 set -euo pipefail
@@ -34,4 +34,4 @@ cd "$ROOT"
 # unifies other dependency features and would compile librdkafka and OpenSSL all over again.
 cargo build --workspace --bins
 # The test is #[ignore]d in plain `cargo test`, which may run where no browser is installed.
-cargo test --workspace --test admin_browser -- --ignored --nocapture
+cargo test --workspace --test suites admin_browser:: -- --ignored --nocapture

@@ -1,5 +1,5 @@
 // The record trail on the management page, against admin-api and the pipeline running as real
-// processes (started by tests/e2e/tests/admin_browser.rs): an admin finds why a deal did not
+// processes (started by tests/e2e/tests/suites/admin_browser.rs): an admin finds why a deal did not
 // count, fixes the workflow, and sees the record's next event count; the integration's health
 // shows the events of the last hour; a viewer reads the same story; the recent events and dead
 // letters load older pages on "more".

@@ -34,6 +34,6 @@ cd "$ROOT"
 cargo build --quiet "${PROFILE[@]}" --workspace --bins
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 PULL_LOAD_RECORDS=$RECORDS PULL_LOAD_RATE=$RATE PULL_LOAD_MAX_LAG=$MAX_LAG PULL_LOAD_PAGE=$PAGE \
-  cargo test --quiet "${PROFILE[@]}" -p crm-sync-e2e --test pull load::backfill_load_figures \
+  cargo test --quiet "${PROFILE[@]}" -p crm-sync-e2e --test suites pull::load::backfill_load_figures \
   -- --ignored --nocapture 2>&1 | grep -E "FIGURES|panicked|test result"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -92,8 +92,14 @@ where
     let ops_port = settings.http.ops_port_or(OPS_PORT)?;
     let listener = ops::bind(&settings.http.host, settings.http.port).await?;
     let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
+    // The bound addresses, not the configured ones: with port 0 the system picks them, and
+    // whoever started the process (the e2e kit) learns them from this line.
+    let ops_port = ops_listener
+        .local_addr()
+        .context("reading the ops listener's address")?
+        .port();
     tracing::info!(
-        address = %format!("{}:{}", settings.http.host, settings.http.port),
+        address = %listener.local_addr().context("reading the listener's address")?,
         ops_port,
         events_topic = %settings.topics.events,
         "ingest listening"

@@ -2,14 +2,20 @@
 //! services as real processes against the local stack (`deploy/local/stack.sh up`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod app;
 pub mod events;
 pub mod fake_crm;
 pub mod proxy;
 pub mod pull_jobs;
+pub mod salesforce;
+mod service;
+mod tenant;
+
+pub use service::{SEPARATE_OPS_PORT, Service};
+pub use tenant::{Tenant, post_outbound_message};
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crm_sync_kafka::clients::{Role, base_config};
@@ -18,7 +24,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::process::{Child, Command};
 
 pub fn brokers() -> String {
     std::env::var("CRM_SYNC_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -139,8 +144,9 @@ impl TestEnv {
         }
     }
 
-    /// Environment for a service process pointed at this test's database and topics.
-    pub fn service_env(&self, http_port: u16) -> Vec<(String, String)> {
+    /// Environment for a service process pointed at this test's database and topics, listening
+    /// on ports the system picks (the process logs them, [`Service`] reads them from its log).
+    pub fn service_env(&self) -> Vec<(String, String)> {
         vec![
             ("CRM_SYNC__KAFKA__BROKERS".into(), self.brokers.clone()),
             ("CRM_SYNC__DATABASE__URL".into(), self.database_url.clone()),
@@ -165,16 +171,10 @@ impl TestEnv {
                 "CRM_SYNC__TOPICS__HYDRATIONS".into(),
                 self.topics.hydrations.clone(),
             ),
-            // One local record store per replica (a replica restarted on its port keeps it).
-            (
-                "CRM_SYNC__EVALUATOR__STATE_DIR".into(),
-                self.log_dir
-                    .join(format!("state-{http_port}"))
-                    .display()
-                    .to_string(),
-            ),
             ("CRM_SYNC__HTTP__HOST".into(), "127.0.0.1".into()),
-            ("CRM_SYNC__HTTP__PORT".into(), http_port.to_string()),
+            // Port 0: the system picks a free port at bind time, so no other test can take it
+            // between the choice and the bind.
+            ("CRM_SYNC__HTTP__PORT".into(), "0".into()),
             ("CRM_SYNC__TELEMETRY__LOG_FORMAT".into(), "json".into()),
             (
                 "CRM_SYNC__TELEMETRY__LOG_LEVEL".into(),
@@ -194,6 +194,11 @@ impl TestEnv {
         ]
     }
 
+    /// The local record store of the evaluator replica `replica`.
+    pub fn state_dir(&self, replica: &str) -> PathBuf {
+        self.log_dir.join(format!("state-{replica}"))
+    }
+
     /// Starts a service binary (`ingest`, `workflow-evaluator`, `provisioner`) and waits until its
     /// `/readyz` answers 200. `label` distinguishes replicas in log file names.
     pub async fn start_service(
@@ -202,187 +207,68 @@ impl TestEnv {
         label: &str,
         extra_env: &[(&str, &str)],
     ) -> Service {
-        self.start_service_on_port(binary, label, free_port(), extra_env)
-            .await
+        self.start_replica(binary, label, label, 0, extra_env).await
     }
 
-    /// Like [`TestEnv::start_service`] on a given port (a restarted replica keeps its address).
-    pub async fn start_service_on_port(
+    /// Like [`TestEnv::start_service`] for the replica `replica`: a replica started again under
+    /// the same name keeps its local record store and its transactional id (it fences what its
+    /// predecessor left open), as a restarted pod does. `port` 0 lets the system pick one; a
+    /// restarted replica that must keep its address passes its predecessor's.
+    pub async fn start_replica(
         &self,
         binary: &str,
         label: &str,
+        replica: &str,
         port: u16,
         extra_env: &[(&str, &str)],
     ) -> Service {
-        let (env, ops_port) = self.process_env(binary, port, extra_env);
-        Service::start(binary, label, &env, port, ops_port, &self.log_dir).await
+        let env = self.process_env(binary, replica, port, extra_env);
+        Service::start(binary, label, &env, &self.log_dir).await
     }
 
     /// Starts a service without waiting for it to be ready (for tests of why it is not).
     pub fn spawn_service(&self, binary: &str, label: &str, extra_env: &[(&str, &str)]) -> Service {
-        let port = free_port();
-        let (env, ops_port) = self.process_env(binary, port, extra_env);
-        Service::spawn(binary, label, &env, port, ops_port, &self.log_dir)
+        let env = self.process_env(binary, label, 0, extra_env);
+        Service::spawn(binary, label, &env, &self.log_dir)
     }
 
-    /// A service process's environment, and the port of its ops endpoints.
+    /// A service process's environment.
     fn process_env(
         &self,
         binary: &str,
+        replica: &str,
         port: u16,
         extra_env: &[(&str, &str)],
-    ) -> (Vec<(String, String)>, u16) {
-        let mut env = self.service_env(port);
+    ) -> Vec<(String, String)> {
+        let mut env = self.service_env();
+        // One local record store per replica (a replica restarted under its name keeps it).
+        env.push((
+            "CRM_SYNC__EVALUATOR__STATE_DIR".into(),
+            self.state_dir(replica).display().to_string(),
+        ));
+        if port != 0 {
+            env.push(("CRM_SYNC__HTTP__PORT".into(), port.to_string()));
+        }
         env.push((
             "CRM_SYNC__KAFKA__CONSUMER_GROUP".into(),
             format!("{}-{binary}", self.id),
         ));
+        // Derived from the port by default, which is 0 here for every replica.
+        env.push((
+            "CRM_SYNC__KAFKA__TRANSACTIONAL_ID".into(),
+            format!("{}-{binary}-{replica}", self.id),
+        ));
         // ingest and admin-api serve the ops endpoints on a port of their own; the consumers
         // serve nothing else, on `http.port`.
-        let ops_port = if SEPARATE_OPS_PORT.contains(&binary) {
-            let ops_port = free_port();
-            env.push(("CRM_SYNC__HTTP__OPS_PORT".into(), ops_port.to_string()));
-            ops_port
-        } else {
-            port
-        };
+        if SEPARATE_OPS_PORT.contains(&binary) {
+            env.push(("CRM_SYNC__HTTP__OPS_PORT".into(), "0".into()));
+        }
         env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        (env, ops_port)
-    }
-}
-
-/// The services whose `/healthz`, `/readyz` and `/metrics` are not on their API port.
-pub const SEPARATE_OPS_PORT: [&str; 2] = ["ingest", "admin-api"];
-
-/// A running service process, killed when dropped.
-pub struct Service {
-    pub name: String,
-    pub port: u16,
-    /// Where its `/healthz`, `/readyz` and `/metrics` are (`port` for the consumers).
-    pub ops_port: u16,
-    pub log_file: PathBuf,
-    child: Child,
-}
-
-impl Service {
-    pub async fn start(
-        binary: &str,
-        label: &str,
-        env: &[(String, String)],
-        port: u16,
-        ops_port: u16,
-        log_dir: &Path,
-    ) -> Service {
-        let mut service = Service::spawn(binary, label, env, port, ops_port, log_dir);
-        service.wait_ready(Duration::from_secs(60)).await;
-        service
-    }
-
-    pub fn spawn(
-        binary: &str,
-        label: &str,
-        env: &[(String, String)],
-        port: u16,
-        ops_port: u16,
-        log_dir: &Path,
-    ) -> Service {
-        let path = binary_path(binary);
-        let log_file = log_dir.join(format!("{label}.log"));
-        let log = std::fs::File::create(&log_file).unwrap();
-        let mut command = Command::new(&path);
-        command
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("CRM_SYNC_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "starting {} (run `cargo build --workspace --bins` first): {e}",
-                path.display()
-            )
-        });
-        Service {
-            name: label.to_owned(),
-            port,
-            ops_port,
-            log_file,
-            child,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// A URL of the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
-    pub fn ops_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ops_port)
-    }
-
-    async fn wait_ready(&mut self, timeout: Duration) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{} exited during start-up ({status}); log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            if let Ok(r) = client.get(self.ops_url("/readyz")).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} not ready within {timeout:?}; log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// The exit status if the process has ended.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("service did not exit within 30 s of SIGTERM")
-            .unwrap()
-    }
-
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+        env
     }
 }
 
@@ -598,14 +484,6 @@ fn read_topic_blocking(topic: &str) -> Vec<Record> {
     records
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `target/<profile>/`, where cargo puts the service binaries: the running test binary sits in
 /// its `deps/` folder, a kit binary such as `chaos` in the folder itself.
 fn profile_dir() -> PathBuf {
@@ -704,168 +582,4 @@ pub async fn metric(service: &Service, name: &str, labels: &[&str]) -> f64 {
             value.parse::<f64>().ok()
         })
         .sum()
-}
-
-pub mod salesforce {
-    //! Salesforce Outbound Messages as Salesforce sends them.
-
-    pub struct Notification<'a> {
-        pub id: &'a str,
-        pub object: &'a str,
-        pub fields: Vec<(&'a str, &'a str)>,
-    }
-
-    /// A won opportunity owned by `owner`.
-    pub fn won_opportunity<'a>(
-        notification_id: &'a str,
-        record_id: &'a str,
-        owner: &'a str,
-        amount: &'a str,
-    ) -> Notification<'a> {
-        opportunity(notification_id, record_id, owner, amount, "Closed Won")
-    }
-
-    pub fn opportunity<'a>(
-        notification_id: &'a str,
-        record_id: &'a str,
-        owner: &'a str,
-        amount: &'a str,
-        stage: &'a str,
-    ) -> Notification<'a> {
-        Notification {
-            id: notification_id,
-            object: "Opportunity",
-            fields: vec![
-                ("Id", record_id),
-                ("Amount", amount),
-                ("CloseDate", "2026-11-20"),
-                ("CreatedDate", "2026-11-01T09:00:00.000Z"),
-                ("LastModifiedDate", "2026-11-20T15:04:05.000Z"),
-                ("Name", "Acme - 200 licenses"),
-                ("OwnerId", owner),
-                ("StageName", stage),
-            ],
-        }
-    }
-
-    pub fn outbound_message(organization_id: &str, notifications: &[Notification<'_>]) -> String {
-        let mut xml = format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Body>
-  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
-   <OrganizationId>{organization_id}</OrganizationId>
-   <ActionId>04k5g000000XYZAAA2</ActionId>
-   <SessionId xsi:nil="true"/>
-   <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/59.0/{organization_id}</EnterpriseUrl>
-   <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/59.0/{organization_id}</PartnerUrl>
-"#
-        );
-        for n in notifications {
-            xml.push_str(&format!(
-                "   <Notification>\n    <Id>{}</Id>\n    <sObject xsi:type=\"sf:{}\" xmlns:sf=\"urn:sobject.enterprise.soap.sforce.com\">\n",
-                n.id, n.object
-            ));
-            for (k, v) in &n.fields {
-                xml.push_str(&format!("     <sf:{k}>{v}</sf:{k}>\n"));
-            }
-            xml.push_str("    </sObject>\n   </Notification>\n");
-        }
-        xml.push_str("  </notifications>\n </soapenv:Body>\n</soapenv:Envelope>\n");
-        xml
-    }
-}
-
-/// A company with one Salesforce integration and a "Won opportunities" workflow.
-#[derive(Debug, Clone)]
-pub struct Tenant {
-    pub company_id: uuid::Uuid,
-    pub integration_id: uuid::Uuid,
-    pub workflow_id: uuid::Uuid,
-    pub organization_id: String,
-    pub token: String,
-}
-
-impl Tenant {
-    pub async fn create(
-        pool: &PgPool,
-        slug: &str,
-        auto_sync_users: bool,
-        workflow_active: bool,
-    ) -> Tenant {
-        use crm_sync_store::tenants;
-        let company_id = tenants::upsert_company(pool, None, slug, &format!("{slug} Inc"))
-            .await
-            .unwrap();
-        let organization_id =
-            format!("00D{}", &uuid::Uuid::new_v4().simple().to_string()[..15]).to_uppercase();
-        let token = crm_sync_store::secrets::new_token();
-        let integration_id = tenants::upsert_integration(
-            pool,
-            &tenants::IntegrationInput {
-                id: None,
-                company_id,
-                name: "salesforce".into(),
-                crm: "salesforce".into(),
-                crm_account_id: organization_id.clone(),
-                auto_sync_users,
-                webhook_token: Some(token.clone()),
-            },
-        )
-        .await
-        .unwrap();
-        let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-            "name": "Won opportunities",
-            "object_type": "Opportunity",
-            "triggers": ["created", "updated"],
-            "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
-            "user_field": "OwnerId",
-            "value_field": "Amount",
-            "date_field": "CloseDate",
-            "activity_type": "deal_won"
-        }))
-        .unwrap();
-        let workflow_id = tenants::upsert_workflow(
-            pool,
-            None,
-            company_id,
-            integration_id,
-            &spec,
-            workflow_active,
-        )
-        .await
-        .unwrap();
-        Tenant {
-            company_id,
-            integration_id,
-            workflow_id,
-            organization_id,
-            token,
-        }
-    }
-
-    pub fn outbound_message_path(&self) -> String {
-        format!(
-            "/v1/integrations/{}/salesforce/outbound-messages?token={}",
-            self.integration_id, self.token
-        )
-    }
-}
-
-/// Posts a Salesforce Outbound Message to ingest; returns status and body.
-pub async fn post_outbound_message(
-    ingest: &Service,
-    tenant: &Tenant,
-    xml: String,
-) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(ingest.url(&tenant.outbound_message_path()))
-        .header("content-type", "text/xml; charset=utf-8")
-        .header("SOAPAction", "\"\"")
-        .body(xml)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
 }

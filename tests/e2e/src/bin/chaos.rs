@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crm_sync_e2e::salesforce::{Notification, outbound_message, won_opportunity};
-use crm_sync_e2e::{Service, Tenant, TestEnv, free_port, read_topic};
+use crm_sync_e2e::{Service, Tenant, TestEnv, read_topic};
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::ActivityChanged;
 use rand::rngs::StdRng;
@@ -73,10 +73,12 @@ fn amount(i: usize) -> String {
     format!("{}.{:02}", 100 + i % 900, i % 100)
 }
 
-/// The replicas of one service; killed ones are restarted on the same port.
+/// The replicas of one service; killed ones are restarted as the same replica (record store,
+/// transactional id) on the same port.
 struct Fleet {
     binary: &'static str,
-    replicas: Vec<(u16, Service)>,
+    /// Each replica's name and the service running it.
+    replicas: Vec<(String, Service)>,
     started: usize,
 }
 
@@ -87,30 +89,37 @@ impl Fleet {
             replicas: Vec::new(),
             started: 0,
         };
-        fleet.add(env, free_port()).await;
+        fleet.add_new(env).await;
         fleet
     }
 
-    async fn add(&mut self, env: &TestEnv, port: u16) {
+    async fn add_new(&mut self, env: &TestEnv) {
+        let replica = format!("{}-r{}", self.binary, self.started + 1);
+        self.add(env, replica, 0).await;
+    }
+
+    /// Starts `replica` on `port` (0: a port the system picks).
+    async fn add(&mut self, env: &TestEnv, replica: String, port: u16) {
         self.started += 1;
         let label = format!("{}-{}", self.binary, self.started);
         let service = env
-            .start_service_on_port(self.binary, &label, port, &[])
+            .start_replica(self.binary, &label, &replica, port, &[])
             .await;
-        self.replicas.push((port, service));
+        self.replicas.push((replica, service));
     }
 
     async fn kill_one(&mut self, env: &TestEnv, rng: &mut StdRng) {
         let i = rng.random_range(0..self.replicas.len());
-        let (port, service) = self.replicas.remove(i);
+        let (replica, service) = self.replicas.remove(i);
+        let port = service.port();
         service.kill().await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
-        self.add(env, port).await;
+        self.add(env, replica, port).await;
     }
 
     async fn scale_to(&mut self, env: &TestEnv, n: usize) {
         while self.replicas.len() < n {
-            self.add(env, free_port()).await;
+            self.add_new(env).await;
         }
         while self.replicas.len() > n {
             let (_, service) = self.replicas.pop().unwrap();
@@ -153,7 +162,7 @@ async fn main() -> ExitCode {
     );
 
     let ingest = Arc::new(Mutex::new(Fleet::start(&env, "ingest").await));
-    let ingest_port = ingest.lock().await.replicas[0].0;
+    let ingest_port = ingest.lock().await.replicas[0].1.port();
     let evaluators = Arc::new(Mutex::new(Fleet::start(&env, "workflow-evaluator").await));
     let provisioners = Arc::new(Mutex::new(Fleet::start(&env, "provisioner").await));
 

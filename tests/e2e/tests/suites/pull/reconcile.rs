@@ -1,0 +1,186 @@
+//! The reconciliation schedule: what webhooks missed is pulled, deletes included.
+
+use std::time::Duration;
+
+use crm_sync_e2e::eventually;
+use crm_sync_store::credentials::IntegrationSecrets;
+use crm_sync_store::sync_jobs::JobKind;
+
+use super::connectors::{Setup, activity, start_pipeline, wait_for_activity};
+use super::*;
+use crm_sync_e2e::app::App;
+
+pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
+    ("CRM_SYNC__PULL__ENABLED", "true"),
+    ("CRM_SYNC__PULL__RECONCILE_INTERVAL_SECS", "2"),
+    ("CRM_SYNC__PULL__OVERLAP_SECS", "1"),
+    ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
+];
+
+/// The pipeline with reconciliations every 2 s, and the integration's schedule once ingest made it.
+pub async fn reconciling_pipeline(s: &Setup) -> (App<'_>, Job) {
+    let mut vars = FAST_RECONCILIATION.to_vec();
+    vars.extend_from_slice(&[
+        ("CRM_SYNC__PULL__POLL_INTERVAL_MS", "200"),
+        ("CRM_SYNC__PULL__LEASE_SECS", "5"),
+    ]);
+    let pipeline = start_pipeline(&s.env, &vars).await;
+    let schedule = wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {
+        j.kind == JobKind::Reconciliation
+    })
+    .await;
+    (pipeline, schedule)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_never_sent_is_made_up_by_the_reconciliation_and_a_delete_retracts() {
+    let fake = fake_salesforce().await;
+    let s = salesforce_setup("pull-reconcile", &fake).await;
+    // The schedule exists once ingest saw the API credentials (and no backfill: 0 days).
+    let (_p, schedule) = reconciling_pipeline(&s).await;
+    assert_eq!(schedule.requested_by, "system");
+    assert_eq!(jobs(&s.env, s.integration_id).await.len(), 1, "no backfill");
+
+    // Won in the CRM, and its Outbound Message never sent.
+    fake.put(
+        "Opportunity",
+        "0065g00000PuLl1AAB",
+        opportunity("Closed Won", 4200),
+    );
+    let recorded =
+        wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl1AAB", "recorded").await;
+    assert_eq!(recorded.value, "4200");
+    assert_eq!(recorded.crm_user_id, OWNER);
+
+    let status = eventually(
+        "the reconciliation in the sync status",
+        Duration::from_secs(30),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .filter(|st| {
+                    st.last_reconciliation_at.is_some() && st.last_reconciliation_published > 0
+                })
+        },
+    )
+    .await;
+    assert_eq!(status.last_reconciliation_job, Some(schedule.id));
+    // The evaluator counts the record no webhook brought as a missed webhook fixed.
+    let fixed = eventually(
+        "the missed webhook counted as fixed",
+        Duration::from_secs(30),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .filter(|st| st.missed_webhooks_fixed >= 1)
+        },
+    )
+    .await;
+    assert_eq!(fixed.missed_webhooks_fixed, 1, "{fixed:?}");
+    assert!(status.last_reconciliation_api_calls >= 1, "{status:?}");
+    assert_eq!(status.last_reconciliation_error, None);
+
+    // Deleted in the CRM: the next run finds it (queryAll's IsDeleted rows) and retracts.
+    fake.delete("Opportunity", "0065g00000PuLl1AAB");
+    wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl1AAB", "retracted").await;
+    let row = activity(&s.env, s.integration_id, "0065g00000PuLl1AAB")
+        .await
+        .unwrap();
+    assert_eq!(row.state, "retracted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_without_api_credentials_says_so_and_webhooks_are_timed() {
+    let fake = fake_salesforce().await;
+    let s = salesforce_setup("pull-no-credentials", &fake).await;
+    // The credentials are taken away after the schedule was made.
+    let ingest = ingest(&s.env, "ingest", &FAST_RECONCILIATION).await;
+    wait_for_job(&s.env, s.integration_id, "a reconciliation schedule", |j| {
+        j.kind == JobKind::Reconciliation
+    })
+    .await;
+    let sealed = empty_secrets(s.integration_id);
+    sqlx::query("UPDATE integration_secrets SET ciphertext = $2, nonce = $3, key_id = $4 WHERE integration_id = $1")
+        .bind(s.integration_id)
+        .bind(sealed.ciphertext)
+        .bind(sealed.nonce)
+        .bind(sealed.key_id)
+        .execute(&s.env.pool)
+        .await
+        .unwrap();
+    let failed = wait_for_job(&s.env, s.integration_id, "the job's error", |j| {
+        j.last_error.is_some()
+    })
+    .await;
+    let error = failed.last_error.unwrap();
+    assert!(error.contains(&s.integration_id.to_string()), "{error}");
+    assert!(error.contains("`api` credentials"), "{error}");
+    let status = eventually(
+        "the failed run in the sync status",
+        Duration::from_secs(30),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .filter(|st| st.last_reconciliation_error.is_some())
+        },
+    )
+    .await;
+    assert!(
+        status
+            .last_reconciliation_error
+            .unwrap()
+            .contains("`api` credentials")
+    );
+
+    // An accepted webhook is timed in the sync status.
+    let xml = crm_sync_e2e::salesforce::outbound_message(
+        ORG,
+        &[crm_sync_e2e::salesforce::won_opportunity(
+            "04l5g00000PULLAA1",
+            "0065g00000PuLl2AAB",
+            OWNER,
+            "10",
+        )],
+    );
+    let url = ingest.url(&format!(
+        "/v1/integrations/{}/salesforce/outbound-messages?token={WEBHOOK_TOKEN}",
+        s.integration_id
+    ));
+    let answer = super::connectors::post(
+        &url,
+        &[
+            ("content-type", "text/xml; charset=utf-8"),
+            ("soapaction", "\"\""),
+        ],
+        xml,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    eventually(
+        "the webhook's time in the sync status",
+        Duration::from_secs(10),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .and_then(|st| st.last_webhook_at)
+        },
+    )
+    .await;
+}
+
+/// Credentials sealed for the integration with only a webhook token (no `api` part).
+fn empty_secrets(integration_id: Uuid) -> crm_sync_store::credentials::Sealed {
+    crm_sync_store::credentials::seal(
+        &super::connectors::key(),
+        integration_id,
+        &IntegrationSecrets {
+            webhook_secret: Some("unused".into()),
+            ..IntegrationSecrets::default()
+        },
+    )
+    .unwrap()
+}
