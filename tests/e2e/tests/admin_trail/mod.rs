@@ -252,15 +252,25 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
         &format!("/integrations/{}", tenant.integration_id),
     );
 
-    // One event that counts, one that does not, and an outcome the database refuses.
-    send(
-        &env,
-        &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1"),
-    )
-    .await;
+    // One event that does not count, one that does, and an outcome the database refuses. The
+    // first is in the trail before the second is sent, so that the two are written in
+    // different pages (the expiry below ages the first one's page only).
     send(
         &env,
         &deal(&tenant, "006TRAILLOST", "Closed Lost", "10", "d2"),
+    )
+    .await;
+    eventually("the lost deal in its trail", WAIT, || async {
+        let t = viewer
+            .get(&format!("{base}/records/006TRAILLOST/trail"))
+            .await
+            .expect(200);
+        (!t["events"][0].is_null()).then_some(())
+    })
+    .await;
+    send(
+        &env,
+        &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1"),
     )
     .await;
     send_refused_outcome(&env, &tenant, "006TRAILDEAD").await;
@@ -311,7 +321,9 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
     // Entries older than the retention (14 days by default) are deleted by the evaluator;
     // younger ones stay.
     sqlx::query(
-        "UPDATE trail_events SET judged_at = now() - interval '15 days' WHERE record_id = $1",
+        "UPDATE trail_pages SET first_judged_at = now() - interval '15 days',
+             last_judged_at = now() - interval '15 days'
+         WHERE id IN (SELECT page_id FROM trail_page_records WHERE record_id = $1)",
     )
     .bind("006TRAILLOST")
     .execute(&env.pool)
@@ -343,17 +355,17 @@ async fn judged_events(env: &TestEnv, tenant: &Tenant, count: usize) {
             event_id: format!("evt-{i:03}"),
             object_type: "Opportunity".into(),
             record_id: format!("rec-{i}"),
-            change_type: "updated".into(),
+            change_type: "updated",
             source_change_type: String::new(),
-            source: "webhook".into(),
-            crm: "salesforce".into(),
+            source: "webhook",
+            crm: "salesforce",
             delivery_id: format!("d-{i}"),
             occurred_at: None,
             received_at: None,
             // Two events share each second: ties are ordered by event id.
             judged_at: start + chrono::Duration::seconds((i / 2) as i64),
-            summary: "no_match".into(),
-            decisions: "[]".into(),
+            summary: "no_match",
+            verdicts: Vec::new(),
             read_values: None,
         })
         .collect();
