@@ -365,7 +365,7 @@ pub async fn recent_events(
         };
         after = Some((last_at, last_id));
         let pages = pages.into_iter().map(|(id, _, body)| (id, body)).collect();
-        events.extend(pages::entries(pages, &keep, &mut seen));
+        events.extend(pages::entries(pages, keep, &mut seen));
         newest_first(&mut events);
         // Every page not read yet holds only entries judged at `last_at` or before.
         let enough = want

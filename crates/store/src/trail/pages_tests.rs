@@ -15,11 +15,16 @@ fn event(integration: u128, i: usize) -> NewEvent {
         source: "webhook",
         crm: "salesforce",
         delivery_id: format!("d-{i}"),
-        occurred_at: (i % 2 == 0)
+        occurred_at: i
+            .is_multiple_of(2)
             .then(|| DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap()),
         received_at: None,
         judged_at: DateTime::from_timestamp_micros(1_800_000_000_000_000 + i as i64).unwrap(),
-        summary: if i % 2 == 0 { "matched" } else { "no_match" },
+        summary: if i.is_multiple_of(2) {
+            "matched"
+        } else {
+            "no_match"
+        },
         verdicts: vec![
             Verdict {
                 version: Uuid::from_u128(70 + (i % 2) as u128),

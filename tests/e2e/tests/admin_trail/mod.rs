@@ -473,7 +473,7 @@ async fn entries_are_read_across_pages_and_old_rows_each_event_once() {
         company_id: company,
         event_id: format!("evt-{i:04}"),
         object_type: "Opportunity".into(),
-        record_id: if i % 3 == 0 {
+        record_id: if i.is_multiple_of(3) {
             "rec-A".into()
         } else {
             format!("rec-{i}")
@@ -486,7 +486,11 @@ async fn entries_are_read_across_pages_and_old_rows_each_event_once() {
         occurred_at: None,
         received_at: None,
         judged_at: start + chrono::Duration::seconds(i as i64 + 1),
-        summary: if i % 2 == 0 { "matched" } else { "no_match" },
+        summary: if i.is_multiple_of(2) {
+            "matched"
+        } else {
+            "no_match"
+        },
         verdicts: Vec::new(),
         read_values: None,
     };
