@@ -255,7 +255,7 @@ run_evaluator() {
   for t in "$matches" "$matches.dlq" "$hydrations"; do make_topic "$t"; done
   make_topic "$records" compact
   FIRST_MATCHES=${FIRST_MATCHES:-$matches}
-  psql "$DB_URL" -qc "TRUNCATE trail_events" >/dev/null
+  psql "$DB_URL" -qc "TRUNCATE trail_events, trail_pages, trail_page_records" >/dev/null
   say "variant $variant: starting $REPLICAS evaluator replica(s)"
   PORTS=()
   for r in $(seq 0 $((REPLICAS - 1))); do
@@ -316,7 +316,8 @@ run_evaluator() {
       sleep 0.2
     done
   fi
-  rows=$(psql "$DB_URL" -qAtc "SELECT count(*) FROM trail_events" 2>/dev/null || echo 0)
+  rows=$(psql "$DB_URL" -qAtc "SELECT (SELECT count(*) FROM trail_events)
+      + (SELECT coalesce(sum(entries), 0) FROM trail_pages)" 2>/dev/null || echo 0)
   # Everything the run cost, the trail's writing behind the loop included: the evaluator's and
   # its database backends' CPU from the first committed batch until the trail was written.
   local all_cpu pg_cpu peak

@@ -1,12 +1,14 @@
 //! The record trail: each judged event of a record with every workflow's decision (written in
 //! batches by the evaluator), the messages consumers dead-lettered, and what they led to (read
 //! at query time from the activities and users the provisioner keeps). Company-scoped reads for
-//! the admin API and the CLI; the figures an integration's health shows. The decisions are
-//! stored as codes and worded when read ([`words`]).
+//! the admin API and the CLI; the figures an integration's health shows. The judged events are
+//! stored in pages ([`pages`]), their decisions as codes worded when read ([`words`]). Events
+//! written before the pages stay readable in `trail_events` until they expire.
 
+pub mod pages;
 pub mod words;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use crm_sync_workflow::WorkflowSpec;
@@ -34,17 +36,17 @@ pub struct NewEvent {
     pub event_id: String,
     pub object_type: String,
     pub record_id: String,
-    pub change_type: String,
+    pub change_type: &'static str,
     pub source_change_type: String,
-    pub source: String,
-    pub crm: String,
+    pub source: &'static str,
+    pub crm: &'static str,
     pub delivery_id: String,
     pub occurred_at: Option<DateTime<Utc>>,
     pub received_at: Option<DateTime<Utc>>,
     pub judged_at: DateTime<Utc>,
-    pub summary: String,
-    /// The verdicts as a JSON array ([`words::verdicts_json`]; text, cast by the query).
-    pub decisions: String,
+    pub summary: &'static str,
+    /// Per workflow of the record's object: the version judged against, decision and reason.
+    pub verdicts: Vec<Verdict>,
     /// The values the workflows that did not count read ([`words::encode_read_values`]);
     /// None when every workflow counted it or none read anything.
     pub read_values: Option<Vec<u8>>,
@@ -85,61 +87,10 @@ pub async fn store_versions(pool: &PgPool, versions: &[NewVersion]) -> Result<()
     Ok(())
 }
 
-/// Writes judged events in one statement; an event already written (a replay) is left as it
-/// is, and events of an integration deleted meanwhile are skipped. Returns the rows written.
+/// Writes judged events in pages ([`pages::write`]); events of an integration deleted
+/// meanwhile are skipped. Returns the entries written.
 pub async fn insert_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let col = |f: fn(&NewEvent) -> &str| -> Vec<String> {
-        events.iter().map(|e| storable(f(e), MAX_TEXT)).collect()
-    };
-    let result = sqlx::query(
-        "INSERT INTO trail_events (integration_id, company_id, event_id, object_type, record_id,
-             change_type, source_change_type, source, crm, delivery_id, occurred_at, received_at,
-             judged_at, summary, decisions, read_values)
-         SELECT e.integration_id, e.company_id, e.event_id, e.object_type, e.record_id,
-             e.change_type, e.source_change_type, e.source, e.crm, e.delivery_id, e.occurred_at,
-             e.received_at, e.judged_at, e.summary, e.decisions::jsonb, e.read_values
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
-                     $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
-                     $16::bytea[])
-              AS e(integration_id, company_id, event_id, object_type, record_id, change_type,
-                   source_change_type, source, crm, delivery_id, occurred_at, received_at,
-                   judged_at, summary, decisions, read_values)
-         JOIN integrations i ON i.id = e.integration_id AND i.company_id = e.company_id
-         ON CONFLICT (integration_id, event_id) DO NOTHING",
-    )
-    .bind(events.iter().map(|e| e.integration_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.company_id).collect::<Vec<_>>())
-    .bind(col(|e| &e.event_id))
-    .bind(col(|e| &e.object_type))
-    .bind(col(|e| &e.record_id))
-    .bind(col(|e| &e.change_type))
-    .bind(col(|e| &e.source_change_type))
-    .bind(col(|e| &e.source))
-    .bind(col(|e| &e.crm))
-    .bind(col(|e| &e.delivery_id))
-    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.judged_at).collect::<Vec<_>>())
-    .bind(col(|e| &e.summary))
-    .bind(
-        events
-            .iter()
-            .map(|e| e.decisions.replace('\0', ""))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        events
-            .iter()
-            .map(|e| e.read_values.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected())
+    pages::write(pool, events).await
 }
 
 /// A message a consumer dead-lettered, for the integration it belongs to.
@@ -185,11 +136,28 @@ pub async fn record_dead_letter(pool: &PgPool, d: &NewDeadLetter) -> Result<(), 
 /// (an entry refers to a version seen when it was written, or up to an hour before); the number
 /// of trail rows deleted.
 pub async fn expire(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let events = sqlx::query("DELETE FROM trail_events WHERE judged_at < $1")
+    let mut events = sqlx::query("DELETE FROM trail_events WHERE judged_at < $1")
         .bind(before)
         .execute(pool)
         .await?
         .rows_affected();
+    let pages: Option<i64> = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM trail_pages WHERE last_judged_at < $1 RETURNING entries)
+         SELECT sum(entries)::bigint FROM gone",
+    )
+    .bind(before)
+    .fetch_one(pool)
+    .await?;
+    events += pages.unwrap_or(0).max(0) as u64;
+    // Pages are numbered in the order they are written: the lookup rows older than the oldest
+    // page left are those of expired (or deleted) pages. A page being written is not seen here,
+    // nor are its rows.
+    sqlx::query(
+        "DELETE FROM trail_page_records
+         WHERE page_id < coalesce((SELECT min(id) FROM trail_pages), 9223372036854775807)",
+    )
+    .execute(pool)
+    .await?;
     let letters = sqlx::query("DELETE FROM trail_dead_letters WHERE at < $1")
         .bind(before)
         .execute(pool)
@@ -222,23 +190,24 @@ pub struct EventRow {
     pub decisions: serde_json::Value,
 }
 
-/// A judged event as stored: its decisions still codes.
-#[derive(sqlx::FromRow)]
-struct StoredEvent {
-    event_id: String,
-    object_type: String,
-    record_id: String,
-    change_type: String,
-    source_change_type: String,
-    source: String,
-    crm: String,
-    delivery_id: String,
-    occurred_at: Option<DateTime<Utc>>,
-    received_at: Option<DateTime<Utc>>,
-    judged_at: DateTime<Utc>,
-    summary: String,
-    decisions: serde_json::Value,
-    read_values: Option<Vec<u8>>,
+/// A judged event as stored: its decisions still codes (a JSON array of `{"v": version, "d":
+/// decision, "r": reason}`, or of worded decisions for entries written before the codes).
+#[derive(Debug, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub object_type: String,
+    pub record_id: String,
+    pub change_type: String,
+    pub source_change_type: String,
+    pub source: String,
+    pub crm: String,
+    pub delivery_id: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub judged_at: DateTime<Utc>,
+    pub summary: String,
+    pub decisions: serde_json::Value,
+    pub read_values: Option<Vec<u8>>,
 }
 
 const EVENT_COLUMNS: &str = "event_id, object_type, record_id, change_type, source_change_type,
@@ -319,7 +288,7 @@ pub async fn record_events(
     record_id: &str,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    let events = sqlx::query_as(&format!(
+    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM trail_events
          WHERE company_id = $1 AND integration_id = $2 AND record_id = $3
          ORDER BY judged_at DESC, event_id LIMIT $4"
@@ -330,8 +299,22 @@ pub async fn record_events(
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    let mut seen = events.iter().map(|e| e.event_id.clone()).collect();
+    let pages = pages::of_record(pool, company_id, integration_id, record_id, limit).await?;
+    events.extend(pages::entries(
+        pages,
+        |e| e.record_id == record_id,
+        &mut seen,
+    ));
+    events.sort_by(|a, b| (b.judged_at, &a.event_id).cmp(&(a.judged_at, &b.event_id)));
+    events.truncate(usize::try_from(limit).unwrap_or(0));
     worded(pool, company_id, events).await
 }
+
+/// Pages of an integration read at once while looking for its latest events.
+const RECENT_CHUNK: i64 = 8;
+/// Pages read at most for one list: a summary that matches rarely lists what these hold.
+const RECENT_PAGES: i64 = 128;
 
 /// The integration's latest judged events, newest first (ties by event id, descending); only
 /// those of `summary` when given; only those before `before` (the last of the previous page).
@@ -343,7 +326,7 @@ pub async fn recent_events(
     before: Option<(DateTime<Utc>, &str)>,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    let events = sqlx::query_as(&format!(
+    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM trail_events
          WHERE company_id = $1 AND integration_id = $2 AND ($3::text IS NULL OR summary = $3)
            AND ($5::timestamptz IS NULL OR (judged_at, event_id) < ($5, $6::text))
@@ -357,6 +340,44 @@ pub async fn recent_events(
     .bind(before.map(|b| b.1))
     .fetch_all(pool)
     .await?;
+    let mut seen: HashSet<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let keep = |e: &StoredEvent| {
+        summary.is_none_or(|s| e.summary == s)
+            && before.is_none_or(|(at, id)| (e.judged_at, e.event_id.as_str()) < (at, id))
+    };
+    let newest_first = |events: &mut Vec<StoredEvent>| {
+        events.sort_by(|a, b| (b.judged_at, &b.event_id).cmp(&(a.judged_at, &a.event_id)))
+    };
+    let want = usize::try_from(limit).unwrap_or(0);
+    let mut after = None;
+    for _ in 0..RECENT_PAGES / RECENT_CHUNK {
+        let pages = pages::recent(
+            pool,
+            (company_id, integration_id),
+            before.map(|b| b.0),
+            after,
+            RECENT_CHUNK,
+        )
+        .await?;
+        let read = pages.len() as i64;
+        let Some(&(last_id, last_at, _)) = pages.last() else {
+            break;
+        };
+        after = Some((last_at, last_id));
+        let pages = pages.into_iter().map(|(id, _, body)| (id, body)).collect();
+        events.extend(pages::entries(pages, keep, &mut seen));
+        newest_first(&mut events);
+        // Every page not read yet holds only entries judged at `last_at` or before.
+        let enough = want
+            .checked_sub(1)
+            .and_then(|i| events.get(i))
+            .is_some_and(|e| e.judged_at > last_at);
+        if read < RECENT_CHUNK || enough || want == 0 {
+            break;
+        }
+    }
+    newest_first(&mut events);
+    events.truncate(want);
     worded(pool, company_id, events).await
 }
 
@@ -449,7 +470,8 @@ pub async fn record_activities<'e>(
 /// The trail's figures of an integration's last hour, for its health.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct Figures {
-    /// Events judged in the last hour (replays and older versions included).
+    /// Events judged in the last hour (replays and older versions included; counted by page,
+    /// so a page that ends within the hour counts whole).
     pub events_last_hour: i64,
     /// Of those, the ones some workflow counted.
     pub matched_events_last_hour: i64,
@@ -469,10 +491,17 @@ pub async fn figures<'e>(
         "SELECT
              (SELECT count(*) FROM trail_events t WHERE t.company_id = $1
                   AND t.integration_id = $2 AND t.judged_at > now() - interval '1 hour')
+                 + (SELECT coalesce(sum(p.entries), 0) FROM trail_pages p
+                    WHERE p.company_id = $1 AND p.integration_id = $2
+                      AND p.last_judged_at > now() - interval '1 hour')
                  AS events_last_hour,
              (SELECT count(*) FROM trail_events t WHERE t.company_id = $1
                   AND t.integration_id = $2 AND t.judged_at > now() - interval '1 hour'
-                  AND t.summary = 'matched') AS matched_events_last_hour,
+                  AND t.summary = 'matched')
+                 + (SELECT coalesce(sum(p.matched), 0) FROM trail_pages p
+                    WHERE p.company_id = $1 AND p.integration_id = $2
+                      AND p.last_judged_at > now() - interval '1 hour')
+                 AS matched_events_last_hour,
              (SELECT count(*) FROM trail_dead_letters d WHERE d.company_id = $1
                   AND d.integration_id = $2 AND d.at > now() - interval '1 hour')
                  AS dead_letters_last_hour,

@@ -4,8 +4,9 @@
 //! The consume loop only stages a compact entry per event (the verdicts, and the few field
 //! values the non-matching workflows read); entries are handed over once their transaction
 //! committed (an aborted batch is judged again), through a bounded channel, to a background
-//! writer that stores them in multi-row inserts as codes: each verdict with the version of the
-//! workflow it was made against, and the values read. They are put in words only when an admin
+//! writer that stores them as codes in pages of many entries (one row each, plus a narrow row per
+//! record): each verdict with the version of the workflow it was made against, and the values
+//! read. They are put in words only when an admin
 //! reads them (`crm_sync_store::trail::words`): wording every event cost the pipeline more
 //! than judging it. The trail is
 //! diagnostics: when the writer falls behind and the channel is full, entries are dropped and
@@ -29,8 +30,10 @@ use uuid::Uuid;
 
 use crate::judge::Verdict;
 
-/// Rows written per statement at most.
+/// Entries written per transaction at most (in pages of up to 256 per integration).
 const WRITE_BATCH: usize = 1_000;
+/// How long the writer gathers entries before writing what it has.
+const GATHER: Duration = Duration::from_millis(500);
 /// How often a workflow version in use is stored again, so that it outlives the entries that
 /// refer to it (versions are kept a day longer than the entries' retention).
 const VERSION_REFRESH: Duration = Duration::from_secs(3_600);
@@ -289,10 +292,18 @@ pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) 
             write_batch(&pool, rest, &mut versions).await;
             return;
         };
+        // Entries are gathered a moment so that pages fill up: fewer, fuller pages cost the
+        // database less than one small page per Kafka transaction.
+        let deadline = tokio::time::Instant::now() + GATHER;
         while entries.len() < WRITE_BATCH {
-            match queue.entries.try_recv() {
-                Ok(more) => entries.extend(more),
-                Err(_) => break,
+            tokio::select! {
+                biased;
+                more = queue.entries.recv() => match more {
+                    Some(more) => entries.extend(more),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = shutdown.cancelled() => break,
             }
         }
         queue.queued.fetch_sub(entries.len(), Ordering::Relaxed);
@@ -424,10 +435,10 @@ fn change_name(change: ChangeType) -> &'static str {
 }
 
 fn row(e: Entry, versions: &mut Versions) -> NewEvent {
-    let (decisions, read_values) = match e.judged {
-        None => ("[]".to_owned(), None),
+    let (verdicts, read_values) = match e.judged {
+        None => (Vec::new(), None),
         Some(judged) => {
-            let verdicts: Vec<words::Verdict> = judged
+            let verdicts = judged
                 .verdicts
                 .iter()
                 .map(|(workflow, verdict)| {
@@ -446,7 +457,7 @@ fn row(e: Entry, versions: &mut Versions) -> NewEvent {
                 .iter()
                 .any(|(_, verdict)| needs_explaining(*verdict))
                 .then(|| words::encode_read_values(judged.known, judged.fields, judged.previous));
-            (words::verdicts_json(&verdicts), read)
+            (verdicts, read)
         }
     };
     NewEvent {
@@ -455,16 +466,16 @@ fn row(e: Entry, versions: &mut Versions) -> NewEvent {
         event_id: e.event_id,
         object_type: e.object_type,
         record_id: e.record_id,
-        change_type: change_name(e.change_type).to_owned(),
+        change_type: change_name(e.change_type),
         source_change_type: e.source_change_type,
-        source: if e.pulled { "pull" } else { "webhook" }.to_owned(),
-        crm: crm_name(e.crm).to_owned(),
+        source: if e.pulled { "pull" } else { "webhook" },
+        crm: crm_name(e.crm),
         delivery_id: e.delivery_id,
         occurred_at: time(e.occurred_at),
         received_at: time(e.received_at),
         judged_at: e.judged_at,
-        summary: e.summary.as_str().to_owned(),
-        decisions,
+        summary: e.summary.as_str(),
+        verdicts,
         read_values,
     }
 }

@@ -4,7 +4,6 @@
 //! pipeline cost more than judging it, and few entries are ever read.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::CrmEvent;
@@ -22,26 +21,6 @@ pub struct Verdict {
     pub version: Uuid,
     pub decision: &'static str,
     pub reason: Option<&'static str>,
-}
-
-/// The verdicts as stored: a JSON array of `{"v": version, "d": decision, "r": reason}`. The
-/// codes are fixed identifiers, so the text is written directly.
-pub fn verdicts_json(verdicts: &[Verdict]) -> String {
-    let mut out = String::with_capacity(2 + verdicts.len() * 80);
-    out.push('[');
-    for (i, v) in verdicts.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(out, r#"{{"v":"{}","d":"{}""#, v.version, v.decision);
-        if let Some(reason) = v.reason {
-            let _ = write!(out, r#","r":"{reason}""#);
-        }
-        out.push('}');
-    }
-    out.push(']');
-    out
 }
 
 /// What was known of the record's previous values when it was judged.
@@ -261,19 +240,10 @@ mod tests {
 
     #[test]
     fn stored_codes_name_their_versions_and_a_lost_version_is_said_so() {
-        let verdicts = [
-            Verdict {
-                version: Uuid::from_u128(7),
-                decision: "not_counted",
-                reason: Some("conditions"),
-            },
-            Verdict {
-                version: Uuid::from_u128(8),
-                decision: "counted",
-                reason: None,
-            },
-        ];
-        let stored: Value = serde_json::from_str(&verdicts_json(&verdicts)).unwrap();
+        let stored = json!([
+            {"v": Uuid::from_u128(7), "d": "not_counted", "r": "conditions"},
+            {"v": Uuid::from_u128(8), "d": "counted"},
+        ]);
         let mut ids = Vec::new();
         versions_of(&stored, &mut ids);
         assert_eq!(ids, [Uuid::from_u128(7), Uuid::from_u128(8)]);

@@ -254,15 +254,25 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
         &format!("/integrations/{}", tenant.integration_id),
     );
 
-    // One event that counts, one that does not, and an outcome the database refuses.
-    send(
-        &env,
-        &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1"),
-    )
-    .await;
+    // One event that does not count, one that does, and an outcome the database refuses. The
+    // first is in the trail before the second is sent, so that the two are written in
+    // different pages (the expiry below ages the first one's page only).
     send(
         &env,
         &deal(&tenant, "006TRAILLOST", "Closed Lost", "10", "d2"),
+    )
+    .await;
+    eventually("the lost deal in its trail", WAIT, || async {
+        let t = viewer
+            .get(&format!("{base}/records/006TRAILLOST/trail"))
+            .await
+            .expect(200);
+        (!t["events"][0].is_null()).then_some(())
+    })
+    .await;
+    send(
+        &env,
+        &deal(&tenant, "006TRAILWON", "Closed Won", "10", "d1"),
     )
     .await;
     send_refused_outcome(&env, &tenant, "006TRAILDEAD").await;
@@ -313,7 +323,9 @@ async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expir
     // Entries older than the retention (14 days by default) are deleted by the evaluator;
     // younger ones stay.
     sqlx::query(
-        "UPDATE trail_events SET judged_at = now() - interval '15 days' WHERE record_id = $1",
+        "UPDATE trail_pages SET first_judged_at = now() - interval '15 days',
+             last_judged_at = now() - interval '15 days'
+         WHERE id IN (SELECT page_id FROM trail_page_records WHERE record_id = $1)",
     )
     .bind("006TRAILLOST")
     .execute(&env.pool)
@@ -345,17 +357,17 @@ async fn judged_events(env: &TestEnv, tenant: &Tenant, count: usize) {
             event_id: format!("evt-{i:03}"),
             object_type: "Opportunity".into(),
             record_id: format!("rec-{i}"),
-            change_type: "updated".into(),
+            change_type: "updated",
             source_change_type: String::new(),
-            source: "webhook".into(),
-            crm: "salesforce".into(),
+            source: "webhook",
+            crm: "salesforce",
             delivery_id: format!("d-{i}"),
             occurred_at: None,
             received_at: None,
             // Two events share each second: ties are ordered by event id.
             judged_at: start + chrono::Duration::seconds((i / 2) as i64),
-            summary: "no_match".into(),
-            decisions: "[]".into(),
+            summary: "no_match",
+            verdicts: Vec::new(),
             read_values: None,
         })
         .collect();
@@ -432,4 +444,102 @@ async fn the_trail_lists_page_by_cursor_newest_first_without_gaps_or_repeats() {
     c.get(&format!("{base}/trail?cursor=zz"))
         .await
         .invalid("cursor");
+}
+
+/// The record trail as stored in pages: entries of the layout before pages stay readable, a
+/// record's entries are found across pages, an event written twice (a replay) is shown once, and
+/// the expiry deletes the pages with their lookup rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_are_read_across_pages_and_old_rows_each_event_once() {
+    use crm_sync_store::trail::{NewEvent, expire, insert_events, recent_events, record_events};
+    let env = TestEnv::new("trail-pages").await;
+    let tenant = Tenant::create(&env.pool, "trail-pages", true, true).await;
+    let (company, integration) = (tenant.company_id, tenant.integration_id);
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    sqlx::query(
+        "INSERT INTO trail_events (integration_id, event_id, company_id, object_type, record_id,
+             change_type, source_change_type, source, crm, delivery_id, judged_at, summary,
+             decisions)
+         VALUES ($1, 'old-1', $2, 'Opportunity', 'rec-A', 'updated', '', 'webhook',
+             'salesforce', 'd-old', $3, 'no_match', '[]')",
+    )
+    .bind(integration)
+    .bind(company)
+    .bind(start)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // 600 events (three pages), every third one of record rec-A; then the first ten again.
+    let event = |i: usize| NewEvent {
+        integration_id: integration,
+        company_id: company,
+        event_id: format!("evt-{i:04}"),
+        object_type: "Opportunity".into(),
+        record_id: if i.is_multiple_of(3) {
+            "rec-A".into()
+        } else {
+            format!("rec-{i}")
+        },
+        change_type: "updated",
+        source_change_type: String::new(),
+        source: "webhook",
+        crm: "salesforce",
+        delivery_id: format!("d-{i}"),
+        occurred_at: None,
+        received_at: None,
+        judged_at: start + chrono::Duration::seconds(i as i64 + 1),
+        summary: if i.is_multiple_of(2) {
+            "matched"
+        } else {
+            "no_match"
+        },
+        verdicts: Vec::new(),
+        read_values: None,
+    };
+    let events: Vec<NewEvent> = (0..600).map(event).collect();
+    assert_eq!(insert_events(&env.pool, &events).await.unwrap(), 600);
+    let replayed: Vec<NewEvent> = (0..10).map(event).collect();
+    insert_events(&env.pool, &replayed).await.unwrap();
+
+    let rows = record_events(&env.pool, company, integration, "rec-A", 500)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 201, "200 entries in pages and the old row");
+    assert_eq!((ids[0], ids[200]), ("evt-0597", "old-1"));
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        201
+    );
+
+    // The integration's latest, page by page through the cursor: every event once, in order.
+    let mut listed = Vec::new();
+    loop {
+        let before = listed
+            .last()
+            .map(|(at, id): &(chrono::DateTime<chrono::Utc>, String)| (*at, id.as_str()));
+        let page = recent_events(&env.pool, company, integration, None, before, 50)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        listed.extend(page.into_iter().map(|r| (r.judged_at, r.event_id)));
+    }
+    assert_eq!(listed.len(), 601);
+    assert!(listed.windows(2).all(|w| w[0] > w[1]), "newest first");
+    let matched = recent_events(&env.pool, company, integration, Some("matched"), None, 500)
+        .await
+        .unwrap();
+    assert_eq!(matched.len(), 300);
+
+    expire(&env.pool, chrono::Utc::now()).await.unwrap();
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM trail_pages), (SELECT count(*) FROM trail_page_records),
+             (SELECT count(*) FROM trail_events)",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0, 0));
 }
