@@ -497,6 +497,9 @@ const PROVISIONER_HISTOGRAMS: &[&str] = &[
     "crm_sync_batch_messages",
 ];
 
+/// A histogram's cumulative buckets (upper bound, count), sum and count.
+type Histogram = (Vec<(f64, f64)>, f64, f64);
+
 /// Count, mean and (bucket upper bounds of) p50 / p95 / p99 of each series of `names` on the
 /// service's `/metrics`.
 async fn print_histograms(service: &Service, names: &[&str]) {
@@ -510,8 +513,7 @@ async fn print_histograms(service: &Service, names: &[&str]) {
         service.name
     );
     // Series (name and labels other than `le`) -> (buckets, sum, count).
-    let mut series: std::collections::BTreeMap<String, (Vec<(f64, f64)>, f64, f64)> =
-        Default::default();
+    let mut series: std::collections::BTreeMap<String, Histogram> = Default::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((key, value)) = line.rsplit_once(' ') else {
             continue;
