@@ -140,6 +140,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Messages a service's consume loop buffers per partition (see
+/// [`ConsumeLoop::buffer_per_partition`]). Deep enough that a partition whose worker is in a long
+/// batch does not fill its buffer: intake waits on a full buffer, so one slow partition would
+/// hold up every other partition's messages. librdkafka's bounded prefetch still bounds what is
+/// read ahead, in bytes.
+pub const PARTITION_BUFFER: usize = 1024;
+
 pub struct ConsumeLoop<H> {
     pub service: String,
     pub consumer: Arc<ServiceConsumer>,
@@ -214,12 +221,22 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
             workers.retain(|_, w| !w.task.is_finished());
         }
         if let Some(worker) = workers.get(&key) {
+            let message = match worker.queue.try_send(message) {
+                Err(mpsc::error::TrySendError::Full(message)) => message,
+                // Queued, or dropped because the worker was stopped meanwhile: the offset stays
+                // unstored.
+                _ => continue,
+            };
+            // A full buffer holds up every partition's intake, not only this one's: measured,
+            // since it is what makes a slow partition delay the others.
+            let blocked = Instant::now();
             tokio::select! {
                 biased;
                 _ = l.shutdown.cancelled() => break,
-                // Dropped if the worker was stopped meanwhile: the offset stays unstored.
                 _ = worker.queue.send(message) => {}
             }
+            metrics::histogram!("crm_sync_consume_intake_blocked_seconds", "topic" => key.0.clone())
+                .record(blocked.elapsed().as_secs_f64());
         }
     }
     for worker in workers.values() {
@@ -270,6 +287,7 @@ async fn partition_worker<H: MessageHandler + 'static>(
                 Err(_) => break,
             }
         }
+        record_delay(&batch);
         let done = if batch.len() > 1 && process_batch(&shared, &batch).await {
             store_offset(&shared, &batch[batch.len() - 1]);
             true
@@ -291,6 +309,20 @@ async fn partition_worker<H: MessageHandler + 'static>(
         }
     }
     set_idle(true);
+}
+
+/// How long each message waited, from its record timestamp (when its producer created it) to its
+/// handler starting on it: the queue in front of this service, as its consumers experience it.
+fn record_delay(batch: &[OwnedMessage]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for message in batch {
+        if let Some(created_ms) = message.timestamp().to_millis() {
+            metrics::histogram!("crm_sync_consume_delay_seconds", "topic" => message.topic().to_owned())
+                .record((now_ms - created_ms).max(0) as f64 / 1000.0);
+        }
+    }
 }
 
 fn store_offset<H>(shared: &Shared<H>, message: &OwnedMessage) {

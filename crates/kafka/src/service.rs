@@ -57,7 +57,7 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             dead_letters: self.publisher.clone(),
             health,
             shutdown: self.shutdown.clone(),
-            buffer_per_partition: 64,
+            buffer_per_partition: crate::consume::PARTITION_BUFFER,
         });
         let result = skeleton.run(ops, &self.shutdown, consume).await;
         use rdkafka::producer::Producer as _;

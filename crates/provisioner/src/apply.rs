@@ -13,6 +13,8 @@ use crm_sync_kafka::{
 };
 use crm_sync_store::outbox::{self, Pending};
 use futures::future::try_join_all;
+use std::time::Instant;
+
 use sqlx::PgPool;
 use tracing::Instrument;
 
@@ -157,10 +159,14 @@ impl Provisioner {
         let mut start = 0;
         while start < items.len() {
             let rest = &items[start..];
+            let began = Instant::now();
             let written = self
                 .write(rest)
                 .instrument(self.transaction_span(rest.len()))
                 .await?;
+            phase("transaction", began);
+            metrics::histogram!("crm_sync_provisioner_transaction_outcomes")
+                .record(written.covered as f64);
             written.counts.emit(written.duplicates.len());
             self.publish(rest, &written).await?;
             start += written.covered.max(1);
@@ -179,6 +185,7 @@ impl Provisioner {
                 per_item[*index].push(outbox_relay::pending_to_outgoing(message));
             }
             // All sends are queued at once, in staging order, so per-key order is kept.
+            let began = Instant::now();
             try_join_all(
                 per_item
                     .iter()
@@ -192,13 +199,8 @@ impl Provisioner {
             )
             .await
             .map_err(Failure::transient)?;
-            outbox::delete(&self.pool, &written.outbox_ids)
-                .await
-                .map_err(|e| {
-                    Failure::transient(
-                        anyhow::Error::new(e).context("deleting published outbox rows"),
-                    )
-                })?;
+            phase("publish", began);
+            self.forget_published(written.outbox_ids.clone());
         }
         if !written.duplicates.is_empty() {
             let ids: Vec<&str> = written
@@ -212,4 +214,34 @@ impl Provisioner {
         }
         Ok(())
     }
+}
+
+impl Provisioner {
+    /// Deletes the outbox rows of acknowledged messages beside the partition's next batch rather
+    /// than in front of it: the outcomes' effects are complete once Kafka has the messages, and
+    /// the delete (a commit of its own) only keeps the outbox small. Rows a failed delete leaves
+    /// are published again by the outbox sweep; consumers deduplicate by message id, as after
+    /// any retried publish.
+    fn forget_published(&self, ids: Vec<i64>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let began = Instant::now();
+            match outbox::delete(&pool, &ids).await {
+                Ok(_) => phase("outbox_delete", began),
+                Err(error) => tracing::warn!(
+                    error = %error,
+                    rows = ids.len(),
+                    "deleting published outbox rows failed; the outbox sweep publishes them again"
+                ),
+            }
+        });
+    }
+}
+
+/// How long a step of applying a batch took: its database transaction, the wait for Kafka's
+/// acknowledgements of what it staged, the deletion of their outbox rows. The steps of one
+/// partition run one after the other, so their sum is how long its next outcomes wait.
+fn phase(name: &'static str, began: Instant) {
+    metrics::histogram!("crm_sync_provisioner_phase_seconds", "phase" => name)
+        .record(began.elapsed().as_secs_f64());
 }
