@@ -18,6 +18,7 @@ mod connectors_generic;
 mod connectors_hubspot;
 mod connectors_pipedrive;
 mod connectors_salesforce_cdc;
+mod consume_partitions;
 mod delivery;
 mod email_linking;
 mod hardening_http;

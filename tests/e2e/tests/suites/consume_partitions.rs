@@ -1,8 +1,6 @@
 //! The at-least-once consume loop (the provisioner's) on the real broker: a partition whose
 //! handler is slow does not hold up the messages of the other partitions.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
