@@ -143,6 +143,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = ops::install_metrics()?;
     metric_definitions::describe();
     crm_sync_store::metric_definitions::describe();
+    crm_sync_kafka::metric_definitions::describe();
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
     let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;

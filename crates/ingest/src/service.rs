@@ -58,6 +58,7 @@ where
     let metrics = ops::install_metrics()?;
     crate::metric_definitions::describe();
     crm_sync_store::metric_definitions::describe();
+    crm_sync_kafka::metric_definitions::describe();
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
     let transactional_id = transactional::transactional_id(&settings.kafka, settings.http.port);

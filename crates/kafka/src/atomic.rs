@@ -198,7 +198,7 @@ impl AtomicPublisher {
                         w.partition.to_string(),
                     );
                     span.record("messaging.kafka.offset", w.offset);
-                    metrics::counter!("crm_sync_messages_produced_total", "topic" => m.topic.clone())
+                    metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => m.topic.clone())
                         .increment(1);
                 }
             }
@@ -206,7 +206,7 @@ impl AtomicPublisher {
                 for (m, span) in messages.iter().zip(&spans) {
                     span.record("otel.status_code", "ERROR");
                     span.record("error.type", error.kind());
-                    metrics::counter!("crm_sync_produce_errors_total", "topic" => m.topic.clone())
+                    metrics::counter!(crate::metric_definitions::PRODUCE_ERRORS, "topic" => m.topic.clone())
                         .increment(1);
                 }
             }

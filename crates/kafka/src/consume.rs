@@ -235,7 +235,7 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
                 _ = l.shutdown.cancelled() => break,
                 _ = worker.queue.send(message) => {}
             }
-            metrics::histogram!("crm_sync_consume_intake_blocked_seconds", "topic" => key.0.clone())
+            metrics::histogram!(crate::metric_definitions::INTAKE_BLOCKED, "topic" => key.0.clone())
                 .record(blocked.elapsed().as_secs_f64());
         }
     }
@@ -319,7 +319,7 @@ fn record_delay(batch: &[OwnedMessage]) {
         .map_or(0, |d| d.as_millis() as i64);
     for message in batch {
         if let Some(created_ms) = message.timestamp().to_millis() {
-            metrics::histogram!("crm_sync_consume_delay_seconds", "topic" => message.topic().to_owned())
+            metrics::histogram!(crate::metric_definitions::CONSUME_DELAY, "topic" => message.topic().to_owned())
                 .record((now_ms - created_ms).max(0) as f64 / 1000.0);
         }
     }
@@ -373,7 +373,7 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
             for _ in &items {
                 record(topic, "ok", started);
             }
-            metrics::histogram!("crm_sync_batch_messages", "topic" => topic.to_owned())
+            metrics::histogram!(crate::metric_definitions::BATCH_MESSAGES, "topic" => topic.to_owned())
                 .record(items.len() as f64);
             shared.health.set_stuck(false);
             true
@@ -390,7 +390,7 @@ async fn process_batch<H: MessageHandler>(shared: &Shared<H>, batch: &[OwnedMess
                     "batch failed; handling its messages one by one"
                 )
             });
-            metrics::counter!("crm_sync_batch_fallbacks_total", "topic" => topic.to_owned())
+            metrics::counter!(crate::metric_definitions::BATCH_FALLBACKS, "topic" => topic.to_owned())
                 .increment(1);
             false
         }
@@ -437,7 +437,7 @@ async fn process<H: MessageHandler>(
             }
             Err(Failure::Transient(error)) => {
                 attempt += 1;
-                metrics::counter!("crm_sync_retries_total", "topic" => incoming.topic.to_owned())
+                metrics::counter!(crate::metric_definitions::RETRIES, "topic" => incoming.topic.to_owned())
                     .increment(1);
                 span.in_scope(|| {
                     tracing::warn!(
@@ -480,8 +480,8 @@ async fn dead_letter<H: MessageHandler>(
 }
 
 fn record(topic: &str, outcome: &'static str, started: Instant) {
-    metrics::counter!("crm_sync_messages_consumed_total", "topic" => topic.to_owned(), "outcome" => outcome)
+    metrics::counter!(crate::metric_definitions::MESSAGES_CONSUMED, "topic" => topic.to_owned(), "outcome" => outcome)
         .increment(1);
-    metrics::histogram!("crm_sync_processing_seconds", "topic" => topic.to_owned())
+    metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => topic.to_owned())
         .record(started.elapsed().as_secs_f64());
 }

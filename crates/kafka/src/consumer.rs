@@ -112,7 +112,7 @@ impl ConsumerContext for ConsumerEvents {
         }
         // With cooperative rebalancing an event names only the change, so count what is held.
         let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        metrics::gauge!("crm_sync_consumer_assigned_partitions").set(held as f64);
+        metrics::gauge!(crate::metric_definitions::ASSIGNED_PARTITIONS).set(held as f64);
     }
 }
 

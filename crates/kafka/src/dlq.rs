@@ -21,7 +21,7 @@ pub async fn publish_dead_letter(
     publisher
         .publish(&dead_letter_message(service, origin, letter))
         .await?;
-    metrics::counter!("crm_sync_dead_letters_total", "topic" => origin.topic.to_owned(), "reason" => letter.reason)
+    metrics::counter!(crate::metric_definitions::DEAD_LETTERS, "topic" => origin.topic.to_owned(), "reason" => letter.reason)
         .increment(1);
     Ok(())
 }

@@ -11,8 +11,6 @@
 
 use rdkafka::statistics::{Partition, Statistics};
 
-pub const CONSUMER_LAG_METRIC: &str = "crm_sync_consumer_lag";
-
 /// How often librdkafka reports statistics, i.e. how fresh the lag gauge is.
 pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 
@@ -64,7 +62,7 @@ fn owned_lag(p: &Partition) -> Option<i64> {
 /// not keep reporting its last lag (aggregate replicas with `max by (topic, partition)`).
 pub fn record(statistics: &Statistics) {
     for (topic, partition, lag) in lag_by_partition(statistics) {
-        metrics::gauge!(CONSUMER_LAG_METRIC, "topic" => topic, "partition" => partition.to_string())
+        metrics::gauge!(crate::metric_definitions::CONSUMER_LAG, "topic" => topic, "partition" => partition.to_string())
             .set(lag.unwrap_or(0) as f64);
     }
 }

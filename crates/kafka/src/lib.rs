@@ -12,6 +12,7 @@ pub mod headers;
 pub mod health;
 pub mod lag;
 pub mod message;
+pub mod metric_definitions;
 pub mod outbox_relay;
 pub mod produce;
 pub mod rotation;

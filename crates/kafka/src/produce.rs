@@ -140,12 +140,12 @@ impl Publisher {
             .await;
         match result {
             Ok(delivery) => {
-                metrics::counter!("crm_sync_messages_produced_total", "topic" => m.topic.clone())
+                metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => m.topic.clone())
                     .increment(1);
                 Ok(delivery)
             }
             Err((source, _)) => {
-                metrics::counter!("crm_sync_produce_errors_total", "topic" => m.topic.clone())
+                metrics::counter!(crate::metric_definitions::PRODUCE_ERRORS, "topic" => m.topic.clone())
                     .increment(1);
                 Err(PublishError {
                     topic: m.topic.clone(),

@@ -165,7 +165,7 @@ impl Provisioner {
                 .instrument(self.transaction_span(rest.len()))
                 .await?;
             phase("transaction", began);
-            metrics::histogram!("crm_sync_provisioner_transaction_outcomes")
+            metrics::histogram!(crate::metric_definitions::TRANSACTION_OUTCOMES)
                 .record(written.covered as f64);
             written.counts.emit(written.duplicates.len());
             self.publish(rest, &written).await?;
@@ -242,6 +242,6 @@ impl Provisioner {
 /// acknowledgements of what it staged, the deletion of their outbox rows. The steps of one
 /// partition run one after the other, so their sum is how long its next outcomes wait.
 fn phase(name: &'static str, began: Instant) {
-    metrics::histogram!("crm_sync_provisioner_phase_seconds", "phase" => name)
+    metrics::histogram!(crate::metric_definitions::PHASE, "phase" => name)
         .record(began.elapsed().as_secs_f64());
 }

@@ -127,11 +127,11 @@ impl AutoSync {
                 match self.provision_one(w).await {
                     Ok(()) => {
                         outcome.provisioned += 1;
-                        metrics::counter!("crm_sync_provisioner_auto_sync_identities_total", "result" => "provisioned").increment(1);
+                        metrics::counter!(crate::metric_definitions::AUTO_SYNC_IDENTITIES, "result" => "provisioned").increment(1);
                     }
                     Err(error) => {
                         outcome.failed += 1;
-                        metrics::counter!("crm_sync_provisioner_auto_sync_identities_total", "result" => "failed").increment(1);
+                        metrics::counter!(crate::metric_definitions::AUTO_SYNC_IDENTITIES, "result" => "failed").increment(1);
                         tracing::warn!(integration_id = %w.integration_id, crm_user_id = w.crm_user_id, error = format!("{error:#}"), "auto-sync could not provision a waiting CRM identity; retrying later");
                     }
                 }

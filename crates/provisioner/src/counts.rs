@@ -36,57 +36,52 @@ impl Counts {
             }
         };
         add(
-            "crm_sync_provisioner_outcomes_total",
+            crate::metric_definitions::OUTCOMES,
             "result",
             "applied",
             self.applied,
         );
         add(
-            "crm_sync_provisioner_outcomes_total",
+            crate::metric_definitions::OUTCOMES,
             "result",
             "duplicate",
             duplicates as u64,
         );
         add(
-            "crm_sync_provisioner_activities_total",
+            crate::metric_definitions::ACTIVITIES,
             "result",
             "recorded",
             self.recorded,
         );
         add(
-            "crm_sync_provisioner_activities_total",
+            crate::metric_definitions::ACTIVITIES,
             "result",
             "updated",
             self.updated,
         );
         add(
-            "crm_sync_provisioner_activities_total",
+            crate::metric_definitions::ACTIVITIES,
             "result",
             "retracted",
             self.retracted,
         );
         for (result, n) in &self.retractions {
-            add(
-                "crm_sync_provisioner_retractions_total",
-                "result",
-                result,
-                *n,
-            );
+            add(crate::metric_definitions::RETRACTIONS, "result", result, *n);
         }
         add(
-            "crm_sync_users_provisioned_total",
+            crate::metric_definitions::USERS_PROVISIONED,
             "result",
             "created",
             self.users_created,
         );
         add(
-            "crm_sync_users_provisioned_total",
+            crate::metric_definitions::USERS_PROVISIONED,
             "result",
             "linked",
             self.users_linked,
         );
         if self.unmapped > 0 {
-            metrics::counter!("crm_sync_provisioner_unmapped_activities_total")
+            metrics::counter!(crate::metric_definitions::UNMAPPED_ACTIVITIES)
                 .increment(self.unmapped);
         }
     }

@@ -403,11 +403,11 @@ impl Directory {
                     {
                         completed += 1;
                     }
-                    metrics::counter!("crm_sync_directory_completions_total", "result" => "completed").increment(1);
+                    metrics::counter!(crate::metric_definitions::DIRECTORY_COMPLETIONS, "result" => "completed").increment(1);
                 }
                 Err(e) => {
                     let label = if e.is_transient() { "retry" } else { "gave_up" };
-                    metrics::counter!("crm_sync_directory_completions_total", "result" => label)
+                    metrics::counter!(crate::metric_definitions::DIRECTORY_COMPLETIONS, "result" => label)
                         .increment(1);
                     tracing::info!(%integration_id, crm_user_id, error = %e, "the CRM user is still not known");
                 }

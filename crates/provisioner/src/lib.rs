@@ -8,6 +8,7 @@ mod batch;
 mod counts;
 pub mod dead_letters;
 pub mod directory;
+pub mod metric_definitions;
 pub mod outcome;
 pub mod people;
 mod provision;
@@ -31,6 +32,10 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
+    metric_definitions::describe();
+    crm_sync_kafka::metric_definitions::describe();
+    crm_sync_store::metric_definitions::describe();
+    crm_sync_crm_directory::metric_definitions::describe();
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     // Every publish is awaited (a batch's messages are handed over at once, after its commit):

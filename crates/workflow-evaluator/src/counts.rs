@@ -65,17 +65,17 @@ impl Counts {
             std::mem::take(&mut *open)
         };
         for (outcome, n) in tally.events {
-            metrics::counter!("crm_sync_evaluator_events_total", "outcome" => outcome).increment(n);
+            metrics::counter!(crate::metric_definitions::EVENTS, "outcome" => outcome).increment(n);
         }
         for (kind, n) in tally.outcomes {
-            metrics::counter!("crm_sync_evaluator_outcomes_total", "kind" => kind).increment(n);
+            metrics::counter!(crate::metric_definitions::OUTCOMES, "kind" => kind).increment(n);
         }
         for (reason, n) in tally.no_match {
-            metrics::counter!("crm_sync_evaluator_no_match_total", "reason" => reason).increment(n);
+            metrics::counter!(crate::metric_definitions::NO_MATCH, "reason" => reason).increment(n);
         }
         self.fixed.add(tally.fixed);
         if tally.hydrations > 0 {
-            metrics::counter!("crm_sync_evaluator_hydration_requests_total")
+            metrics::counter!(crate::metric_definitions::HYDRATION_REQUESTS)
                 .increment(tally.hydrations);
         }
     }
@@ -97,7 +97,7 @@ mod tests {
         rendered
             .lines()
             .find(|l| {
-                l.starts_with("crm_sync_evaluator_events_total")
+                l.starts_with(crate::metric_definitions::EVENTS)
                     && l.contains(&format!("outcome=\"{outcome}\""))
             })
             .and_then(|l| l.rsplit(' ').next())

@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod fixed;
 pub mod judge;
 pub mod legacy;
+pub mod metric_definitions;
 pub mod outputs;
 pub mod record;
 pub mod restore;
@@ -102,6 +103,9 @@ fn readiness(
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
+    metric_definitions::describe();
+    crm_sync_kafka::metric_definitions::describe();
+    crm_sync_store::metric_definitions::describe();
     let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     crm_sync_kafka::admin::check_co_partitioned(

@@ -109,9 +109,9 @@ where
         read
     })?;
     restored.records = read;
-    metrics::gauge!("crm_sync_evaluator_restore_remaining", "partition" => partition.to_string())
+    metrics::gauge!(crate::metric_definitions::RESTORE_REMAINING, "partition" => partition.to_string())
         .set(0.0);
-    metrics::counter!("crm_sync_evaluator_restored_records_total").increment(restored.records);
+    metrics::counter!(crate::metric_definitions::RESTORED_RECORDS).increment(restored.records);
     restored.seconds = started.elapsed().as_secs_f64();
     Ok(restored)
 }
@@ -177,7 +177,7 @@ fn read_to_end(
                 end = high,
                 "restoring record state"
             );
-            metrics::gauge!("crm_sync_evaluator_restore_remaining", "partition" => partition.to_string())
+            metrics::gauge!(crate::metric_definitions::RESTORE_REMAINING, "partition" => partition.to_string())
                 .set((high - position).max(0) as f64);
         }
     }

@@ -65,7 +65,7 @@ impl WorkflowSnapshot {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(map),
         }
         self.loaded.store(true, Ordering::Release);
-        metrics::gauge!("crm_sync_evaluator_active_workflows").set(count as f64);
+        metrics::gauge!(crate::metric_definitions::ACTIVE_WORKFLOWS).set(count as f64);
         tracing::debug!(
             integrations,
             active_workflows = count,
@@ -101,7 +101,7 @@ impl Reloader {
         let started = std::time::Instant::now();
         match self.snapshot.reload(&self.pool).await {
             Ok(()) => {
-                metrics::histogram!("crm_sync_evaluator_reload_seconds")
+                metrics::histogram!(crate::metric_definitions::RELOAD)
                     .record(started.elapsed().as_secs_f64());
                 None
             }

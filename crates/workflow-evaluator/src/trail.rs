@@ -254,13 +254,13 @@ impl Trail {
             return;
         }
         if self.queued.load(Ordering::Relaxed) + n > self.capacity {
-            metrics::counter!("crm_sync_trail_dropped_total").increment(n as u64);
+            metrics::counter!(crate::metric_definitions::TRAIL_DROPPED).increment(n as u64);
             return;
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
         if self.queue.try_send(entries).is_err() {
             self.queued.fetch_sub(n, Ordering::Relaxed);
-            metrics::counter!("crm_sync_trail_dropped_total").increment(n as u64);
+            metrics::counter!(crate::metric_definitions::TRAIL_DROPPED).increment(n as u64);
         }
     }
 
@@ -401,11 +401,13 @@ async fn write_batch(pool: &PgPool, entries: Vec<Entry>, versions: &mut Versions
     };
     match written {
         Ok(_) => {
-            metrics::counter!("crm_sync_trail_written_total").increment(rows.len() as u64);
+            metrics::counter!(crate::metric_definitions::TRAIL_WRITTEN)
+                .increment(rows.len() as u64);
         }
         Err(error) => {
             tracing::warn!(%error, entries = rows.len(), "writing the record trail failed; these entries are dropped");
-            metrics::counter!("crm_sync_trail_dropped_total").increment(rows.len() as u64);
+            metrics::counter!(crate::metric_definitions::TRAIL_DROPPED)
+                .increment(rows.len() as u64);
         }
     }
 }

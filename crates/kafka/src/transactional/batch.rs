@@ -58,18 +58,21 @@ impl Batch {
 }
 
 pub(super) fn record_commit(topic: &str, batch: &Batch) {
-    metrics::counter!("crm_sync_transactions_total", "result" => "committed").increment(1);
-    metrics::histogram!("crm_sync_transaction_messages").record(batch.messages as f64);
-    metrics::counter!("crm_sync_messages_consumed_total", "topic" => topic.to_owned(), "outcome" => "ok")
+    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "committed")
+        .increment(1);
+    metrics::histogram!(crate::metric_definitions::TRANSACTION_MESSAGES)
+        .record(batch.messages as f64);
+    metrics::counter!(crate::metric_definitions::MESSAGES_CONSUMED, "topic" => topic.to_owned(), "outcome" => "ok")
         .increment(batch.ok);
     for (reason, n) in &batch.dead {
-        metrics::counter!("crm_sync_messages_consumed_total", "topic" => topic.to_owned(), "outcome" => "dead_lettered")
+        metrics::counter!(crate::metric_definitions::MESSAGES_CONSUMED, "topic" => topic.to_owned(), "outcome" => "dead_lettered")
             .increment(*n);
-        metrics::counter!("crm_sync_dead_letters_total", "topic" => topic.to_owned(), "reason" => *reason)
+        metrics::counter!(crate::metric_definitions::DEAD_LETTERS, "topic" => topic.to_owned(), "reason" => *reason)
             .increment(*n);
     }
     for (out, n) in &batch.produced {
-        metrics::counter!("crm_sync_messages_produced_total", "topic" => out.clone()).increment(*n);
+        metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => out.clone())
+            .increment(*n);
     }
 }
 

@@ -152,7 +152,8 @@ async fn settle<H: TransactionalHandler>(
             Some(TxnError::Abortable)
         }
         Err(Step::Transient(error)) => {
-            metrics::counter!("crm_sync_retries_total", "topic" => l.topic.to_owned()).increment(1);
+            metrics::counter!(crate::metric_definitions::RETRIES, "topic" => l.topic.to_owned())
+                .increment(1);
             tracing::warn!(
                 error = format!("{error:#}"),
                 "transient failure; aborting the batch to retry it"
@@ -171,7 +172,7 @@ async fn abort_and_rewind<H: TransactionalHandler>(
     failure: Option<TxnError>,
     batch: &Batch,
 ) -> anyhow::Result<Option<TxnProducer>> {
-    metrics::counter!("crm_sync_transactions_total", "result" => "aborted").increment(1);
+    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted").increment(1);
     l.handler
         .aborted(&batch.partitions.keys().copied().collect::<Vec<_>>());
     let aborted = match failure {
@@ -274,7 +275,7 @@ async fn process<H: TransactionalHandler>(
             .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;
         *batch.produced.entry(output.topic.clone()).or_default() += 1;
     }
-    metrics::histogram!("crm_sync_processing_seconds", "topic" => incoming.topic.to_owned())
+    metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => incoming.topic.to_owned())
         .record(started.elapsed().as_secs_f64());
     Ok(())
 }

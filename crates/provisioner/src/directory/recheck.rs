@@ -48,7 +48,7 @@ impl Directory {
             // A transient failure leaves the identity to the completion's retries.
             self.record(company_id, integration_id, &crm_user_id, 0, &result)
                 .await?;
-            metrics::counter!("crm_sync_directory_rechecks_total", "result" => match &result {
+            metrics::counter!(crate::metric_definitions::DIRECTORY_RECHECKS, "result" => match &result {
                 Ok(user) if user.active == Some(false) => "inactive",
                 Ok(_) => "active",
                 Err(e) if e.is_transient() => "retry",

@@ -610,6 +610,46 @@ async fn metrics_count_the_traffic_of_every_service() {
     )
     .await;
 
+    // Every series says what it counts (`# HELP`), the Kafka core's as much as each service's.
+    for (service, names) in [
+        (
+            &ingest,
+            &[
+                "crm_sync_ingest_requests_total",
+                "crm_sync_messages_produced_total",
+                "crm_sync_http_requests_total",
+            ][..],
+        ),
+        (
+            &evaluator,
+            &[
+                "crm_sync_evaluator_events_total",
+                "crm_sync_messages_consumed_total",
+            ][..],
+        ),
+        (
+            &provisioner,
+            &[
+                "crm_sync_users_provisioned_total",
+                "crm_sync_messages_consumed_total",
+            ][..],
+        ),
+    ] {
+        let text = reqwest::get(service.ops_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in names {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{} /metrics has no description of {name}",
+                service.name
+            );
+        }
+    }
+
     // Consumer lag per partition: every partition of the consumed topic is reported, and once
     // everything is picked up nothing is left behind (a transaction's markers do not count).
     for (service, consumed) in [(&evaluator, &t.events), (&provisioner, &t.matches)] {

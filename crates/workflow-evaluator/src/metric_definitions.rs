@@ -1,0 +1,76 @@
+//! The metrics the workflow evaluator records, each named once with the description `/metrics` gives it.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Events judged, by result.
+pub const EVENTS: &str = "crm_sync_evaluator_events_total";
+/// Outcomes produced, by kind (matched, retracted).
+pub const OUTCOMES: &str = "crm_sync_evaluator_outcomes_total";
+/// Events no workflow counted, by reason.
+pub const NO_MATCH: &str = "crm_sync_evaluator_no_match_total";
+/// Records the evaluator asked the pull jobs to fetch whole.
+pub const HYDRATION_REQUESTS: &str = "crm_sync_evaluator_hydration_requests_total";
+/// Changelog records left to restore before the record state is ready.
+pub const RESTORE_REMAINING: &str = "crm_sync_evaluator_restore_remaining";
+/// Record states restored from the changelog.
+pub const RESTORED_RECORDS: &str = "crm_sync_evaluator_restored_records_total";
+/// Time to reload the active workflows.
+pub const RELOAD: &str = "crm_sync_evaluator_reload_seconds";
+/// Active workflows the evaluator judges against.
+pub const ACTIVE_WORKFLOWS: &str = "crm_sync_evaluator_active_workflows";
+/// Record trail entries written.
+pub const TRAIL_WRITTEN: &str = "crm_sync_trail_written_total";
+/// Record trail entries dropped because the writer fell behind or failed.
+pub const TRAIL_DROPPED: &str = "crm_sync_trail_dropped_total";
+
+pub const ALL: &[&str] = &[
+    EVENTS,
+    OUTCOMES,
+    NO_MATCH,
+    HYDRATION_REQUESTS,
+    RESTORE_REMAINING,
+    RESTORED_RECORDS,
+    RELOAD,
+    ACTIVE_WORKFLOWS,
+    TRAIL_WRITTEN,
+    TRAIL_DROPPED,
+];
+
+/// Describes the evaluator's metrics to the installed recorder.
+pub fn describe() {
+    describe_counter!(EVENTS, "Events judged, by result");
+    describe_counter!(OUTCOMES, "Outcomes produced, by kind (matched, retracted)");
+    describe_counter!(NO_MATCH, "Events no workflow counted, by reason");
+    describe_counter!(
+        HYDRATION_REQUESTS,
+        "Records the evaluator asked the pull jobs to fetch whole"
+    );
+    describe_gauge!(
+        RESTORE_REMAINING,
+        "Changelog records left to restore before the record state is ready"
+    );
+    describe_counter!(
+        RESTORED_RECORDS,
+        "Record states restored from the changelog"
+    );
+    describe_histogram!(RELOAD, Unit::Seconds, "Time to reload the active workflows");
+    describe_gauge!(
+        ACTIVE_WORKFLOWS,
+        "Active workflows the evaluator judges against"
+    );
+    describe_counter!(TRAIL_WRITTEN, "Record trail entries written");
+    describe_counter!(
+        TRAIL_DROPPED,
+        "Record trail entries dropped because the writer fell behind or failed"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_described() {
+        let missing =
+            crm_sync_runtime::metric_definitions::undescribed(super::ALL, super::describe);
+        assert_eq!(missing, Vec::<String>::new());
+    }
+}
