@@ -1,5 +1,6 @@
 //! Topic administration for tools and tests, and the `/readyz` check of the brokers.
 
+use anyhow::Context as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub async fn ensure_topics(
     let brokers = &settings.brokers;
     let admin: AdminClient<ReportingContext> = base_config(settings, Role::Admin)
         .create_with_context(ReportingContext)
-        .map_err(|e| anyhow::anyhow!("creating Kafka admin client for {brokers}: {e}"))?;
+        .with_context(|| format!("creating Kafka admin client for {brokers}"))?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| {
@@ -37,7 +38,7 @@ pub async fn ensure_topics(
     let results = admin
         .create_topics(&new, &options)
         .await
-        .map_err(|e| anyhow::anyhow!("creating topics on {brokers}: {e}"))?;
+        .with_context(|| format!("creating topics on {brokers}"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -57,12 +58,12 @@ pub async fn check_co_partitioned(
     let brokers = &settings.brokers;
     let consumer: MetadataClient = base_config(settings, Role::Admin)
         .create_with_context(ReportingContext)
-        .map_err(|e| anyhow::anyhow!("creating Kafka client for {brokers}: {e}"))?;
+        .with_context(|| format!("creating Kafka client for {brokers}"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let count = |topic: &str| -> anyhow::Result<Option<usize>> {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .map_err(|e| anyhow::anyhow!("reading metadata of {topic} from {brokers}: {e}"))?;
+            .with_context(|| format!("reading metadata of {topic} from {brokers}"))?;
         Ok(metadata
             .topics()
             .first()

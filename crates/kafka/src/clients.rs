@@ -1,5 +1,6 @@
 //! Client configurations with the settings our guarantees depend on.
 
+use anyhow::Context as _;
 use rdkafka::producer::FutureProducer;
 
 use crm_sync_runtime::settings::KafkaSettings;
@@ -39,7 +40,7 @@ pub fn producer_with_linger(
             settings.delivery_timeout_ms.to_string(),
         )
         .create_with_context(crate::connection::ReportingContext)
-        .map_err(|e| anyhow::anyhow!("creating Kafka producer for {}: {e}", settings.brokers))
+        .with_context(|| format!("creating Kafka producer for {}", settings.brokers))
 }
 
 /// Unsent messages a producer may hold, KiB (librdkafka's default is 1 GiB). A full buffer makes

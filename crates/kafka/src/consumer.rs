@@ -3,6 +3,7 @@
 //! loop's partition workers, the transactional loop's revocation count) and for a
 //! [`PartitionListener`].
 
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -129,7 +130,7 @@ pub(crate) fn create(
             listener,
             ..ConsumerEvents::default()
         })
-        .map_err(|e| anyhow::anyhow!("creating Kafka consumer for {}: {e}", settings.brokers))
+        .with_context(|| format!("creating Kafka consumer for {}", settings.brokers))
 }
 
 fn config(

@@ -3,6 +3,7 @@
 //! Kafka's reachability and the loop's health, the ops endpoints served until the loop has
 //! drained, SIGTERM with a grace period. Services differ only in their handler and checks.
 
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ impl Skeleton<'_> {
         let kafka = &self.settings.kafka;
         consumer
             .subscribe(&[self.topic])
-            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", self.topic))?;
+            .with_context(|| format!("subscribing to {}", self.topic))?;
         let health = Arc::new(health);
         let readiness = readiness
             .with_check("kafka", crate::admin::readiness_check(kafka))

@@ -2,6 +2,7 @@
 //! and [`crate::atomic`]: its configuration and `transactional.id`, how its errors are
 //! classified, and its calls.
 
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,12 +113,12 @@ impl TxnProducer {
             let attempt = async {
                 let producer: FutureProducer = config
                     .create_with_context(crate::connection::ReportingContext)
-                    .map_err(|e| anyhow::anyhow!("creating the transactional producer: {e}"))?;
+                    .context("creating the transactional producer")?;
                 let p = producer.clone();
                 tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
                     .await
-                    .map_err(|e| anyhow::anyhow!("init_transactions did not complete: {e}"))?
-                    .map_err(|e| anyhow::anyhow!("init_transactions: {e}"))?;
+                    .context("init_transactions did not complete")?
+                    .context("init_transactions")?;
                 Ok::<_, anyhow::Error>(producer)
             };
             let result = tokio::select! {

@@ -1,6 +1,7 @@
 //! The loop: fills a transaction with a batch of messages, commits it with the batch's offsets,
 //! or aborts it and rewinds the consumer.
 
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -294,12 +295,12 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
         let assigned = l
             .consumer
             .assignment()
-            .map_err(|e| anyhow::anyhow!("reading the consumer's assignment: {e}"))?;
+            .context("reading the consumer's assignment")?;
         let mut seek = TopicPartitionList::new();
         for (partition, (first, _)) in &batch.partitions {
             if assigned.find_partition(l.topic, *partition).is_some() {
                 seek.add_partition_offset(l.topic, *partition, Offset::Offset(*first))
-                    .map_err(|e| anyhow::anyhow!("rewind list: {e}"))?;
+                    .context("rewind list")?;
             }
         }
         if seek.count() == 0 {
