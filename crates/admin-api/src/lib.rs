@@ -23,6 +23,7 @@ pub mod routes;
 use anyhow::Context;
 use axum::Router;
 use crm_sync_kafka::Publisher;
+use crm_sync_outbox::Outbox;
 use crm_sync_runtime::ops::{self, Readiness};
 use crm_sync_runtime::service::{OpsServer, run_with_ops};
 use crm_sync_runtime::supervise::Supervisor;
@@ -45,7 +46,7 @@ pub const OPS_PORT: u16 = 9081;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub publisher: Publisher,
+    pub outbox: Outbox,
     /// Where visibility changes go (`topics.activities`).
     pub activities_topic: String,
     /// Where changes of users go (`topics.users`).
@@ -147,7 +148,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
     let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
-    let publisher = Publisher::new(producer);
+    let outbox = Outbox::new(pool.clone(), Publisher::new(producer));
     let readiness = Readiness::new()
         .with_check("postgres", crm_sync_store::readiness_check(&pool))
         .with_check(
@@ -160,7 +161,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, stop.clone());
     background.spawn(
         "outbox relay",
-        publish::relay_leftovers(pool.clone(), publisher.clone(), stop.clone()),
+        publish::relay_leftovers(outbox.clone(), stop.clone()),
     );
     let secret_key = crm_sync_store::credentials::SecretKey::from_settings(&settings.secrets)?;
     if secret_key.is_none() {
@@ -170,7 +171,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let state = AppState {
         pool,
-        publisher,
+        outbox,
         activities_topic: settings.topics.activities.clone(),
         users_topic: settings.topics.users.clone(),
         secret_key,

@@ -8,15 +8,14 @@
 
 use std::time::Duration;
 
-use crm_sync_kafka::{Publisher, outbox_relay};
+use crm_sync_outbox::{Outbox, Pending, Staged, Sweep};
 use crm_sync_proto::Message;
 use crm_sync_proto::announce::{UserFacts, user_provisioned, user_status};
 use crm_sync_proto::v1::ActivityState;
 use crm_sync_store::admin::activities::ActivityRow;
 use crm_sync_store::admin::users::UserRow;
 use crm_sync_store::announce::Announcements;
-use crm_sync_store::outbox::{self, Pending};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,19 +29,19 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x8c41_2f0e_6b7d_4c19_a3e5_1d20_7f9b_c6a
 /// The messages of one change (one request), staged together and published together.
 pub struct Batch {
     pub id: String,
-    staged: usize,
+    staged: Staged,
 }
 
 impl Batch {
     pub fn new() -> Self {
         Batch {
             id: format!("{BATCH_PREFIX}{}", Uuid::new_v4()),
-            staged: 0,
+            staged: Staged::default(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.staged == 0
+        self.staged.is_empty()
     }
 
     /// Stages an `ActivityChanged` for each activity, inside the caller's transaction.
@@ -61,10 +60,12 @@ impl Batch {
             topic,
             company_id,
         };
-        self.staged += announcements
-            .stage_activities(conn, activities, state, visible)
-            .await?;
-        Ok(())
+        let rows = announcements
+            .activities_changed(activities, state, visible)
+            .into_iter()
+            .map(|message| (0, self.id.as_str(), message))
+            .collect();
+        self.staged.stage_all(conn, rows).await
     }
 
     /// Stages a `UserProvisioned` announcing the user as it now is (read inside the caller's
@@ -98,19 +99,18 @@ impl Batch {
                 merged_user_ids,
             },
         );
-        outbox::stage(
-            conn,
-            &self.id,
-            &Pending {
-                topic: topic.to_owned(),
-                key: format!("{company_id}/{}", user.id),
-                message_id: change.event_id.clone(),
-                payload: change.encode_to_vec(),
-            },
-        )
-        .await?;
-        self.staged += 1;
-        Ok(())
+        self.staged
+            .stage(
+                conn,
+                &self.id,
+                Pending {
+                    topic: topic.to_owned(),
+                    key: format!("{company_id}/{}", user.id),
+                    message_id: change.event_id.clone(),
+                    payload: change.encode_to_vec(),
+                },
+            )
+            .await
     }
 
     /// Publishes the batch after its transaction committed. A failure is logged, not returned:
@@ -119,20 +119,14 @@ impl Batch {
         if self.is_empty() {
             return;
         }
-        let result = async {
-            let rows = outbox::fetch_batch(&state.pool, &self.id).await?;
-            let n = outbox_relay::publish_rows(&state.pool, &state.publisher, &rows).await?;
-            count_published(n);
-            anyhow::Ok(n)
-        }
-        .await;
-        match result {
+        match state.outbox.publish(self.staged).await {
             Ok(n) => {
+                count_published(n);
                 tracing::debug!(batch = %self.id, messages = n, "published visibility changes")
             }
             Err(error) => tracing::warn!(
                 batch = %self.id,
-                error = format!("{error:#}"),
+                error = format!("{:#}", anyhow::Error::new(error)),
                 "publishing visibility changes failed; the outbox relay will retry"
             ),
         }
@@ -147,20 +141,19 @@ impl Default for Batch {
 
 /// Publishes admin-api batches left in the outbox for longer than a few seconds, at start-up
 /// and then every few seconds, until shutdown.
-pub async fn relay_leftovers(pool: PgPool, publisher: Publisher, shutdown: CancellationToken) {
-    outbox_relay::relay_leftovers(
-        pool,
-        publisher,
-        outbox_relay::Sweep {
-            batch_prefix: BATCH_PREFIX,
-            abandoned_after: Duration::from_secs(10),
-            limit: 500,
-            interval: Duration::from_secs(5),
-            on_relayed: count_published,
-        },
-        shutdown,
-    )
-    .await;
+pub async fn relay_leftovers(outbox: Outbox, shutdown: CancellationToken) {
+    outbox
+        .relay_leftovers(
+            Sweep {
+                batch_prefix: BATCH_PREFIX,
+                abandoned_after: Duration::from_secs(10),
+                limit: 500,
+                interval: Duration::from_secs(5),
+                on_relayed: count_published,
+            },
+            shutdown,
+        )
+        .await;
 }
 
 fn count_published(n: usize) {

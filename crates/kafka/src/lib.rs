@@ -13,7 +13,6 @@ pub mod health;
 pub mod lag;
 pub mod message;
 pub mod metric_definitions;
-pub mod outbox_relay;
 pub mod produce;
 pub mod rotation;
 mod security;

@@ -28,9 +28,14 @@ impl Failure {
     }
 
     /// A database error: permanent (`database_refused`, with PostgreSQL's reason) when the
-    /// database refuses the message's values, which no retry changes; transient otherwise.
-    pub fn database(error: crm_sync_store::sqlx::Error) -> Self {
-        match crm_sync_store::refusal::refused_value(&error) {
+    /// database refused the message's values for good (`refused`: what
+    /// `crm_sync_store::refusal::refused_value` says of the error), which no retry changes;
+    /// transient otherwise.
+    pub fn database(
+        refused: Option<String>,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        match refused {
             Some(reason) => Failure::permanent(DATABASE_REFUSED, reason),
             None => Failure::transient(anyhow::Error::new(error).context("database")),
         }

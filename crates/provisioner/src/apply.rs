@@ -8,11 +8,8 @@
 //! transaction staged in the outbox are published from memory right after commit and then
 //! deleted; the outbox is read back only for what an interrupted attempt left behind.
 
-use crm_sync_kafka::{
-    BatchItem, Failure, Incoming, MessageHandler, OutgoingMessage, Publisher, outbox_relay,
-};
-use crm_sync_store::outbox::{self, Pending};
-use futures::future::try_join_all;
+use crm_sync_kafka::{BatchItem, Failure, Incoming, MessageHandler};
+use crm_sync_outbox::{Outbox, Pending, Staged};
 use std::time::Instant;
 
 use sqlx::PgPool;
@@ -25,12 +22,12 @@ use crate::outcome::Outcome;
 /// (a revoke waits for the batch in hand) while amortizing its commit and round trips.
 pub const MAX_BATCH: usize = 64;
 
-/// Cheap to clone (handles on the pool, the producer and the directory): `crate::auto_sync`
+/// Cheap to clone (handles on the pool, the outbox and the directory): `crate::auto_sync`
 /// provisions through a clone of the consumer's.
 #[derive(Clone)]
 pub struct Provisioner {
     pub pool: PgPool,
-    pub publisher: Publisher,
+    pub outbox: Outbox,
     pub activities_topic: String,
     pub users_topic: String,
     /// Looks CRM users up (name, email) before an account is created for them; None without
@@ -75,10 +72,10 @@ pub(crate) struct Written {
     /// How many of the given items it covered (fewer than all when it stopped early, see
     /// `crate::batch`).
     pub covered: usize,
-    /// Staged messages, each with the index of the item that caused it, in staging order.
+    /// Messages to stage, each with the index of the item that caused it, in staging order.
     pub staged: Vec<(usize, Pending)>,
-    /// Their outbox rows, deleted once Kafka acknowledged them.
-    pub outbox_ids: Vec<i64>,
+    /// What the transaction staged of them, published after commit.
+    pub outbox: Staged,
     /// Items already applied earlier (replays, duplicates).
     pub duplicates: Vec<usize>,
     pub counts: Counts,
@@ -112,7 +109,7 @@ impl Written {
 /// transaction, and the consume loop then applies the batch one outcome at a time, so only the
 /// refused outcome is dead-lettered.
 pub(crate) fn db(error: sqlx::Error) -> Failure {
-    Failure::database(error)
+    Failure::database(crm_sync_store::refusal::refused_value(&error), error)
 }
 
 impl Provisioner {
@@ -168,8 +165,8 @@ impl Provisioner {
             metrics::histogram!(crate::metric_definitions::TRANSACTION_OUTCOMES)
                 .record(written.covered as f64);
             written.counts.emit(written.duplicates.len());
-            self.publish(rest, &written).await?;
             start += written.covered.max(1);
+            self.publish(rest, written).await?;
         }
         Ok(())
     }
@@ -178,29 +175,16 @@ impl Provisioner {
     /// of the outcome that caused it; then forgets the outbox rows. Also publishes what earlier,
     /// interrupted attempts at the duplicates left in the outbox. A failure here leaves the rows
     /// for the retry (which finds the outcomes applied and publishes their rows) or the sweep.
-    async fn publish(&self, items: &[Item], written: &Written) -> Result<(), Failure> {
-        if !written.staged.is_empty() {
-            let mut per_item: Vec<Vec<OutgoingMessage>> = vec![Vec::new(); written.covered];
-            for (index, message) in &written.staged {
-                per_item[*index].push(outbox_relay::pending_to_outgoing(message));
-            }
-            // All sends are queued at once, in staging order, so per-key order is kept.
+    async fn publish(&self, items: &[Item], written: Written) -> Result<(), Failure> {
+        if !written.outbox.is_empty() {
+            let spans: Vec<tracing::Span> = items.iter().map(|item| item.span.clone()).collect();
             let began = Instant::now();
-            try_join_all(
-                per_item
-                    .iter()
-                    .zip(items)
-                    .filter(|(messages, _)| !messages.is_empty())
-                    .map(|(messages, item)| {
-                        self.publisher
-                            .publish_all(messages)
-                            .instrument(item.span.clone())
-                    }),
-            )
-            .await
-            .map_err(Failure::transient)?;
+            self.outbox
+                .send_under(&written.outbox, &spans)
+                .await
+                .map_err(Failure::transient)?;
             phase("publish", began);
-            self.forget_published(written.outbox_ids.clone());
+            self.forget_published(written.outbox);
         }
         if !written.duplicates.is_empty() {
             let ids: Vec<&str> = written
@@ -208,9 +192,10 @@ impl Provisioner {
                 .iter()
                 .map(|index| items[*index].outcome.outcome_id.as_str())
                 .collect();
-            outbox_relay::publish_batches(&self.pool, &self.publisher, &ids)
+            self.outbox
+                .publish_batches(&ids)
                 .await
-                .map_err(Failure::Transient)?;
+                .map_err(Failure::transient)?;
         }
         Ok(())
     }
@@ -222,15 +207,15 @@ impl Provisioner {
     /// the delete (a commit of its own) only keeps the outbox small. Rows a failed delete leaves
     /// are published again by the outbox sweep; consumers deduplicate by message id, as after
     /// any retried publish.
-    fn forget_published(&self, ids: Vec<i64>) {
-        let pool = self.pool.clone();
+    fn forget_published(&self, staged: Staged) {
+        let outbox = self.outbox.clone();
         tokio::spawn(async move {
             let began = Instant::now();
-            match outbox::delete(&pool, &ids).await {
+            match outbox.forget(&staged).await {
                 Ok(_) => phase("outbox_delete", began),
                 Err(error) => tracing::warn!(
                     error = %error,
-                    rows = ids.len(),
+                    rows = staged.len(),
                     "deleting published outbox rows failed; the outbox sweep publishes them again"
                 ),
             }

@@ -14,7 +14,6 @@ use crm_sync_kafka::Failure;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{ActivityFacts, activity_changed};
 use crm_sync_proto::v1::ActivityState;
-use crm_sync_store::outbox::{self, Pending};
 use crm_sync_store::provisioning::activities::{self, Activity};
 use crm_sync_store::provisioning::workflows::{self, Target};
 use crm_sync_store::provisioning::{claims, identities, users};
@@ -130,12 +129,11 @@ impl Provisioner {
             .map_err(db)?;
         self.write_activities(&mut tx, items, &effects, &mut written)
             .await?;
-        let rows: Vec<(&str, &Pending)> = written
-            .staged
-            .iter()
-            .map(|(index, message)| (items[*index].outcome.outcome_id.as_str(), message))
+        let rows = std::mem::take(&mut written.staged)
+            .into_iter()
+            .map(|(index, message)| (index, items[index].outcome.outcome_id.as_str(), message))
             .collect();
-        written.outbox_ids = outbox::stage_all(&mut tx, &rows).await.map_err(db)?;
+        written.outbox.stage_all(&mut tx, rows).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(written)
     }

@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crm_sync_crm_directory::{Config, Crm, DirectoryClient, DirectoryUser, LookupError};
-use crm_sync_kafka::Publisher;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{UserFacts, user_provisioned, user_status};
 use crm_sync_runtime::Settings;
 
 use crate::outcome::{Kind, Outcome};
+use crm_sync_outbox::{Outbox, Pending, Staged};
 use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
-use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -43,7 +42,7 @@ type Clients = HashMap<Uuid, (Instant, Option<Arc<DirectoryClient>>)>;
 
 pub struct Directory {
     pool: PgPool,
-    publisher: Publisher,
+    outbox: Outbox,
     users_topic: String,
     key: SecretKey,
     config: Config,
@@ -71,7 +70,7 @@ impl Directory {
     /// accounts keep the names the events carry.
     pub fn from_settings(
         pool: PgPool,
-        publisher: Publisher,
+        outbox: Outbox,
         settings: &Settings,
     ) -> anyhow::Result<Option<Arc<Directory>>> {
         let Some(key) = SecretKey::from_settings(&settings.secrets)? else {
@@ -83,7 +82,7 @@ impl Directory {
         let d = &settings.directory;
         Ok(Some(Arc::new(Directory {
             pool,
-            publisher,
+            outbox,
             users_topic: settings.topics.users.clone(),
             key,
             config: Config {
@@ -476,20 +475,21 @@ impl Directory {
             },
         );
         let event_id = event_id.to_string();
-        outbox::stage(
-            &mut tx,
-            &event_id,
-            &Pending {
-                topic: self.users_topic.clone(),
-                key: format!("{company_id}/{user_id}"),
-                message_id: event_id.clone(),
-                payload: announcement.encode_to_vec(),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        crm_sync_kafka::outbox_relay::publish_batches(&self.pool, &self.publisher, &[&event_id])
+        let mut staged = Staged::default();
+        staged
+            .stage(
+                &mut tx,
+                &event_id,
+                Pending {
+                    topic: self.users_topic.clone(),
+                    key: format!("{company_id}/{user_id}"),
+                    message_id: event_id.clone(),
+                    payload: announcement.encode_to_vec(),
+                },
+            )
             .await?;
+        tx.commit().await?;
+        self.outbox.publish(staged).await?;
         tracing::info!(%user_id, %integration_id, crm_user_id, "completed the account's name and email from the CRM");
         Ok(true)
     }

@@ -15,8 +15,9 @@ mod provision;
 
 use std::time::Duration;
 
+use crm_sync_kafka::Publisher;
 use crm_sync_kafka::service::ConsumerService;
-use crm_sync_kafka::{Publisher, outbox_relay};
+use crm_sync_outbox::{Outbox, Sweep};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
 use crm_sync_runtime::supervise::Supervisor;
@@ -45,17 +46,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         SERVICE.name,
         0,
     )?);
+    let outbox = Outbox::new(pool.clone(), publisher.clone());
     let mut background = Supervisor::new(shutdown.clone());
     crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, shutdown.clone());
     // Messages left in the outbox by a replica that crashed between commit and publish.
     background.spawn(
         "outbox relay",
-        outbox_relay::relay_leftovers(
-            pool.clone(),
-            publisher.clone(),
+        outbox.clone().relay_leftovers(
             // Every writer's rows: the provisioner's replicas, and admin-api's as a backstop to its
             // own relay.
-            outbox_relay::Sweep {
+            Sweep {
                 batch_prefix: "",
                 abandoned_after: Duration::from_secs(60),
                 limit: 1000,
@@ -66,8 +66,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
     let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
-    let directory =
-        directory::Directory::from_settings(pool.clone(), publisher.clone(), &settings)?;
+    let directory = directory::Directory::from_settings(pool.clone(), outbox.clone(), &settings)?;
     if let Some(directory) = &directory {
         background.spawn(
             "directory completion",
@@ -79,7 +78,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "CRM-inactive listener",
         people::CrmInactive::new(
             pool.clone(),
-            publisher.clone(),
+            outbox.clone(),
             settings.topics.users.clone(),
             settings.topics.activities.clone(),
         )
@@ -87,7 +86,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let handler = Provisioner {
         pool,
-        publisher: publisher.clone(),
+        outbox,
         activities_topic: settings.topics.activities.clone(),
         users_topic: settings.topics.users.clone(),
         directory,

@@ -2,12 +2,11 @@
 //! but do not count on leaderboards, and a user the CRM says is inactive is deactivated.
 
 use anyhow::Context as _;
-use crm_sync_kafka::Publisher;
+use crm_sync_outbox::{Outbox, Pending, Staged};
 use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{UserFacts, user_provisioned};
 use crm_sync_proto::v1::{ActivityState, UserStatus};
 use crm_sync_store::announce::Announcements;
-use crm_sync_store::outbox::{self, Pending};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -44,7 +43,7 @@ const BATCH: i64 = 100;
 /// once. Returns how many were deactivated, and whether more may be due.
 pub async fn deactivate_inactive_in_crm(
     pool: &PgPool,
-    publisher: &Publisher,
+    outbox: &Outbox,
     topics: Topics<'_>,
 ) -> anyhow::Result<Pass> {
     let due: Vec<(Uuid, Uuid, String, Uuid)> = sqlx::query_as(
@@ -68,9 +67,10 @@ pub async fn deactivate_inactive_in_crm(
         if !still_due(&mut tx, integration_id, &crm_user_id, user_id).await? {
             continue;
         }
+        let mut staged = Staged::default();
         let deactivated = deactivate_one(
             &mut tx,
-            &batch,
+            (&batch, &mut staged),
             topics,
             (company_id, integration_id, &crm_user_id, user_id),
         )
@@ -90,7 +90,7 @@ pub async fn deactivate_inactive_in_crm(
             tracing::info!(%user_id, %integration_id, crm_user_id, "deactivated the user: the CRM says they are inactive");
         }
         // Committed: if publishing fails now, the outbox relay sends the rows later.
-        crm_sync_kafka::outbox_relay::publish_batches(pool, publisher, &[&batch]).await?;
+        outbox.publish(staged).await?;
     }
     Ok(pass)
 }
@@ -128,7 +128,7 @@ async fn still_due(
 /// Deactivates the user (if not already) and stages what downstream must learn of it.
 async fn deactivate_one(
     tx: &mut PgConnection,
-    batch: &str,
+    (batch, staged): (&str, &mut Staged),
     topics: Topics<'_>,
     (company_id, integration_id, crm_user_id, user_id): (Uuid, Uuid, &str, Uuid),
 ) -> anyhow::Result<bool> {
@@ -151,7 +151,14 @@ async fn deactivate_one(
         payload,
     };
     if visible_before {
-        stage_hidden_activities(tx, batch, topics.activities, company_id, user_id).await?;
+        stage_hidden_activities(
+            tx,
+            (batch, &mut *staged),
+            topics.activities,
+            company_id,
+            user_id,
+        )
+        .await?;
     }
     let event_id = Uuid::new_v5(&NAMESPACE, format!("{user_id}\u{1f}{batch}").as_bytes());
     let announcement = user_provisioned(
@@ -173,7 +180,7 @@ async fn deactivate_one(
         announcement.event_id.clone(),
         announcement.encode_to_vec(),
     );
-    outbox::stage(tx, batch, &message).await?;
+    staged.stage(tx, batch, message).await?;
     let actor = crm_sync_store::admin::audit::Actor {
         token_id: None,
         name: "provisioner (the CRM says the user is inactive)".into(),
@@ -194,19 +201,20 @@ async fn deactivate_one(
 /// Stages an `ActivityChanged` for each recorded activity of the user, no longer visible.
 async fn stage_hidden_activities(
     tx: &mut PgConnection,
-    batch: &str,
+    (batch, staged): (&str, &mut Staged),
     topic: &str,
     company_id: Uuid,
     user_id: Uuid,
 ) -> anyhow::Result<()> {
     let recorded = crm_sync_store::admin::activities::recorded_of_user(tx, user_id).await?;
-    Announcements {
+    let messages = Announcements {
         batch,
         namespace: NAMESPACE,
         topic,
         company_id,
     }
-    .stage_activities(tx, &recorded, ActivityState::Recorded, false)
-    .await?;
+    .activities_changed(&recorded, ActivityState::Recorded, false);
+    let rows = messages.into_iter().map(|m| (0, batch, m)).collect();
+    staged.stage_all(tx, rows).await?;
     Ok(())
 }

@@ -2,11 +2,10 @@
 //! replicas race: the identity row is inserted first and then locked, so only one transaction
 //! finds it without a user and creates one; the others wait for it and reuse its user.
 
-use crm_sync_kafka::{Failure, OutgoingMessage, outbox_relay};
+use crm_sync_kafka::Failure;
 use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{UserFacts, activity_changed, user_provisioned, user_status};
 use crm_sync_proto::v1::ActivityState;
-use crm_sync_store::outbox::{self, Pending};
 use crm_sync_store::provisioning::{activities, identities, users, workflows};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -183,27 +182,18 @@ impl Provisioner {
         let mut written = Written::default();
         self.provision_identity(&mut tx, &mut written, 0, identity)
             .await?;
-        let rows: Vec<(&str, &Pending)> = written
-            .staged
-            .iter()
-            .map(|(_, message)| (staged_under, message))
+        let rows = std::mem::take(&mut written.staged)
+            .into_iter()
+            .map(|(index, message)| (index, staged_under, message))
             .collect();
-        let outbox_ids = outbox::stage_all(&mut tx, &rows).await.map_err(db)?;
+        written.outbox.stage_all(&mut tx, rows).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         written.counts.emit(0);
         // Committed: if publishing fails now, the outbox relay sends the rows later.
-        let messages: Vec<OutgoingMessage> = written
-            .staged
-            .iter()
-            .map(|(_, message)| outbox_relay::pending_to_outgoing(message))
-            .collect();
-        self.publisher
-            .publish_all(&messages)
+        self.outbox
+            .publish(written.outbox)
             .await
             .map_err(Failure::transient)?;
-        outbox::delete(&self.pool, &outbox_ids).await.map_err(|e| {
-            Failure::transient(anyhow::Error::new(e).context("deleting published outbox rows"))
-        })?;
         Ok(())
     }
 }

@@ -1,15 +1,15 @@
 //! Re-announcing activities downstream: when an admin or the CRM changes what a user's recorded
 //! activities count for (a team membership, a deactivation, a merge), each activity is announced
-//! again as an `ActivityChanged`, staged in the outbox inside the transaction that made the change.
+//! again as an `ActivityChanged`, which the writer stages in the outbox inside the transaction
+//! that made the change.
 
 use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{ActivityFacts, activity_changed};
 use crm_sync_proto::v1::ActivityState;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::admin::activities::ActivityRow;
-use crate::outbox::{self, Pending};
+use crate::outbox::Pending;
 
 /// Where one change's announcements go and how their ids are derived.
 #[derive(Debug, Clone, Copy)]
@@ -24,17 +24,15 @@ pub struct Announcements<'a> {
 }
 
 impl Announcements<'_> {
-    /// Stages an `ActivityChanged` in `state` for each activity attributed to a user (unmapped
-    /// ones have nobody downstream to count for), `visible` on leaderboards or not. Returns how
-    /// many were staged.
-    pub async fn stage_activities(
+    /// An `ActivityChanged` in `state` for each activity attributed to a user (unmapped ones
+    /// have nobody downstream to count for), `visible` on leaderboards or not.
+    pub fn activities_changed(
         &self,
-        conn: &mut PgConnection,
         activities: &[ActivityRow],
         state: ActivityState,
         visible: bool,
-    ) -> Result<usize, sqlx::Error> {
-        let mut staged = 0;
+    ) -> Vec<Pending> {
+        let mut messages = Vec::with_capacity(activities.len());
         for a in activities {
             let Some(user_id) = a.user_id else {
                 continue;
@@ -49,16 +47,14 @@ impl Announcements<'_> {
                 state,
                 visible,
             );
-            let message = Pending {
+            messages.push(Pending {
                 topic: self.topic.to_owned(),
                 key: format!("{}/{user_id}", self.company_id),
                 message_id: change.change_id.clone(),
                 payload: change.encode_to_vec(),
-            };
-            outbox::stage(conn, self.batch, &message).await?;
-            staged += 1;
+            });
         }
-        Ok(staged)
+        messages
     }
 }
 

@@ -1,8 +1,7 @@
-//! The transactional outbox table, for every writer (the provisioner and admin-api): messages are
-//! staged in the same transaction as the effects they announce, published after commit, and
-//! deleted once Kafka acknowledged them. A crash between commit and publish delays a message but
-//! never loses it: a relay publishes rows left behind. Publishing is
-//! `crm_sync_kafka::outbox_relay`'s (this crate does not talk to Kafka).
+//! The statements on the transactional outbox table. Every writer (the provisioner and admin-api)
+//! goes through `crm_sync_outbox::Outbox`, which stages messages in the same transaction as the
+//! effects they announce, publishes them after commit, deletes them once Kafka acknowledged them,
+//! and relays rows a writer left behind. This crate does not talk to Kafka.
 
 use std::time::Duration;
 
@@ -29,23 +28,24 @@ pub struct Staged {
 }
 
 /// Stages `message` under `batch_id` (the id of the change that produced it), inside the
-/// caller's transaction.
+/// caller's transaction. Returns the row's id, for [`delete`] once the message is published.
 pub async fn stage(
     conn: &mut PgConnection,
     batch_id: &str,
     message: &Pending,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, message_key, message_id, payload) VALUES ($1, $2, $3, $4, $5)",
+) -> Result<i64, sqlx::Error> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO outbox (event_id, topic, message_key, message_id, payload)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(batch_id)
     .bind(&message.topic)
     .bind(&message.key)
     .bind(&message.message_id)
     .bind(&message.payload)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(id)
 }
 
 /// Stages many messages, each under its own batch id, in one statement inside the caller's
@@ -84,16 +84,6 @@ pub async fn stage_all(
     .fetch_all(conn)
     .await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
-}
-
-/// What one change staged, in staging order.
-pub async fn fetch_batch(pool: &PgPool, batch_id: &str) -> Result<Vec<Staged>, sqlx::Error> {
-    sqlx::query_as::<_, Staged>(
-        "SELECT id, topic, message_key, message_id, payload FROM outbox WHERE event_id = $1 ORDER BY id",
-    )
-    .bind(batch_id)
-    .fetch_all(pool)
-    .await
 }
 
 /// What any of the given changes staged, in staging order.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crm_sync_kafka::Publisher;
+use crm_sync_outbox::Outbox;
 use crm_sync_store::crm_user_status::INACTIVE_CHANNEL;
 use crm_sync_store::listen::{self, OnChange, Resync};
 use sqlx::PgPool;
@@ -22,7 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 pub struct CrmInactive {
     pool: PgPool,
-    publisher: Publisher,
+    outbox: Outbox,
     users_topic: String,
     activities_topic: String,
 }
@@ -30,13 +30,13 @@ pub struct CrmInactive {
 impl CrmInactive {
     pub fn new(
         pool: PgPool,
-        publisher: Publisher,
+        outbox: Outbox,
         users_topic: String,
         activities_topic: String,
     ) -> CrmInactive {
         CrmInactive {
             pool,
-            publisher,
+            outbox,
             users_topic,
             activities_topic,
         }
@@ -54,7 +54,7 @@ impl CrmInactive {
             users: &self.users_topic,
             activities: &self.activities_topic,
         };
-        match deactivate_inactive_in_crm(&self.pool, &self.publisher, topics).await {
+        match deactivate_inactive_in_crm(&self.pool, &self.outbox, topics).await {
             Ok(pass) if pass.more => RETRY_AFTER,
             Ok(_) => SWEEP_INTERVAL,
             Err(e) => {
