@@ -25,9 +25,8 @@ use axum::Router;
 use crm_sync_kafka::Publisher;
 use crm_sync_outbox::Outbox;
 use crm_sync_runtime::ops::{self, Readiness};
-use crm_sync_runtime::service::{OpsServer, run_with_ops};
-use crm_sync_runtime::supervise::Supervisor;
-use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use crm_sync_runtime::service::OpsServer;
+use crm_sync_runtime::{ServiceDefaults, Settings};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 
@@ -155,11 +154,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "kafka",
             crm_sync_kafka::admin::readiness_check(&settings.kafka),
         );
-    let stop = shutdown::on_termination_signal();
+    let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
+    let stop = service.shutdown();
     // Visibility changes whose publishing was interrupted (Kafka down, a crash after commit).
-    let mut background = Supervisor::new(stop.clone());
-    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, stop.clone());
-    background.spawn(
+    service.background().spawn(
         "outbox relay",
         publish::relay_leftovers(outbox.clone(), stop.clone()),
     );
@@ -199,12 +197,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         activities_topic = %settings.topics.activities,
         "admin-api listening"
     );
-    let grace = settings.shutdown.grace_period();
     let ops = OpsServer::new(ops_listener, readiness, metrics, &settings.http);
-    let serve_api = ops::serve(listener, app, stop.clone(), ops.limits);
-    let served = background
-        .run(run_with_ops(ops, &stop, grace, serve_api))
-        .await;
-    tracing::info!("admin-api stopped");
-    served
+    let serve_api = ops::serve(listener, app, stop, ops.limits);
+    service.run(ops, serve_api).await
 }

@@ -94,12 +94,10 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
             let health = health.clone();
             async move { health.check() }
         });
-    let wound_down = CancellationToken::new();
-    background.wound_down.push(wound_down.clone());
-    background.supervisor.spawn("pull jobs", async move {
-        let _done = wound_down.drop_guard();
-        worker.run(shutdown).await;
-    });
+    // Awaited at shutdown: the jobs hand their leases back before the process exits.
+    background
+        .supervisor
+        .spawn("pull jobs", async move { worker.run(shutdown).await });
     Ok(())
 }
 

@@ -8,9 +8,9 @@ use anyhow::Context;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_kafka::transactional;
 use crm_sync_runtime::ops::{self, Readiness};
-use crm_sync_runtime::service::{OpsServer, run_with_ops};
+use crm_sync_runtime::service::OpsServer;
 use crm_sync_runtime::supervise::Supervisor;
-use crm_sync_runtime::{ServiceDefaults, Settings, shutdown};
+use crm_sync_runtime::{ServiceDefaults, Settings};
 use crm_sync_store::sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -32,15 +32,13 @@ pub struct Background<'a> {
     /// The publisher of the webhooks' events: pulled records go into the same kind of
     /// transactions on the same topic.
     pub publisher: AtomicPublisher,
-    /// Tasks spawned here run until `shutdown`; one ending earlier stops the service.
+    /// Tasks spawned here run until `shutdown`, then finish what they hold (hand back a
+    /// lease) before the process exits, bounded by the grace period; one ending earlier stops
+    /// the service.
     pub supervisor: &'a mut Supervisor,
     pub shutdown: CancellationToken,
     /// Checks of the background work's own, added to `/readyz`.
     pub readiness: &'a mut Readiness,
-    /// Background work that must wind down before the process exits (hand back what it holds)
-    /// pushes a token here and cancels it once done; after the servers drained, ingest waits
-    /// for them, bounded by the grace period, before its tasks are dropped.
-    pub wound_down: &'a mut Vec<CancellationToken>,
 }
 
 /// Serves the webhook API and the ops endpoints until SIGTERM/SIGINT, then drains in-flight
@@ -76,18 +74,15 @@ where
             "no secrets.encryption_key configured: only Salesforce integrations (webhook token) can be authenticated"
         );
     }
-    let stop = shutdown::on_termination_signal();
-    let mut supervisor = Supervisor::new(stop.clone());
-    crm_sync_kafka::rotation::watch(&settings.kafka, &mut supervisor, stop.clone());
-    let mut wound_down = Vec::new();
+    let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
+    let stop = service.shutdown();
     background(Background {
         settings: &settings,
         pool: pool.clone(),
         publisher: publisher.clone(),
-        supervisor: &mut supervisor,
+        supervisor: service.background(),
         shutdown: stop.clone(),
         readiness: &mut readiness,
-        wound_down: &mut wound_down,
     })?;
     let api = crate::http::router(app_state(&settings, pool, publisher, key));
     let ops_port = settings.http.ops_port_or(OPS_PORT)?;
@@ -105,39 +100,15 @@ where
         events_topic = %settings.topics.events,
         "ingest listening"
     );
-    let grace = Duration::from_secs(settings.shutdown.grace_period_secs);
-    let limits = ops::Limits::from(&settings.http);
-    let ops = OpsServer {
-        listener: ops_listener,
-        router: ops::router(readiness, metrics),
-        limits,
-    };
-    let serve_api = ops::serve(listener, api, stop.clone(), limits);
-    let served = supervisor
-        .run(run_with_ops(ops, &stop, grace, async {
-            let served = serve_api.await;
-            // Pull jobs hand their leases over before the process goes (probes still answer).
-            wind_down(&wound_down, grace).await;
-            served
-        }))
-        .await;
-
+    let grace = service.grace();
+    let ops = OpsServer::new(ops_listener, readiness, metrics, &settings.http);
+    let serve_api = ops::serve(listener, api, stop, ops.limits);
+    // Pull jobs hand their leases over before the process goes (probes still answer).
+    let served = service.run(ops, serve_api).await;
     // Every acknowledged request's transaction is committed; requests still in the committer's
     // hands (abandoned by the grace period) are answered or aborted, bounded by the grace period.
     committer.finish(grace).await;
-    tracing::info!("ingest stopped");
     served
-}
-
-/// Waits (at most `grace`) for the background work that hands something back at shutdown.
-async fn wind_down(tokens: &[CancellationToken], grace: Duration) {
-    let all = futures::future::join_all(tokens.iter().map(|t| t.cancelled()));
-    if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!(
-            grace_period_secs = grace.as_secs(),
-            "background work did not wind down within the grace period; stopping anyway"
-        );
-    }
 }
 
 /// `/readyz`: PostgreSQL, Kafka, and the transactional producers initialized.

@@ -1,7 +1,8 @@
 //! The skeleton of a consuming service, at-least-once ([`ConsumerService`]) or transactional
 //! ([`crate::transactional::TransactionalService`]): the consumer subscribed, `/readyz` with
-//! Kafka's reachability and the loop's health, the ops endpoints served until the loop has
-//! drained, SIGTERM with a grace period. Services differ only in their handler and checks.
+//! Kafka's reachability and the loop's health, the loop run as the main work of the service's
+//! [`Service`] (ops endpoints, background tasks, SIGTERM with a grace period). Services differ
+//! only in their handler, checks and background tasks.
 
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -9,15 +10,23 @@ use std::time::Duration;
 
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::{self, Readiness};
-use crm_sync_runtime::service::{OpsServer, run_with_ops};
+use crm_sync_runtime::service::{OpsServer, Service};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::Consumer;
-use tokio_util::sync::CancellationToken;
 
 use crate::consume::{ConsumeLoop, MessageHandler, run_consumer};
 use crate::consumer::ServiceConsumer;
 use crate::health::LoopHealth;
 use crate::produce::Publisher;
+
+/// The [`Service`] of a service that talks to Kafka (every crm-sync service): SIGTERM watched,
+/// and Kafka's credential files too (a change restarts the service, which then reads them).
+pub fn start(name: &'static str, settings: &Settings) -> Service {
+    let mut service = Service::new(name, settings);
+    let shutdown = service.shutdown();
+    crate::rotation::watch(&settings.kafka, service.background(), shutdown);
+    service
+}
 
 pub struct ConsumerService<'a, H> {
     pub name: &'a str,
@@ -29,7 +38,8 @@ pub struct ConsumerService<'a, H> {
     /// Service-specific checks; Kafka reachability and consumer health are added here.
     pub readiness: Readiness,
     pub metrics: PrometheusHandle,
-    pub shutdown: CancellationToken,
+    /// The running service (see [`start`]), with the background tasks spawned so far.
+    pub service: Service,
 }
 
 impl<H: MessageHandler> ConsumerService<'_, H> {
@@ -57,15 +67,14 @@ impl<H: MessageHandler> ConsumerService<'_, H> {
             handler: Arc::new(self.handler),
             dead_letters: self.publisher.clone(),
             health,
-            shutdown: self.shutdown.clone(),
+            shutdown: self.service.shutdown(),
             buffer_per_partition: crate::consume::PARTITION_BUFFER,
         });
-        let result = skeleton.run(ops, &self.shutdown, consume).await;
+        let result = self.service.run(ops, consume).await;
         use rdkafka::producer::Producer as _;
         if let Err(error) = self.publisher.producer().flush(Duration::from_secs(5)) {
             tracing::warn!(%error, "flushing the producer at shutdown");
         }
-        tracing::info!(service = self.name, "stopped");
         result
     }
 }
@@ -108,16 +117,5 @@ impl Skeleton<'_> {
             "started"
         );
         Ok(OpsServer::new(listener, readiness, metrics, http))
-    }
-
-    /// Serves `ops` around the loop until it has drained after shutdown, or the grace period
-    /// has passed.
-    pub(crate) async fn run(
-        &self,
-        ops: OpsServer,
-        shutdown: &CancellationToken,
-        main: impl Future<Output = anyhow::Result<()>>,
-    ) -> anyhow::Result<()> {
-        run_with_ops(ops, shutdown, self.settings.shutdown.grace_period(), main).await
     }
 }

@@ -20,7 +20,7 @@ use crm_sync_kafka::service::ConsumerService;
 use crm_sync_outbox::{Outbox, Sweep};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
-use crm_sync_runtime::supervise::Supervisor;
+use crm_sync_runtime::service::Service;
 
 pub use apply::Provisioner;
 
@@ -30,6 +30,16 @@ pub const SERVICE: crm_sync_runtime::ServiceDefaults = crm_sync_runtime::Service
     consumer_group: "crm-sync-provisioner",
 };
 
+/// Messages left in the outbox by a replica that crashed between commit and publish: every
+/// writer's rows (the provisioner's replicas, and admin-api's as a backstop to its own relay).
+const RELAY: Sweep = Sweep {
+    batch_prefix: "",
+    abandoned_after: Duration::from_secs(60),
+    limit: 1000,
+    interval: Duration::from_secs(30),
+    on_relayed: |_| {},
+};
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
@@ -37,7 +47,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::metric_definitions::describe();
     crm_sync_store::metric_definitions::describe();
     crm_sync_crm_directory::metric_definitions::describe();
-    let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
+    let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     // Every publish is awaited (a batch's messages are handed over at once, after its commit):
     // lingering would only delay each batch.
@@ -47,27 +57,43 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         0,
     )?);
     let outbox = Outbox::new(pool.clone(), publisher.clone());
-    let mut background = Supervisor::new(shutdown.clone());
-    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, shutdown.clone());
-    // Messages left in the outbox by a replica that crashed between commit and publish.
+    let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
+    let handler = Provisioner {
+        directory: directory::Directory::from_settings(pool.clone(), outbox.clone(), &settings)?,
+        pool,
+        outbox,
+        activities_topic: settings.topics.activities.clone(),
+        users_topic: settings.topics.users.clone(),
+    };
+    spawn_background(&mut service, &handler, &settings);
+    let topic = settings.topics.matches.clone();
+    ConsumerService {
+        name: SERVICE.name,
+        settings: &settings,
+        topic: &topic,
+        handler,
+        publisher,
+        readiness,
+        metrics,
+        service,
+    }
+    .run()
+    .await
+}
+
+/// The provisioner's background tasks: the outbox relay, the directory's completion of pending
+/// accounts, and the listeners that act as soon as the database says so.
+fn spawn_background(service: &mut Service, handler: &Provisioner, settings: &Settings) {
+    let shutdown = service.shutdown();
+    let background = service.background();
     background.spawn(
         "outbox relay",
-        outbox.clone().relay_leftovers(
-            // Every writer's rows: the provisioner's replicas, and admin-api's as a backstop to its
-            // own relay.
-            Sweep {
-                batch_prefix: "",
-                abandoned_after: Duration::from_secs(60),
-                limit: 1000,
-                interval: Duration::from_secs(30),
-                on_relayed: |_| {},
-            },
-            shutdown.clone(),
-        ),
+        handler
+            .outbox
+            .clone()
+            .relay_leftovers(RELAY, shutdown.clone()),
     );
-    let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));
-    let directory = directory::Directory::from_settings(pool.clone(), outbox.clone(), &settings)?;
-    if let Some(directory) = &directory {
+    if let Some(directory) = &handler.directory {
         background.spawn(
             "directory completion",
             directory.clone().complete_pending(shutdown.clone()),
@@ -77,36 +103,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     background.spawn(
         "CRM-inactive listener",
         people::CrmInactive::new(
-            pool.clone(),
-            outbox.clone(),
+            handler.pool.clone(),
+            handler.outbox.clone(),
             settings.topics.users.clone(),
             settings.topics.activities.clone(),
         )
         .run(shutdown.clone()),
     );
-    let handler = Provisioner {
-        pool,
-        outbox,
-        activities_topic: settings.topics.activities.clone(),
-        users_topic: settings.topics.users.clone(),
-        directory,
-    };
     // Identities waiting unmapped when an integration's auto-sync is turned on.
     background.spawn(
         "auto-sync listener",
-        auto_sync::AutoSync::new(handler.clone()).run(shutdown.clone()),
+        auto_sync::AutoSync::new(handler.clone()).run(shutdown),
     );
-    let topic = settings.topics.matches.clone();
-    let consume = ConsumerService {
-        name: SERVICE.name,
-        settings: &settings,
-        topic: &topic,
-        handler,
-        publisher,
-        readiness,
-        metrics,
-        shutdown,
-    }
-    .run();
-    background.run(consume).await
 }

@@ -1,8 +1,10 @@
-//! The shape every service runs in: its main work (a consume loop, an API server) with the ops
-//! endpoints served around it. SIGTERM starts the drain; the grace period bounds it; the ops
-//! endpoints answer until the main work has finished, so that probes see the drain. If the ops
-//! server itself stops first, the orchestrator could no longer see the service: it is stopped
-//! (drained like on SIGTERM) and exits non-zero, so that it is restarted.
+//! The shape every service runs in ([`Service`]): its main work (a consume loop, an API server)
+//! and its background tasks (outbox relays, change listeners, lag readers, expiry), with the ops
+//! endpoints served around them. SIGTERM starts the drain; the grace period bounds it; the ops
+//! endpoints answer until the main work and the background tasks have finished, so that probes
+//! see the drain. If the ops server itself stops first, the orchestrator could no longer see the
+//! service: it is stopped (drained like on SIGTERM) and exits non-zero, so that it is restarted;
+//! a background task that ends or panics before shutdown does the same (see `crate::supervise`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +16,76 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::Readiness;
 use crate::server::{Limits, serve};
-use crate::settings::HttpSettings;
+use crate::settings::{HttpSettings, Settings};
+use crate::supervise::Supervisor;
+
+/// One running service: its termination token (cancelled on SIGTERM or SIGINT), its grace
+/// period and its background tasks.
+pub struct Service {
+    name: &'static str,
+    shutdown: CancellationToken,
+    grace: Duration,
+    background: Supervisor,
+}
+
+impl Service {
+    /// Starts watching for SIGTERM and SIGINT.
+    pub fn new(name: &'static str, settings: &Settings) -> Service {
+        Service::with_token(
+            name,
+            crate::shutdown::on_termination_signal(),
+            settings.shutdown.grace_period(),
+        )
+    }
+
+    fn with_token(name: &'static str, shutdown: CancellationToken, grace: Duration) -> Service {
+        Service {
+            name,
+            background: Supervisor::new(shutdown.clone()),
+            shutdown,
+            grace,
+        }
+    }
+
+    /// The token every part of the service watches: cancelled on SIGTERM, when a background
+    /// task fails, or when the ops server stops.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// The background tasks, to spawn on (see [`Supervisor::spawn`]).
+    pub fn background(&mut self) -> &mut Supervisor {
+        &mut self.background
+    }
+
+    /// Runs `main` and the background tasks with `ops` served around them, until `main` has
+    /// returned and the tasks have ended after shutdown, or until the grace period has passed
+    /// since shutdown started (what is still running then is dropped). Returns `main`'s result,
+    /// or why the service had to stop (a background task or the ops server failed).
+    pub async fn run<F>(self, ops: OpsServer, main: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = anyhow::Result<()>>,
+    {
+        let Service {
+            name,
+            shutdown,
+            grace,
+            background,
+        } = self;
+        let result = run_with_ops(ops, &shutdown, grace, background.run(main)).await;
+        match &result {
+            Ok(()) => tracing::info!(service = name, "stopped"),
+            Err(error) => {
+                tracing::error!(service = name, error = format!("{error:#}"), "stopped")
+            }
+        }
+        result
+    }
+}
 
 /// The ops endpoints' listener, routes and limits.
 pub struct OpsServer {
@@ -42,7 +113,7 @@ impl OpsServer {
 
 /// Runs `main` until it returns, or until the grace period has passed since `shutdown` was
 /// cancelled, with `ops` served all along. Returns `main`'s result, or the ops server's failure.
-pub async fn run_with_ops<F>(
+async fn run_with_ops<F>(
     ops: OpsServer,
     shutdown: &CancellationToken,
     grace: Duration,
@@ -174,6 +245,59 @@ mod tests {
         .await
         .unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn background_tasks_finish_what_they_hold_before_the_service_exits() {
+        let (ops, _) = ops().await;
+        let shutdown = CancellationToken::new();
+        let mut service = Service::with_token("test", shutdown.clone(), Duration::from_secs(5));
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let token = service.shutdown();
+        let flag = written.clone();
+        service.background().spawn("trail writer", async move {
+            token.cancelled().await;
+            // Writing what is queued takes a moment after shutdown.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        shutdown.cancel();
+        service.run(ops, async { Ok(()) }).await.unwrap();
+        assert!(
+            written.load(std::sync::atomic::Ordering::SeqCst),
+            "the task was dropped before it finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn background_tasks_that_outlive_the_grace_period_are_dropped() {
+        let (ops, _) = ops().await;
+        let shutdown = CancellationToken::new();
+        let mut service = Service::with_token("test", shutdown.clone(), Duration::from_millis(300));
+        service
+            .background()
+            .spawn("stuck", std::future::pending::<()>());
+        service
+            .background()
+            .spawn_until_shutdown("restorer", std::future::pending::<()>());
+        shutdown.cancel();
+        let started = std::time::Instant::now();
+        service.run(ops, async { Ok(()) }).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn tasks_that_hold_nothing_do_not_delay_the_exit() {
+        let (ops, _) = ops().await;
+        let shutdown = CancellationToken::new();
+        let mut service = Service::with_token("test", shutdown.clone(), Duration::from_secs(30));
+        service
+            .background()
+            .spawn_until_shutdown("restorer", std::future::pending::<()>());
+        shutdown.cancel();
+        let started = std::time::Instant::now();
+        service.run(ops, async { Ok(()) }).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
-//! Background tasks watched by the service that spawned them. A background task (an outbox
-//! relay, a change listener) is meant to run until shutdown; if one ends earlier, by returning
-//! or by panicking, the service would keep answering `/readyz` while running on stale state.
-//! Instead the service drains and exits non-zero with the reason logged, so that the
-//! orchestrator restarts it.
+//! Background tasks watched by the service that spawned them (see `crate::service::Service`). A
+//! background task (an outbox relay, a change listener) is meant to run until shutdown; if one
+//! ends earlier, by returning or by panicking, the service would keep answering `/readyz` while
+//! running on stale state. Instead the service drains and exits non-zero with the reason logged,
+//! so that the orchestrator restarts it. At shutdown the tasks are given the time the grace
+//! period leaves to finish what they hold (write what is queued, hand back a lease).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -38,7 +39,8 @@ impl Supervisor {
         }
     }
 
-    /// Spawns `task`, which must run until the shutdown token is cancelled.
+    /// Spawns `task`, which must run until the shutdown token is cancelled and then end soon:
+    /// the service waits for it before it exits (bounded by the grace period).
     pub fn spawn<F>(&mut self, name: &'static str, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -47,9 +49,25 @@ impl Supervisor {
         self.names.insert(id, name);
     }
 
-    /// Runs the service's main work while watching the background tasks. A task that ends
-    /// before shutdown makes this return an error naming it (after the main work drained);
-    /// otherwise the main work's own result is returned.
+    /// Spawns `task`, which does not watch the shutdown token and holds nothing to finish: it
+    /// is dropped when shutdown starts.
+    pub fn spawn_until_shutdown<F>(&mut self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        self.spawn(name, async move {
+            tokio::select! {
+                () = task => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Runs the service's main work while watching the background tasks, then waits for the
+    /// tasks to end (the caller bounds the wait). A task that ends before shutdown makes this
+    /// return an error naming it (after the main work drained); otherwise the main work's own
+    /// result is returned.
     pub async fn run<F>(mut self, main: F) -> anyhow::Result<()>
     where
         F: Future<Output = anyhow::Result<()>>,
@@ -68,9 +86,9 @@ impl Supervisor {
                 }
             }
         };
-        // The main work has stopped: the tasks see the same token and end; whatever is left
-        // is aborted when the set is dropped.
+        // The main work has stopped: the tasks see the same token and end.
         self.shutdown.cancel();
+        self.wait_for_tasks(&mut failure).await;
         match failure {
             Some(error) => Err(anyhow::Error::new(error).context(match result {
                 Ok(()) => "the service stopped because a background task failed".to_owned(),
@@ -80,6 +98,18 @@ impl Supervisor {
             })),
             None => result,
         }
+    }
+
+    /// Waits for every task to end, keeping the first failure (a task panicking while it winds
+    /// down is one).
+    async fn wait_for_tasks(&mut self, failure: &mut Option<TaskFailure>) {
+        while let Some(ended) = self.tasks.join_next_with_id().await {
+            if let Some(error) = self.unexpected(ended) {
+                tracing::error!(error = %error, "a background task failed while stopping");
+                failure.get_or_insert(error);
+            }
+        }
+        tracing::debug!("background tasks stopped");
     }
 
     fn unexpected(&self, ended: Result<(Id, ()), JoinError>) -> Option<TaskFailure> {

@@ -24,7 +24,6 @@ use anyhow::Context;
 use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
-use crm_sync_runtime::supervise::Supervisor;
 use sqlx::PgPool;
 
 pub use evaluate::Evaluator;
@@ -106,7 +105,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     metric_definitions::describe();
     crm_sync_kafka::metric_definitions::describe();
     crm_sync_store::metric_definitions::describe();
-    let shutdown = crm_sync_runtime::shutdown::on_termination_signal();
+    let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
+    let shutdown = service.shutdown();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
     crm_sync_kafka::admin::check_co_partitioned(
         &settings.kafka,
@@ -116,13 +116,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
-    let mut background = Supervisor::new(shutdown.clone());
-    crm_sync_kafka::rotation::watch(&settings.kafka, &mut background, shutdown.clone());
+    let background = service.background();
     background.spawn(
         "workflow listener",
         snapshot::keep_fresh(snapshot.clone(), pool.clone(), shutdown.clone()),
     );
-    background.spawn(
+    background.spawn_until_shutdown(
         "record state restorer",
         store::run_restorer(store.clone(), wakes),
     );
@@ -172,9 +171,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits: BatchLimits::default(),
         readiness,
         metrics,
-        shutdown,
+        service,
         partitions: Some(store as Arc<dyn PartitionListener>),
     }
     .run();
-    background.run(consume).await
+    consume.await
 }

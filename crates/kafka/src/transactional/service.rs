@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::service::Service;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     BatchLimits, PartitionListener, TransactionalHandler, TransactionalLoop,
@@ -16,8 +16,8 @@ use crate::service::Skeleton;
 
 const TRANSACTIONS_STARTING: &str = "Kafka transactions not initialized yet";
 
-/// The skeleton of a transactional consume→produce service: ops endpoints, the loop, SIGTERM
-/// with a grace period (the batch in hand is committed before exit).
+/// The skeleton of a transactional consume→produce service: the loop as the main work of the
+/// [`Service`] (the batch in hand is committed before exit).
 pub struct TransactionalService<'a, H> {
     pub name: &'a str,
     pub settings: &'a Settings,
@@ -27,7 +27,8 @@ pub struct TransactionalService<'a, H> {
     /// Service-specific checks; Kafka reachability and the loop's health are added here.
     pub readiness: Readiness,
     pub metrics: PrometheusHandle,
-    pub shutdown: CancellationToken,
+    /// The running service (see [`crate::service::start`]), with its background tasks.
+    pub service: Service,
     /// Told of the input partitions gained and lost (e.g. to restore state before handling).
     pub partitions: Option<Arc<dyn PartitionListener>>,
 }
@@ -63,12 +64,10 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             handler: &self.handler,
             health,
             limits: self.limits,
-            shutdown: self.shutdown.clone(),
+            shutdown: self.service.shutdown(),
         });
         // A batch still in hand when the grace period ends is dropped: its transaction is
         // aborted and its events are handled again by whoever takes the partition.
-        let result = skeleton.run(ops, &self.shutdown, run).await;
-        tracing::info!(service = self.name, "stopped");
-        result
+        self.service.run(ops, run).await
     }
 }
