@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crm_sync_e2e::app::AdminClient;
 
-use admin_support::{ENCRYPTION_KEY, company_path, start_admin_api, token};
+use admin_support::{ENCRYPTION_KEY, admin_world, company_path, start_admin_api, token};
 use connectors::{hubspot_signature, now_millis, post};
 use crm_sync_e2e::{Tenant, TestEnv, eventually};
 use crm_sync_store::credentials::{self, SecretKey};
@@ -65,16 +65,11 @@ async fn integration(
 #[tokio::test]
 async fn credentials_are_write_only_validated_per_crm_and_audited() {
     let env = TestEnv::new("admin-credentials").await;
-    let tenant = Tenant::create(&env.pool, "acme", false, true).await;
-    let other = Tenant::create(&env.pool, "globex", false, true).await;
-    let admin = token(&env, tenant.company_id, "admin").await;
-    let viewer = token(&env, tenant.company_id, "viewer").await;
-    let api = start_admin_api(&env).await;
-    let c = AdminClient::new(&api, Some(&admin));
-    let v = AdminClient::new(&api, Some(&viewer));
+    let w = admin_world(&env, ("acme", "globex"), false).await;
+    let (tenant, other, c, v) = (&w.tenant, &w.other, &w.admin, &w.viewer);
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
-    let hubspot = integration(&c, tenant.company_id, "hubspot", "hubspot", "62515").await;
+    let hubspot = integration(c, tenant.company_id, "hubspot", "hubspot", "62515").await;
     let path = p(&format!("/integrations/{hubspot}/credentials"));
     let empty = c.get(&path).await.expect(200);
     assert!(
@@ -176,7 +171,7 @@ async fn credentials_are_write_only_validated_per_crm_and_audited() {
         .await
         .invalid("secret");
     c.patch(&path, json!({})).await.invalid("webhook_secret");
-    let pipedrive = integration(&c, tenant.company_id, "pipedrive", "pipedrive", "acme").await;
+    let pipedrive = integration(c, tenant.company_id, "pipedrive", "pipedrive", "acme").await;
     let pd = p(&format!("/integrations/{pipedrive}/credentials"));
     c.patch(
         &pd,
@@ -195,7 +190,7 @@ async fn credentials_are_write_only_validated_per_crm_and_audited() {
         .await
         .expect(200);
     assert_no_secret("the Pipedrive answer", &ok);
-    let dynamics = integration(&c, tenant.company_id, "dynamics", "dynamics", "org1").await;
+    let dynamics = integration(c, tenant.company_id, "dynamics", "dynamics", "org1").await;
     let dy = p(&format!("/integrations/{dynamics}/credentials"));
     c.patch(
         &dy,

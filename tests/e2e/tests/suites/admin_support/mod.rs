@@ -1,7 +1,8 @@
 //! What the admin suites share: an admin-api process per test, tokens, and a small JSON client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crm_sync_e2e::{Service, TestEnv};
+use crm_sync_e2e::app::AdminClient;
+use crm_sync_e2e::{Service, Tenant, TestEnv};
 use crm_sync_store::admin::tokens::{self, Role};
 use uuid::Uuid;
 
@@ -9,15 +10,46 @@ use uuid::Uuid;
 /// integration credentials with in these suites (32 bytes, base64).
 pub const ENCRYPTION_KEY: &str = "zHb8wT3nqV0rXy5kLm2pQs7uEf9gJd4aRt6cNv1oWiY=";
 
+/// admin-api's variables in these suites, for `AppOptions::admin_api_env`.
+pub const ADMIN_API_ENV: &[(&str, &str)] = &[("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)];
+
 pub async fn start_admin_api(env: &TestEnv) -> Service {
     start_admin_api_with(env, &[]).await
 }
 
 /// admin-api with more configuration, e.g. where CRMs reach ingest (`ingest.public_url`).
 pub async fn start_admin_api_with(env: &TestEnv, extra_env: &[(&str, &str)]) -> Service {
-    let mut vars = vec![("CRM_SYNC__SECRETS__ENCRYPTION_KEY", ENCRYPTION_KEY)];
+    let mut vars = ADMIN_API_ENV.to_vec();
     vars.extend_from_slice(extra_env);
     env.start_service("admin-api", "admin-api", &vars).await
+}
+
+/// An admin test's usual start: a company, another one (for isolation checks), admin-api, and
+/// clients of an admin and a viewer of the first company.
+pub struct AdminWorld {
+    pub tenant: Tenant,
+    pub other: Tenant,
+    /// Stopped when dropped: held so that admin-api runs for the test's length.
+    #[allow(dead_code)]
+    pub api: Service,
+    pub admin: AdminClient,
+    pub viewer: AdminClient,
+}
+
+/// Creates the companies `slugs` names (with `auto_sync` users) and starts admin-api.
+pub async fn admin_world(env: &TestEnv, slugs: (&str, &str), auto_sync: bool) -> AdminWorld {
+    let tenant = Tenant::create(&env.pool, slugs.0, auto_sync, true).await;
+    let other = Tenant::create(&env.pool, slugs.1, auto_sync, true).await;
+    let admin = token(env, tenant.company_id, "admin").await;
+    let viewer = token(env, tenant.company_id, "viewer").await;
+    let api = start_admin_api(env).await;
+    AdminWorld {
+        admin: AdminClient::new(&api, Some(&admin)),
+        viewer: AdminClient::new(&api, Some(&viewer)),
+        tenant,
+        other,
+        api,
+    }
 }
 
 /// A bearer token of `role` for the company.

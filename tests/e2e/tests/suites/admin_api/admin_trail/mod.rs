@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::events::{send, won_deal};
-use crm_sync_e2e::{Service, Tenant, TestEnv, eventually};
+use crm_sync_e2e::{Tenant, TestEnv, eventually};
 use crm_sync_proto::Message as _;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, OutcomeKind, WorkflowOutcome};
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use crm_sync_e2e::app::AdminClient;
 
-use crate::admin_support::{company_path, start_admin_api, token};
+use crate::admin_support::{ADMIN_API_ENV, company_path, start_admin_api, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -95,16 +96,17 @@ async fn send_refused_outcome(env: &TestEnv, tenant: &Tenant, record: &str) {
         .unwrap();
 }
 
-async fn start_pipeline(env: &TestEnv) -> (Service, Service) {
-    let evaluator = env
-        .start_service(
-            "workflow-evaluator",
-            "workflow-evaluator",
-            &[("CRM_SYNC__TRAIL__EXPIRY_INTERVAL_SECS", "1")],
-        )
-        .await;
-    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
-    (evaluator, provisioner)
+/// The pipeline (its evaluator expiring the trail every second) and admin-api.
+async fn spawn_pipeline(env: &TestEnv) -> App<'_> {
+    spawn_app(
+        env,
+        AppOptions {
+            evaluator_env: &[("CRM_SYNC__TRAIL__EXPIRY_INTERVAL_SECS", "1")],
+            admin_api_env: Some(ADMIN_API_ENV),
+            ..AppOptions::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,11 +114,10 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
     let env = TestEnv::new("admin-trail").await;
     let tenant = Tenant::create(&env.pool, "trail", true, true).await;
     let other = Tenant::create(&env.pool, "trail-other", true, true).await;
-    let _pipeline = start_pipeline(&env).await;
-    let api = start_admin_api(&env).await;
-    let admin = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "admin").await));
-    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
-    let stranger = AdminClient::new(&api, Some(&token(&env, other.company_id, "admin").await));
+    let app = spawn_pipeline(&env).await;
+    let admin = app.admin(Some(&token(&env, tenant.company_id, "admin").await));
+    let viewer = app.admin(Some(&token(&env, tenant.company_id, "viewer").await));
+    let stranger = app.admin(Some(&token(&env, other.company_id, "admin").await));
     let record = "006TRAIL000001";
     let path = company_path(
         tenant.company_id,
@@ -246,9 +247,8 @@ async fn why_a_deal_did_not_count_the_fix_and_the_next_event_counting() {
 async fn dead_letters_show_with_their_reason_health_counts_and_old_entries_expire() {
     let env = TestEnv::new("admin-trail-dead").await;
     let tenant = Tenant::create(&env.pool, "trail-dead", true, true).await;
-    let _pipeline = start_pipeline(&env).await;
-    let api = start_admin_api(&env).await;
-    let viewer = AdminClient::new(&api, Some(&token(&env, tenant.company_id, "viewer").await));
+    let app = spawn_pipeline(&env).await;
+    let viewer = app.admin(Some(&token(&env, tenant.company_id, "viewer").await));
     let base = company_path(
         tenant.company_id,
         &format!("/integrations/{}", tenant.integration_id),
