@@ -66,7 +66,8 @@ async fn integration(
 async fn credentials_are_write_only_validated_per_crm_and_audited() {
     let env = TestEnv::new("admin-credentials").await;
     let w = admin_world(&env, ("acme", "globex"), false).await;
-    let (tenant, other, c, v) = (&w.tenant, &w.other, &w.admin, &w.viewer);
+    let (tenant, other, c) = (&w.tenant, &w.other, &w.admin);
+    let v = &w.viewer(&env).await;
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let hubspot = integration(c, tenant.company_id, "hubspot", "hubspot", "62515").await;

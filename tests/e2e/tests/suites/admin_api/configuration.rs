@@ -7,7 +7,8 @@ use super::*;
 async fn integrations_turn_auto_sync_on_and_never_show_their_secrets() {
     let env = TestEnv::new("admin-integrations").await;
     let w = admin_world(&env, ("acme", "globex"), false).await;
-    let (tenant, other, c, v) = (&w.tenant, &w.other, &w.admin, &w.viewer);
+    let (tenant, other, c) = (&w.tenant, &w.other, &w.admin);
+    let v = &w.viewer(&env).await;
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let listed = c.get(&p("/integrations")).await.expect(200);

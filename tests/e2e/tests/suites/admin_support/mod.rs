@@ -24,31 +24,36 @@ pub async fn start_admin_api_with(env: &TestEnv, extra_env: &[(&str, &str)]) -> 
     env.start_service("admin-api", "admin-api", &vars).await
 }
 
-/// An admin test's usual start: a company, another one (for isolation checks), admin-api, and
-/// clients of an admin and a viewer of the first company.
+/// An admin test's usual start: a company, another one (for isolation checks), admin-api, and a
+/// client of an admin of the first company.
 pub struct AdminWorld {
     pub tenant: Tenant,
     pub other: Tenant,
     /// Stopped when dropped: held so that admin-api runs for the test's length.
-    #[allow(dead_code)]
     pub api: Service,
     pub admin: AdminClient,
-    pub viewer: AdminClient,
 }
 
-/// Creates the companies `slugs` names (with `auto_sync` users) and starts admin-api.
+/// Creates the companies `slugs` names (with `auto_sync` users), an admin token of the first,
+/// and starts admin-api.
 pub async fn admin_world(env: &TestEnv, slugs: (&str, &str), auto_sync: bool) -> AdminWorld {
     let tenant = Tenant::create(&env.pool, slugs.0, auto_sync, true).await;
     let other = Tenant::create(&env.pool, slugs.1, auto_sync, true).await;
     let admin = token(env, tenant.company_id, "admin").await;
-    let viewer = token(env, tenant.company_id, "viewer").await;
     let api = start_admin_api(env).await;
     AdminWorld {
         admin: AdminClient::new(&api, Some(&admin)),
-        viewer: AdminClient::new(&api, Some(&viewer)),
         tenant,
         other,
         api,
+    }
+}
+
+impl AdminWorld {
+    /// A client of a viewer of the first company (a new token, audited as such).
+    pub async fn viewer(&self, env: &TestEnv) -> AdminClient {
+        let viewer = token(env, self.tenant.company_id, "viewer").await;
+        AdminClient::new(&self.api, Some(&viewer))
     }
 }
 

@@ -143,7 +143,8 @@ async fn an_unmapped_identity_waits_unmapped_even_with_auto_sync_on() {
 async fn deleting_an_integration_needs_its_name_and_retracts_its_activities() {
     let env = TestEnv::new("integration-delete").await;
     let w = admin_world(&env, ("delete", "delete-other"), false).await;
-    let (tenant, other, c, v) = (&w.tenant, &w.other, &w.admin, &w.viewer);
+    let (tenant, other, c) = (&w.tenant, &w.other, &w.admin);
+    let v = &w.viewer(&env).await;
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let erin = seed_pending_user(&env, tenant, "Erin", "005ERIN", &["400", "600"]).await;

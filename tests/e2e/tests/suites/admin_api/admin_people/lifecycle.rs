@@ -7,7 +7,8 @@ async fn renaming_and_deactivating_a_user_is_announced_audited_and_drops_them_fr
 {
     let env = TestEnv::new("people-lifecycle").await;
     let w = admin_world(&env, ("people", "people-other"), false).await;
-    let (tenant, other, c, v) = (&w.tenant, &w.other, &w.admin, &w.viewer);
+    let (tenant, other, c) = (&w.tenant, &w.other, &w.admin);
+    let v = &w.viewer(&env).await;
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     let alice = seed_pending_user(&env, tenant, "Alice Able", "005ALICE", &["500"]).await;
@@ -179,6 +180,7 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
     let env = TestEnv::new("people-merge").await;
     let w = admin_world(&env, ("merge", "merge-other"), false).await;
     let (tenant, other, c) = (&w.tenant, &w.other, &w.admin);
+    let v = w.viewer(&env).await;
     let p = |rest: &str| company_path(tenant.company_id, rest);
 
     // The account an admin made by hand, with a deal of its own, and the duplicate auto-sync
@@ -210,8 +212,7 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
     );
 
     let merge = p(&format!("/users/{kept_id}/merge"));
-    w.viewer
-        .post(&merge, json!({"duplicate_user_id": dup}))
+    v.post(&merge, json!({"duplicate_user_id": dup}))
         .await
         .expect(403);
     c.post(&merge, json!({"duplicate_user_id": kept_id}))
