@@ -189,3 +189,96 @@ impl Outbox {
         self.publish(staged).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::FutureProducer;
+
+    use super::*;
+    use crm_sync_kafka::connection::ReportingContext;
+
+    fn message(key: &str, id: &str) -> (usize, OutgoingMessage) {
+        let pending = Pending {
+            topic: "activities".into(),
+            key: key.into(),
+            message_id: id.into(),
+            payload: id.as_bytes().to_vec(),
+        };
+        (0, outgoing(pending))
+    }
+
+    /// What the topic holds: (key, event id header) in offset order, over every partition.
+    fn read_back(bootstrap: &str, expected: usize) -> Vec<(String, String)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "outbox-test")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["activities"]).unwrap();
+        let mut read = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while read.len() < expected && std::time::Instant::now() < deadline {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let id = m
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == crm_sync_kafka::headers::EVENT_ID)
+                })
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            read.push((String::from_utf8_lossy(m.key().unwrap()).into_owned(), id));
+        }
+        read
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_several_causes_staged_is_published_once_each_in_staging_order_per_key() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("activities", 1, 1).unwrap();
+        let producer: FutureProducer<ReportingContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create_with_context(ReportingContext)
+            .unwrap();
+        let outbox = Outbox::new(
+            PgPool::connect_lazy("postgres://unused@127.0.0.1:1/unused").unwrap(),
+            Publisher::new(producer),
+        );
+        // Two consumed messages (causes 0 and 1) forwarded interleaved, on two keys.
+        let mut staged = Staged::default();
+        for (cause, key, id) in [
+            (0, "a", "a1"),
+            (1, "b", "b1"),
+            (0, "a", "a2"),
+            (1, "b", "b2"),
+        ] {
+            let (_, m) = message(key, id);
+            staged.ids.push(staged.ids.len() as i64);
+            staged.messages.push((cause, m));
+        }
+        let spans = [tracing::info_span!("first"), tracing::info_span!("second")];
+        outbox.send_under(&staged, &spans).await.unwrap();
+        let read = read_back(&cluster.bootstrap_servers(), 4);
+        let of = |key: &str| -> Vec<&str> {
+            read.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, id)| id.as_str())
+                .collect()
+        };
+        assert_eq!(read.len(), 4, "{read:?}");
+        assert_eq!(of("a"), ["a1", "a2"]);
+        assert_eq!(of("b"), ["b1", "b2"]);
+    }
+}
