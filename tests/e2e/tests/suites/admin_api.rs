@@ -31,3 +31,22 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Asserts that every activity of the user is (or is not) visible on leaderboards.
+async fn assert_activities_visible(
+    c: &AdminClient,
+    company: Uuid,
+    user: impl std::fmt::Display,
+    visible: bool,
+) {
+    let path = company_path(company, &format!("/activities?user_id={user}"));
+    let theirs = c.get(&path).await.expect(200);
+    assert!(
+        theirs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["visible"] == visible),
+        "{theirs}"
+    );
+}

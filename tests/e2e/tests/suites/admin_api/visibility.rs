@@ -275,18 +275,7 @@ async fn mapping_a_crm_identity_by_hand_attaches_its_unmapped_activities() {
         c.get(&p("/activities?unmapped=true")).await.expect(200)["items"],
         json!([])
     );
-    let hers = c
-        .get(&p(&format!("/activities?user_id={carol_id}")))
-        .await
-        .expect(200);
-    assert!(
-        hers["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["visible"] == true),
-        "{hers}"
-    );
+    assert_activities_visible(c, tenant.company_id, &carol_id, true).await;
     assert_eq!(
         c.get(&p("/crm-identities?mapped=false")).await.expect(200)["items"],
         json!([])

@@ -168,28 +168,22 @@ async fn a_deleted_record_retracts_its_activity_and_a_delete_without_one_changes
 async fn two_workflows_on_one_object_make_two_activities() {
     let env = TestEnv::new("wf-two").await;
     let tenant = Tenant::create(&env.pool, "two-workflows", true, true).await;
-    let big_deals: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-        "name": "Big deals",
-        "object_type": "Opportunity",
-        "triggers": ["created", "updated"],
-        "conditions": {"all": [
-            {"field": "StageName", "op": "in", "value": ["closed won", "Closed - Signed"]},
-            {"field": "Amount", "op": "gte", "value": 1000}
-        ]},
-        "user_field": "OwnerId",
-        "activity_type": "big_deal"
-    }))
-    .unwrap();
-    let big_id = tenants::upsert_workflow(
-        &env.pool,
-        None,
-        tenant.company_id,
-        tenant.integration_id,
-        &big_deals,
-        true,
+    let big_id = add_workflow(
+        &env,
+        &tenant,
+        serde_json::json!({
+            "name": "Big deals",
+            "object_type": "Opportunity",
+            "triggers": ["created", "updated"],
+            "conditions": {"all": [
+                {"field": "StageName", "op": "in", "value": ["closed won", "Closed - Signed"]},
+                {"field": "Amount", "op": "gte", "value": 1000}
+            ]},
+            "user_field": "OwnerId",
+            "activity_type": "big_deal"
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     let p = pipeline(&env).await;
     post(
         &p.ingest,
@@ -259,29 +253,23 @@ async fn two_workflows_on_one_object_make_two_activities() {
 async fn stage_changed_to_closed_won_and_amount_at_least_1000() {
     let env = TestEnv::new("wf-changed").await;
     let tenant = Tenant::create(&env.pool, "changed-to", true, false).await;
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-        "name": "New big wins",
-        "object_type": "Opportunity",
-        "triggers": ["created", "updated"],
-        "conditions": {"all": [
-            {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
-            {"field": "Amount", "op": "gte", "value": 1000}
-        ]},
-        "user_field": "OwnerId",
-        "value_field": "Amount",
-        "activity_type": "new_big_win"
-    }))
-    .unwrap();
-    tenants::upsert_workflow(
-        &env.pool,
-        None,
-        tenant.company_id,
-        tenant.integration_id,
-        &spec,
-        true,
+    add_workflow(
+        &env,
+        &tenant,
+        serde_json::json!({
+            "name": "New big wins",
+            "object_type": "Opportunity",
+            "triggers": ["created", "updated"],
+            "conditions": {"all": [
+                {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
+                {"field": "Amount", "op": "gte", "value": 1000}
+            ]},
+            "user_field": "OwnerId",
+            "value_field": "Amount",
+            "activity_type": "new_big_win"
+        }),
     )
-    .await
-    .unwrap();
+    .await;
     let p = pipeline(&env).await;
     let kafka = producer(&env);
     let (a, b) = ("006CHANGED0001AAAA", "006CHANGED0002AAAA");

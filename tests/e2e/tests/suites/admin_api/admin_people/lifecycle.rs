@@ -73,18 +73,7 @@ async fn renaming_and_deactivating_a_user_is_announced_audited_and_drops_them_fr
     let inactive = c.get(&p("/users?status=inactive")).await.expect(200);
     assert_eq!(inactive["items"].as_array().unwrap().len(), 1);
     assert_eq!(inactive["items"][0]["id"], alice.to_string());
-    let hers = c
-        .get(&p(&format!("/activities?user_id={alice}")))
-        .await
-        .expect(200);
-    assert!(
-        hers["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["visible"] == false),
-        "{hers}"
-    );
+    assert_activities_visible(c, tenant.company_id, alice, false).await;
     let alice_s = alice.to_string();
     let announced = eventually("Alice announced inactive", WAIT, || async {
         let changes = user_changes(&env, &alice_s).await;

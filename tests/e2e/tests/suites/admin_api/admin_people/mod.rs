@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crm_sync_e2e::app::AdminClient;
 
+use super::assert_activities_visible;
 use crate::admin_support::{
     admin_world, company_path, seed_activities, seed_pending_user, start_admin_api, token,
 };
