@@ -64,13 +64,13 @@ async fn check(
     method: Method,
 ) -> Result<Caller, ApiError> {
     let presented = presented.ok_or_else(|| {
-        ApiError::unauthorized(
+        crate::error::unauthorized(
             "send `Authorization: Bearer <token>` (see `crm-sync admin create-token`)",
         )
     })?;
     let token = tokens::authenticate(&state.pool, presented)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown, expired or revoked token"))?;
+        .ok_or_else(|| crate::error::unauthorized("unknown, expired or revoked token"))?;
     if let Some(rest) = path.strip_prefix(COMPANY_PREFIX) {
         let segment = rest.split('/').next().unwrap_or_default();
         if Uuid::try_parse(segment).ok() != Some(token.company_id) {
@@ -78,7 +78,7 @@ async fn check(
         }
     }
     if !matches!(method, Method::GET | Method::HEAD) && token.role != Role::Admin {
-        return Err(ApiError::forbidden());
+        return Err(crate::error::forbidden());
     }
     Ok(Caller(token))
 }

@@ -182,21 +182,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let app = app(state);
 
-    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
-    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
-    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
-    // The bound addresses, not the configured ones: with port 0 the system picks them, and
-    // whoever started the process (the e2e kit) learns them from this line.
-    let ops_port = ops_listener
-        .local_addr()
-        .context("reading the ops listener's address")?
-        .port();
-    tracing::info!(
-        address = %listener.local_addr().context("reading the listener's address")?,
-        ops_port,
-        activities_topic = %settings.topics.activities,
-        "admin-api listening"
-    );
+    let (listener, ops_listener) = ops::bind_api_and_ops(
+        "admin-api",
+        &settings.http,
+        OPS_PORT,
+        &settings.topics.activities,
+    )
+    .await?;
     let ops = OpsServer::new(ops_listener, readiness, metrics, &settings.http);
     let serve_api = ops::serve(listener, app, stop, ops.limits);
     service.run(ops, serve_api).await

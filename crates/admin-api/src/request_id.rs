@@ -14,15 +14,6 @@ use crate::error::ApiError;
 
 pub const HEADER: &str = "x-request-id";
 
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being answered, for error bodies (none outside a request).
-pub fn current() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
-
 /// Middleware: gives the request an id, logs within a span that carries it, answers with it.
 pub async fn assign(request: Request, next: Next) -> Response {
     let id = Uuid::new_v4().simple().to_string();
@@ -32,8 +23,7 @@ pub async fn assign(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request))
+    let mut response = crm_sync_runtime::api_error::with_request_id(id.clone(), next.run(request))
         .instrument(span)
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {

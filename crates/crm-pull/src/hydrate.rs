@@ -61,7 +61,7 @@ impl Hydrator {
         }
         let client = client_for(&self.pool, &self.key, &self.config, integration_id)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         let client = Arc::new(client);
         let mut clients = self.lock();
         if clients.len() > 10_000 {
@@ -83,7 +83,7 @@ impl Hydrator {
     ) -> Result<Scope, Failure> {
         let active = workflows::load_active_of(&self.pool, integration_id)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         let mut scope = scopes(&active, std::slice::from_ref(&request.object_type))
             .pop()
             .unwrap_or_else(|| Scope::new(request.object_type.clone()));
@@ -153,9 +153,4 @@ impl MessageHandler for Hydrator {
         }
         Ok(())
     }
-}
-
-/// A database error, dead-lettered when the database refused the request's values for good.
-fn db(error: sqlx::Error) -> Failure {
-    Failure::database(crm_sync_store::refusal::refused_value(&error), error)
 }

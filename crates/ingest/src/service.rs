@@ -85,21 +85,8 @@ where
         readiness: &mut readiness,
     })?;
     let api = crate::http::router(app_state(&settings, pool, publisher, key));
-    let ops_port = settings.http.ops_port_or(OPS_PORT)?;
-    let listener = ops::bind(&settings.http.host, settings.http.port).await?;
-    let ops_listener = ops::bind(&settings.http.host, ops_port).await?;
-    // The bound addresses, not the configured ones: with port 0 the system picks them, and
-    // whoever started the process (the e2e kit) learns them from this line.
-    let ops_port = ops_listener
-        .local_addr()
-        .context("reading the ops listener's address")?
-        .port();
-    tracing::info!(
-        address = %listener.local_addr().context("reading the listener's address")?,
-        ops_port,
-        events_topic = %settings.topics.events,
-        "ingest listening"
-    );
+    let (listener, ops_listener) =
+        ops::bind_api_and_ops("ingest", &settings.http, OPS_PORT, &settings.topics.events).await?;
     let grace = service.grace();
     let ops = OpsServer::new(ops_listener, readiness, metrics, &settings.http);
     let serve_api = ops::serve(listener, api, stop, ops.limits);

@@ -28,14 +28,12 @@ impl Failure {
     }
 
     /// A database error: permanent (`database_refused`, with PostgreSQL's reason) when the
-    /// database refused the message's values for good (`refused`: what
-    /// `crm_sync_store::refusal::refused_value` says of the error), which no retry changes;
-    /// transient otherwise.
-    pub fn database(
-        refused: Option<String>,
-        error: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        match refused {
+    /// database refused the message's values for good, which no retry changes (see
+    /// `crm_sync_runtime::refusal`); transient otherwise. In a batch it fails the whole
+    /// transaction, and the consume loop then applies the batch one message at a time, so only
+    /// the refused message is dead-lettered.
+    pub fn database(error: sqlx::Error) -> Self {
+        match crm_sync_runtime::refusal::refused_value(&error) {
             Some(reason) => Failure::permanent(DATABASE_REFUSED, reason),
             None => Failure::transient(anyhow::Error::new(error).context("database")),
         }

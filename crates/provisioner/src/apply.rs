@@ -103,15 +103,6 @@ impl Written {
     }
 }
 
-/// Connection loss, serialization failures and deadlocks resolve on a later attempt; a value the
-/// database refuses (an out-of-range date, a NUL, an id too long for its index) never does, and
-/// is dead-lettered so that it cannot hold up the partition. In a batch it fails the whole
-/// transaction, and the consume loop then applies the batch one outcome at a time, so only the
-/// refused outcome is dead-lettered.
-pub(crate) fn db(error: sqlx::Error) -> Failure {
-    Failure::database(crm_sync_store::refusal::refused_value(&error), error)
-}
-
 impl Provisioner {
     /// The database write of a batch as a client span (OpenTelemetry database conventions), so a
     /// trace shows how long the transaction took, lock waits included.

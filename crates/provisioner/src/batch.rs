@@ -21,7 +21,7 @@ use crm_sync_store::record_owners::{self, RecordKey};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::apply::{Item, Provisioner, Written, db};
+use crate::apply::{Item, Provisioner, Written};
 use crate::outcome::{Change, Current, Identity, Kind, Outcome, derived_id};
 
 /// Name under which this service records the events it has applied.
@@ -72,12 +72,14 @@ impl Provisioner {
     /// admin's mapping (identity first, then the activities). So each transaction takes at most
     /// one identity lock, before any activity lock.
     pub(crate) async fn write(&self, items: &[Item]) -> Result<Written, Failure> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
         let ids: Vec<&str> = items
             .iter()
             .map(|i| i.outcome.outcome_id.as_str())
             .collect();
-        let mut fresh = claims::claim(&mut tx, CONSUMER, &ids).await.map_err(db)?;
+        let mut fresh = claims::claim(&mut tx, CONSUMER, &ids)
+            .await
+            .map_err(Failure::database)?;
         let mut known = look_up(&mut tx, items, &fresh).await?;
         let mut written = Written::default();
         let mut effects = Vec::new();
@@ -102,7 +104,7 @@ impl Provisioner {
                             .collect();
                         claims::release(&mut tx, CONSUMER, &left)
                             .await
-                            .map_err(db)?;
+                            .map_err(Failure::database)?;
                         break;
                     };
                     Some(found)
@@ -126,15 +128,19 @@ impl Provisioner {
         });
         record_owners::remember_all(&mut tx, &changed)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         self.write_activities(&mut tx, items, &effects, &mut written)
             .await?;
         let rows = std::mem::take(&mut written.staged)
             .into_iter()
             .map(|(index, message)| (index, items[index].outcome.outcome_id.as_str(), message))
             .collect();
-        written.outbox.stage_all(&mut tx, rows).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        written
+            .outbox
+            .stage_all(&mut tx, rows)
+            .await
+            .map_err(Failure::database)?;
+        tx.commit().await.map_err(Failure::database)?;
         Ok(written)
     }
 
@@ -208,7 +214,7 @@ impl Provisioner {
                         o.details_of(&crm_user_id),
                     )
                     .await
-                    .map_err(db)?;
+                    .map_err(Failure::database)?;
                     let recorded = Identity::after_write(identity.as_ref(), o, &crm_user_id);
                     known.identities.insert(identity_key, recorded);
                 }
@@ -237,7 +243,7 @@ impl Provisioner {
             .collect();
         let mut activities: HashMap<(Uuid, String), Activity> = activities::lock_all(tx, &keys)
             .await
-            .map_err(db)?
+            .map_err(Failure::database)?
             .into_iter()
             .map(|a| ((a.workflow_id, a.record_id.clone()), a))
             .collect();
@@ -282,7 +288,9 @@ impl Provisioner {
             .into_iter()
             .filter_map(|k| activities.remove(&k))
             .collect();
-        activities::write_all(tx, &rows).await.map_err(db)?;
+        activities::write_all(tx, &rows)
+            .await
+            .map_err(Failure::database)?;
         self.stage_announcements(tx, written, announcements).await
     }
 
@@ -296,7 +304,9 @@ impl Provisioner {
         let mut user_ids: Vec<Uuid> = announcements.iter().filter_map(|a| a.row.user_id).collect();
         user_ids.sort_unstable();
         user_ids.dedup();
-        let visible = users::on_leaderboards(tx, &user_ids).await.map_err(db)?;
+        let visible = users::on_leaderboards(tx, &user_ids)
+            .await
+            .map_err(Failure::database)?;
         for a in announcements {
             let Some(user_id) = a.row.user_id else {
                 continue;
@@ -394,7 +404,9 @@ async fn look_up(
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    let targets = workflows::targets(tx, &pairs).await.map_err(db)?;
+    let targets = workflows::targets(tx, &pairs)
+        .await
+        .map_err(Failure::database)?;
     let mut records: Vec<RecordKey> = matched.iter().map(|o| record_key(o)).collect();
     records.sort_unstable_by(|a, b| {
         (a.integration_id, &a.object_type, &a.record_id).cmp(&(
@@ -406,7 +418,7 @@ async fn look_up(
     records.dedup();
     let owners = record_owners::last_known_all(tx, &records)
         .await
-        .map_err(db)?;
+        .map_err(Failure::database)?;
     // The identities of every owner the outcomes name, and of the last known owners of the
     // records they do not name the owner of.
     let mut keys: Vec<(Uuid, &str)> = matched
@@ -422,7 +434,7 @@ async fn look_up(
     keys.dedup();
     let identities = identities::find_all(tx, &keys)
         .await
-        .map_err(db)?
+        .map_err(Failure::database)?
         .into_iter()
         .map(|i| {
             let identity = Identity {

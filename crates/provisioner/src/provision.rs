@@ -10,7 +10,7 @@ use crm_sync_store::provisioning::{activities, identities, users, workflows};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::apply::{Provisioner, Written, db};
+use crate::apply::{Provisioner, Written};
 use crate::batch::facts_of;
 use crate::outcome::{Outcome, derived_id};
 
@@ -37,7 +37,7 @@ impl Provisioner {
         let details = o.details_of(crm_user_id);
         identities::record(tx, company_id, o.integration_id, crm_user_id, details)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         let identity = IdentityRef {
             company_id,
             integration_id: o.integration_id,
@@ -61,7 +61,7 @@ impl Provisioner {
         } = identity;
         let locked = identities::lock(tx, integration_id, crm_user_id)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         // Never re-linked: an identity keeps the account it has.
         if let Some(user_id) = locked.user_id {
             return Ok(user_id);
@@ -75,7 +75,7 @@ impl Provisioner {
         let linked_to = match &directory_email {
             Some(email) => users::account_to_link(tx, company_id, email)
                 .await
-                .map_err(db)?,
+                .map_err(Failure::database)?,
             None => None,
         };
         let (user_id, status, linked, email) = match linked_to {
@@ -88,7 +88,7 @@ impl Provisioner {
         };
         identities::map_to(tx, integration_id, crm_user_id, user_id)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         let event_id = derived_id(&["user-provisioned", &integration_id.to_string(), crm_user_id]);
         let provisioned = user_provisioned(
             event_id,
@@ -134,13 +134,13 @@ impl Provisioner {
         let attached =
             activities::attach_unmapped(tx, identity.integration_id, identity.crm_user_id, user_id)
                 .await
-                .map_err(db)?;
+                .map_err(Failure::database)?;
         if attached.is_empty() {
             return Ok(());
         }
         let visible = users::on_leaderboards(tx, &[user_id])
             .await
-            .map_err(db)?
+            .map_err(Failure::database)?
             .get(&user_id)
             .copied()
             .unwrap_or(false);
@@ -171,11 +171,11 @@ impl Provisioner {
         identity: IdentityRef<'_>,
         staged_under: &str,
     ) -> Result<(), Failure> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
         // Re-read in the transaction: the admin may have turned auto-sync off since.
         let still_on = workflows::auto_sync_enabled(&mut tx, identity.integration_id)
             .await
-            .map_err(db)?;
+            .map_err(Failure::database)?;
         if still_on != Some(true) {
             return Ok(());
         }
@@ -186,8 +186,12 @@ impl Provisioner {
             .into_iter()
             .map(|(index, message)| (index, staged_under, message))
             .collect();
-        written.outbox.stage_all(&mut tx, rows).await.map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        written
+            .outbox
+            .stage_all(&mut tx, rows)
+            .await
+            .map_err(Failure::database)?;
+        tx.commit().await.map_err(Failure::database)?;
         written.counts.emit(0);
         // Committed: if publishing fails now, the outbox relay sends the rows later.
         self.outbox
@@ -233,7 +237,7 @@ async fn create_account(
     let id = derived_id(&["user", &integration_id.to_string(), crm_user_id]);
     let email = new_account_email(tx, company_id, directory_email, payload_email)
         .await
-        .map_err(db)?;
+        .map_err(Failure::database)?;
     let user = users::NewUser {
         id,
         company_id,
@@ -241,6 +245,8 @@ async fn create_account(
         email: email.as_ref().map(|(e, _)| e.as_str()),
         email_from_payload: email.as_ref().is_some_and(|(_, payload)| *payload),
     };
-    users::create_pending(tx, &user).await.map_err(db)?;
+    users::create_pending(tx, &user)
+        .await
+        .map_err(Failure::database)?;
     Ok((id, email.map(|(e, _)| e)))
 }

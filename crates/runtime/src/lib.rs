@@ -1,9 +1,11 @@
 //! What every crm-sync service shares at start-up and shutdown.
 
+pub mod api_error;
 pub mod http_telemetry;
 pub mod metric_definitions;
 pub mod ops;
 pub mod pull_settings;
+pub mod refusal;
 pub mod security;
 pub mod server;
 pub mod service;

@@ -120,6 +120,32 @@ pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListen
         .with_context(|| format!("binding http.host/http.port {host}:{port}"))
 }
 
+/// An HTTP service's two listeners, bound: the API's on `http.port` and the ops endpoints' on
+/// `http.ops_port` (or `default_ops_port`). Logs `<service> listening` with the bound addresses,
+/// not the configured ones: with port 0 the system picks them, and whoever started the process
+/// (the e2e kit) learns them from this line.
+pub async fn bind_api_and_ops(
+    service: &'static str,
+    http: &crate::settings::HttpSettings,
+    default_ops_port: u16,
+    topic: &str,
+) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    let ops_port = http.ops_port_or(default_ops_port)?;
+    let api = bind(&http.host, http.port).await?;
+    let ops = bind(&http.host, ops_port).await?;
+    let ops_port = ops
+        .local_addr()
+        .context("reading the ops listener's address")?
+        .port();
+    tracing::info!(
+        address = %api.local_addr().context("reading the listener's address")?,
+        ops_port,
+        topic,
+        "{service} listening"
+    );
+    Ok((api, ops))
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, with the
 /// `http.*` timeouts and connection limit (`Limits::from(&settings.http)`, see [`crate::server`]). Every route gets request
 /// metrics and (API routes) a server span: see [`crate::http_telemetry`].

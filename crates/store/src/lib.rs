@@ -12,7 +12,6 @@ pub mod metric_definitions;
 pub mod outbox;
 pub mod provisioning;
 pub mod record_owners;
-pub mod refusal;
 pub mod salesforce_ids;
 pub mod secrets;
 pub mod sync_jobs;

@@ -7,7 +7,6 @@
 //! the provisioner's CRM lookups within five minutes (its client cache).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use crm_sync_store::admin::integrations as store;
@@ -214,8 +213,7 @@ fn refused(message: String) -> ApiError {
 
 pub(crate) fn key(state: &AppState) -> ApiResult<&SecretKey> {
     state.secret_key.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::unavailable(
             "not_configured",
             "admin-api has no secrets.encryption_key configured: integration credentials cannot be read or written",
         )
@@ -363,7 +361,7 @@ mod tests {
         ];
         for (message, field) in cases {
             let e = refused(message.to_owned());
-            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
             assert_eq!(e.field.as_deref(), Some(field), "{message}");
         }
     }

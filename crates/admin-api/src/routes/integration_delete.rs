@@ -126,12 +126,9 @@ pub async fn delete(
                 counts.sync_jobs,
             );
             return Err(match given {
-                None => ApiError {
-                    status: StatusCode::CONFLICT,
-                    code: "confirmation_required",
-                    message: what,
-                    field: Some("confirm".into()),
-                },
+                None => {
+                    ApiError::new(StatusCode::CONFLICT, "confirmation_required", what).at("confirm")
+                }
                 Some(_) => ApiError::invalid(
                     "confirm",
                     format!("confirm does not match the name; {what}"),

@@ -3,6 +3,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 
 use super::ApiError;
+use super::refuse;
 
 /// Reads the whole body, refusing it with 413 as soon as it exceeds `limit` bytes (before
 /// reading anything when `Content-Length` already says so).
@@ -37,7 +38,7 @@ pub(crate) async fn read_limited(
                     "the body stopped arriving before it was complete",
                 )
             } else {
-                ApiError::malformed_message(format!("could not read the request body: {error}"))
+                refuse::malformed_message(format!("could not read the request body: {error}"))
             }
         })?;
         if bytes.len() + chunk.len() > limit {

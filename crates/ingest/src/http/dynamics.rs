@@ -14,6 +14,7 @@ use crm_sync_proto::v1::CrmEvent;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat, same_secret};
+use super::refuse;
 use super::{ApiError, AppState};
 use crate::dynamics::{self, context::guid};
 
@@ -44,9 +45,9 @@ impl WebhookFormat for Dynamics {
             .json_body(&request.parts.headers, request.body)
             .await?;
         let context =
-            dynamics::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+            dynamics::parse(&bytes).map_err(|e| refuse::malformed_message(e.to_string()))?;
         if guid(&integration.crm_account_id).as_deref() != Some(context.organization_id.as_str()) {
-            return Err(ApiError::foreign_account(format!(
+            return Err(refuse::foreign_account(format!(
                 "OrganizationId {} is not the Dataverse environment this integration is bound to",
                 context.organization_id
             )));
@@ -58,7 +59,7 @@ impl WebhookFormat for Dynamics {
             );
         }
         dynamics::to_events(integration.id, &context, now)
-            .map_err(|e| ApiError::malformed_message(e.to_string()))
+            .map_err(|e| refuse::malformed_message(e.to_string()))
     }
 }
 
@@ -85,10 +86,10 @@ fn check_key(state: &AppState, resolved: &Resolved, request: &Webhook) -> Result
         (None, None) => (None, "nowhere".to_owned()),
     };
     let presented = presented.ok_or_else(|| {
-        ApiError::invalid_credentials(format!("the request has no webhook key ({place})"))
+        refuse::invalid_credentials(format!("the request has no webhook key ({place})"))
     })?;
     if !same_secret(presented.trim(), &key.value) {
-        return Err(ApiError::invalid_credentials(format!(
+        return Err(refuse::invalid_credentials(format!(
             "the webhook key ({place}) is not valid for this integration"
         )));
     }

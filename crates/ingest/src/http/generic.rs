@@ -10,6 +10,7 @@ use crm_sync_proto::v1::CrmEvent;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat};
+use super::refuse;
 use super::{ApiError, AppState};
 use crate::generic::{self, signature};
 
@@ -40,15 +41,15 @@ impl WebhookFormat for Generic {
             .get(signature::HEADER)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
-                ApiError::invalid_signature("the request has no X-Crm-Sync-Signature header")
+                refuse::invalid_signature("the request has no X-Crm-Sync-Signature header")
             })?;
         let parsed = signature::parse_header(header).ok_or_else(|| {
-            ApiError::invalid_signature("X-Crm-Sync-Signature is not t=<unix seconds>,v1=<hex>")
+            refuse::invalid_signature("X-Crm-Sync-Signature is not t=<unix seconds>,v1=<hex>")
         })?;
         let age = Utc::now().timestamp().saturating_sub(parsed.timestamp);
         let tolerance = state.signature_tolerance.as_secs() as i64;
         if age.abs() > tolerance {
-            return Err(ApiError::stale_timestamp(format!(
+            return Err(refuse::stale_timestamp(format!(
                 "the signature's timestamp is {} s away from now; at most {tolerance} s are accepted",
                 age.abs()
             )));
@@ -57,18 +58,18 @@ impl WebhookFormat for Generic {
             .json_body(&request.parts.headers, request.body)
             .await?;
         if !signature::verify(secret.as_bytes(), &parsed, &bytes) {
-            return Err(ApiError::invalid_signature(
+            return Err(refuse::invalid_signature(
                 "X-Crm-Sync-Signature does not match this body and the integration's signing secret",
             ));
         }
         state.rate_limit(integration.id)?;
         let events = generic::to_events(integration.id, &integration.crm_account_id, &bytes, now)
-            .map_err(|e| ApiError::malformed_message(e.to_string()))?;
+            .map_err(|e| refuse::malformed_message(e.to_string()))?;
         if let Some(other) = events
             .iter()
             .find(|e| e.crm_account_id != integration.crm_account_id)
         {
-            return Err(ApiError::foreign_account(format!(
+            return Err(refuse::foreign_account(format!(
                 "crmAccountId {} is not the account this integration is bound to",
                 other.crm_account_id
             )));

@@ -13,6 +13,7 @@ use crm_sync_proto::v1::CrmEvent;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat};
+use super::refuse;
 use super::{ApiError, AppState};
 use crate::hubspot::{self, signature};
 
@@ -73,11 +74,11 @@ impl WebhookFormat for HubSpot {
         let Webhook { parts, body } = request;
         let signature_value =
             header_text(&parts.headers, signature::SIGNATURE_HEADER).ok_or_else(|| {
-                ApiError::invalid_signature("the request has no X-HubSpot-Signature-v3 header")
+                refuse::invalid_signature("the request has no X-HubSpot-Signature-v3 header")
             })?;
         let timestamp =
             header_text(&parts.headers, signature::TIMESTAMP_HEADER).ok_or_else(|| {
-                ApiError::invalid_signature("the request has no X-HubSpot-Request-Timestamp header")
+                refuse::invalid_signature("the request has no X-HubSpot-Request-Timestamp header")
             })?;
         check_age(state, timestamp)?;
         // The signature covers the body, so the body is read (size-limited) before it is checked.
@@ -90,33 +91,32 @@ impl WebhookFormat for HubSpot {
             timestamp,
             signature_value,
         ) {
-            return Err(ApiError::invalid_signature(
+            return Err(refuse::invalid_signature(
                 "X-HubSpot-Signature-v3 does not match this request and the integration's client secret",
             ));
         }
         state.rate_limit(integration.id)?;
-        let batch =
-            hubspot::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+        let batch = hubspot::parse(&bytes).map_err(|e| refuse::malformed_message(e.to_string()))?;
         if batch.portal_id != integration.crm_account_id.trim() {
-            return Err(ApiError::foreign_account(format!(
+            return Err(refuse::foreign_account(format!(
                 "portalId {} is not the HubSpot account this integration is bound to",
                 batch.portal_id
             )));
         }
         hubspot::to_events(integration.id, &batch, now)
-            .map_err(|e| ApiError::malformed_message(e.to_string()))
+            .map_err(|e| refuse::malformed_message(e.to_string()))
     }
 }
 
 /// Requests signed too long ago (or ahead) are refused as replays.
 fn check_age(state: &AppState, timestamp: &str) -> Result<(), ApiError> {
     let millis: i64 = timestamp.parse().map_err(|_| {
-        ApiError::invalid_signature("X-HubSpot-Request-Timestamp is not a number of milliseconds")
+        refuse::invalid_signature("X-HubSpot-Request-Timestamp is not a number of milliseconds")
     })?;
     let age_ms = Utc::now().timestamp_millis().saturating_sub(millis);
     let tolerance_ms = state.signature_tolerance.as_millis() as i64;
     if age_ms.abs() > tolerance_ms {
-        return Err(ApiError::stale_timestamp(format!(
+        return Err(refuse::stale_timestamp(format!(
             "X-HubSpot-Request-Timestamp is {} s away from now; at most {} s are accepted",
             age_ms.abs() / 1000,
             tolerance_ms / 1000

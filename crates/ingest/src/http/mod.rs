@@ -13,13 +13,13 @@
 
 mod body;
 mod dynamics;
-mod error;
 mod generic;
 mod hubspot;
 pub(crate) mod integrations;
 mod pipedrive;
 mod pipeline;
 pub(crate) mod ratelimit;
+pub(crate) mod refuse;
 mod salesforce;
 mod salesforce_cdc;
 pub(crate) mod seen;
@@ -32,9 +32,9 @@ use axum::routing::post;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_store::sqlx::PgPool;
 
-pub use error::ApiError;
 pub use integrations::Integrations;
 pub use ratelimit::RateLimiter;
+pub use refuse::ApiError;
 pub use seen::WebhooksSeen;
 
 /// What every webhook handler needs.

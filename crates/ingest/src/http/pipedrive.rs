@@ -12,6 +12,7 @@ use crm_sync_proto::v1::CrmEvent;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat, same_secret};
+use super::refuse;
 use super::{ApiError, AppState};
 use crate::pipedrive;
 
@@ -40,16 +41,16 @@ impl WebhookFormat for Pipedrive {
             .json_body(&request.parts.headers, request.body)
             .await?;
         let hook =
-            pipedrive::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+            pipedrive::parse(&bytes).map_err(|e| refuse::malformed_message(e.to_string()))?;
         let event = pipedrive::to_event(integration.id, &hook, now);
         // Required: without it the account check could be skipped by leaving it out.
         if event.crm_account_id.is_empty() {
-            return Err(ApiError::malformed_message(
+            return Err(refuse::malformed_message(
                 "meta.company_id is required: it names the Pipedrive company the webhook comes from",
             ));
         }
         if event.crm_account_id != integration.crm_account_id.trim() {
-            return Err(ApiError::foreign_account(format!(
+            return Err(refuse::foreign_account(format!(
                 "meta.company_id {} is not the Pipedrive company this integration is bound to",
                 event.crm_account_id
             )));
@@ -87,14 +88,14 @@ fn check_credentials(
         )
         .map_err(|e| e.with_challenge(CHALLENGE))?;
     let (user, password) = basic_credentials(headers).ok_or_else(|| {
-        ApiError::invalid_credentials("the request has no HTTP Basic credentials")
+        refuse::invalid_credentials("the request has no HTTP Basic credentials")
             .with_challenge(CHALLENGE)
     })?;
     // Both compared in full, so the time taken does not say which one was wrong.
     let user_ok = same_secret(&user, &expected.username);
     let password_ok = same_secret(&password, &expected.password);
     if !(user_ok & password_ok) {
-        return Err(ApiError::invalid_credentials(
+        return Err(refuse::invalid_credentials(
             "the HTTP Basic credentials are not valid for this integration",
         )
         .with_challenge(CHALLENGE));

@@ -26,6 +26,7 @@ use tracing::{Instrument, field};
 use uuid::Uuid;
 
 use super::integrations::Resolved;
+use super::refuse;
 use super::{ApiError, AppState, body};
 use crate::event;
 use crate::metric_definitions::{NOTIFICATIONS, REQUESTS, USER_EVENTS};
@@ -166,7 +167,7 @@ where
                 } else {
                     tracing::info!(outcome, status = error.status.as_u16(), reason = %error.message, "{} refused", endpoint.describes);
                 }
-                error.into_response_with(Some(&request_id))
+                refuse::answer(error, &request_id)
             }
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -224,7 +225,7 @@ impl AppState {
         endpoint: Endpoint,
         id: Option<Uuid>,
     ) -> Result<Arc<Resolved>, ApiError> {
-        let id = id.ok_or_else(ApiError::unknown_integration)?;
+        let id = id.ok_or_else(refuse::unknown_integration)?;
         self.integrations
             .get(id)
             .await
@@ -236,7 +237,7 @@ impl AppState {
                 )
             })?
             .filter(|r| r.integration.crm == endpoint.crm)
-            .ok_or_else(ApiError::unknown_integration)
+            .ok_or_else(refuse::unknown_integration)
     }
 
     /// The one credential a format authenticates with (`pick` chooses it from the
@@ -249,7 +250,7 @@ impl AppState {
     ) -> Result<&'a T, ApiError> {
         match &resolved.secrets {
             Ok(secrets) => secrets.as_ref().and_then(pick).ok_or_else(|| {
-                ApiError::invalid_credentials(format!(
+                refuse::invalid_credentials(format!(
                     "the integration has no {what} configured, so no request can be authenticated"
                 ))
             }),
@@ -263,7 +264,7 @@ impl AppState {
     pub(crate) fn rate_limit(&self, id: Uuid) -> Result<(), ApiError> {
         self.limiter
             .check(id)
-            .map_err(|wait| ApiError::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
+            .map_err(|wait| refuse::rate_limited(wait.as_secs_f64().ceil().max(1.0) as u64))
     }
 
     /// The JSON body, after the media type check.
@@ -273,7 +274,7 @@ impl AppState {
         body: Body,
     ) -> Result<Vec<u8>, ApiError> {
         if !is_json(headers) {
-            return Err(ApiError::unsupported_media_type(&JSON_MEDIA_TYPES));
+            return Err(refuse::unsupported_media_type(&JSON_MEDIA_TYPES));
         }
         body::read_limited(headers, body, self.max_body_bytes).await
     }
@@ -292,10 +293,10 @@ impl AppState {
         now: DateTime<Utc>,
     ) -> Result<(), ApiError> {
         tracing::Span::current().record("notifications", events.len());
-        crate::check::events(events, &self.limits).map_err(ApiError::refused)?;
+        crate::check::events(events, &self.limits).map_err(refuse::refused)?;
         let integration = &resolved.integration;
         let user_statuses =
-            crate::users::statuses(&integration.crm, events).map_err(ApiError::refused)?;
+            crate::users::statuses(&integration.crm, events).map_err(refuse::refused)?;
         if events.is_empty() {
             return Ok(());
         }
@@ -340,9 +341,9 @@ impl AppState {
             .collect();
         let known = crm_status::record_events(&self.pool, integration_id, &said)
             .await
-            .map_err(|e| match crm_sync_store::refusal::refused_value(&e) {
+            .map_err(|e| match crm_sync_runtime::refusal::refused_value(&e) {
                 // Retrying would fail the same way: the sender must fix the value.
-                Some(reason) => ApiError::refused(crate::check::Refusal::Invalid {
+                Some(reason) => refuse::refused(crate::check::Refusal::Invalid {
                     field: "record_id".into(),
                     reason: format!("the CRM user's id cannot be stored ({reason})"),
                 }),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat};
+use super::refuse;
 use super::{AppState, body};
 use crate::http::ApiError;
 use crate::salesforce;
@@ -78,7 +79,7 @@ impl WebhookFormat for OutboundMessages {
             ));
         }
         salesforce::to_events(integration.id, &message, now)
-            .map_err(|e| ApiError::malformed_message(e.to_string()))
+            .map_err(|e| refuse::malformed_message(e.to_string()))
     }
 
     /// Salesforce redelivers until it reads this Ack.
@@ -112,7 +113,7 @@ async fn parse(bytes: Vec<u8>) -> Result<salesforce::OutboundMessage, ApiError> 
             )
         })?
     };
-    parsed.map_err(|e| ApiError::malformed_message(e.to_string()))
+    parsed.map_err(|e| refuse::malformed_message(e.to_string()))
 }
 
 /// The integration's webhook token, as `?token=` (Salesforce can send nothing else).
@@ -121,10 +122,10 @@ pub(crate) fn check_token(
     token: Option<&str>,
 ) -> Result<(), ApiError> {
     match token {
-        None | Some("") => Err(ApiError::invalid_token(
+        None | Some("") => Err(refuse::invalid_token(
             "the request has no token: append ?token=<the integration's webhook token> to the endpoint URL",
         )),
-        Some(token) if !resolved.integration.accepts_token(token) => Err(ApiError::invalid_token(
+        Some(token) if !resolved.integration.accepts_token(token) => Err(refuse::invalid_token(
             "the token is not valid for this integration",
         )),
         Some(_) => Ok(()),

@@ -12,6 +12,7 @@ use crm_sync_proto::v1::CrmEvent;
 
 use super::integrations::Resolved;
 use super::pipeline::{Endpoint, Webhook, WebhookFormat};
+use super::refuse;
 use super::salesforce::{TokenQuery, check_token};
 use super::{ApiError, AppState};
 use crate::salesforce::cdc;
@@ -41,7 +42,7 @@ impl WebhookFormat for ChangeEvents {
         let bytes = state
             .json_body(&request.parts.headers, request.body)
             .await?;
-        let parsed = cdc::parse(&bytes).map_err(|e| ApiError::malformed_message(e.to_string()))?;
+        let parsed = cdc::parse(&bytes).map_err(|e| refuse::malformed_message(e.to_string()))?;
         Ok(cdc::to_events(resolved.integration.id, &parsed, now))
     }
 }
