@@ -113,10 +113,7 @@ impl TransactionalHandler for Evaluator {
 impl Evaluator {
     /// The integration's company and active workflows; an integration newer than the snapshot
     /// is looked up once more before the event is dead-lettered.
-    async fn integration(
-        &self,
-        integration_id: Uuid,
-    ) -> Result<(Uuid, Arc<Workflows>), Failure> {
+    async fn integration(&self, integration_id: Uuid) -> Result<(Uuid, Arc<Workflows>), Failure> {
         let mut snapshot = self.snapshot.current();
         if !snapshot.contains_key(&integration_id) {
             self.snapshot
@@ -312,9 +309,7 @@ fn view_fields(
         };
         for name in needed.iter().flatten() {
             fields.entry(name.clone()).or_insert_with(|| null.clone());
-            previous
-                .entry(name.clone())
-                .or_insert_with(|| null.clone());
+            previous.entry(name.clone()).or_insert_with(|| null.clone());
         }
     }
     (fields, previous)

@@ -39,7 +39,13 @@ impl Workflows {
     pub fn new(list: Vec<Arc<StoredWorkflow>>) -> Workflows {
         let needed: Vec<Vec<String>> = list
             .iter()
-            .map(|w| w.spec.needed_fields().into_iter().map(str::to_owned).collect())
+            .map(|w| {
+                w.spec
+                    .needed_fields()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
             .collect();
         let mut fields: Vec<String> = needed.iter().flatten().cloned().collect();
         fields.sort_unstable();
@@ -66,7 +72,10 @@ impl Workflows {
     }
 
     /// The fields the workflows at `indexes` read, each once.
-    pub fn fields_read_by(&self, indexes: impl Iterator<Item = usize>) -> impl Iterator<Item = &str> {
+    pub fn fields_read_by(
+        &self,
+        indexes: impl Iterator<Item = usize>,
+    ) -> impl Iterator<Item = &str> {
         let mut union = vec![0u64; self.fields.len().div_ceil(64)];
         for bits in indexes.filter_map(|i| self.reads.get(i)) {
             for (u, b) in union.iter_mut().zip(bits) {

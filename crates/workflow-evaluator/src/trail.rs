@@ -90,7 +90,11 @@ impl Entry {
                 record_id: &event.record_id,
                 change_type: change_name(event.change_type()),
                 source_change_type: &event.source_change_type,
-                source: if event.full_snapshot { "pull" } else { "webhook" },
+                source: if event.full_snapshot {
+                    "pull"
+                } else {
+                    "webhook"
+                },
                 crm: crm_name(event.crm()),
                 delivery_id: &event.source_delivery_id,
                 occurred_at: time(event.occurred_at),

@@ -92,10 +92,7 @@ fn pages_hold_one_integration_and_a_bounded_number_of_entries() {
             (Uuid::from_u128(3), 3, 2),
         ]
     );
-    let first = pages
-        .iter()
-        .find(|p| p.count == PAGE_ENTRIES)
-        .unwrap();
+    let first = pages.iter().find(|p| p.count == PAGE_ENTRIES).unwrap();
     let (from, to) = first.span();
     assert_eq!(
         (from, to),
@@ -164,7 +161,10 @@ fn pages_written_before_the_codes_are_still_read() {
     let back = decode(&first_format_page()).unwrap();
     assert_eq!(back.len(), 1);
     let e = &back[0];
-    assert_eq!((e.event_id.as_str(), e.record_id.as_str()), ("evt-1", "006-1"));
+    assert_eq!(
+        (e.event_id.as_str(), e.record_id.as_str()),
+        ("evt-1", "006-1")
+    );
     assert_eq!(e.summary, "no_match");
     assert_eq!(
         e.decisions,
