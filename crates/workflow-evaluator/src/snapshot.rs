@@ -56,8 +56,10 @@ impl Workflows {
             .map(|names| {
                 let mut bits = vec![0u64; words];
                 for name in names {
-                    if let Ok(i) = fields.binary_search(name) {
-                        bits[i / 64] |= 1 << (i % 64);
+                    if let Ok(i) = fields.binary_search(name)
+                        && let Some(word) = bits.get_mut(i / 64)
+                    {
+                        *word |= 1 << (i % 64);
                     }
                 }
                 bits
@@ -83,7 +85,10 @@ impl Workflows {
             }
         }
         self.fields.iter().enumerate().filter_map(move |(i, name)| {
-            (union[i / 64] & (1 << (i % 64)) != 0).then_some(name.as_str())
+            union
+                .get(i / 64)
+                .is_some_and(|word| word & (1 << (i % 64)) != 0)
+                .then_some(name.as_str())
         })
     }
 }

@@ -300,3 +300,44 @@ fn versions_due_for_storing_are_the_new_ones() {
     assert_eq!(versions.of(&reloaded), v);
     assert!(versions.due().is_empty());
 }
+
+#[test]
+fn the_values_kept_are_those_every_non_counting_workflow_reads_each_once() {
+    let workflows = [
+        workflow(
+            10,
+            "Big wins",
+            "Opportunity",
+            json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"},
+                           {"field": "Amount", "op": "gte", "value": 1000}]}),
+        ),
+        workflow(
+            11,
+            "Named deals",
+            "Opportunity",
+            json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"},
+                           {"field": "Name", "op": "contains", "value": "licenses"}]}),
+        ),
+        workflow(
+            12,
+            "Any update",
+            "Opportunity",
+            json!({"field": "Probability", "op": "gte", "value": 0}),
+        ),
+    ];
+    let entry = judged(&workflows, &event("Prospecting", "500"));
+    let (stored, decisions) = stored_and_worded(entry);
+    // No workflow counted it: the fields they read, each once (the owner and value fields
+    // every workflow reads; Probability is not in the record, so there is no value to keep).
+    assert_eq!(
+        kept_fields(&stored),
+        ["Amount", "Name", "OwnerId", "StageName"]
+    );
+    assert_eq!(
+        decisions[1]["explanation"],
+        json!([
+            "StageName is \"Prospecting\"; the condition wants eq \"Closed Won\"",
+            "Name is \"Acme\"; the condition wants contains \"licenses\""
+        ])
+    );
+}

@@ -138,7 +138,9 @@ impl Entry {
             put_word(out, reason.unwrap_or(""));
             count += 1;
         }
-        out[count_at] = count;
+        if let Some(slot) = out.get_mut(count_at) {
+            *slot = count;
+        }
         self.matched = summary == "matched";
         self.values_at = offset(out.len());
     }
@@ -221,8 +223,10 @@ impl ReadValues<'_> {
 
 impl Drop for ReadValues<'_> {
     fn drop(&mut self) {
-        let len = offset(self.out.len() - self.start - 4).min(NONE - 1);
-        self.out[self.start..self.start + 4].copy_from_slice(&len.to_le_bytes());
+        let len = offset(self.out.len().saturating_sub(self.start + 4)).min(NONE - 1);
+        if let Some(slot) = self.out.get_mut(self.start..self.start + 4) {
+            slot.copy_from_slice(&len.to_le_bytes());
+        }
     }
 }
 
