@@ -7,7 +7,8 @@
 #      --count-statements: then restart it with every statement of the run's database logged
 #      (log_statement = all, set on that database only, as the postgres superuser: needs root)
 #      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
-#      directory holding built binaries to run instead of building them)
+#      directory holding built binaries to run instead of building them; CRM_SYNC_LOAD_PORT: the
+#      first HTTP port of the replicas, default 18200, for two runs at once)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
 # topic, applies a tenant with 10 active workflows x 5 conditions, then runs each variant in
@@ -34,6 +35,7 @@ JARS=$CRM_SYNC_HOME/kafka-$KAFKA_VERSION/libs
 BROKERS=${CRM_SYNC_TEST_BROKERS:-127.0.0.1:9092}
 ADMIN_DB=${CRM_SYNC_TEST_DATABASE_URL:-postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync}
 PARTITIONS=${CRM_SYNC_PARTITIONS:-6}
+PORT_BASE=${CRM_SYNC_LOAD_PORT:-18200}
 
 EVENTS=200000
 REPLICAS=1
@@ -259,8 +261,13 @@ run_evaluator() {
   say "variant $variant: starting $REPLICAS evaluator replica(s)"
   PORTS=()
   for r in $(seq 0 $((REPLICAS - 1))); do
-    port=$((18200 + r))
+    port=$((PORT_BASE + r))
     PORTS+=("$port")
+    # Another run's replica on the port would be measured instead of this one.
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/metrics"; then
+      say "port $port is in use (another load run?): set CRM_SYNC_LOAD_PORT"
+      exit 1
+    fi
     env CRM_SYNC__KAFKA__BROKERS="$BROKERS" CRM_SYNC__DATABASE__URL="$DB_URL" \
       CRM_SYNC__TOPICS__EVENTS="$EVENTS_TOPIC" CRM_SYNC__TOPICS__MATCHES="$matches" \
       CRM_SYNC__TOPICS__RECORDS="$records" CRM_SYNC__TOPICS__HYDRATIONS="$hydrations" \
@@ -375,7 +382,7 @@ start_provisioner() {
 if ((PROVISIONER_SECS > 0)); then
   say "running one provisioner on the outcomes for $PROVISIONER_SECS s"
   deadline=$((SECONDS + 600))
-  port=18299
+  port=$((PORT_BASE + 99))
   start_provisioner
   PORTS=("$port")
   until [[ $(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') != 0 ]]; do

@@ -5,6 +5,7 @@
 //! stored in pages ([`pages`]), their decisions as codes worded when read ([`words`]). Events
 //! written before the pages stay readable in `trail_events` until they expire.
 
+pub mod entry;
 pub mod pages;
 pub mod words;
 
@@ -90,7 +91,7 @@ pub async fn store_versions(pool: &PgPool, versions: &[NewVersion]) -> Result<()
 /// Writes judged events in pages ([`pages::write`]); events of an integration deleted
 /// meanwhile are skipped. Returns the entries written.
 pub async fn insert_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Error> {
-    pages::write(pool, events).await
+    pages::write_events(pool, events).await
 }
 
 /// A message a consumer dead-lettered, for the integration it belongs to.

@@ -22,7 +22,7 @@ use crate::judge::{Judgement, judge};
 use crate::legacy::LegacyIndex;
 use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
-use crate::snapshot::WorkflowSnapshot;
+use crate::snapshot::{WorkflowSnapshot, Workflows};
 use crate::store::RecordStore;
 use crate::trail::{Entry, Trail};
 
@@ -113,10 +113,7 @@ impl TransactionalHandler for Evaluator {
 impl Evaluator {
     /// The integration's company and active workflows; an integration newer than the snapshot
     /// is looked up once more before the event is dead-lettered.
-    async fn integration(
-        &self,
-        integration_id: Uuid,
-    ) -> Result<(Uuid, Vec<Arc<StoredWorkflow>>), Failure> {
+    async fn integration(&self, integration_id: Uuid) -> Result<(Uuid, Arc<Workflows>), Failure> {
         let mut snapshot = self.snapshot.current();
         if !snapshot.contains_key(&integration_id) {
             self.snapshot
@@ -170,9 +167,10 @@ impl Evaluator {
         event: &CrmEvent,
         key: &str,
         (integration_id, company_id): (Uuid, Uuid),
-        workflows: &[Arc<StoredWorkflow>],
+        active: &Arc<Workflows>,
         (merged, entry): (Merged, Option<Entry>),
     ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
+        let workflows = &active.list[..];
         let mut state = merged.state;
         let deleted_now = event.change_type() == ChangeType::Deleted;
         // A deleted record is judged only by its delete: later-arriving older updates of it
@@ -182,7 +180,7 @@ impl Evaluator {
             self.trail.stage(entry);
             return Ok((Vec::new(), state));
         }
-        let (fields, previous) = view_fields(&state, merged.previous, workflows);
+        let (fields, previous) = view_fields(&state, merged.previous, &active.needed);
         let view = RecordView {
             object_type: &event.object_type,
             change: event.change_type(),
@@ -214,7 +212,7 @@ impl Evaluator {
             }
         }
         self.trail
-            .stage(entry.map(|e| e.judged(workflows, &judgement.verdicts, &view)));
+            .stage(entry.map(|e| e.judged(active, &judgement.verdicts, &view)));
         let mut out = self.outcomes(event, key, company_id, &state, &judgement);
         if let Some(request) = self.hydration(event, key, &mut state, &judgement) {
             out.push(request);
@@ -302,22 +300,16 @@ impl Evaluator {
 fn view_fields(
     state: &RecordState,
     mut previous: Fields,
-    workflows: &[Arc<StoredWorkflow>],
+    needed: &[Vec<String>],
 ) -> (Fields, Fields) {
     let mut fields = record::current_fields(state);
     if state.complete {
         let null = FieldValue {
             kind: Some(Kind::NullValue(true)),
         };
-        for workflow in workflows {
-            for name in workflow.spec.needed_fields() {
-                fields
-                    .entry(name.to_owned())
-                    .or_insert_with(|| null.clone());
-                previous
-                    .entry(name.to_owned())
-                    .or_insert_with(|| null.clone());
-            }
+        for name in needed.iter().flatten() {
+            fields.entry(name.clone()).or_insert_with(|| null.clone());
+            previous.entry(name.clone()).or_insert_with(|| null.clone());
         }
     }
     (fields, previous)

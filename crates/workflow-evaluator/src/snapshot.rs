@@ -17,7 +17,80 @@ use uuid::Uuid;
 #[derive(Debug, Default)]
 pub struct Integration {
     pub company_id: Uuid,
-    pub workflows: Vec<Arc<StoredWorkflow>>,
+    /// Shared with every event being judged: handing them over costs one reference count.
+    pub workflows: Arc<Workflows>,
+}
+
+/// An integration's active workflows.
+#[derive(Debug, Default)]
+pub struct Workflows {
+    pub list: Vec<Arc<StoredWorkflow>>,
+    /// Per workflow of `list`, every field it reads: worked out once per snapshot, not per
+    /// event.
+    pub needed: Vec<Vec<String>>,
+    /// Every field some workflow reads, each once, in order.
+    pub fields: Vec<String>,
+    /// Per workflow of `list`, the fields it reads as bits of `fields` (64 a word): the fields
+    /// several workflows read are one `|` away.
+    pub reads: Vec<Vec<u64>>,
+}
+
+impl Workflows {
+    pub fn new(list: Vec<Arc<StoredWorkflow>>) -> Workflows {
+        let needed: Vec<Vec<String>> = list
+            .iter()
+            .map(|w| {
+                w.spec
+                    .needed_fields()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        let mut fields: Vec<String> = needed.iter().flatten().cloned().collect();
+        fields.sort_unstable();
+        fields.dedup();
+        let words = fields.len().div_ceil(64);
+        let reads = needed
+            .iter()
+            .map(|names| {
+                let mut bits = vec![0u64; words];
+                for name in names {
+                    if let Ok(i) = fields.binary_search(name)
+                        && let Some(word) = bits.get_mut(i / 64)
+                    {
+                        *word |= 1 << (i % 64);
+                    }
+                }
+                bits
+            })
+            .collect();
+        Workflows {
+            list,
+            needed,
+            fields,
+            reads,
+        }
+    }
+
+    /// The fields the workflows at `indexes` read, each once.
+    pub fn fields_read_by(
+        &self,
+        indexes: impl Iterator<Item = usize>,
+    ) -> impl Iterator<Item = &str> {
+        let mut union = vec![0u64; self.fields.len().div_ceil(64)];
+        for bits in indexes.filter_map(|i| self.reads.get(i)) {
+            for (u, b) in union.iter_mut().zip(bits) {
+                *u |= b;
+            }
+        }
+        self.fields.iter().enumerate().filter_map(move |(i, name)| {
+            union
+                .get(i / 64)
+                .is_some_and(|word| word & (1 << (i % 64)) != 0)
+                .then_some(name.as_str())
+        })
+    }
 }
 
 #[derive(Default)]
@@ -41,24 +114,29 @@ impl WorkflowSnapshot {
     pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let integrations = workflows::integration_ids(pool).await?;
         let active = workflows::load_active(pool).await?;
-        let mut map: HashMap<Uuid, Integration> = integrations
+        let mut lists: HashMap<Uuid, (Uuid, Vec<Arc<StoredWorkflow>>)> = integrations
             .into_iter()
-            .map(|(id, company_id)| {
+            .map(|(id, company_id)| (id, (company_id, Vec::new())))
+            .collect();
+        let count = active.len();
+        for workflow in active {
+            if let Some((_, list)) = lists.get_mut(&workflow.integration_id) {
+                list.push(Arc::new(workflow));
+            }
+        }
+        let map: HashMap<Uuid, Integration> = lists
+            .into_iter()
+            .map(|(id, (company_id, list))| {
+                let workflows = Arc::new(Workflows::new(list));
                 (
                     id,
                     Integration {
                         company_id,
-                        workflows: Vec::new(),
+                        workflows,
                     },
                 )
             })
             .collect();
-        let count = active.len();
-        for workflow in active {
-            if let Some(entry) = map.get_mut(&workflow.integration_id) {
-                entry.workflows.push(Arc::new(workflow));
-            }
-        }
         let integrations = map.len();
         match self.by_integration.write() {
             Ok(mut guard) => *guard = Arc::new(map),

@@ -20,15 +20,16 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind};
-use crm_sync_store::trail::{self as store, NewEvent, NewVersion, PreviousKnown, words};
+use crm_sync_store::trail::{self as store, NewVersion, PreviousKnown, words};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Fields, NoMatch, Previous, RecordView};
+use crm_sync_workflow::{NoMatch, Previous, RecordView};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::judge::Verdict;
+use crate::snapshot::Workflows;
 
 /// Entries written per transaction at most (in pages of up to 256 per integration).
 const WRITE_BATCH: usize = 1_000;
@@ -63,54 +64,48 @@ impl Summary {
     }
 }
 
-/// What the record looked like to the workflows that did not count it: enough to word why.
-#[derive(Debug)]
-pub struct Judged {
-    /// The workflows of the record's object, each with its verdict.
-    verdicts: Vec<(Arc<StoredWorkflow>, Verdict)>,
-    fields: Fields,
-    known: PreviousKnown,
-    previous: Fields,
-}
-
-/// One event's trail entry.
+/// One event's trail entry: encoded where it is judged, in the form its page stores
+/// (`crm_sync_store::trail::entry`), with the workflows its verdicts name by index.
 #[derive(Debug)]
 pub struct Entry {
-    integration_id: Uuid,
-    company_id: Uuid,
-    event_id: String,
-    object_type: String,
-    record_id: String,
-    change_type: ChangeType,
-    source_change_type: String,
-    pulled: bool,
-    crm: CrmKind,
-    delivery_id: String,
-    occurred_at: Option<Timestamp>,
-    received_at: Option<Timestamp>,
-    judged_at: DateTime<Utc>,
     summary: Summary,
-    judged: Option<Judged>,
+    page: store::entry::Entry,
+    /// The workflows judged, when some were; the writer names their versions.
+    workflows: Option<Arc<Workflows>>,
+}
+
+impl AsRef<store::entry::Entry> for Entry {
+    fn as_ref(&self) -> &store::entry::Entry {
+        &self.page
+    }
 }
 
 impl Entry {
-    pub fn new(event: &CrmEvent, (integration_id, company_id): (Uuid, Uuid)) -> Entry {
+    pub fn new(event: &CrmEvent, ids: (Uuid, Uuid)) -> Entry {
+        let page = store::entry::Entry::new(
+            ids,
+            store::entry::EventPart {
+                event_id: &event.event_id,
+                object_type: &event.object_type,
+                record_id: &event.record_id,
+                change_type: change_name(event.change_type()),
+                source_change_type: &event.source_change_type,
+                source: if event.full_snapshot {
+                    "pull"
+                } else {
+                    "webhook"
+                },
+                crm: crm_name(event.crm()),
+                delivery_id: &event.source_delivery_id,
+                occurred_at: time(event.occurred_at),
+                received_at: time(event.received_at),
+                judged_at: Utc::now(),
+            },
+        );
         Entry {
-            integration_id,
-            company_id,
-            event_id: event.event_id.clone(),
-            object_type: event.object_type.clone(),
-            record_id: event.record_id.clone(),
-            change_type: event.change_type(),
-            source_change_type: event.source_change_type.clone(),
-            pulled: event.full_snapshot,
-            crm: event.crm(),
-            delivery_id: event.source_delivery_id.clone(),
-            occurred_at: event.occurred_at,
-            received_at: event.received_at,
-            judged_at: Utc::now(),
             summary: Summary::Unchanged,
-            judged: None,
+            page,
+            workflows: None,
         }
     }
 
@@ -119,55 +114,72 @@ impl Entry {
     /// count it read.
     pub fn judged(
         mut self,
-        workflows: &[Arc<StoredWorkflow>],
+        workflows: &Arc<Workflows>,
         verdicts: &[(usize, Verdict)],
         view: &RecordView<'_>,
     ) -> Entry {
-        let mut kept = Vec::with_capacity(verdicts.len());
-        let mut fields = Fields::new();
-        let mut previous = Fields::new();
+        let kept = || {
+            verdicts.iter().filter_map(|&(index, verdict)| {
+                let index = u16::try_from(index).ok()?;
+                let of_object = verdict != Verdict::NoMatch(NoMatch::OtherObject);
+                (of_object && usize::from(index) < workflows.list.len()).then_some((index, verdict))
+            })
+        };
         let mut summary = Summary::NoMatch;
-        for &(index, verdict) in verdicts {
-            let Some(workflow) = workflows.get(index) else {
-                continue;
-            };
+        for (_, verdict) in kept() {
             match verdict {
-                Verdict::NoMatch(NoMatch::OtherObject) => continue,
                 Verdict::Matched => summary = Summary::Matched,
                 Verdict::Retracted(_) if summary != Summary::Matched => {
                     summary = Summary::Retracted
                 }
                 _ => {}
             }
-            if needs_explaining(verdict) {
-                for name in workflow.spec.needed_fields() {
-                    if !fields.contains_key(name)
-                        && let Some(v) = view.record.fields.get(name)
-                    {
-                        fields.insert(name.to_owned(), v.clone());
-                    }
-                    if let Previous::Sent(p) = view.record.previous
-                        && !previous.contains_key(name)
-                        && let Some(v) = p.get(name)
-                    {
-                        previous.insert(name.to_owned(), v.clone());
-                    }
-                }
-            }
-            kept.push((workflow.clone(), verdict));
         }
         self.summary = summary;
-        self.judged = Some(Judged {
-            verdicts: kept,
-            fields,
-            known: match view.record.previous {
+        self.page.judged(
+            summary.as_str(),
+            kept().map(|(index, verdict)| {
+                let (decision, reason) = codes(verdict);
+                (index, decision, reason)
+            }),
+        );
+        // Kept whenever a verdict is worded from the conditions: what was known of the
+        // previous values matters even when the record showed none of the fields.
+        if kept().any(|(_, verdict)| needs_explaining(verdict)) {
+            let names = workflows.fields_read_by(
+                kept()
+                    .filter(|(_, verdict)| needs_explaining(*verdict))
+                    .map(|(index, _)| usize::from(index)),
+            );
+            let known = match view.record.previous {
                 Previous::Nothing => PreviousKnown::Nothing,
                 Previous::Sent(_) => PreviousKnown::Sent,
                 Previous::Unknown => PreviousKnown::Unknown,
-            },
-            previous,
-        });
+            };
+            let mut values = self.page.read_values(known);
+            // About what a field's name and value take, for the fields some workflow reads.
+            values.reserve(workflows.fields.len() * 40);
+            for name in names {
+                if let Some(v) = view.record.fields.get(name) {
+                    values.field(name, v);
+                }
+                if let Previous::Sent(p) = view.record.previous
+                    && let Some(v) = p.get(name)
+                {
+                    values.previous(name, v);
+                }
+            }
+        }
+        self.workflows = Some(workflows.clone());
         self
+    }
+
+    /// The version of the workflow a verdict names by `index`.
+    fn version(&self, index: u16, versions: &mut Versions) -> Uuid {
+        self.workflows
+            .as_ref()
+            .and_then(|w| w.list.get(usize::from(index)))
+            .map_or(Uuid::nil(), |w| versions.of(w))
     }
 }
 
@@ -388,26 +400,35 @@ async fn write_batch(pool: &PgPool, entries: Vec<Entry>, versions: &mut Versions
     if entries.is_empty() {
         return;
     }
-    let rows: Vec<NewEvent> = entries.into_iter().map(|e| row(e, versions)).collect();
     // The versions the entries refer to are stored first: an entry never refers to a version
-    // the reader cannot find.
+    // the reader cannot find. Entries judged against the same snapshot share its workflows.
+    let mut seen: Option<&Arc<Workflows>> = None;
+    for workflows in entries.iter().filter_map(|e| e.workflows.as_ref()) {
+        if seen.is_some_and(|s| Arc::ptr_eq(s, workflows)) {
+            continue;
+        }
+        for workflow in &workflows.list {
+            versions.of(workflow);
+        }
+        seen = Some(workflows);
+    }
     let due = versions.due();
     let written = match store::store_versions(pool, &due).await {
         Ok(()) => {
             versions.stored(&due);
-            store::insert_events(pool, &rows).await
+            store::pages::write(pool, &entries, |e, index| e.version(index, versions)).await
         }
         Err(error) => Err(error),
     };
     match written {
         Ok(_) => {
             metrics::counter!(crate::metric_definitions::TRAIL_WRITTEN)
-                .increment(rows.len() as u64);
+                .increment(entries.len() as u64);
         }
         Err(error) => {
-            tracing::warn!(%error, entries = rows.len(), "writing the record trail failed; these entries are dropped");
+            tracing::warn!(%error, entries = entries.len(), "writing the record trail failed; these entries are dropped");
             metrics::counter!(crate::metric_definitions::TRAIL_DROPPED)
-                .increment(rows.len() as u64);
+                .increment(entries.len() as u64);
         }
     }
 }
@@ -433,52 +454,6 @@ fn change_name(change: ChangeType) -> &'static str {
         ChangeType::Updated => "updated",
         ChangeType::Deleted => "deleted",
         ChangeType::Unspecified => "unspecified",
-    }
-}
-
-fn row(e: Entry, versions: &mut Versions) -> NewEvent {
-    let (verdicts, read_values) = match e.judged {
-        None => (Vec::new(), None),
-        Some(judged) => {
-            let verdicts = judged
-                .verdicts
-                .iter()
-                .map(|(workflow, verdict)| {
-                    let (decision, reason) = codes(*verdict);
-                    words::Verdict {
-                        version: versions.of(workflow),
-                        decision,
-                        reason,
-                    }
-                })
-                .collect();
-            // Kept whenever a verdict is worded from the conditions: what was known of the
-            // previous values matters even when the record showed none of the fields.
-            let read = judged
-                .verdicts
-                .iter()
-                .any(|(_, verdict)| needs_explaining(*verdict))
-                .then(|| words::encode_read_values(judged.known, judged.fields, judged.previous));
-            (verdicts, read)
-        }
-    };
-    NewEvent {
-        integration_id: e.integration_id,
-        company_id: e.company_id,
-        event_id: e.event_id,
-        object_type: e.object_type,
-        record_id: e.record_id,
-        change_type: change_name(e.change_type),
-        source_change_type: e.source_change_type,
-        source: if e.pulled { "pull" } else { "webhook" },
-        crm: crm_name(e.crm),
-        delivery_id: e.delivery_id,
-        occurred_at: time(e.occurred_at),
-        received_at: time(e.received_at),
-        judged_at: e.judged_at,
-        summary: e.summary.as_str(),
-        verdicts,
-        read_values,
     }
 }
 

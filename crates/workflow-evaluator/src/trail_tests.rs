@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::judge::judge;
+use crm_sync_proto::Message;
 use crm_sync_proto::v1::FieldValue;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
@@ -54,22 +55,30 @@ fn event(stage: &str, amount: &str) -> CrmEvent {
 fn judged(workflows: &[Arc<StoredWorkflow>], event: &CrmEvent) -> Entry {
     let view = RecordView::of_event(event);
     let judgement = judge(workflows, &view, &[], Timestamp::default());
+    let active = Arc::new(Workflows::new(workflows.to_vec()));
     Entry::new(event, (Uuid::from_u128(2), Uuid::from_u128(1))).judged(
-        workflows,
+        &active,
         &judgement.verdicts,
         &view,
     )
 }
 
-/// The event's decisions as a reader words them, from the page the writer stores.
-fn read_back(written: NewEvent, known: &HashMap<Uuid, words::Version>) -> Value {
-    let pages = store::pages::encode(std::slice::from_ref(&written));
+/// The entry as the reader finds it in the page the writer stores.
+fn read_back(entry: &Entry, versions: &mut Versions) -> store::StoredEvent {
+    let pages = store::pages::encode_entries(std::slice::from_ref(entry), |e, index| {
+        e.version(index, versions)
+    });
     assert_eq!(pages.len(), 1);
     let mut entries = store::pages::decode(&pages[0]).unwrap();
     let stored = entries.pop().unwrap();
-    assert_eq!(stored.event_id, written.event_id);
+    assert_eq!(stored.event_id, "e1");
+    stored
+}
+
+/// The stored event's decisions as a reader words them.
+fn worded(stored: &store::StoredEvent, known: &HashMap<Uuid, words::Version>) -> Value {
     words::word(
-        stored.decisions,
+        stored.decisions.clone(),
         stored.read_values.as_deref(),
         &stored.change_type,
         known,
@@ -77,9 +86,9 @@ fn read_back(written: NewEvent, known: &HashMap<Uuid, words::Version>) -> Value 
 }
 
 /// The entry as the writer stores it, and its decisions as a reader words them.
-fn stored_and_worded(entry: Entry) -> (NewEvent, Value) {
+fn stored_and_worded(entry: Entry) -> (store::StoredEvent, Value) {
     let mut versions = Versions::default();
-    let written = row(entry, &mut versions);
+    let stored = read_back(&entry, &mut versions);
     let known = versions
         .known
         .values()
@@ -93,7 +102,20 @@ fn stored_and_worded(entry: Entry) -> (NewEvent, Value) {
             )
         })
         .collect();
-    (written.clone(), read_back(written, &known))
+    let decisions = worded(&stored, &known);
+    (stored, decisions)
+}
+
+/// The fields whose current values the stored entry kept.
+fn kept_fields(stored: &store::StoredEvent) -> Vec<String> {
+    let bytes = stored.read_values.as_deref().unwrap();
+    let mut names: Vec<_> = CrmEvent::decode(&bytes[1..])
+        .unwrap()
+        .fields
+        .into_keys()
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -121,13 +143,13 @@ fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() 
     ];
     let entry = judged(&workflows, &event("Closed Won", "500"));
     assert_eq!(entry.summary, Summary::Matched);
+    let (written, decisions) = stored_and_worded(entry);
     // Only the fields the workflow that did not count reads are kept.
-    let kept = &entry.judged.as_ref().unwrap().fields;
+    let kept = kept_fields(&written);
     assert!(
-        kept.contains_key("Amount") && !kept.contains_key("Name"),
+        kept.contains(&"Amount".to_owned()) && !kept.contains(&"Name".to_owned()),
         "{kept:?}"
     );
-    let (written, decisions) = stored_and_worded(entry);
     assert_eq!(written.summary, "matched");
     assert_eq!(written.source, "webhook");
     assert_eq!(written.crm, "salesforce");
@@ -136,11 +158,16 @@ fn decisions_say_in_words_why_a_workflow_did_not_count_and_skip_other_objects() 
     // Stored as codes, without words.
     assert_eq!(
         written
-            .verdicts
+            .decisions
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|v| (v.decision, v.reason))
+            .map(|v| (v["d"].as_str(), v.get("r").and_then(Value::as_str)))
             .collect::<Vec<_>>(),
-        [("not_counted", Some("conditions")), ("counted", None)]
+        [
+            (Some("not_counted"), Some("conditions")),
+            (Some("counted"), None)
+        ]
     );
     assert_eq!(
         decisions,
@@ -217,8 +244,8 @@ fn an_entry_is_worded_against_the_workflow_as_it_was_when_judged() {
         json!({"field": "Amount", "op": "gte", "value": 1000}),
     );
     let mut versions = Versions::default();
-    let written = row(
-        judged(std::slice::from_ref(&before), &event("Closed Won", "500")),
+    let written = read_back(
+        &judged(std::slice::from_ref(&before), &event("Closed Won", "500")),
         &mut versions,
     );
     // The admin then lowers the threshold: the workflow has a new version.
@@ -243,7 +270,7 @@ fn an_entry_is_worded_against_the_workflow_as_it_was_when_judged() {
             )
         })
         .collect();
-    let worded = read_back(written, &known);
+    let worded = worded(&written, &known);
     assert_eq!(
         worded[0]["explanation"],
         json!(["Amount is \"500\"; the condition wants gte 1000"])
@@ -272,4 +299,45 @@ fn versions_due_for_storing_are_the_new_ones() {
     let reloaded = Arc::new((*w).clone());
     assert_eq!(versions.of(&reloaded), v);
     assert!(versions.due().is_empty());
+}
+
+#[test]
+fn the_values_kept_are_those_every_non_counting_workflow_reads_each_once() {
+    let workflows = [
+        workflow(
+            10,
+            "Big wins",
+            "Opportunity",
+            json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"},
+                           {"field": "Amount", "op": "gte", "value": 1000}]}),
+        ),
+        workflow(
+            11,
+            "Named deals",
+            "Opportunity",
+            json!({"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"},
+                           {"field": "Name", "op": "contains", "value": "licenses"}]}),
+        ),
+        workflow(
+            12,
+            "Any update",
+            "Opportunity",
+            json!({"field": "Probability", "op": "gte", "value": 0}),
+        ),
+    ];
+    let entry = judged(&workflows, &event("Prospecting", "500"));
+    let (stored, decisions) = stored_and_worded(entry);
+    // No workflow counted it: the fields they read, each once (the owner and value fields
+    // every workflow reads; Probability is not in the record, so there is no value to keep).
+    assert_eq!(
+        kept_fields(&stored),
+        ["Amount", "Name", "OwnerId", "StageName"]
+    );
+    assert_eq!(
+        decisions[1]["explanation"],
+        json!([
+            "StageName is \"Prospecting\"; the condition wants eq \"Closed Won\"",
+            "Name is \"Acme\"; the condition wants contains \"licenses\""
+        ])
+    );
 }

@@ -5,7 +5,11 @@
 //!
 //! A page's body: the format byte, the workflow versions its verdicts refer to (each verdict
 //! names one by its index), then the entries. Strings are a `u32` length and UTF-8 bytes, times
-//! microseconds since the epoch; all integers little-endian.
+//! microseconds since the epoch; all integers little-endian. An entry is encoded once, where the
+//! event is judged ([`Entry`]): the writer only copies its bytes into a page, naming each
+//! verdict's workflow version by the page's index. In the current format the summary, decisions
+//! and reasons are one byte each ([`WORDS`]); pages of the first format (the same with those as
+//! strings) are read until they expire.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,15 +18,17 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::entry::{Entry, EventPart, LITERAL, NONE, WORDS};
 use super::{MAX_TEXT, NewEvent, StoredEvent, storable};
 
 /// Entries per page at most.
 pub const PAGE_ENTRIES: usize = 256;
 /// A page is closed once its body is this large.
 const PAGE_BYTES: usize = 64 * 1024;
-const FORMAT: u8 = 1;
-/// The read values' length when there are none.
-const NONE: u32 = u32::MAX;
+/// The first format: summary, decisions and reasons as strings (still read, no longer written).
+const FORMAT_STRINGS: u8 = 1;
+/// The current format: summary, decisions and reasons as one byte of [`WORDS`] each.
+const FORMAT_CODES: u8 = 2;
 
 /// One page being written.
 struct Page<'a> {
@@ -30,114 +36,109 @@ struct Page<'a> {
     company_id: Uuid,
     versions: Vec<Uuid>,
     entries: Vec<u8>,
-    events: Vec<&'a NewEvent>,
+    count: usize,
+    records: Vec<&'a str>,
     matched: i32,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
 }
 
 impl<'a> Page<'a> {
-    fn new(e: &NewEvent) -> Page<'a> {
+    fn new(e: &Entry) -> Page<'a> {
         Page {
             integration_id: e.integration_id,
             company_id: e.company_id,
             versions: Vec::new(),
             entries: Vec::with_capacity(PAGE_BYTES),
-            events: Vec::new(),
+            count: 0,
+            records: Vec::new(),
             matched: 0,
+            first: e.judged_at,
+            last: e.judged_at,
         }
     }
 
     fn full(&self) -> bool {
-        self.events.len() >= PAGE_ENTRIES || self.entries.len() >= PAGE_BYTES
+        self.count >= PAGE_ENTRIES || self.entries.len() >= PAGE_BYTES
     }
 
-    fn push(&mut self, e: &'a NewEvent) {
+    /// Copies the entry in, its verdicts naming the page's version indexes. An entry that does
+    /// not parse (never: this module made it) is left out.
+    fn push(&mut self, e: &'a Entry, mut version_of: impl FnMut(u16) -> Uuid) {
+        let start = self.entries.len();
+        if self.copy(e, &mut version_of).is_none() {
+            self.entries.truncate(start);
+            return;
+        }
+        if e.matched {
+            self.matched += 1;
+        }
+        self.first = self.first.min(e.judged_at);
+        self.last = self.last.max(e.judged_at);
+        self.records.push(e.record_id());
+        self.count += 1;
+    }
+
+    fn copy(&mut self, e: &Entry, version_of: &mut impl FnMut(u16) -> Uuid) -> Option<()> {
+        let (verdicts_at, values_at) = (e.verdicts_at as usize, e.values_at as usize);
         let out = &mut self.entries;
-        for s in [&e.event_id, &e.object_type, &e.record_id] {
-            put_str(out, s);
-        }
-        put_str(out, e.change_type);
-        put_str(out, &e.source_change_type);
-        put_str(out, e.source);
-        put_str(out, e.crm);
-        put_str(out, &e.delivery_id);
-        for t in [e.occurred_at, e.received_at] {
-            match t {
-                Some(t) => {
-                    out.push(1);
-                    out.extend_from_slice(&t.timestamp_micros().to_le_bytes());
-                }
-                None => out.push(0),
-            }
-        }
-        out.extend_from_slice(&e.judged_at.timestamp_micros().to_le_bytes());
-        put_str(out, e.summary);
-        // An event is judged by a workflow of its object at most once: a byte counts them.
-        let verdicts = &e.verdicts[..e.verdicts.len().min(usize::from(u8::MAX))];
-        out.push(verdicts.len() as u8);
-        for v in verdicts {
-            let index = match self.versions.iter().position(|known| *known == v.version) {
+        out.extend_from_slice(e.bytes.get(..verdicts_at)?);
+        let mut r = Reader(e.bytes.get(verdicts_at..values_at)?);
+        out.extend_from_slice(r.word_bytes()?);
+        let count = r.u8()?;
+        out.push(count);
+        for _ in 0..count {
+            let version = version_of(r.u16()?);
+            let index = match self.versions.iter().position(|known| *known == version) {
                 Some(i) => i,
                 None => {
-                    self.versions.push(v.version);
+                    self.versions.push(version);
                     self.versions.len() - 1
                 }
             };
             out.extend_from_slice(&(index as u16).to_le_bytes());
-            put_str(out, v.decision);
-            put_str(out, v.reason.unwrap_or(""));
+            out.extend_from_slice(r.word_bytes()?);
+            out.extend_from_slice(r.word_bytes()?);
         }
-        match &e.read_values {
-            Some(bytes) => put_bytes(out, bytes),
-            None => out.extend_from_slice(&NONE.to_le_bytes()),
+        match e.bytes.get(values_at..) {
+            Some(values) if !values.is_empty() => out.extend_from_slice(values),
+            _ => out.extend_from_slice(&NONE.to_le_bytes()),
         }
-        if e.summary == "matched" {
-            self.matched += 1;
-        }
-        self.events.push(e);
+        Some(())
     }
 
     fn body(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(7 + self.versions.len() * 16 + self.entries.len());
-        body.push(FORMAT);
+        body.push(FORMAT_CODES);
         body.extend_from_slice(&(self.versions.len() as u16).to_le_bytes());
         for v in &self.versions {
             body.extend_from_slice(v.as_bytes());
         }
-        body.extend_from_slice(&(self.events.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(self.count as u32).to_le_bytes());
         body.extend_from_slice(&self.entries);
         body
     }
 
     fn span(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        let times = self.events.iter().map(|e| e.judged_at);
-        let first = times.clone().min().unwrap_or_else(Utc::now);
-        (first, times.max().unwrap_or(first))
+        (self.first, self.last)
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_bytes(out, s.as_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    // Event fields are far below 4 GiB (a Kafka message is); a longer one is cut.
-    let b = &b[..b.len().min(NONE as usize - 1)];
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-/// The events in pages: per integration, in their order, at most [`PAGE_ENTRIES`] or about
-/// 64 kB per page.
-fn paginate(events: &[NewEvent]) -> Vec<Page<'_>> {
-    let mut open: HashMap<(Uuid, Uuid), Page<'_>> = HashMap::new();
+/// The entries in pages: per integration, in their order, at most [`PAGE_ENTRIES`] or about
+/// 64 kB per page. `version_of` names the version of an entry's workflow by its index.
+fn paginate<'a, E: AsRef<Entry>>(
+    staged: &'a [E],
+    mut version_of: impl FnMut(&E, u16) -> Uuid,
+) -> Vec<Page<'a>> {
+    let mut open: HashMap<(Uuid, Uuid), Page<'a>> = HashMap::new();
     let mut done = Vec::new();
-    for e in events {
-        let page = open
-            .entry((e.integration_id, e.company_id))
-            .or_insert_with(|| Page::new(e));
-        page.push(e);
+    for s in staged {
+        let e = s.as_ref();
+        let key = (e.integration_id, e.company_id);
+        let page = open.entry(key).or_insert_with(|| Page::new(e));
+        page.push(e, |i| version_of(s, i));
         if page.full()
-            && let Some(page) = open.remove(&(e.integration_id, e.company_id))
+            && let Some(page) = open.remove(&key)
         {
             done.push(page);
         }
@@ -146,18 +147,93 @@ fn paginate(events: &[NewEvent]) -> Vec<Page<'_>> {
     done
 }
 
-/// The bodies of the pages the events are written in (for tests reading back what is stored).
-pub fn encode(events: &[NewEvent]) -> Vec<Vec<u8>> {
-    paginate(events).iter().map(Page::body).collect()
+/// A [`NewEvent`] as an entry; its verdicts name their versions by their position.
+struct Staged<'a> {
+    entry: Entry,
+    event: &'a NewEvent,
 }
 
-/// Writes the events in pages, in one transaction; events of an integration deleted meanwhile
-/// (or not of that company) are skipped. Returns the entries written.
-pub async fn write(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Error> {
-    if events.is_empty() {
+impl AsRef<Entry> for Staged<'_> {
+    fn as_ref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+fn staged(events: &[NewEvent]) -> Vec<Staged<'_>> {
+    events
+        .iter()
+        .map(|e| {
+            let mut entry = Entry::new(
+                (e.integration_id, e.company_id),
+                EventPart {
+                    event_id: &e.event_id,
+                    object_type: &e.object_type,
+                    record_id: &e.record_id,
+                    change_type: e.change_type,
+                    source_change_type: &e.source_change_type,
+                    source: e.source,
+                    crm: e.crm,
+                    delivery_id: &e.delivery_id,
+                    occurred_at: e.occurred_at,
+                    received_at: e.received_at,
+                    judged_at: e.judged_at,
+                },
+            );
+            entry.judged(
+                e.summary,
+                e.verdicts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as u16, v.decision, v.reason)),
+            );
+            if let Some(values) = &e.read_values {
+                entry.set_read_values(values);
+            }
+            Staged { entry, event: e }
+        })
+        .collect()
+}
+
+fn version_by_position(s: &Staged<'_>, index: u16) -> Uuid {
+    s.event
+        .verdicts
+        .get(usize::from(index))
+        .map_or(Uuid::nil(), |v| v.version)
+}
+
+/// The bodies of the pages the events are written in (for tests reading back what is stored).
+pub fn encode(events: &[NewEvent]) -> Vec<Vec<u8>> {
+    encode_entries(&staged(events), version_by_position)
+}
+
+/// The bodies of the pages the entries are written in (for tests reading back what is stored).
+pub fn encode_entries<E: AsRef<Entry>>(
+    staged: &[E],
+    version_of: impl FnMut(&E, u16) -> Uuid,
+) -> Vec<Vec<u8>> {
+    paginate(staged, version_of)
+        .iter()
+        .map(Page::body)
+        .collect()
+}
+
+/// Writes the events in pages ([`write`]).
+pub async fn write_events(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Error> {
+    write(pool, &staged(events), version_by_position).await
+}
+
+/// Writes the entries in pages, in one transaction; `version_of` names the version of an
+/// entry's workflow by its index. Entries of an integration deleted meanwhile (or not of that
+/// company) are skipped. Returns the entries written.
+pub async fn write<E: AsRef<Entry>>(
+    pool: &PgPool,
+    staged: &[E],
+    version_of: impl FnMut(&E, u16) -> Uuid,
+) -> Result<u64, sqlx::Error> {
+    if staged.is_empty() {
         return Ok(0);
     }
-    let pages = paginate(events);
+    let pages = paginate(staged, version_of);
     let mut tx = pool.begin().await?;
     let mut lookups = Vec::new();
     let mut written = 0;
@@ -173,13 +249,13 @@ pub async fn write(pool: &PgPool, events: &[NewEvent]) -> Result<u64, sqlx::Erro
         .bind(page.company_id)
         .bind(first)
         .bind(last)
-        .bind(page.events.len() as i32)
+        .bind(page.count as i32)
         .bind(page.matched)
         .bind(page.body())
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(id) = id {
-            written += page.events.len() as u64;
+            written += page.count as u64;
             lookups.push((id, page));
         }
     }
@@ -201,15 +277,15 @@ async fn copy_lookups(
     data.extend_from_slice(&0i32.to_be_bytes()); // flags
     data.extend_from_slice(&0i32.to_be_bytes()); // header extension
     for (id, page) in pages {
-        let mut seen = HashSet::with_capacity(page.events.len());
-        for e in &page.events {
-            if !seen.insert(e.record_id.as_str()) {
+        let mut seen = HashSet::with_capacity(page.records.len());
+        for &record_id in &page.records {
+            if !seen.insert(record_id) {
                 continue;
             }
-            let record = if e.record_id.len() <= MAX_TEXT && !e.record_id.contains('\0') {
-                std::borrow::Cow::Borrowed(e.record_id.as_str())
+            let record = if record_id.len() <= MAX_TEXT && !record_id.contains('\0') {
+                std::borrow::Cow::Borrowed(record_id)
             } else {
-                std::borrow::Cow::Owned(storable(&e.record_id, MAX_TEXT))
+                std::borrow::Cow::Owned(storable(record_id, MAX_TEXT))
             };
             data.extend_from_slice(&3i16.to_be_bytes());
             data.extend_from_slice(&16i32.to_be_bytes());
@@ -239,7 +315,8 @@ async fn copy_lookups(
 /// A page's entries; None when the body does not decode (then the page is not shown).
 pub fn decode(body: &[u8]) -> Option<Vec<StoredEvent>> {
     let mut r = Reader(body);
-    if r.u8()? != FORMAT {
+    let format = r.u8()?;
+    if format != FORMAT_STRINGS && format != FORMAT_CODES {
         return None;
     }
     let versions = (0..r.u16()?)
@@ -248,7 +325,7 @@ pub fn decode(body: &[u8]) -> Option<Vec<StoredEvent>> {
     let n = r.u32()?;
     let mut entries = Vec::with_capacity((n as usize).min(PAGE_ENTRIES));
     for _ in 0..n {
-        entries.push(r.entry(&versions)?);
+        entries.push(r.entry(&versions, format)?);
     }
     Some(entries)
 }
@@ -299,7 +376,29 @@ impl<'a> Reader<'a> {
         String::from_utf8(self.bytes()??.to_vec()).ok()
     }
 
-    fn entry(&mut self, versions: &[Uuid]) -> Option<StoredEvent> {
+    /// A word as an entry stores it, its bytes.
+    fn word_bytes(&mut self) -> Option<&'a [u8]> {
+        let all = self.0;
+        let len = match self.u8()? {
+            LITERAL => 1 + 4 + self.u32()? as usize,
+            _ => 1,
+        };
+        self.0 = all;
+        self.take(len)
+    }
+
+    /// A summary, decision or reason: a word in the current format, a string in the first.
+    fn word(&mut self, format: u8) -> Option<String> {
+        if format == FORMAT_STRINGS {
+            return self.string();
+        }
+        match self.u8()? {
+            LITERAL => self.string(),
+            i => WORDS.get(usize::from(i)).map(|w| (*w).to_owned()),
+        }
+    }
+
+    fn entry(&mut self, versions: &[Uuid], format: u8) -> Option<StoredEvent> {
         let event_id = self.string()?;
         let object_type = self.string()?;
         let record_id = self.string()?;
@@ -311,12 +410,12 @@ impl<'a> Reader<'a> {
         let occurred_at = self.optional_time()?;
         let received_at = self.optional_time()?;
         let judged_at = self.time()?;
-        let summary = self.string()?;
+        let summary = self.word(format)?;
         let mut decisions = Vec::new();
         for _ in 0..self.u8()? {
             let version = versions.get(usize::from(self.u16()?))?;
-            let decision = self.string()?;
-            let reason = self.string()?;
+            let decision = self.word(format)?;
+            let reason = self.word(format)?;
             decisions.push(match reason.as_str() {
                 "" => json!({"v": version, "d": decision}),
                 _ => json!({"v": version, "d": decision, "r": reason}),

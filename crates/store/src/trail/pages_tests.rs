@@ -77,10 +77,11 @@ fn pages_hold_one_integration_and_a_bounded_number_of_entries() {
         .map(|i| event(2, i))
         .chain((0..3).map(|i| event(3, i)))
         .collect();
-    let pages = paginate(&events);
+    let staged = staged(&events);
+    let pages = paginate(&staged, version_by_position);
     let mut sizes: Vec<_> = pages
         .iter()
-        .map(|p| (p.integration_id, p.events.len(), p.matched))
+        .map(|p| (p.integration_id, p.count, p.matched))
         .collect();
     sizes.sort();
     assert_eq!(
@@ -91,10 +92,7 @@ fn pages_hold_one_integration_and_a_bounded_number_of_entries() {
             (Uuid::from_u128(3), 3, 2),
         ]
     );
-    let first = pages
-        .iter()
-        .find(|p| p.events.len() == PAGE_ENTRIES)
-        .unwrap();
+    let first = pages.iter().find(|p| p.count == PAGE_ENTRIES).unwrap();
     let (from, to) = first.span();
     assert_eq!(
         (from, to),
@@ -124,5 +122,67 @@ fn a_replayed_event_is_shown_once() {
             .map(|e| e.event_id.as_str())
             .collect::<Vec<_>>(),
         ["evt-1", "evt-2"]
+    );
+}
+
+/// A page as the writer made it before the codes (the first format): the summary, decisions
+/// and reasons as strings.
+fn first_format_page() -> Vec<u8> {
+    use crate::trail::entry::{put_bytes, put_str};
+    let mut b = vec![1u8];
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(Uuid::from_u128(70).as_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for s in [
+        "evt-1",
+        "Opportunity",
+        "006-1",
+        "updated",
+        "StageChanged",
+        "webhook",
+        "salesforce",
+        "d-1",
+    ] {
+        put_str(&mut b, s);
+    }
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&1_800_000_000_000_000i64.to_le_bytes());
+    put_str(&mut b, "no_match");
+    b.push(1);
+    b.extend_from_slice(&0u16.to_le_bytes());
+    put_str(&mut b, "not_counted");
+    put_str(&mut b, "conditions");
+    put_bytes(&mut b, &[1, 2, 3]);
+    b
+}
+
+#[test]
+fn pages_written_before_the_codes_are_still_read() {
+    let back = decode(&first_format_page()).unwrap();
+    assert_eq!(back.len(), 1);
+    let e = &back[0];
+    assert_eq!(
+        (e.event_id.as_str(), e.record_id.as_str()),
+        ("evt-1", "006-1")
+    );
+    assert_eq!(e.summary, "no_match");
+    assert_eq!(
+        e.decisions,
+        json!([{"v": Uuid::from_u128(70), "d": "not_counted", "r": "conditions"}])
+    );
+    assert_eq!(e.read_values.as_deref(), Some(&[1u8, 2, 3][..]));
+}
+
+#[test]
+fn a_summary_or_reason_without_a_code_is_kept_as_written() {
+    let mut e = event(2, 1);
+    e.summary = "a_new_summary";
+    e.verdicts[0].reason = Some("a_new_reason");
+    let back = decode(&encode(&[e])[0]).unwrap();
+    assert_eq!(back[0].summary, "a_new_summary");
+    assert_eq!(
+        back[0].decisions,
+        json!([{"v": Uuid::from_u128(71), "d": "not_counted", "r": "a_new_reason"},
+               {"v": Uuid::from_u128(80), "d": "counted"}])
     );
 }

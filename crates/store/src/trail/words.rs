@@ -35,7 +35,7 @@ pub enum PreviousKnown {
 }
 
 impl PreviousKnown {
-    fn tag(self) -> u8 {
+    pub(super) fn tag(self) -> u8 {
         match self {
             PreviousKnown::Nothing => 0,
             PreviousKnown::Sent => 1,
@@ -47,16 +47,18 @@ impl PreviousKnown {
 /// The values the workflows that did not count read, as stored: one byte telling what was known
 /// of the previous values, then a `CrmEvent` holding only `fields` and `previous_fields`.
 pub fn encode_read_values(known: PreviousKnown, fields: Fields, previous: Fields) -> Vec<u8> {
-    let event = CrmEvent {
-        fields,
-        previous_fields: previous,
-        ..Default::default()
-    };
-    let mut out = Vec::with_capacity(1 + event.encoded_len());
-    out.push(known.tag());
-    // A Vec grows as needed: encoding into it cannot fail.
-    let _ = event.encode(&mut out);
-    out
+    let mut out = Vec::new();
+    {
+        let mut values = super::entry::ReadValues::start(&mut out, known);
+        for (name, value) in &fields {
+            values.field(name, value);
+        }
+        for (name, value) in &previous {
+            values.previous(name, value);
+        }
+    }
+    // The length the values are stored after is the page's business.
+    out.split_off(4)
 }
 
 /// The stored values back; a value that does not decode reads as nothing known.
