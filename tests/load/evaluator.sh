@@ -22,6 +22,11 @@
 #   raw       the baseline: crates/kafka/examples/raw_copy, a raw transactional copy of the
 #             events writing as many records per event as the last evaluator variant did, with
 #             the same client configuration, and no decoding
+#   V@K=V,…   variant V with these environment variables added (a setting such as
+#             CRM_SYNC__EVALUATOR__STATE_MEMORY_MIB=8, a librdkafka property through
+#             CRM_SYNC__KAFKA__LIBRDKAFKA_OPTIONS__CONSUMER__…, or MIMALLOC_…), so that
+#             configurations are compared on the same events back to back
+# CRM_SYNC_LOAD_LOGS: a folder to keep the evaluators' logs in (they are removed otherwise).
 # Each variant's line ends with its ratio to the first variant's events/s and events per CPU
 # second. Everything it creates (database, topics) is removed at the end. Figures: BENCHMARKS.md.
 # After each evaluator variant it reports how many record trail entries were written and dropped,
@@ -53,7 +58,7 @@ while (($#)); do
   esac
 done
 for v in $VARIANTS; do
-  case $v in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
+  case ${v%%@*} in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
 done
 
 say() { printf '[load] %s\n' "$*" >&2; }
@@ -96,6 +101,9 @@ cleanup() {
   for t in "${CREATED[@]}"; do
     topics --delete --topic "$t" >/dev/null 2>&1 || true
   done
+  if [[ -n ${CRM_SYNC_LOAD_LOGS:-} ]]; then
+    mkdir -p "$CRM_SYNC_LOAD_LOGS" && cp "$WORK"/*.log "$CRM_SYNC_LOAD_LOGS"/ 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -250,10 +258,16 @@ ratio() {
 run_evaluator() {
   local variant=$1 n=$2 extra=()
   local matches=$RUN.$n.crm.matches.v1 records=$RUN.$n.crm.records.v1 hydrations=$RUN.$n.crm.hydrations.v1
-  case $variant in
+  case ${variant%%@*} in
     warn) extra=(CRM_SYNC__TELEMETRY__LOG_LEVEL=warn) ;;
     notrail) extra=(CRM_SYNC__TRAIL__ENABLED=false) ;;
   esac
+  # `variant@KEY=VALUE,KEY=VALUE`: the variant with these environment variables added.
+  if [[ $variant == *@* ]]; then
+    local assignments
+    IFS=, read -ra assignments <<<"${variant#*@}"
+    extra+=("${assignments[@]}")
+  fi
   for t in "$matches" "$matches.dlq" "$hydrations"; do make_topic "$t"; done
   make_topic "$records" compact
   FIRST_MATCHES=${FIRST_MATCHES:-$matches}
@@ -313,7 +327,7 @@ run_evaluator() {
   # The record trail is written behind the consume loop: wait (briefly) until the writer took
   # every event, and report how many it wrote and how many it dropped because it fell behind.
   local written=0 dropped=0 rows trail_deadline=$((SECONDS + 60))
-  if [[ $variant != notrail ]]; then
+  if [[ ${variant%%@*} != notrail ]]; then
     while :; do
       written=$(sum_metric crm_sync_trail_written_total crm_sync_trail_written_total)
       dropped=$(sum_metric crm_sync_trail_dropped_total crm_sync_trail_dropped_total)

@@ -191,4 +191,25 @@ mod tests {
         assert_eq!(stored.get("enable.auto.commit"), Some("true"));
         assert_eq!(transactional.get("enable.auto.commit"), Some("false"));
     }
+
+    #[test]
+    fn every_service_consumer_fetches_a_bounded_amount_ahead_unless_the_operator_says_otherwise() {
+        let settings = KafkaSettings::for_brokers("b:9092");
+        for commits in [OffsetCommits::Stored, OffsetCommits::InTransactions] {
+            let config = config(&settings, "svc", "group", commits);
+            for (key, value) in crate::clients::PREFETCH_BOUNDS {
+                assert_eq!(config.get(key), Some(value), "{key}");
+            }
+            // librdkafka's own default queues 64 MiB per partition.
+            assert_eq!(config.get("queued.max.messages.kbytes"), Some("2048"));
+        }
+        let mut tuned = KafkaSettings::for_brokers("b:9092");
+        tuned
+            .librdkafka_options
+            .consumer
+            .insert("queued_max_messages_kbytes".to_owned(), "256".to_owned());
+        let config = config(&tuned, "svc", "group", OffsetCommits::Stored);
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("256"));
+        assert_eq!(config.get("fetch.max.bytes"), Some("4194304"));
+    }
 }

@@ -258,7 +258,10 @@ pub struct EvaluatorSettings {
     /// from it when lost); default: a folder per replica under the system's temporary folder.
     #[serde(default)]
     pub state_dir: Option<String>,
-    /// Memory the local store may use for its block cache and write buffers, in MiB.
+    /// Memory the local store may use for its block cache and write buffers, in MiB (at least
+    /// 8, the default). A larger cache saves re-reading blocks from the operating system's page
+    /// cache; the default saves the evaluator 30–40 MiB of resident memory in a backlog
+    /// against the former 64.
     pub state_memory_mib: u64,
     /// A record whose fields the workflows need but that were never seen is asked for from its
     /// CRM (hydration) at most once per this interval.
@@ -407,7 +410,7 @@ impl Settings {
             .set_default("ingest.signature_tolerance_secs", 300)?
             .set_default("ingest.integration_cache_ms", 5_000)?
             .set_default("ingest.transactional_producers", 4)?
-            .set_default("evaluator.state_memory_mib", 64)?
+            .set_default("evaluator.state_memory_mib", 8)?
             .set_default("evaluator.hydration_interval_secs", 900)?
             .set_default("ingest.max_events_per_request", 1000)?
             .set_default("ingest.max_field_bytes", 131_072)?

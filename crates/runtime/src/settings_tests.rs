@@ -145,3 +145,17 @@ fn the_pull_section_has_defaults_and_names_bad_keys() {
     .to_string();
     assert!(err.contains("pull.salesforce_max_api_share"), "{err}");
 }
+
+#[test]
+fn the_record_store_memory_defaults_to_its_minimum_and_less_is_refused_naming_the_key() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.evaluator.state_memory_mib, 8);
+    let err = Settings::load_from(
+        SVC,
+        None,
+        env(&[("CRM_SYNC__EVALUATOR__STATE_MEMORY_MIB", "4")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("evaluator.state_memory_mib"), "{err}");
+}

@@ -58,6 +58,9 @@ fn open_store(
         &settings.kafka,
         crm_sync_kafka::clients::Role::Consumer,
     );
+    // A restore reads a whole changelog as fast as it can: unbounded, librdkafka would queue up
+    // to 64 MiB per partition ahead of it.
+    crm_sync_kafka::clients::BoundedMemory::set_bounded_prefetch(&mut config);
     config.set("client.id", format!("{}-restore", SERVICE.name));
     let source = restore::Source {
         config,

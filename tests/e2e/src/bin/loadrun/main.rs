@@ -13,7 +13,16 @@
 //! services nothing: Kafka record timestamps (CreateTime, set when a service produces), the
 //! moment this run's own `read_committed` reader sees a record (its transaction committed), and
 //! the activity row's `created_at` (the start of the provisioner's database transaction).
+//!
+//! It also prints the CPU seconds each process used over the measured window (the services, the
+//! Kafka broker, PostgreSQL, itself) against the machine's: on a small machine the pipeline's
+//! latency is often the machine being saturated rather than any one hop's batching.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cpu;
+mod report;
+
+use report::{PROVISIONER_HISTOGRAMS, print_histograms, print_lag};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -429,6 +438,15 @@ async fn main() {
     let lag_samples = Arc::new(std::sync::Mutex::new(Vec::<(i64, i64)>::new()));
     let sampler = spawn_lag_sampler(&env, lag_samples.clone());
 
+    let mut processes = cpu::Groups {
+        services: [&ingest, &evaluator]
+            .into_iter()
+            .chain(&provisioner)
+            .filter_map(|s| Some((s.name.clone(), s.pid()?)))
+            .collect(),
+        run_backends: run_backends(&env).await,
+    };
+    let cpu_start = cpu::read(&processes);
     let origin = std::time::Instant::now();
     let url = ingest.url(&tenant.outbound_message_path());
     let failures = send_all(url, &tenant.organization_id, rate, owners, &timelines).await;
@@ -440,6 +458,18 @@ async fn main() {
     }
     let delivered = collector.await.unwrap();
     let total_secs = origin.elapsed().as_secs_f64();
+    if backlog && let Some(p) = &provisioner {
+        // Started after the last request: its CPU counts from its start.
+        processes
+            .services
+            .extend(p.pid().map(|pid| (p.name.clone(), pid)));
+    }
+    for pid in run_backends(&env).await {
+        if !processes.run_backends.contains(&pid) {
+            processes.run_backends.push(pid);
+        }
+    }
+    let cpu_end = cpu::read(&processes);
     sampler.abort();
     read_activity_rows(&env, &timelines).await;
     let services: Vec<&Service> = [&ingest, &evaluator]
@@ -456,6 +486,7 @@ async fn main() {
     println!("delivered {delivered} of {total} ActivityChanged in {total_secs:.1}s");
     print_hops(&timelines);
     print_lag(&samples);
+    cpu::print(&cpu_start, &cpu_end);
     if let Some(provisioner) = &provisioner {
         print_histograms(provisioner, PROVISIONER_HISTOGRAMS).await;
     }
@@ -470,94 +501,15 @@ async fn main() {
     }
 }
 
-fn print_lag(samples: &[(i64, i64)]) {
-    let max_lag = |f: fn(&(i64, i64)) -> i64| samples.iter().map(f).max().unwrap_or(0);
-    let avg_lag = |f: fn(&(i64, i64)) -> i64| {
-        if samples.is_empty() {
-            0.0
-        } else {
-            samples.iter().map(f).sum::<i64>() as f64 / samples.len() as f64
-        }
-    };
-    println!(
-        "consumer lag (messages, sampled every 10 s): evaluator avg {:.1} max {}, provisioner avg {:.1} max {}",
-        avg_lag(|s| s.0),
-        max_lag(|s| s.0),
-        avg_lag(|s| s.1),
-        max_lag(|s| s.1)
-    );
-}
-
-/// The provisioner's own histograms printed after a run: where an outcome's wait goes.
-const PROVISIONER_HISTOGRAMS: &[&str] = &[
-    "crm_sync_consume_delay_seconds",
-    "crm_sync_consume_intake_blocked_seconds",
-    "crm_sync_provisioner_phase_seconds",
-    "crm_sync_provisioner_transaction_outcomes",
-    "crm_sync_batch_messages",
-];
-
-/// A histogram's cumulative buckets (upper bound, count), sum and count.
-type Histogram = (Vec<(f64, f64)>, f64, f64);
-
-/// Count, mean and (bucket upper bounds of) p50 / p95 / p99 of each series of `names` on the
-/// service's `/metrics`.
-async fn print_histograms(service: &Service, names: &[&str]) {
-    let Ok(response) = reqwest::get(service.ops_url("/metrics")).await else {
-        println!("{}: /metrics unreachable", service.name);
-        return;
-    };
-    let text = response.text().await.unwrap_or_default();
-    println!(
-        "{} histograms: count, mean, p50 / p95 / p99 (bucket bounds)",
-        service.name
-    );
-    // Series (name and labels other than `le`) -> (buckets, sum, count).
-    let mut series: std::collections::BTreeMap<String, Histogram> = Default::default();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let name = key.split('{').next().unwrap_or(key);
-        let Some(base) = names.iter().find(|n| name.starts_with(*n)) else {
-            continue;
-        };
-        let labels = key.strip_prefix(name).unwrap_or("");
-        let (others, le) = match labels.find("le=\"") {
-            Some(at) => {
-                let rest = &labels[at + 4..];
-                let le = rest.split('"').next().unwrap_or("+Inf");
-                let others = format!("{}{}", &labels[..at], &rest[le.len() + 1..]);
-                (others, le.parse::<f64>().unwrap_or(f64::INFINITY))
-            }
-            None => (labels.to_owned(), f64::NAN),
-        };
-        let others = others.replace(",}", "}").replace("{}", "");
-        let entry = series.entry(format!("{base}{others}")).or_default();
-        match &name[base.len()..] {
-            "_bucket" => entry.0.push((le, value)),
-            "_sum" => entry.1 = value,
-            "_count" => entry.2 = value,
-            _ => {}
-        }
-    }
-    for (key, (mut buckets, sum, count)) in series {
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let at = |p: f64| {
-            buckets
-                .iter()
-                .find(|(_, c)| *c >= p * count)
-                .map_or(f64::NAN, |(le, _)| *le)
-        };
-        println!(
-            "  {key:<72} {count:>8} {:>9.4} {} / {} / {}",
-            sum / count.max(1.0),
-            at(0.50),
-            at(0.95),
-            at(0.99)
-        );
-    }
+/// The PostgreSQL backends connected to the run's database (the services' pools).
+async fn run_backends(env: &TestEnv) -> Vec<u32> {
+    sqlx::query_scalar::<_, i32>(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .filter_map(|pid| u32::try_from(pid).ok())
+    .collect()
 }
