@@ -21,8 +21,8 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<Ser
 
 /// [`producer`] with its own `linger.ms`. A writer that hands over everything it has at once and
 /// then waits for the acknowledgements (the provisioner publishes a whole batch after commit)
-/// gains nothing from lingering: every millisecond would be added to each batch's latency and,
-/// since the partition waits for it, taken from its throughput.
+/// wants a linger just long enough for what it hands over to leave together: every millisecond
+/// is added to each batch's latency.
 pub fn producer_with_linger(
     settings: &KafkaSettings,
     client_id: &str,

@@ -49,12 +49,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_crm_directory::metric_definitions::describe();
     let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
-    // Every publish is awaited (a batch's messages are handed over at once, after its commit):
-    // lingering would only delay each batch.
+    // A batch's messages are handed over at once, after its commit, and awaited. Without any
+    // linger the first of them left alone and the rest followed in more requests, about 2.6 per
+    // partition and batch (librdkafka sends one produce request per partition); 2 ms lets the
+    // whole batch share one per partition, for the broker's CPU, at 2 ms per batch.
     let publisher = Publisher::new(crm_sync_kafka::clients::producer_with_linger(
         &settings.kafka,
         SERVICE.name,
-        0,
+        2,
     )?);
     let outbox = Outbox::new(pool.clone(), publisher.clone());
     let readiness = Readiness::new().with_check("postgres", crm_sync_store::readiness_check(&pool));

@@ -7,11 +7,19 @@ use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Written;
+use crate::produce::OutgoingMessage;
+use crate::txn_producer::TxnProducer;
 
 /// The open transaction's input: per partition, the first offset consumed in it (where a
 /// rewind goes back to: the last committed offset) and the next offset to commit.
 #[derive(Default)]
 pub(super) struct Batch {
+    /// Outputs not handed to the producer yet, each with the trace context of the message it
+    /// came from. They are produced together when the batch closes: librdkafka sends one produce
+    /// request per partition, so outputs produced as each message was handled went out in
+    /// several requests per partition and transaction, each of which the broker also verifies
+    /// against the transaction; produced at once, they take about one per partition.
+    pub(super) pending: Vec<(OutgoingMessage, Vec<(String, String)>)>,
     /// Of the messages produced in the transaction. Awaited before committing: librdkafka's
     /// commit flushes them itself, but in 100 ms polling steps, which added ~100 ms per batch.
     pub(super) deliveries: Vec<(String, DeliveryFuture)>,
@@ -25,6 +33,18 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Hands every pending output to the producer, in the order they were made.
+    pub(super) async fn produce_pending(
+        &mut self,
+        producer: &TxnProducer,
+    ) -> Result<(), KafkaError> {
+        for (output, trace) in std::mem::take(&mut self.pending) {
+            let delivery = producer.send(&output, &trace).await?;
+            self.deliveries.push((output.topic, delivery));
+        }
+        Ok(())
+    }
+
     /// Waits for Kafka to acknowledge everything produced so far; the first failure.
     pub(super) async fn delivered(&mut self) -> Result<(), KafkaError> {
         for (topic, delivery) in self.deliveries.drain(..) {

@@ -82,7 +82,12 @@ pub async fn run_transactional<H: TransactionalHandler>(
             rewind(&l, &batch).await?;
             continue;
         }
-        let (mut outcome, mut batch) = fill(&l, &producer, first, revocations, batch).await;
+        let (mut outcome, mut batch) = fill(&l, first, revocations, batch).await;
+        if outcome.is_ok()
+            && let Err(error) = batch.produce_pending(&producer).await
+        {
+            outcome = Err(Step::Kafka(error));
+        }
         if outcome.is_ok()
             && let Err(error) = batch.delivered().await
         {
@@ -194,7 +199,6 @@ async fn abort_and_rewind<H: TransactionalHandler>(
 /// quiet, or shutdown; stops early on a failure or when partitions were revoked meanwhile.
 async fn fill<'c, H: TransactionalHandler>(
     l: &TransactionalLoop<'c, H>,
-    producer: &TxnProducer,
     first: BorrowedMessage<'c>,
     revocations: u64,
     mut batch: Batch,
@@ -206,7 +210,7 @@ async fn fill<'c, H: TransactionalHandler>(
         if l.consumer.context().revocations() != revocations {
             return (Err(Step::Revoked), batch);
         }
-        if let Err(step) = process(l, producer, &message, &mut batch).await {
+        if let Err(step) = process(l, &message, &mut batch).await {
             return (Err(step), batch);
         }
         drop(message);
@@ -243,7 +247,6 @@ async fn fill<'c, H: TransactionalHandler>(
 
 async fn process<H: TransactionalHandler>(
     l: &TransactionalLoop<'_, H>,
-    producer: &TxnProducer,
     message: &BorrowedMessage<'_>,
     batch: &mut Batch,
 ) -> Result<(), Step> {
@@ -268,13 +271,9 @@ async fn process<H: TransactionalHandler>(
     // The outputs' traceparent names the consume span: one span per message, never one per
     // output (a span per record cost more CPU than the evaluator's own work).
     let trace = headers::trace_context_of(&span);
-    for output in &outputs {
-        producer
-            .send(output, &trace)
-            .await
-            .map_err(Step::Kafka)
-            .map(|delivery| batch.deliveries.push((output.topic.clone(), delivery)))?;
+    for output in outputs {
         *batch.produced.entry(output.topic.clone()).or_default() += 1;
+        batch.pending.push((output, trace.clone()));
     }
     metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => incoming.topic.to_owned())
         .record(started.elapsed().as_secs_f64());
