@@ -122,14 +122,15 @@ pub async fn fetch_leftovers(
     .await
 }
 
-/// Forgets messages Kafka acknowledged.
-pub async fn delete(pool: &PgPool, ids: &[i64]) -> Result<u64, sqlx::Error> {
+/// Forgets messages Kafka acknowledged, through the primary key whatever the table's statistics
+/// (see the migration that made `outbox_delete`).
+pub async fn delete<'e>(db: impl sqlx::PgExecutor<'e>, ids: &[i64]) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+    let deleted: i64 = sqlx::query_scalar("SELECT outbox_delete($1)")
         .bind(ids)
-        .execute(pool)
-        .await?
-        .rows_affected())
+        .fetch_one(db)
+        .await?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }

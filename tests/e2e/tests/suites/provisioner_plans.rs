@@ -128,3 +128,48 @@ async fn batch_look_ups_use_the_indexes_on_empty_and_on_large_tables() {
         "sequential scans on tables of {ROWS} rows: {analyzed:?}"
     );
 }
+
+/// Deletes 8 batches of the given outbox rows on `conn` (past the five executions after which a
+/// prepared statement may be planned generically); the sequential scans of the outbox meanwhile.
+async fn outbox_deletes(conn: &mut PgConnection, ids: &[i64]) -> i64 {
+    let before = scans(conn, "outbox").await.0;
+    for batch in ids.chunks(64).take(8) {
+        crm_sync_store::outbox::delete(&mut *conn, batch)
+            .await
+            .unwrap();
+    }
+    scans(conn, "outbox").await.0 - before
+}
+
+/// The outbox is a queue: autovacuum finds it empty and truncates it, and the delete's plan is
+/// then made for an empty table, a full scan, and kept while the table fills again with rows
+/// and with rows deleted since. Every batch's delete must still go through the primary key.
+#[tokio::test]
+async fn outbox_deletes_use_the_primary_key_after_the_table_was_seen_empty() {
+    let env = TestEnv::new("outbox_plans").await;
+    sqlx::raw_sql("VACUUM ANALYZE outbox")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let mut conn = env.pool.begin().await.unwrap();
+    let fake: Vec<i64> = (1..=512).collect();
+    outbox_deletes(&mut conn, &fake).await;
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+        "INSERT INTO outbox (event_id, topic, message_key, message_id, payload)
+         SELECT 'e' || n, 'activities', 'k' || n, 'm' || n, '\\x00'
+         FROM generate_series(1, {ROWS}) AS n RETURNING id"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let seq = outbox_deletes(&mut conn, &ids).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(left, ROWS - 8 * 64, "every row asked for is deleted");
+    assert_eq!(
+        seq, 0,
+        "the deletes scanned the whole outbox of {ROWS} rows"
+    );
+}
