@@ -7,6 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 "$ROOT/deploy/local/stack.sh" up
+ensure_libcurl_dev
 cd "$ROOT"
 cargo build --workspace --bins
 if (($#)); then
