@@ -216,7 +216,14 @@ impl Worker {
                     }
                 }
             }
-            while running.len() < self.settings.max_concurrent_jobs && !shutdown.is_cancelled() {
+            // Until Kafka transactions are initialized (at start, or while a fenced producer is
+            // replaced) a claimed job's first page could not be published: the job would record
+            // that as its error and wait out a retry backoff, and whoever ran it next would pull
+            // that page again.
+            while running.len() < self.settings.max_concurrent_jobs
+                && !shutdown.is_cancelled()
+                && self.publisher.ready()
+            {
                 match sync_jobs::claim(&self.pool, &self.owner, self.jobs.lease).await {
                     Ok(Some(job)) => {
                         let worker = self.clone();
