@@ -173,3 +173,85 @@ async fn outbox_deletes_use_the_primary_key_after_the_table_was_seen_empty() {
         "the deletes scanned the whole outbox of {ROWS} rows"
     );
 }
+
+/// Sequential scans of activities and record_owners in the current transaction so far.
+async fn owned_table_scans(conn: &mut PgConnection) -> (i64, i64) {
+    (
+        scans(conn, "activities").await.0,
+        scans(conn, "record_owners").await.0,
+    )
+}
+
+/// An integration an admin deletes takes its activities and record owners with it, and reaches
+/// them through indexes: a company's other integrations may hold millions of rows, which a
+/// sequential scan per delete would read (under locks) every time.
+#[tokio::test]
+async fn deleting_an_integration_reaches_its_activities_and_record_owners_through_indexes() {
+    const DELETED_ROWS: i64 = 100;
+    let env = TestEnv::new("delete_plans").await;
+    let company = Uuid::new_v4();
+    let (kept, deleted) = (
+        (Uuid::new_v4(), Uuid::new_v4()),
+        (Uuid::new_v4(), Uuid::new_v4()),
+    );
+    let mut conn = env.pool.begin().await.unwrap();
+    let mut seed = format!(
+        "INSERT INTO companies (id, slug, name) VALUES ('{company}', 'plans-{company}', 'Plans');"
+    );
+    for (n, ((integration, workflow), rows)) in [(kept, ROWS), (deleted, DELETED_ROWS)]
+        .into_iter()
+        .enumerate()
+    {
+        seed.push_str(&format!(
+            "INSERT INTO integrations (id, company_id, name, crm, crm_account_id)
+             VALUES ('{integration}', '{company}', 'sf{n}', 'salesforce', '00D{n}');
+             INSERT INTO workflows (id, company_id, integration_id, name, object_type, triggers,
+                                    conditions, user_field, activity_type)
+             VALUES ('{workflow}', '{company}', '{integration}', 'w', 'Opportunity', '{{updated}}',
+                     '{{}}', 'OwnerId', 'deal_won');
+             INSERT INTO record_owners (company_id, integration_id, object_type, record_id, crm_user_id)
+             SELECT '{company}', '{integration}', 'Opportunity', 'r' || n, 'x' || n
+             FROM generate_series(1, {rows}) AS n;
+             INSERT INTO activities (id, company_id, integration_id, workflow_id, object_type,
+                                     record_id, crm_user_id, activity_type, value, activity_date,
+                                     state, last_event_at, last_event_id)
+             SELECT gen_random_uuid(), '{company}', '{integration}', '{workflow}', 'Opportunity',
+                    'r' || n, 'x' || n, 'deal_won', n, now(), 'recorded', now(), 'e' || n
+             FROM generate_series(1, {rows}) AS n;"
+        ));
+    }
+    seed.push_str("ANALYZE");
+    sqlx::raw_sql(&seed).execute(&mut *conn).await.unwrap();
+
+    let before = owned_table_scans(&mut conn).await;
+    sqlx::query("DELETE FROM integrations WHERE id = $1")
+        .bind(deleted.0)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let after = owned_table_scans(&mut conn).await;
+
+    for table in ["activities", "record_owners"] {
+        let count = format!("SELECT count(*) FROM {table} WHERE integration_id = $1");
+        let mut left = Vec::new();
+        for integration in [deleted.0, kept.0] {
+            let rows: i64 = sqlx::query_scalar(&count)
+                .bind(integration)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            left.push(rows);
+        }
+        assert_eq!(
+            left,
+            [0, ROWS],
+            "{table}: the deleted integration's rows only"
+        );
+    }
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 0),
+        "sequential scans of activities and record_owners ({ROWS} rows of another integration) \
+         while deleting an integration with {DELETED_ROWS}"
+    );
+}
