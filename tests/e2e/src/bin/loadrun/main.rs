@@ -4,7 +4,8 @@
 //! the consumer groups' lag, and each service's resident memory (at start, at end, and its peak).
 //!
 //! Usage (the local stack must be up; only loopback addresses are used):
-//!   loadrun [--seconds 600] [--rate 200] [--owners 100] [--backlog]
+//!   loadrun [--seconds 600] [--rate 200] [--owners 100] [--backlog] [--timelines FILE]
+//! `--timelines` writes every record's stamps to FILE as CSV.
 //! `--backlog` starts the provisioner only once every request is answered, so that it starts
 //! behind by every outcome of the run (e.g. `--seconds 20 --rate 5000`: 100,000 outcomes).
 //! `tests/load/pipeline.sh` builds and runs it.
@@ -49,6 +50,12 @@ fn arg(name: &str, default: f64) -> f64 {
                 .unwrap_or_else(|_| panic!("{name} takes a number"))
         })
         .unwrap_or(default)
+}
+
+fn text_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
 }
 
 fn flag(name: &str) -> bool {
@@ -286,6 +293,32 @@ const HOPS: [(&str, Stamp, Stamp); 9] = [
     ),
 ];
 
+/// Every record's timeline as CSV (µs since the Unix epoch, 0 = not seen), for looking at how a
+/// hop's wait changes over the run.
+fn write_timelines(path: &str, timelines: &[Timeline]) {
+    let mut csv = String::from(
+        "sent,answered,event_produced,outcome_produced,outcome_visible,provisioner_began,change_produced,change_visible\n",
+    );
+    for t in timelines {
+        let stamps = [
+            &t.sent,
+            &t.answered,
+            &t.event_produced,
+            &t.outcome_produced,
+            &t.outcome_visible,
+            &t.provisioner_began,
+            &t.change_produced,
+            &t.change_visible,
+        ]
+        .map(|a| a.load(Ordering::Relaxed).to_string());
+        csv.push_str(&stamps.join(","));
+        csv.push('\n');
+    }
+    if let Err(e) = std::fs::write(path, csv) {
+        eprintln!("writing the timelines to {path}: {e}");
+    }
+}
+
 /// Records sent in a run's first seconds are left out of the steady-state table: the services
 /// then create the owners' accounts and warm their caches, one transaction each.
 const WARM_UP_US: u64 = 10_000_000;
@@ -495,6 +528,9 @@ async fn main() {
     );
     println!("delivered {delivered} of {total} ActivityChanged in {total_secs:.1}s");
     print_hops("per hop (ms)", &timelines, 0);
+    if let Some(path) = text_arg("--timelines") {
+        write_timelines(&path, &timelines);
+    }
     let first_sent = timelines
         .iter()
         .map(|t| t.sent.load(Ordering::Relaxed))
