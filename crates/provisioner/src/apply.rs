@@ -69,9 +69,6 @@ pub(crate) struct Item {
 /// What one transaction did, for after its commit.
 #[derive(Default)]
 pub(crate) struct Written {
-    /// How many of the given items it covered (fewer than all when it stopped early, see
-    /// `crate::batch`).
-    pub covered: usize,
     /// Messages to stage, each with the index of the item that caused it, in staging order.
     pub staged: Vec<(usize, Pending)>,
     /// What the transaction staged of them, published after commit.
@@ -144,22 +141,16 @@ impl Provisioner {
                     .await;
             }
         }
-        let mut start = 0;
-        while start < items.len() {
-            let rest = &items[start..];
-            let began = Instant::now();
-            let written = self
-                .write(rest)
-                .instrument(self.transaction_span(rest.len()))
-                .await?;
-            phase("transaction", began);
-            metrics::histogram!(crate::metric_definitions::TRANSACTION_OUTCOMES)
-                .record(written.covered as f64);
-            written.counts.emit(written.duplicates.len());
-            start += written.covered.max(1);
-            self.publish(rest, written).await?;
-        }
-        Ok(())
+        let began = Instant::now();
+        let written = self
+            .write(&items)
+            .instrument(self.transaction_span(items.len()))
+            .await?;
+        phase("transaction", began);
+        metrics::histogram!(crate::metric_definitions::TRANSACTION_OUTCOMES)
+            .record(items.len() as f64);
+        written.counts.emit(written.duplicates.len());
+        self.publish(&items, written).await
     }
 
     /// Publishes what a committed transaction staged, from memory, each message under the span

@@ -23,17 +23,3 @@ pub async fn claim(
     .await?;
     Ok(first_time.into_iter().map(|(id,)| id).collect())
 }
-
-/// Gives claims back, for outcomes the transaction leaves to a later one.
-pub async fn release(
-    conn: &mut PgConnection,
-    consumer: &str,
-    event_ids: &[&str],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)")
-        .bind(consumer)
-        .bind(event_ids)
-        .execute(conn)
-        .await?;
-    Ok(())
-}

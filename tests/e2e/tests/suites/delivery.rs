@@ -376,3 +376,97 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lett
         "the poison's batch fell back to one message at a time"
     );
 }
+
+/// Outcomes of CRM users new to the platform, waiting on two partitions in opposite orders:
+/// each partition's batches create their accounts together, in shared transactions, and the
+/// two partitions' transactions, which meet the same new users, lock them in one order, so that
+/// neither waits on the other for ever (a deadlock would abort a batch, which then falls back to
+/// one message at a time). Every user gets exactly one account.
+#[tokio::test]
+async fn new_owners_get_their_accounts_in_shared_transactions_without_deadlocks() {
+    use crm_sync_proto::Message as _;
+    use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
+
+    const OWNERS: usize = 60;
+    let env = TestEnv::new("new_owners").await;
+    let tenant = Tenant::create(&env.pool, "new-owners", true, true).await;
+    let outcome = |partition: i32, owner: usize| WorkflowOutcome {
+        outcome_id: format!("p{partition}-{owner}"),
+        event_id: format!("event-p{partition}-{owner}"),
+        company_id: tenant.company_id.to_string(),
+        integration_id: tenant.integration_id.to_string(),
+        workflow_id: tenant.workflow_id.to_string(),
+        kind: OutcomeKind::Matched as i32,
+        object_type: "Opportunity".into(),
+        record_id: format!("006NEW{partition}{owner:05}"),
+        owner: Some(CrmUser {
+            crm_user_id: format!("005NEW{owner:03}"),
+            ..CrmUser::default()
+        }),
+        activity_type: "deal_won".into(),
+        value: "1".into(),
+        activity_date: None,
+        occurred_at: Some(crm_sync_proto::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 0,
+        }),
+        crm: 0,
+    };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let forward: Vec<usize> = (0..OWNERS).collect();
+    for (partition, owners) in [
+        (0, forward.clone()),
+        (1, forward.into_iter().rev().collect()),
+    ] {
+        for owner in owners {
+            let payload = outcome(partition, owner).encode_to_vec();
+            let key = format!("{}/Opportunity/{owner}", tenant.integration_id);
+            producer
+                .send(
+                    FutureRecord::to(&env.topics.matches)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let activities = eventually("both partitions' backlogs to be applied", WAIT, || async {
+        let all = views::activities(&env.pool, tenant.company_id)
+            .await
+            .unwrap();
+        (all.len() == 2 * OWNERS).then_some(all)
+    })
+    .await;
+    assert!(
+        activities.iter().all(|a| a.user_id.is_some()),
+        "every activity is attributed to its owner's account"
+    );
+    let users = views::users(&env.pool, tenant.company_id).await.unwrap();
+    assert_eq!(users.len(), OWNERS, "one account per CRM user");
+    assert_eq!(
+        metric(&provisioner, "crm_sync_batch_fallbacks_total", &[]).await,
+        0.0,
+        "no batch failed (a deadlock between the partitions would have aborted one)"
+    );
+    let transactions = metric(
+        &provisioner,
+        "crm_sync_provisioner_transaction_outcomes_count",
+        &[],
+    )
+    .await;
+    assert!(
+        transactions > 0.0 && transactions <= (2 * OWNERS / 8) as f64,
+        "{transactions} transactions for {} outcomes of {OWNERS} new owners: accounts are \
+         created in the batches' shared transactions, not one transaction each",
+        2 * OWNERS
+    );
+}
