@@ -4,9 +4,9 @@
 //!
 //! Statements per transaction, whatever its size: claim the outcomes; look up their workflows,
 //! the records' last known owners and the owners' identities; lock the activities they touch;
-//! write the owners that changed, the activities and the outbox rows (plus, when an outcome
-//! creates an account, that account's few statements, and one read of whether the users whose
-//! activities are announced count on leaderboards).
+//! write the owners that changed, the activities and the outbox rows (plus one upsert per CRM
+//! identity the batch has to lock, the few statements of each account it creates, and one read
+//! of whether the users whose activities are announced count on leaderboards).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -67,9 +67,9 @@ fn record_key(o: &Outcome) -> RecordKey {
 /// account, or to record the identity or its name and email), before anything else and in key
 /// order: the upsert that records an identity takes its row lock until the batch commits.
 /// Taken in event order, two partitions' batches meeting the same new owners could deadlock;
-/// taken one transaction per new owner (as before), 100 owners new at once cost each partition
-/// 100 transactions one after the other, which made the pipeline's first second wait up to
-/// 0.8 s. What is recorded is remembered in `known`, so that the walk does not record it again.
+/// taken in a transaction per new owner, owners new at once would cost each partition as many
+/// transactions, one after the other. What is recorded is remembered in `known`, so that the
+/// walk does not record it again.
 async fn lock_identities(
     tx: &mut PgConnection,
     items: &[Item],
