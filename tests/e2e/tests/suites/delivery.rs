@@ -218,6 +218,63 @@ async fn a_transient_database_failure_is_retried_and_never_skipped() {
     .await;
 }
 
+/// A workflow outcome of the tenant's workflow for an Opportunity, as the evaluator writes them;
+/// a matched one names `owner`.
+fn outcome_of(
+    tenant: &Tenant,
+    id: &str,
+    kind: crm_sync_proto::v1::OutcomeKind,
+    (record_id, owner): (String, String),
+    value: String,
+    seconds: i64,
+) -> crm_sync_proto::v1::WorkflowOutcome {
+    use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
+    WorkflowOutcome {
+        outcome_id: id.to_owned(),
+        event_id: format!("event-{id}"),
+        company_id: tenant.company_id.to_string(),
+        integration_id: tenant.integration_id.to_string(),
+        workflow_id: tenant.workflow_id.to_string(),
+        kind: kind as i32,
+        object_type: "Opportunity".into(),
+        record_id,
+        owner: (kind == OutcomeKind::Matched).then(|| CrmUser {
+            crm_user_id: owner,
+            ..CrmUser::default()
+        }),
+        activity_type: "deal_won".into(),
+        value,
+        activity_date: None,
+        occurred_at: Some(crm_sync_proto::Timestamp {
+            seconds: 1_795_000_000 + seconds,
+            nanos: 0,
+        }),
+        crm: 0,
+    }
+}
+
+/// Writes `(partition or by key, key, payload)` to the matches topic, in this order, before
+/// any provisioner runs.
+async fn backlog_on_matches(env: &TestEnv, records: &[(Option<i32>, String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (partition, key, payload) in records {
+        let mut record = FutureRecord::to(&env.topics.matches)
+            .key(key)
+            .payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(*partition);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+}
+
 /// The provisioner applies a partition's backlog in batches (one transaction per batch). A batch
 /// with poison in it falls back to one message at a time: the poison is dead-lettered, everything
 /// else is applied exactly once (duplicates change nothing), accounts are created once per CRM
@@ -225,36 +282,16 @@ async fn a_transient_database_failure_is_retried_and_never_skipped() {
 #[tokio::test]
 async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lettered() {
     use crm_sync_proto::Message as _;
-    use crm_sync_proto::v1::{
-        ActivityChanged, ActivityState, CrmUser, OutcomeKind, UserProvisioned, WorkflowOutcome,
-    };
+    use crm_sync_proto::v1::{ActivityChanged, ActivityState, OutcomeKind, UserProvisioned};
 
     let env = TestEnv::new("batches").await;
     let tenant = Tenant::create(&env.pool, "batches", true, true).await;
     const RECORDS: usize = 120;
     const OWNERS: usize = 7;
     const RETRACTED: usize = 9;
-    let outcome = |id: String, kind: OutcomeKind, i: usize, seconds: i64| WorkflowOutcome {
-        outcome_id: id.clone(),
-        event_id: format!("event-{id}"),
-        company_id: tenant.company_id.to_string(),
-        integration_id: tenant.integration_id.to_string(),
-        workflow_id: tenant.workflow_id.to_string(),
-        kind: kind as i32,
-        object_type: "Opportunity".into(),
-        record_id: format!("006BATCH{i:05}"),
-        owner: (kind == OutcomeKind::Matched).then(|| CrmUser {
-            crm_user_id: format!("005BATCH{}", i % OWNERS),
-            ..CrmUser::default()
-        }),
-        activity_type: "deal_won".into(),
-        value: format!("{i}.5"),
-        activity_date: None,
-        occurred_at: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000 + seconds,
-            nanos: 0,
-        }),
-        crm: 0,
+    let outcome = |id: String, kind: OutcomeKind, i: usize, seconds: i64| {
+        let record = (format!("006BATCH{i:05}"), format!("005BATCH{}", i % OWNERS));
+        outcome_of(&tenant, &id, kind, record, format!("{i}.5"), seconds)
     };
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     for i in 0..RECORDS {
@@ -281,22 +318,11 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lett
     }
     // One key: one partition, in this order, all waiting before the provisioner starts.
     let key = format!("{}/Opportunity/batch", tenant.integration_id);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for payload in &payloads {
-        producer
-            .send(
-                FutureRecord::to(&env.topics.matches)
-                    .key(&key)
-                    .payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    let records: Vec<(Option<i32>, String, Vec<u8>)> = payloads
+        .into_iter()
+        .map(|payload| (None, key.clone(), payload))
+        .collect();
+    backlog_on_matches(&env, &records).await;
 
     let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     let activities = eventually("the backlog to be applied", WAIT, || async {
@@ -385,58 +411,29 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lett
 #[tokio::test]
 async fn new_owners_get_their_accounts_in_shared_transactions_without_deadlocks() {
     use crm_sync_proto::Message as _;
-    use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
+    use crm_sync_proto::v1::OutcomeKind;
 
     const OWNERS: usize = 60;
     let env = TestEnv::new("new_owners").await;
     let tenant = Tenant::create(&env.pool, "new-owners", true, true).await;
-    let outcome = |partition: i32, owner: usize| WorkflowOutcome {
-        outcome_id: format!("p{partition}-{owner}"),
-        event_id: format!("event-p{partition}-{owner}"),
-        company_id: tenant.company_id.to_string(),
-        integration_id: tenant.integration_id.to_string(),
-        workflow_id: tenant.workflow_id.to_string(),
-        kind: OutcomeKind::Matched as i32,
-        object_type: "Opportunity".into(),
-        record_id: format!("006NEW{partition}{owner:05}"),
-        owner: Some(CrmUser {
-            crm_user_id: format!("005NEW{owner:03}"),
-            ..CrmUser::default()
-        }),
-        activity_type: "deal_won".into(),
-        value: "1".into(),
-        activity_date: None,
-        occurred_at: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 0,
-        }),
-        crm: 0,
-    };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
     let forward: Vec<usize> = (0..OWNERS).collect();
+    let mut records = Vec::new();
     for (partition, owners) in [
         (0, forward.clone()),
         (1, forward.into_iter().rev().collect()),
     ] {
         for owner in owners {
-            let payload = outcome(partition, owner).encode_to_vec();
+            let id = format!("p{partition}-{owner}");
+            let record = (
+                format!("006NEW{partition}{owner:05}"),
+                format!("005NEW{owner:03}"),
+            );
+            let payload = outcome_of(&tenant, &id, OutcomeKind::Matched, record, "1".into(), 0);
             let key = format!("{}/Opportunity/{owner}", tenant.integration_id);
-            producer
-                .send(
-                    FutureRecord::to(&env.topics.matches)
-                        .partition(partition)
-                        .key(&key)
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
+            records.push((Some(partition), key, payload.encode_to_vec()));
         }
     }
+    backlog_on_matches(&env, &records).await;
 
     let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     let activities = eventually("both partitions' backlogs to be applied", WAIT, || async {
