@@ -3,10 +3,11 @@
 //! multi-row statement per table.
 //!
 //! Statements per transaction, whatever its size: claim the outcomes; look up their workflows,
-//! the records' last known owners and the owners' identities; lock the activities they touch;
-//! write the owners that changed, the activities and the outbox rows (plus one upsert per CRM
-//! identity the batch has to lock, the few statements of each account it creates, and one read
-//! of whether the users whose activities are announced count on leaderboards).
+//! the records' last known owners and the owners' identities; record and lock the identities
+//! the batch has to lock; lock the activities they touch; write the owners that changed, the
+//! activities and the outbox rows; read whether the users whose activities are announced count
+//! on leaderboards. When the batch creates accounts, five more (see `crate::provision`); when an
+//! unmapped identity learns its name or email after its first outcome, one upsert for that.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -15,14 +16,16 @@ use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{ActivityFacts, activity_changed};
 use crm_sync_proto::v1::ActivityState;
 use crm_sync_store::provisioning::activities::{self, Activity};
+use crm_sync_store::provisioning::identities::{self, Seen};
 use crm_sync_store::provisioning::workflows::{self, Target};
-use crm_sync_store::provisioning::{claims, identities, users};
+use crm_sync_store::provisioning::{claims, users};
 use crm_sync_store::record_owners::{self, RecordKey};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::apply::{Item, Provisioner, Written};
 use crate::outcome::{Change, Current, Identity, Kind, Outcome, derived_id};
+use crate::provision::Unprovisioned;
 
 /// Name under which this service records the events it has applied.
 const CONSUMER: &str = "provisioner";
@@ -63,24 +66,19 @@ fn record_key(o: &Outcome) -> RecordKey {
     }
 }
 
-/// Locks every CRM identity the batch's matched outcomes will lock (to create or link an
-/// account, or to record the identity or its name and email), before anything else and in key
-/// order: the upsert that records an identity takes its row lock until the batch commits.
-/// Taken in event order, two partitions' batches meeting the same new owners could deadlock;
-/// taken in a transaction per new owner, owners new at once would cost each partition as many
-/// transactions, one after the other. What is recorded is remembered in `known`, so that the
-/// walk does not record it again.
-async fn lock_identities(
-    tx: &mut PgConnection,
-    items: &[Item],
+/// The CRM identities the batch's matched outcomes will lock (to create or link an account, or
+/// to record the identity or its name and email), in key order, each with the first item that
+/// names it and whether its integration auto-syncs users.
+fn identities_to_lock<'a>(
+    items: &'a [Item],
     fresh: &HashSet<String>,
-    known: &mut Known,
-) -> Result<(), Failure> {
+    known: &Known,
+) -> BTreeMap<(Uuid, String), (usize, Target, &'a Outcome)> {
     // The owners as the walk will see them: an outcome naming one tells later outcomes of
     // the same record who owns it.
     let mut owners = known.owners.clone();
-    let mut wanted: BTreeMap<(Uuid, String), (Uuid, &Outcome)> = BTreeMap::new();
-    for o in items.iter().map(|i| &i.outcome) {
+    let mut wanted = BTreeMap::new();
+    for (index, o) in items.iter().map(|i| &i.outcome).enumerate() {
         if o.kind != Kind::Matched || !fresh.contains(&o.outcome_id) {
             continue;
         }
@@ -104,24 +102,10 @@ async fn lock_identities(
         if Identity::locks_for(stored, target.auto_sync, o, &crm_user_id) {
             wanted
                 .entry((o.integration_id, crm_user_id))
-                .or_insert((target.company_id, o));
+                .or_insert((index, *target, o));
         }
     }
-    for ((integration_id, crm_user_id), (company_id, o)) in wanted {
-        identities::record(
-            tx,
-            company_id,
-            integration_id,
-            &crm_user_id,
-            o.details_of(&crm_user_id),
-        )
-        .await
-        .map_err(Failure::database)?;
-        let key = (integration_id, crm_user_id);
-        let recorded = Identity::after_write(known.identities.get(&key), o, &key.1);
-        known.identities.insert(key, recorded);
-    }
-    Ok(())
+    wanted
 }
 
 impl Provisioner {
@@ -140,8 +124,9 @@ impl Provisioner {
             .await
             .map_err(Failure::database)?;
         let mut known = look_up(&mut tx, items, &fresh).await?;
-        lock_identities(&mut tx, items, &fresh, &mut known).await?;
         let mut written = Written::default();
+        self.lock_identities(&mut tx, items, &fresh, &mut known, &mut written)
+            .await?;
         let mut effects = Vec::new();
         for (index, item) in items.iter().enumerate() {
             if !fresh.contains(&item.outcome.outcome_id) {
@@ -151,7 +136,7 @@ impl Provisioner {
             let attribution = match item.outcome.kind {
                 Kind::Retracted => None,
                 Kind::Matched => Some(
-                    self.attribute(&mut tx, &mut known, &mut written, index, &item.outcome)
+                    self.attribute(&mut tx, &mut known, &mut written, &item.outcome)
                         .await?,
                 ),
             };
@@ -188,15 +173,81 @@ impl Provisioner {
         Ok(written)
     }
 
+    /// Locks every CRM identity the batch's matched outcomes will lock, before anything else
+    /// and in key order, in one statement, and gives the ones auto-sync provisions their
+    /// accounts. Taken in event order, two partitions' batches meeting the same new owners could
+    /// deadlock; taken in a transaction per new owner, owners new at once would cost each
+    /// partition as many transactions, one after the other. What the locked rows say replaces
+    /// what `known` read without locks.
+    async fn lock_identities(
+        &self,
+        tx: &mut PgConnection,
+        items: &[Item],
+        fresh: &HashSet<String>,
+        known: &mut Known,
+        written: &mut Written,
+    ) -> Result<(), Failure> {
+        let wanted = identities_to_lock(items, fresh, known);
+        let seen: Vec<Seen> = wanted
+            .iter()
+            .map(|((integration_id, crm_user_id), (_, target, o))| {
+                let (name, email) = o.details_of(crm_user_id);
+                Seen {
+                    company_id: target.company_id,
+                    integration_id: *integration_id,
+                    crm_user_id,
+                    name,
+                    email,
+                }
+            })
+            .collect();
+        let locked = identities::record_all(tx, &seen)
+            .await
+            .map_err(Failure::database)?;
+        let mut unprovisioned = Vec::new();
+        for row in locked {
+            let key = (row.integration_id, row.crm_user_id.clone());
+            let Some((index, target, _)) = wanted.get(&key) else {
+                continue;
+            };
+            let identity = Identity {
+                user_id: row.user_id,
+                named: row.display_name.is_some(),
+                has_email: row.email.is_some(),
+                held: row.held,
+            };
+            known.identities.insert(key, identity);
+            if identity.user_id.is_none() && Identity::provisions(Some(&identity), target.auto_sync)
+            {
+                unprovisioned.push(Unprovisioned {
+                    index: *index,
+                    company_id: target.company_id,
+                    locked: row,
+                });
+            }
+        }
+        // In key order, as if provisioned one after the other: who gets a contested email.
+        unprovisioned.sort_unstable_by(|a, b| {
+            (a.locked.integration_id, &a.locked.crm_user_id)
+                .cmp(&(b.locked.integration_id, &b.locked.crm_user_id))
+        });
+        let provisioned = self.provision_all(tx, written, &unprovisioned).await?;
+        for (key, user_id) in provisioned {
+            if let Some(identity) = known.identities.get_mut(&key) {
+                identity.user_id = Some(user_id);
+            }
+        }
+        Ok(())
+    }
+
     /// The company, CRM user and platform user a matched outcome's activity is attributed to,
-    /// provisioning the account or recording the identity where needed (its lock is held
-    /// already, see [`lock_identities`]).
+    /// recording the identity where needed (its lock is held already, see
+    /// [`Self::lock_identities`]).
     async fn attribute(
         &self,
         tx: &mut PgConnection,
         known: &mut Known,
         written: &mut Written,
-        index: usize,
         o: &Outcome,
     ) -> Result<(Uuid, String, Option<Uuid>), Failure> {
         let Some(target) = known
@@ -231,38 +282,27 @@ impl Provisioner {
             known.owners.insert(record.clone(), crm_user_id.clone());
             known.owners_changed.insert(record, target.company_id);
         }
-        let user_id = match identity.and_then(|i| i.user_id) {
-            Some(user_id) => Some(user_id),
-            None if Identity::provisions(identity.as_ref(), target.auto_sync) => {
-                let user_id = self
-                    .provision_user(tx, written, index, target.company_id, o, &crm_user_id)
-                    .await?;
-                let provisioned = Identity {
-                    user_id: Some(user_id),
-                    ..Identity::after_write(identity.as_ref(), o, &crm_user_id)
+        // `lock_identities` gave every identity auto-sync provisions its account.
+        let user_id = identity.and_then(|i| i.user_id);
+        if user_id.is_none() {
+            // Kept as unmapped: listed for admins, attached once the identity is mapped.
+            if Identity::needs_write(identity.as_ref(), o, &crm_user_id) {
+                let (name, email) = o.details_of(&crm_user_id);
+                let seen = Seen {
+                    company_id: target.company_id,
+                    integration_id: o.integration_id,
+                    crm_user_id: &crm_user_id,
+                    name,
+                    email,
                 };
-                known.identities.insert(identity_key, provisioned);
-                Some(user_id)
-            }
-            None => {
-                // Kept as unmapped: listed for admins, attached once the identity is mapped.
-                if Identity::needs_write(identity.as_ref(), o, &crm_user_id) {
-                    identities::record(
-                        tx,
-                        target.company_id,
-                        o.integration_id,
-                        &crm_user_id,
-                        o.details_of(&crm_user_id),
-                    )
+                identities::record_all(tx, &[seen])
                     .await
                     .map_err(Failure::database)?;
-                    let recorded = Identity::after_write(identity.as_ref(), o, &crm_user_id);
-                    known.identities.insert(identity_key, recorded);
-                }
-                written.counts.unmapped += 1;
-                None
+                let recorded = Identity::after_write(identity.as_ref(), o, &crm_user_id);
+                known.identities.insert(identity_key, recorded);
             }
-        };
+            written.counts.unmapped += 1;
+        }
         Ok((target.company_id, crm_user_id, user_id))
     }
 

@@ -69,3 +69,24 @@ pub async fn send(env: &TestEnv, event: &CrmEvent) {
         .map_err(|(e, _)| e)
         .unwrap();
 }
+
+/// Writes records onto the test's matches topic, in order, each to its partition (or by key).
+pub async fn backlog_on_matches(env: &TestEnv, records: &[(Option<i32>, String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (partition, key, payload) in records {
+        let mut record = FutureRecord::to(&env.topics.matches)
+            .key(key)
+            .payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(*partition);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+}

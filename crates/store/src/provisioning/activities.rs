@@ -102,22 +102,29 @@ pub async fn write_all(conn: &mut PgConnection, rows: &[Activity]) -> Result<(),
     Ok(())
 }
 
-/// Attaches the recorded activities kept while the identity was unmapped to the user. Returns
-/// them.
-pub async fn attach_unmapped(
+/// Attaches the unmapped recorded activities of each identity (integration, CRM user) to its
+/// platform user, in one statement; returns them as attached.
+pub async fn attach_unmapped_all(
     conn: &mut PgConnection,
-    integration_id: Uuid,
-    crm_user_id: &str,
-    user_id: Uuid,
+    mappings: &[(Uuid, &str, Uuid)],
 ) -> Result<Vec<Activity>, sqlx::Error> {
+    if mappings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let integrations: Vec<Uuid> = mappings.iter().map(|m| m.0).collect();
+    let users: Vec<&str> = mappings.iter().map(|m| m.1).collect();
+    let platform_users: Vec<Uuid> = mappings.iter().map(|m| m.2).collect();
     sqlx::query_as(&format!(
-        "UPDATE activities SET user_id = $3, updated_at = now()
-         WHERE integration_id = $1 AND crm_user_id = $2 AND user_id IS NULL AND state = 'recorded'
+        "UPDATE activities SET user_id = k.to_user, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS k(of_integration, of_crm_user, to_user)
+         WHERE integration_id = k.of_integration AND crm_user_id = k.of_crm_user
+           AND user_id IS NULL AND state = 'recorded'
          RETURNING {COLUMNS}"
     ))
-    .bind(integration_id)
-    .bind(crm_user_id)
-    .bind(user_id)
+    .bind(&integrations)
+    .bind(&users)
+    .bind(&platform_users)
+    .persistent(false)
     .fetch_all(conn)
     .await
 }

@@ -5,64 +5,80 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The account a CRM identity whose directory email is `email` is linked to instead of getting
-/// its own: one whose email an admin or a CRM directory gave, never one a payload claimed.
-/// Returns its id and status.
-pub async fn account_to_link(
-    conn: &mut PgConnection,
-    company_id: Uuid,
-    email: &str,
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status FROM users
-         WHERE company_id = $1 AND lower(email) = lower($2) AND NOT email_from_payload",
-    )
-    .bind(company_id)
-    .bind(email)
-    .fetch_optional(conn)
-    .await
+/// Who holds an email in a company, as [`holders_of`] finds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EmailHolder {
+    /// The email as PostgreSQL compares it (one account per email, case aside).
+    pub lowered: String,
+    pub user_id: Option<Uuid>,
+    pub status: Option<String>,
+    /// Only an event's payload supplied the holder's email (such an email never links).
+    pub email_from_payload: Option<bool>,
 }
 
-/// Whether an account of the company has this email already (one account per email).
-pub async fn email_taken(
+/// For each (company, email), in the order given: the email lowered as the unique index
+/// compares it, and the account of the company that has it, if one does. One statement.
+pub async fn holders_of(
     conn: &mut PgConnection,
-    company_id: Uuid,
-    email: &str,
-) -> Result<bool, sqlx::Error> {
-    let (taken,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE company_id = $1 AND lower(email) = lower($2))",
+    emails: &[(Uuid, &str)],
+) -> Result<Vec<EmailHolder>, sqlx::Error> {
+    if emails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (companies, emails): (Vec<Uuid>, Vec<&str>) = emails.iter().copied().unzip();
+    sqlx::query_as(
+        "SELECT lower(k.email) AS lowered, u.id AS user_id, u.status, u.email_from_payload
+         FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS k(company_id, email, n)
+         LEFT JOIN LATERAL (
+             SELECT id, status, email_from_payload FROM users
+             WHERE company_id = k.company_id AND lower(email) = lower(k.email)
+               AND email IS NOT NULL
+         ) u ON true
+         ORDER BY k.n",
     )
-    .bind(company_id)
-    .bind(email)
-    .fetch_one(conn)
-    .await?;
-    Ok(taken)
+    .bind(&companies)
+    .bind(&emails)
+    .persistent(false)
+    .fetch_all(conn)
+    .await
 }
 
 /// A pending account auto-sync creates.
 #[derive(Debug, Clone)]
-pub struct NewUser<'a> {
+pub struct NewUser {
     pub id: Uuid,
     pub company_id: Uuid,
-    pub display_name: &'a str,
-    pub email: Option<&'a str>,
+    pub display_name: String,
+    pub email: Option<String>,
     /// Whether only an event's payload supplied the email (such an email never links).
     pub email_from_payload: bool,
 }
 
-pub async fn create_pending(
+/// Creates the pending accounts, in one statement.
+pub async fn create_pending_all(
     conn: &mut PgConnection,
-    user: &NewUser<'_>,
+    users: &[NewUser],
 ) -> Result<(), sqlx::Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+    let companies: Vec<Uuid> = users.iter().map(|u| u.company_id).collect();
+    let names: Vec<&str> = users.iter().map(|u| u.display_name.as_str()).collect();
+    let emails: Vec<Option<&str>> = users.iter().map(|u| u.email.as_deref()).collect();
+    let from_payload: Vec<bool> = users.iter().map(|u| u.email_from_payload).collect();
     sqlx::query(
         "INSERT INTO users (id, company_id, display_name, email, status, source, email_from_payload)
-         VALUES ($1, $2, $3, $4, 'pending', 'auto_sync', $5)",
+         SELECT id, company_id, display_name, email, 'pending', 'auto_sync', email_from_payload
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[])
+              AS k(id, company_id, display_name, email, email_from_payload)",
     )
-    .bind(user.id)
-    .bind(user.company_id)
-    .bind(user.display_name)
-    .bind(user.email)
-    .bind(user.email_from_payload)
+    .bind(&ids)
+    .bind(&companies)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&from_payload)
+    .persistent(false)
     .execute(conn)
     .await?;
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crm_sync_e2e::app::{App, AppOptions, spawn_app};
 use crm_sync_e2e::salesforce::{outbound_message, won_opportunity};
 use crm_sync_e2e::{
-    Tenant, TestEnv, binary_path, eventually, metric, post_outbound_message, read_topic,
+    Tenant, TestEnv, binary_path, events, eventually, metric, post_outbound_message, read_topic,
 };
 use crm_sync_store::views;
 use rdkafka::ClientConfig;
@@ -253,28 +253,6 @@ fn outcome_of(
     }
 }
 
-/// Writes `(partition or by key, key, payload)` to the matches topic, in this order, before
-/// any provisioner runs.
-async fn backlog_on_matches(env: &TestEnv, records: &[(Option<i32>, String, Vec<u8>)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for (partition, key, payload) in records {
-        let mut record = FutureRecord::to(&env.topics.matches)
-            .key(key)
-            .payload(payload);
-        if let Some(partition) = partition {
-            record = record.partition(*partition);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
-}
-
 /// The provisioner applies a partition's backlog in batches (one transaction per batch). A batch
 /// with poison in it falls back to one message at a time: the poison is dead-lettered, everything
 /// else is applied exactly once (duplicates change nothing), accounts are created once per CRM
@@ -322,7 +300,7 @@ async fn a_backlog_is_applied_in_batches_exactly_once_and_poison_still_dead_lett
         .into_iter()
         .map(|payload| (None, key.clone(), payload))
         .collect();
-    backlog_on_matches(&env, &records).await;
+    events::backlog_on_matches(&env, &records).await;
 
     let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     let activities = eventually("the backlog to be applied", WAIT, || async {
@@ -433,7 +411,7 @@ async fn new_owners_get_their_accounts_in_shared_transactions_without_deadlocks(
             records.push((Some(partition), key, payload.encode_to_vec()));
         }
     }
-    backlog_on_matches(&env, &records).await;
+    events::backlog_on_matches(&env, &records).await;
 
     let provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     let activities = eventually("both partitions' backlogs to be applied", WAIT, || async {

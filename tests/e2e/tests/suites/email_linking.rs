@@ -1,6 +1,7 @@
 //! Linking by email is only as trustworthy as the email: one that only a webhook payload
 //! claims (the generic endpoint, a CRM owner field) must not attach a CRM user's activities to
-//! another person's account. (An email from the CRM's user directory links: see
+//! another person's account, nor be given to two accounts, even when both CRM users are new in
+//! the same batch. (An email from the CRM's user directory links: see
 //! `admin_pipeline.rs`, `turning_auto_sync_on_provisions_each_waiting_identity_once_across_replicas`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,7 +9,8 @@
 use std::time::Duration;
 
 use crm_sync_e2e::{Tenant, TestEnv, events, eventually};
-use crm_sync_proto::v1::CrmUser;
+use crm_sync_proto::Message as _;
+use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -80,4 +82,91 @@ async fn a_payload_email_equal_to_an_existing_users_creates_a_separate_pending_u
         Some(mapped),
         "the activity is Mallory's, not Victoria's"
     );
+}
+
+fn matched(tenant: &Tenant, record_id: &str, owner: CrmUser) -> WorkflowOutcome {
+    WorkflowOutcome {
+        outcome_id: format!("outcome-{record_id}"),
+        event_id: format!("event-{record_id}"),
+        company_id: tenant.company_id.to_string(),
+        integration_id: tenant.integration_id.to_string(),
+        workflow_id: tenant.workflow_id.to_string(),
+        kind: OutcomeKind::Matched as i32,
+        object_type: "Opportunity".into(),
+        record_id: record_id.into(),
+        owner: Some(owner),
+        activity_type: "deal_won".into(),
+        value: "10".into(),
+        occurred_at: Some(crm_sync_proto::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 0,
+        }),
+        ..WorkflowOutcome::default()
+    }
+}
+
+/// Three new CRM users in one batch (one partition's backlog), two of whose payloads claim one
+/// address in different case: each gets an account, the address goes to the first of the two
+/// (in CRM id order) and to no other account, and every activity is its owner's.
+#[tokio::test]
+async fn new_crm_users_claiming_one_payload_email_in_one_batch_get_it_once() {
+    let env = TestEnv::new("email-one-batch").await;
+    let tenant = Tenant::create(&env.pool, "acme", true, true).await;
+    let owners = [
+        ("005B", "Bea", "Shared@Acme.example"),
+        ("005A", "Ann", "shared@acme.example"),
+        ("005C", "Cid", "cid@acme.example"),
+    ];
+    let records: Vec<(Option<i32>, String, Vec<u8>)> = owners
+        .iter()
+        .map(|(id, name, email)| {
+            let owner = CrmUser {
+                crm_user_id: (*id).into(),
+                name: (*name).into(),
+                email: (*email).into(),
+            };
+            let outcome = matched(&tenant, &format!("006{id}"), owner);
+            (Some(0), format!("006{id}"), outcome.encode_to_vec())
+        })
+        .collect();
+    events::backlog_on_matches(&env, &records).await;
+    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+
+    let accounts: Vec<(String, String, Option<String>)> =
+        eventually("three CRM users with accounts", WAIT, || async {
+            let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT ci.crm_user_id, u.display_name, u.email
+                 FROM crm_identities ci JOIN users u ON u.id = ci.user_id
+                 WHERE ci.integration_id = $1 ORDER BY ci.crm_user_id",
+            )
+            .bind(tenant.integration_id)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+            (rows.len() == 3).then_some(rows)
+        })
+        .await;
+    let expected = [
+        ("005A", "Ann", Some("shared@acme.example")),
+        ("005B", "Bea", None),
+        ("005C", "Cid", Some("cid@acme.example")),
+    ];
+    let got: Vec<(&str, &str, Option<&str>)> = accounts
+        .iter()
+        .map(|(id, name, email)| (id.as_str(), name.as_str(), email.as_deref()))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "one account per CRM user, the address given once"
+    );
+    let strays: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM activities a JOIN crm_identities ci
+           ON ci.integration_id = a.integration_id AND ci.crm_user_id = a.crm_user_id
+         WHERE a.integration_id = $1 AND a.user_id IS DISTINCT FROM ci.user_id",
+    )
+    .bind(tenant.integration_id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(strays, 0, "every activity belongs to its owner's account");
 }
