@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue, field_value};
+use crm_sync_proto::v1::{
+    ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue, OutcomeKind, WorkflowOutcome, field_value,
+};
 use crm_sync_proto::{Message, Timestamp};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -89,4 +91,35 @@ pub async fn backlog_on_matches(env: &TestEnv, records: &[(Option<i32>, String, 
             .await
             .unwrap();
     }
+}
+
+/// A matched outcome of the tenant's workflow for `owner`'s record, as the evaluator writes
+/// one: a deal of 250 won at a fixed instant.
+pub fn matched_outcome(tenant: &Tenant, record_id: &str, owner: CrmUser) -> WorkflowOutcome {
+    let at = Timestamp {
+        seconds: 1_795_000_000,
+        nanos: 0,
+    };
+    WorkflowOutcome {
+        outcome_id: format!("outcome-{record_id}"),
+        event_id: format!("event-{record_id}"),
+        company_id: tenant.company_id.to_string(),
+        integration_id: tenant.integration_id.to_string(),
+        workflow_id: tenant.workflow_id.to_string(),
+        kind: OutcomeKind::Matched as i32,
+        object_type: "Opportunity".into(),
+        record_id: record_id.into(),
+        owner: Some(owner),
+        activity_type: "deal_won".into(),
+        value: "250".into(),
+        activity_date: Some(at),
+        occurred_at: Some(at),
+        crm: 0,
+    }
+}
+
+/// Writes an outcome onto the test's matches topic, keyed by its record.
+pub async fn send_outcome(env: &TestEnv, o: &WorkflowOutcome) {
+    let key = format!("{}/Opportunity/{}", o.integration_id, o.record_id);
+    backlog_on_matches(env, &[(None, key, o.encode_to_vec())]).await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crm_sync_e2e::{Tenant, TestEnv, events, eventually};
 use crm_sync_proto::Message as _;
-use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
+use crm_sync_proto::v1::CrmUser;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -84,27 +84,6 @@ async fn a_payload_email_equal_to_an_existing_users_creates_a_separate_pending_u
     );
 }
 
-fn matched(tenant: &Tenant, record_id: &str, owner: CrmUser) -> WorkflowOutcome {
-    WorkflowOutcome {
-        outcome_id: format!("outcome-{record_id}"),
-        event_id: format!("event-{record_id}"),
-        company_id: tenant.company_id.to_string(),
-        integration_id: tenant.integration_id.to_string(),
-        workflow_id: tenant.workflow_id.to_string(),
-        kind: OutcomeKind::Matched as i32,
-        object_type: "Opportunity".into(),
-        record_id: record_id.into(),
-        owner: Some(owner),
-        activity_type: "deal_won".into(),
-        value: "10".into(),
-        occurred_at: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 0,
-        }),
-        ..WorkflowOutcome::default()
-    }
-}
-
 /// Three new CRM users in one batch (one partition's backlog), two of whose payloads claim one
 /// address in different case: each gets an account, the address goes to the first of the two
 /// (in CRM id order) and to no other account, and every activity is its owner's.
@@ -125,7 +104,7 @@ async fn new_crm_users_claiming_one_payload_email_in_one_batch_get_it_once() {
                 name: (*name).into(),
                 email: (*email).into(),
             };
-            let outcome = matched(&tenant, &format!("006{id}"), owner);
+            let outcome = events::matched_outcome(&tenant, &format!("006{id}"), owner);
             (Some(0), format!("006{id}"), outcome.encode_to_vec())
         })
         .collect();

@@ -9,12 +9,10 @@ use crate::admin_support;
 use std::time::Duration;
 
 use crm_sync_e2e::salesforce::{Notification, outbound_message, won_opportunity};
-use crm_sync_e2e::{Tenant, TestEnv, eventually, post_outbound_message, read_topic};
+use crm_sync_e2e::{Tenant, TestEnv, events, eventually, post_outbound_message, read_topic};
 use crm_sync_proto::Message as _;
-use crm_sync_proto::v1::{CrmUser, OutcomeKind, WorkflowOutcome};
+use crm_sync_proto::v1::{CrmUser, WorkflowOutcome};
 use crm_sync_store::views;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -33,30 +31,20 @@ fn incompressible(len: usize) -> String {
 async fn values_the_database_refuses_are_dead_lettered_and_the_partition_moves_on() {
     let env = TestEnv::new("refused").await;
     let tenant = Tenant::create(&env.pool, "refused", true, true).await;
-    let outcome = |id: &str, record_id: String, owner: String, date_seconds: i64| WorkflowOutcome {
-        outcome_id: id.into(),
-        event_id: format!("event-{id}"),
-        company_id: tenant.company_id.to_string(),
-        integration_id: tenant.integration_id.to_string(),
-        workflow_id: tenant.workflow_id.to_string(),
-        kind: OutcomeKind::Matched as i32,
-        object_type: "Opportunity".into(),
-        record_id,
-        owner: Some(CrmUser {
+    let outcome = |id: &str, record_id: String, owner: String, date_seconds: i64| {
+        let owner = CrmUser {
             crm_user_id: owner,
             ..CrmUser::default()
-        }),
-        activity_type: "deal_won".into(),
-        value: "10".into(),
-        activity_date: Some(crm_sync_proto::Timestamp {
-            seconds: date_seconds,
-            nanos: 0,
-        }),
-        occurred_at: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 0,
-        }),
-        crm: 0,
+        };
+        WorkflowOutcome {
+            outcome_id: id.into(),
+            event_id: format!("event-{id}"),
+            activity_date: Some(crm_sync_proto::Timestamp {
+                seconds: date_seconds,
+                nanos: 0,
+            }),
+            ..events::matched_outcome(&tenant, &record_id, owner)
+        }
     };
     let ok_date = 1_795_000_000;
     // -5000-01-01T00:00:00.000+0000 (proleptic Gregorian, as chrono reads it): a valid
@@ -94,26 +82,13 @@ async fn values_the_database_refuses_are_dead_lettered_and_the_partition_moves_o
 
     // One key, so one partition, with the poison ahead of the good outcome.
     let key = format!("{}/Opportunity/refused", tenant.integration_id);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for payload in poison
+    let records: Vec<(Option<i32>, String, Vec<u8>)> = poison
         .iter()
-        .map(|(_, o)| o.encode_to_vec())
-        .chain([good.encode_to_vec()])
-    {
-        producer
-            .send(
-                FutureRecord::to(&env.topics.matches)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+        .map(|(_, o)| o)
+        .chain([&good])
+        .map(|o| (None, key.clone(), o.encode_to_vec()))
+        .collect();
+    events::backlog_on_matches(&env, &records).await;
 
     let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
     let activities = eventually(

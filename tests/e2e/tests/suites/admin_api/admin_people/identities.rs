@@ -4,45 +4,15 @@
 use super::*;
 
 fn outcome(tenant: &Tenant, record_id: &str, crm_user_id: &str) -> WorkflowOutcome {
-    WorkflowOutcome {
-        outcome_id: format!("outcome-{record_id}"),
-        event_id: format!("event-{record_id}"),
-        company_id: tenant.company_id.to_string(),
-        integration_id: tenant.integration_id.to_string(),
-        workflow_id: tenant.workflow_id.to_string(),
-        kind: OutcomeKind::Matched as i32,
-        object_type: "Opportunity".into(),
-        record_id: record_id.into(),
-        owner: Some(CrmUser {
-            crm_user_id: crm_user_id.into(),
-            ..CrmUser::default()
-        }),
-        activity_type: "deal_won".into(),
-        value: "250".into(),
-        activity_date: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 0,
-        }),
-        occurred_at: Some(crm_sync_proto::Timestamp {
-            seconds: 1_795_000_000,
-            nanos: 0,
-        }),
-        crm: 0,
-    }
+    let owner = CrmUser {
+        crm_user_id: crm_user_id.into(),
+        ..CrmUser::default()
+    };
+    crm_sync_e2e::events::matched_outcome(tenant, record_id, owner)
 }
 
 async fn send_outcome(env: &TestEnv, o: &WorkflowOutcome) {
-    let producer: FutureProducer = crm_sync_e2e::producer(env);
-    producer
-        .send(
-            FutureRecord::to(&env.topics.matches)
-                .key(&format!("{}/Opportunity/{}", o.integration_id, o.record_id))
-                .payload(&o.encode_to_vec()),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    crm_sync_e2e::events::send_outcome(env, o).await;
 }
 
 #[tokio::test]

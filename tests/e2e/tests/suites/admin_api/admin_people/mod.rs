@@ -12,10 +12,8 @@ use std::time::Duration;
 use crm_sync_e2e::{Tenant, TestEnv, eventually, read_topic};
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::{
-    ActivityChanged, ActivityState, CrmUser, OutcomeKind, UserProvisioned, UserStatus,
-    WorkflowOutcome,
+    ActivityChanged, ActivityState, CrmUser, UserProvisioned, UserStatus, WorkflowOutcome,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
