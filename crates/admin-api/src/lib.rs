@@ -146,6 +146,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::metric_definitions::describe();
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
+    crm_sync_store::open_min_connections(&pool);
     let producer = crm_sync_kafka::clients::producer(&settings.kafka, SERVICE.name)?;
     let outbox = Outbox::new(pool.clone(), Publisher::new(producer));
     let readiness = Readiness::new()

@@ -38,6 +38,8 @@ impl Context {
         let url = redact_url(secrecy::ExposeSecret::expose_secret(&db.url));
         let settings = DatabaseSettings {
             max_connections: 4,
+            // A command is over in moments: nothing to keep open.
+            min_connections: 0,
             ..db.clone()
         };
         let pool = crm_sync_store::pool_from_settings(&settings)

@@ -59,6 +59,7 @@ where
     crm_sync_kafka::metric_definitions::describe();
     let pool = crm_sync_store::pool_from_settings(&settings.database)
         .context("configuring the PostgreSQL pool (database.url)")?;
+    crm_sync_store::open_min_connections(&pool);
     let transactional_id = transactional::transactional_id(&settings.kafka, settings.http.port);
     tracing::info!(%transactional_id, "publishing each request in a Kafka transaction");
     let (publisher, committer) = AtomicPublisher::start(

@@ -49,6 +49,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_crm_directory::metric_definitions::describe();
     let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
+    crm_sync_store::open_min_connections(&pool);
     // A batch's messages are handed over at once, after its commit, and awaited. Without any
     // linger the first of them left alone and the rest followed in more requests, about 2.6 per
     // partition and batch (librdkafka sends one produce request per partition); 2 ms lets the

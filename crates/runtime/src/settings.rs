@@ -134,6 +134,8 @@ pub struct DatabaseSettings {
     #[serde(default)]
     pub ssl_root_cert: Option<PathBuf>,
     pub max_connections: u32,
+    /// Connections a service opens at start and keeps open (no work waits for a new one).
+    pub min_connections: u32,
     pub acquire_timeout_ms: u64,
 }
 
@@ -148,6 +150,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("sslmode", &self.sslmode)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
@@ -394,6 +397,7 @@ impl Settings {
                 "postgres://crm_sync:crm_sync@127.0.0.1:5432/crm_sync",
             )?
             .set_default("database.max_connections", 10)?
+            .set_default("database.min_connections", 2)?
             .set_default("database.acquire_timeout_ms", 5_000)?
             .set_default("http.host", "0.0.0.0")?
             .set_default("http.port", service.http_port)?
@@ -484,6 +488,12 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return key("database.max_connections", "must be at least 1");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return key(
+                "database.min_connections",
+                "must not be more than database.max_connections",
+            );
         }
         let url = self.database.url.expose_secret();
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -159,3 +159,20 @@ fn the_record_store_memory_defaults_to_its_minimum_and_less_is_refused_naming_th
     .to_string();
     assert!(err.contains("evaluator.state_memory_mib"), "{err}");
 }
+
+#[test]
+fn services_keep_two_database_connections_and_more_than_the_pool_is_refused_naming_the_key() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.database.min_connections, 2);
+    let err = Settings::load_from(
+        SVC,
+        None,
+        env(&[
+            ("CRM_SYNC__DATABASE__MAX_CONNECTIONS", "3"),
+            ("CRM_SYNC__DATABASE__MIN_CONNECTIONS", "4"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.min_connections"), "{err}");
+}

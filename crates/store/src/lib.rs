@@ -68,8 +68,29 @@ pub fn pool_from_settings(
 ) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_lazy_with(connect_options(settings)?))
+}
+
+/// Opens the pool's `min_connections` in the background, for a service at start: a lazy pool
+/// opens none before it is used, so the first batches of every partition would each wait for a
+/// connection (TLS and SCRAM handshakes, on a machine busy starting everything else). Later,
+/// the pool replaces a connection it retires at once. PostgreSQL being down is no error here:
+/// the connections are then opened when it is back and needed.
+pub fn open_min_connections(pool: &PgPool) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let wanted = pool.options().get_min_connections();
+        let held = futures::future::join_all((0..wanted).map(|_| pool.acquire())).await;
+        let opened = held.iter().filter(|c| c.is_ok()).count();
+        match held.into_iter().find_map(Result::err) {
+            None => tracing::debug!(opened, "database connections opened at start"),
+            Some(error) => {
+                tracing::info!(opened, wanted, %error, "could not open every database connection at start; they open when needed")
+            }
+        }
+    });
 }
 
 /// The URL, then the separate password and TLS keys on top of what it says.

@@ -111,6 +111,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut service = crm_sync_kafka::service::start(SERVICE.name, &settings);
     let shutdown = service.shutdown();
     let pool = crm_sync_store::pool_from_settings(&settings.database)?;
+    crm_sync_store::open_min_connections(&pool);
     crm_sync_kafka::admin::check_co_partitioned(
         &settings.kafka,
         &settings.topics.events,

@@ -163,3 +163,32 @@ async fn auto_sync_turned_on_while_postgresql_is_away_provisions_after_the_recon
     )
     .await;
 }
+
+/// A service opens `database.min_connections` connections as it starts, before any work needs
+/// one, so that its first batches do not each wait for a connection to be set up.
+#[tokio::test]
+async fn a_service_opens_its_database_connections_at_start_before_any_traffic() {
+    let env = TestEnv::new("min-conns").await;
+    let url = format!("{}?application_name=crm-sync-min-conns", env.database_url);
+    let _provisioner = env
+        .start_service(
+            "provisioner",
+            "provisioner",
+            &[
+                ("CRM_SYNC__DATABASE__URL", &url),
+                ("CRM_SYNC__DATABASE__MIN_CONNECTIONS", "6"),
+            ],
+        )
+        .await;
+    let open = eventually("six connections open without traffic", WAIT, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'crm-sync-min-conns'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (open >= 6).then_some(open)
+    })
+    .await;
+    assert!(open <= 10, "no more than the pool's size: {open}");
+}
