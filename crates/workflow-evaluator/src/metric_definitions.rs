@@ -19,11 +19,14 @@ pub const RELOAD: &str = "crm_sync_evaluator_reload_seconds";
 /// Active workflows the evaluator judges against.
 pub const ACTIVE_WORKFLOWS: &str = "crm_sync_evaluator_active_workflows";
 /// Record trail entries written.
+/// Record state written to the local store but not flushed to its files yet, in memory.
+pub const STORE_UNFLUSHED: &str = "crm_sync_evaluator_store_unflushed_bytes";
 pub const TRAIL_WRITTEN: &str = "crm_sync_trail_written_total";
 /// Record trail entries dropped because the writer fell behind or failed.
 pub const TRAIL_DROPPED: &str = "crm_sync_trail_dropped_total";
 
 pub const ALL: &[&str] = &[
+    STORE_UNFLUSHED,
     EVENTS,
     OUTCOMES,
     NO_MATCH,
@@ -57,6 +60,11 @@ pub fn describe() {
     describe_gauge!(
         ACTIVE_WORKFLOWS,
         "Active workflows the evaluator judges against"
+    );
+    describe_gauge!(
+        STORE_UNFLUSHED,
+        Unit::Bytes,
+        "Record state in the local store's memtables, not yet flushed to its files"
     );
     describe_counter!(TRAIL_WRITTEN, "Record trail entries written");
     describe_counter!(

@@ -128,7 +128,10 @@ impl RecordStore {
             let entry = next.entry(w.partition).or_insert(0);
             *entry = (*entry).max(w.offset + 1);
         }
-        if let Err(error) = self.write(pending, &next) {
+        let written = self.write(pending, &next);
+        metrics::gauge!(crate::metric_definitions::STORE_UNFLUSHED)
+            .set(self.db.write_buffer_size() as f64);
+        if let Err(error) = written {
             // The checkpoints did not move either: catching up from them repairs the store.
             tracing::warn!(%error, "writing committed record state to local disk failed; the partitions are caught up from the changelog");
             self.mark_stale(next.keys().copied());
