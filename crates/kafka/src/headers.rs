@@ -2,7 +2,7 @@
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::Headers;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The message's stable event id (also inside the payload), for deduplication without decoding.
@@ -91,13 +91,4 @@ pub fn adopt_trace_context(span: &tracing::Span, pairs: &[(String, String)]) {
         return;
     }
     let _ = span.set_parent(parent);
-}
-
-pub fn to_owned_headers(pairs: &[(String, String)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new(), |headers, (k, v)| {
-        headers.insert(Header {
-            key: k,
-            value: Some(v.as_bytes()),
-        })
-    })
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::util::Timeout;
@@ -63,13 +63,24 @@ pub fn producer_span(m: &OutgoingMessage) -> tracing::Span {
     )
 }
 
-/// A message's Kafka headers: its event id, its own extra headers, then the trace context.
-pub(crate) fn record_headers(m: &OutgoingMessage, trace: &[(String, String)]) -> OwnedHeaders {
-    let mut pairs = Vec::with_capacity(1 + m.headers.len() + trace.len());
-    pairs.push((headers::EVENT_ID.to_owned(), m.event_id.clone()));
-    pairs.extend(m.headers.iter().cloned());
-    pairs.extend(trace.iter().cloned());
-    headers::to_owned_headers(&pairs)
+/// A message's Kafka headers: its event id, its own extra headers, then the trace context,
+/// copied into librdkafka's headers straight from where they are.
+pub fn record_headers(m: &OutgoingMessage, trace: &[(String, String)]) -> OwnedHeaders {
+    let first = std::iter::once((headers::EVENT_ID, m.event_id.as_str()));
+    let rest = m
+        .headers
+        .iter()
+        .chain(trace)
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    first.chain(rest).fold(
+        OwnedHeaders::new_with_capacity(1 + m.headers.len() + trace.len()),
+        |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
 }
 
 #[derive(Clone)]
@@ -153,5 +164,38 @@ impl Publisher {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    #[test]
+    fn a_record_carries_its_event_id_then_its_own_headers_then_the_trace_context() {
+        let m = OutgoingMessage {
+            topic: "t".into(),
+            key: "k".into(),
+            payload: Vec::new(),
+            event_id: "evt-1".into(),
+            headers: vec![("crm-sync-reason".into(), "bad".into())],
+            partition: None,
+        };
+        let trace = [("traceparent".to_owned(), "00-abc-def-01".to_owned())];
+        let h = record_headers(&m, &trace);
+        let pairs: Vec<(&str, &[u8])> = h
+            .iter()
+            .map(|h| (h.key, h.value.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (headers::EVENT_ID, b"evt-1".as_slice()),
+                ("crm-sync-reason", b"bad".as_slice()),
+                ("traceparent", b"00-abc-def-01".as_slice()),
+            ]
+        );
     }
 }
