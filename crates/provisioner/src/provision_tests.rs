@@ -134,3 +134,24 @@ fn the_directory_email_wins_over_the_payloads_and_blanks_are_no_email() {
         "a blank name falls back to the CRM id"
     );
 }
+
+#[test]
+fn one_email_in_two_companies_is_each_companys_own() {
+    let mut other = waiting("u2", Some("jane@example.com"), None);
+    other.company_id = Uuid::from_u128(70);
+    let ids = [waiting("u1", Some("jane@example.com"), None), other];
+    let mut asked = holders(&["jane@example.com"], &[]);
+    asked.insert(
+        (Uuid::from_u128(70), "jane@example.com"),
+        ("jane@example.com".to_owned(), None),
+    );
+    let accounts = plan(&ids, &asked);
+    assert!(accounts.iter().all(|a| !a.linked), "{accounts:?}");
+    assert_ne!(accounts[0].user_id, accounts[1].user_id);
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a.email.as_deref() == Some("jane@example.com")),
+        "each company's account gets the address: {accounts:?}"
+    );
+}
