@@ -2,6 +2,7 @@
 //! or aborts it and rewinds the consumer.
 
 use anyhow::Context as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -12,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batch::{Batch, record_commit};
+use super::batch::{Batch, TraceContext, record_commit};
 use super::{BatchLimits, TransactionalHandler};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
@@ -270,10 +271,15 @@ async fn process<H: TransactionalHandler>(
     };
     // The outputs' traceparent names the consume span: one span per message, never one per
     // output (a span per record cost more CPU than the evaluator's own work).
-    let trace = headers::trace_context_of(&span);
+    let trace: TraceContext = headers::trace_context_of(&span).into();
     for output in outputs {
-        *batch.produced.entry(output.topic.clone()).or_default() += 1;
-        batch.pending.push((output, trace.clone()));
+        match batch.produced.get_mut(&output.topic) {
+            Some(count) => *count += 1,
+            None => {
+                batch.produced.insert(output.topic.clone(), 1);
+            }
+        }
+        batch.pending.push((output, Arc::clone(&trace)));
     }
     metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => incoming.topic.to_owned())
         .record(started.elapsed().as_secs_f64());
