@@ -11,6 +11,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+mod span_fields;
 pub mod supervise;
 pub mod telemetry;
 

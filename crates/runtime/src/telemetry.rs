@@ -95,7 +95,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
                     // The JSON event format expects span fields recorded as JSON.
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .fmt_fields(crate::span_fields::SpanJsonFields)
                     .event_format(WithTraceId(
                         tracing_subscriber::fmt::format()
                             .json()
