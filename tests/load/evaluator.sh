@@ -3,7 +3,8 @@
 #   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS] [--variants "V …"]
 #                           [--count-statements SECS]
 #     (defaults: 200000 events, 1 replica, variants "default"; --provisioner: afterwards, run one
-#      provisioner on the outcomes for SECS seconds and report its rate, for comparison;
+#      provisioner (shipped configuration) on the outcomes for SECS seconds and report its rate
+#      and peak RSS in that backlog;
 #      --count-statements: then restart it with every statement of the run's database logged
 #      (log_statement = all, set on that database only, as the postgres superuser: needs root)
 #      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
@@ -388,7 +389,7 @@ start_provisioner() {
     CRM_SYNC__TOPICS__ACTIVITIES=$ACTIVITIES_TOPIC CRM_SYNC__TOPICS__USERS=$USERS_TOPIC \
     CRM_SYNC__KAFKA__CONSUMER_GROUP=$RUN-provisioner \
     CRM_SYNC__HTTP__HOST=127.0.0.1 CRM_SYNC__HTTP__PORT=$port \
-    CRM_SYNC__TELEMETRY__LOG_LEVEL=warn CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
+    CRM_SYNC__TELEMETRY__LOG_FORMAT=json \
     "$BIN/provisioner" >>"$WORK/provisioner.log" 2>&1 &
   PIDS+=("$!")
 }
@@ -406,8 +407,10 @@ if ((PROVISIONER_SECS > 0)); then
   a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t0=$(now)
   sleep "$PROVISIONER_SECS"
   b=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t1=$(now)
-  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" 'BEGIN {
-    printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f\n", b - a, t1 - t0, (b - a) / (t1 - t0)
+  # The provisioner worked through a backlog all along: its peak RSS is the backlog's.
+  rss=$(awk '/^VmHWM:/ {print $2}' "/proc/${PIDS[-1]}/status")
+  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v rss="$rss" 'BEGIN {
+    printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f peak_rss_mib=%d\n", b - a, t1 - t0, (b - a) / (t1 - t0), rss / 1024
   }'
 fi
 
