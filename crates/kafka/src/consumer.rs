@@ -201,15 +201,15 @@ mod tests {
                 assert_eq!(config.get(key), Some(value), "{key}");
             }
             // librdkafka's own default queues 64 MiB per partition.
-            assert_eq!(config.get("queued.max.messages.kbytes"), Some("2048"));
+            assert_eq!(config.get("queued.max.messages.kbytes"), Some("256"));
         }
         let mut tuned = KafkaSettings::for_brokers("b:9092");
         tuned
             .librdkafka_options
             .consumer
-            .insert("queued_max_messages_kbytes".to_owned(), "256".to_owned());
+            .insert("queued_max_messages_kbytes".to_owned(), "4096".to_owned());
         let config = config(&tuned, "svc", "group", OffsetCommits::Stored);
-        assert_eq!(config.get("queued.max.messages.kbytes"), Some("256"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(config.get("fetch.max.bytes"), Some("4194304"));
     }
 }
