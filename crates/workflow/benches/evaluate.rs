@@ -4,12 +4,14 @@
 //! Throughput is reported in condition (leaf) evaluations per second. In the "all satisfied"
 //! case no `all` group can stop early, so each event costs exactly 50 leaf evaluations plus the
 //! value and date reads of the 10 matches; the "mixed" case is closer to real traffic, where
-//! most workflows fail on their first condition (reported per event).
+//! most workflows fail on their first condition (reported per event). The "decode" group adds
+//! what comes before judging: the payload's protobuf decode.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, FieldValue};
 use crm_sync_workflow::{Condition, Decision, Trigger, WorkflowSpec};
@@ -147,6 +149,23 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for w in &workflows {
                 black_box(w.decide(black_box(&open)));
+            }
+        })
+    });
+    group.finish();
+
+    // What the evaluator does with each consumed payload before judging it.
+    let bytes = won.encode_to_vec();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one Opportunity update (25 fields)", |b| {
+        b.iter(|| CrmEvent::decode(black_box(bytes.as_slice())).unwrap())
+    });
+    group.bench_function("decode and judge by 10 workflows", |b| {
+        b.iter(|| {
+            let event = CrmEvent::decode(black_box(bytes.as_slice())).unwrap();
+            for w in &workflows {
+                black_box(w.decide(&event));
             }
         })
     });
