@@ -11,10 +11,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use prost::Message;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, FieldValue};
 use crm_sync_workflow::{Condition, Decision, Trigger, WorkflowSpec};
+use prost::Message;
 use serde_json::{Value, json};
 
 const WORKFLOWS: usize = 10;
