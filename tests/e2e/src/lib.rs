@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crm_sync_kafka::clients::{Role, base_config};
 use crm_sync_runtime::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -456,7 +457,15 @@ fn read_topic_blocking(topic: &str) -> Vec<Record> {
             }
             continue;
         };
-        let m = result.unwrap();
+        // With one broker, any dropped connection is "all brokers down" for a moment;
+        // librdkafka reconnects by itself, so such errors only cost time within the deadline.
+        let m = match result {
+            Ok(m) => m,
+            Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure,
+            )) => continue,
+            Err(e) => panic!("reading {topic}: {e}"),
+        };
         let headers = m
             .headers()
             .map(|h| {
