@@ -8,18 +8,19 @@ use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Written;
-
-/// A consumed message's W3C trace context as header pairs, shared by its outputs.
-pub(super) type TraceContext = Arc<[(String, String)]>;
 use crate::produce::OutgoingMessage;
 use crate::txn_producer::TxnProducer;
+
+/// A consumed message's W3C trace context as header pairs, shared by its outputs (a copy per
+/// output cost three allocations).
+pub(super) type TraceContext = Arc<[(String, String)]>;
 
 /// The open transaction's input: per partition, the first offset consumed in it (where a
 /// rewind goes back to: the last committed offset) and the next offset to commit.
 #[derive(Default)]
 pub(super) struct Batch {
     /// Outputs not handed to the producer yet, each with the trace context of the message it
-    /// came from (shared by that message's outputs: a copy per output cost three allocations). They are produced together when the batch closes: librdkafka sends one produce
+    /// came from. They are produced together when the batch closes: librdkafka sends one produce
     /// request per partition, so outputs produced as each message was handled went out in
     /// several requests per partition and transaction, each of which the broker also verifies
     /// against the transaction; produced at once, they take about one per partition.
