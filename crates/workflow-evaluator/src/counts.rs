@@ -1,8 +1,8 @@
-//! The evaluator's counters, kept per open transaction and published only once it committed,
-//! so that a batch that is aborted and replayed is counted once.
+//! The evaluator's counters, kept per uncommitted transaction and published only once it
+//! committed, so that a batch that is aborted and replayed is counted once.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -22,18 +22,14 @@ struct Tally {
 
 #[derive(Default)]
 pub struct Counts {
-    open: Mutex<Tally>,
+    open: crate::staging::Generations<Tally>,
     /// Committed counts of missed webhooks fixed, until they are written.
     pub fixed: Arc<crate::fixed::Pending>,
 }
 
 impl Counts {
     fn with(&self, f: impl FnOnce(&mut Tally)) {
-        let mut tally = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut tally);
+        self.open.with_open(f);
     }
 
     pub fn event(&self, outcome: &'static str) {
@@ -56,14 +52,14 @@ impl Counts {
         self.with(|t| *t.fixed.entry(integration_id).or_default() += 1);
     }
 
+    /// The open transaction was closed; its commit is in flight.
+    pub fn seal(&self) {
+        self.open.seal();
+    }
+
+    /// The sealed transaction committed: its counts are published.
     pub fn committed(&self) {
-        let tally = {
-            let mut open = self
-                .open
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            std::mem::take(&mut *open)
-        };
+        let tally = self.open.take_committed();
         for (outcome, n) in tally.events {
             metrics::counter!(crate::metric_definitions::EVENTS, "outcome" => outcome).increment(n);
         }
@@ -81,7 +77,7 @@ impl Counts {
     }
 
     pub fn aborted(&self) {
-        self.with(|t| *t = Tally::default());
+        self.open.clear();
     }
 }
 
@@ -112,6 +108,7 @@ mod tests {
             let counts = Counts::default();
             counts.event("matched");
             counts.event("matched");
+            counts.seal();
             assert_eq!(
                 events_total(&handle.render(), "matched"),
                 0,
@@ -120,7 +117,12 @@ mod tests {
             counts.aborted();
             // The same two events, replayed in the next transaction, which commits.
             counts.event("matched");
+            counts.seal();
+            // The next transaction's event is not published with the sealed one's.
             counts.event("matched");
+            counts.committed();
+            assert_eq!(events_total(&handle.render(), "matched"), 1);
+            counts.seal();
             counts.committed();
             assert_eq!(events_total(&handle.render(), "matched"), 2);
         });

@@ -97,6 +97,12 @@ impl TransactionalHandler for Evaluator {
         Ok(out)
     }
 
+    fn sealed(&self) {
+        self.store.seal();
+        self.counts.seal();
+        self.trail.seal();
+    }
+
     fn committed(&self, written: &[Written]) {
         self.store.commit(written, &self.topics.records);
         self.counts.committed();

@@ -13,6 +13,7 @@ pub mod outputs;
 pub mod record;
 pub mod restore;
 pub mod snapshot;
+mod staging;
 pub mod store;
 pub mod trail;
 

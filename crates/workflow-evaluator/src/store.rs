@@ -20,6 +20,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::mpsc;
 
 use crate::restore::{self, Restored, Source};
+use crate::staging::Generations;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,7 +49,7 @@ pub struct RecordStore {
     source: Source,
     input_topic: String,
     slots: Mutex<HashMap<i32, Slot>>,
-    pending: Mutex<Staged>,
+    pending: Generations<Staged>,
     /// One restore at a time: they share the disk and the broker connection.
     restoring: tokio::sync::Mutex<()>,
     wake: mpsc::UnboundedSender<i32>,
@@ -82,7 +83,7 @@ impl RecordStore {
             source,
             input_topic: input_topic.to_owned(),
             slots: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Generations::default(),
             restoring: tokio::sync::Mutex::new(()),
             wake,
             memtable,
@@ -98,7 +99,9 @@ impl RecordStore {
 
     /// The record's state as of everything handled so far (staged changes included).
     pub fn get(&self, partition: i32, key: &[u8]) -> Result<Option<RecordState>, StoreError> {
-        let staged = lock(&self.pending).get(key).map(|(_, bytes)| bytes.clone());
+        let staged = self
+            .pending
+            .find_newest(|staged| staged.get(key).map(|(_, bytes)| bytes.clone()));
         let bytes = match staged {
             Some(bytes) => bytes,
             None => match self.keyspace(partition)?.get(key)? {
@@ -116,13 +119,19 @@ impl RecordStore {
 
     /// Stages a change of the open transaction.
     pub fn stage(&self, partition: i32, key: Vec<u8>, encoded: Vec<u8>) {
-        lock(&self.pending).insert(key, (partition, encoded));
+        self.pending
+            .with_open(|staged| staged.insert(key, (partition, encoded)));
     }
 
-    /// The open transaction committed: its changes and the changelog offsets they reached
+    /// The open transaction was closed; its commit is in flight.
+    pub fn seal(&self) {
+        self.pending.seal();
+    }
+
+    /// The sealed transaction committed: its changes and the changelog offsets they reached
     /// become the local store's, atomically.
     pub fn commit(&self, written: &[Written], changelog: &str) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
+        let pending = self.pending.take_committed();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for w in written.iter().filter(|w| w.topic == changelog) {
             let entry = next.entry(w.partition).or_insert(0);
@@ -163,11 +172,11 @@ impl RecordStore {
         Ok(())
     }
 
-    /// The open transaction was aborted: forget its changes. Its partitions are caught up from
-    /// the changelog before their next event, in case the abort followed a commit whose outcome
-    /// was unknown.
+    /// The uncommitted transactions were aborted: forget their changes. Their partitions are
+    /// caught up from the changelog before their next event, in case the abort followed a
+    /// commit whose outcome was unknown.
     pub fn discard(&self, partitions: &[i32]) {
-        lock(&self.pending).clear();
+        self.pending.clear();
         self.mark_stale(partitions.iter().copied());
     }
 

@@ -14,7 +14,7 @@
 //! deletes entries older than the retention.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -201,11 +201,11 @@ fn needs_explaining(verdict: Verdict) -> bool {
     words::needs_explaining(decision, reason)
 }
 
-/// The entries of the open Kafka transaction, and the channel to the writer.
+/// The entries of the uncommitted Kafka transactions, and the channel to the writer.
 pub struct Trail {
     /// Off (`trail.enabled`): no entry is made.
     enabled: bool,
-    open: Mutex<Vec<Entry>>,
+    open: crate::staging::Generations<Vec<Entry>>,
     queue: mpsc::Sender<Vec<Entry>>,
     /// Entries queued and not yet taken by the writer.
     queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -228,7 +228,7 @@ impl Trail {
         let queued = Arc::new(AtomicUsize::new(0));
         let trail = Trail {
             enabled,
-            open: Mutex::new(Vec::new()),
+            open: crate::staging::Generations::default(),
             queue,
             queued: queued.clone(),
             capacity,
@@ -245,22 +245,19 @@ impl Trail {
         let Some(entry) = entry else {
             return;
         };
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(entry);
+        self.open.with_open(|entries| entries.push(entry));
     }
 
-    /// The open transaction committed: its entries go to the writer, or are dropped (and
+    /// The open transaction was closed; its commit is in flight.
+    pub fn seal(&self) {
+        self.open.seal();
+    }
+
+    /// The sealed transaction committed: its entries go to the writer, or are dropped (and
     /// counted) when the writer is that far behind.
     pub fn committed(&self) {
         use std::sync::atomic::Ordering;
-        let entries = std::mem::take(
-            &mut *self
-                .open
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        let entries = self.open.take_committed();
         let n = entries.len();
         if n == 0 {
             return;
@@ -277,10 +274,7 @@ impl Trail {
     }
 
     pub fn aborted(&self) {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.open.clear();
     }
 }
 

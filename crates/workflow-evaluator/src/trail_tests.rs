@@ -203,10 +203,12 @@ fn a_full_queue_drops_entries_instead_of_waiting_and_aborted_ones_are_forgotten(
         trail.stage(Some(judged(&workflows, &e)));
     }
     // Three entries do not fit in a queue of two: the transaction's entries are dropped.
+    trail.seal();
     trail.committed();
     assert!(queue.entries.try_recv().is_err());
     trail.stage(Some(judged(&workflows, &e)));
     trail.aborted();
+    trail.seal();
     trail.committed();
     assert!(
         queue.entries.try_recv().is_err(),
@@ -214,12 +216,14 @@ fn a_full_queue_drops_entries_instead_of_waiting_and_aborted_ones_are_forgotten(
     );
     trail.stage(Some(judged(&workflows, &e)));
     trail.stage(trail.entry(&e, (Uuid::from_u128(2), Uuid::from_u128(1))));
+    trail.seal();
     trail.committed();
     let batch = queue.entries.try_recv().unwrap();
     assert_eq!(batch.len(), 2);
     assert_eq!(batch[1].summary, Summary::Unchanged);
     // The queue is full until the writer takes them.
     trail.stage(Some(judged(&workflows, &e)));
+    trail.seal();
     trail.committed();
     assert!(queue.entries.try_recv().is_err());
 }
@@ -231,6 +235,7 @@ fn a_disabled_trail_makes_no_entries() {
     let entry = trail.entry(&e, (Uuid::from_u128(2), Uuid::from_u128(1)));
     assert!(entry.is_none());
     trail.stage(entry);
+    trail.seal();
     trail.committed();
     assert!(queue.entries.try_recv().is_err(), "nothing to write");
 }

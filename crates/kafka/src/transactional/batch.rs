@@ -15,6 +15,21 @@ use crate::txn_producer::TxnProducer;
 /// output cost three allocations).
 pub(super) type TraceContext = Arc<[(String, String)]>;
 
+/// Per partition, the first offset consumed in a batch and the next offset to commit.
+pub(super) type Positions = BTreeMap<i32, (i64, i64)>;
+
+/// Where a rewind of two consecutive batches (one committing, the next handled meanwhile) goes
+/// back to: per partition, the earlier first offset.
+pub(super) fn both(older: &Positions, newer: &Positions) -> Positions {
+    let mut all = older.clone();
+    for (partition, (first, next)) in newer {
+        let entry = all.entry(*partition).or_insert((*first, *next));
+        entry.0 = entry.0.min(*first);
+        entry.1 = entry.1.max(*next);
+    }
+    all
+}
+
 /// The open transaction's input: per partition, the first offset consumed in it (where a
 /// rewind goes back to: the last committed offset) and the next offset to commit.
 #[derive(Default)]
@@ -30,7 +45,7 @@ pub(super) struct Batch {
     pub(super) deliveries: Vec<(String, DeliveryFuture)>,
     /// Where the delivered outputs landed, for [`super::TransactionalHandler::committed`].
     pub(super) written: Vec<Written>,
-    pub(super) partitions: BTreeMap<i32, (i64, i64)>,
+    pub(super) partitions: Positions,
     pub(super) messages: usize,
     pub(super) ok: u64,
     pub(super) dead: BTreeMap<&'static str, u64>,
@@ -123,6 +138,15 @@ mod tests {
         assert_eq!(
             offsets,
             vec![(0, Offset::Offset(13)), (1, Offset::Offset(5))]
+        );
+        let mut next = Batch::default();
+        for (partition, offset) in [(0, 13), (2, 7)] {
+            next.track(partition, offset);
+        }
+        let rewind = both(&batch.partitions, &next.partitions);
+        assert_eq!(
+            rewind.into_iter().collect::<Vec<_>>(),
+            vec![(0, (10, 14)), (1, (3, 5)), (2, (7, 8))]
         );
     }
 }

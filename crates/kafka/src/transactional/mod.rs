@@ -2,7 +2,9 @@
 //! dead letters) and the batch's consumer offsets are committed in one Kafka transaction, so a
 //! `read_committed` reader downstream sees each input's outputs exactly once, whatever crashes.
 //!
-//! - Messages are handled one at a time, in order; a transaction covers up to
+//! - Messages are handled one at a time, in order; a batch's transaction commits while the
+//!   next batch is handled, and the next transaction begins once it committed (an abort
+//!   replays both). A transaction covers up to
 //!   [`BatchLimits::max_messages`] of them or [`BatchLimits::max_wait`], whichever comes first,
 //!   and closes as soon as no message is waiting, so a thin stream sees low latency while a
 //!   backlog makes batches large (see [`BatchLimits::backlog`]).
@@ -22,6 +24,7 @@
 //!   [`TRANSACTION_TIMEOUT`]; until then `read_committed` readers of the affected partitions wait.
 
 mod batch;
+mod commit;
 mod run;
 mod service;
 
@@ -71,18 +74,26 @@ pub fn consumer_with_listener(
 /// A handler that keeps state derived from its input (the evaluator's record state) stages each
 /// change while handling and makes it its own only in [`TransactionalHandler::committed`]; on
 /// [`TransactionalHandler::aborted`] it forgets what it staged, since the same messages come again.
+/// A batch is committed while the next one is handled, so such a handler keeps what it staged
+/// per batch: [`TransactionalHandler::sealed`] closes one.
 pub trait TransactionalHandler: Send + Sync {
     fn handle(
         &self,
         message: &Incoming<'_>,
     ) -> impl Future<Output = Result<Vec<OutgoingMessage>, Failure>> + Send;
 
-    /// The transaction holding everything handled since the last commit or abort committed;
-    /// `written` says where each of its outputs landed.
+    /// The messages handled since the last seal (or abort) form a closed batch, whose
+    /// transaction commits while the next messages are handled. At most one batch is sealed
+    /// and uncommitted at a time.
+    fn sealed(&self) {}
+
+    /// The sealed batch's transaction committed; `written` says where each of its outputs
+    /// landed.
     fn committed(&self, _written: &[Written]) {}
 
-    /// The open transaction was aborted: the messages of `partitions` in it are handled again
-    /// (by this replica, or by the partition's new owner).
+    /// Every batch not committed (the sealed one, if any, and the one being handled) was
+    /// aborted: the messages of `partitions` in them are handled again (by this replica, or by
+    /// the partition's new owner).
     fn aborted(&self, _partitions: &[i32]) {}
 }
 

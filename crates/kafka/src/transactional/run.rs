@@ -1,34 +1,33 @@
-//! The loop: fills a transaction with a batch of messages, commits it with the batch's offsets,
-//! or aborts it and rewinds the consumer.
+//! The loop: handles a batch of messages, then commits its outputs with the batch's offsets in
+//! a transaction while it handles the next batch, or aborts and rewinds the consumer.
 
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batch::{Batch, TraceContext, record_commit};
+use super::batch::{Batch, Positions, TraceContext, both, record_commit};
+use super::commit::{Closed, InFlight};
 use super::{BatchLimits, TransactionalHandler};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
 use crate::headers;
 use crate::health::LoopHealth;
 use crate::message::{Failure, Incoming};
-use crate::txn_producer::{TxnError, TxnProducer, classify, recreate};
+use crate::txn_producer::{TxnError, TxnProducer, recreate};
 
 const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
 enum Step {
     /// The handler cannot finish now: abort, rewind, back off.
     Transient(anyhow::Error),
-    /// The transaction cannot take the output.
-    Kafka(KafkaError),
     /// Partitions were revoked meanwhile: their new owner replays them from the committed
     /// offsets, so this batch must not commit.
     Revoked,
@@ -45,22 +44,53 @@ pub struct TransactionalLoop<'a, H> {
     pub shutdown: CancellationToken,
 }
 
-/// Runs until `shutdown` is cancelled; the batch in hand is committed first. Fails only when
-/// the consumer cannot be rewound after an abort (the process must then restart).
+/// The producer (None while a commit task holds it), the batch being committed, and how the
+/// loop backs off after failures.
+struct Pipeline {
+    producer: Option<TxnProducer>,
+    inflight: Option<InFlight>,
+    backoff: crm_sync_retry::Backoff,
+    failures: u32,
+}
+
+/// How the batch in flight ended.
+enum Landed {
+    /// Committed, or nothing was in flight.
+    Committed,
+    /// Aborted, together with the batch handled meanwhile; both were rewound.
+    Aborted,
+    /// Shut down while replacing the producer.
+    Shutdown,
+}
+
+/// Runs until `shutdown` is cancelled; the batch in hand is committed first. Each batch is
+/// committed by a task of its own while the next one is handled (see [`super::commit`]); the
+/// next transaction begins once the previous one committed. Fails only when the consumer cannot
+/// be rewound after an abort (the process must then restart).
 pub async fn run_transactional<H: TransactionalHandler>(
     l: TransactionalLoop<'_, H>,
 ) -> anyhow::Result<()> {
-    let Some(mut producer) = TxnProducer::start(l.producer_config.clone(), &l.shutdown).await
-    else {
+    let Some(producer) = TxnProducer::start(l.producer_config.clone(), &l.shutdown).await else {
         return Ok(());
     };
     l.health.set_started();
-    let mut backoff = crate::retry_backoff();
-    let mut failures: u32 = 0;
+    let mut p = Pipeline {
+        producer: Some(producer),
+        inflight: None,
+        backoff: crate::retry_backoff(),
+        failures: 0,
+    };
     loop {
         let received = tokio::select! {
             biased;
             _ = l.shutdown.cancelled() => break,
+            closed = landing(&mut p.inflight) => {
+                let Some(inflight) = p.inflight.take() else { continue };
+                match settle(&l, &mut p, inflight.positions, closed, &Positions::new()).await? {
+                    Landed::Shutdown => return Ok(()),
+                    Landed::Committed | Landed::Aborted => continue,
+                }
+            }
             received = l.consumer.recv() => received,
         };
         let first = match received {
@@ -71,132 +101,180 @@ pub async fn run_transactional<H: TransactionalHandler>(
             }
         };
         let revocations = l.consumer.context().revocations();
-        let mut batch = Batch::default();
-        if let Err(error) = producer.producer.begin_transaction() {
-            tracing::warn!(%error, "begin_transaction failed; recreating the producer");
-            batch.track(first.partition(), first.offset());
-            drop(first);
-            producer = match recreate(producer, &l.shutdown).await {
-                Some(producer) => producer,
-                None => break,
-            };
-            rewind(&l, &batch).await?;
-            continue;
+        let (outcome, batch) = fill(&l, first, revocations, Batch::default()).await;
+        match land(&l, &mut p, &batch.partitions).await? {
+            Landed::Shutdown => return Ok(()),
+            Landed::Aborted => continue,
+            Landed::Committed => {}
         }
-        let (mut outcome, mut batch) = fill(&l, first, revocations, batch).await;
-        if outcome.is_ok()
-            && let Err(error) = batch.produce_pending(&producer).await
-        {
-            outcome = Err(Step::Kafka(error));
-        }
-        if outcome.is_ok()
-            && let Err(error) = batch.delivered().await
-        {
-            outcome = Err(Step::Kafka(error));
-        }
-        // A revoke is routine (a replica joined or left): abort, but do not back off.
-        let revoked = matches!(outcome, Err(Step::Revoked));
-        let failure = match settle(&l, &producer, outcome, &batch).await {
-            Ok(()) => {
-                failures = 0;
-                backoff.reset();
-                l.health.set_stuck(false);
-                continue;
+        if let Err(step) = outcome {
+            if !drop_open(&l, &mut p, step, &batch.partitions).await? {
+                break;
             }
-            Err(failure) => failure,
-        };
-        producer = match abort_and_rewind(&l, producer, failure, &batch).await? {
-            Some(producer) => producer,
-            None => break,
-        };
-        if revoked {
             continue;
         }
-        failures += 1;
-        if failures >= 3 {
-            l.health.set_stuck(true);
-        }
-        if (failures > 1 || failure.is_none()) && !backoff.wait(&l.shutdown).await {
+        if !begin(&l, &mut p, batch).await? {
             break;
         }
     }
+    // Shutting down: the batch in flight commits first.
+    land(&l, &mut p, &Positions::new()).await?;
     Ok(())
 }
 
-/// Commits the batch if everything in it went through, telling the handler; otherwise says why
-/// not: the kind of a Kafka failure (or a revoke), None for the handler's transient failure.
+/// The end of the commit in flight; never, when there is none.
+async fn landing(inflight: &mut Option<InFlight>) -> Result<Closed, JoinError> {
+    match inflight {
+        Some(inflight) => inflight.landed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the batch in flight, if any (see [`settle`]).
+async fn land<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    p: &mut Pipeline,
+    next: &Positions,
+) -> anyhow::Result<Landed> {
+    let Some(mut inflight) = p.inflight.take() else {
+        return Ok(Landed::Committed);
+    };
+    let closed = inflight.landed().await;
+    settle(l, p, inflight.positions, closed, next).await
+}
+
+/// After a commit task ended: on success tells the handler; on failure aborts the transaction,
+/// and with it the batch handled meanwhile (`next`: its transaction has not begun), and
+/// rewinds both.
 async fn settle<H: TransactionalHandler>(
     l: &TransactionalLoop<'_, H>,
-    producer: &TxnProducer,
-    outcome: Result<(), Step>,
-    batch: &Batch,
-) -> Result<(), Option<TxnError>> {
-    let failure = match outcome {
-        Ok(()) => {
-            let committed = match (batch.offsets(l.topic), l.consumer.group_metadata()) {
-                (Ok(offsets), Some(group)) => producer.commit(offsets, group).await,
-                (Err(error), _) => {
-                    tracing::warn!(%error, "building the offsets to commit");
-                    Err(TxnError::Abortable)
-                }
-                (_, None) => Err(TxnError::Abortable),
-            };
-            match committed {
-                Ok(()) => {
-                    record_commit(l.topic, batch);
-                    l.handler.committed(&batch.written);
-                    return Ok(());
-                }
-                Err(kind) => Some(kind),
-            }
+    p: &mut Pipeline,
+    positions: Positions,
+    closed: Result<Closed, JoinError>,
+    next: &Positions,
+) -> anyhow::Result<Landed> {
+    let (producer, failure) = match closed {
+        Ok(Closed {
+            producer,
+            batch,
+            result: Ok(()),
+        }) => {
+            record_commit(l.topic, &batch);
+            l.handler.committed(&batch.written);
+            p.producer = Some(producer);
+            p.failures = 0;
+            p.backoff.reset();
+            l.health.set_stuck(false);
+            return Ok(Landed::Committed);
         }
-        Err(Step::Kafka(error)) => {
-            tracing::warn!(%error, "producing in the transaction failed");
-            Some(classify(&error))
+        Ok(Closed {
+            producer,
+            result: Err(kind),
+            ..
+        }) => (Some(producer), kind),
+        Err(error) => {
+            tracing::error!(%error, "the commit task ended abnormally; replacing the producer");
+            (None, TxnError::Fatal)
         }
-        Err(Step::Revoked) => {
-            tracing::info!("partitions were revoked during the batch; aborting it");
-            Some(TxnError::Abortable)
+    };
+    let positions = both(&positions, next);
+    aborted(l, &positions);
+    let producer = match (producer, failure) {
+        (Some(producer), TxnError::Retriable | TxnError::Abortable) => match producer.abort().await
+        {
+            Ok(()) => Some(producer),
+            Err(_) => recreate(producer, &l.shutdown).await,
+        },
+        (Some(producer), TxnError::Fatal) => recreate(producer, &l.shutdown).await,
+        (None, _) => TxnProducer::start(l.producer_config.clone(), &l.shutdown).await,
+    };
+    let Some(producer) = producer else {
+        return Ok(Landed::Shutdown);
+    };
+    p.producer = Some(producer);
+    rewind(l, &positions).await?;
+    if !failed(l, p, false).await {
+        return Ok(Landed::Shutdown);
+    }
+    Ok(Landed::Aborted)
+}
+
+/// Tells the handler (and the metrics) that the batches at `positions` will be handled again.
+fn aborted<H: TransactionalHandler>(l: &TransactionalLoop<'_, H>, positions: &Positions) {
+    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted").increment(1);
+    l.handler
+        .aborted(&positions.keys().copied().collect::<Vec<_>>());
+}
+
+/// Counts a failure and waits before the retry: at once for the handler's transient failure,
+/// from the second in a row for Kafka's. False if shut down meanwhile.
+async fn failed<H>(l: &TransactionalLoop<'_, H>, p: &mut Pipeline, transient: bool) -> bool {
+    p.failures += 1;
+    if p.failures >= 3 {
+        l.health.set_stuck(true);
+    }
+    if p.failures > 1 || transient {
+        return p.backoff.wait(&l.shutdown).await;
+    }
+    true
+}
+
+/// A batch whose handling failed, before its transaction began: it is rewound to be handled
+/// again. False if shut down meanwhile.
+async fn drop_open<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    p: &mut Pipeline,
+    step: Step,
+    positions: &Positions,
+) -> anyhow::Result<bool> {
+    aborted(l, positions);
+    rewind(l, positions).await?;
+    match step {
+        // A revoke is routine (a replica joined or left): no back-off.
+        Step::Revoked => {
+            tracing::info!("partitions were revoked during the batch; handling it again");
+            Ok(true)
         }
-        Err(Step::Transient(error)) => {
+        Step::Transient(error) => {
             metrics::counter!(crate::metric_definitions::RETRIES, "topic" => l.topic.to_owned())
                 .increment(1);
             tracing::warn!(
                 error = format!("{error:#}"),
-                "transient failure; aborting the batch to retry it"
+                "transient failure; dropping the batch to retry it"
             );
-            None
+            Ok(failed(l, p, true).await)
         }
-    };
-    Err(failure)
-}
-
-/// Aborts the transaction (or replaces a broken producer), then replays the batch from its first
-/// offsets; None if shut down while replacing the producer.
-async fn abort_and_rewind<H: TransactionalHandler>(
-    l: &TransactionalLoop<'_, H>,
-    mut producer: TxnProducer,
-    failure: Option<TxnError>,
-    batch: &Batch,
-) -> anyhow::Result<Option<TxnProducer>> {
-    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted").increment(1);
-    l.handler
-        .aborted(&batch.partitions.keys().copied().collect::<Vec<_>>());
-    let aborted = match failure {
-        Some(TxnError::Fatal) => Err(TxnError::Fatal),
-        _ => producer.abort().await,
-    };
-    if aborted.is_err() {
-        producer = match recreate(producer, &l.shutdown).await {
-            Some(producer) => producer,
-            None => return Ok(None),
-        };
     }
-    rewind(l, batch).await?;
-    Ok(Some(producer))
 }
 
-/// Adds messages to the open transaction until the batch is full, time is up, the topic is
+/// Opens the transaction of a handled batch and starts committing it. False if shut down while
+/// replacing a broken producer.
+async fn begin<H: TransactionalHandler>(
+    l: &TransactionalLoop<'_, H>,
+    p: &mut Pipeline,
+    batch: Batch,
+) -> anyhow::Result<bool> {
+    l.handler.sealed();
+    let Some(producer) = p.producer.take() else {
+        anyhow::bail!("no producer after the previous batch landed");
+    };
+    if let Err(error) = producer.producer.begin_transaction() {
+        tracing::warn!(%error, "begin_transaction failed; recreating the producer");
+        aborted(l, &batch.partitions);
+        p.producer = match recreate(producer, &l.shutdown).await {
+            Some(producer) => Some(producer),
+            None => return Ok(false),
+        };
+        rewind(l, &batch.partitions).await?;
+        return Ok(true);
+    }
+    let offsets = batch.offsets(l.topic);
+    let group = l.consumer.group_metadata();
+    p.inflight = Some(InFlight::start(producer, batch, offsets, group));
+    Ok(true)
+}
+
+/// Handles messages into the batch until it is full, time is up, the topic is
 /// quiet, or shutdown; stops early on a failure or when partitions were revoked meanwhile.
 async fn fill<'c, H: TransactionalHandler>(
     l: &TransactionalLoop<'c, H>,
@@ -286,11 +364,11 @@ async fn process<H: TransactionalHandler>(
     Ok(())
 }
 
-/// Moves every partition of the aborted batch that is still ours back to its first offset in
-/// the batch, so that its messages are handled again in a new transaction. Revoked partitions
-/// are left to their new owner, which starts from the committed offsets.
-async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Result<()> {
-    if batch.partitions.is_empty() {
+/// Moves every partition of the aborted batches that is still ours back to its first offset in
+/// them, so that their messages are handled again in a new transaction. Revoked partitions are
+/// left to their new owner, which starts from the committed offsets.
+async fn rewind<H>(l: &TransactionalLoop<'_, H>, positions: &Positions) -> anyhow::Result<()> {
+    if positions.is_empty() {
         return Ok(());
     }
     let mut last_error = String::new();
@@ -302,7 +380,7 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
             .assignment()
             .context("reading the consumer's assignment")?;
         let mut seek = TopicPartitionList::new();
-        for (partition, (first, _)) in &batch.partitions {
+        for (partition, (first, _)) in positions {
             if assigned.find_partition(l.topic, *partition).is_some() {
                 seek.add_partition_offset(l.topic, *partition, Offset::Offset(*first))
                     .context("rewind list")?;
@@ -324,7 +402,7 @@ async fn rewind<H>(l: &TransactionalLoop<'_, H>, batch: &Batch) -> anyhow::Resul
                     .collect();
                 if failed.is_empty() {
                     tracing::info!(
-                        partitions = batch.partitions.len(),
+                        partitions = positions.len(),
                         "rewound the consumer to the last committed offsets"
                     );
                     return Ok(());

@@ -1,13 +1,14 @@
 //! The evaluator's transactional consume→produce loop on the real broker, in-process: a handler
 //! that fails transiently now and then (each failure aborts the open transaction and rewinds the
 //! consumer) and replicas joining and leaving mid-stream (revocations abort the batch in hand)
-//! still yield exactly one committed output per input.
+//! still yield exactly one committed output per input, and the handler is told of each input's
+//! commit exactly once, even though a batch commits while the next one is handled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crm_sync_e2e::{TestEnv, eventually, read_topic};
@@ -20,10 +21,27 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 /// Echoes every input to the output topic; the first attempt at every 100th input fails.
+/// One per replica; what they fail and what they saw committed is shared.
 struct FlakyEcho {
     output: String,
-    failed: Mutex<HashSet<String>>,
-    failures: AtomicUsize,
+    failed: Arc<Mutex<HashSet<String>>>,
+    failures: Arc<AtomicUsize>,
+    /// The inputs handled in each uncommitted batch, oldest first; the last one is open.
+    uncommitted: Mutex<VecDeque<Vec<String>>>,
+    /// How often each input was reported committed.
+    committed: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl FlakyEcho {
+    fn replica_of(&self) -> FlakyEcho {
+        FlakyEcho {
+            output: self.output.clone(),
+            failed: self.failed.clone(),
+            failures: self.failures.clone(),
+            uncommitted: Mutex::new(VecDeque::from([Vec::new()])),
+            committed: self.committed.clone(),
+        }
+    }
 }
 
 impl TransactionalHandler for FlakyEcho {
@@ -33,6 +51,8 @@ impl TransactionalHandler for FlakyEcho {
             self.failures.fetch_add(1, Ordering::Relaxed);
             return Err(Failure::transient(anyhow::anyhow!("flaky dependency")));
         }
+        let mut uncommitted = self.uncommitted.lock().unwrap();
+        uncommitted.back_mut().unwrap().push(id.clone());
         Ok(vec![OutgoingMessage {
             topic: self.output.clone(),
             key: id.clone(),
@@ -41,6 +61,22 @@ impl TransactionalHandler for FlakyEcho {
             headers: Vec::new(),
             partition: None,
         }])
+    }
+
+    fn sealed(&self) {
+        self.uncommitted.lock().unwrap().push_back(Vec::new());
+    }
+
+    fn committed(&self, _written: &[transactional::Written]) {
+        let batch = self.uncommitted.lock().unwrap().pop_front().unwrap();
+        let mut committed = self.committed.lock().unwrap();
+        for id in batch {
+            *committed.entry(id).or_default() += 1;
+        }
+    }
+
+    fn aborted(&self, _partitions: &[i32]) {
+        *self.uncommitted.lock().unwrap() = VecDeque::from([Vec::new()]);
     }
 }
 
@@ -54,7 +90,7 @@ fn settings(env: &TestEnv) -> KafkaSettings {
 /// One replica of the loop, until `stop` is cancelled.
 fn replica(
     env: &TestEnv,
-    handler: std::sync::Arc<FlakyEcho>,
+    handler: Arc<FlakyEcho>,
     name: &str,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -83,11 +119,13 @@ fn replica(
 async fn transient_failures_and_rebalances_leave_exactly_one_output_per_input() {
     const INPUTS: usize = 1_000;
     let env = TestEnv::new("transactions").await;
-    let handler = std::sync::Arc::new(FlakyEcho {
+    let handler = FlakyEcho {
         output: env.topics.matches.clone(),
-        failed: Mutex::default(),
-        failures: AtomicUsize::new(0),
-    });
+        failed: Arc::default(),
+        failures: Arc::default(),
+        uncommitted: Mutex::default(),
+        committed: Arc::default(),
+    };
 
     // Inputs flow for about 3 s while replicas come and go.
     let producer: FutureProducer = ClientConfig::new()
@@ -112,11 +150,21 @@ async fn transient_failures_and_rebalances_leave_exactly_one_output_per_input() 
     });
 
     let stop_a = CancellationToken::new();
-    let a = replica(&env, handler.clone(), "replica-a", stop_a.clone());
+    let a = replica(
+        &env,
+        Arc::new(handler.replica_of()),
+        "replica-a",
+        stop_a.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A second replica joins: partitions move, revoking some from A mid-stream.
     let stop_b = CancellationToken::new();
-    let b = replica(&env, handler.clone(), "replica-b", stop_b.clone());
+    let b = replica(
+        &env,
+        Arc::new(handler.replica_of()),
+        "replica-b",
+        stop_b.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A leaves (SIGTERM-like): its batch in hand is committed, its partitions go to B.
     stop_a.cancel();
@@ -152,6 +200,17 @@ async fn transient_failures_and_rebalances_leave_exactly_one_output_per_input() 
     assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
     assert_eq!(outputs.len(), INPUTS, "one output per input");
     assert_eq!(seen.len(), INPUTS);
+    let committed = handler.committed.lock().unwrap().clone();
+    let told_twice: Vec<_> = committed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        told_twice.is_empty(),
+        "commits reported twice: {told_twice:?}"
+    );
+    assert_eq!(
+        committed.keys().collect::<HashSet<_>>(),
+        seen.keys().collect::<HashSet<_>>(),
+        "the handler is told of exactly the inputs whose outputs committed"
+    );
     let failures = handler.failures.load(Ordering::Relaxed);
     println!("{failures} transient failures aborted and replayed their batches");
     assert!(failures >= 10, "the abort path was exercised ({failures})");
