@@ -14,6 +14,8 @@ use crate::txn_producer::{TxnError, TxnProducer, classify};
 /// A batch whose transaction is being committed.
 pub(super) struct InFlight {
     task: JoinHandle<Closed>,
+    /// The task's end, once [`InFlight::wait`] saw it.
+    ended: Option<Result<Closed, JoinError>>,
     /// The batch's positions, kept here too: a rewind needs them even if the task is lost.
     pub(super) positions: Positions,
 }
@@ -37,13 +39,28 @@ impl InFlight {
         let positions = batch.partitions.clone();
         InFlight {
             task: tokio::spawn(commit(producer, batch, offsets, group)),
+            ended: None,
             positions,
         }
     }
 
     /// The commit's end. Cancel-safe: dropping this future leaves the task running.
     pub(super) async fn landed(&mut self) -> Result<Closed, JoinError> {
-        (&mut self.task).await
+        match self.ended.take() {
+            Some(ended) => ended,
+            None => (&mut self.task).await,
+        }
+    }
+
+    /// Waits for the commit to end, keeping its result for [`InFlight::landed`]. Cancel-safe.
+    pub(super) async fn wait(&mut self) {
+        if self.ended.is_none() {
+            self.ended = Some((&mut self.task).await);
+        }
+    }
+
+    pub(super) fn has_ended(&self) -> bool {
+        self.ended.is_some()
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
             }
         };
         let revocations = l.consumer.context().revocations();
-        let (outcome, batch) = fill(&l, first, revocations, Batch::default()).await;
+        let (outcome, batch) = fill(&l, first, revocations, &mut p.inflight).await;
         match land(&l, &mut p, &batch.partitions).await? {
             Landed::Shutdown => return Ok(()),
             Landed::Aborted => continue,
@@ -274,14 +274,17 @@ async fn begin<H: TransactionalHandler>(
     Ok(true)
 }
 
-/// Handles messages into the batch until it is full, time is up, the topic is
-/// quiet, or shutdown; stops early on a failure or when partitions were revoked meanwhile.
+/// Handles messages into the batch until it is full, time is up, the topic is quiet, or
+/// shutdown; stops early on a failure or when partitions were revoked meanwhile. While the
+/// previous batch is still committing, this one cannot begin anyway: it takes the messages that
+/// arrive until that commit ends, as a batch consumed only after the commit would.
 async fn fill<'c, H: TransactionalHandler>(
     l: &TransactionalLoop<'c, H>,
     first: BorrowedMessage<'c>,
     revocations: u64,
-    mut batch: Batch,
+    committing: &mut Option<InFlight>,
 ) -> (Result<(), Step>, Batch) {
+    let mut batch = Batch::default();
     let opened = Instant::now();
     let mut next = Some(first);
     while let Some(message) = next.take() {
@@ -299,10 +302,15 @@ async fn fill<'c, H: TransactionalHandler>(
         let Some(wait) = l.limits.wait_for_next(batch.messages, opened.elapsed()) else {
             break;
         };
+        let left = l.limits.max_wait.saturating_sub(opened.elapsed());
         // A zero wait completes on its first poll: after `recv` found nothing buffered.
         let give_up = async {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            match committing.as_mut().filter(|c| !c.has_ended()) {
+                Some(previous) => {
+                    let _ = tokio::time::timeout(left, previous.wait()).await;
+                }
+                None if !wait.is_zero() => tokio::time::sleep(wait).await,
+                None => {}
             }
         };
         next = tokio::select! {
