@@ -268,9 +268,11 @@ async fn begin<H: TransactionalHandler>(
         rewind(l, &batch.partitions).await?;
         return Ok(true);
     }
+    let mut batch = batch;
+    let produced = batch.produce_pending(&producer).await;
     let offsets = batch.offsets(l.topic);
     let group = l.consumer.group_metadata();
-    p.inflight = Some(InFlight::start(producer, batch, offsets, group));
+    p.inflight = Some(InFlight::start(producer, batch, produced, offsets, group));
     Ok(true)
 }
 
