@@ -200,6 +200,16 @@ CRM_SYNC__TELEMETRY__LOG_LEVEL=warn "$BIN/crm-sync" --brokers "$BROKERS" produce
   --file "$WORK/events.jsonl" >/dev/null
 
 # Sum of a counter over every replica's /metrics.
+# Whether one of these processes has exited (a setting refused at start, a crash): a run that
+# waited for its figures would otherwise wait out its deadline.
+any_exited() {
+  local pid
+  for pid in "$@"; do
+    kill -0 "$pid" 2>/dev/null || return 0
+  done
+  return 1
+}
+
 sum_metric() {
   local total=0 v
   for port in "${PORTS[@]}"; do
@@ -304,6 +314,11 @@ run_evaluator() {
       break
     fi
     ((SECONDS < deadline)) || { say "did not finish within 600 s ($done_count of $EVENTS)"; tail -5 "$WORK"/evaluator-"$n"-*.log >&2; exit 1; }
+    if any_exited "${PIDS[@]}"; then
+      say "an evaluator replica exited after $done_count of $EVENTS events; its log:"
+      tail -5 "$WORK"/evaluator-"$n"-*.log >&2
+      exit 1
+    fi
     sleep 0.1
   done
   local matched retracted transactions produced
@@ -402,6 +417,11 @@ if ((PROVISIONER_SECS > 0)); then
   PORTS=("$port")
   until [[ $(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') != 0 ]]; do
     ((SECONDS < deadline)) || { say "the provisioner applied nothing"; tail -5 "$WORK/provisioner.log" >&2; exit 1; }
+    if any_exited "${PIDS[-1]}"; then
+      say "the provisioner exited; its log:"
+      tail -5 "$WORK/provisioner.log" >&2
+      exit 1
+    fi
     sleep 0.1
   done
   a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t0=$(now)
