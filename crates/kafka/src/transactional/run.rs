@@ -252,7 +252,7 @@ async fn drop_open<H: TransactionalHandler>(
 async fn begin<H: TransactionalHandler>(
     l: &TransactionalLoop<'_, H>,
     p: &mut Pipeline,
-    batch: Batch,
+    mut batch: Batch,
 ) -> anyhow::Result<bool> {
     l.handler.sealed();
     let Some(producer) = p.producer.take() else {
@@ -268,7 +268,6 @@ async fn begin<H: TransactionalHandler>(
         rewind(l, &batch.partitions).await?;
         return Ok(true);
     }
-    let mut batch = batch;
     let produced = batch.produce_pending(&producer).await;
     let offsets = batch.offsets(l.topic);
     let group = l.consumer.group_metadata();
