@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
-use crm_sync_proto::v1::field_value::Kind;
-use crm_sync_proto::v1::{
-    ChangeType, CrmEvent, FieldValue, OutcomeKind, RecordState, WorkflowMatchState,
-};
+use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Fields, Previous, Record, RecordView};
+use crm_sync_workflow::{Previous, Record, RecordView};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -174,10 +171,12 @@ impl Evaluator {
         key: &str,
         (integration_id, company_id): (Uuid, Uuid),
         active: &Arc<Workflows>,
-        (merged, entry): (Merged, Option<Entry>),
+        (merged, entry): (Merged<'_>, Option<Entry>),
     ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
         let workflows = &active.list[..];
-        let mut state = merged.state;
+        let Merged {
+            mut state, changes, ..
+        } = merged;
         let deleted_now = event.change_type() == ChangeType::Deleted;
         // A deleted record is judged only by its delete: later-arriving older updates of it
         // change its stored fields but count for nothing.
@@ -186,7 +185,13 @@ impl Evaluator {
             self.trail.stage(entry);
             return Ok((Vec::new(), state));
         }
-        let (fields, previous) = view_fields(&state, merged.previous, &active.needed);
+        let (fields, previous) = (
+            record::Current(&state),
+            record::Before {
+                state: &state,
+                changes: &changes,
+            },
+        );
         let view = RecordView {
             object_type: &event.object_type,
             change: event.change_type(),
@@ -298,25 +303,4 @@ impl Evaluator {
             None,
         ))
     }
-}
-
-/// The record's fields and previous values as the workflows read them. A complete record (one
-/// pulled whole from its CRM) has no unknown fields: one the workflows need that it lacks is
-/// empty.
-fn view_fields(
-    state: &RecordState,
-    mut previous: Fields,
-    needed: &[Vec<String>],
-) -> (Fields, Fields) {
-    let mut fields = record::current_fields(state);
-    if state.complete {
-        let null = FieldValue {
-            kind: Some(Kind::NullValue(true)),
-        };
-        for name in needed.iter().flatten() {
-            fields.entry(name.clone()).or_insert_with(|| null.clone());
-            previous.entry(name.clone()).or_insert_with(|| null.clone());
-        }
-    }
-    (fields, previous)
 }

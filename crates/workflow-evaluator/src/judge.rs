@@ -165,7 +165,7 @@ impl<'w> Judgement<'w> {
                 .spec
                 .needed_fields()
                 .into_iter()
-                .filter(|f| !fields.contains_key(*f))
+                .filter(|f| fields.get(f).is_none())
                 .collect();
             if !missing.is_empty() {
                 self.missing_fields

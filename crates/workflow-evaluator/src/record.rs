@@ -3,15 +3,23 @@
 //! never moves a field back; what the merge changed, and what the fields were before, is what
 //! the workflows then judge.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use crm_sync_proto::Timestamp;
+use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, KnownField, RecordState};
-use crm_sync_workflow::Fields;
+use crm_sync_workflow::FieldLookup;
+
+/// What a merge changed: each field the event changed, with what it was before (the previous
+/// value the event sent, else the stored one; `None` when unknown). A field not here was before
+/// what it is now, so nothing of the record is copied to know it.
+pub type Changes<'e> = BTreeMap<&'e str, Option<Cow<'e, FieldValue>>>;
 
 /// The outcome of merging one event.
 #[derive(Debug)]
-pub struct Merged {
+pub struct Merged<'e> {
     pub state: RecordState,
     /// The state differs from before (values, the times they were set, flags): it is written to
     /// the changelog.
@@ -19,12 +27,58 @@ pub struct Merged {
     /// Something a workflow can see changed (a field's value, the owner, deleted or not, the
     /// record became complete): only then are the workflows judged again.
     pub changed: bool,
-    /// The record's values before this event, for `changed`, `changed_to` and `changed_from`:
-    /// the stored value of every known field, or the previous value the event itself sent for a
-    /// field the state has not seen (a field in neither is unknown).
-    pub previous: Fields,
+    /// The fields' values before this event, for `changed`, `changed_to` and `changed_from`.
+    pub changes: Changes<'e>,
     /// Nothing was known of the record before this event.
     pub new_record: bool,
+}
+
+impl Merged<'_> {
+    /// The record's values before this event, as the workflows read them.
+    pub fn previous(&self) -> Before<'_> {
+        Before {
+            state: &self.state,
+            changes: &self.changes,
+        }
+    }
+}
+
+static NULL: FieldValue = FieldValue {
+    kind: Some(Kind::NullValue(true)),
+};
+
+/// The stored value of a field, without the empty value a complete record gives what it lacks.
+fn stored<'s>(state: &'s RecordState, name: &str) -> Option<&'s FieldValue> {
+    state.fields.get(name)?.value.as_ref()
+}
+
+/// A record's current values as the workflows read them. A complete record (one pulled whole
+/// from its CRM) has no unknown fields: one it lacks is empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'s>(pub &'s RecordState);
+
+impl FieldLookup for Current<'_> {
+    fn get(&self, name: &str) -> Option<&FieldValue> {
+        stored(self.0, name).or(self.0.complete.then_some(&NULL))
+    }
+}
+
+/// A record's values before the event that was merged into it: what the merge changed, else
+/// the current value. A complete record's unknown fields are empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Before<'s> {
+    pub state: &'s RecordState,
+    pub changes: &'s Changes<'s>,
+}
+
+impl FieldLookup for Before<'_> {
+    fn get(&self, name: &str) -> Option<&FieldValue> {
+        let before = match self.changes.get(name) {
+            Some(before) => before.as_deref(),
+            None => stored(self.state, name),
+        };
+        before.or(self.state.complete.then_some(&NULL))
+    }
 }
 
 /// The CRM time of an event: when the change happened, else when ingest received it.
@@ -47,7 +101,7 @@ fn older(t: &Timestamp, known: Option<&Timestamp>) -> bool {
     known.is_some_and(|k| compare(t, k) == Ordering::Less)
 }
 
-pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged {
+pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged<'_> {
     let new_record = prior.is_none();
     let state = prior.unwrap_or_else(|| RecordState {
         integration_id: event.integration_id.clone(),
@@ -56,13 +110,12 @@ pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged {
         record_id: event.record_id.clone(),
         ..Default::default()
     });
-    let previous = current_fields(&state);
     let empty_before = state.complete || (new_record && event.change_type() == ChangeType::Created);
     let mut merged = Merged {
         state,
         dirty: new_record,
         changed: new_record,
-        previous,
+        changes: Changes::new(),
         new_record,
     };
     let t = event_time(event);
@@ -82,23 +135,24 @@ pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged {
     merged
 }
 
-impl Merged {
+impl<'e> Merged<'e> {
     fn field(
         &mut self,
-        event: &CrmEvent,
+        event: &'e CrmEvent,
         t: &Timestamp,
-        name: &str,
+        name: &'e str,
         value: &FieldValue,
         empty_before: bool,
     ) {
+        let sent = event.previous_fields.get(name).map(Cow::Borrowed);
         match self.state.fields.get_mut(name) {
             Some(known) if older(t, known.set_at.as_ref()) => {}
             Some(known) => {
                 if known.value.as_ref() != Some(value) {
-                    if let Some(sent) = event.previous_fields.get(name) {
-                        self.previous.insert(name.to_owned(), sent.clone());
-                    }
-                    known.value = Some(value.clone());
+                    let stored = known.value.replace(value.clone());
+                    self.changes
+                        .entry(name)
+                        .or_insert(sent.or(stored.map(Cow::Owned)));
                     self.changed = true;
                     self.dirty = true;
                 }
@@ -108,15 +162,8 @@ impl Merged {
                 }
             }
             None => {
-                match event.previous_fields.get(name) {
-                    Some(sent) => {
-                        self.previous.insert(name.to_owned(), sent.clone());
-                    }
-                    None if empty_before => {
-                        self.previous.insert(name.to_owned(), null());
-                    }
-                    None => {}
-                }
+                let empty = empty_before.then_some(Cow::Borrowed(&NULL));
+                self.changes.insert(name, sent.or(empty));
                 self.state.fields.insert(
                     name.to_owned(),
                     KnownField {
@@ -128,12 +175,6 @@ impl Merged {
                 self.dirty = true;
             }
         }
-    }
-}
-
-fn null() -> FieldValue {
-    FieldValue {
-        kind: Some(crm_sync_proto::v1::field_value::Kind::NullValue(true)),
     }
 }
 
@@ -194,15 +235,6 @@ fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
         merged.changed = true;
         merged.dirty = true;
     }
-}
-
-/// The record's current fields, by name.
-pub fn current_fields(state: &RecordState) -> Fields {
-    state
-        .fields
-        .iter()
-        .filter_map(|(name, known)| Some((name.clone(), known.value.clone()?)))
-        .collect()
 }
 
 #[cfg(test)]

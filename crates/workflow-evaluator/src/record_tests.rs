@@ -36,15 +36,11 @@ fn value(state: &RecordState, field: &str) -> Option<String> {
 
 #[test]
 fn deltas_accumulate_into_the_whole_record() {
-    let first = merge(
-        None,
-        &event("1", ChangeType::Updated, 10, &[("amount", "500")]),
-    );
+    let first_event = event("1", ChangeType::Updated, 10, &[("amount", "500")]);
+    let first = merge(None, &first_event);
     assert!(first.new_record && first.changed && first.dirty);
-    let second = merge(
-        Some(first.state),
-        &event("2", ChangeType::Updated, 20, &[("dealstage", "closedwon")]),
-    );
+    let second_event = event("2", ChangeType::Updated, 20, &[("dealstage", "closedwon")]);
+    let second = merge(Some(first.state), &second_event);
     assert!(second.changed);
     assert_eq!(value(&second.state, "amount").as_deref(), Some("500"));
     assert_eq!(
@@ -52,46 +48,38 @@ fn deltas_accumulate_into_the_whole_record() {
         Some("closedwon")
     );
     // The amount was not touched: its previous value is its current one.
-    assert_eq!(second.previous.get("amount"), Some(&text("500")));
+    assert_eq!(second.previous().get("amount"), Some(&text("500")));
     // The stage was never seen and the event sent no previous value: unknown.
-    assert_eq!(second.previous.get("dealstage"), None);
+    assert_eq!(second.previous().get("dealstage"), None);
 }
 
 #[test]
 fn the_stored_value_is_the_previous_value_of_a_field_the_event_changes() {
-    let first = merge(
-        None,
-        &event("1", ChangeType::Updated, 10, &[("stage", "open")]),
-    );
-    let second = merge(
-        Some(first.state),
-        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
-    );
-    assert_eq!(second.previous.get("stage"), Some(&text("open")));
+    let first_event = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    let first = merge(None, &first_event);
+    let second_event = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
+    let second = merge(Some(first.state), &second_event);
+    assert_eq!(second.previous().get("stage"), Some(&text("open")));
     // Where the event sends its own previous value, that one is used.
     let mut third = event("3", ChangeType::Updated, 30, &[("stage", "lost")]);
     third
         .previous_fields
         .insert("stage".into(), text("negotiation"));
     let third = merge(Some(second.state), &third);
-    assert_eq!(third.previous.get("stage"), Some(&text("negotiation")));
+    assert_eq!(third.previous().get("stage"), Some(&text("negotiation")));
 }
 
 #[test]
 fn an_older_event_never_moves_a_field_back() {
-    let newer = merge(
-        None,
-        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
+    let newer_event = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
+    let newer = merge(None, &newer_event);
+    let older_event = event(
+        "1",
+        ChangeType::Updated,
+        10,
+        &[("stage", "open"), ("amount", "7")],
     );
-    let older = merge(
-        Some(newer.state),
-        &event(
-            "1",
-            ChangeType::Updated,
-            10,
-            &[("stage", "open"), ("amount", "7")],
-        ),
-    );
+    let older = merge(Some(newer.state), &older_event);
     assert_eq!(value(&older.state, "stage").as_deref(), Some("won"));
     // A field only the older event knows is still news.
     assert_eq!(value(&older.state, "amount").as_deref(), Some("7"));
@@ -109,45 +97,34 @@ fn a_replayed_event_changes_nothing() {
 
 #[test]
 fn a_newer_identical_value_is_stored_but_changes_no_decision() {
-    let once = merge(
-        None,
-        &event("1", ChangeType::Updated, 10, &[("stage", "won")]),
-    );
-    let later = merge(
-        Some(once.state),
-        &event("2", ChangeType::Updated, 20, &[("stage", "won")]),
-    );
+    let once_event = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
+    let once = merge(None, &once_event);
+    let later_event = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
+    let later = merge(Some(once.state), &later_event);
     assert!(later.dirty && !later.changed);
 }
 
 #[test]
 fn a_created_record_had_empty_fields_before() {
-    let created = merge(
-        None,
-        &event("1", ChangeType::Created, 10, &[("stage", "won")]),
-    );
-    assert_eq!(created.previous.get("stage"), Some(&null()));
+    let created_event = event("1", ChangeType::Created, 10, &[("stage", "won")]);
+    let created = merge(None, &created_event);
+    assert_eq!(created.previous().get("stage"), Some(&NULL));
 }
 
 #[test]
 fn deletes_stick_against_older_updates_and_yield_to_newer_ones() {
-    let live = merge(
-        None,
-        &event("1", ChangeType::Updated, 10, &[("stage", "won")]),
-    );
-    let deleted = merge(Some(live.state), &event("2", ChangeType::Deleted, 20, &[]));
+    let live_event = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
+    let live = merge(None, &live_event);
+    let deleted_event = event("2", ChangeType::Deleted, 20, &[]);
+    let deleted = merge(Some(live.state), &deleted_event);
     assert!(deleted.state.deleted && deleted.changed);
-    let late = merge(
-        Some(deleted.state),
-        &event("0", ChangeType::Updated, 15, &[("stage", "lost")]),
-    );
+    let late_event = event("0", ChangeType::Updated, 15, &[("stage", "lost")]);
+    let late = merge(Some(deleted.state), &late_event);
     // The record stays deleted; the field itself was set at 10, so the update at 15 is newer.
     assert!(late.state.deleted);
     assert_eq!(value(&late.state, "stage").as_deref(), Some("lost"));
-    let undeleted = merge(
-        Some(late.state),
-        &event("3", ChangeType::Updated, 30, &[("stage", "won")]),
-    );
+    let undeleted_event = event("3", ChangeType::Updated, 30, &[("stage", "won")]);
+    let undeleted = merge(Some(late.state), &undeleted_event);
     assert!(!undeleted.state.deleted && undeleted.changed);
 }
 
@@ -182,4 +159,19 @@ fn a_full_snapshot_completes_the_record() {
     e.full_snapshot = true;
     let merged = merge(None, &e);
     assert!(merged.state.complete);
+}
+
+#[test]
+fn a_complete_record_reads_the_fields_it_lacks_as_empty() {
+    let partial = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    let partial = merge(None, &partial);
+    assert_eq!(Current(&partial.state).get("amount"), None);
+    let mut whole = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
+    whole.full_snapshot = true;
+    let whole = merge(Some(partial.state), &whole);
+    assert_eq!(Current(&whole.state).get("stage"), Some(&text("won")));
+    assert_eq!(Current(&whole.state).get("amount"), Some(&NULL));
+    // Before the snapshot the stage was open; a field it never had was empty.
+    assert_eq!(whole.previous().get("stage"), Some(&text("open")));
+    assert_eq!(whole.previous().get("amount"), Some(&NULL));
 }

@@ -25,9 +25,6 @@ pub struct Integration {
 #[derive(Debug, Default)]
 pub struct Workflows {
     pub list: Vec<Arc<StoredWorkflow>>,
-    /// Per workflow of `list`, every field it reads: worked out once per snapshot, not per
-    /// event.
-    pub needed: Vec<Vec<String>>,
     /// Every field some workflow reads, each once, in order.
     pub fields: Vec<String>,
     /// Per workflow of `list`, the fields it reads as bits of `fields` (64 a word): the fields
@@ -67,7 +64,6 @@ impl Workflows {
             .collect();
         Workflows {
             list,
-            needed,
             fields,
             reads,
         }

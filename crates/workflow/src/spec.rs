@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{
-    Condition, ConditionError, Fields, Mode, Record, Verdict, When, parse_when, read_number,
+    Condition, ConditionError, FieldLookup, Mode, Record, Verdict, When, parse_when, read_number,
     read_text,
 };
 
@@ -256,7 +256,7 @@ impl<'a> RecordView<'a> {
     }
 }
 
-fn field_text(fields: &Fields, name: &str) -> Option<String> {
+fn field_text(fields: &dyn FieldLookup, name: &str) -> Option<String> {
     match fields.get(name)?.kind.as_ref()? {
         Kind::NullValue(_) => None,
         kind => Some(read_text(kind)).filter(|t| !t.trim().is_empty()),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::condition::Fields;
 use crm_sync_proto::v1::{CrmUser, FieldValue};
 use serde_json::json;
 

@@ -64,6 +64,18 @@ pub use verdict::{Mode, Previous, Record, Verdict};
 /// A record's fields by the CRM's native names.
 pub type Fields = HashMap<String, FieldValue>;
 
+/// Where conditions read a record's values from, by the CRM's native field names: a map, or a
+/// view over stored state that need not be copied into one for every event.
+pub trait FieldLookup: std::fmt::Debug + Sync {
+    fn get(&self, name: &str) -> Option<&FieldValue>;
+}
+
+impl FieldLookup for Fields {
+    fn get(&self, name: &str) -> Option<&FieldValue> {
+        HashMap::get(self, name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
     All(Vec<Condition>),

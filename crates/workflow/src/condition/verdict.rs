@@ -3,7 +3,7 @@
 use crm_sync_proto::v1::{ChangeType, CrmEvent};
 use serde::Serialize;
 
-use super::Fields;
+use super::FieldLookup;
 
 /// The result of evaluating a condition on one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -53,7 +53,7 @@ pub enum Previous<'a> {
     /// A created record: every field was empty before.
     Nothing,
     /// An update: the fields in the map had these values; the others were not sent.
-    Sent(&'a Fields),
+    Sent(&'a dyn FieldLookup),
     /// Nothing is known (deletes, or a bare record).
     Unknown,
 }
@@ -61,7 +61,7 @@ pub enum Previous<'a> {
 /// A record as conditions see it: current fields and what is known of the previous ones.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
-    pub fields: &'a Fields,
+    pub fields: &'a dyn FieldLookup,
     pub previous: Previous<'a>,
 }
 
@@ -78,7 +78,7 @@ impl<'a> Record<'a> {
         }
     }
 
-    pub fn of_fields(fields: &'a Fields) -> Record<'a> {
+    pub fn of_fields(fields: &'a dyn FieldLookup) -> Record<'a> {
         Record {
             fields,
             previous: Previous::Unknown,
