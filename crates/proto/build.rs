@@ -20,6 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("crm_sync_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // Ordered maps: no hashing per field when events and record states are decoded, and a
+    // record state encodes to the same bytes whatever order its fields were set in.
+    prost_build::Config::new()
+        .btree_map(["."])
+        .compile_fds(descriptors)?;
     Ok(())
 }

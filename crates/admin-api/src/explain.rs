@@ -4,7 +4,7 @@
 //! what the evaluator would do) and `WorkflowSpec::explain` for the condition tree with each
 //! node's verdict and, where it fails, its path and reason.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::field_value::Kind;
@@ -69,8 +69,8 @@ pub fn field_value(v: &Value) -> Result<FieldValue, &'static str> {
 pub struct Sample {
     pub object_type: String,
     pub change: ChangeType,
-    pub fields: HashMap<String, FieldValue>,
-    pub previous_fields: HashMap<String, FieldValue>,
+    pub fields: BTreeMap<String, FieldValue>,
+    pub previous_fields: BTreeMap<String, FieldValue>,
     pub owner: Option<CrmUser>,
 }
 
@@ -181,7 +181,7 @@ mod tests {
             object_type: "Opportunity".into(),
             change: ChangeType::Created,
             fields,
-            previous_fields: HashMap::new(),
+            previous_fields: BTreeMap::new(),
             owner: None,
         }
         .event()

@@ -215,7 +215,7 @@ fn date_time_year(value: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use crm_sync_proto::v1::CrmUser;
 
@@ -225,7 +225,7 @@ mod tests {
         CrmEvent {
             object_type: "Opportunity".into(),
             record_id: "006A".into(),
-            fields: HashMap::from([("StageName".into(), event::text("Closed Won"))]),
+            fields: BTreeMap::from([("StageName".into(), event::text("Closed Won"))]),
             ..CrmEvent::default()
         }
     }

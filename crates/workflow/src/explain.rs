@@ -303,7 +303,6 @@ pub fn field_json(f: &crm_sync_proto::v1::FieldValue) -> Value {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::collections::HashMap;
 
     use crm_sync_proto::v1::{ChangeType, FieldValue};
     use serde_json::json;
@@ -442,7 +441,7 @@ mod tests {
                 "StageName is \"Closed Won\" (was \"Closed Won\"); the condition wants changed_to \"Closed Won\""
             )
         );
-        event.previous_fields = HashMap::new();
+        event.previous_fields = Fields::new();
         let e = spec.explain(&event);
         assert_eq!(e.verdict, Verdict::Unknown);
         assert!(

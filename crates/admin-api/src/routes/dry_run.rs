@@ -1,6 +1,6 @@
 //! Dry-running a workflow on a sample record: what it would decide, in words, changing nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -75,7 +75,7 @@ pub struct DryRunResult {
 fn sample_fields(
     field: &str,
     map: &serde_json::Map<String, Value>,
-) -> ApiResult<HashMap<String, crm_sync_proto::v1::FieldValue>> {
+) -> ApiResult<BTreeMap<String, crm_sync_proto::v1::FieldValue>> {
     map.iter()
         .map(|(k, v)| {
             explain::field_value(v)
@@ -112,7 +112,7 @@ pub async fn dry_run(
         fields: sample_fields("fields", &b.fields)?,
         previous_fields: match &b.previous_fields {
             Some(m) => sample_fields("previous_fields", m)?,
-            None => HashMap::new(),
+            None => BTreeMap::new(),
         },
         owner: b.owner_crm_user_id.map(|id| CrmUser {
             crm_user_id: id,

@@ -17,7 +17,7 @@
 //! The delivery id is the context's `OperationId` (the asynchronous operation, the same on every
 //! retry), else its `RequestId`, else its `CorrelationId`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmKind, CrmUser, FieldValue};
@@ -96,8 +96,8 @@ fn owner_reference(value: &serde_json::Value) -> Option<CrmUser> {
 struct Draft {
     record_id: String,
     change: ChangeType,
-    fields: HashMap<String, FieldValue>,
-    previous: HashMap<String, FieldValue>,
+    fields: BTreeMap<String, FieldValue>,
+    previous: BTreeMap<String, FieldValue>,
     owner: Option<CrmUser>,
 }
 
@@ -160,7 +160,7 @@ struct Images<'a> {
 }
 
 /// Attributes of several images, the first image's value winning.
-fn merged(images: &[&Entity]) -> HashMap<String, FieldValue> {
+fn merged(images: &[&Entity]) -> BTreeMap<String, FieldValue> {
     images.iter().rev().flat_map(|e| attributes(e)).collect()
 }
 
@@ -193,7 +193,7 @@ impl<'a> Images<'a> {
             record_id: self.record_of(&t)?,
             change: ChangeType::Created,
             fields,
-            previous: HashMap::new(),
+            previous: BTreeMap::new(),
             owner: owner_of(&owners),
         })
     }
@@ -204,7 +204,7 @@ impl<'a> Images<'a> {
         let mut fields = merged(&self.post);
         let changed: Vec<(String, FieldValue)> = t.as_ref().map(attributes).unwrap_or_default();
         let before = merged(&self.pre);
-        let previous: HashMap<String, FieldValue> = if changed.is_empty() {
+        let previous: BTreeMap<String, FieldValue> = if changed.is_empty() {
             before
         } else {
             changed
@@ -230,7 +230,7 @@ impl<'a> Images<'a> {
         Ok(Draft {
             record_id: self.record_of(&t)?,
             change: ChangeType::Deleted,
-            fields: HashMap::new(),
+            fields: BTreeMap::new(),
             previous: merged(&self.pre),
             owner: owner_of(&self.pre),
         })
@@ -274,7 +274,7 @@ impl<'a> Images<'a> {
             record_id: self.record_of(&t)?,
             change: ChangeType::Updated,
             fields,
-            previous: HashMap::new(),
+            previous: BTreeMap::new(),
             owner: owner_of(&owners),
         })
     }
@@ -292,14 +292,14 @@ impl<'a> Images<'a> {
                 record_id: survivor,
                 change: ChangeType::Updated,
                 fields: merged(&self.post),
-                previous: HashMap::new(),
+                previous: BTreeMap::new(),
                 owner: owner_of(&self.post),
             },
             Draft {
                 record_id: subordinate,
                 change: ChangeType::Deleted,
-                fields: HashMap::new(),
-                previous: HashMap::new(),
+                fields: BTreeMap::new(),
+                previous: BTreeMap::new(),
                 owner: None,
             },
         ])

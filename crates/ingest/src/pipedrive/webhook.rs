@@ -251,7 +251,7 @@ mod tests {
         event::parse_datetime("2026-12-01T00:00:00Z").unwrap()
     }
 
-    fn kind(fields: &std::collections::HashMap<String, FieldValue>, name: &str) -> Option<Kind> {
+    fn kind(fields: &std::collections::BTreeMap<String, FieldValue>, name: &str) -> Option<Kind> {
         fields.get(name).and_then(|f| f.kind.clone())
     }
 

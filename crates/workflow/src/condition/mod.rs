@@ -51,7 +51,7 @@ mod text;
 mod values;
 mod verdict;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crm_sync_proto::v1::FieldValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -62,7 +62,7 @@ pub(crate) use values::{When, parse_when, read_number, read_text};
 pub use verdict::{Mode, Previous, Record, Verdict};
 
 /// A record's fields by the CRM's native names.
-pub type Fields = HashMap<String, FieldValue>;
+pub type Fields = BTreeMap<String, FieldValue>;
 
 /// Where conditions read a record's values from, by the CRM's native field names: a map, or a
 /// view over stored state that need not be copied into one for every event.
@@ -72,7 +72,7 @@ pub trait FieldLookup: std::fmt::Debug + Sync {
 
 impl FieldLookup for Fields {
     fn get(&self, name: &str) -> Option<&FieldValue> {
-        HashMap::get(self, name)
+        BTreeMap::get(self, name)
     }
 }
 
