@@ -63,11 +63,13 @@ pub fn judge<'w>(
 ) -> Judgement<'w> {
     let mut judgement = Judgement::default();
     for (index, workflow) in workflows.iter().enumerate() {
-        let id = workflow.id.to_string();
+        // Formatted on the stack: a String per workflow per event only where one is kept.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id: &str = workflow.id.hyphenated().encode_lower(&mut buffer);
         let was = prior.iter().find(|m| m.workflow_id == id);
         match workflow.spec.decide_view(view) {
             Decision::Matched(m) => {
-                let now = match_state(id, &m, was, event_time);
+                let now = match_state(id.to_owned(), &m, was, event_time);
                 judgement.keep(index, workflow, was, now);
             }
             Decision::Retracted(r) => match was {
@@ -102,7 +104,7 @@ pub fn judge<'w>(
                 Some(was) => {
                     let now = match (reason, workflow.spec.matched(view)) {
                         (NoMatch::NoChange, Decision::Matched(m)) => {
-                            match_state(id, &m, Some(was), event_time)
+                            match_state(id.to_owned(), &m, Some(was), event_time)
                         }
                         _ => was.clone(),
                     };
@@ -156,7 +158,7 @@ impl<'w> Judgement<'w> {
         workflow: &StoredWorkflow,
         view: &RecordView<'_>,
         reason: NoMatch,
-        id: String,
+        id: &str,
     ) {
         self.no_match.push(reason);
         if matches!(reason, NoMatch::Unknown | NoMatch::MissingValue) {
@@ -170,7 +172,7 @@ impl<'w> Judgement<'w> {
             if !missing.is_empty() {
                 self.missing_fields
                     .extend(missing.into_iter().map(str::to_owned));
-                self.missing_for.push(id);
+                self.missing_for.push(id.to_owned());
             }
         }
     }

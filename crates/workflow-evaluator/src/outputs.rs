@@ -8,7 +8,6 @@ use crm_sync_proto::v1::{
     WorkflowOutcome,
 };
 use crm_sync_proto::{Message, Timestamp};
-use crm_sync_store::workflows::StoredWorkflow;
 use uuid::Uuid;
 
 use crate::judge::Change;
@@ -27,12 +26,19 @@ pub struct Topics {
     pub hydrations: String,
 }
 
-fn outcome_id(event: &CrmEvent, workflow: &StoredWorkflow) -> String {
-    Uuid::new_v5(
-        &OUTCOME_NAMESPACE,
-        format!("{}\u{1f}{}", event.event_id, workflow.id).as_bytes(),
-    )
-    .to_string()
+fn outcome_id(event_id: &str, workflow_id: &Uuid) -> String {
+    let mut name = Vec::with_capacity(event_id.len() + 1 + 36);
+    name.extend_from_slice(event_id.as_bytes());
+    name.push(0x1f);
+    name.extend_from_slice(text(workflow_id).as_bytes());
+    text(&Uuid::new_v5(&OUTCOME_NAMESPACE, &name))
+}
+
+/// A UUID's usual text, without going through `fmt`: several are written per outcome.
+fn text(id: &Uuid) -> String {
+    id.hyphenated()
+        .encode_lower(&mut Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// The CRM user, with the name and email the record's state has if it is the same user.
@@ -62,11 +68,11 @@ pub fn outcome(
         Change::Retracted { workflow, .. } => (*workflow, OutcomeKind::Retracted),
     };
     let mut outcome = WorkflowOutcome {
-        outcome_id: outcome_id(event, workflow),
+        outcome_id: outcome_id(&event.event_id, &workflow.id),
         event_id: event.event_id.clone(),
-        company_id: company_id.to_string(),
+        company_id: text(&company_id),
         integration_id: event.integration_id.clone(),
-        workflow_id: workflow.id.to_string(),
+        workflow_id: text(&workflow.id),
         object_type: event.object_type.clone(),
         record_id: event.record_id.clone(),
         activity_type: workflow.spec.activity_type.clone(),
@@ -155,4 +161,19 @@ pub fn message(
 
 pub fn encoded<M: Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_ids_stay_what_earlier_versions_made_them() {
+        // Replays after an upgrade must find the outcomes they already wrote.
+        let workflow = Uuid::parse_str("6a2f0b0e-1c1d-4e2f-8a3b-4c5d6e7f8091").unwrap();
+        assert_eq!(
+            outcome_id("evt-1", &workflow),
+            "7e45fbfb-c36c-5188-bb29-0e92c8bb435c"
+        );
+    }
 }

@@ -54,6 +54,8 @@ pub struct RecordStore {
     restoring: tokio::sync::Mutex<()>,
     wake: mpsc::UnboundedSender<i32>,
     memtable: u64,
+    /// Open keyspace handles by partition: looking one up by name costs a string and a lock.
+    keyspaces: Mutex<HashMap<i32, Keyspace>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,34 +89,41 @@ impl RecordStore {
             restoring: tokio::sync::Mutex::new(()),
             wake,
             memtable,
+            keyspaces: Mutex::new(HashMap::new()),
         };
         Ok((Arc::new(store), wakes))
     }
 
     fn keyspace(&self, partition: i32) -> Result<Keyspace, StoreError> {
-        Ok(self.db.keyspace(&format!("records-{partition}"), || {
+        if let Some(keyspace) = lock(&self.keyspaces).get(&partition) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self.db.keyspace(&format!("records-{partition}"), || {
             KeyspaceCreateOptions::default().max_memtable_size(self.memtable)
-        })?)
+        })?;
+        lock(&self.keyspaces).insert(partition, keyspace.clone());
+        Ok(keyspace)
     }
 
-    /// The record's state as of everything handled so far (staged changes included).
+    /// The record's state as of everything handled so far (staged changes included), decoded
+    /// from where its bytes are rather than a copy of them.
     pub fn get(&self, partition: i32, key: &[u8]) -> Result<Option<RecordState>, StoreError> {
-        let staged = self
-            .pending
-            .find_newest(|staged| staged.get(key).map(|(_, bytes)| bytes.clone()));
-        let bytes = match staged {
-            Some(bytes) => bytes,
-            None => match self.keyspace(partition)?.get(key)? {
-                Some(bytes) => bytes.to_vec(),
-                None => return Ok(None),
-            },
-        };
-        RecordState::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
+        let decode = |bytes: &[u8]| {
+            RecordState::decode(bytes).map_err(|source| StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 source,
             })
+        };
+        let staged = self
+            .pending
+            .find_newest(|staged| staged.get(key).map(|(_, bytes)| decode(bytes)));
+        if let Some(state) = staged {
+            return state.map(Some);
+        }
+        match self.keyspace(partition)?.get(key)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Stages a change of the open transaction.
@@ -149,17 +158,8 @@ impl RecordStore {
 
     fn write(&self, pending: Staged, next: &BTreeMap<i32, i64>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
-        let mut keyspaces: HashMap<i32, Keyspace> = HashMap::new();
         for (key, (partition, encoded)) in pending {
-            let keyspace = match keyspaces.get(&partition) {
-                Some(k) => k.clone(),
-                None => {
-                    let k = self.keyspace(partition)?;
-                    keyspaces.insert(partition, k.clone());
-                    k
-                }
-            };
-            batch.insert(&keyspace, key, encoded);
+            batch.insert(&self.keyspace(partition)?, key, encoded);
         }
         for (partition, offset) in next {
             batch.insert(
