@@ -8,7 +8,8 @@
 #      --count-statements: then restart it with every statement of the run's database logged
 #      (log_statement = all, set on that database only, as the postgres superuser: needs root)
 #      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
-#      directory holding built binaries to run instead of building them; CRM_SYNC_LOAD_PORT: the
+#      directory holding built binaries to run instead of building them (`raw_copy` among them
+#      for the `raw` variant); CRM_SYNC_LOAD_PORT: the
 #      first HTTP port of the replicas, default 18200, for two runs at once)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
@@ -61,6 +62,11 @@ done
 for v in $VARIANTS; do
   case ${v%%@*} in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
 done
+# A baseline from another build would make every ratio a comparison with the wrong thing.
+if [[ -n ${CRM_SYNC_BIN:-} && " $VARIANTS " == *" raw "* && ! -x $CRM_SYNC_BIN/raw_copy ]]; then
+  echo "variant raw: $CRM_SYNC_BIN/raw_copy is missing (copy target/release/examples/raw_copy of the same build there)" >&2
+  exit 2
+fi
 
 say() { printf '[load] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -380,8 +386,8 @@ run_raw() {
   say "variant raw: copying with $RECORDS_PER_EVENT records per event"
   # CRM_SYNC_BIN's copy when it holds one: a baseline built from other sources would not be
   # the one the variants are compared with.
-  local raw_copy=$CARGO_TARGET_DIR/release/examples/raw_copy
-  [[ -n ${CRM_SYNC_BIN:-} && -x $CRM_SYNC_BIN/raw_copy ]] && raw_copy=$CRM_SYNC_BIN/raw_copy
+  local raw_copy=$BIN/raw_copy
+  [[ -z ${CRM_SYNC_BIN:-} ]] && raw_copy=$CARGO_TARGET_DIR/release/examples/raw_copy
   line=$("$raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
     --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-raw" \
     --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250)
