@@ -144,15 +144,14 @@ impl<'e> Merged<'e> {
         value: &FieldValue,
         empty_before: bool,
     ) {
-        let sent = event.previous_fields.get(name).map(Cow::Borrowed);
+        // Only a field the event changes needs the previous value the event sent.
+        let sent = || event.previous_fields.get(name).map(Cow::Borrowed);
         match self.state.fields.get_mut(name) {
             Some(known) if older(t, known.set_at.as_ref()) => {}
             Some(known) => {
                 if known.value.as_ref() != Some(value) {
                     let stored = known.value.replace(value.clone());
-                    self.changes
-                        .entry(name)
-                        .or_insert(sent.or(stored.map(Cow::Owned)));
+                    self.changes.insert(name, sent().or(stored.map(Cow::Owned)));
                     self.changed = true;
                     self.dirty = true;
                 }
@@ -163,7 +162,7 @@ impl<'e> Merged<'e> {
             }
             None => {
                 let empty = empty_before.then_some(Cow::Borrowed(&NULL));
-                self.changes.insert(name, sent.or(empty));
+                self.changes.insert(name, sent().or(empty));
                 self.state.fields.insert(
                     name.to_owned(),
                     KnownField {
