@@ -63,6 +63,25 @@ async function signIn(page, token) {
   await expect(page.locator('#who-text')).not.toBeEmpty();
 }
 
+/// Waits until the evaluator judges events by the workflow `name` saved a moment ago: it learns
+/// of saved workflows asynchronously, so an event that overtakes that is judged without it. A
+/// probe record of its own, with a new amount each time, is reported until its trail names the
+/// workflow.
+async function untilEvaluatorJudgesBy(request, auth, companyId, name) {
+  const probe = '006000000000TP1AAA';
+  const trail = `${env('ADMIN_URL')}/admin/v1/companies/${companyId}/integrations/${env('INTEGRATION_ID')}/records/${probe}/trail`;
+  let round = 0;
+  await expect(async () => {
+    round += 1;
+    await postNotifications(request, [notification(`04l00000000TP${String(round).padStart(2, '0')}AAA`, probe, String(round))]);
+    await expect(async () => {
+      const got = await request.get(trail, { headers: auth });
+      expect(got.status()).toBe(200);
+      expect(JSON.stringify((await got.json()).events[0]?.decisions ?? [])).toContain(name);
+    }).toPass({ timeout: 3_000 });
+  }).toPass({ timeout: 60_000 });
+}
+
 /// Shows the record's trail until `text` is in it (the pipeline takes a moment).
 async function showTrailUntil(page, text, between) {
   const story = page.locator('#trail-story');
@@ -93,6 +112,7 @@ test('an admin finds why a deal did not count, fixes the workflow and sees the n
     },
   });
   expect(created.status()).toBe(201);
+  await untilEvaluatorJudgesBy(request, auth, companyId, 'Trail deals');
   await post(request, '04l00000000TR01AAA', '50');
 
   // "Why didn't this deal count?": the recent events offer the record; its trail says why.
