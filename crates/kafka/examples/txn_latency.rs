@@ -1,5 +1,6 @@
 //! Times Kafka transactions of N messages on a real broker: where does a commit's time go?
-//!   cargo run --release -p crm-sync-kafka --example txn_latency -- <brokers> <topic> [messages] [extra k=v…]
+//!   cargo run --release -p crm-sync-kafka --example txn_latency -- <brokers> <topic>[,<topic>…] [messages] [extra k=v…]
+//! PAUSE_MS waits that long between a commit and the next transaction.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let brokers = &args[1];
-    let topic = &args[2];
+    // One topic, or several separated by commas: each transaction then writes to all of them.
+    let topics: Vec<String> = args[2].split(',').map(str::to_owned).collect();
     let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(100);
     let mut config = ClientConfig::new();
     config
@@ -37,9 +39,12 @@ async fn main() {
         let (k, v) = kv.split_once('=').unwrap();
         config.set(k, v);
     }
+    if config.get("debug").is_some() {
+        config.set_log_level(RDKafkaLogLevel::Debug);
+    }
     crm_sync_kafka::admin::ensure_topics(
         &crm_sync_runtime::settings::KafkaSettings::for_brokers(brokers),
-        std::slice::from_ref(topic),
+        &topics,
         6,
     )
     .await
@@ -48,12 +53,19 @@ async fn main() {
         .create_with_context(Printing(Instant::now()))
         .unwrap();
     producer.init_transactions(Duration::from_secs(30)).unwrap();
+    // PAUSE_MS: idle time between a commit and the next transaction (a thin stream).
+    let pause: u64 = std::env::var("PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     for round in 0..15 {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         let t0 = Instant::now();
         producer.begin_transaction().unwrap();
         let mut futures = Vec::new();
         for i in 0..n {
             let key = format!("k{i}");
+            let topic = &topics[i % topics.len()];
             futures.push(
                 producer
                     .send_result(FutureRecord::to(topic).key(&key).payload("x"))
@@ -75,7 +87,7 @@ async fn main() {
         let t2 = Instant::now();
         println!("{:>10.3?} round {round}", std::time::Instant::now());
         println!(
-            "round {round}: enqueue {:?}, last delivery {:?}, commit {:?}, total {:?}",
+            "round {round}: enqueue {:?}, first delivery {:?}, deliveries and commit {:?}, total {:?}",
             t1 - t0,
             first.unwrap(),
             t2 - t1,
