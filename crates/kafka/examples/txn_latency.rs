@@ -1,6 +1,8 @@
 //! Times Kafka transactions of N messages on a real broker: where does a commit's time go?
 //!   cargo run --release -p crm-sync-kafka --example txn_latency -- <brokers> <topic>[,<topic>…] [messages] [extra k=v…]
-//! PAUSE_MS waits that long between a commit and the next transaction.
+//! PAUSE_MS waits that long between a commit and the next transaction, ROUNDS sets how many (15),
+//! SETTLE waits for librdkafka to release the delivered messages before committing (as the
+//! services do).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::{Duration, Instant};
 
@@ -58,7 +60,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    for round in 0..15 {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let t0 = Instant::now();
         producer.begin_transaction().unwrap();
@@ -79,6 +85,12 @@ async fn main() {
             let _ = f.await;
             first.get_or_insert(t1.elapsed());
         }
+        let last = t1.elapsed();
+        if std::env::var("SETTLE").is_ok() {
+            while producer.in_flight_count() > 0 {
+                tokio::task::yield_now().await;
+            }
+        }
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
             .await
@@ -87,9 +99,10 @@ async fn main() {
         let t2 = Instant::now();
         println!("{:>10.3?} round {round}", std::time::Instant::now());
         println!(
-            "round {round}: enqueue {:?}, first delivery {:?}, deliveries and commit {:?}, total {:?}",
+            "round {round}: enqueue {:?}, first delivery {:?}, last delivery {:?}, deliveries and commit {:?}, total {:?}",
             t1 - t0,
             first.unwrap(),
+            last,
             t2 - t1,
             t2 - t0
         );

@@ -39,7 +39,6 @@ const MAX_MESSAGES_PER_TRANSACTION: usize = 5_000;
 const GATHER: Duration = Duration::from_millis(3);
 /// Requests waiting for the committer at most; beyond it requests wait to be queued.
 const QUEUE_DEPTH: usize = 1_024;
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicPublishError {
@@ -394,9 +393,7 @@ async fn write(
     let committed = match failed {
         Some(reason) => Err((TxnError::Abortable, reason)),
         None => producer
-            .retrying("commit_transaction", || {
-                |p: FutureProducer| p.commit_transaction(CALL_TIMEOUT)
-            })
+            .commit_delivered()
             .await
             .map_err(|kind| (kind, "commit_transaction failed".to_owned())),
     };
