@@ -186,6 +186,11 @@ async fn main() {
         for delivery in deliveries {
             delivery.await.expect("delivery").expect("delivered");
         }
+        // As the evaluator does: commit only once librdkafka released the delivered messages,
+        // or its flush before the commit polls for 100 ms.
+        while producer.in_flight_count() > 0 {
+            tokio::task::yield_now().await;
+        }
         let mut tpl = TopicPartitionList::new();
         for (partition, next) in offsets {
             tpl.add_partition_offset(&a.from, partition, Offset::Offset(next))

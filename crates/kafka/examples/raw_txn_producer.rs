@@ -63,6 +63,11 @@ async fn main() {
                     for d in deliveries {
                         d.await.unwrap().unwrap();
                     }
+                    // As the services do: commit only once librdkafka released the delivered
+                    // messages, or its flush before the commit polls for 100 ms.
+                    while producer.in_flight_count() > 0 {
+                        tokio::task::yield_now().await;
+                    }
                     let p = producer.clone();
                     tokio::task::spawn_blocking(move || {
                         p.commit_transaction(Duration::from_secs(30))
