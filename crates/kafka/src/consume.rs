@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -36,6 +36,15 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// worker never waits for a batch to fill: a lone message is handled at once.
     fn max_batch(&self) -> usize {
         1
+    }
+
+    /// How many partitions may handle a batch smaller than [`MessageHandler::max_batch`] at the
+    /// same time; None (the default): every partition at once. A partition over the limit
+    /// waits for another's batch to finish, and takes what arrived meanwhile into its own: a
+    /// steady stream then costs fewer, larger batches instead of one small one per partition
+    /// at once. A full batch (a backlog) never waits, so a backlog keeps every partition busy.
+    fn concurrent_partial_batches(&self) -> Option<usize> {
+        None
     }
 
     /// Handles consecutive messages of one partition, in order; `Ok` means the effects of all of
@@ -165,6 +174,8 @@ struct Shared<H> {
     handler: Arc<H>,
     dead_letters: Publisher,
     health: LoopHealth,
+    /// Turns for partial batches (see [`MessageHandler::concurrent_partial_batches`]).
+    partial_turns: Option<Arc<Semaphore>>,
 }
 
 struct Worker {
@@ -178,12 +189,17 @@ struct Worker {
 /// after its handler finished (or it was dead-lettered). On shutdown, intake stops, each worker
 /// finishes the message in hand, and the stored offsets are committed.
 pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> anyhow::Result<()> {
+    let partial_turns = l
+        .handler
+        .concurrent_partial_batches()
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let shared = Arc::new(Shared {
         service: l.service,
         consumer: l.consumer.clone(),
         handler: l.handler,
         dead_letters: l.dead_letters,
         health: l.health,
+        partial_turns,
     });
     let registry = l.consumer.context().workers().clone();
     let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
@@ -281,14 +297,19 @@ async fn partition_worker<H: MessageHandler + 'static>(
         batch.clear();
         batch.push(message);
         // Only what is already buffered: batching must never add latency to a lone message.
-        while batch.len() < max_batch {
-            match inbox.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
-            }
-        }
+        take_buffered(&mut inbox, &mut batch, max_batch);
+        let Some(mut turn) = partial_turn(&shared, &mut inbox, &mut batch, max_batch, &stop).await
+        else {
+            // Stopped while waiting: the batch's offsets stay unstored, its next owner replays it.
+            break;
+        };
         record_delay(&batch);
-        let done = if batch.len() > 1 && process_batch(&shared, &batch).await {
+        let batched = batch.len() > 1 && process_batch(&shared, &batch).await;
+        if batch.len() > 1 {
+            // A failed batch is retried one by one below, on its own time, not on a turn.
+            turn = None;
+        }
+        let done = if batched {
             store_offset(&shared, &batch[batch.len() - 1]);
             true
         } else {
@@ -303,12 +324,50 @@ async fn partition_worker<H: MessageHandler + 'static>(
             }
             done
         };
+        drop(turn);
         set_idle(true);
         if !done {
             break;
         }
     }
     set_idle(true);
+}
+
+/// Moves what the partition's buffer already holds into the batch, up to `max_batch`.
+fn take_buffered(
+    inbox: &mut mpsc::Receiver<OwnedMessage>,
+    batch: &mut Vec<OwnedMessage>,
+    max_batch: usize,
+) {
+    while batch.len() < max_batch {
+        match inbox.try_recv() {
+            Ok(message) => batch.push(message),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A partial batch waits for its turn when the handler limits them, then takes what arrived
+/// meanwhile. `Some(None)`: no turn needed (a full batch, or no limit); None: stopped while
+/// waiting.
+async fn partial_turn<H>(
+    shared: &Shared<H>,
+    inbox: &mut mpsc::Receiver<OwnedMessage>,
+    batch: &mut Vec<OwnedMessage>,
+    max_batch: usize,
+    stop: &CancellationToken,
+) -> Option<Option<OwnedSemaphorePermit>> {
+    let turns = match &shared.partial_turns {
+        Some(turns) if batch.len() < max_batch => turns.clone(),
+        _ => return Some(None),
+    };
+    let turn = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return None,
+        turn = turns.acquire_owned() => turn.ok(),
+    };
+    take_buffered(inbox, batch, max_batch);
+    Some(turn)
 }
 
 /// How long each message waited, from its record timestamp (when its producer created it) to its

@@ -33,6 +33,8 @@ pub struct Provisioner {
     /// Looks CRM users up (name, email) before an account is created for them; None without
     /// `secrets.encryption_key`.
     pub directory: Option<std::sync::Arc<crate::directory::Directory>>,
+    /// `provisioner.concurrent_batches`; None: no limit.
+    pub concurrent_batches: Option<usize>,
 }
 
 impl MessageHandler for Provisioner {
@@ -48,6 +50,10 @@ impl MessageHandler for Provisioner {
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn concurrent_partial_batches(&self) -> Option<usize> {
+        self.concurrent_batches
     }
 
     async fn handle_batch(&self, items: &[BatchItem<'_>]) -> Result<(), Failure> {

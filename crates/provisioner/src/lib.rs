@@ -67,6 +67,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         outbox,
         activities_topic: settings.topics.activities.clone(),
         users_topic: settings.topics.users.clone(),
+        concurrent_batches: Some(settings.provisioner.concurrent_batches).filter(|n| *n > 0),
     };
     spawn_background(&mut service, &handler, &settings);
     let topic = settings.topics.matches.clone();

@@ -6,6 +6,7 @@ pub mod metric_definitions;
 pub mod ops;
 pub mod pull_settings;
 pub mod refusal;
+pub mod section_settings;
 pub mod security;
 pub mod server;
 pub mod service;

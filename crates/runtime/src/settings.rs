@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use crate::pull_settings::PullSettings;
+pub use crate::section_settings::{ProvisionerSettings, TrailSettings};
 pub use crate::security::{LibrdkafkaOptions, PgSslMode, SaslMechanism, SecurityProtocol};
 
 /// Everything a crm-sync service can be configured with. Services read the sections they need.
@@ -31,6 +32,9 @@ pub struct Settings {
     /// The record trail the evaluator keeps; every key has a default.
     #[serde(default)]
     pub trail: TrailSettings,
+    /// How the provisioner writes to the database; every key has a default.
+    #[serde(default)]
+    pub provisioner: ProvisionerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,33 +273,6 @@ pub struct EvaluatorSettings {
     /// A record whose fields the workflows need but that were never seen is asked for from its
     /// CRM (hydration) at most once per this interval.
     pub hydration_interval_secs: u64,
-}
-
-/// The record trail: each event's workflow decisions, kept for admins to read ("why didn't
-/// this deal count?"). Diagnostics: written off the evaluator's consume loop, and dropped
-/// (counted in `crm_sync_trail_dropped_total`) rather than slowing it down.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrailSettings {
-    /// Off: the evaluator records no trail (nothing new to read; expiry still runs).
-    pub enabled: bool,
-    /// Days a trail entry is kept.
-    pub retention_days: u32,
-    /// Events waiting to be written at most; beyond it, new entries are dropped.
-    pub queue_capacity: usize,
-    /// How often entries older than `retention_days` are deleted.
-    pub expiry_interval_secs: u64,
-}
-
-impl Default for TrailSettings {
-    fn default() -> Self {
-        TrailSettings {
-            enabled: true,
-            retention_days: 14,
-            queue_capacity: 50_000,
-            expiry_interval_secs: 3_600,
-        }
-    }
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted

@@ -150,6 +150,7 @@ fn the_pull_section_has_defaults_and_names_bad_keys() {
 fn the_record_store_memory_defaults_to_its_minimum_and_less_is_refused_naming_the_key() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.evaluator.state_memory_mib, 8);
+    assert_eq!(s.provisioner.concurrent_batches, 2);
     let err = Settings::load_from(
         SVC,
         None,
@@ -175,4 +176,23 @@ fn services_keep_two_database_connections_and_more_than_the_pool_is_refused_nami
     .unwrap_err()
     .to_string();
     assert!(err.contains("database.min_connections"), "{err}");
+}
+
+#[test]
+fn the_provisioner_section_is_optional_and_refuses_unknown_keys() {
+    let s = Settings::load_from(
+        SVC,
+        None,
+        env(&[("CRM_SYNC__PROVISIONER__CONCURRENT_BATCHES", "0")]),
+    )
+    .unwrap();
+    assert_eq!(s.provisioner.concurrent_batches, 0, "0: no limit");
+    let err = Settings::load_from(
+        SVC,
+        None,
+        env(&[("CRM_SYNC__PROVISIONER__CONCURRENT_BATCHS", "1")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("concurrent_batchs"), "{err}");
 }
