@@ -123,7 +123,9 @@ pub async fn fetch_leftovers(
 }
 
 /// Forgets messages Kafka acknowledged, through the primary key whatever the table's statistics
-/// (see the migration that made `outbox_delete`).
+/// (see the migration that made `outbox_delete`). Its commit does not wait for the disk (a lost
+/// delete only publishes again), so it must run in a transaction of its own, never inside one
+/// whose writes must be durable.
 pub async fn delete<'e>(db: impl sqlx::PgExecutor<'e>, ids: &[i64]) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
