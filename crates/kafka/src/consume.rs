@@ -1,6 +1,8 @@
 //! The at-least-once consume loop: a message's offset is stored only after its handler finished
 //! (effects durable) or it was dead-lettered; transient failures are retried, never skipped.
-//! Partitions are processed in parallel, each in order, by one worker task per partition.
+//! Partitions are processed in parallel, each in order, by one worker task per partition; a
+//! handler may limit how many of them handle a partial batch at once, so that a steady stream
+//! makes fewer, larger batches (see [`MessageHandler::concurrent_partial_batches`]).
 
 use std::collections::HashMap;
 use std::future::Future;
