@@ -2,12 +2,13 @@
 //! local store and how much memory the evaluator process holds meanwhile.
 //!
 //!   cargo run --release -p crm-sync-workflow-evaluator --example state_bench -- produce 5000000
-//!   cargo run --release -p crm-sync-workflow-evaluator --example state_bench -- restore <topic>
+//!   cargo run --release -p crm-sync-workflow-evaluator --example state_bench -- restore <topic> [MiB]
 //!
 //! `produce` writes N realistic record states (a HubSpot deal: ten fields, an owner, one match)
 //! to a new compacted single-partition topic and prints its name; `restore` restores that topic
 //! into a fresh local store (the evaluator's own code path) in a separate process, so the figure
-//! is the restore's alone, and prints records/s and the peak RSS.
+//! is the restore's alone, and prints records/s and the peak RSS. `MiB` is the store's memory
+//! budget (`evaluator.state_memory_mib`), 64 unless given.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -148,7 +149,7 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn restore(topic: &str) {
+async fn restore(topic: &str, memory_mib: u64) {
     let dir = std::env::temp_dir().join(format!("state-bench-{}", std::process::id()));
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers());
@@ -156,7 +157,8 @@ async fn restore(topic: &str) {
         config,
         topic: topic.to_owned(),
     };
-    let (store, _wakes) = RecordStore::open(&dir, 64 * 1024 * 1024, source, "input").unwrap();
+    let (store, _wakes) =
+        RecordStore::open(&dir, memory_mib * 1024 * 1024, source, "input").unwrap();
     let started = Instant::now();
     store.ready(0).await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
@@ -189,7 +191,12 @@ async fn main() {
             )
             .await
         }
-        Some("restore") => restore(args.get(2).expect("restore <topic>")).await,
-        _ => eprintln!("usage: state_bench produce N | restore TOPIC"),
+        Some("restore") => {
+            let memory_mib = args
+                .get(3)
+                .map_or(64, |m| m.parse().expect("MiB: a number"));
+            restore(args.get(2).expect("restore <topic>"), memory_mib).await
+        }
+        _ => eprintln!("usage: state_bench produce N | restore TOPIC [MiB]"),
     }
 }
