@@ -12,6 +12,7 @@ pub mod metric_definitions;
 pub mod outputs;
 pub mod record;
 pub mod restore;
+mod rotation;
 pub mod snapshot;
 mod staging;
 pub mod store;

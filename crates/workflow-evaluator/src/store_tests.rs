@@ -1,0 +1,59 @@
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+
+use super::*;
+
+fn open_store(name: &str) -> (Arc<RecordStore>, std::path::PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("crm-sync-store-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let source = Source {
+        config: ClientConfig::new(),
+        topic: "records".into(),
+    };
+    // A budget of 8 MiB: 1 MiB memtables, fjall's own limit at 2 MiB.
+    let (store, _wakes) = RecordStore::open(&dir, 8 * 1024 * 1024, source, "events").unwrap();
+    (store, dir)
+}
+
+fn state(id: &str) -> RecordState {
+    RecordState {
+        record_id: id.to_owned(),
+        object_type: "x".repeat(4096),
+        ..Default::default()
+    }
+}
+
+/// Commits `n` transactions of 16 states of about 4 KiB each to partition 0.
+fn commit_states(store: &RecordStore, n: usize) {
+    for t in 0..n {
+        for i in 0..16 {
+            let id = format!("{t}-{i}");
+            let key = format!("integration/Deal/{id}").into_bytes();
+            store.stage(0, key, state(&id).encode_to_vec());
+        }
+        store.seal();
+        store.commit(&[], "records");
+    }
+}
+
+#[test]
+fn a_full_memtable_is_flushed_without_waiting_for_fjall_to_rotate_it() {
+    let (store, dir) = open_store("rotate");
+    // 20 commits of 64 KiB: 1.3 MiB, over the store's 1 MiB and under fjall's 2 MiB.
+    commit_states(&store, 20);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.db.write_buffer_size() > 512 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes still unflushed: the full memtable was not rotated",
+            store.db.write_buffer_size()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = store.get(0, b"integration/Deal/0-0").unwrap();
+    assert_eq!(read, Some(state("0-0")), "a flushed state reads back");
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
