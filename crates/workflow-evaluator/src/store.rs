@@ -184,7 +184,8 @@ impl RecordStore {
     }
 
     /// Counts what was written to the partition's memtable, and rotates it once full (fjall then
-    /// flushes it in the background).
+    /// flushes it in the background). `rotate_memtable` is what fjall's worker itself calls;
+    /// public, though hidden from fjall's docs (hence the `~` on its version).
     fn rotate_if_full(&self, partition: i32, bytes: u64) -> Result<(), StoreError> {
         if self.rotations.wrote(partition, bytes) {
             self.keyspace(partition)?.rotate_memtable()?;
