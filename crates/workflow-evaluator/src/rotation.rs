@@ -4,7 +4,7 @@
 //! fjall asks its workers to rotate a full memtable on every write to it until one of them
 //! does, through a channel of 1,000 that the workers also send flush orders to, blocking. With
 //! two workers the first re-queues every compaction order while the second compacts, and spins
-//! doing so: half of fjall's CPU in a backlog, a sixth of the evaluator's. The store runs one
+//! doing so: half of fjall's CPU in a backlog, a tenth of the evaluator's. The store runs one
 //! worker; while it compacts, those requests would pile up, one per commit, and a full channel
 //! would block the worker for good. Rotated here, a memtable is over its size for one commit
 //! at most (fjall's own limit is set above this one), so the requests stay few whatever the

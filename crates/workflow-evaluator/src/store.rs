@@ -178,7 +178,7 @@ impl RecordStore {
         }
         batch.commit()?;
         for (partition, bytes) in sizes {
-            self.rotate_if_full(partition, bytes)?;
+            self.rotate_if_full(&self.keyspace(partition)?, partition, bytes)?;
         }
         Ok(())
     }
@@ -186,9 +186,14 @@ impl RecordStore {
     /// Counts what was written to the partition's memtable, and rotates it once full (fjall then
     /// flushes it in the background). `rotate_memtable` is what fjall's worker itself calls;
     /// public, though hidden from fjall's docs (hence the `~` on its version).
-    fn rotate_if_full(&self, partition: i32, bytes: u64) -> Result<(), StoreError> {
+    fn rotate_if_full(
+        &self,
+        keyspace: &Keyspace,
+        partition: i32,
+        bytes: u64,
+    ) -> Result<(), fjall::Error> {
         if self.rotations.wrote(partition, bytes) {
-            self.keyspace(partition)?.rotate_memtable()?;
+            keyspace.rotate_memtable()?;
         }
         Ok(())
     }
@@ -279,9 +284,7 @@ impl RecordStore {
                 next.to_be_bytes(),
             );
             batch.commit()?;
-            if self.rotations.wrote(partition, bytes) {
-                keyspace.rotate_memtable()?;
-            }
+            self.rotate_if_full(&keyspace, partition, bytes)?;
             self.wait_for_flushes();
             Ok::<(), fjall::Error>(())
         };
