@@ -37,6 +37,11 @@ impl Rotations {
         }
     }
 
+    /// A full memtable's size.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// The size fjall gives the memtables themselves: above this limit, so that its own
     /// rotation requests are rare.
     pub fn fjall_limit(&self) -> u64 {

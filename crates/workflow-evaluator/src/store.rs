@@ -54,7 +54,7 @@ pub struct RecordStore {
     /// One restore at a time: they share the disk and the broker connection.
     restoring: tokio::sync::Mutex<()>,
     wake: mpsc::UnboundedSender<i32>,
-    memtable: u64,
+    /// When each partition's memtable is full, and how full it is.
     rotations: Rotations,
     /// Open keyspace handles by partition: looking one up by name costs a string and a lock.
     keyspaces: Mutex<HashMap<i32, Keyspace>>,
@@ -93,7 +93,6 @@ impl RecordStore {
             pending: Generations::default(),
             restoring: tokio::sync::Mutex::new(()),
             wake,
-            memtable,
             rotations: Rotations::new(memtable),
             keyspaces: Mutex::new(HashMap::new()),
         };
@@ -301,7 +300,7 @@ impl RecordStore {
     /// stalled worker cannot hold the restore for good.
     fn wait_for_flushes(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.db.write_buffer_size() > 4 * self.memtable
+        while self.db.write_buffer_size() > 4 * self.rotations.limit()
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(2));
