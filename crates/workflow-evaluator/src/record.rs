@@ -119,9 +119,7 @@ pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged<'_> {
         new_record,
     };
     let t = event_time(event);
-    for (name, value) in &event.fields {
-        merged.field(event, &t, name, value, empty_before);
-    }
+    merged.fields(event, &t, empty_before);
     merge_owner(&mut merged, event, &t);
     merge_flags(&mut merged, event, &t);
     let state = &mut merged.state;
@@ -136,43 +134,49 @@ pub fn merge(prior: Option<RecordState>, event: &CrmEvent) -> Merged<'_> {
 }
 
 impl<'e> Merged<'e> {
-    fn field(
-        &mut self,
-        event: &'e CrmEvent,
-        t: &Timestamp,
-        name: &'e str,
-        value: &FieldValue,
-        empty_before: bool,
-    ) {
-        // Only a field the event changes needs the previous value the event sent.
-        let sent = || event.previous_fields.get(name).map(Cow::Borrowed);
-        match self.state.fields.get_mut(name) {
-            Some(known) if older(t, known.set_at.as_ref()) => {}
-            Some(known) => {
-                if known.value.as_ref() != Some(value) {
-                    let stored = known.value.replace(value.clone());
-                    self.changes.insert(name, sent().or(stored.map(Cow::Owned)));
-                    self.changed = true;
-                    self.dirty = true;
+    /// Merges the event's fields, which come in key order: the changes and the fields new to
+    /// the record are collected in that order and built in bulk, rather than searched for and
+    /// inserted one by one into ordered maps (an event of 25 fields spent 400 string
+    /// comparisons on that).
+    fn fields(&mut self, event: &'e CrmEvent, t: &Timestamp, empty_before: bool) {
+        let mut changes = Vec::new();
+        let mut added = Vec::new();
+        for (name, value) in &event.fields {
+            // Only a field the event changes needs the previous value the event sent.
+            let sent = || event.previous_fields.get(name).map(Cow::Borrowed);
+            match self.state.fields.get_mut(name) {
+                Some(known) if older(t, known.set_at.as_ref()) => {}
+                Some(known) => {
+                    if known.value.as_ref() != Some(value) {
+                        let stored = known.value.replace(value.clone());
+                        changes.push((name.as_str(), sent().or(stored.map(Cow::Owned))));
+                    }
+                    if known.set_at.as_ref() != Some(t) {
+                        known.set_at = Some(*t);
+                        self.dirty = true;
+                    }
                 }
-                if known.set_at.as_ref() != Some(t) {
-                    known.set_at = Some(*t);
-                    self.dirty = true;
-                }
-            }
-            None => {
-                let empty = empty_before.then_some(Cow::Borrowed(&NULL));
-                self.changes.insert(name, sent().or(empty));
-                self.state.fields.insert(
-                    name.to_owned(),
-                    KnownField {
+                None => {
+                    let empty = empty_before.then_some(Cow::Borrowed(&NULL));
+                    changes.push((name.as_str(), sent().or(empty)));
+                    let field = KnownField {
                         value: Some(value.clone()),
                         set_at: Some(*t),
-                    },
-                );
-                self.changed = true;
-                self.dirty = true;
+                    };
+                    added.push((name.clone(), field));
+                }
             }
+        }
+        if !changes.is_empty() {
+            self.changed = true;
+            self.dirty = true;
+            self.changes = changes.into_iter().collect();
+        }
+        // A record's first event builds its map in bulk; later ones rarely add a field.
+        if self.state.fields.is_empty() {
+            self.state.fields = added.into_iter().collect();
+        } else {
+            self.state.fields.extend(added);
         }
     }
 }
