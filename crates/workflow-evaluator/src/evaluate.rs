@@ -185,13 +185,11 @@ impl Evaluator {
             self.trail.stage(entry);
             return Ok((Vec::new(), state));
         }
-        let (fields, previous) = (
-            record::Current(&state),
-            record::Before {
-                state: &state,
-                changes: &changes,
-            },
-        );
+        let fields = record::Current::new(&state);
+        let previous = record::Before {
+            current: &fields,
+            changes: &changes,
+        };
         let view = RecordView {
             object_type: &event.object_type,
             change: event.change_type(),
