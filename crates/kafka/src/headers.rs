@@ -20,8 +20,12 @@ pub const DLQ_TIME: &str = "crm-sync-dlq-time";
 struct HeaderInjector<'a>(&'a mut Vec<(String, String)>);
 
 impl Injector for HeaderInjector<'_> {
+    /// An empty value (the propagator writes `tracestate` even when there is none) is left
+    /// out: a header on every output record, for nothing.
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_owned(), value));
+        if !value.is_empty() {
+            self.0.push((key.to_owned(), value));
+        }
     }
 }
 
@@ -91,4 +95,36 @@ pub fn adopt_trace_context(span: &tracing::Span, pairs: &[(String, String)]) {
         return;
     }
     let _ = span.set_parent(parent);
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::HeaderInjector;
+
+    fn injected(state: TraceState) -> Vec<String> {
+        let remote = SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(9u64),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        let context = opentelemetry::Context::new().with_remote_span_context(remote);
+        let mut pairs = Vec::new();
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut pairs));
+        pairs.into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn a_trace_without_state_writes_only_its_traceparent() {
+        assert_eq!(injected(TraceState::default()), ["traceparent"]);
+        let state = TraceState::from_key_value([("vendor", "x")]).unwrap();
+        assert_eq!(injected(state), ["traceparent", "tracestate"]);
+    }
 }
