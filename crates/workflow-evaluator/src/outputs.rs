@@ -26,12 +26,27 @@ pub struct Topics {
     pub hydrations: String,
 }
 
-fn outcome_id(event_id: &str, workflow_id: &Uuid) -> String {
-    let mut name = Vec::with_capacity(event_id.len() + 1 + 36);
-    name.extend_from_slice(event_id.as_bytes());
-    name.push(0x1f);
-    name.extend_from_slice(text(workflow_id).as_bytes());
-    text(&Uuid::new_v5(&OUTCOME_NAMESPACE, &name))
+fn outcome_id(event_id: &str, workflow_id: &str) -> String {
+    text(&v5(
+        &OUTCOME_NAMESPACE,
+        &[event_id.as_bytes(), b"\x1f", workflow_id.as_bytes()],
+    ))
+}
+
+/// `Uuid::new_v5` of the concatenated `name`, hashed by the `sha1` crate, which uses the CPU's
+/// SHA instructions where it has them: the portable SHA-1 behind `new_v5` was 3.5 % of the
+/// evaluator's instructions (one id per outcome).
+fn v5(namespace: &Uuid, name: &[&[u8]]) -> Uuid {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(namespace.as_bytes());
+    for part in name {
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// A UUID's usual text, without going through `fmt`: several are written per outcome.
@@ -67,12 +82,13 @@ pub fn outcome(
         Change::Matched { workflow, .. } => (*workflow, OutcomeKind::Matched),
         Change::Retracted { workflow, .. } => (*workflow, OutcomeKind::Retracted),
     };
+    let workflow_id = text(&workflow.id);
     let mut outcome = WorkflowOutcome {
-        outcome_id: outcome_id(&event.event_id, &workflow.id),
+        outcome_id: outcome_id(&event.event_id, &workflow_id),
         event_id: event.event_id.clone(),
         company_id: text(&company_id),
         integration_id: event.integration_id.clone(),
-        workflow_id: text(&workflow.id),
+        workflow_id,
         object_type: event.object_type.clone(),
         record_id: event.record_id.clone(),
         activity_type: workflow.spec.activity_type.clone(),
@@ -124,11 +140,10 @@ pub fn hydration_request(
     now: Timestamp,
 ) -> HydrationRequest {
     let mut request = HydrationRequest {
-        request_id: Uuid::new_v5(
+        request_id: text(&v5(
             &HYDRATION_NAMESPACE,
-            format!("{key}\u{1f}{}", event.event_id).as_bytes(),
-        )
-        .to_string(),
+            &[key.as_bytes(), b"\x1f", event.event_id.as_bytes()],
+        )),
         integration_id: event.integration_id.clone(),
         object_type: event.object_type.clone(),
         record_id: event.record_id.clone(),
@@ -168,11 +183,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ids_are_the_name_based_uuids_of_the_concatenated_name() {
+        let long = "x".repeat(150);
+        for parts in [
+            vec![],
+            vec!["a"],
+            vec!["evt-1", "\u{1f}", "w"],
+            vec![&long[..], "y"],
+        ] {
+            let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            assert_eq!(
+                v5(&HYDRATION_NAMESPACE, &bytes),
+                Uuid::new_v5(&HYDRATION_NAMESPACE, parts.concat().as_bytes()),
+                "{parts:?}"
+            );
+        }
+    }
+
+    #[test]
     fn outcome_ids_stay_what_earlier_versions_made_them() {
         // Replays after an upgrade must find the outcomes they already wrote.
         let workflow = Uuid::parse_str("6a2f0b0e-1c1d-4e2f-8a3b-4c5d6e7f8091").unwrap();
         assert_eq!(
-            outcome_id("evt-1", &workflow),
+            outcome_id("evt-1", &text(&workflow)),
             "7e45fbfb-c36c-5188-bb29-0e92c8bb435c"
         );
     }
