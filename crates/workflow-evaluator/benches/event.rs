@@ -14,7 +14,7 @@ use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, RecordState};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Condition, Previous, Record, RecordView, Trigger, WorkflowSpec};
+use crm_sync_workflow::{Condition, Record, RecordView, Trigger, WorkflowSpec};
 use crm_sync_workflow_evaluator::judge::judge;
 use crm_sync_workflow_evaluator::outputs;
 use crm_sync_workflow_evaluator::record::{self, Before, Current};
@@ -160,11 +160,7 @@ fn handle(
         change: event.change_type(),
         record: Record {
             fields: &current,
-            previous: if merged.new_record {
-                Previous::Nothing
-            } else {
-                Previous::Sent(&before)
-            },
+            previous: record::previous(&event, merged.new_record, &before),
         },
         owner: state.owner.as_ref(),
     };

@@ -10,7 +10,7 @@ use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
 use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Previous, Record, RecordView};
+use crm_sync_workflow::{Record, RecordView};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -195,11 +195,7 @@ impl Evaluator {
             change: event.change_type(),
             record: Record {
                 fields: &fields,
-                previous: match event.change_type() {
-                    ChangeType::Created if merged.new_record => Previous::Nothing,
-                    ChangeType::Deleted => Previous::Unknown,
-                    _ => Previous::Sent(&previous),
-                },
+                previous: record::previous(event, merged.new_record, &previous),
             },
             owner: state.owner.as_ref(),
         };

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, KnownField, RecordState};
-use crm_sync_workflow::FieldLookup;
+use crm_sync_workflow::{FieldLookup, Previous};
 
 /// What a merge changed: each field the event changed, with what it was before (the previous
 /// value the event sent, else the stored one; `None` when unknown). A field not here was before
@@ -88,6 +88,16 @@ impl FieldLookup for Before<'_> {
             None => self.current.stored(name),
         };
         before.or(self.current.state.complete.then_some(&NULL))
+    }
+}
+
+/// What the workflows know of the record's values before `event`: nothing for a record the event
+/// created, nothing at all for a delete, else what the merge says they were.
+pub fn previous<'a>(event: &CrmEvent, new_record: bool, before: &'a Before<'a>) -> Previous<'a> {
+    match event.change_type() {
+        ChangeType::Created if new_record => Previous::Nothing,
+        ChangeType::Deleted => Previous::Unknown,
+        _ => Previous::Sent(before),
     }
 }
 
