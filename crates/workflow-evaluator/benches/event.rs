@@ -168,7 +168,11 @@ fn handle(
     let written: usize = judgement
         .changes
         .iter()
-        .map(|change| outputs::outcome(&event, &state, Uuid::from_u128(1), change).encoded_len())
+        .map(|change| {
+            outputs::outcome(&event, &state, Uuid::from_u128(1), change)
+                .encode_to_vec()
+                .len()
+        })
         .sum();
     state.matches = judgement.matches;
     (written, state.encode_to_vec())
