@@ -14,6 +14,7 @@ pub mod v1 {
 pub use prost_types::Timestamp;
 
 pub mod announce;
+pub mod view;
 
 const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crm_sync_descriptor.bin"));
 

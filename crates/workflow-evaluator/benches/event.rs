@@ -146,9 +146,10 @@ fn handle(
     payload: &[u8],
     stored: Option<&[u8]>,
 ) -> (usize, Vec<u8>) {
-    let event = CrmEvent::decode(payload).unwrap();
+    let view = crm_sync_proto::view::decode_event(payload).unwrap();
+    let event = view.event;
     let prior = stored.map(|bytes| RecordState::decode(bytes).unwrap());
-    let merged = record::merge(prior, &event);
+    let merged = record::merge(prior, &event, &view.fields);
     let (mut state, changes) = (merged.state, merged.changes);
     let current = Current::new(&state);
     let before = Before {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
 use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
+use crm_sync_proto::view::{EventView, decode_event};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Record, RecordView};
@@ -36,9 +37,10 @@ pub struct Evaluator {
 
 impl TransactionalHandler for Evaluator {
     async fn handle(&self, message: &Incoming<'_>) -> Result<Vec<OutgoingMessage>, Failure> {
-        let event = CrmEvent::decode(message.payload.unwrap_or_default()).map_err(|e| {
-            Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}"))
-        })?;
+        let EventView { event, fields } = decode_event(message.payload.unwrap_or_default())
+            .map_err(|e| {
+                Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}"))
+            })?;
         let integration_id = Uuid::parse_str(&event.integration_id).map_err(|_| {
             Failure::permanent(
                 "unknown_integration",
@@ -63,7 +65,7 @@ impl TransactionalHandler for Evaluator {
             .get(partition, key.as_bytes())
             .map_err(Failure::transient)?;
         let before = crate::fixed::before(&event, &prior);
-        let merged = record::merge(prior, &event);
+        let merged = record::merge(prior, &event, &fields);
         let entry = self.trail.entry(&event, (integration_id, company_id));
         if !merged.dirty {
             self.counts.event("unchanged");

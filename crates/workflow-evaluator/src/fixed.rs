@@ -96,7 +96,7 @@ mod tests {
     use crm_sync_proto::v1::{ChangeType, FieldValue};
 
     use super::*;
-    use crate::record::merge;
+    use crate::record::merge_event as merge;
 
     fn event(at: i64, fields: &[(&str, &str)], pulled: bool) -> CrmEvent {
         let mut e = CrmEvent {

@@ -1,3 +1,4 @@
+use super::merge_event as merge;
 use super::*;
 use crm_sync_proto::v1::field_value::Kind;
 

@@ -1,0 +1,218 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::v1::{ChangeType, CrmUser};
+
+fn text(s: &str) -> FieldValue {
+    FieldValue {
+        kind: Some(Kind::Text(s.to_owned())),
+    }
+}
+
+fn number(s: &str) -> FieldValue {
+    FieldValue {
+        kind: Some(Kind::Number(s.to_owned())),
+    }
+}
+
+/// `number` as a length-delimited field of `payload`.
+fn len_field(number: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(number < 16 && payload.len() < 128);
+    let mut out = vec![(number << 3) | 2, payload.len() as u8];
+    out.extend_from_slice(payload);
+    out
+}
+
+fn entry(name: &str, value: &FieldValue) -> Vec<u8> {
+    let mut e = len_field(1, name.as_bytes());
+    e.extend(len_field(2, &value.encode_to_vec()));
+    len_field(7, &e)
+}
+
+fn event() -> CrmEvent {
+    CrmEvent {
+        event_id: "e-1".into(),
+        integration_id: "i-1".into(),
+        crm: 1,
+        object_type: "Opportunity".into(),
+        record_id: "006A".into(),
+        change_type: ChangeType::Updated as i32,
+        fields: [
+            ("Amount", number("1200.50")),
+            (
+                "IsWon",
+                FieldValue {
+                    kind: Some(Kind::Boolean(true)),
+                },
+            ),
+            ("Name", text("Acme — 40 licenses")),
+            (
+                "NextStep",
+                FieldValue {
+                    kind: Some(Kind::NullValue(true)),
+                },
+            ),
+            ("Unset", FieldValue::default()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        previous_fields: [("Amount".to_owned(), number("900"))].into(),
+        owner: Some(CrmUser {
+            crm_user_id: "005A".into(),
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        }),
+        occurred_at: Some(crate::Timestamp {
+            seconds: 1,
+            nanos: 2,
+        }),
+        full_snapshot: true,
+        ..Default::default()
+    }
+}
+
+/// What the view says, as prost's own decoding of the same bytes would have it.
+fn as_prost_would(view: EventView<'_>) -> CrmEvent {
+    assert!(view.event.fields.is_empty(), "the fields stay in the bytes");
+    let fields: BTreeMap<String, FieldValue> = view
+        .fields
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.to_value()))
+        .collect();
+    assert_eq!(fields.len(), view.fields.len(), "one entry per name");
+    CrmEvent {
+        fields,
+        ..view.event
+    }
+}
+
+fn assert_same(bytes: &[u8]) {
+    let prost = CrmEvent::decode(bytes).unwrap();
+    let view = decode_event(bytes).unwrap();
+    assert!(
+        view.fields.is_sorted_by(|a, b| a.0 < b.0),
+        "{:?}",
+        view.fields
+    );
+    assert_eq!(as_prost_would(view), prost);
+}
+
+#[test]
+fn an_event_decodes_to_what_prost_decodes() {
+    assert_same(&event().encode_to_vec());
+    assert_same(&CrmEvent::default().encode_to_vec());
+    let view_bytes = event().encode_to_vec();
+    let view = decode_event(&view_bytes).unwrap();
+    assert_eq!(view.fields[0], ("Amount", ValueRef::Number("1200.50")));
+    assert_eq!(view.fields[3], ("NextStep", ValueRef::Null(true)));
+    assert_eq!(view.fields[4], ("Unset", ValueRef::Unset));
+}
+
+#[test]
+fn fields_out_of_order_or_sent_twice_come_out_as_prost_has_them() {
+    let mut bytes = CrmEvent {
+        fields: BTreeMap::new(),
+        ..event()
+    }
+    .encode_to_vec();
+    // Another writer's order, a name twice (the last counts), and an entry after other fields.
+    for (name, value) in [
+        ("Name", "b"),
+        ("Amount", "1"),
+        ("Name", "c"),
+        ("Close", "x"),
+    ] {
+        bytes.extend(entry(name, &text(value)));
+    }
+    bytes.extend(len_field(4, b"Lead"));
+    bytes.extend(entry("Amount", &number("2")));
+    assert_same(&bytes);
+    let view = decode_event(&bytes).unwrap();
+    assert_eq!(
+        view.fields,
+        vec![
+            ("Amount", ValueRef::Number("2")),
+            ("Close", ValueRef::Text("x")),
+            ("Name", ValueRef::Text("c")),
+        ]
+    );
+    assert_eq!(view.event.object_type, "Lead");
+}
+
+#[test]
+fn entries_in_parts_empty_or_with_unknown_fields_come_out_as_prost_has_them() {
+    // A value sent in two parts merges (the last kind wins); unknown fields are skipped at
+    // every level; an entry without key or value is the empty name with an empty value.
+    let mut parts = len_field(1, b"Stage");
+    parts.extend(len_field(2, &text("Open").encode_to_vec()));
+    parts.extend([0x18, 0x05]); // unknown field 3, a varint
+    parts.extend(len_field(2, &[0x20, 0x01])); // the boolean kind, in a second part
+    let mut bytes = len_field(7, &parts);
+    let mut value = text("x").encode_to_vec();
+    value.extend([0x2d, 1, 2, 3, 4]); // unknown field 5, fixed32
+    bytes.extend(len_field(
+        7,
+        &[len_field(1, b"Kept"), len_field(2, &value)].concat(),
+    ));
+    bytes.extend(len_field(7, &[]));
+    bytes.extend([0x81, 0x01, 1, 2, 3, 4, 5, 6, 7, 8]); // unknown field 16, fixed64
+    assert_same(&bytes);
+    let view = decode_event(&bytes).unwrap();
+    assert_eq!(
+        view.fields,
+        vec![
+            ("", ValueRef::Unset),
+            ("Kept", ValueRef::Text("x")),
+            ("Stage", ValueRef::Boolean(true)),
+        ]
+    );
+}
+
+#[test]
+fn malformed_events_are_refused_as_prost_refuses_them() {
+    let good = event().encode_to_vec();
+    let mut not_utf8_name = len_field(1, b"\xff\xfe");
+    not_utf8_name.extend(len_field(2, &text("x").encode_to_vec()));
+    let not_utf8_value = [len_field(1, b"Name"), len_field(2, &len_field(2, b"\xc3"))].concat();
+    let wrong_wire = [len_field(1, b"Name"), vec![0x10, 0x01]].concat();
+    let cases = [
+        good[..good.len() - 1].to_vec(),
+        len_field(7, &not_utf8_name),
+        len_field(7, &not_utf8_value),
+        len_field(7, &wrong_wire),
+        vec![0x3a, 0x7f, 0x0a], // an entry longer than what is left
+        vec![0x38, 0x01],       // the fields as a varint
+        vec![0x0a, 0x80],       // a truncated length
+        vec![0x00, 0x01],       // field number 0
+        vec![0x3b, 0x3c],       // a group
+    ];
+    for bytes in cases {
+        assert!(
+            CrmEvent::decode(bytes.as_slice()).is_err(),
+            "prost accepts {bytes:x?}"
+        );
+        assert!(decode_event(&bytes).is_err(), "the view accepts {bytes:x?}");
+    }
+}
+
+#[test]
+fn a_value_is_compared_and_copied_as_its_owned_form() {
+    for value in [
+        text("a"),
+        number("1"),
+        FieldValue::default(),
+        FieldValue {
+            kind: Some(Kind::Boolean(false)),
+        },
+        FieldValue {
+            kind: Some(Kind::NullValue(true)),
+        },
+    ] {
+        let view = ValueRef::of(&value);
+        assert!(view.is(&value));
+        assert_eq!(view.to_value(), value);
+    }
+    assert!(!ValueRef::Text("1").is(&number("1")));
+    assert!(!ValueRef::Unset.is(&text("")));
+}
