@@ -116,6 +116,11 @@ fn fields_out_of_order_or_sent_twice_come_out_as_prost_has_them() {
         ..event()
     }
     .encode_to_vec();
+    let mut unsorted = bytes.clone();
+    for (name, value) in [("Name", "b"), ("Amount", "1"), ("Close", "x")] {
+        unsorted.extend(entry(name, &text(value)));
+    }
+    assert_same(&unsorted);
     // Another writer's order, a name twice (the last counts), and an entry after other fields.
     for (name, value) in [
         ("Name", "b"),
