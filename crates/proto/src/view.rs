@@ -185,6 +185,13 @@ fn skip<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewErro
 }
 
 fn varint(input: &mut &[u8]) -> Result<u64, ViewError> {
+    // Tags and lengths of a record's fields are almost always one byte.
+    if let Some((&byte, rest)) = input.split_first()
+        && byte < 0x80
+    {
+        *input = rest;
+        return Ok(u64::from(byte));
+    }
     let mut value = 0u64;
     for (i, byte) in input.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);
