@@ -84,7 +84,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<EventView<'_>, ViewError> {
     while !input.is_empty() {
         let start = input;
         let (number, wire) = key(&mut input)?;
-        let payload = skip(wire, &mut input)?;
+        let payload = skip(number, wire, &mut input)?;
         match payload {
             Some(entry) if number == FIELDS => fields.push(field(entry)?),
             // Everything else, fields sent with another wire type included (prost refuses
@@ -113,7 +113,7 @@ fn field(mut entry: &[u8]) -> Result<FieldRef<'_>, ViewError> {
     let (mut name, mut value) = ("", ValueRef::Unset);
     while !entry.is_empty() {
         let (number, wire) = key(&mut entry)?;
-        match (number, skip(wire, &mut entry)?) {
+        match (number, skip(number, wire, &mut entry)?) {
             (1, Some(bytes)) => name = text(bytes)?,
             (2, Some(bytes)) => value = merge_value(value, bytes)?,
             (1 | 2, None) => return Err(ViewError::Malformed("map entry with a wrong wire type")),
@@ -131,7 +131,7 @@ fn merge_value<'a>(
     while !bytes.is_empty() {
         let (number, wire) = key(&mut bytes)?;
         let start = bytes;
-        let payload = skip(wire, &mut bytes)?;
+        let payload = skip(number, wire, &mut bytes)?;
         value = match (number, wire, payload) {
             (1, VARINT, _) => ValueRef::Null(varint(&mut &start[..])? != 0),
             (4, VARINT, _) => ValueRef::Boolean(varint(&mut &start[..])? != 0),
@@ -153,7 +153,11 @@ fn text(bytes: &[u8]) -> Result<&str, ViewError> {
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
 const FIXED32: u8 = 5;
+/// How deep groups may nest, as deep as prost lets messages nest.
+const GROUP_DEPTH: usize = 100;
 
 fn key(input: &mut &[u8]) -> Result<(u32, u8), ViewError> {
     let key = varint(input)?;
@@ -164,8 +168,8 @@ fn key(input: &mut &[u8]) -> Result<(u32, u8), ViewError> {
     Ok((number, (key & 7) as u8))
 }
 
-/// Moves past one value of `wire` type; a length-delimited value's bytes.
-fn skip<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
+/// Moves past field `number`'s value of `wire` type; a length-delimited value's bytes.
+fn skip<'a>(number: u32, wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
     let width = match wire {
         VARINT => {
             varint(input)?;
@@ -174,7 +178,11 @@ fn skip<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewErro
         FIXED64 => 8,
         FIXED32 => 4,
         LEN => usize::try_from(varint(input)?).map_err(|_| ViewError::Malformed("length"))?,
-        _ => return Err(ViewError::Malformed("unsupported wire type (groups)")),
+        START_GROUP => {
+            skip_group(number, input)?;
+            return Ok(None);
+        }
+        _ => return Err(ViewError::Malformed("an end of group without its start")),
     };
     if input.len() < width {
         return Err(ViewError::Malformed("truncated"));
@@ -182,6 +190,27 @@ fn skip<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewErro
     let (value, rest) = input.split_at(width);
     *input = rest;
     Ok((wire == LEN).then_some(value))
+}
+
+/// Moves past a group (a proto2 encoding no writer of these messages uses, skipped as prost
+/// skips it) up to its end, which must name the same field.
+fn skip_group(number: u32, input: &mut &[u8]) -> Result<(), ViewError> {
+    let mut open = vec![number];
+    while let Some(&inner) = open.last() {
+        let (number, wire) = key(input)?;
+        match wire {
+            START_GROUP if open.len() < GROUP_DEPTH => open.push(number),
+            START_GROUP => return Err(ViewError::Malformed("groups nested too deep")),
+            END_GROUP if number == inner => {
+                open.pop();
+            }
+            END_GROUP => return Err(ViewError::Malformed("a group ended by another field")),
+            _ => {
+                skip(number, wire, input)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn varint(input: &mut &[u8]) -> Result<u64, ViewError> {

@@ -162,6 +162,10 @@ fn entries_in_parts_empty_or_with_unknown_fields_come_out_as_prost_has_them() {
     ));
     bytes.extend(len_field(7, &[]));
     bytes.extend([0x81, 0x01, 1, 2, 3, 4, 5, 6, 7, 8]); // unknown field 16, fixed64
+    // Unknown field 17 as a group holding a varint and a nested group (field 2).
+    bytes.extend([
+        0x8b, 0x01, 0x08, 0x01, 0x13, 0x0a, 0x01, b'x', 0x14, 0x8c, 0x01,
+    ]);
     assert_same(&bytes);
     let view = decode_event(&bytes).unwrap();
     assert_eq!(
@@ -190,7 +194,10 @@ fn malformed_events_are_refused_as_prost_refuses_them() {
         vec![0x38, 0x01],       // the fields as a varint
         vec![0x0a, 0x80],       // a truncated length
         vec![0x00, 0x01],       // field number 0
-        vec![0x3b, 0x3c],       // a group
+        vec![0x3b, 0x3c],       // the fields as a group
+        vec![0x8b, 0x01, 0x14], // a group ended by another field
+        vec![0x8b, 0x01, 0x08], // a group never ended
+        vec![0x8c, 0x01],       // an end of group without its start
     ];
     for bytes in cases {
         assert!(
