@@ -170,6 +170,18 @@ fn key(input: &mut &[u8]) -> Result<(u32, u8), ViewError> {
 
 /// Moves past field `number`'s value of `wire` type; a length-delimited value's bytes.
 fn skip<'a>(number: u32, wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
+    match wire {
+        START_GROUP => {
+            skip_group(number, input)?;
+            Ok(None)
+        }
+        _ => skip_value(wire, input),
+    }
+}
+
+/// [`skip`] for everything but groups: kept apart so that the common path does not recurse
+/// (and stays inlined).
+fn skip_value<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
     let width = match wire {
         VARINT => {
             varint(input)?;
@@ -178,10 +190,6 @@ fn skip<'a>(number: u32, wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u
         FIXED64 => 8,
         FIXED32 => 4,
         LEN => usize::try_from(varint(input)?).map_err(|_| ViewError::Malformed("length"))?,
-        START_GROUP => {
-            skip_group(number, input)?;
-            return Ok(None);
-        }
         _ => return Err(ViewError::Malformed("an end of group without its start")),
     };
     if input.len() < width {
@@ -194,6 +202,7 @@ fn skip<'a>(number: u32, wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u
 
 /// Moves past a group (a proto2 encoding no writer of these messages uses, skipped as prost
 /// skips it) up to its end, which must name the same field.
+#[cold]
 fn skip_group(number: u32, input: &mut &[u8]) -> Result<(), ViewError> {
     let mut open = vec![number];
     while let Some(&inner) = open.last() {
@@ -206,7 +215,7 @@ fn skip_group(number: u32, input: &mut &[u8]) -> Result<(), ViewError> {
             }
             END_GROUP => return Err(ViewError::Malformed("a group ended by another field")),
             _ => {
-                skip(number, wire, input)?;
+                skip_value(wire, input)?;
             }
         }
     }
