@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::judge::judge;
 use crm_sync_proto::Message;
