@@ -36,9 +36,8 @@ pub enum StoreError {
     Restore { partition: i32, reason: String },
 }
 
-/// The open transaction's changes: record key → (partition, encoded state).
-/// Staged changes by record key, looked up on every event (foldhash: SipHash cost a few hundred
-/// instructions per key).
+/// The open transaction's changes: record key → (partition, encoded state). Looked up on
+/// every event: hashed with foldhash, where SipHash cost a few hundred instructions per key.
 type Staged = foldhash::HashMap<Vec<u8>, (i32, Vec<u8>)>;
 
 /// An assigned partition: whether its keyspace is caught up with the changelog.
