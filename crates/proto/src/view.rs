@@ -1,11 +1,12 @@
-//! An event's fields read where its bytes hold them.
+//! Messages read where their bytes hold them.
 //!
 //! Decoding a `CrmEvent` builds an owned string for every field's name and value and an
 //! ordered map of them; the evaluator then compares each value with the record's and copies
 //! the few that changed into the record's state. Over a 25-field event that was a tenth of the
 //! evaluator's instructions. [`decode_event`] leaves the fields in the message's bytes, as
 //! names and values borrowed from them, and decodes the rest of the event with prost as usual
-//! (so a field added to `CrmEvent` needs nothing here).
+//! (so a field added to `CrmEvent` needs nothing here). A record's stored state is read the
+//! same way ([`decode_state`]), and written back from such borrowed fields ([`encode_state`]).
 //!
 //! The fields come out sorted by name; of a name sent twice the last one counts, as protobuf's
 //! map semantics have it.
@@ -14,6 +15,12 @@ use prost::Message;
 
 use crate::v1::field_value::Kind;
 use crate::v1::{CrmEvent, FieldValue};
+
+mod state;
+mod wire;
+
+pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state};
+use wire::{LEN, VARINT, key, skip, text, varint};
 
 /// `CrmEvent.fields`' field number.
 const FIELDS: u32 = 7;
@@ -55,6 +62,37 @@ impl<'a> ValueRef<'a> {
     pub fn is(self, value: &FieldValue) -> bool {
         self == ValueRef::of(value)
     }
+
+    /// The length of the `FieldValue` message holding this value, as prost encodes it.
+    pub fn encoded_len(self) -> usize {
+        match self {
+            ValueRef::Unset => 0,
+            ValueRef::Null(_) | ValueRef::Boolean(_) => 2,
+            ValueRef::Text(t) | ValueRef::Number(t) => {
+                1 + prost::encoding::encoded_len_varint(t.len() as u64) + t.len()
+            }
+        }
+    }
+
+    /// Writes the `FieldValue` message holding this value, byte for byte as prost does.
+    pub fn encode_raw(self, out: &mut Vec<u8>) {
+        let (number, wire) = match self {
+            ValueRef::Unset => return,
+            ValueRef::Null(_) => (1, VARINT),
+            ValueRef::Text(_) => (2, LEN),
+            ValueRef::Number(_) => (3, LEN),
+            ValueRef::Boolean(_) => (4, VARINT),
+        };
+        out.push((number << 3) | wire);
+        match self {
+            ValueRef::Null(b) | ValueRef::Boolean(b) => out.push(u8::from(b)),
+            ValueRef::Text(t) | ValueRef::Number(t) => {
+                prost::encoding::encode_varint(t.len() as u64, out);
+                out.extend_from_slice(t.as_bytes());
+            }
+            ValueRef::Unset => {}
+        }
+    }
 }
 
 /// A field's name and value.
@@ -78,44 +116,67 @@ pub enum ViewError {
 
 /// Decodes an event, leaving its fields in `bytes` (see the module's documentation).
 pub fn decode_event(bytes: &[u8]) -> Result<EventView<'_>, ViewError> {
-    let mut rest = Vec::with_capacity(256);
     let mut fields = Vec::with_capacity(32);
-    let mut input = bytes;
-    while !input.is_empty() {
-        let start = input;
-        let (number, wire) = key(&mut input)?;
-        let payload = skip(number, wire, &mut input)?;
-        match payload {
-            Some(entry) if number == FIELDS => fields.push(field(entry)?),
-            // Everything else, fields sent with another wire type included (prost refuses
-            // those as it should), is decoded by prost.
-            _ => rest.extend_from_slice(&start[..start.len() - input.len()]),
-        }
-    }
-    let event = CrmEvent::decode(rest.as_slice())?;
-    if !fields.is_sorted_by(|a, b| a.0 < b.0) {
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        // The last of equal names counts: each is swapped forward into the one kept.
-        fields.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                std::mem::swap(later, kept);
-            }
-            same
-        });
-    }
+    let event = split(bytes, FIELDS, |entry| {
+        fields.push(map_entry(entry, ValueRef::Unset, merge_value)?);
+        Ok(())
+    })?;
+    sort_last_wins(&mut fields);
     Ok(EventView { event, fields })
 }
 
+/// Walks a message's bytes: each length-delimited field `number` goes to `entry`, and prost
+/// decodes everything else, fields sent with another wire type included (it refuses those as
+/// it should).
+pub(crate) fn split<'a, M: Message + Default>(
+    bytes: &'a [u8],
+    number: u32,
+    mut entry: impl FnMut(&'a [u8]) -> Result<(), ViewError>,
+) -> Result<M, ViewError> {
+    let mut rest = Vec::with_capacity(256);
+    let mut input = bytes;
+    while !input.is_empty() {
+        let start = input;
+        let (n, wire) = key(&mut input)?;
+        match skip(n, wire, &mut input)? {
+            Some(payload) if n == number => entry(payload)?,
+            _ => rest.extend_from_slice(&start[..start.len() - input.len()]),
+        }
+    }
+    Ok(M::decode(rest.as_slice())?)
+}
+
+/// Map entries sorted by name; of a name sent twice the last one counts, as protobuf's map
+/// semantics have it.
+pub(crate) fn sort_last_wins<T>(entries: &mut Vec<(&str, T)>) {
+    if entries.is_sorted_by(|a, b| a.0 < b.0) {
+        return;
+    }
+    // A stable sort keeps equal names in the order sent; each later one is then swapped
+    // forward into the one kept.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+}
+
 /// One map entry: its key (1) and value (2), each the last one sent; a value sent in parts is
-/// merged, as protobuf merges a message field sent twice.
-fn field(mut entry: &[u8]) -> Result<FieldRef<'_>, ViewError> {
-    let (mut name, mut value) = ("", ValueRef::Unset);
+/// merged (by `merge` from `init`), as protobuf merges a message field sent twice.
+pub(crate) fn map_entry<'a, T>(
+    mut entry: &'a [u8],
+    init: T,
+    merge: impl Fn(T, &'a [u8]) -> Result<T, ViewError>,
+) -> Result<(&'a str, T), ViewError> {
+    let (mut name, mut value) = ("", init);
     while !entry.is_empty() {
         let (number, wire) = key(&mut entry)?;
         match (number, skip(number, wire, &mut entry)?) {
             (1, Some(bytes)) => name = text(bytes)?,
-            (2, Some(bytes)) => value = merge_value(value, bytes)?,
+            (2, Some(bytes)) => value = merge(value, bytes)?,
             (1 | 2, None) => return Err(ViewError::Malformed("map entry with a wrong wire type")),
             _ => {}
         }
@@ -124,7 +185,7 @@ fn field(mut entry: &[u8]) -> Result<FieldRef<'_>, ViewError> {
 }
 
 /// A `FieldValue` message merged into `value`: its last kind wins.
-fn merge_value<'a>(
+pub(crate) fn merge_value<'a>(
     mut value: ValueRef<'a>,
     mut bytes: &'a [u8],
 ) -> Result<ValueRef<'a>, ViewError> {
@@ -144,101 +205,6 @@ fn merge_value<'a>(
         };
     }
     Ok(value)
-}
-
-fn text(bytes: &[u8]) -> Result<&str, ViewError> {
-    std::str::from_utf8(bytes).map_err(|_| ViewError::Malformed("a string that is not UTF-8"))
-}
-
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
-/// How deep groups may nest, as deep as prost lets messages nest.
-const GROUP_DEPTH: usize = 100;
-
-fn key(input: &mut &[u8]) -> Result<(u32, u8), ViewError> {
-    let key = varint(input)?;
-    let number = u32::try_from(key >> 3).map_err(|_| ViewError::Malformed("field number"))?;
-    if number == 0 {
-        return Err(ViewError::Malformed("field number 0"));
-    }
-    Ok((number, (key & 7) as u8))
-}
-
-/// Moves past field `number`'s value of `wire` type; a length-delimited value's bytes.
-fn skip<'a>(number: u32, wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
-    match wire {
-        START_GROUP => {
-            skip_group(number, input)?;
-            Ok(None)
-        }
-        _ => skip_value(wire, input),
-    }
-}
-
-/// [`skip`] for everything but groups: kept apart so that the common path does not recurse
-/// (and stays inlined).
-fn skip_value<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
-    let width = match wire {
-        VARINT => {
-            varint(input)?;
-            return Ok(None);
-        }
-        FIXED64 => 8,
-        FIXED32 => 4,
-        LEN => usize::try_from(varint(input)?).map_err(|_| ViewError::Malformed("length"))?,
-        _ => return Err(ViewError::Malformed("an end of group without its start")),
-    };
-    if input.len() < width {
-        return Err(ViewError::Malformed("truncated"));
-    }
-    let (value, rest) = input.split_at(width);
-    *input = rest;
-    Ok((wire == LEN).then_some(value))
-}
-
-/// Moves past a group (a proto2 encoding no writer of these messages uses, skipped as prost
-/// skips it) up to its end, which must name the same field.
-#[cold]
-fn skip_group(number: u32, input: &mut &[u8]) -> Result<(), ViewError> {
-    let mut open = vec![number];
-    while let Some(&inner) = open.last() {
-        let (number, wire) = key(input)?;
-        match wire {
-            START_GROUP if open.len() < GROUP_DEPTH => open.push(number),
-            START_GROUP => return Err(ViewError::Malformed("groups nested too deep")),
-            END_GROUP if number == inner => {
-                open.pop();
-            }
-            END_GROUP => return Err(ViewError::Malformed("a group ended by another field")),
-            _ => {
-                skip_value(wire, input)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn varint(input: &mut &[u8]) -> Result<u64, ViewError> {
-    // Tags and lengths of a record's fields are almost always one byte.
-    if let Some((&byte, rest)) = input.split_first()
-        && byte < 0x80
-    {
-        *input = rest;
-        return Ok(u64::from(byte));
-    }
-    let mut value = 0u64;
-    for (i, byte) in input.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *input = &input[i + 1..];
-            return Ok(value);
-        }
-    }
-    Err(ViewError::Malformed("truncated or overlong varint"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,157 @@
+//! A record's stored state read where its bytes hold it, and written back.
+//!
+//! Decoding a `RecordState` built an owned name and value for every field the record ever
+//! showed, and an ordered map of them, on every event, of which the merge then changes a few.
+//! [`decode_state`] leaves the fields in the stored bytes; [`encode_state`] writes a state back
+//! from fields borrowed wherever they are (the stored state, the event), without owning them.
+
+use prost::Message;
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+use super::wire::{LEN, VARINT, key, skip, varint};
+use super::{ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
+use crate::Timestamp;
+use crate::v1::RecordState;
+
+/// `RecordState.fields`' field number.
+const FIELDS: u32 = 5;
+
+/// A `KnownField` as the state's bytes hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KnownRef<'a> {
+    pub value: Option<ValueRef<'a>>,
+    pub set_at: Option<Timestamp>,
+}
+
+/// A known field's name and what is known of it.
+pub type KnownFieldRef<'a> = (&'a str, KnownRef<'a>);
+
+/// A record state whose fields stayed in its bytes: `state.fields` is empty, `fields` holds
+/// them, sorted by name.
+#[derive(Debug)]
+pub struct StateView<'a> {
+    pub state: RecordState,
+    pub fields: Vec<KnownFieldRef<'a>>,
+}
+
+/// Decodes a record's state, leaving its fields in `bytes`.
+pub fn decode_state(bytes: &[u8]) -> Result<StateView<'_>, ViewError> {
+    let mut fields = Vec::with_capacity(32);
+    let state = split(bytes, FIELDS, |entry| {
+        fields.push(map_entry(entry, KnownRef::default(), merge_known)?);
+        Ok(())
+    })?;
+    sort_last_wins(&mut fields);
+    Ok(StateView { state, fields })
+}
+
+/// A `KnownField` message merged into `known`, as prost merges a message sent in parts.
+fn merge_known<'a>(
+    mut known: KnownRef<'a>,
+    mut bytes: &'a [u8],
+) -> Result<KnownRef<'a>, ViewError> {
+    while !bytes.is_empty() {
+        let (number, wire) = key(&mut bytes)?;
+        match (number, skip(number, wire, &mut bytes)?) {
+            (1, Some(b)) => {
+                let value = known.value.unwrap_or(ValueRef::Unset);
+                known.value = Some(merge_value(value, b)?);
+            }
+            (2, Some(b)) => {
+                known.set_at = Some(merge_timestamp(known.set_at.unwrap_or_default(), b)?);
+            }
+            (1 | 2, None) => {
+                return Err(ViewError::Malformed("known field with a wrong wire type"));
+            }
+            _ => {}
+        }
+    }
+    Ok(known)
+}
+
+fn merge_timestamp(mut at: Timestamp, mut bytes: &[u8]) -> Result<Timestamp, ViewError> {
+    while !bytes.is_empty() {
+        let (number, wire) = key(&mut bytes)?;
+        let start = bytes;
+        skip(number, wire, &mut bytes)?;
+        // Both are varints of signed integers, truncated as prost truncates them.
+        match (number, wire) {
+            (1, VARINT) => at.seconds = varint(&mut &start[..])? as i64,
+            (2, VARINT) => at.nanos = varint(&mut &start[..])? as i32,
+            (1 | 2, _) => return Err(ViewError::Malformed("timestamp with a wrong wire type")),
+            _ => {}
+        }
+    }
+    Ok(at)
+}
+
+/// `state` with `fields` as its fields (`state.fields` itself is expected empty: whatever it
+/// holds is written too). The fields come after the rest of the state rather than in field
+/// number order, which every protobuf decoder reads the same.
+pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8> {
+    let entries: usize = fields
+        .iter()
+        .map(|(name, known)| with_length(entry_len(name, known)))
+        .sum();
+    let mut out = Vec::with_capacity(state.encoded_len() + entries);
+    state.encode_raw(&mut out);
+    for (name, known) in fields {
+        write_entry(&mut out, name, known);
+    }
+    out
+}
+
+/// A length-delimited field's whole size (its one-byte tag included) for a payload of `len`.
+fn with_length(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn known_len(known: &KnownRef<'_>) -> usize {
+    known.value.map_or(0, |v| with_length(v.encoded_len()))
+        + known.set_at.map_or(0, |t| with_length(t.encoded_len()))
+}
+
+/// A map entry's payload; as prost does, an empty name or an empty `KnownField` is left out.
+fn entry_len(name: &str, known: &KnownRef<'_>) -> usize {
+    let key = if name.is_empty() {
+        0
+    } else {
+        with_length(name.len())
+    };
+    let value = if *known == KnownRef::default() {
+        0
+    } else {
+        with_length(known_len(known))
+    };
+    key + value
+}
+
+fn write_entry(out: &mut Vec<u8>, name: &str, known: &KnownRef<'_>) {
+    let tag = |number: u32| (number << 3) as u8 | LEN;
+    out.push(tag(FIELDS));
+    encode_varint(entry_len(name, known) as u64, out);
+    if !name.is_empty() {
+        out.push(tag(1));
+        encode_varint(name.len() as u64, out);
+        out.extend_from_slice(name.as_bytes());
+    }
+    if *known == KnownRef::default() {
+        return;
+    }
+    out.push(tag(2));
+    encode_varint(known_len(known) as u64, out);
+    if let Some(value) = known.value {
+        out.push(tag(1));
+        encode_varint(value.encoded_len() as u64, out);
+        value.encode_raw(out);
+    }
+    if let Some(at) = known.set_at {
+        out.push(tag(2));
+        encode_varint(at.encoded_len() as u64, out);
+        at.encode_raw(out);
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
