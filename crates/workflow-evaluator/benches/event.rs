@@ -12,7 +12,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::field_value::Kind;
-use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, RecordState};
+use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue};
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Condition, Record, RecordView, Trigger, WorkflowSpec};
 use crm_sync_workflow_evaluator::judge::judge;
@@ -148,13 +148,13 @@ fn handle(
 ) -> (usize, Vec<u8>) {
     let view = crm_sync_proto::view::decode_event(payload).unwrap();
     let event = view.event;
-    let prior = stored.map(|bytes| RecordState::decode(bytes).unwrap());
-    let merged = record::merge(prior, &event, &view.fields);
-    let (mut state, changes) = (merged.state, merged.changes);
-    let current = Current::new(&state);
+    let prior = stored.map(|bytes| crm_sync_proto::view::decode_state(bytes).unwrap());
+    let mut merged = record::merge(prior, &event, &view.fields);
+    let state = &mut merged.state;
+    let current = Current::new(&merged.fields, state.complete);
     let before = Before {
         current: &current,
-        changes: &changes,
+        changes: &merged.changes,
     };
     let view = RecordView {
         object_type: &event.object_type,
@@ -170,13 +170,13 @@ fn handle(
         .changes
         .iter()
         .map(|change| {
-            outputs::outcome(&event, &state, Uuid::from_u128(1), change)
+            outputs::outcome(&event, state, Uuid::from_u128(1), change)
                 .encode_to_vec()
                 .len()
         })
         .sum();
     state.matches = judgement.matches;
-    (written, state.encode_to_vec())
+    (written, merged.encode())
 }
 
 fn bench(c: &mut Criterion) {

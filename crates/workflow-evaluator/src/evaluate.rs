@@ -60,12 +60,17 @@ impl TransactionalHandler for Evaluator {
             .ready(partition)
             .await
             .map_err(Failure::transient)?;
-        let prior = self
+        let stored = self
             .store
             .get(partition, key.as_bytes())
             .map_err(Failure::transient)?;
+        let prior = stored
+            .as_ref()
+            .map(|s| s.view(&key))
+            .transpose()
+            .map_err(Failure::transient)?;
         let before = crate::fixed::before(&event, &prior);
-        let merged = record::merge(prior, &event, &fields);
+        let mut merged = record::merge(prior, &event, &fields);
         let entry = self.trail.entry(&event, (integration_id, company_id));
         if !merged.dirty {
             self.counts.event("unchanged");
@@ -75,16 +80,16 @@ impl TransactionalHandler for Evaluator {
         if before.is_some_and(|b| crate::fixed::fixes(b.as_ref(), &merged)) {
             self.counts.missed_webhook_fixed(integration_id);
         }
-        let (mut out, state) = self
+        let mut out = self
             .judge_merged(
                 &event,
                 &key,
                 (integration_id, company_id),
                 &workflows,
-                (merged, entry),
+                (&mut merged, entry),
             )
             .await?;
-        let encoded = state.encode_to_vec();
+        let encoded = merged.encode();
         out.push(outputs::message(
             &self.topics.records,
             &key,
@@ -165,32 +170,30 @@ impl Evaluator {
     }
 
     /// Judges the merged record if something a workflow can see changed; the outcomes and
-    /// hydration request that follow, and the state to store. The event's trail entry is
-    /// staged with the verdicts.
+    /// hydration request that follow (the state to store is updated with what was decided).
+    /// The event's trail entry is staged with the verdicts.
     async fn judge_merged(
         &self,
         event: &CrmEvent,
         key: &str,
         (integration_id, company_id): (Uuid, Uuid),
         active: &Arc<Workflows>,
-        (merged, entry): (Merged<'_>, Option<Entry>),
-    ) -> Result<(Vec<OutgoingMessage>, RecordState), Failure> {
+        (merged, entry): (&mut Merged<'_>, Option<Entry>),
+    ) -> Result<Vec<OutgoingMessage>, Failure> {
         let workflows = &active.list[..];
-        let Merged {
-            mut state, changes, ..
-        } = merged;
         let deleted_now = event.change_type() == ChangeType::Deleted;
         // A deleted record is judged only by its delete: later-arriving older updates of it
         // change its stored fields but count for nothing.
-        if !merged.changed || (state.deleted && !deleted_now) {
+        if !merged.changed || (merged.state.deleted && !deleted_now) {
             self.counts.event("no_match");
             self.trail.stage(entry);
-            return Ok((Vec::new(), state));
+            return Ok(Vec::new());
         }
-        let fields = record::Current::new(&state);
+        let state = &mut merged.state;
+        let fields = record::Current::new(&merged.fields, state.complete);
         let previous = record::Before {
             current: &fields,
-            changes: &changes,
+            changes: &merged.changes,
         };
         let view = RecordView {
             object_type: &event.object_type,
@@ -220,12 +223,12 @@ impl Evaluator {
         }
         self.trail
             .stage(entry.map(|e| e.judged(active, &judgement.verdicts, &view)));
-        let mut out = self.outcomes(event, key, company_id, &state, &judgement);
-        if let Some(request) = self.hydration(event, key, &mut state, &judgement) {
+        let mut out = self.outcomes(event, key, company_id, state, &judgement);
+        if let Some(request) = self.hydration(event, key, state, &judgement) {
             out.push(request);
         }
         state.matches = judgement.matches;
-        Ok((out, state))
+        Ok(out)
     }
 
     fn outcomes(

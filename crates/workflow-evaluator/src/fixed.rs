@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crm_sync_proto::v1::{CrmEvent, RecordState};
+use crm_sync_proto::view::StateView;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,25 +22,28 @@ use crate::record::Merged;
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// What a reconciliation's event needs kept of the record's state before the merge; `None` for
-/// any other event (nothing is copied for them).
-pub fn before(event: &CrmEvent, prior: &Option<RecordState>) -> Option<Option<RecordState>> {
+/// any other event (nothing is copied for them; their fields stay in the stored bytes anyway).
+pub fn before<'a>(
+    event: &CrmEvent,
+    prior: &Option<StateView<'a>>,
+) -> Option<Option<StateView<'a>>> {
     (event.full_snapshot && event.source_delivery_id.starts_with("reconciliation:"))
         .then(|| prior.clone())
 }
 
 /// Whether the merged event showed what no webhook had.
-pub fn fixes(before: Option<&RecordState>, merged: &Merged) -> bool {
+pub fn fixes(before: Option<&StateView<'_>>, merged: &Merged) -> bool {
     let Some(before) = before else {
         return merged.changed;
     };
     let after = &merged.state;
     let owner = |s: &RecordState| s.owner.as_ref().map(|o| o.crm_user_id.clone());
-    before.deleted != after.deleted
-        || (owner(before).is_some() && owner(before) != owner(after))
-        || before.fields.iter().any(|(name, known)| {
-            known.value.is_some()
-                && after.fields.get(name).and_then(|f| f.value.as_ref()) != known.value.as_ref()
-        })
+    before.state.deleted != after.deleted
+        || (owner(&before.state).is_some() && owner(&before.state) != owner(after))
+        || before
+            .fields
+            .iter()
+            .any(|(name, known)| known.value.is_some() && merged.value(name) != known.value)
 }
 
 /// Counts committed and not yet written.
@@ -91,9 +95,9 @@ pub async fn flush(pending: Arc<Pending>, pool: PgPool, shutdown: CancellationTo
 
 #[cfg(test)]
 mod tests {
-    use crm_sync_proto::Timestamp;
     use crm_sync_proto::v1::field_value::Kind;
     use crm_sync_proto::v1::{ChangeType, FieldValue};
+    use crm_sync_proto::{Message, Timestamp};
 
     use super::*;
     use crate::record::merge_event as merge;
@@ -132,7 +136,11 @@ mod tests {
     }
 
     fn counted(prior: Option<RecordState>, e: &CrmEvent) -> bool {
-        let before = before(e, &prior);
+        let bytes = prior.as_ref().map(Message::encode_to_vec);
+        let view = bytes
+            .as_deref()
+            .map(|b| crm_sync_proto::view::decode_state(b).unwrap());
+        let before = before(e, &view);
         let merged = merge(prior, e);
         before.is_some_and(|b| fixes(b.as_ref(), &merged))
     }
@@ -141,7 +149,7 @@ mod tests {
     fn a_reconciliation_fixes_what_webhooks_missed_and_only_that() {
         let webhook = event(10, &[("dealstage", "open")], false);
         assert!(!counted(None, &webhook), "webhooks are never counted");
-        let known = merge(None, &webhook).state;
+        let known = merge(None, &webhook).whole();
 
         // A value no webhook delivered.
         assert!(counted(
@@ -156,7 +164,7 @@ mod tests {
             &event(20, &[("dealstage", "open"), ("amount", "10")], true)
         ));
         // An older pulled version changes nothing.
-        let newer = merge(Some(known), &event(30, &[("dealstage", "lost")], false)).state;
+        let newer = merge(Some(known), &event(30, &[("dealstage", "lost")], false)).whole();
         assert!(!counted(
             Some(newer),
             &event(20, &[("dealstage", "closedwon")], true)

@@ -3,25 +3,27 @@
 //! never moves a field back; what the merge changed, and what the fields were before, is what
 //! the workflows then judge.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crm_sync_proto::Timestamp;
-use crm_sync_proto::v1::field_value::Kind;
-use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue, KnownField, RecordState};
-use crm_sync_proto::view::FieldRef;
+use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, RecordState};
+use crm_sync_proto::view::{FieldRef, KnownFieldRef, KnownRef, StateView, ValueRef, encode_state};
 use crm_sync_workflow::{FieldLookup, Previous};
 
 /// What a merge changed: each field the event changed, with what it was before (the previous
 /// value the event sent, else the stored one; `None` when unknown). A field not here was before
 /// what it is now, so nothing of the record is copied to know it.
-pub type Changes<'e> = BTreeMap<&'e str, Option<Cow<'e, FieldValue>>>;
+pub type Changes<'a> = BTreeMap<&'a str, Option<ValueRef<'a>>>;
 
-/// The outcome of merging one event.
+/// The outcome of merging one event. Its fields are borrowed from the stored state and the
+/// event: only the state's other parts are owned.
 #[derive(Debug)]
-pub struct Merged<'e> {
+pub struct Merged<'a> {
+    /// The record's state but its fields (`state.fields` is empty).
     pub state: RecordState,
+    /// The record's fields, in name order.
+    pub fields: Vec<KnownFieldRef<'a>>,
     /// The state differs from before (values, the times they were set, flags): it is written to
     /// the changelog.
     pub dirty: bool,
@@ -29,14 +31,25 @@ pub struct Merged<'e> {
     /// record became complete): only then are the workflows judged again.
     pub changed: bool,
     /// The fields' values before this event, for `changed`, `changed_to` and `changed_from`.
-    pub changes: Changes<'e>,
+    pub changes: Changes<'a>,
     /// Nothing was known of the record before this event.
     pub new_record: bool,
 }
 
-static NULL: FieldValue = FieldValue {
-    kind: Some(Kind::NullValue(true)),
-};
+impl Merged<'_> {
+    /// The record's new state, to store and to write to the changelog.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_state(&self.state, &self.fields)
+    }
+
+    /// A field's current value.
+    pub fn value(&self, name: &str) -> Option<ValueRef<'_>> {
+        let at = self.fields.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
+        self.fields[at].1.value
+    }
+}
+
+const NULL: ValueRef<'static> = ValueRef::Null(true);
 
 /// A record's current values as the workflows read them. A complete record (one pulled whole
 /// from its CRM) has no unknown fields: one it lacks is empty.
@@ -45,32 +58,32 @@ static NULL: FieldValue = FieldValue {
 /// seventy times, and each read of the ordered map compared names a dozen times.
 #[derive(Debug)]
 pub struct Current<'s> {
-    state: &'s RecordState,
-    index: foldhash::HashMap<&'s str, &'s FieldValue>,
+    complete: bool,
+    index: foldhash::HashMap<&'s str, ValueRef<'s>>,
 }
 
 impl<'s> Current<'s> {
-    pub fn new(state: &'s RecordState) -> Self {
+    pub fn new(fields: &[KnownFieldRef<'s>], complete: bool) -> Self {
         let mut index = foldhash::HashMap::with_capacity_and_hasher(
-            state.fields.len(),
+            fields.len(),
             foldhash::fast::RandomState::default(),
         );
-        for (name, known) in &state.fields {
-            if let Some(value) = known.value.as_ref() {
-                index.insert(name.as_str(), value);
+        for (name, known) in fields {
+            if let Some(value) = known.value {
+                index.insert(*name, value);
             }
         }
-        Current { state, index }
+        Current { complete, index }
     }
 
-    fn stored(&self, name: &str) -> Option<&'s FieldValue> {
+    fn stored(&self, name: &str) -> Option<ValueRef<'s>> {
         self.index.get(name).copied()
     }
 }
 
 impl FieldLookup for Current<'_> {
-    fn get(&self, name: &str) -> Option<&FieldValue> {
-        self.stored(name).or(self.state.complete.then_some(&NULL))
+    fn get(&self, name: &str) -> Option<ValueRef<'_>> {
+        self.stored(name).or(self.complete.then_some(NULL))
     }
 }
 
@@ -83,12 +96,12 @@ pub struct Before<'s> {
 }
 
 impl FieldLookup for Before<'_> {
-    fn get(&self, name: &str) -> Option<&FieldValue> {
+    fn get(&self, name: &str) -> Option<ValueRef<'_>> {
         let before = match self.changes.get(name) {
-            Some(before) => before.as_deref(),
+            Some(before) => *before,
             None => self.current.stored(name),
         };
-        before.or(self.current.state.complete.then_some(&NULL))
+        before.or(self.current.complete.then_some(NULL))
     }
 }
 
@@ -122,30 +135,38 @@ fn older(t: &Timestamp, known: Option<&Timestamp>) -> bool {
     known.is_some_and(|k| compare(t, k) == Ordering::Less)
 }
 
-/// Merges `event`, whose fields are `fields` (its bytes' view of them, in name order).
-pub fn merge<'e>(
-    prior: Option<RecordState>,
-    event: &'e CrmEvent,
-    fields: &[FieldRef<'e>],
-) -> Merged<'e> {
+/// Merges `event`, whose fields are `fields` (its bytes' view of them, in name order), into
+/// the record's stored state (`prior`, its fields viewed in its bytes).
+pub fn merge<'a>(
+    prior: Option<StateView<'a>>,
+    event: &'a CrmEvent,
+    fields: &[FieldRef<'a>],
+) -> Merged<'a> {
     let new_record = prior.is_none();
-    let state = prior.unwrap_or_else(|| RecordState {
-        integration_id: event.integration_id.clone(),
-        crm: event.crm,
-        object_type: event.object_type.clone(),
-        record_id: event.record_id.clone(),
-        ..Default::default()
+    let StateView {
+        state,
+        fields: known,
+    } = prior.unwrap_or_else(|| StateView {
+        state: RecordState {
+            integration_id: event.integration_id.clone(),
+            crm: event.crm,
+            object_type: event.object_type.clone(),
+            record_id: event.record_id.clone(),
+            ..Default::default()
+        },
+        fields: Vec::new(),
     });
     let empty_before = state.complete || (new_record && event.change_type() == ChangeType::Created);
     let mut merged = Merged {
         state,
+        fields: Vec::new(),
         dirty: new_record,
         changed: new_record,
         changes: Changes::new(),
         new_record,
     };
     let t = event_time(event);
-    merged.fields(event, fields, &t, empty_before);
+    merged.fields(event, known, fields, &t, empty_before);
     merge_owner(&mut merged, event, &t);
     merge_flags(&mut merged, event, &t);
     let state = &mut merged.state;
@@ -159,58 +180,54 @@ pub fn merge<'e>(
     merged
 }
 
-impl<'e> Merged<'e> {
-    /// Merges the event's fields, which come in key order: the changes and the fields new to
-    /// the record are collected in that order and built in bulk, rather than searched for and
-    /// inserted one by one into ordered maps (an event of 25 fields spent 400 string
-    /// comparisons on that). Values are read where the event's bytes hold them; only those the
-    /// record takes are copied.
+impl<'a> Merged<'a> {
+    /// Merges the event's fields into the record's: both come in name order, so one pass over
+    /// the two yields the record's new fields in order, and the changes, without searching or
+    /// inserting into maps. Nothing is copied: the fields stay where the stored state's and the
+    /// event's bytes hold them.
     fn fields(
         &mut self,
-        event: &'e CrmEvent,
-        fields: &[FieldRef<'e>],
+        event: &'a CrmEvent,
+        known: Vec<KnownFieldRef<'a>>,
+        fields: &[FieldRef<'a>],
         t: &Timestamp,
         empty_before: bool,
     ) {
+        let mut merged = Vec::with_capacity(known.len() + fields.len());
         let mut changes = Vec::new();
-        let mut added = Vec::new();
+        let mut known = known.into_iter().peekable();
+        let now = |value| KnownRef {
+            value: Some(value),
+            set_at: Some(*t),
+        };
         for &(name, value) in fields {
+            merged.extend(std::iter::from_fn(|| known.next_if(|(k, _)| *k < name)));
             // Only a field the event changes needs the previous value the event sent.
-            let sent = || event.previous_fields.get(name).map(Cow::Borrowed);
-            match self.state.fields.get_mut(name) {
-                Some(known) if older(t, known.set_at.as_ref()) => {}
-                Some(known) => {
-                    if !known.value.as_ref().is_some_and(|v| value.is(v)) {
-                        let stored = known.value.replace(value.to_value());
-                        changes.push((name, sent().or(stored.map(Cow::Owned))));
+            let sent = || event.previous_fields.get(name).map(ValueRef::of);
+            match known.next_if(|(k, _)| *k == name) {
+                Some(kept) if older(t, kept.1.set_at.as_ref()) => merged.push(kept),
+                Some((_, stored)) => {
+                    if stored.value != Some(value) {
+                        changes.push((name, sent().or(stored.value)));
                     }
-                    if known.set_at.as_ref() != Some(t) {
-                        known.set_at = Some(*t);
+                    if stored.set_at.as_ref() != Some(t) {
                         self.dirty = true;
                     }
+                    merged.push((name, now(value)));
                 }
                 None => {
-                    let empty = empty_before.then_some(Cow::Borrowed(&NULL));
-                    changes.push((name, sent().or(empty)));
-                    let field = KnownField {
-                        value: Some(value.to_value()),
-                        set_at: Some(*t),
-                    };
-                    added.push((name.to_owned(), field));
+                    changes.push((name, sent().or(empty_before.then_some(NULL))));
+                    merged.push((name, now(value)));
                 }
             }
         }
+        merged.extend(known);
         if !changes.is_empty() {
             self.changed = true;
             self.dirty = true;
             self.changes = changes.into_iter().collect();
         }
-        // A record's first event builds its map in bulk; later ones rarely add a field.
-        if self.state.fields.is_empty() {
-            self.state.fields = added.into_iter().collect();
-        } else {
-            self.state.fields.extend(added);
-        }
+        self.fields = merged;
     }
 }
 
@@ -273,15 +290,30 @@ fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
     }
 }
 
-/// [`merge`] with the event's fields viewed as the handler views them in its bytes.
+/// [`merge`] with the stored state and the event's fields viewed as the handler views them in
+/// their bytes. The stored bytes are leaked: the merge borrows them, and tests are short.
 #[cfg(test)]
 pub(crate) fn merge_event(prior: Option<RecordState>, event: &CrmEvent) -> Merged<'_> {
+    use crm_sync_proto::Message;
+    let prior = prior.map(|state| {
+        let bytes: &'static [u8] = Box::leak(state.encode_to_vec().into_boxed_slice());
+        crm_sync_proto::view::decode_state(bytes).expect("a state prost wrote")
+    });
     let fields: Vec<FieldRef<'_>> = event
         .fields
         .iter()
-        .map(|(name, value)| (name.as_str(), crm_sync_proto::view::ValueRef::of(value)))
+        .map(|(name, value)| (name.as_str(), ValueRef::of(value)))
         .collect();
     merge(prior, event, &fields)
+}
+
+#[cfg(test)]
+impl Merged<'_> {
+    /// The merged state whole, as it is stored.
+    pub(crate) fn whole(&self) -> RecordState {
+        use crm_sync_proto::Message;
+        RecordState::decode(self.encode().as_slice()).expect("a state just encoded")
+    }
 }
 
 #[cfg(test)]

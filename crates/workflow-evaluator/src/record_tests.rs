@@ -1,5 +1,6 @@
 use super::merge_event as merge;
 use super::*;
+use crm_sync_proto::v1::FieldValue;
 use crm_sync_proto::v1::field_value::Kind;
 
 fn text(s: &str) -> FieldValue {
@@ -30,12 +31,12 @@ fn event(id: &str, change: ChangeType, at: i64, fields: &[(&str, &str)]) -> CrmE
 
 /// What the merged record's field was before the event.
 fn before(merged: &Merged<'_>, name: &str) -> Option<FieldValue> {
-    let current = Current::new(&merged.state);
+    let current = Current::new(&merged.fields, merged.state.complete);
     let before = Before {
         current: &current,
         changes: &merged.changes,
     };
-    before.get(name).cloned()
+    before.get(name).map(ValueRef::to_value)
 }
 
 fn value(state: &RecordState, field: &str) -> Option<String> {
@@ -51,11 +52,11 @@ fn deltas_accumulate_into_the_whole_record() {
     let first = merge(None, &first_event);
     assert!(first.new_record && first.changed && first.dirty);
     let second_event = event("2", ChangeType::Updated, 20, &[("dealstage", "closedwon")]);
-    let second = merge(Some(first.state), &second_event);
+    let second = merge(Some(first.whole()), &second_event);
     assert!(second.changed);
-    assert_eq!(value(&second.state, "amount").as_deref(), Some("500"));
+    assert_eq!(value(&second.whole(), "amount").as_deref(), Some("500"));
     assert_eq!(
-        value(&second.state, "dealstage").as_deref(),
+        value(&second.whole(), "dealstage").as_deref(),
         Some("closedwon")
     );
     // The amount was not touched: its previous value is its current one.
@@ -69,14 +70,14 @@ fn the_stored_value_is_the_previous_value_of_a_field_the_event_changes() {
     let first_event = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
     let first = merge(None, &first_event);
     let second_event = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
-    let second = merge(Some(first.state), &second_event);
+    let second = merge(Some(first.whole()), &second_event);
     assert_eq!(before(&second, "stage"), Some(text("open")));
     // Where the event sends its own previous value, that one is used.
     let mut third = event("3", ChangeType::Updated, 30, &[("stage", "lost")]);
     third
         .previous_fields
         .insert("stage".into(), text("negotiation"));
-    let third = merge(Some(second.state), &third);
+    let third = merge(Some(second.whole()), &third);
     assert_eq!(before(&third, "stage"), Some(text("negotiation")));
 }
 
@@ -90,10 +91,10 @@ fn an_older_event_never_moves_a_field_back() {
         10,
         &[("stage", "open"), ("amount", "7")],
     );
-    let older = merge(Some(newer.state), &older_event);
-    assert_eq!(value(&older.state, "stage").as_deref(), Some("won"));
+    let older = merge(Some(newer.whole()), &older_event);
+    assert_eq!(value(&older.whole(), "stage").as_deref(), Some("won"));
     // A field only the older event knows is still news.
-    assert_eq!(value(&older.state, "amount").as_deref(), Some("7"));
+    assert_eq!(value(&older.whole(), "amount").as_deref(), Some("7"));
     assert!(older.changed);
 }
 
@@ -101,9 +102,9 @@ fn an_older_event_never_moves_a_field_back() {
 fn a_replayed_event_changes_nothing() {
     let e = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
     let once = merge(None, &e);
-    let again = merge(Some(once.state.clone()), &e);
+    let again = merge(Some(once.whole()), &e);
     assert!(!again.dirty && !again.changed);
-    assert_eq!(again.state, once.state);
+    assert_eq!(again.whole(), once.whole());
 }
 
 #[test]
@@ -111,7 +112,7 @@ fn a_newer_identical_value_is_stored_but_changes_no_decision() {
     let once_event = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
     let once = merge(None, &once_event);
     let later_event = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
-    let later = merge(Some(once.state), &later_event);
+    let later = merge(Some(once.whole()), &later_event);
     assert!(later.dirty && !later.changed);
 }
 
@@ -119,7 +120,7 @@ fn a_newer_identical_value_is_stored_but_changes_no_decision() {
 fn a_created_record_had_empty_fields_before() {
     let created_event = event("1", ChangeType::Created, 10, &[("stage", "won")]);
     let created = merge(None, &created_event);
-    assert_eq!(before(&created, "stage"), Some(NULL.clone()));
+    assert_eq!(before(&created, "stage"), Some(NULL.to_value()));
 }
 
 #[test]
@@ -127,15 +128,15 @@ fn deletes_stick_against_older_updates_and_yield_to_newer_ones() {
     let live_event = event("1", ChangeType::Updated, 10, &[("stage", "won")]);
     let live = merge(None, &live_event);
     let deleted_event = event("2", ChangeType::Deleted, 20, &[]);
-    let deleted = merge(Some(live.state), &deleted_event);
+    let deleted = merge(Some(live.whole()), &deleted_event);
     assert!(deleted.state.deleted && deleted.changed);
     let late_event = event("0", ChangeType::Updated, 15, &[("stage", "lost")]);
-    let late = merge(Some(deleted.state), &late_event);
+    let late = merge(Some(deleted.whole()), &late_event);
     // The record stays deleted; the field itself was set at 10, so the update at 15 is newer.
     assert!(late.state.deleted);
-    assert_eq!(value(&late.state, "stage").as_deref(), Some("lost"));
+    assert_eq!(value(&late.whole(), "stage").as_deref(), Some("lost"));
     let undeleted_event = event("3", ChangeType::Updated, 30, &[("stage", "won")]);
-    let undeleted = merge(Some(late.state), &undeleted_event);
+    let undeleted = merge(Some(late.whole()), &undeleted_event);
     assert!(!undeleted.state.deleted && undeleted.changed);
 }
 
@@ -153,7 +154,7 @@ fn the_owner_follows_the_newest_event_that_names_one() {
         crm_user_id: "u0".into(),
         ..Default::default()
     });
-    let kept = merge(Some(first.state), &older);
+    let kept = merge(Some(first.whole()), &older);
     assert_eq!(
         kept.state.owner.as_ref().map(|o| o.crm_user_id.as_str()),
         Some("u1")
@@ -176,13 +177,16 @@ fn a_full_snapshot_completes_the_record() {
 fn a_complete_record_reads_the_fields_it_lacks_as_empty() {
     let partial = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
     let partial = merge(None, &partial);
-    assert_eq!(Current::new(&partial.state).get("amount"), None);
+    assert_eq!(Current::new(&partial.fields, false).get("amount"), None);
     let mut whole = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
     whole.full_snapshot = true;
-    let whole = merge(Some(partial.state), &whole);
-    assert_eq!(Current::new(&whole.state).get("stage"), Some(&text("won")));
-    assert_eq!(Current::new(&whole.state).get("amount"), Some(&NULL));
+    let whole = merge(Some(partial.whole()), &whole);
+    assert_eq!(
+        Current::new(&whole.fields, true).get("stage"),
+        Some(ValueRef::Text("won"))
+    );
+    assert_eq!(Current::new(&whole.fields, true).get("amount"), Some(NULL));
     // Before the snapshot the stage was open; a field it never had was empty.
     assert_eq!(before(&whole, "stage"), Some(text("open")));
-    assert_eq!(before(&whole, "amount"), Some(NULL.clone()));
+    assert_eq!(before(&whole, "amount"), Some(NULL.to_value()));
 }

@@ -14,8 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crm_sync_kafka::transactional::{PartitionListener, Written};
-use crm_sync_proto::Message;
-use crm_sync_proto::v1::RecordState;
+use crm_sync_proto::view::{StateView, decode_state};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::mpsc;
 
@@ -30,7 +29,7 @@ pub enum StoreError {
     #[error("stored state of {key} does not decode: {source}")]
     Corrupt {
         key: String,
-        source: prost::DecodeError,
+        source: crm_sync_proto::view::ViewError,
     },
     #[error("restoring partition {partition} from the changelog: {reason}")]
     Restore { partition: i32, reason: String },
@@ -39,6 +38,26 @@ pub enum StoreError {
 /// The open transaction's changes: record key → (partition, encoded state). Looked up on
 /// every event: hashed with foldhash, where SipHash cost a few hundred instructions per key.
 type Staged = foldhash::HashMap<Vec<u8>, (i32, Vec<u8>)>;
+
+/// A record's state as stored: staged by a transaction not committed yet, or kept on disk.
+pub enum Stored {
+    Staged(Vec<u8>),
+    Kept(fjall::Slice),
+}
+
+impl Stored {
+    /// The state, its fields left in these bytes.
+    pub fn view(&self, key: &str) -> Result<StateView<'_>, StoreError> {
+        let bytes: &[u8] = match self {
+            Stored::Staged(bytes) => bytes,
+            Stored::Kept(bytes) => bytes,
+        };
+        decode_state(bytes).map_err(|source| StoreError::Corrupt {
+            key: key.to_owned(),
+            source,
+        })
+    }
+}
 
 /// An assigned partition: whether its keyspace is caught up with the changelog.
 struct Slot {
@@ -111,25 +130,16 @@ impl RecordStore {
         Ok(keyspace)
     }
 
-    /// The record's state as of everything handled so far (staged changes included), decoded
-    /// from where its bytes are rather than a copy of them.
-    pub fn get(&self, partition: i32, key: &[u8]) -> Result<Option<RecordState>, StoreError> {
-        let decode = |bytes: &[u8]| {
-            RecordState::decode(bytes).map_err(|source| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            })
-        };
+    /// The record's state as of everything handled so far (staged changes included): the
+    /// bytes of it, which [`Stored::view`] reads in place.
+    pub fn get(&self, partition: i32, key: &[u8]) -> Result<Option<Stored>, StoreError> {
         let staged = self
             .pending
-            .find_newest(|staged| staged.get(key).map(|(_, bytes)| decode(bytes)));
-        if let Some(state) = staged {
-            return state.map(Some);
+            .find_newest(|staged| staged.get(key).map(|(_, bytes)| bytes.clone()));
+        if let Some(bytes) = staged {
+            return Ok(Some(Stored::Staged(bytes)));
         }
-        match self.keyspace(partition)?.get(key)? {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.keyspace(partition)?.get(key)?.map(Stored::Kept))
     }
 
     /// Stages a change of the open transaction.

@@ -1,5 +1,7 @@
 use std::time::{Duration, Instant};
 
+use crm_sync_proto::Message;
+use crm_sync_proto::v1::RecordState;
 use rdkafka::ClientConfig;
 
 use super::*;
@@ -52,8 +54,13 @@ fn a_full_memtable_is_flushed_without_waiting_for_fjall_to_rotate_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let read = store.get(0, b"integration/Deal/0-0").unwrap();
-    assert_eq!(read, Some(state("0-0")), "a flushed state reads back");
+    let key = "integration/Deal/0-0";
+    let read = store.get(0, key.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        read.view(key).unwrap().state,
+        state("0-0"),
+        "a flushed state reads back"
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crm_sync_proto::v1::CrmEvent;
-use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_proto::view::ValueRef;
 
 use crate::condition::{Comparison, Condition, Mode, Previous, Record, Verdict};
 use crate::spec::WorkflowSpec;
@@ -289,14 +289,14 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// A field value as JSON: text as a string, a number as a JSON number where it is one.
-pub fn field_json(f: &crm_sync_proto::v1::FieldValue) -> Value {
-    match &f.kind {
-        Some(Kind::Text(t)) => Value::String(t.clone()),
-        Some(Kind::Number(n)) => {
-            serde_json::from_str(n).unwrap_or_else(|_| Value::String(n.clone()))
+pub fn field_json(f: ValueRef<'_>) -> Value {
+    match f {
+        ValueRef::Text(t) => Value::String(t.to_owned()),
+        ValueRef::Number(n) => {
+            serde_json::from_str(n).unwrap_or_else(|_| Value::String(n.to_owned()))
         }
-        Some(Kind::Boolean(b)) => Value::Bool(*b),
-        Some(Kind::NullValue(_)) | None => Value::Null,
+        ValueRef::Boolean(b) => Value::Bool(b),
+        ValueRef::Null(_) | ValueRef::Unset => Value::Null,
     }
 }
 
@@ -304,6 +304,7 @@ pub fn field_json(f: &crm_sync_proto::v1::FieldValue) -> Value {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
 
+    use crm_sync_proto::v1::field_value::Kind;
     use crm_sync_proto::v1::{ChangeType, FieldValue};
     use serde_json::json;
 

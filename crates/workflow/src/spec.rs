@@ -2,8 +2,8 @@
 //! user, value and date come from.
 
 use chrono::{DateTime, Utc};
-use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser};
+use crm_sync_proto::view::ValueRef;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -203,14 +203,14 @@ impl WorkflowSpec {
         let fields = view.record.fields;
         let value = match &self.value_field {
             None => Decimal::ONE,
-            Some(field) => match fields.get(field).and_then(|f| f.kind.as_ref()) {
-                None | Some(Kind::NullValue(_)) => {
+            Some(field) => match fields.get(field) {
+                None | Some(ValueRef::Unset | ValueRef::Null(_)) => {
                     return Decision::NoMatch(NoMatch::MissingValue);
                 }
-                Some(Kind::Text(t)) if t.trim().is_empty() => {
+                Some(ValueRef::Text(t)) if t.trim().is_empty() => {
                     return Decision::NoMatch(NoMatch::MissingValue);
                 }
-                Some(kind) => match read_number(kind) {
+                Some(value) => match read_number(value) {
                     Some(v) => v,
                     None => return Decision::NoMatch(NoMatch::TypeMismatch),
                 },
@@ -257,9 +257,9 @@ impl<'a> RecordView<'a> {
 }
 
 fn field_text(fields: &dyn FieldLookup, name: &str) -> Option<String> {
-    match fields.get(name)?.kind.as_ref()? {
-        Kind::NullValue(_) => None,
-        kind => Some(read_text(kind)).filter(|t| !t.trim().is_empty()),
+    match fields.get(name)? {
+        ValueRef::Unset | ValueRef::Null(_) => None,
+        value => Some(read_text(value)).filter(|t| !t.trim().is_empty()),
     }
 }
 

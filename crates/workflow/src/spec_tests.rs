@@ -1,5 +1,6 @@
 use super::*;
 use crate::condition::Fields;
+use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{CrmUser, FieldValue};
 use serde_json::json;
 

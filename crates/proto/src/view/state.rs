@@ -28,7 +28,7 @@ pub type KnownFieldRef<'a> = (&'a str, KnownRef<'a>);
 
 /// A record state whose fields stayed in its bytes: `state.fields` is empty, `fields` holds
 /// them, sorted by name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StateView<'a> {
     pub state: RecordState,
     pub fields: Vec<KnownFieldRef<'a>>,

@@ -2,8 +2,7 @@
 //! the writer only copies bytes (see [`super::pages`] for the page around it).
 
 use chrono::{DateTime, Utc};
-use crm_sync_proto::Message;
-use crm_sync_proto::v1::FieldValue;
+use crm_sync_proto::view::ValueRef;
 use uuid::Uuid;
 
 use super::PreviousKnown;
@@ -194,17 +193,17 @@ impl ReadValues<'_> {
     }
 
     /// A current value (`CrmEvent.fields`, field 7).
-    pub fn field(&mut self, name: &str, value: &FieldValue) {
+    pub fn field(&mut self, name: &str, value: ValueRef<'_>) {
         self.map_entry(7, name, value);
     }
 
     /// A previous value (`CrmEvent.previous_fields`, field 8).
-    pub fn previous(&mut self, name: &str, value: &FieldValue) {
+    pub fn previous(&mut self, name: &str, value: ValueRef<'_>) {
         self.map_entry(8, name, value);
     }
 
     /// One protobuf map entry: the key as field 1, the value as field 2.
-    fn map_entry(&mut self, tag: u32, name: &str, value: &FieldValue) {
+    fn map_entry(&mut self, tag: u32, name: &str, value: ValueRef<'_>) {
         use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
         let value_len = value.encoded_len();
         let key_len = 1 + encoded_len_varint(name.len() as u64) + name.len();

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::CrmEvent;
+use crm_sync_proto::view::ValueRef;
 use crm_sync_workflow::{Fields, Mode, Previous, Record, WorkflowSpec};
 use serde::Serialize;
 use serde_json::Value;
@@ -51,10 +52,10 @@ pub fn encode_read_values(known: PreviousKnown, fields: Fields, previous: Fields
     {
         let mut values = super::entry::ReadValues::start(&mut out, known);
         for (name, value) in &fields {
-            values.field(name, value);
+            values.field(name, ValueRef::of(value));
         }
         for (name, value) in &previous {
-            values.previous(name, value);
+            values.previous(name, ValueRef::of(value));
         }
     }
     // The length the values are stored after is the page's business.

@@ -2,8 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crm_sync_proto::v1::FieldValue;
-use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_proto::view::ValueRef;
 
 use super::text::{contains_folded, equals_folded, fold};
 use super::values::{Typed, read};
@@ -13,15 +12,15 @@ use super::{Comparison, Literal, Mode, Op, Previous, Record, Verdict};
 #[derive(Clone, Copy)]
 enum State<'a> {
     Empty,
-    Value(&'a Kind),
+    Value(ValueRef<'a>),
 }
 
 impl<'a> State<'a> {
-    fn of(value: &'a FieldValue) -> State<'a> {
-        match value.kind.as_ref() {
-            None | Some(Kind::NullValue(_)) => State::Empty,
-            Some(Kind::Text(t)) if t.trim().is_empty() => State::Empty,
-            Some(kind) => State::Value(kind),
+    fn of(value: ValueRef<'a>) -> State<'a> {
+        match value {
+            ValueRef::Unset | ValueRef::Null(_) => State::Empty,
+            ValueRef::Text(t) if t.trim().is_empty() => State::Empty,
+            value => State::Value(value),
         }
     }
 }
@@ -44,13 +43,13 @@ impl Comparison {
             _ => match current {
                 None => Verdict::Unknown,
                 Some(State::Empty) => Verdict::of(matches!(self.op, Op::Ne | Op::NotIn)),
-                Some(State::Value(kind)) => self.compare(kind),
+                Some(State::Value(value)) => self.compare(value),
             },
         }
     }
 
-    fn compare(&self, kind: &Kind) -> Verdict {
-        let Some(actual) = read(kind, self.value_type) else {
+    fn compare(&self, value: ValueRef<'_>) -> Verdict {
+        let Some(actual) = read(value, self.value_type) else {
             return Verdict::TypeMismatch;
         };
         let first = || self.values.first();
@@ -111,7 +110,7 @@ impl Comparison {
     fn state_equals(&self, state: State<'_>) -> Verdict {
         match state {
             State::Empty => Verdict::NoMatch,
-            State::Value(kind) => match (read(kind, self.value_type), self.values.first()) {
+            State::Value(value) => match (read(value, self.value_type), self.values.first()) {
                 (Some(actual), Some(literal)) => Verdict::of(self.equals(&actual, literal)),
                 (None, _) => Verdict::TypeMismatch,
                 (Some(_), None) => Verdict::NoMatch,

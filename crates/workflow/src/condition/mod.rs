@@ -54,6 +54,7 @@ mod verdict;
 use std::collections::BTreeMap;
 
 use crm_sync_proto::v1::FieldValue;
+use crm_sync_proto::view::ValueRef;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -65,14 +66,15 @@ pub use verdict::{Mode, Previous, Record, Verdict};
 pub type Fields = BTreeMap<String, FieldValue>;
 
 /// Where conditions read a record's values from, by the CRM's native field names: a map, or a
-/// view over stored state that need not be copied into one for every event.
+/// view over stored state that need not be copied into one for every event. Values are
+/// borrowed from wherever they are held, a message's bytes included.
 pub trait FieldLookup: std::fmt::Debug + Sync {
-    fn get(&self, name: &str) -> Option<&FieldValue>;
+    fn get(&self, name: &str) -> Option<ValueRef<'_>>;
 }
 
 impl FieldLookup for Fields {
-    fn get(&self, name: &str) -> Option<&FieldValue> {
-        BTreeMap::get(self, name)
+    fn get(&self, name: &str) -> Option<ValueRef<'_>> {
+        BTreeMap::get(self, name).map(ValueRef::of)
     }
 }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use crm_sync_proto::v1::field_value::Kind;
+use crm_sync_proto::view::ValueRef;
 use rust_decimal::Decimal;
 
 use super::ValueType;
@@ -20,26 +20,32 @@ pub(super) enum Typed<'a> {
 }
 
 /// Reads a field as `value_type`; None when it cannot be (a type mismatch).
-pub(super) fn read(kind: &Kind, value_type: ValueType) -> Option<Typed<'_>> {
+pub(super) fn read(value: ValueRef<'_>, value_type: ValueType) -> Option<Typed<'_>> {
     match value_type {
-        ValueType::Text => Some(Typed::Text(match kind {
-            Kind::Text(t) | Kind::Number(t) => Cow::Borrowed(t.as_str()),
-            Kind::Boolean(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-            Kind::NullValue(_) => Cow::Borrowed(""),
-        })),
-        ValueType::Number => read_number(kind).map(Typed::Number),
-        ValueType::Boolean => match kind {
-            Kind::Boolean(b) => Some(Typed::Boolean(*b)),
-            Kind::Text(t) => parse_bool(t).map(Typed::Boolean),
+        ValueType::Text => Some(Typed::Text(Cow::Borrowed(match value {
+            ValueRef::Text(t) | ValueRef::Number(t) => t,
+            ValueRef::Boolean(b) => {
+                if b {
+                    "true"
+                } else {
+                    "false"
+                }
+            }
+            ValueRef::Null(_) | ValueRef::Unset => "",
+        }))),
+        ValueType::Number => read_number(value).map(Typed::Number),
+        ValueType::Boolean => match value {
+            ValueRef::Boolean(b) => Some(Typed::Boolean(b)),
+            ValueRef::Text(t) => parse_bool(t).map(Typed::Boolean),
             _ => None,
         },
-        ValueType::Date => read_datetime(kind).map(|d| {
+        ValueType::Date => read_datetime(value).map(|d| {
             Typed::Date(match d {
                 When::Date(d) => d,
                 When::Instant(t) => t.date_naive(),
             })
         }),
-        ValueType::DateTime => read_datetime(kind).map(|d| {
+        ValueType::DateTime => read_datetime(value).map(|d| {
             Typed::DateTime(match d {
                 When::Date(d) => d.and_time(chrono::NaiveTime::MIN).and_utc(),
                 When::Instant(t) => t,
@@ -59,9 +65,9 @@ pub(super) fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-pub(crate) fn read_number(field: &Kind) -> Option<Decimal> {
+pub(crate) fn read_number(field: ValueRef<'_>) -> Option<Decimal> {
     match field {
-        Kind::Number(n) | Kind::Text(n) => parse_decimal(n),
+        ValueRef::Number(n) | ValueRef::Text(n) => parse_decimal(n),
         _ => None,
     }
 }
@@ -73,11 +79,11 @@ pub(super) fn parse_decimal(text: &str) -> Option<Decimal> {
         .ok()
 }
 
-pub(crate) fn read_text(field: &Kind) -> String {
+pub(crate) fn read_text(field: ValueRef<'_>) -> String {
     match field {
-        Kind::Text(t) | Kind::Number(t) => t.clone(),
-        Kind::Boolean(b) => b.to_string(),
-        Kind::NullValue(_) => String::new(),
+        ValueRef::Text(t) | ValueRef::Number(t) => t.to_owned(),
+        ValueRef::Boolean(b) => b.to_string(),
+        ValueRef::Null(_) | ValueRef::Unset => String::new(),
     }
 }
 
@@ -87,9 +93,9 @@ pub(crate) enum When {
     Instant(DateTime<Utc>),
 }
 
-fn read_datetime(kind: &Kind) -> Option<When> {
-    match kind {
-        Kind::Text(t) | Kind::Number(t) => parse_when(t),
+fn read_datetime(value: ValueRef<'_>) -> Option<When> {
+    match value {
+        ValueRef::Text(t) | ValueRef::Number(t) => parse_when(t),
         _ => None,
     }
 }
