@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{
-    Condition, ConditionError, FieldLookup, Mode, Record, Verdict, When, parse_when, read_number,
-    read_text,
+    Condition, ConditionError, FieldLookup, Mode, Record, Verdict, When, is_blank, parse_when,
+    read_number, read_text,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,7 +207,7 @@ impl WorkflowSpec {
                 None | Some(ValueRef::Unset | ValueRef::Null(_)) => {
                     return Decision::NoMatch(NoMatch::MissingValue);
                 }
-                Some(ValueRef::Text(t)) if t.trim().is_empty() => {
+                Some(ValueRef::Text(t)) if is_blank(t) => {
                     return Decision::NoMatch(NoMatch::MissingValue);
                 }
                 Some(value) => match read_number(value) {
@@ -259,7 +259,7 @@ impl<'a> RecordView<'a> {
 fn field_text(fields: &dyn FieldLookup, name: &str) -> Option<String> {
     match fields.get(name)? {
         ValueRef::Unset | ValueRef::Null(_) => None,
-        value => Some(read_text(value)).filter(|t| !t.trim().is_empty()),
+        value => Some(read_text(value)).filter(|t| !is_blank(t)),
     }
 }
 

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use crm_sync_proto::view::ValueRef;
 
-use super::text::{contains_folded, equals_folded, fold};
+use super::text::{contains_folded, equals_folded, fold, is_blank};
 use super::values::{Typed, read};
 use super::{Comparison, Literal, Mode, Op, Previous, Record, Verdict};
 
@@ -19,7 +19,7 @@ impl<'a> State<'a> {
     fn of(value: ValueRef<'a>) -> State<'a> {
         match value {
             ValueRef::Unset | ValueRef::Null(_) => State::Empty,
-            ValueRef::Text(t) if t.trim().is_empty() => State::Empty,
+            ValueRef::Text(t) if is_blank(t) => State::Empty,
             value => State::Value(value),
         }
     }

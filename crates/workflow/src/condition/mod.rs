@@ -59,6 +59,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 pub use operators::{Literal, Op, ValueType};
+pub(crate) use text::is_blank;
 pub(crate) use values::{When, parse_when, read_number, read_text};
 pub use verdict::{Mode, Previous, Record, Verdict};
 

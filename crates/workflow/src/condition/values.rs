@@ -9,6 +9,7 @@ use crm_sync_proto::view::ValueRef;
 use rust_decimal::Decimal;
 
 use super::ValueType;
+use super::text::trimmed;
 
 /// A field value read as a condition's type.
 pub(super) enum Typed<'a> {
@@ -55,7 +56,7 @@ pub(super) fn read(value: ValueRef<'_>, value_type: ValueType) -> Option<Typed<'
 }
 
 pub(super) fn parse_bool(text: &str) -> Option<bool> {
-    let t = text.trim();
+    let t = trimmed(text);
     if t.eq_ignore_ascii_case("true") {
         Some(true)
     } else if t.eq_ignore_ascii_case("false") {
@@ -73,7 +74,7 @@ pub(crate) fn read_number(field: ValueRef<'_>) -> Option<Decimal> {
 }
 
 pub(super) fn parse_decimal(text: &str) -> Option<Decimal> {
-    let t = text.trim();
+    let t = trimmed(text);
     Decimal::from_str(t)
         .or_else(|_| Decimal::from_scientific(t))
         .ok()
@@ -103,7 +104,7 @@ fn read_datetime(value: ValueRef<'_>) -> Option<When> {
 /// ISO 8601 date, date-time with offset (`Z`, `+01:00`, or Salesforce's `+0000`), date-time
 /// without offset (taken as UTC), or Unix epoch milliseconds (as HubSpot sends dates).
 pub(crate) fn parse_when(text: &str) -> Option<When> {
-    let t = text.trim();
+    let t = trimmed(text);
     if t.len() == 10 {
         return iso_date(t).map(When::Date);
     }
