@@ -20,7 +20,7 @@ mod state;
 mod wire;
 
 pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state};
-use wire::{LEN, VARINT, key, skip, text, varint};
+use wire::{LEN, VARINT, key, put_varint, skip, text, varint};
 
 /// `CrmEvent.fields`' field number.
 const FIELDS: u32 = 7;
@@ -63,6 +63,14 @@ impl<'a> ValueRef<'a> {
         self == ValueRef::of(value)
     }
 
+    /// The length of the text a value holds (none for the others).
+    pub fn text_len(self) -> usize {
+        match self {
+            ValueRef::Text(t) | ValueRef::Number(t) => t.len(),
+            _ => 0,
+        }
+    }
+
     /// The length of the `FieldValue` message holding this value, as prost encodes it.
     pub fn encoded_len(self) -> usize {
         match self {
@@ -87,7 +95,7 @@ impl<'a> ValueRef<'a> {
         match self {
             ValueRef::Null(b) | ValueRef::Boolean(b) => out.push(u8::from(b)),
             ValueRef::Text(t) | ValueRef::Number(t) => {
-                prost::encoding::encode_varint(t.len() as u64, out);
+                put_varint(t.len() as u64, out);
                 out.extend_from_slice(t.as_bytes());
             }
             ValueRef::Unset => {}
@@ -191,17 +199,26 @@ pub(crate) fn merge_value<'a>(
 ) -> Result<ValueRef<'a>, ViewError> {
     while !bytes.is_empty() {
         let (number, wire) = key(&mut bytes)?;
-        let start = bytes;
-        let payload = skip(number, wire, &mut bytes)?;
-        value = match (number, wire, payload) {
-            (1, VARINT, _) => ValueRef::Null(varint(&mut &start[..])? != 0),
-            (4, VARINT, _) => ValueRef::Boolean(varint(&mut &start[..])? != 0),
-            (2, _, Some(b)) => ValueRef::Text(text(b)?),
-            (3, _, Some(b)) => ValueRef::Number(text(b)?),
-            (1..=4, _, _) => {
+        value = match (number, wire) {
+            (1, VARINT) => ValueRef::Null(varint(&mut bytes)? != 0),
+            (4, VARINT) => ValueRef::Boolean(varint(&mut bytes)? != 0),
+            (2 | 3, LEN) => {
+                let Some(b) = skip(number, wire, &mut bytes)? else {
+                    return Err(ViewError::Malformed("field value with a wrong wire type"));
+                };
+                if number == 2 {
+                    ValueRef::Text(text(b)?)
+                } else {
+                    ValueRef::Number(text(b)?)
+                }
+            }
+            (1..=4, _) => {
                 return Err(ViewError::Malformed("field value with a wrong wire type"));
             }
-            _ => value,
+            _ => {
+                skip(number, wire, &mut bytes)?;
+                value
+            }
         };
     }
     Ok(value)

@@ -6,9 +6,9 @@
 //! from fields borrowed wherever they are (the stored state, the event), without owning them.
 
 use prost::Message;
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 
-use super::wire::{LEN, VARINT, key, skip, varint};
+use super::wire::{LEN, VARINT, key, put_varint, skip, varint};
 use super::{ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
 use crate::Timestamp;
 use crate::v1::RecordState;
@@ -72,14 +72,14 @@ fn merge_known<'a>(
 fn merge_timestamp(mut at: Timestamp, mut bytes: &[u8]) -> Result<Timestamp, ViewError> {
     while !bytes.is_empty() {
         let (number, wire) = key(&mut bytes)?;
-        let start = bytes;
-        skip(number, wire, &mut bytes)?;
         // Both are varints of signed integers, truncated as prost truncates them.
         match (number, wire) {
-            (1, VARINT) => at.seconds = varint(&mut &start[..])? as i64,
-            (2, VARINT) => at.nanos = varint(&mut &start[..])? as i32,
+            (1, VARINT) => at.seconds = varint(&mut bytes)? as i64,
+            (2, VARINT) => at.nanos = varint(&mut bytes)? as i32,
             (1 | 2, _) => return Err(ViewError::Malformed("timestamp with a wrong wire type")),
-            _ => {}
+            _ => {
+                skip(number, wire, &mut bytes)?;
+            }
         }
     }
     Ok(at)
@@ -89,9 +89,11 @@ fn merge_timestamp(mut at: Timestamp, mut bytes: &[u8]) -> Result<Timestamp, Vie
 /// holds is written too). The fields come after the rest of the state rather than in field
 /// number order, which every protobuf decoder reads the same.
 pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8> {
+    // Room for the fields without computing each one's length twice: a name, a value and the
+    // bytes around them (tags, lengths, a time) rarely take more than this.
     let entries: usize = fields
         .iter()
-        .map(|(name, known)| with_length(entry_len(name, known)))
+        .map(|(name, known)| name.len() + known.value.map_or(0, ValueRef::text_len) + 32)
         .sum();
     let mut out = Vec::with_capacity(state.encoded_len() + entries);
     state.encode_raw(&mut out);
@@ -108,7 +110,30 @@ fn with_length(len: usize) -> usize {
 
 fn known_len(known: &KnownRef<'_>) -> usize {
     known.value.map_or(0, |v| with_length(v.encoded_len()))
-        + known.set_at.map_or(0, |t| with_length(t.encoded_len()))
+        + known.set_at.map_or(0, |t| with_length(timestamp_len(&t)))
+}
+
+/// A `Timestamp` message's length, as prost encodes it: each field only when it is not zero.
+fn timestamp_len(at: &Timestamp) -> usize {
+    let field = |v: i64| {
+        if v == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(v as u64)
+        }
+    };
+    field(at.seconds) + field(i64::from(at.nanos))
+}
+
+/// A `Timestamp` message, byte for byte as prost writes it (negative values as ten-byte
+/// varints of their two's complement).
+fn write_timestamp(out: &mut Vec<u8>, at: &Timestamp) {
+    for (number, v) in [(1u8, at.seconds), (2, i64::from(at.nanos))] {
+        if v != 0 {
+            out.push((number << 3) | VARINT);
+            put_varint(v as u64, out);
+        }
+    }
 }
 
 /// A map entry's payload; as prost does, an empty name or an empty `KnownField` is left out.
@@ -129,26 +154,26 @@ fn entry_len(name: &str, known: &KnownRef<'_>) -> usize {
 fn write_entry(out: &mut Vec<u8>, name: &str, known: &KnownRef<'_>) {
     let tag = |number: u32| (number << 3) as u8 | LEN;
     out.push(tag(FIELDS));
-    encode_varint(entry_len(name, known) as u64, out);
+    put_varint(entry_len(name, known) as u64, out);
     if !name.is_empty() {
         out.push(tag(1));
-        encode_varint(name.len() as u64, out);
+        put_varint(name.len() as u64, out);
         out.extend_from_slice(name.as_bytes());
     }
     if *known == KnownRef::default() {
         return;
     }
     out.push(tag(2));
-    encode_varint(known_len(known) as u64, out);
+    put_varint(known_len(known) as u64, out);
     if let Some(value) = known.value {
         out.push(tag(1));
-        encode_varint(value.encoded_len() as u64, out);
+        put_varint(value.encoded_len() as u64, out);
         value.encode_raw(out);
     }
     if let Some(at) = known.set_at {
         out.push(tag(2));
-        encode_varint(at.encoded_len() as u64, out);
-        at.encode_raw(out);
+        put_varint(timestamp_len(&at) as u64, out);
+        write_timestamp(out, &at);
     }
 }
 
