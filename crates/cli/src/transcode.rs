@@ -2,7 +2,10 @@
 //! files, enums by name), by reflection over `crm_sync_proto::descriptor_pool()`.
 
 use anyhow::Context as _;
-use crm_sync_proto::{DynamicMessage, MessageDescriptor, descriptor_pool, message_name_for_topic};
+use crm_sync_proto::v1::CrmEvent;
+use crm_sync_proto::{
+    DynamicMessage, Message, MessageDescriptor, descriptor_pool, message_name_for_topic,
+};
 use prost_reflect::{DeserializeOptions, SerializeOptions};
 
 /// What the tools need to know about a topic's message type beyond its schema.
@@ -72,6 +75,19 @@ impl TopicType {
         Ok(message)
     }
 
+    /// The message's bytes. A CRM event's fields are written in name order, as ingest and the
+    /// pulls write them: reflection keeps a map hashed, so its entries came out in any order,
+    /// and events produced by hand or by the load scripts made the evaluator sort them.
+    pub fn encode(&self, message: &DynamicMessage) -> Vec<u8> {
+        let bytes = message.encode_to_vec();
+        if self.name() == "crm_sync.v1.CrmEvent"
+            && let Ok(event) = CrmEvent::decode(bytes.as_slice())
+        {
+            return event.encode_to_vec();
+        }
+        bytes
+    }
+
     pub fn text_field(&self, message: &DynamicMessage, field: &str) -> String {
         message
             .get_field_by_name(field)
@@ -120,8 +136,6 @@ pub fn to_json(message: &DynamicMessage) -> anyhow::Result<serde_json::Value> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crm_sync_proto::Message;
-    use crm_sync_proto::v1::CrmEvent;
     use serde_json::json;
 
     #[test]
@@ -146,6 +160,34 @@ mod tests {
             .from_json(r#"{"eventId": "e1", "integrationId": "i1", "objectType": "Opportunity", "recordId": "006A"}"#)
             .unwrap();
         assert_eq!(t.key_of(&camel).unwrap(), "i1/Opportunity/006A");
+    }
+
+    #[test]
+    fn an_events_fields_are_written_in_name_order() {
+        let t = TopicType::for_topic("crm.events.v1").unwrap();
+        let names: Vec<String> = (0..40).rev().map(|i| format!("f{i:02}")).collect();
+        let fields: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .map(|n| (n.clone(), json!({"text": n})))
+            .collect();
+        let line = json!({"event_id": "e1", "record_id": "1", "fields": fields});
+        let bytes = t.encode(&t.from_json(&line.to_string()).unwrap());
+        let view = crm_sync_proto::view::decode_event(&bytes).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        // The view sorts what comes unsorted: compare with the bytes' own order instead.
+        let in_bytes: Vec<usize> = sorted
+            .iter()
+            .map(|n| {
+                bytes
+                    .windows(n.len())
+                    .position(|w| w == n.as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        assert!(in_bytes.is_sorted(), "entries in name order: {in_bytes:?}");
+        assert_eq!(view.fields.len(), 40);
+        assert_eq!(CrmEvent::decode(bytes.as_slice()).unwrap().record_id, "1");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use crm_sync_kafka::{OutgoingMessage, Publisher, clients};
-use crm_sync_proto::Message;
 use rdkafka::producer::Producer as _;
 
 use crate::context::Context;
@@ -75,7 +74,7 @@ pub fn prepare(
         messages.push(OutgoingMessage {
             topic: topic.to_owned(),
             key: record_key,
-            payload: message.encode_to_vec(),
+            payload: kind.encode(&message),
             event_id: id,
             headers: Vec::new(),
             partition: None,
