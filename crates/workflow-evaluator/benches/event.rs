@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crm_sync_proto::Message;
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue};
@@ -18,7 +19,6 @@ use crm_sync_workflow::{Condition, Record, RecordView, Trigger, WorkflowSpec};
 use crm_sync_workflow_evaluator::judge::judge;
 use crm_sync_workflow_evaluator::outputs;
 use crm_sync_workflow_evaluator::record::{self, Before, Current};
-use prost::Message;
 use uuid::Uuid;
 
 // The service's allocator: most of the work is allocating and freeing strings.
