@@ -25,7 +25,7 @@ use wire::{LEN, VARINT, key, put_varint, skip, text, varint};
 /// `CrmEvent.fields`' field number.
 const FIELDS: u32 = 7;
 
-/// A field's value as the event's bytes hold it.
+/// A field's value as a message's bytes hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueRef<'a> {
     /// No kind set (a `FieldValue` with nothing in it).

@@ -137,7 +137,7 @@ fn quoted(out: &mut impl Write, text: &str) -> fmt::Result {
 /// Writes `text` as the inside of a JSON string.
 fn escape(out: &mut impl Write, text: &str) -> fmt::Result {
     // Most values (ids, topics, numbers) need no escaping: one pass to find out, one write.
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escaping(text) {
         return out.write_str(text);
     }
     let mut clean_from = 0;
@@ -160,6 +160,29 @@ fn escape(out: &mut impl Write, text: &str) -> fmt::Result {
         clean_from = i + 1;
     }
     out.write_str(&text[clean_from..])
+}
+
+/// Whether `text` has a quote, a backslash or a control character, looked for eight bytes at a
+/// time: a byte at a time, this check was over a third of formatting a consumer's span fields.
+fn needs_escaping(text: &str) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGHS: u64 = ONES * 0x80;
+    // Whether a byte of `x` is under `n` (n ≤ 128): exact as to whether there is one.
+    let has_less = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS != 0;
+    let has_byte = |x: u64, b: u8| has_less(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = text.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if has_less(x, 0x20) || has_byte(x, b'"') || has_byte(x, b'\\') {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Escapes what a `Debug` implementation writes, piece by piece.

@@ -98,3 +98,26 @@ fn fields_recorded_after_creation_join_the_object() {
     assert_eq!(span["offset"], 9);
     assert_eq!(span["name"], "send");
 }
+
+#[test]
+fn the_word_at_a_time_check_finds_what_a_byte_at_a_time_check_finds() {
+    let naive = |t: &str| t.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    let specials = [
+        '"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', 'é', '€', '\u{7f}',
+    ];
+    for len in 0..20 {
+        for at in 0..len.max(1) {
+            for special in specials {
+                let text: String = (0..len)
+                    .map(|i| if i == at { special } else { 'a' })
+                    .collect();
+                assert_eq!(super::needs_escaping(&text), naive(&text), "{text:?}");
+            }
+        }
+    }
+    // Every byte value next to every other, in a word, through the UTF-8 strings they make.
+    for b in 0u8..128 {
+        let text = format!("0123456{}89abcdef", b as char);
+        assert_eq!(super::needs_escaping(&text), naive(&text), "{b}");
+    }
+}
