@@ -193,6 +193,7 @@ pub(crate) fn map_entry<'a, T>(
 }
 
 /// A `FieldValue` message merged into `value`: its last kind wins.
+#[inline]
 pub(crate) fn merge_value<'a>(
     mut value: ValueRef<'a>,
     mut bytes: &'a [u8],

@@ -37,6 +37,7 @@ pub(super) fn skip<'a>(
 
 /// [`skip`] for everything but groups: kept apart so that the common path does not recurse
 /// (and stays inlined).
+#[inline]
 fn skip_value<'a>(wire: u8, input: &mut &'a [u8]) -> Result<Option<&'a [u8]>, ViewError> {
     let width = match wire {
         VARINT => {
