@@ -63,6 +63,15 @@ pub const PREFETCH_BOUNDS: [(&str, &str); 5] = [
     ("fetch.queue.backoff.ms", "10"),
 ];
 
+/// What one fetch brings per partition for a consumer whose offsets commit in transactions (the
+/// evaluator), in place of [`PREFETCH_BOUNDS`]' 128 KiB. The limit counts compressed bytes, and
+/// events written in name order (as ingest writes them) compress better than the same events
+/// with their fields in any order: with such events the evaluator's peak in a 100,000-event
+/// backlog went from 62 to 66-68 MiB at 128 KiB, and is 60-61 MiB at 64 KiB at the same events
+/// per second. The provisioner keeps 128 KiB: at 64 KiB it applied a backlog at least a
+/// quarter slower (14,652 and 15,587 outcomes/s against over 21,170).
+pub const TRANSACTIONAL_FETCH_BYTES: &str = "65536";
+
 /// Memory bounds of every client: crm-sync's defaults, which an operator may still tune through
 /// `kafka.librdkafka_options` (a value given there is kept).
 pub trait BoundedMemory {
@@ -91,7 +100,7 @@ impl BoundedMemory for rdkafka::ClientConfig {
 }
 
 /// Sets `key` unless the operator's pass-through already did.
-fn default_to<'c>(
+pub(crate) fn default_to<'c>(
     config: &'c mut rdkafka::ClientConfig,
     key: &str,
     value: &str,

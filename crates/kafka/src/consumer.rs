@@ -140,6 +140,10 @@ fn config(
     commits: OffsetCommits,
 ) -> ClientConfig {
     let mut config = crate::clients::base_config(settings, crate::clients::Role::Consumer);
+    if commits == OffsetCommits::InTransactions {
+        let fetch = crate::clients::TRANSACTIONAL_FETCH_BYTES;
+        crate::clients::default_to(&mut config, "fetch.message.max.bytes", fetch);
+    }
     config
         .set("client.id", client_id)
         .set("group.id", group_id)
@@ -198,7 +202,13 @@ mod tests {
         for commits in [OffsetCommits::Stored, OffsetCommits::InTransactions] {
             let config = config(&settings, "svc", "group", commits);
             for (key, value) in crate::clients::PREFETCH_BOUNDS {
-                assert_eq!(config.get(key), Some(value), "{key}");
+                let value = match (key, commits) {
+                    ("fetch.message.max.bytes", OffsetCommits::InTransactions) => {
+                        crate::clients::TRANSACTIONAL_FETCH_BYTES
+                    }
+                    _ => value,
+                };
+                assert_eq!(config.get(key), Some(value), "{key} ({commits:?})");
             }
             // librdkafka's own default queues 64 MiB per partition.
             assert_eq!(config.get("queued.max.messages.kbytes"), Some("256"));
@@ -208,8 +218,14 @@ mod tests {
             .librdkafka_options
             .consumer
             .insert("queued_max_messages_kbytes".to_owned(), "4096".to_owned());
+        tuned
+            .librdkafka_options
+            .consumer
+            .insert("fetch_message_max_bytes".to_owned(), "262144".to_owned());
         let config = config(&tuned, "svc", "group", OffsetCommits::Stored);
         assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
+        let transactional = super::config(&tuned, "svc", "group", OffsetCommits::InTransactions);
+        assert_eq!(transactional.get("fetch.message.max.bytes"), Some("262144"));
         assert_eq!(config.get("fetch.max.bytes"), Some("4194304"));
     }
 }
