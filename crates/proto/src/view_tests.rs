@@ -15,8 +15,8 @@ fn number(s: &str) -> FieldValue {
     }
 }
 
-/// `number` as a length-delimited field of `payload`.
-fn len_field(number: u8, payload: &[u8]) -> Vec<u8> {
+/// `number` as a length-delimited field of `payload` (the state view's tests use it too).
+pub(super) fn len_field(number: u8, payload: &[u8]) -> Vec<u8> {
     assert!(number < 16 && payload.len() < 128);
     let mut out = vec![(number << 3) | 2, payload.len() as u8];
     out.extend_from_slice(payload);

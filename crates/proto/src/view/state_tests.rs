@@ -1,6 +1,7 @@
 use super::*;
 use crate::v1::field_value::Kind;
 use crate::v1::{CrmUser, FieldValue, KnownField, WorkflowMatchState};
+use crate::view::tests::len_field;
 
 fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos })
@@ -122,14 +123,6 @@ fn a_value_is_written_byte_for_byte_as_prost_writes_it() {
         assert_eq!(out, value.encode_to_vec(), "{value:?}");
         assert_eq!(ValueRef::of(&value).encoded_len(), value.encoded_len());
     }
-}
-
-/// `number` as a length-delimited field of `payload`.
-fn len_field(number: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(number < 16 && payload.len() < 128);
-    let mut out = vec![(number << 3) | 2, payload.len() as u8];
-    out.extend_from_slice(payload);
-    out
 }
 
 fn entry(name: &str, known: &KnownField) -> Vec<u8> {
