@@ -1,4 +1,4 @@
-//! The protobuf wire format, as far as reading messages in place needs it.
+//! The protobuf wire format, as far as reading messages in place and writing them back needs it.
 
 use super::ViewError;
 
