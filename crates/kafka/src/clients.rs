@@ -68,8 +68,9 @@ pub const PREFETCH_BOUNDS: [(&str, &str); 5] = [
 /// what a fetch holds decompressed grows with how well the events compress: written in name
 /// order (as ingest writes them), the load script's events take half the bytes on the broker
 /// they took in any order, and the evaluator's peak in a 100,000-event backlog went from 62 to
-/// 66-68 MiB at 128 KiB; at 64 KiB it is 60-62 MiB at the same events per second. The provisioner keeps 128 KiB: at 64 KiB it applied a backlog at least a
-/// quarter slower (14,652 and 15,587 outcomes/s against over 21,170).
+/// 66-68 MiB at 128 KiB; at 64 KiB it is 60-62 MiB at the same events per second. The
+/// provisioner keeps 128 KiB: at 64 KiB it applied a backlog at least a quarter slower (14,652
+/// and 15,587 outcomes/s against over 21,170).
 pub const TRANSACTIONAL_FETCH_BYTES: &str = "65536";
 
 /// Memory bounds of every client: crm-sync's defaults, which an operator may still tune through
