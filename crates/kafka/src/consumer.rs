@@ -140,6 +140,8 @@ fn config(
     commits: OffsetCommits,
 ) -> ClientConfig {
     let mut config = crate::clients::base_config(settings, crate::clients::Role::Consumer);
+    // Before the shared bounds below, which only fill in what is still unset (an operator's
+    // value stays as it was given).
     if commits == OffsetCommits::InTransactions {
         let fetch = crate::clients::TRANSACTIONAL_FETCH_BYTES;
         crate::clients::default_to(&mut config, "fetch.message.max.bytes", fetch);
