@@ -17,6 +17,57 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// What each transaction writes.
+struct Shape {
+    topic: String,
+    per_transaction: usize,
+    bytes: usize,
+}
+
+/// One producer's transactions until `until`: the records it wrote and each transaction's
+/// milliseconds.
+async fn produce(
+    producer: FutureProducer,
+    n: usize,
+    shape: Shape,
+    until: Instant,
+) -> (usize, Vec<f64>) {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let payload = vec![b'x'; shape.bytes];
+    let mut latencies = Vec::new();
+    let mut records = 0usize;
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        producer.begin_transaction().unwrap();
+        let mut deliveries = Vec::with_capacity(shape.per_transaction);
+        for i in 0..shape.per_transaction {
+            let key = format!("{n}/{records}/{i}");
+            let record = FutureRecord::to(&shape.topic).key(&key).payload(&payload);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        for d in deliveries {
+            d.await.unwrap().unwrap();
+        }
+        // As the services do: commit only once librdkafka released the delivered messages, or
+        // its flush before the commit polls for 100 ms.
+        while producer.in_flight_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .unwrap();
+        records += shape.per_transaction;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    (records, latencies)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -36,50 +87,12 @@ async fn main() {
             let id = format!("raw-txn-{}-{n}", std::process::id());
             let config =
                 crm_sync_kafka::transactional::producer_config(&settings, "raw-txn-producer", &id);
-            let topic = topic.clone();
-            tokio::spawn(async move {
-                let producer: FutureProducer = config.create().unwrap();
-                let p = producer.clone();
-                tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let payload = vec![b'x'; bytes];
-                let mut latencies = Vec::new();
-                let mut records = 0usize;
-                while Instant::now() < until {
-                    let t0 = Instant::now();
-                    producer.begin_transaction().unwrap();
-                    let mut deliveries = Vec::with_capacity(per_transaction);
-                    for i in 0..per_transaction {
-                        let key = format!("{n}/{records}/{i}");
-                        deliveries.push(
-                            producer
-                                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
-                                .map_err(|(e, _)| e)
-                                .unwrap(),
-                        );
-                    }
-                    for d in deliveries {
-                        d.await.unwrap().unwrap();
-                    }
-                    // As the services do: commit only once librdkafka released the delivered
-                    // messages, or its flush before the commit polls for 100 ms.
-                    while producer.in_flight_count() > 0 {
-                        tokio::task::yield_now().await;
-                    }
-                    let p = producer.clone();
-                    tokio::task::spawn_blocking(move || {
-                        p.commit_transaction(Duration::from_secs(30))
-                    })
-                    .await
-                    .unwrap()
-                    .unwrap();
-                    records += per_transaction;
-                    latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-                (records, latencies)
-            })
+            let shape = Shape {
+                topic: topic.clone(),
+                per_transaction,
+                bytes,
+            };
+            tokio::spawn(async move { produce(config.create().unwrap(), n, shape, until).await })
         })
         .collect();
     let mut records = 0;

@@ -66,45 +66,55 @@ async fn main() {
         .unwrap_or(15);
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let t0 = Instant::now();
-        producer.begin_transaction().unwrap();
-        let mut futures = Vec::new();
-        for i in 0..n {
-            let key = format!("k{i}");
-            let topic = &topics[i % topics.len()];
-            futures.push(
-                producer
-                    .send_result(FutureRecord::to(topic).key(&key).payload("x"))
-                    .map_err(|(e, _)| e)
-                    .unwrap(),
-            );
-        }
-        let t1 = Instant::now();
-        let mut first = None;
-        for f in futures.iter_mut() {
-            let _ = f.await;
-            first.get_or_insert(t1.elapsed());
-        }
-        let last = t1.elapsed();
-        if std::env::var("SETTLE").is_ok() {
-            while producer.in_flight_count() > 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap();
-        let t2 = Instant::now();
-        println!("{:>10.3?} round {round}", std::time::Instant::now());
-        println!(
-            "round {round}: enqueue {:?}, first delivery {:?}, last delivery {:?}, deliveries and commit {:?}, total {:?}",
-            t1 - t0,
-            first.unwrap(),
-            last,
-            t2 - t1,
-            t2 - t0
+        timed_round(&producer, &topics, n, round).await;
+    }
+}
+
+/// One transaction of `n` messages, its phases timed and printed.
+async fn timed_round(
+    producer: &FutureProducer<Printing>,
+    topics: &[String],
+    n: usize,
+    round: usize,
+) {
+    let t0 = Instant::now();
+    producer.begin_transaction().unwrap();
+    let mut futures = Vec::new();
+    for i in 0..n {
+        let key = format!("k{i}");
+        let topic = &topics[i % topics.len()];
+        futures.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload("x"))
+                .map_err(|(e, _)| e)
+                .unwrap(),
         );
     }
+    let t1 = Instant::now();
+    let mut first = None;
+    for f in futures.iter_mut() {
+        let _ = f.await;
+        first.get_or_insert(t1.elapsed());
+    }
+    let last = t1.elapsed();
+    if std::env::var("SETTLE").is_ok() {
+        while producer.in_flight_count() > 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let t2 = Instant::now();
+    println!("{:>10.3?} round {round}", std::time::Instant::now());
+    println!(
+        "round {round}: enqueue {:?}, first delivery {:?}, last delivery {:?}, deliveries and commit {:?}, total {:?}",
+        t1 - t0,
+        first.unwrap(),
+        last,
+        t2 - t1,
+        t2 - t0
+    );
 }

@@ -223,19 +223,13 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
             .get(&key)
             .is_some_and(|w| !w.stop.is_cancelled() && !w.task.is_finished());
         if !reusable {
-            let (queue, inbox) = mpsc::channel(l.buffer_per_partition.max(1));
-            let stop = l.shutdown.child_token();
-            let idle = Arc::new((Mutex::new(true), Condvar::new()));
-            registry.register(
-                &key.0,
-                key.1,
-                WorkerControl {
-                    stop: stop.clone(),
-                    idle: idle.clone(),
-                },
+            let worker = Worker::spawn(
+                &shared,
+                &registry,
+                &key,
+                (l.buffer_per_partition, &l.shutdown),
             );
-            let task = tokio::spawn(partition_worker(shared.clone(), inbox, stop.clone(), idle));
-            workers.insert(key.clone(), Worker { queue, stop, task });
+            workers.insert(key.clone(), worker);
             workers.retain(|_, w| !w.task.is_finished());
         }
         if let Some(worker) = workers.get(&key) {
@@ -257,20 +251,50 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
                 .record(blocked.elapsed().as_secs_f64());
         }
     }
+    finish(workers, &l.consumer).await;
+    Ok(())
+}
+
+impl Worker {
+    /// A partition's worker task, registered so that a revoke can stop it and wait for it.
+    fn spawn<H: MessageHandler + 'static>(
+        shared: &Arc<Shared<H>>,
+        registry: &PartitionRegistry,
+        (topic, partition): &(String, i32),
+        (buffer, shutdown): (usize, &CancellationToken),
+    ) -> Worker {
+        let (queue, inbox) = mpsc::channel(buffer.max(1));
+        let stop = shutdown.child_token();
+        let idle = Arc::new((Mutex::new(true), Condvar::new()));
+        registry.register(
+            topic,
+            *partition,
+            WorkerControl {
+                stop: stop.clone(),
+                idle: idle.clone(),
+            },
+        );
+        let task = tokio::spawn(partition_worker(shared.clone(), inbox, stop.clone(), idle));
+        Worker { queue, stop, task }
+    }
+}
+
+/// Shutting down: each worker finishes the message in hand, then the stored offsets are
+/// committed.
+async fn finish(mut workers: HashMap<(String, i32), Worker>, consumer: &ServiceConsumer) {
     for worker in workers.values() {
         worker.stop.cancel();
     }
     for (_, worker) in workers.drain() {
         let _ = worker.task.await;
     }
-    match l.consumer.commit_consumer_state(CommitMode::Sync) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!("committed stored offsets"),
         Err(rdkafka::error::KafkaError::ConsumerCommit(
             rdkafka::types::RDKafkaErrorCode::NoOffset,
         )) => {}
         Err(error) => tracing::warn!(%error, "final offset commit failed"),
     }
-    Ok(())
 }
 
 async fn partition_worker<H: MessageHandler + 'static>(
