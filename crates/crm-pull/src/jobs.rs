@@ -346,8 +346,8 @@ impl Sink for KafkaSink {
         let messages: Vec<crm_sync_kafka::produce::OutgoingMessage> = events
             .iter()
             .map(|e| crm_sync_kafka::produce::OutgoingMessage {
-                topic: self.topic.clone(),
-                key: crm_sync_ingest::event::kafka_key(e),
+                topic: self.topic.as_str().into(),
+                key: crm_sync_ingest::event::kafka_key(e).into(),
                 payload: e.encode_to_vec(),
                 event_id: e.event_id.clone(),
                 headers: Vec::new(),

@@ -69,8 +69,8 @@ struct Written {
 }
 
 struct Prepared {
-    topic: String,
-    key: String,
+    topic: Arc<str>,
+    key: Arc<str>,
     payload: Vec<u8>,
     headers: OwnedHeaders,
 }
@@ -411,7 +411,7 @@ async fn write(
 
 async fn send(producer: &FutureProducer, m: &Prepared) -> Result<DeliveryFuture, KafkaError> {
     let record = FutureRecord::to(&m.topic)
-        .key(&m.key)
+        .key(m.key.as_bytes())
         .payload(&m.payload)
         .headers(m.headers.clone());
     enqueue(producer, record).await
@@ -443,8 +443,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, size)| Prepared {
-                topic: topic.to_owned(),
-                key: format!("key-{i}"),
+                topic: topic.into(),
+                key: format!("key-{i}").into(),
                 payload: vec![b'x'; *size],
                 headers: OwnedHeaders::new(),
             })

@@ -65,12 +65,9 @@ pub fn dead_letter_message(
         ),
     ]);
     OutgoingMessage {
-        topic,
+        topic: topic.into(),
         // Keys are UTF-8 in every crm-sync topic; a foreign one is kept as lossy text.
-        key: origin
-            .key
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default(),
+        key: String::from_utf8_lossy(origin.key.unwrap_or_default()).into(),
         payload: origin.payload.map(<[u8]>::to_vec).unwrap_or_default(),
         event_id,
         headers: extra,

@@ -1,5 +1,6 @@
 //! Publishing with delivery confirmation: a send returns only after Kafka acknowledged it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -14,8 +15,10 @@ use crate::headers;
 
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
-    pub topic: String,
-    pub key: String,
+    /// Shared: a service writes many records to the same few topics, and often several records
+    /// under one key (the evaluator: an event's outcomes and its record's state).
+    pub topic: Arc<str>,
+    pub key: Arc<str>,
     pub payload: Vec<u8>,
     pub event_id: String,
     /// Extra headers besides the event id and trace context.
@@ -53,8 +56,8 @@ pub fn producer_span(m: &OutgoingMessage) -> tracing::Span {
         messaging.system = "kafka",
         messaging.operation.type = "send",
         messaging.operation.name = "send",
-        messaging.destination.name = m.topic.as_str(),
-        messaging.kafka.message.key = m.key.as_str(),
+        messaging.destination.name = &*m.topic,
+        messaging.kafka.message.key = &*m.key,
         messaging.message.id = m.event_id.as_str(),
         messaging.message.body.size = m.payload.len(),
         messaging.destination.partition.id = field::Empty,
@@ -140,7 +143,7 @@ impl Publisher {
         trace: &[(String, String)],
     ) -> Result<Delivery, PublishError> {
         let mut record = FutureRecord::to(&m.topic)
-            .key(&m.key)
+            .key(m.key.as_bytes())
             .payload(&m.payload)
             .headers(record_headers(m, trace));
         record.partition = m.partition;
@@ -151,15 +154,15 @@ impl Publisher {
             .await;
         match result {
             Ok(delivery) => {
-                metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => m.topic.clone())
+                metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => m.topic.to_string())
                     .increment(1);
                 Ok(delivery)
             }
             Err((source, _)) => {
-                metrics::counter!(crate::metric_definitions::PRODUCE_ERRORS, "topic" => m.topic.clone())
+                metrics::counter!(crate::metric_definitions::PRODUCE_ERRORS, "topic" => m.topic.to_string())
                     .increment(1);
                 Err(PublishError {
-                    topic: m.topic.clone(),
+                    topic: m.topic.to_string(),
                     source,
                 })
             }

@@ -166,7 +166,7 @@ impl TxnProducer {
         trace: &[(String, String)],
     ) -> Result<DeliveryFuture, KafkaError> {
         let mut record = FutureRecord::to(&m.topic)
-            .key(&m.key)
+            .key(m.key.as_bytes())
             .payload(&m.payload)
             .headers(crate::produce::record_headers(m, trace));
         record.partition = m.partition;
@@ -254,7 +254,7 @@ impl TxnProducer {
 /// whoever commits.
 pub(crate) async fn enqueue<'a>(
     producer: &FutureProducer,
-    mut record: FutureRecord<'a, String, Vec<u8>>,
+    mut record: FutureRecord<'a, [u8], Vec<u8>>,
 ) -> Result<DeliveryFuture, KafkaError> {
     loop {
         match producer.send_result(record) {

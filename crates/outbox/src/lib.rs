@@ -97,8 +97,8 @@ impl Staged {
 
 fn outgoing(message: Pending) -> OutgoingMessage {
     OutgoingMessage {
-        topic: message.topic,
-        key: message.key,
+        topic: message.topic.into(),
+        key: message.key.into(),
         payload: message.payload,
         event_id: message.message_id,
         headers: Vec::new(),

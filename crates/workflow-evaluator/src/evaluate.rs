@@ -48,12 +48,14 @@ impl TransactionalHandler for Evaluator {
             )
         })?;
         let (company_id, workflows) = self.integration(integration_id).await?;
-        let key = match message.key {
-            Some(k) => String::from_utf8_lossy(k).into_owned(),
+        // Shared by the event's outputs: its outcomes and its record's state go under one key.
+        let key: Arc<str> = match message.key {
+            Some(k) => String::from_utf8_lossy(k).into(),
             None => format!(
                 "{}/{}/{}",
                 event.integration_id, event.object_type, event.record_id
-            ),
+            )
+            .into(),
         };
         let partition = message.partition;
         self.store
@@ -97,7 +99,8 @@ impl TransactionalHandler for Evaluator {
             event.event_id.clone(),
             Some(partition),
         ));
-        self.store.stage(partition, key.into_bytes(), encoded);
+        self.store
+            .stage(partition, key.as_bytes().to_vec(), encoded);
         Ok(out)
     }
 
@@ -175,7 +178,7 @@ impl Evaluator {
     async fn judge_merged(
         &self,
         event: &CrmEvent,
-        key: &str,
+        key: &Arc<str>,
         (integration_id, company_id): (Uuid, Uuid),
         active: &Arc<Workflows>,
         (merged, entry): (&mut Merged<'_>, Option<Entry>),
@@ -234,7 +237,7 @@ impl Evaluator {
     fn outcomes(
         &self,
         event: &CrmEvent,
-        key: &str,
+        key: &Arc<str>,
         company_id: Uuid,
         state: &RecordState,
         judgement: &Judgement<'_>,
@@ -274,7 +277,7 @@ impl Evaluator {
     fn hydration(
         &self,
         event: &CrmEvent,
-        key: &str,
+        key: &Arc<str>,
         state: &mut RecordState,
         judgement: &Judgement<'_>,
     ) -> Option<OutgoingMessage> {

@@ -157,9 +157,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         store: store.clone(),
         topics: outputs::Topics {
-            matches: settings.topics.matches.clone(),
-            records: settings.topics.records.clone(),
-            hydrations: settings.topics.hydrations.clone(),
+            matches: settings.topics.matches.as_str().into(),
+            records: settings.topics.records.as_str().into(),
+            hydrations: settings.topics.hydrations.as_str().into(),
         },
         hydration_interval: Duration::from_secs(settings.evaluator.hydration_interval_secs),
         counts,

@@ -1,5 +1,6 @@
 //! The messages the evaluator writes: outcomes, hydration requests, and the record's state.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crm_sync_kafka::OutgoingMessage;
@@ -18,12 +19,12 @@ const OUTCOME_NAMESPACE: Uuid = Uuid::from_u128(0x0c8e_5d1b_9a4f_4b7e_8c21_7f3a_
 /// Namespace of hydration request ids: v5(record key, event id).
 const HYDRATION_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_2a47_7d0c_4e39_9f61_2c8a_0e4d_71b3);
 
-/// Where the evaluator's outputs go.
+/// Where the evaluator's outputs go (shared by every record written there).
 #[derive(Debug, Clone)]
 pub struct Topics {
-    pub matches: String,
-    pub records: String,
-    pub hydrations: String,
+    pub matches: Arc<str>,
+    pub records: Arc<str>,
+    pub hydrations: Arc<str>,
 }
 
 fn outcome_id(event_id: &str, workflow_id: &str) -> String {
@@ -158,15 +159,15 @@ pub fn hydration_request(
 }
 
 pub fn message(
-    topic: &str,
-    key: &str,
+    topic: &Arc<str>,
+    key: &Arc<str>,
     payload: Vec<u8>,
     event_id: String,
     partition: Option<i32>,
 ) -> OutgoingMessage {
     OutgoingMessage {
-        topic: topic.to_owned(),
-        key: key.to_owned(),
+        topic: Arc::clone(topic),
+        key: Arc::clone(key),
         payload,
         event_id,
         headers: Vec::new(),

@@ -158,7 +158,7 @@ impl RecordStore {
     pub fn commit(&self, written: &[Written], changelog: &str) {
         let pending = self.pending.take_committed();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for w in written.iter().filter(|w| w.topic == changelog) {
+        for w in written.iter().filter(|w| *w.topic == *changelog) {
             let entry = next.entry(w.partition).or_insert(0);
             *entry = (*entry).max(w.offset + 1);
         }

@@ -203,11 +203,8 @@ fn to_origin(m: &OwnedMessage, dlq_topic: &str) -> OutgoingMessage {
         })
         .unwrap_or_default();
     OutgoingMessage {
-        topic: origin,
-        key: m
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default(),
+        topic: origin.into(),
+        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into(),
         payload: m.payload().unwrap_or_default().to_vec(),
         event_id: header(m, h::EVENT_ID).unwrap_or_default(),
         headers,

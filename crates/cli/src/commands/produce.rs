@@ -72,8 +72,8 @@ pub fn prepare(
             })?,
         };
         messages.push(OutgoingMessage {
-            topic: topic.to_owned(),
-            key: record_key,
+            topic: topic.into(),
+            key: record_key.into(),
             payload: kind.encode(&message),
             event_id: id,
             headers: Vec::new(),
@@ -140,14 +140,14 @@ mod tests {
         );
         let p = prepare("crm.events.v1", "in", &input, None).unwrap();
         assert_eq!(p.messages.len(), 2);
-        assert_eq!(p.messages[0].key, "i/Opportunity/006A");
+        assert_eq!(&*p.messages[0].key, "i/Opportunity/006A");
         assert_eq!(p.messages[0].event_id, "e1");
-        assert_eq!(p.messages[1].key, "i/Lead/00Q");
+        assert_eq!(&*p.messages[1].key, "i/Lead/00Q");
         assert_eq!(p.generated_ids.len(), 1);
         assert_eq!(p.generated_ids[0].0, 3);
         assert_eq!(p.messages[1].event_id, p.generated_ids[0].1);
         let p = prepare("crm.events.v1", "in", EVENT, Some("k")).unwrap();
-        assert_eq!(p.messages[0].key, "k");
+        assert_eq!(&*p.messages[0].key, "k");
     }
 
     #[test]

@@ -303,8 +303,8 @@ impl AppState {
         let outgoing: Vec<OutgoingMessage> = events
             .iter()
             .map(|event| OutgoingMessage {
-                topic: self.events_topic.clone(),
-                key: event::kafka_key(event),
+                topic: self.events_topic.as_str().into(),
+                key: event::kafka_key(event).into(),
                 payload: event.encode_to_vec(),
                 event_id: event.event_id.clone(),
                 headers: Vec::new(),

@@ -42,14 +42,14 @@ pub(super) struct Batch {
     pub(super) pending: Vec<(OutgoingMessage, TraceContext)>,
     /// Of the messages produced in the transaction. Awaited before committing: librdkafka's
     /// commit flushes them itself, but in 100 ms polling steps, which added ~100 ms per batch.
-    pub(super) deliveries: Vec<(String, DeliveryFuture)>,
+    pub(super) deliveries: Vec<(Arc<str>, DeliveryFuture)>,
     /// Where the delivered outputs landed, for [`super::TransactionalHandler::committed`].
     pub(super) written: Vec<Written>,
     pub(super) partitions: Positions,
     pub(super) messages: usize,
     pub(super) ok: u64,
     pub(super) dead: BTreeMap<&'static str, u64>,
-    pub(super) produced: BTreeMap<String, u64>,
+    pub(super) produced: BTreeMap<Arc<str>, u64>,
 }
 
 impl Batch {
@@ -111,7 +111,7 @@ pub(super) fn record_commit(topic: &str, batch: &Batch) {
             .increment(*n);
     }
     for (out, n) in &batch.produced {
-        metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => out.clone())
+        metrics::counter!(crate::metric_definitions::MESSAGES_PRODUCED, "topic" => out.to_string())
             .increment(*n);
     }
 }

@@ -100,7 +100,7 @@ pub trait TransactionalHandler: Send + Sync {
 /// Where a committed output landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

@@ -54,8 +54,8 @@ impl TransactionalHandler for FlakyEcho {
         let mut uncommitted = self.uncommitted.lock().unwrap();
         uncommitted.back_mut().unwrap().push(id.clone());
         Ok(vec![OutgoingMessage {
-            topic: self.output.clone(),
-            key: id.clone(),
+            topic: self.output.as_str().into(),
+            key: id.as_str().into(),
             payload: id.clone().into_bytes(),
             event_id: id,
             headers: Vec::new(),
