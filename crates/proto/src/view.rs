@@ -6,7 +6,8 @@
 //! evaluator's instructions. [`decode_event`] leaves the fields in the message's bytes, as
 //! names and values borrowed from them, and decodes the rest of the event with prost as usual
 //! (so a field added to `CrmEvent` needs nothing here). A record's stored state is read the
-//! same way ([`decode_state`]), and written back from such borrowed fields ([`encode_state`]).
+//! same way ([`decode_state`]), and written back from such borrowed fields ([`encode_state`]);
+//! an outcome is written from borrowed parts too ([`OutcomeRef`]).
 //!
 //! The fields come out sorted by name; of a name sent twice the last one counts, as protobuf's
 //! map semantics have it.
@@ -16,9 +17,11 @@ use prost::Message;
 use crate::v1::field_value::Kind;
 use crate::v1::{CrmEvent, FieldValue};
 
+mod outcome;
 mod state;
 mod wire;
 
+pub use outcome::{CrmUserRef, OutcomeRef};
 pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state};
 use wire::{LEN, VARINT, key, put_varint, skip, text, varint};
 

@@ -245,29 +245,25 @@ impl Evaluator {
         for reason in &judgement.no_match {
             self.counts.no_match(reason.as_str());
         }
+        let mut buffer = Uuid::encode_buffer();
+        let company_id: &str = company_id.hyphenated().encode_lower(&mut buffer);
         let outcomes: Vec<_> = judgement
             .changes
             .iter()
             .map(|change| outputs::outcome(event, state, company_id, change))
             .collect();
-        let matched = outcomes.iter().any(|o| o.kind() == OutcomeKind::Matched);
+        let matched = outcomes.iter().any(|o| o.kind == OutcomeKind::Matched);
         self.counts
             .event(if matched { "matched" } else { "no_match" });
         outcomes
             .into_iter()
             .map(|o| {
-                self.counts.outcome(if o.kind() == OutcomeKind::Matched {
+                self.counts.outcome(if o.kind == OutcomeKind::Matched {
                     "matched"
                 } else {
                     "retracted"
                 });
-                outputs::message(
-                    &self.topics.matches,
-                    key,
-                    o.encode_to_vec(),
-                    o.outcome_id.clone(),
-                    None,
-                )
+                outputs::message(&self.topics.matches, key, o.payload, o.id, None)
             })
             .collect()
     }

@@ -4,10 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crm_sync_kafka::OutgoingMessage;
-use crm_sync_proto::v1::{
-    CrmEvent, CrmUser, HydrationRequest, OutcomeKind, RecordState, WorkflowMatchState,
-    WorkflowOutcome,
-};
+use crm_sync_proto::v1::{CrmEvent, HydrationRequest, OutcomeKind, RecordState};
+use crm_sync_proto::view::{CrmUserRef, OutcomeRef};
 use crm_sync_proto::{Message, Timestamp};
 use uuid::Uuid;
 
@@ -58,7 +56,7 @@ fn text(id: &Uuid) -> String {
 }
 
 /// The CRM user, with the name and email the record's state has if it is the same user.
-fn owner(state: &RecordState, crm_user_id: &str) -> Option<CrmUser> {
+fn owner<'a>(state: &'a RecordState, crm_user_id: &'a str) -> Option<CrmUserRef<'a>> {
     if crm_user_id.is_empty() {
         return None;
     }
@@ -66,54 +64,68 @@ fn owner(state: &RecordState, crm_user_id: &str) -> Option<CrmUser> {
         .owner
         .as_ref()
         .filter(|o| o.crm_user_id == crm_user_id);
-    Some(CrmUser {
-        crm_user_id: crm_user_id.to_owned(),
-        name: same.map(|o| o.name.clone()).unwrap_or_default(),
-        email: same.map(|o| o.email.clone()).unwrap_or_default(),
+    Some(CrmUserRef {
+        crm_user_id,
+        name: same.map_or("", |o| o.name.as_str()),
+        email: same.map_or("", |o| o.email.as_str()),
     })
 }
 
+/// An outcome as written: its kind, its id (the record's event id), and its bytes.
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub id: String,
+    pub payload: Vec<u8>,
+}
+
+/// The outcome of a change, encoded from the event, the state and the workflow where their
+/// strings are (`company_id`: the company's id as text, the same for all of an event's).
 pub fn outcome(
     event: &CrmEvent,
     state: &RecordState,
-    company_id: Uuid,
+    company_id: &str,
     change: &Change<'_>,
-) -> WorkflowOutcome {
-    let (workflow, kind) = match change {
-        Change::Matched { workflow, .. } => (*workflow, OutcomeKind::Matched),
-        Change::Retracted { workflow, .. } => (*workflow, OutcomeKind::Retracted),
-    };
-    let workflow_id = text(&workflow.id);
-    let mut outcome = WorkflowOutcome {
-        outcome_id: outcome_id(&event.event_id, &workflow_id),
-        event_id: event.event_id.clone(),
-        company_id: text(&company_id),
-        integration_id: event.integration_id.clone(),
-        workflow_id,
-        object_type: event.object_type.clone(),
-        record_id: event.record_id.clone(),
-        activity_type: workflow.spec.activity_type.clone(),
-        occurred_at: Some(event_time(event)),
-        ..Default::default()
-    };
-    outcome.set_crm(event.crm());
-    match change {
-        Change::Matched { now, .. } => fill_match(&mut outcome, state, now),
+) -> Outcome {
+    let (workflow, kind, owner_id, value, activity_date) = match change {
+        Change::Matched { workflow, now } => (
+            *workflow,
+            OutcomeKind::Matched,
+            now.owner_crm_user_id.as_str(),
+            now.value.as_str(),
+            now.activity_date,
+        ),
         Change::Retracted {
-            owner_crm_user_id, ..
-        } => {
-            outcome.owner = owner(state, owner_crm_user_id);
-            outcome.value = "0".to_owned();
-        }
+            workflow,
+            owner_crm_user_id,
+        } => (
+            *workflow,
+            OutcomeKind::Retracted,
+            owner_crm_user_id.as_str(),
+            "0",
+            None,
+        ),
+    };
+    let mut buffer = Uuid::encode_buffer();
+    let workflow_id: &str = workflow.id.hyphenated().encode_lower(&mut buffer);
+    let id = outcome_id(&event.event_id, workflow_id);
+    let payload = OutcomeRef {
+        outcome_id: &id,
+        event_id: &event.event_id,
+        company_id,
+        integration_id: &event.integration_id,
+        workflow_id,
+        kind,
+        object_type: &event.object_type,
+        record_id: &event.record_id,
+        owner: owner(state, owner_id),
+        activity_type: &workflow.spec.activity_type,
+        value,
+        activity_date,
+        occurred_at: Some(event_time(event)),
+        crm: event.crm(),
     }
-    outcome.set_kind(kind);
-    outcome
-}
-
-fn fill_match(outcome: &mut WorkflowOutcome, state: &RecordState, now: &WorkflowMatchState) {
-    outcome.owner = owner(state, &now.owner_crm_user_id);
-    outcome.value.clone_from(&now.value);
-    outcome.activity_date = now.activity_date;
+    .encode();
+    Outcome { kind, id, payload }
 }
 
 pub fn now() -> Timestamp {
@@ -181,6 +193,8 @@ pub fn encoded<M: Message>(m: &M) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use crm_sync_store::workflows::StoredWorkflow;
+
     use super::*;
 
     #[test]
@@ -197,6 +211,119 @@ mod tests {
                 v5(&HYDRATION_NAMESPACE, &bytes),
                 Uuid::new_v5(&HYDRATION_NAMESPACE, parts.concat().as_bytes()),
                 "{parts:?}"
+            );
+        }
+    }
+
+    fn workflow() -> StoredWorkflow {
+        use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
+        StoredWorkflow {
+            id: Uuid::from_u128(7),
+            company_id: Uuid::from_u128(1),
+            integration_id: Uuid::from_u128(2),
+            active: true,
+            spec: WorkflowSpec {
+                name: "won".into(),
+                object_type: "deal".into(),
+                triggers: vec![Trigger::Updated],
+                conditions: Condition::from_json(&serde_json::json!({"all": []})).unwrap(),
+                user_field: "owner".into(),
+                value_field: Some("amount".into()),
+                date_field: None,
+                activity_type: "deal_won".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_outcome_carries_the_event_the_workflow_and_what_was_decided() {
+        use crm_sync_proto::v1::{CrmKind, CrmUser, WorkflowMatchState, WorkflowOutcome};
+        let workflow = workflow();
+        let mut event = CrmEvent {
+            event_id: "evt-1".into(),
+            integration_id: "i-1".into(),
+            object_type: "deal".into(),
+            record_id: "42".into(),
+            occurred_at: Some(Timestamp {
+                seconds: 1_764_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        event.set_crm(CrmKind::Hubspot);
+        let ada = CrmUser {
+            crm_user_id: "u-1".into(),
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        };
+        let state = RecordState {
+            owner: Some(ada.clone()),
+            ..Default::default()
+        };
+        let date = Timestamp {
+            seconds: 1_763_000_000,
+            nanos: 0,
+        };
+        let matched = Change::Matched {
+            workflow: &workflow,
+            now: WorkflowMatchState {
+                workflow_id: text(&workflow.id),
+                value: "1250.5".into(),
+                activity_date: Some(date),
+                owner_crm_user_id: "u-1".into(),
+            },
+        };
+        let retracted = Change::Retracted {
+            workflow: &workflow,
+            owner_crm_user_id: "u-2".into(),
+        };
+        let company = text(&Uuid::from_u128(1));
+        let base = WorkflowOutcome {
+            outcome_id: outcome_id("evt-1", &text(&workflow.id)),
+            event_id: "evt-1".into(),
+            company_id: company.clone(),
+            integration_id: "i-1".into(),
+            workflow_id: text(&workflow.id),
+            object_type: "deal".into(),
+            record_id: "42".into(),
+            activity_type: "deal_won".into(),
+            occurred_at: event.occurred_at,
+            crm: CrmKind::Hubspot as i32,
+            ..Default::default()
+        };
+        for (change, kind, expected) in [
+            (
+                &matched,
+                OutcomeKind::Matched,
+                WorkflowOutcome {
+                    kind: OutcomeKind::Matched as i32,
+                    owner: Some(ada.clone()),
+                    value: "1250.5".into(),
+                    activity_date: Some(date),
+                    ..base.clone()
+                },
+            ),
+            (
+                &retracted,
+                OutcomeKind::Retracted,
+                WorkflowOutcome {
+                    kind: OutcomeKind::Retracted as i32,
+                    // Another user than the record's owner: no name or email to give.
+                    owner: Some(CrmUser {
+                        crm_user_id: "u-2".into(),
+                        ..Default::default()
+                    }),
+                    value: "0".into(),
+                    ..base.clone()
+                },
+            ),
+        ] {
+            let out = outcome(&event, &state, &company, change);
+            assert_eq!(out.kind, kind);
+            assert_eq!(out.id, expected.outcome_id);
+            assert_eq!(
+                WorkflowOutcome::decode(out.payload.as_slice()).unwrap(),
+                expected
             );
         }
     }

@@ -6,9 +6,10 @@
 //! from fields borrowed wherever they are (the stored state, the event), without owning them.
 
 use prost::Message;
-use prost::encoding::encoded_len_varint;
 
-use super::wire::{LEN, VARINT, key, put_varint, skip, varint};
+use super::wire::{
+    LEN, VARINT, key, put_varint, skip, timestamp_len, varint, with_length, write_timestamp,
+};
 use super::{ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
 use crate::Timestamp;
 use crate::v1::RecordState;
@@ -103,37 +104,9 @@ pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8
     out
 }
 
-/// A length-delimited field's whole size (its one-byte tag included) for a payload of `len`.
-fn with_length(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
-
 fn known_len(known: &KnownRef<'_>) -> usize {
     known.value.map_or(0, |v| with_length(v.encoded_len()))
         + known.set_at.map_or(0, |t| with_length(timestamp_len(&t)))
-}
-
-/// A `Timestamp` message's length, as prost encodes it: each field only when it is not zero.
-fn timestamp_len(at: &Timestamp) -> usize {
-    let field = |v: i64| {
-        if v == 0 {
-            0
-        } else {
-            1 + encoded_len_varint(v as u64)
-        }
-    };
-    field(at.seconds) + field(i64::from(at.nanos))
-}
-
-/// A `Timestamp` message, byte for byte as prost writes it (negative values as ten-byte
-/// varints of their two's complement).
-fn write_timestamp(out: &mut Vec<u8>, at: &Timestamp) {
-    for (number, v) in [(1u8, at.seconds), (2, i64::from(at.nanos))] {
-        if v != 0 {
-            out.push((number << 3) | VARINT);
-            put_varint(v as u64, out);
-        }
-    }
 }
 
 /// A map entry's payload; as prost does, an empty name or an empty `KnownField` is left out.

@@ -1,6 +1,9 @@
 //! The protobuf wire format, as far as reading messages in place and writing them back needs it.
 
+use prost::encoding::encoded_len_varint;
+
 use super::ViewError;
+use crate::Timestamp;
 
 pub(super) const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
@@ -109,5 +112,33 @@ pub(super) fn put_varint(value: u64, out: &mut Vec<u8>) {
         out.push(value as u8);
     } else {
         prost::encoding::encode_varint(value, out);
+    }
+}
+
+/// A length-delimited field's whole size (its one-byte tag included) for a payload of `len`.
+pub(super) fn with_length(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// A `Timestamp` message's length, as prost encodes it: each field only when it is not zero.
+pub(super) fn timestamp_len(at: &Timestamp) -> usize {
+    let field = |v: i64| {
+        if v == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(v as u64)
+        }
+    };
+    field(at.seconds) + field(i64::from(at.nanos))
+}
+
+/// A `Timestamp` message, byte for byte as prost writes it (negative values as ten-byte
+/// varints of their two's complement).
+pub(super) fn write_timestamp(out: &mut Vec<u8>, at: &Timestamp) {
+    for (number, v) in [(1u8, at.seconds), (2, i64::from(at.nanos))] {
+        if v != 0 {
+            out.push((number << 3) | VARINT);
+            put_varint(v as u64, out);
+        }
     }
 }
