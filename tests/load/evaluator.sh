@@ -3,8 +3,8 @@
 #   tests/load/evaluator.sh [--events N] [--replicas R] [--provisioner SECS] [--variants "V …"]
 #                           [--count-statements SECS]
 #     (defaults: 200000 events, 1 replica, variants "default"; --provisioner: afterwards, run one
-#      provisioner (shipped configuration) on the outcomes for SECS seconds and report its rate
-#      and peak RSS in that backlog;
+#      provisioner (shipped configuration) on the first variant's outcomes for SECS seconds, or
+#      until it has handled them all, and report its rate and peak RSS in that backlog;
 #      --count-statements: then restart it with every statement of the run's database logged
 #      (log_statement = all, set on that database only, as the postgres superuser: needs root)
 #      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
@@ -259,6 +259,8 @@ stop_all() {
 # The first variant's figures, for the ratios; the last evaluator variant's records per event.
 BASE_RATE="" BASE_CPU_RATE="" RECORDS_PER_EVENT=10
 FIRST_MATCHES=""
+# The first evaluator variant's outcomes: what the provisioner phase has to apply.
+FIRST_OUTCOMES=""
 # (Called in a command substitution: the first variant's figures are kept by `base`.)
 base() {
   if [[ -z $BASE_RATE ]]; then
@@ -330,6 +332,7 @@ run_evaluator() {
   local matched retracted transactions produced
   matched=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="matched"')
   retracted=$(sum_metric crm_sync_evaluator_outcomes_total 'kind="retracted"')
+  FIRST_OUTCOMES=${FIRST_OUTCOMES:-$((matched + retracted))}
   transactions=$(sum_metric crm_sync_transactions_total 'result="committed"')
   produced=$(sum_metric crm_sync_messages_produced_total crm_sync_messages_produced_total)
   RECORDS_PER_EVENT=$(awk -v p="$produced" -v n="$EVENTS" 'BEGIN {printf "%.3f", p / n}')
@@ -434,13 +437,24 @@ if ((PROVISIONER_SECS > 0)); then
     fi
     sleep 0.1
   done
+  # Timed from its first applied outcome until SECS later, or until every outcome was handled
+  # (applied or found a duplicate) if that comes first: a rate over a window that ends in
+  # idling would only be a floor.
   a=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t0=$(now)
-  sleep "$PROVISIONER_SECS"
+  until_s=$(awk -v t="$t0" -v s="$PROVISIONER_SECS" 'BEGIN {printf "%.3f", t + s}')
+  drained=no
+  while awk -v t="$(now)" -v u="$until_s" 'BEGIN {exit !(t < u)}'; do
+    if (($(sum_metric crm_sync_provisioner_outcomes_total result=) >= FIRST_OUTCOMES)); then
+      drained=yes
+      break
+    fi
+    sleep 0.05
+  done
   b=$(sum_metric crm_sync_provisioner_outcomes_total 'result="applied"') t1=$(now)
   # The provisioner worked through a backlog all along: its peak RSS is the backlog's.
   rss=$(awk '/^VmHWM:/ {print $2}' "/proc/${PIDS[-1]}/status")
-  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v rss="$rss" 'BEGIN {
-    printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f peak_rss_mib=%d\n", b - a, t1 - t0, (b - a) / (t1 - t0), rss / 1024
+  awk -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v rss="$rss" -v drained="$drained" 'BEGIN {
+    printf "provisioner replicas=1 outcomes_applied=%d seconds=%.1f outcomes_per_second=%.0f drained=%s peak_rss_mib=%d\n", b - a, t1 - t0, (b - a) / (t1 - t0), drained, rss / 1024
   }'
 fi
 
