@@ -4,7 +4,6 @@
 //! the workflows then judge.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, RecordState};
@@ -14,7 +13,23 @@ use crm_sync_workflow::{FieldLookup, Previous};
 /// What a merge changed: each field the event changed, with what it was before (the previous
 /// value the event sent, else the stored one; `None` when unknown). A field not here was before
 /// what it is now, so nothing of the record is copied to know it.
-pub type Changes<'a> = BTreeMap<&'a str, Option<ValueRef<'a>>>;
+///
+/// In name order, as the merge finds them: kept as it comes rather than built into an ordered
+/// map on every event (a tenth of the merge), and searched by halves.
+#[derive(Debug, Default)]
+pub struct Changes<'a>(Vec<(&'a str, Option<ValueRef<'a>>)>);
+
+impl<'a> Changes<'a> {
+    /// What the field was before, if the merge changed it.
+    pub fn get(&self, name: &str) -> Option<Option<ValueRef<'a>>> {
+        let at = self.0.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
+        Some(self.0[at].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// The outcome of merging one event. Its fields are borrowed from the stored state and the
 /// event: only the state's other parts are owned.
@@ -98,7 +113,7 @@ pub struct Before<'s> {
 impl FieldLookup for Before<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
         let before = match self.changes.get(name) {
-            Some(before) => *before,
+            Some(before) => before,
             None => self.current.stored(name),
         };
         before.or(self.current.complete.then_some(NULL))
@@ -162,7 +177,7 @@ pub fn merge<'a>(
         fields: Vec::new(),
         dirty: new_record,
         changed: new_record,
-        changes: Changes::new(),
+        changes: Changes::default(),
         new_record,
     };
     let t = event_time(event);
@@ -225,7 +240,7 @@ impl<'a> Merged<'a> {
         if !changes.is_empty() {
             self.changed = true;
             self.dirty = true;
-            self.changes = changes.into_iter().collect();
+            self.changes = Changes(changes);
         }
         self.fields = merged;
     }
