@@ -4,6 +4,8 @@
 //!   cargo run --release -p crm-sync-kafka --example raw_txn_producer -- <brokers> <topic> \
 //!     [--producers 4] [--per-transaction 100] [--bytes 500] [--seconds 20]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use crm_sync_runtime::settings::KafkaSettings;
@@ -52,16 +54,7 @@ async fn produce(
         for d in deliveries {
             d.await.unwrap().unwrap();
         }
-        // As the services do: commit only once librdkafka released the delivered messages, or
-        // its flush before the commit polls for 100 ms.
-        while producer.in_flight_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap();
+        support::commit(&producer, true).await;
         records += shape.per_transaction;
         latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
     }

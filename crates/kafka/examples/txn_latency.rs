@@ -4,6 +4,8 @@
 //! SETTLE waits for librdkafka to release the delivered messages before committing (as the
 //! services do).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -97,16 +99,7 @@ async fn timed_round(
         first.get_or_insert(t1.elapsed());
     }
     let last = t1.elapsed();
-    if std::env::var("SETTLE").is_ok() {
-        while producer.in_flight_count() > 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    let p = producer.clone();
-    tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .unwrap();
+    support::commit(producer, std::env::var("SETTLE").is_ok()).await;
     let t2 = Instant::now();
     println!("{:>10.3?} round {round}", std::time::Instant::now());
     println!(

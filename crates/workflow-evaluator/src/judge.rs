@@ -204,4 +204,4 @@ fn match_state(
 
 #[cfg(test)]
 #[path = "judge_tests.rs"]
-mod tests;
+pub(crate) mod tests;

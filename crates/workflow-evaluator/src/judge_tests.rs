@@ -7,7 +7,8 @@ use crm_sync_workflow::{Condition, Fields, Previous, Record, Trigger, WorkflowSp
 use serde_json::json;
 use uuid::Uuid;
 
-fn won(conditions: serde_json::Value) -> Arc<StoredWorkflow> {
+/// A workflow counting won deals' amounts by owner, on `conditions`.
+pub(crate) fn won(conditions: serde_json::Value) -> Arc<StoredWorkflow> {
     Arc::new(StoredWorkflow {
         id: Uuid::from_u128(7),
         company_id: Uuid::from_u128(1),

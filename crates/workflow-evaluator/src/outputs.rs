@@ -193,8 +193,6 @@ pub fn encoded<M: Message>(m: &M) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use crm_sync_store::workflows::StoredWorkflow;
-
     use super::*;
 
     #[test]
@@ -215,30 +213,10 @@ mod tests {
         }
     }
 
-    fn workflow() -> StoredWorkflow {
-        use crm_sync_workflow::{Condition, Trigger, WorkflowSpec};
-        StoredWorkflow {
-            id: Uuid::from_u128(7),
-            company_id: Uuid::from_u128(1),
-            integration_id: Uuid::from_u128(2),
-            active: true,
-            spec: WorkflowSpec {
-                name: "won".into(),
-                object_type: "deal".into(),
-                triggers: vec![Trigger::Updated],
-                conditions: Condition::from_json(&serde_json::json!({"all": []})).unwrap(),
-                user_field: "owner".into(),
-                value_field: Some("amount".into()),
-                date_field: None,
-                activity_type: "deal_won".into(),
-            },
-        }
-    }
-
     #[test]
     fn an_outcome_carries_the_event_the_workflow_and_what_was_decided() {
         use crm_sync_proto::v1::{CrmKind, CrmUser, WorkflowMatchState, WorkflowOutcome};
-        let workflow = workflow();
+        let workflow = crate::judge::tests::won(serde_json::json!({"all": []}));
         let mut event = CrmEvent {
             event_id: "evt-1".into(),
             integration_id: "i-1".into(),
