@@ -193,6 +193,8 @@ pub fn encoded<M: Message>(m: &M) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use crm_sync_store::workflows::StoredWorkflow;
+
     use super::*;
 
     #[test]
@@ -213,10 +215,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_outcome_carries_the_event_the_workflow_and_what_was_decided() {
-        use crm_sync_proto::v1::{CrmKind, CrmUser, WorkflowMatchState, WorkflowOutcome};
-        let workflow = crate::judge::tests::won(serde_json::json!({"all": []}));
+    use crm_sync_proto::v1::{CrmKind, CrmUser, WorkflowMatchState, WorkflowOutcome};
+
+    fn event() -> CrmEvent {
         let mut event = CrmEvent {
             event_id: "evt-1".into(),
             integration_id: "i-1".into(),
@@ -229,6 +230,29 @@ mod tests {
             ..Default::default()
         };
         event.set_crm(CrmKind::Hubspot);
+        event
+    }
+
+    /// What every outcome of `event()` by `workflow` says, whatever was decided.
+    fn of_event(workflow: &StoredWorkflow, company: &str) -> WorkflowOutcome {
+        WorkflowOutcome {
+            outcome_id: outcome_id("evt-1", &text(&workflow.id)),
+            event_id: "evt-1".into(),
+            company_id: company.to_owned(),
+            integration_id: "i-1".into(),
+            workflow_id: text(&workflow.id),
+            object_type: "deal".into(),
+            record_id: "42".into(),
+            activity_type: "deal_won".into(),
+            occurred_at: event().occurred_at,
+            crm: CrmKind::Hubspot as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_outcome_carries_the_event_the_workflow_and_what_was_decided() {
+        let workflow = crate::judge::tests::won(serde_json::json!({"all": []}));
         let ada = CrmUser {
             crm_user_id: "u-1".into(),
             name: "Ada".into(),
@@ -238,16 +262,16 @@ mod tests {
             owner: Some(ada.clone()),
             ..Default::default()
         };
-        let date = Timestamp {
+        let date = Some(Timestamp {
             seconds: 1_763_000_000,
             nanos: 0,
-        };
+        });
         let matched = Change::Matched {
             workflow: &workflow,
             now: WorkflowMatchState {
                 workflow_id: text(&workflow.id),
                 value: "1250.5".into(),
-                activity_date: Some(date),
+                activity_date: date,
                 owner_crm_user_id: "u-1".into(),
             },
         };
@@ -256,19 +280,7 @@ mod tests {
             owner_crm_user_id: "u-2".into(),
         };
         let company = text(&Uuid::from_u128(1));
-        let base = WorkflowOutcome {
-            outcome_id: outcome_id("evt-1", &text(&workflow.id)),
-            event_id: "evt-1".into(),
-            company_id: company.clone(),
-            integration_id: "i-1".into(),
-            workflow_id: text(&workflow.id),
-            object_type: "deal".into(),
-            record_id: "42".into(),
-            activity_type: "deal_won".into(),
-            occurred_at: event.occurred_at,
-            crm: CrmKind::Hubspot as i32,
-            ..Default::default()
-        };
+        let base = of_event(&workflow, &company);
         for (change, kind, expected) in [
             (
                 &matched,
@@ -277,7 +289,7 @@ mod tests {
                     kind: OutcomeKind::Matched as i32,
                     owner: Some(ada.clone()),
                     value: "1250.5".into(),
-                    activity_date: Some(date),
+                    activity_date: date,
                     ..base.clone()
                 },
             ),
@@ -296,9 +308,8 @@ mod tests {
                 },
             ),
         ] {
-            let out = outcome(&event, &state, &company, change);
-            assert_eq!(out.kind, kind);
-            assert_eq!(out.id, expected.outcome_id);
+            let out = outcome(&event(), &state, &company, change);
+            assert_eq!((out.kind, &out.id), (kind, &expected.outcome_id));
             assert_eq!(
                 WorkflowOutcome::decode(out.payload.as_slice()).unwrap(),
                 expected
