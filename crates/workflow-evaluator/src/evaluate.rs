@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::counts::Counts;
-use crate::judge::{Judgement, judge};
+use crate::judge::{Judgement, judge, judge_with};
 use crate::legacy::LegacyIndex;
 use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
@@ -208,7 +208,13 @@ impl Evaluator {
             owner: state.owner.as_ref(),
         };
         let at = record::event_time(event);
-        let mut judgement = judge(workflows, &view, &state.matches, at);
+        let mut judgement = judge_with(
+            workflows,
+            &view,
+            &state.matches,
+            at,
+            &mut active.shared.for_one_record(),
+        );
         // A record seen for the first time may have an activity from before the evaluator
         // kept state: only then does a retraction need the database to tell.
         if merged.new_record

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::WorkflowMatchState;
 use crm_sync_store::workflows::StoredWorkflow;
-use crm_sync_workflow::{Decision, Match, NoMatch, RecordView, RetractReason};
+use crm_sync_workflow::{Decision, EachTime, Leaves, Match, NoMatch, RecordView, RetractReason};
 
 /// What changed for one workflow.
 #[derive(Debug)]
@@ -61,13 +61,24 @@ pub fn judge<'w>(
     prior: &[WorkflowMatchState],
     event_time: Timestamp,
 ) -> Judgement<'w> {
+    judge_with(workflows, view, prior, event_time, &mut EachTime)
+}
+
+/// [`judge`], the workflows sharing the verdicts of the leaves `leaves` remembers.
+pub fn judge_with<'w>(
+    workflows: &'w [Arc<StoredWorkflow>],
+    view: &RecordView<'_>,
+    prior: &[WorkflowMatchState],
+    event_time: Timestamp,
+    leaves: &mut impl Leaves,
+) -> Judgement<'w> {
     let mut judgement = Judgement::default();
     for (index, workflow) in workflows.iter().enumerate() {
         // Formatted on the stack: a String per workflow per event only where one is kept.
         let mut buffer = uuid::Uuid::encode_buffer();
         let id: &str = workflow.id.hyphenated().encode_lower(&mut buffer);
         let was = prior.iter().find(|m| m.workflow_id == id);
-        match workflow.spec.decide_view(view) {
+        match workflow.spec.decide_with(view, leaves) {
             Decision::Matched(m) => {
                 let now = match_state(id.to_owned(), &m, was, event_time);
                 judgement.keep(index, workflow, was, now);

@@ -27,7 +27,7 @@ pub(crate) fn won(conditions: serde_json::Value) -> Arc<StoredWorkflow> {
     })
 }
 
-fn fields(pairs: &[(&str, &str)]) -> Fields {
+pub(crate) fn fields(pairs: &[(&str, &str)]) -> Fields {
     pairs
         .iter()
         .map(|(k, v)| {
@@ -212,4 +212,38 @@ fn inactive_workflows_matches_are_carried_over() {
         T,
     );
     assert_eq!(judged.matches, vec![stale]);
+}
+
+#[test]
+fn workflows_sharing_leaves_judge_as_each_would_alone() {
+    let won_big = json!({"all": [
+        {"field": "stage", "op": "eq", "value": "won"},
+        {"field": "amount", "op": "gte", "value": 100}
+    ]});
+    let changed_to_won = json!({"all": [
+        {"field": "stage", "op": "changed_to", "value": "won"},
+        {"field": "amount", "op": "gte", "value": 100}
+    ]});
+    let workflows = vec![
+        won(won_big.clone()),
+        won(changed_to_won),
+        won(won_big),
+        stage_is_won(),
+    ];
+    let snapshot = crate::snapshot::Workflows::new(workflows.clone());
+    let before = fields(&[("stage", "open"), ("amount", "500")]);
+    for (stage, amount) in [("won", "500"), ("won", "50"), ("lost", "500")] {
+        let now = fields(&[("stage", stage), ("amount", amount), ("owner", "u1")]);
+        let view = view(ChangeType::Updated, &now, &before);
+        let alone = judge(&workflows, &view, &[], T);
+        let shared = judge_with(
+            &workflows,
+            &view,
+            &[],
+            T,
+            &mut snapshot.shared.for_one_record(),
+        );
+        assert_eq!(shared.verdicts, alone.verdicts, "{stage} {amount}");
+        assert_eq!(shared.matches, alone.matches, "{stage} {amount}");
+    }
 }

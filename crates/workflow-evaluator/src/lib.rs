@@ -7,6 +7,7 @@ pub mod counts;
 pub mod evaluate;
 pub mod fixed;
 pub mod judge;
+pub mod leaves;
 pub mod legacy;
 pub mod metric_definitions;
 pub mod outputs;

@@ -14,6 +14,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::leaves::SharedLeaves;
+
 #[derive(Debug, Default)]
 pub struct Integration {
     pub company_id: Uuid,
@@ -30,6 +32,8 @@ pub struct Workflows {
     /// Per workflow of `list`, the fields it reads as bits of `fields` (64 a word): the fields
     /// several workflows read are one `|` away.
     pub reads: Vec<Vec<u64>>,
+    /// The leaves several places of these workflows hold: evaluated once per record.
+    pub shared: SharedLeaves,
 }
 
 impl Workflows {
@@ -62,10 +66,19 @@ impl Workflows {
                 bits
             })
             .collect();
+        let mut leaves = Vec::new();
+        for workflow in &list {
+            workflow
+                .spec
+                .conditions
+                .for_each_leaf(&mut |leaf| leaves.push(leaf));
+        }
+        let shared = SharedLeaves::new(leaves);
         Workflows {
             list,
             fields,
             reads,
+            shared,
         }
     }
 

@@ -6,8 +6,8 @@ pub mod explain;
 pub mod spec;
 
 pub use condition::{
-    Comparison, Condition, ConditionError, FieldLookup, Fields, Literal, Mode, Op, Previous,
-    Record, ValueType, Verdict,
+    Comparison, Condition, ConditionError, EachTime, FieldLookup, Fields, Leaves, Literal, Mode,
+    Op, Previous, Record, ValueType, Verdict,
 };
 pub use explain::{Explanation, Node};
 pub use spec::{

@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{
-    Condition, ConditionError, FieldLookup, Mode, Record, Verdict, When, is_blank, parse_when,
-    read_number, read_text,
+    Condition, ConditionError, EachTime, FieldLookup, Leaves, Mode, Record, Verdict, When,
+    is_blank, parse_when, read_number, read_text,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,6 +134,12 @@ impl WorkflowSpec {
     /// - anything else (unknown fields, type mismatches, an unmet "changed" on an update whose
     ///   state still holds, a created record that does not match): nothing, with the reason.
     pub fn decide_view(&self, view: &RecordView<'_>) -> Decision {
+        self.decide_with(view, &mut EachTime)
+    }
+
+    /// [`WorkflowSpec::decide_view`], with the verdicts of leaves `leaves` already knows (those
+    /// other workflows share with this one).
+    pub fn decide_with<L: Leaves>(&self, view: &RecordView<'_>, leaves: &mut L) -> Decision {
         if !view.object_type.eq_ignore_ascii_case(&self.object_type) {
             return Decision::NoMatch(NoMatch::OtherObject);
         }
@@ -143,7 +149,7 @@ impl WorkflowSpec {
         let record = &view.record;
         if trigger == Trigger::Deleted {
             if self.triggers.contains(&Trigger::Deleted)
-                && self.conditions.evaluate_record(record, Mode::Full) == Verdict::Match
+                && self.conditions.evaluate_with(record, Mode::Full, leaves) == Verdict::Match
                 && let decision @ Decision::Matched(_) = self.matched(view)
             {
                 return decision;
@@ -153,12 +159,12 @@ impl WorkflowSpec {
         if !self.triggers.contains(&trigger) {
             return Decision::NoMatch(NoMatch::OtherTrigger);
         }
-        let full = self.conditions.evaluate_record(record, Mode::Full);
+        let full = self.conditions.evaluate_with(record, Mode::Full, leaves);
         if full == Verdict::Match {
             return self.matched(view);
         }
         let state = if self.conditions.uses_changes() {
-            self.conditions.evaluate_record(record, Mode::State)
+            self.conditions.evaluate_with(record, Mode::State, leaves)
         } else {
             full
         };

@@ -45,6 +45,7 @@
 //! its conditions are definitely true, and a retraction needs them definitely false.
 
 mod evaluate;
+mod leaves;
 mod operators;
 mod parse;
 mod text;
@@ -58,6 +59,7 @@ use crm_sync_proto::view::ValueRef;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+pub use leaves::{EachTime, Leaves};
 pub use operators::{Literal, Op, ValueType};
 pub(crate) use text::is_blank;
 pub(crate) use values::{When, parse_when, read_number, read_text};
@@ -148,11 +150,21 @@ impl Condition {
     }
 
     pub fn evaluate_record(&self, record: &Record<'_>, mode: Mode) -> Verdict {
+        self.evaluate_with(record, mode, &mut EachTime)
+    }
+
+    /// [`Condition::evaluate_record`], with the verdicts of leaves `leaves` already knows.
+    pub fn evaluate_with<L: Leaves>(
+        &self,
+        record: &Record<'_>,
+        mode: Mode,
+        leaves: &mut L,
+    ) -> Verdict {
         match self {
             Condition::All(items) => {
                 let mut verdict = Verdict::Match;
                 for item in items {
-                    verdict = verdict.and(item.evaluate_record(record, mode));
+                    verdict = verdict.and(item.evaluate_with(record, mode, leaves));
                     if verdict == Verdict::NoMatch {
                         return verdict;
                     }
@@ -165,7 +177,7 @@ impl Condition {
                 for item in items {
                     verdict = verdict
                         .not()
-                        .and(item.evaluate_record(record, mode).not())
+                        .and(item.evaluate_with(record, mode, leaves).not())
                         .not();
                     if verdict == Verdict::Match {
                         return verdict;
@@ -173,8 +185,8 @@ impl Condition {
                 }
                 verdict
             }
-            Condition::Not(inner) => inner.evaluate_record(record, mode).not(),
-            Condition::Compare(c) => c.evaluate(record, mode),
+            Condition::Not(inner) => inner.evaluate_with(record, mode, leaves).not(),
+            Condition::Compare(c) => leaves.verdict(c, mode, || c.evaluate(record, mode)),
         }
     }
 
@@ -184,6 +196,17 @@ impl Condition {
             Condition::All(c) | Condition::Any(c) => c.iter().map(Condition::leaf_count).sum(),
             Condition::Not(c) => c.leaf_count(),
             Condition::Compare(_) => 1,
+        }
+    }
+
+    /// Every leaf, in order.
+    pub fn for_each_leaf<'a>(&'a self, f: &mut impl FnMut(&'a Comparison)) {
+        match self {
+            Condition::All(c) | Condition::Any(c) => {
+                c.iter().for_each(|item| item.for_each_leaf(f))
+            }
+            Condition::Not(c) => c.for_each_leaf(f),
+            Condition::Compare(c) => f(c),
         }
     }
 
