@@ -337,7 +337,8 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 /// like them so a record's pulled and pushed events share a partition.
 pub struct KafkaSink {
     pub publisher: crm_sync_kafka::atomic::AtomicPublisher,
-    pub topic: String,
+    /// Shared by every record written there.
+    pub topic: std::sync::Arc<str>,
 }
 
 impl Sink for KafkaSink {
@@ -346,7 +347,7 @@ impl Sink for KafkaSink {
         let messages: Vec<crm_sync_kafka::produce::OutgoingMessage> = events
             .iter()
             .map(|e| crm_sync_kafka::produce::OutgoingMessage {
-                topic: self.topic.as_str().into(),
+                topic: self.topic.clone(),
                 key: crm_sync_ingest::event::kafka_key(e).into(),
                 payload: e.encode_to_vec(),
                 event_id: e.event_id.clone(),

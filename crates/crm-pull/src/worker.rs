@@ -124,7 +124,7 @@ fn hydrations(
         worker.pull.clone(),
         KafkaSink {
             publisher: worker.publisher.clone(),
-            topic: worker.topic.clone(),
+            topic: worker.topic.as_str().into(),
         },
     );
     let dead_letters = crm_sync_kafka::Publisher::new(crm_sync_kafka::clients::producer(
@@ -318,7 +318,7 @@ impl Worker {
         let sink = Paced::new(
             KafkaSink {
                 publisher: self.publisher.clone(),
-                topic: self.topic.clone(),
+                topic: self.topic.as_str().into(),
             },
             self.settings.records_per_second,
             // The lease is renewed after each page: waiting longer would lose it.

@@ -132,7 +132,7 @@ fn app_state(
     crate::http::AppState {
         pool: pool.clone(),
         publisher,
-        events_topic: settings.topics.events.clone(),
+        events_topic: settings.topics.events.as_str().into(),
         max_body_bytes: settings.ingest.max_body_bytes,
         integrations: Arc::new(crate::http::Integrations::new(
             pool,

@@ -42,8 +42,8 @@ pub use seen::WebhooksSeen;
 pub struct AppState {
     pub pool: PgPool,
     pub publisher: AtomicPublisher,
-    /// Where `CrmEvent`s go (`topics.events`).
-    pub events_topic: String,
+    /// Where `CrmEvent`s go (`topics.events`), shared by every record written there.
+    pub events_topic: Arc<str>,
     /// Larger bodies get 413 (`ingest.max_body_bytes`).
     pub max_body_bytes: usize,
     pub integrations: Arc<Integrations>,

@@ -303,7 +303,7 @@ impl AppState {
         let outgoing: Vec<OutgoingMessage> = events
             .iter()
             .map(|event| OutgoingMessage {
-                topic: self.events_topic.as_str().into(),
+                topic: Arc::clone(&self.events_topic),
                 key: event::kafka_key(event).into(),
                 payload: event.encode_to_vec(),
                 event_id: event.event_id.clone(),
