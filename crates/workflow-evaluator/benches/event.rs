@@ -16,9 +16,10 @@ use crm_sync_proto::v1::field_value::Kind;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, FieldValue};
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Condition, Record, RecordView, Trigger, WorkflowSpec};
-use crm_sync_workflow_evaluator::judge::judge;
+use crm_sync_workflow_evaluator::judge::judge_with;
 use crm_sync_workflow_evaluator::outputs;
 use crm_sync_workflow_evaluator::record::{self, Before, Current};
+use crm_sync_workflow_evaluator::snapshot::Workflows;
 use uuid::Uuid;
 
 // The service's allocator: most of the work is allocating and freeing strings.
@@ -47,7 +48,11 @@ const LEAVES: [(&str, &str, &str); 15] = [
     ("CurrencyIsoCode", "eq", r#""eur""#),
 ];
 
-fn workflows() -> Vec<Arc<StoredWorkflow>> {
+fn workflows() -> Workflows {
+    Workflows::new(list())
+}
+
+fn list() -> Vec<Arc<StoredWorkflow>> {
     (0..10u128)
         .map(|n| {
             let all: Vec<serde_json::Value> = (0..5)
@@ -144,11 +149,7 @@ fn event(i: u32) -> Vec<u8> {
 
 /// What the handler does with one event, from its bytes (and the stored state's) to the bytes
 /// it writes: the outcomes' size, and the new state.
-fn handle(
-    workflows: &[Arc<StoredWorkflow>],
-    payload: &[u8],
-    stored: Option<&[u8]>,
-) -> (usize, Vec<u8>) {
+fn handle(workflows: &Workflows, payload: &[u8], stored: Option<&[u8]>) -> (usize, Vec<u8>) {
     let view = crm_sync_proto::view::decode_event(payload).unwrap();
     let event = view.event;
     let prior = stored.map(|bytes| crm_sync_proto::view::decode_state(bytes).unwrap());
@@ -168,7 +169,13 @@ fn handle(
         },
         owner: state.owner.as_ref(),
     };
-    let judgement = judge(workflows, &view, &state.matches, record::event_time(&event));
+    let judgement = judge_with(
+        &workflows.list,
+        &view,
+        &state.matches,
+        record::event_time(&event),
+        &mut workflows.shared.for_one_record(),
+    );
     let written: usize = judgement
         .changes
         .iter()
