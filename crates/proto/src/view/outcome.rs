@@ -5,7 +5,10 @@
 //! outcome only to drop them once encoded. [`OutcomeRef::encode`] writes the same bytes as
 //! prost from where the strings already are.
 
-use super::wire::{LEN, VARINT, put_varint, timestamp_len, with_length, write_timestamp};
+use super::wire::{
+    VARINT, put_len_header, put_text, put_varint, text_len, timestamp_len, with_length,
+    write_timestamp,
+};
 use crate::Timestamp;
 use crate::v1::{CrmKind, OutcomeKind};
 
@@ -36,15 +39,6 @@ pub struct OutcomeRef<'a> {
     pub crm: CrmKind,
 }
 
-/// A string field's whole size, nothing when it is empty (proto3 leaves defaults out).
-fn text_len(text: &str) -> usize {
-    if text.is_empty() {
-        0
-    } else {
-        with_length(text.len())
-    }
-}
-
 /// An enum or other varint field's whole size (one-byte tag), nothing when zero.
 fn number_len(value: i32) -> usize {
     if value == 0 {
@@ -54,26 +48,12 @@ fn number_len(value: i32) -> usize {
     }
 }
 
-fn put_text(out: &mut Vec<u8>, number: u8, text: &str) {
-    if !text.is_empty() {
-        out.push((number << 3) | LEN);
-        put_varint(text.len() as u64, out);
-        out.extend_from_slice(text.as_bytes());
-    }
-}
-
-fn put_number(out: &mut Vec<u8>, number: u8, value: i32) {
+fn put_number(out: &mut Vec<u8>, number: u32, value: i32) {
     if value != 0 {
-        out.push((number << 3) | VARINT);
+        out.push((number << 3) as u8 | VARINT);
         // Negative enum values are ten-byte varints of their two's complement, as in prost.
         put_varint(i64::from(value) as u64, out);
     }
-}
-
-/// A message field's tag and length; its payload follows.
-fn put_message_header(out: &mut Vec<u8>, number: u8, len: usize) {
-    out.push((number << 3) | LEN);
-    put_varint(len as u64, out);
 }
 
 impl CrmUserRef<'_> {
@@ -81,8 +61,8 @@ impl CrmUserRef<'_> {
         text_len(self.crm_user_id) + text_len(self.name) + text_len(self.email)
     }
 
-    fn write(&self, out: &mut Vec<u8>, number: u8) {
-        put_message_header(out, number, self.payload_len());
+    fn write(&self, out: &mut Vec<u8>, number: u32) {
+        put_len_header(out, number, self.payload_len());
         put_text(out, 1, self.crm_user_id);
         put_text(out, 2, self.name);
         put_text(out, 3, self.email);
@@ -108,7 +88,7 @@ impl OutcomeRef<'_> {
         put_text(&mut out, 11, self.value);
         for (number, at) in [(12, &self.activity_date), (13, &self.occurred_at)] {
             if let Some(at) = at {
-                put_message_header(&mut out, number, timestamp_len(at));
+                put_len_header(&mut out, number, timestamp_len(at));
                 write_timestamp(&mut out, at);
             }
         }

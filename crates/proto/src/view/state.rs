@@ -8,7 +8,8 @@
 use prost::Message;
 
 use super::wire::{
-    LEN, VARINT, key, put_varint, skip, timestamp_len, varint, with_length, write_timestamp,
+    VARINT, key, put_len_header, put_text, skip, text_len, timestamp_len, varint, with_length,
+    write_timestamp,
 };
 use super::{ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
 use crate::Timestamp;
@@ -111,11 +112,7 @@ fn known_len(known: &KnownRef<'_>) -> usize {
 
 /// A map entry's payload; as prost does, an empty name or an empty `KnownField` is left out.
 fn entry_len(name: &str, known: &KnownRef<'_>) -> usize {
-    let key = if name.is_empty() {
-        0
-    } else {
-        with_length(name.len())
-    };
+    let key = text_len(name);
     let value = if *known == KnownRef::default() {
         0
     } else {
@@ -125,27 +122,18 @@ fn entry_len(name: &str, known: &KnownRef<'_>) -> usize {
 }
 
 fn write_entry(out: &mut Vec<u8>, name: &str, known: &KnownRef<'_>) {
-    let tag = |number: u32| (number << 3) as u8 | LEN;
-    out.push(tag(FIELDS));
-    put_varint(entry_len(name, known) as u64, out);
-    if !name.is_empty() {
-        out.push(tag(1));
-        put_varint(name.len() as u64, out);
-        out.extend_from_slice(name.as_bytes());
-    }
+    put_len_header(out, FIELDS, entry_len(name, known));
+    put_text(out, 1, name);
     if *known == KnownRef::default() {
         return;
     }
-    out.push(tag(2));
-    put_varint(known_len(known) as u64, out);
+    put_len_header(out, 2, known_len(known));
     if let Some(value) = known.value {
-        out.push(tag(1));
-        put_varint(value.encoded_len() as u64, out);
+        put_len_header(out, 1, value.encoded_len());
         value.encode_raw(out);
     }
     if let Some(at) = known.set_at {
-        out.push(tag(2));
-        put_varint(timestamp_len(&at) as u64, out);
+        put_len_header(out, 2, timestamp_len(&at));
         write_timestamp(out, &at);
     }
 }

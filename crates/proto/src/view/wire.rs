@@ -144,3 +144,30 @@ pub(super) fn write_timestamp(out: &mut Vec<u8>, at: &Timestamp) {
         }
     }
 }
+
+/// A string field's whole size, nothing when it is empty (proto3 leaves defaults out).
+pub(super) fn text_len(text: &str) -> usize {
+    if text.is_empty() {
+        0
+    } else {
+        with_length(text.len())
+    }
+}
+
+/// A string field, left out when empty (proto3 leaves defaults out).
+#[inline]
+pub(super) fn put_text(out: &mut Vec<u8>, number: u32, text: &str) {
+    if !text.is_empty() {
+        put_len_header(out, number, text.len());
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// A length-delimited field's tag and length; its payload follows.
+/// (Every field number written here takes one byte of tag.) Always inlined: left to itself the
+/// compiler kept it out of line, at 35 instructions a call and 125 calls per state written.
+#[inline(always)]
+pub(super) fn put_len_header(out: &mut Vec<u8>, number: u32, len: usize) {
+    out.push((number << 3) as u8 | LEN);
+    put_varint(len as u64, out);
+}
