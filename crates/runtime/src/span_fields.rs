@@ -7,6 +7,7 @@
 //! inside the span, so they stay one JSON object. `otel.*` fields only steer the trace
 //! exporter (the span's name, kind and status) and are left out of logs.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
@@ -19,13 +20,40 @@ use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpanJsonFields;
 
+const MAX_KEPT_SCRATCH: usize = 4096;
+
+thread_local! {
+    /// Where a new span's fields are written before they are copied to the span's string.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Writes a JSON object of `fields` to `out`.
+fn write_object<R: RecordFields>(out: &mut Writer<'_>, fields: R) -> fmt::Result {
+    out.write_char('{')?;
+    let mut object = ObjectWriter::new(out, true);
+    fields.record(&mut object);
+    object.result?;
+    out.write_char('}')
+}
+
 impl<'w> FormatFields<'w> for SpanJsonFields {
+    /// The span's string starts empty: written into directly it grew (and was copied) half a
+    /// dozen times per span. Written in a reused buffer first, it is allocated once.
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        writer.write_char('{')?;
-        let mut object = ObjectWriter::new(&mut writer, true);
-        fields.record(&mut object);
-        object.result?;
-        writer.write_char('}')
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                write_object(&mut Writer::new(&mut *scratch), fields)?;
+                let written = writer.write_str(&scratch);
+                // One span with a huge field does not keep its size for the thread's life.
+                if scratch.capacity() > MAX_KEPT_SCRATCH {
+                    *scratch = String::new();
+                }
+                written
+            }
+            // A field's `Debug` that creates a span while its own fields are being written.
+            Err(_) => write_object(&mut writer, fields),
+        })
     }
 
     /// Fields recorded after the span was created join its object.
