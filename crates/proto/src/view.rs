@@ -23,10 +23,15 @@ mod wire;
 
 pub use outcome::{CrmUserRef, OutcomeRef};
 pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state};
-use wire::{LEN, VARINT, key, put_varint, skip, text, varint};
+use wire::{
+    LEN, VARINT, key, put_len_header, put_text, put_varint, skip, text, text_len, varint,
+    with_length,
+};
 
 /// `CrmEvent.fields`' field number.
 const FIELDS: u32 = 7;
+/// `CrmEvent.previous_fields`' field number.
+const PREVIOUS_FIELDS: u32 = 8;
 
 /// A field's value as a message's bytes hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +114,44 @@ impl<'a> ValueRef<'a> {
 /// A field's name and value.
 pub type FieldRef<'a> = (&'a str, ValueRef<'a>);
 
-/// An event whose fields stayed in its bytes: `event.fields` is empty, `fields` holds them.
+/// One entry of a `map<string, FieldValue>` field numbered `number` (under 16: a one-byte
+/// tag), byte for byte as prost writes it: an empty name or an unset value is left out.
+pub fn put_field_entry(out: &mut Vec<u8>, number: u32, name: &str, value: ValueRef<'_>) {
+    debug_assert!(number < 16, "field {number} takes more than a byte of tag");
+    let value_len = value.encoded_len();
+    let value_field = if value == ValueRef::Unset {
+        0
+    } else {
+        with_length(value_len)
+    };
+    put_len_header(out, number, text_len(name) + value_field);
+    put_text(out, 1, name);
+    if value != ValueRef::Unset {
+        put_len_header(out, 2, value_len);
+        value.encode_raw(out);
+    }
+}
+
+/// An event whose fields stayed in its bytes: `event.fields` and `event.previous_fields` are
+/// empty, `fields` and `previous` hold them, each in name order.
 #[derive(Debug)]
 pub struct EventView<'a> {
     pub event: CrmEvent,
     pub fields: Vec<FieldRef<'a>>,
+    pub previous: Vec<FieldRef<'a>>,
+}
+
+impl<'a> EventView<'a> {
+    /// The previous value the event sent for `name`.
+    pub fn previous(&self, name: &str) -> Option<ValueRef<'a>> {
+        previous_value(&self.previous, name)
+    }
+}
+
+/// The value `previous` (an [`EventView`]'s, in name order) holds for `name`.
+pub fn previous_value<'a>(previous: &[FieldRef<'a>], name: &str) -> Option<ValueRef<'a>> {
+    let at = previous.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
+    Some(previous[at].1)
 }
 
 /// What is wrong with an event's bytes.
@@ -128,21 +166,32 @@ pub enum ViewError {
 /// Decodes an event, leaving its fields in `bytes` (see the module's documentation).
 pub fn decode_event(bytes: &[u8]) -> Result<EventView<'_>, ViewError> {
     let mut fields = Vec::with_capacity(32);
-    let event = split(bytes, FIELDS, |entry| {
-        fields.push(map_entry(entry, ValueRef::Unset, merge_value)?);
+    let mut previous = Vec::new();
+    let event = split(bytes, &[FIELDS, PREVIOUS_FIELDS], |number, entry| {
+        let entries = if number == FIELDS {
+            &mut fields
+        } else {
+            &mut previous
+        };
+        entries.push(map_entry(entry, ValueRef::Unset, merge_value)?);
         Ok(())
     })?;
     sort_last_wins(&mut fields);
-    Ok(EventView { event, fields })
+    sort_last_wins(&mut previous);
+    Ok(EventView {
+        event,
+        fields,
+        previous,
+    })
 }
 
-/// Walks a message's bytes: each length-delimited field `number` goes to `entry`, and prost
-/// decodes everything else, fields sent with another wire type included (it refuses those as
-/// it should).
+/// Walks a message's bytes: each length-delimited field of `numbers` goes to `entry`, and
+/// prost decodes everything else, fields sent with another wire type included (it refuses
+/// those as it should).
 pub(crate) fn split<'a, M: Message + Default>(
     bytes: &'a [u8],
-    number: u32,
-    mut entry: impl FnMut(&'a [u8]) -> Result<(), ViewError>,
+    numbers: &[u32],
+    mut entry: impl FnMut(u32, &'a [u8]) -> Result<(), ViewError>,
 ) -> Result<M, ViewError> {
     let mut rest = Vec::with_capacity(256);
     let mut input = bytes;
@@ -150,7 +199,7 @@ pub(crate) fn split<'a, M: Message + Default>(
         let start = input;
         let (n, wire) = key(&mut input)?;
         match skip(n, wire, &mut input)? {
-            Some(payload) if n == number => entry(payload)?,
+            Some(payload) if numbers.contains(&n) => entry(n, payload)?,
             _ => rest.extend_from_slice(&start[..start.len() - input.len()]),
         }
     }

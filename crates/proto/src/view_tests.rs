@@ -75,14 +75,35 @@ fn event() -> CrmEvent {
 /// What the view says, as prost's own decoding of the same bytes would have it.
 fn as_prost_would(view: EventView<'_>) -> CrmEvent {
     assert!(view.event.fields.is_empty(), "the fields stay in the bytes");
+    assert!(
+        view.event.previous_fields.is_empty(),
+        "so do the previous values"
+    );
     let fields: BTreeMap<String, FieldValue> = view
         .fields
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.to_value()))
         .collect();
     assert_eq!(fields.len(), view.fields.len(), "one entry per name");
+    let previous_fields: BTreeMap<String, FieldValue> = view
+        .previous
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.to_value()))
+        .collect();
+    assert_eq!(
+        previous_fields.len(),
+        view.previous.len(),
+        "one entry per name"
+    );
+    for (name, value) in &previous_fields {
+        assert_eq!(
+            view.previous(name).map(ValueRef::to_value).as_ref(),
+            Some(value)
+        );
+    }
     CrmEvent {
         fields,
+        previous_fields,
         ..view.event
     }
 }
@@ -91,9 +112,10 @@ fn assert_same(bytes: &[u8]) {
     let prost = CrmEvent::decode(bytes).unwrap();
     let view = decode_event(bytes).unwrap();
     assert!(
-        view.fields.is_sorted_by(|a, b| a.0 < b.0),
-        "{:?}",
-        view.fields
+        view.fields.is_sorted_by(|a, b| a.0 < b.0) && view.previous.is_sorted_by(|a, b| a.0 < b.0),
+        "{:?} {:?}",
+        view.fields,
+        view.previous
     );
     assert_eq!(as_prost_would(view), prost);
 }
@@ -227,4 +249,36 @@ fn a_value_is_compared_and_copied_as_its_owned_form() {
     }
     assert!(!ValueRef::Text("1").is(&number("1")));
     assert!(!ValueRef::Unset.is(&text("")));
+}
+
+#[test]
+fn a_field_entry_is_written_as_prost_writes_a_map_entry() {
+    let long = "x".repeat(300);
+    let values = [
+        FieldValue::default(),
+        FieldValue {
+            kind: Some(Kind::NullValue(true)),
+        },
+        FieldValue {
+            kind: Some(Kind::Text(String::new())),
+        },
+        FieldValue {
+            kind: Some(Kind::Text(long.clone())),
+        },
+        number("1200.50"),
+        FieldValue {
+            kind: Some(Kind::Boolean(false)),
+        },
+    ];
+    for name in ["", "Amount", long.as_str()] {
+        for value in &values {
+            let event = CrmEvent {
+                fields: [(name.to_owned(), value.clone())].into(),
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            put_field_entry(&mut out, FIELDS, name, ValueRef::of(value));
+            assert_eq!(out, event.encode_to_vec(), "{name:?} {value:?}");
+        }
+    }
 }

@@ -153,13 +153,10 @@ fn handle(workflows: &Workflows, payload: &[u8], stored: Option<&[u8]>) -> (usiz
     let view = crm_sync_proto::view::decode_event(payload).unwrap();
     let event = view.event;
     let prior = stored.map(|bytes| crm_sync_proto::view::decode_state(bytes).unwrap());
-    let mut merged = record::merge(prior, &event, &view.fields);
+    let mut merged = record::merge(prior, &event, (&view.fields, &view.previous));
     let state = &mut merged.state;
-    let current = Current::new(&merged.fields, state.complete);
-    let before = Before {
-        current: &current,
-        changes: &merged.changes,
-    };
+    let current = Current::new(&merged.fields, state.complete, &merged.changes);
+    let before = Before(&current);
     let view = RecordView {
         object_type: &event.object_type,
         change: event.change_type(),

@@ -37,10 +37,13 @@ pub struct Evaluator {
 
 impl TransactionalHandler for Evaluator {
     async fn handle(&self, message: &Incoming<'_>) -> Result<Vec<OutgoingMessage>, Failure> {
-        let EventView { event, fields } = decode_event(message.payload.unwrap_or_default())
-            .map_err(|e| {
-                Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}"))
-            })?;
+        let EventView {
+            event,
+            fields,
+            previous,
+        } = decode_event(message.payload.unwrap_or_default()).map_err(|e| {
+            Failure::permanent("undecodable", format!("not a crm_sync.v1.CrmEvent: {e}"))
+        })?;
         let integration_id = Uuid::parse_str(&event.integration_id).map_err(|_| {
             Failure::permanent(
                 "unknown_integration",
@@ -72,7 +75,7 @@ impl TransactionalHandler for Evaluator {
             .transpose()
             .map_err(Failure::transient)?;
         let before = crate::fixed::before(&event, &prior);
-        let mut merged = record::merge(prior, &event, &fields);
+        let mut merged = record::merge(prior, &event, (&fields, &previous));
         let entry = self.trail.entry(&event, (integration_id, company_id));
         if !merged.dirty {
             self.counts.event("unchanged");
@@ -193,11 +196,8 @@ impl Evaluator {
             return Ok(Vec::new());
         }
         let state = &mut merged.state;
-        let fields = record::Current::new(&merged.fields, state.complete);
-        let previous = record::Before {
-            current: &fields,
-            changes: &merged.changes,
-        };
+        let fields = record::Current::new(&merged.fields, state.complete, &merged.changes);
+        let previous = record::Before(&fields);
         let view = RecordView {
             object_type: &event.object_type,
             change: event.change_type(),

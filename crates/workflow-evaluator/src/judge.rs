@@ -72,7 +72,12 @@ pub fn judge_with<'w>(
     event_time: Timestamp,
     leaves: &mut impl Leaves,
 ) -> Judgement<'w> {
-    let mut judgement = Judgement::default();
+    // A verdict per workflow, and about as many matches: sized once, not grown per push.
+    let mut judgement = Judgement {
+        verdicts: Vec::with_capacity(workflows.len()),
+        matches: Vec::with_capacity(workflows.len().max(prior.len())),
+        ..Judgement::default()
+    };
     for (index, workflow) in workflows.iter().enumerate() {
         // Formatted on the stack: a String per workflow per event only where one is kept.
         let mut buffer = uuid::Uuid::encode_buffer();

@@ -7,7 +7,9 @@ use std::cmp::Ordering;
 
 use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, RecordState};
-use crm_sync_proto::view::{FieldRef, KnownFieldRef, KnownRef, StateView, ValueRef, encode_state};
+use crm_sync_proto::view::{
+    FieldRef, KnownFieldRef, KnownRef, StateView, ValueRef, encode_state, previous_value,
+};
 use crm_sync_workflow::{FieldLookup, Previous};
 
 /// What a merge changed: each field the event changed, with what it was before (the previous
@@ -15,17 +17,11 @@ use crm_sync_workflow::{FieldLookup, Previous};
 /// what it is now, so nothing of the record is copied to know it.
 ///
 /// In name order, as the merge finds them: kept as it comes rather than built into an ordered
-/// map on every event (a tenth of the merge), and searched by halves.
+/// map on every event (a tenth of the merge); [`Current`] joins it with the fields.
 #[derive(Debug, Default)]
 pub struct Changes<'a>(Vec<(&'a str, Option<ValueRef<'a>>)>);
 
-impl<'a> Changes<'a> {
-    /// What the field was before, if the merge changed it.
-    pub fn get(&self, name: &str) -> Option<Option<ValueRef<'a>>> {
-        let at = self.0.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
-        Some(self.0[at].1)
-    }
-
+impl Changes<'_> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -66,57 +62,70 @@ impl Merged<'_> {
 
 const NULL: ValueRef<'static> = ValueRef::Null(true);
 
-/// A record's current values as the workflows read them. A complete record (one pulled whole
-/// from its CRM) has no unknown fields: one it lacks is empty.
+/// A field's value now and, if the merge changed it, what it was before.
+#[derive(Debug, Clone, Copy)]
+struct Slot<'s> {
+    now: ValueRef<'s>,
+    before: Option<Option<ValueRef<'s>>>,
+}
+
+/// A record's current values as the workflows read them, and their values before the event
+/// (see [`Before`]). A complete record (one pulled whole from its CRM) has no unknown fields:
+/// one it lacks is empty.
 ///
 /// The fields are hashed by name once per judgement: ten workflows read a record's fields about
-/// seventy times, and each read of the ordered map compared names a dozen times.
+/// seventy times, and each read of the ordered map compared names a dozen times. What a field
+/// was before sits in its entry, so reading it costs no second search.
 #[derive(Debug)]
 pub struct Current<'s> {
     complete: bool,
-    index: foldhash::HashMap<&'s str, ValueRef<'s>>,
+    index: foldhash::HashMap<&'s str, Slot<'s>>,
 }
 
 impl<'s> Current<'s> {
-    pub fn new(fields: &[KnownFieldRef<'s>], complete: bool) -> Self {
+    /// `fields` and `changes` both in name order, as the merge leaves them.
+    pub fn new(fields: &[KnownFieldRef<'s>], complete: bool, changes: &Changes<'s>) -> Self {
         let mut index = foldhash::HashMap::with_capacity_and_hasher(
             fields.len(),
             foldhash::fast::RandomState::default(),
         );
+        let mut changes = changes.0.iter().peekable();
         for (name, known) in fields {
-            if let Some(value) = known.value {
-                index.insert(*name, value);
+            let before = changes.next_if(|(changed, _)| changed == name).map(|c| c.1);
+            if let Some(now) = known.value {
+                index.insert(*name, Slot { now, before });
             }
         }
         Current { complete, index }
     }
 
-    fn stored(&self, name: &str) -> Option<ValueRef<'s>> {
-        self.index.get(name).copied()
+    fn empty(&self) -> Option<ValueRef<'s>> {
+        self.complete.then_some(NULL)
     }
 }
 
 impl FieldLookup for Current<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        self.stored(name).or(self.complete.then_some(NULL))
+        match self.index.get(name) {
+            Some(slot) => Some(slot.now),
+            None => self.empty(),
+        }
     }
 }
 
 /// A record's values before the event that was merged into it: what the merge changed, else
 /// the current value. A complete record's unknown fields are empty.
 #[derive(Debug, Clone, Copy)]
-pub struct Before<'s> {
-    pub current: &'s Current<'s>,
-    pub changes: &'s Changes<'s>,
-}
+pub struct Before<'s>(pub &'s Current<'s>);
 
 impl FieldLookup for Before<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        let before = match self.changes.get(name) {
-            Some(before) => before,
-            None => self.current.stored(name),
-        };
-        before.or(self.current.complete.then_some(NULL))
+        let before = self
+            .0
+            .index
+            .get(name)
+            .and_then(|slot| slot.before.unwrap_or(Some(slot.now)));
+        before.or(self.0.empty())
     }
 }
 
@@ -155,7 +164,7 @@ fn older(t: &Timestamp, known: Option<&Timestamp>) -> bool {
 pub fn merge<'a>(
     prior: Option<StateView<'a>>,
     event: &'a CrmEvent,
-    fields: &[FieldRef<'a>],
+    (fields, previous): (&[FieldRef<'a>], &[FieldRef<'a>]),
 ) -> Merged<'a> {
     let new_record = prior.is_none();
     let StateView {
@@ -181,7 +190,7 @@ pub fn merge<'a>(
         new_record,
     };
     let t = event_time(event);
-    merged.fields(event, known, fields, &t, empty_before);
+    merged.fields(known, (fields, previous), &t, empty_before);
     merge_owner(&mut merged, event, &t);
     merge_flags(&mut merged, event, &t);
     let state = &mut merged.state;
@@ -202,14 +211,15 @@ impl<'a> Merged<'a> {
     /// event's bytes hold them.
     fn fields(
         &mut self,
-        event: &'a CrmEvent,
         known: Vec<KnownFieldRef<'a>>,
-        fields: &[FieldRef<'a>],
+        (fields, previous): (&[FieldRef<'a>], &[FieldRef<'a>]),
         t: &Timestamp,
         empty_before: bool,
     ) {
         let mut merged = Vec::with_capacity(known.len() + fields.len());
-        let mut changes = Vec::new();
+        // Most events change most of what they send: grown a push at a time, this was
+        // reallocated twice per event.
+        let mut changes = Vec::with_capacity(fields.len());
         let mut known = known.into_iter().peekable();
         let now = |value| KnownRef {
             value: Some(value),
@@ -218,7 +228,7 @@ impl<'a> Merged<'a> {
         for &(name, value) in fields {
             merged.extend(std::iter::from_fn(|| known.next_if(|(k, _)| *k < name)));
             // Only a field the event changes needs the previous value the event sent.
-            let sent = || event.previous_fields.get(name).map(ValueRef::of);
+            let sent = || previous_value(previous, name);
             match known.next_if(|(k, _)| *k == name) {
                 Some(kept) if older(t, kept.1.set_at.as_ref()) => merged.push(kept),
                 Some((_, stored)) => {
@@ -308,18 +318,22 @@ fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
 /// [`merge`] with the stored state and the event's fields viewed as the handler views them in
 /// their bytes. The stored bytes are leaked: the merge borrows them, and tests are short.
 #[cfg(test)]
-pub(crate) fn merge_event(prior: Option<RecordState>, event: &CrmEvent) -> Merged<'_> {
+pub(crate) fn merge_event<'a>(prior: Option<RecordState>, event: &'a CrmEvent) -> Merged<'a> {
     use crm_sync_proto::Message;
     let prior = prior.map(|state| {
         let bytes: &'static [u8] = Box::leak(state.encode_to_vec().into_boxed_slice());
         crm_sync_proto::view::decode_state(bytes).expect("a state prost wrote")
     });
-    let fields: Vec<FieldRef<'_>> = event
-        .fields
-        .iter()
-        .map(|(name, value)| (name.as_str(), ValueRef::of(value)))
-        .collect();
-    merge(prior, event, &fields)
+    let view = |map: &'a crm_sync_workflow::Fields| -> Vec<FieldRef<'a>> {
+        map.iter()
+            .map(|(name, value)| (name.as_str(), ValueRef::of(value)))
+            .collect()
+    };
+    merge(
+        prior,
+        event,
+        (&view(&event.fields), &view(&event.previous_fields)),
+    )
 }
 
 #[cfg(test)]

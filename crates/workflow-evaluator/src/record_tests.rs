@@ -31,11 +31,8 @@ fn event(id: &str, change: ChangeType, at: i64, fields: &[(&str, &str)]) -> CrmE
 
 /// What the merged record's field was before the event.
 fn before(merged: &Merged<'_>, name: &str) -> Option<FieldValue> {
-    let current = Current::new(&merged.fields, merged.state.complete);
-    let before = Before {
-        current: &current,
-        changes: &merged.changes,
-    };
+    let current = Current::new(&merged.fields, merged.state.complete, &merged.changes);
+    let before = Before(&current);
     before.get(name).map(ValueRef::to_value)
 }
 
@@ -177,15 +174,21 @@ fn a_full_snapshot_completes_the_record() {
 fn a_complete_record_reads_the_fields_it_lacks_as_empty() {
     let partial = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
     let partial = merge(None, &partial);
-    assert_eq!(Current::new(&partial.fields, false).get("amount"), None);
+    assert_eq!(
+        Current::new(&partial.fields, false, &partial.changes).get("amount"),
+        None
+    );
     let mut whole = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
     whole.full_snapshot = true;
     let whole = merge(Some(partial.whole()), &whole);
     assert_eq!(
-        Current::new(&whole.fields, true).get("stage"),
+        Current::new(&whole.fields, true, &whole.changes).get("stage"),
         Some(ValueRef::Text("won"))
     );
-    assert_eq!(Current::new(&whole.fields, true).get("amount"), Some(NULL));
+    assert_eq!(
+        Current::new(&whole.fields, true, &whole.changes).get("amount"),
+        Some(NULL)
+    );
     // Before the snapshot the stage was open; a field it never had was empty.
     assert_eq!(before(&whole, "stage"), Some(text("open")));
     assert_eq!(before(&whole, "amount"), Some(NULL.to_value()));

@@ -39,7 +39,7 @@ pub struct StateView<'a> {
 /// Decodes a record's state, leaving its fields in `bytes`.
 pub fn decode_state(bytes: &[u8]) -> Result<StateView<'_>, ViewError> {
     let mut fields = Vec::with_capacity(32);
-    let state = split(bytes, FIELDS, |entry| {
+    let state = split(bytes, &[FIELDS], |_, entry| {
         fields.push(map_entry(entry, KnownRef::default(), merge_known)?);
         Ok(())
     })?;
@@ -99,42 +99,54 @@ pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8
         .sum();
     let mut out = Vec::with_capacity(state.encoded_len() + entries);
     state.encode_raw(&mut out);
+    let mut time = TimeField::default();
     for (name, known) in fields {
-        write_entry(&mut out, name, known);
+        write_entry(&mut out, name, known, &mut time);
     }
     out
 }
 
-fn known_len(known: &KnownRef<'_>) -> usize {
-    known.value.map_or(0, |v| with_length(v.encoded_len()))
-        + known.set_at.map_or(0, |t| with_length(timestamp_len(&t)))
+/// The time field a `KnownField` was last written with, as bytes: a record's fields carry the
+/// times of the few events that set them, and writing a time is two varints of four and five
+/// bytes, so consecutive fields with the same time copy the bytes instead.
+#[derive(Default)]
+struct TimeField {
+    at: Option<Timestamp>,
+    bytes: Vec<u8>,
 }
 
-/// A map entry's payload; as prost does, an empty name or an empty `KnownField` is left out.
-fn entry_len(name: &str, known: &KnownRef<'_>) -> usize {
-    let key = text_len(name);
-    let value = if *known == KnownRef::default() {
-        0
-    } else {
-        with_length(known_len(known))
-    };
-    key + value
+impl TimeField {
+    /// `KnownField.set_at` (field 2) holding `at`, tag and length included.
+    fn of(&mut self, at: &Timestamp) -> &[u8] {
+        if self.at.as_ref() != Some(at) {
+            self.bytes.clear();
+            put_len_header(&mut self.bytes, 2, timestamp_len(at));
+            write_timestamp(&mut self.bytes, at);
+            self.at = Some(*at);
+        }
+        &self.bytes
+    }
 }
 
-fn write_entry(out: &mut Vec<u8>, name: &str, known: &KnownRef<'_>) {
-    put_len_header(out, FIELDS, entry_len(name, known));
+/// A map entry, as prost writes it: an empty name or an empty `KnownField` is left out.
+fn write_entry(out: &mut Vec<u8>, name: &str, known: &KnownRef<'_>, time: &mut TimeField) {
+    let time = known.set_at.map(|at| time.of(&at));
+    let value_len = known.value.map(ValueRef::encoded_len);
+    let known_len = value_len.map_or(0, with_length) + time.map_or(0, <[u8]>::len);
+    let empty = *known == KnownRef::default();
+    let entry_len = text_len(name) + if empty { 0 } else { with_length(known_len) };
+    put_len_header(out, FIELDS, entry_len);
     put_text(out, 1, name);
-    if *known == KnownRef::default() {
+    if empty {
         return;
     }
-    put_len_header(out, 2, known_len(known));
-    if let Some(value) = known.value {
-        put_len_header(out, 1, value.encoded_len());
+    put_len_header(out, 2, known_len);
+    if let (Some(value), Some(len)) = (known.value, value_len) {
+        put_len_header(out, 1, len);
         value.encode_raw(out);
     }
-    if let Some(at) = known.set_at {
-        put_len_header(out, 2, timestamp_len(&at));
-        write_timestamp(out, &at);
+    if let Some(time) = time {
+        out.extend_from_slice(time);
     }
 }
 

@@ -26,7 +26,11 @@ fn state() -> RecordState {
                 "amount",
                 known(Some(Kind::Number("1250.50".into())), at(10, 5)),
             ),
+            // Times shared by neighbours, and one coming back after another.
+            ("amount2", known(Some(Kind::Text("x".into())), at(10, 5))),
             ("closed", known(Some(Kind::Boolean(false)), at(-3, 0))),
+            ("closed2", known(Some(Kind::Boolean(true)), at(-3, 0))),
+            ("closed3", known(Some(Kind::Text("y".into())), at(10, 5))),
             ("empty", known(Some(Kind::Text(String::new())), None)),
             ("gone", known(Some(Kind::NullValue(true)), at(0, 0))),
             ("nothing", known(None, None)),

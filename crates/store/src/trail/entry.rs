@@ -202,21 +202,8 @@ impl ReadValues<'_> {
         self.map_entry(8, name, value);
     }
 
-    /// One protobuf map entry: the key as field 1, the value as field 2.
-    fn map_entry(&mut self, tag: u32, name: &str, value: ValueRef<'_>) {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-        let value_len = value.encoded_len();
-        let key_len = 1 + encoded_len_varint(name.len() as u64) + name.len();
-        let len = key_len + 1 + encoded_len_varint(value_len as u64) + value_len;
-        let out = &mut *self.out;
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(len as u64, out);
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(name.len() as u64, out);
-        out.extend_from_slice(name.as_bytes());
-        encode_key(2, WireType::LengthDelimited, out);
-        encode_varint(value_len as u64, out);
-        value.encode_raw(out);
+    fn map_entry(&mut self, number: u32, name: &str, value: ValueRef<'_>) {
+        crm_sync_proto::view::put_field_entry(self.out, number, name, value);
     }
 }
 
