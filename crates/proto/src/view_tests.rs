@@ -207,10 +207,24 @@ fn malformed_events_are_refused_as_prost_refuses_them() {
     not_utf8_name.extend(len_field(2, &text("x").encode_to_vec()));
     let not_utf8_value = [len_field(1, b"Name"), len_field(2, &len_field(2, b"\xc3"))].concat();
     let wrong_wire = [len_field(1, b"Name"), vec![0x10, 0x01]].concat();
+    // A name cut inside a character that the bytes after it complete: the entry as a whole is
+    // UTF-8 (\xc3\x82 is "Â", the second byte the tag of an unknown field 16), the name is not.
+    let cut_name = [len_field(1, b"N\xc3"), vec![0x82, 0x01, 0x00]].concat();
+    let cut_value = [
+        len_field(1, b"Name"),
+        len_field(
+            2,
+            &[len_field(2, b"v\xc3"), vec![0x8a, 0x01, 0x00]].concat(),
+        ),
+    ]
+    .concat();
     let cases = [
         good[..good.len() - 1].to_vec(),
         len_field(7, &not_utf8_name),
         len_field(7, &not_utf8_value),
+        len_field(7, &cut_name),
+        len_field(7, &cut_value),
+        len_field(8, &not_utf8_value),
         len_field(7, &wrong_wire),
         vec![0x3a, 0x7f, 0x0a], // an entry longer than what is left
         vec![0x38, 0x01],       // the fields as a varint
@@ -281,4 +295,24 @@ fn a_field_entry_is_written_as_prost_writes_a_map_entry() {
             assert_eq!(out, event.encode_to_vec(), "{name:?} {value:?}");
         }
     }
+}
+
+#[test]
+fn names_and_values_of_any_length_and_script_come_out_as_prost_has_them() {
+    let long = "é".repeat(100);
+    let event = CrmEvent {
+        fields: [
+            ("Name", text("Acme — 40 licenses")),
+            ("Émoji 🎉", text("👍")),
+            ("Long", text(&long)),
+            (long.as_str(), number("1")),
+            ("x".repeat(127).as_str(), text(&"y".repeat(127))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        previous_fields: [("Naïve".to_owned(), text(&long))].into(),
+        ..Default::default()
+    };
+    assert_same(&event.encode_to_vec());
 }

@@ -11,7 +11,7 @@ use super::wire::{
     VARINT, key, put_len_header, put_text, skip, text_len, timestamp_len, varint, with_length,
     write_timestamp,
 };
-use super::{ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
+use super::{Texts, ValueRef, ViewError, map_entry, merge_value, sort_last_wins, split};
 use crate::Timestamp;
 use crate::v1::RecordState;
 
@@ -40,7 +40,13 @@ pub struct StateView<'a> {
 pub fn decode_state(bytes: &[u8]) -> Result<StateView<'_>, ViewError> {
     let mut fields = Vec::with_capacity(32);
     let state = split(bytes, &[FIELDS], |_, entry| {
-        fields.push(map_entry(entry, KnownRef::default(), merge_known)?);
+        // A stored field's time is a varint of non-ASCII bytes: checking the entry whole would fail.
+        fields.push(map_entry(
+            entry,
+            Texts::EACH,
+            KnownRef::default(),
+            merge_known,
+        )?);
         Ok(())
     })?;
     sort_last_wins(&mut fields);
@@ -57,7 +63,7 @@ fn merge_known<'a>(
         match (number, skip(number, wire, &mut bytes)?) {
             (1, Some(b)) => {
                 let value = known.value.unwrap_or(ValueRef::Unset);
-                known.value = Some(merge_value(value, b)?);
+                known.value = Some(merge_value(value, b, Texts::EACH)?);
             }
             (2, Some(b)) => {
                 known.set_at = Some(merge_timestamp(known.set_at.unwrap_or_default(), b)?);
