@@ -91,6 +91,9 @@ impl<'s> Current<'s> {
         );
         let mut changes = changes.0.iter().peekable();
         for (name, known) in fields {
+            // Every change names a field the event set; stepping over any other keeps the join
+            // in step all the same.
+            while changes.next_if(|(changed, _)| changed < name).is_some() {}
             let before = changes.next_if(|(changed, _)| changed == name).map(|c| c.1);
             if let Some(now) = known.value {
                 index.insert(*name, Slot { now, before });

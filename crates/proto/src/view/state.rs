@@ -40,7 +40,8 @@ pub struct StateView<'a> {
 pub fn decode_state(bytes: &[u8]) -> Result<StateView<'_>, ViewError> {
     let mut fields = Vec::with_capacity(32);
     let state = split(bytes, &[FIELDS], |_, entry| {
-        // A stored field's time is a varint of non-ASCII bytes: checking the entry whole would fail.
+        // A stored field's time is a varint of non-ASCII bytes: the entry as a whole is not
+        // UTF-8, so each string is checked on its own.
         fields.push(map_entry(
             entry,
             Texts::EACH,
