@@ -80,6 +80,10 @@ pub async fn run_transactional<H: TransactionalHandler>(
         backoff: crate::retry_backoff(),
         failures: 0,
     };
+    // Looked up once for the one topic, not per message (a label's string, a key and a
+    // registry search each time).
+    let processing =
+        metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => l.topic.to_owned());
     loop {
         let received = tokio::select! {
             biased;
@@ -101,7 +105,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
             }
         };
         let revocations = l.consumer.context().revocations();
-        let (outcome, batch) = fill(&l, first, revocations, &mut p.inflight).await;
+        let (outcome, batch) = fill(&l, first, revocations, &mut p.inflight, &processing).await;
         match land(&l, &mut p, &batch.partitions).await? {
             Landed::Shutdown => return Ok(()),
             Landed::Aborted => continue,
@@ -284,6 +288,7 @@ async fn fill<'c, H: TransactionalHandler>(
     first: BorrowedMessage<'c>,
     revocations: u64,
     committing: &mut Option<InFlight>,
+    processing: &metrics::Histogram,
 ) -> (Result<(), Step>, Batch) {
     let mut batch = Batch::default();
     let opened = Instant::now();
@@ -293,7 +298,7 @@ async fn fill<'c, H: TransactionalHandler>(
         if l.consumer.context().revocations() != revocations {
             return (Err(Step::Revoked), batch);
         }
-        if let Err(step) = process(l, &message, &mut batch).await {
+        if let Err(step) = process(l, &message, &mut batch, processing).await {
             return (Err(step), batch);
         }
         drop(message);
@@ -337,6 +342,7 @@ async fn process<H: TransactionalHandler>(
     l: &TransactionalLoop<'_, H>,
     message: &BorrowedMessage<'_>,
     batch: &mut Batch,
+    processing: &metrics::Histogram,
 ) -> Result<(), Step> {
     let incoming = Incoming::of(message);
     let span = incoming.span(l.service);
@@ -368,8 +374,7 @@ async fn process<H: TransactionalHandler>(
         }
         batch.pending.push((output, Arc::clone(&trace)));
     }
-    metrics::histogram!(crate::metric_definitions::PROCESSING, "topic" => incoming.topic.to_owned())
-        .record(started.elapsed().as_secs_f64());
+    processing.record(started.elapsed().as_secs_f64());
     Ok(())
 }
 
