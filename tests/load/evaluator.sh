@@ -23,7 +23,8 @@
 #   notrail   the same with the record trail off (`trail.enabled=false`)
 #   raw       the baseline: crates/kafka/examples/raw_copy, a raw transactional copy of the
 #             events writing as many records per event as the last evaluator variant did, with
-#             the same client configuration, and no decoding
+#             the same client configuration, and no decoding, in transactions of up to 500
+#             messages (raw@MAX_MESSAGES=250: of up to 250, the evaluator's own size)
 #   V@K=V,…   variant V with these environment variables added (a setting such as
 #             CRM_SYNC__EVALUATOR__STATE_MEMORY_MIB=8, a librdkafka property through
 #             CRM_SYNC__KAFKA__LIBRDKAFKA_OPTIONS__CONSUMER__…, or MIMALLOC_…), so that
@@ -61,9 +62,13 @@ while (($#)); do
 done
 for v in $VARIANTS; do
   case ${v%%@*} in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
+  if [[ $v == raw@* && ! $v =~ ^raw@MAX_MESSAGES=[1-9][0-9]*$ ]]; then
+    echo "variant $v: raw takes only MAX_MESSAGES=<count>" >&2
+    exit 2
+  fi
 done
 # A baseline from another build would make every ratio a comparison with the wrong thing.
-if [[ -n ${CRM_SYNC_BIN:-} && " $VARIANTS " == *" raw "* && ! -x $CRM_SYNC_BIN/raw_copy ]]; then
+if [[ -n ${CRM_SYNC_BIN:-} && " $VARIANTS " == *" raw"* && ! -x $CRM_SYNC_BIN/raw_copy ]]; then
   echo "variant raw: $CRM_SYNC_BIN/raw_copy is missing (copy target/release/examples/raw_copy of the same build there)" >&2
   exit 2
 fi
@@ -77,7 +82,7 @@ BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
 if [[ -z ${CRM_SYNC_BIN:-} ]]; then
   say "building release binaries"
   cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
-  if [[ " $VARIANTS " == *" raw "* ]]; then
+  if [[ " $VARIANTS " == *" raw"* ]]; then
     cargo build --quiet --release -p crm-sync-kafka --example raw_copy
   fi
 fi
@@ -383,28 +388,29 @@ run_evaluator() {
 # The baseline: a raw transactional copy of the events, as many records per event as the last
 # evaluator variant wrote.
 run_raw() {
-  local n=$1 state=$RUN.$1.raw.state out=$RUN.$1.raw.out line rate cpu_rate
+  local n=$1 max=500 state=$RUN.$1.raw.state out=$RUN.$1.raw.out line rate cpu_rate
   make_topic "$state" compact
   make_topic "$out"
-  say "variant raw: copying with $RECORDS_PER_EVENT records per event"
+  [[ $2 == raw@* ]] && max=${2#raw@MAX_MESSAGES=}
+  say "variant raw: copying with $RECORDS_PER_EVENT records per event, up to $max per transaction"
   # CRM_SYNC_BIN's copy when it holds one: a baseline built from other sources would not be
   # the one the variants are compared with.
   local raw_copy=$BIN/raw_copy
   [[ -z ${CRM_SYNC_BIN:-} ]] && raw_copy=$CARGO_TARGET_DIR/release/examples/raw_copy
   line=$("$raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
     --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-raw" \
-    --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250)
+    --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250 --max-messages "$max")
   rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
   cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
   base "$rate" "$cpu_rate"
-  echo "variant=raw $line load_average=$(cut -d' ' -f1 /proc/loadavg) $(ratio "$rate" "$cpu_rate")"
+  echo "variant=${2} $line load_average=$(cut -d' ' -f1 /proc/loadavg) $(ratio "$rate" "$cpu_rate")"
 }
 
 n=0
 for variant in $VARIANTS; do
   n=$((n + 1))
-  if [[ $variant == raw ]]; then
-    run_raw "$n"
+  if [[ ${variant%%@*} == raw ]]; then
+    run_raw "$n" "$variant"
   else
     run_evaluator "$variant" "$n"
   fi

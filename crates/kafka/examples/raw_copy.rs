@@ -3,14 +3,14 @@
 //!
 //!   cargo run --release -p crm-sync-kafka --example raw_copy -- --brokers B --from TOPIC \
 //!     --state-topic T1 --out-topic T2 --events N [--records-per-event R] [--outcome-bytes S] \
-//!     [--group G]
+//!     [--group G] [--max-messages M]
 //!
 //! Per consumed message it writes what the evaluator writes per event: one record of the
 //! message's size to `--state-topic` on the message's own partition (the evaluator's record
 //! state), and the rest of `--records-per-event` (a mean: 5.95 writes 5 or 6 so that the total
 //! comes out right) to `--out-topic` by key, each `--outcome-bytes` long (the size of an encoded
 //! `WorkflowOutcome`), every record with the event id header. Batches are committed with their
-//! offsets as the evaluator's loop does (up to 500 messages or the same time). It stops once
+//! offsets as the evaluator's loop does (up to `--max-messages`, default 500, or the same time). It stops once
 //! `--events` messages are committed and prints the same figures as `tests/load/evaluator.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +38,7 @@ struct Args {
     events: u64,
     records_per_event: f64,
     outcome_bytes: usize,
+    max_messages: usize,
 }
 
 fn args() -> Args {
@@ -69,6 +70,9 @@ fn args() -> Args {
         outcome_bytes: map
             .get("outcome-bytes")
             .map_or(250, |b| b.parse().expect("--outcome-bytes: a count")),
+        max_messages: map
+            .get("max-messages")
+            .map_or(500, |m| m.parse().expect("--max-messages: a count")),
     }
 }
 
@@ -154,9 +158,10 @@ async fn main() {
         .unwrap()
         .expect("init_transactions");
     // The copy commits one batch at a time, so it is fastest in large batches: 500 (the
-    // evaluator's until it overlapped handling with commits) keeps the baseline at its best.
+    // evaluator's until it overlapped handling with commits) keeps the baseline at its best;
+    // the evaluator's own 250 shows what of the gap is the transactions' size.
     let limits = BatchLimits {
-        max_messages: 500,
+        max_messages: a.max_messages,
         ..BatchLimits::default()
     };
     let (mut done, mut written, mut transactions) = (0u64, 0u64, 0u64);
