@@ -65,16 +65,26 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null || { echo "ingest did not become ready; see $LOG" >&2; exit 1; }
 
+# Ingest's committed Kafka transactions so far, to print how many each case took.
+transactions() {
+  curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" |
+    awk '/^crm_sync_transactions_total\{/ && /result="committed"/ {s += $NF} END {print s + 0}'
+}
+# Runs one case of the generator, then prints the transactions it took.
+run_case() {
+  local before
+  before=$(transactions)
+  "$BIN/examples/load" run --url "http://127.0.0.1:$PORT" --seconds "$SECONDS_PER_RUN" "$@"
+  echo "transactions:    $(($(transactions) - before))"
+}
+
 echo "== machine: $(nproc) cores, $(uname -sr); ingest release build, acks=all, topic $TOPIC"
 echo "== Salesforce Outbound Messages, 100 notifications per request"
-"$BIN/examples/load" run --mode salesforce --url "http://127.0.0.1:$PORT" \
-  --integration-id "$SALESFORCE_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$SF_CONCURRENCY" --batch 100
+run_case --mode salesforce --integration-id "$SALESFORCE_INTEGRATION" --concurrency "$SF_CONCURRENCY" --batch 100
 echo "== Salesforce Outbound Messages, 100 notifications per request, every record new (owners written each time)"
-"$BIN/examples/load" run --mode salesforce --url "http://127.0.0.1:$PORT" \
-  --integration-id "$SALESFORCE_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$SF_CONCURRENCY" --batch 100 --fresh-records
+run_case --mode salesforce --integration-id "$SALESFORCE_INTEGRATION" --concurrency "$SF_CONCURRENCY" --batch 100 --fresh-records
 echo "== HubSpot, one event per request"
-"$BIN/examples/load" run --mode hubspot --url "http://127.0.0.1:$PORT" \
-  --integration-id "$HUBSPOT_INTEGRATION" --seconds "$SECONDS_PER_RUN" --concurrency "$HS_CONCURRENCY"
+run_case --mode hubspot --integration-id "$HUBSPOT_INTEGRATION" --concurrency "$HS_CONCURRENCY"
 echo "== ingest RSS at the end: $(($(awk '/VmRSS/ {print $2}' "/proc/$INGEST_PID/status") / 1024)) MiB"
 echo "== ingest peak RSS: $(($(awk '/VmHWM/ {print $2}' "/proc/$INGEST_PID/status") / 1024)) MiB"
 kill "$INGEST_PID" 2>/dev/null || true

@@ -6,9 +6,12 @@
 //! Requests arriving while the committers are busy wait and then share the next free one's
 //! transaction (group commit), so a commit round trip is paid per group, not per request, and
 //! several transactions are in flight at once (one producer's next transaction cannot start
-//! until the broker finished the previous one's markers). If a shared transaction fails, its requests are tried
-//! again one per transaction, so that one request's undeliverable message (e.g. larger than the
-//! topic allows) fails only that request.
+//! until the broker finished the previous one's markers). The first committer takes every
+//! request it finds; the others are spares that take a group only when [`SPARE_AFTER`]
+//! requests are queueing behind busy committers, so that a trickle of requests costs the
+//! broker one committer's transactions and a burst gets several at once. If a shared
+//! transaction fails, its requests are tried again one per transaction, so that one request's
+//! undeliverable message (e.g. larger than the topic allows) fails only that request.
 //!
 //! `transactional.id` is stable per replica (see [`crate::txn_producer::transactional_id`]): a
 //! restarted replica aborts what its predecessor left open at once; otherwise the coordinator
@@ -22,7 +25,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,6 +42,10 @@ const MAX_MESSAGES_PER_TRANSACTION: usize = 5_000;
 const GATHER: Duration = Duration::from_millis(3);
 /// Requests waiting for the committer at most; beyond it requests wait to be queued.
 const QUEUE_DEPTH: usize = 1_024;
+/// Requests queueing before a spare committer takes them: fewer wait for the first committer's
+/// next transaction (every transaction costs the broker about a dozen requests, whatever its
+/// size).
+const SPARE_AFTER: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicPublishError {
@@ -87,6 +94,8 @@ struct Job {
 pub struct AtomicPublisher {
     jobs: mpsc::Sender<Job>,
     ready: Arc<[AtomicBool]>,
+    /// Wakes a spare committer when requests queue.
+    backlog: Arc<Notify>,
 }
 
 /// The committer tasks; they end once every [`AtomicPublisher`] clone is dropped and the
@@ -111,7 +120,8 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
 
 impl AtomicPublisher {
     /// Starts `producers` committers with a transactional producer configuration (see
-    /// [`crate::txn_producer::producer_config`]); the n-th uses `<transactional.id>-<n>`.
+    /// [`crate::txn_producer::producer_config`]); the n-th uses `<transactional.id>-<n>`. The
+    /// first takes every request, the others only a backlog (see [`SPARE_AFTER`]).
     /// Transactions are initialized in the background; until one committer is ready
     /// [`AtomicPublisher::ready`] is false and publishing fails fast.
     pub fn start(config: ClientConfig, producers: usize) -> (AtomicPublisher, Committer) {
@@ -121,6 +131,7 @@ impl AtomicPublisher {
             .map(|_| AtomicBool::new(false))
             .collect();
         let stop_initializing = CancellationToken::new();
+        let backlog = Arc::new(Notify::new());
         let base_id = config
             .get("transactional.id")
             .unwrap_or("crm-sync")
@@ -129,6 +140,10 @@ impl AtomicPublisher {
             .map(|n| {
                 let mut config = config.clone();
                 config.set("transactional.id", format!("{base_id}-{n}"));
+                let take = match n {
+                    0 => Take::Every,
+                    _ => Take::Backlog(backlog.clone()),
+                };
                 tokio::spawn(commit_loop(
                     config,
                     queue.clone(),
@@ -137,11 +152,16 @@ impl AtomicPublisher {
                         n,
                     },
                     stop_initializing.clone(),
+                    take,
                 ))
             })
             .collect();
         (
-            AtomicPublisher { jobs, ready },
+            AtomicPublisher {
+                jobs,
+                ready,
+                backlog,
+            },
             Committer {
                 tasks,
                 stop_initializing,
@@ -188,6 +208,9 @@ impl AtomicPublisher {
             })
             .await
             .map_err(|_| AtomicPublishError::Stopped)?;
+        if self.jobs.max_capacity() - self.jobs.capacity() >= SPARE_AFTER {
+            self.backlog.notify_one();
+        }
         let result = answer.await.unwrap_or(Err(AtomicPublishError::Stopped));
         match &result {
             Ok(written) => {
@@ -228,24 +251,54 @@ impl Readiness {
     }
 }
 
+/// Which requests a committer takes.
+enum Take {
+    /// Every request, as soon as it is queued.
+    Every,
+    /// Only a backlog: woken when [`SPARE_AFTER`] requests queue, it takes them if they still
+    /// do, and ends once shutdown began and nothing is queued.
+    Backlog(Arc<Notify>),
+}
+
+/// The next group of requests for a committer; None when it should end.
+async fn next_group(queue: &Queue, take: &Take, finishing: &CancellationToken) -> Option<Vec<Job>> {
+    loop {
+        if let Take::Backlog(backlog) = take {
+            tokio::select! {
+                _ = backlog.notified() => {}
+                _ = finishing.cancelled() => {}
+            }
+        }
+        // Taken under the lock, so each request lands in exactly one committer's group.
+        let mut queue = queue.lock().await;
+        let first = match take {
+            Take::Every => queue.recv().await?,
+            Take::Backlog(_) if finishing.is_cancelled() && queue.is_empty() => return None,
+            Take::Backlog(_) if queue.len() < SPARE_AFTER && !finishing.is_cancelled() => continue,
+            Take::Backlog(_) => match queue.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => continue,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            },
+        };
+        return Some(gather(&mut queue, first, GATHER).await);
+    }
+}
+
 async fn commit_loop(
     config: ClientConfig,
     queue: Queue,
     ready: Readiness,
     stop_initializing: CancellationToken,
+    take: Take,
 ) {
     let Some(mut producer) = TxnProducer::start(config, &stop_initializing).await else {
         return;
     };
     ready.set(true);
     loop {
-        // Taken under the lock, so each request lands in exactly one committer's group.
-        let group = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            gather(&mut queue, first, GATHER).await
+        let Some(group) = next_group(&queue, &take, &stop_initializing).await else {
+            return;
         };
         let count: usize = group.iter().map(|j| j.messages.len()).sum();
         let span = tracing::debug_span!(
@@ -398,8 +451,14 @@ async fn write(
             .map_err(|kind| (kind, "commit_transaction failed".to_owned())),
     };
     match committed {
-        Ok(()) => Ok(written),
+        Ok(()) => {
+            metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "committed")
+                .increment(1);
+            Ok(written)
+        }
         Err((kind, reason)) => {
+            metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted")
+                .increment(1);
             tracing::warn!(reason, ?kind, "aborting the Kafka transaction");
             if kind != TxnError::Fatal && producer.abort().await.is_err() {
                 return Err((TxnError::Fatal, reason));
@@ -427,100 +486,5 @@ impl Default for Written {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::mocking::MockCluster;
-
-    fn job(
-        topic: &str,
-        sizes: &[usize],
-    ) -> (
-        Job,
-        oneshot::Receiver<Result<Vec<Written>, AtomicPublishError>>,
-    ) {
-        let (done, answer) = oneshot::channel();
-        let messages = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, size)| Prepared {
-                topic: topic.into(),
-                key: format!("key-{i}").into(),
-                payload: vec![b'x'; *size],
-                headers: OwnedHeaders::new(),
-            })
-            .collect();
-        (Job { messages, done }, answer)
-    }
-
-    #[tokio::test]
-    async fn queueing_requests_wait_for_more_to_share_their_commit_and_a_lone_one_does_not() {
-        let window = Duration::from_millis(500);
-        let (queue_in, mut queue) = mpsc::channel(8);
-        let (lone, _answer) = job("events", &[1]);
-        let started = std::time::Instant::now();
-        let group = gather(&mut queue, lone, window).await;
-        assert_eq!(group.len(), 1);
-        assert!(started.elapsed() < window / 2, "a lone request waited");
-
-        let (first, _a1) = job("events", &[1]);
-        let (queued, _a2) = job("events", &[1]);
-        queue_in.send(queued).await.unwrap();
-        let late = queue_in.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let (arriving, _a3) = job("events", &[1]);
-            late.send(arriving).await.unwrap();
-        });
-        let group = gather(&mut queue, first, window).await;
-        // The request arriving 20 ms later joined the queued ones' transaction.
-        assert_eq!(group.len(), 3);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_kafka_refuses_fails_alone_in_a_shared_transaction() {
-        let cluster = MockCluster::new(3).unwrap();
-        cluster.create_topic("events", 3, 3).unwrap();
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .set("transactional.id", "atomic-test")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // The producer itself refuses anything larger.
-            .set("message.max.bytes", "10000");
-        let (queue_in, queue) = mpsc::channel(8);
-        let queue: Queue = Arc::new(tokio::sync::Mutex::new(queue));
-        // Queued before the committer starts, so that all three share the first transaction.
-        let (good_1, answer_1) = job("events", &[10, 20, 30]);
-        let (bad, answer_bad) = job("events", &[10, 50_000]);
-        let (good_2, answer_2) = job("events", &[40]);
-        for j in [good_1, bad, good_2] {
-            queue_in.send(j).await.unwrap();
-        }
-        drop(queue_in);
-        let ready: Arc<[AtomicBool]> = Arc::new([AtomicBool::new(false)]);
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            commit_loop(
-                config,
-                queue,
-                Readiness {
-                    all: ready.clone(),
-                    n: 0,
-                },
-                CancellationToken::new(),
-            ),
-        )
-        .await
-        .expect("the committer ends once its senders are gone");
-
-        assert_eq!(answer_1.await.unwrap().unwrap().len(), 3);
-        assert_eq!(answer_2.await.unwrap().unwrap().len(), 1);
-        let refused = answer_bad.await.unwrap().unwrap_err();
-        assert!(
-            matches!(refused, AtomicPublishError::Aborted(ref reason) if reason.contains("events")),
-            "{refused}"
-        );
-        assert!(ready[0].load(Ordering::Relaxed));
-    }
-}
+#[path = "atomic_tests.rs"]
+mod tests;

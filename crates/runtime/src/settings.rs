@@ -390,7 +390,7 @@ impl Settings {
             .set_default("ingest.rate_limit_burst", 400)?
             .set_default("ingest.signature_tolerance_secs", 300)?
             .set_default("ingest.integration_cache_ms", 5_000)?
-            .set_default("ingest.transactional_producers", 1)?
+            .set_default("ingest.transactional_producers", 2)?
             .set_default("evaluator.state_memory_mib", 8)?
             .set_default("evaluator.hydration_interval_secs", 900)?
             .set_default("ingest.max_events_per_request", 1000)?
