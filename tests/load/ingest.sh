@@ -4,9 +4,11 @@
 # Builds ingest and the generator in release mode, prepares a dedicated database
 # (crm_sync_load) and topic (load.crm.events.v1), starts ingest on 127.0.0.1:18080, then runs
 # Salesforce Outbound Messages of 100 notifications and single HubSpot events, printing
-# requests/s, notifications/s and latency percentiles for each; then the baseline, a raw
-# transactional producer with ingest's producer configuration (crates/kafka/examples), writing
-# 100 and 16 records per transaction, for the ratios. Ingest runs with its shipped log level.
+# requests/s, notifications/s, latency percentiles and the Kafka transactions ingest committed
+# for each; then the baseline, a raw transactional producer with ingest's producer
+# configuration (crates/kafka/examples), writing 100 and 16 records per transaction, for the
+# ratios. Ingest runs with its shipped configuration (log level, committers); set
+# CRM_SYNC__INGEST__… variables to compare others.
 set -euo pipefail
 . "$(dirname "$0")/../../deploy/local/lib.sh"
 

@@ -10,8 +10,9 @@
 //! state), and the rest of `--records-per-event` (a mean: 5.95 writes 5 or 6 so that the total
 //! comes out right) to `--out-topic` by key, each `--outcome-bytes` long (the size of an encoded
 //! `WorkflowOutcome`), every record with the event id header. Batches are committed with their
-//! offsets as the evaluator's loop does (up to `--max-messages`, default 500, or the same time). It stops once
-//! `--events` messages are committed and prints the same figures as `tests/load/evaluator.sh`.
+//! offsets as the evaluator's loop does (up to `--max-messages`, default 500, or the same
+//! time). It stops once `--events` messages are committed and prints the same figures as
+//! `tests/load/evaluator.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;

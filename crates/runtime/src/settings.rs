@@ -243,7 +243,8 @@ pub struct IngestSettings {
     pub signature_tolerance_secs: u64,
     /// How long an integration's settings and credentials are reused before being re-read.
     pub integration_cache_ms: u64,
-    /// Kafka transactions in flight at once (one transactional producer each).
+    /// Kafka transactions in flight at once (one transactional producer each); the committers
+    /// after the first take requests only when they queue.
     pub transactional_producers: usize,
     /// Events one request may produce after expansion; more get 413.
     pub max_events_per_request: usize,
