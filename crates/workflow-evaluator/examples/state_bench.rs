@@ -153,10 +153,7 @@ async fn restore(topic: &str, memory_mib: u64) {
     let dir = std::env::temp_dir().join(format!("state-bench-{}", std::process::id()));
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers());
-    let source = Source {
-        config,
-        topic: topic.to_owned(),
-    };
+    let source = Source::new(config, topic);
     let (store, _wakes) =
         RecordStore::open(&dir, memory_mib * 1024 * 1024, source, "input").unwrap();
     let started = Instant::now();

@@ -65,10 +65,7 @@ fn open_store(
     // to 64 MiB per partition ahead of it.
     crm_sync_kafka::clients::BoundedMemory::set_bounded_prefetch(&mut config);
     config.set("client.id", format!("{}-restore", SERVICE.name));
-    let source = restore::Source {
-        config,
-        topic: settings.topics.records.clone(),
-    };
+    let source = restore::Source::new(config, settings.topics.records.clone());
     RecordStore::open(
         &dir,
         settings.evaluator.state_memory_mib * 1024 * 1024,

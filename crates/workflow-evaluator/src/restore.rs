@@ -7,6 +7,7 @@
 //! or past it arrives, or when the consumer hits the partition's end and the last stable offset
 //! has passed it (the log then ends in transaction markers, which are never handed out).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -27,8 +28,37 @@ const CALL: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Source {
     /// A consumer configuration (brokers, security) without group or isolation settings.
-    pub config: ClientConfig,
-    pub topic: String,
+    config: ClientConfig,
+    topic: String,
+    /// The client reading the partitions' ends, made once and kept: a new client first waits for
+    /// the partition's leader (about 100 ms), and at start every assigned partition's restore
+    /// paid that in turn, even with nothing to restore, while its events waited.
+    ends: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
+}
+
+impl Source {
+    /// `config`: brokers and security, without group or isolation settings.
+    pub fn new(config: ClientConfig, topic: impl Into<String>) -> Source {
+        Source {
+            config,
+            topic: topic.into(),
+            ends: Arc::default(),
+        }
+    }
+
+    /// The `read_uncommitted` client that reads high watermarks, made on first use.
+    fn ends(&self) -> anyhow::Result<Arc<BaseConsumer>> {
+        let mut kept = self
+            .ends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = kept.as_ref() {
+            return Ok(client.clone());
+        }
+        let made = Arc::new(client(self, "read_uncommitted")?);
+        *kept = Some(made.clone());
+        Ok(made)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,8 +107,9 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let uncommitted = client(source, "read_uncommitted")?;
-    let (low, high) = uncommitted.fetch_watermarks(&source.topic, partition, CALL)?;
+    let (low, high) = source
+        .ends()?
+        .fetch_watermarks(&source.topic, partition, CALL)?;
     let (start_over, from) = match checkpoint {
         Some(c) if c >= low && c <= high => (false, c),
         Some(_) | None => (true, low),
@@ -184,4 +215,25 @@ fn read_to_end(
     records += batch.len() as u64;
     send(batch, high, &mut start_over)?;
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_restore_of_a_source_and_its_clones_reads_the_ends_with_one_client() {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let source = Source::new(config, "records");
+        let clone = source.clone();
+        let first = source.ends().unwrap();
+        assert!(Arc::ptr_eq(&first, &source.ends().unwrap()));
+        assert!(
+            Arc::ptr_eq(&first, &clone.ends().unwrap()),
+            "a clone of the source made a client of its own"
+        );
+    }
 }

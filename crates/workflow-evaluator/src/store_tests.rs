@@ -10,10 +10,7 @@ fn open_store(name: &str) -> (Arc<RecordStore>, std::path::PathBuf) {
     let dir =
         std::env::temp_dir().join(format!("crm-sync-store-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let source = Source {
-        config: ClientConfig::new(),
-        topic: "records".into(),
-    };
+    let source = Source::new(ClientConfig::new(), "records");
     // A budget of 8 MiB: 1 MiB memtables, fjall's own limit at 2 MiB.
     let (store, _wakes) = RecordStore::open(&dir, 8 * 1024 * 1024, source, "events").unwrap();
     (store, dir)
