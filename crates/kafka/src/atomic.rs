@@ -132,14 +132,10 @@ impl AtomicPublisher {
             .collect();
         let stop_initializing = CancellationToken::new();
         let backlog = Arc::new(Notify::new());
-        let base_id = config
-            .get("transactional.id")
-            .unwrap_or("crm-sync")
-            .to_owned();
-        let tasks = (0..ready.len())
-            .map(|n| {
-                let mut config = config.clone();
-                config.set("transactional.id", format!("{base_id}-{n}"));
+        let tasks = crate::txn_producer::numbered_configs(&config, ready.len())
+            .into_iter()
+            .enumerate()
+            .map(|(n, config)| {
                 let take = match n {
                     0 => Take::Every,
                     _ => Take::Backlog(backlog.clone()),

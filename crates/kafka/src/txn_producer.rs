@@ -78,6 +78,22 @@ pub fn producer_config(
     config
 }
 
+/// The configurations of `n` transactional producers of one replica: the i-th uses
+/// `<transactional.id>-<i>`, so that each fences only its own predecessor.
+pub fn numbered_configs(config: &ClientConfig, n: usize) -> Vec<ClientConfig> {
+    let base_id = config
+        .get("transactional.id")
+        .unwrap_or("crm-sync")
+        .to_owned();
+    (0..n.max(1))
+        .map(|i| {
+            let mut config = config.clone();
+            config.set("transactional.id", format!("{base_id}-{i}"));
+            config
+        })
+        .collect()
+}
+
 /// How a transactional call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxnError {

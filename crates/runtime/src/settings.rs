@@ -274,6 +274,9 @@ pub struct EvaluatorSettings {
     /// A record whose fields the workflows need but that were never seen is asked for from its
     /// CRM (hydration) at most once per this interval.
     pub hydration_interval_secs: u64,
+    /// Kafka transactions in flight at once (one transactional producer each): the next
+    /// batch's begins once the previous batch's outputs are delivered; they commit in order.
+    pub transactional_producers: usize,
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
@@ -394,6 +397,7 @@ impl Settings {
             .set_default("ingest.transactional_producers", 2)?
             .set_default("evaluator.state_memory_mib", 8)?
             .set_default("evaluator.hydration_interval_secs", 900)?
+            .set_default("evaluator.transactional_producers", 2)?
             .set_default("ingest.max_events_per_request", 1000)?
             .set_default("ingest.max_field_bytes", 131_072)?
             .set_default("ingest.max_event_bytes", 524_288)?
@@ -485,6 +489,12 @@ impl Settings {
         }
         if self.evaluator.state_memory_mib < 8 {
             return key("evaluator.state_memory_mib", "must be at least 8");
+        }
+        if !(1..=4).contains(&self.evaluator.transactional_producers) {
+            return key(
+                "evaluator.transactional_producers",
+                "must be between 1 and 4",
+            );
         }
         Ok(())
     }

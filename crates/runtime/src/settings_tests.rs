@@ -162,6 +162,22 @@ fn the_record_store_memory_defaults_to_its_minimum_and_less_is_refused_naming_th
 }
 
 #[test]
+fn the_evaluator_keeps_two_transactions_in_flight_and_none_is_refused_naming_the_key() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.evaluator.transactional_producers, 2);
+    for wrong in ["0", "5"] {
+        let err = Settings::load_from(
+            SVC,
+            None,
+            env(&[("CRM_SYNC__EVALUATOR__TRANSACTIONAL_PRODUCERS", wrong)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("evaluator.transactional_producers"), "{err}");
+    }
+}
+
+#[test]
 fn services_keep_two_database_connections_and_more_than_the_pool_is_refused_naming_the_key() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.database.min_connections, 2);

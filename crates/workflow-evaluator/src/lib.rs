@@ -173,6 +173,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         topic: &topic,
         handler,
         limits: BatchLimits::default(),
+        producers: settings.evaluator.transactional_producers,
         readiness,
         metrics,
         service,

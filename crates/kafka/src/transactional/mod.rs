@@ -3,8 +3,9 @@
 //! `read_committed` reader downstream sees each input's outputs exactly once, whatever crashes.
 //!
 //! - Messages are handled one at a time, in order; a batch's transaction commits while the
-//!   next batch is handled, and the next transaction begins once it committed (an abort
-//!   replays both). A transaction covers up to
+//!   next batch is handled. With one producer the next transaction begins once it committed;
+//!   with more, once its outputs were delivered, on another producer, and the transactions
+//!   commit in order (an abort replays every batch not committed). A transaction covers up to
 //!   [`BatchLimits::max_messages`] of them or [`BatchLimits::max_wait`], whichever comes first,
 //!   and closes as soon as no message is waiting, so a thin stream sees low latency while a
 //!   backlog makes batches large (see [`BatchLimits::backlog`]).
@@ -18,13 +19,14 @@
 //!   last committed ones; fatal producer errors (e.g. fenced by a newer instance with the same
 //!   `transactional.id`) also recreate the producer. If the consumer cannot be rewound the loop
 //!   fails, so that the process restarts from the committed offsets rather than skip anything.
-//! - `transactional.id` is unique and stable per replica: a restarted replica's
-//!   `init_transactions` aborts whatever its predecessor left open, at once. A replica that
+//! - `transactional.id` is unique and stable per replica (`-<n>` added per producer): a
+//!   restarted replica's `init_transactions` aborts whatever its predecessor left open, at once. A replica that
 //!   never comes back leaves its open transaction to the coordinator, which aborts it after
 //!   [`TRANSACTION_TIMEOUT`]; until then `read_committed` readers of the affected partitions wait.
 
 mod batch;
 mod commit;
+mod land;
 mod run;
 mod service;
 
@@ -83,8 +85,9 @@ pub trait TransactionalHandler: Send + Sync {
     ) -> impl Future<Output = Result<Vec<OutgoingMessage>, Failure>> + Send;
 
     /// The messages handled since the last seal (or abort) form a closed batch, whose
-    /// transaction commits while the next messages are handled. At most one batch is sealed
-    /// and uncommitted at a time.
+    /// transaction commits while the next messages are handled. Up to one batch per producer
+    /// ([`TransactionalLoop::producers`]) is sealed and uncommitted at a time; they commit in
+    /// the order they were sealed.
     fn sealed(&self) {}
 
     /// The sealed batch's transaction committed; `written` says where each of its outputs

@@ -2,6 +2,7 @@
 //! a transaction while it handles the next batch, or aborts and rewinds the consumer.
 
 use anyhow::Context as _;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,19 +10,19 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batch::{Batch, Positions, TraceContext, both, record_commit};
-use super::commit::{Closed, InFlight};
+use super::batch::{Batch, Positions, TraceContext};
+use super::commit::InFlight;
+use super::land::{Landed, Pipeline, aborted, failed, land_all, landing, make_room, settle};
 use super::{BatchLimits, TransactionalHandler};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
 use crate::headers;
 use crate::health::LoopHealth;
 use crate::message::{Failure, Incoming};
-use crate::txn_producer::{TxnError, TxnProducer, recreate};
+use crate::txn_producer::{TxnProducer, numbered_configs, recreate};
 
 const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
@@ -38,45 +39,37 @@ pub struct TransactionalLoop<'a, H> {
     pub topic: &'a str,
     pub consumer: &'a ServiceConsumer,
     pub producer_config: ClientConfig,
+    /// Transactions in flight at once, one producer each (`<transactional.id>-<n>`): the next
+    /// batch's transaction begins once the previous batch's outputs are delivered rather than
+    /// once it committed.
+    pub producers: usize,
     pub handler: &'a H,
     pub health: LoopHealth,
     pub limits: BatchLimits,
     pub shutdown: CancellationToken,
 }
 
-/// The producer (None while a commit task holds it), the batch being committed, and how the
-/// loop backs off after failures.
-struct Pipeline {
-    producer: Option<TxnProducer>,
-    inflight: Option<InFlight>,
-    backoff: crm_sync_retry::Backoff,
-    failures: u32,
-}
-
-/// How the batch in flight ended.
-enum Landed {
-    /// Committed, or nothing was in flight.
-    Committed,
-    /// Aborted, together with the batch handled meanwhile; both were rewound.
-    Aborted,
-    /// Shut down while replacing the producer.
-    Shutdown,
-}
-
 /// Runs until `shutdown` is cancelled; the batch in hand is committed first. Each batch is
 /// committed by a task of its own while the next one is handled (see [`super::commit`]); the
-/// next transaction begins once the previous one committed. Fails only when the consumer cannot
-/// be rewound after an abort (the process must then restart).
+/// next transaction begins once the previous one committed, or with several producers once its
+/// outputs were delivered. Fails only when the consumer cannot be rewound after an abort (the
+/// process must then restart).
 pub async fn run_transactional<H: TransactionalHandler>(
     l: TransactionalLoop<'_, H>,
 ) -> anyhow::Result<()> {
-    let Some(producer) = TxnProducer::start(l.producer_config.clone(), &l.shutdown).await else {
-        return Ok(());
-    };
+    let configs = numbered_configs(&l.producer_config, l.producers);
+    let mut idle = Vec::with_capacity(configs.len());
+    for (slot, config) in configs.iter().enumerate() {
+        let Some(producer) = TxnProducer::start(config.clone(), &l.shutdown).await else {
+            return Ok(());
+        };
+        idle.push((producer, slot));
+    }
     l.health.set_started();
     let mut p = Pipeline {
-        producer: Some(producer),
-        inflight: None,
+        idle,
+        configs,
+        inflight: VecDeque::new(),
         backoff: crate::retry_backoff(),
         failures: 0,
     };
@@ -89,8 +82,8 @@ pub async fn run_transactional<H: TransactionalHandler>(
             biased;
             _ = l.shutdown.cancelled() => break,
             closed = landing(&mut p.inflight) => {
-                let Some(inflight) = p.inflight.take() else { continue };
-                match settle(&l, &mut p, inflight.positions, closed, &Positions::new()).await? {
+                let Some(inflight) = p.inflight.pop_front() else { continue };
+                match settle(&l, &mut p, inflight, closed, &Positions::new()).await? {
                     Landed::Shutdown => return Ok(()),
                     Landed::Committed | Landed::Aborted => continue,
                 }
@@ -105,8 +98,13 @@ pub async fn run_transactional<H: TransactionalHandler>(
             }
         };
         let revocations = l.consumer.context().revocations();
-        let (outcome, batch) = fill(&l, first, revocations, &mut p.inflight, &processing).await;
-        match land(&l, &mut p, &batch.partitions).await? {
+        let (outcome, batch) = fill(&l, first, revocations, &mut p, &processing).await;
+        let room = match outcome {
+            Ok(()) => make_room(&l, &mut p, &batch.partitions).await?,
+            // A batch that will not commit waits for everything before it.
+            Err(_) => land_all(&l, &mut p, &batch.partitions).await?,
+        };
+        match room {
             Landed::Shutdown => return Ok(()),
             Landed::Aborted => continue,
             Landed::Committed => {}
@@ -121,106 +119,9 @@ pub async fn run_transactional<H: TransactionalHandler>(
             break;
         }
     }
-    // Shutting down: the batch in flight commits first.
-    land(&l, &mut p, &Positions::new()).await?;
+    // Shutting down: the batches in flight commit first.
+    land_all(&l, &mut p, &Positions::new()).await?;
     Ok(())
-}
-
-/// The end of the commit in flight; never, when there is none.
-async fn landing(inflight: &mut Option<InFlight>) -> Result<Closed, JoinError> {
-    match inflight {
-        Some(inflight) => inflight.landed().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the batch in flight, if any (see [`settle`]).
-async fn land<H: TransactionalHandler>(
-    l: &TransactionalLoop<'_, H>,
-    p: &mut Pipeline,
-    next: &Positions,
-) -> anyhow::Result<Landed> {
-    let Some(mut inflight) = p.inflight.take() else {
-        return Ok(Landed::Committed);
-    };
-    let closed = inflight.landed().await;
-    settle(l, p, inflight.positions, closed, next).await
-}
-
-/// After a commit task ended: on success tells the handler; on failure aborts the transaction,
-/// and with it the batch handled meanwhile (`next`: its transaction has not begun), and
-/// rewinds both.
-async fn settle<H: TransactionalHandler>(
-    l: &TransactionalLoop<'_, H>,
-    p: &mut Pipeline,
-    positions: Positions,
-    closed: Result<Closed, JoinError>,
-    next: &Positions,
-) -> anyhow::Result<Landed> {
-    let (producer, failure) = match closed {
-        Ok(Closed {
-            producer,
-            batch,
-            result: Ok(()),
-        }) => {
-            record_commit(l.topic, &batch);
-            l.handler.committed(&batch.written);
-            p.producer = Some(producer);
-            p.failures = 0;
-            p.backoff.reset();
-            l.health.set_stuck(false);
-            return Ok(Landed::Committed);
-        }
-        Ok(Closed {
-            producer,
-            result: Err(kind),
-            ..
-        }) => (Some(producer), kind),
-        Err(error) => {
-            tracing::error!(%error, "the commit task ended abnormally; replacing the producer");
-            (None, TxnError::Fatal)
-        }
-    };
-    let positions = both(&positions, next);
-    aborted(l, &positions);
-    let producer = match (producer, failure) {
-        (Some(producer), TxnError::Retriable | TxnError::Abortable) => match producer.abort().await
-        {
-            Ok(()) => Some(producer),
-            Err(_) => recreate(producer, &l.shutdown).await,
-        },
-        (Some(producer), TxnError::Fatal) => recreate(producer, &l.shutdown).await,
-        (None, _) => TxnProducer::start(l.producer_config.clone(), &l.shutdown).await,
-    };
-    let Some(producer) = producer else {
-        return Ok(Landed::Shutdown);
-    };
-    p.producer = Some(producer);
-    rewind(l, &positions).await?;
-    if !failed(l, p, false).await {
-        return Ok(Landed::Shutdown);
-    }
-    Ok(Landed::Aborted)
-}
-
-/// Tells the handler (and the metrics) that the batches at `positions` will be handled again.
-fn aborted<H: TransactionalHandler>(l: &TransactionalLoop<'_, H>, positions: &Positions) {
-    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted").increment(1);
-    l.handler
-        .aborted(&positions.keys().copied().collect::<Vec<_>>());
-}
-
-/// Counts a failure and waits before the retry: at once for the handler's transient failure,
-/// from the second in a row for Kafka's. False if shut down meanwhile.
-async fn failed<H>(l: &TransactionalLoop<'_, H>, p: &mut Pipeline, transient: bool) -> bool {
-    p.failures += 1;
-    if p.failures >= 3 {
-        l.health.set_stuck(true);
-    }
-    if p.failures > 1 || transient {
-        return p.backoff.wait(&l.shutdown).await;
-    }
-    true
 }
 
 /// A batch whose handling failed, before its transaction began: it is rewound to be handled
@@ -259,35 +160,51 @@ async fn begin<H: TransactionalHandler>(
     mut batch: Batch,
 ) -> anyhow::Result<bool> {
     l.handler.sealed();
-    let Some(producer) = p.producer.take() else {
-        anyhow::bail!("no producer after the previous batch landed");
+    let Some((producer, slot)) = p.idle.pop() else {
+        anyhow::bail!("no free producer after the batches in flight delivered");
     };
     if let Err(error) = producer.producer.begin_transaction() {
         tracing::warn!(%error, "begin_transaction failed; recreating the producer");
-        aborted(l, &batch.partitions);
-        p.producer = match recreate(producer, &l.shutdown).await {
-            Some(producer) => Some(producer),
+        // The batches before it land first: an abort forgets every uncommitted batch.
+        let landed = land_all(l, p, &batch.partitions).await?;
+        match recreate(producer, &l.shutdown).await {
+            Some(producer) => p.idle.push((producer, slot)),
             None => return Ok(false),
         };
-        rewind(l, &batch.partitions).await?;
+        match landed {
+            Landed::Shutdown => return Ok(false),
+            // Rewound together with the batches before it.
+            Landed::Aborted => {}
+            Landed::Committed => {
+                aborted(l, &batch.partitions);
+                rewind(l, &batch.partitions).await?;
+            }
+        }
         return Ok(true);
     }
     let produced = batch.produce_pending(&producer).await;
     let offsets = batch.offsets(l.topic);
     let group = l.consumer.group_metadata();
-    p.inflight = Some(InFlight::start(producer, batch, produced, offsets, group));
+    let previous = p.inflight.back().map(InFlight::stage);
+    p.inflight.push_back(InFlight::start(
+        (producer, slot),
+        batch,
+        produced,
+        (offsets, group),
+        previous,
+    ));
     Ok(true)
 }
 
 /// Handles messages into the batch until it is full, time is up, the topic is quiet, or
 /// shutdown; stops early on a failure or when partitions were revoked meanwhile. While the
-/// previous batch is still committing, this one cannot begin anyway: it takes the messages that
-/// arrive until that commit ends, as a batch consumed only after the commit would.
+/// batches in flight leave no room for it, this one cannot begin anyway: it takes the messages
+/// that arrive until they do, as a batch consumed only then would.
 async fn fill<'c, H: TransactionalHandler>(
     l: &TransactionalLoop<'c, H>,
     first: BorrowedMessage<'c>,
     revocations: u64,
-    committing: &mut Option<InFlight>,
+    p: &mut Pipeline,
     processing: &metrics::Histogram,
 ) -> (Result<(), Step>, Batch) {
     let mut batch = Batch::default();
@@ -310,13 +227,12 @@ async fn fill<'c, H: TransactionalHandler>(
         };
         let left = l.limits.max_wait.saturating_sub(opened.elapsed());
         // A zero wait completes on its first poll: after `recv` found nothing buffered.
+        let room = p.has_room();
         let give_up = async {
-            match committing.as_mut().filter(|c| !c.has_ended()) {
-                Some(previous) => {
-                    let _ = tokio::time::timeout(left, previous.wait()).await;
-                }
-                None if !wait.is_zero() => tokio::time::sleep(wait).await,
-                None => {}
+            if !room {
+                let _ = tokio::time::timeout(left, p.room()).await;
+            } else if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         };
         next = tokio::select! {
@@ -381,7 +297,10 @@ async fn process<H: TransactionalHandler>(
 /// Moves every partition of the aborted batches that is still ours back to its first offset in
 /// them, so that their messages are handled again in a new transaction. Revoked partitions are
 /// left to their new owner, which starts from the committed offsets.
-async fn rewind<H>(l: &TransactionalLoop<'_, H>, positions: &Positions) -> anyhow::Result<()> {
+pub(super) async fn rewind<H>(
+    l: &TransactionalLoop<'_, H>,
+    positions: &Positions,
+) -> anyhow::Result<()> {
     if positions.is_empty() {
         return Ok(());
     }

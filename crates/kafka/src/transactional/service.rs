@@ -24,6 +24,8 @@ pub struct TransactionalService<'a, H> {
     pub topic: &'a str,
     pub handler: H,
     pub limits: BatchLimits,
+    /// Transactions in flight at once (see [`TransactionalLoop::producers`]).
+    pub producers: usize,
     /// Service-specific checks; Kafka reachability and the loop's health are added here.
     pub readiness: Readiness,
     pub metrics: PrometheusHandle,
@@ -61,6 +63,7 @@ impl<H: TransactionalHandler> TransactionalService<'_, H> {
             topic: self.topic,
             consumer: &consumer,
             producer_config: producer_config(kafka, self.name, &transactional_id),
+            producers: self.producers,
             handler: &self.handler,
             health,
             limits: self.limits,
