@@ -77,6 +77,7 @@ say() { printf '[load] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
+warn_if_cluttered
 cd "$ROOT"
 BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
 if [[ -z ${CRM_SYNC_BIN:-} ]]; then

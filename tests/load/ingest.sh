@@ -34,6 +34,7 @@ DB_URL=${ADMIN_URL%/*}/$DB
 KEY=$(head -c 32 /dev/urandom | base64)
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
+warn_if_cluttered
 cd "$ROOT"
 # The ingest binary is built from crates/crm-pull (it runs the pull jobs beside the webhooks).
 cargo build --quiet --release -p crm-sync-crm-pull --bin ingest

@@ -4,4 +4,7 @@
 # Prints end-to-end and per-hop latency percentiles, consumer lag and each service's RSS at start,
 # end and peak; --backlog starts the provisioner only after the last request.
 set -euo pipefail
-exec "$(dirname "$0")/../run-bin.sh" loadrun "$@"
+. "$(dirname "$0")/../../deploy/local/lib.sh"
+"$ROOT/deploy/local/stack.sh" up >/dev/null
+warn_if_cluttered
+exec "$ROOT/tests/run-bin.sh" loadrun "$@"
