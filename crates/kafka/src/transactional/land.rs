@@ -148,7 +148,7 @@ pub(super) async fn settle<H: TransactionalHandler>(
         failures.push(broken(later.landed().await, later.slot));
     }
     let positions = both(&positions, next);
-    aborted(l, &positions);
+    aborted(l, &positions, failures.len());
     for (producer, failure, slot) in failures {
         let Some(producer) = reset(l, p, producer, failure, slot).await else {
             return Ok(Landed::Shutdown);
@@ -206,12 +206,15 @@ async fn reset<H>(
     }
 }
 
-/// Tells the handler (and the metrics) that the batches at `positions` will be handled again.
+/// Tells the handler that the batches at `positions` will be handled again, and counts the
+/// `transactions` given up (an open batch whose transaction had not begun counts as one).
 pub(super) fn aborted<H: TransactionalHandler>(
     l: &TransactionalLoop<'_, H>,
     positions: &Positions,
+    transactions: usize,
 ) {
-    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted").increment(1);
+    metrics::counter!(crate::metric_definitions::TRANSACTIONS, "result" => "aborted")
+        .increment(transactions as u64);
     l.handler
         .aborted(&positions.keys().copied().collect::<Vec<_>>());
 }

@@ -132,7 +132,7 @@ async fn drop_open<H: TransactionalHandler>(
     step: Step,
     positions: &Positions,
 ) -> anyhow::Result<bool> {
-    aborted(l, positions);
+    aborted(l, positions, 1);
     rewind(l, positions).await?;
     match step {
         // A revoke is routine (a replica joined or left): no back-off.
@@ -176,7 +176,7 @@ async fn begin<H: TransactionalHandler>(
             // Rewound together with the batches before it.
             Landed::Aborted => {}
             Landed::Committed => {
-                aborted(l, &batch.partitions);
+                aborted(l, &batch.partitions, 1);
                 rewind(l, &batch.partitions).await?;
             }
         }

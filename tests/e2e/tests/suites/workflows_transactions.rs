@@ -179,8 +179,8 @@ async fn transient_failures_and_rebalances_leave_exactly_one_output_per_input() 
 }
 
 /// A backlog is where the second producer's transaction begins before the first one's
-/// committed; a transient failure then aborts both, and the outputs must still come once each,
-/// in the inputs' order.
+/// committed; a transient failure then aborts both, and a replica stopped mid-backlog commits
+/// both before it leaves. The outputs must still come once each, in the inputs' order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_on_two_producers_keeps_the_inputs_order_through_aborts() {
     const INPUTS: usize = 20_000;
@@ -190,15 +190,35 @@ async fn a_backlog_on_two_producers_keeps_the_inputs_order_through_aborts() {
     send_inputs(&env, INPUTS, 500, Duration::ZERO).await;
 
     let stop = CancellationToken::new();
-    let replica = replica(
+    let first = replica(
         &env,
         Arc::new(handler.replica_of()),
-        ("replica", 2),
+        ("replica-1", 2),
+        stop.clone(),
+    );
+    eventually(
+        "a quarter of the inputs committed",
+        Duration::from_secs(60),
+        || async { (handler.committed.lock().unwrap().len() >= INPUTS / 4).then_some(()) },
+    )
+    .await;
+    // Stopped (SIGTERM-like) mid-backlog: the batches in flight commit before it returns; the
+    // next replica of the group goes on from their offsets.
+    stop.cancel();
+    first.await.unwrap().unwrap();
+    let left = handler.committed.lock().unwrap().len();
+    assert!(left < INPUTS, "stopped before the backlog's end ({left})");
+    println!("the first replica left after {left} inputs committed");
+    let stop = CancellationToken::new();
+    let second = replica(
+        &env,
+        Arc::new(handler.replica_of()),
+        ("replica-2", 2),
         stop.clone(),
     );
     let outputs = committed_outputs(&env, INPUTS).await;
     stop.cancel();
-    replica.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
     let failures = exactly_once_in_order(&outputs, &handler, INPUTS);
     assert!(failures >= 20, "the abort path was exercised ({failures})");
     let overlaps = handler.overlaps.load(Ordering::Relaxed);
