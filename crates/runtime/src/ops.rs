@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use crate::server::Limits;
 
@@ -67,16 +67,30 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Bucket bounds of the histograms that count (messages per transaction or batch, outcomes
+/// per database transaction): named `…_messages` or `…_outcomes`. On the latency buckets every
+/// batch over 30 fell in `+Inf`, so a 250-message transaction looked like a 31-message one.
+pub const COUNT_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
 /// Installs the global Prometheus recorder. Call once per process. Histograms are exported as
 /// Prometheus histograms (not summaries), so they can be aggregated across replicas.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&LATENCY_BUCKETS)
-        .context("configuring histogram buckets")?
+    let handle = exporter()?
         .install_recorder()
         .context("installing the metrics recorder")?;
     crate::metric_definitions::describe();
     Ok(handle)
+}
+
+fn exporter() -> anyhow::Result<PrometheusBuilder> {
+    let counts = |suffix: &str| Matcher::Suffix(suffix.to_owned());
+    PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(counts("_messages"), &COUNT_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(counts("_outcomes"), &COUNT_BUCKETS))
+        .context("configuring histogram buckets")
 }
 
 #[derive(Clone)]
@@ -158,4 +172,32 @@ pub async fn serve(
     crate::server::serve(listener, router, shutdown, limits)
         .await
         .context("http server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_histograms_have_count_buckets_and_the_others_latency_buckets() {
+        let recorder = exporter().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("crm_sync_transaction_messages").record(250.0);
+            metrics::histogram!("crm_sync_provisioner_transaction_outcomes").record(40.0);
+            metrics::histogram!("crm_sync_processing_seconds").record(0.002);
+        });
+        let text = handle.render();
+        for line in [
+            "crm_sync_transaction_messages_bucket{le=\"100\"} 0",
+            "crm_sync_transaction_messages_bucket{le=\"250\"} 1",
+            "crm_sync_provisioner_transaction_outcomes_bucket{le=\"25\"} 0",
+            "crm_sync_provisioner_transaction_outcomes_bucket{le=\"50\"} 1",
+            "crm_sync_processing_seconds_bucket{le=\"0.001\"} 0",
+            "crm_sync_processing_seconds_bucket{le=\"0.0025\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("crm_sync_transaction_messages_bucket{le=\"0.001\"}"));
+    }
 }
