@@ -277,6 +277,8 @@ pub struct EvaluatorSettings {
     /// Kafka transactions in flight at once (one transactional producer each): the next
     /// batch's begins once the previous batch's outputs are delivered; they commit in order.
     pub transactional_producers: usize,
+    /// Events per transaction at most, in a backlog: larger ones catch up faster for more memory.
+    pub batch_max_events: usize,
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
@@ -398,6 +400,7 @@ impl Settings {
             .set_default("evaluator.state_memory_mib", 8)?
             .set_default("evaluator.hydration_interval_secs", 900)?
             .set_default("evaluator.transactional_producers", 2)?
+            .set_default("evaluator.batch_max_events", 250)?
             .set_default("ingest.max_events_per_request", 1000)?
             .set_default("ingest.max_field_bytes", 131_072)?
             .set_default("ingest.max_event_bytes", 524_288)?
@@ -495,6 +498,9 @@ impl Settings {
                 "evaluator.transactional_producers",
                 "must be between 1 and 4",
             );
+        }
+        if !(1..=2000).contains(&self.evaluator.batch_max_events) {
+            return key("evaluator.batch_max_events", "must be between 1 and 2000");
         }
         Ok(())
     }

@@ -178,6 +178,25 @@ fn the_evaluator_keeps_two_transactions_in_flight_and_none_is_refused_naming_the
 }
 
 #[test]
+fn the_evaluator_commits_up_to_250_events_at_once_and_a_size_out_of_range_names_the_key() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.evaluator.batch_max_events, 250);
+    let larger = env(&[("CRM_SYNC__EVALUATOR__BATCH_MAX_EVENTS", "500")]);
+    let s = Settings::load_from(SVC, None, larger).unwrap();
+    assert_eq!(s.evaluator.batch_max_events, 500);
+    for wrong in ["0", "2001"] {
+        let err = Settings::load_from(
+            SVC,
+            None,
+            env(&[("CRM_SYNC__EVALUATOR__BATCH_MAX_EVENTS", wrong)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("evaluator.batch_max_events"), "{err}");
+    }
+}
+
+#[test]
 fn services_keep_two_database_connections_and_more_than_the_pool_is_refused_naming_the_key() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.database.min_connections, 2);

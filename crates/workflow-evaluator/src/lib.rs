@@ -172,7 +172,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings: &settings,
         topic: &topic,
         handler,
-        limits: BatchLimits::default(),
+        limits: BatchLimits {
+            max_messages: settings.evaluator.batch_max_events,
+            ..BatchLimits::default()
+        },
         producers: settings.evaluator.transactional_producers,
         readiness,
         metrics,
