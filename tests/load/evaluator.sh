@@ -354,6 +354,13 @@ run_evaluator() {
   cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
   base "$rate" "$cpu_rate"
   echo "variant=$variant $line $(ratio "$rate" "$cpu_rate")"
+  # Where the transactions' time went, seconds summed over the replicas' runs: the loop's
+  # phases (fill, room, hand_over, settle) add up to its time; deliver and commit run beside it.
+  local phases="" phase
+  for phase in fill room hand_over deliver commit settle; do
+    phases+=" $phase=$(sum_metric crm_sync_transaction_phase_seconds_sum "phase=\"$phase\"")"
+  done
+  echo "variant=$variant phase_seconds$phases"
 
   # The record trail is written behind the consume loop: wait (briefly) until the writer took
   # every event, and report how many it wrote and how many it dropped because it fell behind.

@@ -26,6 +26,8 @@ pub const PRODUCE_ERRORS: &str = "crm_sync_produce_errors_total";
 pub const TRANSACTIONS: &str = "crm_sync_transactions_total";
 /// Consumed messages per committed Kafka transaction.
 pub const TRANSACTION_MESSAGES: &str = "crm_sync_transaction_messages";
+/// Time of each phase of a Kafka transaction of the consume→produce loop, by phase.
+pub const TRANSACTION_PHASE: &str = "crm_sync_transaction_phase_seconds";
 /// Partitions assigned to this consumer, by topic.
 pub const ASSIGNED_PARTITIONS: &str = "crm_sync_consumer_assigned_partitions";
 /// Messages of a partition not yet handled (not fetched, or fetched and queued), by topic and partition.
@@ -44,6 +46,7 @@ pub const ALL: &[&str] = &[
     PRODUCE_ERRORS,
     TRANSACTIONS,
     TRANSACTION_MESSAGES,
+    TRANSACTION_PHASE,
     ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
 ];
@@ -91,6 +94,11 @@ pub fn describe() {
     describe_histogram!(
         TRANSACTION_MESSAGES,
         "Consumed messages per committed Kafka transaction"
+    );
+    describe_histogram!(
+        TRANSACTION_PHASE,
+        Unit::Seconds,
+        "Time of each phase of a consume-produce transaction, by phase (fill, room, hand_over, deliver, commit, settle)"
     );
     describe_gauge!(
         ASSIGNED_PARTITIONS,

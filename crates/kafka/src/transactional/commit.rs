@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
 use super::batch::{Batch, Positions};
+use super::phases::{Phases, since};
 use crate::txn_producer::{TxnError, TxnProducer, classify};
 
 /// How far a batch's commit got.
@@ -62,6 +63,7 @@ impl InFlight {
             Option<ConsumerGroupMetadata>,
         ),
         previous: Option<watch::Receiver<Stage>>,
+        phases: Phases,
     ) -> InFlight {
         let positions = batch.partitions.clone();
         let (stage, watched) = watch::channel(Stage::Delivering);
@@ -71,6 +73,7 @@ impl InFlight {
             group,
             previous,
             stage,
+            phases,
         };
         InFlight {
             task: tokio::spawn(commit(producer, batch, steps)),
@@ -128,6 +131,7 @@ struct Steps {
     group: Option<ConsumerGroupMetadata>,
     previous: Option<watch::Receiver<Stage>>,
     stage: watch::Sender<Stage>,
+    phases: Phases,
 }
 
 async fn commit(producer: TxnProducer, mut batch: Batch, steps: Steps) -> Closed {
@@ -137,11 +141,15 @@ async fn commit(producer: TxnProducer, mut batch: Batch, steps: Steps) -> Closed
         group,
         previous,
         stage,
+        phases,
     } = steps;
     let result = async {
         produced.map_err(producing_failed)?;
+        let delivering = std::time::Instant::now();
         batch.delivered().await.map_err(producing_failed)?;
+        since(&phases.deliver, delivering);
         stage.send_replace(Stage::Delivered);
+        let committing = std::time::Instant::now();
         let offsets = offsets.map_err(|error| {
             tracing::warn!(%error, "building the offsets to commit");
             TxnError::Abortable
@@ -153,7 +161,9 @@ async fn commit(producer: TxnProducer, mut batch: Batch, steps: Steps) -> Closed
         if let Some(previous) = previous {
             after(previous).await?;
         }
-        producer.commit(offsets, group).await
+        producer.commit(offsets, group).await?;
+        since(&phases.commit, committing);
+        Ok(())
     }
     .await;
     stage.send_replace(match result {

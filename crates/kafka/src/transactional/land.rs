@@ -10,6 +10,7 @@ use tokio::task::JoinError;
 use super::TransactionalHandler;
 use super::batch::{Positions, both, record_commit};
 use super::commit::{Closed, InFlight};
+use super::phases::{Phases, since};
 use super::run::{TransactionalLoop, rewind};
 use crate::txn_producer::{TxnError, TxnProducer, recreate};
 
@@ -22,6 +23,7 @@ pub(super) struct Pipeline {
     pub(super) inflight: VecDeque<InFlight>,
     pub(super) backoff: crm_sync_retry::Backoff,
     pub(super) failures: u32,
+    pub(super) phases: Phases,
 }
 
 impl Pipeline {
@@ -131,8 +133,10 @@ pub(super) async fn settle<H: TransactionalHandler>(
             batch,
             result: Ok(()),
         }) => {
+            let started = std::time::Instant::now();
             record_commit(l.topic, &batch);
             l.handler.committed(&batch.written);
+            since(&p.phases.settle, started);
             p.idle.push((producer, inflight.slot));
             p.failures = 0;
             p.backoff.reset();

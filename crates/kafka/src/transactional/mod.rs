@@ -27,6 +27,7 @@
 mod batch;
 mod commit;
 mod land;
+mod phases;
 mod run;
 mod service;
 

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::batch::{Batch, Positions, TraceContext};
 use super::commit::InFlight;
 use super::land::{Landed, Pipeline, aborted, failed, land_all, landing, make_room, settle};
+use super::phases::{Phases, since};
 use super::{BatchLimits, TransactionalHandler};
 use crate::consumer::ServiceConsumer;
 use crate::dlq::dead_letter_message;
@@ -72,6 +73,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
         inflight: VecDeque::new(),
         backoff: crate::retry_backoff(),
         failures: 0,
+        phases: Phases::new(),
     };
     // Looked up once for the one topic, not per message (a label's string, a key and a
     // registry search each time).
@@ -98,12 +100,16 @@ pub async fn run_transactional<H: TransactionalHandler>(
             }
         };
         let revocations = l.consumer.context().revocations();
+        let filling = Instant::now();
         let (outcome, batch) = fill(&l, first, revocations, &mut p, &processing).await;
+        since(&p.phases.fill, filling);
+        let waiting = Instant::now();
         let room = match outcome {
             Ok(()) => make_room(&l, &mut p, &batch.partitions).await?,
             // A batch that will not commit waits for everything before it.
             Err(_) => land_all(&l, &mut p, &batch.partitions).await?,
         };
+        since(&p.phases.room, waiting);
         match room {
             Landed::Shutdown => return Ok(()),
             Landed::Aborted => continue,
@@ -182,7 +188,9 @@ async fn begin<H: TransactionalHandler>(
         }
         return Ok(true);
     }
+    let handing = Instant::now();
     let produced = batch.produce_pending(&producer).await;
+    since(&p.phases.hand_over, handing);
     let offsets = batch.offsets(l.topic);
     let group = l.consumer.group_metadata();
     let previous = p.inflight.back().map(InFlight::stage);
@@ -192,6 +200,7 @@ async fn begin<H: TransactionalHandler>(
         produced,
         (offsets, group),
         previous,
+        p.phases.clone(),
     ));
     Ok(true)
 }

@@ -1,10 +1,12 @@
 //! How many events the evaluator commits together: a backlog fills its transactions up to
-//! `evaluator.batch_max_events`, and the transaction-size histogram shows it.
+//! `evaluator.batch_max_events`, and the transaction-size histogram shows it; where each
+//! transaction's time went is measured per phase.
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_is_committed_in_transactions_of_at_most_the_configured_events() {
+async fn a_backlog_is_committed_in_transactions_of_at_most_the_configured_events_each_phase_timed()
+{
     let env = TestEnv::new("state-batching").await;
     let tenant = Tenant::create(&env.pool, "batching", true, true).await;
     // Waiting before the evaluator starts: a backlog, which the default (250) would commit in
@@ -42,4 +44,14 @@ async fn a_backlog_is_committed_in_transactions_of_at_most_the_configured_events
         within, transactions,
         "every transaction holds at most 10 events"
     );
+    for phase in ["fill", "room", "hand_over", "deliver", "commit", "settle"] {
+        let label = format!("phase=\"{phase}\"");
+        let timed = metric(
+            &evaluator,
+            "crm_sync_transaction_phase_seconds_count",
+            &[&label],
+        )
+        .await;
+        assert!(timed >= transactions, "{phase}: {timed} of {transactions}");
+    }
 }
