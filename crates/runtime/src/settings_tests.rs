@@ -165,15 +165,18 @@ fn the_record_store_memory_defaults_to_its_minimum_and_less_is_refused_naming_th
 fn the_evaluator_keeps_two_transactions_in_flight_and_none_is_refused_naming_the_key() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.evaluator.transactional_producers, 2);
-    for wrong in ["0", "5"] {
-        let err = Settings::load_from(
-            SVC,
-            None,
-            env(&[("CRM_SYNC__EVALUATOR__TRANSACTIONAL_PRODUCERS", wrong)]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("evaluator.transactional_producers"), "{err}");
+    refused_naming_the_key("evaluator.transactional_producers", &["0", "5"]);
+}
+
+/// Each of `values` for `key` (set through its environment variable) is refused, the error
+/// naming the key.
+fn refused_naming_the_key(key: &str, values: &[&str]) {
+    let var = format!("CRM_SYNC__{}", key.replace('.', "__").to_uppercase());
+    for wrong in values {
+        let err = Settings::load_from(SVC, None, env(&[(var.as_str(), wrong)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{wrong}: {err}");
     }
 }
 
@@ -184,16 +187,7 @@ fn the_evaluator_commits_up_to_250_events_at_once_and_a_size_out_of_range_names_
     let larger = env(&[("CRM_SYNC__EVALUATOR__BATCH_MAX_EVENTS", "500")]);
     let s = Settings::load_from(SVC, None, larger).unwrap();
     assert_eq!(s.evaluator.batch_max_events, 500);
-    for wrong in ["0", "2001"] {
-        let err = Settings::load_from(
-            SVC,
-            None,
-            env(&[("CRM_SYNC__EVALUATOR__BATCH_MAX_EVENTS", wrong)]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("evaluator.batch_max_events"), "{err}");
-    }
+    refused_naming_the_key("evaluator.batch_max_events", &["0", "2001"]);
 }
 
 #[test]
