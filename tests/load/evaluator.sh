@@ -9,7 +9,7 @@
 #      (log_statement = all, set on that database only, as the postgres superuser: needs root)
 #      and report the statements per outcome it sent during SECS seconds. CRM_SYNC_BIN: a
 #      directory holding built binaries to run instead of building them (`raw_copy` among them
-#      for the `raw` variant); CRM_SYNC_LOAD_PORT: the
+#      for the `raw` variant, `core_copy` for `core`); CRM_SYNC_LOAD_PORT: the
 #      first HTTP port of the replicas, default 18200, for two runs at once)
 #
 # Pre-loads N Opportunity updates (25 fields, about a third of them won) into a fresh events
@@ -25,6 +25,10 @@
 #             events writing as many records per event as the last evaluator variant did, with
 #             the same client configuration, and no decoding, in transactions of up to 500
 #             messages (raw@MAX_MESSAGES=250: of up to 250, the evaluator's own size)
+#   core      the same copy through crm-sync's own transactional loop (crates/kafka/examples/
+#             core_copy: two transactions in flight, a span per message, the metrics recorder),
+#             in transactions of up to 250 messages as the evaluator's (core@MAX_MESSAGES=N):
+#             raw → core is what the loop costs, core → default what the evaluator's own work does
 #   V@K=V,…   variant V with these environment variables added (a setting such as
 #             CRM_SYNC__EVALUATOR__STATE_MEMORY_MIB=8, a librdkafka property through
 #             CRM_SYNC__KAFKA__LIBRDKAFKA_OPTIONS__CONSUMER__…, or MIMALLOC_…), so that
@@ -57,21 +61,23 @@ while (($#)); do
     --provisioner) PROVISIONER_SECS=$2; shift 2 ;;
     --variants) VARIANTS=$2; shift 2 ;;
     --count-statements) COUNT_SECS=$2; shift 2 ;;
-    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS] [--variants \"default warn notrail raw\"] [--count-statements SECS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--events N] [--replicas R] [--provisioner SECS] [--variants \"default warn notrail raw core\"] [--count-statements SECS]" >&2; exit 2 ;;
   esac
 done
 for v in $VARIANTS; do
-  case ${v%%@*} in default | warn | notrail | raw) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
-  if [[ $v == raw@* && ! $v =~ ^raw@MAX_MESSAGES=[1-9][0-9]*$ ]]; then
-    echo "variant $v: raw takes only MAX_MESSAGES=<count>" >&2
+  case ${v%%@*} in default | warn | notrail | raw | core) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
+  if [[ $v =~ ^(raw|core)@ && ! $v =~ ^(raw|core)@MAX_MESSAGES=[1-9][0-9]*$ ]]; then
+    echo "variant $v: ${v%%@*} takes only MAX_MESSAGES=<count>" >&2
     exit 2
   fi
 done
 # A baseline from another build would make every ratio a comparison with the wrong thing.
-if [[ -n ${CRM_SYNC_BIN:-} && " $VARIANTS " == *" raw"* && ! -x $CRM_SYNC_BIN/raw_copy ]]; then
-  echo "variant raw: $CRM_SYNC_BIN/raw_copy is missing (copy target/release/examples/raw_copy of the same build there)" >&2
-  exit 2
-fi
+for copy in raw core; do
+  if [[ -n ${CRM_SYNC_BIN:-} && " $VARIANTS " == *" $copy"* && ! -x $CRM_SYNC_BIN/${copy}_copy ]]; then
+    echo "variant $copy: $CRM_SYNC_BIN/${copy}_copy is missing (copy target/release/examples/${copy}_copy of the same build there)" >&2
+    exit 2
+  fi
+done
 
 say() { printf '[load] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -83,9 +89,11 @@ BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
 if [[ -z ${CRM_SYNC_BIN:-} ]]; then
   say "building release binaries"
   cargo build --quiet --release -p crm-sync-workflow-evaluator -p crm-sync-cli -p crm-sync-provisioner
-  if [[ " $VARIANTS " == *" raw"* ]]; then
-    cargo build --quiet --release -p crm-sync-kafka --example raw_copy
-  fi
+  for copy in raw core; do
+    if [[ " $VARIANTS " == *" $copy"* ]]; then
+      cargo build --quiet --release -p crm-sync-kafka --example "${copy}_copy"
+    fi
+  done
 fi
 
 RUN=load_$(date +%s)_$$
@@ -393,21 +401,24 @@ run_evaluator() {
   stop_all
 }
 
-# The baseline: a raw transactional copy of the events, as many records per event as the last
-# evaluator variant wrote.
-run_raw() {
-  local n=$1 max=500 state=$RUN.$1.raw.state out=$RUN.$1.raw.out line rate cpu_rate
+# The baselines: a transactional copy of the events (raw, or through crm-sync's loop: core), as
+# many records per event as the last evaluator variant wrote.
+run_copy() {
+  local n=$1 kind=${2%%@*} max=500 line rate cpu_rate
+  local state=$RUN.$1.$kind.state out=$RUN.$1.$kind.out
+  [[ $kind == core ]] && max=250
   make_topic "$state" compact
   make_topic "$out"
-  [[ $2 == raw@* ]] && max=${2#raw@MAX_MESSAGES=}
-  say "variant raw: copying with $RECORDS_PER_EVENT records per event, up to $max per transaction"
+  [[ $2 == *@* ]] && max=${2#*@MAX_MESSAGES=}
+  say "variant $kind: copying with $RECORDS_PER_EVENT records per event, up to $max per transaction"
   # CRM_SYNC_BIN's copy when it holds one: a baseline built from other sources would not be
   # the one the variants are compared with.
-  local raw_copy=$BIN/raw_copy
-  [[ -z ${CRM_SYNC_BIN:-} ]] && raw_copy=$CARGO_TARGET_DIR/release/examples/raw_copy
-  line=$("$raw_copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
-    --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-raw" \
-    --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250 --max-messages "$max")
+  local copy=$BIN/${kind}_copy
+  [[ -z ${CRM_SYNC_BIN:-} ]] && copy=$CARGO_TARGET_DIR/release/examples/${kind}_copy
+  # Its figures' line: core_copy logs around it.
+  line=$("$copy" --brokers "$BROKERS" --from "$EVENTS_TOPIC" \
+    --state-topic "$state" --out-topic "$out" --events "$EVENTS" --group "$RUN-$n-$kind" \
+    --records-per-event "$RECORDS_PER_EVENT" --outcome-bytes 250 --max-messages "$max" | grep "^${kind}_copy ")
   rate=$(sed 's/.*events_per_second=\([0-9]*\).*/\1/' <<<"$line")
   cpu_rate=$(sed 's/.*events_per_cpu_second=\([0-9]*\).*/\1/' <<<"$line")
   base "$rate" "$cpu_rate"
@@ -417,8 +428,8 @@ run_raw() {
 n=0
 for variant in $VARIANTS; do
   n=$((n + 1))
-  if [[ ${variant%%@*} == raw ]]; then
-    run_raw "$n" "$variant"
+  if [[ ${variant%%@*} == raw || ${variant%%@*} == core ]]; then
+    run_copy "$n" "$variant"
   else
     run_evaluator "$variant" "$n"
   fi

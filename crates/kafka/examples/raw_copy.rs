@@ -14,10 +14,13 @@
 //! time). It stops once `--events` messages are committed and prints the same figures as
 //! `tests/load/evaluator.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "support/copy.rs"]
+mod copying;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use copying::{Args, Tally};
 use crm_sync_kafka::headers::EVENT_ID;
 use crm_sync_kafka::transactional::{BatchLimits, consumer, producer_config};
 use crm_sync_runtime::settings::KafkaSettings;
@@ -29,68 +32,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Args {
-    brokers: String,
-    from: String,
-    state_topic: String,
-    out_topic: String,
-    group: String,
-    events: u64,
-    records_per_event: f64,
-    outcome_bytes: usize,
-    max_messages: usize,
-}
-
-fn args() -> Args {
-    let mut map = BTreeMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        map.insert(flag.trim_start_matches("--").to_owned(), value);
-    }
-    let get = |k: &str| {
-        map.get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("--{k} is required"))
-    };
-    let pid = std::process::id();
-    Args {
-        brokers: get("brokers"),
-        from: get("from"),
-        state_topic: get("state-topic"),
-        out_topic: get("out-topic"),
-        group: map
-            .get("group")
-            .cloned()
-            .unwrap_or(format!("raw-copy-{pid}")),
-        events: get("events").parse().expect("--events: a count"),
-        records_per_event: map
-            .get("records-per-event")
-            .map_or(10.0, |r| r.parse().expect("--records-per-event: a number")),
-        outcome_bytes: map
-            .get("outcome-bytes")
-            .map_or(250, |b| b.parse().expect("--outcome-bytes: a count")),
-        max_messages: map
-            .get("max-messages")
-            .map_or(500, |m| m.parse().expect("--max-messages: a count")),
-    }
-}
-
-/// User and system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 async fn enqueue(
     producer: &FutureProducer,
@@ -116,8 +57,7 @@ async fn copy(
     index: u64,
     deliveries: &mut Vec<DeliveryFuture>,
 ) -> u64 {
-    let upto = |n: u64| (n as f64 * a.records_per_event).round() as u64;
-    let count = upto(index + 1) - upto(index);
+    let count = a.records_of(index);
     let key = m.key().unwrap_or_default();
     let payload = m.payload().unwrap_or_default();
     let event_id = m
@@ -146,7 +86,7 @@ async fn copy(
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = copying::args("raw-copy");
     let settings = KafkaSettings::for_brokers(&a.brokers);
     let consumer = consumer(&settings, "raw-copy", &a.group).expect("consumer");
     consumer.subscribe(&[&a.from]).expect("subscribe");
@@ -165,9 +105,8 @@ async fn main() {
         max_messages: a.max_messages,
         ..BatchLimits::default()
     };
-    let (mut done, mut written, mut transactions) = (0u64, 0u64, 0u64);
-    let mut first: Option<(Instant, u64, f64)> = None;
-    while done < a.events {
+    let mut tally = Tally::new();
+    while tally.done < a.events {
         let message = consumer.recv().await.expect("recv");
         producer.begin_transaction().expect("begin_transaction");
         let deadline = Instant::now() + limits.max_wait;
@@ -176,7 +115,7 @@ async fn main() {
         let mut n = 0u64;
         let mut next = Some(message);
         while let Some(m) = next.take() {
-            written += copy(&a, &producer, &m, done + n, &mut deliveries).await;
+            tally.written += copy(&a, &producer, &m, tally.done + n, &mut deliveries).await;
             offsets.insert(m.partition(), m.offset() + 1);
             n += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -211,18 +150,7 @@ async fn main() {
         .await
         .unwrap()
         .expect("commit");
-        done += n;
-        transactions += 1;
-        first.get_or_insert_with(|| (Instant::now(), done, cpu_seconds()));
+        tally.committed(n);
     }
-    let (t0, n0, c0) = first.expect("at least one transaction");
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
-    let events = (done - n0) as f64;
-    println!(
-        "raw_copy events={done} seconds={secs:.2} events_per_second={:.0} cpu_seconds={cpu:.1} events_per_cpu_second={:.0} records_per_event={:.2} transactions={transactions} events_per_transaction={:.0}",
-        events / secs,
-        events / cpu.max(0.01),
-        written as f64 / done as f64,
-        done as f64 / transactions as f64,
-    );
+    println!("{}", tally.line("raw_copy"));
 }
