@@ -7,7 +7,8 @@
 //! `produce` writes N realistic record states (a HubSpot deal: ten fields, an owner, one match)
 //! to a new compacted single-partition topic and prints its name; `restore` restores that topic
 //! into a fresh local store (the evaluator's own code path) in a separate process, so the figure
-//! is the restore's alone, and prints records/s and the peak RSS. `MiB` is the store's memory
+//! is the restore's alone, and prints records/s, the peak RSS and the size of its tables on
+//! disk (the journal left out). `MiB` is the store's memory
 //! budget (`evaluator.state_memory_mib`), 64 unless given.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -149,6 +150,21 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Bytes of the files under `dir` (the store's tables, without its journal).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 async fn restore(topic: &str, memory_mib: u64) {
     let dir = std::env::temp_dir().join(format!("state-bench-{}", std::process::id()));
     let mut config = ClientConfig::new();
@@ -167,9 +183,10 @@ async fn restore(topic: &str, memory_mib: u64) {
     let reads = probe.elapsed().as_secs_f64();
     let records = crm_sync_proto::Message::encoded_len(&state(1));
     println!(
-        "restored {topic} in {seconds:.1} s; peak RSS {:.0} MiB; 10,000 random reads in {:.0} ms; record ~{records} bytes",
+        "restored {topic} in {seconds:.1} s; peak RSS {:.0} MiB; 10,000 random reads in {:.0} ms; record ~{records} bytes; tables {:.0} MiB on disk",
         rss_mib(),
-        reads * 1000.0
+        reads * 1000.0,
+        bytes_under(&dir.join("keyspaces")) as f64 / (1024.0 * 1024.0)
     );
     println!("(records/s: divide the produced count by the restore time)");
     drop(store);
