@@ -27,7 +27,9 @@ use anyhow::Context;
 use crm_sync_kafka::transactional::{BatchLimits, PartitionListener, TransactionalService};
 use crm_sync_runtime::Settings;
 use crm_sync_runtime::ops::Readiness;
+use crm_sync_runtime::supervise::Supervisor;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 pub use evaluate::Evaluator;
 pub use snapshot::WorkflowSnapshot;
@@ -102,6 +104,30 @@ fn readiness(
         })
 }
 
+/// The record trail, its writer and its expiry started.
+fn start_trail(
+    settings: &Settings,
+    pool: &PgPool,
+    background: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> trail::Trail {
+    let (trail, queue) = trail::Trail::new(settings.trail.queue_capacity, settings.trail.enabled);
+    background.spawn(
+        "record trail writer",
+        trail::write(queue, pool.clone(), shutdown.clone()),
+    );
+    background.spawn(
+        "record trail expiry",
+        trail::expire(
+            pool.clone(),
+            settings.trail.retention_days,
+            Duration::from_secs(settings.trail.expiry_interval_secs),
+            shutdown.clone(),
+        ),
+    );
+    trail
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
@@ -135,21 +161,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "missed webhooks fixed",
         fixed::flush(counts.fixed.clone(), pool.clone(), shutdown.clone()),
     );
-    let (trail, trail_queue) =
-        trail::Trail::new(settings.trail.queue_capacity, settings.trail.enabled);
-    background.spawn(
-        "record trail writer",
-        trail::write(trail_queue, pool.clone(), shutdown.clone()),
-    );
-    background.spawn(
-        "record trail expiry",
-        trail::expire(
-            pool.clone(),
-            settings.trail.retention_days,
-            Duration::from_secs(settings.trail.expiry_interval_secs),
-            shutdown.clone(),
-        ),
-    );
+    let trail = start_trail(&settings, &pool, background, &shutdown);
     let handler = Evaluator {
         snapshot,
         pool,
