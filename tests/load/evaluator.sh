@@ -84,6 +84,7 @@ now() { date +%s.%N; }
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 warn_if_cluttered
+warn_if_cold
 cd "$ROOT"
 BIN=${CRM_SYNC_BIN:-$CARGO_TARGET_DIR/release}
 if [[ -z ${CRM_SYNC_BIN:-} ]]; then

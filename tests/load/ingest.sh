@@ -35,6 +35,7 @@ KEY=$(head -c 32 /dev/urandom | base64)
 
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 warn_if_cluttered
+warn_if_cold
 cd "$ROOT"
 # The ingest binary is built from crates/crm-pull (it runs the pull jobs beside the webhooks).
 cargo build --quiet --release -p crm-sync-crm-pull --bin ingest

@@ -7,4 +7,5 @@ set -euo pipefail
 . "$(dirname "$0")/../../deploy/local/lib.sh"
 "$ROOT/deploy/local/stack.sh" up >/dev/null
 warn_if_cluttered
+warn_if_cold
 exec "$ROOT/tests/run-bin.sh" loadrun "$@"
