@@ -29,7 +29,7 @@ use crm_sync_runtime::settings::{KafkaSettings, LogFormat, TelemetrySettings};
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
-struct Copy {
+struct CoreCopy {
     args: Args,
     state_topic: Arc<str>,
     out_topic: Arc<str>,
@@ -43,7 +43,7 @@ struct Copy {
     stop: CancellationToken,
 }
 
-impl TransactionalHandler for Copy {
+impl TransactionalHandler for CoreCopy {
     async fn handle(&self, message: &Incoming<'_>) -> Result<Vec<OutgoingMessage>, Failure> {
         let index = self.handled.fetch_add(1, Ordering::Relaxed);
         let count = self.args.records_of(index);
@@ -113,7 +113,7 @@ async fn main() {
     let consumer = consumer(&settings, "core-copy", &args.group).expect("consumer");
     consumer.subscribe(&[&args.from]).expect("subscribe");
     let stop = CancellationToken::new();
-    let copy = Copy {
+    let copy = CoreCopy {
         state_topic: args.state_topic.as_str().into(),
         out_topic: args.out_topic.as_str().into(),
         handled: AtomicU64::new(0),

@@ -8,8 +8,8 @@
 //! to a new compacted single-partition topic and prints its name; `restore` restores that topic
 //! into a fresh local store (the evaluator's own code path) in a separate process, so the figure
 //! is the restore's alone, and prints records/s, the peak RSS and the size of its tables on
-//! disk (the journal left out). `MiB` is the store's memory
-//! budget (`evaluator.state_memory_mib`), 64 unless given.
+//! disk (the journal left out). `MiB` is the store's memory budget
+//! (`evaluator.state_memory_mib`), 64 unless given.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
