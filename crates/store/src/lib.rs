@@ -10,6 +10,7 @@ pub mod integrations;
 pub mod listen;
 pub mod metric_definitions;
 pub mod outbox;
+mod ping;
 pub mod provisioning;
 pub mod record_owners;
 pub mod salesforce_ids;
@@ -21,7 +22,6 @@ pub mod trail;
 pub mod views;
 pub mod workflows;
 
-use std::future::Future;
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
+pub use ping::{ping, readiness_check};
 pub use sqlx;
 
 /// The schema, embedded in every binary so that `crm-sync migrate` and tests need no files.
@@ -122,26 +123,4 @@ pub fn connect_options(
         options = options.ssl_root_cert(ca);
     }
     Ok(options)
-}
-
-/// A `/readyz` check: PostgreSQL answers a query.
-pub fn readiness_check(
-    pool: &PgPool,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-+ Send
-+ Sync
-+ 'static {
-    let pool = pool.clone();
-    move || {
-        let pool = pool.clone();
-        Box::pin(async move { ping(&pool).await })
-    }
-}
-
-pub async fn ping(pool: &PgPool) -> Result<(), String> {
-    sqlx::query("SELECT 1")
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("PostgreSQL: {e}"))
 }
