@@ -1,7 +1,9 @@
 //! Makes Kafka connection failures readable. librdkafka reports a wrong password or an untrusted
 //! certificate as a stream of low-level lines, one per reconnect and per broker; here they are
 //! classified into one-line reasons (`SASL authentication failed`), logged once per window, and
-//! remembered so `/readyz` can say why Kafka is not usable.
+//! remembered so `/readyz` can say why Kafka is not usable. Unreachable brokers (down, or a
+//! wrong address) are rate-limited the same way: every client reported them several times a
+//! second, about 1,500 lines per service in a 90-second broker outage.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -61,16 +63,10 @@ pub fn classify(code: Option<RDKafkaErrorCode>, text: &str) -> Option<&'static s
 }
 
 fn note(reason: &'static str, detail: &str) {
-    let now = Instant::now();
     let Ok(mut state) = STATE.lock() else { return };
-    state.last_failure = Some((reason, now));
-    let due = state
-        .last_logged
-        .get(reason)
-        .is_none_or(|at| now.duration_since(*at) >= LOG_WINDOW);
-    if due {
-        state.last_logged.insert(reason, now);
-        drop(state);
+    state.last_failure = Some((reason, Instant::now()));
+    drop(state);
+    if due(reason) {
         tracing::error!(
             detail,
             "kafka: {reason} (retrying; logged once per {}s while it lasts)",
@@ -79,10 +75,61 @@ fn note(reason: &'static str, detail: &str) {
     }
 }
 
+/// True when `reason` was not logged within the last [`LOG_WINDOW`] (and counts as logged now).
+fn due(reason: &'static str) -> bool {
+    let now = Instant::now();
+    let Ok(mut state) = STATE.lock() else {
+        return true;
+    };
+    let due = state
+        .last_logged
+        .get(reason)
+        .is_none_or(|at| now.duration_since(*at) >= LOG_WINDOW);
+    if due {
+        state.last_logged.insert(reason, now);
+    }
+    due
+}
+
+const UNREACHABLE: &str = "brokers unreachable";
+
+/// No broker answers: it is down, restarting, or `kafka.brokers` names the wrong address. Kept
+/// apart from [`classify`]'s reasons: a refused password also leaves every broker down, and
+/// `/readyz` should keep naming the password.
+fn unreachable(code: Option<RDKafkaErrorCode>, text: &str) -> bool {
+    if matches!(code, Some(RDKafkaErrorCode::AllBrokersDown)) {
+        return true;
+    }
+    let lower = text.to_ascii_lowercase();
+    lower.contains("all broker connections are down")
+        || (lower.contains("connect to ") && lower.contains(" failed"))
+}
+
+fn note_unreachable(detail: &str) {
+    if due(UNREACHABLE) {
+        tracing::error!(
+            detail,
+            "kafka: {UNREACHABLE} (kafka.brokers; retrying, logged once per {}s while it lasts)",
+            LOG_WINDOW.as_secs()
+        );
+    }
+}
+
+/// An error a consumer's `recv` returned; the loop goes on polling (librdkafka reconnects).
+pub fn on_consumer_error(error: &KafkaError) {
+    if unreachable(error.rdkafka_error_code(), "") {
+        note_unreachable(&error.to_string());
+    } else {
+        tracing::warn!(%error, "Kafka consumer error");
+    }
+}
+
 /// A client context's `error` callback.
 pub fn on_error(error: &KafkaError, reason: &str) {
-    match classify(error.rdkafka_error_code(), reason) {
+    let code = error.rdkafka_error_code();
+    match classify(code, reason) {
         Some(kind) => note(kind, reason),
+        None if unreachable(code, reason) => note_unreachable(reason),
         None => tracing::error!(target: "librdkafka", %error, reason, "librdkafka error"),
     }
 }
@@ -100,6 +147,10 @@ pub fn on_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     );
     if serious && let Some(kind) = classify(None, message) {
         note(kind, message);
+        return;
+    }
+    if serious && unreachable(None, message) {
+        note_unreachable(message);
         return;
     }
     match level {
@@ -177,5 +228,31 @@ mod tests {
             Some("OAUTHBEARER: no token from the identity provider (kafka.oauth_*)")
         );
         assert_eq!(classify(None, "Connection refused"), None);
+    }
+
+    #[test]
+    fn unreachable_brokers_are_told_apart_from_reasons_readyz_names() {
+        let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)";
+        assert!(unreachable(None, refused));
+        assert_eq!(
+            classify(None, refused),
+            None,
+            "readyz keeps a better reason"
+        );
+        assert!(unreachable(
+            Some(RDKafkaErrorCode::AllBrokersDown),
+            "2/2 brokers are down"
+        ));
+        assert!(!unreachable(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "127.0.0.1:9092/1: Disconnected (after 600000ms in state UP)"
+        ));
+    }
+
+    #[test]
+    fn a_lasting_failure_is_logged_once_per_window() {
+        assert!(due("a reason only this test uses"));
+        assert!(!due("a reason only this test uses"));
+        assert!(!due("a reason only this test uses"));
     }
 }

@@ -214,7 +214,7 @@ pub async fn run_consumer<H: MessageHandler + 'static>(l: ConsumeLoop<H>) -> any
         let message = match received {
             Ok(message) => message.detach(),
             Err(error) => {
-                tracing::warn!(%error, "Kafka consumer error");
+                crate::connection::on_consumer_error(&error);
                 continue;
             }
         };

@@ -95,7 +95,7 @@ pub async fn run_transactional<H: TransactionalHandler>(
         let first = match received {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(%error, "Kafka consumer error");
+                crate::connection::on_consumer_error(&error);
                 continue;
             }
         };
@@ -249,7 +249,7 @@ async fn fill<'c, H: TransactionalHandler>(
             received = l.consumer.recv() => match received {
                 Ok(message) => Some(message),
                 Err(error) => {
-                    tracing::warn!(%error, "Kafka consumer error");
+                    crate::connection::on_consumer_error(&error);
                     None
                 }
             },
