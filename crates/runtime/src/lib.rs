@@ -11,6 +11,7 @@ pub mod security;
 pub mod server;
 pub mod service;
 pub mod settings;
+mod settings_error;
 pub mod shutdown;
 mod span_fields;
 pub mod supervise;

@@ -9,6 +9,8 @@ use serde::Deserialize;
 pub use crate::pull_settings::PullSettings;
 pub use crate::section_settings::{ProvisionerSettings, TrailSettings};
 pub use crate::security::{LibrdkafkaOptions, PgSslMode, SaslMechanism, SecurityProtocol};
+pub use crate::settings_error::SettingsError;
+use crate::settings_error::key;
 
 /// Everything a crm-sync service can be configured with. Services read the sections they need.
 #[derive(Debug, Clone, Deserialize)]
@@ -337,19 +339,6 @@ pub struct ServiceDefaults {
     pub consumer_group: &'static str,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("configuration file {path} (from CRM_SYNC_CONFIG) does not exist")]
-    MissingFile { path: PathBuf },
-    #[error("invalid configuration: {0}")]
-    Invalid(#[from] config::ConfigError),
-    #[error("invalid configuration: key `{key}`: {reason}")]
-    Key { key: &'static str, reason: String },
-    /// A key named at run time (e.g. a librdkafka property under `kafka.librdkafka_options`).
-    #[error("invalid configuration: key `{key}`: {reason}")]
-    Named { key: String, reason: String },
-}
-
 impl Settings {
     /// Loads the layered configuration from the process environment.
     pub fn load(service: ServiceDefaults) -> Result<Self, SettingsError> {
@@ -579,14 +568,6 @@ impl Settings {
         }
         Ok(())
     }
-}
-
-/// A refused setting, naming its key.
-fn key(key: &'static str, reason: &str) -> Result<(), SettingsError> {
-    Err(SettingsError::Key {
-        key,
-        reason: reason.to_owned(),
-    })
 }
 
 #[cfg(test)]

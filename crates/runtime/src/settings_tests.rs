@@ -69,6 +69,18 @@ fn an_unknown_key_is_refused() {
 }
 
 #[test]
+fn a_refused_key_is_told_once_with_the_error_chain() {
+    let err =
+        Settings::load_from(SVC, None, env(&[("CRM_SYNC__KAFKA__BROKRS", "x:1")])).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    assert_eq!(
+        chain.matches("unknown field `brokrs`").count(),
+        1,
+        "{chain}"
+    );
+}
+
+#[test]
 fn the_encryption_key_is_optional_and_never_printed() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert!(s.secrets.encryption_key.is_none());
