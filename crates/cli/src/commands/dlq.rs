@@ -117,27 +117,27 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
 
 /// One line per dead letter: where it is, why, and where it came from.
 fn list(topic: &str, letters: &[OwnedMessage]) {
-    println!(
-        "{:<12} {:<22} {:<40} {:<16} {:<25} detail",
-        "POSITION", "REASON", "ORIGIN", "SERVICE", "TIME"
-    );
-    for m in letters {
-        let header = |k| header(m, k).unwrap_or_default();
-        println!(
-            "{:<12} {:<22} {:<40} {:<16} {:<25} {}",
-            Position::from((m.partition(), m.offset())).to_string(),
-            header(h::DLQ_REASON),
-            format!(
-                "{}/{}/{}",
-                header(h::DLQ_ORIGIN_TOPIC),
-                header(h::DLQ_ORIGIN_PARTITION),
-                header(h::DLQ_ORIGIN_OFFSET)
-            ),
-            header(h::DLQ_SERVICE),
-            header(h::DLQ_TIME),
-            header(h::DLQ_DETAIL),
-        );
-    }
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|m| {
+            let header = |k| header(m, k).unwrap_or_default();
+            vec![
+                Position::from((m.partition(), m.offset())).to_string(),
+                header(h::DLQ_REASON),
+                format!(
+                    "{}/{}/{}",
+                    header(h::DLQ_ORIGIN_TOPIC),
+                    header(h::DLQ_ORIGIN_PARTITION),
+                    header(h::DLQ_ORIGIN_OFFSET)
+                ),
+                header(h::DLQ_SERVICE),
+                header(h::DLQ_TIME),
+                header(h::DLQ_DETAIL),
+            ]
+        })
+        .collect();
+    let headers = ["POSITION", "REASON", "ORIGIN", "SERVICE", "TIME", "DETAIL"];
+    print!("{}", crate::table::render(&headers, &rows));
     eprintln!("{} dead letters in {topic}", letters.len());
 }
 

@@ -117,9 +117,10 @@ async fn dlq_inspect_and_replay_take_the_position_list_prints() {
     let out = crm_sync(&env, &["dlq", "list", "--topic", "events"], &[], None).await;
     assert_success("dlq list", &out);
     let stdout = text(&out.stdout);
+    // The header, its rule, then the dead letters.
     let position = stdout
         .lines()
-        .nth(1)
+        .nth(2)
         .and_then(|line| line.split_whitespace().next())
         .unwrap_or_else(|| panic!("no dead letter listed:\n{stdout}"))
         .to_owned();
