@@ -18,12 +18,14 @@ pub const RESTORED_RECORDS: &str = "crm_sync_evaluator_restored_records_total";
 pub const RELOAD: &str = "crm_sync_evaluator_reload_seconds";
 /// Active workflows the evaluator judges against.
 pub const ACTIVE_WORKFLOWS: &str = "crm_sync_evaluator_active_workflows";
-/// Record trail entries written.
 /// Record state written to the local store but not flushed to its files yet, in memory.
 pub const STORE_UNFLUSHED: &str = "crm_sync_evaluator_store_unflushed_bytes";
+/// Record trail entries written.
 pub const TRAIL_WRITTEN: &str = "crm_sync_trail_written_total";
 /// Record trail entries dropped because the writer fell behind or failed.
 pub const TRAIL_DROPPED: &str = "crm_sync_trail_dropped_total";
+/// Record trail writes tried again after PostgreSQL could not take them.
+pub const TRAIL_RETRIES: &str = "crm_sync_trail_write_retries_total";
 
 pub const ALL: &[&str] = &[
     STORE_UNFLUSHED,
@@ -37,6 +39,7 @@ pub const ALL: &[&str] = &[
     ACTIVE_WORKFLOWS,
     TRAIL_WRITTEN,
     TRAIL_DROPPED,
+    TRAIL_RETRIES,
 ];
 
 /// Describes the evaluator's metrics to the installed recorder.
@@ -70,6 +73,10 @@ pub fn describe() {
     describe_counter!(
         TRAIL_DROPPED,
         "Record trail entries dropped because the writer fell behind or failed"
+    );
+    describe_counter!(
+        TRAIL_RETRIES,
+        "Record trail writes tried again after PostgreSQL could not take them"
     );
 }
 

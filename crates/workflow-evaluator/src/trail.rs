@@ -10,7 +10,9 @@
 //! reads them (`crm_sync_store::trail::words`): wording every event cost the pipeline more
 //! than judging it. The trail is
 //! diagnostics: when the writer falls behind and the channel is full, entries are dropped and
-//! counted (`crm_sync_trail_dropped_total`) instead of slowing the pipeline down. A second task
+//! counted (`crm_sync_trail_dropped_total`) instead of slowing the pipeline down. A write
+//! PostgreSQL cannot take now (a restart, a fail-over) is tried again for a while, so that a
+//! short outage leaves no hole in the trail; one it refuses is dropped at once. A second task
 //! deletes entries older than the retention.
 
 use std::sync::Arc;
@@ -34,6 +36,9 @@ use crate::snapshot::Workflows;
 const WRITE_BATCH: usize = 1_000;
 /// How long the writer gathers entries before writing what it has.
 const GATHER: Duration = Duration::from_millis(500);
+/// How long a write PostgreSQL cannot take is tried again before its entries are dropped.
+/// Meanwhile new entries queue, up to the channel's capacity.
+const RETRY_FOR: Duration = Duration::from_secs(60);
 /// How often a workflow version in use is stored again, so that it outlives the entries that
 /// refer to it (versions are kept a day longer than the entries' retention).
 const VERSION_REFRESH: Duration = Duration::from_secs(3_600);
@@ -277,8 +282,8 @@ impl Trail {
     }
 }
 
-/// Until shutdown: writes queued entries in batches. A batch the database refuses or cannot
-/// take now is dropped and counted: the trail never holds anything up.
+/// Until shutdown: writes queued entries in batches. A batch the database refuses, or cannot
+/// take for [`RETRY_FOR`], is dropped and counted: the trail never holds anything up.
 pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) {
     use std::sync::atomic::Ordering;
     let mut versions = Versions::default();
@@ -294,7 +299,7 @@ pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) 
             while let Ok(batch) = queue.entries.try_recv() {
                 rest.extend(batch);
             }
-            write_batch(&pool, rest, &mut versions).await;
+            write_batch(&pool, rest, &mut versions, &shutdown).await;
             return;
         };
         // Entries are gathered a moment so that pages fill up: fewer, fuller pages cost the
@@ -314,7 +319,7 @@ pub async fn write(mut queue: Queue, pool: PgPool, shutdown: CancellationToken) 
         queue.queued.fetch_sub(entries.len(), Ordering::Relaxed);
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(WRITE_BATCH));
-            write_batch(&pool, entries, &mut versions).await;
+            write_batch(&pool, entries, &mut versions, &shutdown).await;
             entries = rest;
         }
     }
@@ -391,10 +396,52 @@ fn spec_json(workflow: &StoredWorkflow) -> String {
     serde_json::to_string(&workflow.spec).unwrap_or_default()
 }
 
-async fn write_batch(pool: &PgPool, entries: Vec<Entry>, versions: &mut Versions) {
+/// Writes one batch, trying again while PostgreSQL cannot take it (until [`RETRY_FOR`] has
+/// passed, or at shutdown: then once only).
+async fn write_batch(
+    pool: &PgPool,
+    entries: Vec<Entry>,
+    versions: &mut Versions,
+    shutdown: &CancellationToken,
+) {
     if entries.is_empty() {
         return;
     }
+    let started = Instant::now();
+    let mut backoff =
+        crm_sync_retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut retries = 0u32;
+    let error = loop {
+        let error = match try_write(pool, &entries, versions).await {
+            Ok(()) => {
+                metrics::counter!(crate::metric_definitions::TRAIL_WRITTEN)
+                    .increment(entries.len() as u64);
+                return;
+            }
+            Err(error) => error,
+        };
+        let refused = crm_sync_runtime::refusal::refused_value(&error).is_some();
+        if refused || started.elapsed() >= RETRY_FOR {
+            break error;
+        }
+        if retries == 0 {
+            tracing::warn!(%error, entries = entries.len(), "writing the record trail failed; trying again for up to {}s", RETRY_FOR.as_secs());
+        }
+        retries += 1;
+        metrics::counter!(crate::metric_definitions::TRAIL_RETRIES).increment(1);
+        if !backoff.wait(shutdown).await {
+            break error;
+        }
+    };
+    tracing::warn!(%error, entries = entries.len(), "writing the record trail failed; these entries are dropped");
+    metrics::counter!(crate::metric_definitions::TRAIL_DROPPED).increment(entries.len() as u64);
+}
+
+async fn try_write(
+    pool: &PgPool,
+    entries: &[Entry],
+    versions: &mut Versions,
+) -> Result<(), sqlx::Error> {
     // The versions the entries refer to are stored first: an entry never refers to a version
     // the reader cannot find. Entries judged against the same snapshot share its workflows.
     let mut seen: Option<&Arc<Workflows>> = None;
@@ -408,24 +455,10 @@ async fn write_batch(pool: &PgPool, entries: Vec<Entry>, versions: &mut Versions
         seen = Some(workflows);
     }
     let due = versions.due();
-    let written = match store::store_versions(pool, &due).await {
-        Ok(()) => {
-            versions.stored(&due);
-            store::pages::write(pool, &entries, |e, index| e.version(index, versions)).await
-        }
-        Err(error) => Err(error),
-    };
-    match written {
-        Ok(_) => {
-            metrics::counter!(crate::metric_definitions::TRAIL_WRITTEN)
-                .increment(entries.len() as u64);
-        }
-        Err(error) => {
-            tracing::warn!(%error, entries = entries.len(), "writing the record trail failed; these entries are dropped");
-            metrics::counter!(crate::metric_definitions::TRAIL_DROPPED)
-                .increment(entries.len() as u64);
-        }
-    }
+    store::store_versions(pool, &due).await?;
+    versions.stored(&due);
+    store::pages::write(pool, entries, |e, index| e.version(index, versions)).await?;
+    Ok(())
 }
 
 fn time(ts: Option<Timestamp>) -> Option<DateTime<Utc>> {

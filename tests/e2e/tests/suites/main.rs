@@ -31,5 +31,6 @@ mod provisioner_plans;
 mod pull;
 mod record_state;
 mod secure;
+mod trail_outage;
 mod workflows;
 mod workflows_transactions;
