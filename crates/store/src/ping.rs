@@ -103,6 +103,7 @@ mod tests {
 
         // The CLI's ping waits the pool's own acquire timeout (a slow link's first connection
         // may take longer than the probe's), then says the same.
+        let pool = crate::pool(&url, 2, Duration::from_millis(500)).expect("a lazy pool");
         let error = ping(&pool).await.expect_err("nothing listens there");
         assert!(error.to_lowercase().contains("refused"), "{error}");
     }
