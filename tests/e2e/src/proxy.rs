@@ -77,6 +77,13 @@ impl TcpProxy {
         self.shared.away.send_replace(false);
     }
 
+    /// A proxy in front of the PostgreSQL that `url` (`postgres://user:pass@host:port/db`)
+    /// names; [`postgres_url`](TcpProxy::postgres_url) gives the URL through it.
+    pub async fn for_postgres(url: &str) -> TcpProxy {
+        let after_at = url.split_once('@').unwrap().1;
+        TcpProxy::start(after_at.split_once('/').unwrap().0).await
+    }
+
     /// `url` (a `postgres://user:pass@host:port/db` URL) pointed at this proxy instead.
     pub fn postgres_url(&self, url: &str) -> String {
         let (head, rest) = url.split_once('@').unwrap();

@@ -14,11 +14,6 @@ use crm_sync_proto::v1::{CrmUser, WorkflowOutcome};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn postgres_host_port(url: &str) -> String {
-    let after_at = url.split_once('@').unwrap().1;
-    after_at.split_once('/').unwrap().0.to_owned()
-}
-
 /// Waits until no session listens on `channel` any more (the proxy closed it).
 async fn no_listener_on(env: &TestEnv, channel: &str) {
     eventually(&format!("the listening session on {channel} is gone"), WAIT, || async {
@@ -58,7 +53,7 @@ async fn a_workflow_deactivated_while_postgresql_is_away_stops_matching_after_th
     .await
     .unwrap();
 
-    let proxy = TcpProxy::start(&postgres_host_port(&env.database_url)).await;
+    let proxy = TcpProxy::for_postgres(&env.database_url).await;
     let proxied = proxy.postgres_url(&env.database_url);
     let evaluator = env
         .start_service(
@@ -115,7 +110,7 @@ async fn a_workflow_deactivated_while_postgresql_is_away_stops_matching_after_th
 async fn auto_sync_turned_on_while_postgresql_is_away_provisions_after_the_reconnect() {
     let env = TestEnv::new("listener-auto-sync").await;
     let tenant = Tenant::create(&env.pool, "listener", false, true).await;
-    let proxy = TcpProxy::start(&postgres_host_port(&env.database_url)).await;
+    let proxy = TcpProxy::for_postgres(&env.database_url).await;
     let proxied = proxy.postgres_url(&env.database_url);
     let _evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])

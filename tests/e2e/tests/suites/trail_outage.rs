@@ -12,11 +12,6 @@ use crm_sync_proto::v1::CrmUser;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn postgres_host_port(url: &str) -> String {
-    let after_at = url.split_once('@').unwrap().1;
-    after_at.split_once('/').unwrap().0.to_owned()
-}
-
 async fn trail_of(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
     crm_sync_store::trail::record_events(
         &env.pool,
@@ -36,7 +31,7 @@ async fn trail_of(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
 async fn events_judged_while_postgresql_is_away_reach_the_trail_once_it_is_back() {
     let env = TestEnv::new("trail-outage").await;
     let tenant = Tenant::create(&env.pool, "trail-outage", false, true).await;
-    let proxy = TcpProxy::start(&postgres_host_port(&env.database_url)).await;
+    let proxy = TcpProxy::for_postgres(&env.database_url).await;
     let proxied = proxy.postgres_url(&env.database_url);
     let evaluator = env
         .start_service(

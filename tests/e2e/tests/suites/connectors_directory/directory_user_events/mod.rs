@@ -266,8 +266,7 @@ async fn a_user_message_ingest_cannot_record_is_refused_with_503_and_its_redeliv
     crm.add_user(OWNER, "Ina Active", "ina@example.com");
     let s = salesforce_setup("connectors-user-events-pg-away", &crm).await;
     // PostgreSQL is shared by every test: ingest reaches it through a proxy this test can cut.
-    let upstream = s.env.database_url.split_once('@').unwrap().1;
-    let proxy = TcpProxy::start(upstream.split_once('/').unwrap().0).await;
+    let proxy = TcpProxy::for_postgres(&s.env.database_url).await;
     let proxied = proxy.postgres_url(&s.env.database_url);
     let ingest_env = [
         ("CRM_SYNC__DATABASE__URL", proxied.as_str()),
