@@ -3,8 +3,9 @@
 //! it while the handler runs, and the traceparent its ten outputs carry.
 //!
 //! The services' own subscriber is installed (JSON logs, no trace exporter), at the level in
-//! `CRM_SYNC_BENCH_LOG_LEVEL` (default: the shipped `info,rdkafka=warn,sqlx=warn`); run it once
-//! at `warn` and once at the default to see what `info` adds:
+//! `CRM_SYNC_BENCH_LOG_LEVEL` (default: the shipped
+//! `info,rdkafka=warn,sqlx=warn,fjall=warn,lsm_tree=warn`); run it once at `warn` and once at
+//! the default to see what `info` adds:
 //! `CRM_SYNC_BENCH_LOG_LEVEL=warn cargo bench -p crm-sync-kafka --bench consume_span`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,7 +55,7 @@ fn traced(message: &OwnedMessage) -> Vec<Arc<[(String, String)]>> {
 
 fn bench(c: &mut Criterion) {
     let level = std::env::var("CRM_SYNC_BENCH_LOG_LEVEL")
-        .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn".to_owned());
+        .unwrap_or_else(|_| "info,rdkafka=warn,sqlx=warn,fjall=warn,lsm_tree=warn".to_owned());
     let settings = TelemetrySettings {
         log_level: level.clone(),
         log_format: LogFormat::Json,

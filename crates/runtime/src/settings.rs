@@ -339,6 +339,10 @@ pub struct ServiceDefaults {
     pub consumer_group: &'static str,
 }
 
+/// librdkafka and sqlx say at `info` what the services report better themselves; the record
+/// store's engine (fjall, lsm_tree) two lines per keyspace it opens, each partition's at start.
+const DEFAULT_LOG_LEVEL: &str = "info,rdkafka=warn,sqlx=warn,fjall=warn,lsm_tree=warn";
+
 impl Settings {
     /// Loads the layered configuration from the process environment.
     pub fn load(service: ServiceDefaults) -> Result<Self, SettingsError> {
@@ -377,7 +381,7 @@ impl Settings {
             .set_default("http.body_read_timeout_ms", 10_000)?
             .set_default("http.request_timeout_ms", 60_000)?
             .set_default("http.max_connections", 1024)?
-            .set_default("telemetry.log_level", "info,rdkafka=warn,sqlx=warn")?
+            .set_default("telemetry.log_level", DEFAULT_LOG_LEVEL)?
             .set_default("telemetry.log_format", "auto")?
             .set_default("shutdown.grace_period_secs", 25)?
             .set_default("ingest.max_body_bytes", 4 * 1024 * 1024)?
