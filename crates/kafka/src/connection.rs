@@ -127,6 +127,11 @@ pub fn on_consumer_error(error: &KafkaError) {
 /// A client context's `error` callback.
 pub fn on_error(error: &KafkaError, reason: &str) {
     let code = error.rdkafka_error_code();
+    if matches!(code, Some(RDKafkaErrorCode::PartitionEOF)) {
+        // A reader that asked to be told where a partition ends (a restore) was told.
+        tracing::debug!(target: "librdkafka", reason, "partition end reached");
+        return;
+    }
     match classify(code, reason) {
         Some(kind) => note(kind, reason),
         None if unreachable(code, reason) => note_unreachable(reason),

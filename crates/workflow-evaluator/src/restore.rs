@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crm_sync_kafka::connection::ReportingContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -33,7 +34,7 @@ pub struct Source {
     /// The client reading the partitions' ends, made once and kept: a new client first waits for
     /// the partition's leader (about 100 ms), and at start every assigned partition's restore
     /// paid that in turn, even with nothing to restore, while its events waited.
-    ends: Arc<Mutex<Option<Arc<BaseConsumer>>>>,
+    ends: Arc<Mutex<Option<Arc<Client>>>>,
 }
 
 impl Source {
@@ -47,7 +48,7 @@ impl Source {
     }
 
     /// The `read_uncommitted` client that reads high watermarks, made on first use.
-    fn ends(&self) -> anyhow::Result<Arc<BaseConsumer>> {
+    fn ends(&self) -> anyhow::Result<Arc<Client>> {
         let mut kept = self
             .ends
             .lock()
@@ -69,7 +70,11 @@ pub struct Restored {
     pub seconds: f64,
 }
 
-fn client(source: &Source, isolation: &str) -> anyhow::Result<BaseConsumer> {
+/// The services' reporting context: librdkafka's default logs every partition end a restore
+/// reaches as an error.
+type Client = BaseConsumer<ReportingContext>;
+
+fn client(source: &Source, isolation: &str) -> anyhow::Result<Client> {
     let mut config = source.config.clone();
     config
         .set("group.id", "crm-sync-record-restore")
@@ -82,7 +87,7 @@ fn client(source: &Source, isolation: &str) -> anyhow::Result<BaseConsumer> {
         // full; a restore drains that queue in milliseconds, so it would sit idle most of the
         // time (measured: 2.5x slower).
         .set("fetch.queue.backoff.ms", "5");
-    Ok(config.create()?)
+    Ok(config.create_with_context(ReportingContext)?)
 }
 
 /// A batch for the applier: whether to empty the keyspace first, the records, and the offset to
