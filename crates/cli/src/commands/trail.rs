@@ -48,6 +48,14 @@ pub async fn run(
         )?;
         return Ok(());
     }
+    if events.is_empty() {
+        // Activities or dead letters without a judged event: the entries expired, or were
+        // dropped while the evaluator could not write them.
+        writeln!(
+            out,
+            "No judged event in the trail (expired after trail.retention_days, or dropped while the evaluator could not write it: crm_sync_trail_dropped_total)."
+        )?;
+    }
     for event in &events {
         print_event(event, out)?;
     }
