@@ -149,6 +149,16 @@ impl From<sqlx::Error> for ApiError {
             tracing::warn!(%error, "database unavailable");
             return Self::unavailable("unavailable", "the database is unavailable; retry shortly");
         }
+        // Waited too long for a lock held elsewhere (`database.lock_timeout_ms`), or lost a
+        // conflict: the same request succeeds later.
+        let code = error.as_database_error().and_then(|e| e.code());
+        if code.is_some_and(|c| matches!(c.as_ref(), "55P03" | "57014" | "40001" | "40P01")) {
+            tracing::warn!(%error, "database busy");
+            return Self::unavailable(
+                "unavailable",
+                "the database is busy (a lock held elsewhere or a conflict); retry shortly",
+            );
+        }
         // A value the database refuses (out of range, NUL, too long for an index) is the
         // caller's input, whatever route let it through.
         if let Some(reason) = crate::refusal::refused_value(&error) {

@@ -143,6 +143,9 @@ pub struct DatabaseSettings {
     /// Connections a service opens at start and keeps open (no work waits for a new one).
     pub min_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// How long a statement waits for a lock before it fails (its batch is then retried);
+    /// 0: for ever.
+    pub lock_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -158,6 +161,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
             .finish()
     }
 }
@@ -375,6 +379,7 @@ impl Settings {
             .set_default("database.max_connections", 10)?
             .set_default("database.min_connections", 2)?
             .set_default("database.acquire_timeout_ms", 5_000)?
+            .set_default("database.lock_timeout_ms", 10_000)?
             .set_default("http.host", "0.0.0.0")?
             .set_default("http.port", service.http_port)?
             .set_default("http.header_read_timeout_ms", 10_000)?

@@ -67,10 +67,26 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub fn pool_from_settings(
     settings: &crm_sync_runtime::settings::DatabaseSettings,
 ) -> Result<PgPool, StoreError> {
+    let lock_timeout = settings.lock_timeout_ms;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(settings.min_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        // A statement stuck behind someone else's lock (a transaction left open in psql, a
+        // migration) would hold its consumer for good, silently; failing after a while turns
+        // it into a retried batch that the logs and /readyz report. Set after connecting
+        // rather than as a startup option, which connection poolers in front of managed
+        // PostgreSQL may refuse.
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if lock_timeout > 0 {
+                    sqlx::query(&format!("SET lock_timeout = {lock_timeout}"))
+                        .execute(connection)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .connect_lazy_with(connect_options(settings)?))
 }
 

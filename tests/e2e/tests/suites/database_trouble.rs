@@ -1,0 +1,191 @@
+//! PostgreSQL away or stuck. The record trail across an outage: the events judged while the
+//! evaluator could not write its trail are in it once PostgreSQL is back (the writer tries again
+//! rather than drop them); PostgreSQL is shared by every test, so a TCP proxy takes it away for
+//! the evaluator only. A lock held elsewhere: the provisioner's batch fails after
+//! `database.lock_timeout_ms` and is retried, visibly, instead of waiting silently for good; an
+//! admin request answers 503 (retry) instead of hanging.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crm_sync_e2e::app::AdminClient;
+use crm_sync_e2e::proxy::TcpProxy;
+use crm_sync_e2e::{Tenant, TestEnv, events, eventually, metric, read_topic};
+use crm_sync_proto::v1::CrmUser;
+use sqlx::Connection as _;
+
+use crate::admin_support::{company_path, start_admin_api_with, token};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn trail_of(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
+    crm_sync_store::trail::record_events(
+        &env.pool,
+        tenant.company_id,
+        tenant.integration_id,
+        record,
+        10,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|e| e.event_id)
+    .collect()
+}
+
+#[tokio::test]
+async fn events_judged_while_postgresql_is_away_reach_the_trail_once_it_is_back() {
+    let env = TestEnv::new("trail-outage").await;
+    let tenant = Tenant::create(&env.pool, "trail-outage", false, true).await;
+    let proxy = TcpProxy::for_postgres(&env.database_url).await;
+    let proxied = proxy.postgres_url(&env.database_url);
+    let evaluator = env
+        .start_service(
+            "workflow-evaluator",
+            "workflow-evaluator",
+            &[
+                ("CRM_SYNC__DATABASE__URL", proxied.as_str()),
+                // The trail's write gives up on the pool within the outage below.
+                ("CRM_SYNC__DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
+            ],
+        )
+        .await;
+    eventually("the workflow loaded", WAIT, || async {
+        let active = metric(&evaluator, "crm_sync_evaluator_active_workflows", &[]).await;
+        (active == 1.0).then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    let owner = CrmUser {
+        crm_user_id: "005T".into(),
+        ..Default::default()
+    };
+    let event = events::won_deal(&tenant, "006TRAILOUTAGE001", owner);
+    events::send(&env, &event).await;
+    // Judged and committed without PostgreSQL (the workflows are in memory)...
+    eventually("the event's outcome", WAIT, || async {
+        (!read_topic(&env.topics.matches).await.is_empty()).then_some(())
+    })
+    .await;
+    // ...and its trail entry could not be written.
+    eventually("a trail write tried again", WAIT, || async {
+        let retries = metric(&evaluator, "crm_sync_trail_write_retries_total", &[]).await;
+        (retries >= 2.0).then_some(())
+    })
+    .await;
+    assert!(
+        trail_of(&env, &tenant, "006TRAILOUTAGE001")
+            .await
+            .is_empty()
+    );
+
+    proxy.restore();
+    let trail = eventually("the event in the trail", WAIT, || async {
+        let trail = trail_of(&env, &tenant, "006TRAILOUTAGE001").await;
+        (!trail.is_empty()).then_some(trail)
+    })
+    .await;
+    assert_eq!(trail, vec![event.event_id.clone()]);
+    let dropped = metric(&evaluator, "crm_sync_trail_dropped_total", &[]).await;
+    assert_eq!(dropped, 0.0, "nothing dropped");
+}
+
+#[tokio::test]
+async fn a_batch_stuck_behind_a_lock_held_elsewhere_is_retried_visibly_and_lands_once_it_is_released()
+ {
+    let env = TestEnv::new("lock-timeout").await;
+    let tenant = Tenant::create(&env.pool, "lock-timeout", false, true).await;
+    let _evaluator = env
+        .start_service("workflow-evaluator", "workflow-evaluator", &[])
+        .await;
+    let provisioner = env
+        .start_service(
+            "provisioner",
+            "provisioner",
+            &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")],
+        )
+        .await;
+
+    // Someone holds the activities table (a migration, a transaction left open in psql).
+    let mut holder = sqlx::PgConnection::connect(&env.database_url)
+        .await
+        .unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE activities IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let owner = CrmUser {
+        crm_user_id: "005LOCK".into(),
+        ..Default::default()
+    };
+    events::send(
+        &env,
+        &events::won_deal(&tenant, "006LOCKED000000001", owner),
+    )
+    .await;
+    // The batch fails after the lock timeout and is retried; retried a few times, the
+    // provisioner says so in /readyz.
+    let body = eventually("/readyz to report the retries", WAIT, || async {
+        let answer = reqwest::get(provisioner.ops_url("/readyz")).await.ok()?;
+        let status = answer.status().as_u16();
+        let body = answer.text().await.ok()?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("retrying a transient failure"), "{body}");
+    assert!(metric(&provisioner, "crm_sync_retries_total", &[]).await >= 3.0);
+
+    held.rollback().await.unwrap();
+    eventually(
+        "the activity recorded once the lock is gone",
+        WAIT,
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM activities WHERE record_id = $1")
+                .bind("006LOCKED000000001")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_admin_request_behind_a_lock_held_elsewhere_answers_503_to_retry() {
+    let env = TestEnv::new("lock-timeout-admin").await;
+    let tenant = Tenant::create(&env.pool, "lock-timeout-admin", false, true).await;
+    let admin = token(&env, tenant.company_id, "admin").await;
+    let api = start_admin_api_with(&env, &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")]).await;
+    let client = AdminClient::new(&api, Some(&admin));
+    let path = company_path(tenant.company_id, "/integrations");
+    client.get(&path).await.expect(200);
+
+    let mut holder = sqlx::PgConnection::connect(&env.database_url)
+        .await
+        .unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = client.get(&path).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer.json()["error"], "unavailable", "{}", answer.body);
+    assert_eq!(
+        answer.headers.get("retry-after").map(String::as_str),
+        Some("5")
+    );
+
+    held.rollback().await.unwrap();
+    client.get(&path).await.expect(200);
+}
