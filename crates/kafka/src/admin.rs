@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crm_sync_runtime::settings::KafkaSettings;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -27,7 +27,7 @@ pub async fn ensure_topics(
         .map(|t| {
             let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(1));
             // The evaluator's record state is a changelog: only each key's latest value matters.
-            if t.ends_with("crm.records.v1") {
+            if t.contains("crm.records.v1") {
                 topic.set("cleanup.policy", "compact")
             } else {
                 topic
@@ -85,6 +85,77 @@ pub async fn check_co_partitioned(
             }
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
+    }
+}
+
+/// What the changelog's retention means for the record state kept in it.
+#[derive(Debug, PartialEq)]
+enum Retention {
+    /// Compacted, or kept for ever: every record's latest state stays.
+    Kept,
+    /// Compacted, but also deleted after `retention.ms`: the state of a record unchanged for
+    /// that long goes (a choice some operators make; said at start).
+    CompactedThenDeleted(String),
+    /// Deleted after `retention.ms`, never compacted: the state of every record goes in time.
+    Expires(String),
+}
+
+fn retention(policy: &str, retention_ms: &str) -> Retention {
+    let has = |p: &str| policy.split(',').any(|x| x.trim() == p);
+    if retention_ms.trim() == "-1" || !has("delete") {
+        Retention::Kept
+    } else if has("compact") {
+        Retention::CompactedThenDeleted(retention_ms.to_owned())
+    } else {
+        Retention::Expires(retention_ms.to_owned())
+    }
+}
+
+/// Refuses a changelog whose records expire by time (`cleanup.policy=delete`): a restore would
+/// miss the state of every record unchanged for longer, judge its next event as the record's
+/// first, and ask its CRM for it again. When the brokers do not say (no `DescribeConfigs`
+/// permission), warns and goes on.
+pub async fn check_changelog_retention(
+    settings: &KafkaSettings,
+    changelog: &str,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<ReportingContext> = base_config(settings, Role::Admin)
+        .create_with_context(ReportingContext)
+        .with_context(|| format!("creating Kafka admin client for {}", settings.brokers))?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = match admin
+        .describe_configs(&[ResourceSpecifier::Topic(changelog)], &options)
+        .await
+    {
+        Ok(results) => match results.into_iter().next() {
+            Some(Ok(config)) => Ok(config),
+            Some(Err(code)) => Err(code.to_string()),
+            None => Err("no answer".to_owned()),
+        },
+        Err(error) => Err(error.to_string()),
+    };
+    let config = match described {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::warn!(topic = changelog, %error, "could not read the record state changelog's configuration; make sure it is compacted (cleanup.policy=compact)");
+            return Ok(());
+        }
+    };
+    let value = |name: &str| {
+        config
+            .get(name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    match retention(&value("cleanup.policy"), &value("retention.ms")) {
+        Retention::Kept => Ok(()),
+        Retention::CompactedThenDeleted(ms) => {
+            tracing::warn!(topic = changelog, retention_ms = %ms, "the record state changelog is compacted but also deleted after retention.ms: the state of a record unchanged for that long is lost, and its next event is judged as its first");
+            Ok(())
+        }
+        Retention::Expires(ms) => anyhow::bail!(
+            "topic {changelog} has cleanup.policy=delete (retention.ms={ms}): the record state of every record unchanged for that long would be lost from it. Set cleanup.policy=compact on it (kafka-configs.sh --alter --entity-type topics --entity-name {changelog} --add-config cleanup.policy=compact)"
+        ),
     }
 }
 
@@ -148,5 +219,28 @@ pub fn readiness_check(
             .await
             .map_err(|e| format!("Kafka check did not complete: {e}"))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changelog_that_expires_by_time_is_told_apart_from_a_compacted_one() {
+        assert_eq!(retention("compact", "604800000"), Retention::Kept);
+        assert_eq!(retention("delete", "-1"), Retention::Kept);
+        assert_eq!(
+            retention("delete", "604800000"),
+            Retention::Expires("604800000".into())
+        );
+        assert_eq!(
+            retention("compact,delete", "604800000"),
+            Retention::CompactedThenDeleted("604800000".into())
+        );
+        assert_eq!(
+            retention("delete, compact", "86400000"),
+            Retention::CompactedThenDeleted("86400000".into())
+        );
     }
 }

@@ -144,6 +144,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.topics.records,
     )
     .await?;
+    crm_sync_kafka::admin::check_changelog_retention(&settings.kafka, &settings.topics.records)
+        .await?;
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
     let background = service.background();

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod batching;
+mod changelog;
 mod durability;
 mod merging;
 
