@@ -13,11 +13,21 @@ use crm_sync_e2e::app::AdminClient;
 use crm_sync_e2e::proxy::TcpProxy;
 use crm_sync_e2e::{Tenant, TestEnv, events, eventually, metric, read_topic};
 use crm_sync_proto::v1::CrmUser;
-use sqlx::Connection as _;
 
 use crate::admin_support::{company_path, start_admin_api_with, token};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Someone else holds `table` (a migration, a transaction left open in psql) until the returned
+/// transaction ends.
+async fn lock_table(env: &TestEnv, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut held = env.pool.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    held
+}
 
 async fn trail_of(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
     crm_sync_store::trail::record_events(
@@ -108,15 +118,7 @@ async fn a_batch_stuck_behind_a_lock_held_elsewhere_is_retried_visibly_and_lands
         )
         .await;
 
-    // Someone holds the activities table (a migration, a transaction left open in psql).
-    let mut holder = sqlx::PgConnection::connect(&env.database_url)
-        .await
-        .unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE activities IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let held = lock_table(&env, "activities").await;
     let owner = CrmUser {
         crm_user_id: "005LOCK".into(),
         ..Default::default()
@@ -164,14 +166,7 @@ async fn an_admin_request_behind_a_lock_held_elsewhere_answers_503_to_retry() {
     let path = company_path(tenant.company_id, "/integrations");
     client.get(&path).await.expect(200);
 
-    let mut holder = sqlx::PgConnection::connect(&env.database_url)
-        .await
-        .unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let held = lock_table(&env, "integrations").await;
     let started = std::time::Instant::now();
     let answer = client.get(&path).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
