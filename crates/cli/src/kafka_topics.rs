@@ -5,25 +5,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::client::Client;
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 
 /// How long a topic may stay unknown: metadata of a just-created topic reaches the broker's
 /// answers a moment after the creation call returns.
 const PROPAGATION: Duration = Duration::from_secs(10);
-
-/// What went wrong, once: rdkafka's metadata error carries its code as its source too, so
-/// printed with its chain it said "Broker transport failure" twice and nothing more.
-fn why(error: &KafkaError) -> String {
-    match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
-            "no broker answers there (is Kafka running? the address is --brokers or kafka.brokers)"
-                .to_owned()
-        }
-        Some(code) => code.to_string(),
-        None => error.to_string(),
-    }
-}
 
 /// The partition ids of `topic`, or an error saying it does not exist. Blocks the calling
 /// thread (inside the runtime through `block_in_place`).
@@ -38,7 +23,8 @@ pub fn partitions<C: ClientContext>(
             client.fetch_metadata(Some(topic), Duration::from_secs(10))
         })
         .map_err(|e| {
-            anyhow::anyhow!("asking Kafka at {brokers} about topic {topic}: {}", why(&e))
+            let why = crm_sync_kafka::connection::explain(&e);
+            anyhow::anyhow!("asking Kafka at {brokers} about topic {topic}: {why} (--brokers)")
         })?;
         let ids: Vec<i32> = metadata
             .topics()
@@ -56,22 +42,5 @@ pub fn partitions<C: ClientContext>(
             );
         }
         std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unreachable_broker_is_told_once_in_words() {
-        let told = why(&KafkaError::MetadataFetch(
-            RDKafkaErrorCode::BrokerTransportFailure,
-        ));
-        assert!(told.starts_with("no broker answers there"), "{told}");
-        let told = why(&KafkaError::MetadataFetch(
-            RDKafkaErrorCode::SaslAuthenticationFailed,
-        ));
-        assert_eq!(told.matches("SASL").count(), 1, "{told}");
     }
 }

@@ -179,7 +179,7 @@ fn answer(client: &MetadataClient, brokers: &str, timeout: Duration) -> Result<(
         // than the request's timeout.
         Err(e) => Err(match connection::recent_failure() {
             Some(reason) => format!("kafka: {reason}"),
-            None => format!("Kafka at {brokers}: {e}"),
+            None => format!("Kafka at {brokers}: {}", connection::explain(&e)),
         }),
     }
 }

@@ -115,6 +115,19 @@ fn note_unreachable(detail: &str) {
     }
 }
 
+/// A request's error in words, once: rdkafka's errors carry their code as their source too, so
+/// printed with its chain "Broker transport failure" came twice, and said nothing of why.
+pub fn explain(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
+            "no broker answers (down, restarting, or kafka.brokers names the wrong address)"
+                .to_owned()
+        }
+        Some(code) => code.to_string(),
+        None => error.to_string(),
+    }
+}
+
 /// An error a consumer's `recv` returned; the loop goes on polling (librdkafka reconnects).
 pub fn on_consumer_error(error: &KafkaError) {
     if unreachable(error.rdkafka_error_code(), "") {
@@ -252,6 +265,18 @@ mod tests {
             Some(RDKafkaErrorCode::BrokerTransportFailure),
             "127.0.0.1:9092/1: Disconnected (after 600000ms in state UP)"
         ));
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_explained_once_in_words() {
+        let told = explain(&KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert!(told.starts_with("no broker answers"), "{told}");
+        let told = explain(&KafkaError::MetadataFetch(
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ));
+        assert_eq!(told.matches("SASL").count(), 1, "{told}");
     }
 
     #[test]
