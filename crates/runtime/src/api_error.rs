@@ -149,10 +149,7 @@ impl From<sqlx::Error> for ApiError {
             tracing::warn!(%error, "database unavailable");
             return Self::unavailable("unavailable", "the database is unavailable; retry shortly");
         }
-        // Waited too long for a lock held elsewhere (`database.lock_timeout_ms`), or lost a
-        // conflict: the same request succeeds later.
-        let code = error.as_database_error().and_then(|e| e.code());
-        if code.is_some_and(|c| matches!(c.as_ref(), "55P03" | "57014" | "40001" | "40P01")) {
+        if crate::refusal::busy(&error) {
             tracing::warn!(%error, "database busy");
             return Self::unavailable(
                 "unavailable",

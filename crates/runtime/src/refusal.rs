@@ -29,3 +29,11 @@ pub fn refused_value(error: &sqlx::Error) -> Option<String> {
         _ => None,
     }
 }
+
+/// PostgreSQL is there but could not serve the statement now: a lock held elsewhere for longer
+/// than `database.lock_timeout_ms` (55P03), a cancelled statement (57014), a serialization
+/// failure (40001) or a deadlock (40P01). The same statement succeeds later.
+pub fn busy(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|e| e.code());
+    code.is_some_and(|c| matches!(c.as_ref(), "55P03" | "57014" | "40001" | "40P01"))
+}
