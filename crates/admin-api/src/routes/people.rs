@@ -104,33 +104,7 @@ pub async fn deactivate(
     Extension(caller): Extension<Caller>,
     ApiPath(p): ApiPath<UserPath>,
 ) -> ApiResult<Json<UserView>> {
-    let mut tx = state.pool.begin().await?;
-    let before = locked_user(&mut tx, caller.company(), p.user_id).await?;
-    let mut batch = Batch::new();
-    let hidden = set_active(
-        &mut tx,
-        &state,
-        &mut batch,
-        &before,
-        false,
-        DeactivatedBy::Admin,
-    )
-    .await?;
-    let after = users::get(&mut *tx, caller.company(), p.user_id)
-        .await?
-        .or_not_found("user")?;
-    let details =
-        json!({"hidden_activities": hidden, "was_inactive": before.deactivated_at.is_some()});
-    finish(
-        tx,
-        &state,
-        &caller,
-        batch,
-        "user.deactivated",
-        &after,
-        details,
-    )
-    .await
+    switch_active(state, caller, p.user_id, false).await
 }
 
 /// Reactivates a deactivated user: back on leaderboards if on a team.
@@ -146,33 +120,39 @@ pub async fn reactivate(
     Extension(caller): Extension<Caller>,
     ApiPath(p): ApiPath<UserPath>,
 ) -> ApiResult<Json<UserView>> {
+    switch_active(state, caller, p.user_id, true).await
+}
+
+/// Deactivates or reactivates a user on an admin's word; the audit entry says how many
+/// activities were hidden or shown again.
+async fn switch_active(
+    state: AppState,
+    caller: Caller,
+    user_id: Uuid,
+    active: bool,
+) -> ApiResult<Json<UserView>> {
     let mut tx = state.pool.begin().await?;
-    let before = locked_user(&mut tx, caller.company(), p.user_id).await?;
+    let before = locked_user(&mut tx, caller.company(), user_id).await?;
     let mut batch = Batch::new();
-    let shown = set_active(
+    let changed = set_active(
         &mut tx,
         &state,
         &mut batch,
         &before,
-        true,
+        active,
         DeactivatedBy::Admin,
     )
     .await?;
-    let after = users::get(&mut *tx, caller.company(), p.user_id)
+    let after = users::get(&mut *tx, caller.company(), user_id)
         .await?
         .or_not_found("user")?;
-    let details =
-        json!({"shown_activities": shown, "was_inactive": before.deactivated_at.is_some()});
-    finish(
-        tx,
-        &state,
-        &caller,
-        batch,
-        "user.reactivated",
-        &after,
-        details,
-    )
-    .await
+    let (action, count_key) = if active {
+        ("user.reactivated", "shown_activities")
+    } else {
+        ("user.deactivated", "hidden_activities")
+    };
+    let details = json!({count_key: changed, "was_inactive": before.deactivated_at.is_some()});
+    finish(tx, &state, &caller, batch, action, &after, details).await
 }
 
 /// Deactivates (`active: false`) or reactivates the locked user and stages what changes

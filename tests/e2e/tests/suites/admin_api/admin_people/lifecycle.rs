@@ -154,12 +154,19 @@ async fn renaming_and_deactivating_a_user_is_announced_audited_and_drops_them_fr
         renamed["details"]["email"],
         json!({"from": "alice.able@example.com", "to": "alice.adams@example.com"})
     );
-    for action in ["user.deactivated", "user.reactivated"] {
-        assert!(
-            audit
-                .iter()
-                .any(|e| e["action"] == action && e["target_id"] == alice_s),
-            "{action} not audited: {audit:?}"
+    // Each says how many of Alice's activities it hid or showed again (she has one).
+    for (action, count) in [
+        ("user.deactivated", "hidden_activities"),
+        ("user.reactivated", "shown_activities"),
+    ] {
+        let entry = audit
+            .iter()
+            .find(|e| e["action"] == action && e["target_id"] == alice_s)
+            .unwrap_or_else(|| panic!("{action} not audited: {audit:?}"));
+        assert_eq!(entry["details"][count], 1, "{entry}");
+        assert_eq!(
+            entry["details"]["was_inactive"],
+            action == "user.reactivated"
         );
     }
 }
