@@ -52,34 +52,65 @@ pub async fn listen<H: OnChange>(
 ) {
     let mut backoff = reconnect_backoff();
     loop {
-        let error = tokio::select! {
+        let ended = tokio::select! {
             () = shutdown.cancelled() => return,
-            error = session(pool, channels, handler, &mut backoff) => error,
+            ended = session(pool, channels, handler, &mut backoff) => ended,
         };
-        metrics::counter!(crate::metric_definitions::LISTENER_RECONNECTS).increment(1);
-        tracing::warn!(%error, ?channels, backoff = ?backoff.current(), "change listener lost its connection; reconnecting, then reloading everything");
+        let error = ended.error;
+        if ended.listening {
+            // A connection that listened was lost: the next one reloads everything. Attempts that
+            // fail while PostgreSQL is away are not counted, so that the count says how often
+            // connections are cut, not how long an outage lasted.
+            metrics::counter!(crate::metric_definitions::LISTENER_RECONNECTS).increment(1);
+            tracing::warn!(%error, ?channels, backoff = ?backoff.current(), "change listener lost its connection; reconnecting, then reloading everything");
+        } else {
+            tracing::warn!(%error, ?channels, backoff = ?backoff.current(), "change listener could not connect; retrying");
+        }
         if !backoff.wait(shutdown).await {
             return;
         }
     }
 }
 
-/// One connection's life: returns why it ended.
+/// How a connection's life ended: why, and whether it had been listening.
+struct Ended {
+    error: sqlx::Error,
+    listening: bool,
+}
+
+/// One connection's life, from connecting until it is lost.
 async fn session<H: OnChange>(
     pool: &PgPool,
     channels: &[&str],
     handler: &mut H,
     backoff: &mut Backoff,
-) -> sqlx::Error {
+) -> Ended {
+    let not_listening = |error| Ended {
+        error,
+        listening: false,
+    };
     let mut listener = match PgListener::connect_with(pool).await {
         Ok(listener) => listener,
-        Err(error) => return error,
+        Err(error) => return not_listening(error),
     };
     // Never reconnect behind our back: a lost connection must end this session.
     listener.eager_reconnect(false);
     if let Err(error) = listener.listen_all(channels.iter().copied()).await {
-        return error;
+        return not_listening(error);
     }
+    let error = listening(&mut listener, handler, backoff).await;
+    Ended {
+        error,
+        listening: true,
+    }
+}
+
+/// Feeds `handler` from a connection that listens, until it is lost.
+async fn listening<H: OnChange>(
+    listener: &mut PgListener,
+    handler: &mut H,
+    backoff: &mut Backoff,
+) -> sqlx::Error {
     backoff.reset();
     // Listen first, then load: a change between the two is seen by the load or notified.
     let mut due = at(handler.resync(Resync::Connected).await);

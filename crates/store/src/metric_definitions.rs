@@ -2,7 +2,8 @@
 
 use metrics::describe_counter;
 
-/// Reconnects of the PostgreSQL change listeners (LISTEN/NOTIFY).
+/// Connections of the PostgreSQL change listeners (LISTEN/NOTIFY) that were lost; failed
+/// attempts to connect again are not counted.
 pub const LISTENER_RECONNECTS: &str = "crm_sync_listener_reconnects_total";
 
 pub const ALL: &[&str] = &[LISTENER_RECONNECTS];
@@ -11,7 +12,7 @@ pub const ALL: &[&str] = &[LISTENER_RECONNECTS];
 pub fn describe() {
     describe_counter!(
         LISTENER_RECONNECTS,
-        "Reconnects of the PostgreSQL change listeners (each reloads what it listens for)"
+        "Connections of the PostgreSQL change listeners lost (each reconnect reloads what it listens for)"
     );
 }
 

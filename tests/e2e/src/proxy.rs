@@ -3,6 +3,7 @@
 //! open connections are closed and new ones wait (as connections to a restarting server do)
 //! until the server is back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,8 @@ pub struct TcpProxy {
 
 struct Shared {
     away: watch::Sender<bool>,
+    /// New connections are closed at once instead of waiting.
+    refusing: AtomicBool,
     connections: Mutex<Vec<AbortHandle>>,
 }
 
@@ -27,6 +30,7 @@ impl TcpProxy {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             away: watch::Sender::new(false),
+            refusing: AtomicBool::new(false),
             connections: Mutex::default(),
         });
         let upstream = upstream.to_owned();
@@ -37,6 +41,9 @@ impl TcpProxy {
                     let Ok((mut client, _)) = listener.accept().await else {
                         continue;
                     };
+                    if shared.refusing.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     let upstream = upstream.clone();
                     let mut away = shared.away.subscribe();
                     let task = tokio::spawn(async move {
@@ -72,8 +79,18 @@ impl TcpProxy {
         }
     }
 
+    /// The server is down, as a stopped one: every open connection is closed, and new ones are
+    /// closed at once, until [`restore`].
+    ///
+    /// [`restore`]: TcpProxy::restore
+    pub fn refuse(&self) {
+        self.shared.refusing.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
     /// The server is back.
     pub fn restore(&self) {
+        self.shared.refusing.store(false, Ordering::SeqCst);
         self.shared.away.send_replace(false);
     }
 

@@ -130,6 +130,12 @@ impl Service {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// How many lines of the service's log so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        text.lines().filter(|line| line.contains(needle)).count()
+    }
+
     /// The exit status if the process has ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

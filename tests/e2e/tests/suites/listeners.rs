@@ -68,11 +68,21 @@ async fn a_workflow_deactivated_while_postgresql_is_away_stops_matching_after_th
     })
     .await;
 
-    // PostgreSQL goes away for the evaluator; meanwhile an admin deactivates the first workflow
-    // (its NOTIFY reaches no listener of the evaluator's); then PostgreSQL is back, briefly
-    // enough that the pool's own reconnection would hide the outage.
-    proxy.cut();
+    // PostgreSQL goes down for the evaluator (refusing connections, as a stopped server does);
+    // meanwhile an admin deactivates the first workflow (its NOTIFY reaches no listener of the
+    // evaluator's); then PostgreSQL is back, briefly enough that the pool's own reconnection
+    // would hide the outage.
+    let reconnects = || metric(&evaluator, "crm_sync_listener_reconnects_total", &[]);
+    assert_eq!(reconnects().await, 0.0);
+    proxy.refuse();
     no_listener_on(&env, "crm_sync_workflows_changed").await;
+    // Its connection lost, then at least two attempts refused.
+    eventually(
+        "the listener tried to connect again, twice",
+        WAIT,
+        || async { (evaluator.log_count("change listener") >= 3).then_some(()) },
+    )
+    .await;
     sqlx::query("UPDATE workflows SET active = false WHERE id = $1")
         .bind(tenant.workflow_id)
         .execute(&env.pool)
@@ -86,6 +96,9 @@ async fn a_workflow_deactivated_while_postgresql_is_away_stops_matching_after_th
         || async { (active().await == 1.0).then_some(()) },
     )
     .await;
+    // One connection lost, however many attempts the outage took: the alert on frequent
+    // reconnects must not fire for every retry while PostgreSQL is down.
+    assert_eq!(reconnects().await, 1.0);
     let owner = CrmUser {
         crm_user_id: "005L".into(),
         ..Default::default()
