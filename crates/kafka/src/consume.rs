@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -20,6 +21,7 @@ use crate::consumer::ServiceConsumer;
 use crate::dlq::{DeadLetter, publish_dead_letter};
 use crate::health::LoopHealth;
 pub use crate::message::{DATABASE_REFUSED, Failure, Incoming};
+use crate::partition_registry::{PartitionRegistry, WorkerControl};
 use crate::produce::Publisher;
 
 /// A message of a batch, with its own `process` span (a child of the producer's trace context),
@@ -69,83 +71,7 @@ pub trait MessageHandler: Send + Sync + 'static {
     }
 }
 
-/// Which partitions have a worker, so that a revoke can stop them. Shared between the consumer
-/// context (rebalance callbacks) and the consume loop.
-#[derive(Default, Clone)]
-pub struct PartitionRegistry {
-    inner: Arc<Mutex<HashMap<(String, i32), WorkerControl>>>,
-}
-
-#[derive(Clone)]
-struct WorkerControl {
-    stop: CancellationToken,
-    idle: Arc<(Mutex<bool>, Condvar)>,
-}
-
-/// How long a revoke may wait for the message in hand to finish. Bounded well below the
-/// session timeout so a stuck handler cannot get the whole consumer evicted.
-const REVOKE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-impl PartitionRegistry {
-    fn register(&self, topic: &str, partition: i32, control: WorkerControl) {
-        lock(&self.inner).insert((topic.to_owned(), partition), control);
-    }
-
-    /// Stops the workers of revoked partitions: queued messages are dropped (their offsets are not
-    /// stored, so the next owner replays them) and the message in hand is given a bounded time to
-    /// finish, so that its effects and offset land before the partition changes hands.
-    pub(crate) fn revoke(&self, partitions: &[(String, i32)]) {
-        let controls: Vec<WorkerControl> = {
-            let mut map = lock(&self.inner);
-            partitions
-                .iter()
-                .filter_map(|key| map.remove(key))
-                .collect()
-        };
-        // The transactional loop has no workers: nothing to drain.
-        if controls.is_empty() {
-            return;
-        }
-        tracing::info!(
-            count = controls.len(),
-            "partitions being revoked: draining their work"
-        );
-        for control in &controls {
-            control.stop.cancel();
-        }
-        let wait = || {
-            let deadline = Instant::now() + REVOKE_DRAIN_LIMIT;
-            for control in &controls {
-                let (idle, changed) = &*control.idle;
-                let mut guard = lock(idle);
-                while !*guard {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        tracing::warn!(
-                            "a revoked partition's message did not finish in time; its next owner replays it"
-                        );
-                        return;
-                    }
-                    guard = match changed.wait_timeout(guard, left) {
-                        Ok((g, _)) => g,
-                        Err(poisoned) => poisoned.into_inner().0,
-                    };
-                }
-            }
-        };
-        // The callback runs on a runtime thread inside `recv()`; hand that thread's work to
-        // another one while waiting, so the worker we wait for can run.
-        // On a single-threaded runtime nothing else could run while we wait: the in-flight
-        // message is then left to finish on its own and its next owner replays it.
-        if let Ok(tokio::runtime::RuntimeFlavor::MultiThread) =
-            tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor())
-        {
-            tokio::task::block_in_place(wait);
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -266,15 +192,23 @@ impl Worker {
         let (queue, inbox) = mpsc::channel(buffer.max(1));
         let stop = shutdown.child_token();
         let idle = Arc::new((Mutex::new(true), Condvar::new()));
+        let handling = Arc::new(AtomicUsize::new(0));
         registry.register(
             topic,
             *partition,
             WorkerControl {
                 stop: stop.clone(),
                 idle: idle.clone(),
+                queue: queue.downgrade(),
+                handling: handling.clone(),
             },
         );
-        let task = tokio::spawn(partition_worker(shared.clone(), inbox, stop.clone(), idle));
+        let state = WorkerState {
+            stop: stop.clone(),
+            idle,
+            handling,
+        };
+        let task = tokio::spawn(partition_worker(shared.clone(), inbox, state));
         Worker { queue, stop, task }
     }
 }
@@ -297,12 +231,23 @@ async fn finish(mut workers: HashMap<(String, i32), Worker>, consumer: &ServiceC
     }
 }
 
+/// What a partition's worker shares with the revoke callback and the lag gauge.
+struct WorkerState {
+    stop: CancellationToken,
+    idle: Arc<(Mutex<bool>, Condvar)>,
+    handling: Arc<AtomicUsize>,
+}
+
 async fn partition_worker<H: MessageHandler + 'static>(
     shared: Arc<Shared<H>>,
     mut inbox: mpsc::Receiver<OwnedMessage>,
-    stop: CancellationToken,
-    idle: Arc<(Mutex<bool>, Condvar)>,
+    state: WorkerState,
 ) {
+    let WorkerState {
+        stop,
+        idle,
+        handling,
+    } = state;
     let set_idle = |value: bool| {
         let (flag, changed) = &*idle;
         *lock(flag) = value;
@@ -324,12 +269,14 @@ async fn partition_worker<H: MessageHandler + 'static>(
         batch.push(message);
         // Only what is already buffered: batching must never add latency to a lone message.
         take_buffered(&mut inbox, &mut batch, max_batch);
+        handling.store(batch.len(), Ordering::Relaxed);
         let Some(mut turn) = partial_turn(&shared, &mut inbox, &mut batch, max_batch, &stop).await
         else {
             // Stopped while waiting: the batch's offsets stay unstored, its next owner replays it.
             break;
         };
         record_delay(&batch);
+        handling.store(batch.len(), Ordering::Relaxed);
         let batched = batch.len() > 1 && process_batch(&shared, &batch).await;
         if batch.len() > 1 {
             // A failed batch is retried one by one below, on its own time, not on a turn.
@@ -351,11 +298,13 @@ async fn partition_worker<H: MessageHandler + 'static>(
             done
         };
         drop(turn);
+        handling.store(0, Ordering::Relaxed);
         set_idle(true);
         if !done {
             break;
         }
     }
+    handling.store(0, Ordering::Relaxed);
     set_idle(true);
 }
 

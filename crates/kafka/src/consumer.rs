@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 use crate::clients::BoundedMemory;
-use crate::consume::PartitionRegistry;
+use crate::partition_registry::PartitionRegistry;
 
 /// The consumer of every consume loop.
 pub type ServiceConsumer = StreamConsumer<ConsumerEvents>;
@@ -67,7 +67,9 @@ fn partition_pairs(list: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for ConsumerEvents {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        crate::lag::record(&statistics);
+        crate::lag::record(&statistics, |topic, partition| {
+            self.workers.in_hand(topic, partition)
+        });
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {

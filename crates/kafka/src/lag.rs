@@ -6,8 +6,11 @@
 //! Counted from the consumer's position rather than as `end - committed`: a transactional
 //! consumer commits through its producer, which the consumer's statistics never see, and the
 //! markers transactions leave in a partition would make a consumer that has read everything
-//! report one record per marker. Messages in hand (at most a partition's small buffer) are not
-//! counted.
+//! report one record per marker. Messages in the service's hands count too, from the consume
+//! loop's own buffers (librdkafka's offsets cannot tell them: past the last stored offset there
+//! may be only a marker): a partition's worker buffers up to a thousand messages, so a handler
+//! stuck retrying would otherwise read as no lag at all (seen: 3,000 outcomes waiting behind a
+//! stopped PostgreSQL, lag 0 on every partition). The transactional loop has no such buffers.
 
 use rdkafka::statistics::{Partition, Statistics};
 
@@ -16,7 +19,11 @@ pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 
 /// Lag of each partition of the subscribed topics: `Some` for the partitions this consumer owns,
 /// `None` for the others (their owner reports them), sorted by topic and partition.
-pub fn lag_by_partition(statistics: &Statistics) -> Vec<(String, i32, Option<i64>)> {
+/// `in_hand` says how many messages of a partition the service holds and has not finished.
+pub fn lag_by_partition(
+    statistics: &Statistics,
+    in_hand: impl Fn(&str, i32) -> i64,
+) -> Vec<(String, i32, Option<i64>)> {
     let mut lags: Vec<(String, i32, Option<i64>)> = statistics
         .topics
         .values()
@@ -26,7 +33,10 @@ pub fn lag_by_partition(statistics: &Statistics) -> Vec<(String, i32, Option<i64
                 .values()
                 // librdkafka's internal "unassigned" partition is -1.
                 .filter(|p| p.partition >= 0)
-                .map(|p| (topic.topic.clone(), p.partition, owned_lag(p)))
+                .map(|p| {
+                    let lag = owned_lag(p).map(|lag| lag + in_hand(&topic.topic, p.partition));
+                    (topic.topic.clone(), p.partition, lag)
+                })
         })
         .collect();
     lags.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -60,8 +70,8 @@ fn owned_lag(p: &Partition) -> Option<i64> {
 
 /// Sets the gauges. Partitions this consumer does not own read 0, so a revoked partition does
 /// not keep reporting its last lag (aggregate replicas with `max by (topic, partition)`).
-pub fn record(statistics: &Statistics) {
-    for (topic, partition, lag) in lag_by_partition(statistics) {
+pub fn record(statistics: &Statistics, in_hand: impl Fn(&str, i32) -> i64) {
+    for (topic, partition, lag) in lag_by_partition(statistics, in_hand) {
         metrics::gauge!(crate::metric_definitions::CONSUMER_LAG, "topic" => topic, "partition" => partition.to_string())
             .set(lag.unwrap_or(0) as f64);
     }
@@ -107,12 +117,15 @@ mod tests {
         // The last record (39) is followed by a transaction's commit marker (40).
         caught_up.ls_offset = 41;
         caught_up.hi_offset = 41;
+        // Everything fetched and handed to the service, which is stuck on the first of 20.
+        let stuck = partition(5, "active", (41, 0, 40, 20));
         for p in [
             partition(-1, "none", none),
             partition(0, "active", (39, 1, 38, 33)),
             partition(1, "none", none),
             partition(2, "active", none),
             caught_up,
+            stuck,
         ] {
             topic.partitions.insert(p.partition, p);
         }
@@ -122,10 +135,10 @@ mod tests {
     }
 
     #[test]
-    fn owned_partitions_report_records_not_picked_up_yet() {
+    fn owned_partitions_report_records_not_handled_yet() {
         let t = "crm.events.v1".to_owned();
         assert_eq!(
-            lag_by_partition(&statistics()),
+            lag_by_partition(&statistics(), |_, p| if p == 5 { 20 } else { 0 }),
             vec![
                 // 1 not fetched yet (39) + 1 fetched and queued (38).
                 (t.clone(), 0, Some(2)),
@@ -134,7 +147,9 @@ mod tests {
                 // Not fetching yet, nothing committed: all 30 retained records.
                 (t.clone(), 2, Some(30)),
                 // Everything read; only the transaction's marker follows the last record.
-                (t, 3, Some(0)),
+                (t.clone(), 3, Some(0)),
+                // All fetched, but 20 in the service's hands.
+                (t, 5, Some(20)),
             ]
         );
     }

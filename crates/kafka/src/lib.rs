@@ -13,6 +13,7 @@ pub mod health;
 pub mod lag;
 pub mod message;
 pub mod metric_definitions;
+mod partition_registry;
 pub mod produce;
 pub mod rotation;
 mod security;

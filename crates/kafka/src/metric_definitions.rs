@@ -106,7 +106,7 @@ pub fn describe() {
     );
     describe_gauge!(
         CONSUMER_LAG,
-        "Messages of a partition not yet handled (not fetched, or fetched and queued), by topic and partition"
+        "Messages of a partition not yet handled (not fetched, fetched and queued, or handed to the service and not done), by topic and partition"
     );
 }
 

@@ -184,3 +184,68 @@ async fn an_admin_request_behind_a_lock_held_elsewhere_answers_503_to_retry() {
     held.rollback().await.unwrap();
     client.get(&path).await.expect(200);
 }
+
+/// Outcomes a provisioner holds while its batch is stuck count as lag: its buffers take a
+/// thousand messages per partition, which librdkafka already counts as consumed, so the gauge
+/// (and the alert on a stalled consumer) would otherwise read 0 through the whole outage.
+#[tokio::test]
+async fn outcomes_held_by_a_stuck_provisioner_count_as_lag_until_it_moves_on() {
+    let env = TestEnv::new("lock-timeout-lag").await;
+    let tenant = Tenant::create(&env.pool, "lock-timeout-lag", false, true).await;
+    let provisioner = env
+        .start_service(
+            "provisioner",
+            "provisioner",
+            &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")],
+        )
+        .await;
+    let topic = format!("topic=\"{}\"", env.topics.matches);
+    let labels = [topic.as_str(), "partition=\"0\""];
+    let lag = || metric(&provisioner, "crm_sync_consumer_lag", &labels);
+
+    let held = lock_table(&env, "activities").await;
+    let outcomes: Vec<(Option<i32>, String, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let owner = CrmUser {
+                crm_user_id: format!("005LAG{i:03}"),
+                ..Default::default()
+            };
+            let outcome = events::matched_outcome(&tenant, &format!("006LAG{i:012}"), owner);
+            let key = format!(
+                "{}/Opportunity/{}",
+                tenant.integration_id, outcome.record_id
+            );
+            (
+                Some(0),
+                key,
+                crm_sync_proto::Message::encode_to_vec(&outcome),
+            )
+        })
+        .collect();
+    events::backlog_on_matches(&env, &outcomes).await;
+    // All 200 are fetched at once (a few dozen KiB); the first batch is stuck behind the lock.
+    eventually("the held outcomes reported as lag", WAIT, || async {
+        (lag().await >= 190.0).then_some(())
+    })
+    .await;
+
+    held.rollback().await.unwrap();
+    eventually(
+        "every outcome recorded once the lock is gone",
+        WAIT,
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM activities WHERE company_id = $1")
+                    .bind(tenant.company_id)
+                    .fetch_one(&env.pool)
+                    .await
+                    .unwrap();
+            (n == 200).then_some(())
+        },
+    )
+    .await;
+    eventually("no lag left", WAIT, || async {
+        (lag().await == 0.0).then_some(())
+    })
+    .await;
+}
