@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crm_sync_e2e::app::AdminClient;
 use crm_sync_e2e::proxy::TcpProxy;
-use crm_sync_e2e::{Tenant, TestEnv, events, eventually, metric, read_topic};
+use crm_sync_e2e::{Service, Tenant, TestEnv, events, eventually, metric, read_topic};
 use crm_sync_proto::v1::CrmUser;
 
 use crate::admin_support::{company_path, start_admin_api_with, token};
@@ -27,6 +27,16 @@ async fn lock_table(env: &TestEnv, table: &str) -> sqlx::Transaction<'static, sq
         .await
         .unwrap();
     held
+}
+
+/// A provisioner whose statements give up after half a second behind a lock.
+async fn impatient_provisioner(env: &TestEnv) -> Service {
+    env.start_service(
+        "provisioner",
+        "provisioner",
+        &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")],
+    )
+    .await
 }
 
 async fn trail_of(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
@@ -110,13 +120,7 @@ async fn a_batch_stuck_behind_a_lock_held_elsewhere_is_retried_visibly_and_lands
     let _evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
-    let provisioner = env
-        .start_service(
-            "provisioner",
-            "provisioner",
-            &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")],
-        )
-        .await;
+    let provisioner = impatient_provisioner(&env).await;
 
     let held = lock_table(&env, "activities").await;
     let owner = CrmUser {
@@ -192,13 +196,7 @@ async fn an_admin_request_behind_a_lock_held_elsewhere_answers_503_to_retry() {
 async fn outcomes_held_by_a_stuck_provisioner_count_as_lag_until_it_moves_on() {
     let env = TestEnv::new("lock-timeout-lag").await;
     let tenant = Tenant::create(&env.pool, "lock-timeout-lag", false, true).await;
-    let provisioner = env
-        .start_service(
-            "provisioner",
-            "provisioner",
-            &[("CRM_SYNC__DATABASE__LOCK_TIMEOUT_MS", "500")],
-        )
-        .await;
+    let provisioner = impatient_provisioner(&env).await;
     let topic = format!("topic=\"{}\"", env.topics.matches);
     let labels = [topic.as_str(), "partition=\"0\""];
     let lag = || metric(&provisioner, "crm_sync_consumer_lag", &labels);
