@@ -114,11 +114,12 @@ fn retention(policy: &str, retention_ms: &str) -> Retention {
 /// Refuses a changelog whose records expire by time (`cleanup.policy=delete`): a restore would
 /// miss the state of every record unchanged for longer, judge its next event as the record's
 /// first, and ask its CRM for it again. When the brokers do not say (no `DescribeConfigs`
-/// permission), warns and goes on.
-pub async fn check_changelog_retention(
+/// permission), warns and goes on. Returns the largest message the topic takes
+/// (`max.message.bytes`), when the brokers said.
+pub async fn check_changelog(
     settings: &KafkaSettings,
     changelog: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<usize>> {
     let admin: AdminClient<ReportingContext> = base_config(settings, Role::Admin)
         .create_with_context(ReportingContext)
         .with_context(|| format!("creating Kafka admin client for {}", settings.brokers))?;
@@ -138,7 +139,7 @@ pub async fn check_changelog_retention(
         Ok(config) => config,
         Err(error) => {
             tracing::warn!(topic = changelog, %error, "could not read the record state changelog's configuration; make sure it is compacted (cleanup.policy=compact)");
-            return Ok(());
+            return Ok(None);
         }
     };
     let value = |name: &str| {
@@ -147,11 +148,12 @@ pub async fn check_changelog_retention(
             .and_then(|e| e.value.clone())
             .unwrap_or_default()
     };
+    let max_message_bytes = value("max.message.bytes").trim().parse().ok();
     match retention(&value("cleanup.policy"), &value("retention.ms")) {
-        Retention::Kept => Ok(()),
+        Retention::Kept => Ok(max_message_bytes),
         Retention::CompactedThenDeleted(ms) => {
             tracing::warn!(topic = changelog, retention_ms = %ms, "the record state changelog is compacted but also deleted after retention.ms: the state of a record unchanged for that long is lost, and its next event is judged as its first");
-            Ok(())
+            Ok(max_message_bytes)
         }
         Retention::Expires(ms) => anyhow::bail!(
             "topic {changelog} has cleanup.policy=delete (retention.ms={ms}): the record state of every record unchanged for that long would be lost from it. Set cleanup.policy=compact on it (kafka-configs.sh --alter --entity-type topics --entity-name {changelog} --add-config cleanup.policy=compact)"

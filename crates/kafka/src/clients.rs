@@ -43,6 +43,18 @@ pub fn producer_with_linger(
         .with_context(|| format!("creating Kafka producer for {}", settings.brokers))
 }
 
+/// librdkafka's own `message.max.bytes` when `kafka.librdkafka_options` does not set it.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest message the services' producers take (`message.max.bytes`, as configured): a
+/// larger one is refused when produced, and produced again it is refused again.
+pub fn max_message_bytes(settings: &KafkaSettings) -> usize {
+    base_config(settings, Role::Producer)
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+}
+
 /// Unsent messages a producer may hold, KiB (librdkafka's default is 1 GiB). A full buffer makes
 /// the sender wait until deliveries free space (see `crate::txn_producer::enqueue`), so a
 /// burst costs time instead of memory.
@@ -138,5 +150,22 @@ mod tests {
             config.get("queue.buffering.max.kbytes"),
             Some(PRODUCER_BUFFER_KIB)
         );
+    }
+
+    #[test]
+    fn the_largest_message_is_librdkafkas_default_unless_configured() {
+        let mut settings = KafkaSettings::for_brokers("b:9092");
+        assert_eq!(max_message_bytes(&settings), 1_000_000);
+        settings
+            .librdkafka_options
+            .producer
+            .insert("message_max_bytes".to_owned(), "4000000".to_owned());
+        assert_eq!(max_message_bytes(&settings), 4_000_000);
+        settings.librdkafka_options.producer.clear();
+        settings
+            .librdkafka_options
+            .common
+            .insert("message.max.bytes".to_owned(), "2000000".to_owned());
+        assert_eq!(max_message_bytes(&settings), 2_000_000);
     }
 }

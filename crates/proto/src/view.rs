@@ -22,7 +22,7 @@ mod state;
 mod wire;
 
 pub use outcome::{CrmUserRef, OutcomeRef};
-pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state};
+pub use state::{KnownFieldRef, KnownRef, StateView, decode_state, encode_state, state_len_bound};
 use wire::{
     LEN, VARINT, key, put_len_header, put_text, put_varint, skip, text, text_len, varint,
     with_length,

@@ -43,7 +43,13 @@ impl MessageHandler for Provisioner {
         // handled again message by message, so every dead letter passes here.
         let result = self.apply(&[(message, tracing::Span::current())]).await;
         if let Err(Failure::Permanent(letter)) = &result {
-            crate::dead_letters::record(&self.pool, crate::SERVICE.name, message, letter).await;
+            crm_sync_store::trail::dead_letters::record(
+                &self.pool,
+                crate::SERVICE.name,
+                message,
+                letter,
+            )
+            .await;
         }
         result
     }

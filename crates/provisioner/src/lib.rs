@@ -6,7 +6,6 @@ pub mod apply;
 pub mod auto_sync;
 mod batch;
 mod counts;
-pub mod dead_letters;
 pub mod directory;
 pub mod metric_definitions;
 pub mod outcome;

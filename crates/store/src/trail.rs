@@ -5,6 +5,7 @@
 //! stored in pages ([`pages`]), their decisions as codes worded when read ([`words`]). Events
 //! written before the pages stay readable in `trail_events` until they expire.
 
+pub mod dead_letters;
 pub mod entry;
 pub mod pages;
 pub mod words;

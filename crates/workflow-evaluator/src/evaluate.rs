@@ -10,6 +10,7 @@ use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
 use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
 use crm_sync_proto::view::{EventView, decode_event};
 use crm_sync_proto::{Message, Timestamp};
+use crm_sync_store::trail::dead_letters;
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Record, RecordView};
 use sqlx::PgPool;
@@ -21,6 +22,7 @@ use crate::legacy::LegacyIndex;
 use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::{WorkflowSnapshot, Workflows};
+use crate::state_limit::StateLimit;
 use crate::store::RecordStore;
 use crate::trail::{Entry, Trail};
 
@@ -33,6 +35,7 @@ pub struct Evaluator {
     pub counts: Counts,
     pub legacy: LegacyIndex,
     pub trail: Trail,
+    pub state_limit: StateLimit,
 }
 
 impl TransactionalHandler for Evaluator {
@@ -81,6 +84,12 @@ impl TransactionalHandler for Evaluator {
             self.counts.event("unchanged");
             self.trail.stage(entry);
             return Ok(Vec::new());
+        }
+        if let Err(letter) = self.state_limit.check(&key, &merged, workflows.list.len()) {
+            if self.trail.enabled() {
+                dead_letters::record(&self.pool, crate::SERVICE.name, message, &letter).await;
+            }
+            return Err(Failure::Permanent(letter));
         }
         if before.is_some_and(|b| crate::fixed::fixes(b.as_ref(), &merged)) {
             self.counts.missed_webhook_fixed(integration_id);

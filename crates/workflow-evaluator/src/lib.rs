@@ -16,6 +16,7 @@ pub mod restore;
 mod rotation;
 pub mod snapshot;
 mod staging;
+pub mod state_limit;
 pub mod store;
 pub mod trail;
 
@@ -144,8 +145,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.topics.records,
     )
     .await?;
-    crm_sync_kafka::admin::check_changelog_retention(&settings.kafka, &settings.topics.records)
-        .await?;
+    let changelog_max =
+        crm_sync_kafka::admin::check_changelog(&settings.kafka, &settings.topics.records).await?;
+    let producer_max = crm_sync_kafka::clients::max_message_bytes(&settings.kafka);
+    tracing::info!(
+        producer_max,
+        changelog_max,
+        "a record's state is kept while it fits in one message of both"
+    );
+    let state_limit =
+        state_limit::StateLimit::new(producer_max.min(changelog_max.unwrap_or(usize::MAX)));
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
     let background = service.background();
@@ -177,6 +186,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         counts,
         legacy: legacy::LegacyIndex::default(),
         trail,
+        state_limit,
     };
     let topic = settings.topics.events.clone();
     // Consume → produce in Kafka transactions: outcomes, state changes and the events' offsets

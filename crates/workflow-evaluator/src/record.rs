@@ -9,6 +9,7 @@ use crm_sync_proto::Timestamp;
 use crm_sync_proto::v1::{ChangeType, CrmEvent, CrmUser, RecordState};
 use crm_sync_proto::view::{
     FieldRef, KnownFieldRef, KnownRef, StateView, ValueRef, encode_state, previous_value,
+    state_len_bound,
 };
 use crm_sync_workflow::{FieldLookup, Previous};
 
@@ -51,6 +52,11 @@ impl Merged<'_> {
     /// The record's new state, to store and to write to the changelog.
     pub fn encode(&self) -> Vec<u8> {
         encode_state(&self.state, &self.fields)
+    }
+
+    /// At least the length of [`Merged::encode`]'s bytes, without encoding them.
+    pub fn encoded_len_bound(&self) -> usize {
+        state_len_bound(&self.state, &self.fields)
     }
 
     /// A field's current value.

@@ -241,6 +241,11 @@ impl Trail {
     }
 
     /// The entry of an event being judged, when the trail is on.
+    /// `trail.enabled`.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn entry(&self, event: &CrmEvent, ids: (Uuid, Uuid)) -> Option<Entry> {
         self.enabled.then(|| Entry::new(event, ids))
     }

@@ -94,17 +94,21 @@ fn merge_timestamp(mut at: Timestamp, mut bytes: &[u8]) -> Result<Timestamp, Vie
     Ok(at)
 }
 
-/// `state` with `fields` as its fields (`state.fields` itself is expected empty: whatever it
-/// holds is written too). The fields come after the rest of the state rather than in field
-/// number order, which every protobuf decoder reads the same.
-pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8> {
-    // Room for the fields without computing each one's length twice: a name, a value and the
-    // bytes around them (tags, lengths, a time) rarely take more than this.
+/// At least the length [`encode_state`] writes, without computing each field's length exactly:
+/// a name, a value and the bytes around them (tags, lengths, a time) take at most this.
+pub fn state_len_bound(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> usize {
     let entries: usize = fields
         .iter()
         .map(|(name, known)| name.len() + known.value.map_or(0, ValueRef::text_len) + 32)
         .sum();
-    let mut out = Vec::with_capacity(state.encoded_len() + entries);
+    state.encoded_len() + entries
+}
+
+/// `state` with `fields` as its fields (`state.fields` itself is expected empty: whatever it
+/// holds is written too). The fields come after the rest of the state rather than in field
+/// number order, which every protobuf decoder reads the same.
+pub fn encode_state(state: &RecordState, fields: &[KnownFieldRef<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state_len_bound(state, fields));
     state.encode_raw(&mut out);
     let mut time = TimeField::default();
     for (name, known) in fields {

@@ -10,6 +10,7 @@
 mod batching;
 mod changelog;
 mod durability;
+mod limits;
 mod merging;
 
 use crate::connectors;

@@ -1,9 +1,10 @@
-//! The outcomes this service dead-letters, recorded under their integration so that admins see
+//! The messages a consumer dead-letters, recorded under their integration so that admins see
 //! them in the record trail and the page (the `.dlq` topic stays the operators' copy).
 
 use crm_sync_kafka::dlq::DeadLetter;
 use crm_sync_kafka::{Incoming, headers};
-use crm_sync_store::trail::{self, NewDeadLetter};
+
+use super::NewDeadLetter;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ pub async fn record(pool: &PgPool, service: &str, message: &Incoming<'_>, letter
     let Some(dead) = of(service, message, letter) else {
         return;
     };
-    if let Err(error) = trail::record_dead_letter(pool, &dead).await {
+    if let Err(error) = super::record_dead_letter(pool, &dead).await {
         tracing::warn!(%error, "recording the dead letter in the record trail failed");
     }
 }
