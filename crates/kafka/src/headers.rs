@@ -16,6 +16,9 @@ pub const DLQ_ORIGIN_PARTITION: &str = "crm-sync-dlq-origin-partition";
 pub const DLQ_ORIGIN_OFFSET: &str = "crm-sync-dlq-origin-offset";
 pub const DLQ_SERVICE: &str = "crm-sync-dlq-service";
 pub const DLQ_TIME: &str = "crm-sync-dlq-time";
+/// On a dead letter that keeps only the first bytes of a message too large to write again: how
+/// many bytes the message had.
+pub const DLQ_TRUNCATED_FROM: &str = "crm-sync-dlq-truncated-from";
 
 struct HeaderInjector<'a>(&'a mut Vec<(String, String)>);
 

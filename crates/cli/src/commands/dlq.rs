@@ -149,6 +149,22 @@ async fn replay(
     total: usize,
     dry_run: bool,
 ) -> anyhow::Result<()> {
+    // A letter cut to fit would send its first bytes as if they were the message.
+    let (chosen, cut): (Vec<&OwnedMessage>, Vec<&OwnedMessage>) = chosen
+        .iter()
+        .partition(|m| header(m, h::DLQ_TRUNCATED_FROM).is_none());
+    for m in cut {
+        eprintln!(
+            "skipping {}/{}: it keeps only the first {} of the message's {} bytes; the whole message is at {}/{}/{} while the topic's retention keeps it",
+            m.partition(),
+            m.offset(),
+            m.payload().map_or(0, <[u8]>::len),
+            header(m, h::DLQ_TRUNCATED_FROM).unwrap_or_default(),
+            header(m, h::DLQ_ORIGIN_TOPIC).unwrap_or_default(),
+            header(m, h::DLQ_ORIGIN_PARTITION).unwrap_or_default(),
+            header(m, h::DLQ_ORIGIN_OFFSET).unwrap_or_default(),
+        );
+    }
     let messages: Vec<OutgoingMessage> = chosen.iter().map(|m| to_origin(m, topic)).collect();
     for (m, out) in chosen.iter().zip(&messages) {
         println!(
