@@ -21,7 +21,8 @@ use crm_sync_store::workflows;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::jobs::{KafkaSink, Sink};
+use crate::jobs::Sink;
+use crate::sink::KafkaSink;
 use crate::worker::{client_for, scopes};
 use crate::{PullClient, PullConfig, PullError, Scope};
 
@@ -130,10 +131,15 @@ impl Hydrator {
                 });
             }
         };
-        self.sink.publish(vec![event]).await.map_err(|e| {
+        let published = self.sink.publish(vec![event]).await.map_err(|e| {
             Failure::transient(anyhow::anyhow!("publishing a hydrated record: {e}"))
         })?;
-        Ok("published")
+        // Refused: dead-lettered with the reason.
+        Ok(if published == 1 {
+            "published"
+        } else {
+            "refused"
+        })
     }
 }
 

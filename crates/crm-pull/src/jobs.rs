@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Cursor, PullClient, PullError, Scope};
 
-/// Where pulled events go: all of a page or none of it.
+/// Where pulled events go: all of a page or none of it. Returns how many were published; the
+/// others were refused, as ingest refuses such values in webhooks, and dead-lettered.
 pub trait Sink: Send + Sync {
-    fn publish(&self, events: Vec<CrmEvent>) -> impl Future<Output = Result<(), String>> + Send;
+    fn publish(&self, events: Vec<CrmEvent>) -> impl Future<Output = Result<usize, String>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -195,14 +196,17 @@ async fn run_passes<S: Sink>(
                 })
                 .collect();
             let published = holding_lease(pool, job, owner, config.lease, sink.publish(events));
-            if let Err(error) = published.await? {
+            let published = match published.await? {
+                Ok(published) => published as i64,
                 // Nothing of the page counts as done: it is pulled and published again.
-                return Ok(Err(PullError::Api(
-                    crm_sync_crm_directory::LookupError::Unavailable(format!(
-                        "publishing pulled records: {error}"
-                    )),
-                )));
-            }
+                Err(error) => {
+                    return Ok(Err(PullError::Api(
+                        crm_sync_crm_directory::LookupError::Unavailable(format!(
+                            "publishing pulled records: {error}"
+                        )),
+                    )));
+                }
+            };
             progress.newest = progress.newest.max(page.newest);
             if page.delta.is_some() {
                 progress.delta = page.delta;
@@ -216,7 +220,7 @@ async fn run_passes<S: Sink>(
             let saved = Progress {
                 checkpoint: Value::Object(checkpoint.clone()),
                 scanned: count,
-                published: count,
+                published,
                 api_calls: 1,
             };
             if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
@@ -331,34 +335,4 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365))
-}
-
-/// Publishes each page in one Kafka transaction, as ingest publishes a webhook's events, keyed
-/// like them so a record's pulled and pushed events share a partition.
-pub struct KafkaSink {
-    pub publisher: crm_sync_kafka::atomic::AtomicPublisher,
-    /// Shared by every record written there.
-    pub topic: std::sync::Arc<str>,
-}
-
-impl Sink for KafkaSink {
-    async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
-        use crm_sync_proto::Message;
-        let messages: Vec<crm_sync_kafka::produce::OutgoingMessage> = events
-            .iter()
-            .map(|e| crm_sync_kafka::produce::OutgoingMessage {
-                topic: self.topic.clone(),
-                key: crm_sync_ingest::event::kafka_key(e).into(),
-                payload: e.encode_to_vec(),
-                event_id: e.event_id.clone(),
-                headers: Vec::new(),
-                // By key, like ingest's events.
-                partition: None,
-            })
-            .collect();
-        self.publisher
-            .publish_all(&messages)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }

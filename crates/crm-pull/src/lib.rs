@@ -25,6 +25,7 @@ pub mod metric_definitions;
 mod pace;
 mod pipedrive;
 mod salesforce;
+pub mod sink;
 pub mod worker;
 
 use std::fmt;

@@ -14,6 +14,9 @@ pub const API_CALLS: &str = "crm_sync_pull_api_calls_total";
 pub const ERRORS: &str = "crm_sync_pull_errors_total";
 /// Records published by pulls, by integration and job kind.
 pub const PUBLISHED: &str = "crm_sync_pull_records_published_total";
+/// Pulled records refused (values that could not be stored, or too large) and dead-lettered,
+/// by reason.
+pub const REFUSED: &str = "crm_sync_pull_records_refused_total";
 /// Hydration requests handled, by outcome (`published`, `no_credentials`, `not_found`,
 /// `unavailable`, `refused`, `invalid`).
 pub const HYDRATIONS: &str = "crm_sync_pull_hydrations_total";
@@ -25,6 +28,7 @@ pub const ALL: &[&str] = &[
     API_CALLS,
     ERRORS,
     PUBLISHED,
+    REFUSED,
     HYDRATIONS,
 ];
 
@@ -51,6 +55,10 @@ pub fn describe() {
     describe_counter!(
         PUBLISHED,
         "Records published by pulls, by integration and job kind"
+    );
+    describe_counter!(
+        REFUSED,
+        "Pulled records refused and dead-lettered, by reason"
     );
     describe_counter!(
         HYDRATIONS,

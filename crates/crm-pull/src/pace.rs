@@ -136,19 +136,19 @@ fn behind((read_at, lag): (Instant, i64), recent: &VecDeque<(Instant, u64)>) -> 
 }
 
 impl<S: Sink> Sink for Paced<S> {
-    async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
+    async fn publish(&self, events: Vec<CrmEvent>) -> Result<usize, String> {
         let started = Instant::now();
         let wait = self.wait(started);
         if !wait.is_zero() {
             self.sleep(wait).await;
         }
         self.wait_for_the_evaluator(started + self.max_wait).await;
-        let count = events.len() as u64;
-        self.inner.publish(events).await?;
+        let published = self.inner.publish(events).await?;
+        let count = published as u64;
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).1 += count;
         self.remember(count);
         metrics::counter!(crate::metric_definitions::PUBLISHED, &self.labels).increment(count);
-        Ok(())
+        Ok(published)
     }
 }
 
@@ -159,8 +159,8 @@ mod tests {
     struct Nowhere;
 
     impl Sink for Nowhere {
-        async fn publish(&self, _: Vec<CrmEvent>) -> Result<(), String> {
-            Ok(())
+        async fn publish(&self, events: Vec<CrmEvent>) -> Result<usize, String> {
+            Ok(events.len())
         }
     }
 

@@ -31,10 +31,11 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{self, JobConfig, KafkaSink, RunError};
+use crate::jobs::{self, JobConfig, RunError};
 use crate::lag::EvaluatorLag;
 use crate::metric_definitions::{API_CALLS, ERRORS, JOB_DURATION, JOBS, SCANNED};
 use crate::pace::Paced;
+use crate::sink::KafkaSink;
 use crate::{PullClient, PullConfig, PullError, Scope};
 
 /// Spawns the pull jobs' task on ingest's supervisor, unless `pull.enabled` is false or no
@@ -81,6 +82,7 @@ pub fn start(background: Background<'_>) -> anyhow::Result<()> {
         lag: evaluator_lag(settings),
         publisher: background.publisher,
         topic: settings.topics.events.clone(),
+        limits: crm_sync_ingest::check::Limits::from_settings(&settings.ingest),
         grace: Duration::from_secs(settings.shutdown.grace_period_secs),
     });
     tracing::info!(owner = %worker.owner, max_concurrent_jobs = pull.max_concurrent_jobs, "running pull jobs");
@@ -122,10 +124,7 @@ fn hydrations(
         worker.pool.clone(),
         worker.key.clone(),
         worker.pull.clone(),
-        KafkaSink {
-            publisher: worker.publisher.clone(),
-            topic: worker.topic.as_str().into(),
-        },
+        worker.sink(),
     );
     let dead_letters = crm_sync_kafka::Publisher::new(crm_sync_kafka::clients::producer(
         &settings.kafka,
@@ -189,6 +188,8 @@ struct Worker {
     lag: Option<Arc<EvaluatorLag>>,
     publisher: AtomicPublisher,
     topic: String,
+    /// ingest's limits on an event, which pulled records are held to as well.
+    limits: crm_sync_ingest::check::Limits,
     /// How long running jobs get to hand their leases back at shutdown.
     grace: Duration,
 }
@@ -201,6 +202,15 @@ struct Prepared {
 }
 
 impl Worker {
+    /// Where the worker's pulled records go.
+    fn sink(&self) -> KafkaSink {
+        KafkaSink {
+            publisher: self.publisher.clone(),
+            topic: self.topic.as_str().into(),
+            limits: self.limits,
+        }
+    }
+
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.poll_interval_ms));
@@ -316,10 +326,7 @@ impl Worker {
             ("kind", job.kind.as_str().to_owned()),
         ];
         let sink = Paced::new(
-            KafkaSink {
-                publisher: self.publisher.clone(),
-                topic: self.topic.as_str().into(),
-            },
+            self.sink(),
             self.settings.records_per_second,
             // The lease is renewed after each page: waiting longer would lose it.
             self.jobs.lease / 3,

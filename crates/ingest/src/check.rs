@@ -21,6 +21,17 @@ pub struct Limits {
     pub max_event_bytes: usize,
 }
 
+impl Limits {
+    /// The `ingest.*` settings' limits.
+    pub fn from_settings(ingest: &crm_sync_runtime::settings::IngestSettings) -> Limits {
+        Limits {
+            max_events_per_request: ingest.max_events_per_request,
+            max_field_bytes: ingest.max_field_bytes,
+            max_event_bytes: ingest.max_event_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -62,6 +73,17 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The stable code of the refusal: a 4xx body's `error`, a dead letter's reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Invalid { .. } => "invalid_value",
+            Refusal::TooManyEvents { .. } => "too_many_events",
+            Refusal::EventTooLarge { .. } => "event_too_large",
+        }
+    }
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Refusal {
     Refusal::Invalid {
         field: field.into(),
@@ -80,7 +102,8 @@ pub fn events(events: &[CrmEvent], limits: &Limits) -> Result<(), Refusal> {
     events.iter().try_for_each(|e| one(e, limits))
 }
 
-fn one(e: &CrmEvent, limits: &Limits) -> Result<(), Refusal> {
+/// Checks one event, whichever way it came (a webhook, a pull).
+pub fn one(e: &CrmEvent, limits: &Limits) -> Result<(), Refusal> {
     if !event::valid_object_type(&e.object_type) {
         return Err(invalid(
             "object_type",

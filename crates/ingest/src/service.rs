@@ -145,10 +145,6 @@ fn app_state(
         )),
         signature_tolerance: Duration::from_secs(settings.ingest.signature_tolerance_secs),
         webhooks_seen: Arc::new(crate::http::WebhooksSeen::default()),
-        limits: crate::check::Limits {
-            max_events_per_request: settings.ingest.max_events_per_request,
-            max_field_bytes: settings.ingest.max_field_bytes,
-            max_event_bytes: settings.ingest.max_event_bytes,
-        },
+        limits: crate::check::Limits::from_settings(&settings.ingest),
     }
 }

@@ -22,15 +22,16 @@ struct Memory {
 }
 
 impl Sink for Memory {
-    async fn publish(&self, events: Vec<CrmEvent>) -> Result<(), String> {
+    async fn publish(&self, events: Vec<CrmEvent>) -> Result<usize, String> {
         tokio::time::sleep(self.delay).await;
         let limit = *self.stall_after.lock().unwrap();
         let published = self.events.lock().unwrap().len();
         if limit.is_some_and(|limit| published >= limit) {
             std::future::pending::<()>().await;
         }
+        let count = events.len();
         self.events.lock().unwrap().extend(events);
-        Ok(())
+        Ok(count)
     }
 }
 

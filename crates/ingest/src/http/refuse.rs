@@ -66,12 +66,13 @@ pub fn foreign_account(message: impl Into<String>) -> ApiError {
 /// Events that cannot be stored or published: the message names the field or the limit.
 pub fn refused(refusal: crate::check::Refusal) -> ApiError {
     use crate::check::Refusal;
-    let (status, code) = match &refusal {
-        Refusal::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_value"),
-        Refusal::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events"),
-        Refusal::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large"),
+    let status = match &refusal {
+        Refusal::Invalid { .. } => StatusCode::BAD_REQUEST,
+        Refusal::TooManyEvents { .. } | Refusal::EventTooLarge { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
     };
-    ApiError::new(status, code, refusal.to_string())
+    ApiError::new(status, refusal.code(), refusal.to_string())
 }
 
 pub fn unsupported_media_type(expected: &[&str]) -> ApiError {

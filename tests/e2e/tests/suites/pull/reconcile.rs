@@ -184,3 +184,69 @@ fn empty_secrets(integration_id: Uuid) -> crm_sync_store::credentials::Sealed {
     )
     .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_record_ingest_would_refuse_is_dead_lettered_and_the_rest_is_counted() {
+    let fake = fake_salesforce().await;
+    let s = salesforce_setup("pull-refused", &fake).await;
+    let (p, _schedule) = reconciling_pipeline(&s).await;
+
+    // Won, but owned by an id no webhook could carry (ingest refuses ids over 255 bytes); and
+    // a good one after it.
+    let mut bad = opportunity("Closed Won", 900);
+    bad["OwnerId"] = json!("005".repeat(100));
+    fake.put("Opportunity", "0065g00000PuLlBADA", bad);
+    fake.put(
+        "Opportunity",
+        "0065g00000PuLlGOOD",
+        opportunity("Closed Won", 4200),
+    );
+    let good = wait_for_activity(&s.env, s.integration_id, "0065g00000PuLlGOOD", "recorded").await;
+    assert_eq!(good.value, "4200");
+
+    let dlq = format!("{}.dlq", s.env.topics.events);
+    let dead = eventually(
+        "the refused record dead-lettered",
+        Duration::from_secs(30),
+        || async { Some(crm_sync_e2e::read_topic(&dlq).await).filter(|d| !d.is_empty()) },
+    )
+    .await;
+    for letter in &dead {
+        assert_eq!(letter.header("crm-sync-dlq-reason"), Some("invalid_value"));
+        let detail = letter.header("crm-sync-dlq-detail").unwrap_or_default();
+        assert!(
+            detail.contains("pulled from the CRM") && detail.contains("owner.crm_user_id"),
+            "{detail}"
+        );
+        assert_eq!(
+            letter.header("crm-sync-dlq-origin-topic"),
+            Some(s.env.topics.events.as_str())
+        );
+        assert!(
+            letter
+                .key
+                .as_deref()
+                .unwrap()
+                .ends_with("/Opportunity/0065g00000PuLlBADA")
+        );
+    }
+    assert!(
+        activity(&s.env, s.integration_id, "0065g00000PuLlBADA")
+            .await
+            .is_none()
+    );
+    assert!(
+        crm_sync_e2e::metric(
+            &p.ingest,
+            "crm_sync_pull_records_refused_total",
+            &["reason=\"invalid_value\""]
+        )
+        .await
+            >= 1.0
+    );
+    let status = crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.last_reconciliation_error, None);
+}
