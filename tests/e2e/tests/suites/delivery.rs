@@ -1,5 +1,5 @@
 //! Delivery guarantees on the real stack: poison goes to the dead-letter topic and the partition
-//! moves on; a transient failure is retried (readiness false meanwhile) and never skipped; the
+//! moves on, cut to fit when it is larger than the services may write; a transient failure is retried (readiness false meanwhile) and never skipped; the
 //! `crm-sync dlq` tool lists and replays dead letters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,49 +29,16 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_partition_moves_on() {
         ..
     } = spawn_app(&env, AppOptions::default()).await;
 
-    // Poison first, on the partition the real event's key maps to, so the real event can only be
-    // processed if the poison was dealt with.
-    let key = format!("{}/Opportunity/006POISON000001AAA", tenant.integration_id);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &env.brokers)
         .create()
         .unwrap();
-    producer
-        .send(
-            FutureRecord::to(&env.topics.events)
-                .key(&key)
-                .payload(&[0xff_u8, 0xff, 0xff, 0x01][..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: "crm-sync-event-id",
-                    value: Some("poison-1"),
-                })),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let xml = outbound_message(
-        &tenant.organization_id,
-        &[won_opportunity(
-            "04lPOISON00000001A",
-            "006POISON000001AAA",
-            "005P",
-            "10",
-        )],
-    );
-    let (status, body) = post_outbound_message(&ingest, &tenant, xml).await;
-    assert_eq!(status, 200, "{body}");
-
-    eventually(
-        "the real event behind the poison to be recorded",
-        WAIT,
-        || async {
-            (views::activities(&env.pool, tenant.company_id)
-                .await
-                .unwrap()
-                .len()
-                == 1)
-                .then_some(())
-        },
+    let key = poison_ahead_of_a_real_event(
+        &env,
+        &tenant,
+        &ingest,
+        &producer,
+        ("POISON", &[0xff_u8, 0xff, 0xff, 0x01]),
     )
     .await;
     let dead = read_topic(&format!("{}.dlq", env.topics.events)).await;
@@ -141,6 +108,109 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_partition_moves_on() {
         || async { (read_topic(&dlq_topic).await.len() == 2).then_some(()) },
     )
     .await;
+}
+
+/// Writes `poison` onto the events topic with `producer` (event id `poison-1`), on the partition
+/// of a record named after `label`, then posts a won opportunity of that record through ingest
+/// and waits until it is recorded: it can only be once the poison was dealt with. Returns the
+/// poison's key.
+async fn poison_ahead_of_a_real_event(
+    env: &TestEnv,
+    tenant: &Tenant,
+    ingest: &crm_sync_e2e::Service,
+    producer: &FutureProducer,
+    (label, poison): (&str, &[u8]),
+) -> String {
+    let record = format!("006{label:0<15}")[..18].to_owned();
+    let key = format!("{}/Opportunity/{record}", tenant.integration_id);
+    producer
+        .send(
+            FutureRecord::to(&env.topics.events)
+                .key(&key)
+                .payload(poison)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "crm-sync-event-id",
+                    value: Some("poison-1"),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let notification = format!("04l{label:0<15}")[..18].to_owned();
+    let xml = outbound_message(
+        &tenant.organization_id,
+        &[won_opportunity(&notification, &record, "005P", "10")],
+    );
+    let (status, body) = post_outbound_message(ingest, tenant, xml).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "the real event behind the poison to be recorded",
+        WAIT,
+        || async {
+            (views::activities(&env.pool, tenant.company_id)
+                .await
+                .unwrap()
+                .len()
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    key
+}
+
+#[tokio::test]
+async fn a_message_too_large_to_write_again_is_dead_lettered_cut_and_the_partition_moves_on() {
+    const BIG: usize = 3_000_000;
+    let env = TestEnv::new("oversized").await;
+    let tenant = Tenant::create(&env.pool, "oversized", true, true).await;
+    let App {
+        ingest,
+        evaluator: _evaluator,
+        provisioner: _provisioner,
+        ..
+    } = spawn_app(&env, AppOptions::default()).await;
+    // Three megabytes that are not a CrmEvent, a few kilobytes on the wire: a producer with
+    // compression and a larger limit than the services' can write them (the broker limits the
+    // compressed batch), the services could not write them again.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "5000000")
+        .create()
+        .unwrap();
+    let payload = vec![0xff_u8; BIG];
+    let key =
+        poison_ahead_of_a_real_event(&env, &tenant, &ingest, &producer, ("OVERSIZED", &payload))
+            .await;
+
+    // Its dead letter keeps the first bytes and says how many it had.
+    let dlq = format!("{}.dlq", env.topics.events);
+    let dead = read_topic(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    let letter = &dead[0];
+    assert_eq!(letter.header("crm-sync-dlq-reason"), Some("undecodable"));
+    assert_eq!(
+        letter.header("crm-sync-dlq-truncated-from"),
+        Some(BIG.to_string().as_str())
+    );
+    assert!(letter.payload.len() < 1_000_000, "{}", letter.payload.len());
+    assert!(payload.starts_with(&letter.payload));
+    assert_eq!(letter.key.as_deref(), Some(key.as_str()));
+
+    // A replay would send the cut bytes as if they were the message: it is skipped, saying
+    // where the whole message is.
+    let replayed = std::process::Command::new(binary_path("crm-sync"))
+        .args(["dlq", "replay", "--topic", &dlq])
+        .env("CRM_SYNC__KAFKA__BROKERS", &env.brokers)
+        .env("CRM_SYNC__DATABASE__URL", &env.database_url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success(), "{said}");
+    assert!(said.contains("replayed 0 of 1"), "{said}");
+    assert!(said.contains(&format!("{}/", env.topics.events)), "{said}");
+    assert_eq!(crm_sync_e2e::topic_message_count(&env.topics.events), 2);
 }
 
 #[tokio::test]

@@ -24,7 +24,6 @@ mod delivery;
 mod email_linking;
 mod hardening_http;
 mod hardening_input;
-mod hardening_oversized;
 mod ingest_salesforce;
 mod listeners;
 mod observability;
