@@ -93,8 +93,23 @@ pub(crate) fn decorate(crm: Crm, request: reqwest::RequestBuilder) -> reqwest::R
     }
 }
 
+/// The longest name or email kept, in bytes: what ingest takes from a payload.
+const MAX_TEXT_BYTES: usize = 1024;
+
+/// A name or email as it can be stored: control characters (NUL, which PostgreSQL refuses, line
+/// breaks) dropped, trimmed, and cut to [`MAX_TEXT_BYTES`]; None when nothing is left. A CRM
+/// user's odd name must not keep their account unnamed for good.
 fn text(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    let value = value?;
+    let mut clean: String = value.chars().filter(|c| !c.is_control()).collect();
+    if clean.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES;
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean.truncate(end);
+    }
+    Some(clean.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 pub(crate) fn parse_user(crm: Crm, id: &str, body: &str) -> Result<DirectoryUser, String> {
@@ -219,6 +234,29 @@ mod tests {
         ));
         assert!(!valid_user_id(Crm::Dynamics, "7d577253"));
         assert!(!valid_user_id(Crm::Pipedrive, ""));
+    }
+
+    #[test]
+    fn names_and_emails_are_kept_as_they_can_be_stored() {
+        let u = parse_user(
+            Crm::Salesforce,
+            "0055g00000AbCdEAAZ",
+            &serde_json::json!({
+                "Name": " Mary\u{0} Major\n",
+                "Email": format!("{}@example.com", "é".repeat(600)),
+            })
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(u.name.as_deref(), Some("Mary Major"));
+        let email = u.email.unwrap();
+        assert!(
+            email.len() <= 1024 && email.starts_with('é'),
+            "{}",
+            email.len()
+        );
+        let blank = parse_user(Crm::Salesforce, "1", r#"{"Name":"\u0000\t"}"#).unwrap();
+        assert_eq!(blank.name, None);
     }
 
     #[test]
