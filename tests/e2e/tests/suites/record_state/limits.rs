@@ -1,18 +1,19 @@
 //! A record whose state would outgrow what Kafka takes in one message: the change that would
 //! grow it past that is dead-lettered, the record keeps what it had, and every other record, of
 //! this tenant and of the others sharing the evaluator, goes on being judged. The limit is the
-//! smaller of the producers' largest message and the changelog topic's.
+//! smaller of the producers' largest message and the changelog topic's; a state near it is
+//! restored whole.
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_that_would_outgrow_a_kafka_message_is_dead_lettered_and_the_rest_goes_on() {
-    let env = TestEnv::new("state-large").await;
-    let tenant = Tenant::create(&env.pool, "large", true, true).await;
-    let evaluator = env
-        .start_service("workflow-evaluator", "workflow-evaluator", &[])
-        .await;
-    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let Stateful {
+        env,
+        tenant,
+        evaluator,
+        _provisioner,
+    } = stateful("large").await;
     let feed = Feed::new(&env, &tenant);
 
     // Long text areas, three per change, each within what ingest takes for one field (128 KiB):
@@ -94,30 +95,18 @@ async fn a_change_that_would_outgrow_a_kafka_message_is_dead_lettered_and_the_re
     );
 
     // The record kept the first two changes and the last one.
-    let key = format!("{}/Opportunity/{record}", tenant.integration_id);
-    let states = read_topic(&env.topics.records).await;
-    let last = states
-        .iter()
-        .rev()
-        .find(|r| r.key.as_deref() == Some(key.as_str()))
-        .expect("the record's state");
-    let state = RecordState::decode(last.payload.as_slice()).unwrap();
-    let mut names: Vec<&str> = state.fields.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    assert_eq!(
-        names,
-        [
-            "Amount",
-            "Notes_1__c",
-            "Notes_2__c",
-            "Notes_3__c",
-            "Notes_4__c",
-            "Notes_5__c",
-            "Notes_6__c",
-            "OwnerId",
-            "StageName"
-        ]
-    );
+    let kept = [
+        "Amount",
+        "Notes_1__c",
+        "Notes_2__c",
+        "Notes_3__c",
+        "Notes_4__c",
+        "Notes_5__c",
+        "Notes_6__c",
+        "OwnerId",
+        "StageName",
+    ];
+    assert_eq!(field_names(&env, &tenant, record).await, kept);
     evaluated(&evaluator, 4.0).await;
     assert_eq!(
         metric(
@@ -128,6 +117,42 @@ async fn a_change_that_would_outgrow_a_kafka_message_is_dead_lettered_and_the_re
         .await,
         1.0
     );
+
+    // SIGKILL with the local disk gone: the state, near the limit, comes back whole from the
+    // changelog, and the next change is judged on it.
+    evaluator.kill().await;
+    std::fs::remove_dir_all(env.state_dir(EVALUATOR)).unwrap();
+    let _evaluator = env
+        .start_replica("workflow-evaluator", "evaluator-2", EVALUATOR, 0, &[])
+        .await;
+    feed.delta(CrmKind::Salesforce, record, &[("Amount", "950")], 120)
+        .await;
+    eventually(
+        "the restored record counts the new amount",
+        WAIT,
+        || async {
+            recorded_value(&env, &tenant, record)
+                .await
+                .filter(|v| v == "950")
+        },
+    )
+    .await;
+    assert_eq!(field_names(&env, &tenant, record).await, kept);
+}
+
+/// The names of the fields in the record's last state in the changelog.
+async fn field_names(env: &TestEnv, tenant: &Tenant, record: &str) -> Vec<String> {
+    let key = format!("{}/Opportunity/{record}", tenant.integration_id);
+    let states = read_topic(&env.topics.records).await;
+    let last = states
+        .iter()
+        .rev()
+        .find(|r| r.key.as_deref() == Some(key.as_str()))
+        .expect("the record's state");
+    let state = RecordState::decode(last.payload.as_slice()).unwrap();
+    let mut names: Vec<String> = state.fields.into_keys().collect();
+    names.sort_unstable();
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
