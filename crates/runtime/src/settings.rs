@@ -285,6 +285,9 @@ pub struct EvaluatorSettings {
     pub transactional_producers: usize,
     /// Events per transaction at most, in a backlog: larger ones catch up faster for more memory.
     pub batch_max_events: usize,
+    /// How often each replica forgets the record state of integrations deleted meanwhile
+    /// (tombstones in the changelog, removal from the local store).
+    pub purge_interval_secs: u64,
 }
 
 /// Secrets that must be used again (CRM client secrets, API credentials) are stored encrypted
@@ -399,6 +402,7 @@ impl Settings {
             .set_default("evaluator.hydration_interval_secs", 900)?
             .set_default("evaluator.transactional_producers", 2)?
             .set_default("evaluator.batch_max_events", 250)?
+            .set_default("evaluator.purge_interval_secs", 600)?
             .set_default("ingest.max_events_per_request", 1000)?
             .set_default("ingest.max_field_bytes", 131_072)?
             .set_default("ingest.max_event_bytes", 524_288)?
@@ -499,6 +503,9 @@ impl Settings {
         }
         if !(1..=2000).contains(&self.evaluator.batch_max_events) {
             return key("evaluator.batch_max_events", "must be between 1 and 2000");
+        }
+        if self.evaluator.purge_interval_secs == 0 {
+            return key("evaluator.purge_interval_secs", "must be at least 1");
         }
         Ok(())
     }

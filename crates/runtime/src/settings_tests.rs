@@ -203,6 +203,13 @@ fn the_evaluator_commits_up_to_250_events_at_once_and_a_size_out_of_range_names_
 }
 
 #[test]
+fn deleted_integrations_are_forgotten_every_ten_minutes_unless_configured() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.evaluator.purge_interval_secs, 600);
+    refused_naming_the_key("evaluator.purge_interval_secs", &["0"]);
+}
+
+#[test]
 fn services_keep_two_database_connections_and_more_than_the_pool_is_refused_naming_the_key() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.database.min_connections, 2);

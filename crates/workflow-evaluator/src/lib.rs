@@ -11,6 +11,7 @@ pub mod leaves;
 pub mod legacy;
 pub mod metric_definitions;
 pub mod outputs;
+pub mod purge;
 pub mod record;
 pub mod restore;
 mod rotation;
@@ -165,6 +166,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     background.spawn_until_shutdown(
         "record state restorer",
         store::run_restorer(store.clone(), wakes),
+    );
+    let purge = purge::Purge {
+        store: store.clone(),
+        pool: pool.clone(),
+        producer: crm_sync_kafka::clients::producer(
+            &settings.kafka,
+            &format!("{}-purge", SERVICE.name),
+        )?,
+        changelog: settings.topics.records.clone(),
+        interval: Duration::from_secs(settings.evaluator.purge_interval_secs),
+    };
+    background.spawn(
+        "record state of deleted integrations",
+        purge.run(shutdown.clone()),
     );
     let readiness = readiness(&pool, &snapshot, &store);
     let counts = counts::Counts::default();

@@ -20,6 +20,10 @@ pub const RELOAD: &str = "crm_sync_evaluator_reload_seconds";
 pub const ACTIVE_WORKFLOWS: &str = "crm_sync_evaluator_active_workflows";
 /// Record state written to the local store but not flushed to its files yet, in memory.
 pub const STORE_UNFLUSHED: &str = "crm_sync_evaluator_store_unflushed_bytes";
+/// Record states of deleted integrations forgotten (tombstoned in the changelog).
+pub const FORGOTTEN_RECORDS: &str = "crm_sync_evaluator_forgotten_records_total";
+/// Rounds of forgetting deleted integrations' records, by outcome (`ok`, `failed`).
+pub const PURGE_ROUNDS: &str = "crm_sync_evaluator_purge_rounds_total";
 /// Record trail entries written.
 pub const TRAIL_WRITTEN: &str = "crm_sync_trail_written_total";
 /// Record trail entries dropped because the writer fell behind or failed.
@@ -35,6 +39,8 @@ pub const ALL: &[&str] = &[
     HYDRATION_REQUESTS,
     RESTORE_REMAINING,
     RESTORED_RECORDS,
+    FORGOTTEN_RECORDS,
+    PURGE_ROUNDS,
     RELOAD,
     ACTIVE_WORKFLOWS,
     TRAIL_WRITTEN,
@@ -58,6 +64,14 @@ pub fn describe() {
     describe_counter!(
         RESTORED_RECORDS,
         "Record states restored from the changelog"
+    );
+    describe_counter!(
+        FORGOTTEN_RECORDS,
+        "Record states of deleted integrations forgotten (tombstoned in the changelog)"
+    );
+    describe_counter!(
+        PURGE_ROUNDS,
+        "Rounds of forgetting deleted integrations' records, by outcome"
     );
     describe_histogram!(RELOAD, Unit::Seconds, "Time to reload the active workflows");
     describe_gauge!(

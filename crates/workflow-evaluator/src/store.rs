@@ -318,6 +318,66 @@ impl RecordStore {
         }
     }
 
+    /// Per assigned partition caught up with the changelog, the integrations it holds records
+    /// of (a key begins with its integration's id and a `/`): one seek per integration rather
+    /// than a read of every key.
+    pub(crate) fn held_integrations(&self) -> Result<Vec<(i32, Vec<String>)>, StoreError> {
+        let partitions: Vec<i32> = lock(&self.slots)
+            .iter()
+            .filter(|(_, slot)| slot.restored)
+            .map(|(partition, _)| *partition)
+            .collect();
+        let mut held = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let keyspace = self.keyspace(partition)?;
+            let mut integrations = Vec::new();
+            let mut from: Vec<u8> = Vec::new();
+            while let Some(guard) = keyspace.range(from.as_slice()..).next() {
+                let key = guard.key()?;
+                match key.iter().position(|b| *b == b'/') {
+                    Some(end) => {
+                        integrations.push(String::from_utf8_lossy(&key[..end]).into_owned());
+                        // Past every key of this integration: `0` follows `/`.
+                        from = key[..end].to_vec();
+                        from.push(b'/' + 1);
+                    }
+                    None => {
+                        from = key.to_vec();
+                        from.push(0);
+                    }
+                }
+            }
+            held.push((partition, integrations));
+        }
+        Ok(held)
+    }
+
+    /// Up to `limit` keys of the partition's records of one integration.
+    pub(crate) fn keys_of(
+        &self,
+        partition: i32,
+        integration: &str,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix = format!("{integration}/");
+        self.keyspace(partition)?
+            .prefix(prefix.as_bytes())
+            .take(limit)
+            .map(|guard| Ok(guard.key()?.to_vec()))
+            .collect()
+    }
+
+    /// Removes records from the local store, once the changelog holds their tombstones.
+    pub(crate) fn forget(&self, partition: i32, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        let keyspace = self.keyspace(partition)?;
+        let mut batch = self.db.batch();
+        for key in keys {
+            batch.remove(&keyspace, key.as_slice());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
     /// `Err` naming the partitions whose state is not caught up yet.
     pub fn readiness(&self) -> Result<(), String> {
         let slots = lock(&self.slots);

@@ -61,3 +61,39 @@ fn a_full_memtable_is_flushed_without_waiting_for_fjall_to_rotate_it() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_integrations_held_are_listed_and_one_of_them_forgotten() {
+    let (store, dir) = open_store("held");
+    store.assigned(&[("events".to_owned(), 0)]);
+    lock(&store.slots).insert(0, Slot { restored: true });
+    for key in [
+        "a/Deal/1",
+        "a/Deal/2",
+        "a-b/Deal/1",
+        "b/Deal/1",
+        "b/Deal/2",
+        "b/Deal/3",
+        "odd",
+    ] {
+        store.stage(0, key.as_bytes().to_vec(), state(key).encode_to_vec());
+    }
+    store.seal();
+    store.commit(&[], "records");
+    let held = store.held_integrations().unwrap();
+    // In key order: `-` sorts before `/`.
+    let ids = ["a-b", "a", "b"].map(str::to_owned).to_vec();
+    assert_eq!(held, vec![(0, ids)]);
+
+    let keys = store.keys_of(0, "b", 2).unwrap();
+    assert_eq!(keys, vec![b"b/Deal/1".to_vec(), b"b/Deal/2".to_vec()]);
+    store.forget(0, &keys).unwrap();
+    assert_eq!(
+        store.keys_of(0, "b", 10).unwrap(),
+        vec![b"b/Deal/3".to_vec()]
+    );
+    assert!(store.get(0, b"a/Deal/1").unwrap().is_some());
+    assert!(store.get(0, b"b/Deal/1").unwrap().is_none());
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -10,6 +10,7 @@
 mod batching;
 mod changelog;
 mod durability;
+mod forgetting;
 mod limits;
 mod merging;
 
