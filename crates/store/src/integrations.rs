@@ -33,9 +33,9 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Integration>, sqlx::
     .await
 }
 
-/// Which of `ids` are integrations that exist.
-pub async fn existing(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM integrations WHERE id = ANY($1)")
+/// Which of `ids` are integrations that were deleted.
+pub async fn deleted(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM deleted_integrations WHERE id = ANY($1)")
         .bind(ids)
         .fetch_all(pool)
         .await

@@ -2,9 +2,11 @@
 //! rows from PostgreSQL, but its records' state (their field values, their owners' names and
 //! emails) stayed in the compacted changelog for good, restored by every replica that took
 //! their partitions. Every `evaluator.purge_interval_secs` each replica lists the integrations
-//! its assigned partitions hold records of, asks PostgreSQL which still exist, and for every
-//! other one writes a tombstone per record to the changelog (compaction then drops the record)
-//! and removes the records from its local store.
+//! its assigned partitions hold records of, asks PostgreSQL which of them were deleted, and for
+//! each writes a tombstone per record to the changelog (compaction then drops the record) and
+//! removes the records from its local store. Only integrations recorded as deleted are
+//! forgotten, never those merely missing: a replica pointed at the wrong database must not wipe
+//! the changelog.
 //!
 //! The tombstones are written outside the evaluator's transactions: nothing else writes these
 //! keys any more (an event of an integration that does not exist is dead-lettered), and a state
@@ -59,7 +61,7 @@ impl Purge {
         }
     }
 
-    /// Forgets the records of every integration that no longer exists; how many.
+    /// Forgets the records of every integration deleted; how many.
     pub async fn round(&self, shutdown: &CancellationToken) -> anyhow::Result<usize> {
         let store = self.store.clone();
         let held = tokio::task::spawn_blocking(move || store.held_integrations())
@@ -75,16 +77,16 @@ impl Purge {
             return Ok(0);
         }
         let ids: Vec<Uuid> = ids.into_iter().collect();
-        let existing: HashSet<Uuid> = crm_sync_store::integrations::existing(&self.pool, &ids)
+        let deleted: HashSet<Uuid> = crm_sync_store::integrations::deleted(&self.pool, &ids)
             .await
-            .context("reading which integrations exist")?
+            .context("reading which integrations were deleted")?
             .into_iter()
             .collect();
         // Per integration gone, the partitions holding its records.
         let mut gone: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (partition, integrations) in &held {
             for id in integrations {
-                if Uuid::parse_str(id).is_ok_and(|uuid| !existing.contains(&uuid)) {
+                if Uuid::parse_str(id).is_ok_and(|uuid| deleted.contains(&uuid)) {
                     gone.entry(id).or_default().push(*partition);
                 }
             }

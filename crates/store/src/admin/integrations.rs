@@ -161,17 +161,24 @@ pub async fn deletion_counts(
 
 /// Deletes the integration and, through the schema's cascades, everything of it: workflows,
 /// CRM identities, activities, credentials, sync jobs and status, record owners. Platform users
-/// stay. The caller locks the row first (`lock`) and announces the retracted activities.
+/// stay. The deletion is remembered (`deleted_integrations`), so that the evaluator forgets the
+/// integration's record state. The caller locks the row first (`lock`), in the transaction it
+/// announces the retracted activities in.
 pub async fn delete(
     conn: &mut PgConnection,
     company_id: Uuid,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM integrations WHERE company_id = $1 AND id = $2")
-        .bind(company_id)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "WITH gone AS (DELETE FROM integrations WHERE company_id = $1 AND id = $2 RETURNING id)
+         INSERT INTO deleted_integrations (id, company_id)
+         SELECT id, $1 FROM gone
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(company_id)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -1,11 +1,12 @@
 //! Deleting an integration forgets its records' state: each replica writes a tombstone per
-//! record to the changelog (compaction then drops them) and removes them from its local store;
-//! other integrations' records stay.
+//! record to the changelog (compaction then drops them) and removes them from its local store.
+//! An integration merely missing from the database (a replica pointed at the wrong one) keeps
+//! its records.
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_integrations_records_are_tombstoned_in_the_changelog_and_others_kept() {
+async fn a_deleted_integrations_records_are_tombstoned_in_the_changelog_and_a_missing_ones_kept() {
     let env = TestEnv::new("state-forget").await;
     let gone = Tenant::create(&env.pool, "forget-gone", true, true).await;
     let kept = Tenant::create(&env.pool, "forget-kept", true, true).await;
@@ -28,8 +29,16 @@ async fn a_deleted_integrations_records_are_tombstoned_in_the_changelog_and_othe
     }
     evaluated(&evaluator, 5.0).await;
 
+    // Deleted as admin-api deletes it; the other one's rows vanish without a word.
+    let mut tx = env.pool.begin().await.unwrap();
+    let deleted =
+        crm_sync_store::admin::integrations::delete(&mut tx, gone.company_id, gone.integration_id)
+            .await
+            .unwrap();
+    assert!(deleted);
+    tx.commit().await.unwrap();
     sqlx::query("DELETE FROM integrations WHERE id = $1")
-        .bind(gone.integration_id)
+        .bind(kept.integration_id)
         .execute(&env.pool)
         .await
         .unwrap();
