@@ -74,6 +74,13 @@ impl KafkaSink {
         );
         metrics::counter!(crate::metric_definitions::REFUSED, "reason" => refusal.code())
             .increment(1);
+        // Counted with every consumer's dead letters too, which the alerts watch.
+        metrics::counter!(
+            crm_sync_kafka::metric_definitions::DEAD_LETTERS,
+            "topic" => self.topic.to_string(),
+            "reason" => refusal.code()
+        )
+        .increment(1);
         let key = crm_sync_ingest::event::kafka_key(e);
         let payload = e.encode_to_vec();
         let origin = Incoming {

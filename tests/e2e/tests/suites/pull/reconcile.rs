@@ -244,6 +244,15 @@ async fn a_pulled_record_ingest_would_refuse_is_dead_lettered_and_the_rest_is_co
         .await
             >= 1.0
     );
+    assert!(
+        crm_sync_e2e::metric(
+            &p.ingest,
+            "crm_sync_dead_letters_total",
+            &["reason=\"invalid_value\""]
+        )
+        .await
+            >= 1.0
+    );
     let status = crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
         .await
         .unwrap()

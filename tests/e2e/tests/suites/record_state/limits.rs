@@ -178,6 +178,18 @@ async fn a_changelog_topic_that_takes_smaller_messages_sets_the_limit() {
         .await
         .unwrap();
     assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    // The brokers apply it a moment later: the evaluator reads it once, at start.
+    let topic = ResourceSpecifier::Topic(&env.topics.records);
+    eventually("the topic's new limit in force", WAIT, || async {
+        let described = admin
+            .describe_configs(std::slice::from_ref(&topic), &AdminOptions::new())
+            .await
+            .ok()?;
+        let config = described.into_iter().next()?.ok()?;
+        let limit = config.get("max.message.bytes")?.value.clone()?;
+        (limit == "300000").then_some(())
+    })
+    .await;
     let tenant = Tenant::create(&env.pool, "small-topic", true, true).await;
     let evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
