@@ -29,6 +29,9 @@ use crate::store::RecordStore;
 
 /// Records tombstoned and forgotten at a time.
 const CHUNK: usize = 1_000;
+/// The first round after start, once the assigned partitions are likely restored (a round
+/// looks only at those).
+const FIRST_ROUND: Duration = Duration::from_secs(60);
 
 pub struct Purge {
     pub store: Arc<RecordStore>,
@@ -39,13 +42,16 @@ pub struct Purge {
 }
 
 impl Purge {
-    /// Until shutdown: a round every interval.
+    /// Until shutdown: a round soon after start (a replica restarted more often than the
+    /// interval would otherwise never get to one), then one every interval.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut wait = self.interval.min(FIRST_ROUND);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.interval) => {}
+                () = tokio::time::sleep(wait) => {}
             }
+            wait = self.interval;
             let outcome = match self.round(&shutdown).await {
                 Ok(_) => "ok",
                 Err(error) => {
