@@ -4,6 +4,11 @@
 //! dead-lettered in the page's own transaction (`<events topic>.dlq`, reason `invalid_value` or
 //! `event_too_large`) and the rest of the page goes on. Published anyway, a record Kafka
 //! refuses would fail its page for good, and with it the job or the hydration partition.
+//!
+//! Once the page is committed each refusal is also recorded in its integration's record trail,
+//! as consumers record theirs, so that the admin page shows why the record never counted. Its
+//! place there is where the dead letter was written (the `.dlq` topic, partition, offset): the
+//! refused record itself never was in a topic, and a page pulled again is recorded again.
 
 use std::sync::Arc;
 
@@ -14,8 +19,13 @@ use crm_sync_kafka::produce::OutgoingMessage;
 use crm_sync_kafka::{Incoming, headers};
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::CrmEvent;
+use crm_sync_store::trail::{NewDeadLetter, record_dead_letter};
+use sqlx::PgPool;
 
 use crate::jobs::Sink;
+
+/// The process pulls run in, as dead letters and the trail name it.
+const SERVICE: &str = "ingest";
 
 /// Publishes each page in one Kafka transaction, as ingest publishes a webhook's events, keyed
 /// like them so a record's pulled and pushed events share a partition.
@@ -25,25 +35,45 @@ pub struct KafkaSink {
     pub topic: Arc<str>,
     /// ingest's limits (`ingest.max_field_bytes`, `ingest.max_event_bytes`).
     pub limits: Limits,
+    /// Where refusals are recorded in the record trail.
+    pub pool: PgPool,
 }
 
 impl Sink for KafkaSink {
     async fn publish(&self, events: Vec<CrmEvent>) -> Result<usize, String> {
-        let mut published = 0;
+        // Each refusal's trail entry, by its dead letter's place in the page.
+        let mut refusals: Vec<(usize, NewDeadLetter)> = Vec::new();
+        let mut refused = 0;
         let messages: Vec<OutgoingMessage> = events
             .iter()
-            .map(|e| match check::one(e, &self.limits) {
-                Ok(()) => {
-                    published += 1;
-                    self.message(e)
+            .enumerate()
+            .map(|(i, e)| match check::one(e, &self.limits) {
+                Ok(()) => self.message(e),
+                Err(refusal) => {
+                    refused += 1;
+                    let (letter, entry) = self.refused(e, &refusal);
+                    refusals.extend(entry.map(|entry| (i, entry)));
+                    letter
                 }
-                Err(refusal) => self.refused(e, &refusal),
             })
             .collect();
-        self.publisher
+        let written = self
+            .publisher
             .publish_all(&messages)
             .await
             .map_err(|e| e.to_string())?;
+        let published = events.len() - refused;
+        for (i, mut entry) in refusals {
+            if let Some(place) = written.get(i) {
+                entry.partition = place.partition;
+                entry.offset = place.offset;
+            }
+            // As with consumers' dead letters, a trail that cannot be written is logged and
+            // the page goes on: the `.dlq` topic holds the letter either way.
+            if let Err(error) = record_dead_letter(&self.pool, &entry).await {
+                tracing::warn!(%error, "recording a pulled record's refusal in the record trail failed");
+            }
+        }
         Ok(published)
     }
 }
@@ -61,9 +91,15 @@ impl KafkaSink {
         }
     }
 
-    /// The dead letter of a pulled record refused before it was published: its origin is the
-    /// events topic, at partition and offset -1 (it never was there).
-    fn refused(&self, e: &CrmEvent, refusal: &check::Refusal) -> OutgoingMessage {
+    /// The dead letter of a pulled record refused before it was published (its origin is the
+    /// events topic, at partition and offset -1: it never was there), and its trail entry,
+    /// placed once the letter is written (none when the record names no integration id, which
+    /// no admin could be shown).
+    fn refused(
+        &self,
+        e: &CrmEvent,
+        refusal: &check::Refusal,
+    ) -> (OutgoingMessage, Option<NewDeadLetter>) {
         tracing::warn!(
             integration_id = %e.integration_id,
             object = %e.object_type,
@@ -95,6 +131,23 @@ impl KafkaSink {
             reason: refusal.code(),
             detail: format!("pulled from the CRM: {refusal}"),
         };
-        dead_letter_message("ingest", &origin, &letter)
+        let message = dead_letter_message(SERVICE, &origin, &letter);
+        let entry = e
+            .integration_id
+            .parse()
+            .ok()
+            .map(|integration_id| NewDeadLetter {
+                integration_id,
+                object_type: e.object_type.clone(),
+                record_id: e.record_id.clone(),
+                event_id: Some(e.event_id.clone()),
+                service: SERVICE.to_owned(),
+                topic: message.topic.to_string(),
+                partition: -1,
+                offset: -1,
+                reason: letter.reason.to_owned(),
+                detail: letter.detail.clone(),
+            });
+        (message, entry)
     }
 }

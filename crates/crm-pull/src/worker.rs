@@ -208,6 +208,7 @@ impl Worker {
             publisher: self.publisher.clone(),
             topic: self.topic.as_str().into(),
             limits: self.limits,
+            pool: self.pool.clone(),
         }
     }
 

@@ -69,10 +69,10 @@ impl AtomicPublishError {
 }
 
 /// Where Kafka wrote a message.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    partition: i32,
-    offset: i64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 struct Prepared {
@@ -170,17 +170,18 @@ impl AtomicPublisher {
         self.ready.iter().any(|r| r.load(Ordering::Relaxed))
     }
 
-    /// Writes every message in one transaction and returns once it is committed. On error none
-    /// of them is visible to `read_committed` consumers.
+    /// Writes every message in one transaction and returns once it is committed, with where
+    /// each was written (in the order given). On error none of them is visible to
+    /// `read_committed` consumers.
     ///
     /// Each message gets a producer span under the current span, and its `traceparent` names
     /// that span, so a consumer's span becomes its child.
     pub async fn publish_all(
         &self,
         messages: &[OutgoingMessage],
-    ) -> Result<(), AtomicPublishError> {
+    ) -> Result<Vec<Written>, AtomicPublishError> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if !self.ready() {
             return Err(AtomicPublishError::NotReady);
@@ -229,7 +230,7 @@ impl AtomicPublisher {
                 }
             }
         }
-        result.map(|_| ())
+        result
     }
 }
 

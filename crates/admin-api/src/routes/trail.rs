@@ -156,7 +156,10 @@ pub struct DeadLetterView {
     pub event_id: Option<String>,
     /// The service that dead-lettered it.
     pub service: String,
-    /// Where it was: `topic`, `partition`, `offset` (`crm-sync dlq inspect` takes these).
+    /// Where it was read from: `topic`, `partition`, `offset` (`crm-sync dlq list` prints each
+    /// letter's origin). A pulled record refused before it reached any topic is placed where
+    /// its dead letter is instead (topic `<events>.dlq`, the position `crm-sync dlq inspect`
+    /// takes).
     pub topic: String,
     pub partition: i32,
     pub offset: i64,

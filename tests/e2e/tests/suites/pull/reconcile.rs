@@ -253,6 +253,42 @@ async fn a_pulled_record_ingest_would_refuse_is_dead_lettered_and_the_rest_is_co
         .await
             >= 1.0
     );
+    // The admin sees why the record never counted: the refusal is in its record trail, placed
+    // where its dead letter was written.
+    let trail = eventually(
+        "the refusal in the record trail",
+        Duration::from_secs(30),
+        || async {
+            let rows = crm_sync_store::trail::dead_letters(
+                &s.env.pool,
+                s.company_id,
+                s.integration_id,
+                Some("0065g00000PuLlBADA"),
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+            Some(rows).filter(|r| !r.is_empty())
+        },
+    )
+    .await;
+    let dead = crm_sync_e2e::read_topic(&dlq).await;
+    for row in &trail {
+        assert_eq!(row.reason, "invalid_value");
+        assert_eq!(row.service, "ingest");
+        assert_eq!(row.object_type, "Opportunity");
+        assert!(row.detail.contains("owner.crm_user_id"), "{}", row.detail);
+        assert_eq!(row.topic, dlq);
+        assert!(
+            dead.iter()
+                .any(|d| (d.partition, d.offset) == (row.partition, row.offset)),
+            "the trail names a dead letter at {}[{}]@{} that is not there",
+            row.topic,
+            row.partition,
+            row.offset
+        );
+    }
     let status = crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
         .await
         .unwrap()
