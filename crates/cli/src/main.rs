@@ -162,6 +162,15 @@ enum AdminCommand {
         #[arg(long, value_name = "UUID")]
         id: uuid::Uuid,
     },
+    /// Have the evaluators forget the record state of an integration deleted before deletions
+    /// were recorded (they name such integrations in a warning, and count them in
+    /// crm_sync_evaluator_unknown_integrations); a live integration is deleted through the
+    /// admin API instead
+    ForgetIntegration {
+        /// The deleted integration's id
+        #[arg(long, value_name = "UUID")]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -312,6 +321,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Admin(AdminCommand::RevokeToken { id }) => admin::revoke_token(&ctx, id).await,
+        Command::Admin(AdminCommand::ForgetIntegration { id }) => {
+            admin::forget_integration(&ctx, id).await
+        }
         Command::Backfill(command) => run_backfill(&ctx, command).await,
         Command::Trail {
             integration,

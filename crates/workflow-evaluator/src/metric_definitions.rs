@@ -24,6 +24,9 @@ pub const STORE_UNFLUSHED: &str = "crm_sync_evaluator_store_unflushed_bytes";
 pub const FORGOTTEN_RECORDS: &str = "crm_sync_evaluator_forgotten_records_total";
 /// Rounds of forgetting deleted integrations' records, by outcome (`ok`, `failed`).
 pub const PURGE_ROUNDS: &str = "crm_sync_evaluator_purge_rounds_total";
+/// Integrations this replica holds record state of that the database knows neither as live
+/// nor as deleted, at the last purge round.
+pub const UNKNOWN_INTEGRATIONS: &str = "crm_sync_evaluator_unknown_integrations";
 /// Record trail entries written.
 pub const TRAIL_WRITTEN: &str = "crm_sync_trail_written_total";
 /// Record trail entries dropped because the writer fell behind or failed.
@@ -41,6 +44,7 @@ pub const ALL: &[&str] = &[
     RESTORED_RECORDS,
     FORGOTTEN_RECORDS,
     PURGE_ROUNDS,
+    UNKNOWN_INTEGRATIONS,
     RELOAD,
     ACTIVE_WORKFLOWS,
     TRAIL_WRITTEN,
@@ -72,6 +76,10 @@ pub fn describe() {
     describe_counter!(
         PURGE_ROUNDS,
         "Rounds of forgetting deleted integrations' records, by outcome"
+    );
+    describe_gauge!(
+        UNKNOWN_INTEGRATIONS,
+        "Integrations whose record state this replica holds that the database knows neither as live nor as deleted"
     );
     describe_histogram!(RELOAD, Unit::Seconds, "Time to reload the active workflows");
     describe_gauge!(

@@ -8,6 +8,9 @@
 //! forgotten, never those merely missing: a replica pointed at the wrong database must not wipe
 //! the changelog.
 //!
+//! Integrations held that the database has neither as live nor as deleted are counted and
+//! named in a warning each round, and kept.
+//!
 //! The tombstones are written outside the evaluator's transactions: nothing else writes these
 //! keys any more (an event of an integration that does not exist is dead-lettered), and a state
 //! that an event judged just before the deletion writes after a tombstone is forgotten at the
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crm_sync_kafka::clients::ServiceProducer;
+use crm_sync_store::integrations::Standing;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use sqlx::PgPool;
@@ -27,6 +31,8 @@ use uuid::Uuid;
 
 use crate::store::RecordStore;
 
+/// Unknown integrations named in a round's warning.
+const NAMED: usize = 10;
 /// Records tombstoned and forgotten at a time.
 const CHUNK: usize = 1_000;
 /// The first round after start, once the assigned partitions are likely restored (a round
@@ -80,13 +86,18 @@ impl Purge {
             .filter_map(|id| Uuid::parse_str(id).ok())
             .collect();
         if ids.is_empty() {
+            report_unknown(&[]);
             return Ok(0);
         }
         let ids: Vec<Uuid> = ids.into_iter().collect();
-        let deleted: HashSet<Uuid> = crm_sync_store::integrations::deleted(&self.pool, &ids)
+        let standing = crm_sync_store::integrations::standing(&self.pool, &ids)
             .await
-            .context("reading which integrations were deleted")?
+            .context("reading which integrations were deleted")?;
+        report_unknown(&standing);
+        let deleted: HashSet<Uuid> = standing
             .into_iter()
+            .filter(|(_, s)| *s == Standing::Deleted)
+            .map(|(id, _)| id)
             .collect();
         // Per integration gone, the partitions holding its records.
         let mut gone: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
@@ -155,4 +166,33 @@ impl Purge {
         }
         Ok(())
     }
+}
+
+/// Integrations this replica holds records of that the database has no trace of: deleted
+/// before deletions were recorded, or this replica reads the wrong database. Their state is
+/// kept (forgetting it on a wrong database would wipe the changelog); an operator who knows
+/// them deleted records them so (`crm-sync admin forget-integration <id>`) and the next round
+/// forgets them.
+fn report_unknown(standing: &[(Uuid, Standing)]) {
+    let unknown: Vec<String> = standing
+        .iter()
+        .filter(|(_, s)| *s == Standing::Unknown)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    metrics::gauge!(crate::metric_definitions::UNKNOWN_INTEGRATIONS).set(unknown.len() as f64);
+    if unknown.is_empty() {
+        return;
+    }
+    let named = unknown
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::warn!(
+        count = unknown.len(),
+        integration_ids = named,
+        "record state is kept for integrations the database has no trace of; if they were \
+         deleted, `crm-sync admin forget-integration <id>` has it forgotten at the next round"
+    );
 }

@@ -1,5 +1,6 @@
 //! `crm-sync admin …`: control-plane chores that need no API, such as creating the first admin
-//! API token of a company.
+//! API token of a company, or having the evaluators forget the record state of an integration
+//! whose rows were deleted before deletions were recorded.
 
 use anyhow::Context as _;
 use crm_sync_store::admin::audit::Actor;
@@ -69,5 +70,31 @@ pub async fn revoke_token(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
             .map(|at| at.to_rfc3339())
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+/// Records as deleted an integration whose rows are gone, so that each evaluator forgets its
+/// records' state at its next purge round.
+pub async fn forget_integration(ctx: &Context, id: Uuid) -> anyhow::Result<()> {
+    use crm_sync_store::integrations::{Recorded, record_deleted};
+    let pool = ctx.pool().await?;
+    let recorded = record_deleted(&pool, id)
+        .await
+        .context("recording the integration as deleted")?;
+    match recorded {
+        Recorded::Exists => anyhow::bail!(
+            "integration {id} exists; delete it through the admin API \
+             (DELETE /admin/v1/companies/<company>/integrations/{id}?confirm=<its name>), \
+             which also has its record state forgotten"
+        ),
+        Recorded::Now => eprintln!(
+            "integration {id} is recorded as deleted: each evaluator forgets its records' state \
+             at its next purge round (evaluator.purge_interval_secs)"
+        ),
+        Recorded::Already => eprintln!(
+            "integration {id} was already recorded as deleted: evaluators forget its records' \
+             state at each purge round"
+        ),
+    }
     Ok(())
 }

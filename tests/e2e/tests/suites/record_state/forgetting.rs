@@ -1,12 +1,14 @@
 //! Deleting an integration forgets its records' state: each replica writes a tombstone per
 //! record to the changelog (compaction then drops them) and removes them from its local store.
 //! An integration merely missing from the database (a replica pointed at the wrong one) keeps
-//! its records.
+//! its records, counted and named, until an operator records it as deleted
+//! (`crm-sync admin forget-integration`).
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_integrations_records_are_tombstoned_in_the_changelog_and_a_missing_ones_kept() {
+async fn a_deleted_integrations_records_are_tombstoned_and_a_missing_ones_kept_until_an_operator_says_so()
+ {
     let env = TestEnv::new("state-forget").await;
     let gone = Tenant::create(&env.pool, "forget-gone", true, true).await;
     let kept = Tenant::create(&env.pool, "forget-kept", true, true).await;
@@ -95,6 +97,61 @@ async fn a_deleted_integrations_records_are_tombstoned_in_the_changelog_and_a_mi
         .filter(|r| r.payload.is_empty())
         .count();
     assert_eq!(tombstones, 3);
+
+    // The missing one is counted; the command refuses an integration that exists, and records
+    // the missing one as deleted, whose records are then forgotten too.
+    assert_eq!(
+        metric(&evaluator, "crm_sync_evaluator_unknown_integrations", &[]).await,
+        1.0
+    );
+    let live = Tenant::create(&env.pool, "forget-live", true, true).await;
+    let refused = forget_integration(&env, live.integration_id);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("exists; delete it through the admin API"),
+        "{said}"
+    );
+    let recorded = forget_integration(&env, kept.integration_id);
+    let said = String::from_utf8_lossy(&recorded.stderr);
+    assert!(recorded.status.success(), "{said}");
+    assert!(said.contains("is recorded as deleted"), "{said}");
+    eventually(
+        "the missing integration's records forgotten",
+        WAIT,
+        || async {
+            let forgotten = metric(
+                &evaluator,
+                "crm_sync_evaluator_forgotten_records_total",
+                &[],
+            )
+            .await;
+            (forgotten >= 5.0).then_some(())
+        },
+    )
+    .await;
+    let last = last_states(&env).await;
+    for n in 0..2 {
+        let key = format!("{}/Opportunity/006FORGET{n:09}", kept.integration_id);
+        assert_eq!(last.get(&key), Some(&true), "{key}: a tombstone last");
+    }
+    eventually("no unknown integration left", WAIT, || async {
+        let unknown = metric(&evaluator, "crm_sync_evaluator_unknown_integrations", &[]).await;
+        (unknown == 0.0).then_some(())
+    })
+    .await;
+    let again = forget_integration(&env, kept.integration_id);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already recorded"));
+}
+
+fn forget_integration(env: &TestEnv, id: uuid::Uuid) -> std::process::Output {
+    std::process::Command::new(crm_sync_e2e::binary_path("crm-sync"))
+        .args(["admin", "forget-integration", "--id", &id.to_string()])
+        .env("CRM_SYNC__DATABASE__URL", &env.database_url)
+        .env_remove("CRM_SYNC_CONFIG")
+        .output()
+        .unwrap()
 }
 
 /// Per key of the changelog: whether its last record is a tombstone.
