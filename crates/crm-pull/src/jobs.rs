@@ -187,25 +187,12 @@ async fn run_passes<S: Sink>(
                 Err(error) => return Ok(Err(error)),
             };
             let count = page.events.len() as i64;
-            let events = page
-                .events
-                .into_iter()
-                .map(|mut e| {
-                    e.source_delivery_id = delivery_id(job);
-                    e
-                })
-                .collect();
+            let events = of_job(job, page.events);
             let published = holding_lease(pool, job, owner, config.lease, sink.publish(events));
             let published = match published.await? {
                 Ok(published) => published as i64,
                 // Nothing of the page counts as done: it is pulled and published again.
-                Err(error) => {
-                    return Ok(Err(PullError::Api(
-                        crm_sync_crm_directory::LookupError::Unavailable(format!(
-                            "publishing pulled records: {error}"
-                        )),
-                    )));
-                }
+                Err(error) => return Ok(Err(publish_failed(&error))),
             };
             progress.newest = progress.newest.max(page.newest);
             if page.delta.is_some() {
@@ -231,6 +218,25 @@ async fn run_passes<S: Sink>(
         }
     }
     Ok(Ok(Turn::Done))
+}
+
+/// A page's records, named as pulled by this job.
+fn of_job(job: &Job, events: Vec<CrmEvent>) -> Vec<CrmEvent> {
+    let delivery = delivery_id(job);
+    events
+        .into_iter()
+        .map(|mut e| {
+            e.source_delivery_id.clone_from(&delivery);
+            e
+        })
+        .collect()
+}
+
+/// A page that could not be published, as the job's error: the CRM answered, Kafka did not.
+fn publish_failed(error: &str) -> PullError {
+    PullError::Api(crm_sync_crm_directory::LookupError::Unavailable(format!(
+        "publishing pulled records: {error}"
+    )))
 }
 
 /// Runs `work` (a CRM page that is slow to come, a Kafka transaction that is slow to commit)

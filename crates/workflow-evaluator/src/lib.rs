@@ -130,6 +130,47 @@ fn start_trail(
     trail
 }
 
+/// The rounds forgetting deleted integrations' record state started.
+fn start_purge(
+    settings: &Settings,
+    store: &Arc<RecordStore>,
+    pool: &PgPool,
+    background: &mut Supervisor,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let purge = purge::Purge {
+        store: store.clone(),
+        pool: pool.clone(),
+        producer: crm_sync_kafka::clients::producer(
+            &settings.kafka,
+            &format!("{}-purge", SERVICE.name),
+        )?,
+        changelog: settings.topics.records.clone(),
+        interval: Duration::from_secs(settings.evaluator.purge_interval_secs),
+    };
+    background.spawn(
+        "record state of deleted integrations",
+        purge.run(shutdown.clone()),
+    );
+    Ok(())
+}
+
+/// The largest record state kept: a changelog message must fit both the producers'
+/// `message.max.bytes` and the changelog topic's `max.message.bytes`.
+async fn state_limit(settings: &Settings) -> anyhow::Result<state_limit::StateLimit> {
+    let changelog_max =
+        crm_sync_kafka::admin::check_changelog(&settings.kafka, &settings.topics.records).await?;
+    let producer_max = crm_sync_kafka::clients::max_message_bytes(&settings.kafka);
+    tracing::info!(
+        producer_max,
+        changelog_max,
+        "a record's state is kept while it fits in one message of both"
+    );
+    Ok(state_limit::StateLimit::new(
+        producer_max.min(changelog_max.unwrap_or(usize::MAX)),
+    ))
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     crm_sync_kafka::clients::validate(&settings.kafka)?;
     let metrics = crm_sync_runtime::ops::install_metrics()?;
@@ -146,16 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.topics.records,
     )
     .await?;
-    let changelog_max =
-        crm_sync_kafka::admin::check_changelog(&settings.kafka, &settings.topics.records).await?;
-    let producer_max = crm_sync_kafka::clients::max_message_bytes(&settings.kafka);
-    tracing::info!(
-        producer_max,
-        changelog_max,
-        "a record's state is kept while it fits in one message of both"
-    );
-    let state_limit =
-        state_limit::StateLimit::new(producer_max.min(changelog_max.unwrap_or(usize::MAX)));
+    let state_limit = state_limit(&settings).await?;
     let (store, wakes) = open_store(&settings)?;
     let snapshot = Arc::new(WorkflowSnapshot::default());
     let background = service.background();
@@ -167,20 +199,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "record state restorer",
         store::run_restorer(store.clone(), wakes),
     );
-    let purge = purge::Purge {
-        store: store.clone(),
-        pool: pool.clone(),
-        producer: crm_sync_kafka::clients::producer(
-            &settings.kafka,
-            &format!("{}-purge", SERVICE.name),
-        )?,
-        changelog: settings.topics.records.clone(),
-        interval: Duration::from_secs(settings.evaluator.purge_interval_secs),
-    };
-    background.spawn(
-        "record state of deleted integrations",
-        purge.run(shutdown.clone()),
-    );
+    start_purge(&settings, &store, &pool, background, &shutdown)?;
     let readiness = readiness(&pool, &snapshot, &store);
     let counts = counts::Counts::default();
     background.spawn(
