@@ -43,24 +43,9 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
     if request.method != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "GET only");
     }
-    let page_size = request
-        .headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|p| p.split("odata.maxpagesize=").nth(1))
-        .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(5000);
+    let page_size = page_size(request);
     if let Some((set, id)) = rest.strip_suffix(')').and_then(|r| r.split_once('(')) {
-        let object = object_of(set);
-        let records = shared.records.lock().unwrap();
-        let select = select(request);
-        return match records.get(&(object.clone(), id.to_owned())) {
-            Some(r) if r.deleted.is_none() => {
-                reply(StatusCode::OK, Value::Object(row(&object, id, r, &select)))
-            }
-            _ => error(StatusCode::NOT_FOUND, "Entity Does Not Exist"),
-        };
+        return one_row(shared, request, set, id);
     }
     let tracked = request
         .headers
@@ -110,6 +95,31 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         delta: None,
     };
     page(shared, request, rest, at)
+}
+
+/// `Prefer: odata.maxpagesize=N`, 5,000 without it.
+fn page_size(request: &Request) -> usize {
+    request
+        .headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|p| p.split("odata.maxpagesize=").nth(1))
+        .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(5000)
+}
+
+/// `<set>(<id>)`: one live row.
+fn one_row(shared: &Shared, request: &Request, set: &str, id: &str) -> Response {
+    let object = object_of(set);
+    let records = shared.records.lock().unwrap();
+    let select = select(request);
+    match records.get(&(object.clone(), id.to_owned())) {
+        Some(r) if r.deleted.is_none() => {
+            reply(StatusCode::OK, Value::Object(row(&object, id, r, &select)))
+        }
+        _ => error(StatusCode::NOT_FOUND, "Entity Does Not Exist"),
+    }
 }
 
 /// A tracked query: every live row (no `$deltatoken`), or what changed since the token.

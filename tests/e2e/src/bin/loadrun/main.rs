@@ -23,7 +23,7 @@
 mod cpu;
 mod report;
 
-use report::{PROVISIONER_HISTOGRAMS, print_histograms, print_lag};
+use report::{PROVISIONER_HISTOGRAMS, print_histograms, print_lag, print_rss, print_timelines};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -457,22 +457,22 @@ async fn main() {
     let evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
         .await;
-    let mut provisioner = None;
-    if !backlog {
-        provisioner = Some(env.start_service("provisioner", "provisioner", &[]).await);
-    }
+    let mut provisioner = if backlog {
+        None
+    } else {
+        Some(env.start_service("provisioner", "provisioner", &[]).await)
+    };
+    let later = if backlog {
+        ", provisioner started after the last request"
+    } else {
+        ""
+    };
     println!(
-        "loadrun: {total} events at {rate}/s for {seconds}s ({owners} owners{}); logs in {}",
-        if backlog {
-            ", provisioner started after the last request"
-        } else {
-            ""
-        },
+        "loadrun: {total} events at {rate}/s for {seconds}s ({owners} owners{later}); logs in {}",
         env.log_dir.display()
     );
-    let mut rss_start: Vec<(String, u64)> = [&ingest, &evaluator]
-        .into_iter()
-        .chain(&provisioner)
+    let mut rss_start: Vec<(String, u64)> = running(&ingest, &evaluator, &provisioner)
+        .iter()
         .map(|s| (s.name.clone(), memory_kib(s, "VmRSS")))
         .collect();
 
@@ -482,9 +482,8 @@ async fn main() {
     let sampler = spawn_lag_sampler(&env, lag_samples.clone());
 
     let mut processes = cpu::Groups {
-        services: [&ingest, &evaluator]
-            .into_iter()
-            .chain(&provisioner)
+        services: running(&ingest, &evaluator, &provisioner)
+            .iter()
             .filter_map(|s| Some((s.name.clone(), s.pid()?)))
             .collect(),
         run_backends: run_backends(&env).await,
@@ -497,28 +496,19 @@ async fn main() {
     if provisioner.is_none() {
         let started = env.start_service("provisioner", "provisioner", &[]).await;
         rss_start.push((started.name.clone(), memory_kib(&started, "VmRSS")));
+        // Started after the last request: its CPU counts from its start.
+        processes
+            .services
+            .extend(started.pid().map(|pid| (started.name.clone(), pid)));
         provisioner = Some(started);
     }
     let delivered = collector.await.unwrap();
     let total_secs = origin.elapsed().as_secs_f64();
-    if backlog && let Some(p) = &provisioner {
-        // Started after the last request: its CPU counts from its start.
-        processes
-            .services
-            .extend(p.pid().map(|pid| (p.name.clone(), pid)));
-    }
-    for pid in run_backends(&env).await {
-        if !processes.run_backends.contains(&pid) {
-            processes.run_backends.push(pid);
-        }
-    }
+    add_new_backends(&env, &mut processes).await;
     let cpu_end = cpu::read(&processes);
     sampler.abort();
     read_activity_rows(&env, &timelines).await;
-    let services: Vec<&Service> = [&ingest, &evaluator]
-        .into_iter()
-        .chain(&provisioner)
-        .collect();
+    let services = running(&ingest, &evaluator, &provisioner);
     let samples = lag_samples.lock().unwrap().clone();
 
     println!("\n== load run: {total} events offered at {rate}/s");
@@ -527,36 +517,30 @@ async fn main() {
         total as f64 / send_secs,
     );
     println!("delivered {delivered} of {total} ActivityChanged in {total_secs:.1}s");
-    print_hops("per hop (ms)", &timelines, 0);
-    if let Some(path) = text_arg("--timelines") {
-        write_timelines(&path, &timelines);
-    }
-    let first_sent = timelines
-        .iter()
-        .map(|t| t.sent.load(Ordering::Relaxed))
-        .filter(|us| *us > 0)
-        .min()
-        .unwrap_or(0);
-    if seconds * 1e6 > 2.0 * WARM_UP_US as f64 {
-        print_hops(
-            "steady state: sent after the first 10 s",
-            &timelines,
-            first_sent + WARM_UP_US,
-        );
-    }
+    print_timelines(&timelines, seconds);
     print_lag(&samples);
     cpu::print(&cpu_start, &cpu_end);
     if let Some(provisioner) = &provisioner {
         print_histograms(provisioner, PROVISIONER_HISTOGRAMS).await;
     }
-    for (s, (_, start)) in services.iter().zip(&rss_start) {
-        println!(
-            "RSS {:<20} start {:>7} KiB  end {:>7} KiB  peak {:>7} KiB",
-            s.name,
-            start,
-            memory_kib(s, "VmRSS"),
-            memory_kib(s, "VmHWM")
-        );
+    print_rss(&services, &rss_start);
+}
+
+/// The services started so far.
+fn running<'a>(
+    ingest: &'a Service,
+    evaluator: &'a Service,
+    provisioner: &'a Option<Service>,
+) -> Vec<&'a Service> {
+    [ingest, evaluator].into_iter().chain(provisioner).collect()
+}
+
+/// Backends the services' pools opened during the run count too.
+async fn add_new_backends(env: &TestEnv, processes: &mut cpu::Groups) {
+    for pid in run_backends(env).await {
+        if !processes.run_backends.contains(&pid) {
+            processes.run_backends.push(pid);
+        }
     }
 }
 

@@ -1,6 +1,11 @@
-//! What a run prints after the per-hop table: consumer lag and the provisioner's histograms.
+//! What a run prints: the per-hop tables, consumer lag, the provisioner's histograms and the
+//! services' memory.
+
+use std::sync::atomic::Ordering;
 
 use crm_sync_e2e::Service;
+
+use crate::{Timeline, WARM_UP_US, memory_kib, print_hops, text_arg, write_timelines};
 
 pub fn print_lag(samples: &[(i64, i64)]) {
     let max_lag = |f: fn(&(i64, i64)) -> i64| samples.iter().map(f).max().unwrap_or(0);
@@ -90,6 +95,46 @@ pub async fn print_histograms(service: &Service, names: &[&str]) {
             at(0.50),
             at(0.95),
             at(0.99)
+        );
+    }
+}
+
+/// Each hop's figures over the whole run and in the steady state; the timelines written out
+/// when `--timelines FILE` asks for them.
+pub fn print_timelines(timelines: &[Timeline], seconds: f64) {
+    print_hops("per hop (ms)", timelines, 0);
+    if let Some(path) = text_arg("--timelines") {
+        write_timelines(&path, timelines);
+    }
+    if seconds * 1e6 > 2.0 * WARM_UP_US as f64 {
+        print_steady_state(timelines);
+    }
+}
+
+/// The hops of the events sent after the first ten seconds.
+fn print_steady_state(timelines: &[Timeline]) {
+    let first_sent = timelines
+        .iter()
+        .map(|t| t.sent.load(Ordering::Relaxed))
+        .filter(|us| *us > 0)
+        .min()
+        .unwrap_or(0);
+    print_hops(
+        "steady state: sent after the first 10 s",
+        timelines,
+        first_sent + WARM_UP_US,
+    );
+}
+
+/// Each service's memory at the start, at the end, and at its peak.
+pub fn print_rss(services: &[&Service], rss_start: &[(String, u64)]) {
+    for (s, (_, start)) in services.iter().zip(rss_start) {
+        println!(
+            "RSS {:<20} start {:>7} KiB  end {:>7} KiB  peak {:>7} KiB",
+            s.name,
+            start,
+            memory_kib(s, "VmRSS"),
+            memory_kib(s, "VmHWM")
         );
     }
 }
