@@ -44,29 +44,10 @@ async fn a_deleted_integrations_records_are_tombstoned_and_a_missing_ones_kept_u
         .execute(&env.pool)
         .await
         .unwrap();
-    eventually(
-        "the deleted integration's records forgotten",
-        WAIT,
-        || async {
-            let forgotten = metric(
-                &evaluator,
-                "crm_sync_evaluator_forgotten_records_total",
-                &[],
-            )
-            .await;
-            (forgotten >= 3.0).then_some(())
-        },
-    )
-    .await;
+    forgotten_at_least(&evaluator, 3.0).await;
     let last = last_states(&env).await;
-    for n in 0..3 {
-        let key = format!("{}/Opportunity/006FORGET{n:09}", gone.integration_id);
-        assert_eq!(last.get(&key), Some(&true), "{key}: a tombstone last");
-    }
-    for n in 0..2 {
-        let key = format!("{}/Opportunity/006FORGET{n:09}", kept.integration_id);
-        assert_eq!(last.get(&key), Some(&false), "{key}: its state last");
-    }
+    last_are(&last, &gone, 3, true);
+    last_are(&last, &kept, 2, false);
 
     // Gone from the local store too: later rounds find nothing more to forget.
     let rounds = || {
@@ -116,25 +97,8 @@ async fn a_deleted_integrations_records_are_tombstoned_and_a_missing_ones_kept_u
     let said = String::from_utf8_lossy(&recorded.stderr);
     assert!(recorded.status.success(), "{said}");
     assert!(said.contains("is recorded as deleted"), "{said}");
-    eventually(
-        "the missing integration's records forgotten",
-        WAIT,
-        || async {
-            let forgotten = metric(
-                &evaluator,
-                "crm_sync_evaluator_forgotten_records_total",
-                &[],
-            )
-            .await;
-            (forgotten >= 5.0).then_some(())
-        },
-    )
-    .await;
-    let last = last_states(&env).await;
-    for n in 0..2 {
-        let key = format!("{}/Opportunity/006FORGET{n:09}", kept.integration_id);
-        assert_eq!(last.get(&key), Some(&true), "{key}: a tombstone last");
-    }
+    forgotten_at_least(&evaluator, 5.0).await;
+    last_are(&last_states(&env).await, &kept, 2, true);
     eventually("no unknown integration left", WAIT, || async {
         let unknown = metric(&evaluator, "crm_sync_evaluator_unknown_integrations", &[]).await;
         (unknown == 0.0).then_some(())
@@ -152,6 +116,31 @@ fn forget_integration(env: &TestEnv, id: uuid::Uuid) -> std::process::Output {
         .env_remove("CRM_SYNC_CONFIG")
         .output()
         .unwrap()
+}
+
+async fn forgotten_at_least(evaluator: &Service, records: f64) {
+    eventually("the records forgotten", WAIT, || async {
+        let forgotten = metric(evaluator, "crm_sync_evaluator_forgotten_records_total", &[]).await;
+        (forgotten >= records).then_some(())
+    })
+    .await;
+}
+
+/// Whether the tenant's first `records` records' last changelog entry is a tombstone.
+fn last_are(
+    last: &std::collections::HashMap<String, bool>,
+    tenant: &Tenant,
+    records: usize,
+    tombstone: bool,
+) {
+    for n in 0..records {
+        let key = format!("{}/Opportunity/006FORGET{n:09}", tenant.integration_id);
+        assert_eq!(
+            last.get(&key),
+            Some(&tombstone),
+            "{key}: tombstone last {tombstone}"
+        );
+    }
 }
 
 /// Per key of the changelog: whether its last record is a tombstone.
