@@ -7,8 +7,8 @@
 #   proto      `buf lint` and `buf breaking` against proto/baseline (the last release's contracts)
 #   probe      the image's health probe (deploy/docker/healthcheck.rs) against a live HTTP server
 #   alerts     deploy/alerts/crm-sync.rules.yml: `promtool check rules`, its unit tests, every
-#              metric it names exported by a service, the same groups in the Kubernetes
-#              PrometheusRule and loaded by compose's Prometheus
+#              metric it (and the Grafana dashboard) names exported by a service, the same groups
+#              in the Kubernetes PrometheusRule and loaded by compose's Prometheus
 #   self-test  each check above fails on deliberately broken input (copies in a temp dir)
 #
 #   deploy/validate.sh              all checks, then the self-test (what CI runs)
@@ -231,9 +231,9 @@ check_probe() {
 ALERT_RULES=deploy/alerts/crm-sync.rules.yml
 PROMETHEUS_RULE=deploy/k8s/components/prometheus-operator/prometheusrule.yaml
 
-# check_alerts ROOT: the rules parse; every crm-sync metric they name is one a service exports
-# (crates/*/src/metric_definitions.rs); the PrometheusRule carries the same groups and compose's
-# Prometheus loads the file; then the rules' unit tests.
+# check_alerts ROOT: the rules parse; every crm-sync metric they and the Grafana dashboard name is
+# one a service exports (crates/*/src/metric_definitions.rs); the PrometheusRule carries the same
+# groups and compose's Prometheus loads the file; then the rules' unit tests.
 check_alerts() {
   local root=$1
   "$PROMTOOL" check rules "$root/$ALERT_RULES" >/dev/null || { echo "alerts: promtool check rules failed" >&2; return 1; }
@@ -250,6 +250,15 @@ for group in rules["groups"]:
         for name in re.findall(r"\bcrm_sync_[a-z0-9_]+", rule["expr"]):
             if name not in exported and re.sub(r"_(bucket|sum|count)$", "", name) not in exported:
                 errors.append(f"{rule['alert']}: no service exports {name}")
+# The Grafana dashboard, panel by panel: a metric renamed or gone leaves an empty graph nobody
+# notices until the night it is needed.
+import json
+dashboard = json.load(open(f"{root}/deploy/compose/grafana/dashboards/crm-sync.json"))
+for panel in dashboard["panels"]:
+    for target in panel.get("targets", []):
+        for name in re.findall(r"\bcrm_sync_[a-z0-9_]+", target.get("expr", "")):
+            if name not in exported and re.sub(r"_(bucket|sum|count)$", "", name) not in exported:
+                errors.append(f"dashboard panel {panel['title']!r}: no service exports {name}")
 if yaml.safe_load(open(f"{root}/{operator_path}"))["spec"]["groups"] != rules["groups"]:
     errors.append(f"{operator_path} differs from {rules_path}: run deploy/validate.sh sync-alerts")
 prometheus = yaml.safe_load(open(f"{root}/deploy/compose/prometheus.yml"))
@@ -358,7 +367,8 @@ self_test() {
   sed 's/Ok(code) if (200..300).contains(&code)/Ok(_)/' "$ROOT/deploy/docker/healthcheck.rs" >"$work/healthcheck.rs"
   expect_failure "probe: accepting any status" 'a 404 passed' check_probe "$work/healthcheck.rs"
 
-  # Alerts: a threshold no test expects, a metric no service exports, a PrometheusRule left behind.
+  # Alerts: a threshold no test expects, a metric no service exports (in a rule, in a dashboard
+  # panel), a PrometheusRule left behind.
   alert_copy() {
     mkdir -p "$work/$1" && cp -r "$ROOT/deploy" "$ROOT/docker-compose.yml" "$work/$1/" && ln -s "$ROOT/crates" "$work/$1/crates"
   }
@@ -372,6 +382,10 @@ self_test() {
   (ROOT=$work/alerts-metric sync_alerts)
   expect_failure "alerts: a metric no service exports" "no service exports crm_sync_retry_total" \
     check_alerts "$work/alerts-metric"
+  alert_copy alerts-dashboard
+  sed -i 's/crm_sync_consumer_lag)/crm_sync_consumer_lags)/' "$work/alerts-dashboard/deploy/compose/grafana/dashboards/crm-sync.json"
+  expect_failure "alerts: a dashboard panel naming a metric no service exports" \
+    "no service exports crm_sync_consumer_lags" check_alerts "$work/alerts-dashboard"
   alert_copy alerts-drift
   sed -i 's/for: 15m/for: 5m/' "$work/alerts-drift/$PROMETHEUS_RULE"
   expect_failure "alerts: a PrometheusRule that differs" "differs from" check_alerts "$work/alerts-drift"
