@@ -69,6 +69,9 @@ function showStatus(status) {
   const b = status.active_backfill;
   $('sync-status').replaceChildren(
     ...fact('Last webhook received', status.last_webhook_at ? time(status.last_webhook_at) : 'never'),
+    ...(status.last_refused_webhook_at
+      ? fact('Last webhook request refused', `${time(status.last_refused_webhook_at)}: ${status.last_webhook_refusal}`)
+      : []),
     ...fact('Last reconciliation', reconciliation),
     ...fact('Missed webhooks fixed', `${status.missed_webhooks_fixed}${status.last_fixed_at ? ` (last ${time(status.last_fixed_at)})` : ''}`),
     ...fact('Backfill in progress', b ? `${b.state}: ${progressText(b)}` : 'none'));

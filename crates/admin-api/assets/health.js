@@ -1,6 +1,6 @@
 // Each integration's health in the integrations table: ok / red / idle with the reasons in
-// words, when its CRM last reached us, events in the last hour and the share that counted,
-// dead letters, failing directory lookups, and what matched in the last hour. Filled in after the
+// words, when its CRM last reached us (and when a request of it was last refused, and why),
+// events in the last hour and the share that counted, dead letters, failing directory lookups, and what matched in the last hour. Filled in after the
 // table is drawn (one request per integration). Uses the helpers of app.js, loaded before it.
 'use strict';
 
@@ -19,6 +19,7 @@ function showHealth(cell, h) {
   const lines = [
     el('span', { class: `badge health-${h.state}`, text: HEALTH_LABELS[h.state] || h.state }),
     el('div', { text: `Last webhook ${ago(h.last_webhook_at)}` }),
+    h.last_refused_webhook_at ? el('div', { text: `Last refused request ${ago(h.last_refused_webhook_at)}: ${h.last_webhook_refusal}` }) : null,
     el('div', { text: `Last hour: ${h.events_last_hour} events, ${share(h.matched_share_last_hour)} counted` }),
     el('div', { text: `Last hour: ${h.matched_last_hour} matched (${h.unmapped_last_hour} unmapped), ${h.retracted_last_hour} retracted` }),
     el('div', { text: `Dead letters: ${h.dead_letters_last_hour} last hour, ${h.dead_letters_last_day} last day` }),

@@ -1,5 +1,6 @@
-//! Per integration, whether its data is flowing: the last webhook, the last reconciliation and
-//! how many missed webhooks pulls have made up for. Each writer touches only its own columns.
+//! Per integration, whether its data is flowing: the last webhook, the last webhook request
+//! refused, the last reconciliation and how many missed webhooks pulls have made up for. Each
+//! writer touches only its own columns.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -9,6 +10,9 @@ use uuid::Uuid;
 pub struct SyncStatus {
     pub integration_id: Uuid,
     pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_refused_webhook_at: Option<DateTime<Utc>>,
+    /// Its status, code and message, e.g. `401 invalid_signature: …`.
+    pub last_webhook_refusal: Option<String>,
     pub last_reconciliation_at: Option<DateTime<Utc>>,
     pub last_reconciliation_job: Option<Uuid>,
     pub last_reconciliation_scanned: i64,
@@ -38,6 +42,42 @@ pub async fn record_webhook(
     )
     .bind(integration_id)
     .bind(at)
+    .bind(precision_secs)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The longest refusal kept: a malformed body's parse error may quote much of it.
+const MAX_REFUSAL_BYTES: usize = 1000;
+
+/// A webhook request of the integration was refused at `at` (`refusal`: its status, code and
+/// message, which never hold a secret). Throttled like [`record_webhook`].
+pub async fn record_webhook_refusal(
+    pool: &PgPool,
+    integration_id: Uuid,
+    at: DateTime<Utc>,
+    refusal: &str,
+    precision_secs: f64,
+) -> Result<(), sqlx::Error> {
+    let mut end = refusal.len().min(MAX_REFUSAL_BYTES);
+    while !refusal.is_char_boundary(end) {
+        end -= 1;
+    }
+    sqlx::query(
+        "INSERT INTO integration_sync_status
+             (integration_id, last_refused_webhook_at, last_webhook_refusal)
+         SELECT id, $2, $3 FROM integrations WHERE id = $1
+         ON CONFLICT (integration_id) DO UPDATE
+         SET last_refused_webhook_at = EXCLUDED.last_refused_webhook_at,
+             last_webhook_refusal = EXCLUDED.last_webhook_refusal, updated_at = now()
+         WHERE integration_sync_status.last_refused_webhook_at IS NULL
+            OR integration_sync_status.last_refused_webhook_at
+               < EXCLUDED.last_refused_webhook_at - $4::float8 * interval '1 second'",
+    )
+    .bind(integration_id)
+    .bind(at)
+    .bind(refusal[..end].replace('\0', ""))
     .bind(precision_secs)
     .execute(pool)
     .await?;
@@ -123,7 +163,8 @@ pub async fn get(
     integration_id: Uuid,
 ) -> Result<Option<SyncStatus>, sqlx::Error> {
     let row: Option<SyncStatus> = sqlx::query_as(
-        "SELECT i.id AS integration_id, s.last_webhook_at, s.last_reconciliation_at,
+        "SELECT i.id AS integration_id, s.last_webhook_at, s.last_refused_webhook_at,
+                s.last_webhook_refusal, s.last_reconciliation_at,
                 s.last_reconciliation_job,
                 coalesce(s.last_reconciliation_scanned, 0) AS last_reconciliation_scanned,
                 coalesce(s.last_reconciliation_published, 0) AS last_reconciliation_published,

@@ -265,6 +265,10 @@ pub struct SyncStatusView {
     pub integration_id: Uuid,
     /// When the CRM last reached ingest (precise to a few seconds); null if never.
     pub last_webhook_at: Option<DateTime<Utc>>,
+    /// When ingest last refused one of the integration's webhook requests, and why (status,
+    /// code and message); null if never.
+    pub last_refused_webhook_at: Option<DateTime<Utc>>,
+    pub last_webhook_refusal: Option<String>,
     /// Null until a reconciliation has run.
     pub last_reconciliation: Option<ReconciliationView>,
     /// Records pulls found changed that no webhook had brought: webhooks the CRM never delivered.
@@ -296,6 +300,8 @@ pub async fn sync_status(
     Ok(Json(SyncStatusView {
         integration_id: status.integration_id,
         last_webhook_at: status.last_webhook_at,
+        last_refused_webhook_at: status.last_refused_webhook_at,
+        last_webhook_refusal: status.last_webhook_refusal.clone(),
         last_reconciliation: status.last_reconciliation_at.map(|at| ReconciliationView {
             at,
             job_id: status.last_reconciliation_job,

@@ -1,9 +1,10 @@
-//! An integration's health at a glance: when its CRM last reached us, how many events arrived
-//! in the last hour and which share some workflow counted (from the record trail), what matched,
-//! dead letters, CRM users whose directory lookup is failing, the last reconciliation, and a red
-//! state when nothing arrived for longer than the company's `silence_alert_minutes` while
-//! workflows are active, or messages were dead-lettered in the last hour (an integration
-//! without active workflows expects nothing and is `idle`).
+//! An integration's health at a glance: when its CRM last reached us, and when (and why) one of
+//! its requests was last refused, how many events arrived in the last hour and which share some
+//! workflow counted (from the record trail), what matched, dead letters, CRM users whose
+//! directory lookup is failing, the last reconciliation, and a red state when nothing arrived for
+//! longer than the company's `silence_alert_minutes` while workflows are active, webhook requests
+//! were refused or messages dead-lettered in the last hour (an integration without active
+//! workflows expects nothing and is `idle`).
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -32,6 +33,11 @@ pub struct HealthView {
     pub reasons: Vec<String>,
     /// When the CRM last delivered a webhook (precise to a few seconds).
     pub last_webhook_at: Option<DateTime<Utc>>,
+    /// When ingest last refused a webhook request of the integration (a signature that does not
+    /// match, a malformed body, a value that cannot be stored, a rate limit), and why: status,
+    /// code and message, e.g. `401 invalid_signature: …`.
+    pub last_refused_webhook_at: Option<DateTime<Utc>>,
+    pub last_webhook_refusal: Option<String>,
     pub last_reconciliation_at: Option<DateTime<Utc>>,
     pub last_reconciliation_error: Option<String>,
     pub active_workflows: i64,
@@ -55,14 +61,39 @@ pub struct HealthView {
     pub directory_lookups_failing: i64,
 }
 
+/// What ingest recorded of the integration's webhook requests.
+struct Webhooks<'a> {
+    last_accepted: Option<DateTime<Utc>>,
+    last_refused: Option<(DateTime<Utc>, &'a str)>,
+}
+
+impl Webhooks<'_> {
+    /// A request refused in the last hour, in words, and whether any was accepted since.
+    fn refused_reason(&self, now: DateTime<Utc>) -> Option<String> {
+        let (at, refusal) = self.last_refused?;
+        if now - at > Duration::hours(1) {
+            return None;
+        }
+        let since = match self.last_accepted {
+            Some(accepted) if accepted > at => "",
+            _ => "; none was accepted since",
+        };
+        Some(format!(
+            "webhook requests were refused in the last hour (the last {} min ago: {refusal}){since}",
+            (now - at).num_minutes()
+        ))
+    }
+}
+
 /// The state and its reasons from the figures, as of `now`.
 fn judge(
     h: &store::HealthRow,
     figures: &Figures,
-    last_webhook_at: Option<DateTime<Utc>>,
+    webhooks: &Webhooks<'_>,
     reconciliation_error: Option<&str>,
     now: DateTime<Utc>,
 ) -> (String, Vec<String>) {
+    let last_webhook_at = webhooks.last_accepted;
     if h.active_workflows == 0 {
         return (
             "idle".into(),
@@ -83,6 +114,9 @@ fn judge(
             h.silence_alert_minutes
         )),
         Some(_) => {}
+    }
+    if let Some(reason) = webhooks.refused_reason(now) {
+        reasons.push(reason);
     }
     if let Some(error) = reconciliation_error {
         reasons.push(format!("the last reconciliation failed: {error}"));
@@ -123,10 +157,16 @@ pub async fn get(
         .or_not_found("integration")?;
     let figures =
         crm_sync_store::trail::figures(&state.pool, caller.company(), p.integration_id).await?;
+    let webhooks = Webhooks {
+        last_accepted: sync.last_webhook_at,
+        last_refused: sync
+            .last_refused_webhook_at
+            .zip(sync.last_webhook_refusal.as_deref()),
+    };
     let (verdict, reasons) = judge(
         &health,
         &figures,
-        sync.last_webhook_at,
+        &webhooks,
         sync.last_reconciliation_error.as_deref(),
         Utc::now(),
     );
@@ -135,6 +175,8 @@ pub async fn get(
         state: verdict,
         reasons,
         last_webhook_at: sync.last_webhook_at,
+        last_refused_webhook_at: sync.last_refused_webhook_at,
+        last_webhook_refusal: sync.last_webhook_refusal.clone(),
         last_reconciliation_at: sync.last_reconciliation_at,
         last_reconciliation_error: sync.last_reconciliation_error,
         active_workflows: health.active_workflows,
@@ -149,4 +191,46 @@ pub async fn get(
         dead_letters_last_day: figures.dead_letters_last_day,
         directory_lookups_failing: figures.directory_lookups_failing,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_in_the_last_hour_is_a_reason_saying_whether_any_was_accepted_since() {
+        let now = Utc::now();
+        let refused = |minutes_ago, accepted_minutes_ago: Option<i64>| {
+            Webhooks {
+                last_accepted: accepted_minutes_ago.map(|m| now - Duration::minutes(m)),
+                last_refused: Some((
+                    now - Duration::minutes(minutes_ago),
+                    "401 invalid_token: no",
+                )),
+            }
+            .refused_reason(now)
+        };
+        let none_since = refused(5, None).unwrap();
+        assert!(
+            none_since.contains("the last 5 min ago: 401 invalid_token: no"),
+            "{none_since}"
+        );
+        assert!(
+            none_since.ends_with("none was accepted since"),
+            "{none_since}"
+        );
+        assert!(
+            refused(5, Some(10))
+                .unwrap()
+                .ends_with("none was accepted since")
+        );
+        let recovered = refused(5, Some(1)).unwrap();
+        assert!(!recovered.contains("none was accepted"), "{recovered}");
+        assert_eq!(refused(61, None), None);
+        let never = Webhooks {
+            last_accepted: None,
+            last_refused: None,
+        };
+        assert_eq!(never.refused_reason(now), None);
+    }
 }

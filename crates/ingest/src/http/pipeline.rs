@@ -103,11 +103,23 @@ pub(crate) async fn handle<F: WebhookFormat>(
     serve(F::ENDPOINT, integration_id, &trace, || async move {
         let resolved = state.integration(F::ENDPOINT, integration_id).await?;
         let now = Utc::now();
-        let events = F::events(&state, &resolved, Webhook { parts, body }, now).await?;
-        state.accept(&resolved, &events, now).await?;
+        let received = async {
+            let events = F::events(&state, &resolved, Webhook { parts, body }, now).await?;
+            state.accept(&resolved, &events, now).await?;
+            Ok::<_, ApiError>(events.len())
+        };
+        // A refusal of an integration's request is the CRM's (or its set-up's) to fix: its
+        // health says so, rather than only that no webhook arrives. Our own failures (5xx) are
+        // not the CRM's.
+        let accepted = received.await.inspect_err(|error| {
+            if error.status.is_client_error() {
+                let id = resolved.integration.id;
+                state.webhooks_seen.refused(&state.pool, id, now, error);
+            }
+        })?;
         Ok(Accepted {
-            notifications: events.len(),
-            response: F::answer(events.len()),
+            notifications: accepted,
+            response: F::answer(accepted),
         })
     })
     .await

@@ -1,6 +1,7 @@
-//! When each integration's CRM last reached us, for its sync status: written at most once per
-//! [`PRECISION`] per integration and process, off the request path (a busy integration costs one
-//! database write every few seconds, and a slow database never delays an answer to the CRM).
+//! When each integration's CRM last reached us, and when (and why) one of its requests was last
+//! refused, for its sync status and health: each written at most once per [`PRECISION`] per
+//! integration and process, off the request path (a busy integration costs one database write
+//! every few seconds, and a slow database never delays an answer to the CRM).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +11,8 @@ use chrono::{DateTime, Utc};
 use crm_sync_store::sqlx::PgPool;
 use uuid::Uuid;
 
+use super::refuse::ApiError;
+
 /// How precise the recorded time of the last webhook is.
 pub const PRECISION: Duration = Duration::from_secs(10);
 /// Integrations remembered at most; the memory is cleared beyond it (costing one write each).
@@ -17,14 +20,15 @@ const MAX_INTEGRATIONS: usize = 100_000;
 
 #[derive(Default)]
 pub struct WebhooksSeen {
-    last_written: Mutex<HashMap<Uuid, Instant>>,
+    accepted: Throttle,
+    refused: Throttle,
 }
 
 impl WebhooksSeen {
     /// Notes an accepted webhook of the integration, writing it when the last write from this
     /// process is older than [`PRECISION`].
     pub fn accepted(&self, pool: &PgPool, integration_id: Uuid, at: DateTime<Utc>) {
-        if !self.due(integration_id, Instant::now()) {
+        if !self.accepted.due(integration_id, Instant::now()) {
             return;
         }
         let pool = pool.clone();
@@ -42,6 +46,48 @@ impl WebhooksSeen {
         });
     }
 
+    /// Notes a webhook request of the integration that was refused (a 4xx), as the first
+    /// refused after [`PRECISION`] is written.
+    pub fn refused(
+        &self,
+        pool: &PgPool,
+        integration_id: Uuid,
+        at: DateTime<Utc>,
+        error: &ApiError,
+    ) {
+        if !self.refused.due(integration_id, Instant::now()) {
+            return;
+        }
+        let refusal = format!(
+            "{} {}: {}",
+            error.status.as_u16(),
+            error.code,
+            error.message
+        );
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crm_sync_store::sync_status::record_webhook_refusal(
+                &pool,
+                integration_id,
+                at,
+                &refusal,
+                PRECISION.as_secs_f64(),
+            )
+            .await
+            {
+                tracing::warn!(%integration_id, error = %e, "recording a refused webhook request failed");
+            }
+        });
+    }
+}
+
+/// When this process last wrote each integration's time.
+#[derive(Default)]
+struct Throttle {
+    last_written: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl Throttle {
     fn due(&self, integration_id: Uuid, now: Instant) -> bool {
         let mut last = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
         if last
@@ -64,7 +110,7 @@ mod tests {
 
     #[test]
     fn one_write_per_integration_per_precision() {
-        let seen = WebhooksSeen::default();
+        let seen = Throttle::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let t0 = Instant::now();
         assert!(seen.due(a, t0));

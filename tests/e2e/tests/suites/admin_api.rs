@@ -15,6 +15,7 @@ mod admin_people;
 mod admin_polish;
 use crate::admin_support;
 mod admin_trail;
+mod webhook_refusals;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -348,6 +348,7 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
     assert_eq!(
         empty,
         json!({"integration_id": tenant.integration_id, "last_webhook_at": null,
+               "last_refused_webhook_at": null, "last_webhook_refusal": null,
                "last_reconciliation": null, "missed_webhooks_fixed": 0, "last_fixed_at": null,
                "active_backfill": null})
     );
