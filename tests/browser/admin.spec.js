@@ -237,6 +237,7 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await page.getByRole('link', { name: 'Integrations' }).click();
   await expect(health).toContainText('OK');
   await expect(health).toContainText(/Last webhook (just now|\d+ min ago)/);
+  await expect(health).toContainText('Last refused request 2 h ago: 401 invalid_signature');
   await expect(health).toContainText('Last hour: 1 matched (0 unmapped)');
   await expect(health).not.toContainText('null');
   await shot(page, '07c-health');

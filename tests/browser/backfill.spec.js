@@ -44,6 +44,7 @@ test('an admin starts a backfill, watches it move and cancels it', async ({ page
   const status = page.locator('#sync-status');
   await expect(status).toContainText('120 scanned, 3 published, 4 API calls');
   await expect(status).toContainText(/Missed webhooks fixed\s*3/);
+  await expect(status).toContainText(/Last webhook request refused\s*.*401 invalid_signature/);
   await expect(status).toContainText(/Backfill in progress\s*none/);
 
   // The date picker starts 30 days back; an object no workflow reads is refused, naming it.

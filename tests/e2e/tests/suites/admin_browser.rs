@@ -89,6 +89,16 @@ async fn the_management_page_in_headless_chromium() {
     sync_status::record_webhook(&env.pool, tenant.integration_id, now, 0.0)
         .await
         .unwrap();
+    // A request refused two hours ago (a signing secret since fixed): shown, but not red.
+    sync_status::record_webhook_refusal(
+        &env.pool,
+        tenant.integration_id,
+        now - chrono::Duration::hours(2),
+        "401 invalid_signature: the signature does not match the integration's secret",
+        0.0,
+    )
+    .await
+    .unwrap();
     sync_status::record_reconciliation(&env.pool, tenant.integration_id, now, &run)
         .await
         .unwrap();
