@@ -34,7 +34,8 @@ pub struct HealthView {
     /// When the CRM last delivered a webhook (precise to a few seconds).
     pub last_webhook_at: Option<DateTime<Utc>>,
     /// When ingest last refused a webhook request of the integration (a signature that does not
-    /// match, a malformed body, a value that cannot be stored, a rate limit), and why: status,
+    /// match, a malformed body, a value that cannot be stored; not a rate limit, which only
+    /// asks the CRM to retry), and why: status,
     /// code and message, e.g. `401 invalid_signature: …`.
     pub last_refused_webhook_at: Option<DateTime<Utc>>,
     pub last_webhook_refusal: Option<String>,

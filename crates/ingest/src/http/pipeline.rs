@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use crm_sync_kafka::OutgoingMessage;
@@ -110,9 +110,9 @@ pub(crate) async fn handle<F: WebhookFormat>(
         };
         // A refusal of an integration's request is the CRM's (or its set-up's) to fix: its
         // health says so, rather than only that no webhook arrives. Our own failures (5xx) are
-        // not the CRM's.
+        // not the CRM's, and a rate limit only asks it to retry later.
         let accepted = received.await.inspect_err(|error| {
-            if error.status.is_client_error() {
+            if error.status.is_client_error() && error.status != StatusCode::TOO_MANY_REQUESTS {
                 let id = resolved.integration.id;
                 state.webhooks_seen.refused(&state.pool, id, now, error);
             }

@@ -46,7 +46,8 @@ impl WebhooksSeen {
         });
     }
 
-    /// Notes a webhook request of the integration that was refused (a 4xx), as the first
+    /// Notes a webhook request of the integration that was refused (a 4xx other than a rate
+    /// limit), as the first
     /// refused after [`PRECISION`] is written.
     pub fn refused(
         &self,

@@ -198,6 +198,12 @@ async fn an_integration_over_its_rate_gets_429_with_retry_after_and_others_do_no
         "another integration has its own budget: {}",
         answer.body
     );
+    // A rate limit only asks the CRM to retry: the integration's health is not told of it.
+    let status = crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.last_webhook_refusal, None);
 
     let request_id = limited.json()["request_id"].as_str().unwrap().to_owned();
     let log_file = ingest.log_file.clone();
