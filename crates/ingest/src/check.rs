@@ -56,9 +56,14 @@ pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// A value that cannot be stored; `field` names where it is.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    /// A value that cannot be stored; `field` names where it is, `record` (`<object>/<id>`)
+    /// which of a request's records holds it, where its id can be told.
+    #[error("{}{field}: {reason}", record_prefix(.record.as_deref()))]
+    Invalid {
+        record: Option<String>,
+        field: String,
+        reason: String,
+    },
     #[error(
         "the request carries {count} events, more than the limit of {limit} per request (ingest.max_events_per_request); send fewer at once"
     )]
@@ -74,6 +79,26 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal of a value of `e`, naming `e` where its object and id are valid.
+    fn in_record(self, e: &CrmEvent) -> Refusal {
+        match self {
+            Refusal::Invalid {
+                record: None,
+                field,
+                reason,
+            } if event::valid_object_type(&e.object_type)
+                && event::valid_record_id(&e.record_id) =>
+            {
+                Refusal::Invalid {
+                    record: Some(format!("{}/{}", e.object_type, e.record_id)),
+                    field,
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The stable code of the refusal: a 4xx body's `error`, a dead letter's reason.
     pub fn code(&self) -> &'static str {
         match self {
@@ -84,14 +109,20 @@ impl Refusal {
     }
 }
 
+fn record_prefix(record: Option<&str>) -> String {
+    record.map(|r| format!("record {r}: ")).unwrap_or_default()
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Refusal {
     Refusal::Invalid {
+        record: None,
         field: field.into(),
         reason: reason.into(),
     }
 }
 
-/// Checks the events of one request.
+/// Checks the events of one request. A refusal names the record, so that the CRM's admin can
+/// tell which of a request's records to fix (unless its id or object is what is wrong).
 pub fn events(events: &[CrmEvent], limits: &Limits) -> Result<(), Refusal> {
     if events.len() > limits.max_events_per_request {
         return Err(Refusal::TooManyEvents {
@@ -99,7 +130,9 @@ pub fn events(events: &[CrmEvent], limits: &Limits) -> Result<(), Refusal> {
             limit: limits.max_events_per_request,
         });
     }
-    events.iter().try_for_each(|e| one(e, limits))
+    events
+        .iter()
+        .try_for_each(|e| one(e, limits).map_err(|refusal| refusal.in_record(e)))
 }
 
 /// Checks one event, whichever way it came (a webhook, a pull).
@@ -258,6 +291,27 @@ mod tests {
             Err(Refusal::Invalid { field, .. }) => field,
             other => panic!("expected a refused field, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refused_value_names_its_record_unless_the_id_is_what_is_wrong() {
+        let mut bad_owner = base();
+        bad_owner.record_id = "006B".into();
+        bad_owner.owner = Some(crm_sync_proto::v1::CrmUser {
+            crm_user_id: "005\u{1}".into(),
+            ..Default::default()
+        });
+        let refusal = events(&[base(), bad_owner], &Limits::default()).unwrap_err();
+        assert!(
+            refusal
+                .to_string()
+                .starts_with("record Opportunity/006B: owner.crm_user_id: "),
+            "{refusal}"
+        );
+        let mut bad_id = base();
+        bad_id.record_id = "006/B".into();
+        let refusal = events(&[bad_id], &Limits::default()).unwrap_err();
+        assert!(refusal.to_string().starts_with("record_id: "), "{refusal}");
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub fn statuses(crm: &str, events: &[CrmEvent]) -> Result<Vec<UserStatus>, Refus
         };
         let Some(flag) = flag else {
             return Err(Refusal::Invalid {
+                record: None,
                 field: format!("fields.{}", user.field),
                 reason: format!(
                     "{} {} says whether the CRM user is active and must be true or false",

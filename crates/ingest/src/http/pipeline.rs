@@ -356,6 +356,7 @@ impl AppState {
             .map_err(|e| match crm_sync_runtime::refusal::refused_value(&e) {
                 // Retrying would fail the same way: the sender must fix the value.
                 Some(reason) => refuse::refused(crate::check::Refusal::Invalid {
+                    record: None,
                     field: "record_id".into(),
                     reason: format!("the CRM user's id cannot be stored ({reason})"),
                 }),

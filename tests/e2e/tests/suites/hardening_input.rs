@@ -237,6 +237,11 @@ async fn ingest_refuses_values_that_cannot_be_stored_naming_the_field() {
         assert_eq!(body["error"], code, "{body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains(field), "{message}");
+        // Which of the request's records to fix, unless its id is what is wrong.
+        if code == "invalid_value" && field != "record_id" {
+            let record = format!("record Opportunity/{record_id}: {field}");
+            assert!(message.starts_with(&record), "{message}");
+        }
     }
     // A control character (written as XML allows it) in the owner id.
     let (got, body) =
