@@ -4,11 +4,13 @@
 //! every few seconds, and a slow database never delays an answer to the CRM).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use crm_sync_store::sqlx::PgPool;
+use crm_sync_store::sqlx::{self, PgPool};
+use crm_sync_store::sync_status;
 use uuid::Uuid;
 
 use super::refuse::ApiError;
@@ -32,23 +34,19 @@ impl WebhooksSeen {
             return;
         }
         let pool = pool.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crm_sync_store::sync_status::record_webhook(
-                &pool,
-                integration_id,
-                at,
-                PRECISION.as_secs_f64(),
-            )
-            .await
-            {
-                tracing::warn!(%integration_id, error = %e, "recording the time of the last webhook failed");
-            }
-        });
+        let write = async move {
+            sync_status::record_webhook(&pool, integration_id, at, PRECISION.as_secs_f64()).await
+        };
+        spawn_write(
+            integration_id,
+            "recording the time of the last webhook",
+            write,
+        );
     }
 
     /// Notes a webhook request of the integration that was refused (a 4xx other than a rate
-    /// limit), as the first
-    /// refused after [`PRECISION`] is written.
+    /// limit), writing it when the last such write from this process is older than
+    /// [`PRECISION`].
     pub fn refused(
         &self,
         pool: &PgPool,
@@ -66,20 +64,25 @@ impl WebhooksSeen {
             error.message
         );
         let pool = pool.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crm_sync_store::sync_status::record_webhook_refusal(
-                &pool,
-                integration_id,
-                at,
-                &refusal,
-                PRECISION.as_secs_f64(),
-            )
-            .await
-            {
-                tracing::warn!(%integration_id, error = %e, "recording a refused webhook request failed");
-            }
-        });
+        let write = async move {
+            let precision = PRECISION.as_secs_f64();
+            sync_status::record_webhook_refusal(&pool, integration_id, at, &refusal, precision)
+                .await
+        };
+        spawn_write(integration_id, "recording a refused webhook request", write);
     }
+}
+
+/// Runs `write` off the request path; a failure is only logged (the next one writes again).
+fn spawn_write<F>(integration_id: Uuid, what: &'static str, write: F)
+where
+    F: Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = write.await {
+            tracing::warn!(%integration_id, error = %e, "{what} failed");
+        }
+    });
 }
 
 /// When this process last wrote each integration's time.
