@@ -19,7 +19,7 @@ use crm_sync_kafka::produce::OutgoingMessage;
 use crm_sync_kafka::{Incoming, headers};
 use crm_sync_proto::Message;
 use crm_sync_proto::v1::CrmEvent;
-use crm_sync_store::trail::{NewDeadLetter, record_dead_letter};
+use crm_sync_store::trail::{NewDeadLetter, record_dead_letters};
 use sqlx::PgPool;
 
 use crate::jobs::Sink;
@@ -63,16 +63,20 @@ impl Sink for KafkaSink {
             .await
             .map_err(|e| e.to_string())?;
         let published = events.len() - refused;
-        for (i, mut entry) in refusals {
-            if let Some(place) = written.get(i) {
-                entry.partition = place.partition;
-                entry.offset = place.offset;
-            }
-            // As with consumers' dead letters, a trail that cannot be written is logged and
-            // the page goes on: the `.dlq` topic holds the letter either way.
-            if let Err(error) = record_dead_letter(&self.pool, &entry).await {
-                tracing::warn!(%error, "recording a pulled record's refusal in the record trail failed");
-            }
+        let entries: Vec<NewDeadLetter> = refusals
+            .into_iter()
+            .map(|(i, mut entry)| {
+                if let Some(place) = written.get(i) {
+                    entry.partition = place.partition;
+                    entry.offset = place.offset;
+                }
+                entry
+            })
+            .collect();
+        // As with consumers' dead letters, a trail that cannot be written is logged and the
+        // page goes on: the `.dlq` topic holds the letters either way.
+        if let Err(error) = record_dead_letters(&self.pool, &entries).await {
+            tracing::warn!(%error, refused = entries.len(), "recording pulled records' refusals in the record trail failed");
         }
         Ok(published)
     }

@@ -110,25 +110,47 @@ pub struct NewDeadLetter {
     pub detail: String,
 }
 
-/// Records a dead letter under its integration's company (nothing when the integration does
-/// not exist); the same message dead-lettered again (a replay) is recorded once.
-pub async fn record_dead_letter(pool: &PgPool, d: &NewDeadLetter) -> Result<(), sqlx::Error> {
+/// Records dead letters under their integrations' companies in one statement (nothing for an
+/// integration that does not exist), numbered in the order given so that lists show them
+/// newest last-given first; the same message dead-lettered again (a replay) is recorded once.
+pub async fn record_dead_letters(
+    pool: &PgPool,
+    letters: &[NewDeadLetter],
+) -> Result<(), sqlx::Error> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&NewDeadLetter) -> &str, max: usize| -> Vec<String> {
+        letters.iter().map(|d| storable(f(d), max)).collect()
+    };
     sqlx::query(
         "INSERT INTO trail_dead_letters (company_id, integration_id, object_type, record_id,
              event_id, service, topic, partition, \"offset\", reason, detail)
-         SELECT company_id, id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM integrations WHERE id = $1
+         SELECT i.company_id, i.id, d.object_type, d.record_id, d.event_id, d.service, d.topic,
+                d.partition, d.at, d.reason, d.detail
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::int4[], $8::int8[], $9::text[], $10::text[]) WITH ORDINALITY
+              AS d(integration_id, object_type, record_id, event_id, service, topic, partition,
+                   at, reason, detail, n)
+         JOIN integrations i ON i.id = d.integration_id
+         ORDER BY d.n
          ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
     )
-    .bind(d.integration_id)
-    .bind(storable(&d.object_type, MAX_TEXT))
-    .bind(storable(&d.record_id, MAX_TEXT))
-    .bind(d.event_id.as_deref().map(|e| storable(e, MAX_TEXT)))
-    .bind(storable(&d.service, MAX_TEXT))
-    .bind(storable(&d.topic, MAX_TEXT))
-    .bind(d.partition)
-    .bind(d.offset)
-    .bind(storable(&d.reason, MAX_TEXT))
-    .bind(storable(&d.detail, MAX_DETAIL))
+    .bind(letters.iter().map(|d| d.integration_id).collect::<Vec<_>>())
+    .bind(text(|d| &d.object_type, MAX_TEXT))
+    .bind(text(|d| &d.record_id, MAX_TEXT))
+    .bind(
+        letters
+            .iter()
+            .map(|d| d.event_id.as_deref().map(|e| storable(e, MAX_TEXT)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(text(|d| &d.service, MAX_TEXT))
+    .bind(text(|d| &d.topic, MAX_TEXT))
+    .bind(letters.iter().map(|d| d.partition).collect::<Vec<_>>())
+    .bind(letters.iter().map(|d| d.offset).collect::<Vec<_>>())
+    .bind(text(|d| &d.reason, MAX_TEXT))
+    .bind(text(|d| &d.detail, MAX_DETAIL))
     .execute(pool)
     .await?;
     Ok(())

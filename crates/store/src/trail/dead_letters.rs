@@ -36,7 +36,7 @@ pub async fn record(pool: &PgPool, service: &str, message: &Incoming<'_>, letter
     let Some(dead) = of(service, message, letter) else {
         return;
     };
-    if let Err(error) = super::record_dead_letter(pool, &dead).await {
+    if let Err(error) = super::record_dead_letters(pool, std::slice::from_ref(&dead)).await {
         tracing::warn!(%error, "recording the dead letter in the record trail failed");
     }
 }

@@ -120,7 +120,7 @@ async fn the_management_page_in_headless_chromium() {
             reason: "invalid_value".into(),
             detail: format!("dead letter number {offset}"),
         };
-        crm_sync_store::trail::record_dead_letter(&env.pool, &letter)
+        crm_sync_store::trail::record_dead_letters(&env.pool, std::slice::from_ref(&letter))
             .await
             .unwrap();
     }

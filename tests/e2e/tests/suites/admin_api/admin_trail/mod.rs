@@ -376,12 +376,13 @@ async fn judged_events(env: &TestEnv, tenant: &Tenant, count: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_trail_lists_page_by_cursor_newest_first_without_gaps_or_repeats() {
-    use crm_sync_store::trail::{NewDeadLetter, record_dead_letter};
+    use crm_sync_store::trail::{NewDeadLetter, record_dead_letters};
     let env = TestEnv::new("trail-paging").await;
     let tenant = Tenant::create(&env.pool, "trail-paging", true, true).await;
     judged_events(&env, &tenant, 5).await;
-    for offset in 0..3 {
-        let letter = NewDeadLetter {
+    // Written in one statement, as a pulled page's refusals are.
+    let letters: Vec<NewDeadLetter> = (0..3)
+        .map(|offset| NewDeadLetter {
             integration_id: tenant.integration_id,
             object_type: "Opportunity".into(),
             record_id: format!("dead-{offset}"),
@@ -392,9 +393,9 @@ async fn the_trail_lists_page_by_cursor_newest_first_without_gaps_or_repeats() {
             offset,
             reason: "unstorable_value".into(),
             detail: "SQLSTATE 22008".into(),
-        };
-        record_dead_letter(&env.pool, &letter).await.unwrap();
-    }
+        })
+        .collect();
+    record_dead_letters(&env.pool, &letters).await.unwrap();
     let viewer = token(&env, tenant.company_id, "viewer").await;
     let api = start_admin_api(&env).await;
     let c = AdminClient::new(&api, Some(&viewer));

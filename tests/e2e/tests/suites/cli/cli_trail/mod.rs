@@ -46,9 +46,9 @@ async fn trail_prints_why_a_record_did_not_count_and_its_dead_letters() {
         (!rows.is_empty()).then_some(())
     })
     .await;
-    trail::record_dead_letter(
+    trail::record_dead_letters(
         &env.pool,
-        &NewDeadLetter {
+        &[NewDeadLetter {
             integration_id: tenant.integration_id,
             object_type: "Opportunity".into(),
             record_id: "006CLITRAIL".into(),
@@ -59,7 +59,7 @@ async fn trail_prints_why_a_record_did_not_count_and_its_dead_letters() {
             offset: 41,
             reason: "database_refused".into(),
             detail: "SQLSTATE 22008: timestamp out of range".into(),
-        },
+        }],
     )
     .await
     .unwrap();
