@@ -133,7 +133,14 @@ fn complete(
     if e.crm_account_id.is_empty() {
         e.crm_account_id = crm_account_id.to_owned();
     }
-    e.event_id = event_id("generic", integration_id, &[&delivery]).to_string();
+    // A sender may name a whole request with one delivery id: the record makes each event's id
+    // its own, so that events sharing a delivery are not taken for duplicates of each other.
+    e.event_id = event_id(
+        "generic",
+        integration_id,
+        &[&delivery, &e.object_type, &e.record_id],
+    )
+    .to_string();
     e.source_delivery_id = delivery;
     e.integration_id = integration_id.to_string();
     e.crm = CrmKind::Generic as i32;
@@ -169,7 +176,10 @@ mod tests {
             "owner": {"crmUserId": "u-1", "name": "Ada Lovelace", "email": "ada@example.com"}}"#;
         let events = to_events(iid, "acct-1", body.as_bytes(), now()).unwrap();
         let e = &events[0];
-        assert_eq!(e.event_id, event_id("generic", iid, &["evt-1"]).to_string());
+        assert_eq!(
+            e.event_id,
+            event_id("generic", iid, &["evt-1", "invoice", "INV-7"]).to_string()
+        );
         assert_eq!(e.source_delivery_id, "evt-1");
         assert_eq!(e.integration_id, iid.to_string());
         assert_eq!(e.crm, CrmKind::Generic as i32);

@@ -66,7 +66,13 @@ async fn a_signed_event_becomes_an_activity_of_the_user_it_names() {
     let url = p
         .ingest
         .url(&format!("/v1/integrations/{}/events", s.integration_id));
-    let body = json!([invoice("erp-delivery-1", "INV-7")]).to_string();
+    // A sender may name the request rather than each event: two invoices sharing a delivery id
+    // are still two events.
+    let body = json!([
+        invoice("erp-delivery-1", "INV-7"),
+        invoice("erp-delivery-1", "INV-8")
+    ])
+    .to_string();
     let answer = send(&url, &body, now_millis() / 1000).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
@@ -74,7 +80,10 @@ async fn a_signed_event_becomes_an_activity_of_the_user_it_names() {
     assert_eq!(activity.value, "99.50");
     assert_eq!(activity.display_name.as_deref(), Some("Ada Lovelace"));
     assert_eq!(activity.email.as_deref(), Some("ada@example.com"));
-    let event = &crm_events(&s.env).await[0];
+    wait_for_activity(&s.env, s.integration_id, "INV-8", "recorded").await;
+    let events = crm_events(&s.env).await;
+    assert_ne!(events[0].event_id, events[1].event_id);
+    let event = &events[0];
     assert_eq!(event.crm, CrmKind::Generic as i32);
     assert_eq!(event.source_delivery_id, "erp-delivery-1");
     assert_eq!(event.crm_account_id, "erp-1");
