@@ -85,7 +85,14 @@ pub async fn create_pending_all(
 }
 
 /// Whether each user's activities count on leaderboards (announced `visible`): the user is on a
-/// team and not deactivated. One statement for all; a missing user does not count.
+/// team and not deactivated; a missing user does not count.
+///
+/// The users are first locked against changes to their standing: placing on or removing from a
+/// team, deactivating and merging hold a user's row `FOR UPDATE` while they read the user's
+/// activities to announce them. Without the lock, an activity written here and a placement
+/// committed meanwhile could each announce the other's old state, and whichever reached
+/// downstream last would leave a retracted activity counting or a new value hidden. The answer
+/// is read in a statement of its own, after the wait, so it sees what such a change committed.
 pub async fn on_leaderboards(
     conn: &mut PgConnection,
     user_ids: &[Uuid],
@@ -93,6 +100,11 @@ pub async fn on_leaderboards(
     if user_ids.is_empty() {
         return Ok(HashMap::new());
     }
+    sqlx::query("SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR KEY SHARE")
+        .bind(user_ids)
+        .persistent(false)
+        .execute(&mut *conn)
+        .await?;
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "SELECT u.id, u.deactivated_at IS NULL
                       AND EXISTS (SELECT 1 FROM team_memberships m WHERE m.user_id = u.id)

@@ -28,6 +28,7 @@ mod ingest_salesforce;
 mod listeners;
 mod observability;
 mod pipeline;
+mod provisioner_locks;
 mod provisioner_plans;
 mod pull;
 mod record_state;
