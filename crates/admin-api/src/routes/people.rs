@@ -314,11 +314,18 @@ pub async fn merge(
     let mut tx = state.pool.begin().await?;
     // Both rows locked in one order, so two opposite merges cannot deadlock.
     let (kept, duplicate) = lock_pair(&mut tx, company, p.user_id, dup).await?;
+    let kept_was_visible = users::counts_on_leaderboards(&mut tx, p.user_id).await?;
     let mut moving = activities::recorded_of_user(&mut tx, dup).await?;
     let merged = store::merge(&mut tx, company, p.user_id, dup).await?;
     let visible = users::counts_on_leaderboards(&mut tx, p.user_id).await?;
-    for a in &mut moving {
-        a.user_id = Some(p.user_id);
+    if visible && !kept_was_visible {
+        // The kept user joined the duplicate's teams only now: its own activities come into
+        // view as well as the moved ones.
+        moving = activities::recorded_of_user(&mut tx, p.user_id).await?;
+    } else {
+        for a in &mut moving {
+            a.user_id = Some(p.user_id);
+        }
     }
     let mut batch = Batch::new();
     batch

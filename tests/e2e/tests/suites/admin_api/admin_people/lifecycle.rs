@@ -1,5 +1,7 @@
 //! A user's life after sync: renamed, deactivated, and merged with an auto-synced duplicate.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 #[tokio::test]
@@ -278,4 +280,55 @@ async fn merging_the_auto_synced_duplicate_moves_identities_and_activities_into_
         .expect("merge audited");
     assert_eq!(entry["target_id"], kept_s);
     assert_eq!(entry["details"]["duplicate"], "Carol D");
+}
+
+/// The kept account on no team yet, the duplicate on one: the merge places the kept user on the
+/// duplicate's team, so its own activities come into view downstream too, not only the moved.
+#[tokio::test]
+async fn a_merge_that_places_the_kept_user_on_a_team_announces_its_own_activities_visible() {
+    let env = TestEnv::new("people-merge-shown").await;
+    let w = admin_world(&env, ("merge-shown", "merge-shown-other"), false).await;
+    let (tenant, c) = (&w.tenant, &w.admin);
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+    let kept = c
+        .post(&p("/users"), json!({"display_name": "Dana Scully"}))
+        .await
+        .expect(201);
+    let kept_id: Uuid = kept["id"].as_str().unwrap().parse().unwrap();
+    seed_activities(
+        &env,
+        tenant,
+        "005DANA",
+        Some(kept_id),
+        &["100"],
+        "2026-11-20",
+    )
+    .await;
+    let dup = seed_pending_user(&env, tenant, "D. Scully", "005SCULLY", &["700"]).await;
+    team_of(c, tenant.company_id, "Agents", &[dup]).await;
+
+    c.post(
+        &p(&format!("/users/{kept_id}/merge")),
+        json!({"duplicate_user_id": dup}),
+    )
+    .await
+    .expect(200);
+    let board = c
+        .get(&p("/leaderboard?activity_type=deal_won"))
+        .await
+        .expect(200);
+    assert_eq!(names(&board), ["Dana Scully"]);
+    assert_eq!(board["items"][0]["total"], "800", "{board}");
+    let kept_s = kept_id.to_string();
+    let shown = eventually("both activities announced visible", WAIT, || async {
+        let changes = activity_changes(&env, &kept_s).await;
+        let values: BTreeSet<String> = changes
+            .iter()
+            .filter(|a| a.visible && a.state == ActivityState::Recorded as i32)
+            .map(|a| a.value.clone())
+            .collect();
+        (values.len() == 2).then_some(values)
+    })
+    .await;
+    assert_eq!(shown, BTreeSet::from(["100".into(), "700".into()]));
 }
