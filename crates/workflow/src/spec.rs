@@ -80,17 +80,32 @@ pub enum SpecError {
     Condition(#[from] ConditionError),
 }
 
+/// The longest name a workflow's text fields take: the leaderboard looks activity types up by
+/// at most this much, and longer values would not fit the activities' indexes.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A name fit to store and to show: not over [`MAX_NAME_CHARS`], no control characters.
+fn storable(field: &'static str, value: &str) -> Result<(), SpecError> {
+    let message = if value.chars().count() > MAX_NAME_CHARS {
+        format!("is longer than {MAX_NAME_CHARS} characters")
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::Field { field, message })
+}
+
 impl WorkflowSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         let need = |field: &'static str, value: &str| {
             if value.trim().is_empty() {
-                Err(SpecError::Field {
+                return Err(SpecError::Field {
                     field,
                     message: "must not be empty".into(),
-                })
-            } else {
-                Ok(())
+                });
             }
+            storable(field, value)
         };
         need("name", &self.name)?;
         need("object_type", &self.object_type)?;
@@ -112,6 +127,7 @@ impl WorkflowSpec {
                     message: "must be omitted or name a field".into(),
                 });
             }
+            value.as_deref().map_or(Ok(()), |v| storable(field, v))?;
         }
         // Re-parse the canonical JSON so a spec built in code gets the same checks as a stored one.
         Condition::from_json(&self.conditions.to_json())?;

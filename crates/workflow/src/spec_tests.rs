@@ -269,6 +269,32 @@ fn dates_parse_in_every_form_crms_send() {
 }
 
 #[test]
+fn names_too_long_to_rank_or_with_control_characters_are_refused() {
+    let mut w = won_workflow();
+    w.activity_type = "x".repeat(201);
+    assert_eq!(
+        w.validate().unwrap_err().to_string(),
+        "activity_type: is longer than 200 characters"
+    );
+    w.activity_type = "x".repeat(200);
+    assert!(w.validate().is_ok());
+    let mut w = won_workflow();
+    w.date_field = Some("Close\u{7}Date".into());
+    assert_eq!(
+        w.validate().unwrap_err().to_string(),
+        "date_field: must not contain control characters"
+    );
+    let mut w = won_workflow();
+    w.object_type = "O".repeat(300);
+    assert!(
+        w.validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("object_type:")
+    );
+}
+
+#[test]
 fn validation_names_the_field() {
     let mut w = won_workflow();
     w.triggers.clear();

@@ -145,12 +145,6 @@ fn spec(d: Draft<'_>) -> ApiResult<WorkflowSpec> {
         #[allow(unreachable_patterns)]
         _ => ApiError::invalid("", e.to_string()),
     })?;
-    if spec.name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "name",
-            "name is longer than 200 characters",
-        ));
-    }
     Ok(spec)
 }
 

@@ -262,6 +262,10 @@ async fn workflows_are_validated_like_the_evaluator_and_dry_runs_say_what_failed
     c.patch(&w(""), json!({"activity_type": ""}))
         .await
         .invalid("activity_type");
+    // An activity type no leaderboard could be asked for is refused when it is written.
+    c.patch(&w(""), json!({"activity_type": "x".repeat(201)}))
+        .await
+        .invalid("activity_type");
     assert_eq!(
         c.post(&w("/activate"), json!({})).await.expect(200)["active"],
         true
