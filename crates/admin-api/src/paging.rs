@@ -84,21 +84,22 @@ impl Cursor {
     }
 }
 
-/// A position in a list ordered newest first by a time, ties broken by a text key (the record
-/// trail's events by event id, its dead letters by row id): the last row of the previous page.
+/// A position in a list ordered by a time, ties broken by a text key (the record trail's events,
+/// newest first, by event id; its dead letters by row id; CRM identities, oldest first, by
+/// integration and CRM user id): the last row of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Newest {
+pub struct TimeKey {
     pub at: DateTime<Utc>,
     pub key: String,
 }
 
-impl Newest {
+impl TimeKey {
     pub fn encode(&self) -> String {
         hex::encode(format!("n:{}:{}", self.at.timestamp_micros(), self.key))
     }
 
     /// As [`Cursor::decode`]: only a position this service could have written.
-    fn decode(cursor: &str) -> Option<Newest> {
+    fn decode(cursor: &str) -> Option<TimeKey> {
         if cursor.len() > 1024 {
             return None;
         }
@@ -108,15 +109,15 @@ impl Newest {
         let plausible = (1..=9999).contains(&at.year())
             && !key.is_empty()
             && !key.chars().any(char::is_control);
-        plausible.then(|| Newest {
+        plausible.then(|| TimeKey {
             at,
             key: key.to_owned(),
         })
     }
 }
 
-pub fn newest(cursor: Option<&str>) -> Result<Option<Newest>, ApiError> {
-    match cursor.map(Newest::decode) {
+pub fn time_key(cursor: Option<&str>) -> Result<Option<TimeKey>, ApiError> {
+    match cursor.map(TimeKey::decode) {
         None => Ok(None),
         Some(Some(n)) => Ok(Some(n)),
         Some(None) => Err(bad_cursor()),
@@ -176,6 +177,19 @@ pub fn keyset<R: Keyed, T>(mut rows: Vec<R>, limit: i64, view: impl Fn(R) -> T) 
     }
 }
 
+/// Cuts `limit + 1` fetched rows to the page; the extra row only says that a next page exists,
+/// which starts after the page's last row.
+pub fn time_key_page<R>(
+    rows: &mut Vec<R>,
+    limit: i64,
+    position: impl Fn(&R) -> TimeKey,
+) -> Option<String> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    more.then(|| rows.last().map(|r| position(r).encode()))
+        .flatten()
+}
+
 /// An offset page from `limit + 1` fetched rows starting at `offset`.
 pub fn offset_page<R, T>(
     mut rows: Vec<R>,
@@ -215,13 +229,13 @@ mod tests {
             assert_eq!(Cursor::decode(&hex::encode(crafted)), None, "{crafted}");
         }
         assert!(after(Some(&Cursor::Offset(3).encode())).is_err());
-        let n = Newest {
+        let n = TimeKey {
             at: DateTime::<Utc>::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             key: "a:b".into(),
         };
-        assert_eq!(newest(Some(&n.encode())).unwrap(), Some(n));
-        assert!(newest(Some(&Cursor::Offset(3).encode())).is_err());
-        assert!(newest(Some(&hex::encode("n:253402300800000000:x"))).is_err());
+        assert_eq!(time_key(Some(&n.encode())).unwrap(), Some(n));
+        assert!(time_key(Some(&Cursor::Offset(3).encode())).is_err());
+        assert!(time_key(Some(&hex::encode("n:253402300800000000:x"))).is_err());
         assert!(limit(Some(0)).is_err());
         assert!(limit(Some(MAX_LIMIT + 1)).is_err());
         assert_eq!(limit(None).unwrap(), 50);

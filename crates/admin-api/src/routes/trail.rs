@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiResult, OrNotFound};
 use crate::extract::{ApiPath, QueryParams};
-use crate::paging::{self, Newest};
+use crate::paging::{self, TimeKey};
 
 /// Longest record id accepted (the longest any CRM uses is far shorter).
 const MAX_RECORD_ID: usize = 255;
@@ -315,7 +315,7 @@ pub async fn recent(
     QueryParams(q): QueryParams<RecentQuery>,
 ) -> ApiResult<Json<RecentView>> {
     let limit = paging::limit(q.limit)?;
-    let before = paging::newest(q.cursor.as_deref())?;
+    let before = paging::time_key(q.cursor.as_deref())?;
     integration_of(&state, &caller, p.integration_id).await?;
     let mut rows = store::recent_events(
         &state.pool,
@@ -326,7 +326,7 @@ pub async fn recent(
         limit + 1,
     )
     .await?;
-    let next_cursor = next_page(&mut rows, limit, |r| Newest {
+    let next_cursor = paging::time_key_page(&mut rows, limit, |r| TimeKey {
         at: r.judged_at,
         key: r.event_id.clone(),
     });
@@ -369,7 +369,7 @@ pub async fn dead_letters(
 ) -> ApiResult<Json<DeadLettersView>> {
     let limit = paging::limit(q.limit)?;
     // A dead letter's position: its time and row id (ids a cursor names must be numbers).
-    let before = match paging::newest(q.cursor.as_deref())? {
+    let before = match paging::time_key(q.cursor.as_deref())? {
         Some(n) => Some((
             n.at,
             n.key.parse::<i64>().map_err(|_| paging::bad_cursor())?,
@@ -386,7 +386,7 @@ pub async fn dead_letters(
         limit + 1,
     )
     .await?;
-    let next_cursor = next_page(&mut rows, limit, |r| Newest {
+    let next_cursor = paging::time_key_page(&mut rows, limit, |r| TimeKey {
         at: r.at,
         key: r.id.to_string(),
     });
@@ -394,13 +394,4 @@ pub async fn dead_letters(
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,
     }))
-}
-
-/// Cuts `limit + 1` fetched rows to the page; the extra row only says that a next page exists,
-/// which starts after the page's last row.
-fn next_page<R>(rows: &mut Vec<R>, limit: i64, position: impl Fn(&R) -> Newest) -> Option<String> {
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    more.then(|| rows.last().map(|r| position(r).encode()))
-        .flatten()
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::ActivityState;
 use crm_sync_store::admin::activities;
 use crm_sync_store::admin::users::{
-    self as store, IdentityFilter, IdentityRow, MapOutcome, UserRow,
+    self as store, IdentityAfter, IdentityFilter, IdentityRow, MapOutcome, UserRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, OrNotFound};
 use crate::extract::{ApiPath, JsonBody, QueryParams};
-use crate::paging::{self, Page};
+use crate::paging::{self, Page, TimeKey};
 use crate::publish::Batch;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -405,17 +405,38 @@ pub async fn list_identities(
     QueryParams(q): QueryParams<IdentityListQuery>,
 ) -> ApiResult<Json<Page<IdentityView>>> {
     let limit = paging::limit(q.limit)?;
-    let offset = paging::offset(q.cursor.as_deref())?;
+    let after = match paging::time_key(q.cursor.as_deref())? {
+        None => None,
+        Some(position) => Some(identity_after(position).ok_or_else(paging::bad_cursor)?),
+    };
     let filter = IdentityFilter {
         mapped: q.mapped,
         integration_id: q.integration_id,
     };
-    let rows =
-        store::list_identities(&state.pool, caller.company(), &filter, offset, limit + 1).await?;
-    Ok(Json(paging::offset_page(
-        rows,
-        offset,
-        limit,
-        IdentityView::from,
-    )))
+    let mut rows = store::list_identities(
+        &state.pool,
+        caller.company(),
+        &filter,
+        after.as_ref(),
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = paging::time_key_page(&mut rows, limit, |r| TimeKey {
+        at: r.created_at,
+        key: format!("{}/{}", r.integration_id, r.crm_user_id),
+    });
+    Ok(Json(Page {
+        items: rows.into_iter().map(IdentityView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// The identity a cursor names: its time, and `{integration_id}/{crm_user_id}` as its key.
+fn identity_after(position: TimeKey) -> Option<IdentityAfter> {
+    let (integration, crm_user_id) = position.key.split_once('/')?;
+    Some(IdentityAfter {
+        created_at: position.at,
+        integration_id: Uuid::try_parse(integration).ok()?,
+        crm_user_id: crm_user_id.to_owned(),
+    })
 }

@@ -171,12 +171,22 @@ pub struct IdentityFilter {
     pub integration_id: Option<Uuid>,
 }
 
-/// CRM identities in `(created_at, integration_id, crm_user_id)` order, from `offset`.
+/// Where a page of CRM identities starts: after this identity, in `(created_at,
+/// integration_id, crm_user_id)` order.
+#[derive(Debug, Clone)]
+pub struct IdentityAfter {
+    pub created_at: DateTime<Utc>,
+    pub integration_id: Uuid,
+    pub crm_user_id: String,
+}
+
+/// CRM identities in `(created_at, integration_id, crm_user_id)` order, after `after`: a page
+/// stays where it was while identities are mapped (leaving `?mapped=false`) or added.
 pub async fn list_identities(
     pool: &PgPool,
     company_id: Uuid,
     filter: &IdentityFilter,
-    offset: i64,
+    after: Option<&IdentityAfter>,
     limit: i64,
 ) -> Result<Vec<IdentityRow>, sqlx::Error> {
     sqlx::query_as::<_, IdentityRow>(
@@ -188,12 +198,16 @@ pub async fn list_identities(
          WHERE i.company_id = $1
            AND ($2::boolean IS NULL OR $2 = (i.user_id IS NOT NULL))
            AND ($3::uuid IS NULL OR i.integration_id = $3)
-         ORDER BY i.created_at, i.integration_id, i.crm_user_id OFFSET $4 LIMIT $5",
+           AND ($4::timestamptz IS NULL
+                OR (i.created_at, i.integration_id, i.crm_user_id) > ($4, $5, $6))
+         ORDER BY i.created_at, i.integration_id, i.crm_user_id LIMIT $7",
     )
     .bind(company_id)
     .bind(filter.mapped)
     .bind(filter.integration_id)
-    .bind(offset)
+    .bind(after.map(|a| a.created_at))
+    .bind(after.map(|a| a.integration_id))
+    .bind(after.map(|a| a.crm_user_id.as_str()))
     .bind(limit)
     .fetch_all(pool)
     .await

@@ -201,3 +201,60 @@ async fn deleting_an_integration_needs_its_name_and_retracts_its_activities() {
         .expect("delete audited");
     assert_eq!(entry["details"]["name"], "salesforce");
 }
+
+/// An admin works through the unmapped CRM users page by page, mapping each page's identities
+/// before asking for the next: no identity is skipped because the earlier ones left the list.
+#[tokio::test]
+async fn unmapped_identities_page_on_while_the_earlier_ones_are_mapped() {
+    let env = TestEnv::new("identities-paging").await;
+    let w = admin_world(
+        &env,
+        ("identities-paging", "identities-paging-other"),
+        false,
+    )
+    .await;
+    let (tenant, c) = (&w.tenant, &w.admin);
+    let p = |rest: &str| company_path(tenant.company_id, rest);
+    for (n, crm_user_id) in ["005A", "005B", "005C", "005D", "005E"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO crm_identities (company_id, integration_id, crm_user_id, created_at)
+             VALUES ($1, $2, $3, now() - make_interval(mins => 10 - $4))",
+        )
+        .bind(tenant.company_id)
+        .bind(tenant.integration_id)
+        .bind(crm_user_id)
+        .bind(n as i32)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    let owner = c
+        .post(&p("/users"), json!({"display_name": "Owner of all"}))
+        .await
+        .expect(201);
+    let owner_id = owner["id"].as_str().unwrap().to_owned();
+
+    let mut seen = Vec::new();
+    let mut query = "/crm-identities?mapped=false&limit=2".to_owned();
+    for _ in 0..5 {
+        let page = c.get(&p(&query)).await.expect(200);
+        for item in page["items"].as_array().unwrap() {
+            let crm_user_id = item["crm_user_id"].as_str().unwrap().to_owned();
+            c.post(
+                &p(&format!("/users/{owner_id}/crm-identities")),
+                json!({"integration_id": tenant.integration_id, "crm_user_id": crm_user_id}),
+            )
+            .await
+            .expect(200);
+            seen.push(crm_user_id);
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("/crm-identities?mapped=false&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["005A", "005B", "005C", "005D", "005E"]);
+    c.get(&p("/crm-identities?cursor=zz"))
+        .await
+        .invalid("cursor");
+}
