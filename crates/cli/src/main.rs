@@ -207,9 +207,11 @@ enum DlqAction {
         /// Only dead letters with this reason (e.g. unknown_integration)
         #[arg(long)]
         reason: Option<String>,
+        /// Only dead letters in this partition of the dead-letter topic
         #[arg(long)]
         partition: Option<i32>,
-        #[arg(long)]
+        /// Only the dead letter at this offset (of --partition)
+        #[arg(long, requires = "partition")]
         offset: Option<i64>,
         /// Show what would be replayed without sending anything
         #[arg(long)]

@@ -109,6 +109,22 @@ pub async fn run(ctx: &Context, topic: &str, command: DlqCommand) -> anyhow::Res
                 .filter(|m| partition.is_none_or(|p| m.partition() == p))
                 .filter(|m| offset.is_none_or(|o| m.offset() == o))
                 .collect();
+            // A choice that matches nothing is most likely mistyped: say so, and fail, rather
+            // than report zero replayed as a success.
+            if chosen.is_empty() && (reason.is_some() || partition.is_some()) {
+                let what = match (partition, offset) {
+                    (Some(p), Some(o)) => format!(" at {}", Position::from((p, o))),
+                    (Some(p), None) => format!(" in partition {p}"),
+                    _ => String::new(),
+                };
+                let why = reason
+                    .map(|r| format!(" with reason {r}"))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "no dead letter{what}{why} in {topic} ({} in all)",
+                    letters.len()
+                );
+            }
             replay(ctx, &topic, &chosen, letters.len(), dry_run).await?;
         }
     }

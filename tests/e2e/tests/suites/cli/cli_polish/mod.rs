@@ -151,6 +151,39 @@ async fn dlq_inspect_and_replay_take_the_position_list_prints() {
         text(&out.stdout)
     );
 
+    // A position or reason that matches no dead letter fails, naming what was asked for.
+    for (args, says) in [
+        (vec!["4/999999"], "no dead letter at 4/999999"),
+        (
+            vec!["--reason", "no_such_reason", "--dry-run"],
+            "with reason no_such_reason",
+        ),
+    ] {
+        let mut argv = vec!["dlq", "replay", "--topic", "events"];
+        argv.extend(args);
+        let out = crm_sync(&env, &argv, &[], None).await;
+        assert!(!out.status.success(), "{argv:?} succeeded");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{argv:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // An offset without its partition is refused before Kafka is read.
+    let out = crm_sync(
+        &env,
+        &["dlq", "replay", "--topic", "events", "--offset", "0"],
+        &[],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--partition"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A malformed position is refused naming the expected form, before Kafka is read.
     let out = crm_sync(
         &env,
