@@ -395,7 +395,7 @@ async fn locked_user(conn: &mut PgConnection, company: Uuid, id: Uuid) -> ApiRes
 }
 
 /// Stages the user as it now is on the users topic and returns it.
-async fn announce(
+pub(super) async fn announce(
     conn: &mut PgConnection,
     state: &AppState,
     batch: &mut Batch,

@@ -261,6 +261,11 @@ pub async fn place_member(
     if added {
         if status == "pending" {
             users::activate(&mut tx, p.user_id).await?;
+            // Downstream learns the account is active, as with every change of its status.
+            let user = users::get(&mut *tx, company, p.user_id)
+                .await?
+                .or_not_found("user")?;
+            super::people::announce(&mut tx, &state, &mut batch, &user, &[]).await?;
         }
         // A deactivated user stays hidden on a team.
         if !was_visible && users::counts_on_leaderboards(&mut tx, p.user_id).await? {

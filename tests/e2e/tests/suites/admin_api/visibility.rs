@@ -1,6 +1,8 @@
 //! Teams and identities decide what counts: placing users on teams, mapping CRM identities by
 //! hand, and the visibility changes announced downstream through the outbox.
 
+use crm_sync_proto::v1::{UserProvisioned, UserStatus};
+
 use super::*;
 
 #[tokio::test]
@@ -81,6 +83,20 @@ async fn placing_a_pending_user_on_a_team_activates_it_and_shows_its_activities(
         assert_eq!(r.header("crm-sync-event-id"), Some(c.change_id.as_str()));
     }
 
+    // And that Alice's account is active now, once.
+    let activations = || async {
+        read_topic(&env.topics.users)
+            .await
+            .iter()
+            .map(|r| UserProvisioned::decode(r.payload.as_slice()).unwrap())
+            .filter(|u| u.user_id == alice.to_string() && u.status == UserStatus::Active as i32)
+            .count()
+    };
+    eventually("Alice announced active", WAIT, || async {
+        (activations().await == 1).then_some(())
+    })
+    .await;
+
     // A second team changes no visibility; placing again is idempotent.
     c.put(&p(&format!("/teams/{second_id}/members/{alice}")))
         .await
@@ -89,6 +105,7 @@ async fn placing_a_pending_user_on_a_team_activates_it_and_shows_its_activities(
         .await
         .expect(200);
     assert_eq!(read_topic(&env.topics.activities).await.len(), 2);
+    assert_eq!(activations().await, 1);
 
     // Users on no team, team filter, and search.
     let no_team = c.get(&p("/users?on_team=false")).await.expect(200);
