@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Cursor, PullClient, PullError, Scope};
 
+mod schedule;
+
 /// Where pulled events go: all of a page or none of it. Returns how many were published; the
 /// others were refused, as ingest refuses such values in webhooks, and dead-lettered.
 pub trait Sink: Send + Sync {
@@ -61,6 +63,14 @@ pub struct ObjectProgress {
     pub cursor: Option<Cursor>,
     pub done: bool,
     pub newest: Option<DateTime<Utc>>,
+    /// Where this object's pass starts, when a schedule's previous run set it (else the job's
+    /// `since`): each object moves on with its own changes, so a quiet one holds no other back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// When the pass's first page was asked for: a pass that saw nothing newer has seen every
+    /// change made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<Utc>>,
     /// The change-tracking position the pass ended at, kept for the next run of a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
@@ -110,11 +120,14 @@ pub async fn run<S: Sink>(
         Ok(Turn::Stopped) => Outcome::Released,
         Ok(Turn::Done) => match job.kind {
             JobKind::Backfill => Outcome::Succeeded,
-            JobKind::Reconciliation => Outcome::Reschedule {
-                since: next_since(job, &checkpoint, config),
-                run_after: Utc::now() + chrono_duration(config.reconcile_every),
-                carry: carried(&checkpoint),
-            },
+            JobKind::Reconciliation => {
+                let (since, carry) = schedule::next_run(job, &checkpoint, config.overlap);
+                Outcome::Reschedule {
+                    since,
+                    run_after: Utc::now() + chrono_duration(config.reconcile_every),
+                    carry,
+                }
+            }
         },
         Err(error) => failed(job, config, &error),
     };
@@ -177,8 +190,9 @@ async fn run_passes<S: Sink>(
             }
             let cursor = progress.cursor.clone().unwrap_or_else(|| Cursor {
                 delta: progress.delta.clone(),
-                ..Cursor::start(job.since)
+                ..Cursor::start(progress.since.unwrap_or(job.since))
             });
+            progress.started.get_or_insert_with(Utc::now);
             let fetched = holding_lease(pool, job, owner, config.lease, async {
                 client.changes(scope, &cursor).await
             });
@@ -278,44 +292,6 @@ async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error>
     Ok(current.is_none_or(|j| j.cancel_requested))
 }
 
-/// What the next run of a schedule starts from besides its `since`: each object's
-/// change-tracking position, and nothing of the finished pass.
-fn carried(checkpoint: &Map<String, Value>) -> Value {
-    let kept: Map<String, Value> = checkpoint
-        .iter()
-        .filter_map(|(object, progress)| {
-            let delta = serde_json::from_value::<ObjectProgress>(progress.clone())
-                .ok()?
-                .delta?;
-            let progress = ObjectProgress {
-                delta: Some(delta),
-                ..ObjectProgress::default()
-            };
-            Some((object.clone(), serde_json::to_value(progress).ok()?))
-        })
-        .collect();
-    Value::Object(kept)
-}
-
-/// The next reconciliation starts from the oldest of the objects' newest changes, minus the
-/// overlap (and never later than now minus the overlap).
-fn next_since(job: &Job, checkpoint: &Map<String, Value>, config: &JobConfig) -> DateTime<Utc> {
-    let newest = job
-        .objects
-        .iter()
-        .map(|o| {
-            checkpoint
-                .get(o)
-                .and_then(|v| serde_json::from_value::<ObjectProgress>(v.clone()).ok())
-                .and_then(|p| p.newest)
-                .unwrap_or(job.since)
-        })
-        .min()
-        .unwrap_or(job.since);
-    let overlap = chrono_duration(config.overlap);
-    (newest - overlap).max(job.since).min(Utc::now() - overlap)
-}
-
 fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     let message = format!("integration {}: {error}", job.integration_id);
     tracing::warn!(job = %job.id, kind = job.kind.as_str(), error = %message, "pull job failed");
@@ -339,6 +315,6 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     }
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365))
 }

@@ -9,6 +9,7 @@ mod jobs;
 mod leases;
 mod pipedrive;
 mod salesforce;
+mod schedules;
 
 use std::time::Duration;
 
