@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::metric_definitions::OBJECT_ERRORS;
 use crate::{Cursor, PullClient, PullError, Scope};
+use crm_sync_crm_directory::LookupError;
 
 mod schedule;
 
@@ -74,6 +76,10 @@ pub struct ObjectProgress {
     /// The change-tracking position the pass ended at, kept for the next run of a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// Why the CRM refused this object's pass (a field the API user cannot read, an object it
+    /// has no list of): the pass ends there and the job's other objects go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a turn's passes ended.
@@ -118,17 +124,24 @@ pub async fn run<S: Sink>(
     let outcome = match run_passes(&lease, client, scopes, sink, &mut checkpoint).await? {
         Ok(Turn::Cancelled) => Outcome::Cancelled,
         Ok(Turn::Stopped) => Outcome::Released,
-        Ok(Turn::Done) => match job.kind {
-            JobKind::Backfill => Outcome::Succeeded,
-            JobKind::Reconciliation => {
-                let (since, carry) = schedule::next_run(job, &checkpoint, config.overlap);
-                Outcome::Reschedule {
-                    since,
-                    run_after: Utc::now() + chrono_duration(config.reconcile_every),
-                    carry,
+        Ok(Turn::Done) => {
+            let refused = refused_objects(&checkpoint)
+                .map(|refused| format!("integration {}: {refused}", job.integration_id));
+            match (job.kind, refused) {
+                (JobKind::Backfill, None) => Outcome::Succeeded,
+                // The other objects were pulled; the backfill says which could not be.
+                (JobKind::Backfill, Some(refused)) => Outcome::Failed(refused),
+                (JobKind::Reconciliation, error) => {
+                    let (since, carry) = schedule::next_run(job, &checkpoint, config.overlap);
+                    Outcome::Reschedule {
+                        since,
+                        run_after: Utc::now() + chrono_duration(config.reconcile_every),
+                        carry,
+                        error,
+                    }
                 }
             }
-        },
+        }
         Err(error) => failed(job, config, &error),
     };
     if !sync_jobs::finish(pool, job.id, owner, &outcome).await? {
@@ -198,6 +211,13 @@ async fn run_passes<S: Sink>(
             });
             let page = match fetched.await? {
                 Ok(page) => page,
+                Err(error) if refuses_object(&error) => {
+                    refused(job, scope, &error);
+                    progress.error = Some(error.to_string());
+                    progress.done = true;
+                    save(lease, checkpoint, &scope.object, &progress, 0, 0).await?;
+                    continue;
+                }
                 Err(error) => return Ok(Err(error)),
             };
             let count = page.events.len() as i64;
@@ -214,24 +234,95 @@ async fn run_passes<S: Sink>(
             }
             progress.done = page.next.is_none();
             progress.cursor = page.next;
-            checkpoint.insert(
-                scope.object.clone(),
-                serde_json::to_value(&progress).unwrap_or(Value::Null),
-            );
-            let saved = Progress {
-                checkpoint: Value::Object(checkpoint.clone()),
-                scanned: count,
+            save(
+                lease,
+                checkpoint,
+                &scope.object,
+                &progress,
+                count,
                 published,
-                api_calls: 1,
-            };
-            if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
-                || !sync_jobs::renew(pool, job.id, owner, config.lease).await?
-            {
-                return Err(RunError::LeaseLost);
-            }
+            )
+            .await?;
         }
     }
     Ok(Ok(Turn::Done))
+}
+
+/// Saves an object's progress after a page (one API call) and renews the lease.
+async fn save(
+    lease: &Leased<'_>,
+    checkpoint: &mut Map<String, Value>,
+    object: &str,
+    progress: &ObjectProgress,
+    scanned: i64,
+    published: i64,
+) -> Result<(), RunError> {
+    let Leased {
+        pool,
+        owner,
+        config,
+        job,
+    } = *lease;
+    checkpoint.insert(
+        object.to_owned(),
+        serde_json::to_value(progress).unwrap_or(Value::Null),
+    );
+    let saved = Progress {
+        checkpoint: Value::Object(checkpoint.clone()),
+        scanned,
+        published,
+        api_calls: 1,
+    };
+    if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
+        || !sync_jobs::renew(pool, job.id, owner, config.lease).await?
+    {
+        return Err(RunError::LeaseLost);
+    }
+    Ok(())
+}
+
+/// Whether the CRM refused this object rather than the integration: an answer no retry changes
+/// (a field the API user cannot read, an object with no list, an answer that cannot be read)
+/// while the credentials were taken. Refused or missing credentials, and whatever may pass
+/// (unavailable, a daily limit), end the turn as before.
+fn refuses_object(error: &PullError) -> bool {
+    match error {
+        PullError::Api(LookupError::Unexpected(_) | LookupError::NotFound(_))
+        | PullError::Garbage { .. }
+        | PullError::Invalid(_) => true,
+        PullError::Api(_) | PullError::ApiLimit(_) => false,
+    }
+}
+
+/// Says, in the log and the metrics, which object the CRM refused and why.
+fn refused(job: &Job, scope: &Scope, error: &PullError) {
+    tracing::warn!(
+        job = %job.id,
+        integration_id = %job.integration_id,
+        kind = job.kind.as_str(),
+        object = %scope.object,
+        error = %error,
+        "the CRM refused to pull an object; the job's other objects go on"
+    );
+    metrics::counter!(
+        OBJECT_ERRORS,
+        "integration_id" => job.integration_id.to_string(),
+        "kind" => job.kind.as_str(),
+        "object" => scope.object.clone(),
+    )
+    .increment(1);
+}
+
+/// The objects the CRM refused in this pass and why, e.g. `Quote not pulled: the CRM API …`.
+fn refused_objects(checkpoint: &Map<String, Value>) -> Option<String> {
+    let refused: Vec<String> = checkpoint
+        .iter()
+        .filter_map(|(object, progress)| {
+            let progress = serde_json::from_value::<ObjectProgress>(progress.clone()).ok()?;
+            Some(format!("{object} not pulled: {}", progress.error?))
+        })
+        .collect();
+    (!refused.is_empty()).then(|| refused.join("; "))
 }
 
 /// A page's records, named as pulled by this job.

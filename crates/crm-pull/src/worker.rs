@@ -388,6 +388,8 @@ impl Worker {
             api_calls: after.api_calls - before.api_calls,
             error: match outcome {
                 Outcome::Failed(error) | Outcome::Retry { error, .. } => Some(error.clone()),
+                // Objects the CRM refused while the others were reconciled.
+                Outcome::Reschedule { error, .. } => error.clone(),
                 _ => None,
             },
         };

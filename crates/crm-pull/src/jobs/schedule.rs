@@ -57,6 +57,10 @@ fn next_since(
     latest: DateTime<Utc>,
 ) -> DateTime<Utc> {
     let from = progress.since.unwrap_or(job_since);
+    // A pass the CRM refused read nothing after its error: the next one starts where it did.
+    if progress.error.is_some() {
+        return from.min(latest);
+    }
     let seen = progress.newest.max(progress.started).unwrap_or(from);
     (seen - overlap).max(from).min(latest)
 }

@@ -79,6 +79,8 @@ pub struct Shared {
     pub per_second: Mutex<Option<usize>>,
     /// Dataverse tables whose change tracking is not enabled.
     pub untracked: Mutex<BTreeSet<String>>,
+    /// Fields the API user may not read (field-level security): (object, field).
+    pub hidden: Mutex<BTreeSet<(String, String)>>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -102,6 +104,7 @@ impl FakeCrm {
             api_usage: Mutex::new((0, 15_000)),
             per_second: Mutex::new(None),
             untracked: Mutex::default(),
+            hidden: Mutex::default(),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -125,6 +128,16 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert(object.to_owned());
+    }
+
+    /// Hides a field from the API user, as field-level security does: Salesforce answers a query
+    /// naming it with 400 `INVALID_FIELD`.
+    pub fn hide_field(&self, object: &str, field: &str) {
+        self.shared
+            .hidden
+            .lock()
+            .unwrap()
+            .insert((object.to_owned(), field.to_owned()));
     }
 
     /// Creates the record or merges `fields` into it, stamped now.

@@ -54,7 +54,14 @@ fn route(shared: &Shared, request: &Request) -> Response {
         };
         return match query(shared, q) {
             Ok(rows) => page(shared, open_locator(shared, rows), 0, batch),
-            Err(problem) => malformed(&problem),
+            Err(Refused::Malformed(problem)) => malformed(&problem),
+            Err(Refused::Hidden { object, field }) => reply(
+                StatusCode::BAD_REQUEST,
+                json!([{
+                    "errorCode": "INVALID_FIELD",
+                    "message": format!("No such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names."),
+                }]),
+            ),
         };
     }
     if let Some(locator) = rest.strip_prefix("/query/") {
@@ -94,8 +101,30 @@ fn malformed(problem: &str) -> Response {
     )
 }
 
+/// Why a query is refused.
+enum Refused {
+    Malformed(String),
+    /// A field the API user may not read: to them it does not exist.
+    Hidden {
+        object: String,
+        field: String,
+    },
+}
+
+impl From<&str> for Refused {
+    fn from(problem: &str) -> Refused {
+        Refused::Malformed(problem.to_owned())
+    }
+}
+
+impl From<String> for Refused {
+    fn from(problem: String) -> Refused {
+        Refused::Malformed(problem)
+    }
+}
+
 /// `SELECT a, b FROM X WHERE SystemModstamp >= t ORDER BY SystemModstamp ASC, Id ASC`.
-fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, String> {
+fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, Refused> {
     let upper = soql.to_ascii_uppercase();
     let from = upper.find(" FROM ").ok_or("no FROM")?;
     let fields: Vec<String> = soql["SELECT ".len()..from]
@@ -104,6 +133,16 @@ fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, String> {
         .collect();
     let after_from = &soql[from + 6..];
     let object = after_from.split_whitespace().next().ok_or("no object")?;
+    let hidden = shared.hidden.lock().unwrap().clone();
+    if let Some(field) = fields
+        .iter()
+        .find(|f| hidden.contains(&(object.to_owned(), (*f).clone())))
+    {
+        return Err(Refused::Hidden {
+            object: object.to_owned(),
+            field: field.clone(),
+        });
+    }
     let since = soql
         .split("SystemModstamp >= ")
         .nth(1)
