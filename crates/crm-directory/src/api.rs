@@ -210,10 +210,38 @@ impl ApiClient {
             .await
     }
 
+    /// As [`ApiClient::send`], and also answers `also` statuses (e.g. a 400 whose body names
+    /// an error the caller can recover from) rather than making errors of them.
+    pub async fn send_answering<F>(
+        &self,
+        what: &str,
+        also: &[StatusCode],
+        build: F,
+    ) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        self.send_retried(what, self.config.attempts, also, build)
+            .await
+    }
+
     pub async fn send_with_attempts<F>(
         &self,
         what: &str,
         attempts: u32,
+        build: F,
+    ) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        self.send_retried(what, attempts, &[], build).await
+    }
+
+    async fn send_retried<F>(
+        &self,
+        what: &str,
+        attempts: u32,
+        also: &[StatusCode],
         build: F,
     ) -> Result<ApiResponse, LookupError>
     where
@@ -225,7 +253,7 @@ impl ApiClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.send_once(what, &build).await {
+            let failure = match self.send_once(what, also, &build).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -263,7 +291,12 @@ impl ApiClient {
         }
     }
 
-    async fn send_once<F>(&self, what: &str, build: &F) -> Result<ApiResponse, Failure>
+    async fn send_once<F>(
+        &self,
+        what: &str,
+        also: &[StatusCode],
+        build: &F,
+    ) -> Result<ApiResponse, Failure>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
@@ -292,7 +325,7 @@ impl ApiClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response, self.config.max_answer_bytes).await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
+        if status.is_success() || status == StatusCode::NOT_FOUND || also.contains(&status) {
             return Ok(ApiResponse {
                 status,
                 headers,

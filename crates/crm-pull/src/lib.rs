@@ -248,8 +248,21 @@ impl PullClient {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
+        self.send_answering(what, &[], build).await
+    }
+
+    /// As [`PullClient::send`], and answers `also` statuses rather than making errors of them.
+    pub(crate) async fn send_answering<F>(
+        &self,
+        what: &str,
+        also: &[reqwest::StatusCode],
+        build: F,
+    ) -> Result<ApiResponse, PullError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
         self.check_api_share()?;
-        let response = self.api.send(what, build).await?;
+        let response = self.api.send_answering(what, also, build).await?;
         if let Some(usage) = salesforce::limit_info(&response.headers) {
             *self.api_usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
         }

@@ -3,8 +3,9 @@
 //! deletes. Every request is logged (method, path, query, status, time) for assertions, and
 //! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage).
 //!
-//! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators,
-//!   `sobjects/{object}/{id}`, `Sforce-Limit-Info` on every answer;
+//! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators
+//!   (expiring after 15 minutes unused, at most 10 open), `sobjects/{object}/{id}`,
+//!   `Sforce-Limit-Info` on every answer, `INVALID_FIELD` for fields hidden from the API user;
 //! - [`hubspot`]: CRM search with its 10,000-result window, archived listings, batch read,
 //!   a per-second limit answered with HubSpot's 429 body;
 //! - [`pipedrive`]: v2 lists with `updated_since` and cursors, `status=deleted`, `api_token`;
@@ -81,6 +82,10 @@ pub struct Shared {
     pub untracked: Mutex<BTreeSet<String>>,
     /// Fields the API user may not read (field-level security): (object, field).
     pub hidden: Mutex<BTreeSet<(String, String)>>,
+    /// Salesforce: how long a query locator lives unused (15 minutes), and when each open one
+    /// was last used.
+    pub locator_idle: Mutex<std::time::Duration>,
+    pub locator_used: Mutex<HashMap<String, Instant>>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -105,6 +110,8 @@ impl FakeCrm {
             per_second: Mutex::new(None),
             untracked: Mutex::default(),
             hidden: Mutex::default(),
+            locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
+            locator_used: Mutex::default(),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -138,6 +145,16 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert((object.to_owned(), field.to_owned()));
+    }
+
+    /// Salesforce: every open query locator expires, as after 15 minutes unused (a job waiting
+    /// out a retry): their next use is answered with 400 `INVALID_QUERY_LOCATOR`.
+    pub fn expire_open_locators(&self) {
+        let mut used = self.shared.locator_used.lock().unwrap();
+        let mut locators = self.shared.locators.lock().unwrap();
+        for (id, _) in used.drain() {
+            locators.remove(&id);
+        }
     }
 
     /// Creates the record or merges `fields` into it, stamped now.

@@ -1,5 +1,7 @@
 //! Salesforce REST v62.0: `queryAll`, query locators, `sobjects`, `Sforce-Limit-Info`.
 
+use std::time::Instant;
+
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -53,7 +55,7 @@ fn route(shared: &Shared, request: &Request) -> Response {
             return malformed("q is missing");
         };
         return match query(shared, q) {
-            Ok(rows) => page(shared, open_locator(shared, rows), 0, batch),
+            Ok(rows) => page(shared, open(shared, rows), 0, batch),
             Err(Refused::Malformed(problem)) => malformed(&problem),
             Err(Refused::Hidden { object, field }) => reply(
                 StatusCode::BAD_REQUEST,
@@ -66,6 +68,7 @@ fn route(shared: &Shared, request: &Request) -> Response {
     }
     if let Some(locator) = rest.strip_prefix("/query/") {
         let (id, offset) = locator.split_once('-').unwrap_or((locator, "0"));
+        expire_idle(shared, id);
         return page(shared, id.to_owned(), offset.parse().unwrap_or(0), batch);
     }
     if let Some(tail) = rest.strip_prefix("/sobjects/") {
@@ -85,6 +88,41 @@ fn route(shared: &Shared, request: &Request) -> Response {
         };
     }
     not_found()
+}
+
+/// Salesforce keeps at most this many query locators open per user; opening another closes
+/// the least recently used.
+const OPEN_LOCATORS: usize = 10;
+
+fn open(shared: &Shared, rows: Vec<Value>) -> String {
+    let id = open_locator(shared, rows);
+    let mut used = shared.locator_used.lock().unwrap();
+    used.insert(id.clone(), Instant::now());
+    while used.len() > OPEN_LOCATORS {
+        let Some(oldest) = used
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, _)| id.clone())
+        else {
+            break;
+        };
+        used.remove(&oldest);
+        shared.locators.lock().unwrap().remove(&oldest);
+    }
+    id
+}
+
+/// Closes the locator if it was left unused too long; else marks it used now.
+fn expire_idle(shared: &Shared, id: &str) {
+    let idle = *shared.locator_idle.lock().unwrap();
+    let mut used = shared.locator_used.lock().unwrap();
+    let expired = used.get(id).is_some_and(|at| at.elapsed() >= idle);
+    if expired {
+        used.remove(id);
+        shared.locators.lock().unwrap().remove(id);
+    } else if let Some(at) = used.get_mut(id) {
+        *at = Instant::now();
+    }
 }
 
 fn not_found() -> Response {
