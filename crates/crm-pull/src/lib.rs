@@ -137,6 +137,10 @@ pub struct Cursor {
     /// deletes since then are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// Where the pass began, when the current stream's query was started again from a later
+    /// time (HubSpot's search at its 10,000-result window): the next stream starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<DateTime<Utc>>,
 }
 
 impl Cursor {
@@ -146,6 +150,7 @@ impl Cursor {
             since,
             token: None,
             delta: None,
+            origin: None,
         }
     }
 }

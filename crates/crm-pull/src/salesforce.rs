@@ -160,6 +160,7 @@ pub(crate) async fn changes(
             since: newest.unwrap_or(cursor.since),
             token: Some(url),
             delta: None,
+            origin: None,
         }),
         (false, None) => {
             return Err(client.garbage("a query result", "done is false without nextRecordsUrl"));
