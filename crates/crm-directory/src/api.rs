@@ -7,6 +7,7 @@
 //! (`Egress`): allowed hosts only, no internal addresses, no redirects, answers read up to a cap.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crm_sync_retry::Backoff;
@@ -191,6 +192,14 @@ impl ApiClient {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Stores each refresh token the CRM rotates with `keeper`, right after the token endpoint
+    /// returns it (such tokens are then not returned by
+    /// [`ApiClient::take_rotated_refresh_token`], unless storing failed).
+    pub fn keeping_rotated_tokens(mut self, keeper: Arc<dyn auth::KeepRefreshToken>) -> Self {
+        self.auth.keep_rotated_with(keeper);
+        self
     }
 
     /// A refresh token the CRM rotated since the last call, to be stored in place of the

@@ -21,9 +21,10 @@ use crm_sync_store::workflows;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::credentials::client_for;
 use crate::jobs::Sink;
 use crate::sink::KafkaSink;
-use crate::worker::{client_for, scopes};
+use crate::worker::scopes;
 use crate::{PullClient, PullConfig, PullError, Scope};
 
 /// How long an integration's client (and its OAuth token) is reused before the credentials are

@@ -16,6 +16,7 @@
 //! timeouts, the one retry rule (backoff, `Retry-After`, one token refresh) and the outbound
 //! policy (allowed hosts, no internal addresses, no redirects, answers read up to a cap).
 
+pub mod credentials;
 mod dynamics;
 mod hubspot;
 pub mod hydrate;
@@ -215,9 +216,13 @@ impl PullClient {
         *self.api_usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A refresh token the CRM rotated, to be stored in place of the configured one.
-    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
-        self.api.take_rotated_refresh_token().await
+    /// Stores each refresh token the CRM rotates with `keeper`, right after it is issued.
+    pub fn keeping_rotated_tokens(
+        mut self,
+        keeper: std::sync::Arc<dyn crm_sync_crm_directory::KeepRefreshToken>,
+    ) -> PullClient {
+        self.api = self.api.keeping_rotated_tokens(keeper);
+        self
     }
 
     /// The page of changes (deletes included) of `scope` at `cursor`.

@@ -8,6 +8,7 @@ mod hubspot;
 mod jobs;
 mod leases;
 mod pipedrive;
+mod rotation;
 mod salesforce;
 mod schedules;
 

@@ -14,6 +14,7 @@
 
 pub mod dynamics;
 pub mod hubspot;
+mod oauth;
 pub mod pipedrive;
 pub mod salesforce;
 
@@ -36,6 +37,8 @@ pub enum Kind {
     Pipedrive,
     Dynamics,
 }
+
+pub use oauth::{Refresh, TOKEN_PATHS};
 
 /// One record as the fake CRM holds it.
 #[derive(Debug, Clone)]
@@ -67,7 +70,10 @@ pub struct Scripted {
 
 pub struct Shared {
     pub kind: Kind,
-    pub token: String,
+    /// The access token requests must carry (a new one once the token endpoint issues one).
+    pub token: Mutex<String>,
+    /// The token endpoint's refresh token, once [`FakeCrm::rotate_refresh_tokens`] is called.
+    pub refresh: Mutex<Option<Refresh>>,
     /// (object, id) → record.
     pub records: Mutex<BTreeMap<(String, String), FakeRecord>>,
     pub log: Mutex<Vec<Logged>>,
@@ -101,7 +107,8 @@ impl FakeCrm {
     pub async fn start(kind: Kind, token: &str) -> FakeCrm {
         let shared = Arc::new(Shared {
             kind,
-            token: token.to_owned(),
+            token: Mutex::new(token.to_owned()),
+            refresh: Mutex::default(),
             records: Mutex::default(),
             log: Mutex::default(),
             script: Mutex::default(),
@@ -155,6 +162,27 @@ impl FakeCrm {
         for (id, _) in used.drain() {
             locators.remove(&id);
         }
+    }
+
+    /// Turns the token endpoint on (`/services/oauth2/token`, `/oauth/token`) with `current` as
+    /// the refresh token it accepts. Each refresh issues a new access token and a new refresh
+    /// token and revokes the one presented, as Pipedrive does (and Salesforce with rotation on):
+    /// presenting a revoked one is answered 400 `invalid_grant`.
+    pub fn rotate_refresh_tokens(&self, current: &str) {
+        *self.shared.refresh.lock().unwrap() = Some(Refresh {
+            current: current.to_owned(),
+            issued: 0,
+        });
+    }
+
+    /// The refresh token the token endpoint accepts now.
+    pub fn current_refresh_token(&self) -> Option<String> {
+        self.shared
+            .refresh
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.current.clone())
     }
 
     /// Creates the record or merges `fields` into it, stamped now.
@@ -296,6 +324,9 @@ fn answer(shared: &Shared, request: &Request) -> Response {
         }
         return response;
     }
+    if request.method == Method::POST && TOKEN_PATHS.contains(&request.path.as_str()) {
+        return oauth::token(shared, request);
+    }
     if !authorized(shared, request) {
         return json(StatusCode::UNAUTHORIZED, unauthorized_body(shared.kind));
     }
@@ -309,9 +340,9 @@ fn answer(shared: &Shared, request: &Request) -> Response {
 
 fn authorized(shared: &Shared, request: &Request) -> bool {
     match shared.kind {
-        Kind::Pipedrive => request.query.get("api_token") == Some(&shared.token),
+        Kind::Pipedrive => request.query.get("api_token") == Some(&*shared.token.lock().unwrap()),
         _ => {
-            let expected = format!("Bearer {}", shared.token);
+            let expected = format!("Bearer {}", shared.token.lock().unwrap());
             request
                 .headers
                 .get("authorization")
