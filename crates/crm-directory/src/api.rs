@@ -7,6 +7,7 @@
 //! (`Egress`): allowed hosts only, no internal addresses, no redirects, answers read up to a cap.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crm_sync_retry::Backoff;
@@ -193,6 +194,14 @@ impl ApiClient {
         &self.config
     }
 
+    /// Stores each refresh token the CRM rotates with `keeper`, right after the token endpoint
+    /// returns it (such tokens are then not returned by
+    /// [`ApiClient::take_rotated_refresh_token`], unless storing failed).
+    pub fn keeping_rotated_tokens(mut self, keeper: Arc<dyn auth::KeepRefreshToken>) -> Self {
+        self.auth.keep_rotated_with(keeper);
+        self
+    }
+
     /// A refresh token the CRM rotated since the last call, to be stored in place of the
     /// configured one (the old one may be invalid already). Returned once.
     pub async fn take_rotated_refresh_token(&self) -> Option<String> {
@@ -210,10 +219,38 @@ impl ApiClient {
             .await
     }
 
+    /// As [`ApiClient::send`], and also answers `also` statuses (e.g. a 400 whose body names
+    /// an error the caller can recover from) rather than making errors of them.
+    pub async fn send_answering<F>(
+        &self,
+        what: &str,
+        also: &[StatusCode],
+        build: F,
+    ) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        self.send_retried(what, self.config.attempts, also, build)
+            .await
+    }
+
     pub async fn send_with_attempts<F>(
         &self,
         what: &str,
         attempts: u32,
+        build: F,
+    ) -> Result<ApiResponse, LookupError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        self.send_retried(what, attempts, &[], build).await
+    }
+
+    async fn send_retried<F>(
+        &self,
+        what: &str,
+        attempts: u32,
+        also: &[StatusCode],
         build: F,
     ) -> Result<ApiResponse, LookupError>
     where
@@ -225,7 +262,7 @@ impl ApiClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.send_once(what, &build).await {
+            let failure = match self.send_once(what, also, &build).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -263,7 +300,12 @@ impl ApiClient {
         }
     }
 
-    async fn send_once<F>(&self, what: &str, build: &F) -> Result<ApiResponse, Failure>
+    async fn send_once<F>(
+        &self,
+        what: &str,
+        also: &[StatusCode],
+        build: &F,
+    ) -> Result<ApiResponse, Failure>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
@@ -292,7 +334,7 @@ impl ApiClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response, self.config.max_answer_bytes).await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
+        if status.is_success() || status == StatusCode::NOT_FOUND || also.contains(&status) {
             return Ok(ApiResponse {
                 status,
                 headers,

@@ -3,6 +3,9 @@
 //! concurrent lookups until shortly before it expires or the API refuses it.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -61,8 +64,20 @@ pub(crate) enum Auth {
     OAuth(Box<OAuthState>),
 }
 
+/// Stores a refresh token the CRM rotated in place of the integration's stored one. Called
+/// right after the token endpoint returns it: the CRM may already have revoked the old one, so
+/// any client built from the stored credentials later (another replica, the next hydration
+/// client, a restart) must find the new one.
+pub trait KeepRefreshToken: Send + Sync {
+    fn keep<'a>(
+        &'a self,
+        refresh_token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
 pub(crate) struct OAuthState {
     crm: Crm,
+    keeper: Option<Arc<dyn KeepRefreshToken>>,
     client_id: String,
     client_secret: String,
     token_url: String,
@@ -140,6 +155,7 @@ impl Auth {
         };
         Ok(Auth::OAuth(Box::new(OAuthState {
             crm,
+            keeper: None,
             client_id: oauth.client_id.clone(),
             client_secret: oauth.client_secret.clone(),
             token_url,
@@ -157,6 +173,13 @@ impl Auth {
         match self {
             Auth::Static(_) => false,
             Auth::OAuth(state) => matches!(state.crm, Crm::Salesforce | Crm::Pipedrive),
+        }
+    }
+
+    /// Where rotated refresh tokens are stored as soon as they come (none for static tokens).
+    pub(crate) fn keep_rotated_with(&mut self, keeper: Arc<dyn KeepRefreshToken>) {
+        if let Auth::OAuth(state) = self {
+            state.keeper = Some(keeper);
         }
     }
 
@@ -308,8 +331,19 @@ impl OAuthState {
         if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty())
             && current.refresh_token.as_deref() != Some(rotated.as_str())
         {
+            // Stored before the token is used (other requests wait on the lock meanwhile); one
+            // that could not be stored stays to be taken and stored by the client's owner.
+            current.rotated = match &self.keeper {
+                Some(keeper) => match keeper.keep(&rotated).await {
+                    Ok(()) => false,
+                    Err(error) => {
+                        tracing::error!(crm = self.crm.as_str(), %error, "storing the refresh token the CRM rotated failed");
+                        true
+                    }
+                },
+                None => true,
+            };
             current.refresh_token = Some(rotated);
-            current.rotated = true;
         }
         let api_base = parsed
             .instance_url

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use api::Failure;
 pub use api::{ApiClient, ApiResponse};
-pub use auth::OAuth;
+pub use auth::{KeepRefreshToken, OAuth};
 pub use crms::SALESFORCE_API_VERSION;
 pub use egress::Egress;
 pub(crate) use egress::read_capped;

@@ -129,6 +129,7 @@ pub(crate) async fn changes(
         since,
         token,
         delta: cursor.delta.clone(),
+        origin: None,
     });
     Ok(Page {
         events,

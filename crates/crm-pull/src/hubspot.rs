@@ -136,6 +136,8 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
                     since,
                     token: None,
                     delta: None,
+                    // Archived records are read from the pass's own start, not this restart's.
+                    origin: Some(cursor.origin.unwrap_or(cursor.since)),
                 })
             } else {
                 Some(Cursor {
@@ -143,14 +145,16 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
                     since: cursor.since,
                     token: Some(after),
                     delta: None,
+                    origin: cursor.origin,
                 })
             }
         }
         None => Some(Cursor {
             stream: 1,
-            since: cursor.since,
+            since: cursor.origin.unwrap_or(cursor.since),
             token: None,
             delta: None,
+            origin: None,
         }),
     };
     Ok(Page {
@@ -204,6 +208,7 @@ async fn archived(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result
         since: cursor.since,
         token: Some(n.after),
         delta: None,
+        origin: None,
     });
     Ok(Page {
         events,

@@ -21,14 +21,39 @@ use crm_sync_store::workflows;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::credentials::client_for;
 use crate::jobs::Sink;
 use crate::sink::KafkaSink;
-use crate::worker::{client_for, scopes};
+use crate::worker::scopes;
 use crate::{PullClient, PullConfig, PullError, Scope};
 
 /// How long an integration's client (and its OAuth token) is reused before the credentials are
 /// read again.
 const CLIENT_TTL: Duration = Duration::from_secs(60);
+
+/// A partition's hydration requests are answered one at a time, and a partition carries many
+/// tenants' requests: one tenant's unresponsive CRM must hold the others for seconds, not for
+/// the minutes a pull may wait (5 attempts of 30 s, `Retry-After` up to a minute). An answer
+/// given up on costs little: the evaluator asks again on the record's next event.
+const ATTEMPTS: u32 = 2;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Also the longest `Retry-After` waited for.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The pull settings with hydration's tighter limits (never looser than the pull's own).
+pub fn config(pull: &PullConfig) -> PullConfig {
+    PullConfig {
+        api: crm_sync_crm_directory::Config {
+            timeout: TIMEOUT.min(pull.api.timeout),
+            attempts: ATTEMPTS.min(pull.api.attempts),
+            initial_backoff: INITIAL_BACKOFF.min(pull.api.initial_backoff),
+            max_backoff: MAX_BACKOFF.min(pull.api.max_backoff),
+            ..pull.api.clone()
+        },
+        ..pull.clone()
+    }
+}
 
 type Clients = HashMap<Uuid, (Instant, Arc<Result<PullClient, PullError>>)>;
 
@@ -41,11 +66,12 @@ pub struct Hydrator {
 }
 
 impl Hydrator {
-    pub fn new(pool: PgPool, key: SecretKey, config: PullConfig, sink: KafkaSink) -> Hydrator {
+    /// `pull`: the pull jobs' settings, tightened for hydration (see [`config`]).
+    pub fn new(pool: PgPool, key: SecretKey, pull: PullConfig, sink: KafkaSink) -> Hydrator {
         Hydrator {
             pool,
             key,
-            config,
+            config: config(&pull),
             sink,
             clients: Mutex::new(HashMap::new()),
         }
@@ -158,5 +184,49 @@ impl MessageHandler for Hydrator {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use crm_sync_crm_directory::{Credentials, Crm, Egress};
+    use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_crm_that_keeps_asking_to_wait_is_given_up_on_within_seconds() {
+        let fake = FakeCrm::start(Kind::Salesforce, "token").await;
+        for _ in 0..5 {
+            fake.fail_next(
+                429,
+                Some(20),
+                r#"[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"ConcurrentPerOrgLongTxn Limit exceeded."}]"#,
+            );
+        }
+        // The settings ingest runs pulls with, as the worker hands them to the hydrator.
+        let mut pull = PullConfig::default();
+        pull.api.egress = Egress {
+            allow_insecure: true,
+            extra_hosts: vec!["127.0.0.1".into()],
+        };
+        let credentials = Credentials {
+            base_url: Some(fake.url.clone()),
+            access_token: Some("token".into()),
+            oauth: None,
+        };
+        let client =
+            PullClient::new(Uuid::new_v4(), Crm::Salesforce, credentials, config(&pull)).unwrap();
+        let answered = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.record(&Scope::new("Opportunity"), "006000000000000001"),
+        )
+        .await;
+        let Ok(Err(error)) = answered else {
+            panic!("given up within seconds, as unavailable: {answered:?}");
+        };
+        assert!(error.is_transient(), "{error}");
     }
 }

@@ -19,7 +19,11 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::metric_definitions::OBJECT_ERRORS;
 use crate::{Cursor, PullClient, PullError, Scope};
+use crm_sync_crm_directory::LookupError;
+
+mod schedule;
 
 /// Where pulled events go: all of a page or none of it. Returns how many were published; the
 /// others were refused, as ingest refuses such values in webhooks, and dead-lettered.
@@ -61,9 +65,21 @@ pub struct ObjectProgress {
     pub cursor: Option<Cursor>,
     pub done: bool,
     pub newest: Option<DateTime<Utc>>,
+    /// Where this object's pass starts, when a schedule's previous run set it (else the job's
+    /// `since`): each object moves on with its own changes, so a quiet one holds no other back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// When the pass's first page was asked for: a pass that saw nothing newer has seen every
+    /// change made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<Utc>>,
     /// The change-tracking position the pass ended at, kept for the next run of a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// Why the CRM refused this object's pass (a field the API user cannot read, an object it
+    /// has no list of): the pass ends there and the job's other objects go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a turn's passes ended.
@@ -108,14 +124,24 @@ pub async fn run<S: Sink>(
     let outcome = match run_passes(&lease, client, scopes, sink, &mut checkpoint).await? {
         Ok(Turn::Cancelled) => Outcome::Cancelled,
         Ok(Turn::Stopped) => Outcome::Released,
-        Ok(Turn::Done) => match job.kind {
-            JobKind::Backfill => Outcome::Succeeded,
-            JobKind::Reconciliation => Outcome::Reschedule {
-                since: next_since(job, &checkpoint, config),
-                run_after: Utc::now() + chrono_duration(config.reconcile_every),
-                carry: carried(&checkpoint),
-            },
-        },
+        Ok(Turn::Done) => {
+            let refused = refused_objects(&checkpoint)
+                .map(|refused| format!("integration {}: {refused}", job.integration_id));
+            match (job.kind, refused) {
+                (JobKind::Backfill, None) => Outcome::Succeeded,
+                // The other objects were pulled; the backfill says which could not be.
+                (JobKind::Backfill, Some(refused)) => Outcome::Failed(refused),
+                (JobKind::Reconciliation, error) => {
+                    let (since, carry) = schedule::next_run(job, &checkpoint, config.overlap);
+                    Outcome::Reschedule {
+                        since,
+                        run_after: Utc::now() + chrono_duration(config.reconcile_every),
+                        carry,
+                        error,
+                    }
+                }
+            }
+        }
         Err(error) => failed(job, config, &error),
     };
     if !sync_jobs::finish(pool, job.id, owner, &outcome).await? {
@@ -177,13 +203,21 @@ async fn run_passes<S: Sink>(
             }
             let cursor = progress.cursor.clone().unwrap_or_else(|| Cursor {
                 delta: progress.delta.clone(),
-                ..Cursor::start(job.since)
+                ..Cursor::start(progress.since.unwrap_or(job.since))
             });
+            progress.started.get_or_insert_with(Utc::now);
             let fetched = holding_lease(pool, job, owner, config.lease, async {
                 client.changes(scope, &cursor).await
             });
             let page = match fetched.await? {
                 Ok(page) => page,
+                Err(error) if refuses_object(&error) => {
+                    refused(job, scope, &error);
+                    progress.error = Some(error.to_string());
+                    progress.done = true;
+                    save(lease, checkpoint, &scope.object, &progress, 0, 0).await?;
+                    continue;
+                }
                 Err(error) => return Ok(Err(error)),
             };
             let count = page.events.len() as i64;
@@ -200,24 +234,95 @@ async fn run_passes<S: Sink>(
             }
             progress.done = page.next.is_none();
             progress.cursor = page.next;
-            checkpoint.insert(
-                scope.object.clone(),
-                serde_json::to_value(&progress).unwrap_or(Value::Null),
-            );
-            let saved = Progress {
-                checkpoint: Value::Object(checkpoint.clone()),
-                scanned: count,
+            save(
+                lease,
+                checkpoint,
+                &scope.object,
+                &progress,
+                count,
                 published,
-                api_calls: 1,
-            };
-            if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
-                || !sync_jobs::renew(pool, job.id, owner, config.lease).await?
-            {
-                return Err(RunError::LeaseLost);
-            }
+            )
+            .await?;
         }
     }
     Ok(Ok(Turn::Done))
+}
+
+/// Saves an object's progress after a page (one API call) and renews the lease.
+async fn save(
+    lease: &Leased<'_>,
+    checkpoint: &mut Map<String, Value>,
+    object: &str,
+    progress: &ObjectProgress,
+    scanned: i64,
+    published: i64,
+) -> Result<(), RunError> {
+    let Leased {
+        pool,
+        owner,
+        config,
+        job,
+    } = *lease;
+    checkpoint.insert(
+        object.to_owned(),
+        serde_json::to_value(progress).unwrap_or(Value::Null),
+    );
+    let saved = Progress {
+        checkpoint: Value::Object(checkpoint.clone()),
+        scanned,
+        published,
+        api_calls: 1,
+    };
+    if !sync_jobs::checkpoint(pool, job.id, owner, &saved).await?
+        || !sync_jobs::renew(pool, job.id, owner, config.lease).await?
+    {
+        return Err(RunError::LeaseLost);
+    }
+    Ok(())
+}
+
+/// Whether the CRM refused this object rather than the integration: an answer no retry changes
+/// (a field the API user cannot read, an object with no list, an answer that cannot be read)
+/// while the credentials were taken. Refused or missing credentials, and whatever may pass
+/// (unavailable, a daily limit), end the turn as before.
+fn refuses_object(error: &PullError) -> bool {
+    match error {
+        PullError::Api(LookupError::Unexpected(_) | LookupError::NotFound(_))
+        | PullError::Garbage { .. }
+        | PullError::Invalid(_) => true,
+        PullError::Api(_) | PullError::ApiLimit(_) => false,
+    }
+}
+
+/// Says, in the log and the metrics, which object the CRM refused and why.
+fn refused(job: &Job, scope: &Scope, error: &PullError) {
+    tracing::warn!(
+        job = %job.id,
+        integration_id = %job.integration_id,
+        kind = job.kind.as_str(),
+        object = %scope.object,
+        error = %error,
+        "the CRM refused to pull an object; the job's other objects go on"
+    );
+    metrics::counter!(
+        OBJECT_ERRORS,
+        "integration_id" => job.integration_id.to_string(),
+        "kind" => job.kind.as_str(),
+        "object" => scope.object.clone(),
+    )
+    .increment(1);
+}
+
+/// The objects the CRM refused in this pass and why, e.g. `Quote not pulled: the CRM API …`.
+fn refused_objects(checkpoint: &Map<String, Value>) -> Option<String> {
+    let refused: Vec<String> = checkpoint
+        .iter()
+        .filter_map(|(object, progress)| {
+            let progress = serde_json::from_value::<ObjectProgress>(progress.clone()).ok()?;
+            Some(format!("{object} not pulled: {}", progress.error?))
+        })
+        .collect();
+    (!refused.is_empty()).then(|| refused.join("; "))
 }
 
 /// A page's records, named as pulled by this job.
@@ -278,44 +383,6 @@ async fn cancel_requested(pool: &PgPool, job: &Job) -> Result<bool, sqlx::Error>
     Ok(current.is_none_or(|j| j.cancel_requested))
 }
 
-/// What the next run of a schedule starts from besides its `since`: each object's
-/// change-tracking position, and nothing of the finished pass.
-fn carried(checkpoint: &Map<String, Value>) -> Value {
-    let kept: Map<String, Value> = checkpoint
-        .iter()
-        .filter_map(|(object, progress)| {
-            let delta = serde_json::from_value::<ObjectProgress>(progress.clone())
-                .ok()?
-                .delta?;
-            let progress = ObjectProgress {
-                delta: Some(delta),
-                ..ObjectProgress::default()
-            };
-            Some((object.clone(), serde_json::to_value(progress).ok()?))
-        })
-        .collect();
-    Value::Object(kept)
-}
-
-/// The next reconciliation starts from the oldest of the objects' newest changes, minus the
-/// overlap (and never later than now minus the overlap).
-fn next_since(job: &Job, checkpoint: &Map<String, Value>, config: &JobConfig) -> DateTime<Utc> {
-    let newest = job
-        .objects
-        .iter()
-        .map(|o| {
-            checkpoint
-                .get(o)
-                .and_then(|v| serde_json::from_value::<ObjectProgress>(v.clone()).ok())
-                .and_then(|p| p.newest)
-                .unwrap_or(job.since)
-        })
-        .min()
-        .unwrap_or(job.since);
-    let overlap = chrono_duration(config.overlap);
-    (newest - overlap).max(job.since).min(Utc::now() - overlap)
-}
-
 fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     let message = format!("integration {}: {error}", job.integration_id);
     tracing::warn!(job = %job.id, kind = job.kind.as_str(), error = %message, "pull job failed");
@@ -339,6 +406,6 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     }
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365))
 }

@@ -16,6 +16,7 @@
 //! timeouts, the one retry rule (backoff, `Retry-After`, one token refresh) and the outbound
 //! policy (allowed hosts, no internal addresses, no redirects, answers read up to a cap).
 
+pub mod credentials;
 mod dynamics;
 mod hubspot;
 pub mod hydrate;
@@ -137,6 +138,10 @@ pub struct Cursor {
     /// deletes since then are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// Where the pass began, when the current stream's query was started again from a later
+    /// time (HubSpot's search at its 10,000-result window): the next stream starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<DateTime<Utc>>,
 }
 
 impl Cursor {
@@ -146,6 +151,7 @@ impl Cursor {
             since,
             token: None,
             delta: None,
+            origin: None,
         }
     }
 }
@@ -210,9 +216,13 @@ impl PullClient {
         *self.api_usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A refresh token the CRM rotated, to be stored in place of the configured one.
-    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
-        self.api.take_rotated_refresh_token().await
+    /// Stores each refresh token the CRM rotates with `keeper`, right after it is issued.
+    pub fn keeping_rotated_tokens(
+        mut self,
+        keeper: std::sync::Arc<dyn crm_sync_crm_directory::KeepRefreshToken>,
+    ) -> PullClient {
+        self.api = self.api.keeping_rotated_tokens(keeper);
+        self
     }
 
     /// The page of changes (deletes included) of `scope` at `cursor`.
@@ -248,8 +258,21 @@ impl PullClient {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
+        self.send_answering(what, &[], build).await
+    }
+
+    /// As [`PullClient::send`], and answers `also` statuses rather than making errors of them.
+    pub(crate) async fn send_answering<F>(
+        &self,
+        what: &str,
+        also: &[reqwest::StatusCode],
+        build: F,
+    ) -> Result<ApiResponse, PullError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
         self.check_api_share()?;
-        let response = self.api.send(what, build).await?;
+        let response = self.api.send_answering(what, also, build).await?;
         if let Some(usage) = salesforce::limit_info(&response.headers) {
             *self.api_usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
         }

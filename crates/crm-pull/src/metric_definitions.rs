@@ -12,6 +12,9 @@ pub const SCANNED: &str = "crm_sync_pull_records_scanned_total";
 pub const API_CALLS: &str = "crm_sync_pull_api_calls_total";
 /// Turns on a job that ended in an error, by integration and job kind.
 pub const ERRORS: &str = "crm_sync_pull_errors_total";
+/// Objects whose pass the CRM refused (the job's other objects went on), by integration, job
+/// kind and object.
+pub const OBJECT_ERRORS: &str = "crm_sync_pull_object_errors_total";
 /// Records published by pulls, by integration and job kind.
 pub const PUBLISHED: &str = "crm_sync_pull_records_published_total";
 /// Pulled records refused (values that could not be stored, or too large) and dead-lettered,
@@ -27,6 +30,7 @@ pub const ALL: &[&str] = &[
     SCANNED,
     API_CALLS,
     ERRORS,
+    OBJECT_ERRORS,
     PUBLISHED,
     REFUSED,
     HYDRATIONS,
@@ -51,6 +55,10 @@ pub fn describe() {
     describe_counter!(
         ERRORS,
         "Turns on pull jobs that ended in an error, by integration and job kind"
+    );
+    describe_counter!(
+        OBJECT_ERRORS,
+        "Objects whose pull the CRM refused while the job's other objects went on, by integration, job kind and object"
     );
     describe_counter!(
         PUBLISHED,

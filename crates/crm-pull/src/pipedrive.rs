@@ -99,12 +99,14 @@ pub(crate) async fn changes(
             since: cursor.since,
             token: Some(token),
             delta: None,
+            origin: None,
         }),
         None if cursor.stream == 0 && scope.object == "deal" => Some(Cursor {
             stream: 1,
             since: cursor.since,
             token: None,
             delta: None,
+            origin: None,
         }),
         None => None,
     };

@@ -3,10 +3,11 @@
 //! each answer reports in `Sforce-Limit-Info: api-usage=used/limit`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use crm_sync_crm_directory::SALESFORCE_API_VERSION;
+use crm_sync_crm_directory::{ApiResponse, LookupError, SALESFORCE_API_VERSION};
 use crm_sync_ingest::event;
 use crm_sync_ingest::salesforce::mapping::parse_datetime;
 use crm_sync_proto::v1::{ChangeType, CrmEvent};
+use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -49,6 +50,68 @@ fn soql(scope: &Scope, since: DateTime<Utc>) -> String {
     )
 }
 
+async fn first_page(
+    client: &PullClient,
+    scope: &Scope,
+    since: DateTime<Utc>,
+) -> Result<ApiResponse, PullError> {
+    let q = soql(scope, since);
+    let page_size = client.page_size(2000);
+    client
+        .send("the Salesforce queryAll API", |http, base| {
+            http.get(format!(
+                "{base}/services/data/{SALESFORCE_API_VERSION}/queryAll"
+            ))
+            .query(&[("q", q.as_str())])
+            .header("Sforce-Query-Options", format!("batchSize={page_size}"))
+        })
+        .await
+}
+
+/// The page a query locator names; `None` when Salesforce no longer has the locator (400
+/// `INVALID_QUERY_LOCATOR`, or 404).
+async fn next_page(client: &PullClient, next: &str) -> Result<Option<ApiResponse>, PullError> {
+    // A query locator names a path under the instance.
+    if !next.starts_with("/services/data/") {
+        return Err(client.garbage("a query locator", format!("{next:?}")));
+    }
+    let page_size = client.page_size(2000);
+    let response = client
+        .send_answering(
+            "the Salesforce queryAll API",
+            &[StatusCode::BAD_REQUEST],
+            |http, base| {
+                http.get(format!("{base}{next}"))
+                    .header("Sforce-Query-Options", format!("batchSize={page_size}"))
+            },
+        )
+        .await?;
+    if response.is_not_found() {
+        return Ok(None);
+    }
+    if response.status == StatusCode::BAD_REQUEST {
+        let codes: Vec<ApiError> = serde_json::from_str(&response.body).unwrap_or_default();
+        if codes
+            .iter()
+            .any(|e| e.error_code == "INVALID_QUERY_LOCATOR")
+        {
+            return Ok(None);
+        }
+        return Err(PullError::Api(LookupError::Unexpected(format!(
+            "the Salesforce queryAll API answered 400 Bad Request: {}",
+            response.body.chars().take(200).collect::<String>()
+        ))));
+    }
+    Ok(Some(response))
+}
+
+/// One entry of Salesforce's error list.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiError {
+    error_code: String,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct QueryResult {
@@ -63,35 +126,22 @@ pub(crate) async fn changes(
     scope: &Scope,
     cursor: &Cursor,
 ) -> Result<Page, PullError> {
-    let page_size = client.page_size(2000);
     let response = match &cursor.token {
-        // A query locator names a path under the instance.
-        Some(next) if next.starts_with("/services/data/") => {
-            client
-                .send("the Salesforce queryAll API", |http, base| {
-                    http.get(format!("{base}{next}"))
-                        .header("Sforce-Query-Options", format!("batchSize={page_size}"))
-                })
-                .await?
-        }
-        Some(other) => {
-            return Err(client.garbage("a query locator", format!("{other:?}")));
-        }
-        None => {
-            let q = soql(scope, cursor.since);
-            client
-                .send("the Salesforce queryAll API", |http, base| {
-                    http.get(format!(
-                        "{base}/services/data/{SALESFORCE_API_VERSION}/queryAll"
-                    ))
-                    .query(&[("q", q.as_str())])
-                    .header("Sforce-Query-Options", format!("batchSize={page_size}"))
-                })
-                .await?
-        }
+        Some(next) => match next_page(client, next).await? {
+            Some(response) => response,
+            // The locator expired (idle for about 15 minutes, as a job waiting out a retry is,
+            // or closed because the user opened more than 10): the query starts again at the
+            // newest stamp already published; records at that stamp come again with the same
+            // event ids, which the pipeline drops.
+            None => {
+                tracing::info!(object = %scope.object, since = %cursor.since, "the Salesforce query locator expired; querying again from the newest change seen");
+                first_page(client, scope, cursor.since).await?
+            }
+        },
+        None => first_page(client, scope, cursor.since).await?,
     };
     if response.is_not_found() {
-        return Err(client.garbage("a query result", "404 (expired query locator?)"));
+        return Err(client.garbage("a query result", "404"));
     }
     let result: QueryResult =
         serde_json::from_str(&response.body).map_err(|e| client.garbage("a query result", e))?;
@@ -106,10 +156,11 @@ pub(crate) async fn changes(
         (true, _) => None,
         (false, Some(url)) => Some(Cursor {
             stream: 0,
-            // Were the locator to expire, the query restarts from the newest stamp published.
+            // Where the query starts again should the locator expire.
             since: newest.unwrap_or(cursor.since),
             token: Some(url),
             delta: None,
+            origin: None,
         }),
         (false, None) => {
             return Err(client.garbage("a query result", "done is false without nextRecordsUrl"));

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use crm_sync_crm_directory::{Config, Crm, LookupError};
+use crm_sync_crm_directory::Config;
 use crm_sync_ingest::Background;
 use crm_sync_kafka::AtomicPublisher;
 use crm_sync_runtime::pull_settings::PullSettings;
-use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
+use crm_sync_store::credentials::{self, SecretKey};
 use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome};
 use crm_sync_store::sync_status::{self, ReconciliationRun};
 use crm_sync_store::workflows::{self, StoredWorkflow};
@@ -31,6 +31,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::client_for;
 use crate::jobs::{self, JobConfig, RunError};
 use crate::lag::EvaluatorLag;
 use crate::metric_definitions::{API_CALLS, ERRORS, JOB_DURATION, JOBS, SCANNED};
@@ -345,7 +346,6 @@ impl Worker {
             &sink,
         )
         .await;
-        self.keep_rotated_token(job, &prepared.client).await;
         (crm, result)
     }
 
@@ -388,6 +388,8 @@ impl Worker {
             api_calls: after.api_calls - before.api_calls,
             error: match outcome {
                 Outcome::Failed(error) | Outcome::Retry { error, .. } => Some(error.clone()),
+                // Objects the CRM refused while the others were reconciled.
+                Outcome::Reschedule { error, .. } => error.clone(),
                 _ => None,
             },
         };
@@ -414,75 +416,6 @@ impl Worker {
             tracing::warn!(integration_id = %before.integration_id, error = %e, "recording the reconciliation in the sync status failed");
         }
     }
-
-    /// A refresh token the CRM rotated replaces the stored one (the old one may be revoked).
-    async fn keep_rotated_token(&self, job: &Job, client: &PullClient) {
-        let Some(rotated) = client.take_rotated_refresh_token().await else {
-            return;
-        };
-        let stored = credentials::load(&self.pool, job.integration_id, Some(&self.key)).await;
-        let Ok(Some(mut api)) = stored.map(|s| s.and_then(|s| s.api)) else {
-            return;
-        };
-        let Some(oauth) = api.oauth.as_mut() else {
-            return;
-        };
-        oauth.refresh_token = Some(rotated);
-        let update = IntegrationSecrets {
-            api: Some(api),
-            ..IntegrationSecrets::default()
-        };
-        if let Err(e) = credentials::update(
-            &self.pool,
-            &self.key,
-            job.company_id,
-            job.integration_id,
-            update,
-        )
-        .await
-        {
-            tracing::error!(integration_id = %job.integration_id, error = %e, "storing the refresh token the CRM rotated failed");
-        }
-    }
-}
-
-/// The integration's API client, on its stored API credentials; Ok(Err) says why there is none.
-pub(crate) async fn client_for(
-    pool: &PgPool,
-    key: &SecretKey,
-    config: &PullConfig,
-    integration_id: uuid::Uuid,
-) -> Result<Result<PullClient, PullError>, sqlx::Error> {
-    let Some(integration) = crm_sync_store::integrations::find(pool, integration_id).await? else {
-        return Ok(Err(PullError::Invalid("a deleted integration".to_owned())));
-    };
-    let Some(crm) = Crm::from_name(&integration.crm) else {
-        return Ok(Err(PullError::Invalid(format!(
-            "from {} integrations: crm-sync has no API client for them",
-            integration.crm
-        ))));
-    };
-    let api = match credentials::load(pool, integration_id, Some(key)).await {
-        Ok(secrets) => secrets.and_then(|s| s.api),
-        Err(credentials::SecretsError::Database(e)) => return Err(e),
-        Err(e) => {
-            return Ok(Err(PullError::Api(LookupError::Misconfigured(
-                e.to_string(),
-            ))));
-        }
-    };
-    let Some(api) = api else {
-        return Ok(Err(PullError::Api(LookupError::Misconfigured(
-            "none are stored (set the integration's `api` credentials to pull its records)"
-                .to_owned(),
-        ))));
-    };
-    Ok(PullClient::new(
-        integration_id,
-        crm,
-        api.into(),
-        config.clone(),
-    ))
 }
 
 /// What a job pulls: a backfill the objects it names, a schedule the workflows' objects as they

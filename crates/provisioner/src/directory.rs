@@ -21,7 +21,7 @@ use crm_sync_runtime::Settings;
 
 use crate::outcome::{Kind, Outcome};
 use crm_sync_outbox::{Outbox, Pending, Staged};
-use crm_sync_store::credentials::{self, IntegrationSecrets, SecretKey};
+use crm_sync_store::credentials::{self, SecretKey};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -308,9 +308,14 @@ impl Directory {
         let Some(rotated) = client.take_rotated_refresh_token().await else {
             return;
         };
-        match self
-            .store_refresh_token(company_id, integration_id, rotated)
-            .await
+        match credentials::store_rotated_refresh_token(
+            &self.pool,
+            &self.key,
+            company_id,
+            integration_id,
+            &rotated,
+        )
+        .await
         {
             Ok(()) => {
                 tracing::info!(%integration_id, "stored the refresh token the CRM rotated")
@@ -319,34 +324,6 @@ impl Directory {
                 tracing::error!(%integration_id, error = %e, "storing the refresh token the CRM rotated failed; after a restart the old one is presented")
             }
         }
-    }
-
-    async fn store_refresh_token(
-        &self,
-        company_id: Uuid,
-        integration_id: Uuid,
-        refresh_token: String,
-    ) -> anyhow::Result<()> {
-        let stored = credentials::load(&self.pool, integration_id, Some(&self.key)).await?;
-        let Some(mut api) = stored.and_then(|s| s.api) else {
-            return Ok(());
-        };
-        let Some(oauth) = api.oauth.as_mut() else {
-            return Ok(());
-        };
-        oauth.refresh_token = Some(refresh_token);
-        credentials::update(
-            &self.pool,
-            &self.key,
-            company_id,
-            integration_id,
-            IntegrationSecrets {
-                api: Some(api),
-                ..IntegrationSecrets::default()
-            },
-        )
-        .await?;
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {

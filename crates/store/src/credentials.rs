@@ -401,6 +401,32 @@ pub fn parts_used_by(crm: &str) -> Vec<&'static str> {
     }
 }
 
+/// Stores a refresh token the CRM rotated in place of the integration's API OAuth one, keeping
+/// the rest of its credentials. Nothing is stored when the integration no longer has OAuth API
+/// credentials (an admin replaced them meanwhile).
+pub async fn store_rotated_refresh_token(
+    pool: &PgPool,
+    key: &SecretKey,
+    company_id: Uuid,
+    integration_id: Uuid,
+    refresh_token: &str,
+) -> Result<(), SecretsError> {
+    let stored = load(pool, integration_id, Some(key)).await?;
+    let Some(mut api) = stored.and_then(|s| s.api) else {
+        return Ok(());
+    };
+    let Some(oauth) = api.oauth.as_mut() else {
+        return Ok(());
+    };
+    oauth.refresh_token = Some(refresh_token.to_owned());
+    let secrets = IntegrationSecrets {
+        api: Some(api),
+        ..IntegrationSecrets::default()
+    };
+    update(pool, key, company_id, integration_id, secrets).await?;
+    Ok(())
+}
+
 /// Which parts are set and when each was last rotated; never the values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {

@@ -204,6 +204,9 @@ pub enum Outcome {
         /// What the next run's checkpoint starts with (positions a CRM's change tracking keeps
         /// between runs); `{}` for none.
         carry: serde_json::Value,
+        /// What this run could not pull (objects the CRM refused), shown as the job's last
+        /// error until a run without one.
+        error: Option<String>,
     },
     Cancelled,
     /// Handed back at shutdown after its last checkpoint: still running, its lease freed so that
@@ -238,13 +241,22 @@ pub async fn finish(
             since,
             run_after,
             carry,
-        } => ("pending", None, Some(*run_after), Some(*since), Some(carry)),
+            error,
+        } => (
+            "pending",
+            error.as_deref(),
+            Some(*run_after),
+            Some(*since),
+            Some(carry),
+        ),
         Outcome::Cancelled => ("cancelled", None, None, None, None),
         Outcome::Released => ("running", None, None, None, None),
     };
     let finished = matches!(state, "succeeded" | "failed" | "cancelled");
     let done = sqlx::query(
-        "UPDATE sync_jobs SET state = $3, last_error = coalesce($4, last_error),
+        // A new run of a schedule says what it could not pull, or that it pulled everything.
+        "UPDATE sync_jobs SET state = $3,
+                last_error = CASE WHEN $7::jsonb IS NOT NULL THEN $4 ELSE coalesce($4, last_error) END,
                 run_after = coalesce($5, run_after), since = coalesce($6, since),
                 checkpoint = coalesce($7::jsonb, checkpoint),
                 attempts = CASE WHEN $7::jsonb IS NOT NULL OR $3 = 'succeeded' THEN 0 ELSE attempts END,

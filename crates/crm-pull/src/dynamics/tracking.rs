@@ -87,6 +87,7 @@ pub(super) async fn deletes(
         since: cursor.since,
         token: Some(link),
         delta: cursor.delta.clone(),
+        origin: None,
     });
     Ok(Page {
         events,
@@ -158,6 +159,7 @@ fn refused(
                 since: cursor.since,
                 token: None,
                 delta: None,
+                origin: None,
             }),
             ..skipped
         });

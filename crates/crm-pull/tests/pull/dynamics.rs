@@ -117,6 +117,7 @@ async fn deletes_come_from_change_tracking_from_the_second_pass_on() {
     fake.put("opportunity", &guid(4), json!({"name": "Renamed"}));
     let kept = Cursor {
         delta: Some(delta.clone()),
+        origin: None,
         ..Cursor::start(since)
     };
     let (events, next_delta) = pass(&client, &s, kept).await.unwrap();
@@ -138,6 +139,7 @@ async fn deletes_come_from_change_tracking_from_the_second_pass_on() {
     // A third pass from the new link sees nothing deleted again.
     let kept = Cursor {
         delta: Some(next_delta),
+        origin: None,
         ..Cursor::start(since)
     };
     let (events, _) = pass(&client, &s, kept).await.unwrap();

@@ -135,3 +135,31 @@ async fn batch_read_for_hydration() {
     let read = &fake.requests_to("/batch/read")[0];
     assert!(read.body.contains("\"amount\"") && read.body.contains("hubspot_owner_id"));
 }
+
+#[tokio::test]
+async fn a_deal_archived_before_the_search_restarts_at_the_window_is_still_a_delete() {
+    let fake = start(Kind::HubSpot).await;
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    // Archived early in the pass's span: older than every deal the first 10,000 results hold.
+    fake.put("deal", "9999999", json!({"dealstage": "closedwon"}));
+    fake.delete("deal", "9999999");
+    for n in 1..=10_050u32 {
+        fake.put("deal", &n.to_string(), json!({"dealstage": "closedwon"}));
+    }
+    let client = client(&fake, Crm::HubSpot, TOKEN, config(200));
+    let events = pull_all(&client, &scope("deal", FIELDS), since)
+        .await
+        .unwrap();
+    let restarts = fake
+        .requests_to("/search")
+        .iter()
+        .filter(|r| !r.body.contains("\"after\""))
+        .count();
+    assert_eq!(restarts, 2, "the search restarted at the window");
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter(|e| e.change_type == ChangeType::Deleted as i32)
+        .map(|e| e.record_id.as_str())
+        .collect();
+    assert_eq!(deleted, vec!["9999999"], "the archived deal is found");
+}

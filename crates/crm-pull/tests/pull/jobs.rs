@@ -15,8 +15,8 @@ use super::*;
 /// Keeps what was published; can be told to stall (a replica that stops mid-way) or to take its
 /// time over each page (a slow Kafka transaction).
 #[derive(Clone, Default)]
-struct Memory {
-    events: Arc<Mutex<Vec<CrmEvent>>>,
+pub struct Memory {
+    pub events: Arc<Mutex<Vec<CrmEvent>>>,
     stall_after: Arc<Mutex<Option<usize>>>,
     delay: Duration,
 }
@@ -35,7 +35,7 @@ impl Sink for Memory {
     }
 }
 
-fn job_config() -> JobConfig {
+pub fn job_config() -> JobConfig {
     JobConfig {
         lease: Duration::from_millis(800),
         reconcile_every: Duration::ZERO,

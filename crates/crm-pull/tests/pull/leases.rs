@@ -203,6 +203,7 @@ async fn reconciliation_reschedules_and_cancel_stops_pending_jobs() {
                 since: next_since,
                 run_after: later,
                 carry: serde_json::json!({}),
+                error: None,
             }
         )
         .await

@@ -8,7 +8,9 @@ mod hubspot;
 mod jobs;
 mod leases;
 mod pipedrive;
+mod rotation;
 mod salesforce;
+mod schedules;
 
 use std::time::Duration;
 

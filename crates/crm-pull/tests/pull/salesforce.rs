@@ -237,3 +237,61 @@ async fn one_record_for_hydration() {
     assert!(client.record(&s, &id(2)).await.unwrap().is_none());
     assert!(client.record(&s, "../User/x").await.is_err());
 }
+
+/// A pass whose query locator is gone once its first page is published (a backfill that waited
+/// out a retry for more than 15 minutes finds it expired): every record still comes, each
+/// record's event id the same as had the locator lived.
+async fn pass_across_a_lost_locator(lose: impl Fn(&FakeCrm)) {
+    let fake = start(Kind::Salesforce).await;
+    for n in 1..=250 {
+        fake.put("Opportunity", &id(n), json!({"StageName": "Closed Won"}));
+    }
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(100));
+    let scope = scope("Opportunity", FIELDS);
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    let first = client.changes(&scope, &Cursor::start(since)).await.unwrap();
+    lose(&fake);
+    let (rest, _) = pass(&client, &scope, first.next.clone().unwrap())
+        .await
+        .unwrap();
+    let mut by_record: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for e in first.events.iter().chain(&rest) {
+        by_record
+            .entry(e.record_id.clone())
+            .or_default()
+            .insert(e.event_id.clone());
+    }
+    assert_eq!(by_record.len(), 250, "no record lost");
+    assert!(
+        by_record.values().all(|ids| ids.len() == 1),
+        "a record read again has the same event id"
+    );
+    let queries = fake.requests_to("/queryAll");
+    assert_eq!(queries.len(), 2, "the query was run again once");
+    let newest_published = first.events.iter().map(occurred).max().unwrap();
+    assert!(
+        queries[1].query["q"].contains(&format!(
+            "SystemModstamp >= {}",
+            newest_published.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )),
+        "from the newest change published, not from the start: {}",
+        queries[1].query["q"]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_query_locator_restarts_the_query_from_the_newest_change_published() {
+    pass_across_a_lost_locator(FakeCrm::expire_open_locators).await;
+}
+
+#[tokio::test]
+async fn a_query_locator_answered_with_404_restarts_the_query_too() {
+    pass_across_a_lost_locator(|fake| {
+        fake.fail_next(
+            404,
+            None,
+            r#"[{"errorCode":"NOT_FOUND","message":"The requested resource does not exist"}]"#,
+        )
+    })
+    .await;
+}

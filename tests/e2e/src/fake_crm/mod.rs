@@ -3,8 +3,9 @@
 //! deletes. Every request is logged (method, path, query, status, time) for assertions, and
 //! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage).
 //!
-//! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators,
-//!   `sobjects/{object}/{id}`, `Sforce-Limit-Info` on every answer;
+//! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators
+//!   (expiring after 15 minutes unused, at most 10 open), `sobjects/{object}/{id}`,
+//!   `Sforce-Limit-Info` on every answer, `INVALID_FIELD` for fields hidden from the API user;
 //! - [`hubspot`]: CRM search with its 10,000-result window, archived listings, batch read,
 //!   a per-second limit answered with HubSpot's 429 body;
 //! - [`pipedrive`]: v2 lists with `updated_since` and cursors, `status=deleted`, `api_token`;
@@ -13,6 +14,7 @@
 
 pub mod dynamics;
 pub mod hubspot;
+mod oauth;
 pub mod pipedrive;
 pub mod salesforce;
 
@@ -35,6 +37,8 @@ pub enum Kind {
     Pipedrive,
     Dynamics,
 }
+
+pub use oauth::{Refresh, TOKEN_PATHS};
 
 /// One record as the fake CRM holds it.
 #[derive(Debug, Clone)]
@@ -66,7 +70,10 @@ pub struct Scripted {
 
 pub struct Shared {
     pub kind: Kind,
-    pub token: String,
+    /// The access token requests must carry (a new one once the token endpoint issues one).
+    pub token: Mutex<String>,
+    /// The token endpoint's refresh token, once [`FakeCrm::rotate_refresh_tokens`] is called.
+    pub refresh: Mutex<Option<Refresh>>,
     /// (object, id) → record.
     pub records: Mutex<BTreeMap<(String, String), FakeRecord>>,
     pub log: Mutex<Vec<Logged>>,
@@ -79,6 +86,12 @@ pub struct Shared {
     pub per_second: Mutex<Option<usize>>,
     /// Dataverse tables whose change tracking is not enabled.
     pub untracked: Mutex<BTreeSet<String>>,
+    /// Fields the API user may not read (field-level security): (object, field).
+    pub hidden: Mutex<BTreeSet<(String, String)>>,
+    /// Salesforce: how long a query locator lives unused (15 minutes), and when each open one
+    /// was last used.
+    pub locator_idle: Mutex<std::time::Duration>,
+    pub locator_used: Mutex<HashMap<String, Instant>>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -94,7 +107,8 @@ impl FakeCrm {
     pub async fn start(kind: Kind, token: &str) -> FakeCrm {
         let shared = Arc::new(Shared {
             kind,
-            token: token.to_owned(),
+            token: Mutex::new(token.to_owned()),
+            refresh: Mutex::default(),
             records: Mutex::default(),
             log: Mutex::default(),
             script: Mutex::default(),
@@ -102,6 +116,9 @@ impl FakeCrm {
             api_usage: Mutex::new((0, 15_000)),
             per_second: Mutex::new(None),
             untracked: Mutex::default(),
+            hidden: Mutex::default(),
+            locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
+            locator_used: Mutex::default(),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -125,6 +142,47 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert(object.to_owned());
+    }
+
+    /// Hides a field from the API user, as field-level security does: Salesforce answers a query
+    /// naming it with 400 `INVALID_FIELD`.
+    pub fn hide_field(&self, object: &str, field: &str) {
+        self.shared
+            .hidden
+            .lock()
+            .unwrap()
+            .insert((object.to_owned(), field.to_owned()));
+    }
+
+    /// Salesforce: every open query locator expires, as after 15 minutes unused (a job waiting
+    /// out a retry): their next use is answered with 400 `INVALID_QUERY_LOCATOR`.
+    pub fn expire_open_locators(&self) {
+        let mut used = self.shared.locator_used.lock().unwrap();
+        let mut locators = self.shared.locators.lock().unwrap();
+        for (id, _) in used.drain() {
+            locators.remove(&id);
+        }
+    }
+
+    /// Turns the token endpoint on (`/services/oauth2/token`, `/oauth/token`) with `current` as
+    /// the refresh token it accepts. Each refresh issues a new access token and a new refresh
+    /// token and revokes the one presented, as Pipedrive does (and Salesforce with rotation on):
+    /// presenting a revoked one is answered 400 `invalid_grant`.
+    pub fn rotate_refresh_tokens(&self, current: &str) {
+        *self.shared.refresh.lock().unwrap() = Some(Refresh {
+            current: current.to_owned(),
+            issued: 0,
+        });
+    }
+
+    /// The refresh token the token endpoint accepts now.
+    pub fn current_refresh_token(&self) -> Option<String> {
+        self.shared
+            .refresh
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.current.clone())
     }
 
     /// Creates the record or merges `fields` into it, stamped now.
@@ -266,6 +324,9 @@ fn answer(shared: &Shared, request: &Request) -> Response {
         }
         return response;
     }
+    if request.method == Method::POST && TOKEN_PATHS.contains(&request.path.as_str()) {
+        return oauth::token(shared, request);
+    }
     if !authorized(shared, request) {
         return json(StatusCode::UNAUTHORIZED, unauthorized_body(shared.kind));
     }
@@ -279,9 +340,9 @@ fn answer(shared: &Shared, request: &Request) -> Response {
 
 fn authorized(shared: &Shared, request: &Request) -> bool {
     match shared.kind {
-        Kind::Pipedrive => request.query.get("api_token") == Some(&shared.token),
+        Kind::Pipedrive => request.query.get("api_token") == Some(&*shared.token.lock().unwrap()),
         _ => {
-            let expected = format!("Bearer {}", shared.token);
+            let expected = format!("Bearer {}", shared.token.lock().unwrap());
             request
                 .headers
                 .get("authorization")

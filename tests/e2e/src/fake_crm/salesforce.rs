@@ -1,5 +1,7 @@
 //! Salesforce REST v62.0: `queryAll`, query locators, `sobjects`, `Sforce-Limit-Info`.
 
+use std::time::Instant;
+
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -53,12 +55,20 @@ fn route(shared: &Shared, request: &Request) -> Response {
             return malformed("q is missing");
         };
         return match query(shared, q) {
-            Ok(rows) => page(shared, open_locator(shared, rows), 0, batch),
-            Err(problem) => malformed(&problem),
+            Ok(rows) => page(shared, open(shared, rows), 0, batch),
+            Err(Refused::Malformed(problem)) => malformed(&problem),
+            Err(Refused::Hidden { object, field }) => reply(
+                StatusCode::BAD_REQUEST,
+                json!([{
+                    "errorCode": "INVALID_FIELD",
+                    "message": format!("No such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names."),
+                }]),
+            ),
         };
     }
     if let Some(locator) = rest.strip_prefix("/query/") {
         let (id, offset) = locator.split_once('-').unwrap_or((locator, "0"));
+        expire_idle(shared, id);
         return page(shared, id.to_owned(), offset.parse().unwrap_or(0), batch);
     }
     if let Some(tail) = rest.strip_prefix("/sobjects/") {
@@ -80,6 +90,41 @@ fn route(shared: &Shared, request: &Request) -> Response {
     not_found()
 }
 
+/// Salesforce keeps at most this many query locators open per user; opening another closes
+/// the least recently used.
+const OPEN_LOCATORS: usize = 10;
+
+fn open(shared: &Shared, rows: Vec<Value>) -> String {
+    let id = open_locator(shared, rows);
+    let mut used = shared.locator_used.lock().unwrap();
+    used.insert(id.clone(), Instant::now());
+    while used.len() > OPEN_LOCATORS {
+        let Some(oldest) = used
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, _)| id.clone())
+        else {
+            break;
+        };
+        used.remove(&oldest);
+        shared.locators.lock().unwrap().remove(&oldest);
+    }
+    id
+}
+
+/// Closes the locator if it was left unused too long; else marks it used now.
+fn expire_idle(shared: &Shared, id: &str) {
+    let idle = *shared.locator_idle.lock().unwrap();
+    let mut used = shared.locator_used.lock().unwrap();
+    let expired = used.get(id).is_some_and(|at| at.elapsed() >= idle);
+    if expired {
+        used.remove(id);
+        shared.locators.lock().unwrap().remove(id);
+    } else if let Some(at) = used.get_mut(id) {
+        *at = Instant::now();
+    }
+}
+
 fn not_found() -> Response {
     reply(
         StatusCode::NOT_FOUND,
@@ -94,8 +139,30 @@ fn malformed(problem: &str) -> Response {
     )
 }
 
+/// Why a query is refused.
+enum Refused {
+    Malformed(String),
+    /// A field the API user may not read: to them it does not exist.
+    Hidden {
+        object: String,
+        field: String,
+    },
+}
+
+impl From<&str> for Refused {
+    fn from(problem: &str) -> Refused {
+        Refused::Malformed(problem.to_owned())
+    }
+}
+
+impl From<String> for Refused {
+    fn from(problem: String) -> Refused {
+        Refused::Malformed(problem)
+    }
+}
+
 /// `SELECT a, b FROM X WHERE SystemModstamp >= t ORDER BY SystemModstamp ASC, Id ASC`.
-fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, String> {
+fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, Refused> {
     let upper = soql.to_ascii_uppercase();
     let from = upper.find(" FROM ").ok_or("no FROM")?;
     let fields: Vec<String> = soql["SELECT ".len()..from]
@@ -104,6 +171,16 @@ fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, String> {
         .collect();
     let after_from = &soql[from + 6..];
     let object = after_from.split_whitespace().next().ok_or("no object")?;
+    let hidden = shared.hidden.lock().unwrap().clone();
+    if let Some(field) = fields
+        .iter()
+        .find(|f| hidden.contains(&(object.to_owned(), (*f).clone())))
+    {
+        return Err(Refused::Hidden {
+            object: object.to_owned(),
+            field: field.clone(),
+        });
+    }
     let since = soql
         .split("SystemModstamp >= ")
         .nth(1)

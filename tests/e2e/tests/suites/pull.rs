@@ -2,7 +2,8 @@
 //! PostgreSQL, ingest, the evaluator and the provisioner as processes.
 //!
 //! - [`reconcile`]: a webhook that never came and a deletion are fixed by the reconciliation;
-//!   missing API credentials are said in the job;
+//!   missing API credentials are said in the job; an object the API user cannot read is named
+//!   in the sync status while the others are still reconciled;
 //! - [`hydrate`]: a HubSpot stage change of a deal whose amount predates the integration: the
 //!   evaluator asks for the record, ingest answers from the CRM's API;
 //! - [`limits`]: `Retry-After` honoured, the Salesforce daily share stops a backfill;

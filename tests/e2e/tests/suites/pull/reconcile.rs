@@ -295,3 +295,58 @@ async fn a_pulled_record_ingest_would_refuse_is_dead_lettered_and_the_rest_is_co
         .unwrap();
     assert_eq!(status.last_reconciliation_error, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_api_user_cannot_read_is_named_and_the_others_are_still_reconciled() {
+    let fake = fake_salesforce().await;
+    let s = salesforce_setup("pull-refused-object", &fake).await;
+    // A second workflow reads a Quote field the integration's API user has no access to.
+    fake.hide_field("Quote", "Discount__c");
+    let quotes: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
+        "name": "Discounted quotes", "object_type": "Quote", "triggers": ["created", "updated"],
+        "conditions": {"all": [{"field": "Discount__c", "op": "gt", "value": 10}]},
+        "user_field": "OwnerId", "value_field": "Discount__c", "date_field": "CreatedDate",
+        "activity_type": "quote_discounted"
+    }))
+    .unwrap();
+    crm_sync_store::tenants::upsert_workflow(
+        &s.env.pool,
+        None,
+        s.company_id,
+        s.integration_id,
+        &quotes,
+        true,
+    )
+    .await
+    .unwrap();
+    let (_p, _schedule) = reconciling_pipeline(&s).await;
+
+    fake.put(
+        "Opportunity",
+        "0065g00000PuLl7AAB",
+        opportunity("Closed Won", 700),
+    );
+    wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl7AAB", "recorded").await;
+    // The sync status (what health and the admin page show) names the object and the CRM's
+    // error.
+    let status = eventually(
+        "the refused object in the sync status",
+        Duration::from_secs(30),
+        || async {
+            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
+                .await
+                .unwrap()
+                .filter(|st| st.last_reconciliation_error.is_some())
+        },
+    )
+    .await;
+    let error = status.last_reconciliation_error.unwrap_or_default();
+    assert!(
+        error.contains("Quote") && error.contains("INVALID_FIELD"),
+        "{error}"
+    );
+
+    // Later runs still reconcile Opportunity: its delete is found and retracts.
+    fake.delete("Opportunity", "0065g00000PuLl7AAB");
+    wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl7AAB", "retracted").await;
+}

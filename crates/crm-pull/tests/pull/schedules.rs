@@ -1,0 +1,190 @@
+//! A reconciliation schedule over several objects: each object's next run starts from its own
+//! changes, so a quiet object neither holds the others back nor is read again from the start.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use crm_sync_crm_directory::Crm;
+use crm_sync_crm_pull::jobs;
+use crm_sync_e2e::fake_crm::Kind;
+use crm_sync_e2e::{TestEnv, eventually};
+use crm_sync_proto::v1::ChangeType;
+use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::jobs::{Memory, job_config};
+use super::*;
+
+/// A reconciliation of `objects` created `days` ago.
+async fn schedule(env: &TestEnv, integration: Uuid, objects: &[&str], days: i64) -> Job {
+    let objects: Vec<String> = objects.iter().map(|o| (*o).to_owned()).collect();
+    sync_jobs::create(
+        &env.pool,
+        integration,
+        JobKind::Reconciliation,
+        Utc::now() - chrono::Duration::days(days),
+        &objects,
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// Claims the schedule's next run once it is due.
+async fn next_run(env: &TestEnv, owner: &str) -> Job {
+    eventually("the next run is due", Duration::from_secs(10), || async {
+        sync_jobs::claim(&env.pool, owner, job_config().lease)
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_quiet_object_does_not_make_every_run_reread_the_others_since_connecting() {
+    let env = TestEnv::new("pull_schedule_quiet").await;
+    let (_, integration) = super::leases::integration(&env).await;
+    let fake = start(Kind::Salesforce).await;
+    let now = Utc::now();
+    for n in 1..=10i64 {
+        fake.put_at(
+            "Opportunity",
+            &format!("006{n:015}"),
+            json!({"StageName": "Prospecting", "Amount": n}),
+            now - chrono::Duration::days(20) + chrono::Duration::minutes(n),
+        );
+    }
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(50));
+    // Quotes are rarely edited: none in this run, none in the next.
+    let scopes = vec![
+        scope("Opportunity", &["StageName", "Amount"]),
+        scope("Quote", &["Status"]),
+    ];
+    schedule(&env, integration, &["Opportunity", "Quote"], 30).await;
+    let sink = Memory::default();
+    let first = next_run(&env, "a").await;
+    let outcome = jobs::run(
+        &env.pool,
+        "a",
+        &job_config(),
+        &first,
+        &client,
+        &scopes,
+        &sink,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, Outcome::Reschedule { .. }), "{outcome:?}");
+    assert_eq!(sink.events.lock().unwrap().len(), 10);
+
+    fake.put(
+        "Opportunity",
+        "006000000000000003",
+        json!({"StageName": "Closed Won"}),
+    );
+    sink.events.lock().unwrap().clear();
+    let second = next_run(&env, "b").await;
+    jobs::run(
+        &env.pool,
+        "b",
+        &job_config(),
+        &second,
+        &client,
+        &scopes,
+        &sink,
+    )
+    .await
+    .unwrap();
+    let read: Vec<String> = sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.record_id.clone())
+        .collect();
+    assert_eq!(
+        read,
+        vec!["006000000000000003".to_owned()],
+        "only the change since the first run, not every change since connecting"
+    );
+}
+
+#[tokio::test]
+async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still_reconciled() {
+    let env = TestEnv::new("pull_schedule_bad_object").await;
+    let (_, integration) = super::leases::integration(&env).await;
+    let fake = start(Kind::Salesforce).await;
+    let now = Utc::now();
+    for n in 1..=5i64 {
+        fake.put_at(
+            "Opportunity",
+            &format!("006{n:015}"),
+            json!({"StageName": "Prospecting", "Amount": n}),
+            now - chrono::Duration::hours(2) + chrono::Duration::minutes(n),
+        );
+    }
+    // A workflow reads a Quote field the integration's API user has no access to.
+    fake.hide_field("Quote", "Discount__c");
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(50));
+    let scopes = vec![
+        scope("Quote", &["Discount__c"]),
+        scope("Opportunity", &["StageName", "Amount"]),
+    ];
+    let job = schedule(&env, integration, &["Quote", "Opportunity"], 1).await;
+    let sink = Memory::default();
+    let first = next_run(&env, "a").await;
+    let outcome = jobs::run(
+        &env.pool,
+        "a",
+        &job_config(),
+        &first,
+        &client,
+        &scopes,
+        &sink,
+    )
+    .await
+    .unwrap();
+    let Outcome::Reschedule { error, .. } = &outcome else {
+        panic!("the schedule goes on: {outcome:?}");
+    };
+    let error = error.clone().unwrap_or_default();
+    assert!(
+        error.contains("Quote") && error.contains("INVALID_FIELD"),
+        "the object and the CRM's error: {error}"
+    );
+    let recorded = sync_jobs::get(&env.pool, job.id).await.unwrap().unwrap();
+    assert_eq!(recorded.last_error.as_deref(), Some(error.as_str()));
+    assert_eq!(
+        sink.events.lock().unwrap().len(),
+        5,
+        "the readable object was reconciled"
+    );
+
+    // The next run still finds Opportunity's deletes, and only what changed since.
+    fake.delete("Opportunity", "006000000000000002");
+    sink.events.lock().unwrap().clear();
+    let second = next_run(&env, "b").await;
+    jobs::run(
+        &env.pool,
+        "b",
+        &job_config(),
+        &second,
+        &client,
+        &scopes,
+        &sink,
+    )
+    .await
+    .unwrap();
+    let events = sink.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].record_id, "006000000000000002");
+    assert_eq!(events[0].change_type, ChangeType::Deleted as i32);
+    // The unreadable object is asked for again each run, from where it was, until it is fixed.
+    let quote_queries = fake
+        .requests_to("/queryAll")
+        .into_iter()
+        .filter(|r| r.query.get("q").is_some_and(|q| q.contains("FROM Quote")))
+        .count();
+    assert_eq!(quote_queries, 2);
+}
