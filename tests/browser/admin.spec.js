@@ -171,6 +171,25 @@ test('an admin runs auto-sync end to end from the page alone', async ({ page, re
   await expect(previous).toHaveAttribute('aria-invalid', 'true');
   await shot(page, '04b-dry-run-previous-values');
 
+  // A comparison the builder's rows cannot show (a typed one) opens in the JSON editor, and
+  // saving the workflow from the page keeps it as it was.
+  const typed = { all: [{ field: 'Amount', op: 'gt', value: '1000', type: 'number' }] };
+  const typedWorkflow = await (await request.patch(
+    `${env('ADMIN_URL')}/admin/v1/companies/${companyId}/workflows/${(await created.json()).id}`,
+    { headers: auth, data: { conditions: typed } },
+  )).json();
+  expect(typedWorkflow.conditions).toEqual(typed);
+  await page.getByRole('link', { name: 'Integrations' }).click();
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await page.getByRole('row', { name: /Stage moved to won/ }).getByRole('button', { name: 'Edit' }).click();
+  await expect(page.locator('#conditions-advanced')).toHaveAttribute('open', '');
+  await page.locator('#workflow-form').getByRole('button', { name: 'Save workflow' }).click();
+  await expect(page.locator('#workflow-form')).toBeHidden();
+  const saved = await (await request.get(
+    `${env('ADMIN_URL')}/admin/v1/companies/${companyId}/workflows/${typedWorkflow.id}`, { headers: auth },
+  )).json();
+  expect(saved.conditions).toEqual(typed);
+
   // A team to place people on.
   await page.getByRole('link', { name: 'Teams' }).click();
   await page.locator('#team-form').getByLabel('New team').fill('Browser team');
@@ -267,6 +286,8 @@ test('a viewer sees everything and can change nothing', async ({ page }) => {
   await expect(page.locator('#credentials-form')).toBeHidden();
   await page.getByRole('link', { name: 'Workflows' }).click();
   await expect(page.getByRole('button', { name: 'New workflow' })).toBeHidden();
+  await expect(page.getByRole('row', { name: /Browser wins/ })).toBeVisible();
+  await expect(page.getByRole('button', { name: 'Dry run' })).toHaveCount(0);
   await page.getByRole('link', { name: 'Leaderboard' }).click();
   await expect(page.locator('#tz-current')).toHaveText('Europe/Oslo');
   await expect(page.locator('#tz-form')).toBeHidden();

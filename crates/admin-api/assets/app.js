@@ -210,8 +210,9 @@ async function loadWorkflows() {
   body.replaceChildren();
   for (const w of state.workflows) {
     const actions = el('td', {});
-    actions.append(el('button', { type: 'button', text: 'Dry run', onclick: () => openDryRun(w) }));
+    // A dry run is a POST, which viewers' tokens may not make: admins only, like the rest.
     if (isAdmin()) {
+      actions.append(el('button', { type: 'button', text: 'Dry run', onclick: () => openDryRun(w) }));
       actions.append(' ', el('button', { type: 'button', text: 'Edit', onclick: () => openWorkflowForm(w) }),
         ' ', el('button', {
           type: 'button', text: w.active ? 'Deactivate' : 'Activate',
@@ -281,12 +282,22 @@ function rowsJson() {
   return { [$('wf-mode').value]: leaves };
 }
 
+/// Whether the builder's row keeps everything a stored comparison says: a field, one of the
+/// row's operators and a plain value, nothing else (a `type` or `case_sensitive` the row cannot
+/// show would be dropped on save, changing how the value compares).
+function rowCanHold(c) {
+  return c && typeof c.field === 'string' && c.field
+    && ['eq', 'ne', 'gt', 'gte', 'lt', 'lte'].includes(c.op)
+    && (c.value === null || ['string', 'number', 'boolean'].includes(typeof c.value))
+    && Object.keys(c).every((k) => k === 'field' || k === 'op' || k === 'value');
+}
+
 /// Rows for a stored condition when it is a flat all/any list of comparisons; else the JSON editor.
 function showConditions(conditions) {
   $('condition-rows').replaceChildren();
   $('wf-conditions-json').value = JSON.stringify(conditions || { all: [] }, null, 2);
   const key = conditions && Object.keys(conditions).length === 1 ? Object.keys(conditions)[0] : null;
-  const flat = (key === 'all' || key === 'any') && conditions[key].every((c) => c && c.field && ['eq', 'ne', 'gt', 'gte', 'lt', 'lte'].includes(c.op) && !c.case_sensitive);
+  const flat = (key === 'all' || key === 'any') && Array.isArray(conditions[key]) && conditions[key].every(rowCanHold);
   $('conditions-advanced').open = !flat;
   if (flat) {
     $('wf-mode').value = key;

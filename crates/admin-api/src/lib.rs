@@ -81,7 +81,7 @@ pub struct AppState {
         (name = "teams", description = "Teams and memberships: only users on a team are visualized"),
         (name = "users", description = "Platform users, pending ones included, and CRM identities"),
         (name = "activities", description = "Recorded activities (unmapped ones included) and the leaderboard"),
-        (name = "trail", description = "Why a record did (not) count: each event, every workflow's decision in words, what followed, and dead letters (the latest ones: `limit`, no cursor)"),
+        (name = "trail", description = "Why a record did (not) count: each event, every workflow's decision in words, what followed, and dead letters (newest first, a page at a time: `limit` and `cursor`)"),
         (name = "audit", description = "Who changed what, when"),
         (name = "tokens", description = "The company's admin tokens: listed without secrets, revoked at once"),
     )
