@@ -205,7 +205,7 @@ impl Evaluator {
             return Ok(Vec::new());
         }
         let state = &mut merged.state;
-        let fields = record::Current::new(&merged.fields, state.complete, &merged.changes);
+        let fields = record::Current::new(&merged.fields, &merged.changes);
         let previous = record::Before(&fields);
         let view = RecordView {
             object_type: &event.object_type,
@@ -284,7 +284,8 @@ impl Evaluator {
     }
 
     /// A request to fetch the record whole, when workflows need fields it never showed and it
-    /// was not asked for within the interval.
+    /// was not asked for within the interval; also for a record pulled before, whose pull did
+    /// not select the fields a workflow added since reads.
     fn hydration(
         &self,
         event: &CrmEvent,
@@ -292,7 +293,7 @@ impl Evaluator {
         state: &mut RecordState,
         judgement: &Judgement<'_>,
     ) -> Option<OutgoingMessage> {
-        if judgement.missing_fields.is_empty() || state.complete {
+        if judgement.missing_fields.is_empty() {
             return None;
         }
         let now = outputs::now();

@@ -76,21 +76,22 @@ struct Slot<'s> {
 }
 
 /// A record's current values as the workflows read them, and their values before the event
-/// (see [`Before`]). A complete record (one pulled whole from its CRM) has no unknown fields:
-/// one it lacks is empty.
+/// (see [`Before`]). A field the record never showed is unknown, also in a record pulled whole:
+/// pulls and hydrations select only the fields the workflows read when they ran, so a snapshot
+/// is complete only for the fields it carried (a requested field without a value comes as an
+/// explicit null, and so is known to be empty).
 ///
 /// The fields are hashed by name once per judgement: ten workflows read a record's fields about
 /// seventy times, and each read of the ordered map compared names a dozen times. What a field
 /// was before sits in its entry, so reading it costs no second search.
 #[derive(Debug)]
 pub struct Current<'s> {
-    complete: bool,
     index: foldhash::HashMap<&'s str, Slot<'s>>,
 }
 
 impl<'s> Current<'s> {
     /// `fields` and `changes` both in name order, as the merge leaves them.
-    pub fn new(fields: &[KnownFieldRef<'s>], complete: bool, changes: &Changes<'s>) -> Self {
+    pub fn new(fields: &[KnownFieldRef<'s>], changes: &Changes<'s>) -> Self {
         let mut index = foldhash::HashMap::with_capacity_and_hasher(
             fields.len(),
             foldhash::fast::RandomState::default(),
@@ -105,36 +106,27 @@ impl<'s> Current<'s> {
         // Every change names a field the event set (the merge makes both), so the join ends
         // with every change taken; stepping over strays cost a comparison per field.
         debug_assert!(changes.next().is_none(), "a change names no field");
-        Current { complete, index }
-    }
-
-    fn empty(&self) -> Option<ValueRef<'s>> {
-        self.complete.then_some(NULL)
+        Current { index }
     }
 }
 
 impl FieldLookup for Current<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        match self.index.get(name) {
-            Some(slot) => Some(slot.now),
-            None => self.empty(),
-        }
+        self.index.get(name).map(|slot| slot.now)
     }
 }
 
 /// A record's values before the event that was merged into it: what the merge changed, else
-/// the current value. A complete record's unknown fields are empty.
+/// the current value; unknown for a field the record never showed.
 #[derive(Debug, Clone, Copy)]
 pub struct Before<'s>(pub &'s Current<'s>);
 
 impl FieldLookup for Before<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        let before = self
-            .0
+        self.0
             .index
             .get(name)
-            .and_then(|slot| slot.before.unwrap_or(Some(slot.now)));
-        before.or(self.0.empty())
+            .and_then(|slot| slot.before.unwrap_or(Some(slot.now)))
     }
 }
 
@@ -189,7 +181,9 @@ pub fn merge<'a>(
         },
         fields: Vec::new(),
     });
-    let empty_before = state.complete || (new_record && event.change_type() == ChangeType::Created);
+    // Only a record this event created is known to have had nothing before. A full snapshot
+    // says nothing of the fields it did not carry, then or now.
+    let empty_before = new_record && event.change_type() == ChangeType::Created;
     let mut merged = Merged {
         state,
         fields: Vec::new(),
@@ -293,7 +287,8 @@ fn merge_owner(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
     }
 }
 
-/// Deleted, undeleted (a newer create or update after a delete), and complete (a full snapshot).
+/// Deleted, undeleted (a newer create or update after a delete), and complete (a full snapshot
+/// was applied; see [`Current`] for what that does and does not tell).
 fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
     let state = &mut merged.state;
     match event.change_type() {

@@ -13,6 +13,7 @@ mod durability;
 mod forgetting;
 mod limits;
 mod merging;
+mod snapshots;
 
 use crate::connectors;
 
