@@ -162,7 +162,7 @@ fn handle(workflows: &Workflows, payload: &[u8], stored: Option<&[u8]>) -> (usiz
         change: event.change_type(),
         record: Record {
             fields: &current,
-            previous: record::previous(&event, merged.new_record, &before),
+            previous: record::previous(event.change_type(), merged.new_record, &before),
         },
         owner: state.owner.as_ref(),
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
-use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
+use crm_sync_proto::v1::{CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
 use crm_sync_proto::view::{EventView, decode_event};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::trail::dead_letters;
@@ -196,23 +196,20 @@ impl Evaluator {
         (merged, entry): (&mut Merged<'_>, Option<Entry>),
     ) -> Result<Vec<OutgoingMessage>, Failure> {
         let workflows = &active.list[..];
-        let deleted_now = event.change_type() == ChangeType::Deleted;
-        // A deleted record is judged only by its delete: later-arriving older updates of it
-        // change its stored fields but count for nothing.
-        if !merged.changed || (merged.state.deleted && !deleted_now) {
+        let Some(change) = merged.judged_as(event) else {
             self.counts.event("no_match");
             self.trail.stage(entry);
             return Ok(Vec::new());
-        }
+        };
         let state = &mut merged.state;
         let fields = record::Current::new(&merged.fields, &merged.changes);
         let previous = record::Before(&fields);
         let view = RecordView {
             object_type: &event.object_type,
-            change: event.change_type(),
+            change,
             record: Record {
                 fields: &fields,
-                previous: record::previous(event, merged.new_record, &previous),
+                previous: record::previous(change, merged.new_record, &previous),
             },
             owner: state.owner.as_ref(),
         };

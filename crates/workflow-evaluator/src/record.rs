@@ -46,6 +46,9 @@ pub struct Merged<'a> {
     pub changes: Changes<'a>,
     /// Nothing was known of the record before this event.
     pub new_record: bool,
+    /// This event deleted the record: the merge accepted its delete (one older than what the
+    /// record shows, e.g. a pulled snapshot that raced a newer webhook, is not).
+    pub deleted_now: bool,
 }
 
 impl Merged<'_> {
@@ -57,6 +60,20 @@ impl Merged<'_> {
     /// At least the length of [`Merged::encode`]'s bytes, without encoding them.
     pub fn encoded_len_bound(&self) -> usize {
         state_len_bound(&self.state, &self.fields)
+    }
+
+    /// The change the workflows judge, if any: none when nothing they can see changed, or when
+    /// the record is deleted and this event is not its delete (later-arriving older updates
+    /// change its stored fields but count for nothing). A delete the merge refused counts as an
+    /// update of whatever else it carried, never as the record's delete.
+    pub fn judged_as(&self, event: &CrmEvent) -> Option<ChangeType> {
+        if !self.changed || (self.state.deleted && !self.deleted_now) {
+            return None;
+        }
+        Some(match event.change_type() {
+            ChangeType::Deleted if !self.deleted_now => ChangeType::Updated,
+            change => change,
+        })
     }
 
     /// A field's current value.
@@ -130,10 +147,11 @@ impl FieldLookup for Before<'_> {
     }
 }
 
-/// What the workflows know of the record's values before `event`: nothing for a record the event
-/// created, nothing at all for a delete, else what the merge says they were.
-pub fn previous<'a>(event: &CrmEvent, new_record: bool, before: &'a Before<'a>) -> Previous<'a> {
-    match event.change_type() {
+/// What the workflows know of the record's values before a change (`change`, as judged): nothing
+/// for a record the event created, nothing at all for a delete, else what the merge says they
+/// were.
+pub fn previous<'a>(change: ChangeType, new_record: bool, before: &'a Before<'a>) -> Previous<'a> {
+    match change {
         ChangeType::Created if new_record => Previous::Nothing,
         ChangeType::Deleted => Previous::Unknown,
         _ => Previous::Sent(before),
@@ -191,6 +209,7 @@ pub fn merge<'a>(
         changed: new_record,
         changes: Changes::default(),
         new_record,
+        deleted_now: false,
     };
     let t = event_time(event);
     merged.fields(known, (fields, previous), &t, empty_before);
@@ -295,6 +314,7 @@ fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
         ChangeType::Deleted if !older(t, state.updated_at.as_ref()) && !state.deleted => {
             state.deleted = true;
             state.deleted_at = Some(*t);
+            merged.deleted_now = true;
             merged.changed = true;
             merged.dirty = true;
         }

@@ -220,3 +220,26 @@ fn a_value_first_seen_after_a_pull_that_did_not_select_it_was_unknown_before() {
     let again = merge(Some(pulled.whole()), &again);
     assert_eq!(before(&again, "region"), None);
 }
+
+/// A pulled snapshot of a deleted record that raced a newer update: the record lives on. The
+/// snapshot still changes what workflows see (here: the record became complete), so it is
+/// judged, as an update.
+#[test]
+fn a_delete_older_than_the_record_is_not_judged_as_its_delete() {
+    let live_event = event("1", ChangeType::Updated, 20, &[("stage", "won")]);
+    let live = merge(None, &live_event);
+    let mut late = event("2", ChangeType::Deleted, 10, &[("stage", "won")]);
+    late.full_snapshot = true;
+    let merged = merge(Some(live.whole()), &late);
+    assert!(!merged.state.deleted && !merged.deleted_now && merged.changed);
+    assert_eq!(merged.judged_as(&late), Some(ChangeType::Updated));
+
+    let newer = event("3", ChangeType::Deleted, 30, &[]);
+    let deleted = merge(Some(live.whole()), &newer);
+    assert!(deleted.deleted_now);
+    assert_eq!(deleted.judged_as(&newer), Some(ChangeType::Deleted));
+    // Deleted already: another delete, or an older update, is not judged.
+    let again_event = event("4", ChangeType::Deleted, 40, &[]);
+    let again = merge(Some(deleted.whole()), &again_event);
+    assert_eq!(again.judged_as(&again_event), None);
+}

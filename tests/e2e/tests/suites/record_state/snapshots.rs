@@ -4,31 +4,6 @@
 
 use super::*;
 
-/// A workflow of the tenant's integration on Opportunities, counting `Amount` by `OwnerId`.
-async fn add_workflow(
-    env: &TestEnv,
-    tenant: &Tenant,
-    activity: &str,
-    condition: serde_json::Value,
-) -> uuid::Uuid {
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(json!({
-        "name": activity, "object_type": "Opportunity", "triggers": ["updated"],
-        "conditions": {"all": [condition]},
-        "user_field": "OwnerId", "value_field": "Amount", "activity_type": activity
-    }))
-    .unwrap();
-    crm_sync_store::tenants::upsert_workflow(
-        &env.pool,
-        None,
-        tenant.company_id,
-        tenant.integration_id,
-        &spec,
-        true,
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_of_some_fields_leaves_the_others_to_hydration_and_to_no_invented_change() {
     let env = TestEnv::new("state-partial-pull").await;
