@@ -23,7 +23,7 @@ use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::{WorkflowSnapshot, Workflows};
 use crate::state_limit::StateLimit;
-use crate::store::RecordStore;
+use crate::store::{RecordStore, StoreError, Unreadable};
 use crate::trail::{Entry, Trail};
 
 pub struct Evaluator {
@@ -68,15 +68,14 @@ impl TransactionalHandler for Evaluator {
             .ready(partition)
             .await
             .map_err(Failure::transient)?;
-        let stored = self
-            .store
-            .get(partition, key.as_bytes())
-            .map_err(Failure::transient)?;
-        let prior = stored
-            .as_ref()
-            .map(|s| s.view(&key))
-            .transpose()
-            .map_err(Failure::transient)?;
+        let stored = match self.store.get(partition, key.as_bytes()) {
+            Ok(stored) => stored,
+            Err(error) => self.unreadable(partition, &key, error)?,
+        };
+        let prior = match stored.as_ref().map(|s| s.view(&key)).transpose() {
+            Ok(prior) => prior,
+            Err(error) => self.unreadable(partition, &key, error)?,
+        };
         let before = crate::fixed::before(&event, &prior);
         let mut merged = record::merge(prior, &event, (&fields, &previous));
         let entry = self.trail.entry(&event, (integration_id, company_id));
@@ -136,6 +135,21 @@ impl TransactionalHandler for Evaluator {
 }
 
 impl Evaluator {
+    /// A stored state that cannot be read: `None` (the record counts as never seen) when the
+    /// changelog's own value is bad, else a transient failure, the batch handled again once the
+    /// partition is restored (see [`RecordStore::unreadable`]).
+    fn unreadable<T>(
+        &self,
+        partition: i32,
+        key: &str,
+        error: StoreError,
+    ) -> Result<Option<T>, Failure> {
+        match self.store.unreadable(partition, key, &error) {
+            Unreadable::Absent => Ok(None),
+            Unreadable::Restoring | Unreadable::Fault => Err(Failure::transient(error)),
+        }
+    }
+
     /// The integration's company and active workflows; an integration newer than the snapshot
     /// is looked up once more before the event is dead-lettered.
     async fn integration(&self, integration_id: Uuid) -> Result<(Uuid, Arc<Workflows>), Failure> {

@@ -67,6 +67,35 @@ impl Stored {
 struct Slot {
     restored: bool,
     epoch: u64,
+    /// A stored state could not be read: the next restore empties the keyspace and reads the
+    /// changelog from its start.
+    scratch: bool,
+    /// Restored from scratch after a read failed, in this assignment: what fails to read now
+    /// is the changelog's own value, or the disk itself.
+    rebuilt: bool,
+}
+
+impl Slot {
+    fn assigned(epoch: u64) -> Slot {
+        Slot {
+            restored: false,
+            epoch,
+            scratch: false,
+            rebuilt: false,
+        }
+    }
+}
+
+/// What to do about a stored state that could not be read.
+#[derive(Debug, PartialEq)]
+pub enum Unreadable {
+    /// The partition is restored from scratch before its next event: fail the batch (it is
+    /// handled again once restored).
+    Restoring,
+    /// The changelog's own value does not decode: the record counts as never seen.
+    Absent,
+    /// The disk fails even after a restore from scratch: a real fault, retried.
+    Fault,
 }
 
 /// What a restore finds when it is done, against the slot it began under.
@@ -245,6 +274,41 @@ impl RecordStore {
         }
     }
 
+    fn restores_from_scratch(&self, partition: i32) -> bool {
+        lock(&self.slots)
+            .get(&partition)
+            .is_some_and(|slot| slot.scratch)
+    }
+
+    /// A stored state of the partition could not be read (`error`, from [`RecordStore::get`] or
+    /// [`Stored::view`]). The first time in an assignment the partition is restored from scratch:
+    /// the local copy may be damaged where the changelog is not. After that, a value that does
+    /// not decode is the changelog's own: counted, and the record taken as never seen, so that
+    /// one bad value cannot stall the partition for good.
+    pub fn unreadable(&self, partition: i32, key: &str, error: &StoreError) -> Unreadable {
+        let mut slots = lock(&self.slots);
+        let Some(slot) = slots.get_mut(&partition) else {
+            return Unreadable::Fault;
+        };
+        if !slot.rebuilt {
+            if !slot.scratch {
+                tracing::warn!(partition, key, %error, "a stored record state cannot be read; restoring the partition from scratch");
+            }
+            slot.scratch = true;
+            slot.restored = false;
+            slot.epoch = self.next_epoch();
+            return Unreadable::Restoring;
+        }
+        match error {
+            StoreError::Corrupt { .. } => {
+                tracing::warn!(partition, key, %error, "the changelog's state of the record does not decode; it counts as never seen");
+                metrics::counter!(crate::metric_definitions::UNDECODABLE_STATES).increment(1);
+                Unreadable::Absent
+            }
+            _ => Unreadable::Fault,
+        }
+    }
+
     fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -259,6 +323,7 @@ impl RecordStore {
         match (lock(&self.slots).get_mut(&partition), epoch) {
             (Some(slot), Some(epoch)) if slot.epoch == epoch => {
                 slot.restored = true;
+                slot.rebuilt |= std::mem::take(&mut slot.scratch);
                 Finished::Marked
             }
             (Some(_), _) => Finished::Outdated,
@@ -332,7 +397,11 @@ impl RecordStore {
 
     fn restore(&self, partition: i32) -> Result<Restored, StoreError> {
         let keyspace = self.keyspace(partition)?;
-        let from = self.checkpoint(partition)?;
+        // No checkpoint: the keyspace is emptied and the changelog read from its start.
+        let from = match self.restores_from_scratch(partition) {
+            true => None,
+            false => self.checkpoint(partition)?,
+        };
         let apply = |start_over: bool, records: Vec<restore::Record>, next: i64| {
             if start_over {
                 keyspace.clear()?;
@@ -466,14 +535,7 @@ impl PartitionListener for RecordStore {
     fn assigned(&self, partitions: &[(String, i32)]) {
         let mut slots = lock(&self.slots);
         for (_, partition) in partitions.iter().filter(|(t, _)| *t == self.input_topic) {
-            let epoch = self.next_epoch();
-            slots.insert(
-                *partition,
-                Slot {
-                    restored: false,
-                    epoch,
-                },
-            );
+            slots.insert(*partition, Slot::assigned(self.next_epoch()));
             let _ = self.wake.send(*partition);
         }
     }

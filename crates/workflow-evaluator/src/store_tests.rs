@@ -180,3 +180,50 @@ async fn a_partition_marked_stale_while_restoring_is_caught_up_again() {
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A restore that checks it starts from scratch, as a restore after a failed read must.
+fn from_scratch(store: &RecordStore, partition: i32) -> Result<Restored, StoreError> {
+    assert!(
+        store.restores_from_scratch(partition),
+        "restored from the checkpoint"
+    );
+    Ok(Restored::default())
+}
+
+#[tokio::test]
+async fn an_unreadable_state_restores_the_partition_from_scratch_once_then_counts_as_never_seen() {
+    let (store, dir) = open_store("unreadable");
+    store.assigned(&[("events".to_owned(), 3)]);
+    store
+        .ready_with(3, |_, _| Ok(Restored::default()))
+        .await
+        .unwrap();
+    let key = "integration/Deal/1";
+    store.stage(3, key.as_bytes().to_vec(), b"\xff\xff not a state".to_vec());
+    store.seal();
+    store.commit(&[], "records");
+    let stored = store.get(3, key.as_bytes()).unwrap().unwrap();
+    let Err(error) = stored.view(key) else {
+        panic!("garbage decoded as a state");
+    };
+    assert_eq!(store.unreadable(3, key, &error), Unreadable::Restoring);
+    assert!(
+        !store.is_restored(3),
+        "the partition was not marked for a restore"
+    );
+    // Read again before the restore ran (the batch replayed): still waiting for it.
+    assert_eq!(store.unreadable(3, key, &error), Unreadable::Restoring);
+    store.ready_with(3, from_scratch).await.unwrap();
+
+    // The changelog holds the same bad value: it counts as never seen, the partition goes on.
+    assert_eq!(store.unreadable(3, key, &error), Unreadable::Absent);
+    // The disk failing even after a restore from scratch is a real fault.
+    let disk = StoreError::Restore {
+        partition: 3,
+        reason: "an I/O error".into(),
+    };
+    assert_eq!(store.unreadable(3, key, &disk), Unreadable::Fault);
+    drop(stored);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}

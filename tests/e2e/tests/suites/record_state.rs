@@ -15,6 +15,7 @@ mod forgetting;
 mod limits;
 mod merging;
 mod snapshots;
+mod unreadable;
 
 use crate::connectors;
 
