@@ -79,7 +79,7 @@ impl TransactionalHandler for Evaluator {
         let before = crate::fixed::before(&event, &prior);
         let mut merged = record::merge(prior, &event, (&fields, &previous));
         let entry = self.trail.entry(&event, (integration_id, company_id));
-        if !merged.dirty {
+        if !merged.dirty && !event.fields_omitted {
             self.counts.event("unchanged");
             self.trail.stage(entry);
             return Ok(Vec::new());
@@ -102,6 +102,17 @@ impl TransactionalHandler for Evaluator {
                 (&mut merged, entry),
             )
             .await?;
+        // Asked for already when workflows missed fields.
+        let asked = |out: &[OutgoingMessage]| {
+            out.iter()
+                .any(|m| Arc::ptr_eq(&m.topic, &self.topics.hydrations))
+        };
+        if event.fields_omitted
+            && !asked(&out)
+            && let Some(request) = self.refetch(&event, &key, &mut merged.state, &workflows)
+        {
+            out.push(request);
+        }
         let encoded = merged.encode();
         out.push(outputs::message(
             &self.topics.records,
@@ -311,21 +322,60 @@ impl Evaluator {
         if !outputs::hydration_due(state, &now, self.hydration_interval) {
             return None;
         }
-        state.hydration_requested_at = Some(now);
-        self.counts.hydration();
-        let request = outputs::hydration_request(
+        let missing = judgement.missing_fields.iter().cloned().collect();
+        Some(self.hydrate(
             event,
             key,
-            judgement.missing_fields.iter().cloned().collect(),
-            judgement.missing_for.clone(),
+            state,
+            (missing, judgement.missing_for.clone()),
             now,
-        );
-        Some(outputs::message(
+        ))
+    }
+
+    /// A request to fetch the record whole when the CRM left the event's fields out: what
+    /// changed is unknown, whatever fields the record showed before. Asked for every such event
+    /// (each stands for a change in the CRM), not only once per interval; not for a record
+    /// deleted.
+    fn refetch(
+        &self,
+        event: &CrmEvent,
+        key: &Arc<str>,
+        state: &mut RecordState,
+        workflows: &Workflows,
+    ) -> Option<OutgoingMessage> {
+        if state.deleted {
+            return None;
+        }
+        let reading: Vec<String> = workflows
+            .list
+            .iter()
+            .filter(|w| w.spec.object_type.eq_ignore_ascii_case(&event.object_type))
+            .map(|w| w.id.to_string())
+            .collect();
+        if reading.is_empty() {
+            return None;
+        }
+        // No fields named: the answer selects every field the active workflows read.
+        Some(self.hydrate(event, key, state, (Vec::new(), reading), outputs::now()))
+    }
+
+    fn hydrate(
+        &self,
+        event: &CrmEvent,
+        key: &Arc<str>,
+        state: &mut RecordState,
+        (missing, workflow_ids): (Vec<String>, Vec<String>),
+        now: Timestamp,
+    ) -> OutgoingMessage {
+        state.hydration_requested_at = Some(now);
+        self.counts.hydration();
+        let request = outputs::hydration_request(event, key, missing, workflow_ids, now);
+        outputs::message(
             &self.topics.hydrations,
             key,
             request.encode_to_vec(),
             request.request_id.clone(),
             None,
-        ))
+        )
     }
 }

@@ -216,7 +216,14 @@ pub fn merge<'a>(
     merge_owner(&mut merged, event, &t);
     merge_flags(&mut merged, event, &t);
     let state = &mut merged.state;
-    if state.updated_at.is_none() || older(&state.updated_at.unwrap_or_default(), Some(&t)) {
+    // An event whose fields the CRM left out says when the record changed, not what: the
+    // snapshot fetched for it brings the change, stamped with the CRM's modification time,
+    // which can be a little older than the change's commit. That snapshot must not count as
+    // older than the record.
+    let stamps = !event.fields_omitted;
+    if stamps
+        && (state.updated_at.is_none() || older(&state.updated_at.unwrap_or_default(), Some(&t)))
+    {
         state.updated_at = Some(t);
         merged.dirty = true;
     }

@@ -243,3 +243,28 @@ fn a_delete_older_than_the_record_is_not_judged_as_its_delete() {
     let again = merge(Some(deleted.whole()), &again_event);
     assert_eq!(again.judged_as(&again_event), None);
 }
+
+/// A change whose fields the CRM left out (a CDC gap event) is fetched whole; the snapshot,
+/// stamped with the record's modification time a little before the change's commit, must still
+/// count as news, its owner included.
+#[test]
+fn an_event_without_its_fields_does_not_make_the_snapshot_fetched_for_it_older() {
+    let known_event = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    let known = merge(None, &known_event);
+    let mut gap = event("2", ChangeType::Updated, 30, &[]);
+    gap.fields_omitted = true;
+    let gapped = merge(Some(known.whole()), &gap);
+    let mut snapshot = event("3", ChangeType::Updated, 29, &[("stage", "won")]);
+    snapshot.full_snapshot = true;
+    snapshot.owner = Some(CrmUser {
+        crm_user_id: "u2".into(),
+        ..Default::default()
+    });
+    let fetched = merge(Some(gapped.whole()), &snapshot);
+    assert_eq!(value(&fetched.whole(), "stage").as_deref(), Some("won"));
+    assert_eq!(
+        fetched.state.owner.as_ref().map(|o| o.crm_user_id.as_str()),
+        Some("u2"),
+        "the new owner was taken for an older one"
+    );
+}

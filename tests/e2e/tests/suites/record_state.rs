@@ -12,6 +12,7 @@ mod changelog;
 mod deletes;
 mod durability;
 mod forgetting;
+mod gaps;
 mod limits;
 mod merging;
 mod snapshots;
