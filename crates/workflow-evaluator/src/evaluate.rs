@@ -23,7 +23,7 @@ use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::{WorkflowSnapshot, Workflows};
 use crate::state_limit::StateLimit;
-use crate::store::{RecordStore, StoreError, Unreadable};
+use crate::store::{RecordStore, StoreError, Stored, Unreadable};
 use crate::trail::{Entry, Trail};
 
 pub struct Evaluator {
@@ -64,14 +64,7 @@ impl TransactionalHandler for Evaluator {
             .into(),
         };
         let partition = message.partition;
-        self.store
-            .ready(partition)
-            .await
-            .map_err(Failure::transient)?;
-        let stored = match self.store.get(partition, key.as_bytes()) {
-            Ok(stored) => stored,
-            Err(error) => self.unreadable(partition, &key, error)?,
-        };
+        let stored = self.stored(partition, &key).await?;
         let prior = match stored.as_ref().map(|s| s.view(&key)).transpose() {
             Ok(prior) => prior,
             Err(error) => self.unreadable(partition, &key, error)?,
@@ -102,15 +95,7 @@ impl TransactionalHandler for Evaluator {
                 (&mut merged, entry),
             )
             .await?;
-        // Asked for already when workflows missed fields.
-        let asked = |out: &[OutgoingMessage]| {
-            out.iter()
-                .any(|m| Arc::ptr_eq(&m.topic, &self.topics.hydrations))
-        };
-        if event.fields_omitted
-            && !asked(&out)
-            && let Some(request) = self.refetch(&event, &key, &mut merged.state, &workflows)
-        {
+        if let Some(request) = self.refetch(&event, &key, &mut merged.state, (&workflows, &out)) {
             out.push(request);
         }
         let encoded = merged.encode();
@@ -146,6 +131,18 @@ impl TransactionalHandler for Evaluator {
 }
 
 impl Evaluator {
+    /// The record's stored state, once its partition is caught up with the changelog.
+    async fn stored(&self, partition: i32, key: &str) -> Result<Option<Stored>, Failure> {
+        self.store
+            .ready(partition)
+            .await
+            .map_err(Failure::transient)?;
+        match self.store.get(partition, key.as_bytes()) {
+            Ok(stored) => Ok(stored),
+            Err(error) => self.unreadable(partition, key, error),
+        }
+    }
+
     /// A stored state that cannot be read: `None` (the record counts as never seen) when the
     /// changelog's own value is bad, else a transient failure, the batch handled again once the
     /// partition is restored (see [`RecordStore::unreadable`]).
@@ -335,15 +332,19 @@ impl Evaluator {
     /// A request to fetch the record whole when the CRM left the event's fields out: what
     /// changed is unknown, whatever fields the record showed before. Asked for every such event
     /// (each stands for a change in the CRM), not only once per interval; not for a record
-    /// deleted.
+    /// deleted, nor when the event's judgement (`out`) asked already.
     fn refetch(
         &self,
         event: &CrmEvent,
         key: &Arc<str>,
         state: &mut RecordState,
-        workflows: &Workflows,
+        (workflows, out): (&Workflows, &[OutgoingMessage]),
     ) -> Option<OutgoingMessage> {
-        if state.deleted {
+        let asked = || {
+            out.iter()
+                .any(|m| Arc::ptr_eq(&m.topic, &self.topics.hydrations))
+        };
+        if !event.fields_omitted || state.deleted || asked() {
             return None;
         }
         let reading: Vec<String> = workflows
