@@ -332,6 +332,7 @@ impl PullClient {
             crm_account_id: String::new(),
             source_change_type: String::new(),
             full_snapshot: true,
+            fields_omitted: false,
         }
     }
 

@@ -183,7 +183,7 @@ fn entries_in_parts_empty_or_with_unknown_fields_come_out_as_prost_has_them() {
         &[len_field(1, b"Kept"), len_field(2, &value)].concat(),
     ));
     bytes.extend(len_field(7, &[]));
-    bytes.extend([0x81, 0x01, 1, 2, 3, 4, 5, 6, 7, 8]); // unknown field 16, fixed64
+    bytes.extend([0xa1, 0x01, 1, 2, 3, 4, 5, 6, 7, 8]); // unknown field 20, fixed64
     // Unknown field 17 as a group holding a varint and a nested group (field 2).
     bytes.extend([
         0x8b, 0x01, 0x08, 0x01, 0x13, 0x0a, 0x01, b'x', 0x14, 0x8c, 0x01,

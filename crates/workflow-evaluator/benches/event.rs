@@ -155,14 +155,14 @@ fn handle(workflows: &Workflows, payload: &[u8], stored: Option<&[u8]>) -> (usiz
     let prior = stored.map(|bytes| crm_sync_proto::view::decode_state(bytes).unwrap());
     let mut merged = record::merge(prior, &event, (&view.fields, &view.previous));
     let state = &mut merged.state;
-    let current = Current::new(&merged.fields, state.complete, &merged.changes);
+    let current = Current::new(&merged.fields, &merged.changes);
     let before = Before(&current);
     let view = RecordView {
         object_type: &event.object_type,
         change: event.change_type(),
         record: Record {
             fields: &current,
-            previous: record::previous(&event, merged.new_record, &before),
+            previous: record::previous(event.change_type(), merged.new_record, &before),
         },
         owner: state.owner.as_ref(),
     };

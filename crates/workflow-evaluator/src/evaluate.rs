@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
-use crm_sync_proto::v1::{ChangeType, CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
+use crm_sync_proto::v1::{CrmEvent, OutcomeKind, RecordState, WorkflowMatchState};
 use crm_sync_proto::view::{EventView, decode_event};
 use crm_sync_proto::{Message, Timestamp};
 use crm_sync_store::trail::dead_letters;
@@ -23,7 +23,7 @@ use crate::outputs::{self, Topics};
 use crate::record::{self, Merged};
 use crate::snapshot::{WorkflowSnapshot, Workflows};
 use crate::state_limit::StateLimit;
-use crate::store::RecordStore;
+use crate::store::{RecordStore, StoreError, Stored, Unreadable};
 use crate::trail::{Entry, Trail};
 
 pub struct Evaluator {
@@ -64,23 +64,15 @@ impl TransactionalHandler for Evaluator {
             .into(),
         };
         let partition = message.partition;
-        self.store
-            .ready(partition)
-            .await
-            .map_err(Failure::transient)?;
-        let stored = self
-            .store
-            .get(partition, key.as_bytes())
-            .map_err(Failure::transient)?;
-        let prior = stored
-            .as_ref()
-            .map(|s| s.view(&key))
-            .transpose()
-            .map_err(Failure::transient)?;
+        let stored = self.stored(partition, &key).await?;
+        let prior = match stored.as_ref().map(|s| s.view(&key)).transpose() {
+            Ok(prior) => prior,
+            Err(error) => self.unreadable(partition, &key, error)?,
+        };
         let before = crate::fixed::before(&event, &prior);
         let mut merged = record::merge(prior, &event, (&fields, &previous));
         let entry = self.trail.entry(&event, (integration_id, company_id));
-        if !merged.dirty {
+        if !merged.dirty && !event.fields_omitted {
             self.counts.event("unchanged");
             self.trail.stage(entry);
             return Ok(Vec::new());
@@ -103,6 +95,9 @@ impl TransactionalHandler for Evaluator {
                 (&mut merged, entry),
             )
             .await?;
+        if let Some(request) = self.refetch(&event, &key, &mut merged.state, (&workflows, &out)) {
+            out.push(request);
+        }
         let encoded = merged.encode();
         out.push(outputs::message(
             &self.topics.records,
@@ -136,6 +131,33 @@ impl TransactionalHandler for Evaluator {
 }
 
 impl Evaluator {
+    /// The record's stored state, once its partition is caught up with the changelog.
+    async fn stored(&self, partition: i32, key: &str) -> Result<Option<Stored>, Failure> {
+        self.store
+            .ready(partition)
+            .await
+            .map_err(Failure::transient)?;
+        match self.store.get(partition, key.as_bytes()) {
+            Ok(stored) => Ok(stored),
+            Err(error) => self.unreadable(partition, key, error),
+        }
+    }
+
+    /// A stored state that cannot be read: `None` (the record counts as never seen) when the
+    /// changelog's own value is bad, else a transient failure, the batch handled again once the
+    /// partition is restored (see [`RecordStore::unreadable`]).
+    fn unreadable<T>(
+        &self,
+        partition: i32,
+        key: &str,
+        error: StoreError,
+    ) -> Result<Option<T>, Failure> {
+        match self.store.unreadable(partition, key, &error) {
+            Unreadable::Absent => Ok(None),
+            Unreadable::Restoring | Unreadable::Fault => Err(Failure::transient(error)),
+        }
+    }
+
     /// The integration's company and active workflows; an integration newer than the snapshot
     /// is looked up once more before the event is dead-lettered.
     async fn integration(&self, integration_id: Uuid) -> Result<(Uuid, Arc<Workflows>), Failure> {
@@ -196,23 +218,20 @@ impl Evaluator {
         (merged, entry): (&mut Merged<'_>, Option<Entry>),
     ) -> Result<Vec<OutgoingMessage>, Failure> {
         let workflows = &active.list[..];
-        let deleted_now = event.change_type() == ChangeType::Deleted;
-        // A deleted record is judged only by its delete: later-arriving older updates of it
-        // change its stored fields but count for nothing.
-        if !merged.changed || (merged.state.deleted && !deleted_now) {
+        let Some(change) = merged.judged_as(event) else {
             self.counts.event("no_match");
             self.trail.stage(entry);
             return Ok(Vec::new());
-        }
+        };
         let state = &mut merged.state;
-        let fields = record::Current::new(&merged.fields, state.complete, &merged.changes);
+        let fields = record::Current::new(&merged.fields, &merged.changes);
         let previous = record::Before(&fields);
         let view = RecordView {
             object_type: &event.object_type,
-            change: event.change_type(),
+            change,
             record: Record {
                 fields: &fields,
-                previous: record::previous(event, merged.new_record, &previous),
+                previous: record::previous(change, merged.new_record, &previous),
             },
             owner: state.owner.as_ref(),
         };
@@ -284,7 +303,8 @@ impl Evaluator {
     }
 
     /// A request to fetch the record whole, when workflows need fields it never showed and it
-    /// was not asked for within the interval.
+    /// was not asked for within the interval; also for a record pulled before, whose pull did
+    /// not select the fields a workflow added since reads.
     fn hydration(
         &self,
         event: &CrmEvent,
@@ -292,28 +312,71 @@ impl Evaluator {
         state: &mut RecordState,
         judgement: &Judgement<'_>,
     ) -> Option<OutgoingMessage> {
-        if judgement.missing_fields.is_empty() || state.complete {
+        if judgement.missing_fields.is_empty() {
             return None;
         }
         let now = outputs::now();
         if !outputs::hydration_due(state, &now, self.hydration_interval) {
             return None;
         }
-        state.hydration_requested_at = Some(now);
-        self.counts.hydration();
-        let request = outputs::hydration_request(
+        let missing = judgement.missing_fields.iter().cloned().collect();
+        Some(self.hydrate(
             event,
             key,
-            judgement.missing_fields.iter().cloned().collect(),
-            judgement.missing_for.clone(),
+            state,
+            (missing, judgement.missing_for.clone()),
             now,
-        );
-        Some(outputs::message(
+        ))
+    }
+
+    /// A request to fetch the record whole when the CRM left the event's fields out: what
+    /// changed is unknown, whatever fields the record showed before. Asked for every such event
+    /// (each stands for a change in the CRM), not only once per interval; not for a record
+    /// deleted, nor when the event's judgement (`out`) asked already.
+    fn refetch(
+        &self,
+        event: &CrmEvent,
+        key: &Arc<str>,
+        state: &mut RecordState,
+        (workflows, out): (&Workflows, &[OutgoingMessage]),
+    ) -> Option<OutgoingMessage> {
+        let asked = || {
+            out.iter()
+                .any(|m| Arc::ptr_eq(&m.topic, &self.topics.hydrations))
+        };
+        if !event.fields_omitted || state.deleted || asked() {
+            return None;
+        }
+        let reading: Vec<String> = workflows
+            .list
+            .iter()
+            .filter(|w| w.spec.object_type.eq_ignore_ascii_case(&event.object_type))
+            .map(|w| w.id.to_string())
+            .collect();
+        if reading.is_empty() {
+            return None;
+        }
+        // No fields named: the answer selects every field the active workflows read.
+        Some(self.hydrate(event, key, state, (Vec::new(), reading), outputs::now()))
+    }
+
+    fn hydrate(
+        &self,
+        event: &CrmEvent,
+        key: &Arc<str>,
+        state: &mut RecordState,
+        (missing, workflow_ids): (Vec<String>, Vec<String>),
+        now: Timestamp,
+    ) -> OutgoingMessage {
+        state.hydration_requested_at = Some(now);
+        self.counts.hydration();
+        let request = outputs::hydration_request(event, key, missing, workflow_ids, now);
+        outputs::message(
             &self.topics.hydrations,
             key,
             request.encode_to_vec(),
             request.request_id.clone(),
             None,
-        ))
+        )
     }
 }

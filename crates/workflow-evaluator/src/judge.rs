@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crm_sync_proto::Timestamp;
-use crm_sync_proto::v1::WorkflowMatchState;
+use crm_sync_proto::v1::{ChangeType, WorkflowMatchState};
 use crm_sync_store::workflows::StoredWorkflow;
 use crm_sync_workflow::{Decision, EachTime, Leaves, Match, NoMatch, RecordView, RetractReason};
 
@@ -21,6 +21,13 @@ pub enum Change<'w> {
     /// The record satisfied the workflow and no longer does (or was deleted).
     Retracted {
         workflow: &'w StoredWorkflow,
+        owner_crm_user_id: String,
+    },
+    /// The record was deleted while it satisfied a workflow that is not active now: a delete
+    /// retracts every activity of the record, whatever became of the workflow since (its
+    /// match names all a retraction needs).
+    RetractedInactive {
+        workflow_id: String,
         owner_crm_user_id: String,
     },
 }
@@ -44,7 +51,8 @@ pub struct Judgement<'w> {
     pub verdicts: Vec<(usize, Verdict)>,
     pub changes: Vec<Change<'w>>,
     /// Every workflow the record satisfies after this change (inactive workflows' entries are
-    /// carried over untouched: deactivating a workflow rewrites no history).
+    /// carried over untouched: deactivating a workflow rewrites no history; a delete retracts
+    /// them all the same).
     pub matches: Vec<WorkflowMatchState>,
     /// Why workflows that the record did not and does not satisfy said no.
     pub no_match: Vec<NoMatch>,
@@ -72,6 +80,7 @@ pub fn judge_with<'w>(
     event_time: Timestamp,
     leaves: &mut impl Leaves,
 ) -> Judgement<'w> {
+    let deleted = view.change == ChangeType::Deleted;
     // A verdict per workflow, and about as many matches: sized once, not grown per push.
     let mut judgement = Judgement {
         verdicts: Vec::with_capacity(workflows.len()),
@@ -115,6 +124,11 @@ pub fn judge_with<'w>(
                 }
             },
             Decision::NoMatch(reason) => match was {
+                // Deleted, but the workflow now names another object: the activity it
+                // counted goes with the record all the same.
+                Some(was) if deleted => {
+                    judgement.retract(index, workflow, was.owner_crm_user_id.clone());
+                }
                 // Still satisfied as far as the record tells (e.g. "changed to Won" and then
                 // another field changed): the activity stays, with the record's values now.
                 Some(was) => {
@@ -133,17 +147,44 @@ pub fn judge_with<'w>(
             },
         }
     }
-    for m in prior {
-        // Parsed once, not every workflow id formatted per prior match.
-        let id = uuid::Uuid::parse_str(&m.workflow_id).ok();
-        if !workflows.iter().any(|w| Some(w.id) == id) {
-            judgement.matches.push(m.clone());
-        }
-    }
+    judgement.carry_inactive(workflows, prior, deleted);
     judgement
 }
 
 impl<'w> Judgement<'w> {
+    fn retract(&mut self, index: usize, workflow: &'w StoredWorkflow, owner_crm_user_id: String) {
+        self.verdicts
+            .push((index, Verdict::Retracted(RetractReason::Deleted)));
+        self.changes.push(Change::Retracted {
+            workflow,
+            owner_crm_user_id,
+        });
+    }
+
+    /// The matches of workflows not judged (inactive now): kept, unless the record was deleted.
+    fn carry_inactive(
+        &mut self,
+        workflows: &[Arc<StoredWorkflow>],
+        prior: &[WorkflowMatchState],
+        deleted: bool,
+    ) {
+        for m in prior {
+            // Parsed once, not every workflow id formatted per prior match.
+            let id = uuid::Uuid::parse_str(&m.workflow_id).ok();
+            if workflows.iter().any(|w| Some(w.id) == id) {
+                continue;
+            }
+            if deleted {
+                self.changes.push(Change::RetractedInactive {
+                    workflow_id: m.workflow_id.clone(),
+                    owner_crm_user_id: m.owner_crm_user_id.clone(),
+                });
+            } else {
+                self.matches.push(m.clone());
+            }
+        }
+    }
+
     fn keep(
         &mut self,
         index: usize,

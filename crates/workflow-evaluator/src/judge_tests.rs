@@ -247,3 +247,39 @@ fn workflows_sharing_leaves_judge_as_each_would_alone() {
         assert_eq!(shared.matches, alone.matches, "{stage} {amount}");
     }
 }
+
+#[test]
+fn a_delete_retracts_the_matches_of_inactive_workflows_and_of_workflows_moved_elsewhere() {
+    let inactive = WorkflowMatchState {
+        workflow_id: Uuid::from_u128(99).to_string(),
+        value: "1".into(),
+        owner_crm_user_id: "u3".into(),
+        ..Default::default()
+    };
+    let mut moved = (*stage_is_won()).clone();
+    moved.spec.object_type = "account".into();
+    let workflows = [Arc::new(moved)];
+    let won = fields(&[("stage", "won"), ("amount", "5"), ("owner", "u1")]);
+    let before = [stage_is_won()];
+    let counted = judge(&before, &view(ChangeType::Updated, &won, &won), &[], T);
+    let prior = [counted.matches, vec![inactive.clone()]].concat();
+    let gone = fields(&[]);
+    let deleted = judge(
+        &workflows,
+        &view(ChangeType::Deleted, &gone, &gone),
+        &prior,
+        T,
+    );
+    assert!(
+        matches!(
+            deleted.changes.as_slice(),
+            [
+                Change::Retracted { owner_crm_user_id: moved, .. },
+                Change::RetractedInactive { workflow_id, owner_crm_user_id: inactive },
+            ] if moved == "u1" && *workflow_id == Uuid::from_u128(99).to_string() && inactive == "u3"
+        ),
+        "{:?}",
+        deleted.changes
+    );
+    assert!(deleted.matches.is_empty(), "{:?}", deleted.matches);
+}

@@ -14,6 +14,8 @@ pub const HYDRATION_REQUESTS: &str = "crm_sync_evaluator_hydration_requests_tota
 pub const RESTORE_REMAINING: &str = "crm_sync_evaluator_restore_remaining";
 /// Record states restored from the changelog.
 pub const RESTORED_RECORDS: &str = "crm_sync_evaluator_restored_records_total";
+/// Record states in the changelog that do not decode, taken as never seen.
+pub const UNDECODABLE_STATES: &str = "crm_sync_evaluator_undecodable_states_total";
 /// Time to reload the active workflows.
 pub const RELOAD: &str = "crm_sync_evaluator_reload_seconds";
 /// Active workflows the evaluator judges against.
@@ -42,6 +44,7 @@ pub const ALL: &[&str] = &[
     HYDRATION_REQUESTS,
     RESTORE_REMAINING,
     RESTORED_RECORDS,
+    UNDECODABLE_STATES,
     FORGOTTEN_RECORDS,
     PURGE_ROUNDS,
     UNKNOWN_INTEGRATIONS,
@@ -68,6 +71,10 @@ pub fn describe() {
     describe_counter!(
         RESTORED_RECORDS,
         "Record states restored from the changelog"
+    );
+    describe_counter!(
+        UNDECODABLE_STATES,
+        "Record states in the changelog that do not decode, taken as never seen"
     );
     describe_counter!(
         FORGOTTEN_RECORDS,

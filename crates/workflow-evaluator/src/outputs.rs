@@ -86,9 +86,11 @@ pub fn outcome(
     company_id: &str,
     change: &Change<'_>,
 ) -> Outcome {
-    let (workflow, kind, owner_id, value, activity_date) = match change {
+    let mut buffer = Uuid::encode_buffer();
+    let (workflow_id, activity_type, kind, owner_id, value, activity_date) = match change {
         Change::Matched { workflow, now } => (
-            *workflow,
+            &*workflow.id.hyphenated().encode_lower(&mut buffer),
+            workflow.spec.activity_type.as_str(),
             OutcomeKind::Matched,
             now.owner_crm_user_id.as_str(),
             now.value.as_str(),
@@ -98,15 +100,26 @@ pub fn outcome(
             workflow,
             owner_crm_user_id,
         } => (
-            *workflow,
+            &*workflow.id.hyphenated().encode_lower(&mut buffer),
+            workflow.spec.activity_type.as_str(),
+            OutcomeKind::Retracted,
+            owner_crm_user_id.as_str(),
+            "0",
+            None,
+        ),
+        // The workflow is not at hand: the activity retracted keeps its own type.
+        Change::RetractedInactive {
+            workflow_id,
+            owner_crm_user_id,
+        } => (
+            workflow_id.as_str(),
+            "",
             OutcomeKind::Retracted,
             owner_crm_user_id.as_str(),
             "0",
             None,
         ),
     };
-    let mut buffer = Uuid::encode_buffer();
-    let workflow_id: &str = workflow.id.hyphenated().encode_lower(&mut buffer);
     let id = outcome_id(&event.event_id, workflow_id);
     let payload = OutcomeRef {
         outcome_id: &id,
@@ -118,7 +131,7 @@ pub fn outcome(
         object_type: &event.object_type,
         record_id: &event.record_id,
         owner: owner(state, owner_id),
-        activity_type: &workflow.spec.activity_type,
+        activity_type,
         value,
         activity_date,
         occurred_at: Some(event_time(event)),
@@ -315,6 +328,32 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[test]
+    fn a_retraction_of_an_inactive_workflows_match_names_the_workflow_and_no_type() {
+        let workflow = crate::judge::tests::won(serde_json::json!({"all": []}));
+        let company = text(&Uuid::from_u128(1));
+        let change = Change::RetractedInactive {
+            workflow_id: text(&workflow.id),
+            owner_crm_user_id: "u-2".into(),
+        };
+        let out = outcome(&event(), &RecordState::default(), &company, &change);
+        let expected = WorkflowOutcome {
+            kind: OutcomeKind::Retracted as i32,
+            owner: Some(CrmUser {
+                crm_user_id: "u-2".into(),
+                ..Default::default()
+            }),
+            value: "0".into(),
+            activity_type: String::new(),
+            ..of_event(&workflow, &company)
+        };
+        assert_eq!(out.id, expected.outcome_id);
+        assert_eq!(
+            WorkflowOutcome::decode(out.payload.as_slice()).unwrap(),
+            expected
+        );
     }
 
     #[test]

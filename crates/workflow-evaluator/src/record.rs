@@ -46,6 +46,9 @@ pub struct Merged<'a> {
     pub changes: Changes<'a>,
     /// Nothing was known of the record before this event.
     pub new_record: bool,
+    /// This event deleted the record: the merge accepted its delete (one older than what the
+    /// record shows, e.g. a pulled snapshot that raced a newer webhook, is not).
+    pub deleted_now: bool,
 }
 
 impl Merged<'_> {
@@ -57,6 +60,20 @@ impl Merged<'_> {
     /// At least the length of [`Merged::encode`]'s bytes, without encoding them.
     pub fn encoded_len_bound(&self) -> usize {
         state_len_bound(&self.state, &self.fields)
+    }
+
+    /// The change the workflows judge, if any: none when nothing they can see changed, or when
+    /// the record is deleted and this event is not its delete (later-arriving older updates
+    /// change its stored fields but count for nothing). A delete the merge refused counts as an
+    /// update of whatever else it carried, never as the record's delete.
+    pub fn judged_as(&self, event: &CrmEvent) -> Option<ChangeType> {
+        if !self.changed || (self.state.deleted && !self.deleted_now) {
+            return None;
+        }
+        Some(match event.change_type() {
+            ChangeType::Deleted if !self.deleted_now => ChangeType::Updated,
+            change => change,
+        })
     }
 
     /// A field's current value.
@@ -76,21 +93,22 @@ struct Slot<'s> {
 }
 
 /// A record's current values as the workflows read them, and their values before the event
-/// (see [`Before`]). A complete record (one pulled whole from its CRM) has no unknown fields:
-/// one it lacks is empty.
+/// (see [`Before`]). A field the record never showed is unknown, also in a record pulled whole:
+/// pulls and hydrations select only the fields the workflows read when they ran, so a snapshot
+/// is complete only for the fields it carried (a requested field without a value comes as an
+/// explicit null, and so is known to be empty).
 ///
 /// The fields are hashed by name once per judgement: ten workflows read a record's fields about
 /// seventy times, and each read of the ordered map compared names a dozen times. What a field
 /// was before sits in its entry, so reading it costs no second search.
 #[derive(Debug)]
 pub struct Current<'s> {
-    complete: bool,
     index: foldhash::HashMap<&'s str, Slot<'s>>,
 }
 
 impl<'s> Current<'s> {
     /// `fields` and `changes` both in name order, as the merge leaves them.
-    pub fn new(fields: &[KnownFieldRef<'s>], complete: bool, changes: &Changes<'s>) -> Self {
+    pub fn new(fields: &[KnownFieldRef<'s>], changes: &Changes<'s>) -> Self {
         let mut index = foldhash::HashMap::with_capacity_and_hasher(
             fields.len(),
             foldhash::fast::RandomState::default(),
@@ -105,43 +123,35 @@ impl<'s> Current<'s> {
         // Every change names a field the event set (the merge makes both), so the join ends
         // with every change taken; stepping over strays cost a comparison per field.
         debug_assert!(changes.next().is_none(), "a change names no field");
-        Current { complete, index }
-    }
-
-    fn empty(&self) -> Option<ValueRef<'s>> {
-        self.complete.then_some(NULL)
+        Current { index }
     }
 }
 
 impl FieldLookup for Current<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        match self.index.get(name) {
-            Some(slot) => Some(slot.now),
-            None => self.empty(),
-        }
+        self.index.get(name).map(|slot| slot.now)
     }
 }
 
 /// A record's values before the event that was merged into it: what the merge changed, else
-/// the current value. A complete record's unknown fields are empty.
+/// the current value; unknown for a field the record never showed.
 #[derive(Debug, Clone, Copy)]
 pub struct Before<'s>(pub &'s Current<'s>);
 
 impl FieldLookup for Before<'_> {
     fn get(&self, name: &str) -> Option<ValueRef<'_>> {
-        let before = self
-            .0
+        self.0
             .index
             .get(name)
-            .and_then(|slot| slot.before.unwrap_or(Some(slot.now)));
-        before.or(self.0.empty())
+            .and_then(|slot| slot.before.unwrap_or(Some(slot.now)))
     }
 }
 
-/// What the workflows know of the record's values before `event`: nothing for a record the event
-/// created, nothing at all for a delete, else what the merge says they were.
-pub fn previous<'a>(event: &CrmEvent, new_record: bool, before: &'a Before<'a>) -> Previous<'a> {
-    match event.change_type() {
+/// What the workflows know of the record's values before a change (`change`, as judged): nothing
+/// for a record the event created, nothing at all for a delete, else what the merge says they
+/// were.
+pub fn previous<'a>(change: ChangeType, new_record: bool, before: &'a Before<'a>) -> Previous<'a> {
+    match change {
         ChangeType::Created if new_record => Previous::Nothing,
         ChangeType::Deleted => Previous::Unknown,
         _ => Previous::Sent(before),
@@ -189,7 +199,9 @@ pub fn merge<'a>(
         },
         fields: Vec::new(),
     });
-    let empty_before = state.complete || (new_record && event.change_type() == ChangeType::Created);
+    // Only a record this event created is known to have had nothing before. A full snapshot
+    // says nothing of the fields it did not carry, then or now.
+    let empty_before = new_record && event.change_type() == ChangeType::Created;
     let mut merged = Merged {
         state,
         fields: Vec::new(),
@@ -197,13 +209,21 @@ pub fn merge<'a>(
         changed: new_record,
         changes: Changes::default(),
         new_record,
+        deleted_now: false,
     };
     let t = event_time(event);
     merged.fields(known, (fields, previous), &t, empty_before);
     merge_owner(&mut merged, event, &t);
     merge_flags(&mut merged, event, &t);
     let state = &mut merged.state;
-    if state.updated_at.is_none() || older(&state.updated_at.unwrap_or_default(), Some(&t)) {
+    // An event whose fields the CRM left out says when the record changed, not what: the
+    // snapshot fetched for it brings the change, stamped with the CRM's modification time,
+    // which can be a little older than the change's commit. That snapshot must not count as
+    // older than the record.
+    let stamps = !event.fields_omitted;
+    if stamps
+        && (state.updated_at.is_none() || older(&state.updated_at.unwrap_or_default(), Some(&t)))
+    {
         state.updated_at = Some(t);
         merged.dirty = true;
     }
@@ -293,13 +313,15 @@ fn merge_owner(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
     }
 }
 
-/// Deleted, undeleted (a newer create or update after a delete), and complete (a full snapshot).
+/// Deleted, undeleted (a newer create or update after a delete), and complete (a full snapshot
+/// was applied; see [`Current`] for what that does and does not tell).
 fn merge_flags(merged: &mut Merged, event: &CrmEvent, t: &Timestamp) {
     let state = &mut merged.state;
     match event.change_type() {
         ChangeType::Deleted if !older(t, state.updated_at.as_ref()) && !state.deleted => {
             state.deleted = true;
             state.deleted_at = Some(*t);
+            merged.deleted_now = true;
             merged.changed = true;
             merged.dirty = true;
         }

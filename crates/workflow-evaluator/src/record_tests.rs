@@ -31,7 +31,7 @@ fn event(id: &str, change: ChangeType, at: i64, fields: &[(&str, &str)]) -> CrmE
 
 /// What the merged record's field was before the event.
 fn before(merged: &Merged<'_>, name: &str) -> Option<FieldValue> {
-    let current = Current::new(&merged.fields, merged.state.complete, &merged.changes);
+    let current = Current::new(&merged.fields, &merged.changes);
     let before = Before(&current);
     before.get(name).map(ValueRef::to_value)
 }
@@ -170,26 +170,101 @@ fn a_full_snapshot_completes_the_record() {
     assert!(merged.state.complete);
 }
 
+/// A pull selects only the fields the workflows read when it ran: the fields it carried are
+/// known (a requested field without a value comes as an explicit null), the others are not.
 #[test]
-fn a_complete_record_reads_the_fields_it_lacks_as_empty() {
-    let partial = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
-    let partial = merge(None, &partial);
-    assert_eq!(
-        Current::new(&partial.fields, false, &partial.changes).get("amount"),
-        None
+fn a_pulled_record_knows_the_fields_its_pull_carried_and_no_others() {
+    let mut pulled = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    pulled.full_snapshot = true;
+    pulled.fields.insert(
+        "amount".into(),
+        FieldValue {
+            kind: Some(Kind::NullValue(true)),
+        },
     );
-    let mut whole = event("2", ChangeType::Updated, 20, &[("stage", "won")]);
-    whole.full_snapshot = true;
-    let whole = merge(Some(partial.whole()), &whole);
+    let pulled = merge(None, &pulled);
+    assert!(pulled.state.complete);
+    let current = Current::new(&pulled.fields, &pulled.changes);
+    assert_eq!(current.get("stage"), Some(ValueRef::Text("open")));
+    assert_eq!(current.get("amount"), Some(NULL), "a pulled null is empty");
     assert_eq!(
-        Current::new(&whole.fields, true, &whole.changes).get("stage"),
-        Some(ValueRef::Text("won"))
+        current.get("region"),
+        None,
+        "a field the pull did not select read as empty"
     );
+}
+
+/// An Outbound Message sends no previous values: a value the record never showed may well have
+/// been the same before, so it is no change from empty.
+#[test]
+fn a_value_first_seen_after_a_pull_that_did_not_select_it_was_unknown_before() {
+    let mut pulled = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    pulled.full_snapshot = true;
+    let pulled = merge(None, &pulled);
+    let message = event(
+        "2",
+        ChangeType::Updated,
+        20,
+        &[("stage", "open"), ("region", "EMEA")],
+    );
+    let merged = merge(Some(pulled.whole()), &message);
     assert_eq!(
-        Current::new(&whole.fields, true, &whole.changes).get("amount"),
-        Some(NULL)
+        before(&merged, "region"),
+        None,
+        "an unchanged region would count as changed to EMEA"
     );
-    // Before the snapshot the stage was open; a field it never had was empty.
-    assert_eq!(before(&whole, "stage"), Some(text("open")));
-    assert_eq!(before(&whole, "amount"), Some(NULL.to_value()));
+    assert_eq!(before(&merged, "stage"), Some(text("open")));
+    // Another pull that did select it: still unknown before, now known.
+    let mut again = event("3", ChangeType::Updated, 30, &[("region", "EMEA")]);
+    again.full_snapshot = true;
+    let again = merge(Some(pulled.whole()), &again);
+    assert_eq!(before(&again, "region"), None);
+}
+
+/// A pulled snapshot of a deleted record that raced a newer update: the record lives on. The
+/// snapshot still changes what workflows see (here: the record became complete), so it is
+/// judged, as an update.
+#[test]
+fn a_delete_older_than_the_record_is_not_judged_as_its_delete() {
+    let live_event = event("1", ChangeType::Updated, 20, &[("stage", "won")]);
+    let live = merge(None, &live_event);
+    let mut late = event("2", ChangeType::Deleted, 10, &[("stage", "won")]);
+    late.full_snapshot = true;
+    let merged = merge(Some(live.whole()), &late);
+    assert!(!merged.state.deleted && !merged.deleted_now && merged.changed);
+    assert_eq!(merged.judged_as(&late), Some(ChangeType::Updated));
+
+    let newer = event("3", ChangeType::Deleted, 30, &[]);
+    let deleted = merge(Some(live.whole()), &newer);
+    assert!(deleted.deleted_now);
+    assert_eq!(deleted.judged_as(&newer), Some(ChangeType::Deleted));
+    // Deleted already: another delete, or an older update, is not judged.
+    let again_event = event("4", ChangeType::Deleted, 40, &[]);
+    let again = merge(Some(deleted.whole()), &again_event);
+    assert_eq!(again.judged_as(&again_event), None);
+}
+
+/// A change whose fields the CRM left out (a CDC gap event) is fetched whole; the snapshot,
+/// stamped with the record's modification time a little before the change's commit, must still
+/// count as news, its owner included.
+#[test]
+fn an_event_without_its_fields_does_not_make_the_snapshot_fetched_for_it_older() {
+    let known_event = event("1", ChangeType::Updated, 10, &[("stage", "open")]);
+    let known = merge(None, &known_event);
+    let mut gap = event("2", ChangeType::Updated, 30, &[]);
+    gap.fields_omitted = true;
+    let gapped = merge(Some(known.whole()), &gap);
+    let mut snapshot = event("3", ChangeType::Updated, 29, &[("stage", "won")]);
+    snapshot.full_snapshot = true;
+    snapshot.owner = Some(CrmUser {
+        crm_user_id: "u2".into(),
+        ..Default::default()
+    });
+    let fetched = merge(Some(gapped.whole()), &snapshot);
+    assert_eq!(value(&fetched.whole(), "stage").as_deref(), Some("won"));
+    assert_eq!(
+        fetched.state.owner.as_ref().map(|o| o.crm_user_id.as_str()),
+        Some("u2"),
+        "the new owner was taken for an older one"
+    );
 }

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crm_sync_kafka::transactional::{PartitionListener, Written};
@@ -59,9 +60,53 @@ impl Stored {
     }
 }
 
-/// An assigned partition: whether its keyspace is caught up with the changelog.
+/// An assigned partition: whether its keyspace is caught up with the changelog, and the epoch
+/// of that claim. The epoch changes whenever the partition is assigned again or its state is
+/// marked stale, so that a restore that began before can tell that it no longer covers
+/// everything: the changelog may have grown under another owner meanwhile.
 struct Slot {
     restored: bool,
+    epoch: u64,
+    /// A stored state could not be read: the next restore empties the keyspace and reads the
+    /// changelog from its start.
+    scratch: bool,
+    /// Restored from scratch after a read failed, in this assignment: what fails to read now
+    /// is the changelog's own value, or the disk itself.
+    rebuilt: bool,
+}
+
+impl Slot {
+    fn assigned(epoch: u64) -> Slot {
+        Slot {
+            restored: false,
+            epoch,
+            scratch: false,
+            rebuilt: false,
+        }
+    }
+}
+
+/// What to do about a stored state that could not be read.
+#[derive(Debug, PartialEq)]
+pub enum Unreadable {
+    /// The partition is restored from scratch before its next event: fail the batch (it is
+    /// handled again once restored).
+    Restoring,
+    /// The changelog's own value does not decode: the record counts as never seen.
+    Absent,
+    /// The disk fails even after a restore from scratch: a real fault, retried.
+    Fault,
+}
+
+/// What a restore finds when it is done, against the slot it began under.
+#[derive(Debug, PartialEq)]
+enum Finished {
+    /// The slot is still the one the restore began under: it is caught up now.
+    Marked,
+    /// The partition was assigned again or marked stale meanwhile: restore again.
+    Outdated,
+    /// The partition is no longer assigned: nothing to mark.
+    Unassigned,
 }
 
 pub struct RecordStore {
@@ -70,6 +115,8 @@ pub struct RecordStore {
     source: Source,
     input_topic: String,
     slots: Mutex<HashMap<i32, Slot>>,
+    /// The last epoch handed to a slot.
+    epochs: AtomicU64,
     pending: Generations<Staged>,
     /// One restore at a time: they share the disk and the broker connection.
     restoring: tokio::sync::Mutex<()>,
@@ -110,6 +157,7 @@ impl RecordStore {
             source,
             input_topic: input_topic.to_owned(),
             slots: Mutex::new(HashMap::new()),
+            epochs: AtomicU64::new(0),
             pending: Generations::default(),
             restoring: tokio::sync::Mutex::new(()),
             wake,
@@ -221,7 +269,65 @@ impl RecordStore {
         for partition in partitions {
             if let Some(slot) = slots.get_mut(&partition) {
                 slot.restored = false;
+                slot.epoch = self.next_epoch();
             }
+        }
+    }
+
+    fn restores_from_scratch(&self, partition: i32) -> bool {
+        lock(&self.slots)
+            .get(&partition)
+            .is_some_and(|slot| slot.scratch)
+    }
+
+    /// A stored state of the partition could not be read (`error`, from [`RecordStore::get`] or
+    /// [`Stored::view`]). The first time in an assignment the partition is restored from scratch:
+    /// the local copy may be damaged where the changelog is not. After that, a value that does
+    /// not decode is the changelog's own: counted, and the record taken as never seen, so that
+    /// one bad value cannot stall the partition for good.
+    pub fn unreadable(&self, partition: i32, key: &str, error: &StoreError) -> Unreadable {
+        let mut slots = lock(&self.slots);
+        let Some(slot) = slots.get_mut(&partition) else {
+            return Unreadable::Fault;
+        };
+        if !slot.rebuilt {
+            if !slot.scratch {
+                tracing::warn!(partition, key, %error, "a stored record state cannot be read; restoring the partition from scratch");
+            }
+            slot.scratch = true;
+            slot.restored = false;
+            slot.epoch = self.next_epoch();
+            return Unreadable::Restoring;
+        }
+        match error {
+            StoreError::Corrupt { .. } => {
+                tracing::warn!(partition, key, %error, "the changelog's state of the record does not decode; it counts as never seen");
+                metrics::counter!(crate::metric_definitions::UNDECODABLE_STATES).increment(1);
+                Unreadable::Absent
+            }
+            _ => Unreadable::Fault,
+        }
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The epoch of the partition's slot, if assigned.
+    fn epoch(&self, partition: i32) -> Option<u64> {
+        lock(&self.slots).get(&partition).map(|slot| slot.epoch)
+    }
+
+    /// Marks the partition caught up, if its slot is still the one of `epoch`.
+    fn finish_restore(&self, partition: i32, epoch: Option<u64>) -> Finished {
+        match (lock(&self.slots).get_mut(&partition), epoch) {
+            (Some(slot), Some(epoch)) if slot.epoch == epoch => {
+                slot.restored = true;
+                slot.rebuilt |= std::mem::take(&mut slot.scratch);
+                Finished::Marked
+            }
+            (Some(_), _) => Finished::Outdated,
+            (None, _) => Finished::Unassigned,
         }
     }
 
@@ -242,38 +348,60 @@ impl RecordStore {
     /// Waits until the partition's state is caught up with the changelog, restoring it if
     /// needed.
     pub async fn ready(self: &Arc<Self>, partition: i32) -> Result<(), StoreError> {
+        self.ready_with(partition, RecordStore::restore).await
+    }
+
+    /// [`RecordStore::ready`], restoring with `restore`. A restore counts only for the slot it
+    /// began under: if the partition was revoked and assigned again (or marked stale) while it
+    /// ran, another owner may have written past the end it read to, so it runs again.
+    async fn ready_with(
+        self: &Arc<Self>,
+        partition: i32,
+        restore: fn(&RecordStore, i32) -> Result<Restored, StoreError>,
+    ) -> Result<(), StoreError> {
         if self.is_restored(partition) {
             return Ok(());
         }
         let _one_at_a_time = self.restoring.lock().await;
-        if self.is_restored(partition) {
-            return Ok(());
-        }
-        let store = self.clone();
-        let restored = tokio::task::spawn_blocking(move || store.restore(partition))
-            .await
-            .map_err(|e| StoreError::Restore {
+        loop {
+            if self.is_restored(partition) {
+                return Ok(());
+            }
+            let epoch = self.epoch(partition);
+            let store = self.clone();
+            let restored = tokio::task::spawn_blocking(move || restore(&store, partition))
+                .await
+                .map_err(|e| StoreError::Restore {
+                    partition,
+                    reason: format!("the restore task ended: {e}"),
+                })??;
+            tracing::info!(
                 partition,
-                reason: format!("the restore task ended: {e}"),
-            })??;
-        tracing::info!(
-            partition,
-            records = restored.records,
-            from = restored.from,
-            to = restored.to,
-            seconds = restored.seconds,
-            "record state restored from the changelog"
-        );
-        lock(&self.slots)
-            .entry(partition)
-            .or_insert(Slot { restored: false })
-            .restored = true;
-        Ok(())
+                records = restored.records,
+                from = restored.from,
+                to = restored.to,
+                seconds = restored.seconds,
+                "record state restored from the changelog"
+            );
+            match self.finish_restore(partition, epoch) {
+                Finished::Marked | Finished::Unassigned => return Ok(()),
+                Finished::Outdated => {
+                    tracing::info!(
+                        partition,
+                        "the partition was assigned again or went stale while restoring; catching up again"
+                    );
+                }
+            }
+        }
     }
 
     fn restore(&self, partition: i32) -> Result<Restored, StoreError> {
         let keyspace = self.keyspace(partition)?;
-        let from = self.checkpoint(partition)?;
+        // No checkpoint: the keyspace is emptied and the changelog read from its start.
+        let from = match self.restores_from_scratch(partition) {
+            true => None,
+            false => self.checkpoint(partition)?,
+        };
         let apply = |start_over: bool, records: Vec<restore::Record>, next: i64| {
             if start_over {
                 keyspace.clear()?;
@@ -407,7 +535,7 @@ impl PartitionListener for RecordStore {
     fn assigned(&self, partitions: &[(String, i32)]) {
         let mut slots = lock(&self.slots);
         for (_, partition) in partitions.iter().filter(|(t, _)| *t == self.input_topic) {
-            slots.insert(*partition, Slot { restored: false });
+            slots.insert(*partition, Slot::assigned(self.next_epoch()));
             let _ = self.wake.send(*partition);
         }
     }

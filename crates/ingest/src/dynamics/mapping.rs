@@ -12,7 +12,8 @@
 //! Fields keep Dataverse's logical names; choice labels Dataverse sends in `FormattedValues` are
 //! added as `<name>@OData.Community.Display.V1.FormattedValue`, as the Web API names them. The
 //! owner is the `ownerid` lookup. When Dataverse strips the context because it exceeded 256 KB
-//! (`x-ms-dynamics-msg-size-exceeded`), the event names only the record.
+//! (`x-ms-dynamics-msg-size-exceeded`), the event names only the record, and says so
+//! (`fields_omitted`, set by the webhook handler that sees the header).
 //!
 //! The delivery id is the context's `OperationId` (the asynchronous operation, the same on every
 //! retry), else its `RequestId`, else its `CorrelationId`.
@@ -147,6 +148,7 @@ pub fn to_events(
             crm_account_id: ctx.organization_id.clone(),
             source_change_type: ctx.message_name.clone(),
             full_snapshot: false,
+            fields_omitted: false,
         })
         .collect())
 }

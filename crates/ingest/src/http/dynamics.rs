@@ -58,8 +58,13 @@ impl WebhookFormat for Dynamics {
                 "Dataverse stripped the context (over 256 KB): the event names only the record"
             );
         }
-        dynamics::to_events(integration.id, &context, now)
-            .map_err(|e| refuse::malformed_message(e.to_string()))
+        let mut events = dynamics::to_events(integration.id, &context, now)
+            .map_err(|e| refuse::malformed_message(e.to_string()))?;
+        // What changed was in the part Dataverse left out: the evaluator fetches the record.
+        for event in &mut events {
+            event.fields_omitted = stripped;
+        }
+        Ok(events)
     }
 }
 

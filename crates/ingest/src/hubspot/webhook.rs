@@ -244,6 +244,7 @@ pub fn to_events(
                 crm_account_id: batch.portal_id.clone(),
                 source_change_type: e.subscription_type.clone(),
                 full_snapshot: false,
+                fields_omitted: false,
             });
         }
     }

@@ -235,6 +235,7 @@ pub fn to_event(integration_id: Uuid, hook: &Webhook, now: DateTime<Utc>) -> Crm
             .unwrap_or_default(),
         source_change_type,
         full_snapshot: false,
+        fields_omitted: false,
     }
 }
 

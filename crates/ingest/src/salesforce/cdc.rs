@@ -337,12 +337,19 @@ pub fn to_events(
             });
         let occurred_at = event::from_millis(header.commit_timestamp).unwrap_or(now);
         let sequence = header.sequence_number.to_string();
+        // Gap events all carry sequence number 1: two of one record in a transaction (a gap
+        // create, then a gap update) differ only by their change type.
+        let delivery: Vec<&str> = if is_gap {
+            vec![&header.transaction_key, &sequence, &header.change_type]
+        } else {
+            vec![&header.transaction_key, &sequence]
+        };
         for record_id in &header.record_ids {
             out.push(CrmEvent {
                 event_id: event_id(
                     "salesforce-cdc",
                     integration_id,
-                    &[&header.transaction_key, &sequence, record_id],
+                    &[delivery.as_slice(), &[record_id.as_str()]].concat(),
                 )
                 .to_string(),
                 integration_id: integration_id.to_string(),
@@ -359,6 +366,7 @@ pub fn to_events(
                 crm_account_id: String::new(),
                 source_change_type: header.change_type.clone(),
                 full_snapshot: false,
+                fields_omitted: is_gap,
             });
         }
     }
@@ -488,6 +496,31 @@ mod tests {
         );
         assert_eq!(events[0].owner, None);
         assert_eq!(events[1].owner.as_ref().unwrap().crm_user_id, "005Y");
+    }
+
+    /// Gap events all carry sequence number 1: a gap create and a gap update of one record in
+    /// one transaction are two changes, and say that their fields were left out.
+    #[test]
+    fn gap_events_of_one_record_in_a_transaction_are_distinct_and_say_their_fields_are_missing() {
+        let body = r#"[
+          {"ChangeEventHeader": {"entityName": "Opportunity", "recordIds": ["006G"], "changeType": "GAP_CREATE",
+            "transactionKey": "t5", "sequenceNumber": 1, "commitTimestamp": 1700000000000}},
+          {"ChangeEventHeader": {"entityName": "Opportunity", "recordIds": ["006G"], "changeType": "GAP_UPDATE",
+            "transactionKey": "t5", "sequenceNumber": 1, "commitTimestamp": 1700000000000}},
+          {"ChangeEventHeader": {"entityName": "Opportunity", "recordIds": ["006G"], "changeType": "UPDATE",
+            "transactionKey": "t6", "sequenceNumber": 1, "commitTimestamp": 1700000000000}, "Amount": 5}
+        ]"#;
+        let iid = Uuid::nil();
+        let events = to_events(iid, &parse(body.as_bytes()).unwrap(), now());
+        assert_eq!(events.len(), 3);
+        assert_ne!(events[0].event_id, events[1].event_id);
+        let omitted: Vec<bool> = events.iter().map(|e| e.fields_omitted).collect();
+        assert_eq!(omitted, [true, true, false]);
+        // Ordinary events keep the ids they had: a redelivery still deduplicates.
+        assert_eq!(
+            events[2].event_id,
+            event_id("salesforce-cdc", iid, &["t6", "1", "006G"]).to_string()
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn to_event(
         crm_account_id: organization_id.to_owned(),
         source_change_type: String::new(),
         full_snapshot: false,
+        fields_omitted: false,
     })
 }
 

@@ -9,10 +9,14 @@
 
 mod batching;
 mod changelog;
+mod deletes;
 mod durability;
 mod forgetting;
+mod gaps;
 mod limits;
 mod merging;
+mod snapshots;
+mod unreadable;
 
 use crate::connectors;
 
@@ -174,6 +178,31 @@ async fn recorded_value(env: &TestEnv, tenant: &Tenant, record: &str) -> Option<
         .await
         .filter(|a| a.state == "recorded")
         .map(|a| a.value)
+}
+
+/// A workflow of the tenant's integration on Opportunities, counting `Amount` by `OwnerId`.
+pub(crate) async fn add_workflow(
+    env: &TestEnv,
+    tenant: &Tenant,
+    activity: &str,
+    condition: serde_json::Value,
+) -> uuid::Uuid {
+    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(json!({
+        "name": activity, "object_type": "Opportunity", "triggers": ["updated"],
+        "conditions": {"all": [condition]},
+        "user_field": "OwnerId", "value_field": "Amount", "activity_type": activity
+    }))
+    .unwrap();
+    crm_sync_store::tenants::upsert_workflow(
+        &env.pool,
+        None,
+        tenant.company_id,
+        tenant.integration_id,
+        &spec,
+        true,
+    )
+    .await
+    .unwrap()
 }
 
 /// The evaluator replica of the record-state tests.
