@@ -24,6 +24,11 @@ impl Caller {
         self.0.company_id
     }
 
+    /// Whether the caller holds an `admin` token (viewers may only read, and not everything).
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
     pub fn actor(&self) -> Actor {
         Actor {
             token_id: Some(self.0.id),

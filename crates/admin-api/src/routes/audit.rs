@@ -46,7 +46,8 @@ impl From<Entry> for AuditEntryView {
     }
 }
 
-/// The company's audit log, newest first.
+/// The company's audit log, newest first. Viewers do not see the changes to admin tokens (who
+/// holds access), as they may not list the tokens.
 #[utoipa::path(
     get,
     path = "/admin/v1/companies/{company_id}/audit-log",
@@ -61,7 +62,14 @@ pub async fn list(
 ) -> ApiResult<Json<Page<AuditEntryView>>> {
     let limit = paging::limit(q.limit)?;
     let before = paging::before(q.cursor.as_deref())?;
-    let mut rows = store::list(&state.pool, caller.company(), before, limit + 1).await?;
+    let mut rows = store::list(
+        &state.pool,
+        caller.company(),
+        before,
+        limit + 1,
+        caller.is_admin(),
+    )
+    .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = more

@@ -47,21 +47,25 @@ pub struct Entry {
     pub at: DateTime<Utc>,
 }
 
-/// Newest first; a page continues below the id of the previous page's last entry.
+/// Newest first; a page continues below the id of the previous page's last entry. Changes to
+/// admin tokens only `with_tokens` (who holds access is for admins to see).
 pub async fn list(
     pool: &PgPool,
     company_id: Uuid,
     before_id: Option<i64>,
     limit: i64,
+    with_tokens: bool,
 ) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as::<_, Entry>(
         "SELECT id, token_id, actor, action, target_type, target_id, details, at FROM audit_log
          WHERE company_id = $1 AND ($2::bigint IS NULL OR id < $2)
+           AND ($4 OR target_type <> 'admin_token')
          ORDER BY id DESC LIMIT $3",
     )
     .bind(company_id)
     .bind(before_id)
     .bind(limit)
+    .bind(with_tokens)
     .fetch_all(pool)
     .await
 }

@@ -55,6 +55,20 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
         .unwrap();
     assert_eq!(viewer_row["role"], "viewer");
     assert_eq!(viewer_row["live"], true);
+    // Nor does the audit log show a viewer who holds access; an admin sees the tokens made.
+    let tokens_made = |log: &[serde_json::Value]| {
+        log.iter()
+            .filter(|e| e["action"] == "admin_token.created")
+            .count()
+    };
+    assert_eq!(tokens_made(&c.all(&p("/audit-log"), 200).await), 3);
+    let viewers_log = v.all(&p("/audit-log"), 200).await;
+    assert!(
+        viewers_log
+            .iter()
+            .all(|e| e["target_type"] != "admin_token"),
+        "{viewers_log:?}"
+    );
     let expires: chrono::DateTime<chrono::Utc> =
         viewer_row["expires_at"].as_str().unwrap().parse().unwrap();
     let in_a_day = chrono::Utc::now() + chrono::Duration::days(1);
