@@ -3,7 +3,7 @@
 //! the workflows need fields the record never showed, and the record's new state (changelog).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crm_sync_kafka::transactional::{TransactionalHandler, Written};
 use crm_sync_kafka::{Failure, Incoming, OutgoingMessage};
@@ -25,6 +25,9 @@ use crate::snapshot::{WorkflowSnapshot, Workflows};
 use crate::state_limit::StateLimit;
 use crate::store::{RecordStore, StoreError, Stored, Unreadable};
 use crate::trail::{Entry, Trail};
+
+/// How far apart ingest's clock and this host's are taken to be at most.
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 pub struct Evaluator {
     pub snapshot: Arc<WorkflowSnapshot>,
@@ -53,7 +56,9 @@ impl TransactionalHandler for Evaluator {
                 format!("integration_id {:?} is not a UUID", event.integration_id),
             )
         })?;
-        let (company_id, workflows) = self.integration(integration_id).await?;
+        let (company_id, workflows) = self
+            .integration(integration_id, event.received_at.as_ref())
+            .await?;
         // Shared by the event's outputs: its outcomes and its record's state go under one key.
         let key: Arc<str> = match message.key {
             Some(k) => String::from_utf8_lossy(k).into(),
@@ -159,12 +164,21 @@ impl Evaluator {
     }
 
     /// The integration's company and active workflows; an integration newer than the snapshot
-    /// is looked up once more before the event is dead-lettered.
-    async fn integration(&self, integration_id: Uuid) -> Result<(Uuid, Arc<Workflows>), Failure> {
+    /// is looked up once more before the event is dead-lettered. Ingest found the integration
+    /// when it received the event, so a snapshot read after then (give or take the hosts'
+    /// clocks) that lacks it is final.
+    async fn integration(
+        &self,
+        integration_id: Uuid,
+        received_at: Option<&Timestamp>,
+    ) -> Result<(Uuid, Arc<Workflows>), Failure> {
         let mut snapshot = self.snapshot.current();
         if !snapshot.contains_key(&integration_id) {
+            let committed_by = received_at
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .map_or_else(SystemTime::now, |t| t + CLOCK_SKEW);
             self.snapshot
-                .reload(&self.pool)
+                .reload_unless_read_after(&self.pool, committed_by)
                 .await
                 .map_err(Failure::transient)?;
             snapshot = self.snapshot.current();

@@ -88,7 +88,11 @@ pub fn describe() {
         UNKNOWN_INTEGRATIONS,
         "Integrations whose record state this replica holds that the database knows neither as live nor as deleted"
     );
-    describe_histogram!(RELOAD, Unit::Seconds, "Time to reload the active workflows");
+    describe_histogram!(
+        RELOAD,
+        Unit::Seconds,
+        "Time to reload the active workflows (on a change, a reconnect, or an event of an integration the snapshot lacks)"
+    );
     describe_gauge!(
         ACTIVE_WORKFLOWS,
         "Active workflows the evaluator judges against"

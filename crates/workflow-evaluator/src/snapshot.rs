@@ -4,9 +4,9 @@
 //! disconnected are lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crm_sync_store::listen::{self, OnChange, Resync};
 use crm_sync_store::workflows::{self, CHANGED_CHANNEL, StoredWorkflow};
@@ -110,6 +110,12 @@ pub type Integrations = foldhash::HashMap<Uuid, Integration>;
 pub struct WorkflowSnapshot {
     by_integration: RwLock<Arc<Integrations>>,
     loaded: AtomicBool,
+    /// One reload at a time: two interleaved (the listener's and a handler's) could install the
+    /// one that read the database first last, bringing back a workflow just deactivated.
+    reloading: tokio::sync::Mutex<()>,
+    /// When the installed snapshot began to be read (microseconds since the Unix epoch):
+    /// whatever was committed before then is in it.
+    read_from: AtomicI64,
 }
 
 impl WorkflowSnapshot {
@@ -125,6 +131,28 @@ impl WorkflowSnapshot {
     }
 
     pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let _one = self.reloading.lock().await;
+        self.read(pool).await
+    }
+
+    /// Reloads unless the snapshot was read after `committed_by`, and so already holds
+    /// everything committed by then. Events of an integration deleted long ago (a backlog, a
+    /// replay) then cost no reload each.
+    pub async fn reload_unless_read_after(
+        &self,
+        pool: &PgPool,
+        committed_by: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        let _one = self.reloading.lock().await;
+        if micros(committed_by) < self.read_from.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.read(pool).await
+    }
+
+    async fn read(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let started = SystemTime::now();
+        let timer = std::time::Instant::now();
         let integrations = workflows::integration_ids(pool).await?;
         let active = workflows::load_active(pool).await?;
         let mut lists: HashMap<Uuid, (Uuid, Vec<Arc<StoredWorkflow>>)> = integrations
@@ -156,6 +184,9 @@ impl WorkflowSnapshot {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(map),
         }
         self.loaded.store(true, Ordering::Release);
+        self.read_from.store(micros(started), Ordering::Release);
+        metrics::histogram!(crate::metric_definitions::RELOAD)
+            .record(timer.elapsed().as_secs_f64());
         metrics::gauge!(crate::metric_definitions::ACTIVE_WORKFLOWS).set(count as f64);
         tracing::debug!(
             integrations,
@@ -164,6 +195,11 @@ impl WorkflowSnapshot {
         );
         Ok(())
     }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Listens for changes and reloads until shutdown, and fully after every reconnect.
@@ -189,13 +225,8 @@ struct Reloader {
 
 impl Reloader {
     async fn reload(&self) -> Option<Duration> {
-        let started = std::time::Instant::now();
         match self.snapshot.reload(&self.pool).await {
-            Ok(()) => {
-                metrics::histogram!(crate::metric_definitions::RELOAD)
-                    .record(started.elapsed().as_secs_f64());
-                None
-            }
+            Ok(()) => None,
             Err(error) => {
                 tracing::warn!(%error, "reloading the active workflows failed; retrying");
                 Some(RELOAD_RETRY)

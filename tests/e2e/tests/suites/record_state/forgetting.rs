@@ -151,3 +151,49 @@ async fn last_states(env: &TestEnv) -> std::collections::HashMap<String, bool> {
         .filter_map(|r| Some((r.key?, r.payload.is_empty())))
         .collect()
 }
+
+/// Events of an integration that no longer exists, received long ago (a backlog, a replay):
+/// each is dead-lettered, but the active workflows are not read again for each one: a
+/// snapshot read after the events were received that lacks the integration is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_a_gone_integrations_events_is_dead_lettered_without_a_reload_each() {
+    let env = TestEnv::new("state-gone-backlog").await;
+    let tenant = Tenant::create(&env.pool, "gone-backlog", true, true).await;
+    let gone = Tenant {
+        integration_id: uuid::Uuid::new_v4(),
+        ..tenant
+    };
+    let hour_ago = chrono::Utc::now().timestamp() - 3600;
+    let events: Vec<CrmEvent> = (0..50)
+        .map(|n| {
+            let mut e = delta(
+                &gone,
+                CrmKind::Salesforce,
+                &format!("006GONE{n:011}"),
+                &[("Amount", "10")],
+                hour_ago,
+            );
+            e.received_at = e.occurred_at;
+            e
+        })
+        .collect();
+    Feed::new(&env, &gone).all(&events).await;
+    let evaluator = env
+        .start_replica("workflow-evaluator", "evaluator-1", EVALUATOR, 0, &[])
+        .await;
+    let dlq = format!("{}.dlq", env.topics.events);
+    eventually("the 50 events dead-lettered", WAIT, || async {
+        let dead = read_topic(&dlq).await;
+        (dead.len() == 50).then_some(())
+    })
+    .await;
+    assert!(
+        read_topic(&dlq)
+            .await
+            .iter()
+            .all(|r| r.header("crm-sync-dlq-reason") == Some("unknown_integration"))
+    );
+    // The start's reload, and at most one more for the first of them.
+    let reloads = metric(&evaluator, "crm_sync_evaluator_reload_seconds_count", &[]).await;
+    assert!(reloads <= 2.0, "{reloads} reloads of the active workflows");
+}
