@@ -130,7 +130,7 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
         .flatten()
         .filter_map(|p| p.as_str().map(str::to_owned))
         .collect();
-    let matching: Vec<(String, FakeRecord)> = sorted(shared, object)
+    let matching: Vec<(String, FakeRecord)> = by_modified(shared, object)
         .into_iter()
         .filter(|(_, r)| r.deleted.is_none() && since.is_none_or(|s| r.modified >= s))
         .collect();
@@ -145,6 +145,18 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
         out["paging"] = json!({"next": {"after": (after + limit).to_string()}});
     }
     reply(StatusCode::OK, out)
+}
+
+/// HubSpot sorts on the one property asked for and nothing else: records sharing a millisecond
+/// come in no fixed order. Here their order flips with every write to the account, as a search
+/// index's does when it re-indexes records. Each page is read from the records as they are now,
+/// so a record edited mid-pass leaves its place and the ones behind it move up.
+fn by_modified(shared: &Shared, object: &str) -> Vec<(String, FakeRecord)> {
+    let mut all = sorted(shared, object);
+    if *shared.writes.lock().unwrap() % 2 == 1 {
+        all.sort_by(|a, b| a.1.modified.cmp(&b.1.modified).then(b.0.cmp(&a.0)));
+    }
+    all
 }
 
 fn archived(shared: &Shared, object: &str, request: &Request) -> Response {

@@ -6,8 +6,10 @@
 //! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators
 //!   (expiring after 15 minutes unused, at most 10 open), `sobjects/{object}/{id}`,
 //!   `Sforce-Limit-Info` on every answer, `INVALID_FIELD` for fields hidden from the API user;
-//! - [`hubspot`]: CRM search with its 10,000-result window, archived listings, batch read,
-//!   a per-second limit answered with HubSpot's 429 body;
+//! - [`hubspot`]: CRM search with its 10,000-result window, sorted on the one property asked
+//!   for (records sharing a stamp in no fixed order, offsets into the live result set, so that
+//!   a record edited mid-pass moves to its end), archived listings, batch read, a per-second
+//!   limit answered with HubSpot's 429 body;
 //! - [`pipedrive`]: v2 lists with `updated_since` and cursors, `status=deleted`, `api_token`;
 //! - [`dynamics`]: Web API collections with `$filter`, `$select`, `odata.maxpagesize`,
 //!   `@odata.nextLink`.
@@ -92,6 +94,9 @@ pub struct Shared {
     /// was last used.
     pub locator_idle: Mutex<std::time::Duration>,
     pub locator_used: Mutex<HashMap<String, Instant>>,
+    /// Records written (created, changed, deleted) so far: HubSpot's search orders records
+    /// sharing a stamp by where its index holds them, which moves as records are written.
+    pub writes: Mutex<u64>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -119,6 +124,7 @@ impl FakeCrm {
             hidden: Mutex::default(),
             locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
             locator_used: Mutex::default(),
+            writes: Mutex::new(0),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -208,6 +214,7 @@ impl FakeCrm {
         record.fields.extend(fields);
         record.modified = at;
         record.deleted = None;
+        *self.shared.writes.lock().unwrap() += 1;
     }
 
     /// Deletes the record (it stays visible to the CRM's "deleted" listings).
@@ -223,6 +230,7 @@ impl FakeCrm {
             r.deleted = Some(at);
             r.modified = at;
         }
+        *self.shared.writes.lock().unwrap() += 1;
     }
 
     /// Serves `status` (with `Retry-After: retry_after` and `body`) to the next request.
