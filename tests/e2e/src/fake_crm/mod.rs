@@ -1,7 +1,8 @@
 //! Fake CRM APIs for the pull clients and jobs: one local HTTP server per test speaking a CRM's
 //! documented paging, error and rate-limit shapes, over records the test adds, changes and
 //! deletes. Every request is logged (method, path, query, status, time) for assertions, and
-//! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage).
+//! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage, each CRM's own
+//! rate-limit answers: [`RateLimit`]).
 //!
 //! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators
 //!   (expiring after 15 minutes unused, at most 10 open), `sobjects/{object}/{id}`,
@@ -16,6 +17,7 @@
 
 pub mod dynamics;
 pub mod hubspot;
+mod limits;
 mod oauth;
 pub mod pipedrive;
 pub mod salesforce;
@@ -40,6 +42,7 @@ pub enum Kind {
     Dynamics,
 }
 
+pub use limits::RateLimit;
 pub use oauth::{Refresh, TOKEN_PATHS};
 
 /// One record as the fake CRM holds it.
@@ -67,6 +70,8 @@ pub struct Logged {
 pub struct Scripted {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// Further headers, as the CRM sends them with such an answer.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -86,6 +91,8 @@ pub struct Shared {
     pub api_usage: Mutex<(u64, u64)>,
     /// HubSpot requests allowed per second (None: unlimited).
     pub per_second: Mutex<Option<usize>>,
+    /// HubSpot requests allowed in any 10 seconds (None: unlimited).
+    pub per_ten_seconds: Mutex<Option<usize>>,
     /// Dataverse tables whose change tracking is not enabled.
     pub untracked: Mutex<BTreeSet<String>>,
     /// Fields the API user may not read (field-level security): (object, field).
@@ -120,6 +127,7 @@ impl FakeCrm {
             locators: Mutex::default(),
             api_usage: Mutex::new((0, 15_000)),
             per_second: Mutex::new(None),
+            per_ten_seconds: Mutex::new(None),
             untracked: Mutex::default(),
             hidden: Mutex::default(),
             locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
@@ -238,6 +246,7 @@ impl FakeCrm {
         self.shared.script.lock().unwrap().push_back(Scripted {
             status,
             retry_after,
+            headers: Vec::new(),
             body: body.to_owned(),
         });
     }
@@ -262,6 +271,16 @@ impl FakeCrm {
     /// HubSpot: requests allowed per second before its `SECONDLY` 429.
     pub fn set_per_second(&self, limit: Option<usize>) {
         *self.shared.per_second.lock().unwrap() = limit;
+    }
+
+    /// HubSpot: requests allowed in any 10 seconds before its `TEN_SECONDLY_ROLLING` 429.
+    pub fn set_per_ten_seconds(&self, limit: Option<usize>) {
+        *self.shared.per_ten_seconds.lock().unwrap() = limit;
+    }
+
+    /// Serves the CRM's own answer for `limit` to the next request.
+    pub fn rate_limit_next(&self, limit: RateLimit) {
+        self.shared.script.lock().unwrap().push_back(limit.answer());
     }
 }
 
@@ -329,6 +348,10 @@ fn answer(shared: &Shared, request: &Request) -> Response {
             response
                 .headers_mut()
                 .insert("retry-after", after.to_string().parse().unwrap());
+        }
+        for (name, value) in s.headers {
+            let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            response.headers_mut().insert(name, value.parse().unwrap());
         }
         return response;
     }
