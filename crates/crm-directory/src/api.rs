@@ -327,16 +327,18 @@ impl ApiClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response, self.config.max_answer_bytes).await?;
+        // Before `also`: a rate limit is this client's to wait out, whatever the caller reads
+        // from such a status otherwise (Salesforce answers both with 403).
+        if let Some(limit) = limits::reached(self.crm, status, &headers, &body) {
+            // A spent daily allowance ends the request at once; a window is waited out.
+            return Err(limit.failure(what));
+        }
         if status.is_success() || status == StatusCode::NOT_FOUND || also.contains(&status) {
             return Ok(ApiResponse {
                 status,
                 headers,
                 body,
             });
-        }
-        if let Some(limit) = limits::reached(self.crm, status, &headers, &body) {
-            // A spent daily allowance ends the request at once; a window is waited out.
-            return Err(limit.failure(what));
         }
         Err(Failure::from_status(what, status, &headers, &body))
     }

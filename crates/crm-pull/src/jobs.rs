@@ -282,7 +282,8 @@ async fn save(
 }
 
 /// Whether the CRM refused this object rather than the integration: an answer no retry changes
-/// (a field the API user cannot read, an object with no list, an answer that cannot be read)
+/// (a field or object the API user cannot read, an object with no list, an answer that cannot
+/// be read)
 /// while the credentials were taken. Refused or missing credentials, and whatever may pass
 /// (unavailable, a daily limit), end the turn as before.
 fn refuses_object(error: &PullError) -> bool {

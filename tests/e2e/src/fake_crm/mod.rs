@@ -97,6 +97,8 @@ pub struct Shared {
     pub untracked: Mutex<BTreeSet<String>>,
     /// Fields the API user may not read (field-level security): (object, field).
     pub hidden: Mutex<BTreeSet<(String, String)>>,
+    /// Objects the API user may not read (no read permission in its profile).
+    pub denied: Mutex<BTreeSet<String>>,
     /// Salesforce: how long a query locator lives unused (15 minutes), and when each open one
     /// was last used.
     pub locator_idle: Mutex<std::time::Duration>,
@@ -130,6 +132,7 @@ impl FakeCrm {
             per_ten_seconds: Mutex::new(None),
             untracked: Mutex::default(),
             hidden: Mutex::default(),
+            denied: Mutex::default(),
             locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
             locator_used: Mutex::default(),
             writes: Mutex::new(0),
@@ -166,6 +169,12 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert((object.to_owned(), field.to_owned()));
+    }
+
+    /// Takes the read permission on an object from the API user: Salesforce answers a query of
+    /// it with 403 `INSUFFICIENT_ACCESS_OR_READONLY`.
+    pub fn deny_object(&self, object: &str) {
+        self.shared.denied.lock().unwrap().insert(object.to_owned());
     }
 
     /// Salesforce: every open query locator expires, as after 15 minutes unused (a job waiting
