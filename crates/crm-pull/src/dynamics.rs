@@ -188,7 +188,7 @@ async fn request_page(
 
 /// `modifiedon` is kept to the second and many rows share one: Dataverse's paging cookie
 /// names the last row's sort values, so without the primary key as the tie-break the rows of
-/// a second cut by a page boundary are skipped (Microsoft: paging needs a unique ordering).
+/// a second cut by a page boundary are skipped: paging needs a unique ordering.
 fn order_by(scope: &Scope) -> String {
     format!("modifiedon asc,{}id asc", scope.object)
 }

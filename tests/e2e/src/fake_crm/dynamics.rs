@@ -78,7 +78,7 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
 /// A query's page, read from the rows as they are now. Like Dataverse's paging cookie, the
 /// next link names only the last row's `$orderby` values: the next page starts after them. Rows
 /// sharing a `modifiedon` second with the last one are skipped unless the primary key orders
-/// them too, as Microsoft documents (paging needs a unique ordering).
+/// them too: Dataverse's paging needs a unique ordering.
 fn query(
     shared: &Shared,
     request: &Request,

@@ -1,5 +1,4 @@
-//! Each CRM's answers when a rate limit is reached, with the status, headers and body its
-//! documentation gives.
+//! Each CRM's answers when a rate limit is reached: its status, headers and body.
 
 use super::Scripted;
 
