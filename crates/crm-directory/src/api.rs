@@ -2,8 +2,10 @@
 //! every caller shares (directory lookups here, the pull clients of `crm-sync-crm-pull`).
 //!
 //! A request is bounded by a timeout; transient failures (timeouts, connection errors, 429, 5xx)
-//! are retried with capped, jittered exponential backoff that honours `Retry-After`; a refused
-//! token is refreshed once. Every request, the token's included, goes through the outbound policy
+//! are retried with capped, jittered exponential backoff that honours `Retry-After` and the
+//! waits each CRM's rate-limit answers imply (`limits`); a wait longer than `max_backoff`, or a
+//! day's allowance spent, ends the request as [`LookupError::RateLimited`]. A refused token is
+//! refreshed once. Every request, the token's included, goes through the outbound policy
 //! (`Egress`): allowed hosts only, no internal addresses, no redirects, answers read up to a cap.
 
 use std::fmt;
@@ -12,9 +14,10 @@ use std::time::Duration;
 
 use crm_sync_retry::Backoff;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 
-use crate::{Config, Credentials, Crm, LookupError, auth, crms, read_capped};
+use crate::limits::retry_after;
+use crate::{Config, Credentials, Crm, LookupError, auth, crms, limits, read_capped};
 
 /// Why one HTTP exchange failed, before deciding whether to try again.
 #[derive(Debug)]
@@ -100,18 +103,6 @@ fn summary(body: &str) -> String {
     }
     let cut: String = line.chars().take(200).collect();
     format!(": {cut}")
-}
-
-/// `Retry-After` in seconds (HTTP dates are rare from APIs and are treated as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// An answer the caller reads: a success, or a 404 (which only the caller can interpret).
@@ -281,11 +272,13 @@ impl ApiClient {
                     // The delay grows on every retry, including those the API paced itself.
                     let backoff_wait = backoff.next_delay();
                     let wait = match retry_after {
+                        // Longer than a request may sleep: the caller comes back then (a pull
+                        // job makes it its next attempt's time).
                         Some(after) if after > self.config.max_backoff => {
-                            return Err(LookupError::Unavailable(format!(
-                                "{message} (asked to wait {}s)",
-                                after.as_secs()
-                            )));
+                            return Err(LookupError::RateLimited {
+                                message,
+                                wait: after,
+                            });
                         }
                         Some(after) => after,
                         None => backoff_wait,
@@ -334,6 +327,12 @@ impl ApiClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_capped(response, self.config.max_answer_bytes).await?;
+        // Before `also`: a rate limit is this client's to wait out, whatever the caller reads
+        // from such a status otherwise (Salesforce answers both with 403).
+        if let Some(limit) = limits::reached(self.crm, status, &headers, &body) {
+            // A spent daily allowance ends the request at once; a window is waited out.
+            return Err(limit.failure(what));
+        }
         if status.is_success() || status == StatusCode::NOT_FOUND || also.contains(&status) {
             return Ok(ApiResponse {
                 status,
@@ -341,29 +340,6 @@ impl ApiClient {
                 body,
             });
         }
-        if let Some(limit) = crms::daily_limit_reached(self.crm, status, &body) {
-            // Retrying within the day cannot help: say so at once.
-            return Err(Failure::Final(LookupError::Unavailable(format!(
-                "{what}: {limit}"
-            ))));
-        }
         Err(Failure::from_status(what, status, &headers, &body))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_read_in_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -56,34 +56,6 @@ pub(crate) fn user_requests(crm: Crm, id: &str) -> Vec<String> {
     }
 }
 
-/// A 429 that no wait within the day can cure, in words: HubSpot's daily limit
-/// (`policyName: DAILY`), Salesforce's `REQUEST_LIMIT_EXCEEDED` (a 403).
-pub(crate) fn daily_limit_reached(
-    crm: Crm,
-    status: reqwest::StatusCode,
-    body: &str,
-) -> Option<String> {
-    match crm {
-        Crm::HubSpot if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct RateLimit {
-                policy_name: Option<String>,
-            }
-            let limit: RateLimit = serde_json::from_str(body).ok()?;
-            (limit.policy_name.as_deref() == Some("DAILY"))
-                .then(|| "the HubSpot account's daily API limit is reached".to_owned())
-        }
-        Crm::Salesforce
-            if status == reqwest::StatusCode::FORBIDDEN
-                && body.contains("REQUEST_LIMIT_EXCEEDED") =>
-        {
-            Some("the Salesforce org's daily API request limit is reached".to_owned())
-        }
-        _ => None,
-    }
-}
-
 pub(crate) fn decorate(crm: Crm, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     match crm {
         Crm::Dynamics => request

@@ -17,6 +17,7 @@ mod api;
 mod auth;
 mod crms;
 mod egress;
+mod limits;
 pub mod metric_definitions;
 
 use std::collections::HashMap;
@@ -93,7 +94,8 @@ pub struct Config {
     /// Attempts per lookup, the first included.
     pub attempts: u32,
     pub initial_backoff: Duration,
-    /// Also the longest `Retry-After` waited for; a longer one ends the lookup as unavailable.
+    /// Also the longest rate-limit wait (`Retry-After`, a CRM's window) slept within a request;
+    /// a longer one ends it as [`LookupError::RateLimited`].
     pub max_backoff: Duration,
     pub cache_ttl: Duration,
     /// How long "no such user" is remembered.
@@ -140,6 +142,10 @@ pub enum LookupError {
     Unauthorized(String),
     #[error("the CRM API is unavailable: {0}")]
     Unavailable(String),
+    /// The CRM's rate limit, which allows requests again only after `wait` (longer than a
+    /// request sleeps, or a day's allowance spent).
+    #[error("the CRM API's rate limit is reached: {message}; requests are answered again in {}s", wait.as_secs())]
+    RateLimited { message: String, wait: Duration },
     #[error("the CRM API answered something unexpected: {0}")]
     Unexpected(String),
     #[error("the integration's API credentials are incomplete: {0}")]
@@ -149,7 +155,10 @@ pub enum LookupError {
 impl LookupError {
     /// Worth trying again later (the CRM or the network may recover).
     pub fn is_transient(&self) -> bool {
-        matches!(self, LookupError::Unavailable(_))
+        matches!(
+            self,
+            LookupError::Unavailable(_) | LookupError::RateLimited { .. }
+        )
     }
 
     fn label(&self) -> &'static str {
@@ -157,6 +166,7 @@ impl LookupError {
             LookupError::NotFound(_) => "not_found",
             LookupError::Unauthorized(_) => "unauthorized",
             LookupError::Unavailable(_) => "unavailable",
+            LookupError::RateLimited { .. } => "rate_limited",
             LookupError::Unexpected(_) => "unexpected",
             LookupError::Misconfigured(_) => "misconfigured",
         }

@@ -1,4 +1,6 @@
-//! Dataverse Web API v9.2: `$filter=modifiedon ge t`, `$select`, `$orderby=modifiedon`,
+//! Dataverse Web API v9.2: `$filter=modifiedon ge t` (`t` to the second, as `modifiedon` is
+//! kept: a pass going on from a stamp reads all of its second again), `$select`,
+//! `$orderby=modifiedon asc,{table}id asc` (a unique order, which paging needs),
 //! `@odata.nextLink` paging, `/{set}({id})` for one record.
 //!
 //! The Web API writes lookups as `_{name}_value`; the webhooks' `RemoteExecutionContext` names
@@ -167,13 +169,14 @@ async fn request_page(
             );
             let set = entity_set(&scope.object);
             let fields = select(scope);
+            let order = order_by(scope);
             client
                 .send("the Dataverse Web API", |http, base| {
                     http.get(format!("{base}{API}/{set}"))
                         .query(&[
                             ("$select", fields.as_str()),
                             ("$filter", filter.as_str()),
-                            ("$orderby", "modifiedon asc"),
+                            ("$orderby", order.as_str()),
                         ])
                         .header("Prefer", prefer(page_size))
                 })
@@ -181,6 +184,13 @@ async fn request_page(
         }
     };
     Ok(response)
+}
+
+/// `modifiedon` is kept to the second and many rows share one: Dataverse's paging cookie
+/// names the last row's sort values, so without the primary key as the tie-break the rows of
+/// a second cut by a page boundary are skipped: paging needs a unique ordering.
+fn order_by(scope: &Scope) -> String {
+    format!("modifiedon asc,{}id asc", scope.object)
 }
 
 pub(crate) async fn record(

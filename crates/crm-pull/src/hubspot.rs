@@ -1,10 +1,12 @@
 //! HubSpot CRM v3: search by `hs_lastmodifieddate` (stream 0), archived objects (stream 1) for
 //! deletes, batch read for one record.
 //!
-//! A search reaches at most 10,000 results (`after` stops there): when the next page would cross
-//! that window, the search restarts from the newest modification time seen, so any number of
-//! changes is read in time slices. Records carrying the same stamp are read again at a slice's
-//! start, with the same event ids, so downstream deduplicates them.
+//! Each page is a new search from the newest modification time the previous one read: the
+//! results are sorted on that time alone (no tie-break) and cut from the records as they are, so
+//! an offset would skip records whenever one already read is edited or records sharing a stamp
+//! change places. This also keeps every search within HubSpot's 10,000-result window. Records
+//! carrying the stamp a search starts at are read again, with the same event ids, so downstream
+//! deduplicates them; `after` pages only through a run of records sharing one stamp.
 
 use chrono::{DateTime, Utc};
 use crm_sync_ingest::event;
@@ -116,52 +118,67 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
     let listing: Listing =
         serde_json::from_str(&response.body).map_err(|e| client.garbage("a search result", e))?;
     let (events, newest) = convert(client, scope, &listing.results, false)?;
-    let after = listing.paging.and_then(|p| p.next).map(|n| n.after);
-    let next = match after {
-        Some(after) => {
-            let offset: u64 = after
-                .parse()
-                .map_err(|_| client.garbage("a search result", "paging.next.after"))?;
-            if offset + limit > SEARCH_WINDOW {
-                // The window is reached: a new search from the newest time seen.
-                let since = newest.unwrap_or(cursor.since);
-                if since <= cursor.since && cursor.token.is_some() {
-                    return Err(client.garbage(
-                        "a search result",
-                        "more than 10,000 records share one hs_lastmodifieddate",
-                    ));
-                }
-                Some(Cursor {
-                    stream: 0,
-                    since,
-                    token: None,
-                    delta: None,
-                    // Archived records are read from the pass's own start, not this restart's.
-                    origin: Some(cursor.origin.unwrap_or(cursor.since)),
-                })
-            } else {
-                Some(Cursor {
-                    stream: 0,
-                    since: cursor.since,
-                    token: Some(after),
-                    delta: None,
-                    origin: cursor.origin,
-                })
-            }
-        }
-        None => Some(Cursor {
+    let next = match listing.paging.and_then(|p| p.next) {
+        Some(more) => next_search(client, cursor, newest, &more.after, limit)?,
+        // Then the archived records, from the pass's own start.
+        None => Cursor {
             stream: 1,
             since: cursor.origin.unwrap_or(cursor.since),
             token: None,
             delta: None,
             origin: None,
-        }),
+        },
     };
     Ok(Page {
         events,
-        next,
+        next: Some(next),
         newest,
         delta: None,
+    })
+}
+
+/// Where the search goes on after a page with more behind it.
+///
+/// Results are sorted on the modification time alone and every page is cut from the records as
+/// they are at that moment: paging by offset skips a record whenever one already read is edited
+/// (it moves to the end and those behind it move up one) or records sharing a stamp come in
+/// another order. So the next page is a new search from the newest time read; the records of
+/// that time come again, with the same event ids. Only a page whose records all carry the
+/// search's own start time cannot move it on: the next one is asked at an offset within that
+/// time, which works up to HubSpot's 10,000-result window.
+fn next_search(
+    client: &PullClient,
+    cursor: &Cursor,
+    newest: Option<DateTime<Utc>>,
+    after: &str,
+    limit: u64,
+) -> Result<Cursor, PullError> {
+    // Archived records are read from the pass's own start, not from where the search went on.
+    let origin = Some(cursor.origin.unwrap_or(cursor.since));
+    if let Some(newest) = newest.filter(|n| *n > cursor.since) {
+        return Ok(Cursor {
+            stream: 0,
+            since: newest,
+            token: None,
+            delta: None,
+            origin,
+        });
+    }
+    let offset: u64 = after
+        .parse()
+        .map_err(|_| client.garbage("a search result", "paging.next.after"))?;
+    if offset + limit > SEARCH_WINDOW {
+        return Err(client.garbage(
+            "a search result",
+            "more than 10,000 records share one hs_lastmodifieddate",
+        ));
+    }
+    Ok(Cursor {
+        stream: 0,
+        since: cursor.since,
+        token: Some(after.to_owned()),
+        delta: None,
+        origin,
     })
 }
 

@@ -282,7 +282,8 @@ async fn save(
 }
 
 /// Whether the CRM refused this object rather than the integration: an answer no retry changes
-/// (a field the API user cannot read, an object with no list, an answer that cannot be read)
+/// (a field or object the API user cannot read, an object with no list, an answer that cannot
+/// be read)
 /// while the credentials were taken. Refused or missing credentials, and whatever may pass
 /// (unavailable, a daily limit), end the turn as before.
 fn refuses_object(error: &PullError) -> bool {
@@ -393,12 +394,14 @@ fn failed(job: &Job, config: &JobConfig, error: &PullError) -> Outcome {
     let failures_before = u32::try_from(job.attempts.max(1) - 1).unwrap_or(0);
     let wait =
         Backoff::new(config.retry_backoff, Duration::from_secs(3600)).delay_after(failures_before);
-    // A daily API limit does not reset within a backoff: each early retry would spend one more
-    // of the org's requests to learn so again.
-    let wait = if error.is_transient() && !matches!(error, PullError::ApiLimit(_)) {
-        wait
-    } else {
-        wait.max(config.reconcile_every)
+    let wait = match error {
+        // The CRM said when it answers again: any earlier try meets the same limit.
+        PullError::Api(LookupError::RateLimited { wait, .. }) => *wait,
+        // The configured share of a daily API limit does not free up within a backoff: each
+        // early retry would spend one more of the org's requests to learn so again.
+        PullError::ApiLimit(_) => wait.max(config.reconcile_every),
+        _ if error.is_transient() => wait,
+        _ => wait.max(config.reconcile_every),
     };
     Outcome::Retry {
         error: message,

@@ -3,9 +3,9 @@
 //! | CRM | changes since a time | deletes | one record |
 //! |---|---|---|---|
 //! | Salesforce | REST `queryAll` of the SOQL `… WHERE SystemModstamp >= t ORDER BY SystemModstamp, Id`, `nextRecordsUrl` paging | `IsDeleted = true` rows of the same query | `sobjects/{object}/{id}` |
-//! | HubSpot | CRM search on `hs_lastmodifieddate >= t` ascending, `after` paging; at the 10,000-result window the search restarts from the last time seen | archived objects (`archived=true`) newer than `t` | batch read |
+//! | HubSpot | CRM search on `hs_lastmodifieddate >= t` ascending, each page a new search from the newest time read (`after` only through records sharing one stamp) | archived objects (`archived=true`) newer than `t` | batch read |
 //! | Pipedrive | v2 list with `updated_since`, `sort_by=update_time`, cursor paging | deals: `status=deleted` | v2 `/{objects}/{id}` |
-//! | Dataverse | Web API `$filter=modifiedon ge t`, `$select`, `$orderby=modifiedon`, `@odata.nextLink` paging | not yet (needs change tracking) | `/{set}({id})` |
+//! | Dataverse | Web API `$filter=modifiedon ge t`, `$select`, `$orderby=modifiedon,{table}id`, `@odata.nextLink` paging | not yet (needs change tracking) | `/{set}({id})` |
 //!
 //! Every record becomes a [`CrmEvent`] with `full_snapshot` set, a stable event id from (object,
 //! record id, the CRM's modification stamp), `occurred_at` the CRM's modification time, and the
@@ -139,7 +139,7 @@ pub struct Cursor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
     /// Where the pass began, when the current stream's query was started again from a later
-    /// time (HubSpot's search at its 10,000-result window): the next stream starts there.
+    /// time (HubSpot's search, from each page's newest time): the next stream starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<DateTime<Utc>>,
 }

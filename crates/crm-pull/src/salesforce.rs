@@ -57,20 +57,53 @@ async fn first_page(
 ) -> Result<ApiResponse, PullError> {
     let q = soql(scope, since);
     let page_size = client.page_size(2000);
-    client
-        .send("the Salesforce queryAll API", |http, base| {
-            http.get(format!(
-                "{base}/services/data/{SALESFORCE_API_VERSION}/queryAll"
-            ))
-            .query(&[("q", q.as_str())])
-            .header("Sforce-Query-Options", format!("batchSize={page_size}"))
-        })
-        .await
+    let response = client
+        .send_answering(
+            "the Salesforce queryAll API",
+            &[StatusCode::FORBIDDEN],
+            |http, base| {
+                http.get(format!(
+                    "{base}/services/data/{SALESFORCE_API_VERSION}/queryAll"
+                ))
+                .query(&[("q", q.as_str())])
+                .header("Sforce-Query-Options", format!("batchSize={page_size}"))
+            },
+        )
+        .await?;
+    forbidden(scope, response)
+}
+
+/// A 403 as an error: the object's when the API user may not read it (its profile lacks the
+/// permission; the integration's other objects can still be pulled), else the credentials'.
+fn forbidden(scope: &Scope, response: ApiResponse) -> Result<ApiResponse, PullError> {
+    if response.status != StatusCode::FORBIDDEN {
+        return Ok(response);
+    }
+    let excerpt: String = response.body.chars().take(200).collect();
+    let errors: Vec<ApiError> = serde_json::from_str(&response.body).unwrap_or_default();
+    if let Some(denied) = errors.iter().find(|e| {
+        matches!(
+            e.error_code.as_str(),
+            "INSUFFICIENT_ACCESS" | "INSUFFICIENT_ACCESS_OR_READONLY"
+        )
+    }) {
+        return Err(PullError::Invalid(format!(
+            "Salesforce object {}: the API user may not read it (403 {}): {excerpt}",
+            scope.object, denied.error_code
+        )));
+    }
+    Err(PullError::Api(LookupError::Unauthorized(format!(
+        "the Salesforce queryAll API answered 403 Forbidden: {excerpt}"
+    ))))
 }
 
 /// The page a query locator names; `None` when Salesforce no longer has the locator (400
 /// `INVALID_QUERY_LOCATOR`, or 404).
-async fn next_page(client: &PullClient, next: &str) -> Result<Option<ApiResponse>, PullError> {
+async fn next_page(
+    client: &PullClient,
+    scope: &Scope,
+    next: &str,
+) -> Result<Option<ApiResponse>, PullError> {
     // A query locator names a path under the instance.
     if !next.starts_with("/services/data/") {
         return Err(client.garbage("a query locator", format!("{next:?}")));
@@ -79,13 +112,14 @@ async fn next_page(client: &PullClient, next: &str) -> Result<Option<ApiResponse
     let response = client
         .send_answering(
             "the Salesforce queryAll API",
-            &[StatusCode::BAD_REQUEST],
+            &[StatusCode::BAD_REQUEST, StatusCode::FORBIDDEN],
             |http, base| {
                 http.get(format!("{base}{next}"))
                     .header("Sforce-Query-Options", format!("batchSize={page_size}"))
             },
         )
         .await?;
+    let response = forbidden(scope, response)?;
     if response.is_not_found() {
         return Ok(None);
     }
@@ -127,7 +161,7 @@ pub(crate) async fn changes(
     cursor: &Cursor,
 ) -> Result<Page, PullError> {
     let response = match &cursor.token {
-        Some(next) => match next_page(client, next).await? {
+        Some(next) => match next_page(client, scope, next).await? {
             Some(response) => response,
             // The locator expired (idle for about 15 minutes, as a job waiting out a retry is,
             // or closed because the user opened more than 10): the query starts again at the

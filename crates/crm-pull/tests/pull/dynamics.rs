@@ -191,3 +191,51 @@ async fn a_pass_that_keeps_no_position_reads_no_ids_for_change_tracking() {
         "no change-tracking request: {tracked:?}"
     );
 }
+
+/// Rows of `opportunity` all modified in the one second `at`, to the millisecond apart.
+fn put_in_one_second(fake: &FakeCrm, ids: std::ops::RangeInclusive<u32>, at: DateTime<Utc>) {
+    for n in ids {
+        let ms = chrono::Duration::milliseconds(i64::from(n));
+        fake.put_at(
+            "opportunity",
+            &guid(n),
+            json!({"name": format!("Opp {n}")}),
+            at + ms,
+        );
+    }
+}
+
+#[tokio::test]
+async fn rows_sharing_a_second_across_pages_are_all_read() {
+    let fake = start(Kind::Dynamics).await;
+    let second = at("2026-11-20T10:00:00Z");
+    put_in_one_second(&fake, 1..=7, second);
+    put_in_one_second(&fake, 8..=9, second + chrono::Duration::seconds(1));
+    let client = client(&fake, Crm::Dynamics, TOKEN, config(3));
+    let scope = Scope {
+        establish_tracking: false,
+        ..scope("opportunity", &["name"])
+    };
+    let events = pull_all(&client, &scope, second - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.record_id.as_str()).collect();
+    assert_eq!(ids.len(), 9, "every row, whatever the page: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_pass_from_within_a_second_reads_every_row_of_that_second() {
+    let fake = start(Kind::Dynamics).await;
+    let second = at("2026-11-20T10:00:00Z");
+    put_in_one_second(&fake, 1..=4, second);
+    let client = client(&fake, Crm::Dynamics, TOKEN, config(2));
+    let scope = Scope {
+        establish_tracking: false,
+        ..scope("opportunity", &["name"])
+    };
+    // As a pass goes on from the newest change it saw (the stamp's own fraction included).
+    let from = second + chrono::Duration::milliseconds(500);
+    let events = pull_all(&client, &scope, from).await.unwrap();
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.record_id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+}

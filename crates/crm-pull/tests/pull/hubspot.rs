@@ -11,7 +11,7 @@ use super::*;
 const FIELDS: &[&str] = &["dealstage", "amount"];
 
 #[tokio::test]
-async fn search_beyond_the_10000_window_slices_by_time() {
+async fn more_changes_than_the_10000_search_window_are_all_read() {
     let fake = start(Kind::HubSpot).await;
     for n in 1..=10_250u32 {
         fake.put(
@@ -31,11 +31,10 @@ async fn search_beyond_the_10000_window_slices_by_time() {
         searches.iter().all(|r| r.status == 200),
         "no search beyond the window"
     );
-    let restarts = searches
-        .iter()
-        .filter(|r| !r.body.contains("\"after\""))
-        .count();
-    assert_eq!(restarts, 2, "one new search when the window was reached");
+    assert!(
+        searches.iter().all(|r| !r.body.contains("\"after\"")),
+        "each page a new search from the newest time read"
+    );
     let e = events.iter().find(|e| e.record_id == "42").unwrap();
     // As the webhook connector writes property values: text.
     assert_eq!(
@@ -85,7 +84,8 @@ async fn secondly_limit_429s_are_retried() {
     let events = pull_all(&client, &scope("deal", FIELDS), at("2020-01-01T00:00:00Z"))
         .await
         .unwrap();
-    assert_eq!(events.len(), 30);
+    let ids: BTreeSet<&str> = events.iter().map(|e| e.record_id.as_str()).collect();
+    assert_eq!(ids.len(), 30);
     let log = fake.requests();
     assert!(log.iter().any(|r| r.status == 429), "the limit was hit");
     assert_eq!(log.last().unwrap().status, 200);
@@ -137,29 +137,102 @@ async fn batch_read_for_hydration() {
 }
 
 #[tokio::test]
-async fn a_deal_archived_before_the_search_restarts_at_the_window_is_still_a_delete() {
+async fn a_deal_archived_before_the_search_moves_on_is_still_a_delete() {
     let fake = start(Kind::HubSpot).await;
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
-    // Archived early in the pass's span: older than every deal the first 10,000 results hold.
+    // Archived early in the pass's span: older than every deal the first search page holds.
     fake.put("deal", "9999999", json!({"dealstage": "closedwon"}));
     fake.delete("deal", "9999999");
-    for n in 1..=10_050u32 {
+    for n in 1..=450u32 {
         fake.put("deal", &n.to_string(), json!({"dealstage": "closedwon"}));
     }
     let client = client(&fake, Crm::HubSpot, TOKEN, config(200));
     let events = pull_all(&client, &scope("deal", FIELDS), since)
         .await
         .unwrap();
-    let restarts = fake
-        .requests_to("/search")
-        .iter()
-        .filter(|r| !r.body.contains("\"after\""))
-        .count();
-    assert_eq!(restarts, 2, "the search restarted at the window");
+    assert_eq!(
+        fake.requests_to("/search").len(),
+        3,
+        "the search went on from later times"
+    );
     let deleted: Vec<&str> = events
         .iter()
         .filter(|e| e.change_type == ChangeType::Deleted as i32)
         .map(|e| e.record_id.as_str())
         .collect();
     assert_eq!(deleted, vec!["9999999"], "the archived deal is found");
+}
+
+/// The ids a pass from `since` reads, with `between` run after its first page.
+async fn pass_with_a_change_after_the_first_page(
+    client: &PullClient,
+    since: chrono::DateTime<chrono::Utc>,
+    between: impl FnOnce(),
+) -> Vec<String> {
+    let scope = scope("deal", FIELDS);
+    let first = client
+        .changes(&scope, &crm_sync_crm_pull::Cursor::start(since))
+        .await
+        .unwrap();
+    between();
+    let mut ids: Vec<String> = first.events.iter().map(|e| e.record_id.clone()).collect();
+    if let Some(next) = first.next {
+        let (rest, _) = pass(client, &scope, next).await.unwrap();
+        ids.extend(rest.into_iter().map(|e| e.record_id));
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_deal_edited_mid_pass_does_not_push_the_next_one_out_of_the_search() {
+    let fake = start(Kind::HubSpot).await;
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    for n in 1..=7u32 {
+        let at = since + chrono::Duration::minutes(i64::from(n));
+        fake.put_at(
+            "deal",
+            &n.to_string(),
+            json!({"dealstage": "closedwon"}),
+            at,
+        );
+    }
+    let client = client(&fake, Crm::HubSpot, TOKEN, config(3));
+    // Deal 2, read on the first page, is edited: it moves to the end of the results and deal 4
+    // takes the third place.
+    let ids = pass_with_a_change_after_the_first_page(&client, since, || {
+        fake.put("deal", "2", json!({"dealstage": "closedlost"}));
+    })
+    .await;
+    let read: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        read,
+        BTreeSet::from(["1", "2", "3", "4", "5", "6", "7"]),
+        "every deal of the pass: {ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn deals_sharing_a_millisecond_are_all_read_whatever_their_order() {
+    let fake = start(Kind::HubSpot).await;
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let minute = |n: i64| since + chrono::Duration::minutes(n);
+    fake.put_at("deal", "1", json!({"dealstage": "closedwon"}), minute(1));
+    for id in ["2", "3", "4"] {
+        fake.put_at("deal", id, json!({"dealstage": "closedwon"}), minute(2));
+    }
+    fake.put_at("deal", "5", json!({"dealstage": "closedwon"}), minute(3));
+    fake.put_at("deal", "9", json!({"dealstage": "closedwon"}), minute(4));
+    let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
+    // A write elsewhere in the account: the search orders the three deals of one millisecond
+    // differently from then on.
+    let ids = pass_with_a_change_after_the_first_page(&client, since, || {
+        fake.put("deal", "9", json!({"dealstage": "closedlost"}));
+    })
+    .await;
+    let read: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        read,
+        BTreeSet::from(["1", "2", "3", "4", "5", "9"]),
+        "every deal of the pass: {ids:?}"
+    );
 }

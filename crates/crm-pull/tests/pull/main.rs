@@ -7,6 +7,7 @@ mod egress;
 mod hubspot;
 mod jobs;
 mod leases;
+mod limits;
 mod pipedrive;
 mod rotation;
 mod salesforce;

@@ -295,3 +295,29 @@ async fn a_query_locator_answered_with_404_restarts_the_query_too() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_object_the_api_user_has_no_access_to_is_that_objects_error_not_the_credentials() {
+    let fake = start(Kind::Salesforce).await;
+    fake.put("Opportunity", &id(1), json!({"StageName": "Closed Won"}));
+    fake.deny_object("Quote");
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(200));
+    let error = pull_all(&client, &scope("Quote", &[]), at("2020-01-01T00:00:00Z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PullError::Invalid(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("Quote") && message.contains("INSUFFICIENT_ACCESS_OR_READONLY"),
+        "{message}"
+    );
+    // The same credentials still read the objects the user may read.
+    let events = pull_all(
+        &client,
+        &scope("Opportunity", &[]),
+        at("2020-01-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1);
+}

@@ -188,3 +188,57 @@ async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still
         .count();
     assert_eq!(quote_queries, 2);
 }
+
+#[tokio::test]
+async fn an_object_the_api_user_has_no_access_to_is_refused_alone() {
+    let env = TestEnv::new("pull_schedule_denied_object").await;
+    let (_, integration) = super::leases::integration(&env).await;
+    let fake = start(Kind::Salesforce).await;
+    for n in 1..=5i64 {
+        fake.put(
+            "Opportunity",
+            &format!("006{n:015}"),
+            json!({"StageName": "Prospecting", "Amount": n}),
+        );
+    }
+    // The integration's API user has no read permission on Quote: 403, not refused credentials.
+    fake.deny_object("Quote");
+    let client = client(&fake, Crm::Salesforce, TOKEN, config(50));
+    let scopes = vec![
+        scope("Quote", &["Discount__c"]),
+        scope("Opportunity", &["StageName", "Amount"]),
+    ];
+    let job = schedule(&env, integration, &["Quote", "Opportunity"], 1).await;
+    let sink = Memory::default();
+    let first = next_run(&env, "a").await;
+    let outcome = jobs::run(
+        &env.pool,
+        "a",
+        &job_config(),
+        &first,
+        &client,
+        &scopes,
+        &sink,
+    )
+    .await
+    .unwrap();
+    let Outcome::Reschedule { error, .. } = &outcome else {
+        panic!("the schedule goes on: {outcome:?}");
+    };
+    let error = error.clone().unwrap_or_default();
+    assert!(
+        error.contains("Quote") && error.contains("INSUFFICIENT_ACCESS_OR_READONLY"),
+        "the object and the CRM's error: {error}"
+    );
+    assert!(
+        !error.contains("refused the integration's API credentials"),
+        "{error}"
+    );
+    let recorded = sync_jobs::get(&env.pool, job.id).await.unwrap().unwrap();
+    assert_eq!(recorded.last_error.as_deref(), Some(error.as_str()));
+    assert_eq!(
+        sink.events.lock().unwrap().len(),
+        5,
+        "the readable object was reconciled"
+    );
+}

@@ -1,5 +1,6 @@
 //! Dataverse Web API v9.2: entity collections with `$filter=modifiedon ge …`, `$select`,
-//! `odata.maxpagesize` and `@odata.nextLink`; one row by id; change tracking
+//! `$orderby`, `odata.maxpagesize` and `@odata.nextLink` (a paging cookie of the last row's
+//! sort values, so that a sort without the primary key skips rows sharing a second); one row by id; change tracking
 //! (`Prefer: odata.track-changes`): a tracked answer's last page carries an `@odata.deltaLink`
 //! (`$deltatoken=<ms>`), which lists the rows changed since and the deleted ones as
 //! `$deletedEntity` entries.
@@ -52,7 +53,11 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         .get("prefer")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.contains("odata.track-changes"));
+    let object = object_of(rest);
     if let Some(token) = request.query.get("$skiptoken") {
+        if let Some(cookie) = token.strip_prefix("cookie:") {
+            return query(shared, request, rest, &object, Some(cookie));
+        }
         let (locator, offset) = token.split_once('-').unwrap_or((token, "0"));
         let offset = offset.parse().unwrap_or(0);
         let delta = request.query.get("$trackedat").filter(|_| tracked).cloned();
@@ -64,10 +69,23 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         };
         return page(shared, request, rest, at);
     }
-    let object = object_of(rest);
     if tracked {
         return track(shared, request, rest, &object, page_size);
     }
+    query(shared, request, rest, &object, None)
+}
+
+/// A query's page, read from the rows as they are now. Like Dataverse's paging cookie, the
+/// next link names only the last row's `$orderby` values: the next page starts after them. Rows
+/// sharing a `modifiedon` second with the last one are skipped unless the primary key orders
+/// them too: Dataverse's paging needs a unique ordering.
+fn query(
+    shared: &Shared,
+    request: &Request,
+    set: &str,
+    object: &str,
+    cookie: Option<&str>,
+) -> Response {
     let since = match request.query.get("$filter") {
         Some(f) => match f.strip_prefix("modifiedon ge ").and_then(parse_time) {
             Some(t) => Some(t),
@@ -80,21 +98,62 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
         },
         None => None,
     };
+    let by_id = match request.query.get("$orderby").map(String::as_str) {
+        None | Some("modifiedon asc") => false,
+        Some(o) if o == format!("modifiedon asc,{object}id asc") => true,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the fake orders by modifiedon, then the primary key",
+            );
+        }
+    };
+    // (second, id) of the last row of the previous page.
+    let after: Option<(i64, &str)> = cookie.and_then(|c| {
+        let (second, id) = c.split_once(':')?;
+        Some((second.parse().ok()?, id))
+    });
     let select = select(request);
-    let rows: Vec<Value> = sorted(shared, &object)
+    let size = page_size(request);
+    let mut rows: Vec<(String, FakeRecord)> = sorted(shared, object)
         .into_iter()
         .filter(|(_, r)| r.deleted.is_none())
-        .filter(|(_, r)| since.is_none_or(|s| r.modified.timestamp() >= s.timestamp()))
-        .map(|(id, r)| Value::Object(row(&object, &id, &r, &select)))
+        // `modifiedon` is kept to the second.
+        .filter(|(_, r)| since.is_none_or(|s| second(r) >= s))
+        .filter(|(id, r)| {
+            after.is_none_or(|(last, last_id)| {
+                let at = second(r).timestamp();
+                at > last || (by_id && at == last && id.as_str() > last_id)
+            })
+        })
         .collect();
-    let locator = open_locator(shared, rows);
-    let at = Page {
-        locator,
-        offset: 0,
-        size: page_size,
-        delta: None,
-    };
-    page(shared, request, rest, at)
+    if by_id {
+        rows.sort_by(|a, b| second(&a.1).cmp(&second(&b.1)).then(a.0.cmp(&b.0)));
+    }
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let mut body = json!({
+        "@odata.context": format!("{}{ROOT}$metadata#{set}", request.base),
+        "value": rows.iter().map(|(id, r)| Value::Object(row(object, id, r, &select))).collect::<Vec<_>>(),
+    });
+    if let (true, Some((id, r))) = (more, rows.last()) {
+        let mut next = reqwest::Url::parse(&format!("{}{ROOT}{set}", request.base)).unwrap();
+        for (k, v) in &request.query {
+            if k != "$skiptoken" {
+                next.query_pairs_mut().append_pair(k, v);
+            }
+        }
+        let last_id = if by_id { id.as_str() } else { "" };
+        let cookie = format!("cookie:{}:{last_id}", second(r).timestamp());
+        next.query_pairs_mut().append_pair("$skiptoken", &cookie);
+        body["@odata.nextLink"] = json!(next.to_string());
+    }
+    reply(StatusCode::OK, body)
+}
+
+/// A row's `modifiedon` as Dataverse keeps it: to the second.
+fn second(r: &FakeRecord) -> DateTime<Utc> {
+    DateTime::from_timestamp(r.modified.timestamp(), 0).unwrap_or(r.modified)
 }
 
 /// `Prefer: odata.maxpagesize=N`, 5,000 without it.

@@ -1,5 +1,5 @@
-//! HubSpot CRM v3: search (10,000-result window), archived listings, batch read, and the
-//! per-second limit's 429.
+//! HubSpot CRM v3: search (10,000-result window), archived listings, batch read, and the 429s
+//! of its per-second and 10-second rolling limits.
 
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,8 @@ fn object_of(path: &str) -> String {
 }
 
 pub fn answer(shared: &Shared, request: &Request) -> Response {
-    if over_secondly_limit(shared) {
-        return reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({
-                "status": "error", "message": "You have reached your secondly limit.",
-                "errorType": "RATE_LIMIT", "correlationId": "c0ffee", "policyName": "SECONDLY"
-            }),
-        );
+    if let Some(limited) = rate_limited(shared) {
+        return limited;
     }
     let Some(rest) = request.path.strip_prefix("/crm/v3/objects/") else {
         return not_found();
@@ -52,19 +46,53 @@ pub fn answer(shared: &Shared, request: &Request) -> Response {
     }
 }
 
-fn over_secondly_limit(shared: &Shared) -> bool {
-    let Some(limit) = *shared.per_second.lock().unwrap() else {
-        return false;
-    };
-    let second_ago = Instant::now() - Duration::from_secs(1);
-    let recent = shared
+/// HubSpot's 429 for a full window, as it answers it: no `Retry-After`, the policy named in the
+/// body and the window's length and allowance in headers.
+fn rate_limited(shared: &Shared) -> Option<Response> {
+    let windows = [
+        (
+            *shared.per_second.lock().unwrap(),
+            1_000u64,
+            "SECONDLY",
+            "secondly",
+        ),
+        (
+            *shared.per_ten_seconds.lock().unwrap(),
+            10_000,
+            "TEN_SECONDLY_ROLLING",
+            "ten_secondly_rolling",
+        ),
+    ];
+    let (limit, window_ms, policy, name) = windows
+        .into_iter()
+        .find(|(limit, window_ms, ..)| limit.is_some_and(|l| recent(shared, *window_ms) >= l))?;
+    let mut response = reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({
+            "status": "error", "message": format!("You have reached your {name} limit."),
+            "errorType": "RATE_LIMIT", "correlationId": "c0ffee", "policyName": policy
+        }),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-hubspot-ratelimit-interval-milliseconds",
+        window_ms.into(),
+    );
+    headers.insert("x-hubspot-ratelimit-max", limit.unwrap_or(0).into());
+    headers.insert("x-hubspot-ratelimit-remaining", 0.into());
+    Some(response)
+}
+
+/// Requests answered (not refused for the limit) in the last `window_ms`.
+fn recent(shared: &Shared, window_ms: u64) -> usize {
+    let since = Instant::now() - Duration::from_millis(window_ms);
+    shared
         .log
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.at > second_ago && r.status != 429)
-        .count();
-    recent >= limit
+        .filter(|r| r.at > since && r.status != 429)
+        .count()
 }
 
 fn not_found() -> Response {
@@ -130,7 +158,7 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
         .flatten()
         .filter_map(|p| p.as_str().map(str::to_owned))
         .collect();
-    let matching: Vec<(String, FakeRecord)> = sorted(shared, object)
+    let matching: Vec<(String, FakeRecord)> = by_modified(shared, object)
         .into_iter()
         .filter(|(_, r)| r.deleted.is_none() && since.is_none_or(|s| r.modified >= s))
         .collect();
@@ -145,6 +173,18 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
         out["paging"] = json!({"next": {"after": (after + limit).to_string()}});
     }
     reply(StatusCode::OK, out)
+}
+
+/// HubSpot sorts on the one property asked for and nothing else: records sharing a millisecond
+/// come in no fixed order. Here their order flips with every write to the account, as a search
+/// index's does when it re-indexes records. Each page is read from the records as they are now,
+/// so a record edited mid-pass leaves its place and the ones behind it move up.
+fn by_modified(shared: &Shared, object: &str) -> Vec<(String, FakeRecord)> {
+    let mut all = sorted(shared, object);
+    if *shared.writes.lock().unwrap() % 2 == 1 {
+        all.sort_by(|a, b| a.1.modified.cmp(&b.1.modified).then(b.0.cmp(&a.0)));
+    }
+    all
 }
 
 fn archived(shared: &Shared, object: &str, request: &Request) -> Response {

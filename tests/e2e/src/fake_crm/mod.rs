@@ -1,19 +1,23 @@
 //! Fake CRM APIs for the pull clients and jobs: one local HTTP server per test speaking a CRM's
 //! documented paging, error and rate-limit shapes, over records the test adds, changes and
 //! deletes. Every request is logged (method, path, query, status, time) for assertions, and
-//! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage).
+//! answers can be scripted ahead (a 429 with `Retry-After`, a 500, garbage, each CRM's own
+//! rate-limit answers: [`RateLimit`]).
 //!
 //! - [`salesforce`]: `queryAll` with SOQL on `SystemModstamp`, `nextRecordsUrl` locators
 //!   (expiring after 15 minutes unused, at most 10 open), `sobjects/{object}/{id}`,
 //!   `Sforce-Limit-Info` on every answer, `INVALID_FIELD` for fields hidden from the API user;
-//! - [`hubspot`]: CRM search with its 10,000-result window, archived listings, batch read,
-//!   a per-second limit answered with HubSpot's 429 body;
+//! - [`hubspot`]: CRM search with its 10,000-result window, sorted on the one property asked
+//!   for (records sharing a stamp in no fixed order, offsets into the live result set, so that
+//!   a record edited mid-pass moves to its end), archived listings, batch read, a per-second
+//!   limit answered with HubSpot's 429 body;
 //! - [`pipedrive`]: v2 lists with `updated_since` and cursors, `status=deleted`, `api_token`;
 //! - [`dynamics`]: Web API collections with `$filter`, `$select`, `odata.maxpagesize`,
 //!   `@odata.nextLink`.
 
 pub mod dynamics;
 pub mod hubspot;
+mod limits;
 mod oauth;
 pub mod pipedrive;
 pub mod salesforce;
@@ -38,6 +42,7 @@ pub enum Kind {
     Dynamics,
 }
 
+pub use limits::RateLimit;
 pub use oauth::{Refresh, TOKEN_PATHS};
 
 /// One record as the fake CRM holds it.
@@ -65,6 +70,8 @@ pub struct Logged {
 pub struct Scripted {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// Further headers, as the CRM sends them with such an answer.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -84,14 +91,21 @@ pub struct Shared {
     pub api_usage: Mutex<(u64, u64)>,
     /// HubSpot requests allowed per second (None: unlimited).
     pub per_second: Mutex<Option<usize>>,
+    /// HubSpot requests allowed in any 10 seconds (None: unlimited).
+    pub per_ten_seconds: Mutex<Option<usize>>,
     /// Dataverse tables whose change tracking is not enabled.
     pub untracked: Mutex<BTreeSet<String>>,
     /// Fields the API user may not read (field-level security): (object, field).
     pub hidden: Mutex<BTreeSet<(String, String)>>,
+    /// Objects the API user may not read (no read permission in its profile).
+    pub denied: Mutex<BTreeSet<String>>,
     /// Salesforce: how long a query locator lives unused (15 minutes), and when each open one
     /// was last used.
     pub locator_idle: Mutex<std::time::Duration>,
     pub locator_used: Mutex<HashMap<String, Instant>>,
+    /// Records written (created, changed, deleted) so far: HubSpot's search orders records
+    /// sharing a stamp by where its index holds them, which moves as records are written.
+    pub writes: Mutex<u64>,
     last_stamp: Mutex<DateTime<Utc>>,
 }
 
@@ -115,10 +129,13 @@ impl FakeCrm {
             locators: Mutex::default(),
             api_usage: Mutex::new((0, 15_000)),
             per_second: Mutex::new(None),
+            per_ten_seconds: Mutex::new(None),
             untracked: Mutex::default(),
             hidden: Mutex::default(),
+            denied: Mutex::default(),
             locator_idle: Mutex::new(std::time::Duration::from_secs(15 * 60)),
             locator_used: Mutex::default(),
+            writes: Mutex::new(0),
             last_stamp: Mutex::new(DateTime::<Utc>::MIN_UTC),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -152,6 +169,12 @@ impl FakeCrm {
             .lock()
             .unwrap()
             .insert((object.to_owned(), field.to_owned()));
+    }
+
+    /// Takes the read permission on an object from the API user: Salesforce answers a query of
+    /// it with 403 `INSUFFICIENT_ACCESS_OR_READONLY`.
+    pub fn deny_object(&self, object: &str) {
+        self.shared.denied.lock().unwrap().insert(object.to_owned());
     }
 
     /// Salesforce: every open query locator expires, as after 15 minutes unused (a job waiting
@@ -208,6 +231,7 @@ impl FakeCrm {
         record.fields.extend(fields);
         record.modified = at;
         record.deleted = None;
+        *self.shared.writes.lock().unwrap() += 1;
     }
 
     /// Deletes the record (it stays visible to the CRM's "deleted" listings).
@@ -223,6 +247,7 @@ impl FakeCrm {
             r.deleted = Some(at);
             r.modified = at;
         }
+        *self.shared.writes.lock().unwrap() += 1;
     }
 
     /// Serves `status` (with `Retry-After: retry_after` and `body`) to the next request.
@@ -230,6 +255,7 @@ impl FakeCrm {
         self.shared.script.lock().unwrap().push_back(Scripted {
             status,
             retry_after,
+            headers: Vec::new(),
             body: body.to_owned(),
         });
     }
@@ -254,6 +280,16 @@ impl FakeCrm {
     /// HubSpot: requests allowed per second before its `SECONDLY` 429.
     pub fn set_per_second(&self, limit: Option<usize>) {
         *self.shared.per_second.lock().unwrap() = limit;
+    }
+
+    /// HubSpot: requests allowed in any 10 seconds before its `TEN_SECONDLY_ROLLING` 429.
+    pub fn set_per_ten_seconds(&self, limit: Option<usize>) {
+        *self.shared.per_ten_seconds.lock().unwrap() = limit;
+    }
+
+    /// Serves the CRM's own answer for `limit` to the next request.
+    pub fn rate_limit_next(&self, limit: RateLimit) {
+        self.shared.script.lock().unwrap().push_back(limit.answer());
     }
 }
 
@@ -321,6 +357,10 @@ fn answer(shared: &Shared, request: &Request) -> Response {
             response
                 .headers_mut()
                 .insert("retry-after", after.to_string().parse().unwrap());
+        }
+        for (name, value) in s.headers {
+            let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            response.headers_mut().insert(name, value.parse().unwrap());
         }
         return response;
     }

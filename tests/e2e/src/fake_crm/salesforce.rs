@@ -1,4 +1,6 @@
-//! Salesforce REST v62.0: `queryAll`, query locators, `sobjects`, `Sforce-Limit-Info`.
+//! Salesforce REST v62.0: `queryAll`, query locators, `sobjects`, `Sforce-Limit-Info`, and the
+//! errors of fields (400 `INVALID_FIELD`) and objects (403 `INSUFFICIENT_ACCESS_OR_READONLY`)
+//! the API user may not read.
 
 use std::time::Instant;
 
@@ -57,6 +59,13 @@ fn route(shared: &Shared, request: &Request) -> Response {
         return match query(shared, q) {
             Ok(rows) => page(shared, open(shared, rows), 0, batch),
             Err(Refused::Malformed(problem)) => malformed(&problem),
+            Err(Refused::Denied) => reply(
+                StatusCode::FORBIDDEN,
+                json!([{
+                    "errorCode": "INSUFFICIENT_ACCESS_OR_READONLY",
+                    "message": "insufficient access rights on object id",
+                }]),
+            ),
             Err(Refused::Hidden { object, field }) => reply(
                 StatusCode::BAD_REQUEST,
                 json!([{
@@ -147,6 +156,8 @@ enum Refused {
         object: String,
         field: String,
     },
+    /// An object the API user has no read permission on.
+    Denied,
 }
 
 impl From<&str> for Refused {
@@ -171,6 +182,9 @@ fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, Refused> {
         .collect();
     let after_from = &soql[from + 6..];
     let object = after_from.split_whitespace().next().ok_or("no object")?;
+    if shared.denied.lock().unwrap().contains(object) {
+        return Err(Refused::Denied);
+    }
     let hidden = shared.hidden.lock().unwrap().clone();
     if let Some(field) = fields
         .iter()
