@@ -5,7 +5,7 @@
 //! | Salesforce | REST `queryAll` of the SOQL `… WHERE SystemModstamp >= t ORDER BY SystemModstamp, Id`, `nextRecordsUrl` paging | `IsDeleted = true` rows of the same query | `sobjects/{object}/{id}` |
 //! | HubSpot | CRM search on `hs_lastmodifieddate >= t` ascending, each page a new search from the newest time read (`after` only through records sharing one stamp) | archived objects (`archived=true`) newer than `t` | batch read |
 //! | Pipedrive | v2 list with `updated_since`, `sort_by=update_time`, cursor paging | deals: `status=deleted` | v2 `/{objects}/{id}` |
-//! | Dataverse | Web API `$filter=modifiedon ge t`, `$select`, `$orderby=modifiedon,{table}id`, `@odata.nextLink` paging | not yet (needs change tracking) | `/{set}({id})` |
+//! | Dataverse | Web API `$filter=modifiedon ge t`, `$select`, `$orderby=modifiedon,{table}id`, `@odata.nextLink` paging | change tracking (`Prefer: odata.track-changes`, removed rows from the delta link) | `/{set}({id})` |
 //!
 //! Every record becomes a [`CrmEvent`] with `full_snapshot` set, a stable event id from (object,
 //! record id, the CRM's modification stamp), `occurred_at` the CRM's modification time, and the

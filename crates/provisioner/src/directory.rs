@@ -526,7 +526,14 @@ fn retry_delay(base: Duration, attempts: i32, error: &LookupError) -> chrono::Du
     }
     let exponent = (attempts - 1).clamp(0, 12) as u32;
     let base = i64::try_from(base.as_secs()).unwrap_or(3600).max(1);
-    chrono::Duration::seconds(base.saturating_mul(1_i64 << exponent).min(3600))
+    let backoff = base.saturating_mul(1_i64 << exponent).min(3600);
+    // A CRM that said how long its limit lasts is not asked again before then: a look-up
+    // sooner would only spend the next window's allowance on another refusal.
+    let asked = match error {
+        LookupError::RateLimited { wait, .. } => i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+        _ => 0,
+    };
+    chrono::Duration::seconds(backoff.max(asked).min(86_400))
 }
 
 #[cfg(test)]
@@ -540,6 +547,11 @@ mod tests {
         let secs = |n| retry_delay(base, n, &transient).num_seconds();
         assert_eq!((secs(1), secs(2), secs(3)), (30, 60, 120));
         assert_eq!(secs(20), 3600);
+        let limited = LookupError::RateLimited {
+            message: "daily allowance spent".into(),
+            wait: Duration::from_secs(7_200),
+        };
+        assert_eq!(retry_delay(base, 1, &limited).num_seconds(), 7_200);
         assert_eq!(
             retry_delay(base, 1, &LookupError::Unauthorized("401".into())).num_seconds(),
             3600
