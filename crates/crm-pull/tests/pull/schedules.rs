@@ -110,9 +110,31 @@ async fn a_quiet_object_does_not_make_every_run_reread_the_others_since_connecti
     );
 }
 
+/// An object the integration's API user cannot read, either way Salesforce says so: a field it
+/// cannot see (400 `INVALID_FIELD`), or no access to the object at all (403, which is not a
+/// refusal of the credentials).
 #[tokio::test]
 async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still_reconciled() {
-    let env = TestEnv::new("pull_schedule_bad_object").await;
+    let hidden: fn(&FakeCrm) = |fake| fake.hide_field("Quote", "Discount__c");
+    let denied: fn(&FakeCrm) = |fake| fake.deny_object("Quote");
+    for (name, refuse, code) in [
+        ("pull_schedule_bad_field", hidden, "INVALID_FIELD"),
+        (
+            "pull_schedule_denied_object",
+            denied,
+            "INSUFFICIENT_ACCESS_OR_READONLY",
+        ),
+    ] {
+        a_refused_object_is_reported_and_the_others_reconciled(name, refuse, code).await;
+    }
+}
+
+async fn a_refused_object_is_reported_and_the_others_reconciled(
+    name: &str,
+    refuse: fn(&FakeCrm),
+    code: &str,
+) {
+    let env = TestEnv::new(name).await;
     let (_, integration) = super::leases::integration(&env).await;
     let fake = start(Kind::Salesforce).await;
     let now = Utc::now();
@@ -124,8 +146,8 @@ async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still
             now - chrono::Duration::hours(2) + chrono::Duration::minutes(n),
         );
     }
-    // A workflow reads a Quote field the integration's API user has no access to.
-    fake.hide_field("Quote", "Discount__c");
+    // A workflow reads a Quote field the integration's API user cannot read.
+    refuse(&fake);
     let client = client(&fake, Crm::Salesforce, TOKEN, config(50));
     let scopes = vec![
         scope("Quote", &["Discount__c"]),
@@ -150,16 +172,17 @@ async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still
     };
     let error = error.clone().unwrap_or_default();
     assert!(
-        error.contains("Quote") && error.contains("INVALID_FIELD"),
+        error.contains("Quote") && error.contains(code),
         "the object and the CRM's error: {error}"
+    );
+    assert!(
+        !error.contains("refused the integration's API credentials"),
+        "{error}"
     );
     let recorded = sync_jobs::get(&env.pool, job.id).await.unwrap().unwrap();
     assert_eq!(recorded.last_error.as_deref(), Some(error.as_str()));
-    assert_eq!(
-        sink.events.lock().unwrap().len(),
-        5,
-        "the readable object was reconciled"
-    );
+    let reconciled = sink.events.lock().unwrap().len();
+    assert_eq!(reconciled, 5, "the readable object was reconciled");
 
     // The next run still finds Opportunity's deletes, and only what changed since.
     fake.delete("Opportunity", "006000000000000002");
@@ -181,64 +204,13 @@ async fn an_object_the_api_user_cannot_read_is_reported_and_the_others_are_still
     assert_eq!(events[0].record_id, "006000000000000002");
     assert_eq!(events[0].change_type, ChangeType::Deleted as i32);
     // The unreadable object is asked for again each run, from where it was, until it is fixed.
-    let quote_queries = fake
-        .requests_to("/queryAll")
-        .into_iter()
-        .filter(|r| r.query.get("q").is_some_and(|q| q.contains("FROM Quote")))
-        .count();
-    assert_eq!(quote_queries, 2);
+    assert_eq!(queries_of(&fake, "Quote"), 2);
 }
 
-#[tokio::test]
-async fn an_object_the_api_user_has_no_access_to_is_refused_alone() {
-    let env = TestEnv::new("pull_schedule_denied_object").await;
-    let (_, integration) = super::leases::integration(&env).await;
-    let fake = start(Kind::Salesforce).await;
-    for n in 1..=5i64 {
-        fake.put(
-            "Opportunity",
-            &format!("006{n:015}"),
-            json!({"StageName": "Prospecting", "Amount": n}),
-        );
-    }
-    // The integration's API user has no read permission on Quote: 403, not refused credentials.
-    fake.deny_object("Quote");
-    let client = client(&fake, Crm::Salesforce, TOKEN, config(50));
-    let scopes = vec![
-        scope("Quote", &["Discount__c"]),
-        scope("Opportunity", &["StageName", "Amount"]),
-    ];
-    let job = schedule(&env, integration, &["Quote", "Opportunity"], 1).await;
-    let sink = Memory::default();
-    let first = next_run(&env, "a").await;
-    let outcome = jobs::run(
-        &env.pool,
-        "a",
-        &job_config(),
-        &first,
-        &client,
-        &scopes,
-        &sink,
-    )
-    .await
-    .unwrap();
-    let Outcome::Reschedule { error, .. } = &outcome else {
-        panic!("the schedule goes on: {outcome:?}");
-    };
-    let error = error.clone().unwrap_or_default();
-    assert!(
-        error.contains("Quote") && error.contains("INSUFFICIENT_ACCESS_OR_READONLY"),
-        "the object and the CRM's error: {error}"
-    );
-    assert!(
-        !error.contains("refused the integration's API credentials"),
-        "{error}"
-    );
-    let recorded = sync_jobs::get(&env.pool, job.id).await.unwrap().unwrap();
-    assert_eq!(recorded.last_error.as_deref(), Some(error.as_str()));
-    assert_eq!(
-        sink.events.lock().unwrap().len(),
-        5,
-        "the readable object was reconciled"
-    );
+fn queries_of(fake: &FakeCrm, object: &str) -> usize {
+    let from = format!("FROM {object}");
+    fake.requests_to("/queryAll")
+        .into_iter()
+        .filter(|r| r.query.get("q").is_some_and(|q| q.contains(&from)))
+        .count()
 }
