@@ -328,22 +328,8 @@ impl OAuthState {
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         });
-        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty())
-            && current.refresh_token.as_deref() != Some(rotated.as_str())
-        {
-            // Stored before the token is used (other requests wait on the lock meanwhile); one
-            // that could not be stored stays to be taken and stored by the client's owner.
-            current.rotated = match &self.keeper {
-                Some(keeper) => match keeper.keep(&rotated).await {
-                    Ok(()) => false,
-                    Err(error) => {
-                        tracing::error!(crm = self.crm.as_str(), %error, "storing the refresh token the CRM rotated failed");
-                        true
-                    }
-                },
-                None => true,
-            };
-            current.refresh_token = Some(rotated);
+        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
+            self.keep_rotated(&mut current, rotated).await;
         }
         let api_base = parsed
             .instance_url
@@ -363,5 +349,25 @@ impl OAuthState {
             "fetched an OAuth access token"
         );
         Ok(token)
+    }
+
+    /// Takes a refresh token the token endpoint returned in place of the one used. It is
+    /// stored before the new access token is used (other requests wait on the lock meanwhile);
+    /// one that could not be stored stays to be taken and stored by the client's owner.
+    async fn keep_rotated(&self, current: &mut Current, rotated: String) {
+        if current.refresh_token.as_deref() == Some(rotated.as_str()) {
+            return;
+        }
+        current.rotated = match &self.keeper {
+            Some(keeper) => match keeper.keep(&rotated).await {
+                Ok(()) => false,
+                Err(error) => {
+                    tracing::error!(crm = self.crm.as_str(), %error, "storing the refresh token the CRM rotated failed");
+                    true
+                }
+            },
+            None => true,
+        };
+        current.refresh_token = Some(rotated);
     }
 }
