@@ -12,7 +12,7 @@ mod service;
 mod tenant;
 
 pub use service::{SEPARATE_OPS_PORT, Service};
-pub use tenant::{Tenant, post_outbound_message};
+pub use tenant::{Tenant, post_outbound_message, upsert_workflow};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -42,27 +42,24 @@ impl Tenant {
         )
         .await
         .unwrap();
-        let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-            "name": "Won opportunities",
-            "object_type": "Opportunity",
-            "triggers": ["created", "updated"],
-            "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
-            "user_field": "OwnerId",
-            "value_field": "Amount",
-            "date_field": "CloseDate",
-            "activity_type": "deal_won"
-        }))
-        .unwrap();
-        let workflow_id = tenants::upsert_workflow(
+        let workflow_id = upsert_workflow(
             pool,
-            None,
             company_id,
             integration_id,
-            &spec,
+            None,
+            serde_json::json!({
+                "name": "Won opportunities",
+                "object_type": "Opportunity",
+                "triggers": ["created", "updated"],
+                "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
+                "user_field": "OwnerId",
+                "value_field": "Amount",
+                "date_field": "CloseDate",
+                "activity_type": "deal_won"
+            }),
             workflow_active,
         )
-        .await
-        .unwrap();
+        .await;
         Tenant {
             company_id,
             integration_id,
@@ -78,6 +75,22 @@ impl Tenant {
             self.integration_id, self.token
         )
     }
+}
+
+/// Stores a workflow of the integration from its JSON spec, as the tenants file and admin-api
+/// take it (`id`: replaces that workflow); returns its id.
+pub async fn upsert_workflow(
+    pool: &PgPool,
+    company_id: uuid::Uuid,
+    integration_id: uuid::Uuid,
+    id: Option<uuid::Uuid>,
+    spec: serde_json::Value,
+    active: bool,
+) -> uuid::Uuid {
+    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(spec).unwrap();
+    crm_sync_store::tenants::upsert_workflow(pool, id, company_id, integration_id, &spec, active)
+        .await
+        .unwrap()
 }
 
 /// Posts a Salesforce Outbound Message to ingest; returns status and body.

@@ -35,6 +35,20 @@ impl Sink for Memory {
     }
 }
 
+/// One turn on `job` as replica `owner`, with the tests' job settings.
+pub async fn run_once(
+    env: &TestEnv,
+    owner: &str,
+    job: &sync_jobs::Job,
+    client: &PullClient,
+    scopes: &[Scope],
+    sink: &impl Sink,
+) -> Outcome {
+    jobs::run(&env.pool, owner, &job_config(), job, client, scopes, sink)
+        .await
+        .unwrap()
+}
+
 pub fn job_config() -> JobConfig {
     JobConfig {
         lease: Duration::from_millis(800),
@@ -136,17 +150,7 @@ async fn a_killed_backfill_resumes_from_its_checkpoint_without_loss() {
     })
     .await;
     let second = Memory::default();
-    let outcome = jobs::run(
-        &env.pool,
-        "b",
-        &job_config(),
-        &resumed,
-        &a.1,
-        &scopes,
-        &second,
-    )
-    .await
-    .unwrap();
+    let outcome = run_once(&env, "b", &resumed, &a.1, &scopes, &second).await;
     assert_eq!(outcome, Outcome::Succeeded);
     let b_events = second.events.lock().unwrap().clone();
     assert!(
@@ -203,9 +207,7 @@ async fn reconciliation_picks_up_missed_changes_and_deletes() {
         .await
         .unwrap()
         .unwrap();
-    let outcome = jobs::run(&env.pool, "a", &job_config(), &job, &client, &scopes, &sink)
-        .await
-        .unwrap();
+    let outcome = run_once(&env, "a", &job, &client, &scopes, &sink).await;
     assert!(matches!(outcome, Outcome::Reschedule { .. }), "{outcome:?}");
     assert_eq!(sink.events.lock().unwrap().len(), 20);
 
@@ -220,9 +222,7 @@ async fn reconciliation_picks_up_missed_changes_and_deletes() {
     })
     .await;
     assert!(job.since > since, "incremental from the checkpoint");
-    jobs::run(&env.pool, "b", &job_config(), &job, &client, &scopes, &sink)
-        .await
-        .unwrap();
+    run_once(&env, "b", &job, &client, &scopes, &sink).await;
     let events = sink.events.lock().unwrap().clone();
     let won = events.iter().find(|e| e.record_id == "3").unwrap();
     assert_eq!(text(won, "dealstage").as_deref(), Some("closedwon"));
@@ -255,17 +255,15 @@ async fn refused_credentials_fail_a_backfill_with_the_reason() {
         .await
         .unwrap()
         .unwrap();
-    let outcome = jobs::run(
-        &env.pool,
+    let outcome = run_once(
+        &env,
         "a",
-        &job_config(),
         &claimed,
         &client,
         &[scope("deal", &[])],
         &Memory::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let Outcome::Failed(reason) = outcome else {
         panic!("{outcome:?}")
     };

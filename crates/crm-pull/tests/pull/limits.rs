@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crm_sync_crm_directory::Crm;
-use crm_sync_crm_pull::jobs;
 use crm_sync_e2e::TestEnv;
 use crm_sync_e2e::fake_crm::{Kind, RateLimit};
 use crm_sync_store::sync_jobs::{self, JobKind, Outcome};
 use serde_json::json;
 
-use super::jobs::{Memory, job_config};
+use super::jobs::{Memory, job_config, run_once};
 use super::*;
 
 #[tokio::test]
@@ -107,17 +106,7 @@ async fn backfill_meeting(
         .unwrap();
     assert_eq!(claimed.id, job.id);
     let scopes = [scope(object, &[])];
-    let outcome = jobs::run(
-        &env.pool,
-        "a",
-        &job_config(),
-        &claimed,
-        &client,
-        &scopes,
-        &Memory::default(),
-    )
-    .await
-    .unwrap();
+    let outcome = run_once(env, "a", &claimed, &client, &scopes, &Memory::default()).await;
     let (run_after, error): (chrono::DateTime<Utc>, Option<String>) =
         crm_sync_store::sqlx::query_as("SELECT run_after, last_error FROM sync_jobs WHERE id = $1")
             .bind(job.id)

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crm_sync_crm_directory::Crm;
-use crm_sync_crm_pull::jobs;
 use crm_sync_e2e::fake_crm::Kind;
 use crm_sync_e2e::{TestEnv, eventually};
 use crm_sync_proto::v1::ChangeType;
@@ -13,7 +12,7 @@ use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::jobs::{Memory, job_config};
+use super::jobs::{Memory, job_config, run_once};
 use super::*;
 
 /// A reconciliation of `objects` created `days` ago.
@@ -64,17 +63,7 @@ async fn a_quiet_object_does_not_make_every_run_reread_the_others_since_connecti
     schedule(&env, integration, &["Opportunity", "Quote"], 30).await;
     let sink = Memory::default();
     let first = next_run(&env, "a").await;
-    let outcome = jobs::run(
-        &env.pool,
-        "a",
-        &job_config(),
-        &first,
-        &client,
-        &scopes,
-        &sink,
-    )
-    .await
-    .unwrap();
+    let outcome = run_once(&env, "a", &first, &client, &scopes, &sink).await;
     assert!(matches!(outcome, Outcome::Reschedule { .. }), "{outcome:?}");
     assert_eq!(sink.events.lock().unwrap().len(), 10);
 
@@ -85,17 +74,7 @@ async fn a_quiet_object_does_not_make_every_run_reread_the_others_since_connecti
     );
     sink.events.lock().unwrap().clear();
     let second = next_run(&env, "b").await;
-    jobs::run(
-        &env.pool,
-        "b",
-        &job_config(),
-        &second,
-        &client,
-        &scopes,
-        &sink,
-    )
-    .await
-    .unwrap();
+    run_once(&env, "b", &second, &client, &scopes, &sink).await;
     let read: Vec<String> = sink
         .events
         .lock()
@@ -156,17 +135,7 @@ async fn a_refused_object_is_reported_and_the_others_reconciled(
     let job = schedule(&env, integration, &["Quote", "Opportunity"], 1).await;
     let sink = Memory::default();
     let first = next_run(&env, "a").await;
-    let outcome = jobs::run(
-        &env.pool,
-        "a",
-        &job_config(),
-        &first,
-        &client,
-        &scopes,
-        &sink,
-    )
-    .await
-    .unwrap();
+    let outcome = run_once(&env, "a", &first, &client, &scopes, &sink).await;
     let Outcome::Reschedule { error, .. } = &outcome else {
         panic!("the schedule goes on: {outcome:?}");
     };
@@ -188,17 +157,7 @@ async fn a_refused_object_is_reported_and_the_others_reconciled(
     fake.delete("Opportunity", "006000000000000002");
     sink.events.lock().unwrap().clear();
     let second = next_run(&env, "b").await;
-    jobs::run(
-        &env.pool,
-        "b",
-        &job_config(),
-        &second,
-        &client,
-        &scopes,
-        &sink,
-    )
-    .await
-    .unwrap();
+    run_once(&env, "b", &second, &client, &scopes, &sink).await;
     let events = sink.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].record_id, "006000000000000002");

@@ -124,10 +124,7 @@ async fn a_won_opportunity_becomes_the_owners_activity_named_through_systemusers
         None,
     )
     .await;
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(workflow()).unwrap();
-    crm_sync_store::tenants::upsert_workflow(&s.env.pool, None, s.company_id, by_code, &spec, true)
-        .await
-        .unwrap();
+    crm_sync_e2e::upsert_workflow(&s.env.pool, s.company_id, by_code, None, workflow(), true).await;
     let p = start_pipeline(&s.env, &[]).await;
     let json_type = ("content-type", "application/json");
 

@@ -35,23 +35,20 @@ async fn a_workflow_deactivated_while_postgresql_is_away_stops_matching_after_th
     let env = TestEnv::new("listener-evaluator").await;
     let tenant = Tenant::create(&env.pool, "listener", false, true).await;
     // A second active workflow on the same object, left active: it shows the evaluator works.
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-        "name": "Any won deal counted", "object_type": "Opportunity",
-        "triggers": ["created", "updated"],
-        "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
-        "user_field": "OwnerId", "activity_type": "deal_count"
-    }))
-    .unwrap();
-    let kept = crm_sync_store::tenants::upsert_workflow(
+    let kept = crm_sync_e2e::upsert_workflow(
         &env.pool,
-        None,
         tenant.company_id,
         tenant.integration_id,
-        &spec,
+        None,
+        serde_json::json!({
+            "name": "Any won deal counted", "object_type": "Opportunity",
+            "triggers": ["created", "updated"],
+            "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
+            "user_field": "OwnerId", "activity_type": "deal_count"
+        }),
         true,
     )
-    .await
-    .unwrap();
+    .await;
 
     let proxy = TcpProxy::for_postgres(&env.database_url).await;
     let proxied = proxy.postgres_url(&env.database_url);

@@ -187,22 +187,19 @@ pub(crate) async fn add_workflow(
     activity: &str,
     condition: serde_json::Value,
 ) -> uuid::Uuid {
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(json!({
-        "name": activity, "object_type": "Opportunity", "triggers": ["updated"],
-        "conditions": {"all": [condition]},
-        "user_field": "OwnerId", "value_field": "Amount", "activity_type": activity
-    }))
-    .unwrap();
-    crm_sync_store::tenants::upsert_workflow(
+    crm_sync_e2e::upsert_workflow(
         &env.pool,
-        None,
         tenant.company_id,
         tenant.integration_id,
-        &spec,
+        None,
+        json!({
+            "name": activity, "object_type": "Opportunity", "triggers": ["updated"],
+            "conditions": {"all": [condition]},
+            "user_field": "OwnerId", "value_field": "Amount", "activity_type": activity
+        }),
         true,
     )
     .await
-    .unwrap()
 }
 
 /// The evaluator replica of the record-state tests.

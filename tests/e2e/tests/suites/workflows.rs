@@ -148,17 +148,15 @@ async fn activity_state(env: &TestEnv, tenant: &Tenant, record: &str, state: &st
 /// The pipeline, its consumers owning partitions.
 /// Adds an active workflow (`spec`, as the API takes it) to the tenant's integration; its id.
 async fn add_workflow(env: &TestEnv, tenant: &Tenant, spec: serde_json::Value) -> uuid::Uuid {
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(spec).unwrap();
-    tenants::upsert_workflow(
+    crm_sync_e2e::upsert_workflow(
         &env.pool,
-        None,
         tenant.company_id,
         tenant.integration_id,
-        &spec,
+        None,
+        spec,
         true,
     )
     .await
-    .unwrap()
 }
 
 async fn pipeline(env: &TestEnv) -> App<'_> {

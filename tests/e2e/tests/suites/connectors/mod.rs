@@ -73,10 +73,8 @@ pub async fn setup(
         webhook_token,
     )
     .await;
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(workflow).unwrap();
-    tenants::upsert_workflow(&env.pool, None, company_id, integration_id, &spec, true)
-        .await
-        .unwrap();
+    crm_sync_e2e::upsert_workflow(&env.pool, company_id, integration_id, None, workflow, true)
+        .await;
     Setup {
         env,
         company_id,

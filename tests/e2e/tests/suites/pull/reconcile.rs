@@ -302,23 +302,20 @@ async fn an_object_the_api_user_cannot_read_is_named_and_the_others_are_still_re
     let s = salesforce_setup("pull-refused-object", &fake).await;
     // A second workflow reads a Quote field the integration's API user has no access to.
     fake.hide_field("Quote", "Discount__c");
-    let quotes: crm_sync_workflow::WorkflowSpec = serde_json::from_value(serde_json::json!({
-        "name": "Discounted quotes", "object_type": "Quote", "triggers": ["created", "updated"],
-        "conditions": {"all": [{"field": "Discount__c", "op": "gt", "value": 10}]},
-        "user_field": "OwnerId", "value_field": "Discount__c", "date_field": "CreatedDate",
-        "activity_type": "quote_discounted"
-    }))
-    .unwrap();
-    crm_sync_store::tenants::upsert_workflow(
+    crm_sync_e2e::upsert_workflow(
         &s.env.pool,
-        None,
         s.company_id,
         s.integration_id,
-        &quotes,
+        None,
+        serde_json::json!({
+            "name": "Discounted quotes", "object_type": "Quote", "triggers": ["created", "updated"],
+            "conditions": {"all": [{"field": "Discount__c", "op": "gt", "value": 10}]},
+            "user_field": "OwnerId", "value_field": "Discount__c", "date_field": "CreatedDate",
+            "activity_type": "quote_discounted"
+        }),
         true,
     )
-    .await
-    .unwrap();
+    .await;
     let (_p, _schedule) = reconciling_pipeline(&s).await;
 
     fake.put(

@@ -97,22 +97,19 @@ async fn a_delete_retracts_the_activities_of_workflows_deactivated_or_moved_sinc
     .await;
 
     // The admin moves one workflow to another object and deactivates the other.
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(json!({
-        "name": "won_count", "object_type": "Account", "triggers": ["updated"],
-        "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
-        "user_field": "OwnerId", "value_field": "Amount", "activity_type": "won_count"
-    }))
-    .unwrap();
-    crm_sync_store::tenants::upsert_workflow(
+    crm_sync_e2e::upsert_workflow(
         &env.pool,
-        Some(moved),
         tenant.company_id,
         tenant.integration_id,
-        &spec,
+        Some(moved),
+        json!({
+            "name": "won_count", "object_type": "Account", "triggers": ["updated"],
+            "conditions": {"all": [{"field": "StageName", "op": "eq", "value": "Closed Won"}]},
+            "user_field": "OwnerId", "value_field": "Amount", "activity_type": "won_count"
+        }),
         true,
     )
-    .await
-    .unwrap();
+    .await;
     sqlx::query("UPDATE workflows SET active = false WHERE id = $1")
         .bind(tenant.workflow_id)
         .execute(&env.pool)

@@ -71,22 +71,19 @@ async fn outbound_messages_get_changed_to_from_the_records_state() {
     let env = TestEnv::new("state-outbound").await;
     // The tenant's own "Closed Won" workflow stays inactive; this one looks at the change.
     let tenant = Tenant::create(&env.pool, "outbound", true, false).await;
-    let spec: crm_sync_workflow::WorkflowSpec = serde_json::from_value(json!({
-        "name": "Just won", "object_type": "Opportunity", "triggers": ["created", "updated"],
-        "conditions": {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
-        "user_field": "OwnerId", "value_field": "Amount", "activity_type": "deal_just_won"
-    }))
-    .unwrap();
-    crm_sync_store::tenants::upsert_workflow(
+    crm_sync_e2e::upsert_workflow(
         &env.pool,
-        None,
         tenant.company_id,
         tenant.integration_id,
-        &spec,
+        None,
+        json!({
+            "name": "Just won", "object_type": "Opportunity", "triggers": ["created", "updated"],
+            "conditions": {"field": "StageName", "op": "changed_to", "value": "Closed Won"},
+            "user_field": "OwnerId", "value_field": "Amount", "activity_type": "deal_just_won"
+        }),
         true,
     )
-    .await
-    .unwrap();
+    .await;
     let ingest = env.start_service("ingest", "ingest", &[]).await;
     let evaluator = env
         .start_service("workflow-evaluator", "workflow-evaluator", &[])
