@@ -28,9 +28,21 @@ fn object_path(object: &str) -> String {
         "deal" | "contact" | "ticket" | "product" | "quote" | "task" | "note" | "meeting"
         | "call" | "email" | "lead" => format!("{object}s"),
         "line_item" => "line_items".to_owned(),
-        // Custom objects are addressed by their name or type id as is.
-        other => other.to_owned(),
+        other => match other.strip_prefix("object_") {
+            // A custom object as the webhooks name it (`object_2-1234567`): the API addresses
+            // it by its type id.
+            Some(type_id) if custom_type_id(type_id) => type_id.to_owned(),
+            // Custom objects by their fully qualified name, as is.
+            _ => other.to_owned(),
+        },
     }
+}
+
+/// A custom object's type id: `2-` and digits.
+pub(crate) fn custom_type_id(type_id: &str) -> bool {
+    type_id
+        .strip_prefix("2-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn properties(scope: &Scope) -> Vec<String> {
@@ -332,5 +344,19 @@ fn property(value: &Value) -> FieldValue {
         Value::String(s) if s.is_empty() => event::null(),
         Value::String(s) => event::text(s.clone()),
         other => event::json_field(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_addressed_by_their_api_path() {
+        assert_eq!(object_path("deal"), "deals");
+        assert_eq!(object_path("company"), "companies");
+        // A custom object as the webhooks name it, by its type id.
+        assert_eq!(object_path("object_2-3508482"), "2-3508482");
+        assert_eq!(object_path("p62515_cars"), "p62515_cars");
     }
 }

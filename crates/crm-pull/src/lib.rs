@@ -29,6 +29,7 @@ mod salesforce;
 pub mod sink;
 pub mod worker;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Mutex;
 
@@ -227,7 +228,7 @@ impl PullClient {
 
     /// The page of changes (deletes included) of `scope` at `cursor`.
     pub async fn changes(&self, scope: &Scope, cursor: &Cursor) -> Result<Page, PullError> {
-        check_scope(self.crm(), scope)?;
+        let scope = &checked_scope(self.crm(), scope)?;
         match self.crm() {
             Crm::Salesforce => salesforce::changes(self, scope, cursor).await,
             Crm::HubSpot => hubspot::changes(self, scope, cursor).await,
@@ -238,7 +239,7 @@ impl PullClient {
 
     /// One record whole (for hydration); `None` when the CRM has no such record.
     pub async fn record(&self, scope: &Scope, id: &str) -> Result<Option<CrmEvent>, PullError> {
-        check_scope(self.crm(), scope)?;
+        let scope = &checked_scope(self.crm(), scope)?;
         if !event::valid_record_id(id)
             || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
@@ -364,12 +365,23 @@ fn kind(crm: Crm) -> CrmKind {
     }
 }
 
-/// Object and field names end up in queries and URLs: only what the CRMs' names are made of.
-fn check_scope(crm: Crm, scope: &Scope) -> Result<(), PullError> {
+/// The scope with its object spelled as the CRM's webhooks spell it, so that a pulled record
+/// lands under the same Kafka key, and in the same record state, as its webhooks, whatever case
+/// the workflow wrote the object in. HubSpot, Pipedrive and Dataverse name objects in lowercase
+/// (and their APIs want them so); Salesforce's API matches names ignoring case, and each record
+/// it returns names its object as Salesforce spells it (see `salesforce::to_pulled`).
+///
+/// Object and field names end up in queries and URLs: only what the CRMs' names are made of
+/// (HubSpot's custom objects, `object_2-1234567` as its webhooks name them, also a `-`).
+fn checked_scope(crm: Crm, scope: &Scope) -> Result<Cow<'_, Scope>, PullError> {
     let name = |n: &str| {
         !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
-    if !event::valid_object_type(&scope.object) || !name(&scope.object) {
+    let object_name = |n: &str| match (crm, n.strip_prefix("object_")) {
+        (Crm::HubSpot, Some(type_id)) => hubspot::custom_type_id(type_id),
+        _ => name(n),
+    };
+    if !event::valid_object_type(&scope.object) || !object_name(&scope.object) {
         return Err(PullError::Invalid(format!(
             "{} object {:?}: not an object name",
             crm.as_str(),
@@ -383,5 +395,39 @@ fn check_scope(crm: Crm, scope: &Scope) -> Result<(), PullError> {
             scope.object
         )));
     }
-    Ok(())
+    let lowercase = crm != Crm::Salesforce && scope.object.bytes().any(|b| b.is_ascii_uppercase());
+    Ok(if lowercase {
+        Cow::Owned(Scope {
+            object: scope.object.to_ascii_lowercase(),
+            ..scope.clone()
+        })
+    } else {
+        Cow::Borrowed(scope)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_spelled_as_the_crms_webhooks_spell_them() {
+        let object =
+            |crm, name: &str| checked_scope(crm, &Scope::new(name)).map(|s| s.object.clone());
+        assert_eq!(object(Crm::HubSpot, "Deal").unwrap(), "deal");
+        assert_eq!(object(Crm::Pipedrive, "Deal").unwrap(), "deal");
+        assert_eq!(object(Crm::Dynamics, "Opportunity").unwrap(), "opportunity");
+        // Salesforce's own spelling comes with each record it returns.
+        assert_eq!(
+            object(Crm::Salesforce, "opportunity").unwrap(),
+            "opportunity"
+        );
+        assert_eq!(
+            object(Crm::HubSpot, "object_2-3508482").unwrap(),
+            "object_2-3508482"
+        );
+        assert!(object(Crm::Salesforce, "object_2-3508482").is_err());
+        assert!(object(Crm::HubSpot, "object_2-x").is_err());
+        assert!(object(Crm::HubSpot, "deal-x").is_err());
+    }
 }

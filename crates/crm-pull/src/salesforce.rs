@@ -260,7 +260,7 @@ fn to_pulled(
         .map(|(name, value)| (name.clone(), event::json_field(value)))
         .collect();
     Ok(Pulled {
-        object: scope.object.clone(),
+        object: object_type(scope, record),
         id: id.to_owned(),
         change,
         modified,
@@ -270,6 +270,19 @@ fn to_pulled(
             .filter(|o| !o.is_empty())
             .map(str::to_owned),
     })
+}
+
+/// The object as Salesforce spells it (`attributes.type`), which is how its webhooks name it,
+/// whatever case the workflow wrote it in: the record's events then share one Kafka key and one
+/// record state.
+fn object_type(scope: &Scope, record: &Map<String, Value>) -> String {
+    record
+        .get("attributes")
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        .filter(|t| t.eq_ignore_ascii_case(&scope.object))
+        .unwrap_or(&scope.object)
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -304,5 +317,20 @@ mod tests {
             "SELECT Id, IsDeleted, SystemModstamp, CreatedDate, LastModifiedDate, OwnerId, StageName, Amount \
              FROM Opportunity WHERE SystemModstamp >= 2026-11-01T00:00:00.000Z ORDER BY SystemModstamp ASC, Id ASC"
         );
+    }
+
+    #[test]
+    fn records_name_their_object_as_salesforce_spells_it() {
+        let record = |t: &str| {
+            serde_json::from_value::<Map<String, Value>>(
+                serde_json::json!({"attributes": {"type": t}, "Id": "006A"}),
+            )
+            .unwrap()
+        };
+        let scope = Scope::new("opportunity");
+        assert_eq!(object_type(&scope, &record("Opportunity")), "Opportunity");
+        // Anything but the queried object, spelled otherwise, is not taken for its name.
+        assert_eq!(object_type(&scope, &record("Account")), "opportunity");
+        assert_eq!(object_type(&scope, &Map::new()), "opportunity");
     }
 }

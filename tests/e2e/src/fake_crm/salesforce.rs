@@ -83,6 +83,7 @@ fn route(shared: &Shared, request: &Request) -> Response {
     if let Some(tail) = rest.strip_prefix("/sobjects/") {
         let mut parts = tail.splitn(2, '/');
         let (object, id) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let object = &spelled(shared, object);
         let fields: Vec<String> = request
             .query
             .get("fields")
@@ -181,7 +182,10 @@ fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, Refused> {
         .map(|f| f.trim().to_owned())
         .collect();
     let after_from = &soql[from + 6..];
-    let object = after_from.split_whitespace().next().ok_or("no object")?;
+    let object = &spelled(
+        shared,
+        after_from.split_whitespace().next().ok_or("no object")?,
+    );
     if shared.denied.lock().unwrap().contains(object) {
         return Err(Refused::Denied);
     }
@@ -209,6 +213,16 @@ fn query(shared: &Shared, soql: &str) -> Result<Vec<Value>, Refused> {
         .filter(|(_, r)| since.is_none_or(|s| r.modified >= s))
         .map(|(id, r)| Value::Object(row(object, &id, &r, &fields)))
         .collect())
+}
+
+/// Salesforce matches object names ignoring case and answers with its own spelling.
+fn spelled(shared: &Shared, object: &str) -> String {
+    let records = shared.records.lock().unwrap();
+    records
+        .keys()
+        .map(|(o, _)| o)
+        .find(|o| o.eq_ignore_ascii_case(object))
+        .map_or_else(|| object.to_owned(), Clone::clone)
 }
 
 fn row(object: &str, id: &str, r: &FakeRecord, fields: &[String]) -> Map<String, Value> {

@@ -17,7 +17,9 @@
 //!   backfill;
 //! - [`pacing`]: a backfill waits while the evaluator lags;
 //! - [`pipedrive`]: a Pipedrive reconciliation counts a missed won deal and retracts a deleted one;
-//! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity.
+//! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity;
+//! - [`object_names`]: a workflow naming its object in another case than the CRM still has a
+//!   pulled delete retract what a webhook recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backfill;
@@ -27,6 +29,7 @@ mod exclusive;
 mod hydrate;
 mod limits;
 mod load;
+mod object_names;
 mod pacing;
 mod pipedrive;
 mod reconcile;
