@@ -17,9 +17,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{Cursor, Page, PullClient, PullError, Pulled, Scope};
 
-/// HubSpot's search stops answering beyond this many results of one query.
-pub(crate) const SEARCH_WINDOW: u64 = 10_000;
 const MODIFIED: &str = "hs_lastmodifieddate";
+const ID: &str = "hs_object_id";
 
 /// The API's plural path segment of an object the webhooks name in the singular.
 fn object_path(object: &str) -> String {
@@ -93,27 +92,111 @@ pub(crate) async fn changes(
     scope: &Scope,
     cursor: &Cursor,
 ) -> Result<Page, PullError> {
-    match cursor.stream {
-        0 => search(client, scope, cursor).await,
-        1 => archived(client, scope, cursor).await,
-        other => Err(PullError::Invalid(format!("HubSpot stream {other}"))),
+    match (cursor.stream, &cursor.token) {
+        (0, None) => search(client, scope, cursor).await,
+        // A position saved by an earlier version, an offset among the records of `since`:
+        // those records are read again, in id order (the same event ids, dropped downstream).
+        (0, Some(_)) | (TIES, _) => ties(client, scope, cursor).await,
+        (1, _) => archived(client, scope, cursor).await,
+        (other, _) => Err(PullError::Invalid(format!("HubSpot stream {other}"))),
     }
 }
 
+/// The stream of the records sharing one modification time (`since`), in id order after the
+/// cursor's token.
+const TIES: u8 = 2;
+
+/// Results are sorted on the modification time alone and every page is cut from the records as
+/// they are at that moment: paging by offset skips a record whenever one already read is edited
+/// (it moves to the end and those behind it move up one) or records sharing a stamp come in
+/// another order. So each page is a new search from the newest time read; the records of that
+/// time come again, with the same event ids. A page whose records all carry the search's own
+/// start time cannot move it on: the records of that time are then read by id (see [`ties`]).
 async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<Page, PullError> {
-    let limit = u64::from(client.page_size(200));
-    let mut body = json!({
-        "filterGroups": [{"filters": [{
-            "propertyName": MODIFIED, "operator": "GTE",
-            "value": cursor.since.timestamp_millis().to_string(),
-        }]}],
-        "sorts": [{"propertyName": MODIFIED, "direction": "ASCENDING"}],
-        "properties": properties(scope),
-        "limit": limit,
-    });
-    if let Some(after) = &cursor.token {
-        body["after"] = json!(after);
+    let filters = json!([{
+        "propertyName": MODIFIED, "operator": "GTE",
+        "value": cursor.since.timestamp_millis().to_string(),
+    }]);
+    let listing = searched(client, scope, filters, MODIFIED).await?;
+    let (events, newest) = convert(client, scope, &listing.results, false)?;
+    // Archived records are read from the pass's own start, not from where the search went on.
+    let origin = cursor.origin.unwrap_or(cursor.since);
+    let next = match (listing.paging.and_then(|p| p.next), newest) {
+        (Some(_), Some(newest)) if newest > cursor.since => Cursor {
+            origin: Some(origin),
+            ..Cursor::start(newest)
+        },
+        (Some(_), _) => Cursor {
+            stream: TIES,
+            origin: Some(origin),
+            ..Cursor::start(cursor.since)
+        },
+        (None, _) => archived_from(origin),
+    };
+    Ok(Page {
+        events,
+        next: Some(next),
+        newest,
+        delta: None,
+    })
+}
+
+/// More records share the time `since` than a page holds (an import, a bulk edit): they are
+/// read in id order, each page after the last id read, which no edit or re-indexing can shift;
+/// then the search goes on after that time.
+async fn ties(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<Page, PullError> {
+    let mut filters = vec![json!({
+        "propertyName": MODIFIED, "operator": "EQ",
+        "value": cursor.since.timestamp_millis().to_string(),
+    })];
+    if let Some(last) = cursor.token.as_deref().filter(|_| cursor.stream == TIES) {
+        filters.push(json!({"propertyName": ID, "operator": "GT", "value": last}));
     }
+    let listing = searched(client, scope, Value::Array(filters), ID).await?;
+    let (events, newest) = convert(client, scope, &listing.results, false)?;
+    let origin = cursor.origin.unwrap_or(cursor.since);
+    let more = listing.paging.and_then(|p| p.next).is_some();
+    let next = match listing.results.last() {
+        Some(last) if more => Cursor {
+            stream: TIES,
+            token: Some(last.id.clone()),
+            origin: Some(origin),
+            ..Cursor::start(cursor.since)
+        },
+        _ => Cursor {
+            origin: Some(origin),
+            ..Cursor::start(cursor.since + chrono::Duration::milliseconds(1))
+        },
+    };
+    Ok(Page {
+        events,
+        next: Some(next),
+        newest,
+        delta: None,
+    })
+}
+
+/// Then the archived records, from the pass's own start.
+fn archived_from(origin: DateTime<Utc>) -> Cursor {
+    Cursor {
+        stream: 1,
+        ..Cursor::start(origin)
+    }
+}
+
+/// One page of the search API: the records matching `filters` (one group), sorted on `sort`.
+async fn searched(
+    client: &PullClient,
+    scope: &Scope,
+    filters: Value,
+    sort: &str,
+) -> Result<Listing, PullError> {
+    let body = json!({
+        "filterGroups": [{"filters": filters}],
+        "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+        "properties": properties(scope),
+        "limit": client.page_size(200),
+    });
     let path = object_path(&scope.object);
     let response = client
         .send("the HubSpot search API", |http, base| {
@@ -127,71 +210,7 @@ async fn search(client: &PullClient, scope: &Scope, cursor: &Cursor) -> Result<P
             scope.object
         )));
     }
-    let listing: Listing =
-        serde_json::from_str(&response.body).map_err(|e| client.garbage("a search result", e))?;
-    let (events, newest) = convert(client, scope, &listing.results, false)?;
-    let next = match listing.paging.and_then(|p| p.next) {
-        Some(more) => next_search(client, cursor, newest, &more.after, limit)?,
-        // Then the archived records, from the pass's own start.
-        None => Cursor {
-            stream: 1,
-            since: cursor.origin.unwrap_or(cursor.since),
-            token: None,
-            delta: None,
-            origin: None,
-        },
-    };
-    Ok(Page {
-        events,
-        next: Some(next),
-        newest,
-        delta: None,
-    })
-}
-
-/// Where the search goes on after a page with more behind it.
-///
-/// Results are sorted on the modification time alone and every page is cut from the records as
-/// they are at that moment: paging by offset skips a record whenever one already read is edited
-/// (it moves to the end and those behind it move up one) or records sharing a stamp come in
-/// another order. So the next page is a new search from the newest time read; the records of
-/// that time come again, with the same event ids. Only a page whose records all carry the
-/// search's own start time cannot move it on: the next one is asked at an offset within that
-/// time, which works up to HubSpot's 10,000-result window.
-fn next_search(
-    client: &PullClient,
-    cursor: &Cursor,
-    newest: Option<DateTime<Utc>>,
-    after: &str,
-    limit: u64,
-) -> Result<Cursor, PullError> {
-    // Archived records are read from the pass's own start, not from where the search went on.
-    let origin = Some(cursor.origin.unwrap_or(cursor.since));
-    if let Some(newest) = newest.filter(|n| *n > cursor.since) {
-        return Ok(Cursor {
-            stream: 0,
-            since: newest,
-            token: None,
-            delta: None,
-            origin,
-        });
-    }
-    let offset: u64 = after
-        .parse()
-        .map_err(|_| client.garbage("a search result", "paging.next.after"))?;
-    if offset + limit > SEARCH_WINDOW {
-        return Err(client.garbage(
-            "a search result",
-            "more than 10,000 records share one hs_lastmodifieddate",
-        ));
-    }
-    Ok(Cursor {
-        stream: 0,
-        since: cursor.since,
-        token: Some(after.to_owned()),
-        delta: None,
-        origin,
-    })
+    serde_json::from_str(&response.body).map_err(|e| client.garbage("a search result", e))
 }
 
 /// Archived objects cannot be searched: every archived one is listed, and those archived at

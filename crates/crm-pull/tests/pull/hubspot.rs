@@ -236,3 +236,72 @@ async fn deals_sharing_a_millisecond_are_all_read_whatever_their_order() {
         "every deal of the pass: {ids:?}"
     );
 }
+
+#[tokio::test]
+async fn an_import_larger_than_a_page_in_one_millisecond_is_read_whole_while_the_account_changes() {
+    let fake = start(Kind::HubSpot).await;
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let imported = since + chrono::Duration::minutes(1);
+    for n in 1..=7u32 {
+        fake.put_at(
+            "deal",
+            &n.to_string(),
+            json!({"dealstage": "closedwon"}),
+            imported,
+        );
+    }
+    let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
+    let scope = scope("deal", FIELDS);
+    let mut cursor = Some(crm_sync_crm_pull::Cursor::start(since));
+    let mut read = BTreeSet::new();
+    let mut pages = 0;
+    while let Some(at) = cursor.take() {
+        let page = client.changes(&scope, &at).await.unwrap();
+        read.extend(page.events.into_iter().map(|e| e.record_id));
+        pages += 1;
+        assert!(pages < 40, "the pass ends");
+        // Deals edited elsewhere in the account meanwhile: the search orders the import's
+        // deals anew after each write.
+        if pages < 5 {
+            fake.put(
+                "deal",
+                &(100 + pages).to_string(),
+                json!({"dealstage": "closedlost"}),
+            );
+        }
+        cursor = page.next;
+    }
+    for n in 1..=7 {
+        assert!(
+            read.contains(&n.to_string()),
+            "deal {n} of the import: {read:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_offset_saved_by_an_earlier_version_reads_its_millisecond_again_by_id() {
+    let fake = start(Kind::HubSpot).await;
+    let imported = chrono::Utc::now() - chrono::Duration::hours(1);
+    for n in [3u32, 1, 2] {
+        fake.put_at(
+            "deal",
+            &n.to_string(),
+            json!({"dealstage": "closedwon"}),
+            imported,
+        );
+    }
+    let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
+    let saved = crm_sync_crm_pull::Cursor {
+        token: Some("200".into()),
+        ..crm_sync_crm_pull::Cursor::start(imported)
+    };
+    let page = client
+        .changes(&scope("deal", FIELDS), &saved)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.events.iter().map(|e| e.record_id.as_str()).collect();
+    assert_eq!(ids, ["1", "2"]);
+    let next = page.next.unwrap();
+    assert_eq!(next.token.as_deref(), Some("2"), "{next:?}");
+}

@@ -145,23 +145,36 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
             "There was a problem with the request. (paging beyond 10000 results is not supported)",
         );
     }
-    let since = body["filterGroups"][0]["filters"]
+    let filters: Vec<Value> = body["filterGroups"][0]["filters"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["propertyName"] == "hs_lastmodifieddate" && f["operator"] == "GTE")
-        .and_then(|f| f["value"].as_str().and_then(|v| v.parse::<i64>().ok()))
-        .and_then(DateTime::<Utc>::from_timestamp_millis);
+        .cloned()
+        .unwrap_or_default();
+    let filter = |property: &str, operator: &str| {
+        filters
+            .iter()
+            .find(|f| f["propertyName"] == property && f["operator"] == operator)
+            .and_then(|f| f["value"].as_str().and_then(|v| v.parse::<i64>().ok()))
+    };
+    let time = |millis: Option<i64>| millis.and_then(DateTime::<Utc>::from_timestamp_millis);
+    let since = time(filter("hs_lastmodifieddate", "GTE"));
+    // HubSpot keeps times to the millisecond.
+    let at = filter("hs_lastmodifieddate", "EQ");
+    let after_id = filter("hs_object_id", "GT");
     let properties: Vec<String> = body["properties"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|p| p.as_str().map(str::to_owned))
         .collect();
-    let matching: Vec<(String, FakeRecord)> = by_modified(shared, object)
+    let mut matching: Vec<(String, FakeRecord)> = by_modified(shared, object)
         .into_iter()
         .filter(|(_, r)| r.deleted.is_none() && since.is_none_or(|s| r.modified >= s))
+        .filter(|(_, r)| at.is_none_or(|t| r.modified.timestamp_millis() == t))
+        .filter(|(id, _)| after_id.is_none_or(|a| numeric(id) > a))
         .collect();
+    if body["sorts"][0]["propertyName"] == "hs_object_id" {
+        matching.sort_by_key(|(id, _)| numeric(id));
+    }
     let results: Vec<Value> = matching
         .iter()
         .skip(after)
@@ -173,6 +186,11 @@ fn search(shared: &Shared, object: &str, request: &Request) -> Response {
         out["paging"] = json!({"next": {"after": (after + limit).to_string()}});
     }
     reply(StatusCode::OK, out)
+}
+
+/// HubSpot's record ids are numbers, and compared as such.
+fn numeric(id: &str) -> i64 {
+    id.parse().unwrap_or(i64::MAX)
 }
 
 /// HubSpot sorts on the one property asked for and nothing else: records sharing a millisecond
