@@ -186,17 +186,10 @@ impl ApiClient {
     }
 
     /// Stores each refresh token the CRM rotates with `keeper`, right after the token endpoint
-    /// returns it (such tokens are then not returned by
-    /// [`ApiClient::take_rotated_refresh_token`], unless storing failed).
+    /// returns it, and asks it for the stored one when another client redeemed this one first.
     pub fn keeping_rotated_tokens(mut self, keeper: Arc<dyn auth::KeepRefreshToken>) -> Self {
         self.auth.keep_rotated_with(keeper);
         self
-    }
-
-    /// A refresh token the CRM rotated since the last call, to be stored in place of the
-    /// configured one (the old one may be invalid already). Returned once.
-    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
-        self.auth.take_rotated_refresh_token().await
     }
 
     /// Sends the request `build` makes from the HTTP client and the account's API root (with

@@ -64,15 +64,22 @@ pub(crate) enum Auth {
     OAuth(Box<OAuthState>),
 }
 
-/// Stores a refresh token the CRM rotated in place of the integration's stored one. Called
-/// right after the token endpoint returns it: the CRM may already have revoked the old one, so
-/// any client built from the stored credentials later (another replica, the next hydration
-/// client, a restart) must find the new one.
+/// Where an integration's refresh token is stored, shared by every client built from it (other
+/// replicas, the hydrator's, the provisioner's directory, any after a restart).
 pub trait KeepRefreshToken: Send + Sync {
+    /// Stores `rotated`, which the CRM issued in exchange for `used`, right after the token
+    /// endpoint returned it (the CRM may already have revoked `used`). Ok(false) when the
+    /// stored token is no longer `used`: an admin entered other credentials meanwhile, or
+    /// another client stored its own rotation; what is stored then stays.
     fn keep<'a>(
         &'a self,
-        refresh_token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+        used: &'a str,
+        rotated: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+
+    /// The refresh token stored now, if any: what to present when the one this client holds
+    /// was refused because another client redeemed it first.
+    fn stored(&self) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + '_>>;
 }
 
 pub(crate) struct OAuthState {
@@ -88,11 +95,8 @@ pub(crate) struct OAuthState {
 struct Current {
     token: Option<Token>,
     /// Some CRMs rotate refresh tokens (Salesforce with rotation on, Pipedrive): the newest
-    /// one is used, and handed to whoever stores the credentials (see
-    /// [`crate::DirectoryClient::take_rotated_refresh_token`]), since the old one may no
-    /// longer work after a restart.
+    /// one is used, and stored through the keeper as soon as it comes.
     refresh_token: Option<String>,
-    rotated: bool,
 }
 
 impl Auth {
@@ -163,7 +167,6 @@ impl Auth {
             state: Mutex::new(Current {
                 token: configured,
                 refresh_token,
-                rotated: false,
             }),
         })))
     }
@@ -191,18 +194,6 @@ impl Auth {
         if let Auth::OAuth(state) = self {
             state.state.lock().await.token = None;
         }
-    }
-
-    /// The refresh token the CRM issued in place of the configured one, once.
-    pub(crate) async fn take_rotated_refresh_token(&self) -> Option<String> {
-        let Auth::OAuth(state) = self else {
-            return None;
-        };
-        let mut current = state.state.lock().await;
-        if !std::mem::take(&mut current.rotated) {
-            return None;
-        }
-        current.refresh_token.clone()
     }
 
     /// The token to send; `max_answer` caps the token endpoint's answer.
@@ -286,8 +277,65 @@ impl OAuthState {
         {
             return Ok(token.clone());
         }
+        let used = current.refresh_token.clone();
+        let (parsed, used) = match self.request(http, max_answer, used.as_deref()).await {
+            Err(Failure::Final(LookupError::Unauthorized(why))) => {
+                // Another client of the integration (a replica, the hydrator, the provisioner)
+                // may have redeemed this refresh token first and stored the one it got.
+                let Some(stored) = self.stored_instead(used.as_deref()).await else {
+                    return Err(Failure::Final(LookupError::Unauthorized(why)));
+                };
+                tracing::info!(
+                    crm = self.crm.as_str(),
+                    "the refresh token was redeemed elsewhere; using the one stored since"
+                );
+                current.refresh_token = Some(stored.clone());
+                (
+                    self.request(http, max_answer, Some(&stored)).await?,
+                    Some(stored),
+                )
+            }
+            answer => (answer?, used),
+        };
+        let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
+            self.keep_rotated(&mut current, used.as_deref(), rotated)
+                .await;
+        }
+        let api_base = parsed
+            .instance_url
+            .or(parsed.api_domain)
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+        let token = Token {
+            value: parsed.access_token,
+            in_query: false,
+            api_base,
+            expires_at: expires_in.map(|s| Instant::now() + Duration::from_secs(s)),
+        };
+        current.token = Some(token.clone());
+        tracing::debug!(
+            crm = self.crm.as_str(),
+            expires_in,
+            "fetched an OAuth access token"
+        );
+        Ok(token)
+    }
+
+    /// One request to the token endpoint: the refresh-token grant with `refresh`, else client
+    /// credentials.
+    async fn request(
+        &self,
+        http: &reqwest::Client,
+        max_answer: usize,
+        refresh: Option<&str>,
+    ) -> Result<TokenResponse, Failure> {
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(6);
-        match &current.refresh_token {
+        match refresh {
             Some(refresh) => {
                 form.push(("grant_type", "refresh_token"));
                 form.push(("refresh_token", refresh));
@@ -318,56 +366,46 @@ impl OAuthState {
         if !status.is_success() {
             return Err(refused(status, &headers, &body));
         }
-        let parsed: TokenResponse = serde_json::from_str(&body).map_err(|e| {
+        serde_json::from_str(&body).map_err(|e| {
             Failure::Final(LookupError::Unexpected(format!(
                 "the token endpoint's answer is not a token: {e}"
             )))
-        })?;
-        let expires_in = parsed.expires_in.as_ref().and_then(|v| match v {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
-        if let Some(rotated) = parsed.refresh_token.filter(|t| !t.is_empty()) {
-            self.keep_rotated(&mut current, rotated).await;
-        }
-        let api_base = parsed
-            .instance_url
-            .or(parsed.api_domain)
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
-        let token = Token {
-            value: parsed.access_token,
-            in_query: false,
-            api_base,
-            expires_at: expires_in.map(|s| Instant::now() + Duration::from_secs(s)),
-        };
-        current.token = Some(token.clone());
-        tracing::debug!(
-            crm = self.crm.as_str(),
-            expires_in,
-            "fetched an OAuth access token"
-        );
-        Ok(token)
+        })
     }
 
-    /// Takes a refresh token the token endpoint returned in place of the one used. It is
-    /// stored before the new access token is used (other requests wait on the lock meanwhile);
-    /// one that could not be stored stays to be taken and stored by the client's owner.
-    async fn keep_rotated(&self, current: &mut Current, rotated: String) {
-        if current.refresh_token.as_deref() == Some(rotated.as_str()) {
+    /// The stored refresh token, when it is not the refused one `used`.
+    async fn stored_instead(&self, used: Option<&str>) -> Option<String> {
+        let (used, keeper) = (used?, self.keeper.as_ref()?);
+        match keeper.stored().await {
+            Ok(stored) => stored.filter(|stored| stored != used),
+            Err(error) => {
+                tracing::warn!(crm = self.crm.as_str(), %error, "reading the stored refresh token failed");
+                None
+            }
+        }
+    }
+
+    /// Takes a refresh token the token endpoint returned in place of `used`. It is stored
+    /// before the new access token is used (other requests wait on the lock meanwhile); one
+    /// that could not be stored is still used by this client.
+    async fn keep_rotated(&self, current: &mut Current, used: Option<&str>, rotated: String) {
+        if used == Some(rotated.as_str()) {
             return;
         }
-        current.rotated = match &self.keeper {
-            Some(keeper) => match keeper.keep(&rotated).await {
-                Ok(()) => false,
+        if let (Some(keeper), Some(used)) = (&self.keeper, used) {
+            match keeper.keep(used, &rotated).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(
+                        crm = self.crm.as_str(),
+                        "the stored credentials changed since this client read them; they are kept, and this client goes on with its own token"
+                    );
+                }
                 Err(error) => {
                     tracing::error!(crm = self.crm.as_str(), %error, "storing the refresh token the CRM rotated failed");
-                    true
                 }
-            },
-            None => true,
-        };
+            }
+        }
         current.refresh_token = Some(rotated);
     }
 }

@@ -22,7 +22,7 @@ pub mod metric_definitions;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) use api::Failure;
@@ -285,10 +285,11 @@ impl DirectoryClient {
         );
     }
 
-    /// A refresh token the CRM rotated since the last call, to be stored in place of the
-    /// configured one (the old one may be invalid already). Returned once.
-    pub async fn take_rotated_refresh_token(&self) -> Option<String> {
-        self.api.take_rotated_refresh_token().await
+    /// Stores each refresh token the CRM rotates with `keeper` (see
+    /// [`ApiClient::keeping_rotated_tokens`]).
+    pub fn keeping_rotated_tokens(mut self, keeper: Arc<dyn KeepRefreshToken>) -> Self {
+        self.api = self.api.keeping_rotated_tokens(keeper);
+        self
     }
 
     /// Forgets cached answers (e.g. after credentials changed).

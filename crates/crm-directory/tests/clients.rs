@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use crm_sync_crm_directory::{
-    Config, Credentials, Crm, DirectoryClient, DirectoryUser, Egress, LookupError, OAuth,
+    Config, Credentials, Crm, DirectoryClient, DirectoryUser, Egress, KeepRefreshToken,
+    LookupError, OAuth,
 };
 use serde_json::json;
 
@@ -324,8 +327,12 @@ fn hubspot(seen: Arc<Seen>) -> Router {
             post(
                 |State(seen): State<Arc<Seen>>, Form(form): Form<HashMap<String, String>>| async move {
                     seen.token_requests.fetch_add(1, Ordering::SeqCst);
+                    let redeemed = form.get("refresh_token").map(String::as_str) == Some("rt-0");
                     seen.forms.lock().unwrap().push(form);
-                    Json(json!({"token_type": "bearer", "refresh_token": "rt-1", "access_token": "oauth-access-1", "expires_in": 1800}))
+                    if !redeemed {
+                        return (StatusCode::BAD_REQUEST, Json(json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token", "error": "invalid_grant"}))).into_response();
+                    }
+                    Json(json!({"token_type": "bearer", "refresh_token": "rt-1", "access_token": "oauth-access-1", "expires_in": 1800})).into_response()
                 },
             ),
         )
@@ -408,12 +415,94 @@ async fn hubspot_oauth_uses_the_refresh_token_grant() {
     assert_eq!(form["grant_type"], "refresh_token");
     assert_eq!(form["refresh_token"], "rt-0");
     assert_eq!(form["client_id"], "client-id-1");
-    // The endpoint answered with another refresh token: it is handed over once for storing.
+}
+
+/// Where the tests' clients keep rotated refresh tokens: in memory, each keep recorded.
+#[derive(Default)]
+struct Kept {
+    stored: Mutex<Option<String>>,
+    keeps: Mutex<Vec<(String, String)>>,
+}
+
+impl KeepRefreshToken for Kept {
+    fn keep<'a>(
+        &'a self,
+        used: &'a str,
+        rotated: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.keeps
+                .lock()
+                .unwrap()
+                .push((used.to_owned(), rotated.to_owned()));
+            let mut stored = self.stored.lock().unwrap();
+            if stored.as_deref() != Some(used) {
+                return Ok(false);
+            }
+            *stored = Some(rotated.to_owned());
+            Ok(true)
+        })
+    }
+
+    fn stored(&self) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + '_>> {
+        Box::pin(async move { Ok(self.stored.lock().unwrap().clone()) })
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_kept_in_place_of_the_one_redeemed() {
+    let seen = Arc::new(Seen::default());
+    let base = serve(hubspot(seen.clone())).await;
+    let kept = Arc::new(Kept::default());
+    *kept.stored.lock().unwrap() = Some("rt-0".into());
+    let client = DirectoryClient::new(
+        Crm::HubSpot,
+        Credentials {
+            base_url: Some(base),
+            access_token: None,
+            oauth: Some(oauth(Some("rt-0"))),
+        },
+        fast(),
+    )
+    .unwrap()
+    .keeping_rotated_tokens(kept.clone());
+    client.lookup("41629779").await.unwrap();
     assert_eq!(
-        client.take_rotated_refresh_token().await.as_deref(),
-        Some("rt-1")
+        *kept.keeps.lock().unwrap(),
+        [("rt-0".to_owned(), "rt-1".to_owned())]
     );
-    assert_eq!(client.take_rotated_refresh_token().await, None);
+    assert_eq!(kept.stored.lock().unwrap().as_deref(), Some("rt-1"));
+}
+
+#[tokio::test]
+async fn a_refresh_token_redeemed_by_another_client_is_replaced_by_the_stored_one() {
+    let seen = Arc::new(Seen::default());
+    let base = serve(hubspot(seen.clone())).await;
+    // Another client redeemed rt-stale and stored what it got.
+    let kept = Arc::new(Kept::default());
+    *kept.stored.lock().unwrap() = Some("rt-0".into());
+    let client = DirectoryClient::new(
+        Crm::HubSpot,
+        Credentials {
+            base_url: Some(base),
+            access_token: None,
+            oauth: Some(oauth(Some("rt-stale"))),
+        },
+        fast(),
+    )
+    .unwrap()
+    .keeping_rotated_tokens(kept.clone());
+    let user = client.lookup("41629779").await;
+    assert_eq!(user.unwrap().name.as_deref(), Some("Mary Major"));
+    let presented: Vec<String> = seen
+        .forms
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| f["refresh_token"].clone())
+        .collect();
+    assert_eq!(presented, ["rt-stale", "rt-0"]);
+    assert_eq!(kept.stored.lock().unwrap().as_deref(), Some("rt-1"));
 }
 
 #[tokio::test]

@@ -1,15 +1,12 @@
-//! An integration's API client on its stored credentials, keeping them in step with the CRM: a
-//! refresh token the CRM rotates (Pipedrive always, Salesforce when the connected app says so)
-//! is stored right after the token endpoint returns it. The CRM may revoke the old one at once,
-//! and every other client built from the stored credentials (the hydrator's, rebuilt every
-//! minute; another replica's; the provisioner's directory; this one after a restart) must
-//! present the new one.
+//! An integration's API client on its stored credentials, keeping them in step with the CRM
+//! (see `crm_sync_store::credentials::StoredRefreshToken`): a refresh token the CRM rotates is
+//! stored right after the token endpoint returns it, since every other client built from the
+//! stored credentials (the hydrator's, rebuilt every minute; another replica's; the
+//! provisioner's directory; this one after a restart) must present the new one.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use crm_sync_crm_directory::{Crm, KeepRefreshToken, LookupError};
+use crm_sync_crm_directory::{Crm, LookupError};
 use crm_sync_store::credentials::{self, SecretKey};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -47,43 +44,13 @@ pub async fn client_for(
                 .to_owned(),
         ))));
     };
-    let keeper = Arc::new(StoredCredentials {
+    let keeper = Arc::new(credentials::StoredRefreshToken {
         pool: pool.clone(),
         key: key.clone(),
-        company_id: integration.company_id,
         integration_id,
     });
     Ok(
         PullClient::new(integration_id, crm, api.into(), config.clone())
             .map(|client| client.keeping_rotated_tokens(keeper)),
     )
-}
-
-/// Where an integration's rotated refresh tokens go: its stored credentials.
-struct StoredCredentials {
-    pool: PgPool,
-    key: SecretKey,
-    company_id: Uuid,
-    integration_id: Uuid,
-}
-
-impl KeepRefreshToken for StoredCredentials {
-    fn keep<'a>(
-        &'a self,
-        refresh_token: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move {
-            credentials::store_rotated_refresh_token(
-                &self.pool,
-                &self.key,
-                self.company_id,
-                self.integration_id,
-                refresh_token,
-            )
-            .await
-            .map_err(|e| format!("integration {}: {e}", self.integration_id))?;
-            tracing::info!(integration_id = %self.integration_id, "stored the refresh token the CRM rotated");
-            Ok(())
-        })
-    }
 }

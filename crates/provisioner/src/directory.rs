@@ -171,8 +171,7 @@ impl Directory {
         let result = client
             .lookup_with_attempts(crm_user_id, self.inline_attempts)
             .await;
-        self.after_lookup(c.company_id, integration_id, &client, &result)
-            .await;
+        self.forget_refused(integration_id, &result);
         self.record(c.company_id, integration_id, crm_user_id, 0, &result)
             .await?;
         match &result {
@@ -277,7 +276,14 @@ impl Directory {
                 match secrets.and_then(|s| s.api) {
                     None => None,
                     Some(api) => match DirectoryClient::new(crm, api.into(), self.config.clone()) {
-                        Ok(client) => Some(Arc::new(client)),
+                        // Rotated refresh tokens are stored as soon as the CRM issues them.
+                        Ok(client) => Some(Arc::new(client.keeping_rotated_tokens(Arc::new(
+                            credentials::StoredRefreshToken {
+                                pool: self.pool.clone(),
+                                key: self.key.clone(),
+                                integration_id,
+                            },
+                        )))),
                         Err(e) => {
                             tracing::warn!(%integration_id, error = %e, "the integration's API credentials cannot be used");
                             None
@@ -291,38 +297,11 @@ impl Directory {
         Ok(client)
     }
 
-    /// Keeps the credentials in step with the CRM: a refresh token the CRM rotated is stored
-    /// (the old one may be revoked already, so a restart must not present it), and refused
-    /// credentials are read again at the next lookup (an admin, or another replica storing its
-    /// rotated token, may have changed them).
-    async fn after_lookup(
-        &self,
-        company_id: Uuid,
-        integration_id: Uuid,
-        client: &DirectoryClient,
-        result: &Result<DirectoryUser, LookupError>,
-    ) {
+    /// Refused credentials are read again at the next lookup: an admin, or another client
+    /// storing its rotated refresh token, may have changed them.
+    fn forget_refused(&self, integration_id: Uuid, result: &Result<DirectoryUser, LookupError>) {
         if matches!(result, Err(LookupError::Unauthorized(_))) {
             self.lock().remove(&integration_id);
-        }
-        let Some(rotated) = client.take_rotated_refresh_token().await else {
-            return;
-        };
-        match credentials::store_rotated_refresh_token(
-            &self.pool,
-            &self.key,
-            company_id,
-            integration_id,
-            &rotated,
-        )
-        .await
-        {
-            Ok(()) => {
-                tracing::info!(%integration_id, "stored the refresh token the CRM rotated")
-            }
-            Err(e) => {
-                tracing::error!(%integration_id, error = %e, "storing the refresh token the CRM rotated failed; after a restart the old one is presented")
-            }
         }
     }
 
@@ -367,8 +346,7 @@ impl Directory {
                 continue;
             };
             let result = client.lookup(&crm_user_id).await;
-            self.after_lookup(company_id, integration_id, &client, &result)
-                .await;
+            self.forget_refused(integration_id, &result);
             self.record(company_id, integration_id, &crm_user_id, attempts, &result)
                 .await?;
             match result {

@@ -20,7 +20,10 @@ pub use crm_sync_crm_directory::Egress;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+mod rotation;
 mod validate;
+
+pub use rotation::{StoredRefreshToken, store_rotated_refresh_token};
 
 /// The outbound policy for CRM API URLs as the operator configured it (`directory.*`).
 pub fn egress_from_settings(settings: &crm_sync_runtime::settings::DirectorySettings) -> Egress {
@@ -318,8 +321,8 @@ pub fn open(
 
 /// The integration's credentials; None when it has none stored. A stored row without a
 /// configured key is an error, never silently "no credentials".
-pub async fn load(
-    pool: &PgPool,
+pub async fn load<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     integration_id: Uuid,
     key: Option<&SecretKey>,
 ) -> Result<Option<IntegrationSecrets>, SecretsError> {
@@ -327,7 +330,7 @@ pub async fn load(
         "SELECT key_id, nonce, ciphertext FROM integration_secrets WHERE integration_id = $1",
     )
     .bind(integration_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     let Some((key_id, nonce, ciphertext)) = row else {
         return Ok(None);
@@ -399,32 +402,6 @@ pub fn parts_used_by(crm: &str) -> Vec<&'static str> {
         "salesforce" => vec!["api"],
         _ => Vec::new(),
     }
-}
-
-/// Stores a refresh token the CRM rotated in place of the integration's API OAuth one, keeping
-/// the rest of its credentials. Nothing is stored when the integration no longer has OAuth API
-/// credentials (an admin replaced them meanwhile).
-pub async fn store_rotated_refresh_token(
-    pool: &PgPool,
-    key: &SecretKey,
-    company_id: Uuid,
-    integration_id: Uuid,
-    refresh_token: &str,
-) -> Result<(), SecretsError> {
-    let stored = load(pool, integration_id, Some(key)).await?;
-    let Some(mut api) = stored.and_then(|s| s.api) else {
-        return Ok(());
-    };
-    let Some(oauth) = api.oauth.as_mut() else {
-        return Ok(());
-    };
-    oauth.refresh_token = Some(refresh_token.to_owned());
-    let secrets = IntegrationSecrets {
-        api: Some(api),
-        ..IntegrationSecrets::default()
-    };
-    update(pool, key, company_id, integration_id, secrets).await?;
-    Ok(())
 }
 
 /// Which parts are set and when each was last rotated; never the values.

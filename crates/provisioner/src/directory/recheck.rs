@@ -43,8 +43,7 @@ impl Directory {
                 continue;
             };
             let result = client.lookup_fresh(&crm_user_id).await;
-            self.after_lookup(company_id, integration_id, &client, &result)
-                .await;
+            self.forget_refused(integration_id, &result);
             // A transient failure leaves the identity to the completion's retries.
             self.record(company_id, integration_id, &crm_user_id, 0, &result)
                 .await?;
