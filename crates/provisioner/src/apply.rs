@@ -144,14 +144,13 @@ impl Provisioner {
                 span: span.clone(),
             });
         }
-        // Outside the transaction: a slow CRM API must not hold row locks.
+        // Outside the transaction: a slow CRM API must not hold row locks. The whole batch at
+        // once, for a bounded time: one tenant's CRM must not hold the partition's other tenants.
         if let Some(directory) = &self.directory {
-            for item in &items {
-                directory
-                    .prepare(&item.outcome)
-                    .instrument(item.span.clone())
-                    .await;
-            }
+            let began = Instant::now();
+            let outcomes: Vec<&Outcome> = items.iter().map(|item| &item.outcome).collect();
+            directory.prepare(&outcomes).await;
+            phase("directory", began);
         }
         let began = Instant::now();
         let written = self
@@ -217,7 +216,8 @@ impl Provisioner {
     }
 }
 
-/// How long a step of applying a batch took: its database transaction, the wait for Kafka's
+/// How long a step of applying a batch took: the directory lookups before it (bounded by
+/// `directory.inline_deadline_ms`), its database transaction, the wait for Kafka's
 /// acknowledgements of what it staged, the deletion of their outbox rows. The steps of one
 /// partition run one after the other, so their sum is how long its next outcomes wait.
 fn phase(name: &'static str, began: Instant) {

@@ -1,13 +1,14 @@
 //! Real names and emails for the accounts auto-sync creates, from the CRM's own user directory.
 //!
-//! [`Directory::prepare`] runs before an outcome's database transaction (a slow CRM must never
-//! hold row locks): when the outcome is about to create an account for a CRM user whose name or
-//! email is unknown, the user is looked up with a short timeout and what the CRM says is stored
-//! on the CRM identity, where account creation picks it up. A lookup that fails never holds the
-//! outcome back: the account is created with what is known (the CRM user id as its name), the
-//! identity is marked `pending`, and [`Directory::complete_pending`] looks it up again in the
-//! background with growing intervals, then completes the account and announces it with a second
-//! `UserProvisioned` (same user, its own event id).
+//! [`Directory::prepare`] runs before a batch's database transaction (a slow CRM must never hold
+//! row locks): the CRM users the batch is about to create accounts for without a name or email
+//! are looked up together, concurrently and for a bounded time (see `prepare`), and what the CRM
+//! says is stored on the CRM identity, where account creation picks it up. A lookup that fails,
+//! or does not answer in time, never holds the outcomes back: the account is created with what
+//! is known (the CRM user id as its name), the identity is marked `pending`, and
+//! [`Directory::complete_pending`] looks it up again in the background with growing intervals,
+//! then completes the account and announces it with a second `UserProvisioned` (same user, its
+//! own event id).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,6 @@ use crm_sync_proto::Message as _;
 use crm_sync_proto::announce::{UserFacts, user_provisioned, user_status};
 use crm_sync_runtime::Settings;
 
-use crate::outcome::{Kind, Outcome};
 use crm_sync_outbox::{Outbox, Pending, Staged};
 use crm_sync_store::credentials::{self, SecretKey};
 use sqlx::{PgConnection, PgPool};
@@ -33,9 +33,10 @@ const CLIENT_TTL: Duration = Duration::from_secs(300);
 /// Background lookups of one identity stop after this many attempts (state `failed`).
 const MAX_ATTEMPTS: i32 = 40;
 /// Identities completed per background round.
-mod recheck;
-
 const BATCH: i64 = 100;
+
+mod prepare;
+mod recheck;
 
 /// Per integration: when its credentials were read, and its client (None: no API credentials).
 type Clients = HashMap<Uuid, (Instant, Option<Arc<DirectoryClient>>)>;
@@ -47,22 +48,12 @@ pub struct Directory {
     key: SecretKey,
     config: Config,
     inline_attempts: u32,
+    /// How long a batch waits for its lookups at most (`directory.inline_deadline_ms`).
+    inline_deadline: Duration,
     interval: Duration,
     /// How long a mapped user's directory answer is trusted (zero: never asked again).
     recheck: Duration,
     clients: Mutex<Clients>,
-}
-
-/// Why one identity is (not) looked up now.
-#[derive(sqlx::FromRow)]
-struct Candidate {
-    company_id: Uuid,
-    crm: String,
-    auto_sync_users: bool,
-    user_id: Option<Uuid>,
-    display_name: Option<String>,
-    directory_email: Option<String>,
-    directory_state: Option<String>,
 }
 
 impl Directory {
@@ -92,97 +83,11 @@ impl Directory {
                 ..Config::default()
             },
             inline_attempts: d.inline_attempts.max(1),
+            inline_deadline: Duration::from_millis(d.inline_deadline_ms),
             interval: Duration::from_secs(d.completion_interval_secs),
             recheck: Duration::from_secs(d.recheck_interval_secs),
             clients: Mutex::new(HashMap::new()),
         })))
-    }
-
-    /// Looks the outcome's CRM user up if an account is about to be created for them without a
-    /// name or email. Never fails: problems are logged and left to the background completion.
-    pub async fn prepare(&self, outcome: &Outcome) {
-        if outcome.kind != Kind::Matched {
-            return;
-        }
-        if let Err(e) = self.prepare_inner(outcome).await {
-            tracing::warn!(integration_id = %outcome.integration_id, error = %e, "preparing the directory lookup failed; the account keeps the names the event carries");
-        }
-    }
-
-    async fn prepare_inner(&self, outcome: &Outcome) -> anyhow::Result<()> {
-        let integration_id = outcome.integration_id;
-        let named = outcome
-            .owner
-            .as_ref()
-            .filter(|o| !o.crm_user_id.trim().is_empty());
-        if named.is_some_and(|o| !o.name.trim().is_empty() && !o.email.trim().is_empty()) {
-            return Ok(());
-        }
-        let crm_user_id = match named {
-            Some(owner) => owner.crm_user_id.trim().to_owned(),
-            None => match crm_sync_store::record_owners::last_known(
-                &self.pool,
-                integration_id,
-                &outcome.object_type,
-                &outcome.record_id,
-            )
-            .await?
-            {
-                Some(owner) => owner,
-                None => return Ok(()),
-            },
-        };
-        self.look_up_for_new_account(integration_id, &crm_user_id)
-            .await
-    }
-
-    /// Looks a CRM user up before auto-sync creates their account (also when auto-sync was just
-    /// turned on for identities already waiting, see `crate::auto_sync`). Does nothing when no
-    /// account is about to be created or the name and email are known; a lookup that fails is
-    /// recorded for the background completion.
-    pub async fn look_up_for_new_account(
-        &self,
-        integration_id: Uuid,
-        crm_user_id: &str,
-    ) -> anyhow::Result<()> {
-        let candidate: Option<Candidate> = sqlx::query_as(
-            "SELECT i.company_id, i.crm, i.auto_sync_users, ci.user_id, ci.display_name, ci.directory_email, ci.directory_state
-             FROM integrations i
-             LEFT JOIN crm_identities ci ON ci.integration_id = i.id AND ci.crm_user_id = $2
-             WHERE i.id = $1",
-        )
-        .bind(integration_id)
-        .bind(crm_user_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(c) = candidate else {
-            return Ok(());
-        };
-        // The directory's email is needed even when a payload carried one: only the directory's
-        // may link the identity to an existing account.
-        let complete = c.display_name.is_some() && c.directory_email.is_some();
-        // Only the account about to be created needs it; a pending lookup is the background's.
-        if !c.auto_sync_users || c.user_id.is_some() || complete || c.directory_state.is_some() {
-            return Ok(());
-        }
-        let Some(client) = self.client(integration_id, &c.crm).await? else {
-            return Ok(());
-        };
-        let result = client
-            .lookup_with_attempts(crm_user_id, self.inline_attempts)
-            .await;
-        self.forget_refused(integration_id, &result);
-        self.record(c.company_id, integration_id, crm_user_id, 0, &result)
-            .await?;
-        match &result {
-            Ok(user) => {
-                tracing::info!(%integration_id, crm_user_id, found_email = user.email.is_some(), "looked the CRM user up before creating the account")
-            }
-            Err(e) => {
-                tracing::warn!(%integration_id, crm_user_id, error = %e, "the CRM user could not be looked up; the account is created without and completed later")
-            }
-        }
-        Ok(())
     }
 
     /// Stores a lookup's result on the identity (creating the row if need be). `attempts` is how

@@ -16,11 +16,14 @@ pub const UNMAPPED_ACTIVITIES: &str = "crm_sync_provisioner_unmapped_activities_
 pub const AUTO_SYNC_IDENTITIES: &str = "crm_sync_provisioner_auto_sync_identities_total";
 /// Users completed from the CRM directory, by result.
 pub const DIRECTORY_COMPLETIONS: &str = "crm_sync_directory_completions_total";
+/// Directory lookups a batch stopped waiting for at `directory.inline_deadline_ms`, by CRM.
+pub const DIRECTORY_DEFERRED: &str = "crm_sync_directory_deferred_total";
 /// CRM users rechecked in the directory, by result (active, inactive, retry, …).
 pub const DIRECTORY_RECHECKS: &str = "crm_sync_directory_rechecks_total";
 /// Outcomes applied per database transaction.
 pub const TRANSACTION_OUTCOMES: &str = "crm_sync_provisioner_transaction_outcomes";
-/// Time of each step of applying a batch, by phase (transaction, publish, outbox_delete).
+/// Time of each step of applying a batch, by phase (directory, transaction, publish,
+/// outbox_delete).
 pub const PHASE: &str = "crm_sync_provisioner_phase_seconds";
 
 pub const ALL: &[&str] = &[
@@ -31,6 +34,7 @@ pub const ALL: &[&str] = &[
     UNMAPPED_ACTIVITIES,
     AUTO_SYNC_IDENTITIES,
     DIRECTORY_COMPLETIONS,
+    DIRECTORY_DEFERRED,
     DIRECTORY_RECHECKS,
     TRANSACTION_OUTCOMES,
     PHASE,
@@ -61,6 +65,10 @@ pub fn describe() {
         "Users completed from the CRM directory, by result"
     );
     describe_counter!(
+        DIRECTORY_DEFERRED,
+        "Directory lookups a batch stopped waiting for at directory.inline_deadline_ms and left to the background completion, by CRM"
+    );
+    describe_counter!(
         DIRECTORY_RECHECKS,
         "CRM users rechecked in the directory, by result (active, inactive, retry, …)"
     );
@@ -71,7 +79,7 @@ pub fn describe() {
     describe_histogram!(
         PHASE,
         Unit::Seconds,
-        "Time of each step of applying a batch, by phase (transaction, publish, outbox_delete)"
+        "Time of each step of applying a batch, by phase (directory, transaction, publish, outbox_delete)"
     );
 }
 

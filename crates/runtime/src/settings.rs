@@ -311,6 +311,10 @@ pub struct DirectorySettings {
     /// Attempts of one lookup made while an outcome waits (the background completion retries
     /// on its own schedule).
     pub inline_attempts: u32,
+    /// How long a batch of outcomes waits for its CRM users' lookups at most: one CRM that
+    /// hangs must not hold the other tenants of its partition longer. Lookups not answered by
+    /// then are left to the background completion.
+    pub inline_deadline_ms: u64,
     /// How long a looked-up name and email are reused.
     pub cache_ttl_secs: u64,
     /// How often users created without a name or email are looked up again.
@@ -408,6 +412,7 @@ impl Settings {
             .set_default("ingest.max_event_bytes", 524_288)?
             .set_default("directory.timeout_ms", 2_000)?
             .set_default("directory.inline_attempts", 2)?
+            .set_default("directory.inline_deadline_ms", 5_000)?
             .set_default("directory.cache_ttl_secs", 3_600)?
             .set_default("directory.completion_interval_secs", 30)?
             .set_default("directory.recheck_interval_secs", 86_400)?
@@ -569,6 +574,9 @@ impl Settings {
     fn validate_directory(&self) -> Result<(), SettingsError> {
         if self.directory.timeout_ms == 0 {
             return key("directory.timeout_ms", "must be at least 1");
+        }
+        if self.directory.inline_deadline_ms == 0 {
+            return key("directory.inline_deadline_ms", "must be at least 1");
         }
         if self.directory.completion_interval_secs == 0 {
             return key("directory.completion_interval_secs", "must be at least 1");

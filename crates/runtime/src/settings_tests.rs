@@ -100,6 +100,20 @@ fn the_encryption_key_is_optional_and_never_printed() {
 }
 
 #[test]
+fn the_directory_deadline_defaults_to_five_seconds_and_must_be_positive() {
+    let s = Settings::load_from(SVC, None, env(&[])).unwrap();
+    assert_eq!(s.directory.inline_deadline_ms, 5_000);
+    let err = Settings::load_from(
+        SVC,
+        None,
+        env(&[("CRM_SYNC__DIRECTORY__INLINE_DEADLINE_MS", "0")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("directory.inline_deadline_ms"), "{err}");
+}
+
+#[test]
 fn the_transactional_id_is_optional_and_configurable() {
     let s = Settings::load_from(SVC, None, env(&[])).unwrap();
     assert_eq!(s.kafka.transactional_id, None);

@@ -5,6 +5,7 @@
 
 use crate::connectors;
 mod directory_user_events;
+mod hanging_directory;
 
 use std::time::Duration;
 

@@ -239,7 +239,8 @@ pub async fn count(env: &TestEnv, sql: &str) -> i64 {
 }
 
 /// A CRM API in this process: each CRM's user endpoint, plus OAuth token endpoints, answering in
-/// the documented shapes. `unavailable(n)` makes the next `n` user lookups answer 503.
+/// the documented shapes. `unavailable(n)` makes the next `n` user lookups answer 503;
+/// `hang_lookups(true)` holds every user lookup unanswered until `hang_lookups(false)`.
 #[derive(Clone)]
 pub struct FakeCrm {
     pub base_url: String,
@@ -252,6 +253,8 @@ struct FakeState {
     /// Users the CRM reports inactive (Salesforce `IsActive: false`).
     inactive: Mutex<std::collections::HashSet<String>>,
     unavailable: AtomicUsize,
+    /// While true, user lookups get no answer (a CRM that hangs); set to false, they are answered.
+    hanging: tokio::sync::watch::Sender<bool>,
     lookups: AtomicUsize,
     tokens: AtomicUsize,
     base_url: Mutex<String>,
@@ -304,6 +307,12 @@ impl FakeCrm {
         self.state.unavailable.store(next_lookups, Ordering::SeqCst);
     }
 
+    /// With `true`, user lookups hang (token requests are still answered) until called with
+    /// `false`, which answers the waiting ones too.
+    pub fn hang_lookups(&self, hang: bool) {
+        self.state.hanging.send_replace(hang);
+    }
+
     pub fn lookups(&self) -> usize {
         self.state.lookups.load(Ordering::SeqCst)
     }
@@ -323,6 +332,13 @@ impl FakeCrm {
 }
 
 impl FakeState {
+    /// Returns once user lookups are not hanging.
+    async fn unless_hanging(&self) {
+        let mut hanging = self.hanging.subscribe();
+        // The sender lives as long as the state, so the wait cannot fail.
+        let _ = hanging.wait_for(|hang| !*hang).await;
+    }
+
     /// Counts the lookup; the error answer when it must fail or the user is unknown.
     #[allow(clippy::result_large_err)]
     fn lookup(&self, id: &str, not_found: Value) -> Result<(String, String), Response> {
@@ -389,6 +405,7 @@ async fn salesforce_user(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    s.unless_hanging().await;
     if bearer(&headers) != "Bearer 00Dxx0000001gPL!e2e-token" {
         return (
             StatusCode::UNAUTHORIZED,
@@ -412,6 +429,7 @@ async fn hubspot_owner(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    s.unless_hanging().await;
     if bearer(&headers) != "Bearer pat-na1-e2e" {
         return (
             StatusCode::UNAUTHORIZED,
@@ -440,6 +458,7 @@ async fn pipedrive_user(
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
+    s.unless_hanging().await;
     if query.get("api_token").map(String::as_str) != Some("pd-api-e2e") {
         return (
             StatusCode::UNAUTHORIZED,
@@ -469,6 +488,7 @@ async fn dataverse_user(
     Path(segment): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    s.unless_hanging().await;
     if bearer(&headers) != "Bearer eyJ0eXAi.e2e" {
         return (
             StatusCode::UNAUTHORIZED,
