@@ -17,7 +17,8 @@
 //!   backfill;
 //! - [`pacing`]: a backfill waits while the evaluator lags;
 //! - [`pipedrive`]: a Pipedrive reconciliation counts a missed won deal and retracts a deleted one;
-//! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity;
+//! - [`dataverse`]: a Dataverse reconciliation counts a missed won opportunity; a context
+//!   Dataverse stripped for its size is answered from the Web API;
 //! - [`object_names`]: a workflow naming its object in another case than the CRM still has a
 //!   pulled delete retract what a webhook recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
