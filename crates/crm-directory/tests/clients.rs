@@ -449,23 +449,28 @@ impl KeepRefreshToken for Kept {
     }
 }
 
+/// A HubSpot OAuth client holding `refresh_token`, keeping rotations in `kept`.
+fn keeping(base: &str, refresh_token: &str, kept: &Arc<Kept>) -> DirectoryClient {
+    DirectoryClient::new(
+        Crm::HubSpot,
+        Credentials {
+            base_url: Some(base.to_owned()),
+            access_token: None,
+            oauth: Some(oauth(Some(refresh_token))),
+        },
+        fast(),
+    )
+    .unwrap()
+    .keeping_rotated_tokens(kept.clone())
+}
+
 #[tokio::test]
 async fn a_rotated_refresh_token_is_kept_in_place_of_the_one_redeemed() {
     let seen = Arc::new(Seen::default());
     let base = serve(hubspot(seen.clone())).await;
     let kept = Arc::new(Kept::default());
     *kept.stored.lock().unwrap() = Some("rt-0".into());
-    let client = DirectoryClient::new(
-        Crm::HubSpot,
-        Credentials {
-            base_url: Some(base),
-            access_token: None,
-            oauth: Some(oauth(Some("rt-0"))),
-        },
-        fast(),
-    )
-    .unwrap()
-    .keeping_rotated_tokens(kept.clone());
+    let client = keeping(&base, "rt-0", &kept);
     client.lookup("41629779").await.unwrap();
     assert_eq!(
         *kept.keeps.lock().unwrap(),
@@ -481,17 +486,7 @@ async fn a_refresh_token_redeemed_by_another_client_is_replaced_by_the_stored_on
     // Another client redeemed rt-stale and stored what it got.
     let kept = Arc::new(Kept::default());
     *kept.stored.lock().unwrap() = Some("rt-0".into());
-    let client = DirectoryClient::new(
-        Crm::HubSpot,
-        Credentials {
-            base_url: Some(base),
-            access_token: None,
-            oauth: Some(oauth(Some("rt-stale"))),
-        },
-        fast(),
-    )
-    .unwrap()
-    .keeping_rotated_tokens(kept.clone());
+    let client = keeping(&base, "rt-stale", &kept);
     let user = client.lookup("41629779").await;
     assert_eq!(user.unwrap().name.as_deref(), Some("Mary Major"));
     let presented: Vec<String> = seen

@@ -13,7 +13,7 @@ use crm_sync_store::credentials::{IntegrationSecrets, WebhookKey};
 use crm_sync_store::sync_jobs::JobKind;
 use serde_json::json;
 
-use super::connectors::{post, setup, start_pipeline, wait_for_activity};
+use super::connectors::{post, setup, wait_for_activity};
 use super::reconcile::reconciling_pipeline;
 use super::*;
 
@@ -104,14 +104,7 @@ async fn a_stripped_context_of_a_known_record_is_answered_from_the_web_api_and_c
         }),
     )
     .await;
-    let p = start_pipeline(
-        &s.env,
-        &[
-            ("CRM_SYNC__PULL__ENABLED", "true"),
-            ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
-        ],
-    )
-    .await;
+    let p = super::hydrate::hydrating_pipeline(&s.env).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/dynamics/webhooks",
         s.integration_id

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crm_sync_e2e::app::App;
 use crm_sync_e2e::{eventually, metric};
 use crm_sync_store::credentials::{ApiCredentials, IntegrationSecrets};
 
@@ -38,6 +39,19 @@ async fn property_change(url: &str, deal: u64, property: &str, value: &str) {
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
+/// The pipeline with pulls on and no backfill: records reach it only through webhooks and
+/// hydrations (and reconciliations of what changed since).
+pub async fn hydrating_pipeline(env: &TestEnv) -> App<'_> {
+    start_pipeline(
+        env,
+        &[
+            ("CRM_SYNC__PULL__ENABLED", "true"),
+            ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_change_of_a_deal_whose_amount_predates_the_integration_counts_the_amount() {
     let fake = FakeCrm::start(Kind::HubSpot, API_TOKEN).await;
@@ -64,15 +78,7 @@ async fn a_stage_change_of_a_deal_whose_amount_predates_the_integration_counts_t
         "user_field": "hubspot_owner_id", "value_field": "amount", "activity_type": "deal_won"
     });
     let s = setup("pull-hydrate", "hubspot", PORTAL, secrets, None, workflow).await;
-    // No backfill: the record reaches the pipeline only through the hydration.
-    let p = start_pipeline(
-        &s.env,
-        &[
-            ("CRM_SYNC__PULL__ENABLED", "true"),
-            ("CRM_SYNC__PULL__BACKFILL_ON_CONNECT_DAYS", "0"),
-        ],
-    )
-    .await;
+    let p = hydrating_pipeline(&s.env).await;
     let url = p.ingest.url(&format!(
         "/v1/integrations/{}/hubspot/webhooks",
         s.integration_id
