@@ -5,7 +5,7 @@
 //! | HubSpot | 429 `policyName` `TEN_SECONDLY_ROLLING` / `SECONDLY` (no `Retry-After` as a rule) | the window: `X-HubSpot-RateLimit-Interval-Milliseconds`, else 10 s / 1 s |
 //! | HubSpot | 429 `policyName` `DAILY` | until the account's day ends (see [`HUBSPOT_DAY_PROBE`]) |
 //! | Pipedrive | 429 with `x-ratelimit-reset` (seconds until the window resets) | that |
-//! | Pipedrive | 429 with the day's allowance spent (`x-daily-requests-left: 0`, or a message saying so) | until midnight UTC |
+//! | Pipedrive | 429 with the day's token budget spent (a message saying so, or the 2-second window not used up) | until midnight UTC |
 //! | Salesforce | 403 `REQUEST_LIMIT_EXCEEDED` `TotalRequests Limit exceeded` (the org's rolling 24 hours) | an hour, while older requests age out |
 //! | Salesforce | 403 `REQUEST_LIMIT_EXCEEDED` `ConcurrentPerOrgLongTxn` (too many long requests at once) | the client's backoff |
 //! | any | 429 or 5xx with `Retry-After` (Dataverse's service protection) | `Retry-After` |
@@ -114,8 +114,12 @@ fn hubspot(headers: &HeaderMap, body: &str) -> Limit {
 fn pipedrive(headers: &HeaderMap, body: &str) -> Limit {
     let reset = retry_after(headers)
         .or_else(|| number(headers, "x-ratelimit-reset").map(Duration::from_secs));
-    let spent = number(headers, "x-daily-requests-left") == Some(0)
-        || body.to_ascii_lowercase().contains("daily");
+    // Not `x-daily-requests-left`: it counts POST and PUT requests only, which pulls and lookups
+    // never send; other apps of the company may have spent it while GETs still work. A refusal
+    // while the 2-second window has requests left is the day's token budget.
+    let lower = body.to_ascii_lowercase();
+    let window_left = number(headers, "x-ratelimit-remaining").is_some_and(|n| n > 0);
+    let spent = lower.contains("daily") || lower.contains("budget") || window_left;
     if spent {
         let midnight = until_next(DAY);
         return Limit {
@@ -236,13 +240,27 @@ mod tests {
             (limit.wait, limit.daily),
             (Some(Duration::from_secs(2)), false)
         );
-        let spent = headers(&[("x-ratelimit-reset", "2"), ("x-daily-requests-left", "0")]);
-        let limit = reached(Crm::Pipedrive, TOO_MANY, &spent, "{}").unwrap();
-        let wait = limit.wait.unwrap();
-        assert!(
-            limit.daily && wait > MARGIN && wait <= DAY + MARGIN,
-            "{wait:?}"
+        // The POST/PUT allowance spent says nothing about a GET refused for the window.
+        let writes_spent = headers(&[
+            ("x-ratelimit-reset", "2"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-daily-requests-left", "0"),
+        ]);
+        let limit = reached(Crm::Pipedrive, TOO_MANY, &writes_spent, "{}").unwrap();
+        assert_eq!(
+            (limit.wait, limit.daily),
+            (Some(Duration::from_secs(2)), false)
         );
+        let budget = r#"{"success":false,"error":"Daily token budget exceeded","errorCode":429}"#;
+        let window_left = headers(&[("x-ratelimit-reset", "2"), ("x-ratelimit-remaining", "39")]);
+        for (headers, body) in [(&window, budget), (&window_left, "{}")] {
+            let limit = reached(Crm::Pipedrive, TOO_MANY, headers, body).unwrap();
+            let wait = limit.wait.unwrap();
+            assert!(
+                limit.daily && wait > MARGIN && wait <= DAY + MARGIN,
+                "{wait:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,11 @@ pub enum RateLimit {
     /// HubSpot: the account's daily allowance is spent (429, `policyName: DAILY`).
     HubSpotDaily,
     /// Pipedrive: the token's window is full (429); `x-ratelimit-reset` says in how many
-    /// seconds it resets.
+    /// seconds it resets. The company's POST/PUT allowance is spent too (by other apps):
+    /// `x-daily-requests-left: 0`, which says nothing about GETs.
     PipedriveWindow { reset_secs: u64 },
-    /// Pipedrive: the company's daily allowance is spent (429, `x-daily-requests-left: 0`).
+    /// Pipedrive: the company's daily token budget is spent (429 while the 2-second window has
+    /// requests left, saying so).
     PipedriveDaily,
     /// Dataverse service protection: too many requests in its 5-minute window (429 with
     /// `Retry-After`).
@@ -46,6 +48,7 @@ impl RateLimit {
                     ("x-ratelimit-limit", "40".into()),
                     ("x-ratelimit-remaining", "0".into()),
                     ("x-ratelimit-reset", reset_secs.to_string()),
+                    ("x-daily-requests-left", "0".into()),
                 ]),
                 r#"{"success":false,"error":"Request over limit","errorCode":429,"error_info":"Please check developers.pipedrive.com for more information about Pipedrive API."}"#.to_owned(),
             ),
@@ -54,11 +57,10 @@ impl RateLimit {
                 None,
                 headers(&[
                     ("x-ratelimit-limit", "40".into()),
-                    ("x-ratelimit-remaining", "0".into()),
+                    ("x-ratelimit-remaining", "39".into()),
                     ("x-ratelimit-reset", "2".into()),
-                    ("x-daily-requests-left", "0".into()),
                 ]),
-                r#"{"success":false,"error":"Request over limit","errorCode":429,"error_info":"Please check developers.pipedrive.com for more information about Pipedrive API."}"#.to_owned(),
+                r#"{"success":false,"error":"Daily token budget exceeded","errorCode":429,"error_info":"Please check developers.pipedrive.com for more information about Pipedrive API."}"#.to_owned(),
             ),
             RateLimit::DataverseRequests { retry_after_secs } => (
                 429,
