@@ -1,5 +1,5 @@
 // The audit log on the management page, readable: who (the token's name, or `cli` for
-// `crm-sync apply`), what (the action in words on the object's name, not its id) and each change
+// `crm-sync apply`; viewers read only "admin token", as the API tells them), what (the action in words on the object's name, not its id) and each change
 // as "before → after". The raw record stays one click away (“Raw”), for support.
 // Uses the helpers of app.js (api, el, company, state, ...), loaded before it.
 'use strict';

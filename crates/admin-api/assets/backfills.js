@@ -62,10 +62,18 @@ function backfillRow(job, integrationId) {
 
 function fact(name, value) { return [el('dt', { text: name }), el('dd', { text: value })]; }
 
+/// How a reconciliation ended, after its figures: a run that failed as a whole, or the objects
+/// the CRM refused while the others were reconciled (the run itself went through).
+function reconciliationEnd(r) {
+  if (r.error) return `; failed: ${r.error}`;
+  const notRead = r.objects_not_read || []; // absent from an older admin-api
+  return notRead.map((o) => `; could not read ${o.object}: ${o.error}`).join('');
+}
+
 function showStatus(status) {
   const r = status.last_reconciliation;
   const reconciliation = !r ? 'never'
-    : `${time(r.at)}: ${r.records_scanned} scanned, ${r.records_published} published, ${r.api_calls} API calls${r.error ? `; failed: ${r.error}` : ''}`;
+    : `${time(r.at)}: ${r.records_scanned} scanned, ${r.records_published} published, ${r.api_calls} API calls${reconciliationEnd(r)}`;
   const b = status.active_backfill;
   $('sync-status').replaceChildren(
     ...fact('Last webhook received', status.last_webhook_at ? time(status.last_webhook_at) : 'never'),

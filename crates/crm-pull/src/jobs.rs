@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crm_sync_proto::v1::CrmEvent;
 use crm_sync_retry::Backoff;
 use crm_sync_store::sync_jobs::{self, Job, JobKind, Outcome, Progress};
+use crm_sync_store::sync_status::ObjectNotRead;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -125,8 +126,14 @@ pub async fn run<S: Sink>(
         Ok(Turn::Cancelled) => Outcome::Cancelled,
         Ok(Turn::Stopped) => Outcome::Released,
         Ok(Turn::Done) => {
-            let refused = refused_objects(&checkpoint)
-                .map(|refused| format!("integration {}: {refused}", job.integration_id));
+            let not_read = refused_objects(&checkpoint);
+            let refused = (!not_read.is_empty()).then(|| {
+                format!(
+                    "integration {}: {}",
+                    job.integration_id,
+                    in_words(&not_read)
+                )
+            });
             match (job.kind, refused) {
                 (JobKind::Backfill, None) => Outcome::Succeeded,
                 // The other objects were pulled; the backfill says which could not be.
@@ -138,6 +145,7 @@ pub async fn run<S: Sink>(
                         run_after: Utc::now() + chrono_duration(config.reconcile_every),
                         carry,
                         error,
+                        objects_not_read: not_read,
                     }
                 }
             }
@@ -314,16 +322,28 @@ fn refused(job: &Job, scope: &Scope, error: &PullError) {
     .increment(1);
 }
 
-/// The objects the CRM refused in this pass and why, e.g. `Quote not pulled: the CRM API …`.
-fn refused_objects(checkpoint: &Map<String, Value>) -> Option<String> {
-    let refused: Vec<String> = checkpoint
+/// The objects the CRM refused in this pass and why, in the checkpoint's order.
+fn refused_objects(checkpoint: &Map<String, Value>) -> Vec<ObjectNotRead> {
+    checkpoint
         .iter()
         .filter_map(|(object, progress)| {
             let progress = serde_json::from_value::<ObjectProgress>(progress.clone()).ok()?;
-            Some(format!("{object} not pulled: {}", progress.error?))
+            Some(ObjectNotRead {
+                object: object.clone(),
+                error: progress.error?,
+            })
         })
-        .collect();
-    (!refused.is_empty()).then(|| refused.join("; "))
+        .collect()
+}
+
+/// The refused objects as the job's last error says them, e.g. `Quote not pulled: the CRM
+/// API …`.
+fn in_words(not_read: &[ObjectNotRead]) -> String {
+    not_read
+        .iter()
+        .map(|o| format!("{} not pulled: {}", o.object, o.error))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A page's records, named as pulled by this job.

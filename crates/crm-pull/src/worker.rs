@@ -386,11 +386,18 @@ impl Worker {
             scanned: after.records_scanned - before.records_scanned,
             published: after.records_published - before.records_published,
             api_calls: after.api_calls - before.api_calls,
+            // Only a run that failed as a whole has an error: objects the CRM refused while the
+            // others were reconciled are said one by one, so that the status does not blame
+            // the whole run for them.
             error: match outcome {
                 Outcome::Failed(error) | Outcome::Retry { error, .. } => Some(error.clone()),
-                // Objects the CRM refused while the others were reconciled.
-                Outcome::Reschedule { error, .. } => error.clone(),
                 _ => None,
+            },
+            objects_not_read: match outcome {
+                Outcome::Reschedule {
+                    objects_not_read, ..
+                } => objects_not_read.clone(),
+                _ => Vec::new(),
             },
         };
         let labels = [
@@ -399,7 +406,9 @@ impl Worker {
         ];
         metrics::counter!(SCANNED, &labels).increment(run.scanned.max(0) as u64);
         metrics::counter!(API_CALLS, &labels).increment(run.api_calls.max(0) as u64);
-        if run.error.is_some() {
+        // A turn with refused objects still counts as one that ended in an error, as it always
+        // has: dashboards alert on this counter.
+        if run.error.is_some() || !run.objects_not_read.is_empty() {
             metrics::counter!(ERRORS, &labels).increment(1);
         }
         // A run handed back at shutdown is not over: the replica that resumes it records it.

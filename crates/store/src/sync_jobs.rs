@@ -207,6 +207,8 @@ pub enum Outcome {
         /// What this run could not pull (objects the CRM refused), shown as the job's last
         /// error until a run without one.
         error: Option<String>,
+        /// The same objects one by one, for the integration's sync status.
+        objects_not_read: Vec<crate::sync_status::ObjectNotRead>,
     },
     Cancelled,
     /// Handed back at shutdown after its last checkpoint: still running, its lease freed so that
@@ -242,6 +244,7 @@ pub async fn finish(
             run_after,
             carry,
             error,
+            ..
         } => (
             "pending",
             error.as_deref(),

@@ -3,8 +3,38 @@
 //! writer touches only its own columns.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// An object a reconciliation could not read while it went on with the others, and why (the
+/// CRM's answer, e.g. an `INVALID_FIELD` for a field the API user may not read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectNotRead {
+    pub object: String,
+    pub error: String,
+}
+
+/// How the last reconciliation ended, as the sync status tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconciliationOutcome {
+    /// Every object was read.
+    Succeeded,
+    /// The run went through; the CRM refused some objects (the others were reconciled).
+    Partial,
+    /// The run failed as a whole (no or refused credentials, the CRM or Kafka unavailable).
+    Failed,
+}
+
+impl ReconciliationOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconciliationOutcome::Succeeded => "succeeded",
+            ReconciliationOutcome::Partial => "partial",
+            ReconciliationOutcome::Failed => "failed",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct SyncStatus {
@@ -18,9 +48,27 @@ pub struct SyncStatus {
     pub last_reconciliation_scanned: i64,
     pub last_reconciliation_published: i64,
     pub last_reconciliation_api_calls: i64,
+    /// Why the last reconciliation failed as a whole, if it did.
     pub last_reconciliation_error: Option<String>,
+    /// The objects the last reconciliation could not read while it reconciled the others.
+    #[sqlx(json)]
+    pub last_reconciliation_objects_not_read: Vec<ObjectNotRead>,
     pub missed_webhooks_fixed: i64,
     pub last_fixed_at: Option<DateTime<Utc>>,
+}
+
+impl SyncStatus {
+    /// How the last reconciliation ended; None before the first one.
+    pub fn reconciliation_outcome(&self) -> Option<ReconciliationOutcome> {
+        self.last_reconciliation_at?;
+        Some(if self.last_reconciliation_error.is_some() {
+            ReconciliationOutcome::Failed
+        } else if self.last_reconciliation_objects_not_read.is_empty() {
+            ReconciliationOutcome::Succeeded
+        } else {
+            ReconciliationOutcome::Partial
+        })
+    }
 }
 
 /// A webhook of the integration arrived at `at`. Rows younger than `precision_secs` are left
@@ -91,7 +139,10 @@ pub struct ReconciliationRun {
     pub scanned: i64,
     pub published: i64,
     pub api_calls: i64,
+    /// Why the run failed as a whole, if it did.
     pub error: Option<String>,
+    /// The objects the CRM refused while the run went on with the others.
+    pub objects_not_read: Vec<ObjectNotRead>,
 }
 
 pub async fn record_reconciliation(
@@ -104,8 +155,9 @@ pub async fn record_reconciliation(
         "INSERT INTO integration_sync_status
              (integration_id, last_reconciliation_at, last_reconciliation_job,
               last_reconciliation_scanned, last_reconciliation_published,
-              last_reconciliation_api_calls, last_reconciliation_error)
-         SELECT id, $2, $3, $4, $5, $6, $7 FROM integrations WHERE id = $1
+              last_reconciliation_api_calls, last_reconciliation_error,
+              last_reconciliation_objects_not_read)
+         SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM integrations WHERE id = $1
          ON CONFLICT (integration_id) DO UPDATE
          SET last_reconciliation_at = EXCLUDED.last_reconciliation_at,
              last_reconciliation_job = EXCLUDED.last_reconciliation_job,
@@ -113,6 +165,8 @@ pub async fn record_reconciliation(
              last_reconciliation_published = EXCLUDED.last_reconciliation_published,
              last_reconciliation_api_calls = EXCLUDED.last_reconciliation_api_calls,
              last_reconciliation_error = EXCLUDED.last_reconciliation_error,
+             last_reconciliation_objects_not_read =
+                 EXCLUDED.last_reconciliation_objects_not_read,
              updated_at = now()",
     )
     .bind(integration_id)
@@ -122,6 +176,7 @@ pub async fn record_reconciliation(
     .bind(run.published)
     .bind(run.api_calls)
     .bind(&run.error)
+    .bind(sqlx::types::Json(&run.objects_not_read))
     .execute(pool)
     .await?;
     Ok(())
@@ -170,6 +225,8 @@ pub async fn get(
                 coalesce(s.last_reconciliation_published, 0) AS last_reconciliation_published,
                 coalesce(s.last_reconciliation_api_calls, 0) AS last_reconciliation_api_calls,
                 s.last_reconciliation_error,
+                coalesce(s.last_reconciliation_objects_not_read, '[]'::jsonb)
+                    AS last_reconciliation_objects_not_read,
                 coalesce(s.missed_webhooks_fixed, 0) AS missed_webhooks_fixed, s.last_fixed_at
          FROM integrations i LEFT JOIN integration_sync_status s ON s.integration_id = i.id
          WHERE i.id = $1 AND i.company_id = $2",

@@ -101,6 +101,25 @@ pub async fn load_active_of(
     Ok(valid(rows))
 }
 
+/// The workflows named by (integration, workflow id), active or not, that exist and parse:
+/// what the record trail's writer needs to name the workflows inactive now whose activities a
+/// delete retracted.
+pub async fn load_of_integrations(
+    pool: &PgPool,
+    ids: &[(Uuid, Uuid)],
+) -> Result<Vec<StoredWorkflow>, sqlx::Error> {
+    let (integrations, workflows): (Vec<Uuid>, Vec<Uuid>) = ids.iter().copied().unzip();
+    let rows = sqlx::query_as::<_, Row>(&format!(
+        "SELECT {COLUMNS} FROM workflows
+         WHERE (integration_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))"
+    ))
+    .bind(&integrations)
+    .bind(&workflows)
+    .fetch_all(pool)
+    .await?;
+    Ok(valid(rows))
+}
+
 /// The ids of every integration that exists, so the evaluator can tell "unknown integration"
 /// (dead letter) from "no active workflow" (no match).
 pub async fn integration_ids(pool: &PgPool) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {

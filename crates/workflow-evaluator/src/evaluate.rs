@@ -273,7 +273,7 @@ impl Evaluator {
             }
         }
         self.trail
-            .stage(entry.map(|e| e.judged(active, &judgement.verdicts, &view)));
+            .stage(entry.map(|e| e.judged(active, &judgement, &view)));
         let mut out = self.outcomes(event, key, company_id, state, &judgement);
         if let Some(request) = self.hydration(event, key, state, &judgement) {
             out.push(request);

@@ -40,6 +40,12 @@ pub enum Verdict {
     /// Still satisfied; the activity stays as it was.
     StillMatches,
     Retracted(RetractReason),
+    /// A record deleted that counted for a workflow since moved to another object: its
+    /// activity goes with the record all the same.
+    RetractedMoved,
+    /// A record deleted that counted for a workflow inactive now (not judged: the trail names
+    /// it apart from the active workflows' verdicts).
+    RetractedInactive,
     /// A record deleted that had not counted: nothing to retract.
     DeletedUncounted,
     NoMatch(NoMatch),
@@ -127,7 +133,7 @@ pub fn judge_with<'w>(
                 // Deleted, but the workflow now names another object: the activity it
                 // counted goes with the record all the same.
                 Some(was) if deleted => {
-                    judgement.retract(index, workflow, was.owner_crm_user_id.clone());
+                    judgement.retract(index, workflow, reason, was.owner_crm_user_id.clone());
                 }
                 // Still satisfied as far as the record tells (e.g. "changed to Won" and then
                 // another field changed): the activity stays, with the record's values now.
@@ -152,9 +158,20 @@ pub fn judge_with<'w>(
 }
 
 impl<'w> Judgement<'w> {
-    fn retract(&mut self, index: usize, workflow: &'w StoredWorkflow, owner_crm_user_id: String) {
-        self.verdicts
-            .push((index, Verdict::Retracted(RetractReason::Deleted)));
+    /// A deleted record's activity of a workflow that now says no for `reason` (another object:
+    /// it was moved since it counted the record).
+    fn retract(
+        &mut self,
+        index: usize,
+        workflow: &'w StoredWorkflow,
+        reason: NoMatch,
+        owner_crm_user_id: String,
+    ) {
+        let verdict = match reason {
+            NoMatch::OtherObject => Verdict::RetractedMoved,
+            _ => Verdict::Retracted(RetractReason::Deleted),
+        };
+        self.verdicts.push((index, verdict));
         self.changes.push(Change::Retracted {
             workflow,
             owner_crm_user_id,

@@ -1,5 +1,6 @@
-//! The record trail: what every active workflow decided on each event, kept in PostgreSQL for
-//! admins ("why didn't this deal count?").
+//! The record trail: what every active workflow decided on each event (and, for a delete, which
+//! activities of workflows inactive since it retracted), kept in PostgreSQL for admins ("why
+//! didn't this deal count?", "why did this activity vanish?").
 //!
 //! The consume loop only stages a compact entry per event (the verdicts, and the few field
 //! values the non-matching workflows read); entries are handed over once their transaction
@@ -29,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::judge::Verdict;
+use crate::judge::{Change, Judgement, Verdict};
 use crate::snapshot::Workflows;
 
 /// Entries written per transaction at most (in pages of up to 256 per integration).
@@ -76,6 +77,9 @@ pub struct Entry {
     page: store::entry::Entry,
     /// The workflows judged, when some were; the writer names their versions.
     workflows: Option<Arc<Workflows>>,
+    /// The workflows inactive now whose activities a delete retracted: not among `workflows`,
+    /// their verdicts name them by the indexes that follow those of `workflows`.
+    inactive: Vec<Uuid>,
 }
 
 impl AsRef<store::entry::Entry> for Entry {
@@ -110,43 +114,45 @@ impl Entry {
             summary: Summary::Unchanged,
             page,
             workflows: None,
+            inactive: Vec::new(),
         }
     }
 
-    /// The entry with the workflows' verdicts on the record as `view` shows it. Only the
+    /// The entry with the workflows' verdicts on the record as `view` shows it, and the
+    /// retractions of the activities of workflows inactive now that a delete made. Only the
     /// workflows of the record's object are kept, and only the fields the ones that did not
     /// count it read.
     pub fn judged(
         mut self,
         workflows: &Arc<Workflows>,
-        verdicts: &[(usize, Verdict)],
+        judgement: &Judgement<'_>,
         view: &RecordView<'_>,
     ) -> Entry {
         let kept = || {
-            verdicts.iter().filter_map(|&(index, verdict)| {
+            judgement.verdicts.iter().filter_map(|&(index, verdict)| {
                 let index = u16::try_from(index).ok()?;
                 let of_object = verdict != Verdict::NoMatch(NoMatch::OtherObject);
                 (of_object && usize::from(index) < workflows.list.len()).then_some((index, verdict))
             })
         };
-        let mut summary = Summary::NoMatch;
-        for (_, verdict) in kept() {
-            match verdict {
-                Verdict::Matched => summary = Summary::Matched,
-                Verdict::Retracted(_) if summary != Summary::Matched => {
-                    summary = Summary::Retracted
-                }
-                _ => {}
-            }
-        }
+        let inactive = retracted_inactive(judgement);
+        // Named after the active workflows, so that the writer can tell the two apart.
+        let after_active = || {
+            (0..inactive.len()).filter_map(|i| {
+                let index = u16::try_from(workflows.list.len() + i).ok()?;
+                Some((index, Verdict::RetractedInactive))
+            })
+        };
+        let summary = summary_of(kept().chain(after_active()).map(|(_, v)| v));
         self.summary = summary;
         self.page.judged(
             summary.as_str(),
-            kept().map(|(index, verdict)| {
+            kept().chain(after_active()).map(|(index, verdict)| {
                 let (decision, reason) = codes(verdict);
                 (index, decision, reason)
             }),
         );
+        self.inactive = inactive;
         // Kept whenever a verdict is worded from the conditions: what was known of the
         // previous values matters even when the record showed none of the fields.
         if kept().any(|(_, verdict)| needs_explaining(verdict)) {
@@ -178,13 +184,49 @@ impl Entry {
         self
     }
 
-    /// The version of the workflow a verdict names by `index`.
+    /// The version of the workflow a verdict names by `index`: an active one's, else that of
+    /// an inactive one the writer knows ([`resolve_inactive`]); nil for none.
     fn version(&self, index: u16, versions: &mut Versions) -> Uuid {
-        self.workflows
-            .as_ref()
-            .and_then(|w| w.list.get(usize::from(index)))
-            .map_or(Uuid::nil(), |w| versions.of(w))
+        let index = usize::from(index);
+        let active = self.workflows.as_ref().map_or(&[][..], |w| &w.list[..]);
+        match active.get(index) {
+            Some(workflow) => versions.of(workflow),
+            None => index
+                .checked_sub(active.len())
+                .and_then(|i| self.inactive.get(i))
+                .and_then(|id| versions.known.get(id))
+                .map_or(Uuid::nil(), |k| k.version),
+        }
     }
+}
+
+/// What the event was judged to be as a whole, from its verdicts.
+fn summary_of(verdicts: impl Iterator<Item = Verdict>) -> Summary {
+    let mut summary = Summary::NoMatch;
+    for verdict in verdicts {
+        match verdict {
+            Verdict::Matched => summary = Summary::Matched,
+            Verdict::Retracted(_) | Verdict::RetractedMoved | Verdict::RetractedInactive
+                if summary != Summary::Matched =>
+            {
+                summary = Summary::Retracted
+            }
+            _ => {}
+        }
+    }
+    summary
+}
+
+/// The workflows inactive now whose activities the judgement retracts (a delete), by id.
+fn retracted_inactive(judgement: &Judgement<'_>) -> Vec<Uuid> {
+    judgement
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::RetractedInactive { workflow_id, .. } => Uuid::parse_str(workflow_id).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The verdict as stored: the decision and the reason code.
@@ -193,6 +235,8 @@ fn codes(verdict: Verdict) -> (&'static str, Option<&'static str>) {
         Verdict::Matched => ("counted", None),
         Verdict::StillMatches => ("still_counts", None),
         Verdict::Retracted(r) => ("retracted", Some(r.as_str())),
+        Verdict::RetractedMoved => ("retracted", Some(words::WORKFLOW_MOVED)),
+        Verdict::RetractedInactive => ("retracted", Some(words::WORKFLOW_INACTIVE)),
         Verdict::DeletedUncounted => ("not_counted", Some("deleted")),
         Verdict::NoMatch(r) => ("not_counted", Some(r.as_str())),
     }
@@ -459,10 +503,36 @@ async fn try_write(
         }
         seen = Some(workflows);
     }
+    resolve_inactive(pool, entries, versions).await?;
     let due = versions.due();
     store::store_versions(pool, &due).await?;
     versions.stored(&due);
     store::pages::write(pool, entries, |e, index| e.version(index, versions)).await?;
+    Ok(())
+}
+
+/// Makes the workflows inactive now that entries name known to the writer, loading those it has
+/// not seen (deactivated before this replica started, or never judged here), so that their
+/// verdicts name a version as the active workflows' do. One that no longer exists (deleted) is
+/// named by no version: the reader says it is no longer kept.
+async fn resolve_inactive(
+    pool: &PgPool,
+    entries: &[Entry],
+    versions: &mut Versions,
+) -> Result<(), sqlx::Error> {
+    let mut unknown: Vec<(Uuid, Uuid)> = entries
+        .iter()
+        .flat_map(|e| e.inactive.iter().map(|id| (e.page.integration_id, *id)))
+        .filter(|(_, id)| !versions.known.contains_key(id))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    unknown.dedup();
+    for workflow in crm_sync_store::workflows::load_of_integrations(pool, &unknown).await? {
+        versions.of(&Arc::new(workflow));
+    }
     Ok(())
 }
 

@@ -58,11 +58,19 @@ fn judged(workflows: &[Arc<StoredWorkflow>], event: &CrmEvent) -> Entry {
     let view = RecordView::of_event(event);
     let judgement = judge(workflows, &view, &[], Timestamp::default());
     let active = Arc::new(Workflows::new(workflows.to_vec()));
-    Entry::new(event, (Uuid::from_u128(2), Uuid::from_u128(1))).judged(
-        &active,
-        &judgement.verdicts,
-        &view,
-    )
+    Entry::new(event, (Uuid::from_u128(2), Uuid::from_u128(1))).judged(&active, &judgement, &view)
+}
+
+/// The entry of `event` judged by `workflows`, the record having satisfied `prior` before.
+fn judged_after(
+    workflows: &[Arc<StoredWorkflow>],
+    event: &CrmEvent,
+    prior: &[crm_sync_proto::v1::WorkflowMatchState],
+) -> Entry {
+    let view = RecordView::of_event(event);
+    let judgement = judge(workflows, &view, prior, Timestamp::default());
+    let active = Arc::new(Workflows::new(workflows.to_vec()));
+    Entry::new(event, (Uuid::from_u128(2), Uuid::from_u128(1))).judged(&active, &judgement, &view)
 }
 
 /// The entry as the reader finds it in the page the writer stores.
@@ -89,7 +97,11 @@ fn worded(stored: &store::StoredEvent, known: &HashMap<Uuid, words::Version>) ->
 
 /// The entry as the writer stores it, and its decisions as a reader words them.
 fn stored_and_worded(entry: Entry) -> (store::StoredEvent, Value) {
-    let mut versions = Versions::default();
+    stored_and_worded_with(entry, Versions::default())
+}
+
+/// [`stored_and_worded`], by a writer that already knows `versions`.
+fn stored_and_worded_with(entry: Entry, mut versions: Versions) -> (store::StoredEvent, Value) {
     let stored = read_back(&entry, &mut versions);
     let known = versions
         .known
@@ -345,6 +357,59 @@ fn the_values_kept_are_those_every_non_counting_workflow_reads_each_once() {
         json!([
             "StageName is \"Prospecting\"; the condition wants eq \"Closed Won\"",
             "Name is \"Acme\"; the condition wants contains \"licenses\""
+        ])
+    );
+}
+
+#[test]
+fn a_delete_says_it_retracted_the_activities_of_workflows_deactivated_or_moved_since() {
+    let won = json!({"field": "StageName", "op": "eq", "value": "Closed Won"});
+    let deactivated = workflow(10, "Old wins", "Opportunity", won.clone());
+    let before_move = workflow(11, "Any win", "Opportunity", won);
+    // Both counted the record when it was won.
+    let counted = judge(
+        &[deactivated.clone(), before_move.clone()],
+        &RecordView::of_event(&event("Closed Won", "500")),
+        &[],
+        Timestamp::default(),
+    )
+    .matches;
+    assert_eq!(counted.len(), 2, "{counted:?}");
+    // Then an admin deactivated one and moved the other to accounts; the record is deleted.
+    let mut moved = (*before_move).clone();
+    moved.spec.object_type = "Account".into();
+    let mut deleted = event("Closed Won", "500");
+    deleted.set_change_type(ChangeType::Deleted);
+    let entry = judged_after(&[Arc::new(moved)], &deleted, &counted);
+    assert_eq!(entry.summary, Summary::Retracted);
+    // The new reasons are stored as literals: a reader from before them decodes the page too.
+    let mut any = Versions::default();
+    let body = store::pages::encode_entries(std::slice::from_ref(&entry), |e, index| {
+        e.version(index, &mut any)
+    })
+    .concat();
+    for reason in [words::WORKFLOW_INACTIVE, words::WORKFLOW_MOVED] {
+        assert!(
+            body.windows(reason.len()).any(|w| w == reason.as_bytes()),
+            "{reason} is not stored as a literal"
+        );
+    }
+    // The writer knows the deactivated workflow's version (it looks it up when it does not).
+    let mut versions = Versions::default();
+    versions.of(&deactivated);
+    let (stored, decisions) = stored_and_worded_with(entry, versions);
+    assert_eq!(stored.summary, "retracted");
+    assert_eq!(
+        decisions,
+        json!([
+            {"workflow_id": Uuid::from_u128(11), "workflow": "Any win", "activity_type": "deal_won",
+             "decision": "retracted", "reason": "workflow_moved",
+             "explanation": ["the record was deleted; the workflow now reads Account records, \
+                              and the activity it had counted for this record was retracted"]},
+            {"workflow_id": Uuid::from_u128(10), "workflow": "Old wins", "activity_type": "deal_won",
+             "decision": "retracted", "reason": "workflow_inactive",
+             "explanation": ["the record was deleted; the workflow was inactive by then, and \
+                              the activity it had counted for this record was retracted"]},
         ])
     );
 }

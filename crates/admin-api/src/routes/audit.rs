@@ -14,12 +14,21 @@ use crate::error::ApiResult;
 use crate::extract::QueryParams;
 use crate::paging::{self, Cursor, Page};
 
+/// What a viewer reads as the actor of a change made with an admin token: that an admin token
+/// made it, not which one by its label (labels name whoever holds a token, and viewers may not
+/// list the tokens).
+const TOKEN_ACTOR_FOR_VIEWERS: &str = "admin token";
+
 /// One change: who, what, when.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryView {
     pub id: i64,
     /// The admin token that made the change (absent for the command-line tool).
     pub token_id: Option<Uuid>,
+    /// Who made the change: to admins the token with its role and label (e.g.
+    /// `token <id> (admin, "Alice's laptop")`), to viewers only `admin token`; `cli` for the
+    /// command-line tool, or the service that made it.
+    #[schema(example = "admin token")]
     pub actor: String,
     /// e.g. `integration.updated`, `team.member_placed`.
     pub action: String,
@@ -31,12 +40,18 @@ pub struct AuditEntryView {
     pub at: DateTime<Utc>,
 }
 
-impl From<Entry> for AuditEntryView {
-    fn from(e: Entry) -> Self {
+impl AuditEntryView {
+    /// The entry as a caller reads it: an admin's (`admin`) with the actor as recorded, a
+    /// viewer's with the actor of a token's change neutral.
+    fn shown_to(e: Entry, admin: bool) -> Self {
+        let actor = match e.token_id {
+            Some(_) if !admin => TOKEN_ACTOR_FOR_VIEWERS.to_owned(),
+            _ => e.actor,
+        };
         AuditEntryView {
             id: e.id,
             token_id: e.token_id,
-            actor: e.actor,
+            actor,
             action: e.action,
             target_type: e.target_type,
             target_id: e.target_id,
@@ -47,7 +62,8 @@ impl From<Entry> for AuditEntryView {
 }
 
 /// The company's audit log, newest first. Viewers do not see the changes to admin tokens (who
-/// holds access), as they may not list the tokens.
+/// holds access), as they may not list the tokens, nor the labels of the tokens that made the
+/// changes they see.
 #[utoipa::path(
     get,
     path = "/admin/v1/companies/{company_id}/audit-log",
@@ -76,7 +92,42 @@ pub async fn list(
         .then(|| rows.last().map(|r| Cursor::Before(r.id).encode()))
         .flatten();
     Ok(Json(Page {
-        items: rows.into_iter().map(AuditEntryView::from).collect(),
+        items: rows
+            .into_iter()
+            .map(|e| AuditEntryView::shown_to(e, caller.is_admin()))
+            .collect(),
         next_cursor,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token_id: Option<Uuid>, actor: &str) -> Entry {
+        Entry {
+            id: 1,
+            token_id,
+            actor: actor.into(),
+            action: "team.created".into(),
+            target_type: "team".into(),
+            target_id: "t".into(),
+            details: serde_json::json!({"name": "Nordics"}),
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn viewers_read_a_tokens_change_as_an_admin_tokens_and_admins_read_the_token() {
+        let id = Uuid::from_u128(7);
+        let by_token = || entry(Some(id), "token 7 (admin, \"Alice's laptop\")");
+        let viewer = AuditEntryView::shown_to(by_token(), false);
+        assert_eq!(viewer.actor, "admin token");
+        assert_eq!(viewer.token_id, Some(id));
+        let admin = AuditEntryView::shown_to(by_token(), true);
+        assert_eq!(admin.actor, "token 7 (admin, \"Alice's laptop\")");
+        // The command-line tool and the services hold no token: named as they are.
+        let cli = AuditEntryView::shown_to(entry(None, "cli"), false);
+        assert_eq!(cli.actor, "cli");
+    }
 }

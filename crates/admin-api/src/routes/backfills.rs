@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use crm_sync_store::sync_jobs::Job;
 use crm_sync_store::sync_jobs::backfills::{self as store, Refused};
+use crm_sync_store::sync_status::{ObjectNotRead, SyncStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -255,8 +256,54 @@ pub struct ReconciliationView {
     pub records_scanned: i64,
     pub records_published: i64,
     pub api_calls: i64,
-    /// Why it failed, if it did.
+    /// `succeeded` (every object read), `partial` (the run went through, but the CRM refused
+    /// the objects in `objects_not_read`; the others were reconciled) or `failed` (the run
+    /// failed as a whole: see `error`).
+    #[schema(example = "partial")]
+    pub outcome: String,
+    /// Why it failed as a whole, if it did (null for a `partial` run).
     pub error: Option<String>,
+    /// The objects the CRM refused while the others were reconciled, each with the CRM's
+    /// answer; empty unless `partial`.
+    pub objects_not_read: Vec<ObjectNotReadView>,
+}
+
+/// An object a reconciliation could not read, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectNotReadView {
+    #[schema(example = "Quote")]
+    pub object: String,
+    /// The CRM's answer, e.g. an `INVALID_FIELD` for a field the API user may not read.
+    pub error: String,
+}
+
+impl From<&ObjectNotRead> for ObjectNotReadView {
+    fn from(o: &ObjectNotRead) -> Self {
+        ObjectNotReadView {
+            object: o.object.clone(),
+            error: o.error.clone(),
+        }
+    }
+}
+
+impl ReconciliationView {
+    /// The status's last reconciliation; None before the first one.
+    fn of(status: &SyncStatus) -> Option<ReconciliationView> {
+        Some(ReconciliationView {
+            at: status.last_reconciliation_at?,
+            job_id: status.last_reconciliation_job,
+            records_scanned: status.last_reconciliation_scanned,
+            records_published: status.last_reconciliation_published,
+            api_calls: status.last_reconciliation_api_calls,
+            outcome: status.reconciliation_outcome()?.as_str().to_owned(),
+            error: status.last_reconciliation_error.clone(),
+            objects_not_read: status
+                .last_reconciliation_objects_not_read
+                .iter()
+                .map(ObjectNotReadView::from)
+                .collect(),
+        })
+    }
 }
 
 /// Whether the integration's data is flowing.
@@ -302,14 +349,7 @@ pub async fn sync_status(
         last_webhook_at: status.last_webhook_at,
         last_refused_webhook_at: status.last_refused_webhook_at,
         last_webhook_refusal: status.last_webhook_refusal.clone(),
-        last_reconciliation: status.last_reconciliation_at.map(|at| ReconciliationView {
-            at,
-            job_id: status.last_reconciliation_job,
-            records_scanned: status.last_reconciliation_scanned,
-            records_published: status.last_reconciliation_published,
-            api_calls: status.last_reconciliation_api_calls,
-            error: status.last_reconciliation_error.clone(),
-        }),
+        last_reconciliation: ReconciliationView::of(&status),
         missed_webhooks_fixed: status.missed_webhooks_fixed,
         last_fixed_at: status.last_fixed_at,
         active_backfill: active.map(|job| BackfillView::new(job, now)),

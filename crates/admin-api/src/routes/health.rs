@@ -10,12 +10,14 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use crm_sync_store::admin::health as store;
+use crm_sync_store::sync_status::SyncStatus;
 use crm_sync_store::trail::Figures;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::ReadErrors;
+use super::backfills::ObjectNotReadView;
 use super::integrations::IntegrationPath;
 use crate::AppState;
 use crate::auth::Caller;
@@ -40,7 +42,11 @@ pub struct HealthView {
     pub last_refused_webhook_at: Option<DateTime<Utc>>,
     pub last_webhook_refusal: Option<String>,
     pub last_reconciliation_at: Option<DateTime<Utc>>,
+    /// Why the last reconciliation failed as a whole, if it did.
     pub last_reconciliation_error: Option<String>,
+    /// The objects the CRM refused in the last reconciliation while the others were
+    /// reconciled, each with the CRM's answer.
+    pub last_reconciliation_objects_not_read: Vec<ObjectNotReadView>,
     pub active_workflows: i64,
     /// Activities recorded or updated in the last hour: events that matched a workflow.
     pub matched_last_hour: i64,
@@ -86,12 +92,33 @@ impl Webhooks<'_> {
     }
 }
 
+/// What is wrong with the last reconciliation, in words: a run that failed as a whole, or the
+/// objects the CRM refused while the others were reconciled (told apart, so that one object the
+/// API user may not read does not read as a failed run).
+fn reconciliation_reason(sync: &SyncStatus) -> Option<String> {
+    if let Some(error) = &sync.last_reconciliation_error {
+        return Some(format!("the last reconciliation failed: {error}"));
+    }
+    let not_read = &sync.last_reconciliation_objects_not_read;
+    if not_read.is_empty() {
+        return None;
+    }
+    let objects: Vec<String> = not_read
+        .iter()
+        .map(|o| format!("{} ({})", o.object, o.error))
+        .collect();
+    Some(format!(
+        "the last reconciliation could not read {}; the other objects were reconciled",
+        objects.join("; ")
+    ))
+}
+
 /// The state and its reasons from the figures, as of `now`.
 fn judge(
     h: &store::HealthRow,
     figures: &Figures,
     webhooks: &Webhooks<'_>,
-    reconciliation_error: Option<&str>,
+    reconciliation: Option<String>,
     now: DateTime<Utc>,
 ) -> (String, Vec<String>) {
     let last_webhook_at = webhooks.last_accepted;
@@ -119,9 +146,7 @@ fn judge(
     if let Some(reason) = webhooks.refused_reason(now) {
         reasons.push(reason);
     }
-    if let Some(error) = reconciliation_error {
-        reasons.push(format!("the last reconciliation failed: {error}"));
-    }
+    reasons.extend(reconciliation);
     if figures.dead_letters_last_hour > 0 {
         reasons.push(format!(
             "{} message(s) could not be processed in the last hour (see the dead letters)",
@@ -168,7 +193,7 @@ pub async fn get(
         &health,
         &figures,
         &webhooks,
-        sync.last_reconciliation_error.as_deref(),
+        reconciliation_reason(&sync),
         Utc::now(),
     );
     Ok(Json(HealthView {
@@ -179,7 +204,12 @@ pub async fn get(
         last_refused_webhook_at: sync.last_refused_webhook_at,
         last_webhook_refusal: sync.last_webhook_refusal.clone(),
         last_reconciliation_at: sync.last_reconciliation_at,
-        last_reconciliation_error: sync.last_reconciliation_error,
+        last_reconciliation_error: sync.last_reconciliation_error.clone(),
+        last_reconciliation_objects_not_read: sync
+            .last_reconciliation_objects_not_read
+            .iter()
+            .map(ObjectNotReadView::from)
+            .collect(),
         active_workflows: health.active_workflows,
         matched_last_hour: health.matched_last_hour,
         unmapped_last_hour: health.unmapped_last_hour,
@@ -197,6 +227,7 @@ pub async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crm_sync_store::sync_status::ObjectNotRead;
 
     #[test]
     fn a_refusal_in_the_last_hour_is_a_reason_saying_whether_any_was_accepted_since() {
@@ -233,5 +264,35 @@ mod tests {
             last_refused: None,
         };
         assert_eq!(never.refused_reason(now), None);
+    }
+
+    #[test]
+    fn a_reconciliation_that_could_not_read_an_object_is_not_said_to_have_failed() {
+        let ran = SyncStatus {
+            last_reconciliation_at: Some(Utc::now()),
+            ..SyncStatus::default()
+        };
+        assert_eq!(reconciliation_reason(&ran), None);
+        let partial = SyncStatus {
+            last_reconciliation_objects_not_read: vec![ObjectNotRead {
+                object: "Quote".into(),
+                error: "INVALID_FIELD: No such column".into(),
+            }],
+            ..ran.clone()
+        };
+        let reason = reconciliation_reason(&partial).unwrap();
+        assert_eq!(
+            reason,
+            "the last reconciliation could not read Quote (INVALID_FIELD: No such column); \
+             the other objects were reconciled"
+        );
+        let failed = SyncStatus {
+            last_reconciliation_error: Some("no `api` credentials".into()),
+            ..ran
+        };
+        assert_eq!(
+            reconciliation_reason(&failed).unwrap(),
+            "the last reconciliation failed: no `api` credentials"
+        );
     }
 }

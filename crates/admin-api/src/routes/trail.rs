@@ -36,7 +36,10 @@ pub struct DecisionView {
     #[schema(example = "not_counted")]
     pub decision: String,
     /// Why, as a code: `conditions`, `no_change`, `unknown`, `type_mismatch`,
-    /// `missing_value`, `other_trigger`, `no_longer_matches`, `deleted`.
+    /// `missing_value`, `other_trigger`, `no_longer_matches`, `deleted`; for an activity a
+    /// delete retracted although its workflow had changed since it counted the record,
+    /// `workflow_inactive` (the workflow was inactive by then) or `workflow_moved` (it reads
+    /// another object now).
     pub reason: Option<String>,
     /// The reason in words: each failing condition with the record's value and what the
     /// condition wants.
@@ -66,8 +69,9 @@ pub struct TrailEventView {
     /// `matched` (some workflow counted it), `retracted`, `no_match`, or `unchanged` (nothing a
     /// workflow reads was new: a replay, an older version).
     pub summary: String,
-    /// Every active workflow of the record's object; empty when there is none (or the event
-    /// was `unchanged`).
+    /// Every active workflow of the record's object and, for a delete, every workflow whose
+    /// activity of the record it retracted (inactive or moved to another object since); empty
+    /// when there is none (or the event was `unchanged`).
     pub decisions: Vec<DecisionView>,
 }
 

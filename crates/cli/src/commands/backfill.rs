@@ -12,6 +12,7 @@ use crm_sync_store::admin::audit::Actor;
 use crm_sync_store::credentials::SecretKey;
 use crm_sync_store::sync_jobs::Job;
 use crm_sync_store::sync_jobs::backfills::{self, Refused};
+use crm_sync_store::sync_status::SyncStatus;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -159,6 +160,19 @@ pub async fn status(ctx: &Context, args: StatusArgs, out: &mut impl Write) -> an
     }
 }
 
+/// How the last reconciliation ended, after its figures: a run that failed as a whole, or the
+/// objects the CRM refused while the others were reconciled (not a failed run).
+fn reconciliation_end(status: &SyncStatus) -> String {
+    if let Some(error) = &status.last_reconciliation_error {
+        return format!(", failed: {error}");
+    }
+    status
+        .last_reconciliation_objects_not_read
+        .iter()
+        .map(|o| format!(", could not read {}: {}", o.object, o.error))
+        .collect()
+}
+
 async fn print_sync_status(
     pool: &PgPool,
     integration: &Integration,
@@ -182,10 +196,7 @@ async fn print_sync_status(
             status.last_reconciliation_scanned,
             status.last_reconciliation_published,
             status.last_reconciliation_api_calls,
-            status
-                .last_reconciliation_error
-                .map(|e| format!(", failed: {e}"))
-                .unwrap_or_default()
+            reconciliation_end(&status)
         ),
     };
     writeln!(out, "  last reconciliation   {reconciliation}")?;

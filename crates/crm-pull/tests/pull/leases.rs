@@ -204,6 +204,7 @@ async fn reconciliation_reschedules_and_cancel_stops_pending_jobs() {
                 run_after: later,
                 carry: serde_json::json!({}),
                 error: None,
+                objects_not_read: Vec::new(),
             }
         )
         .await

@@ -136,9 +136,21 @@ async fn a_refused_object_is_reported_and_the_others_reconciled(
     let sink = Memory::default();
     let first = next_run(&env, "a").await;
     let outcome = run_once(&env, "a", &first, &client, &scopes, &sink).await;
-    let Outcome::Reschedule { error, .. } = &outcome else {
+    let Outcome::Reschedule {
+        error,
+        objects_not_read,
+        ..
+    } = &outcome
+    else {
         panic!("the schedule goes on: {outcome:?}");
     };
+    // One by one for the sync status: the object and the CRM's answer.
+    assert_eq!(objects_not_read.len(), 1, "{objects_not_read:?}");
+    assert_eq!(objects_not_read[0].object, "Quote");
+    assert!(
+        objects_not_read[0].error.contains(code),
+        "{objects_not_read:?}"
+    );
     let error = error.clone().unwrap_or_default();
     assert!(
         error.contains("Quote") && error.contains(code),

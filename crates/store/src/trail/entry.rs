@@ -12,7 +12,9 @@ pub(super) const NONE: u32 = u32::MAX;
 
 /// The summaries, decisions and reasons an entry holds, each stored as its index here. Only
 /// ever appended to: stored pages name them by index. A word not listed is stored as
-/// [`LITERAL`] followed by the string.
+/// [`LITERAL`] followed by the string. Words added later are best left out: a reader older than
+/// the word fails a whole page on an index it does not know, while every reader decodes a
+/// literal (the retractions of inactive and moved workflows' activities, rare, are such).
 pub(super) const WORDS: [&str; 17] = [
     "",
     "matched",

@@ -24,6 +24,13 @@ pub struct Verdict {
     pub reason: Option<&'static str>,
 }
 
+/// The reason of a retraction by a delete of a record that counted for a workflow inactive by
+/// then.
+pub const WORKFLOW_INACTIVE: &str = "workflow_inactive";
+/// The reason of a retraction by a delete of a record that counted for a workflow moved to
+/// another object since.
+pub const WORKFLOW_MOVED: &str = "workflow_moved";
+
 /// What was known of the record's previous values when it was judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PreviousKnown {
@@ -205,6 +212,16 @@ fn explanation(
         ("retracted", Some("deleted")) => {
             vec!["the record was deleted, so its activity was retracted".into()]
         }
+        ("retracted", Some(WORKFLOW_INACTIVE)) => vec![
+            "the record was deleted; the workflow was inactive by then, and the activity it \
+             had counted for this record was retracted"
+                .into(),
+        ],
+        ("retracted", Some(WORKFLOW_MOVED)) => vec![format!(
+            "the record was deleted; the workflow now reads {} records, and the activity it \
+             had counted for this record was retracted",
+            spec.object_type
+        )],
         _ => Vec::new(),
     }
 }

@@ -49,6 +49,28 @@ async fn run_backfills(pool: PgPool) {
     }
 }
 
+/// A company of its own (the other specs expect their integration's health green) whose
+/// integration's last reconciliation could not read Quote while it reconciled the rest, as
+/// ingest records it; a viewer token of it.
+async fn partly_reconciled(env: &TestEnv) -> String {
+    let tenant = Tenant::create(&env.pool, "browser-partly-reconciled", false, true).await;
+    let run = ReconciliationRun {
+        job_id: uuid::Uuid::new_v4(),
+        scanned: 40,
+        published: 2,
+        api_calls: 3,
+        error: None,
+        objects_not_read: vec![sync_status::ObjectNotRead {
+            object: "Quote".into(),
+            error: "INVALID_FIELD: No such column 'Discount__c' on entity 'Quote'".into(),
+        }],
+    };
+    sync_status::record_reconciliation(&env.pool, tenant.integration_id, chrono::Utc::now(), &run)
+        .await
+        .unwrap();
+    token(env, tenant.company_id, "viewer").await
+}
+
 #[tokio::test]
 #[ignore = "needs Chromium and the npm packages: run tests/browser/run.sh"]
 async fn the_management_page_in_headless_chromium() {
@@ -85,6 +107,7 @@ async fn the_management_page_in_headless_chromium() {
         published: 3,
         api_calls: 4,
         error: None,
+        objects_not_read: Vec::new(),
     };
     sync_status::record_webhook(&env.pool, tenant.integration_id, now, 0.0)
         .await
@@ -134,6 +157,7 @@ async fn the_management_page_in_headless_chromium() {
     .unwrap();
     let runner = tokio::spawn(run_backfills(env.pool.clone()));
     let viewer = token(&env, tenant.company_id, "viewer").await;
+    let partial = partly_reconciled(&env).await;
 
     let status = tokio::process::Command::new(&playwright)
         .arg("test")
@@ -142,6 +166,7 @@ async fn the_management_page_in_headless_chromium() {
         .env("INGEST_URL", ingest.url(""))
         .env("ADMIN_TOKEN", &admin)
         .env("VIEWER_TOKEN", &viewer)
+        .env("PARTLY_RECONCILED_VIEWER_TOKEN", &partial)
         .env("INTEGRATION_ID", tenant.integration_id.to_string())
         .env("WEBHOOK_TOKEN", &tenant.token)
         .env("ORG_ID", &tenant.organization_id)

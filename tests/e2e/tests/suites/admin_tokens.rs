@@ -186,3 +186,48 @@ async fn tokens_expire_and_are_revoked_through_the_api_and_the_cli_audited() {
     );
     assert!(!too_long.status.success());
 }
+
+#[tokio::test]
+async fn viewers_read_who_changed_what_without_the_admin_tokens_labels() {
+    let env = TestEnv::new("admin-audit-actor").await;
+    let acme = company(&env, "audit-actor").await;
+    // Labels name whoever holds the token: for admins, who may list the tokens, to see.
+    let label = "Alice's laptop (audit-actor)";
+    let admin = tokens::create(&env.pool, acme, Role::Admin, Some(label), 30)
+        .await
+        .unwrap();
+    let viewer = create(&env, acme, Role::Viewer, 1).await;
+    let api = start_admin_api(&env).await;
+    let c = AdminClient::new(&api, Some(&admin.bearer));
+    let v = AdminClient::new(&api, Some(&viewer.bearer));
+    let p = |rest: &str| company_path(acme, rest);
+    c.post(&p("/teams"), serde_json::json!({"name": "Audit actors"}))
+        .await
+        .expect(201);
+    let team_created = |log: &[serde_json::Value]| {
+        log.iter()
+            .find(|e| e["action"] == "team.created")
+            .cloned()
+            .unwrap()
+    };
+
+    // The admin reads which token made the change, by its id and label.
+    let admins_entry = team_created(&c.all(&p("/audit-log"), 200).await);
+    let actor = admins_entry["actor"].as_str().unwrap();
+    assert!(actor.contains(label), "{admins_entry}");
+    assert!(
+        actor.contains(&admin.token.id.to_string()),
+        "{admins_entry}"
+    );
+
+    // The viewer reads that an admin token made it, and nothing of the token's label.
+    let viewers_log = v.all(&p("/audit-log"), 200).await;
+    let viewers_entry = team_created(&viewers_log);
+    assert_eq!(viewers_entry["actor"], "admin token", "{viewers_entry}");
+    assert_eq!(viewers_entry["details"], admins_entry["details"]);
+    let text = serde_json::to_string(&viewers_log).unwrap();
+    assert!(
+        !text.contains("Alice"),
+        "a token's label shows to a viewer: {text}"
+    );
+}

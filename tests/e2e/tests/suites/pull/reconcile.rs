@@ -8,7 +8,7 @@ use crm_sync_store::sync_jobs::JobKind;
 
 use super::connectors::{Setup, activity, start_pipeline, wait_for_activity};
 use super::*;
-use crm_sync_e2e::app::App;
+use crm_sync_e2e::app::{AdminClient, App};
 
 pub const FAST_RECONCILIATION: [(&str, &str); 4] = [
     ("CRM_SYNC__PULL__ENABLED", "true"),
@@ -324,26 +324,72 @@ async fn an_object_the_api_user_cannot_read_is_named_and_the_others_are_still_re
         opportunity("Closed Won", 700),
     );
     wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl7AAB", "recorded").await;
-    // The sync status (what health and the admin page show) names the object and the CRM's
-    // error.
-    let status = eventually(
-        "the refused object in the sync status",
-        Duration::from_secs(30),
-        || async {
-            crm_sync_store::sync_status::get(&s.env.pool, s.company_id, s.integration_id)
-                .await
-                .unwrap()
-                .filter(|st| st.last_reconciliation_error.is_some())
-        },
-    )
-    .await;
-    let error = status.last_reconciliation_error.unwrap_or_default();
+    // The sync status and health (what the admin page shows) name the object and the CRM's
+    // error, and do not call the run failed: it went on with the other objects.
+    let (reconciliation, health) = reconciliation_as_a_viewer_reads_it(&s).await;
+    assert_eq!(reconciliation["outcome"], "partial", "{reconciliation}");
+    assert!(reconciliation["error"].is_null(), "{reconciliation}");
+    let not_read = reconciliation["objects_not_read"].as_array().unwrap();
+    assert_eq!(not_read.len(), 1, "{reconciliation}");
+    assert_eq!(not_read[0]["object"], "Quote", "{reconciliation}");
+    let why = not_read[0]["error"].as_str().unwrap();
+    assert!(why.contains("INVALID_FIELD"), "{why}");
+    let reasons: Vec<&str> = health["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(
-        error.contains("Quote") && error.contains("INVALID_FIELD"),
-        "{error}"
+        reasons
+            .iter()
+            .any(|r| r.contains("could not read Quote") && r.contains("INVALID_FIELD")),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r.contains("reconciliation failed")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        health["last_reconciliation_objects_not_read"][0]["object"], "Quote",
+        "{health}"
     );
 
     // Later runs still reconcile Opportunity: its delete is found and retracts.
     fake.delete("Opportunity", "0065g00000PuLl7AAB");
     wait_for_activity(&s.env, s.integration_id, "0065g00000PuLl7AAB", "retracted").await;
+}
+
+/// The integration's last reconciliation in its sync status once one has said something went
+/// wrong, and its health, as a viewer reads them through admin-api.
+async fn reconciliation_as_a_viewer_reads_it(s: &Setup) -> (Value, Value) {
+    let api = crate::admin_support::start_admin_api(&s.env).await;
+    let token = crate::admin_support::token(&s.env, s.company_id, "viewer").await;
+    let viewer = AdminClient::new(&api, Some(&token));
+    let integration = crate::admin_support::company_path(
+        s.company_id,
+        &format!("/integrations/{}", s.integration_id),
+    );
+    let reconciliation = eventually(
+        "the refused object in the sync status",
+        Duration::from_secs(30),
+        || async {
+            let status = viewer
+                .get(&format!("{integration}/sync-status"))
+                .await
+                .expect(200);
+            let r = &status["last_reconciliation"];
+            let said = !r["error"].is_null()
+                || r["objects_not_read"]
+                    .as_array()
+                    .is_some_and(|objects| !objects.is_empty());
+            said.then(|| r.clone())
+        },
+    )
+    .await;
+    let health = viewer
+        .get(&format!("{integration}/health"))
+        .await
+        .expect(200);
+    (reconciliation, health)
 }

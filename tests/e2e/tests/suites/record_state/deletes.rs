@@ -127,4 +127,106 @@ async fn a_delete_retracts_the_activities_of_workflows_deactivated_or_moved_sinc
         states.iter().all(|(_, s)| s == "retracted").then_some(())
     })
     .await;
+
+    // The record's trail tells an admin why each activity went: its workflow was deactivated,
+    // or moved to another object, before the record was deleted.
+    let delete = delete_in_the_trail(&env, &tenant, record).await;
+    assert_eq!(delete["summary"], "retracted", "{delete}");
+    let said = verdicts(&delete);
+    assert_eq!(
+        said,
+        [
+            ("Won opportunities", "retracted", "workflow_inactive"),
+            ("won_count", "retracted", "workflow_moved"),
+        ],
+        "{delete}"
+    );
+    let explained = delete["decisions"].to_string();
+    assert!(
+        explained.contains("the workflow was inactive by then"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("now reads Account records"),
+        "{explained}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_after_a_deactivation_still_names_the_workflow_in_the_trail() {
+    let env = TestEnv::new("state-delete-inactive-restart").await;
+    let tenant = Tenant::create(&env.pool, "delete-inactive-restart", true, true).await;
+    let first = env
+        .start_replica("workflow-evaluator", "evaluator-1", EVALUATOR, 0, &[])
+        .await;
+    let _provisioner = env.start_service("provisioner", "provisioner", &[]).await;
+    let feed = Feed::new(&env, &tenant);
+    let record = "006DELETERESTARTAA";
+    feed.all(&[won(&tenant, record, 100)]).await;
+    eventually("the workflow counts the record", WAIT, || async {
+        let states = activity_states(&env, &tenant, record).await;
+        (states.len() == 1 && states[0].1 == "recorded").then_some(())
+    })
+    .await;
+
+    // Deactivated while no evaluator runs: the next replica never judged with the workflow,
+    // and finds its definition in the database to name it.
+    first.terminate().await;
+    sqlx::query("UPDATE workflows SET active = false WHERE id = $1")
+        .bind(tenant.workflow_id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let _second = env
+        .start_replica("workflow-evaluator", "evaluator-2", EVALUATOR, 0, &[])
+        .await;
+    feed.all(&[deleted(&tenant, record, 200)]).await;
+    let delete = delete_in_the_trail(&env, &tenant, record).await;
+    assert_eq!(
+        verdicts(&delete),
+        [("Won opportunities", "retracted", "workflow_inactive")],
+        "{delete}"
+    );
+    eventually("the delete retracts the activity", WAIT, || async {
+        let states = activity_states(&env, &tenant, record).await;
+        states.iter().all(|(_, s)| s == "retracted").then_some(())
+    })
+    .await;
+}
+
+/// Each decision of a trail event: workflow, decision and reason, sorted.
+fn verdicts(event: &serde_json::Value) -> Vec<(&str, &str, &str)> {
+    let mut said: Vec<(&str, &str, &str)> = event["decisions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let text = |key: &str| d[key].as_str().unwrap_or_default();
+            (text("workflow"), text("decision"), text("reason"))
+        })
+        .collect();
+    said.sort_unstable();
+    said
+}
+
+/// The record's newest trail event once it is the delete, as a viewer reads it through
+/// admin-api.
+async fn delete_in_the_trail(env: &TestEnv, tenant: &Tenant, record: &str) -> serde_json::Value {
+    let api = crate::admin_support::start_admin_api(env).await;
+    let token = crate::admin_support::token(env, tenant.company_id, "viewer").await;
+    let viewer = crm_sync_e2e::app::AdminClient::new(&api, Some(&token));
+    let path = crate::admin_support::company_path(
+        tenant.company_id,
+        &format!(
+            "/integrations/{}/records/{record}/trail",
+            tenant.integration_id
+        ),
+    );
+    eventually("the delete in the record trail", WAIT, || async {
+        let trail = viewer.get(&path).await.expect(200);
+        let newest = &trail["events"][0];
+        (newest["change_type"] == "deleted").then(|| newest.clone())
+    })
+    .await
 }

@@ -402,6 +402,7 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
         published: 3,
         api_calls: 4,
         error: Some("HubSpot answered 502".into()),
+        objects_not_read: Vec::new(),
     };
     sync_status::record_reconciliation(&env.pool, tenant.integration_id, now, &run)
         .await
@@ -421,6 +422,8 @@ async fn backfills_list_newest_first_and_sync_status_says_what_pulls_found() {
         (&json!(120), &json!(3), &json!(4))
     );
     assert_eq!(r["error"], "HubSpot answered 502");
+    assert_eq!(r["outcome"], "failed");
+    assert_eq!(r["objects_not_read"], json!([]));
     assert_eq!(r["job_id"], run.job_id.to_string());
     assert_eq!(status["missed_webhooks_fixed"], 3);
     assert!(status["active_backfill"].is_null());
