@@ -37,6 +37,21 @@ impl Caller {
     }
 }
 
+/// What a viewer reads as the actor of a change made with an admin token: that an admin token
+/// made it, not which one by its label (labels name whoever holds a token, and viewers may not
+/// list the tokens).
+pub const TOKEN_ACTOR_FOR_VIEWERS: &str = "admin token";
+
+/// Who did something (`actor` as recorded; `by_token`: an admin token) as a caller reads it:
+/// an admin (`admin`) as recorded, a viewer a token's actor as [`TOKEN_ACTOR_FOR_VIEWERS`].
+pub fn actor_shown(admin: bool, actor: String, by_token: bool) -> String {
+    if by_token && !admin {
+        TOKEN_ACTOR_FOR_VIEWERS.to_owned()
+    } else {
+        actor
+    }
+}
+
 /// Prefix of the company-scoped routes; the segment after it is the company id.
 pub const COMPANY_PREFIX: &str = "/admin/v1/companies/";
 

@@ -14,11 +14,6 @@ use crate::error::ApiResult;
 use crate::extract::QueryParams;
 use crate::paging::{self, Cursor, Page};
 
-/// What a viewer reads as the actor of a change made with an admin token: that an admin token
-/// made it, not which one by its label (labels name whoever holds a token, and viewers may not
-/// list the tokens).
-const TOKEN_ACTOR_FOR_VIEWERS: &str = "admin token";
-
 /// One change: who, what, when.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryView {
@@ -44,10 +39,7 @@ impl AuditEntryView {
     /// The entry as a caller reads it: an admin's (`admin`) with the actor as recorded, a
     /// viewer's with the actor of a token's change neutral.
     fn shown_to(e: Entry, admin: bool) -> Self {
-        let actor = match e.token_id {
-            Some(_) if !admin => TOKEN_ACTOR_FOR_VIEWERS.to_owned(),
-            _ => e.actor,
-        };
+        let actor = crate::auth::actor_shown(admin, e.actor, e.token_id.is_some());
         AuditEntryView {
             id: e.id,
             token_id: e.token_id,

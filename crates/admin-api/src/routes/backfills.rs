@@ -53,7 +53,8 @@ pub struct BackfillView {
     pub attempts: i32,
     /// Set once someone asked it to stop; a running job stops after its current page.
     pub cancel_requested: bool,
-    /// Who asked for it: a token, `cli`, or `system` (on connect).
+    /// Who asked for it: a token (to viewers only `admin token`, not its label), `cli`, or
+    /// `system` (on connect).
     pub requested_by: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -66,8 +67,10 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl BackfillView {
-    pub fn new(job: Job, now: DateTime<Utc>) -> BackfillView {
+    /// The job as `caller` reads it at `now`.
+    pub fn new(job: Job, now: DateTime<Utc>, caller: &Caller) -> BackfillView {
         let progress = job.progress(now);
+        let by_token = crm_sync_store::admin::tokens::is_token_actor(&job.requested_by);
         BackfillView {
             percent: progress.percent.map(|p| round(p, 1)),
             rate_per_sec: progress.rate_per_sec.map(|r| round(r, 2)),
@@ -87,7 +90,7 @@ impl BackfillView {
             last_error: job.last_error,
             attempts: job.attempts,
             cancel_requested: job.cancel_requested,
-            requested_by: job.requested_by,
+            requested_by: crate::auth::actor_shown(caller.is_admin(), job.requested_by, by_token),
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
@@ -163,7 +166,10 @@ pub async fn start(
     )
     .await
     .map_err(refused)?;
-    Ok((StatusCode::CREATED, Json(BackfillView::new(job, now))))
+    Ok((
+        StatusCode::CREATED,
+        Json(BackfillView::new(job, now, &caller)),
+    ))
 }
 
 async fn integration_exists(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
@@ -199,7 +205,7 @@ pub async fn list(
     .await?;
     let now = Utc::now();
     Ok(Json(paging::keyset(rows, limit, |job| {
-        BackfillView::new(job, now)
+        BackfillView::new(job, now, &caller)
     })))
 }
 
@@ -218,7 +224,7 @@ pub async fn get(
 ) -> ApiResult<Json<BackfillView>> {
     store::get(&state.pool, caller.company(), p.integration_id, p.job_id)
         .await?
-        .map(|job| Json(BackfillView::new(job, Utc::now())))
+        .map(|job| Json(BackfillView::new(job, Utc::now(), &caller)))
         .or_not_found("backfill")
 }
 
@@ -245,7 +251,7 @@ pub async fn cancel(
     )
     .await
     .map_err(refused)?;
-    Ok(Json(BackfillView::new(job, Utc::now())))
+    Ok(Json(BackfillView::new(job, Utc::now(), &caller)))
 }
 
 /// The latest reconciliation: what it scanned and published, and how it ended.
@@ -352,6 +358,6 @@ pub async fn sync_status(
         last_reconciliation: ReconciliationView::of(&status),
         missed_webhooks_fixed: status.missed_webhooks_fixed,
         last_fixed_at: status.last_fixed_at,
-        active_backfill: active.map(|job| BackfillView::new(job, now)),
+        active_backfill: active.map(|job| BackfillView::new(job, now, &caller)),
     }))
 }

@@ -60,6 +60,12 @@ impl AdminToken {
     }
 }
 
+/// Whether `actor` (as recorded, e.g. a backfill's `requested_by`) names an admin token, as
+/// [`AdminToken::actor`] writes it, rather than the command-line tool or a service.
+pub fn is_token_actor(actor: &str) -> bool {
+    actor.starts_with("token ")
+}
+
 /// A token just created: `bearer` is shown once and cannot be recovered later.
 #[derive(Debug, Clone)]
 pub struct CreatedToken {

@@ -281,6 +281,12 @@ async fn backfills_are_validated_started_once_watched_and_cancelled() {
     );
     let status = viewer.get(&format!("{base}/sync-status")).await.expect(200);
     assert_eq!(status["active_backfill"]["id"], id.as_str());
+    // Viewers, who may not list the tokens, read who asked as an admin token, not its label.
+    assert_eq!(status["active_backfill"]["requested_by"], "admin token");
+    let seen = viewer.get(&format!("{backfills}/{id}")).await.expect(200);
+    assert_eq!(seen["requested_by"], "admin token");
+    let listed = viewer.get(backfills).await.expect(200);
+    assert_eq!(listed["items"][0]["requested_by"], "admin token");
 
     progress_and_cancel(&w, &id).await;
 
