@@ -444,6 +444,14 @@ async fn send_all(
     failures.load(Ordering::Relaxed)
 }
 
+/// As deployed (docker-compose and the Kubernetes manifests configure an encryption key), the
+/// provisioner reads API credentials and prepares directory lookups for the accounts it creates:
+/// the local development key.
+const PROVISIONER_ENV: &[(&str, &str)] = &[(
+    "CRM_SYNC__SECRETS__ENCRYPTION_KEY",
+    "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=",
+)];
+
 #[tokio::main]
 async fn main() {
     let seconds = arg("--seconds", 600.0);
@@ -460,7 +468,10 @@ async fn main() {
     let mut provisioner = if backlog {
         None
     } else {
-        Some(env.start_service("provisioner", "provisioner", &[]).await)
+        Some(
+            env.start_service("provisioner", "provisioner", PROVISIONER_ENV)
+                .await,
+        )
     };
     let later = if backlog {
         ", provisioner started after the last request"
@@ -494,7 +505,9 @@ async fn main() {
     let failures = send_all(url, &tenant.organization_id, rate, owners, &timelines).await;
     let send_secs = origin.elapsed().as_secs_f64();
     if provisioner.is_none() {
-        let started = env.start_service("provisioner", "provisioner", &[]).await;
+        let started = env
+            .start_service("provisioner", "provisioner", PROVISIONER_ENV)
+            .await;
         rss_start.push((started.name.clone(), memory_kib(&started, "VmRSS")));
         // Started after the last request: its CPU counts from its start.
         processes
