@@ -365,20 +365,25 @@ fn hubspot(seen: Arc<Seen>) -> Router {
         .with_state(seen)
 }
 
-#[tokio::test]
-async fn hubspot_owners_with_a_private_app_token_including_archived_ones() {
-    let seen = Arc::new(Seen::default());
-    let base = serve(hubspot(seen.clone())).await;
-    let client = DirectoryClient::new(
-        Crm::HubSpot,
+/// A client of `crm` at `base` with a long-lived token, retrying quickly.
+fn with_token(crm: Crm, base: &str, token: &str) -> DirectoryClient {
+    DirectoryClient::new(
+        crm,
         Credentials {
-            base_url: Some(base),
-            access_token: Some("pat-na1-secret".into()),
+            base_url: Some(base.to_owned()),
+            access_token: Some(token.into()),
             oauth: None,
         },
         fast(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hubspot_owners_with_a_private_app_token_including_archived_ones() {
+    let seen = Arc::new(Seen::default());
+    let base = serve(hubspot(seen.clone())).await;
+    let client = with_token(Crm::HubSpot, &base, "pat-na1-secret");
     let mary = client.lookup("41629779").await.unwrap();
     assert_eq!(mary.name.as_deref(), Some("Mary Major"));
     assert_eq!(mary.email.as_deref(), Some("mary.major@example.com"));
@@ -397,16 +402,7 @@ async fn hubspot_owners_with_a_private_app_token_including_archived_ones() {
 async fn wrong_credentials_are_unauthorized_not_transient() {
     let seen = Arc::new(Seen::default());
     let base = serve(hubspot(seen.clone())).await;
-    let client = DirectoryClient::new(
-        Crm::HubSpot,
-        Credentials {
-            base_url: Some(base),
-            access_token: Some("wrong".into()),
-            oauth: None,
-        },
-        fast(),
-    )
-    .unwrap();
+    let client = with_token(Crm::HubSpot, &base, "wrong");
     let err = client.lookup("41629779").await.unwrap_err();
     assert!(matches!(err, LookupError::Unauthorized(_)), "{err}");
     assert!(!err.is_transient());
@@ -451,16 +447,7 @@ fn pipedrive(seen: Arc<Seen>) -> Router {
 async fn pipedrive_users_with_an_api_token_that_never_shows_in_errors() {
     let seen = Arc::new(Seen::default());
     let base = serve(pipedrive(seen.clone())).await;
-    let client = DirectoryClient::new(
-        Crm::Pipedrive,
-        Credentials {
-            base_url: Some(base),
-            access_token: Some("pd-api-token-1".into()),
-            oauth: None,
-        },
-        fast(),
-    )
-    .unwrap();
+    let client = with_token(Crm::Pipedrive, &base, "pd-api-token-1");
     let pat = client.lookup("18487521").await.unwrap();
     assert_eq!(pat.name.as_deref(), Some("Pat Pipeline"));
     assert_eq!(pat.email.as_deref(), Some("pat@example.com"));

@@ -10,16 +10,7 @@ use super::*;
 async fn hubspot_oauth_uses_the_refresh_token_grant() {
     let seen = Arc::new(Seen::default());
     let base = serve(hubspot(seen.clone())).await;
-    let client = DirectoryClient::new(
-        Crm::HubSpot,
-        Credentials {
-            base_url: Some(base),
-            access_token: None,
-            oauth: Some(oauth(Some("rt-0"))),
-        },
-        fast(),
-    )
-    .unwrap();
+    let client = oauth_client(&base, "rt-0");
     assert_eq!(
         client.lookup("41629779").await.unwrap().name.as_deref(),
         Some("Mary Major")
@@ -62,8 +53,8 @@ impl KeepRefreshToken for Kept {
     }
 }
 
-/// A HubSpot OAuth client holding `refresh_token`, keeping rotations in `kept`.
-fn keeping(base: &str, refresh_token: &str, kept: &Arc<Kept>) -> DirectoryClient {
+/// A HubSpot OAuth client holding `refresh_token`.
+fn oauth_client(base: &str, refresh_token: &str) -> DirectoryClient {
     DirectoryClient::new(
         Crm::HubSpot,
         Credentials {
@@ -74,7 +65,11 @@ fn keeping(base: &str, refresh_token: &str, kept: &Arc<Kept>) -> DirectoryClient
         fast(),
     )
     .unwrap()
-    .keeping_rotated_tokens(kept.clone())
+}
+
+/// [`oauth_client`], keeping rotations in `kept`.
+fn keeping(base: &str, refresh_token: &str, kept: &Arc<Kept>) -> DirectoryClient {
+    oauth_client(base, refresh_token).keeping_rotated_tokens(kept.clone())
 }
 
 #[tokio::test]

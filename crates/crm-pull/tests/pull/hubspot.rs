@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crm_sync_crm_directory::Crm;
-use crm_sync_e2e::fake_crm::Kind;
+use crm_sync_e2e::fake_crm::{FakeCrm, Kind};
 use crm_sync_proto::v1::{ChangeType, field_value};
 use serde_json::json;
 
@@ -189,12 +189,7 @@ async fn a_deal_edited_mid_pass_does_not_push_the_next_one_out_of_the_search() {
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     for n in 1..=7u32 {
         let at = since + chrono::Duration::minutes(i64::from(n));
-        fake.put_at(
-            "deal",
-            &n.to_string(),
-            json!({"dealstage": "closedwon"}),
-            at,
-        );
+        won_at(&fake, &n.to_string(), at);
     }
     let client = client(&fake, Crm::HubSpot, TOKEN, config(3));
     // Deal 2, read on the first page, is edited: it moves to the end of the results and deal 4
@@ -216,12 +211,12 @@ async fn deals_sharing_a_millisecond_are_all_read_whatever_their_order() {
     let fake = start(Kind::HubSpot).await;
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     let minute = |n: i64| since + chrono::Duration::minutes(n);
-    fake.put_at("deal", "1", json!({"dealstage": "closedwon"}), minute(1));
+    won_at(&fake, "1", minute(1));
     for id in ["2", "3", "4"] {
-        fake.put_at("deal", id, json!({"dealstage": "closedwon"}), minute(2));
+        won_at(&fake, id, minute(2));
     }
-    fake.put_at("deal", "5", json!({"dealstage": "closedwon"}), minute(3));
-    fake.put_at("deal", "9", json!({"dealstage": "closedwon"}), minute(4));
+    won_at(&fake, "5", minute(3));
+    won_at(&fake, "9", minute(4));
     let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
     // A write elsewhere in the account: the search orders the three deals of one millisecond
     // differently from then on.
@@ -243,12 +238,7 @@ async fn an_import_larger_than_a_page_in_one_millisecond_is_read_whole_while_the
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     let imported = since + chrono::Duration::minutes(1);
     for n in 1..=7u32 {
-        fake.put_at(
-            "deal",
-            &n.to_string(),
-            json!({"dealstage": "closedwon"}),
-            imported,
-        );
+        won_at(&fake, &n.to_string(), imported);
     }
     let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
     let scope = scope("deal", FIELDS);
@@ -284,12 +274,7 @@ async fn an_offset_saved_by_an_earlier_version_reads_its_millisecond_again_by_id
     let fake = start(Kind::HubSpot).await;
     let imported = chrono::Utc::now() - chrono::Duration::hours(1);
     for n in [3u32, 1, 2] {
-        fake.put_at(
-            "deal",
-            &n.to_string(),
-            json!({"dealstage": "closedwon"}),
-            imported,
-        );
+        won_at(&fake, &n.to_string(), imported);
     }
     let client = client(&fake, Crm::HubSpot, TOKEN, config(2));
     let saved = crm_sync_crm_pull::Cursor {
@@ -304,4 +289,9 @@ async fn an_offset_saved_by_an_earlier_version_reads_its_millisecond_again_by_id
     assert_eq!(ids, ["1", "2"]);
     let next = page.next.unwrap();
     assert_eq!(next.token.as_deref(), Some("2"), "{next:?}");
+}
+
+/// A deal won at `at`.
+fn won_at(fake: &FakeCrm, id: &str, at: chrono::DateTime<chrono::Utc>) {
+    fake.put_at("deal", id, json!({"dealstage": "closedwon"}), at);
 }
